@@ -1,0 +1,267 @@
+//! The job manager: the node's front door for jobs.
+//!
+//! It validates a submission (the step graph, and that every task is served by some node,
+//! waiting `task_wait_ms` for a worker group that is not there yet), names the job
+//! (`NODE-EPOCH-SEQ`, so any node can tell the owner from the id), and starts one
+//! [`JobSupervisor`] for it. It routes step results to the supervisors, answers status for
+//! live and recently finished jobs, and forwards questions about other nodes' jobs to
+//! their owners.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use troupe_runtime::error::ValidationError;
+use troupe_runtime::job::run::JobRun;
+use troupe_runtime::job::status::JobStatus;
+use troupe_runtime::job::validate::validate;
+use troupe_runtime::protocol::{
+    job_manager_group, owner_of, task_group, task_of_group, JobManagerMessage, SubmitError,
+    SubmitRequest,
+};
+use troupe_runtime::wire::Wire;
+
+use crate::job_supervisor::{JobSupervisor, JobSupervisorArgs, JobSupervisorMessage};
+use crate::NodeContext;
+
+/// How long a forwarded status question may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The job manager.
+pub struct JobManager;
+
+/// State of the job manager.
+pub struct JobManagerState {
+    ctx: NodeContext,
+    epoch: String,
+    seq: u64,
+    live: HashMap<String, ActorRef<JobSupervisorMessage>>,
+    by_actor: HashMap<ActorId, String>,
+    finished: HashMap<String, JobStatus>,
+    finished_order: VecDeque<String>,
+}
+
+type SubmitReply = RpcReplyPort<Wire<Result<String, SubmitError>>>;
+type StatusReply = RpcReplyPort<Wire<Result<JobStatus, String>>>;
+
+fn missing_tasks(req: &SubmitRequest) -> Vec<(String, String)> {
+    req.spec
+        .steps
+        .iter()
+        .filter(|s| ractor::pg::get_members(&task_group(&s.task)).is_empty())
+        .map(|s| (s.id.clone(), s.task.clone()))
+        .collect()
+}
+
+fn known_tasks() -> String {
+    let mut t: Vec<String> = ractor::pg::which_groups()
+        .iter()
+        .filter_map(|g| task_of_group(g).map(str::to_string))
+        .collect();
+    t.sort();
+    t.dedup();
+    t.join(", ")
+}
+
+impl JobManagerState {
+    async fn submit(&mut self, myself: &ActorRef<JobManagerMessage>, req: SubmitRequest, reply: SubmitReply) {
+        let graph = match validate(&req.spec) {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = reply.send(Wire::new(Err(SubmitError::Invalid(e.to_string()))));
+                return;
+            }
+        };
+        let missing = missing_tasks(&req);
+        if let Some((step, task)) = missing.first() {
+            if req.waited {
+                let e = ValidationError::UnknownTask {
+                    step: step.clone(),
+                    task: task.clone(),
+                    waited_ms: self.ctx.config.task_wait_ms,
+                    known: known_tasks(),
+                };
+                let _ = reply.send(Wire::new(Err(SubmitError::Invalid(e.to_string()))));
+                return;
+            }
+            // A worker group may be about to appear (a node still joining): wait for it
+            // off the mailbox, then submit again.
+            let wait = Duration::from_millis(self.ctx.config.task_wait_ms);
+            let me = myself.clone();
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let mut req = req;
+                while start.elapsed() < wait && !missing_tasks(&req).is_empty() {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                req.waited = true;
+                let _ = me.cast(JobManagerMessage::Submit(Wire::new(req), reply));
+            });
+            return;
+        }
+        self.seq += 1;
+        let id = format!("{}-{}-{}", self.ctx.config.name, self.epoch, self.seq);
+        let mut watchers = Vec::new();
+        if let Some(mut w) = req.watch {
+            w.job = id.clone();
+            watchers.push(w);
+        }
+        let args = JobSupervisorArgs {
+            run: JobRun::new(id.clone(), req.spec, graph),
+            owner: self.ctx.config.name.clone(),
+            watchers,
+        };
+        match Actor::spawn_linked(None, JobSupervisor, args, myself.get_cell()).await {
+            Ok((sup, _)) => {
+                tracing::debug!(job = %id, "job accepted");
+                self.by_actor.insert(sup.get_id(), id.clone());
+                self.live.insert(id.clone(), sup);
+                let _ = reply.send(Wire::new(Ok(id)));
+            }
+            Err(e) => {
+                let _ = reply.send(Wire::new(Err(SubmitError::Unavailable(format!(
+                    "cannot start a job supervisor: {e}"
+                )))));
+            }
+        }
+    }
+
+    fn status(&self, job: String, reply: StatusReply) {
+        if let Some(sup) = self.live.get(&job) {
+            if let Err(ractor::MessagingErr::SendErr(JobSupervisorMessage::Status(reply))) =
+                sup.cast(JobSupervisorMessage::Status(reply))
+            {
+                let _ = reply.send(Wire::new(Err(format!("job {job} is ending; ask again"))));
+            }
+            return;
+        }
+        if let Some(st) = self.finished.get(&job) {
+            let _ = reply.send(Wire::new(Ok(st.clone())));
+            return;
+        }
+        match owner_of(&job) {
+            Some(owner) if owner != self.ctx.config.name => {
+                let owner = owner.to_string();
+                tokio::spawn(async move {
+                    let answer = match ractor::pg::get_members(&job_manager_group(&owner)).into_iter().next() {
+                        None => Err(format!("the node {owner} that owns job {job} is not reachable")),
+                        Some(jm) => {
+                            let jm: ActorRef<JobManagerMessage> = jm.into();
+                            match jm.call(|r| JobManagerMessage::Status(job.clone(), r), Some(FORWARD_TIMEOUT)).await {
+                                Ok(ractor::rpc::CallResult::Success(w)) => {
+                                    w.into_inner().unwrap_or_else(|e| Err(e.to_string()))
+                                }
+                                _ => Err(format!("no answer from {owner} about job {job}")),
+                            }
+                        }
+                    };
+                    let _ = reply.send(Wire::new(answer));
+                });
+            }
+            _ => {
+                let _ = reply.send(Wire::new(Err(format!("no job {job} on this node"))));
+            }
+        }
+    }
+
+    fn ended(&mut self, st: JobStatus) {
+        if let Some(sup) = self.live.remove(&st.id) {
+            self.by_actor.remove(&sup.get_id());
+        }
+        self.finished_order.push_back(st.id.clone());
+        self.finished.insert(st.id.clone(), st);
+        while self.finished_order.len() > self.ctx.config.retain_finished_jobs.max(1) {
+            if let Some(old) = self.finished_order.pop_front() {
+                self.finished.remove(&old);
+            }
+        }
+    }
+}
+
+impl Actor for JobManager {
+    type Msg = JobManagerMessage;
+    type State = JobManagerState;
+    type Arguments = NodeContext;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, ctx: NodeContext) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(job_manager_group(&ctx.config.name), vec![myself.get_cell()]);
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        Ok(JobManagerState {
+            ctx,
+            epoch: format!("{epoch:x}"),
+            seq: 0,
+            live: HashMap::new(),
+            by_actor: HashMap::new(),
+            finished: HashMap::new(),
+            finished_order: VecDeque::new(),
+        })
+    }
+
+    async fn post_stop(&self, myself: ActorRef<Self::Msg>, _state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        myself.stop_children(None);
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            JobManagerMessage::Submit(req, reply) => match req.into_inner() {
+                Ok(req) => state.submit(&myself, req, reply).await,
+                Err(e) => {
+                    let _ = reply.send(Wire::new(Err(SubmitError::Invalid(format!("unreadable submission: {e}")))));
+                }
+            },
+            JobManagerMessage::Status(job, reply) => state.status(job, reply),
+            JobManagerMessage::Watch(req, reply) => match req.into_inner() {
+                Ok(req) => match state.live.get(&req.job) {
+                    Some(sup) => {
+                        let _ = sup.cast(JobSupervisorMessage::Watch(req, reply));
+                    }
+                    None => state.status(req.job, reply),
+                },
+                Err(e) => {
+                    let _ = reply.send(Wire::new(Err(format!("unreadable watch request: {e}"))));
+                }
+            },
+            JobManagerMessage::StepFinished(r) => match r.into_inner() {
+                Ok(r) => match state.live.get(&r.job) {
+                    Some(sup) => {
+                        let _ = sup.cast(JobSupervisorMessage::Finished(r));
+                    }
+                    None => tracing::debug!(job = %r.job, step = %r.step, "result for a job that is no longer running; discarded"),
+                },
+                Err(e) => tracing::warn!(error = %e, "dropping an unreadable step result"),
+            },
+            JobManagerMessage::JobEnded(st) => match st.into_inner() {
+                Ok(st) => state.ended(st),
+                Err(e) => tracing::warn!(error = %e, "unreadable job status"),
+            },
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, _myself: ActorRef<Self::Msg>, evt: SupervisionEvent, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        // A job supervisor that stops normally has already sent JobEnded. One that crashed
+        // takes its job down with it: record the job as failed rather than forget it.
+        if let SupervisionEvent::ActorFailed(cell, err) = evt {
+            if let Some(job) = state.by_actor.remove(&cell.get_id()) {
+                tracing::error!(job = %job, error = %err, "job supervisor crashed; the job fails");
+                state.live.remove(&job);
+                let st = JobStatus {
+                    id: job.clone(),
+                    name: String::new(),
+                    state: troupe_runtime::JobState::Failed,
+                    steps: Default::default(),
+                    output: None,
+                    error: Some(format!("the job's supervisor crashed: {err}")),
+                    stats: Default::default(),
+                    elapsed_ms: None,
+                };
+                state.ended(st);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! The job supervisor: one actor per job, the job's single point of control.
+//!
+//! It folds what happens to the job (an attempt assigned, finished, timed out; a retry
+//! due) into the job's [`JobRun`] state machine and carries out the actions that come back:
+//! dispatch an attempt, arm a timer, tell the watchers. When the job ends it hands the
+//! final status to its job manager and stops.
+
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorMessage;
+use troupe_runtime::job::run::{Action, JobRun};
+use troupe_runtime::job::status::{JobEvent, JobStatus};
+use troupe_runtime::protocol::{
+    JobManagerMessage, StepRequest, StepResult, WatchRequest, WatcherMessage,
+};
+use troupe_runtime::wire::Wire;
+
+use crate::dispatcher::DispatcherMessage;
+use crate::{find, names};
+
+/// Messages of a job supervisor (local to its node).
+#[derive(RactorMessage)]
+pub enum JobSupervisorMessage {
+    /// The dispatcher gave an attempt to a worker on `node`.
+    Assigned {
+        /// The step.
+        step: String,
+        /// The attempt.
+        attempt: u32,
+        /// Where it runs.
+        node: String,
+    },
+    /// An attempt ended.
+    Finished(StepResult),
+    /// An attempt's time limit passed.
+    TimedOut {
+        /// The step.
+        step: String,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// A retry's backoff is over.
+    RetryDue {
+        /// The step.
+        step: String,
+        /// The attempt to start.
+        attempt: u32,
+    },
+    /// The dispatcher was not running; try this attempt again.
+    Redispatch(StepRequest),
+    /// The status now.
+    Status(RpcReplyPort<Wire<Result<JobStatus, String>>>),
+    /// Follow the job: reply with the status now, push later events.
+    Watch(WatchRequest, RpcReplyPort<Wire<Result<JobStatus, String>>>),
+}
+
+/// What a job supervisor starts with.
+pub struct JobSupervisorArgs {
+    /// The job, validated.
+    pub run: JobRun,
+    /// This node's name (the job's owner).
+    pub owner: String,
+    /// Who follows the job from the start.
+    pub watchers: Vec<WatchRequest>,
+}
+
+struct Watcher {
+    req: WatchRequest,
+    actor: Option<ActorRef<WatcherMessage>>,
+}
+
+/// State of a job supervisor.
+pub struct JobSupervisorState {
+    run: JobRun,
+    owner: String,
+    watchers: Vec<Watcher>,
+}
+
+/// The job supervisor.
+pub struct JobSupervisor;
+
+fn dispatch(myself: &ActorRef<JobSupervisorMessage>, request: StepRequest) {
+    match find::<DispatcherMessage>(names::DISPATCHER) {
+        Some(d) => {
+            if let Err(e) = d.cast(DispatcherMessage::Dispatch {
+                request,
+                supervisor: myself.clone(),
+            }) {
+                // The dispatcher is stopping; get the request back and try again shortly.
+                if let ractor::MessagingErr::SendErr(DispatcherMessage::Dispatch { request, .. }) = e {
+                    let r = request;
+                    myself.send_after(Duration::from_millis(10), move || JobSupervisorMessage::Redispatch(r));
+                }
+            }
+        }
+        None => {
+            myself.send_after(Duration::from_millis(10), move || JobSupervisorMessage::Redispatch(request));
+        }
+    }
+}
+
+impl JobSupervisorState {
+    fn notify(&mut self, ev: &JobEvent) {
+        let end = matches!(ev, JobEvent::JobFinished { .. });
+        for w in &mut self.watchers {
+            if !(w.req.progress || end) {
+                continue;
+            }
+            if w.actor.is_none() {
+                w.actor = ractor::pg::get_members(&w.req.group).into_iter().next().map(Into::into);
+            }
+            if let Some(a) = &w.actor {
+                if a.cast(WatcherMessage::Event(Wire::new(ev.clone()))).is_err() {
+                    w.actor = None;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, myself: &ActorRef<JobSupervisorMessage>, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Dispatch(d) => {
+                    if let Some(t) = d.timeout {
+                        let (step, attempt) = (d.step.clone(), d.attempt);
+                        myself.send_after(t, move || JobSupervisorMessage::TimedOut { step, attempt });
+                    }
+                    dispatch(
+                        myself,
+                        StepRequest {
+                            job: self.run.id().to_string(),
+                            step: d.step,
+                            attempt: d.attempt,
+                            task: d.task,
+                            input: d.input,
+                            deps: d.deps,
+                            owner: self.owner.clone(),
+                        },
+                    );
+                }
+                Action::RetryLater { step, attempt, delay } => {
+                    myself.send_after(delay, move || JobSupervisorMessage::RetryDue { step, attempt });
+                }
+                Action::Notify(ev) => self.notify(&ev),
+            }
+        }
+        if self.run.state().is_terminal() {
+            let status = self.run.status();
+            tracing::debug!(job = %status.id, state = ?status.state, "job ended");
+            if let Some(jm) = find::<JobManagerMessage>(names::JOB_MANAGER) {
+                let _ = jm.cast(JobManagerMessage::JobEnded(Wire::new(status)));
+            }
+            myself.stop(None);
+        }
+    }
+}
+
+impl Actor for JobSupervisor {
+    type Msg = JobSupervisorMessage;
+    type State = JobSupervisorState;
+    type Arguments = JobSupervisorArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: JobSupervisorArgs) -> Result<Self::State, ActorProcessingErr> {
+        Ok(JobSupervisorState {
+            run: args.run,
+            owner: args.owner,
+            watchers: args
+                .watchers
+                .into_iter()
+                .map(|req| Watcher { req, actor: None })
+                .collect(),
+        })
+    }
+
+    async fn post_start(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        let actions = state.run.start();
+        state.apply(&myself, actions);
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        let actions = match msg {
+            JobSupervisorMessage::Assigned { step, attempt, node } => state.run.assigned(&step, attempt, &node),
+            JobSupervisorMessage::Finished(r) => {
+                let actions = state.run.finished(&r.step, r.attempt, &r.node, r.result);
+                if actions.is_empty() {
+                    tracing::debug!(job = %r.job, step = %r.step, attempt = r.attempt, "discarded a result of an attempt given up");
+                }
+                actions
+            }
+            JobSupervisorMessage::TimedOut { step, attempt } => state.run.timed_out(&step, attempt),
+            JobSupervisorMessage::RetryDue { step, attempt } => state.run.retry_due(&step, attempt),
+            JobSupervisorMessage::Redispatch(r) => {
+                dispatch(&myself, r);
+                Vec::new()
+            }
+            JobSupervisorMessage::Status(reply) => {
+                let _ = reply.send(Wire::new(Ok(state.run.status())));
+                Vec::new()
+            }
+            JobSupervisorMessage::Watch(req, reply) => {
+                let _ = reply.send(Wire::new(Ok(state.run.status())));
+                state.watchers.push(Watcher { req, actor: None });
+                Vec::new()
+            }
+        };
+        state.apply(&myself, actions);
+        Ok(())
+    }
+}

@@ -1,0 +1,116 @@
+//! # troupe-actors
+//!
+//! The system actors of a Troupe node, one per module, each with its messages beside it:
+//!
+//! ```text
+//! NodeRoot (one_for_one, restart intensity from config)
+//! ├── NodeServer     ractor_cluster: listener + one NodeSession per peer or client
+//! ├── WorkerPool     runs steps in `slots` concurrent tasks; joins troupe.task.<name>
+//! ├── Dispatcher     hands ready steps to a worker pool of the step's task, on any node
+//! ├── JobManager     accepts jobs, answers status; one JobSupervisor child per job
+//! │   └── JobSupervisor*  owns one job: DAG state, retries, timeouts, watchers
+//! └── Membership     full mesh from the seeds, gossip of node info, handshake deadlines
+//! ```
+//!
+//! Actors find each other through ractor's registry by the names in [`names`], so a
+//! restarted actor is found again without anyone holding a stale reference.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex, RwLock};
+
+use ractor::{ActorId, ActorRef};
+use ractor_cluster::NodeSessionMessage;
+use troupe_runtime::config::NodeConfig;
+use troupe_runtime::TaskRegistry;
+
+pub mod dispatcher;
+pub mod job_manager;
+pub mod job_supervisor;
+pub mod membership;
+pub mod node_root;
+pub mod supervision;
+pub mod worker_pool;
+
+pub use node_root::{start_node, NodeRoot, NodeRootMessage, StartError};
+
+/// Registered names of the system actors.
+pub mod names {
+    /// The node's root supervisor.
+    pub const NODE_ROOT: &str = "troupe.node_root";
+    /// The ractor_cluster node server.
+    pub const NODE_SERVER: &str = troupe_runtime::cluster::NODE_SERVER_NAME;
+    /// The membership actor.
+    pub const MEMBERSHIP: &str = "troupe.membership";
+    /// The job manager.
+    pub const JOB_MANAGER: &str = "troupe.job_manager";
+    /// The dispatcher.
+    pub const DISPATCHER: &str = "troupe.dispatcher";
+    /// The worker pool.
+    pub const WORKER_POOL: &str = "troupe.worker_pool";
+}
+
+/// The registered actor `name`, if it runs, as a typed reference.
+pub fn find<M: ractor::Message>(name: &str) -> Option<ActorRef<M>> {
+    ractor::registry::where_is(name.to_string()).map(Into::into)
+}
+
+/// What this node knows of the cluster, shared by its actors without messages.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    /// This node's name.
+    pub node: String,
+    names: RwLock<HashMap<u64, String>>,
+    /// Slots busy in the worker pool.
+    pub busy: AtomicU32,
+    /// Steps waiting in the worker pool's queue.
+    pub queued: AtomicU32,
+    sessions: Mutex<HashMap<u64, ActorRef<NodeSessionMessage>>>,
+}
+
+impl ClusterView {
+    /// A view for the node `node`.
+    pub fn new(node: &str) -> Self {
+        Self {
+            node: node.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// The node name of the process an actor lives in.
+    pub fn node_of(&self, id: ActorId) -> String {
+        match id {
+            ActorId::Local(_) => self.node.clone(),
+            ActorId::Remote { node_id, .. } => self
+                .names
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&node_id)
+                .cloned()
+                .unwrap_or_else(|| format!("session-{node_id}")),
+        }
+    }
+
+    pub(crate) fn set_session_name(&self, node_id: u64, name: Option<String>) {
+        let mut m = self.names.write().unwrap_or_else(|p| p.into_inner());
+        match name {
+            Some(n) => m.insert(node_id, n),
+            None => m.remove(&node_id),
+        };
+    }
+
+    pub(crate) fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ActorRef<NodeSessionMessage>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Everything a node's actors share.
+#[derive(Clone, Debug)]
+pub struct NodeContext {
+    /// The node's configuration.
+    pub config: Arc<NodeConfig>,
+    /// The tasks this node serves.
+    pub registry: TaskRegistry,
+    /// Shared knowledge of the cluster.
+    pub view: Arc<ClusterView>,
+}

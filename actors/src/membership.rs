@@ -1,0 +1,358 @@
+//! Membership: who is in the cluster, and keeping a full mesh to them.
+//!
+//! ractor_cluster connects two nodes and exchanges their actors and process groups, but it
+//! neither reconnects nor keeps a mesh (its transitive mode is a one-shot snapshot), and
+//! process groups only show members of directly connected nodes. So this actor:
+//!
+//! - dials every seed and every node it has heard of until a session to it exists, on each
+//!   tick (start order does not matter; a restarted peer is dialled again);
+//! - gossips this node's [`NodeInfo`] (address, tasks, slots, load, known peers) to every
+//!   peer's membership actor each tick, and at once to a peer that just joined the
+//!   `troupe.membership` group, so a new node learns the whole cluster in one round trip;
+//! - closes connections that have not passed the cookie handshake within
+//!   `handshake_timeout_ms` (ractor_cluster has no such deadline);
+//! - logs one line per cluster event: node joined, node left, connection refused.
+//!
+//! Silent-peer detection (heartbeat deadlines) belongs to the failure detector and is not
+//! here yet: a peer is down when its connection closes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use ractor::pg::GroupChangeMessage;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor_cluster::NodeServerMessage;
+use troupe_runtime::cluster::{node_name_of, SessionEvents};
+use troupe_runtime::config::resolve;
+use troupe_runtime::protocol::{
+    MembershipMessage, NodeInfo, NodeState, SessionEvent, SessionEventKind, MEMBERSHIP_GROUP,
+};
+use troupe_runtime::wire::Wire;
+
+use crate::{find, names, NodeContext};
+
+/// How long a node that left stays listed as down before it drops out.
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+/// How long to wait for a dial before trying the address again.
+const DIAL_RETRY: Duration = Duration::from_secs(1);
+
+/// The membership actor.
+pub struct Membership;
+
+struct Session {
+    opened: Instant,
+    authenticated: bool,
+    peer: Option<String>,
+    addr: String,
+    is_server: bool,
+}
+
+struct Peer {
+    info: NodeInfo,
+    state: NodeState,
+    since: Instant,
+}
+
+/// State of the membership actor.
+pub struct MembershipState {
+    ctx: NodeContext,
+    address: String,
+    seeds: Vec<String>,
+    server_id: Option<ractor::ActorId>,
+    sessions: HashMap<u64, Session>,
+    peers: BTreeMap<String, Peer>,
+    /// Addresses heard of through gossip, by the time they were last heard.
+    heard: HashMap<String, Instant>,
+    dialing: HashMap<String, Instant>,
+}
+
+impl MembershipState {
+    fn connected_names(&self) -> HashSet<String> {
+        self.sessions
+            .values()
+            .filter(|s| s.authenticated)
+            .filter_map(|s| s.peer.clone())
+            .collect()
+    }
+
+    fn my_info(&self) -> NodeInfo {
+        let v = &self.ctx.view;
+        NodeInfo {
+            name: self.ctx.config.name.clone(),
+            address: self.address.clone(),
+            state: NodeState::Up,
+            tasks: self.ctx.registry.names(),
+            slots: self.ctx.config.slots as u32,
+            busy: v.busy.load(std::sync::atomic::Ordering::Relaxed),
+            queued: v.queued.load(std::sync::atomic::Ordering::Relaxed),
+            peers: self.peers.values().map(|p| p.info.address.clone()).collect(),
+        }
+    }
+
+    fn subscribe_if_new_server(&mut self, myself: &ActorRef<MembershipMessage>) {
+        let Some(server) = find::<NodeServerMessage>(names::NODE_SERVER) else {
+            return;
+        };
+        if self.server_id == Some(server.get_id()) {
+            return;
+        }
+        self.server_id = Some(server.get_id());
+        let me = myself.clone();
+        let view = self.ctx.view.clone();
+        SessionEvents(move |ev: SessionEvent, actor| {
+            match ev.kind {
+                SessionEventKind::Opened => {
+                    view.sessions().insert(ev.node_id, actor);
+                }
+                SessionEventKind::Authenticated => {
+                    view.set_session_name(ev.node_id, ev.peer_name.as_deref().map(|p| node_name_of(p).to_string()));
+                }
+                SessionEventKind::Disconnected => {
+                    view.sessions().remove(&ev.node_id);
+                }
+                SessionEventKind::Ready => {}
+            }
+            let _ = me.cast(MembershipMessage::Session(Wire::new(ev)));
+        })
+        .subscribe(&server, "troupe.membership");
+    }
+
+    fn on_session(&mut self, ev: SessionEvent) {
+        match ev.kind {
+            SessionEventKind::Opened => {
+                self.sessions.insert(
+                    ev.node_id,
+                    Session {
+                        opened: Instant::now(),
+                        authenticated: false,
+                        peer: None,
+                        addr: ev.peer_addr,
+                        is_server: ev.is_server,
+                    },
+                );
+            }
+            SessionEventKind::Authenticated | SessionEventKind::Ready => {
+                if let Some(s) = self.sessions.get_mut(&ev.node_id) {
+                    s.authenticated = true;
+                    s.peer = ev.peer_name.as_deref().map(|p| node_name_of(p).to_string());
+                    if !s.is_server {
+                        self.dialing.remove(&s.addr);
+                    }
+                }
+            }
+            SessionEventKind::Disconnected => {
+                let Some(s) = self.sessions.remove(&ev.node_id) else {
+                    return;
+                };
+                self.ctx.view.set_session_name(ev.node_id, None);
+                if !s.is_server {
+                    self.dialing.remove(&s.addr);
+                }
+                if !s.authenticated {
+                    if s.is_server {
+                        tracing::warn!(peer = %s.addr, "connection closed before it authenticated: wrong cookie, garbage, or not a troupe peer");
+                    } else {
+                        tracing::debug!(peer = %s.addr, "outgoing connection closed before it authenticated");
+                    }
+                    return;
+                }
+                let Some(name) = s.peer else { return };
+                if self.connected_names().contains(&name) {
+                    return; // a duplicate session lost the election; the other one stands
+                }
+                if let Some(p) = self.peers.get_mut(&name) {
+                    if p.state == NodeState::Up {
+                        p.state = NodeState::Down;
+                        p.since = Instant::now();
+                        tracing::info!(node = %name, address = %p.info.address, "node left: connection closed");
+                    }
+                } else {
+                    tracing::debug!(client = %name, "client disconnected");
+                }
+            }
+        }
+    }
+
+    fn on_hello(&mut self, info: NodeInfo) {
+        if info.name == self.ctx.config.name {
+            return;
+        }
+        let now = Instant::now();
+        for a in &info.peers {
+            self.heard.insert(a.clone(), now);
+        }
+        let connected = self.connected_names().contains(&info.name);
+        let state = if connected { NodeState::Up } else { NodeState::Down };
+        match self.peers.get_mut(&info.name) {
+            Some(p) => {
+                if p.state != NodeState::Up && state == NodeState::Up {
+                    tracing::info!(node = %info.name, address = %info.address, "node joined (rejoined)");
+                    p.since = now;
+                }
+                p.state = state;
+                p.info = info;
+            }
+            None => {
+                if state == NodeState::Up {
+                    tracing::info!(node = %info.name, address = %info.address, tasks = info.tasks.len(), "node joined");
+                }
+                self.peers.insert(info.name.clone(), Peer { info, state, since: now });
+            }
+        }
+    }
+
+    fn tick(&mut self, myself: &ActorRef<MembershipMessage>) {
+        self.subscribe_if_new_server(myself);
+        let now = Instant::now();
+        let deadline = Duration::from_millis(self.ctx.config.handshake_timeout_ms);
+
+        // Connections stuck before authentication.
+        let stalled: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.authenticated && now.duration_since(s.opened) > deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stalled {
+            if let Some(s) = self.sessions.remove(&id) {
+                tracing::warn!(peer = %s.addr, timeout_ms = deadline.as_millis() as u64, "closing a connection that did not finish the handshake in time");
+                if let Some(actor) = self.ctx.view.sessions().remove(&id) {
+                    actor.stop(Some("handshake timeout".into()));
+                }
+            }
+        }
+
+        // Peers marked down long enough drop out; so do addresses nobody mentions any more.
+        self.peers
+            .retain(|_, p| p.state == NodeState::Up || now.duration_since(p.since) < FORGET_AFTER);
+        self.heard.retain(|_, t| now.duration_since(*t) < FORGET_AFTER);
+
+        // Peers that are down still count as "seen" (we keep dialing them) until forgotten.
+        let connected = self.connected_names();
+        for p in self.peers.values_mut() {
+            if connected.contains(&p.info.name) && p.state != NodeState::Up {
+                p.state = NodeState::Up;
+                p.since = now;
+                tracing::info!(node = %p.info.name, address = %p.info.address, "node joined (reconnected)");
+            }
+        }
+
+        // Dial what we should be connected to and are not.
+        let mut connected_addrs: HashSet<String> = self
+            .peers
+            .values()
+            .filter(|p| connected.contains(&p.info.name))
+            .map(|p| p.info.address.clone())
+            .collect();
+        connected_addrs.extend(
+            self.sessions
+                .values()
+                .filter(|s| !s.is_server && s.authenticated)
+                .map(|s| s.addr.clone()),
+        );
+        let mut targets: Vec<String> = self.seeds.clone();
+        targets.extend(self.peers.values().map(|p| p.info.address.clone()));
+        targets.extend(self.heard.keys().cloned());
+        targets.sort();
+        targets.dedup();
+        self.dialing.retain(|_, t| now.duration_since(*t) < DIAL_RETRY);
+        let Some(server) = find::<NodeServerMessage>(names::NODE_SERVER) else {
+            return;
+        };
+        for addr in targets {
+            if addr == self.address || connected_addrs.contains(&addr) || self.dialing.contains_key(&addr) {
+                continue;
+            }
+            self.dialing.insert(addr.clone(), now);
+            let server = server.clone();
+            tokio::spawn(async move {
+                if let Err(e) = ractor_cluster::client_connect(&server, addr.as_str()).await {
+                    tracing::debug!(peer = %addr, error = %e, "dial failed; will retry");
+                }
+            });
+        }
+
+        // Gossip.
+        let hello = self.my_info();
+        for m in ractor::pg::get_members(&MEMBERSHIP_GROUP.to_string()) {
+            if m.get_id() != myself.get_id() {
+                let r: ActorRef<MembershipMessage> = m.into();
+                let _ = r.cast(MembershipMessage::Hello(Wire::new(hello.clone())));
+            }
+        }
+    }
+
+    fn list(&self) -> Vec<NodeInfo> {
+        let mut out = vec![self.my_info()];
+        out.extend(self.peers.values().map(|p| NodeInfo {
+            state: p.state,
+            ..p.info.clone()
+        }));
+        out
+    }
+}
+
+impl Actor for Membership {
+    type Msg = MembershipMessage;
+    type State = MembershipState;
+    type Arguments = NodeContext;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, ctx: NodeContext) -> Result<Self::State, ActorProcessingErr> {
+        let address = ctx.config.advertised()?.to_string();
+        // Seeds are compared with peers' advertised addresses, so resolve them the same way.
+        let seeds = ctx
+            .config
+            .seeds
+            .iter()
+            .map(|s| resolve(s).map(|a| a.to_string()).unwrap_or_else(|_| s.clone()))
+            .collect();
+        ractor::pg::join(MEMBERSHIP_GROUP.to_string(), vec![myself.get_cell()]);
+        ractor::pg::monitor(MEMBERSHIP_GROUP.to_string(), myself.get_cell());
+        let period = Duration::from_millis(ctx.config.gossip_interval_ms.max(10));
+        myself.send_interval(period, || MembershipMessage::Tick);
+        let mut state = MembershipState {
+            ctx,
+            address,
+            seeds,
+            server_id: None,
+            sessions: HashMap::new(),
+            peers: BTreeMap::new(),
+            heard: HashMap::new(),
+            dialing: HashMap::new(),
+        };
+        state.tick(&myself);
+        Ok(state)
+    }
+
+    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            MembershipMessage::Tick => state.tick(&myself),
+            MembershipMessage::Session(ev) => match ev.into_inner() {
+                Ok(ev) => state.on_session(ev),
+                Err(e) => tracing::warn!(error = %e, "unreadable session event"),
+            },
+            MembershipMessage::Hello(info) => match info.into_inner() {
+                Ok(info) => state.on_hello(info),
+                Err(e) => tracing::warn!(error = %e, "unreadable gossip from a peer; is it the same troupe version?"),
+            },
+            MembershipMessage::ListNodes(reply) => {
+                let _ = reply.send(Wire::new(state.list()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, myself: ActorRef<Self::Msg>, evt: SupervisionEvent, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ProcessGroupChanged(GroupChangeMessage::Join(_, _, members)) = evt {
+            // A node just became visible: introduce ourselves at once rather than next tick.
+            let hello = state.my_info();
+            for m in members {
+                if m.get_id() != myself.get_id() {
+                    let r: ActorRef<MembershipMessage> = m.into();
+                    let _ = r.cast(MembershipMessage::Hello(Wire::new(hello.clone())));
+                }
+            }
+        }
+        Ok(())
+    }
+}

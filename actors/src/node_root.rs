@@ -1,0 +1,221 @@
+//! The root supervisor of a node: starts the system actors and restarts one that fails,
+//! one-for-one, under the restart intensity of the configuration. Past the limit it stops
+//! and the node process exits: a node that cannot keep its actors up should not pretend.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor_cluster::RactorMessage;
+use troupe_runtime::cluster::{start_server, ServerOptions};
+use troupe_runtime::config::NodeConfig;
+use troupe_runtime::TaskRegistry;
+
+use crate::dispatcher::Dispatcher;
+use crate::job_manager::JobManager;
+use crate::membership::Membership;
+use crate::supervision::RestartIntensity;
+use crate::worker_pool::WorkerPool;
+use crate::{names, ClusterView, NodeContext};
+
+/// The system actors the root supervises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Child {
+    /// ractor_cluster's node server.
+    NodeServer,
+    /// [`WorkerPool`].
+    WorkerPool,
+    /// [`Dispatcher`].
+    Dispatcher,
+    /// [`JobManager`].
+    JobManager,
+    /// [`Membership`].
+    Membership,
+}
+
+impl Child {
+    /// Start order: transport first, membership (which dials peers) last.
+    pub const ALL: [Child; 5] = [
+        Child::NodeServer,
+        Child::WorkerPool,
+        Child::Dispatcher,
+        Child::JobManager,
+        Child::Membership,
+    ];
+
+    /// The registered name of the child.
+    pub fn name(self) -> &'static str {
+        match self {
+            Child::NodeServer => names::NODE_SERVER,
+            Child::WorkerPool => names::WORKER_POOL,
+            Child::Dispatcher => names::DISPATCHER,
+            Child::JobManager => names::JOB_MANAGER,
+            Child::Membership => names::MEMBERSHIP,
+        }
+    }
+}
+
+/// Messages of the root supervisor.
+#[derive(RactorMessage)]
+pub enum NodeRootMessage {
+    /// How many restarts the root has made.
+    Restarts(RpcReplyPort<u64>),
+}
+
+/// The root supervisor.
+pub struct NodeRoot;
+
+/// State of the root supervisor.
+pub struct NodeRootState {
+    ctx: NodeContext,
+    children: Vec<(Child, ActorCell)>,
+    intensity: RestartIntensity,
+}
+
+async fn spawn_child(child: Child, ctx: &NodeContext, sup: ActorCell) -> Result<ActorCell, ActorProcessingErr> {
+    let name = Some(child.name().to_string());
+    let cell = match child {
+        Child::NodeServer => {
+            let c = &ctx.config;
+            let advertised = c.advertised()?;
+            let listen = c.listen_addr()?;
+            start_server(
+                &ServerOptions {
+                    name: c.name.clone(),
+                    host: advertised.ip().to_string(),
+                    bind: listen.ip(),
+                    port: listen.port(),
+                    cookie: c.cookie.clone(),
+                    max_frame_bytes: c.max_message_bytes,
+                },
+                Some(sup),
+            )
+            .await?
+            .get_cell()
+        }
+        Child::WorkerPool => Actor::spawn_linked(name, WorkerPool, ctx.clone(), sup).await?.0.get_cell(),
+        Child::Dispatcher => Actor::spawn_linked(name, Dispatcher, ctx.clone(), sup).await?.0.get_cell(),
+        Child::JobManager => Actor::spawn_linked(name, JobManager, ctx.clone(), sup).await?.0.get_cell(),
+        Child::Membership => Actor::spawn_linked(name, Membership, ctx.clone(), sup).await?.0.get_cell(),
+    };
+    Ok(cell)
+}
+
+impl Actor for NodeRoot {
+    type Msg = NodeRootMessage;
+    type State = NodeRootState;
+    type Arguments = NodeContext;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, ctx: NodeContext) -> Result<Self::State, ActorProcessingErr> {
+        let mut children = Vec::new();
+        for child in Child::ALL {
+            let cell = spawn_child(child, &ctx, myself.get_cell()).await?;
+            children.push((child, cell));
+        }
+        let r = ctx.config.restart;
+        Ok(NodeRootState {
+            intensity: RestartIntensity::new(r.max_restarts, Duration::from_millis(r.window_ms)),
+            ctx,
+            children,
+        })
+    }
+
+    async fn post_stop(&self, myself: ActorRef<Self::Msg>, _state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        myself.stop_children_and_wait(Some("node shutting down".into()), Some(Duration::from_secs(5))).await;
+        Ok(())
+    }
+
+    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            NodeRootMessage::Restarts(reply) => {
+                let _ = reply.send(state.intensity.total());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, myself: ActorRef<Self::Msg>, evt: SupervisionEvent, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into())))
+            }
+            _ => return Ok(()),
+        };
+        let Some(pos) = state.children.iter().position(|(_, c)| c.get_id() == cell.get_id()) else {
+            return Ok(());
+        };
+        let child = state.children[pos].0;
+        if !state.intensity.allow(Instant::now()) {
+            tracing::error!(
+                actor = child.name(),
+                reason = %why,
+                max_restarts = state.ctx.config.restart.max_restarts,
+                window_ms = state.ctx.config.restart.window_ms,
+                "restart intensity exceeded; stopping the node"
+            );
+            myself.stop(Some(format!("restart intensity exceeded ({} {why})", child.name())));
+            return Ok(());
+        }
+        tracing::warn!(actor = child.name(), reason = %why, "system actor ended; restarting it");
+        // The registry name is free once the old actor is gone; retry briefly if not yet.
+        let mut last_err = None;
+        for _ in 0..50 {
+            match spawn_child(child, &state.ctx, myself.get_cell()).await {
+                Ok(cell) => {
+                    state.children[pos].1 = cell;
+                    return Ok(());
+                }
+                Err(e) => {
+                    last_err = Some(e);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        let e = last_err.map(|e| e.to_string()).unwrap_or_default();
+        tracing::error!(actor = child.name(), error = %e, "cannot restart system actor; stopping the node");
+        myself.stop(Some(format!("cannot restart {}: {e}", child.name())));
+        Ok(())
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] troupe_runtime::config::ConfigError),
+    /// The listen address is taken or not ours.
+    #[error("cannot listen on {addr}: {source}. Pick another --listen address")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An actor failed to start.
+    #[error("cannot start the node's actors: {0}")]
+    Spawn(String),
+}
+
+/// Starts a node: checks the listen address, then spawns the root supervisor and its tree.
+/// The returned handle finishes when the root stops.
+pub async fn start_node(
+    config: NodeConfig,
+    registry: TaskRegistry,
+) -> Result<(ActorRef<NodeRootMessage>, tokio::task::JoinHandle<()>), StartError> {
+    let listen = config.listen_addr()?;
+    // Bind once up front so that a taken port is a clear error, not a restart loop.
+    std::net::TcpListener::bind(listen).map_err(|e| StartError::Listen {
+        addr: listen.to_string(),
+        source: e,
+    })?;
+    let ctx = NodeContext {
+        view: Arc::new(ClusterView::new(&config.name)),
+        config: Arc::new(config),
+        registry,
+    };
+    Actor::spawn(Some(names::NODE_ROOT.into()), NodeRoot, ctx)
+        .await
+        .map_err(|e| StartError::Spawn(e.to_string()))
+}

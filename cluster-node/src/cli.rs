@@ -1,0 +1,120 @@
+//! The command line, as DESIGN.md fixes it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Troupe: run jobs across a cluster of actor nodes.
+#[derive(Debug, Parser)]
+#[command(name = "troupe-node", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node until SIGINT or SIGTERM.
+    Start(StartArgs),
+    /// Submit a job file (TOML or JSON; `-` reads standard input).
+    Submit(SubmitArgs),
+    /// Print the status JSON of a job.
+    Status(StatusArgs),
+    /// List the cluster's nodes and the task groups each serves.
+    Nodes(NodesArgs),
+    /// Start three local nodes, run an example job with progress, stop the nodes.
+    Demo(DemoArgs),
+}
+
+/// Flags of `start`. Each also comes from the config file and from `TROUPE_<KEY>`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Configuration file (TOML); see config/default.toml for every key.
+    #[arg(long, env = "TROUPE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Unique name of this node.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// HOST:PORT to listen on.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// HOST:PORT peers dial to reach this node (default: --listen).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// HOST:PORT of nodes to join through, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
+    /// The cluster's shared secret.
+    #[arg(long)]
+    pub cookie: Option<String>,
+    /// Tasks run at once (default: number of cores).
+    #[arg(long)]
+    pub slots: Option<usize>,
+    /// Directory for the node's journal.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long)]
+    pub log_format: Option<String>,
+}
+
+/// How a client reaches the cluster.
+#[derive(Debug, Args, Clone)]
+pub struct ClusterArgs {
+    /// HOST:PORT of one or more nodes, comma-separated.
+    #[arg(long, env = "TROUPE_SEEDS", value_delimiter = ',', required = true)]
+    pub seeds: Vec<String>,
+    /// The cluster's shared secret.
+    #[arg(long, env = "TROUPE_COOKIE", default_value = troupe_runtime::config::DEV_COOKIE, hide_default_value = true)]
+    pub cookie: String,
+}
+
+/// Flags of `submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// How to reach the cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The job file; `-` reads standard input.
+    pub file: String,
+    /// JSON that replaces the file's `input`.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Wait for the job to end: progress on stderr, final status JSON on stdout.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up waiting after this many seconds (exit 3).
+    #[arg(long)]
+    pub timeout: Option<f64>,
+}
+
+/// Flags of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// How to reach the cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The job id.
+    pub job_id: String,
+}
+
+/// Flags of `nodes`.
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// How to reach the cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Print `{"nodes": [...]}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the nodes' log files (their folder is printed).
+    #[arg(long)]
+    pub keep_logs: bool,
+}

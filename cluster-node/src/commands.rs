@@ -1,0 +1,54 @@
+//! One module per subcommand; [`run`] hands the parsed command line to its module.
+
+use std::time::Duration;
+
+use troupe_runtime::{Client, ClientError, ClientOptions, TaskRegistry};
+
+use crate::cli::{ClusterArgs, Command};
+use crate::{exit, logging};
+
+pub mod demo;
+pub mod nodes;
+pub mod start;
+pub mod status;
+pub mod submit;
+
+/// Runs one subcommand and returns its exit code.
+pub fn run(cli: crate::cli::Cli, registry: TaskRegistry) -> u8 {
+    match cli.command {
+        Command::Start(a) => start::run(a, registry),
+        Command::Submit(a) => client_command(|| submit::run(a)),
+        Command::Status(a) => client_command(|| status::run(a)),
+        Command::Nodes(a) => client_command(|| nodes::run(a)),
+        Command::Demo(a) => client_command(|| demo::run(a)),
+    }
+}
+
+/// Client subcommands log warnings only, and run on a one-thread runtime.
+fn client_command<F, Fut>(f: F) -> u8
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = u8>,
+{
+    logging::init(false, "warn");
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(f()),
+        Err(e) => {
+            eprintln!("troupe-node: cannot start the async runtime: {e}");
+            exit::UNREACHABLE
+        }
+    }
+}
+
+/// Connects a client with the command line's seeds and cookie.
+pub async fn connect(c: &ClusterArgs) -> Result<Client, ClientError> {
+    let mut opts = ClientOptions::new(c.seeds.iter().map(|s| s.trim().to_string()), &c.cookie);
+    opts.connect_timeout = Duration::from_secs(5);
+    Client::connect(opts).await
+}
+
+/// Prints a client error and returns its exit code.
+pub fn fail(e: ClientError) -> u8 {
+    eprintln!("troupe-node: {e}");
+    e.exit_code()
+}

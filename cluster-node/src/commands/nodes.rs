@@ -1,0 +1,43 @@
+//! `troupe-node nodes`: the cluster's nodes and their task groups.
+
+use serde_json::json;
+
+use crate::cli::NodesArgs;
+use crate::commands::{connect, fail};
+use crate::exit;
+
+/// Prints the node list, as a table or as `{"nodes": [...]}`.
+pub async fn run(a: NodesArgs) -> u8 {
+    let client = match connect(&a.cluster).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let nodes = match client.nodes().await {
+        Ok(n) => n,
+        Err(e) => return fail(e),
+    };
+    if a.json {
+        let list: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                json!({"name": n.name, "address": n.address, "state": n.state, "tasks": n.tasks,
+                       "slots": n.slots, "busy": n.busy, "queued": n.queued})
+            })
+            .collect();
+        println!("{}", json!({ "nodes": list }));
+    } else {
+        println!("{:<12} {:<22} {:<8} {:>9}  tasks", "NODE", "ADDRESS", "STATE", "BUSY");
+        for n in &nodes {
+            let state = serde_json::to_value(n.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            println!(
+                "{:<12} {:<22} {:<8} {:>9}  {}",
+                n.name,
+                n.address,
+                state,
+                format!("{}/{}", n.busy, n.slots),
+                n.tasks.join(", ")
+            );
+        }
+    }
+    exit::OK
+}

@@ -1,0 +1,96 @@
+//! `troupe-node start`: run a node until SIGINT or SIGTERM.
+
+use std::time::Duration;
+
+use troupe_runtime::config::{LogFormat, NodeConfig, RuntimeFlavor, DEV_COOKIE};
+use troupe_runtime::TaskRegistry;
+
+use crate::cli::StartArgs;
+use crate::{exit, logging};
+
+fn flags(a: &StartArgs) -> Vec<(&'static str, config::Value)> {
+    let mut f: Vec<(&'static str, config::Value)> = Vec::new();
+    let mut put = |k: &'static str, v: Option<config::Value>| {
+        if let Some(v) = v {
+            f.push((k, v));
+        }
+    };
+    put("name", a.name.clone().map(Into::into));
+    put("listen", a.listen.clone().map(Into::into));
+    put("advertise", a.advertise.clone().map(Into::into));
+    put("seeds", a.seeds.clone().map(Into::into));
+    put("cookie", a.cookie.clone().map(Into::into));
+    put("slots", a.slots.map(|s| (s as u64).into()));
+    put("data", a.data.as_ref().map(|d| d.display().to_string().into()));
+    put("log_format", a.log_format.clone().map(Into::into));
+    f
+}
+
+/// Loads the configuration and runs the node.
+pub fn run(args: StartArgs, registry: TaskRegistry) -> u8 {
+    let config = match NodeConfig::load(args.config.as_deref(), &flags(&args)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("troupe-node: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    logging::init(config.log_format == LogFormat::Json, "info");
+    let rt = match config.runtime {
+        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        RuntimeFlavor::MultiThread => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    };
+    match rt {
+        Ok(rt) => rt.block_on(run_node(config, registry)),
+        Err(e) => {
+            eprintln!("troupe-node: cannot start the async runtime: {e}");
+            exit::UNREACHABLE
+        }
+    }
+}
+
+async fn run_node(config: NodeConfig, registry: TaskRegistry) -> u8 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            eprintln!("troupe-node: cannot install signal handlers");
+            return exit::UNREACHABLE;
+        }
+    };
+    if config.cookie == DEV_COOKIE {
+        tracing::warn!("using the development cookie; set --cookie or TROUPE_COOKIE on a real cluster");
+    }
+    let tasks = registry.names();
+    let (root, mut done) = match troupe_actors::start_node(config.clone(), registry).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "node did not start");
+            eprintln!("troupe-node: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    tracing::info!(
+        node = %config.name,
+        listen = %config.listen,
+        seeds = ?config.seeds,
+        slots = config.slots,
+        tasks = tasks.len(),
+        "node started"
+    );
+    let why = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = &mut done => {
+            tracing::error!(node = %config.name, "node's supervisor stopped; exiting");
+            return exit::JOB_FAILED;
+        }
+    };
+    tracing::info!(node = %config.name, signal = why, "shutting down");
+    root.stop(Some(format!("{why} received")));
+    if tokio::time::timeout(Duration::from_secs(5), done).await.is_err() {
+        tracing::warn!("actors did not stop within 5 s; exiting anyway");
+    }
+    tracing::info!(node = %config.name, "stopped");
+    exit::OK
+}

@@ -1,0 +1,125 @@
+//! `troupe-node submit FILE`: submit a job file, optionally wait for its end.
+
+use std::time::{Duration, Instant};
+
+use troupe_runtime::job::validate::validate;
+use troupe_runtime::{JobEvent, JobSpec, JobState, StepState};
+
+use crate::cli::SubmitArgs;
+use crate::commands::{connect, fail};
+use crate::exit;
+
+/// One line describing an event, for progress output.
+pub fn describe(ev: &JobEvent) -> String {
+    match ev {
+        JobEvent::Queued { job } => format!("job {job} queued"),
+        JobEvent::StepStarted { step, attempt, node, .. } => {
+            if *attempt > 1 {
+                format!("step {step} started on {node} (attempt {attempt})")
+            } else {
+                format!("step {step} started on {node}")
+            }
+        }
+        JobEvent::StepRetrying { step, attempt, error, delay_ms, .. } => {
+            format!("step {step} attempt {attempt} failed ({error}); retrying in {delay_ms} ms")
+        }
+        JobEvent::StepFinished { step, state, node, error, .. } => {
+            let on = node.as_deref().map(|n| format!(" on {n}")).unwrap_or_default();
+            match (state, error) {
+                (StepState::Succeeded, _) => format!("step {step} succeeded{on}"),
+                (s, Some(e)) => format!("step {step} {}{on}: {e}", state_word(*s)),
+                (s, None) => format!("step {step} {}{on}", state_word(*s)),
+            }
+        }
+        JobEvent::JobFinished { status } => format!(
+            "job {} {}{}",
+            status.id,
+            serde_json::to_value(status.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            status.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+        ),
+    }
+}
+
+fn state_word(s: StepState) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Reads the job file, applies `--input`, and checks it before connecting.
+pub fn load_job(file: &str, input: Option<&str>) -> Result<JobSpec, String> {
+    let mut spec = JobSpec::read(file).map_err(|e| e.to_string())?;
+    if let Some(i) = input {
+        spec.input = serde_json::from_str(i)
+            .map_err(|e| troupe_runtime::JobFileError::Input(e.to_string()).to_string())?;
+    }
+    validate(&spec).map_err(|e| format!("invalid job: {e}"))?;
+    Ok(spec)
+}
+
+/// Submits the job; with `--wait`, follows it to the end.
+pub async fn run(a: SubmitArgs) -> u8 {
+    let spec = match load_job(&a.file, a.input.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("troupe-node: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    if let Some(t) = a.timeout {
+        if !(t.is_finite() && t > 0.0) {
+            eprintln!("troupe-node: --timeout must be a positive number of seconds");
+            return exit::BAD_INPUT;
+        }
+    }
+    let client = match connect(&a.cluster).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let mut handle = match client.submit(spec).await {
+        Ok(h) => h,
+        Err(e) => return fail(e),
+    };
+    if !a.wait {
+        println!("{}", handle.id());
+        return exit::OK;
+    }
+    let start = Instant::now();
+    let deadline = a.timeout.map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t));
+    loop {
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, handle.next_event()).await {
+                Ok(ev) => ev,
+                Err(_) => {
+                    eprintln!(
+                        "troupe-node: timed out after {:.1} s waiting for job {}; it keeps running (troupe-node status {})",
+                        a.timeout.unwrap_or_default(),
+                        handle.id(),
+                        handle.id()
+                    );
+                    return exit::UNREACHABLE;
+                }
+            },
+            None => handle.next_event().await,
+        };
+        let status = match next {
+            Some(JobEvent::JobFinished { status }) => *status,
+            Some(ev) => {
+                eprintln!("[{:>7.3}s] {}", start.elapsed().as_secs_f64(), describe(&ev));
+                continue;
+            }
+            None => match handle.status().await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            },
+        };
+        eprintln!(
+            "[{:>7.3}s] {}",
+            start.elapsed().as_secs_f64(),
+            describe(&JobEvent::JobFinished { status: Box::new(status.clone()) })
+        );
+        println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+        return if status.state == JobState::Succeeded { exit::OK } else { exit::JOB_FAILED };
+    }
+}

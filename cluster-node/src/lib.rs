@@ -1,0 +1,52 @@
+//! # troupe-cluster-node
+//!
+//! The `troupe-node` binary, as a library so that you can build a node binary with your
+//! own tasks registered:
+//!
+//! ```no_run
+//! use troupe_runtime::{Task, TaskContext, TaskError, TaskRegistry};
+//! struct Shout;
+//! impl Task for Shout {
+//!     type Input = String;
+//!     type Output = String;
+//!     async fn run(&self, _: TaskContext, s: String) -> Result<String, TaskError> {
+//!         Ok(s.to_uppercase())
+//!     }
+//! }
+//! fn main() -> std::process::ExitCode {
+//!     let mut tasks = TaskRegistry::with_builtins();
+//!     tasks.register("my.shout", Shout);
+//!     troupe_cluster_node::main_with(tasks)
+//! }
+//! ```
+//!
+//! The binary then has every subcommand of `troupe-node` (`start`, `submit`, `status`,
+//! `nodes`, `demo`), and its nodes serve your tasks beside the built-in ones.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use troupe_runtime::TaskRegistry;
+
+pub mod cli;
+pub mod commands;
+pub mod local;
+pub mod logging;
+
+/// Exit codes of DESIGN.md.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The job failed or was cancelled.
+    pub const JOB_FAILED: u8 = 1;
+    /// Bad input: usage, job file, validation.
+    pub const BAD_INPUT: u8 = 2;
+    /// Cluster unreachable or refused (wrong cookie, timeout).
+    pub const UNREACHABLE: u8 = 3;
+}
+
+/// Runs the `troupe-node` command line with `registry` as the node's tasks.
+pub fn main_with(registry: TaskRegistry) -> ExitCode {
+    let cli = cli::Cli::parse();
+    ExitCode::from(commands::run(cli, registry))
+}

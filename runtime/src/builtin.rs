@@ -1,0 +1,162 @@
+//! The built-in diagnostic tasks, registered on every node so that operators can test a
+//! cluster without deploying code (like Gearman's command-line worker). DESIGN.md fixes
+//! their behaviour.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::task::{Task, TaskContext, TaskError, TaskRegistry};
+
+/// Adds every built-in task to `r`.
+pub fn register(r: &mut TaskRegistry) {
+    r.register("troupe.echo", Echo)
+        .register("troupe.sleep", Sleep)
+        .register("troupe.node", NodeName)
+        .register("troupe.sum", Sum)
+        .register("troupe.flaky", Flaky)
+        .register("troupe.fail", Fail)
+        .register("troupe.crash", Crash);
+}
+
+/// `troupe.echo`: returns its input.
+pub struct Echo;
+impl Task for Echo {
+    type Input = Value;
+    type Output = Value;
+    async fn run(&self, _ctx: TaskContext, input: Value) -> Result<Value, TaskError> {
+        Ok(input)
+    }
+}
+
+/// Input of `troupe.sleep`.
+#[derive(Deserialize)]
+pub struct SleepInput {
+    /// How long to sleep, in milliseconds.
+    pub ms: u64,
+}
+
+/// `troupe.sleep`: sleeps `ms` milliseconds, returns `{"node", "ms"}`.
+pub struct Sleep;
+impl Task for Sleep {
+    type Input = SleepInput;
+    type Output = Value;
+    async fn run(&self, ctx: TaskContext, input: SleepInput) -> Result<Value, TaskError> {
+        tokio::time::sleep(std::time::Duration::from_millis(input.ms)).await;
+        Ok(json!({"node": ctx.node, "ms": input.ms}))
+    }
+}
+
+/// `troupe.node`: returns the name of the node that ran it.
+pub struct NodeName;
+impl Task for NodeName {
+    type Input = Value;
+    type Output = String;
+    async fn run(&self, ctx: TaskContext, _input: Value) -> Result<String, TaskError> {
+        Ok(ctx.node)
+    }
+}
+
+/// `troupe.sum`: `input.add` (default 0) plus the sum of the dependencies' outputs.
+pub struct Sum;
+impl Task for Sum {
+    type Input = Value;
+    type Output = Value;
+    async fn run(&self, ctx: TaskContext, input: Value) -> Result<Value, TaskError> {
+        let add = input.get("add").map(count).unwrap_or(0.0);
+        let total = ctx.deps.values().map(count).sum::<f64>() + add;
+        Ok(number(total))
+    }
+}
+
+/// What one output counts for in `troupe.sum`: a number its value, an object with a
+/// numeric `value` that value, a list the sum of its items, anything else 0.
+pub fn count(v: &Value) -> f64 {
+    match v {
+        Value::Number(n) => n.as_f64().unwrap_or(0.0),
+        Value::Object(m) => match m.get("value") {
+            Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
+            _ => 0.0,
+        },
+        Value::Array(items) => items.iter().map(count).sum(),
+        _ => 0.0,
+    }
+}
+
+/// A whole number stays an integer in JSON (`5`, not `5.0`).
+fn number(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 9.0e15 {
+        json!(x as i64)
+    } else {
+        json!(x)
+    }
+}
+
+/// Input of `troupe.flaky`.
+#[derive(Deserialize)]
+pub struct FlakyInput {
+    /// How many attempts fail before one succeeds.
+    #[serde(default)]
+    pub fail_times: u32,
+}
+
+/// `troupe.flaky`: its first `fail_times` attempts fail with a transient error.
+pub struct Flaky;
+impl Task for Flaky {
+    type Input = FlakyInput;
+    type Output = Value;
+    async fn run(&self, ctx: TaskContext, input: FlakyInput) -> Result<Value, TaskError> {
+        if ctx.attempt <= input.fail_times {
+            return Err(TaskError::transient(format!(
+                "troupe.flaky: attempt {} of the {} that fail",
+                ctx.attempt, input.fail_times
+            )));
+        }
+        Ok(json!({"attempts": ctx.attempt}))
+    }
+}
+
+/// Input of `troupe.fail`.
+#[derive(Deserialize)]
+pub struct FailInput {
+    /// The error message.
+    #[serde(default = "default_fail_message")]
+    pub message: String,
+}
+fn default_fail_message() -> String {
+    "troupe.fail was asked to fail".into()
+}
+
+/// `troupe.fail`: fails at once with a permanent error.
+pub struct Fail;
+impl Task for Fail {
+    type Input = FailInput;
+    type Output = Value;
+    async fn run(&self, _ctx: TaskContext, input: FailInput) -> Result<Value, TaskError> {
+        Err(TaskError::permanent(input.message))
+    }
+}
+
+/// `troupe.crash`: panics inside the task; the node must survive.
+pub struct Crash;
+impl Task for Crash {
+    type Input = Value;
+    type Output = Value;
+    async fn run(&self, ctx: TaskContext, _input: Value) -> Result<Value, TaskError> {
+        panic!("troupe.crash panicked on purpose in step {}", ctx.step_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_counts_outputs() {
+        assert_eq!(count(&json!(3)), 3.0);
+        assert_eq!(count(&json!({"value": 2.5})), 2.5);
+        assert_eq!(count(&json!([1, {"value": 2}, "x", [3]])), 6.0);
+        assert_eq!(count(&json!("7")), 0.0);
+        assert_eq!(number(5.0), json!(5));
+        assert_eq!(number(0.5), json!(0.5));
+    }
+}

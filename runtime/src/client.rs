@@ -1,0 +1,519 @@
+//! The supervisor handle: how programs (and the `submit`, `status`, `nodes` subcommands)
+//! talk to a cluster.
+//!
+//! A [`Client`] is itself a small cluster member: it starts a ractor_cluster node server on
+//! an ephemeral loopback port and dials the seeds with the cluster's cookie, so the cookie
+//! handshake authenticates it like any node. It serves no tasks; it hosts one `Watcher`
+//! actor, in its own process group, to which job managers push the events of the jobs it
+//! follows.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), troupe_runtime::ClientError> {
+//! use troupe_runtime::{Client, ClientOptions, JobSpec, StepSpec};
+//! let client = Client::connect(ClientOptions::new(["127.0.0.1:7340"], "secret")).await?;
+//! let job = JobSpec::new("hello").step(StepSpec::new("a", "troupe.node"));
+//! let mut handle = client.submit(job).await?;
+//! let status = handle.wait().await?;
+//! println!("{} ran on {:?}", status.id, status.output);
+//! # Ok(()) }
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::NodeServerMessage;
+use tokio::sync::mpsc;
+
+use crate::cluster::{node_name_of, start_server, ServerOptions, SessionEvents};
+use crate::error::ClientError;
+use crate::job::spec::JobSpec;
+use crate::job::status::{JobEvent, JobStatus};
+use crate::protocol::{
+    client_group, job_manager_group, owner_of, JobManagerMessage, MembershipMessage, NodeInfo,
+    SessionEventKind, SubmitError, SubmitRequest, WatchRequest, WatcherMessage, MEMBERSHIP_GROUP,
+};
+use crate::wire::Wire;
+
+/// How to reach a cluster.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `HOST:PORT` of one or more nodes.
+    pub seeds: Vec<String>,
+    /// The cluster's cookie.
+    pub cookie: String,
+    /// How long to try the seeds before giving up.
+    pub connect_timeout: Duration,
+    /// Limit on one request (submit, status, nodes).
+    pub request_timeout: Duration,
+    /// Push every step event to handles (false: only the end of each job).
+    pub progress: bool,
+}
+
+impl ClientOptions {
+    /// Seeds and cookie, with default timeouts (5 s to connect, 10 s per request).
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(seeds: I, cookie: &str) -> Self {
+        Self {
+            seeds: seeds.into_iter().map(Into::into).collect(),
+            cookie: cookie.to_string(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            progress: true,
+        }
+    }
+}
+
+/// Where the watcher sends a job's events: the handle, or a buffer until the handle exists.
+enum Sub {
+    Buffer(Vec<JobEvent>),
+    Handle(mpsc::UnboundedSender<JobEvent>),
+}
+
+type Subs = Arc<Mutex<HashMap<String, Sub>>>;
+
+fn lock(subs: &Subs) -> std::sync::MutexGuard<'_, HashMap<String, Sub>> {
+    // A poisoned map only means a panic elsewhere while routing; the map itself is fine.
+    subs.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The client's actor that receives pushed job events.
+struct Watcher;
+
+impl Actor for Watcher {
+    type Msg = WatcherMessage;
+    type State = Subs;
+    type Arguments = Subs;
+
+    async fn pre_start(&self, _me: ActorRef<Self::Msg>, subs: Subs) -> Result<Subs, ActorProcessingErr> {
+        Ok(subs)
+    }
+
+    async fn handle(&self, _me: ActorRef<Self::Msg>, msg: Self::Msg, subs: &mut Subs) -> Result<(), ActorProcessingErr> {
+        let WatcherMessage::Event(ev) = msg;
+        let ev = match ev.into_inner() {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping an unreadable job event");
+                return Ok(());
+            }
+        };
+        let job = event_job(&ev).to_string();
+        let mut map = lock(subs);
+        match map.get_mut(&job) {
+            Some(Sub::Handle(tx)) => {
+                let ended = matches!(ev, JobEvent::JobFinished { .. });
+                if tx.send(ev).is_err() || ended {
+                    map.remove(&job);
+                }
+            }
+            Some(Sub::Buffer(b)) => b.push(ev),
+            None => {
+                map.insert(job, Sub::Buffer(vec![ev]));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The job an event is about.
+pub fn event_job(ev: &JobEvent) -> &str {
+    match ev {
+        JobEvent::Queued { job }
+        | JobEvent::StepStarted { job, .. }
+        | JobEvent::StepRetrying { job, .. }
+        | JobEvent::StepFinished { job, .. } => job,
+        JobEvent::JobFinished { status } => &status.id,
+    }
+}
+
+struct Inner {
+    name: String,
+    opts: ClientOptions,
+    server: ActorRef<NodeServerMessage>,
+    watcher: ActorRef<WatcherMessage>,
+    subs: Subs,
+    /// Node names with a ready session, in the order they became ready.
+    ready: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.watcher.stop(None);
+        self.server.stop(None);
+    }
+}
+
+/// A connection to a cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("name", &self.inner.name).finish()
+    }
+}
+
+impl Client {
+    /// Connects to the seeds; returns once one node accepted this client.
+    pub async fn connect(opts: ClientOptions) -> Result<Client, ClientError> {
+        if opts.seeds.is_empty() {
+            return Err(ClientError::BadInput(
+                "no seeds given: pass --seeds HOST:PORT (or set TROUPE_SEEDS)".into(),
+            ));
+        }
+        let seeds_text = opts.seeds.join(",");
+        let name = format!("client-{}-{:x}", std::process::id(), rand::random::<u32>());
+        let server = start_server(
+            &ServerOptions {
+                name: name.clone(),
+                host: "127.0.0.1".into(),
+                bind: [127, 0, 0, 1].into(),
+                port: 0,
+                cookie: opts.cookie.clone(),
+                max_frame_bytes: ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+            },
+            None,
+        )
+        .await
+        .map_err(|e| ClientError::Connection(format!("cannot start the client's endpoint: {e}")))?;
+
+        let subs: Subs = Arc::default();
+        let (watcher, _) = Actor::spawn(None, Watcher, subs.clone())
+            .await
+            .map_err(|e| ClientError::Connection(format!("cannot start the watcher: {e}")))?;
+        ractor::pg::join(client_group(&name), vec![watcher.get_cell()]);
+
+        let ready: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        {
+            let ready = ready.clone();
+            SessionEvents(move |ev: crate::protocol::SessionEvent, _| {
+                if let Some(peer) = &ev.peer_name {
+                    let node = node_name_of(peer).to_string();
+                    let mut r = ready.lock().unwrap_or_else(|p| p.into_inner());
+                    match ev.kind {
+                        SessionEventKind::Ready if !r.contains(&node) => r.push(node),
+                        SessionEventKind::Disconnected => r.retain(|n| *n != node),
+                        _ => {}
+                    }
+                }
+                let _ = tx.send(ev);
+            })
+            .subscribe(&server, "troupe.client");
+        }
+
+        let client = Client {
+            inner: Arc::new(Inner {
+                name,
+                opts: opts.clone(),
+                server: server.clone(),
+                watcher,
+                subs,
+                ready,
+            }),
+        };
+
+        let mut failures: Vec<String> = Vec::new();
+        for seed in &opts.seeds {
+            if let Err(e) = ractor_cluster::client_connect(&server, seed.as_str()).await {
+                failures.push(format!("{seed}: {e}"));
+            }
+        }
+        if failures.len() == opts.seeds.len() {
+            return Err(ClientError::Unreachable {
+                seeds: seeds_text,
+                reason: failures.join("; "),
+            });
+        }
+        let dialled = opts.seeds.len() - failures.len();
+        let mut authenticated = HashSet::new();
+        let mut refused = 0usize;
+        let deadline = tokio::time::Instant::now() + opts.connect_timeout;
+        loop {
+            let ev = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(ClientError::Unreachable {
+                        seeds: seeds_text,
+                        reason: format!(
+                            "no node finished the handshake within {:?}",
+                            opts.connect_timeout
+                        ),
+                    })
+                }
+            };
+            match ev.kind {
+                SessionEventKind::Authenticated => {
+                    authenticated.insert(ev.node_id);
+                }
+                SessionEventKind::Ready => return Ok(client),
+                SessionEventKind::Disconnected if !authenticated.contains(&ev.node_id) => {
+                    refused += 1;
+                    if refused >= dialled {
+                        return Err(ClientError::Refused { seeds: seeds_text });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Err(ClientError::Unreachable {
+            seeds: seeds_text,
+            reason: "the client's endpoint stopped".into(),
+        })
+    }
+
+    /// This client's member name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Names of the nodes this client has a session with.
+    pub fn connected_nodes(&self) -> Vec<String> {
+        self.inner
+            .ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The job manager of `node`, if this client sees it.
+    fn job_manager_of(&self, node: &str) -> Option<ActorRef<JobManagerMessage>> {
+        ractor::pg::get_members(&job_manager_group(node))
+            .into_iter()
+            .next()
+            .map(Into::into)
+    }
+
+    /// A job manager to talk to: `prefer`'s if connected, else the first connected node's.
+    fn pick_job_manager(&self, prefer: Option<&str>) -> Result<(String, ActorRef<JobManagerMessage>), ClientError> {
+        let nodes = self.connected_nodes();
+        let order = prefer
+            .filter(|p| nodes.iter().any(|n| n == p))
+            .map(|p| p.to_string())
+            .into_iter()
+            .chain(nodes);
+        for n in order {
+            if let Some(jm) = self.job_manager_of(&n) {
+                return Ok((n, jm));
+            }
+        }
+        Err(ClientError::Connection(format!(
+            "no job manager reachable (connected to {:?})",
+            self.connected_nodes()
+        )))
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        to: &ActorRef<JobManagerMessage>,
+        msg: impl FnOnce(RpcReplyPort<Wire<T>>) -> JobManagerMessage,
+    ) -> Result<T, ClientError> {
+        let timeout = self.inner.opts.request_timeout;
+        match to.call(msg, Some(timeout)).await {
+            Ok(ractor::rpc::CallResult::Success(w)) => w
+                .into_inner()
+                .map_err(|e| ClientError::Connection(e.to_string())),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(ClientError::Timeout(timeout)),
+            Ok(ractor::rpc::CallResult::SenderError) => Err(ClientError::Connection(
+                "the node dropped the request (its session closed)".into(),
+            )),
+            Err(e) => Err(ClientError::Connection(e.to_string())),
+        }
+    }
+
+    fn handle_for(&self, job: &str) -> JobHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut map = lock(&self.inner.subs);
+        let mut ended = false;
+        if let Some(Sub::Buffer(buffered)) = map.remove(job) {
+            for ev in buffered {
+                ended |= matches!(ev, JobEvent::JobFinished { .. });
+                let _ = tx.send(ev);
+            }
+        }
+        if !ended {
+            map.insert(job.to_string(), Sub::Handle(tx));
+        }
+        JobHandle {
+            id: job.to_string(),
+            client: self.clone(),
+            events: rx,
+            last: None,
+        }
+    }
+
+    /// Submits a job; the handle follows it.
+    pub async fn submit(&self, spec: JobSpec) -> Result<JobHandle, ClientError> {
+        crate::job::validate::validate(&spec).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let (_, jm) = self.pick_job_manager(None)?;
+        let req = SubmitRequest {
+            spec,
+            watch: Some(WatchRequest {
+                job: String::new(),
+                group: client_group(&self.inner.name),
+                progress: self.inner.opts.progress,
+            }),
+            waited: false,
+        };
+        let id = self
+            .call(&jm, |reply| JobManagerMessage::Submit(Wire::new(req), reply))
+            .await?
+            .map_err(|e| match e {
+                SubmitError::Invalid(m) => ClientError::Invalid(m),
+                SubmitError::Unavailable(m) => ClientError::Connection(m),
+            })?;
+        Ok(self.handle_for(&id))
+    }
+
+    /// The status of a job, from any node.
+    pub async fn status(&self, job: &str) -> Result<JobStatus, ClientError> {
+        let owner = owner_of(job).ok_or_else(|| {
+            ClientError::BadInput(format!("{job:?} is not a job id (ids look like NODE-EPOCH-SEQ)"))
+        })?;
+        let (_, jm) = self.pick_job_manager(Some(owner))?;
+        let job_id = job.to_string();
+        self.call(&jm, |reply| JobManagerMessage::Status(job_id, reply))
+            .await?
+            .map_err(|_| ClientError::UnknownJob(job.to_string()))
+    }
+
+    /// A handle on a job submitted earlier (by anyone). Events flow if this client is
+    /// connected to the job's owner; [`JobHandle::wait`] works either way.
+    pub async fn watch(&self, job: &str) -> Result<JobHandle, ClientError> {
+        let owner = owner_of(job).ok_or_else(|| {
+            ClientError::BadInput(format!("{job:?} is not a job id (ids look like NODE-EPOCH-SEQ)"))
+        })?;
+        let mut handle = self.handle_for(job);
+        if let Some(jm) = self.job_manager_of(owner) {
+            let req = WatchRequest {
+                job: job.to_string(),
+                group: client_group(&self.inner.name),
+                progress: self.inner.opts.progress,
+            };
+            let st = self
+                .call(&jm, |reply| JobManagerMessage::Watch(Wire::new(req), reply))
+                .await?
+                .map_err(|_| ClientError::UnknownJob(job.to_string()))?;
+            handle.last = Some(st);
+        } else {
+            handle.last = Some(self.status(job).await?);
+        }
+        Ok(handle)
+    }
+
+    /// Every node the cluster knows, as the first connected node sees it.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClientError> {
+        let members = ractor::pg::get_members(&MEMBERSHIP_GROUP.to_string());
+        let m: ActorRef<MembershipMessage> = members
+            .into_iter()
+            .next()
+            .map(Into::into)
+            .ok_or_else(|| ClientError::Connection("no node's membership actor is visible".into()))?;
+        let timeout = self.inner.opts.request_timeout;
+        match m.call(MembershipMessage::ListNodes, Some(timeout)).await {
+            Ok(ractor::rpc::CallResult::Success(w)) => {
+                w.into_inner().map_err(|e| ClientError::Connection(e.to_string()))
+            }
+            Ok(ractor::rpc::CallResult::Timeout) => Err(ClientError::Timeout(timeout)),
+            Ok(ractor::rpc::CallResult::SenderError) => {
+                Err(ClientError::Connection("the node dropped the request".into()))
+            }
+            Err(e) => Err(ClientError::Connection(e.to_string())),
+        }
+    }
+
+    /// Waits until at least `n` nodes are up, as the cluster sees it.
+    pub async fn wait_for_nodes(&self, n: usize, timeout: Duration) -> Result<Vec<NodeInfo>, ClientError> {
+        let start = Instant::now();
+        loop {
+            let nodes = self.nodes().await?;
+            let up = nodes
+                .iter()
+                .filter(|i| i.state == crate::protocol::NodeState::Up)
+                .count();
+            if up >= n {
+                return Ok(nodes);
+            }
+            if start.elapsed() > timeout {
+                return Err(ClientError::Timeout(timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A job being followed.
+pub struct JobHandle {
+    id: String,
+    client: Client,
+    events: mpsc::UnboundedReceiver<JobEvent>,
+    last: Option<JobStatus>,
+}
+
+impl std::fmt::Debug for JobHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle").field("id", &self.id).finish()
+    }
+}
+
+/// How often [`JobHandle::wait`] asks for the status when no event arrives (a safety net
+/// for events lost with a dropped connection).
+const POLL_EVERY: Duration = Duration::from_secs(2);
+
+impl JobHandle {
+    /// The job id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The next event, or `None` once the job finished and every event was read.
+    pub async fn next_event(&mut self) -> Option<JobEvent> {
+        if matches!(&self.last, Some(s) if s.state.is_terminal()) && self.events.is_empty() {
+            return None;
+        }
+        loop {
+            tokio::select! {
+                ev = self.events.recv() => {
+                    let ev = ev?;
+                    if let JobEvent::JobFinished { status } = &ev {
+                        self.last = Some((**status).clone());
+                    }
+                    return Some(ev);
+                }
+                _ = tokio::time::sleep(POLL_EVERY) => {
+                    if let Ok(st) = self.client.status(&self.id).await {
+                        if st.state.is_terminal() {
+                            self.last = Some(st.clone());
+                            return Some(JobEvent::JobFinished { status: Box::new(st) });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the job to end and returns its final status.
+    pub async fn wait(&mut self) -> Result<JobStatus, ClientError> {
+        loop {
+            if let Some(s) = &self.last {
+                if s.state.is_terminal() {
+                    return Ok(s.clone());
+                }
+            }
+            match self.next_event().await {
+                Some(JobEvent::JobFinished { status }) => return Ok(*status),
+                Some(_) => {}
+                None => return self.client.status(&self.id).await,
+            }
+        }
+    }
+
+    /// Asks the status now.
+    pub async fn status(&self) -> Result<JobStatus, ClientError> {
+        self.client.status(&self.id).await
+    }
+}

@@ -1,0 +1,106 @@
+//! Starting this process's ractor_cluster `NodeServer` and hearing about its sessions.
+//!
+//! One process is one cluster member (ractor's process groups are process-global), so
+//! both nodes and clients call [`start_server`] once.
+
+use std::net::IpAddr;
+
+use ractor::{Actor, ActorCell, ActorRef};
+use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
+use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage};
+
+use crate::protocol::{SessionEvent, SessionEventKind};
+
+/// Registered name of the node server actor.
+pub const NODE_SERVER_NAME: &str = "troupe.node_server";
+
+/// How to start a node server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The member's name (without `@host`).
+    pub name: String,
+    /// The host peers use to reach it (goes into `name@host`).
+    pub host: String,
+    /// The IP to bind.
+    pub bind: IpAddr,
+    /// The port to bind (0: any).
+    pub port: u16,
+    /// The cluster's cookie.
+    pub cookie: String,
+    /// Largest inbound frame.
+    pub max_frame_bytes: u64,
+}
+
+/// Spawns the node server, linked to `supervisor` if given, under [`NODE_SERVER_NAME`].
+pub async fn start_server(
+    opts: &ServerOptions,
+    supervisor: Option<ActorCell>,
+) -> Result<ActorRef<NodeServerMessage>, ractor::SpawnErr> {
+    let server = NodeServer::new(
+        opts.port,
+        opts.cookie.clone(),
+        opts.name.clone(),
+        opts.host.clone(),
+        None,
+        Some(NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr(opts.bind)
+    .with_max_inbound_frame_size(opts.max_frame_bytes);
+    let (r, _) = match supervisor {
+        Some(s) => Actor::spawn_linked(Some(NODE_SERVER_NAME.into()), server, (), s).await?,
+        None => Actor::spawn(Some(NODE_SERVER_NAME.into()), server, ()).await?,
+    };
+    Ok(r)
+}
+
+/// The node name in a ractor_cluster peer name (`name@host`).
+pub fn node_name_of(peer: &str) -> &str {
+    peer.split_once('@').map(|(n, _)| n).unwrap_or(peer)
+}
+
+/// Turns the node server's callbacks into calls of `f` with a [`SessionEvent`] and the
+/// session actor. The callbacks run inside the node server, so `f` must not block.
+pub struct SessionEvents<F>(pub F);
+
+impl<F> SessionEvents<F>
+where
+    F: Fn(SessionEvent, ActorRef<NodeSessionMessage>) + Send + 'static,
+{
+    fn emit(&self, kind: SessionEventKind, s: NodeServerSessionInformation) {
+        let ev = SessionEvent {
+            kind,
+            node_id: s.node_id,
+            peer_name: s.peer_name.as_ref().map(|p| p.name.clone()),
+            peer_addr: s.peer_addr.clone(),
+            is_server: s.is_server,
+        };
+        (self.0)(ev, s.actor);
+    }
+
+    /// Subscribes to `server` under `id`.
+    pub fn subscribe(self, server: &ActorRef<NodeServerMessage>, id: &str) {
+        // A send to a stopped server fails; the caller notices the server is gone anyway.
+        let _ = server.cast(NodeServerMessage::SubscribeToEvents {
+            id: id.to_string(),
+            subscription: Box::new(self),
+        });
+    }
+}
+
+impl<F> NodeEventSubscription for SessionEvents<F>
+where
+    F: Fn(SessionEvent, ActorRef<NodeSessionMessage>) + Send + 'static,
+{
+    fn node_session_opened(&self, ses: NodeServerSessionInformation) {
+        self.emit(SessionEventKind::Opened, ses)
+    }
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        self.emit(SessionEventKind::Disconnected, ses)
+    }
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        self.emit(SessionEventKind::Authenticated, ses)
+    }
+    fn node_session_ready(&self, ses: NodeServerSessionInformation) {
+        self.emit(SessionEventKind::Ready, ses)
+    }
+}

@@ -1,0 +1,281 @@
+//! Node configuration, layered by the `config` crate: defaults < config file <
+//! `TROUPE_*` environment variables < command-line flags.
+//!
+//! Every key is documented in `config/default.toml`, which holds the defaults.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The cookie used when none is configured. A node using it logs a warning.
+pub const DEV_COOKIE: &str = "troupe-dev-cookie";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Which tokio runtime a node runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeFlavor {
+    /// One thread: the lowest latency per step on small machines (see floors.md).
+    #[default]
+    CurrentThread,
+    /// A thread per core.
+    MultiThread,
+}
+
+/// OTP-style restart intensity: more than `max_restarts` restarts of system actors within
+/// `window_ms` and the node stops instead of looping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestartConfig {
+    /// Restarts allowed in the window.
+    pub max_restarts: u32,
+    /// The window, in milliseconds.
+    pub window_ms: u64,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        Self {
+            max_restarts: 5,
+            window_ms: 10_000,
+        }
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeConfig {
+    /// Unique name of the node in its cluster.
+    pub name: String,
+    /// `HOST:PORT` to listen on for peers and clients.
+    pub listen: String,
+    /// `HOST:PORT` peers dial to reach this node; defaults to `listen`.
+    pub advertise: Option<String>,
+    /// `HOST:PORT` of nodes to join through. Start order does not matter.
+    pub seeds: Vec<String>,
+    /// Shared secret of the cluster.
+    pub cookie: String,
+    /// Tasks run at once; 0 means the number of cores.
+    pub slots: usize,
+    /// Where the node keeps its journal (used by durable jobs).
+    pub data: Option<PathBuf>,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// `current_thread` or `multi_thread`.
+    pub runtime: RuntimeFlavor,
+    /// A connection that has not passed the cookie handshake after this long is closed.
+    pub handshake_timeout_ms: u64,
+    /// How long a submission waits for a worker group of an unknown task.
+    pub task_wait_ms: u64,
+    /// Period of membership work: re-dialling seeds and peers, gossip.
+    pub gossip_interval_ms: u64,
+    /// Largest message accepted from a peer, in bytes.
+    pub max_message_bytes: u64,
+    /// Finished jobs whose status the node keeps in memory.
+    pub retain_finished_jobs: usize,
+    /// Restart intensity of the node's supervisor.
+    pub restart: RestartConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            listen: "127.0.0.1:7340".into(),
+            advertise: None,
+            seeds: Vec::new(),
+            cookie: DEV_COOKIE.into(),
+            slots: 0,
+            data: None,
+            log_format: LogFormat::Text,
+            runtime: RuntimeFlavor::CurrentThread,
+            handshake_timeout_ms: 5_000,
+            task_wait_ms: 2_000,
+            gossip_interval_ms: 500,
+            max_message_bytes: 16 * 1024 * 1024,
+            retain_finished_jobs: 10_000,
+            restart: RestartConfig::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be loaded or makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The layered sources did not merge into a valid configuration.
+    #[error("invalid configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range or malformed.
+    #[error("invalid configuration: {key}: {message}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl NodeConfig {
+    /// Loads the layers: defaults, then `file` (if any), then `TROUPE_*` variables, then
+    /// `flags` (key, value) pairs; then fills derived defaults and checks values.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        flags: &[(&str, config::Value)],
+    ) -> Result<Self, ConfigError> {
+        let mut b = config::Config::builder()
+            .add_source(config::Config::try_from(&NodeConfig::default())?);
+        if let Some(f) = file {
+            b = b.add_source(config::File::from(f.to_path_buf()).required(true));
+        }
+        b = b.add_source(
+            config::Environment::with_prefix("TROUPE")
+                .prefix_separator("_")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("seeds")
+                .try_parsing(true),
+        );
+        for (k, v) in flags {
+            b = b.set_override(*k, v.clone())?;
+        }
+        let mut c: NodeConfig = b.build()?.try_deserialize()?;
+        c.finish()?;
+        Ok(c)
+    }
+
+    /// Fills derived defaults and checks values.
+    pub fn finish(&mut self) -> Result<(), ConfigError> {
+        let listen = self.listen_addr()?;
+        if self.name.is_empty() {
+            self.name = format!("node-{}", listen.port());
+        }
+        if !self
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::Invalid {
+                key: "name",
+                message: format!(
+                    "{:?}: use ASCII letters, digits, '-' and '_' only",
+                    self.name
+                ),
+            });
+        }
+        if self.slots == 0 {
+            self.slots = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2);
+        }
+        self.seeds.retain(|s| !s.trim().is_empty());
+        for s in &self.seeds {
+            resolve(s).map_err(|m| ConfigError::Invalid {
+                key: "seeds",
+                message: m,
+            })?;
+        }
+        if self.cookie.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "cookie",
+                message: "must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The socket address to listen on.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        resolve(&self.listen).map_err(|m| ConfigError::Invalid {
+            key: "listen",
+            message: m,
+        })
+    }
+
+    /// The address peers dial: `advertise`, else `listen` (an unspecified listen IP
+    /// becomes 127.0.0.1).
+    pub fn advertised(&self) -> Result<SocketAddr, ConfigError> {
+        if let Some(a) = &self.advertise {
+            return resolve(a).map_err(|m| ConfigError::Invalid {
+                key: "advertise",
+                message: m,
+            });
+        }
+        let mut a = self.listen_addr()?;
+        if a.ip().is_unspecified() {
+            a.set_ip(IpAddr::from([127, 0, 0, 1]));
+        }
+        Ok(a)
+    }
+
+    /// Where the node's journal lives.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(|| {
+            dirs::data_dir()
+                .unwrap_or_else(std::env::temp_dir)
+                .join("troupe")
+                .join(&self.name)
+        })
+    }
+}
+
+/// Resolves `HOST:PORT` to one socket address.
+pub fn resolve(s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not a HOST:PORT address: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_file_env_flags() {
+        let dir = std::env::temp_dir().join(format!("troupe-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("node.toml");
+        std::fs::write(
+            &f,
+            "name = \"from-file\"\nslots = 3\nseeds = [\"127.0.0.1:1\"]\n[restart]\nmax_restarts = 9\n",
+        )
+        .unwrap();
+        // The environment is process-wide; this is the only test that sets TROUPE_ vars.
+        std::env::set_var("TROUPE_SLOTS", "4");
+        std::env::set_var("TROUPE_SEEDS", "127.0.0.1:2,127.0.0.1:3");
+        let c = NodeConfig::load(Some(&f), &[("name", "from-flag".into())]).unwrap();
+        std::env::remove_var("TROUPE_SLOTS");
+        std::env::remove_var("TROUPE_SEEDS");
+        assert_eq!(c.name, "from-flag");
+        assert_eq!(c.slots, 4);
+        assert_eq!(c.seeds, vec!["127.0.0.1:2", "127.0.0.1:3"]);
+        assert_eq!(c.restart.max_restarts, 9);
+        assert_eq!(c.task_wait_ms, NodeConfig::default().task_wait_ms);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let mut c = NodeConfig {
+            listen: "nonsense".into(),
+            ..Default::default()
+        };
+        assert!(c.finish().unwrap_err().to_string().contains("listen"));
+        let mut c = NodeConfig {
+            name: "a b".into(),
+            ..Default::default()
+        };
+        assert!(c.finish().unwrap_err().to_string().contains("name"));
+    }
+}

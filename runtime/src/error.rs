@@ -1,0 +1,123 @@
+//! Errors that reach users. Each says what went wrong and, where it can, what to do.
+
+/// A job file that cannot be read or parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobFileError {
+    /// The file could not be read.
+    #[error("cannot read job file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for a job.
+    #[error("job file {path} is not a valid TOML job: {message}")]
+    Toml {
+        /// The path given.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The file is not valid JSON for a job.
+    #[error("job file {path} is not a valid JSON job: {message}")]
+    Json {
+        /// The path given.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// `--input` was not JSON.
+    #[error("--input is not valid JSON: {0}")]
+    Input(String),
+}
+
+/// A job whose step graph is not runnable. Each variant names the step at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// No steps at all.
+    #[error("the job has no steps: add at least one [[steps]] entry")]
+    NoSteps,
+    /// A step id that is empty or uses a reserved character.
+    #[error("step id {0:?} is not allowed: use letters, digits, '-', '_' or '.'")]
+    BadStepId(String),
+    /// Two steps share an id.
+    #[error("duplicate step id {0:?}: step ids must be unique")]
+    DuplicateStep(String),
+    /// A step without a task.
+    #[error("step {0:?} names no task")]
+    NoTask(String),
+    /// `after` names a step that does not exist.
+    #[error("step {step:?} depends on unknown step {missing:?}")]
+    UnknownDependency {
+        /// The step with the bad `after`.
+        step: String,
+        /// The id that does not exist.
+        missing: String,
+    },
+    /// The dependencies form a cycle.
+    #[error("the steps form a dependency cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+    /// `output` names a step that does not exist.
+    #[error("output names unknown step {0:?}")]
+    UnknownOutput(String),
+    /// A retry policy that allows no attempt.
+    #[error("step {0:?}: retry.max_attempts must be at least 1")]
+    NoAttempts(String),
+    /// A step's task is served by no node.
+    #[error("step {step:?} uses task {task:?}, which no node in the cluster serves (waited {waited_ms} ms for one); known tasks: {known}")]
+    UnknownTask {
+        /// The step.
+        step: String,
+        /// Its task.
+        task: String,
+        /// How long the job manager waited for a worker group.
+        waited_ms: u64,
+        /// Task names that are served.
+        known: String,
+    },
+}
+
+/// What can go wrong between a client and the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No seed could be reached.
+    #[error("cannot reach the cluster at {seeds}: {reason}. Check that a troupe-node runs there and --seeds is right")]
+    Unreachable {
+        /// The seeds tried.
+        seeds: String,
+        /// Why.
+        reason: String,
+    },
+    /// The cluster refused the connection (wrong cookie).
+    #[error("the cluster at {seeds} refused this client: authentication failed. Check --cookie (or TROUPE_COOKIE) matches the nodes' cookie")]
+    Refused {
+        /// The seeds tried.
+        seeds: String,
+    },
+    /// The job was refused as invalid.
+    #[error("job refused: {0}")]
+    Invalid(String),
+    /// No job with this id.
+    #[error("no job {0} is known to the cluster")]
+    UnknownJob(String),
+    /// A request took too long.
+    #[error("timed out after {0:?} waiting for the cluster")]
+    Timeout(std::time::Duration),
+    /// The connection to the node dropped or a reply was unreadable.
+    #[error("lost the connection to the cluster: {0}")]
+    Connection(String),
+    /// Bad arguments from the caller.
+    #[error("{0}")]
+    BadInput(String),
+}
+
+impl ClientError {
+    /// The process exit code DESIGN.md gives this error: 2 bad input, 3 unreachable/refused.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Invalid(_) | ClientError::BadInput(_) | ClientError::UnknownJob(_) => 2,
+            _ => 3,
+        }
+    }
+}

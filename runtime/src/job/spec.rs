@@ -1,0 +1,257 @@
+//! The job file, as DESIGN.md fixes it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::JobFileError;
+
+/// Scheduling class of a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Ahead of normal work.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// Behind normal work.
+    Low,
+}
+
+/// How often and how fast a failing step is retried after a transient error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the first retry; it doubles with each further retry, with jitter.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_backoff_ms() -> u64 {
+    100
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            backoff_ms: default_backoff_ms(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `next` (2, 3, ...): `backoff_ms * 2^(next-2)`, capped at
+    /// one minute, with +-25% jitter so that retries of many steps do not move in lockstep.
+    pub fn delay_before(&self, next: u32) -> std::time::Duration {
+        let exp = next.saturating_sub(2).min(16);
+        let base = self.backoff_ms.saturating_mul(1u64 << exp).min(60_000) as f64;
+        let jitter = 0.75 + rand::random::<f64>() * 0.5;
+        std::time::Duration::from_millis((base * jitter) as u64)
+    }
+}
+
+/// One step of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// Unique within the job.
+    pub id: String,
+    /// The task to run, by registered name.
+    pub task: String,
+    /// The step's own input; without it the step gets the job's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// Steps that must succeed before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// Overrides the job's retry policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// An attempt that runs longer fails with a transient error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl StepSpec {
+    /// A step running `task`, with no input of its own and no dependencies.
+    pub fn new(id: impl Into<String>, task: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            task: task.into(),
+            input: None,
+            after: Vec::new(),
+            retry: None,
+            timeout_ms: None,
+        }
+    }
+    /// Sets the step's own input.
+    pub fn input(mut self, input: Value) -> Self {
+        self.input = Some(input);
+        self
+    }
+    /// Adds dependencies.
+    pub fn after<I: IntoIterator<Item = S>, S: Into<String>>(mut self, deps: I) -> Self {
+        self.after.extend(deps.into_iter().map(Into::into));
+        self
+    }
+}
+
+/// A job: a DAG of steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// A name for people; not unique.
+    #[serde(default)]
+    pub name: String,
+    /// Scheduling class.
+    #[serde(default)]
+    pub priority: Priority,
+    /// The job's input, seen by steps without an input of their own.
+    #[serde(default)]
+    pub input: Value,
+    /// Default retry policy for every step.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// The step whose output is the job's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// The steps.
+    #[serde(default)]
+    pub steps: Vec<StepSpec>,
+}
+
+impl JobSpec {
+    /// An empty job called `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            priority: Priority::Normal,
+            input: Value::Null,
+            retry: RetryPolicy::default(),
+            output: None,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Adds a step.
+    pub fn step(mut self, step: StepSpec) -> Self {
+        self.steps.push(step);
+        self
+    }
+
+    /// Sets the job's input.
+    pub fn with_input(mut self, input: Value) -> Self {
+        self.input = input;
+        self
+    }
+
+    /// Parses a job from text. `path` names the source in errors and picks the format:
+    /// `.json` is JSON, `.toml` TOML, anything else JSON if it starts with `{`, else TOML.
+    pub fn parse(text: &str, path: &str) -> Result<Self, JobFileError> {
+        let json = if path.ends_with(".json") {
+            true
+        } else if path.ends_with(".toml") {
+            false
+        } else {
+            text.trim_start().starts_with('{')
+        };
+        if json {
+            serde_json::from_str(text).map_err(|e| JobFileError::Json {
+                path: path.into(),
+                message: e.to_string(),
+            })
+        } else {
+            toml::from_str(text).map_err(|e| JobFileError::Toml {
+                path: path.into(),
+                message: e.to_string().trim_end().replace('\n', "\n  "),
+            })
+        }
+    }
+
+    /// Reads and parses a job file; `-` reads standard input.
+    pub fn read(path: &str) -> Result<Self, JobFileError> {
+        let text = if path == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| {
+                JobFileError::Read {
+                    path: "standard input".into(),
+                    source: e,
+                }
+            })?;
+            s
+        } else {
+            std::fs::read_to_string(path).map_err(|e| JobFileError::Read {
+                path: path.into(),
+                source: e,
+            })?
+        };
+        Self::parse(&text, if path == "-" { "standard input" } else { path })
+    }
+
+    /// The retry policy that applies to `step`.
+    pub fn retry_for(&self, step: &StepSpec) -> RetryPolicy {
+        step.retry.unwrap_or(self.retry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_toml_and_json() {
+        let t = r#"
+name = "example"
+priority = "high"
+input = { accounts = { facebook = "fb-1" } }
+[retry]
+max_attempts = 4
+backoff_ms = 10
+[[steps]]
+id = "a"
+task = "troupe.echo"
+input = { value = 1 }
+[[steps]]
+id = "c"
+task = "troupe.sum"
+after = ["a"]
+timeout_ms = 5000
+"#;
+        let j = JobSpec::parse(t, "x.toml").unwrap();
+        assert_eq!(j.priority, Priority::High);
+        assert_eq!(j.retry.max_attempts, 4);
+        assert_eq!(j.steps[1].after, vec!["a".to_string()]);
+        assert_eq!(j.steps[0].input, Some(serde_json::json!({"value": 1})));
+        let back = JobSpec::parse(&serde_json::to_string(&j).unwrap(), "-").unwrap();
+        assert_eq!(back, j);
+    }
+
+    #[test]
+    fn malformed_files_name_the_problem() {
+        let e = JobSpec::parse("[[steps]]\nid = \"a\"\ntask = ", "bad.toml").unwrap_err();
+        assert!(e.to_string().contains("bad.toml"), "{e}");
+        let e = JobSpec::parse("[[steps]]\nid = \"a\"\ntaks = \"x\"", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("taks"), "{e}");
+        let e = JobSpec::parse("{\"steps\": [}", "j.json").unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn backoff_grows() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            backoff_ms: 100,
+        };
+        let d2 = p.delay_before(2).as_millis();
+        let d4 = p.delay_before(4).as_millis();
+        assert!((75..=125).contains(&d2), "{d2}");
+        assert!((300..=500).contains(&d4), "{d4}");
+    }
+}

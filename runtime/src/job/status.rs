@@ -1,0 +1,164 @@
+//! The status JSON of DESIGN.md and the events a job handle follows.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// State of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Accepted, no step started yet.
+    Queued,
+    /// At least one step started.
+    Running,
+    /// Every step ended and none failed.
+    Succeeded,
+    /// A step failed for good.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+    /// A step waits for a user's action.
+    WaitingForUser,
+}
+
+impl JobState {
+    /// True once the job can no longer change.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// State of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Waiting for its dependencies or for a worker.
+    Pending,
+    /// An attempt is running.
+    Running,
+    /// Finished with an output.
+    Succeeded,
+    /// Failed for good.
+    Failed,
+    /// Not run (its condition was false, or a required dependency was skipped).
+    Skipped,
+    /// Cancelled with its job.
+    Cancelled,
+    /// Stopped for a user's action.
+    WaitingForUser,
+}
+
+impl StepState {
+    /// True once the step can no longer change.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            StepState::Succeeded | StepState::Failed | StepState::Skipped | StepState::Cancelled
+        )
+    }
+}
+
+/// One step in the status JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepStatus {
+    /// Its state.
+    pub state: StepState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// The node that ran (or runs) the latest attempt.
+    pub node: Option<String>,
+    /// The latest error, if any.
+    pub error: Option<String>,
+    /// The task it runs.
+    pub task: String,
+}
+
+/// Counters over a job's executions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobStats {
+    /// Task executions started (every attempt counts).
+    pub executions: u64,
+    /// Requests that joined an identical one in flight.
+    pub merged: u64,
+    /// Requests answered from the result cache.
+    pub cache_hits: u64,
+}
+
+/// The status JSON of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The job id; it names the node that owns the job.
+    pub id: String,
+    /// The job's name from its file.
+    pub name: String,
+    /// Its state.
+    pub state: JobState,
+    /// Every step, by id.
+    pub steps: BTreeMap<String, StepStatus>,
+    /// The job's output once it succeeded.
+    pub output: Option<Value>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Counters.
+    pub stats: JobStats,
+    /// Milliseconds from acceptance to the end, once ended.
+    pub elapsed_ms: Option<u64>,
+}
+
+/// Something that happened to a job, as a handle sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum JobEvent {
+    /// The job was accepted and waits for its first step to start.
+    Queued {
+        /// The job.
+        job: String,
+    },
+    /// An attempt of a step was handed to a worker.
+    StepStarted {
+        /// The job.
+        job: String,
+        /// The step.
+        step: String,
+        /// Attempt number, from 1.
+        attempt: u32,
+        /// The node running it.
+        node: String,
+    },
+    /// An attempt failed and the step will be retried.
+    StepRetrying {
+        /// The job.
+        job: String,
+        /// The step.
+        step: String,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Why it failed.
+        error: String,
+        /// Delay before the next attempt.
+        delay_ms: u64,
+    },
+    /// A step ended.
+    StepFinished {
+        /// The job.
+        job: String,
+        /// The step.
+        step: String,
+        /// How it ended.
+        state: StepState,
+        /// The node that ran the last attempt.
+        node: Option<String>,
+        /// The error, if it failed.
+        error: Option<String>,
+    },
+    /// The job ended; the status is final.
+    JobFinished {
+        /// The final status.
+        status: Box<JobStatus>,
+    },
+}

@@ -1,0 +1,245 @@
+//! The messages of the actors that other processes reach, and the process groups they join.
+//!
+//! Every payload is wrapped in [`Wire`] (rmp-serde). The variant names are the wire tags:
+//! add variants freely, but do not rename one while nodes of two versions share a cluster.
+//!
+//! | group | members | used for |
+//! |---|---|---|
+//! | `troupe.membership` | every node's `Membership` actor | gossip of node info, `nodes` |
+//! | `troupe.job_manager.NODE` | the `JobManager` of NODE | submit, status, watch, step results |
+//! | `troupe.task.TASK` | the `WorkerPool` of every node that serves TASK | dispatch of steps |
+//! | `troupe.client.NAME` | a client's `Watcher` | job events pushed to a handle |
+
+use std::collections::BTreeMap;
+
+use ractor::RpcReplyPort;
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::job::spec::JobSpec;
+use crate::job::status::{JobEvent, JobStatus};
+use crate::task::TaskError;
+use crate::wire::Wire;
+
+/// Group of every node's membership actor.
+pub const MEMBERSHIP_GROUP: &str = "troupe.membership";
+
+/// The group holding the job manager of `node`.
+pub fn job_manager_group(node: &str) -> String {
+    format!("troupe.job_manager.{node}")
+}
+
+/// The group of worker pools that serve `task`.
+pub fn task_group(task: &str) -> String {
+    format!("troupe.task.{task}")
+}
+
+/// The task name of a worker group, if `group` is one.
+pub fn task_of_group(group: &str) -> Option<&str> {
+    group.strip_prefix("troupe.task.")
+}
+
+/// The group of a client's watcher.
+pub fn client_group(client: &str) -> String {
+    format!("troupe.client.{client}")
+}
+
+/// The node that owns a job, from its id (`NODE-EPOCH-SEQ`).
+pub fn owner_of(job_id: &str) -> Option<&str> {
+    let (rest, seq) = job_id.rsplit_once('-')?;
+    let (node, epoch) = rest.rsplit_once('-')?;
+    (!node.is_empty()
+        && seq.chars().all(|c| c.is_ascii_digit())
+        && epoch.chars().all(|c| c.is_ascii_hexdigit()))
+    .then_some(node)
+}
+
+/// One attempt of a step, sent to a worker pool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRequest {
+    /// The job.
+    pub job: String,
+    /// The step.
+    pub step: String,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// The task to run.
+    pub task: String,
+    /// The step's input.
+    pub input: Value,
+    /// Outputs of its dependencies.
+    pub deps: BTreeMap<String, Value>,
+    /// The node whose job manager owns the job and wants the result.
+    pub owner: String,
+}
+
+/// The end of one attempt, sent back to the owner's job manager.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepResult {
+    /// The job.
+    pub job: String,
+    /// The step.
+    pub step: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// The node that ran it.
+    pub node: String,
+    /// Output or error.
+    pub result: Result<Value, TaskError>,
+}
+
+/// A job submission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// The job.
+    pub spec: JobSpec,
+    /// Push events of this job to the watcher in this group.
+    pub watch: Option<WatchRequest>,
+    /// Set by the job manager itself once it waited for unknown tasks; never from the wire.
+    #[serde(skip)]
+    pub waited: bool,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SubmitError {
+    /// The job is not valid; the message names the step.
+    Invalid(String),
+    /// The node cannot take jobs now.
+    Unavailable(String),
+}
+
+/// A request to follow a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatchRequest {
+    /// The job (empty in a submission: the new job).
+    pub job: String,
+    /// The watcher's group ([`client_group`]).
+    pub group: String,
+    /// Every step event, or only the end of the job.
+    pub progress: bool,
+}
+
+/// Messages of the job manager (one per node, in `troupe.job_manager.NODE`).
+#[derive(RactorClusterMessage)]
+pub enum JobManagerMessage {
+    /// Accept a job; answers its id.
+    #[rpc]
+    Submit(Wire<SubmitRequest>, RpcReplyPort<Wire<Result<String, SubmitError>>>),
+    /// The status of a job (forwarded to its owner if that is another node).
+    #[rpc]
+    Status(String, RpcReplyPort<Wire<Result<JobStatus, String>>>),
+    /// Follow a job: answers its status now; events after it go to the watcher.
+    #[rpc]
+    Watch(Wire<WatchRequest>, RpcReplyPort<Wire<Result<JobStatus, String>>>),
+    /// An attempt ended (from a worker pool).
+    StepFinished(Wire<StepResult>),
+    /// A job supervisor of this node finished its job (local).
+    JobEnded(Wire<JobStatus>),
+}
+
+/// Messages of a worker pool (one per node, in `troupe.task.TASK` for each task it serves).
+#[derive(RactorClusterMessage)]
+pub enum WorkerPoolMessage {
+    /// Run an attempt (queued if every slot is busy).
+    Run(Wire<StepRequest>),
+    /// A slot finished its task (local).
+    SlotFreed,
+}
+
+/// Liveness of a node as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Connected.
+    Up,
+    /// Doubtful (reserved for the failure detector).
+    Suspect,
+    /// Its connection dropped; reconnection is being tried.
+    Down,
+}
+
+/// What a node says about itself, gossiped to its peers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its name.
+    pub name: String,
+    /// The address peers dial.
+    pub address: String,
+    /// As seen by the node that answers.
+    pub state: NodeState,
+    /// Task groups it serves.
+    pub tasks: Vec<String>,
+    /// Tasks it runs at once.
+    pub slots: u32,
+    /// Slots busy.
+    pub busy: u32,
+    /// Steps waiting for a slot.
+    pub queued: u32,
+    /// Addresses of the nodes it knows (for the mesh).
+    pub peers: Vec<String>,
+}
+
+/// A session event of this node's `NodeServer`, passed to the membership actor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionEvent {
+    /// What happened.
+    pub kind: SessionEventKind,
+    /// ractor_cluster's per-process id of the session.
+    pub node_id: u64,
+    /// `name@host` of the peer, once known.
+    pub peer_name: Option<String>,
+    /// The peer's socket address.
+    pub peer_addr: String,
+    /// True if the peer dialled us.
+    pub is_server: bool,
+}
+
+/// Kinds of [`SessionEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionEventKind {
+    /// TCP connection opened, handshake not done.
+    Opened,
+    /// Cookie handshake passed.
+    Authenticated,
+    /// Actors and groups exchanged.
+    Ready,
+    /// Closed.
+    Disconnected,
+}
+
+/// Messages of the membership actor (one per node, in `troupe.membership`).
+#[derive(RactorClusterMessage)]
+pub enum MembershipMessage {
+    /// A peer's info (gossip).
+    Hello(Wire<NodeInfo>),
+    /// Every node this node knows of, itself first.
+    #[rpc]
+    ListNodes(RpcReplyPort<Wire<Vec<NodeInfo>>>),
+    /// A session event of this node (local).
+    Session(Wire<SessionEvent>),
+    /// Periodic work: dial missing peers, close stalled handshakes, gossip (local).
+    Tick,
+}
+
+/// Messages of a client's watcher.
+#[derive(RactorClusterMessage)]
+pub enum WatcherMessage {
+    /// An event of a watched job.
+    Event(Wire<JobEvent>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_name_their_owner() {
+        assert_eq!(owner_of("n1-19a8f3c2b11-42"), Some("n1"));
+        assert_eq!(owner_of("my-node-2-ff-0"), Some("my-node-2"));
+        assert_eq!(owner_of("garbage"), None);
+        assert_eq!(owner_of("-ff-1"), None);
+        assert_eq!(owner_of("n1-zz-1"), None);
+    }
+}
