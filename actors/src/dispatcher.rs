@@ -74,7 +74,11 @@ impl DispatcherState {
             tracing::debug!(error = %e, node = %node, "worker pool gone; attempt waits");
             return Some((request, supervisor));
         }
-        let _ = supervisor.cast(JobSupervisorMessage::Assigned { step, attempt, node });
+        let _ = supervisor.cast(JobSupervisorMessage::Assigned {
+            step,
+            attempt,
+            node,
+        });
         None
     }
 }
@@ -84,7 +88,11 @@ impl Actor for Dispatcher {
     type State = DispatcherState;
     type Arguments = NodeContext;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, ctx: NodeContext) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        ctx: NodeContext,
+    ) -> Result<Self::State, ActorProcessingErr> {
         Ok(DispatcherState {
             ctx,
             next: HashMap::new(),
@@ -93,9 +101,17 @@ impl Actor for Dispatcher {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            DispatcherMessage::Dispatch { request, supervisor } => {
+            DispatcherMessage::Dispatch {
+                request,
+                supervisor,
+            } => {
                 if let Some(w) = state.try_dispatch(request, supervisor) {
                     tracing::debug!(task = %w.0.task, job = %w.0.job, "no worker serves this task right now; waiting");
                     state.waiting.push_back(w);

@@ -64,7 +64,12 @@ fn known_tasks() -> String {
 }
 
 impl JobManagerState {
-    async fn submit(&mut self, myself: &ActorRef<JobManagerMessage>, req: SubmitRequest, reply: SubmitReply) {
+    async fn submit(
+        &mut self,
+        myself: &ActorRef<JobManagerMessage>,
+        req: SubmitRequest,
+        reply: SubmitReply,
+    ) {
         let graph = match validate(&req.spec) {
             Ok(g) => g,
             Err(e) => {
@@ -143,11 +148,22 @@ impl JobManagerState {
             Some(owner) if owner != self.ctx.config.name => {
                 let owner = owner.to_string();
                 tokio::spawn(async move {
-                    let answer = match ractor::pg::get_members(&job_manager_group(&owner)).into_iter().next() {
-                        None => Err(format!("the node {owner} that owns job {job} is not reachable")),
+                    let answer = match ractor::pg::get_members(&job_manager_group(&owner))
+                        .into_iter()
+                        .next()
+                    {
+                        None => Err(format!(
+                            "the node {owner} that owns job {job} is not reachable"
+                        )),
                         Some(jm) => {
                             let jm: ActorRef<JobManagerMessage> = jm.into();
-                            match jm.call(|r| JobManagerMessage::Status(job.clone(), r), Some(FORWARD_TIMEOUT)).await {
+                            match jm
+                                .call(
+                                    |r| JobManagerMessage::Status(job.clone(), r),
+                                    Some(FORWARD_TIMEOUT),
+                                )
+                                .await
+                            {
                                 Ok(ractor::rpc::CallResult::Success(w)) => {
                                     w.into_inner().unwrap_or_else(|e| Err(e.to_string()))
                                 }
@@ -183,7 +199,11 @@ impl Actor for JobManager {
     type State = JobManagerState;
     type Arguments = NodeContext;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, ctx: NodeContext) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        ctx: NodeContext,
+    ) -> Result<Self::State, ActorProcessingErr> {
         ractor::pg::join(job_manager_group(&ctx.config.name), vec![myself.get_cell()]);
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -200,17 +220,28 @@ impl Actor for JobManager {
         })
     }
 
-    async fn post_stop(&self, myself: ActorRef<Self::Msg>, _state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         myself.stop_children(None);
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             JobManagerMessage::Submit(req, reply) => match req.into_inner() {
                 Ok(req) => state.submit(&myself, req, reply).await,
                 Err(e) => {
-                    let _ = reply.send(Wire::new(Err(SubmitError::Invalid(format!("unreadable submission: {e}")))));
+                    let _ = reply.send(Wire::new(Err(SubmitError::Invalid(format!(
+                        "unreadable submission: {e}"
+                    )))));
                 }
             },
             JobManagerMessage::Status(job, reply) => state.status(job, reply),
@@ -230,7 +261,9 @@ impl Actor for JobManager {
                     Some(sup) => {
                         let _ = sup.cast(JobSupervisorMessage::Finished(r));
                     }
-                    None => tracing::debug!(job = %r.job, step = %r.step, "result for a job that is no longer running; discarded"),
+                    None => {
+                        tracing::debug!(job = %r.job, step = %r.step, "result for a job that is no longer running; discarded")
+                    }
                 },
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable step result"),
             },
@@ -242,7 +275,12 @@ impl Actor for JobManager {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, _myself: ActorRef<Self::Msg>, evt: SupervisionEvent, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         // A job supervisor that stops normally has already sent JobEnded. One that crashed
         // takes its job down with it: record the job as failed rather than forget it.
         if let SupervisionEvent::ActorFailed(cell, err) = evt {

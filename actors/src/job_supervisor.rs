@@ -88,14 +88,21 @@ fn dispatch(myself: &ActorRef<JobSupervisorMessage>, request: StepRequest) {
                 supervisor: myself.clone(),
             }) {
                 // The dispatcher is stopping; get the request back and try again shortly.
-                if let ractor::MessagingErr::SendErr(DispatcherMessage::Dispatch { request, .. }) = e {
+                if let ractor::MessagingErr::SendErr(DispatcherMessage::Dispatch {
+                    request, ..
+                }) = e
+                {
                     let r = request;
-                    myself.send_after(Duration::from_millis(10), move || JobSupervisorMessage::Redispatch(r));
+                    myself.send_after(Duration::from_millis(10), move || {
+                        JobSupervisorMessage::Redispatch(r)
+                    });
                 }
             }
         }
         None => {
-            myself.send_after(Duration::from_millis(10), move || JobSupervisorMessage::Redispatch(request));
+            myself.send_after(Duration::from_millis(10), move || {
+                JobSupervisorMessage::Redispatch(request)
+            });
         }
     }
 }
@@ -108,10 +115,15 @@ impl JobSupervisorState {
                 continue;
             }
             if w.actor.is_none() {
-                w.actor = ractor::pg::get_members(&w.req.group).into_iter().next().map(Into::into);
+                w.actor = ractor::pg::get_members(&w.req.group)
+                    .into_iter()
+                    .next()
+                    .map(Into::into);
             }
             if let Some(a) = &w.actor {
-                if a.cast(WatcherMessage::Event(Wire::new(ev.clone()))).is_err() {
+                if a.cast(WatcherMessage::Event(Wire::new(ev.clone())))
+                    .is_err()
+                {
                     w.actor = None;
                 }
             }
@@ -124,7 +136,10 @@ impl JobSupervisorState {
                 Action::Dispatch(d) => {
                     if let Some(t) = d.timeout {
                         let (step, attempt) = (d.step.clone(), d.attempt);
-                        myself.send_after(t, move || JobSupervisorMessage::TimedOut { step, attempt });
+                        myself.send_after(t, move || JobSupervisorMessage::TimedOut {
+                            step,
+                            attempt,
+                        });
                     }
                     dispatch(
                         myself,
@@ -139,8 +154,15 @@ impl JobSupervisorState {
                         },
                     );
                 }
-                Action::RetryLater { step, attempt, delay } => {
-                    myself.send_after(delay, move || JobSupervisorMessage::RetryDue { step, attempt });
+                Action::RetryLater {
+                    step,
+                    attempt,
+                    delay,
+                } => {
+                    myself.send_after(delay, move || JobSupervisorMessage::RetryDue {
+                        step,
+                        attempt,
+                    });
                 }
                 Action::Notify(ev) => self.notify(&ev),
             }
@@ -161,7 +183,11 @@ impl Actor for JobSupervisor {
     type State = JobSupervisorState;
     type Arguments = JobSupervisorArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: JobSupervisorArgs) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: JobSupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
         Ok(JobSupervisorState {
             run: args.run,
             owner: args.owner,
@@ -173,15 +199,28 @@ impl Actor for JobSupervisor {
         })
     }
 
-    async fn post_start(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         let actions = state.run.start();
         state.apply(&myself, actions);
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         let actions = match msg {
-            JobSupervisorMessage::Assigned { step, attempt, node } => state.run.assigned(&step, attempt, &node),
+            JobSupervisorMessage::Assigned {
+                step,
+                attempt,
+                node,
+            } => state.run.assigned(&step, attempt, &node),
             JobSupervisorMessage::Finished(r) => {
                 let actions = state.run.finished(&r.step, r.attempt, &r.node, r.result);
                 if actions.is_empty() {

@@ -99,7 +99,9 @@ impl ClusterView {
         };
     }
 
-    pub(crate) fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ActorRef<NodeSessionMessage>>> {
+    pub(crate) fn sessions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, ActorRef<NodeSessionMessage>>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

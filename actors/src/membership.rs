@@ -85,7 +85,11 @@ impl MembershipState {
             slots: self.ctx.config.slots as u32,
             busy: v.busy.load(std::sync::atomic::Ordering::Relaxed),
             queued: v.queued.load(std::sync::atomic::Ordering::Relaxed),
-            peers: self.peers.values().map(|p| p.info.address.clone()).collect(),
+            peers: self
+                .peers
+                .values()
+                .map(|p| p.info.address.clone())
+                .collect(),
         }
     }
 
@@ -105,7 +109,10 @@ impl MembershipState {
                     view.sessions().insert(ev.node_id, actor);
                 }
                 SessionEventKind::Authenticated => {
-                    view.set_session_name(ev.node_id, ev.peer_name.as_deref().map(|p| node_name_of(p).to_string()));
+                    view.set_session_name(
+                        ev.node_id,
+                        ev.peer_name.as_deref().map(|p| node_name_of(p).to_string()),
+                    );
                 }
                 SessionEventKind::Disconnected => {
                     view.sessions().remove(&ev.node_id);
@@ -182,7 +189,11 @@ impl MembershipState {
             self.heard.insert(a.clone(), now);
         }
         let connected = self.connected_names().contains(&info.name);
-        let state = if connected { NodeState::Up } else { NodeState::Down };
+        let state = if connected {
+            NodeState::Up
+        } else {
+            NodeState::Down
+        };
         match self.peers.get_mut(&info.name) {
             Some(p) => {
                 if p.state != NodeState::Up && state == NodeState::Up {
@@ -196,7 +207,14 @@ impl MembershipState {
                 if state == NodeState::Up {
                     tracing::info!(node = %info.name, address = %info.address, tasks = info.tasks.len(), "node joined");
                 }
-                self.peers.insert(info.name.clone(), Peer { info, state, since: now });
+                self.peers.insert(
+                    info.name.clone(),
+                    Peer {
+                        info,
+                        state,
+                        since: now,
+                    },
+                );
             }
         }
     }
@@ -225,7 +243,8 @@ impl MembershipState {
         // Peers marked down long enough drop out; so do addresses nobody mentions any more.
         self.peers
             .retain(|_, p| p.state == NodeState::Up || now.duration_since(p.since) < FORGET_AFTER);
-        self.heard.retain(|_, t| now.duration_since(*t) < FORGET_AFTER);
+        self.heard
+            .retain(|_, t| now.duration_since(*t) < FORGET_AFTER);
 
         // Peers that are down still count as "seen" (we keep dialing them) until forgotten.
         let connected = self.connected_names();
@@ -255,12 +274,16 @@ impl MembershipState {
         targets.extend(self.heard.keys().cloned());
         targets.sort();
         targets.dedup();
-        self.dialing.retain(|_, t| now.duration_since(*t) < DIAL_RETRY);
+        self.dialing
+            .retain(|_, t| now.duration_since(*t) < DIAL_RETRY);
         let Some(server) = find::<NodeServerMessage>(names::NODE_SERVER) else {
             return;
         };
         for addr in targets {
-            if addr == self.address || connected_addrs.contains(&addr) || self.dialing.contains_key(&addr) {
+            if addr == self.address
+                || connected_addrs.contains(&addr)
+                || self.dialing.contains_key(&addr)
+            {
                 continue;
             }
             self.dialing.insert(addr.clone(), now);
@@ -297,14 +320,22 @@ impl Actor for Membership {
     type State = MembershipState;
     type Arguments = NodeContext;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, ctx: NodeContext) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        ctx: NodeContext,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let address = ctx.config.advertised()?.to_string();
         // Seeds are compared with peers' advertised addresses, so resolve them the same way.
         let seeds = ctx
             .config
             .seeds
             .iter()
-            .map(|s| resolve(s).map(|a| a.to_string()).unwrap_or_else(|_| s.clone()))
+            .map(|s| {
+                resolve(s)
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| s.clone())
+            })
             .collect();
         ractor::pg::join(MEMBERSHIP_GROUP.to_string(), vec![myself.get_cell()]);
         ractor::pg::monitor(MEMBERSHIP_GROUP.to_string(), myself.get_cell());
@@ -324,7 +355,12 @@ impl Actor for Membership {
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             MembershipMessage::Tick => state.tick(&myself),
             MembershipMessage::Session(ev) => match ev.into_inner() {
@@ -333,7 +369,9 @@ impl Actor for Membership {
             },
             MembershipMessage::Hello(info) => match info.into_inner() {
                 Ok(info) => state.on_hello(info),
-                Err(e) => tracing::warn!(error = %e, "unreadable gossip from a peer; is it the same troupe version?"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable gossip from a peer; is it the same troupe version?")
+                }
             },
             MembershipMessage::ListNodes(reply) => {
                 let _ = reply.send(Wire::new(state.list()));
@@ -342,8 +380,14 @@ impl Actor for Membership {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<Self::Msg>, evt: SupervisionEvent, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        if let SupervisionEvent::ProcessGroupChanged(GroupChangeMessage::Join(_, _, members)) = evt {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ProcessGroupChanged(GroupChangeMessage::Join(_, _, members)) = evt
+        {
             // A node just became visible: introduce ourselves at once rather than next tick.
             let hello = state.my_info();
             for m in members {

@@ -72,7 +72,11 @@ pub struct NodeRootState {
     intensity: RestartIntensity,
 }
 
-async fn spawn_child(child: Child, ctx: &NodeContext, sup: ActorCell) -> Result<ActorCell, ActorProcessingErr> {
+async fn spawn_child(
+    child: Child,
+    ctx: &NodeContext,
+    sup: ActorCell,
+) -> Result<ActorCell, ActorProcessingErr> {
     let name = Some(child.name().to_string());
     let cell = match child {
         Child::NodeServer => {
@@ -88,15 +92,28 @@ async fn spawn_child(child: Child, ctx: &NodeContext, sup: ActorCell) -> Result<
                     cookie: c.cookie.clone(),
                     max_frame_bytes: c.max_message_bytes,
                 },
+                Some(names::NODE_SERVER),
                 Some(sup),
             )
             .await?
             .get_cell()
         }
-        Child::WorkerPool => Actor::spawn_linked(name, WorkerPool, ctx.clone(), sup).await?.0.get_cell(),
-        Child::Dispatcher => Actor::spawn_linked(name, Dispatcher, ctx.clone(), sup).await?.0.get_cell(),
-        Child::JobManager => Actor::spawn_linked(name, JobManager, ctx.clone(), sup).await?.0.get_cell(),
-        Child::Membership => Actor::spawn_linked(name, Membership, ctx.clone(), sup).await?.0.get_cell(),
+        Child::WorkerPool => Actor::spawn_linked(name, WorkerPool, ctx.clone(), sup)
+            .await?
+            .0
+            .get_cell(),
+        Child::Dispatcher => Actor::spawn_linked(name, Dispatcher, ctx.clone(), sup)
+            .await?
+            .0
+            .get_cell(),
+        Child::JobManager => Actor::spawn_linked(name, JobManager, ctx.clone(), sup)
+            .await?
+            .0
+            .get_cell(),
+        Child::Membership => Actor::spawn_linked(name, Membership, ctx.clone(), sup)
+            .await?
+            .0
+            .get_cell(),
     };
     Ok(cell)
 }
@@ -106,7 +123,11 @@ impl Actor for NodeRoot {
     type State = NodeRootState;
     type Arguments = NodeContext;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, ctx: NodeContext) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        ctx: NodeContext,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let mut children = Vec::new();
         for child in Child::ALL {
             let cell = spawn_child(child, &ctx, myself.get_cell()).await?;
@@ -120,12 +141,26 @@ impl Actor for NodeRoot {
         })
     }
 
-    async fn post_stop(&self, myself: ActorRef<Self::Msg>, _state: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        myself.stop_children_and_wait(Some("node shutting down".into()), Some(Duration::from_secs(5))).await;
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        myself
+            .stop_children_and_wait(
+                Some("node shutting down".into()),
+                Some(Duration::from_secs(5)),
+            )
+            .await;
         Ok(())
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             NodeRootMessage::Restarts(reply) => {
                 let _ = reply.send(state.intensity.total());
@@ -134,15 +169,25 @@ impl Actor for NodeRoot {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<Self::Msg>, evt: SupervisionEvent, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         let (cell, why) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into())))
-            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into())),
+            ),
             _ => return Ok(()),
         };
-        let Some(pos) = state.children.iter().position(|(_, c)| c.get_id() == cell.get_id()) else {
+        let Some(pos) = state
+            .children
+            .iter()
+            .position(|(_, c)| c.get_id() == cell.get_id())
+        else {
             return Ok(());
         };
         let child = state.children[pos].0;
@@ -154,7 +199,10 @@ impl Actor for NodeRoot {
                 window_ms = state.ctx.config.restart.window_ms,
                 "restart intensity exceeded; stopping the node"
             );
-            myself.stop(Some(format!("restart intensity exceeded ({} {why})", child.name())));
+            myself.stop(Some(format!(
+                "restart intensity exceeded ({} {why})",
+                child.name()
+            )));
             return Ok(());
         }
         tracing::warn!(actor = child.name(), reason = %why, "system actor ended; restarting it");

@@ -43,7 +43,10 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 /// Sends a step result to the job manager of its owner node.
 pub fn send_result(result: StepResult, owner: &str) {
-    match ractor::pg::get_members(&job_manager_group(owner)).into_iter().next() {
+    match ractor::pg::get_members(&job_manager_group(owner))
+        .into_iter()
+        .next()
+    {
         Some(jm) => {
             let jm: ActorRef<JobManagerMessage> = jm.into();
             if let Err(e) = jm.cast(JobManagerMessage::StepFinished(Wire::new(result))) {
@@ -59,8 +62,14 @@ pub fn send_result(result: StepResult, owner: &str) {
 
 impl WorkerPoolState {
     fn publish(&self) {
-        self.ctx.view.busy.store(self.busy as u32, Ordering::Relaxed);
-        self.ctx.view.queued.store(self.queue.len() as u32, Ordering::Relaxed);
+        self.ctx
+            .view
+            .busy
+            .store(self.busy as u32, Ordering::Relaxed);
+        self.ctx
+            .view
+            .queued
+            .store(self.queue.len() as u32, Ordering::Relaxed);
     }
 
     fn start(&mut self, myself: &ActorRef<WorkerPoolMessage>, req: StepRequest) {
@@ -111,7 +120,11 @@ impl Actor for WorkerPool {
     type State = WorkerPoolState;
     type Arguments = NodeContext;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, ctx: NodeContext) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        ctx: NodeContext,
+    ) -> Result<Self::State, ActorProcessingErr> {
         for name in ctx.registry.names() {
             ractor::pg::join(task_group(&name), vec![myself.get_cell()]);
         }
@@ -124,7 +137,12 @@ impl Actor for WorkerPool {
         Ok(s)
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkerPoolMessage::Run(req) => match req.into_inner() {
                 Ok(req) if state.busy < state.ctx.config.slots => state.start(&myself, req),

@@ -31,7 +31,10 @@ where
     Fut: std::future::Future<Output = u8>,
 {
     logging::init(false, "warn");
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(f()),
         Err(e) => {
             eprintln!("troupe-node: cannot start the async runtime: {e}");

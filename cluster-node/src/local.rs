@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// How to start one node process.
@@ -26,6 +28,8 @@ pub struct NodeSpec {
     pub slots: usize,
     /// More arguments for `start`.
     pub extra: Vec<String>,
+    /// Environment variables for the process (e.g. `TROUPE_TASK_WAIT_MS`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running node process, ended when dropped.
@@ -47,9 +51,17 @@ impl NodeProcess {
         let stderr = std::fs::File::create(&log)?;
         let mut cmd = Command::new(exe);
         cmd.arg("start")
-            .args(["--name", &spec.name, "--listen", &spec.addr, "--cookie", &spec.cookie])
+            .args([
+                "--name",
+                &spec.name,
+                "--listen",
+                &spec.addr,
+                "--cookie",
+                &spec.cookie,
+            ])
             .args(["--slots", &spec.slots.to_string()])
             .args(&spec.extra)
+            .envs(spec.env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);

@@ -1,0 +1,255 @@
+//! Test harness: real `troupe-node` processes on loopback.
+//!
+//! [`Cluster`] reserves ports, starts node processes (in any order), hands out clients and
+//! runs the CLI against them. Every process it starts is ended by PID when the cluster is
+//! dropped, also when a test panics; on a panic the nodes' logs are kept and their folder
+//! printed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub use troupe_cluster_node::local::{free_port, NodeProcess, NodeSpec};
+use troupe_runtime::{Client, ClientOptions};
+
+/// The folder holding cargo's output for the profile this test binary was built with.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut dir = exe.parent().expect("deps folder").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of binary `bin` of package `package`, built (or found up to date) by cargo in the
+/// same profile as the running test or benchmark.
+pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
+    let dir = profile_dir();
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let target_dir = dir.parent().expect("target folder").to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", package, "--bin", bin])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null());
+    if release {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().expect("run cargo build");
+    assert!(st.success(), "cargo build -p {package} --bin {bin} failed");
+    let path = dir.join(bin);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// The `troupe-node` binary.
+pub fn troupe_node() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| cargo_bin("troupe-cluster-node", "troupe-node"))
+}
+
+/// The example `wordcount` node binary (built with the cluster-node library entry point).
+pub fn wordcount_node() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| cargo_bin("troupe-example-wordcount", "wordcount"))
+}
+
+/// A planned local cluster: names `n1..nN` on reserved ports, started on demand.
+pub struct Cluster {
+    /// The cookie all nodes share.
+    pub cookie: String,
+    /// Folder for logs and job files.
+    pub dir: PathBuf,
+    /// Planned addresses, by node index.
+    pub addrs: Vec<String>,
+    /// Extra `start` arguments for every node.
+    pub extra: Vec<String>,
+    /// Worker slots per node.
+    pub slots: usize,
+    /// Environment variables for every node.
+    pub env: Vec<(String, String)>,
+    nodes: Vec<Option<NodeProcess>>,
+}
+
+impl Cluster {
+    /// Plans `n` nodes; none runs yet.
+    pub fn plan(n: usize) -> Self {
+        let tag = format!("{}-{:x}", std::process::id(), rand_tag());
+        let dir = std::env::temp_dir().join(format!("troupe-it-{tag}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let addrs = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port().expect("free port")))
+            .collect();
+        Self {
+            cookie: format!("it-cookie-{tag}"),
+            dir,
+            addrs,
+            extra: vec![],
+            slots: 2,
+            env: vec![],
+            nodes: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    /// Plans and starts `n` nodes.
+    pub fn start(n: usize) -> Self {
+        let mut c = Self::plan(n);
+        for i in 0..n {
+            c.start_node(i);
+        }
+        c
+    }
+
+    /// Name of node `i`.
+    pub fn name(i: usize) -> String {
+        format!("n{}", i + 1)
+    }
+
+    /// The spec for node `i`: every other planned node is a seed.
+    pub fn spec(&self, i: usize) -> NodeSpec {
+        NodeSpec {
+            name: Self::name(i),
+            addr: self.addrs[i].clone(),
+            seeds: self
+                .addrs
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, a)| a.clone())
+                .collect(),
+            cookie: self.cookie.clone(),
+            slots: self.slots,
+            extra: self.extra.clone(),
+            env: self.env.clone(),
+        }
+    }
+
+    /// Starts node `i` with `troupe-node`.
+    pub fn start_node(&mut self, i: usize) {
+        let spec = self.spec(i);
+        self.start_with(i, troupe_node(), &spec);
+    }
+
+    /// Starts node `i` from `exe` with `spec`.
+    pub fn start_with(&mut self, i: usize, exe: &Path, spec: &NodeSpec) {
+        let log = self.dir.join(format!("{}.log", spec.name));
+        let p = NodeProcess::spawn(exe, spec, log)
+            .expect("spawn node")
+            .with_grace(Duration::from_millis(500));
+        self.nodes[i] = Some(p);
+    }
+
+    /// Node `i`'s process.
+    pub fn node(&mut self, i: usize) -> &mut NodeProcess {
+        self.nodes[i].as_mut().expect("node not started")
+    }
+
+    /// The log of node `i`.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{}.log", Self::name(i)))).unwrap_or_default()
+    }
+
+    /// All planned addresses, comma-separated.
+    pub fn seeds(&self) -> String {
+        self.addrs.join(",")
+    }
+
+    /// A client connected through the given nodes' addresses.
+    pub async fn client_via(&self, nodes: &[usize]) -> Client {
+        let seeds: Vec<String> = nodes.iter().map(|&i| self.addrs[i].clone()).collect();
+        let start = std::time::Instant::now();
+        loop {
+            let mut o = ClientOptions::new(seeds.clone(), &self.cookie);
+            o.connect_timeout = Duration::from_secs(2);
+            match Client::connect(o).await {
+                Ok(c) => return c,
+                Err(e) if start.elapsed() > Duration::from_secs(20) => {
+                    panic!("cannot connect: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// A client connected through every node that runs.
+    pub async fn client(&self) -> Client {
+        let running: Vec<usize> = (0..self.addrs.len())
+            .filter(|&i| self.nodes[i].is_some())
+            .collect();
+        self.client_via(&running).await
+    }
+
+    /// Runs `troupe-node ARGS` (with `--seeds`/`--cookie` appended when `cluster` is
+    /// true) and returns its output.
+    pub fn cli(&self, args: &[&str], cluster: bool) -> Output {
+        let mut cmd = Command::new(troupe_node());
+        cmd.args(args);
+        if cluster {
+            cmd.args(["--seeds", &self.seeds(), "--cookie", &self.cookie]);
+        }
+        cmd.stdin(Stdio::null());
+        run_with_timeout(cmd, Duration::from_secs(60))
+    }
+
+    /// Writes a job file into the cluster's folder and returns its path.
+    pub fn job_file(&self, name: &str, text: &str) -> String {
+        let p = self.dir.join(name);
+        std::fs::write(&p, text).expect("write job file");
+        p.display().to_string()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in self.nodes.iter_mut() {
+            if let Some(mut p) = n.take() {
+                p.stop(Duration::from_millis(500));
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("node logs kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Runs a command to completion, killing it (by PID) if it outlives `timeout`.
+pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn command");
+    let start = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() > timeout => {
+                let _ = child.kill();
+                break;
+            }
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    child.wait_with_output().expect("collect output")
+}
+
+/// Text of a command's stdout and stderr.
+pub fn texts(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn rand_tag() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish() & 0xffff_ffff
+}

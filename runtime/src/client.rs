@@ -85,11 +85,20 @@ impl Actor for Watcher {
     type State = Subs;
     type Arguments = Subs;
 
-    async fn pre_start(&self, _me: ActorRef<Self::Msg>, subs: Subs) -> Result<Subs, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        subs: Subs,
+    ) -> Result<Subs, ActorProcessingErr> {
         Ok(subs)
     }
 
-    async fn handle(&self, _me: ActorRef<Self::Msg>, msg: Self::Msg, subs: &mut Subs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        subs: &mut Subs,
+    ) -> Result<(), ActorProcessingErr> {
         let WatcherMessage::Event(ev) = msg;
         let ev = match ev.into_inner() {
             Ok(ev) => ev,
@@ -152,7 +161,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("name", &self.inner.name).finish()
+        f.debug_struct("Client")
+            .field("name", &self.inner.name)
+            .finish()
     }
 }
 
@@ -175,6 +186,7 @@ impl Client {
                 cookie: opts.cookie.clone(),
                 max_frame_bytes: ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
             },
+            None,
             None,
         )
         .await
@@ -289,7 +301,10 @@ impl Client {
     }
 
     /// A job manager to talk to: `prefer`'s if connected, else the first connected node's.
-    fn pick_job_manager(&self, prefer: Option<&str>) -> Result<(String, ActorRef<JobManagerMessage>), ClientError> {
+    fn pick_job_manager(
+        &self,
+        prefer: Option<&str>,
+    ) -> Result<(String, ActorRef<JobManagerMessage>), ClientError> {
         let nodes = self.connected_nodes();
         let order = prefer
             .filter(|p| nodes.iter().any(|n| n == p))
@@ -360,7 +375,9 @@ impl Client {
             waited: false,
         };
         let id = self
-            .call(&jm, |reply| JobManagerMessage::Submit(Wire::new(req), reply))
+            .call(&jm, |reply| {
+                JobManagerMessage::Submit(Wire::new(req), reply)
+            })
             .await?
             .map_err(|e| match e {
                 SubmitError::Invalid(m) => ClientError::Invalid(m),
@@ -372,7 +389,9 @@ impl Client {
     /// The status of a job, from any node.
     pub async fn status(&self, job: &str) -> Result<JobStatus, ClientError> {
         let owner = owner_of(job).ok_or_else(|| {
-            ClientError::BadInput(format!("{job:?} is not a job id (ids look like NODE-EPOCH-SEQ)"))
+            ClientError::BadInput(format!(
+                "{job:?} is not a job id (ids look like NODE-EPOCH-SEQ)"
+            ))
         })?;
         let (_, jm) = self.pick_job_manager(Some(owner))?;
         let job_id = job.to_string();
@@ -385,7 +404,9 @@ impl Client {
     /// connected to the job's owner; [`JobHandle::wait`] works either way.
     pub async fn watch(&self, job: &str) -> Result<JobHandle, ClientError> {
         let owner = owner_of(job).ok_or_else(|| {
-            ClientError::BadInput(format!("{job:?} is not a job id (ids look like NODE-EPOCH-SEQ)"))
+            ClientError::BadInput(format!(
+                "{job:?} is not a job id (ids look like NODE-EPOCH-SEQ)"
+            ))
         })?;
         let mut handle = self.handle_for(job);
         if let Some(jm) = self.job_manager_of(owner) {
@@ -408,26 +429,29 @@ impl Client {
     /// Every node the cluster knows, as the first connected node sees it.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClientError> {
         let members = ractor::pg::get_members(&MEMBERSHIP_GROUP.to_string());
-        let m: ActorRef<MembershipMessage> = members
-            .into_iter()
-            .next()
-            .map(Into::into)
-            .ok_or_else(|| ClientError::Connection("no node's membership actor is visible".into()))?;
+        let m: ActorRef<MembershipMessage> =
+            members.into_iter().next().map(Into::into).ok_or_else(|| {
+                ClientError::Connection("no node's membership actor is visible".into())
+            })?;
         let timeout = self.inner.opts.request_timeout;
         match m.call(MembershipMessage::ListNodes, Some(timeout)).await {
-            Ok(ractor::rpc::CallResult::Success(w)) => {
-                w.into_inner().map_err(|e| ClientError::Connection(e.to_string()))
-            }
+            Ok(ractor::rpc::CallResult::Success(w)) => w
+                .into_inner()
+                .map_err(|e| ClientError::Connection(e.to_string())),
             Ok(ractor::rpc::CallResult::Timeout) => Err(ClientError::Timeout(timeout)),
-            Ok(ractor::rpc::CallResult::SenderError) => {
-                Err(ClientError::Connection("the node dropped the request".into()))
-            }
+            Ok(ractor::rpc::CallResult::SenderError) => Err(ClientError::Connection(
+                "the node dropped the request".into(),
+            )),
             Err(e) => Err(ClientError::Connection(e.to_string())),
         }
     }
 
     /// Waits until at least `n` nodes are up, as the cluster sees it.
-    pub async fn wait_for_nodes(&self, n: usize, timeout: Duration) -> Result<Vec<NodeInfo>, ClientError> {
+    pub async fn wait_for_nodes(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<NodeInfo>, ClientError> {
         let start = Instant::now();
         loop {
             let nodes = self.nodes().await?;

@@ -31,9 +31,11 @@ pub struct ServerOptions {
     pub max_frame_bytes: u64,
 }
 
-/// Spawns the node server, linked to `supervisor` if given, under [`NODE_SERVER_NAME`].
+/// Spawns the node server, linked to `supervisor` if given. Nodes register it as
+/// [`NODE_SERVER_NAME`]; clients pass `None`, so that one process may hold several.
 pub async fn start_server(
     opts: &ServerOptions,
+    register_as: Option<&str>,
     supervisor: Option<ActorCell>,
 ) -> Result<ActorRef<NodeServerMessage>, ractor::SpawnErr> {
     let server = NodeServer::new(
@@ -46,9 +48,10 @@ pub async fn start_server(
     )
     .with_listen_addr(opts.bind)
     .with_max_inbound_frame_size(opts.max_frame_bytes);
+    let name = register_as.map(str::to_string);
     let (r, _) = match supervisor {
-        Some(s) => Actor::spawn_linked(Some(NODE_SERVER_NAME.into()), server, (), s).await?,
-        None => Actor::spawn(Some(NODE_SERVER_NAME.into()), server, ()).await?,
+        Some(s) => Actor::spawn_linked(name, server, (), s).await?,
+        None => Actor::spawn(name, server, ()).await?,
     };
     Ok(r)
 }

@@ -134,8 +134,8 @@ impl NodeConfig {
         file: Option<&std::path::Path>,
         flags: &[(&str, config::Value)],
     ) -> Result<Self, ConfigError> {
-        let mut b = config::Config::builder()
-            .add_source(config::Config::try_from(&NodeConfig::default())?);
+        let mut b =
+            config::Config::builder().add_source(config::Config::try_from(&NodeConfig::default())?);
         if let Some(f) = file {
             b = b.add_source(config::File::from(f.to_path_buf()).required(true));
         }

@@ -126,13 +126,19 @@ pub struct WatchRequest {
 pub enum JobManagerMessage {
     /// Accept a job; answers its id.
     #[rpc]
-    Submit(Wire<SubmitRequest>, RpcReplyPort<Wire<Result<String, SubmitError>>>),
+    Submit(
+        Wire<SubmitRequest>,
+        RpcReplyPort<Wire<Result<String, SubmitError>>>,
+    ),
     /// The status of a job (forwarded to its owner if that is another node).
     #[rpc]
     Status(String, RpcReplyPort<Wire<Result<JobStatus, String>>>),
     /// Follow a job: answers its status now; events after it go to the watcher.
     #[rpc]
-    Watch(Wire<WatchRequest>, RpcReplyPort<Wire<Result<JobStatus, String>>>),
+    Watch(
+        Wire<WatchRequest>,
+        RpcReplyPort<Wire<Result<JobStatus, String>>>,
+    ),
     /// An attempt ended (from a worker pool).
     StepFinished(Wire<StepResult>),
     /// A job supervisor of this node finished its job (local).

@@ -100,8 +100,9 @@ impl<T: Task> ErasedTask for Typed<T> {
                 TaskError::permanent(format!("input does not fit task {name}: {e}"))
             })?;
             let out = task.run(ctx, input).await?;
-            serde_json::to_value(out)
-                .map_err(|e| TaskError::permanent(format!("output of task {name} is not JSON: {e}")))
+            serde_json::to_value(out).map_err(|e| {
+                TaskError::permanent(format!("output of task {name} is not JSON: {e}"))
+            })
         })
     }
 }

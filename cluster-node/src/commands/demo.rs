@@ -121,10 +121,14 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
             cookie: cookie.clone(),
             slots: 2,
             extra: vec![],
+            env: vec![],
         };
         match NodeProcess::spawn(&exe, &spec, dir.join(format!("{name}.log"))) {
             Ok(p) => {
-                println!("  {name}  pid {:<7} listening on {addr}", p.pid().unwrap_or(0));
+                println!(
+                    "  {name}  pid {:<7} listening on {addr}",
+                    p.pid().unwrap_or(0)
+                );
                 nodes.push(p);
             }
             Err(e) => {
@@ -146,7 +150,10 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
         Ok(list) => println!(
             "Cluster formed in {} ms: {}",
             started.elapsed().as_millis(),
-            list.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+            list.iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         Err(e) => {
             eprintln!("troupe-node demo: the three nodes did not see each other: {e}");
@@ -162,9 +169,15 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
         }
     };
     let total = spec.steps.len() as u64;
-    println!("\nSubmitting job \"demo\": {total} steps, fetches in parallel, then scores, then a total:");
+    println!(
+        "\nSubmitting job \"demo\": {total} steps, fetches in parallel, then scores, then a total:"
+    );
     for s in &spec.steps {
-        let after = if s.after.is_empty() { String::new() } else { format!("  after {}", s.after.join(", ")) };
+        let after = if s.after.is_empty() {
+            String::new()
+        } else {
+            format!("  after {}", s.after.join(", "))
+        };
         println!("  {:<8} {:<13}{after}", s.id, s.task);
     }
     let mut handle = match client.submit(spec).await {
@@ -176,8 +189,10 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
     };
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(100));
     let t0 = Instant::now();
@@ -205,12 +220,20 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
         return exit::UNREACHABLE;
     };
 
-    println!("\nJob {} {:?} in {} ms", status.id, status.state, status.elapsed_ms.unwrap_or(0));
+    println!(
+        "\nJob {} {:?} in {} ms",
+        status.id,
+        status.state,
+        status.elapsed_ms.unwrap_or(0)
+    );
     println!("Result: {}", status.output.clone().unwrap_or_default());
     if let Some(e) = &status.error {
         println!("Error: {e}");
     }
-    println!("\n  {:<8} {:<13} {:<6} {:<9} attempts", "STEP", "TASK", "NODE", "STATE");
+    println!(
+        "\n  {:<8} {:<13} {:<6} {:<9} attempts",
+        "STEP", "TASK", "NODE", "STATE"
+    );
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     for (id, s) in &status.steps {
         let node = s.node.clone().unwrap_or_else(|| "-".into());
@@ -220,11 +243,18 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
             StepState::Failed => "failed",
             _ => "other",
         };
-        println!("  {:<8} {:<13} {:<6} {:<9} {}", id, s.task, node, state, s.attempts);
+        println!(
+            "  {:<8} {:<13} {:<6} {:<9} {}",
+            id, s.task, node, state, s.attempts
+        );
     }
     println!(
         "\nSteps per node: {}",
-        per_node.iter().map(|(n, c)| format!("{n}: {c}")).collect::<Vec<_>>().join(", ")
+        per_node
+            .iter()
+            .map(|(n, c)| format!("{n}: {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     if status.state == JobState::Succeeded {
         exit::OK
@@ -233,7 +263,10 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
     }
 }
 
-async fn connect_with_retry(addrs: &[String], cookie: &str) -> Result<Client, troupe_runtime::ClientError> {
+async fn connect_with_retry(
+    addrs: &[String],
+    cookie: &str,
+) -> Result<Client, troupe_runtime::ClientError> {
     let start = Instant::now();
     loop {
         let mut opts = ClientOptions::new(addrs.iter().cloned(), cookie);
@@ -249,6 +282,11 @@ async fn connect_with_retry(addrs: &[String], cookie: &str) -> Result<Client, tr
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.finish()
 }

@@ -26,9 +26,15 @@ pub async fn run(a: NodesArgs) -> u8 {
             .collect();
         println!("{}", json!({ "nodes": list }));
     } else {
-        println!("{:<12} {:<22} {:<8} {:>9}  tasks", "NODE", "ADDRESS", "STATE", "BUSY");
+        println!(
+            "{:<12} {:<22} {:<8} {:>9}  tasks",
+            "NODE", "ADDRESS", "STATE", "BUSY"
+        );
         for n in &nodes {
-            let state = serde_json::to_value(n.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let state = serde_json::to_value(n.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
             println!(
                 "{:<12} {:<22} {:<8} {:>9}  {}",
                 n.name,

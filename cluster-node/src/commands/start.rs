@@ -21,7 +21,10 @@ fn flags(a: &StartArgs) -> Vec<(&'static str, config::Value)> {
     put("seeds", a.seeds.clone().map(Into::into));
     put("cookie", a.cookie.clone().map(Into::into));
     put("slots", a.slots.map(|s| (s as u64).into()));
-    put("data", a.data.as_ref().map(|d| d.display().to_string().into()));
+    put(
+        "data",
+        a.data.as_ref().map(|d| d.display().to_string().into()),
+    );
     put("log_format", a.log_format.clone().map(Into::into));
     f
 }
@@ -37,8 +40,12 @@ pub fn run(args: StartArgs, registry: TaskRegistry) -> u8 {
     };
     logging::init(config.log_format == LogFormat::Json, "info");
     let rt = match config.runtime {
-        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        RuntimeFlavor::MultiThread => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        RuntimeFlavor::MultiThread => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
     };
     match rt {
         Ok(rt) => rt.block_on(run_node(config, registry)),
@@ -51,7 +58,10 @@ pub fn run(args: StartArgs, registry: TaskRegistry) -> u8 {
 
 async fn run_node(config: NodeConfig, registry: TaskRegistry) -> u8 {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
             eprintln!("troupe-node: cannot install signal handlers");
@@ -59,7 +69,9 @@ async fn run_node(config: NodeConfig, registry: TaskRegistry) -> u8 {
         }
     };
     if config.cookie == DEV_COOKIE {
-        tracing::warn!("using the development cookie; set --cookie or TROUPE_COOKIE on a real cluster");
+        tracing::warn!(
+            "using the development cookie; set --cookie or TROUPE_COOKIE on a real cluster"
+        );
     }
     let tasks = registry.names();
     let (root, mut done) = match troupe_actors::start_node(config.clone(), registry).await {
@@ -88,7 +100,10 @@ async fn run_node(config: NodeConfig, registry: TaskRegistry) -> u8 {
     };
     tracing::info!(node = %config.name, signal = why, "shutting down");
     root.stop(Some(format!("{why} received")));
-    if tokio::time::timeout(Duration::from_secs(5), done).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), done)
+        .await
+        .is_err()
+    {
         tracing::warn!("actors did not stop within 5 s; exiting anyway");
     }
     tracing::info!(node = %config.name, "stopped");

@@ -13,18 +13,38 @@ use crate::exit;
 pub fn describe(ev: &JobEvent) -> String {
     match ev {
         JobEvent::Queued { job } => format!("job {job} queued"),
-        JobEvent::StepStarted { step, attempt, node, .. } => {
+        JobEvent::StepStarted {
+            step,
+            attempt,
+            node,
+            ..
+        } => {
             if *attempt > 1 {
                 format!("step {step} started on {node} (attempt {attempt})")
             } else {
                 format!("step {step} started on {node}")
             }
         }
-        JobEvent::StepRetrying { step, attempt, error, delay_ms, .. } => {
+        JobEvent::StepRetrying {
+            step,
+            attempt,
+            error,
+            delay_ms,
+            ..
+        } => {
             format!("step {step} attempt {attempt} failed ({error}); retrying in {delay_ms} ms")
         }
-        JobEvent::StepFinished { step, state, node, error, .. } => {
-            let on = node.as_deref().map(|n| format!(" on {n}")).unwrap_or_default();
+        JobEvent::StepFinished {
+            step,
+            state,
+            node,
+            error,
+            ..
+        } => {
+            let on = node
+                .as_deref()
+                .map(|n| format!(" on {n}"))
+                .unwrap_or_default();
             match (state, error) {
                 (StepState::Succeeded, _) => format!("step {step} succeeded{on}"),
                 (s, Some(e)) => format!("step {step} {}{on}: {e}", state_word(*s)),
@@ -34,8 +54,15 @@ pub fn describe(ev: &JobEvent) -> String {
         JobEvent::JobFinished { status } => format!(
             "job {} {}{}",
             status.id,
-            serde_json::to_value(status.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-            status.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            serde_json::to_value(status.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            status
+                .error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
         ),
     }
 }
@@ -86,7 +113,9 @@ pub async fn run(a: SubmitArgs) -> u8 {
         return exit::OK;
     }
     let start = Instant::now();
-    let deadline = a.timeout.map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t));
+    let deadline = a
+        .timeout
+        .map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t));
     loop {
         let next = match deadline {
             Some(d) => match tokio::time::timeout_at(d, handle.next_event()).await {
@@ -106,7 +135,11 @@ pub async fn run(a: SubmitArgs) -> u8 {
         let status = match next {
             Some(JobEvent::JobFinished { status }) => *status,
             Some(ev) => {
-                eprintln!("[{:>7.3}s] {}", start.elapsed().as_secs_f64(), describe(&ev));
+                eprintln!(
+                    "[{:>7.3}s] {}",
+                    start.elapsed().as_secs_f64(),
+                    describe(&ev)
+                );
                 continue;
             }
             None => match handle.status().await {
@@ -117,9 +150,18 @@ pub async fn run(a: SubmitArgs) -> u8 {
         eprintln!(
             "[{:>7.3}s] {}",
             start.elapsed().as_secs_f64(),
-            describe(&JobEvent::JobFinished { status: Box::new(status.clone()) })
+            describe(&JobEvent::JobFinished {
+                status: Box::new(status.clone())
+            })
         );
-        println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
-        return if status.state == JobState::Succeeded { exit::OK } else { exit::JOB_FAILED };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).unwrap_or_default()
+        );
+        return if status.state == JobState::Succeeded {
+            exit::OK
+        } else {
+            exit::JOB_FAILED
+        };
     }
 }

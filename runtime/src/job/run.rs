@@ -156,7 +156,10 @@ impl JobRun {
             step: spec.id.clone(),
             task: spec.task.clone(),
             attempt: s.attempts,
-            input: spec.input.clone().unwrap_or_else(|| self.spec.input.clone()),
+            input: spec
+                .input
+                .clone()
+                .unwrap_or_else(|| self.spec.input.clone()),
             deps,
             timeout: spec.timeout_ms.map(Duration::from_millis),
         })
@@ -268,7 +271,9 @@ impl JobRun {
             step,
             attempt,
             &node,
-            Err(TaskError::transient(format!("attempt timed out after {ms} ms"))),
+            Err(TaskError::transient(format!(
+                "attempt timed out after {ms} ms"
+            ))),
         )
     }
 
@@ -330,7 +335,12 @@ impl JobRun {
     fn job_output(&self) -> Value {
         let out = |i: usize| self.steps[i].output.clone().unwrap_or(Value::Null);
         if let Some(id) = &self.spec.output {
-            return self.graph.index.get(id).map(|&i| out(i)).unwrap_or(Value::Null);
+            return self
+                .graph
+                .index
+                .get(id)
+                .map(|&i| out(i))
+                .unwrap_or(Value::Null);
         }
         match self.graph.finals.as_slice() {
             [one] => out(*one),
@@ -429,13 +439,22 @@ mod tests {
         assert_eq!(dispatched(&after_b), vec![("c".into(), 1)]);
         match &after_b[1] {
             Action::Dispatch(d) => {
-                assert_eq!(d.deps, BTreeMap::from([("a".into(), json!(10)), ("b".into(), json!(5))]))
+                assert_eq!(
+                    d.deps,
+                    BTreeMap::from([("a".into(), json!(10)), ("b".into(), json!(5))])
+                )
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(dispatched(&r.finished("c", 1, "n3", Ok(json!(15)))), vec![("d".into(), 1)]);
+        assert_eq!(
+            dispatched(&r.finished("c", 1, "n3", Ok(json!(15)))),
+            vec![("d".into(), 1)]
+        );
         let end = r.finished("d", 1, "n1", Ok(json!("done")));
-        assert!(matches!(end.last(), Some(Action::Notify(JobEvent::JobFinished { .. }))));
+        assert!(matches!(
+            end.last(),
+            Some(Action::Notify(JobEvent::JobFinished { .. }))
+        ));
         let st = r.status();
         assert_eq!(st.state, JobState::Succeeded);
         assert_eq!(st.output, Some(json!("done")));
@@ -453,7 +472,10 @@ mod tests {
         let mut r = run(spec);
         r.start();
         let a = r.finished("a", 1, "n1", Err(TaskError::transient("busy")));
-        assert!(matches!(a.last(), Some(Action::RetryLater { attempt: 2, .. })));
+        assert!(matches!(
+            a.last(),
+            Some(Action::RetryLater { attempt: 2, .. })
+        ));
         // A stale retry timer does nothing; the due one dispatches attempt 2.
         assert!(r.retry_due("a", 3).is_empty());
         assert_eq!(dispatched(&r.retry_due("a", 2)), vec![("a".into(), 2)]);
@@ -462,7 +484,10 @@ mod tests {
         assert_eq!(r.late_results(), 1);
         r.finished("b", 1, "n2", Ok(json!(1)));
         let end = r.finished("a", 2, "n1", Err(TaskError::transient("still busy")));
-        assert!(matches!(end.last(), Some(Action::Notify(JobEvent::JobFinished { .. }))));
+        assert!(matches!(
+            end.last(),
+            Some(Action::Notify(JobEvent::JobFinished { .. }))
+        ));
         let st = r.status();
         assert_eq!(st.state, JobState::Failed);
         assert_eq!(st.steps["a"].attempts, 2);
@@ -483,8 +508,14 @@ mod tests {
         r.finished("x", 1, "n1", Err(TaskError::permanent("bad")));
         assert_eq!(r.status().steps["x"].state, StepState::Failed);
         let t = r.timed_out("y", 1);
-        assert!(matches!(t.last(), Some(Action::RetryLater { attempt: 2, .. })));
-        assert!(r.timed_out("y", 1).is_empty(), "a fired timer of an old attempt is stale");
+        assert!(matches!(
+            t.last(),
+            Some(Action::RetryLater { attempt: 2, .. })
+        ));
+        assert!(
+            r.timed_out("y", 1).is_empty(),
+            "a fired timer of an old attempt is stale"
+        );
     }
 
     #[test]

@@ -67,7 +67,10 @@ pub fn validate(spec: &JobSpec) -> Result<Graph, ValidationError> {
     }
     if let Some(cycle) = find_cycle(&deps) {
         return Err(ValidationError::Cycle(
-            cycle.into_iter().map(|i| spec.steps[i].id.clone()).collect(),
+            cycle
+                .into_iter()
+                .map(|i| spec.steps[i].id.clone())
+                .collect(),
         ));
     }
     if let Some(out) = &spec.output {
@@ -114,7 +117,8 @@ fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
                         // `node` waits for `next`, which is on the path: report the cycle in
                         // the order the work flows (dependency first).
                         let start = stack.iter().position(|&(s, _)| s == next)?;
-                        let mut cycle: Vec<usize> = stack[start..].iter().map(|&(s, _)| s).collect();
+                        let mut cycle: Vec<usize> =
+                            stack[start..].iter().map(|&(s, _)| s).collect();
                         cycle.reverse();
                         cycle.push(cycle[0]);
                         return Some(cycle);
@@ -175,7 +179,10 @@ mod tests {
         );
         let mut j = job(vec![StepSpec::new("a", "x")]);
         j.output = Some("b".into());
-        assert_eq!(validate(&j), Err(ValidationError::UnknownOutput("b".into())));
+        assert_eq!(
+            validate(&j),
+            Err(ValidationError::UnknownOutput("b".into()))
+        );
     }
 
     #[test]
@@ -199,7 +206,10 @@ mod tests {
             other => panic!("expected a cycle, got {other}"),
         }
         let e = validate(&job(vec![StepSpec::new("self", "x").after(["self"])])).unwrap_err();
-        assert_eq!(e, ValidationError::Cycle(vec!["self".into(), "self".into()]));
+        assert_eq!(
+            e,
+            ValidationError::Cycle(vec!["self".into(), "self".into()])
+        );
     }
 
     #[test]

@@ -1,0 +1,196 @@
+//! The `troupe-node` client subcommands against a real cluster: submit, --wait, --input,
+//! status, exit codes.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use troupe_integration::{texts, Cluster};
+
+const DIAMOND: &str = r#"
+name = "diamond"
+input = { value = 4 }
+[retry]
+max_attempts = 3
+backoff_ms = 10
+[[steps]]
+id = "a"
+task = "troupe.echo"
+[[steps]]
+id = "b"
+task = "troupe.flaky"
+input = { fail_times = 2 }
+[[steps]]
+id = "c"
+task = "troupe.sum"
+input = { add = 1 }
+after = ["a", "b"]
+"#;
+
+async fn ready(c: &Cluster) {
+    c.client()
+        .await
+        .wait_for_nodes(c.addrs.len(), Duration::from_secs(15))
+        .await
+        .expect("cluster up");
+}
+
+#[tokio::test]
+async fn submit_wait_prints_the_final_status_and_exit_code() {
+    let c = Cluster::start(3);
+    ready(&c).await;
+    let f = c.job_file("diamond.toml", DIAMOND);
+    let out = c.cli(&["submit", &f, "--wait", "--timeout", "30"], true);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout {stdout}\nstderr {stderr}"
+    );
+    let st: Value = serde_json::from_str(&stdout).expect("stdout is one JSON object");
+    assert_eq!(st["state"], "succeeded");
+    // a echoes the job input {value: 4}; b returns {attempts: 3}: 4 + 0 + 1.
+    assert_eq!(st["output"], json!(5));
+    assert_eq!(st["steps"]["b"]["attempts"], 3, "flaky was retried");
+    assert_eq!(st["steps"]["c"]["state"], "succeeded");
+    assert!(st["steps"]["a"]["node"].as_str().unwrap().starts_with('n'));
+    assert!(st["stats"]["executions"].as_u64().unwrap() >= 5);
+    assert!(stderr.contains("step b"), "progress on stderr: {stderr}");
+
+    // --input replaces the job's input.
+    let out = c.cli(
+        &["submit", &f, "--wait", "--input", r#"{"value": 40}"#],
+        true,
+    );
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let st: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(st["output"], json!(41));
+}
+
+#[tokio::test]
+async fn submit_prints_the_id_and_status_reports_it() {
+    let c = Cluster::start(2);
+    ready(&c).await;
+    let f = c.job_file(
+        "one.json",
+        r#"{"name": "one", "steps": [{"id": "s", "task": "troupe.sleep", "input": {"ms": 300}}]}"#,
+    );
+    let out = c.cli(&["submit", &f], true);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let id = stdout.trim().to_string();
+    assert!(
+        !id.is_empty() && !id.contains('\n'),
+        "id alone on one line: {stdout:?}"
+    );
+
+    let out = c.cli(&["status", &id], true);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let st: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(st["id"], json!(id));
+    assert!(
+        ["queued", "running", "succeeded"].contains(&st["state"].as_str().unwrap()),
+        "{st}"
+    );
+
+    // Poll until the end: the same status keeps answering.
+    let mut last = st;
+    for _ in 0..100 {
+        if last["state"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = serde_json::from_str(&texts(&c.cli(&["status", &id], true)).0).unwrap();
+    }
+    assert_eq!(last["state"], "succeeded", "{last}");
+    assert_eq!(last["output"]["ms"], 300);
+
+    // A job file on standard input.
+    let mut cmd = std::process::Command::new(troupe_integration::troupe_node());
+    cmd.args([
+        "submit",
+        "-",
+        "--wait",
+        "--seeds",
+        &c.seeds(),
+        "--cookie",
+        &c.cookie,
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"[[steps]]\nid = \"x\"\ntask = \"troupe.node\"\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(st["output"].as_str().unwrap().starts_with('n'));
+}
+
+#[tokio::test]
+async fn a_failing_job_exits_1_with_the_reason() {
+    let c = Cluster::start(2);
+    ready(&c).await;
+    let f = c.job_file(
+        "fail.toml",
+        "[[steps]]\nid = \"ok\"\ntask = \"troupe.echo\"\n[[steps]]\nid = \"bad\"\ntask = \"troupe.fail\"\ninput = { message = \"disk on fire\" }\n[[steps]]\nid = \"after\"\ntask = \"troupe.sum\"\nafter = [\"ok\", \"bad\"]\n",
+    );
+    let out = c.cli(&["submit", &f, "--wait"], true);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let st: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(st["state"], "failed");
+    assert_eq!(st["steps"]["bad"]["state"], "failed");
+    assert_eq!(
+        st["steps"]["bad"]["attempts"], 1,
+        "permanent errors are not retried"
+    );
+    assert!(st["steps"]["bad"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("disk on fire"));
+    assert_eq!(
+        st["steps"]["after"]["state"], "failed",
+        "dependents of a failed step fail"
+    );
+    assert!(st["error"].as_str().unwrap().contains("bad"), "{st}");
+}
+
+#[tokio::test]
+async fn a_step_timeout_fails_the_attempt() {
+    let c = Cluster::start(1);
+    ready(&c).await;
+    let f = c.job_file(
+        "slow.toml",
+        "[retry]\nmax_attempts = 2\nbackoff_ms = 10\n[[steps]]\nid = \"slow\"\ntask = \"troupe.sleep\"\ninput = { ms = 5000 }\ntimeout_ms = 200\n",
+    );
+    let t = std::time::Instant::now();
+    let out = c.cli(&["submit", &f, "--wait"], true);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "timed out, not waited out"
+    );
+    let st: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(st["steps"]["slow"]["attempts"], 2);
+    assert!(
+        st["steps"]["slow"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{st}"
+    );
+}
