@@ -122,10 +122,37 @@ impl MembershipState {
             let _ = me.cast(MembershipMessage::Session(Wire::new(ev)));
         })
         .subscribe(&server, "troupe.membership");
+        // Sessions that exist already (this actor restarted): learn them from the server.
+        let me = myself.clone();
+        let view = self.ctx.view.clone();
+        tokio::spawn(async move {
+            let Ok(ractor::rpc::CallResult::Success(sessions)) = server
+                .call(NodeServerMessage::GetSessions, Some(Duration::from_secs(2)))
+                .await
+            else {
+                return;
+            };
+            for (id, s) in sessions {
+                let peer = s.peer_name.as_ref().map(|p| p.name.clone());
+                view.sessions().insert(id, s.actor.clone());
+                view.set_session_name(id, peer.as_deref().map(|p| node_name_of(p).to_string()));
+                for kind in [SessionEventKind::Opened, SessionEventKind::Authenticated] {
+                    let ev = SessionEvent {
+                        kind,
+                        node_id: id,
+                        peer_name: peer.clone(),
+                        peer_addr: s.peer_addr.clone(),
+                        is_server: s.is_server,
+                    };
+                    let _ = me.cast(MembershipMessage::Session(Wire::new(ev)));
+                }
+            }
+        });
     }
 
     fn on_session(&mut self, ev: SessionEvent) {
         match ev.kind {
+            SessionEventKind::Opened if self.sessions.contains_key(&ev.node_id) => {}
             SessionEventKind::Opened => {
                 self.sessions.insert(
                     ev.node_id,

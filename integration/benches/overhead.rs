@@ -1,1 +1,170 @@
-fn main() {}
+//! `cargo bench -p troupe-integration --bench overhead`
+//!
+//! Three real `troupe-node` processes (release build, one slot each) on loopback, and one
+//! client in this process. Measures:
+//! - `call_p50_us` / `call_p99_us`: the round trip of a one-step `troupe.echo` job, from
+//!   submit to the job's final status at the client (client -> job manager -> worker on
+//!   some node -> job supervisor -> client), sequentially;
+//! - `chain3_p50_us`: the same for a three-step chain a -> b -> c;
+//! - `steps_per_s`: echo steps through the cluster with many small jobs in flight;
+//! - `tcp_rtt_p50_us`: the baseline, a raw 64-byte tokio TCP round trip on loopback,
+//!   measured in the same run, and the ratio of the call to it.
+//!
+//! Environment: `OVERHEAD_CALLS` (default 2000), `OVERHEAD_SECS` (default 5).
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use troupe_integration::Cluster;
+use troupe_runtime::{Client, ClientOptions, JobSpec, JobState, StepSpec};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn tcp_rtt(n: usize) -> Vec<u64> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut buf = [0u8; 64];
+        while s.read_exact(&mut buf).await.is_ok() {
+            if s.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.set_nodelay(true).unwrap();
+    let mut buf = [7u8; 64];
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n + 200 {
+        let t = Instant::now();
+        c.write_all(&buf).await.unwrap();
+        c.read_exact(&mut buf).await.unwrap();
+        if i >= 200 {
+            out.push(t.elapsed().as_micros() as u64);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+async fn job_latency(client: &Client, job: &JobSpec, n: usize) -> Vec<u64> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        let mut h = client.submit(job.clone()).await.expect("submit");
+        let st = h.wait().await.expect("wait");
+        assert_eq!(st.state, JobState::Succeeded, "{st:?}");
+        if i >= n / 10 {
+            out.push(t.elapsed().as_micros() as u64);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+async fn throughput(client: &Client, secs: u64, in_flight: usize, steps_per_job: usize) -> f64 {
+    let mut job = JobSpec::new("tp");
+    for i in 0..steps_per_job {
+        job = job.step(StepSpec::new(format!("s{i}"), "troupe.echo").input(json!(i)));
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight {
+        let client = client.clone();
+        let job = job.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                let mut h = client.submit(job.clone()).await.expect("submit");
+                let st = h.wait().await.expect("wait");
+                assert_eq!(st.state, JobState::Succeeded);
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut jobs = 0;
+    for t in tasks {
+        jobs += t.await.unwrap();
+    }
+    (jobs * steps_per_job as u64) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let calls = env("OVERHEAD_CALLS", 2000) as usize;
+    let secs = env("OVERHEAD_SECS", 5);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut cluster = Cluster::plan(3);
+        cluster.slots = 1;
+        for i in 0..3 {
+            cluster.start_node(i);
+        }
+        let client = {
+            let mut o = ClientOptions::new(cluster.addrs.clone(), &cluster.cookie);
+            o.progress = false;
+            let start = Instant::now();
+            loop {
+                match Client::connect(o.clone()).await {
+                    Ok(c) => break c,
+                    Err(e) if start.elapsed() > Duration::from_secs(20) => panic!("{e}"),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        };
+        client.wait_for_nodes(3, Duration::from_secs(20)).await.expect("3 nodes");
+        // Let every node's worker groups reach the client's first node.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        let tcp = tcp_rtt(calls).await;
+        let one = JobSpec::new("call").step(StepSpec::new("echo", "troupe.echo").input(json!({"x": 1})));
+        let call = job_latency(&client, &one, calls).await;
+        let chain = JobSpec::new("chain3")
+            .step(StepSpec::new("a", "troupe.echo").input(json!(1)))
+            .step(StepSpec::new("b", "troupe.echo").input(json!(2)).after(["a"]))
+            .step(StepSpec::new("c", "troupe.echo").input(json!(3)).after(["b"]));
+        let chain3 = job_latency(&client, &chain, calls / 2).await;
+        let steps_per_s = throughput(&client, secs, 64, 4).await;
+
+        let (c50, c99) = (pct(&call, 0.5), pct(&call, 0.99));
+        let t50 = pct(&tcp, 0.5).max(1);
+        eprintln!(
+            "one-step job round trip: p50 {c50} us, p99 {c99} us over {} calls; raw TCP round trip p50 {t50} us",
+            call.len()
+        );
+        eprintln!("3-step chain: p50 {} us, p99 {} us", pct(&chain3, 0.5), pct(&chain3, 0.99));
+        eprintln!("throughput: {steps_per_s:.0} steps/s (64 jobs of 4 steps in flight, {secs} s)");
+        println!(
+            "{}",
+            json!({
+                "bench": "overhead",
+                "call_p50_us": c50,
+                "call_p99_us": c99,
+                "chain3_p50_us": pct(&chain3, 0.5),
+                "chain3_p99_us": pct(&chain3, 0.99),
+                "steps_per_s": steps_per_s.round(),
+                "tcp_rtt_p50_us": t50,
+                "call_p50_over_tcp_rtt": (c50 as f64 / t50 as f64 * 10.0).round() / 10.0,
+            })
+        );
+    });
+}
