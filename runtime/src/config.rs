@@ -137,6 +137,7 @@ impl NodeConfig {
         let mut b =
             config::Config::builder().add_source(config::Config::try_from(&NodeConfig::default())?);
         if let Some(f) = file {
+            check_keys(f)?;
             b = b.add_source(config::File::from(f.to_path_buf()).required(true));
         }
         b = b.add_source(
@@ -230,6 +231,45 @@ impl NodeConfig {
     }
 }
 
+/// Refuses a config file with keys Troupe does not know (a typo would otherwise be
+/// ignored silently and the default used).
+fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
+    const KEYS: &[&str] = &[
+        "name", "listen", "advertise", "seeds", "cookie", "slots", "data", "log_format",
+        "runtime", "handshake_timeout_ms", "task_wait_ms", "gossip_interval_ms",
+        "max_message_bytes", "retain_finished_jobs", "restart",
+    ];
+    const RESTART_KEYS: &[&str] = &["max_restarts", "window_ms"];
+    let is_toml = path.extension().is_none_or(|e| e == "toml");
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(()); // the config crate reports the read error with the path
+    };
+    if !is_toml {
+        return Ok(());
+    }
+    let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        key: "config",
+        message: format!("{} is not valid TOML: {e}", path.display()),
+    })?;
+    for (k, v) in &table {
+        if !KEYS.contains(&k.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "config",
+                message: format!("unknown key `{k}` in {}; known keys: {}", path.display(), KEYS.join(", ")),
+            });
+        }
+        if let (true, Some(t)) = (k == "restart", v.as_table()) {
+            if let Some(bad) = t.keys().find(|k| !RESTART_KEYS.contains(&k.as_str())) {
+                return Err(ConfigError::Invalid {
+                    key: "config",
+                    message: format!("unknown key `restart.{bad}` in {}", path.display()),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Resolves `HOST:PORT` to one socket address.
 pub fn resolve(s: &str) -> Result<SocketAddr, String> {
     s.to_socket_addrs()
@@ -263,6 +303,20 @@ mod tests {
         assert_eq!(c.seeds, vec!["127.0.0.1:2", "127.0.0.1:3"]);
         assert_eq!(c.restart.max_restarts, 9);
         assert_eq!(c.task_wait_ms, NodeConfig::default().task_wait_ms);
+
+        let typo = dir.join("typo.toml");
+        std::fs::write(&typo, "slotz = 3\n").unwrap();
+        let e = NodeConfig::load(Some(&typo), &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown key `slotz`"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn documented_defaults_match_the_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/default.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let from_file: NodeConfig = toml::from_str(&text).unwrap();
+        assert_eq!(from_file, NodeConfig::default());
     }
 
     #[test]
