@@ -8,7 +8,7 @@ pub fn init(json: bool, default: &str) {
     // ractor_cluster logs every TCP session at info; Troupe's own membership lines say
     // what matters (node joined, node left, connection refused).
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default},ractor=warn,ractor_cluster=warn")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},ractor=warn,ractor_cluster=error")));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -183,6 +183,31 @@ impl Cluster {
         self.client_via(&running).await
     }
 
+    /// Waits until a client sees every started node up.
+    pub async fn ready(&self) {
+        let n = self.nodes.iter().filter(|n| n.is_some()).count();
+        self.client()
+            .await
+            .wait_for_nodes(n, Duration::from_secs(15))
+            .await
+            .expect("cluster up");
+    }
+
+    /// `troupe-node submit FILE --wait ARGS...`: the exit code, the final status JSON on
+    /// stdout (`Null` if there is none) and stderr.
+    pub fn submit_wait(
+        &self,
+        file: &str,
+        args: &[&str],
+    ) -> (Option<i32>, serde_json::Value, String) {
+        let mut all = vec!["submit", file, "--wait"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all, true);
+        let (stdout, stderr) = texts(&out);
+        let status = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+        (out.status.code(), status, stderr)
+    }
+
     /// Runs `troupe-node ARGS` (with `--seeds`/`--cookie` appended when `cluster` is
     /// true) and returns its output.
     pub fn cli(&self, args: &[&str], cluster: bool) -> Output {

@@ -5,17 +5,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use serde_json::Value;
 use troupe_integration::{texts, Cluster};
 use troupe_runtime::{JobSpec, JobState, StepSpec};
-
-async fn ready(c: &Cluster) {
-    c.client()
-        .await
-        .wait_for_nodes(c.addrs.len(), Duration::from_secs(15))
-        .await
-        .expect("cluster up");
-}
 
 /// A node still runs jobs.
 async fn still_serves(c: &Cluster) {
@@ -31,7 +22,7 @@ async fn still_serves(c: &Cluster) {
 #[tokio::test]
 async fn malformed_and_cyclic_job_files_exit_2_naming_the_problem() {
     let c = Cluster::start(1);
-    ready(&c).await;
+    c.ready().await;
 
     let f = c.job_file("broken.toml", "[[steps]]\nid = \"a\"\ntask = \n");
     let out = c.cli(&["submit", &f], true);
@@ -90,7 +81,7 @@ async fn an_unknown_task_is_refused_naming_the_step() {
     let mut c = Cluster::plan(1);
     c.env = vec![("TROUPE_TASK_WAIT_MS".into(), "300".into())];
     c.start_node(0);
-    ready(&c).await;
+    c.ready().await;
     let f = c.job_file("unknown.toml", "[[steps]]\nid = \"ok\"\ntask = \"troupe.echo\"\n[[steps]]\nid = \"mystery\"\ntask = \"no.such.task\"\n");
     let out = c.cli(&["submit", &f, "--wait"], true);
     let (_, stderr) = texts(&out);
@@ -109,7 +100,7 @@ async fn an_unknown_task_is_refused_naming_the_step() {
 #[tokio::test]
 async fn a_wrong_cookie_is_refused_with_exit_3() {
     let c = Cluster::start(1);
-    ready(&c).await;
+    c.ready().await;
     let out = c.cli(
         &["nodes", "--seeds", &c.seeds(), "--cookie", "not-the-cookie"],
         false,
@@ -146,7 +137,7 @@ async fn garbage_and_half_handshakes_are_dropped_and_the_node_keeps_serving() {
     let mut c = Cluster::plan(1);
     c.env = vec![("TROUPE_HANDSHAKE_TIMEOUT_MS".into(), "500".into())];
     c.start_node(0);
-    ready(&c).await;
+    c.ready().await;
     let addr = c.addrs[0].clone();
 
     // Random bytes: a huge length prefix, then noise.
@@ -198,15 +189,13 @@ async fn garbage_and_half_handshakes_are_dropped_and_the_node_keeps_serving() {
 #[tokio::test]
 async fn a_panicking_task_fails_its_step_and_the_node_survives() {
     let c = Cluster::start(1);
-    ready(&c).await;
+    c.ready().await;
     let f = c.job_file(
         "crash.toml",
         "[[steps]]\nid = \"boom\"\ntask = \"troupe.crash\"\n",
     );
-    let out = c.cli(&["submit", &f, "--wait"], true);
-    let (stdout, stderr) = texts(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    let st: Value = serde_json::from_str(&stdout).unwrap();
+    let (code, st, stderr) = c.submit_wait(&f, &[]);
+    assert_eq!(code, Some(1), "{st}\n{stderr}");
     assert_eq!(st["steps"]["boom"]["state"], "failed");
     assert!(
         st["steps"]["boom"]["error"]

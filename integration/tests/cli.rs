@@ -26,18 +26,10 @@ input = { add = 1 }
 after = ["a", "b"]
 "#;
 
-async fn ready(c: &Cluster) {
-    c.client()
-        .await
-        .wait_for_nodes(c.addrs.len(), Duration::from_secs(15))
-        .await
-        .expect("cluster up");
-}
-
 #[tokio::test]
 async fn submit_wait_prints_the_final_status_and_exit_code() {
     let c = Cluster::start(3);
-    ready(&c).await;
+    c.ready().await;
     let f = c.job_file("diamond.toml", DIAMOND);
     let out = c.cli(&["submit", &f, "--wait", "--timeout", "30"], true);
     let (stdout, stderr) = texts(&out);
@@ -70,7 +62,7 @@ async fn submit_wait_prints_the_final_status_and_exit_code() {
 #[tokio::test]
 async fn submit_prints_the_id_and_status_reports_it() {
     let c = Cluster::start(2);
-    ready(&c).await;
+    c.ready().await;
     let f = c.job_file(
         "one.json",
         r#"{"name": "one", "steps": [{"id": "s", "task": "troupe.sleep", "input": {"ms": 300}}]}"#,
@@ -142,15 +134,13 @@ async fn submit_prints_the_id_and_status_reports_it() {
 #[tokio::test]
 async fn a_failing_job_exits_1_with_the_reason() {
     let c = Cluster::start(2);
-    ready(&c).await;
+    c.ready().await;
     let f = c.job_file(
         "fail.toml",
         "[[steps]]\nid = \"ok\"\ntask = \"troupe.echo\"\n[[steps]]\nid = \"bad\"\ntask = \"troupe.fail\"\ninput = { message = \"disk on fire\" }\n[[steps]]\nid = \"after\"\ntask = \"troupe.sum\"\nafter = [\"ok\", \"bad\"]\n",
     );
-    let out = c.cli(&["submit", &f, "--wait"], true);
-    let (stdout, stderr) = texts(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    let st: Value = serde_json::from_str(&stdout).unwrap();
+    let (code, st, stderr) = c.submit_wait(&f, &[]);
+    assert_eq!(code, Some(1), "{st}\n{stderr}");
     assert_eq!(st["state"], "failed");
     assert_eq!(st["steps"]["bad"]["state"], "failed");
     assert_eq!(
@@ -171,7 +161,7 @@ async fn a_failing_job_exits_1_with_the_reason() {
 #[tokio::test]
 async fn a_step_timeout_fails_the_attempt() {
     let c = Cluster::start(1);
-    ready(&c).await;
+    c.ready().await;
     let f = c.job_file(
         "slow.toml",
         "[retry]\nmax_attempts = 2\nbackoff_ms = 10\n[[steps]]\nid = \"slow\"\ntask = \"troupe.sleep\"\ninput = { ms = 5000 }\ntimeout_ms = 200\n",

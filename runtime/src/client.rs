@@ -328,16 +328,7 @@ impl Client {
         msg: impl FnOnce(RpcReplyPort<Wire<T>>) -> JobManagerMessage,
     ) -> Result<T, ClientError> {
         let timeout = self.inner.opts.request_timeout;
-        match to.call(msg, Some(timeout)).await {
-            Ok(ractor::rpc::CallResult::Success(w)) => w
-                .into_inner()
-                .map_err(|e| ClientError::Connection(e.to_string())),
-            Ok(ractor::rpc::CallResult::Timeout) => Err(ClientError::Timeout(timeout)),
-            Ok(ractor::rpc::CallResult::SenderError) => Err(ClientError::Connection(
-                "the node dropped the request (its session closed)".into(),
-            )),
-            Err(e) => Err(ClientError::Connection(e.to_string())),
-        }
+        rpc_reply(to.call(msg, Some(timeout)).await, timeout)
     }
 
     fn handle_for(&self, job: &str) -> JobHandle {
@@ -434,16 +425,10 @@ impl Client {
                 ClientError::Connection("no node's membership actor is visible".into())
             })?;
         let timeout = self.inner.opts.request_timeout;
-        match m.call(MembershipMessage::ListNodes, Some(timeout)).await {
-            Ok(ractor::rpc::CallResult::Success(w)) => w
-                .into_inner()
-                .map_err(|e| ClientError::Connection(e.to_string())),
-            Ok(ractor::rpc::CallResult::Timeout) => Err(ClientError::Timeout(timeout)),
-            Ok(ractor::rpc::CallResult::SenderError) => Err(ClientError::Connection(
-                "the node dropped the request".into(),
-            )),
-            Err(e) => Err(ClientError::Connection(e.to_string())),
-        }
+        rpc_reply(
+            m.call(MembershipMessage::ListNodes, Some(timeout)).await,
+            timeout,
+        )
     }
 
     /// Waits until at least `n` nodes are up, as the cluster sees it.
@@ -467,6 +452,23 @@ impl Client {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// The payload of an RPC reply, or what went wrong on the way.
+fn rpc_reply<T, E: std::fmt::Display>(
+    r: Result<ractor::rpc::CallResult<Wire<T>>, E>,
+    timeout: Duration,
+) -> Result<T, ClientError> {
+    match r {
+        Ok(ractor::rpc::CallResult::Success(w)) => w
+            .into_inner()
+            .map_err(|e| ClientError::Connection(e.to_string())),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(ClientError::Timeout(timeout)),
+        Ok(ractor::rpc::CallResult::SenderError) => Err(ClientError::Connection(
+            "the node dropped the request (its session closed)".into(),
+        )),
+        Err(e) => Err(ClientError::Connection(e.to_string())),
     }
 }
 

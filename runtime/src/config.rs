@@ -235,9 +235,21 @@ impl NodeConfig {
 /// ignored silently and the default used).
 fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
     const KEYS: &[&str] = &[
-        "name", "listen", "advertise", "seeds", "cookie", "slots", "data", "log_format",
-        "runtime", "handshake_timeout_ms", "task_wait_ms", "gossip_interval_ms",
-        "max_message_bytes", "retain_finished_jobs", "restart",
+        "name",
+        "listen",
+        "advertise",
+        "seeds",
+        "cookie",
+        "slots",
+        "data",
+        "log_format",
+        "runtime",
+        "handshake_timeout_ms",
+        "task_wait_ms",
+        "gossip_interval_ms",
+        "max_message_bytes",
+        "retain_finished_jobs",
+        "restart",
     ];
     const RESTART_KEYS: &[&str] = &["max_restarts", "window_ms"];
     let is_toml = path.extension().is_none_or(|e| e == "toml");
@@ -255,7 +267,11 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         if !KEYS.contains(&k.as_str()) {
             return Err(ConfigError::Invalid {
                 key: "config",
-                message: format!("unknown key `{k}` in {}; known keys: {}", path.display(), KEYS.join(", ")),
+                message: format!(
+                    "unknown key `{k}` in {}; known keys: {}",
+                    path.display(),
+                    KEYS.join(", ")
+                ),
             });
         }
         if let (true, Some(t)) = (k == "restart", v.as_table()) {
