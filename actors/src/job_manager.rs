@@ -14,11 +14,12 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use troupe_runtime::error::ValidationError;
 use troupe_runtime::job::run::JobRun;
 use troupe_runtime::job::status::JobStatus;
-use troupe_runtime::job::validate::validate;
+use troupe_runtime::job::validate::validate_with;
 use troupe_runtime::protocol::{
-    job_manager_group, owner_of, task_group, task_of_group, JobManagerMessage, SubmitError,
-    SubmitRequest,
+    job_manager_group, owner_of, task_group, task_of_group, worker_pool_group, CallReply,
+    JobManagerMessage, ResumeRequest, SubmitError, SubmitRequest, WorkerPoolMessage,
 };
+use troupe_runtime::task::TaskError;
 use troupe_runtime::wire::Wire;
 
 use crate::job_supervisor::{JobSupervisor, JobSupervisorArgs, JobSupervisorMessage};
@@ -42,6 +43,13 @@ pub struct JobManagerState {
 }
 
 type SubmitReply = RpcReplyPort<Wire<Result<String, SubmitError>>>;
+
+/// A question about one job, answered by whoever holds it.
+enum Request {
+    Status,
+    Cancel,
+    Resume(String),
+}
 type StatusReply = RpcReplyPort<Wire<Result<JobStatus, String>>>;
 
 fn missing_tasks(req: &SubmitRequest) -> Vec<(String, String)> {
@@ -70,7 +78,7 @@ impl JobManagerState {
         req: SubmitRequest,
         reply: SubmitReply,
     ) {
-        let graph = match validate(&req.spec) {
+        let graph = match validate_with(&req.spec, &self.ctx.config.limits) {
             Ok(g) => g,
             Err(e) => {
                 let _ = reply.send(Wire::new(Err(SubmitError::Invalid(e.to_string()))));
@@ -112,7 +120,7 @@ impl JobManagerState {
             watchers.push(w);
         }
         let args = JobSupervisorArgs {
-            run: JobRun::new(id.clone(), req.spec, graph),
+            run: JobRun::with_limits(id.clone(), req.spec, graph, self.ctx.config.limits),
             owner: self.ctx.config.name.clone(),
             watchers,
         };
@@ -132,16 +140,37 @@ impl JobManagerState {
     }
 
     fn status(&self, job: String, reply: StatusReply) {
+        self.to_job(job, reply, Request::Status);
+    }
+
+    /// Hands a question about `job` to its supervisor, the finished-jobs table, or the
+    /// owner node's job manager.
+    fn to_job(&self, job: String, reply: StatusReply, req: Request) {
         if let Some(sup) = self.live.get(&job) {
-            if let Err(ractor::MessagingErr::SendErr(JobSupervisorMessage::Status(reply))) =
-                sup.cast(JobSupervisorMessage::Status(reply))
+            let msg = match req {
+                Request::Status => JobSupervisorMessage::Status(reply),
+                Request::Cancel => JobSupervisorMessage::Cancel(reply),
+                Request::Resume(step) => JobSupervisorMessage::Resume(step, reply),
+            };
+            if let Err(ractor::MessagingErr::SendErr(
+                JobSupervisorMessage::Status(reply)
+                | JobSupervisorMessage::Cancel(reply)
+                | JobSupervisorMessage::Resume(_, reply),
+            )) = sup.cast(msg)
             {
                 let _ = reply.send(Wire::new(Err(format!("job {job} is ending; ask again"))));
             }
             return;
         }
         if let Some(st) = self.finished.get(&job) {
-            let _ = reply.send(Wire::new(Ok(st.clone())));
+            let answer = match req {
+                Request::Resume(step) => Err(format!(
+                    "job {job} has ended ({:?}); step {step:?} cannot be resumed",
+                    st.state
+                )),
+                _ => Ok(st.clone()),
+            };
+            let _ = reply.send(Wire::new(answer));
             return;
         }
         match owner_of(&job) {
@@ -157,13 +186,21 @@ impl JobManagerState {
                         )),
                         Some(jm) => {
                             let jm: ActorRef<JobManagerMessage> = jm.into();
-                            match jm
-                                .call(
-                                    |r| JobManagerMessage::Status(job.clone(), r),
-                                    Some(FORWARD_TIMEOUT),
-                                )
-                                .await
-                            {
+                            let call = jm.call(
+                                |r| match req {
+                                    Request::Status => JobManagerMessage::Status(job.clone(), r),
+                                    Request::Cancel => JobManagerMessage::Cancel(job.clone(), r),
+                                    Request::Resume(step) => JobManagerMessage::Resume(
+                                        Wire::new(ResumeRequest {
+                                            job: job.clone(),
+                                            step,
+                                        }),
+                                        r,
+                                    ),
+                                },
+                                Some(FORWARD_TIMEOUT),
+                            );
+                            match call.await {
                                 Ok(ractor::rpc::CallResult::Success(w)) => {
                                     w.into_inner().unwrap_or_else(|e| Err(e.to_string()))
                                 }
@@ -266,6 +303,37 @@ impl Actor for JobManager {
                     }
                 },
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable step result"),
+            },
+            JobManagerMessage::Spawn(r) => match r.into_inner() {
+                Ok(r) => match state.live.get(&r.from.job) {
+                    Some(sup) => {
+                        let _ = sup.cast(JobSupervisorMessage::Spawn(r));
+                    }
+                    None => {
+                        let answer = CallReply {
+                            call_id: r.call_id,
+                            result: Err(TaskError::permanent(format!(
+                                "job {} is no longer running",
+                                r.from.job
+                            ))),
+                        };
+                        if let Some(pool) = ractor::pg::get_members(&worker_pool_group(&r.reply_to))
+                            .into_iter()
+                            .next()
+                        {
+                            let pool: ActorRef<WorkerPoolMessage> = pool.into();
+                            let _ = pool.cast(WorkerPoolMessage::CallReply(Wire::new(answer)));
+                        }
+                    }
+                },
+                Err(e) => tracing::warn!(error = %e, "dropping an unreadable spawn request"),
+            },
+            JobManagerMessage::Cancel(job, reply) => state.to_job(job, reply, Request::Cancel),
+            JobManagerMessage::Resume(req, reply) => match req.into_inner() {
+                Ok(r) => state.to_job(r.job, reply, Request::Resume(r.step)),
+                Err(e) => {
+                    let _ = reply.send(Wire::new(Err(format!("unreadable resume request: {e}"))));
+                }
             },
             JobManagerMessage::JobEnded(st) => match st.into_inner() {
                 Ok(st) => state.ended(st),

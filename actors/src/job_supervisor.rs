@@ -12,7 +12,8 @@ use ractor_cluster::RactorMessage;
 use troupe_runtime::job::run::{Action, JobRun};
 use troupe_runtime::job::status::{JobEvent, JobStatus};
 use troupe_runtime::protocol::{
-    JobManagerMessage, StepRequest, StepResult, WatchRequest, WatcherMessage,
+    worker_pool_group, AttemptRef, CallReply, JobManagerMessage, SpawnRequest, StepRequest,
+    StepResult, WatchRequest, WatcherMessage, WorkerPoolMessage,
 };
 use troupe_runtime::wire::Wire;
 
@@ -53,6 +54,12 @@ pub enum JobSupervisorMessage {
     Status(RpcReplyPort<Wire<Result<JobStatus, String>>>),
     /// Follow the job: reply with the status now, push later events.
     Watch(WatchRequest, RpcReplyPort<Wire<Result<JobStatus, String>>>),
+    /// A running attempt asks for calls or a sub-job.
+    Spawn(SpawnRequest),
+    /// Cancel the job; reply with the status after it.
+    Cancel(RpcReplyPort<Wire<Result<JobStatus, String>>>),
+    /// Resume a step waiting for a user.
+    Resume(String, RpcReplyPort<Wire<Result<JobStatus, String>>>),
 }
 
 /// What a job supervisor starts with.
@@ -107,6 +114,13 @@ fn dispatch(myself: &ActorRef<JobSupervisorMessage>, request: StepRequest) {
     }
 }
 
+fn worker_pool(node: &str) -> Option<ActorRef<WorkerPoolMessage>> {
+    ractor::pg::get_members(&worker_pool_group(node))
+        .into_iter()
+        .next()
+        .map(Into::into)
+}
+
 impl JobSupervisorState {
     fn notify(&mut self, ev: &JobEvent) {
         let end = matches!(ev, JobEvent::JobFinished { .. });
@@ -151,6 +165,7 @@ impl JobSupervisorState {
                             input: d.input,
                             deps: d.deps,
                             owner: self.owner.clone(),
+                            resumed: d.resumed,
                         },
                     );
                 }
@@ -165,6 +180,37 @@ impl JobSupervisorState {
                     });
                 }
                 Action::Notify(ev) => self.notify(&ev),
+                Action::CancelAttempt {
+                    step,
+                    attempt,
+                    node,
+                } => {
+                    // Not yet assigned: the dispatcher's answer will come, and the attempt's
+                    // result will be discarded as stale.
+                    if let Some(pool) = node.as_deref().and_then(worker_pool) {
+                        let a = AttemptRef {
+                            job: self.run.id().to_string(),
+                            step,
+                            attempt,
+                        };
+                        let _ = pool.cast(WorkerPoolMessage::Cancel(Wire::new(a)));
+                    }
+                }
+                Action::Reply {
+                    node,
+                    call_id,
+                    result,
+                } => match worker_pool(&node) {
+                    Some(pool) => {
+                        let _ = pool.cast(WorkerPoolMessage::CallReply(Wire::new(CallReply {
+                            call_id,
+                            result,
+                        })));
+                    }
+                    None => {
+                        tracing::warn!(node = %node, job = %self.run.id(), "cannot answer a call: its node is not reachable")
+                    }
+                },
             }
         }
         if self.run.state().is_terminal() {
@@ -243,6 +289,27 @@ impl Actor for JobSupervisor {
                 state.watchers.push(Watcher { req, actor: None });
                 Vec::new()
             }
+            JobSupervisorMessage::Spawn(r) => {
+                state
+                    .run
+                    .spawn(&r.from.step, r.from.attempt, r.call_id, &r.reply_to, r.kind)
+            }
+            JobSupervisorMessage::Cancel(reply) => {
+                let actions = state.run.cancel();
+                tracing::info!(job = %state.run.id(), "job cancelled");
+                let _ = reply.send(Wire::new(Ok(state.run.status())));
+                actions
+            }
+            JobSupervisorMessage::Resume(step, reply) => match state.run.resume(&step) {
+                Ok(actions) => {
+                    let _ = reply.send(Wire::new(Ok(state.run.status())));
+                    actions
+                }
+                Err(e) => {
+                    let _ = reply.send(Wire::new(Err(e)));
+                    Vec::new()
+                }
+            },
         };
         state.apply(&myself, actions);
         Ok(())

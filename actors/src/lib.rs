@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use ractor::{ActorId, ActorRef};
 use ractor_cluster::NodeSessionMessage;
+use tokio::sync::Semaphore;
 use troupe_runtime::config::NodeConfig;
 use troupe_runtime::TaskRegistry;
 
@@ -56,25 +57,40 @@ pub fn find<M: ractor::Message>(name: &str) -> Option<ActorRef<M>> {
 }
 
 /// What this node knows of the cluster, shared by its actors without messages.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClusterView {
     /// This node's name.
     pub node: String,
     names: RwLock<HashMap<u64, String>>,
-    /// Slots busy in the worker pool.
-    pub busy: AtomicU32,
-    /// Steps waiting in the worker pool's queue.
+    /// The worker slots: a permit per task that may run at once.
+    pub slots: Arc<Semaphore>,
+    /// Configured number of slots.
+    pub slot_count: usize,
+    /// Attempts waiting for a slot.
     pub queued: AtomicU32,
+    /// Running attempts and waiting calls of the worker pool.
+    pub work: Arc<worker_pool::WorkState>,
     sessions: Mutex<HashMap<u64, ActorRef<NodeSessionMessage>>>,
 }
 
 impl ClusterView {
-    /// A view for the node `node`.
-    pub fn new(node: &str) -> Self {
+    /// A view for the node `node` with `slots` worker slots.
+    pub fn new(node: &str, slots: usize) -> Self {
         Self {
             node: node.to_string(),
-            ..Default::default()
+            names: RwLock::default(),
+            slots: Arc::new(Semaphore::new(slots)),
+            slot_count: slots,
+            queued: AtomicU32::new(0),
+            work: Arc::default(),
+            sessions: Mutex::default(),
         }
+    }
+
+    /// Slots in use.
+    pub fn busy(&self) -> u32 {
+        self.slot_count
+            .saturating_sub(self.slots.available_permits()) as u32
     }
 
     /// The node name of the process an actor lives in.

@@ -83,7 +83,7 @@ impl MembershipState {
             state: NodeState::Up,
             tasks: self.ctx.registry.names(),
             slots: self.ctx.config.slots as u32,
-            busy: v.busy.load(std::sync::atomic::Ordering::Relaxed),
+            busy: v.busy(),
             queued: v.queued.load(std::sync::atomic::Ordering::Relaxed),
             peers: self
                 .peers

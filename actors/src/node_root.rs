@@ -259,7 +259,7 @@ pub async fn start_node(
         source: e,
     })?;
     let ctx = NodeContext {
-        view: Arc::new(ClusterView::new(&config.name)),
+        view: Arc::new(ClusterView::new(&config.name, config.slots)),
         config: Arc::new(config),
         registry,
     };

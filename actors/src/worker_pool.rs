@@ -1,21 +1,33 @@
 //! The worker pool: runs attempts of the tasks this node serves, at most `slots` at once.
 //!
 //! It joins one process group per registered task (`troupe.task.NAME`), which is how
-//! every node's dispatcher finds it. Each attempt runs as its own tokio task, so a slow
-//! task never blocks the pool's mailbox; a panic inside a task is caught and fails that
-//! attempt with a permanent error, and the node carries on. The result goes straight to
-//! the job manager of the job's owner node.
+//! every node's dispatcher finds it, and `troupe.worker_pool.NODE`, where job supervisors
+//! send answers to calls and cancels. Each attempt runs as its own tokio task that first
+//! takes a slot (a semaphore permit), so a slow task never blocks the pool's mailbox. A
+//! task waiting on its calls or sub-jobs gives its slot back until the answer comes
+//! (so a recursion deeper than the slots cannot deadlock). A panic inside a task is caught
+//! and fails that attempt with a permanent error; a cancel stops the task at its next
+//! await point (and tells it through `ctx.cancelled()`). The result goes straight to the
+//! job manager of the job's owner node.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::Value;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use troupe_runtime::job::run::SpawnKind;
 use troupe_runtime::protocol::{
-    job_manager_group, task_group, JobManagerMessage, StepRequest, StepResult, WorkerPoolMessage,
+    job_manager_group, task_group, worker_pool_group, AttemptRef, JobManagerMessage, SpawnRequest,
+    StepRequest, StepResult, WorkerPoolMessage,
 };
-use troupe_runtime::task::{TaskContext, TaskError};
+use troupe_runtime::task::{SubWork, TaskContext, TaskError};
 use troupe_runtime::wire::Wire;
 
 use crate::NodeContext;
@@ -23,11 +35,23 @@ use crate::NodeContext;
 /// The worker pool.
 pub struct WorkerPool;
 
-/// State of the worker pool.
-pub struct WorkerPoolState {
-    ctx: NodeContext,
-    busy: usize,
-    queue: VecDeque<StepRequest>,
+/// Attempts running or waiting for a slot, and calls waiting for answers. Kept in the
+/// node's [`crate::ClusterView`] so that it outlives a restart of the pool actor.
+#[derive(Default)]
+pub struct WorkState {
+    running: Mutex<HashMap<AttemptRef, CancellationToken>>,
+    calls: Mutex<HashMap<u64, oneshot::Sender<Result<Value, TaskError>>>>,
+    next_call: AtomicU64,
+}
+
+impl std::fmt::Debug for WorkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkState").finish_non_exhaustive()
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The text of a panic payload.
@@ -41,14 +65,18 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Sends a step result to the job manager of its owner node.
-pub fn send_result(result: StepResult, owner: &str) {
-    match ractor::pg::get_members(&job_manager_group(owner))
+/// The job manager of `owner`, if reachable.
+fn job_manager(owner: &str) -> Option<ActorRef<JobManagerMessage>> {
+    ractor::pg::get_members(&job_manager_group(owner))
         .into_iter()
         .next()
-    {
+        .map(Into::into)
+}
+
+/// Sends a step result to the job manager of its owner node.
+pub fn send_result(result: StepResult, owner: &str) {
+    match job_manager(owner) {
         Some(jm) => {
-            let jm: ActorRef<JobManagerMessage> = jm.into();
             if let Err(e) = jm.cast(JobManagerMessage::StepFinished(Wire::new(result))) {
                 tracing::warn!(owner = %owner, error = %e, "cannot deliver a step result");
             }
@@ -60,57 +88,144 @@ pub fn send_result(result: StepResult, owner: &str) {
     }
 }
 
-impl WorkerPoolState {
-    fn publish(&self) {
-        self.ctx
-            .view
-            .busy
-            .store(self.busy as u32, Ordering::Relaxed);
-        self.ctx
-            .view
-            .queued
-            .store(self.queue.len() as u32, Ordering::Relaxed);
-    }
+/// A running attempt's way to its job's supervisor; shares the attempt's slot so that it
+/// can give it back while it waits.
+struct AttemptLink {
+    owner: String,
+    node: String,
+    work: Arc<WorkState>,
+    slots: Arc<Semaphore>,
+    permit: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+}
 
-    fn start(&mut self, myself: &ActorRef<WorkerPoolMessage>, req: StepRequest) {
-        self.busy += 1;
-        let node = self.ctx.view.node.clone();
-        let task = self.ctx.registry.get(&req.task);
-        let me = myself.clone();
-        tokio::spawn(async move {
-            let ctx = TaskContext {
-                job_id: req.job.clone(),
-                step_id: req.step.clone(),
-                attempt: req.attempt,
-                node: node.clone(),
-                deps: req.deps,
+impl SubWork for AttemptLink {
+    fn spawn(
+        &self,
+        job: &str,
+        step: &str,
+        attempt: u32,
+        kind: SpawnKind,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, TaskError>> + Send>> {
+        let call_id = self.work.next_call.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        locked(&self.work.calls).insert(call_id, tx);
+        let req = SpawnRequest {
+            from: AttemptRef {
+                job: job.into(),
+                step: step.into(),
+                attempt,
+            },
+            call_id,
+            reply_to: self.node.clone(),
+            kind,
+        };
+        let sent = job_manager(&self.owner)
+            .map(|jm| jm.cast(JobManagerMessage::Spawn(Wire::new(req))).is_ok())
+            .unwrap_or(false);
+        let slots = self.slots.clone();
+        let work = self.work.clone();
+        let owner = self.owner.clone();
+        let permit = self.permit.clone();
+        Box::pin(async move {
+            // Give the slot back while waiting (if a sibling call has not already).
+            let released = locked(&permit).take();
+            drop(released);
+            let result = if !sent {
+                locked(&work.calls).remove(&call_id);
+                Err(TaskError::transient(format!(
+                    "the job's owner node {owner} is not reachable"
+                )))
+            } else {
+                rx.await
+                    .unwrap_or_else(|_| Err(TaskError::transient("the call's answer was lost")))
             };
-            let result = match task {
-                None => Err(TaskError::permanent(format!(
-                    "task {:?} is not registered on node {node}",
-                    req.task
-                ))),
-                Some(t) => AssertUnwindSafe(t.run_json(ctx, req.input))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|p| {
+            // Take a slot again before the task goes on (concurrent calls of one task
+            // share one slot: the first back takes it).
+            if locked(&permit).is_none() {
+                if let Ok(p) = slots.acquire_owned().await {
+                    let mut slot = locked(&permit);
+                    if slot.is_none() {
+                        *slot = Some(p);
+                    }
+                }
+            }
+            result
+        })
+    }
+}
+
+/// State of the worker pool actor.
+pub struct WorkerPoolState {
+    ctx: NodeContext,
+}
+
+impl WorkerPoolState {
+    fn start(&self, req: StepRequest) {
+        let view = self.ctx.view.clone();
+        let task = self.ctx.registry.get(&req.task);
+        let key = AttemptRef {
+            job: req.job.clone(),
+            step: req.step.clone(),
+            attempt: req.attempt,
+        };
+        let token = CancellationToken::new();
+        locked(&view.work.running).insert(key.clone(), token.clone());
+        view.queued.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let node = view.node.clone();
+            let permit = tokio::select! {
+                p = view.slots.clone().acquire_owned() => p.ok(),
+                _ = token.cancelled() => None,
+            };
+            view.queued.fetch_sub(1, Ordering::Relaxed);
+            let Some(permit) = permit else {
+                locked(&view.work.running).remove(&key);
+                return;
+            };
+            let slot = Arc::new(Mutex::new(Some(permit)));
+            let link = Arc::new(AttemptLink {
+                owner: req.owner.clone(),
+                node: node.clone(),
+                work: view.work.clone(),
+                slots: view.slots.clone(),
+                permit: slot.clone(),
+            });
+            let ctx = TaskContext::new(&req.job, &req.step, req.attempt, &node, req.deps).attach(
+                link,
+                token.clone(),
+                req.resumed,
+            );
+            let run = async {
+                match task {
+                    None => Err(TaskError::permanent(format!("task {:?} is not registered on node {node}", req.task))),
+                    Some(t) => AssertUnwindSafe(t.run_json(ctx, req.input)).catch_unwind().await.unwrap_or_else(|p| {
                         let msg = panic_message(p.as_ref());
                         tracing::error!(task = %req.task, job = %req.job, step = %req.step, panic = %msg, "task panicked; failing its step");
                         Err(TaskError::permanent(format!("task panicked: {msg}")))
                     }),
+                }
             };
-            let owner = req.owner;
-            send_result(
-                StepResult {
-                    job: req.job,
-                    step: req.step,
-                    attempt: req.attempt,
-                    node,
-                    result,
-                },
-                &owner,
-            );
-            let _ = me.cast(WorkerPoolMessage::SlotFreed);
+            let result = tokio::select! {
+                r = run => Some(r),
+                _ = token.cancelled() => None,
+            };
+            drop(locked(&slot).take());
+            locked(&view.work.running).remove(&key);
+            match result {
+                Some(result) => send_result(
+                    StepResult {
+                        job: req.job,
+                        step: req.step,
+                        attempt: req.attempt,
+                        node,
+                        result,
+                    },
+                    &req.owner,
+                ),
+                None => {
+                    tracing::debug!(job = %key.job, step = %key.step, attempt = key.attempt, "attempt cancelled")
+                }
+            }
         });
     }
 }
@@ -128,35 +243,39 @@ impl Actor for WorkerPool {
         for name in ctx.registry.names() {
             ractor::pg::join(task_group(&name), vec![myself.get_cell()]);
         }
-        let s = WorkerPoolState {
-            ctx,
-            busy: 0,
-            queue: VecDeque::new(),
-        };
-        s.publish();
-        Ok(s)
+        ractor::pg::join(worker_pool_group(&ctx.view.node), vec![myself.get_cell()]);
+        Ok(WorkerPoolState { ctx })
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkerPoolMessage::Run(req) => match req.into_inner() {
-                Ok(req) if state.busy < state.ctx.config.slots => state.start(&myself, req),
-                Ok(req) => state.queue.push_back(req),
+                Ok(req) => state.start(req),
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable step request"),
             },
-            WorkerPoolMessage::SlotFreed => {
-                state.busy = state.busy.saturating_sub(1);
-                if let Some(next) = state.queue.pop_front() {
-                    state.start(&myself, next);
+            WorkerPoolMessage::CallReply(r) => match r.into_inner() {
+                Ok(r) => match locked(&state.ctx.view.work.calls).remove(&r.call_id) {
+                    Some(tx) => {
+                        let _ = tx.send(r.result);
+                    }
+                    None => tracing::debug!(call = r.call_id, "answer to a call nobody waits for"),
+                },
+                Err(e) => tracing::warn!(error = %e, "dropping an unreadable call answer"),
+            },
+            WorkerPoolMessage::Cancel(a) => match a.into_inner() {
+                Ok(a) => {
+                    if let Some(t) = locked(&state.ctx.view.work.running).get(&a) {
+                        t.cancel();
+                    }
                 }
-            }
+                Err(e) => tracing::warn!(error = %e, "dropping an unreadable cancel"),
+            },
         }
-        state.publish();
         Ok(())
     }
 }

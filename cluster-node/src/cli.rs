@@ -22,6 +22,10 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Print the status JSON of a job.
     Status(StatusArgs),
+    /// Cancel a job: its running tasks are told to stop.
+    Cancel(StatusArgs),
+    /// Resume a step that stopped for a user's action.
+    Resume(ResumeArgs),
     /// List the cluster's nodes and the task groups each serves.
     Nodes(NodesArgs),
     /// Start three local nodes, run an example job with progress, stop the nodes.
@@ -98,6 +102,18 @@ pub struct StatusArgs {
     pub cluster: ClusterArgs,
     /// The job id.
     pub job_id: String,
+}
+
+/// Flags of `resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// How to reach the cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The job id.
+    pub job_id: String,
+    /// The step waiting for a user.
+    pub step_id: String,
 }
 
 /// Flags of `nodes`.

@@ -19,6 +19,8 @@ pub fn run(cli: crate::cli::Cli, registry: TaskRegistry) -> u8 {
         Command::Start(a) => start::run(a, registry),
         Command::Submit(a) => client_command(|| submit::run(a)),
         Command::Status(a) => client_command(|| status::run(a)),
+        Command::Cancel(a) => client_command(|| status::cancel(a)),
+        Command::Resume(a) => client_command(|| status::resume(a)),
         Command::Nodes(a) => client_command(|| nodes::run(a)),
         Command::Demo(a) => client_command(|| demo::run(a)),
     }

@@ -243,25 +243,36 @@ impl Drop for Cluster {
     }
 }
 
-/// Runs a command to completion, killing it (by PID) if it outlives `timeout`.
+/// Runs a command to completion, killing it (by PID) if it outlives `timeout`. Output is
+/// read while the command runs, so a large output cannot block it on a full pipe.
 pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
-    let mut child = cmd
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn command");
-    let start = std::time::Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if start.elapsed() > timeout => {
-                let _ = child.kill();
-                break;
+    let pid = child.id() as libc::pid_t;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if start.elapsed() > timeout {
+                    // SAFETY: kill(2) on the PID of a child we have not reaped yet.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
-            _ => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
-    child.wait_with_output().expect("collect output")
+        })
+    };
+    let out = child.wait_with_output().expect("collect output");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watchdog.join();
+    out
 }
 
 /// Text of a command's stdout and stderr.

@@ -15,7 +15,10 @@ pub fn register(r: &mut TaskRegistry) {
         .register("troupe.sum", Sum)
         .register("troupe.flaky", Flaky)
         .register("troupe.fail", Fail)
-        .register("troupe.crash", Crash);
+        .register("troupe.crash", Crash)
+        .register("troupe.needs_action", NeedsAction)
+        .register("troupe.fib", Fib)
+        .register("troupe.tree", Tree);
 }
 
 /// `troupe.echo`: returns its input.
@@ -143,6 +146,94 @@ impl Task for Crash {
     type Output = Value;
     async fn run(&self, ctx: TaskContext, _input: Value) -> Result<Value, TaskError> {
         panic!("troupe.crash panicked on purpose in step {}", ctx.step_id)
+    }
+}
+
+/// Input of `troupe.needs_action`.
+#[derive(Deserialize)]
+pub struct NeedsActionInput {
+    /// The message for the user.
+    #[serde(default = "default_action_message")]
+    pub message: String,
+}
+fn default_action_message() -> String {
+    "troupe.needs_action waits for a user".into()
+}
+
+/// `troupe.needs_action`: stops its step for a user's action; after `resume` it succeeds
+/// with its input.
+pub struct NeedsAction;
+impl Task for NeedsAction {
+    type Input = Value;
+    type Output = Value;
+    async fn run(&self, ctx: TaskContext, input: Value) -> Result<Value, TaskError> {
+        if ctx.resumed {
+            return Ok(input);
+        }
+        let i: NeedsActionInput = serde_json::from_value(input)
+            .map_err(|e| TaskError::permanent(format!("troupe.needs_action input: {e}")))?;
+        Err(TaskError::needs_action(i.message))
+    }
+}
+
+/// Input of `troupe.fib`.
+#[derive(Deserialize)]
+pub struct FibInput {
+    /// Which Fibonacci number.
+    pub n: u64,
+}
+
+/// `troupe.fib`: fib(n) by re-entrant calls to itself for n-1 and n-2.
+pub struct Fib;
+impl Task for Fib {
+    type Input = FibInput;
+    type Output = u64;
+    async fn run(&self, ctx: TaskContext, i: FibInput) -> Result<u64, TaskError> {
+        if i.n < 2 {
+            return Ok(i.n);
+        }
+        if i.n > 90 {
+            return Err(TaskError::permanent("troupe.fib: n above 90 overflows u64"));
+        }
+        let parts = ctx
+            .call_many(
+                "troupe.fib",
+                vec![json!({"n": i.n - 1}), json!({"n": i.n - 2})],
+            )
+            .await?;
+        Ok(parts.iter().filter_map(Value::as_u64).sum())
+    }
+}
+
+/// Input of `troupe.tree`.
+#[derive(Deserialize)]
+pub struct TreeInput {
+    /// Levels below this one.
+    pub depth: u32,
+    /// Children per level.
+    pub fanout: u32,
+}
+
+/// `troupe.tree`: for depth > 0 starts `fanout` sub-jobs of itself with depth - 1 and
+/// returns 1 + the sum of their results (the number of nodes of the tree).
+pub struct Tree;
+impl Task for Tree {
+    type Input = TreeInput;
+    type Output = u64;
+    async fn run(&self, ctx: TaskContext, i: TreeInput) -> Result<u64, TaskError> {
+        if i.depth == 0 {
+            return Ok(1);
+        }
+        let child = crate::JobSpec::new("tree").step(
+            crate::StepSpec::new("tree", "troupe.tree")
+                .input(json!({"depth": i.depth - 1, "fanout": i.fanout})),
+        );
+        let runs = (0..i.fanout).map(|_| ctx.sub_job(child.clone()));
+        let mut total = 1;
+        for r in futures::future::join_all(runs).await {
+            total += r?.as_u64().unwrap_or(0);
+        }
+        Ok(total)
     }
 }
 

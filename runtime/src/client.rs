@@ -32,7 +32,8 @@ use crate::job::spec::JobSpec;
 use crate::job::status::{JobEvent, JobStatus};
 use crate::protocol::{
     client_group, job_manager_group, owner_of, JobManagerMessage, MembershipMessage, NodeInfo,
-    SessionEventKind, SubmitError, SubmitRequest, WatchRequest, WatcherMessage, MEMBERSHIP_GROUP,
+    ResumeRequest, SessionEventKind, SubmitError, SubmitRequest, WatchRequest, WatcherMessage,
+    MEMBERSHIP_GROUP,
 };
 use crate::wire::Wire;
 
@@ -131,6 +132,7 @@ pub fn event_job(ev: &JobEvent) -> &str {
         JobEvent::Queued { job }
         | JobEvent::StepStarted { job, .. }
         | JobEvent::StepRetrying { job, .. }
+        | JobEvent::StepNeedsAction { job, .. }
         | JobEvent::StepFinished { job, .. } => job,
         JobEvent::JobFinished { status } => &status.id,
     }
@@ -391,6 +393,74 @@ impl Client {
             .map_err(|_| ClientError::UnknownJob(job.to_string()))
     }
 
+    /// Cancels a job (from any node); answers its status after the cancel.
+    pub async fn cancel(&self, job: &str) -> Result<JobStatus, ClientError> {
+        let owner = parse_owner(job)?;
+        let (_, jm) = self.pick_job_manager(Some(owner))?;
+        let id = job.to_string();
+        self.call(&jm, |reply| JobManagerMessage::Cancel(id, reply))
+            .await?
+            .map_err(ClientError::Rejected)
+    }
+
+    /// Resumes a step that waits for a user's action.
+    pub async fn resume(&self, job: &str, step: &str) -> Result<JobStatus, ClientError> {
+        let owner = parse_owner(job)?;
+        let (_, jm) = self.pick_job_manager(Some(owner))?;
+        let req = ResumeRequest {
+            job: job.to_string(),
+            step: step.to_string(),
+        };
+        self.call(&jm, |reply| {
+            JobManagerMessage::Resume(Wire::new(req), reply)
+        })
+        .await?
+        .map_err(ClientError::Rejected)
+    }
+
+    /// An ordered distributed map (seed 004): runs `task` on every input across the
+    /// cluster, as one job with a `for_each` step, and returns the outputs in input order
+    /// with the node that computed each.
+    pub async fn dmap(
+        &self,
+        task: &str,
+        inputs: Vec<serde_json::Value>,
+    ) -> Result<Vec<(serde_json::Value, String)>, ClientError> {
+        let n = inputs.len();
+        let spec = JobSpec::new("dmap")
+            .with_input(serde_json::Value::Array(inputs))
+            .step(crate::StepSpec::new("map", task).for_each("input"));
+        let mut h = self.submit(spec).await?;
+        let st = h.wait().await?;
+        if st.state != crate::JobState::Succeeded {
+            return Err(ClientError::JobFailed(
+                st.error
+                    .unwrap_or_else(|| format!("dmap job {} {:?}", st.id, st.state)),
+            ));
+        }
+        let outputs = match st.output {
+            Some(serde_json::Value::Array(v)) if v.len() == n => v,
+            other => {
+                return Err(ClientError::Connection(format!(
+                    "dmap job answered {other:?}"
+                )))
+            }
+        };
+        Ok(outputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    v,
+                    st.steps
+                        .get(&format!("map[{i}]"))
+                        .and_then(|s| s.node.clone())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
     /// A handle on a job submitted earlier (by anyone). Events flow if this client is
     /// connected to the job's owner; [`JobHandle::wait`] works either way.
     pub async fn watch(&self, job: &str) -> Result<JobHandle, ClientError> {
@@ -453,6 +523,14 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+fn parse_owner(job: &str) -> Result<&str, ClientError> {
+    owner_of(job).ok_or_else(|| {
+        ClientError::BadInput(format!(
+            "{job:?} is not a job id (ids look like NODE-EPOCH-SEQ)"
+        ))
+    })
 }
 
 /// The payload of an RPC reply, or what went wrong on the way.
@@ -541,5 +619,10 @@ impl JobHandle {
     /// Asks the status now.
     pub async fn status(&self) -> Result<JobStatus, ClientError> {
         self.client.status(&self.id).await
+    }
+
+    /// Cancels the job; running tasks are told to stop.
+    pub async fn cancel(&self) -> Result<JobStatus, ClientError> {
+        self.client.cancel(&self.id).await
     }
 }

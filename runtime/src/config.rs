@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::job::validate::Limits;
+
 /// The cookie used when none is configured. A node using it logs a warning.
 pub const DEV_COOKIE: &str = "troupe-dev-cookie";
 
@@ -87,6 +89,8 @@ pub struct NodeConfig {
     pub retain_finished_jobs: usize,
     /// Restart intensity of the node's supervisor.
     pub restart: RestartConfig,
+    /// Bounds on what one job may grow to.
+    pub limits: Limits,
 }
 
 impl Default for NodeConfig {
@@ -107,6 +111,7 @@ impl Default for NodeConfig {
             max_message_bytes: 16 * 1024 * 1024,
             retain_finished_jobs: 10_000,
             restart: RestartConfig::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -250,8 +255,10 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "max_message_bytes",
         "retain_finished_jobs",
         "restart",
+        "limits",
     ];
     const RESTART_KEYS: &[&str] = &["max_restarts", "window_ms"];
+    const LIMIT_KEYS: &[&str] = &["max_steps", "max_for_each_items", "max_depth"];
     let is_toml = path.extension().is_none_or(|e| e == "toml");
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(()); // the config crate reports the read error with the path
@@ -274,13 +281,19 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
                 ),
             });
         }
-        if let (true, Some(t)) = (k == "restart", v.as_table()) {
-            if let Some(bad) = t.keys().find(|k| !RESTART_KEYS.contains(&k.as_str())) {
-                return Err(ConfigError::Invalid {
-                    key: "config",
-                    message: format!("unknown key `restart.{bad}` in {}", path.display()),
-                });
-            }
+        let sub = match k.as_str() {
+            "restart" => RESTART_KEYS,
+            "limits" => LIMIT_KEYS,
+            _ => continue,
+        };
+        if let Some(bad) = v
+            .as_table()
+            .and_then(|t| t.keys().find(|k| !sub.contains(&k.as_str())).cloned())
+        {
+            return Err(ConfigError::Invalid {
+                key: "config",
+                message: format!("unknown key `{k}.{bad}` in {}", path.display()),
+            });
         }
     }
     Ok(())

@@ -64,6 +64,36 @@ pub enum ValidationError {
     /// A retry policy that allows no attempt.
     #[error("step {0:?}: retry.max_attempts must be at least 1")]
     NoAttempts(String),
+    /// A `when` or `for_each` that does not parse, or a `for_each` that is not a list.
+    #[error("step {step:?}: {field} = {expr:?} {message}")]
+    BadExpression {
+        /// The step.
+        step: String,
+        /// `when` or `for_each`.
+        field: &'static str,
+        /// The expression.
+        expr: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A `for_each` over more items than allowed.
+    #[error("step {step:?}: for_each gives {count} items; the limit is {limit} (limits.max_for_each_items)")]
+    TooManyItems {
+        /// The step.
+        step: String,
+        /// Items.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A job with more steps than allowed.
+    #[error("the job has {count} steps; the limit is {limit} (limits.max_steps)")]
+    TooManySteps {
+        /// Steps.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A step's task is served by no node.
     #[error("step {step:?} uses task {task:?}, which no node in the cluster serves (waited {waited_ms} ms for one); known tasks: {known}")]
     UnknownTask {
@@ -101,6 +131,12 @@ pub enum ClientError {
     /// No job with this id.
     #[error("no job {0} is known to the cluster")]
     UnknownJob(String),
+    /// The cluster refused the request (a job that is not waiting, an unknown step).
+    #[error("{0}")]
+    Rejected(String),
+    /// A job the call depended on failed.
+    #[error("job failed: {0}")]
+    JobFailed(String),
     /// A request took too long.
     #[error("timed out after {0:?} waiting for the cluster")]
     Timeout(std::time::Duration),
@@ -116,7 +152,11 @@ impl ClientError {
     /// The process exit code DESIGN.md gives this error: 2 bad input, 3 unreachable/refused.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ClientError::Invalid(_) | ClientError::BadInput(_) | ClientError::UnknownJob(_) => 2,
+            ClientError::Invalid(_)
+            | ClientError::BadInput(_)
+            | ClientError::UnknownJob(_)
+            | ClientError::Rejected(_) => 2,
+            ClientError::JobFailed(_) => 1,
             _ => 3,
         }
     }

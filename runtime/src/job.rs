@@ -6,6 +6,7 @@
 //!   I/O, so its order of dispatch is unit-tested directly.
 //! - [`status`]: the status JSON and the events a handle follows.
 
+pub mod expr;
 pub mod run;
 pub mod spec;
 pub mod status;

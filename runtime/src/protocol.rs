@@ -17,6 +17,7 @@ use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::job::run::SpawnKind;
 use crate::job::spec::JobSpec;
 use crate::job::status::{JobEvent, JobStatus};
 use crate::task::TaskError;
@@ -38,6 +39,11 @@ pub fn task_group(task: &str) -> String {
 /// The task name of a worker group, if `group` is one.
 pub fn task_of_group(group: &str) -> Option<&str> {
     group.strip_prefix("troupe.task.")
+}
+
+/// The group holding the worker pool of `node` (for replies to calls, and cancels).
+pub fn worker_pool_group(node: &str) -> String {
+    format!("troupe.worker_pool.{node}")
 }
 
 /// The group of a client's watcher.
@@ -72,6 +78,51 @@ pub struct StepRequest {
     pub deps: BTreeMap<String, Value>,
     /// The node whose job manager owns the job and wants the result.
     pub owner: String,
+    /// True for the first attempt after a user resumed the step.
+    #[serde(default)]
+    pub resumed: bool,
+}
+
+/// Names one attempt (to cancel it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AttemptRef {
+    /// The job.
+    pub job: String,
+    /// The step.
+    pub step: String,
+    /// The attempt.
+    pub attempt: u32,
+}
+
+/// A running attempt asks its job's supervisor for sub-work.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpawnRequest {
+    /// The attempt asking.
+    pub from: AttemptRef,
+    /// Its id for the request, echoed in the reply.
+    pub call_id: u64,
+    /// The node the attempt runs on (where the reply goes).
+    pub reply_to: String,
+    /// What to run.
+    pub kind: SpawnKind,
+}
+
+/// The answer to a [`SpawnRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallReply {
+    /// The request's id.
+    pub call_id: u64,
+    /// Output of the sub-work, or why it failed.
+    pub result: Result<Value, TaskError>,
+}
+
+/// Resume a step waiting for a user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResumeRequest {
+    /// The job.
+    pub job: String,
+    /// The step.
+    pub step: String,
 }
 
 /// The end of one attempt, sent back to the owner's job manager.
@@ -141,17 +192,31 @@ pub enum JobManagerMessage {
     ),
     /// An attempt ended (from a worker pool).
     StepFinished(Wire<StepResult>),
+    /// A running attempt asks for calls or a sub-job (from a worker pool).
+    Spawn(Wire<SpawnRequest>),
+    /// Cancel a job; answers its status (forwarded to the owner).
+    #[rpc]
+    Cancel(String, RpcReplyPort<Wire<Result<JobStatus, String>>>),
+    /// Resume a step waiting for a user; answers the job's status (forwarded to the owner).
+    #[rpc]
+    Resume(
+        Wire<ResumeRequest>,
+        RpcReplyPort<Wire<Result<JobStatus, String>>>,
+    ),
     /// A job supervisor of this node finished its job (local).
     JobEnded(Wire<JobStatus>),
 }
 
-/// Messages of a worker pool (one per node, in `troupe.task.TASK` for each task it serves).
+/// Messages of a worker pool (one per node, in `troupe.task.TASK` for each task it serves
+/// and in `troupe.worker_pool.NODE`).
 #[derive(RactorClusterMessage)]
 pub enum WorkerPoolMessage {
-    /// Run an attempt (queued if every slot is busy).
+    /// Run an attempt (it waits for a free slot).
     Run(Wire<StepRequest>),
-    /// A slot finished its task (local).
-    SlotFreed,
+    /// The answer to a running attempt's calls or sub-job.
+    CallReply(Wire<CallReply>),
+    /// Stop an attempt (cancelled job, timed-out attempt).
+    Cancel(Wire<AttemptRef>),
 }
 
 /// Liveness of a node as this node sees it.

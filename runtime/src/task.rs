@@ -11,6 +11,10 @@ use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::job::run::SpawnKind;
+use crate::job::spec::JobSpec;
 
 /// How a task failed, which decides what the job supervisor does next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -22,6 +26,10 @@ pub enum TaskError {
     /// Retrying will not help (bad input, a bug, a panic): the step fails at once.
     #[error("permanent error: {0}")]
     Permanent(String),
+    /// A person must act first (a revoked token, a missing approval): the step stops with
+    /// this message and waits for `resume`.
+    #[error("needs action: {0}")]
+    NeedsAction(String),
 }
 
 impl TaskError {
@@ -33,18 +41,42 @@ impl TaskError {
     pub fn permanent(msg: impl Into<String>) -> Self {
         TaskError::Permanent(msg.into())
     }
+    /// A needs-action stop with this message for the user.
+    pub fn needs_action(msg: impl Into<String>) -> Self {
+        TaskError::NeedsAction(msg.into())
+    }
+    /// The message without the class.
+    pub fn message(&self) -> &str {
+        match self {
+            TaskError::Transient(m) | TaskError::Permanent(m) | TaskError::NeedsAction(m) => m,
+        }
+    }
     /// True for errors that the retry policy may retry.
     pub fn is_transient(&self) -> bool {
         matches!(self, TaskError::Transient(_))
     }
 }
 
-/// What a running task knows about where it runs.
-#[derive(Debug, Clone)]
+/// How a running task reaches its job's supervisor for sub-work. The worker pool
+/// implements it; a [`TaskContext`] made with [`TaskContext::new`] has none.
+pub trait SubWork: Send + Sync + 'static {
+    /// Starts `kind` as children of attempt `attempt` of `step` and waits for the result.
+    /// The implementation frees the caller's worker slot while it waits.
+    fn spawn(
+        &self,
+        job: &str,
+        step: &str,
+        attempt: u32,
+        kind: SpawnKind,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, TaskError>> + Send>>;
+}
+
+/// What a running task knows about where it runs, and how it asks for more work.
+#[derive(Clone)]
 pub struct TaskContext {
     /// The job this step belongs to.
     pub job_id: String,
-    /// The step's id in the job.
+    /// The step's id in the job (a path such as `parent/call-3` for sub-work).
     pub step_id: String,
     /// Which attempt this is, from 1.
     pub attempt: u32,
@@ -52,6 +84,115 @@ pub struct TaskContext {
     pub node: String,
     /// The outputs of the step's dependencies, by step id.
     pub deps: BTreeMap<String, Value>,
+    /// True for the first attempt after a user resumed the step (see
+    /// [`TaskError::NeedsAction`]).
+    pub resumed: bool,
+    cancel: CancellationToken,
+    link: Option<Arc<dyn SubWork>>,
+}
+
+impl std::fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("job_id", &self.job_id)
+            .field("step_id", &self.step_id)
+            .field("attempt", &self.attempt)
+            .field("node", &self.node)
+            .field("deps", &self.deps)
+            .field("resumed", &self.resumed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskContext {
+    /// A context with no cluster behind it (for unit tests of a task): calls and sub-jobs
+    /// fail with a permanent error.
+    pub fn new(
+        job_id: &str,
+        step_id: &str,
+        attempt: u32,
+        node: &str,
+        deps: BTreeMap<String, Value>,
+    ) -> Self {
+        Self {
+            job_id: job_id.into(),
+            step_id: step_id.into(),
+            attempt,
+            node: node.into(),
+            deps,
+            resumed: false,
+            cancel: CancellationToken::new(),
+            link: None,
+        }
+    }
+
+    /// Connects the context to a worker pool (used by the node, not by tasks).
+    #[doc(hidden)]
+    pub fn attach(
+        mut self,
+        link: Arc<dyn SubWork>,
+        cancel: CancellationToken,
+        resumed: bool,
+    ) -> Self {
+        self.link = Some(link);
+        self.cancel = cancel;
+        self.resumed = resumed;
+        self
+    }
+
+    async fn spawn(&self, kind: SpawnKind) -> Result<Value, TaskError> {
+        let link = self.link.as_ref().ok_or_else(|| {
+            TaskError::permanent(
+                "this task runs outside a cluster: calls and sub-jobs are not available",
+            )
+        })?;
+        tokio::select! {
+            r = link.spawn(&self.job_id, &self.step_id, self.attempt, kind) => r,
+            _ = self.cancel.cancelled() => Err(TaskError::permanent("cancelled")),
+        }
+    }
+
+    /// Calls `task` with `input` somewhere in the cluster and waits for its output, as a
+    /// child step of this one (`STEP/call-N`). The wait does not hold a worker slot.
+    pub async fn call(&self, task: &str, input: impl Serialize) -> Result<Value, TaskError> {
+        let input = serde_json::to_value(input)
+            .map_err(|e| TaskError::permanent(format!("call input is not JSON: {e}")))?;
+        let mut out = self.call_many(task, vec![input]).await?;
+        Ok(out.pop().unwrap_or(Value::Null))
+    }
+
+    /// Calls `task` once per input, in parallel across the cluster; the outputs come back
+    /// in input order. The first failure fails the whole call, naming the child.
+    pub async fn call_many(&self, task: &str, inputs: Vec<Value>) -> Result<Vec<Value>, TaskError> {
+        match self
+            .spawn(SpawnKind::Calls {
+                task: task.into(),
+                inputs,
+            })
+            .await?
+        {
+            Value::Array(items) => Ok(items),
+            other => Err(TaskError::permanent(format!(
+                "calls answered {other}, not a list"
+            ))),
+        }
+    }
+
+    /// Runs a sub-job that belongs to this job (its steps show as `STEP/CHILD`) and
+    /// returns its output.
+    pub async fn sub_job(&self, spec: JobSpec) -> Result<Value, TaskError> {
+        self.spawn(SpawnKind::Job(spec)).await
+    }
+
+    /// True once the job (or this attempt) was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Resolves when the job (or this attempt) is cancelled: `select!` on it in long work.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
 }
 
 /// A unit of work with typed input and output.

@@ -25,6 +25,9 @@ pub fn describe(ev: &JobEvent) -> String {
                 format!("step {step} started on {node}")
             }
         }
+        JobEvent::StepNeedsAction { job, step, message } => {
+            format!("step {step} needs action: {message} (then: troupe-node resume {job} {step})")
+        }
         JobEvent::StepRetrying {
             step,
             attempt,

@@ -1,24 +1,32 @@
 //! The scheduling state machine of one job.
 //!
-//! A job supervisor feeds it what happens (a step was assigned to a node, an attempt
-//! finished, a timer fired) and carries out the [`Action`]s it returns. It does no I/O and
-//! holds no clock but the one for `elapsed_ms`, so the order in which steps become ready is
-//! tested here directly, and later a journal can replay the same inputs to rebuild it.
+//! A job supervisor feeds it what happens (an attempt assigned to a node, an attempt
+//! finished, a timer fired, a running task asked for sub-work, a user cancelled or
+//! resumed) and carries out the [`Action`]s it returns. It does no I/O, so its rules are
+//! unit- and property-tested directly, and a journal can later replay the same inputs.
+//!
+//! Every step is a node: the job file's steps, the items of a `for_each` (`ID[i]`), and
+//! the steps of sub-jobs and re-entrant calls started by a running attempt (`ID/CHILD`).
+//! Sub-work is a *group* of nodes owned by the attempt that asked for it; when the group
+//! ends its result is sent back to that attempt, and when the attempt ends first (failed,
+//! timed out) the group is cancelled. The job itself is group 0.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::spec::JobSpec;
+use super::expr;
+use super::spec::{JobSpec, RetryPolicy};
 use super::status::{JobEvent, JobState, JobStats, JobStatus, StepState, StepStatus};
-use super::validate::Graph;
+use super::validate::{validate_with, Graph, Limits};
 use crate::task::TaskError;
 
 /// An attempt to hand to a worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dispatch {
-    /// The step's id.
+    /// The step's id (a path for sub-work).
     pub step: String,
     /// Its task.
     pub task: String,
@@ -26,13 +34,17 @@ pub struct Dispatch {
     pub attempt: u32,
     /// The step's input.
     pub input: Value,
-    /// Outputs of its dependencies, by step id.
+    /// Outputs of its succeeded dependencies, by step id.
     pub deps: BTreeMap<String, Value>,
     /// Limit on the attempt's run time.
     pub timeout: Option<Duration>,
+    /// True for the first attempt after a user resumed the step.
+    pub resumed: bool,
+    /// Nesting depth: 0 for the job's own steps.
+    pub depth: usize,
 }
 
-/// What the job supervisor must do next.
+/// What a job supervisor must do next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Hand this attempt to a worker.
@@ -48,64 +60,232 @@ pub enum Action {
     },
     /// Tell the job's watchers.
     Notify(JobEvent),
+    /// Stop a running attempt (cancelled, or given up).
+    CancelAttempt {
+        /// The step.
+        step: String,
+        /// The attempt.
+        attempt: u32,
+        /// Where it runs, if known.
+        node: Option<String>,
+    },
+    /// Answer a running attempt that waits for its sub-work.
+    Reply {
+        /// The node the attempt runs on.
+        node: String,
+        /// The id the attempt gave its request.
+        call_id: u64,
+        /// The result.
+        result: Result<Value, TaskError>,
+    },
+}
+
+/// Sub-work asked for by a running attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SpawnKind {
+    /// Run `task` once per input (re-entrant calls); the result is the list of outputs.
+    Calls {
+        /// The task.
+        task: String,
+        /// One call per input.
+        inputs: Vec<Value>,
+    },
+    /// Run a sub-job; the result is its output.
+    Job(JobSpec),
 }
 
 #[derive(Debug, Clone)]
-struct StepRun {
+struct Caller {
+    node: usize,
+    attempt: u32,
+    call_id: u64,
+    reply_to: String,
+}
+
+#[derive(Debug)]
+struct Group {
+    caller: Option<Caller>,
+    members: Vec<usize>,
+    remaining: usize,
+    input: Value,
+    output: Option<String>,
+    finals: Vec<usize>,
+    calls: bool,
+    done: bool,
+    depth: usize,
+    local: HashMap<String, usize>,
+}
+
+#[derive(Debug)]
+struct Node {
+    id: String,
+    local: String,
+    group: usize,
+    task: String,
+    input: Option<Value>,
+    retry: RetryPolicy,
+    timeout_ms: Option<u64>,
+    when: Option<String>,
+    for_each: Option<String>,
+    required: Vec<usize>,
+    optional: Vec<usize>,
+    dependents: Vec<usize>,
+    waiting_on: usize,
     state: StepState,
     attempts: u32,
     live_attempt: Option<u32>,
     node: Option<String>,
     error: Option<String>,
+    failure: Option<TaskError>,
+    message: Option<String>,
     output: Option<Value>,
-    waiting_on: usize,
+    fan_parent: Option<usize>,
+    fan_children: Vec<usize>,
+    fan_remaining: usize,
+    expanded: bool,
+    resumed: bool,
+    open_groups: Vec<usize>,
+}
+
+impl Node {
+    fn new(id: String, local: String, group: usize, task: String, retry: RetryPolicy) -> Self {
+        Node {
+            id,
+            local,
+            group,
+            task,
+            input: None,
+            retry,
+            timeout_ms: None,
+            when: None,
+            for_each: None,
+            required: Vec::new(),
+            optional: Vec::new(),
+            dependents: Vec::new(),
+            waiting_on: 0,
+            state: StepState::Pending,
+            attempts: 0,
+            live_attempt: None,
+            node: None,
+            error: None,
+            failure: None,
+            message: None,
+            output: None,
+            fan_parent: None,
+            fan_children: Vec::new(),
+            fan_remaining: 0,
+            expanded: false,
+            resumed: false,
+            open_groups: Vec::new(),
+        }
+    }
 }
 
 /// One job's scheduling state.
 #[derive(Debug)]
 pub struct JobRun {
     id: String,
-    spec: JobSpec,
-    graph: Graph,
-    steps: Vec<StepRun>,
+    name: String,
+    job_retry: RetryPolicy,
+    limits: Limits,
+    nodes: Vec<Node>,
+    by_id: HashMap<String, usize>,
+    groups: Vec<Group>,
     state: JobState,
+    started: bool,
     output: Option<Value>,
     error: Option<String>,
     stats: JobStats,
     accepted: Instant,
     ended: Option<Instant>,
     late_results: u64,
+    next_call: u64,
+    settle: VecDeque<usize>,
 }
 
 impl JobRun {
     /// A job accepted with id `id`; `graph` is what [`super::validate::validate`] returned.
     pub fn new(id: String, spec: JobSpec, graph: Graph) -> Self {
-        let steps = graph
-            .deps
-            .iter()
-            .map(|d| StepRun {
-                state: StepState::Pending,
-                attempts: 0,
-                live_attempt: None,
-                node: None,
-                error: None,
-                output: None,
-                waiting_on: d.len(),
-            })
-            .collect();
-        Self {
+        Self::with_limits(id, spec, graph, Limits::default())
+    }
+
+    /// As [`JobRun::new`], with explicit limits on growth.
+    pub fn with_limits(id: String, spec: JobSpec, graph: Graph, limits: Limits) -> Self {
+        let mut run = JobRun {
             id,
-            spec,
-            graph,
-            steps,
+            name: spec.name.clone(),
+            job_retry: spec.retry,
+            limits,
+            nodes: Vec::new(),
+            by_id: HashMap::new(),
+            groups: Vec::new(),
             state: JobState::Queued,
+            started: false,
             output: None,
             error: None,
             stats: JobStats::default(),
             accepted: Instant::now(),
             ended: None,
             late_results: 0,
+            next_call: 0,
+            settle: VecDeque::new(),
+        };
+        run.add_group(None, spec, graph, "", 0);
+        run
+    }
+
+    /// Adds the steps of `spec` as a group; returns the group index.
+    fn add_group(
+        &mut self,
+        caller: Option<Caller>,
+        spec: JobSpec,
+        graph: Graph,
+        prefix: &str,
+        depth: usize,
+    ) -> usize {
+        let g = self.groups.len();
+        let base = self.nodes.len();
+        for s in &spec.steps {
+            let retry = spec.retry_for(s);
+            let mut n = Node::new(
+                format!("{prefix}{}", s.id),
+                s.id.clone(),
+                g,
+                s.task.clone(),
+                retry,
+            );
+            n.input = s.input.clone();
+            n.timeout_ms = s.timeout_ms;
+            n.when = s.when.clone();
+            n.for_each = s.for_each.clone();
+            self.by_id.insert(n.id.clone(), self.nodes.len());
+            self.nodes.push(n);
         }
+        for i in 0..spec.steps.len() {
+            let n = &mut self.nodes[base + i];
+            n.required = graph.required[i].iter().map(|&j| base + j).collect();
+            n.optional = graph.optional[i].iter().map(|&j| base + j).collect();
+            n.dependents = graph.dependents[i].iter().map(|&j| base + j).collect();
+            n.waiting_on = n.required.len() + n.optional.len();
+        }
+        let members: Vec<usize> = (base..base + spec.steps.len()).collect();
+        self.groups.push(Group {
+            caller,
+            remaining: members.len(),
+            local: graph
+                .index
+                .iter()
+                .map(|(k, v)| (k.clone(), base + v))
+                .collect(),
+            members,
+            input: spec.input,
+            output: spec.output,
+            finals: graph.finals.iter().map(|&j| base + j).collect(),
+            calls: false,
+            done: false,
+            depth,
+        });
+        g
     }
 
     /// The job id.
@@ -123,51 +303,462 @@ impl JobRun {
         self.late_results
     }
 
-    /// Starts the job: dispatches every step without dependencies.
+    /// Starts the job: the steps without dependencies become ready.
     pub fn start(&mut self) -> Vec<Action> {
         let mut out = vec![Action::Notify(JobEvent::Queued {
             job: self.id.clone(),
         })];
-        for i in 0..self.steps.len() {
-            if self.steps[i].waiting_on == 0 {
-                out.push(self.dispatch(i));
-            }
+        let roots: Vec<usize> = self.groups[0]
+            .members
+            .iter()
+            .copied()
+            .filter(|&i| self.nodes[i].waiting_on == 0)
+            .collect();
+        for i in roots {
+            self.ready(i, &mut out);
         }
+        self.drain(&mut out);
         out
     }
 
+    fn live(&self, step: &str, attempt: u32) -> Option<usize> {
+        let i = *self.by_id.get(step)?;
+        (self.nodes[i].live_attempt == Some(attempt)).then_some(i)
+    }
+
+    /// The `steps` variable of CEL expressions in group `g`.
+    fn steps_var(&self, g: usize) -> Value {
+        let mut m = serde_json::Map::new();
+        for (local, &i) in &self.groups[g].local {
+            if let Some(o) = &self.nodes[i].output {
+                m.insert(local.clone(), serde_json::json!({ "output": o }));
+            }
+        }
+        Value::Object(m)
+    }
+
+    /// All dependencies of `i` are done: skip, fail, expand or dispatch it.
+    fn ready(&mut self, i: usize, out: &mut Vec<Action>) {
+        if self.nodes[i].state != StepState::Pending
+            || self.nodes[i].attempts > 0
+            || self.nodes[i].expanded
+        {
+            return;
+        }
+        for &d in &self.nodes[i].required.clone() {
+            let dep = &self.nodes[d];
+            match dep.state {
+                StepState::Failed => {
+                    let msg = format!("not run: its dependency {:?} failed", dep.local);
+                    self.mark(i, StepState::Failed, Some(msg), None, out);
+                    return;
+                }
+                StepState::Skipped | StepState::Cancelled => {
+                    let msg = format!(
+                        "dependency {:?} was {}",
+                        dep.local,
+                        if dep.state == StepState::Skipped {
+                            "skipped"
+                        } else {
+                            "cancelled"
+                        }
+                    );
+                    self.nodes[i].message = Some(msg);
+                    self.mark(i, StepState::Skipped, None, None, out);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        let g = self.nodes[i].group;
+        if let Some(w) = self.nodes[i].when.clone() {
+            match expr::eval_bool(&w, &self.groups[g].input, &self.steps_var(g)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.nodes[i].message = Some(format!("condition {w:?} is false"));
+                    self.mark(i, StepState::Skipped, None, None, out);
+                    return;
+                }
+                Err(e) => {
+                    self.mark(
+                        i,
+                        StepState::Failed,
+                        Some(format!("condition {w:?} cannot be evaluated: {e}")),
+                        None,
+                        out,
+                    );
+                    return;
+                }
+            }
+        }
+        if let Some(f) = self.nodes[i].for_each.clone() {
+            self.expand(i, &f, out);
+            return;
+        }
+        out.push(self.dispatch(i));
+    }
+
+    fn expand(&mut self, i: usize, list: &str, out: &mut Vec<Action>) {
+        let g = self.nodes[i].group;
+        let items = match expr::eval_list(list, &self.groups[g].input, &self.steps_var(g)) {
+            Ok(items) => items,
+            Err(e) => {
+                self.mark(
+                    i,
+                    StepState::Failed,
+                    Some(format!("for_each {list:?} {e}")),
+                    None,
+                    out,
+                );
+                return;
+            }
+        };
+        if items.len() > self.limits.max_for_each_items
+            || self.nodes.len() + items.len() > self.limits.max_steps
+        {
+            let msg = format!(
+                "for_each gives {} items; the limits are {} items per step (limits.max_for_each_items) and {} steps per job (limits.max_steps)",
+                items.len(),
+                self.limits.max_for_each_items,
+                self.limits.max_steps
+            );
+            self.mark(i, StepState::Failed, Some(msg), None, out);
+            return;
+        }
+        self.nodes[i].expanded = true;
+        if items.is_empty() {
+            self.mark(
+                i,
+                StepState::Succeeded,
+                None,
+                Some(Value::Array(Vec::new())),
+                out,
+            );
+            return;
+        }
+        self.nodes[i].state = StepState::Running;
+        self.nodes[i].fan_remaining = items.len();
+        for (k, item) in items.into_iter().enumerate() {
+            let p = &self.nodes[i];
+            let mut c = Node::new(
+                format!("{}[{k}]", p.id),
+                format!("{}[{k}]", p.local),
+                g,
+                p.task.clone(),
+                p.retry,
+            );
+            c.timeout_ms = p.timeout_ms;
+            c.input = Some(item);
+            c.fan_parent = Some(i);
+            c.required = p.required.clone();
+            c.optional = p.optional.clone();
+            let c_idx = self.nodes.len();
+            self.by_id.insert(c.id.clone(), c_idx);
+            self.nodes.push(c);
+            self.nodes[i].fan_children.push(c_idx);
+            out.push(self.dispatch(c_idx));
+        }
+    }
+
     fn dispatch(&mut self, i: usize) -> Action {
-        let deps = self.graph.deps[i]
+        let deps = self.nodes[i]
+            .required
             .iter()
-            .map(|&d| {
-                (
-                    self.spec.steps[d].id.clone(),
-                    self.steps[d].output.clone().unwrap_or(Value::Null),
-                )
-            })
+            .chain(&self.nodes[i].optional)
+            .filter_map(|&d| Some((self.nodes[d].local.clone(), self.nodes[d].output.clone()?)))
             .collect();
-        let spec = &self.spec.steps[i];
-        let s = &mut self.steps[i];
-        s.attempts += 1;
-        s.live_attempt = Some(s.attempts);
-        s.state = StepState::Pending;
+        let g = self.nodes[i].group;
+        let input = self.nodes[i]
+            .input
+            .clone()
+            .unwrap_or_else(|| self.groups[g].input.clone());
+        let depth = self.groups[g].depth;
+        let n = &mut self.nodes[i];
+        n.attempts += 1;
+        n.live_attempt = Some(n.attempts);
+        n.state = StepState::Pending;
+        let resumed = std::mem::take(&mut n.resumed);
         self.stats.executions += 1;
         Action::Dispatch(Dispatch {
-            step: spec.id.clone(),
-            task: spec.task.clone(),
-            attempt: s.attempts,
-            input: spec
-                .input
-                .clone()
-                .unwrap_or_else(|| self.spec.input.clone()),
+            step: n.id.clone(),
+            task: n.task.clone(),
+            attempt: n.attempts,
+            input,
             deps,
-            timeout: spec.timeout_ms.map(Duration::from_millis),
+            timeout: n.timeout_ms.map(Duration::from_millis),
+            resumed,
+            depth,
         })
     }
 
-    fn live(&self, step: &str, attempt: u32) -> Option<usize> {
-        let i = *self.graph.index.get(step)?;
-        (self.steps[i].live_attempt == Some(attempt)).then_some(i)
+    /// Sets a terminal state and queues the consequences (see [`JobRun::drain`]).
+    fn mark(
+        &mut self,
+        i: usize,
+        state: StepState,
+        error: Option<String>,
+        output: Option<Value>,
+        out: &mut Vec<Action>,
+    ) {
+        let n = &mut self.nodes[i];
+        if n.state.is_terminal() {
+            return;
+        }
+        n.state = state;
+        n.live_attempt = None;
+        if error.is_some() {
+            n.error = error;
+        }
+        if state == StepState::Failed && n.failure.is_none() {
+            n.failure = Some(TaskError::permanent(n.error.clone().unwrap_or_default()));
+        }
+        n.output = output;
+        out.push(self.step_event(i));
+        if state == StepState::Failed
+            && self.nodes[i].group == 0
+            && self.nodes[i].fan_parent.is_none()
+            && self.error.is_none()
+        {
+            let n = &self.nodes[i];
+            self.error = Some(format!(
+                "step {:?} ({}) failed: {}",
+                n.id,
+                n.task,
+                n.error.clone().unwrap_or_default()
+            ));
+        }
+        self.settle.push_back(i);
+    }
+
+    /// Works through the consequences of steps that ended: cancel their sub-work, finish
+    /// fan-outs, unlock dependents, close groups, end the job. A queue, not recursion, so a
+    /// long chain of skipped steps cannot overflow the stack.
+    fn drain(&mut self, out: &mut Vec<Action>) {
+        while let Some(i) = self.settle.pop_front() {
+            self.close_open_groups(i, out);
+            if let Some(p) = self.nodes[i].fan_parent {
+                self.nodes[p].fan_remaining -= 1;
+                if self.nodes[p].fan_remaining == 0 {
+                    self.finish_fan(p, out);
+                }
+                continue;
+            }
+            for k in self.nodes[i].dependents.clone() {
+                self.nodes[k].waiting_on -= 1;
+                if self.nodes[k].waiting_on == 0 {
+                    self.ready(k, out);
+                }
+            }
+            let g = self.nodes[i].group;
+            self.groups[g].remaining -= 1;
+            if self.groups[g].remaining == 0 {
+                self.group_done(g, out);
+            } else if g != 0 && self.nodes[i].state == StepState::Failed && !self.groups[g].done {
+                // Sub-work fails fast: answer the caller now and stop the rest.
+                self.group_done(g, out);
+                self.cancel_members(g, out);
+            }
+        }
+        self.update_state();
+    }
+
+    fn finish_fan(&mut self, p: usize, out: &mut Vec<Action>) {
+        let children = self.nodes[p].fan_children.clone();
+        if let Some((k, &c)) = children
+            .iter()
+            .enumerate()
+            .find(|(_, &c)| self.nodes[c].state != StepState::Succeeded)
+        {
+            let child = &self.nodes[c];
+            let (state, msg) = match child.state {
+                StepState::Cancelled => (StepState::Cancelled, format!("item {k} was cancelled")),
+                StepState::Skipped => (StepState::Skipped, format!("item {k} was skipped")),
+                _ => (
+                    StepState::Failed,
+                    format!(
+                        "item {k} failed: {}",
+                        child.error.clone().unwrap_or_default()
+                    ),
+                ),
+            };
+            self.mark(p, state, Some(msg), None, out);
+        } else {
+            let outputs = children
+                .iter()
+                .map(|&c| self.nodes[c].output.clone().unwrap_or(Value::Null))
+                .collect();
+            self.mark(
+                p,
+                StepState::Succeeded,
+                None,
+                Some(Value::Array(outputs)),
+                out,
+            );
+        }
+    }
+
+    /// The output of a finished group by the job file rule: `output`, else the one final
+    /// step's, else an object of the final steps' outputs.
+    fn group_output(&self, g: usize) -> Value {
+        let grp = &self.groups[g];
+        let out = |i: usize| self.nodes[i].output.clone().unwrap_or(Value::Null);
+        if grp.calls {
+            return Value::Array(grp.members.iter().map(|&i| out(i)).collect());
+        }
+        if let Some(id) = &grp.output {
+            return grp.local.get(id).map(|&i| out(i)).unwrap_or(Value::Null);
+        }
+        match grp.finals.as_slice() {
+            [one] => out(*one),
+            many => Value::Object(
+                many.iter()
+                    .map(|&i| (self.nodes[i].local.clone(), out(i)))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn group_done(&mut self, g: usize, out: &mut Vec<Action>) {
+        if self.groups[g].done {
+            return;
+        }
+        self.groups[g].done = true;
+        let failed = self.groups[g].members.iter().copied().find(|&i| {
+            matches!(
+                self.nodes[i].state,
+                StepState::Failed | StepState::Cancelled
+            )
+        });
+        if g == 0 {
+            self.end(failed.is_none(), out);
+            return;
+        }
+        let Some(caller) = self.groups[g].caller.clone() else {
+            return;
+        };
+        self.nodes[caller.node].open_groups.retain(|&x| x != g);
+        if self.nodes[caller.node].live_attempt != Some(caller.attempt) {
+            return;
+        }
+        let result = match failed {
+            None => Ok(self.group_output(g)),
+            Some(i) => {
+                let n = &self.nodes[i];
+                let why = n.error.clone().unwrap_or_else(|| "cancelled".into());
+                let msg = format!(
+                    "{} {:?} (task {}) failed: {why}",
+                    if self.groups[g].calls {
+                        "call"
+                    } else {
+                        "sub-job step"
+                    },
+                    n.id,
+                    n.task
+                );
+                Err(match n.failure {
+                    Some(TaskError::Transient(_)) => TaskError::Transient(msg),
+                    _ => TaskError::Permanent(msg),
+                })
+            }
+        };
+        out.push(Action::Reply {
+            node: caller.reply_to,
+            call_id: caller.call_id,
+            result,
+        });
+    }
+
+    /// The attempt of `i` ended: cancel the sub-work it started.
+    fn close_open_groups(&mut self, i: usize, out: &mut Vec<Action>) {
+        for g in std::mem::take(&mut self.nodes[i].open_groups) {
+            self.cancel_group(g, out);
+        }
+    }
+
+    fn cancel_group(&mut self, g: usize, out: &mut Vec<Action>) {
+        if self.groups[g].done {
+            return;
+        }
+        self.cancel_members(g, out);
+    }
+
+    fn cancel_members(&mut self, g: usize, out: &mut Vec<Action>) {
+        // Everything created for this group: its members, their fan-out items, and the
+        // groups their attempts opened.
+        let mut stack: Vec<usize> = self.groups[g].members.clone();
+        while let Some(i) = stack.pop() {
+            stack.extend(self.nodes[i].fan_children.iter().copied());
+            for sub in std::mem::take(&mut self.nodes[i].open_groups) {
+                self.groups[sub].done = true;
+                stack.extend(self.groups[sub].members.iter().copied());
+            }
+            self.cancel_node(i, out);
+        }
+        self.groups[g].done = true;
+    }
+
+    fn cancel_node(&mut self, i: usize, out: &mut Vec<Action>) {
+        let n = &mut self.nodes[i];
+        if n.state.is_terminal() {
+            return;
+        }
+        if let Some(a) = n.live_attempt.take() {
+            out.push(Action::CancelAttempt {
+                step: n.id.clone(),
+                attempt: a,
+                node: n.node.clone(),
+            });
+        }
+        n.state = StepState::Cancelled;
+        n.error = Some("cancelled".into());
+    }
+
+    fn update_state(&mut self) {
+        if self.state.is_terminal() {
+            return;
+        }
+        self.state = if self
+            .nodes
+            .iter()
+            .any(|n| n.state == StepState::WaitingForUser)
+        {
+            JobState::WaitingForUser
+        } else if self.started {
+            JobState::Running
+        } else {
+            JobState::Queued
+        };
+    }
+
+    fn end(&mut self, ok: bool, out: &mut Vec<Action>) {
+        // Sub-work still open when the job's own steps are all done has no one to answer.
+        for i in 0..self.nodes.len() {
+            self.cancel_node(i, out);
+        }
+        self.ended = Some(Instant::now());
+        if ok {
+            self.state = JobState::Succeeded;
+            self.output = Some(self.group_output(0));
+        } else {
+            self.state = JobState::Failed;
+            if self.error.is_none() {
+                self.error = Some("a step failed".into());
+            }
+        }
+        out.push(Action::Notify(JobEvent::JobFinished {
+            status: Box::new(self.status()),
+        }));
+    }
+
+    fn step_event(&self, i: usize) -> Action {
+        let n = &self.nodes[i];
+        Action::Notify(JobEvent::StepFinished {
+            job: self.id.clone(),
+            step: n.id.clone(),
+            state: n.state,
+            node: n.node.clone(),
+            error: n.error.clone(),
+        })
     }
 
     /// A worker on `node` took attempt `attempt` of `step`.
@@ -175,12 +766,11 @@ impl JobRun {
         let Some(i) = self.live(step, attempt) else {
             return Vec::new();
         };
-        let s = &mut self.steps[i];
-        s.state = StepState::Running;
-        s.node = Some(node.to_string());
-        if self.state == JobState::Queued {
-            self.state = JobState::Running;
-        }
+        let n = &mut self.nodes[i];
+        n.state = StepState::Running;
+        n.node = Some(node.to_string());
+        self.started = true;
+        self.update_state();
         vec![Action::Notify(JobEvent::StepStarted {
             job: self.id.clone(),
             step: step.to_string(),
@@ -201,31 +791,36 @@ impl JobRun {
             self.late_results += 1;
             return Vec::new();
         };
-        self.steps[i].node = Some(node.to_string());
-        self.steps[i].live_attempt = None;
+        if self.state.is_terminal() {
+            return Vec::new();
+        }
+        self.nodes[i].node = Some(node.to_string());
+        self.started = true;
         let mut out = Vec::new();
         match result {
-            Ok(v) => {
-                let s = &mut self.steps[i];
-                s.state = StepState::Succeeded;
-                s.output = Some(v);
-                s.error = None;
-                out.push(self.step_event(i));
-                for k in self.graph.dependents[i].clone() {
-                    let d = &mut self.steps[k];
-                    d.waiting_on -= 1;
-                    if d.waiting_on == 0 && d.state == StepState::Pending && d.attempts == 0 {
-                        out.push(self.dispatch(k));
-                    }
-                }
+            Ok(v) => self.mark(i, StepState::Succeeded, None, Some(v), &mut out),
+            Err(TaskError::NeedsAction(msg)) => {
+                self.nodes[i].live_attempt = None;
+                self.close_open_groups(i, &mut out);
+                let n = &mut self.nodes[i];
+                n.state = StepState::WaitingForUser;
+                n.message = Some(msg.clone());
+                n.error = None;
+                out.push(Action::Notify(JobEvent::StepNeedsAction {
+                    job: self.id.clone(),
+                    step: step.to_string(),
+                    message: msg,
+                }));
             }
             Err(e) => {
-                let policy = self.spec.retry_for(&self.spec.steps[i]);
-                let s = &mut self.steps[i];
-                s.error = Some(e.to_string());
-                if e.is_transient() && s.attempts < policy.max_attempts {
-                    s.state = StepState::Pending;
-                    let delay = policy.delay_before(s.attempts + 1);
+                let n = &mut self.nodes[i];
+                n.error = Some(e.to_string());
+                n.failure = Some(e.clone());
+                if e.is_transient() && n.attempts < n.retry.max_attempts {
+                    n.live_attempt = None;
+                    n.state = StepState::Pending;
+                    let delay = n.retry.delay_before(n.attempts + 1);
+                    self.close_open_groups(i, &mut out);
                     out.push(Action::Notify(JobEvent::StepRetrying {
                         job: self.id.clone(),
                         step: step.to_string(),
@@ -239,139 +834,217 @@ impl JobRun {
                         delay,
                     });
                 } else {
-                    if e.is_transient() {
-                        s.error = Some(format!("{e} (gave up after {} attempts)", s.attempts));
-                    }
-                    s.state = StepState::Failed;
-                    out.push(self.step_event(i));
-                    if self.error.is_none() {
-                        self.error = Some(format!(
-                            "step {:?} ({}) failed: {}",
-                            step,
-                            self.spec.steps[i].task,
-                            self.steps[i].error.clone().unwrap_or_default()
-                        ));
-                    }
-                    self.fail_dependents(i, &mut out);
+                    let msg = if e.is_transient() {
+                        format!("{e} (gave up after {} attempts)", n.attempts)
+                    } else {
+                        e.to_string()
+                    };
+                    self.mark(i, StepState::Failed, Some(msg), None, &mut out);
                 }
             }
         }
-        self.check_end(&mut out);
+        self.drain(&mut out);
         out
     }
 
-    /// The timer of attempt `attempt` of `step` fired: if it still runs it fails (transient).
+    /// The timer of attempt `attempt` of `step` fired: if it still runs it fails (transient)
+    /// and the worker is told to stop it.
     pub fn timed_out(&mut self, step: &str, attempt: u32) -> Vec<Action> {
         let Some(i) = self.live(step, attempt) else {
             return Vec::new();
         };
-        let ms = self.spec.steps[i].timeout_ms.unwrap_or(0);
-        let node = self.steps[i].node.clone().unwrap_or_default();
-        self.finished(
+        let ms = self.nodes[i].timeout_ms.unwrap_or(0);
+        let node = self.nodes[i].node.clone();
+        let mut out = vec![Action::CancelAttempt {
+            step: step.to_string(),
+            attempt,
+            node: node.clone(),
+        }];
+        out.extend(self.finished(
             step,
             attempt,
-            &node,
+            &node.unwrap_or_default(),
             Err(TaskError::transient(format!(
                 "attempt timed out after {ms} ms"
             ))),
-        )
+        ));
+        out
     }
 
     /// The backoff before attempt `attempt` of `step` is over: dispatch it.
     pub fn retry_due(&mut self, step: &str, attempt: u32) -> Vec<Action> {
-        let Some(&i) = self.graph.index.get(step) else {
+        let Some(&i) = self.by_id.get(step) else {
             return Vec::new();
         };
-        let s = &self.steps[i];
-        if s.state != StepState::Pending || s.live_attempt.is_some() || s.attempts + 1 != attempt {
+        let n = &self.nodes[i];
+        if self.state.is_terminal()
+            || n.state != StepState::Pending
+            || n.live_attempt.is_some()
+            || n.attempts + 1 != attempt
+        {
             return Vec::new();
         }
         vec![self.dispatch(i)]
     }
 
-    fn fail_dependents(&mut self, root: usize, out: &mut Vec<Action>) {
-        let mut stack = self.graph.dependents[root].clone();
-        while let Some(k) = stack.pop() {
-            if self.steps[k].state.is_terminal() {
-                continue;
+    /// A running attempt asks for sub-work; its result goes back to `reply_to` under
+    /// `call_id`.
+    pub fn spawn(
+        &mut self,
+        step: &str,
+        attempt: u32,
+        call_id: u64,
+        reply_to: &str,
+        kind: SpawnKind,
+    ) -> Vec<Action> {
+        let reply = |result| {
+            vec![Action::Reply {
+                node: reply_to.to_string(),
+                call_id,
+                result,
+            }]
+        };
+        let Some(i) = self.live(step, attempt) else {
+            return reply(Err(TaskError::permanent(
+                "the calling attempt is no longer running",
+            )));
+        };
+        if self.state.is_terminal() {
+            return reply(Err(TaskError::permanent("the job has ended")));
+        }
+        let depth = self.groups[self.nodes[i].group].depth + 1;
+        if depth > self.limits.max_depth {
+            return reply(Err(TaskError::permanent(format!(
+                "sub-work nested {depth} deep; the limit is {} (limits.max_depth)",
+                self.limits.max_depth
+            ))));
+        }
+        let caller = Some(Caller {
+            node: i,
+            attempt,
+            call_id,
+            reply_to: reply_to.to_string(),
+        });
+        let (spec, calls) = match kind {
+            SpawnKind::Calls { task, inputs } => {
+                let mut spec = JobSpec::new("calls");
+                spec.retry = self.job_retry;
+                for input in inputs {
+                    let id = format!("call-{}", self.next_call);
+                    self.next_call += 1;
+                    spec = spec.step(super::spec::StepSpec::new(id, task.clone()).input(input));
+                }
+                (spec, true)
             }
-            self.steps[k].state = StepState::Failed;
-            self.steps[k].error = Some(format!(
-                "not run: its dependency {:?} failed",
-                self.spec.steps[root].id
-            ));
-            out.push(self.step_event(k));
-            stack.extend(self.graph.dependents[k].iter().copied());
+            SpawnKind::Job(spec) => (spec, false),
+        };
+        if spec.steps.is_empty() && calls {
+            return reply(Ok(Value::Array(Vec::new())));
         }
+        if self.nodes.len() + spec.steps.len() > self.limits.max_steps {
+            return reply(Err(TaskError::permanent(format!(
+                "the job would exceed {} steps (limits.max_steps)",
+                self.limits.max_steps
+            ))));
+        }
+        let graph = match validate_with(&spec, &self.limits) {
+            Ok(g) => g,
+            Err(e) => return reply(Err(TaskError::permanent(format!("invalid sub-job: {e}")))),
+        };
+        let mut prefix = format!("{}/", self.nodes[i].id);
+        if spec
+            .steps
+            .iter()
+            .any(|s| self.by_id.contains_key(&format!("{prefix}{}", s.id)))
+        {
+            prefix = format!("{}/job-{}/", self.nodes[i].id, self.groups.len());
+        }
+        let g = self.add_group(caller, spec, graph, &prefix, depth);
+        self.groups[g].calls = calls;
+        self.nodes[i].open_groups.push(g);
+        let mut out = Vec::new();
+        let roots: Vec<usize> = self.groups[g]
+            .members
+            .iter()
+            .copied()
+            .filter(|&m| self.nodes[m].waiting_on == 0)
+            .collect();
+        for m in roots {
+            self.ready(m, &mut out);
+        }
+        self.drain(&mut out);
+        out
     }
 
-    fn step_event(&self, i: usize) -> Action {
-        let s = &self.steps[i];
-        Action::Notify(JobEvent::StepFinished {
-            job: self.id.clone(),
-            step: self.spec.steps[i].id.clone(),
-            state: s.state,
-            node: s.node.clone(),
-            error: s.error.clone(),
-        })
-    }
-
-    fn check_end(&mut self, out: &mut Vec<Action>) {
-        if self.state.is_terminal() || !self.steps.iter().all(|s| s.state.is_terminal()) {
-            return;
+    /// Cancels the job: every step not yet ended is cancelled, running attempts are told
+    /// to stop.
+    pub fn cancel(&mut self) -> Vec<Action> {
+        if self.state.is_terminal() {
+            return Vec::new();
         }
+        let mut out = Vec::new();
+        for i in 0..self.nodes.len() {
+            self.cancel_node(i, &mut out);
+        }
+        for g in &mut self.groups {
+            g.done = true;
+        }
+        self.state = JobState::Cancelled;
         self.ended = Some(Instant::now());
-        if self.steps.iter().any(|s| s.state == StepState::Failed) {
-            self.state = JobState::Failed;
-        } else {
-            self.state = JobState::Succeeded;
-            self.output = Some(self.job_output());
-        }
+        self.error = Some("cancelled by a user".into());
         out.push(Action::Notify(JobEvent::JobFinished {
             status: Box::new(self.status()),
         }));
+        out
     }
 
-    fn job_output(&self) -> Value {
-        let out = |i: usize| self.steps[i].output.clone().unwrap_or(Value::Null);
-        if let Some(id) = &self.spec.output {
-            return self
-                .graph
-                .index
-                .get(id)
-                .map(|&i| out(i))
-                .unwrap_or(Value::Null);
+    /// Resumes a step that waits for a user: it runs again as a new attempt.
+    pub fn resume(&mut self, step: &str) -> Result<Vec<Action>, String> {
+        let i = *self
+            .by_id
+            .get(step)
+            .ok_or_else(|| format!("job {} has no step {step:?}", self.id))?;
+        if self.nodes[i].state != StepState::WaitingForUser {
+            return Err(format!(
+                "step {step:?} is {}, not waiting for a user",
+                serde_json::to_value(self.nodes[i].state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ));
         }
-        match self.graph.finals.as_slice() {
-            [one] => out(*one),
-            many => Value::Object(
-                many.iter()
-                    .map(|&i| (self.spec.steps[i].id.clone(), out(i)))
-                    .collect(),
-            ),
-        }
+        self.nodes[i].state = StepState::Pending;
+        self.nodes[i].resumed = true;
+        self.nodes[i].message = None;
+        // A resumed step gets the attempts of its policy again.
+        self.nodes[i].retry.max_attempts = self.nodes[i]
+            .retry
+            .max_attempts
+            .saturating_add(self.nodes[i].attempts);
+        let out = vec![self.dispatch(i)];
+        self.update_state();
+        Ok(out)
     }
 
     /// The status JSON as of now.
     pub fn status(&self) -> JobStatus {
         JobStatus {
             id: self.id.clone(),
-            name: self.spec.name.clone(),
+            name: self.name.clone(),
             state: self.state,
             steps: self
-                .spec
-                .steps
+                .nodes
                 .iter()
-                .zip(&self.steps)
-                .map(|(spec, s)| {
+                .map(|n| {
                     (
-                        spec.id.clone(),
+                        n.id.clone(),
                         StepStatus {
-                            state: s.state,
-                            attempts: s.attempts,
-                            node: s.node.clone(),
-                            error: s.error.clone(),
-                            task: spec.task.clone(),
+                            state: n.state,
+                            attempts: n.attempts,
+                            node: n.node.clone(),
+                            error: n.error.clone(),
+                            message: n.message.clone(),
+                            task: n.task.clone(),
                         },
                     )
                 })
@@ -387,145 +1060,4 @@ impl JobRun {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::job::spec::{RetryPolicy, StepSpec};
-    use crate::job::validate::validate;
-    use serde_json::json;
-
-    fn run(spec: JobSpec) -> JobRun {
-        let g = validate(&spec).unwrap();
-        JobRun::new("j1".into(), spec, g)
-    }
-
-    fn dispatched(actions: &[Action]) -> Vec<(String, u32)> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Dispatch(d) => Some((d.step.clone(), d.attempt)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn diamond() -> JobSpec {
-        JobSpec::new("d")
-            .with_input(json!({"job": true}))
-            .step(StepSpec::new("a", "t").input(json!(1)))
-            .step(StepSpec::new("b", "t"))
-            .step(StepSpec::new("c", "t").after(["a", "b"]))
-            .step(StepSpec::new("d", "t").after(["c"]))
-    }
-
-    #[test]
-    fn dispatches_in_dependency_order() {
-        let mut r = run(diamond());
-        let first = r.start();
-        assert_eq!(dispatched(&first), vec![("a".into(), 1), ("b".into(), 1)]);
-        // The step without its own input gets the job's input.
-        let b = first
-            .iter()
-            .find_map(|a| match a {
-                Action::Dispatch(d) if d.step == "b" => Some(d.clone()),
-                _ => None,
-            })
-            .unwrap();
-        assert_eq!(b.input, json!({"job": true}));
-        r.assigned("a", 1, "n1");
-        assert_eq!(r.state(), JobState::Running);
-        // c waits for both a and b.
-        assert!(dispatched(&r.finished("a", 1, "n1", Ok(json!(10)))).is_empty());
-        let after_b = r.finished("b", 1, "n2", Ok(json!(5)));
-        assert_eq!(dispatched(&after_b), vec![("c".into(), 1)]);
-        match &after_b[1] {
-            Action::Dispatch(d) => {
-                assert_eq!(
-                    d.deps,
-                    BTreeMap::from([("a".into(), json!(10)), ("b".into(), json!(5))])
-                )
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(
-            dispatched(&r.finished("c", 1, "n3", Ok(json!(15)))),
-            vec![("d".into(), 1)]
-        );
-        let end = r.finished("d", 1, "n1", Ok(json!("done")));
-        assert!(matches!(
-            end.last(),
-            Some(Action::Notify(JobEvent::JobFinished { .. }))
-        ));
-        let st = r.status();
-        assert_eq!(st.state, JobState::Succeeded);
-        assert_eq!(st.output, Some(json!("done")));
-        assert_eq!(st.steps["c"].node.as_deref(), Some("n3"));
-        assert_eq!(st.stats.executions, 4);
-    }
-
-    #[test]
-    fn transient_errors_retry_then_give_up_and_fail_dependents() {
-        let mut spec = diamond();
-        spec.retry = RetryPolicy {
-            max_attempts: 2,
-            backoff_ms: 1,
-        };
-        let mut r = run(spec);
-        r.start();
-        let a = r.finished("a", 1, "n1", Err(TaskError::transient("busy")));
-        assert!(matches!(
-            a.last(),
-            Some(Action::RetryLater { attempt: 2, .. })
-        ));
-        // A stale retry timer does nothing; the due one dispatches attempt 2.
-        assert!(r.retry_due("a", 3).is_empty());
-        assert_eq!(dispatched(&r.retry_due("a", 2)), vec![("a".into(), 2)]);
-        // A late result of attempt 1 is discarded.
-        assert!(r.finished("a", 1, "n1", Ok(json!(1))).is_empty());
-        assert_eq!(r.late_results(), 1);
-        r.finished("b", 1, "n2", Ok(json!(1)));
-        let end = r.finished("a", 2, "n1", Err(TaskError::transient("still busy")));
-        assert!(matches!(
-            end.last(),
-            Some(Action::Notify(JobEvent::JobFinished { .. }))
-        ));
-        let st = r.status();
-        assert_eq!(st.state, JobState::Failed);
-        assert_eq!(st.steps["a"].attempts, 2);
-        assert_eq!(st.steps["c"].state, StepState::Failed);
-        assert_eq!(st.steps["d"].state, StepState::Failed);
-        assert!(st.error.unwrap().contains("\"a\""));
-    }
-
-    #[test]
-    fn permanent_error_does_not_retry_and_timeouts_are_transient() {
-        let mut r = run(JobSpec::new("p")
-            .step(StepSpec::new("x", "t"))
-            .step(StepSpec {
-                timeout_ms: Some(5),
-                ..StepSpec::new("y", "t")
-            }));
-        r.start();
-        r.finished("x", 1, "n1", Err(TaskError::permanent("bad")));
-        assert_eq!(r.status().steps["x"].state, StepState::Failed);
-        let t = r.timed_out("y", 1);
-        assert!(matches!(
-            t.last(),
-            Some(Action::RetryLater { attempt: 2, .. })
-        ));
-        assert!(
-            r.timed_out("y", 1).is_empty(),
-            "a fired timer of an old attempt is stale"
-        );
-    }
-
-    #[test]
-    fn output_of_several_finals_is_an_object() {
-        let mut r = run(JobSpec::new("f")
-            .step(StepSpec::new("a", "t"))
-            .step(StepSpec::new("b", "t")));
-        r.start();
-        r.finished("a", 1, "n", Ok(json!(1)));
-        r.finished("b", 1, "n", Ok(json!(2)));
-        assert_eq!(r.status().output, Some(json!({"a": 1, "b": 2})));
-    }
-}
+mod tests;

@@ -77,6 +77,16 @@ pub struct StepSpec {
     /// An attempt that runs longer fails with a transient error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// CEL condition over `input` and `steps.ID.output`; false: the step is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// CEL list; the step runs once per item (`ID[i]`, the item as input) and its output
+    /// is the list of the items' outputs, in item order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<String>,
+    /// Steps this one waits for but runs without if they are skipped or fail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optional: Vec<String>,
 }
 
 impl StepSpec {
@@ -89,6 +99,9 @@ impl StepSpec {
             after: Vec::new(),
             retry: None,
             timeout_ms: None,
+            when: None,
+            for_each: None,
+            optional: Vec::new(),
         }
     }
     /// Sets the step's own input.
@@ -99,6 +112,31 @@ impl StepSpec {
     /// Adds dependencies.
     pub fn after<I: IntoIterator<Item = S>, S: Into<String>>(mut self, deps: I) -> Self {
         self.after.extend(deps.into_iter().map(Into::into));
+        self
+    }
+    /// Adds optional dependencies: waited for, not required to succeed.
+    pub fn optional<I: IntoIterator<Item = S>, S: Into<String>>(mut self, deps: I) -> Self {
+        self.optional.extend(deps.into_iter().map(Into::into));
+        self
+    }
+    /// Guards the step with a CEL condition.
+    pub fn when(mut self, condition: impl Into<String>) -> Self {
+        self.when = Some(condition.into());
+        self
+    }
+    /// Runs the step once per item of a CEL list.
+    pub fn for_each(mut self, list: impl Into<String>) -> Self {
+        self.for_each = Some(list.into());
+        self
+    }
+    /// Sets the retry policy of this step.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+    /// Sets the per-attempt time limit.
+    pub fn timeout_ms(mut self, ms: u64) -> Self {
+        self.timeout_ms = Some(ms);
         self
     }
 }
@@ -143,6 +181,12 @@ impl JobSpec {
     /// Adds a step.
     pub fn step(mut self, step: StepSpec) -> Self {
         self.steps.push(step);
+        self
+    }
+
+    /// Sets the job's priority class.
+    pub fn with_priority(mut self, p: Priority) -> Self {
+        self.priority = p;
         self
     }
 
@@ -219,15 +263,26 @@ id = "a"
 task = "troupe.echo"
 input = { value = 1 }
 [[steps]]
+id = "twitter"
+task = "troupe.echo"
+when = "has(input.accounts.twitter)"
+[[steps]]
+id = "each"
+task = "troupe.echo"
+for_each = "[1, 2, 3]"
+[[steps]]
 id = "c"
 task = "troupe.sum"
-after = ["a"]
+after = ["a", "each"]
+optional = ["twitter"]
 timeout_ms = 5000
 "#;
         let j = JobSpec::parse(t, "x.toml").unwrap();
         assert_eq!(j.priority, Priority::High);
         assert_eq!(j.retry.max_attempts, 4);
-        assert_eq!(j.steps[1].after, vec!["a".to_string()]);
+        assert_eq!(j.steps[3].after, vec!["a".to_string(), "each".to_string()]);
+        assert_eq!(j.steps[3].optional, vec!["twitter".to_string()]);
+        assert_eq!(j.steps[2].for_each.as_deref(), Some("[1, 2, 3]"));
         assert_eq!(j.steps[0].input, Some(serde_json::json!({"value": 1})));
         let back = JobSpec::parse(&serde_json::to_string(&j).unwrap(), "-").unwrap();
         assert_eq!(back, j);

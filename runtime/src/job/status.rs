@@ -74,6 +74,9 @@ pub struct StepStatus {
     pub node: Option<String>,
     /// The latest error, if any.
     pub error: Option<String>,
+    /// Why it waits for a user, or why it was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// The task it runs.
     pub task: String,
 }
@@ -142,6 +145,15 @@ pub enum JobEvent {
         error: String,
         /// Delay before the next attempt.
         delay_ms: u64,
+    },
+    /// A step stopped for a user's action; `troupe-node resume` continues it.
+    StepNeedsAction {
+        /// The job.
+        job: String,
+        /// The step.
+        step: String,
+        /// What the user must do.
+        message: String,
     },
     /// A step ended.
     StepFinished {

@@ -5,17 +5,42 @@
 
 use std::collections::HashMap;
 
-use super::spec::JobSpec;
+use super::expr;
+use super::spec::{JobSpec, StepSpec};
 use crate::error::ValidationError;
+
+/// Bounds on what one job may grow to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Steps in one job, counting fan-out items, sub-job steps and calls.
+    pub max_steps: usize,
+    /// Items of one `for_each`.
+    pub max_for_each_items: usize,
+    /// Nesting of sub-jobs and re-entrant calls.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_steps: 100_000,
+            max_for_each_items: 10_000,
+            max_depth: 32,
+        }
+    }
+}
 
 /// The dependency structure of a valid job, by step index.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Graph {
     /// Step index by id.
     pub index: HashMap<String, usize>,
-    /// For each step, the indices of the steps it waits for.
-    pub deps: Vec<Vec<usize>>,
-    /// For each step, the indices of the steps that wait for it.
+    /// For each step, the steps that must succeed first (`after`).
+    pub required: Vec<Vec<usize>>,
+    /// For each step, the steps it waits for but may run without (`optional`).
+    pub optional: Vec<Vec<usize>>,
+    /// For each step, the steps that wait for it.
     pub dependents: Vec<Vec<usize>>,
     /// Steps nothing depends on.
     pub finals: Vec<usize>,
@@ -28,10 +53,23 @@ fn valid_id(id: &str) -> bool {
             .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// Validates `spec` and returns its dependency graph.
+/// Validates `spec` with the default [`Limits`] and returns its dependency graph.
 pub fn validate(spec: &JobSpec) -> Result<Graph, ValidationError> {
+    validate_with(spec, &Limits::default())
+}
+
+/// Validates `spec` and returns its dependency graph. A `for_each` that does not depend on
+/// other steps is evaluated here, so a list that is not a list or is over the limit is
+/// refused before anything runs.
+pub fn validate_with(spec: &JobSpec, limits: &Limits) -> Result<Graph, ValidationError> {
     if spec.steps.is_empty() {
         return Err(ValidationError::NoSteps);
+    }
+    if spec.steps.len() > limits.max_steps {
+        return Err(ValidationError::TooManySteps {
+            count: spec.steps.len(),
+            limit: limits.max_steps,
+        });
     }
     let mut index = HashMap::with_capacity(spec.steps.len());
     for (i, s) in spec.steps.iter().enumerate() {
@@ -47,25 +85,40 @@ pub fn validate(spec: &JobSpec) -> Result<Graph, ValidationError> {
         if spec.retry_for(s).max_attempts == 0 {
             return Err(ValidationError::NoAttempts(s.id.clone()));
         }
+        check_expressions(spec, s, limits)?;
     }
     let n = spec.steps.len();
-    let mut deps = vec![Vec::new(); n];
+    let mut required = vec![Vec::new(); n];
+    let mut optional = vec![Vec::new(); n];
     let mut dependents = vec![Vec::new(); n];
     for (i, s) in spec.steps.iter().enumerate() {
-        for d in &s.after {
+        let edges = s
+            .after
+            .iter()
+            .map(|d| (d, true))
+            .chain(s.optional.iter().map(|d| (d, false)));
+        for (d, is_required) in edges {
             let j = *index
                 .get(d)
                 .ok_or_else(|| ValidationError::UnknownDependency {
                     step: s.id.clone(),
                     missing: d.clone(),
                 })?;
-            if !deps[i].contains(&j) {
-                deps[i].push(j);
-                dependents[j].push(i);
+            if required[i].contains(&j) || optional[i].contains(&j) {
+                continue;
             }
+            if is_required {
+                required[i].push(j);
+            } else {
+                optional[i].push(j);
+            }
+            dependents[j].push(i);
         }
     }
-    if let Some(cycle) = find_cycle(&deps) {
+    let all: Vec<Vec<usize>> = (0..n)
+        .map(|i| required[i].iter().chain(&optional[i]).copied().collect())
+        .collect();
+    if let Some(cycle) = find_cycle(&all) {
         return Err(ValidationError::Cycle(
             cycle
                 .into_iter()
@@ -81,10 +134,38 @@ pub fn validate(spec: &JobSpec) -> Result<Graph, ValidationError> {
     let finals = (0..n).filter(|&i| dependents[i].is_empty()).collect();
     Ok(Graph {
         index,
-        deps,
+        required,
+        optional,
         dependents,
         finals,
     })
+}
+
+fn check_expressions(spec: &JobSpec, s: &StepSpec, limits: &Limits) -> Result<(), ValidationError> {
+    let bad = |field: &'static str, expr: &str, message: String| ValidationError::BadExpression {
+        step: s.id.clone(),
+        field,
+        expr: expr.to_string(),
+        message,
+    };
+    if let Some(w) = &s.when {
+        expr::compile(w).map_err(|m| bad("when", w, format!("does not parse: {m}")))?;
+    }
+    if let Some(f) = &s.for_each {
+        let p = expr::compile(f).map_err(|m| bad("for_each", f, format!("does not parse: {m}")))?;
+        if !expr::uses_steps(&p) {
+            let items = expr::eval_list(f, &spec.input, &serde_json::json!({}))
+                .map_err(|m| bad("for_each", f, m))?;
+            if items.len() > limits.max_for_each_items {
+                return Err(ValidationError::TooManyItems {
+                    step: s.id.clone(),
+                    count: items.len(),
+                    limit: limits.max_for_each_items,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A cycle in the graph as a closed path (first node repeated at the end), if any.
@@ -151,7 +232,7 @@ mod tests {
             StepSpec::new("c", "x").after(["a", "b"]),
         ]))
         .unwrap();
-        assert_eq!(g.deps[2], vec![0, 1]);
+        assert_eq!(g.required[2], vec![0, 1]);
         assert_eq!(g.finals, vec![2]);
     }
 
@@ -210,6 +291,58 @@ mod tests {
             e,
             ValidationError::Cycle(vec!["self".into(), "self".into()])
         );
+    }
+
+    #[test]
+    fn checks_conditions_lists_and_optional_edges() {
+        let e = validate(&job(vec![StepSpec::new("a", "x").when("has(input.")])).unwrap_err();
+        assert!(
+            matches!(&e, ValidationError::BadExpression { step, field: "when", .. } if step == "a"),
+            "{e}"
+        );
+        let e = validate(&job(vec![StepSpec::new("f", "x").for_each("{'a': 1}")])).unwrap_err();
+        assert!(
+            e.to_string().contains("not a list") && e.to_string().contains("\"f\""),
+            "{e}"
+        );
+        let e = validate(
+            &job(vec![StepSpec::new("f", "x").for_each("[1,2,3]")]).step(StepSpec::new("g", "x")),
+        );
+        assert!(e.is_ok());
+        let mut big = job(vec![StepSpec::new("f", "x").for_each("input")]);
+        big.input = serde_json::Value::Array(vec![serde_json::json!(1); 20]);
+        let limits = Limits {
+            max_for_each_items: 10,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            validate_with(&big, &limits),
+            Err(ValidationError::TooManyItems { count: 20, .. })
+        ));
+        // A list from another step's output is only known at run time.
+        assert!(validate(&job(vec![
+            StepSpec::new("a", "x"),
+            StepSpec::new("f", "x")
+                .for_each("steps.a.output")
+                .after(["a"])
+        ]))
+        .is_ok());
+        let g = validate(&job(vec![
+            StepSpec::new("t", "x"),
+            StepSpec::new("c", "x").optional(["t"]),
+        ]))
+        .unwrap();
+        assert_eq!((g.required[1].len(), g.optional[1].clone()), (0, vec![0]));
+        assert!(matches!(
+            validate(&job(vec![StepSpec::new("c", "x").optional(["nope"])])),
+            Err(ValidationError::UnknownDependency { .. })
+        ));
+        let e = validate(&job(vec![
+            StepSpec::new("a", "x").optional(["b"]),
+            StepSpec::new("b", "x").after(["a"]),
+        ]))
+        .unwrap_err();
+        assert!(matches!(e, ValidationError::Cycle(_)));
     }
 
     #[test]

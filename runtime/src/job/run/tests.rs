@@ -1,0 +1,634 @@
+use super::*;
+use crate::job::spec::{RetryPolicy, StepSpec};
+use crate::job::validate::validate;
+use serde_json::json;
+
+fn run(spec: JobSpec) -> JobRun {
+    let g = validate(&spec).unwrap();
+    JobRun::new("j1".into(), spec, g)
+}
+
+fn dispatched(actions: &[Action]) -> Vec<(String, u32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Dispatch(d) => Some((d.step.clone(), d.attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn find_dispatch(actions: &[Action], step: &str) -> Dispatch {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Dispatch(d) if d.step == step => Some(d.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no dispatch of {step} in {actions:?}"))
+}
+
+fn diamond() -> JobSpec {
+    JobSpec::new("d")
+        .with_input(json!({"job": true}))
+        .step(StepSpec::new("a", "t").input(json!(1)))
+        .step(StepSpec::new("b", "t"))
+        .step(StepSpec::new("c", "t").after(["a", "b"]))
+        .step(StepSpec::new("d", "t").after(["c"]))
+}
+
+#[test]
+fn dispatches_in_dependency_order() {
+    let mut r = run(diamond());
+    let first = r.start();
+    assert_eq!(dispatched(&first), vec![("a".into(), 1), ("b".into(), 1)]);
+    // The step without its own input gets the job's input.
+    assert_eq!(find_dispatch(&first, "b").input, json!({"job": true}));
+    r.assigned("a", 1, "n1");
+    assert_eq!(r.state(), JobState::Running);
+    // c waits for both a and b.
+    assert!(dispatched(&r.finished("a", 1, "n1", Ok(json!(10)))).is_empty());
+    let after_b = r.finished("b", 1, "n2", Ok(json!(5)));
+    assert_eq!(dispatched(&after_b), vec![("c".into(), 1)]);
+    assert_eq!(
+        find_dispatch(&after_b, "c").deps,
+        BTreeMap::from([("a".into(), json!(10)), ("b".into(), json!(5))])
+    );
+    assert_eq!(
+        dispatched(&r.finished("c", 1, "n3", Ok(json!(15)))),
+        vec![("d".into(), 1)]
+    );
+    let end = r.finished("d", 1, "n1", Ok(json!("done")));
+    assert!(matches!(
+        end.last(),
+        Some(Action::Notify(JobEvent::JobFinished { .. }))
+    ));
+    let st = r.status();
+    assert_eq!(st.state, JobState::Succeeded);
+    assert_eq!(st.output, Some(json!("done")));
+    assert_eq!(st.steps["c"].node.as_deref(), Some("n3"));
+    assert_eq!(st.stats.executions, 4);
+}
+
+#[test]
+fn transient_errors_retry_then_give_up_and_fail_dependents() {
+    let mut spec = diamond();
+    spec.retry = RetryPolicy {
+        max_attempts: 2,
+        backoff_ms: 1,
+    };
+    let mut r = run(spec);
+    r.start();
+    let a = r.finished("a", 1, "n1", Err(TaskError::transient("busy")));
+    assert!(matches!(
+        a.last(),
+        Some(Action::RetryLater { attempt: 2, .. })
+    ));
+    // A stale retry timer does nothing; the due one dispatches attempt 2.
+    assert!(r.retry_due("a", 3).is_empty());
+    assert_eq!(dispatched(&r.retry_due("a", 2)), vec![("a".into(), 2)]);
+    // A late result of attempt 1 is discarded.
+    assert!(r.finished("a", 1, "n1", Ok(json!(1))).is_empty());
+    assert_eq!(r.late_results(), 1);
+    r.finished("b", 1, "n2", Ok(json!(1)));
+    let end = r.finished("a", 2, "n1", Err(TaskError::transient("still busy")));
+    assert!(matches!(
+        end.last(),
+        Some(Action::Notify(JobEvent::JobFinished { .. }))
+    ));
+    let st = r.status();
+    assert_eq!(st.state, JobState::Failed);
+    assert_eq!(st.steps["a"].attempts, 2);
+    assert_eq!(st.steps["c"].state, StepState::Failed);
+    assert_eq!(st.steps["d"].state, StepState::Failed);
+    assert!(st.error.unwrap().contains("\"a\""));
+}
+
+#[test]
+fn permanent_error_does_not_retry_and_timeouts_are_transient() {
+    let mut r = run(JobSpec::new("p")
+        .step(StepSpec::new("x", "t"))
+        .step(StepSpec::new("y", "t").timeout_ms(5)));
+    r.start();
+    r.finished("x", 1, "n1", Err(TaskError::permanent("bad")));
+    assert_eq!(r.status().steps["x"].state, StepState::Failed);
+    r.assigned("y", 1, "n2");
+    let t = r.timed_out("y", 1);
+    assert!(
+        matches!(&t[0], Action::CancelAttempt { node: Some(n), .. } if n == "n2"),
+        "the worker is told to stop"
+    );
+    assert!(matches!(
+        t.last(),
+        Some(Action::RetryLater { attempt: 2, .. })
+    ));
+    assert!(
+        r.timed_out("y", 1).is_empty(),
+        "a fired timer of an old attempt is stale"
+    );
+}
+
+#[test]
+fn output_of_several_finals_is_an_object() {
+    let mut r = run(JobSpec::new("f")
+        .step(StepSpec::new("a", "t"))
+        .step(StepSpec::new("b", "t")));
+    r.start();
+    r.finished("a", 1, "n", Ok(json!(1)));
+    r.finished("b", 1, "n", Ok(json!(2)));
+    assert_eq!(r.status().output, Some(json!({"a": 1, "b": 2})));
+}
+
+#[test]
+fn conditions_skip_and_optional_dependencies_do_not_block() {
+    // seed 000: no Twitter account linked, so the aggregate does not wait for it.
+    let spec = JobSpec::new("social")
+        .with_input(json!({"accounts": {"facebook": "fb-1"}}))
+        .step(StepSpec::new("facebook", "fetch").when("has(input.accounts.facebook)"))
+        .step(StepSpec::new("twitter", "fetch").when("has(input.accounts.twitter)"))
+        .step(
+            StepSpec::new("agg", "sum")
+                .after(["facebook"])
+                .optional(["twitter"]),
+        )
+        .step(StepSpec::new("tweets", "t").after(["twitter"]));
+    let mut r = run(spec);
+    let first = r.start();
+    assert_eq!(dispatched(&first), vec![("facebook".into(), 1)]);
+    let st = r.status();
+    assert_eq!(st.steps["twitter"].state, StepState::Skipped);
+    assert_eq!(
+        st.steps["tweets"].state,
+        StepState::Skipped,
+        "a required dependency was skipped"
+    );
+    let next = r.finished("facebook", 1, "n1", Ok(json!(3)));
+    let agg = find_dispatch(&next, "agg");
+    assert_eq!(agg.deps, BTreeMap::from([("facebook".into(), json!(3))]));
+    r.finished("agg", 1, "n1", Ok(json!(3)));
+    let st = r.status();
+    assert_eq!(st.state, JobState::Succeeded);
+    assert_eq!(st.output, Some(json!({"agg": 3, "tweets": null})));
+}
+
+#[test]
+fn conditions_see_dependency_outputs_and_failed_optionals_do_not_fail_the_dependent() {
+    let spec = JobSpec::new("c")
+        .step(StepSpec::new("a", "t"))
+        .step(
+            StepSpec::new("big", "t")
+                .after(["a"])
+                .when("steps.a.output > 10"),
+        )
+        .step(
+            StepSpec::new("small", "t")
+                .after(["a"])
+                .when("steps.a.output <= 10"),
+        )
+        .step(StepSpec::new("flaky", "t"))
+        .step(StepSpec::new("end", "t").optional(["big", "small", "flaky"]));
+    let mut r = run(spec);
+    r.start();
+    let next = r.finished("a", 1, "n", Ok(json!(4)));
+    assert_eq!(dispatched(&next), vec![("small".into(), 1)]);
+    r.finished("small", 1, "n", Ok(json!("s")));
+    let next = r.finished("flaky", 1, "n", Err(TaskError::permanent("down")));
+    let end = find_dispatch(&next, "end");
+    assert_eq!(end.deps, BTreeMap::from([("small".into(), json!("s"))]));
+    r.finished("end", 1, "n", Ok(json!(1)));
+    // A failed step fails the job, even when its dependent ran without it.
+    assert_eq!(r.status().state, JobState::Failed);
+}
+
+#[test]
+fn for_each_runs_items_and_joins_in_item_order() {
+    let spec = JobSpec::new("f")
+        .with_input(json!({"xs": [10, 20, 30]}))
+        .step(StepSpec::new("each", "t").for_each("input.xs"))
+        .step(StepSpec::new("join", "t").after(["each"]));
+    let mut r = run(spec);
+    let first = r.start();
+    assert_eq!(
+        dispatched(&first),
+        vec![
+            ("each[0]".into(), 1),
+            ("each[1]".into(), 1),
+            ("each[2]".into(), 1)
+        ]
+    );
+    assert_eq!(find_dispatch(&first, "each[1]").input, json!(20));
+    // Out of order completion, one retry.
+    r.finished("each[2]", 1, "n", Ok(json!(3)));
+    r.finished("each[0]", 1, "n", Err(TaskError::transient("x")));
+    r.retry_due("each[0]", 2);
+    assert!(dispatched(&r.finished("each[1]", 1, "n", Ok(json!(2)))).is_empty());
+    let next = r.finished("each[0]", 2, "n", Ok(json!(1)));
+    assert_eq!(find_dispatch(&next, "join").deps["each"], json!([1, 2, 3]));
+    let st = r.status();
+    assert_eq!(st.steps["each"].state, StepState::Succeeded);
+    assert_eq!(st.steps["each[0]"].attempts, 2);
+}
+
+#[test]
+fn for_each_from_a_dependency_and_over_the_limit() {
+    let spec = JobSpec::new("f").step(StepSpec::new("list", "t")).step(
+        StepSpec::new("each", "t")
+            .after(["list"])
+            .for_each("steps.list.output"),
+    );
+    let g = validate(&spec).unwrap();
+    let limits = Limits {
+        max_for_each_items: 3,
+        ..Limits::default()
+    };
+    let mut r = JobRun::with_limits("j".into(), spec.clone(), g.clone(), limits);
+    r.start();
+    r.finished("list", 1, "n", Ok(json!([1, 2, 3, 4])));
+    let st = r.status();
+    assert_eq!(st.state, JobState::Failed);
+    assert!(st.steps["each"]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("max_for_each_items"));
+
+    let mut r = JobRun::new("j".into(), spec.clone(), g.clone());
+    r.start();
+    r.finished("list", 1, "n", Ok(json!({"not": "a list"})));
+    assert!(r.status().steps["each"]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("not a list"));
+
+    let mut r = JobRun::new("j".into(), spec, g);
+    r.start();
+    r.finished("list", 1, "n", Ok(json!([])));
+    assert_eq!(
+        r.status().output,
+        Some(json!([])),
+        "an empty list succeeds at once"
+    );
+}
+
+fn reply_of(actions: &[Action]) -> Option<(u64, Result<Value, TaskError>)> {
+    actions.iter().find_map(|a| match a {
+        Action::Reply {
+            call_id, result, ..
+        } => Some((*call_id, result.clone())),
+        _ => None,
+    })
+}
+
+#[test]
+fn calls_from_a_running_attempt_are_child_steps_that_answer_it() {
+    let mut r = run(JobSpec::new("fib").step(StepSpec::new("root", "fib").input(json!(3))));
+    r.start();
+    r.assigned("root", 1, "n1");
+    let a = r.spawn(
+        "root",
+        1,
+        7,
+        "n1",
+        SpawnKind::Calls {
+            task: "fib".into(),
+            inputs: vec![json!(2), json!(1)],
+        },
+    );
+    assert_eq!(
+        dispatched(&a),
+        vec![("root/call-0".into(), 1), ("root/call-1".into(), 1)]
+    );
+    assert_eq!(find_dispatch(&a, "root/call-0").depth, 1);
+    // A nested call from a child.
+    let b = r.spawn(
+        "root/call-0",
+        1,
+        1,
+        "n2",
+        SpawnKind::Calls {
+            task: "fib".into(),
+            inputs: vec![json!(1)],
+        },
+    );
+    assert_eq!(dispatched(&b), vec![("root/call-0/call-2".into(), 1)]);
+    let done = r.finished("root/call-0/call-2", 1, "n3", Ok(json!(1)));
+    assert_eq!(reply_of(&done), Some((1, Ok(json!([1])))));
+    r.finished("root/call-0", 1, "n2", Ok(json!(1)));
+    let done = r.finished("root/call-1", 1, "n2", Ok(json!(1)));
+    assert_eq!(reply_of(&done), Some((7, Ok(json!([1, 1])))));
+    assert_eq!(r.state(), JobState::Running, "the job waits for the root");
+    r.finished("root", 1, "n1", Ok(json!(2)));
+    let st = r.status();
+    assert_eq!(st.state, JobState::Succeeded);
+    assert_eq!(st.steps.len(), 4);
+    assert_eq!(st.output, Some(json!(2)));
+}
+
+#[test]
+fn a_failing_call_carries_the_chain_and_stops_its_siblings() {
+    let mut r = run(JobSpec::new("c").step(StepSpec::new("p", "t")));
+    r.start();
+    r.spawn(
+        "p",
+        1,
+        1,
+        "n1",
+        SpawnKind::Calls {
+            task: "leaf".into(),
+            inputs: vec![json!(1), json!(2)],
+        },
+    );
+    let failed = r.finished("p/call-1", 1, "n2", Err(TaskError::permanent("disk full")));
+    let (_, res) = reply_of(&failed).unwrap();
+    let msg = res.unwrap_err().to_string();
+    assert!(
+        msg.contains("p/call-1") && msg.contains("disk full"),
+        "{msg}"
+    );
+    // Calls fail fast: the caller is answered at once and its other call is stopped.
+    assert!(failed
+        .iter()
+        .any(|a| matches!(a, Action::CancelAttempt { step, .. } if step == "p/call-0")));
+    r.finished("p", 1, "n1", Err(TaskError::permanent(msg)));
+    let st = r.status();
+    assert_eq!(st.state, JobState::Failed);
+    assert_eq!(st.steps["p/call-0"].state, StepState::Cancelled);
+
+    // An attempt that ends while its calls run (here: it times out) cancels them.
+    let mut r = run(JobSpec::new("c").step(StepSpec::new("p", "t").timeout_ms(10)));
+    r.start();
+    r.assigned("p", 1, "n1");
+    r.spawn(
+        "p",
+        1,
+        1,
+        "n1",
+        SpawnKind::Calls {
+            task: "leaf".into(),
+            inputs: vec![json!(1)],
+        },
+    );
+    r.assigned("p/call-0", 1, "n2");
+    let t = r.timed_out("p", 1);
+    assert!(t.iter().any(|a| matches!(a, Action::CancelAttempt { step, node: Some(n), .. } if step == "p/call-0" && n == "n2")));
+    assert!(st.error.unwrap().contains("disk full"));
+    // A late result of the cancelled child changes nothing.
+    assert!(r.finished("p/call-0", 1, "n2", Ok(json!(1))).is_empty());
+}
+
+#[test]
+fn sub_jobs_have_their_own_dag_and_depth_is_bounded() {
+    let mut r = run(JobSpec::new("tree").step(StepSpec::new("t", "tree")));
+    r.start();
+    let sub = JobSpec::new("child")
+        .with_input(json!({"depth": 1}))
+        .step(StepSpec::new("x", "tree"))
+        .step(StepSpec::new("y", "sum").after(["x"]));
+    let a = r.spawn("t", 1, 3, "n1", SpawnKind::Job(sub.clone()));
+    assert_eq!(dispatched(&a), vec![("t/x".into(), 1)]);
+    assert_eq!(find_dispatch(&a, "t/x").input, json!({"depth": 1}));
+    // A second sub-job of the same attempt with the same step ids gets its own prefix.
+    let b = r.spawn("t", 1, 4, "n1", SpawnKind::Job(sub));
+    assert_eq!(dispatched(&b).len(), 1);
+    assert!(dispatched(&b)[0].0.starts_with("t/job-"), "{b:?}");
+    let next = r.finished("t/x", 1, "n2", Ok(json!(5)));
+    assert_eq!(find_dispatch(&next, "t/y").deps["x"], json!(5));
+    let done = r.finished("t/y", 1, "n2", Ok(json!(6)));
+    assert_eq!(reply_of(&done), Some((3, Ok(json!(6)))));
+
+    let mut deep = JobRun::with_limits(
+        "d".into(),
+        JobSpec::new("d").step(StepSpec::new("s", "t")),
+        validate(&JobSpec::new("d").step(StepSpec::new("s", "t"))).unwrap(),
+        Limits {
+            max_depth: 1,
+            ..Limits::default()
+        },
+    );
+    deep.start();
+    deep.spawn(
+        "s",
+        1,
+        1,
+        "n",
+        SpawnKind::Calls {
+            task: "t".into(),
+            inputs: vec![json!(0)],
+        },
+    );
+    let refused = deep.spawn(
+        "s/call-0",
+        1,
+        2,
+        "n",
+        SpawnKind::Calls {
+            task: "t".into(),
+            inputs: vec![json!(0)],
+        },
+    );
+    assert!(reply_of(&refused)
+        .unwrap()
+        .1
+        .unwrap_err()
+        .to_string()
+        .contains("max_depth"));
+}
+
+#[test]
+fn needs_action_waits_for_resume_and_cancel_ends_everything() {
+    let mut r = run(JobSpec::new("n")
+        .step(StepSpec::new("auth", "t"))
+        .step(StepSpec::new("after", "t").after(["auth"])));
+    r.start();
+    let a = r.finished(
+        "auth",
+        1,
+        "n1",
+        Err(TaskError::needs_action("re-link your account")),
+    );
+    assert!(a.iter().any(|x| matches!(x, Action::Notify(JobEvent::StepNeedsAction { message, .. }) if message == "re-link your account")));
+    assert_eq!(r.state(), JobState::WaitingForUser);
+    assert_eq!(
+        r.status().steps["auth"].message.as_deref(),
+        Some("re-link your account")
+    );
+    assert!(r.resume("after").is_err(), "only a waiting step resumes");
+    let again = r.resume("auth").unwrap();
+    let d = find_dispatch(&again, "auth");
+    assert!(d.resumed && d.attempt == 2);
+    assert_eq!(r.state(), JobState::Queued.max_running());
+    r.assigned("auth", 2, "n1");
+    r.finished("auth", 2, "n1", Ok(json!(1)));
+    r.assigned("after", 1, "n3");
+    let c = r.cancel();
+    assert!(c.iter().any(|x| matches!(x, Action::CancelAttempt { step, node: Some(n), .. } if step == "after" && n == "n3")));
+    let st = r.status();
+    assert_eq!(st.state, JobState::Cancelled);
+    assert_eq!(st.steps["after"].state, StepState::Cancelled);
+    assert!(r.cancel().is_empty(), "cancelling twice is a no-op");
+}
+
+trait MaxRunning {
+    fn max_running(self) -> JobState;
+}
+impl MaxRunning for JobState {
+    /// After a resume, a job that had started is running again.
+    fn max_running(self) -> JobState {
+        JobState::Running
+    }
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    #[derive(Debug, Clone)]
+    struct Plan {
+        deps: Vec<Vec<(usize, bool)>>,
+        conditions: Vec<Option<bool>>,
+        fan: Vec<Option<usize>>,
+        outcomes: Vec<u8>,
+        max_attempts: u32,
+    }
+
+    fn plans() -> impl Strategy<Value = Plan> {
+        (2usize..12, 1u32..4).prop_flat_map(|(n, max_attempts)| {
+            (
+                proptest::collection::vec(
+                    proptest::collection::vec((0usize..64, any::<bool>()), 0..3),
+                    n,
+                ),
+                proptest::collection::vec(proptest::option::weighted(0.3, any::<bool>()), n),
+                proptest::collection::vec(proptest::option::weighted(0.2, 0usize..4), n),
+                proptest::collection::vec(any::<u8>(), 64),
+                Just(max_attempts),
+            )
+                .prop_map(move |(raw, conditions, fan, outcomes, max_attempts)| Plan {
+                    // Only edges to earlier steps: a DAG by construction.
+                    deps: raw
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, ds)| {
+                            if i == 0 {
+                                vec![]
+                            } else {
+                                ds.into_iter().map(|(d, r)| (d % i, r)).collect()
+                            }
+                        })
+                        .collect(),
+                    conditions,
+                    fan,
+                    outcomes,
+                    max_attempts,
+                })
+        })
+    }
+
+    fn spec_of(p: &Plan) -> JobSpec {
+        let mut j = JobSpec::new("prop");
+        j.retry = RetryPolicy {
+            max_attempts: p.max_attempts,
+            backoff_ms: 1,
+        };
+        for (i, ds) in p.deps.iter().enumerate() {
+            let mut s = StepSpec::new(format!("s{i}"), "t");
+            for &(d, required) in ds {
+                if required {
+                    s = s.after([format!("s{d}")]);
+                } else {
+                    s = s.optional([format!("s{d}")]);
+                }
+            }
+            if let Some(c) = p.conditions[i] {
+                s = s.when(c.to_string());
+            }
+            if let Some(k) = p.fan[i] {
+                s = s.for_each(format!("{:?}", (0..k).collect::<Vec<_>>()));
+            }
+            j = j.step(s);
+        }
+        j
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        #[test]
+        fn every_job_ends_and_respects_its_rules(p in plans()) {
+            let spec = spec_of(&p);
+            let graph = validate(&spec).unwrap();
+            let mut r = JobRun::new("p".into(), spec.clone(), graph);
+            let mut queue: VecDeque<Action> = r.start().into();
+            // Steps can succeed without a dispatch (an empty for_each), so read the states.
+            let mut succeeded: HashSet<String> = r.status().steps.iter()
+                .filter(|(_, s)| s.state == StepState::Succeeded).map(|(k, _)| k.clone()).collect();
+            let mut step = 0usize;
+            while let Some(a) = queue.pop_front() {
+                step += 1;
+                prop_assert!(step < 100_000, "does not terminate");
+                match a {
+                    Action::Dispatch(d) => {
+                        let base = d.step.split('[').next().unwrap().to_string();
+                        let i: usize = base[1..].parse().unwrap();
+                        // Never before its required dependencies succeeded.
+                        for &(dep, required) in &p.deps[i] {
+                            if required {
+                                prop_assert!(succeeded.contains(&format!("s{dep}")), "{} ran before s{dep}", d.step);
+                            }
+                        }
+                        // Skipped steps never run.
+                        prop_assert!(p.conditions[i] != Some(false));
+                        prop_assert!(d.attempt <= p.max_attempts, "retries exceed the policy");
+                        let o = p.outcomes[(i * 7 + d.attempt as usize) % p.outcomes.len()];
+                        let result = match o % 10 {
+                            0 => Err(TaskError::permanent("p")),
+                            1 | 2 => Err(TaskError::transient("t")),
+                            _ => Ok(json!(d.input)),
+                        };
+                        let ok = result.is_ok();
+                        queue.extend(r.assigned(&d.step, d.attempt, "n"));
+                        let next = r.finished(&d.step, d.attempt, "n", result);
+                        if ok && !d.step.contains('[') {
+                            succeeded.insert(d.step.clone());
+                        }
+                        // A fan-out parent succeeds when its items do; record it.
+                        for s in r.status().steps.iter().filter(|(_, s)| s.state == StepState::Succeeded) {
+                            succeeded.insert(s.0.clone());
+                        }
+                        queue.extend(next);
+                    }
+                    Action::RetryLater { step, attempt, .. } => queue.extend(r.retry_due(&step, attempt)),
+                    _ => {}
+                }
+            }
+            let st = r.status();
+            prop_assert!(st.state.is_terminal(), "ended {:?}", st.state);
+            for (id, s) in &st.steps {
+                prop_assert!(s.state.is_terminal(), "{id} is {:?}", s.state);
+                if let Some(k) = id.strip_prefix('s').filter(|k| !k.contains('[')) {
+                    let i: usize = k.parse().unwrap();
+                    if p.conditions[i] == Some(false) {
+                        prop_assert_ne!(s.state, StepState::Succeeded);
+                        prop_assert_eq!(s.attempts, 0);
+                    }
+                    if s.state == StepState::Succeeded {
+                        if let Some(n) = p.fan[i] {
+                            // Items come back in item order: each echoed its item.
+                            let want: Vec<Value> = (0..n).map(|x| json!(x)).collect();
+                            let got = r.status().steps.get(id).map(|_| ());
+                            prop_assert!(got.is_some());
+                            let out = &r_outputs(&r, id);
+                            prop_assert_eq!(out, &Value::Array(want));
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(st.state == JobState::Succeeded, st.steps.values().all(|s| s.state != StepState::Failed));
+        }
+    }
+
+    fn r_outputs(r: &JobRun, id: &str) -> Value {
+        r.nodes[r.by_id[id]].output.clone().unwrap_or(Value::Null)
+    }
+}
