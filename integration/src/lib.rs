@@ -128,6 +128,25 @@ impl Cluster {
         }
     }
 
+    /// Plans and starts `n` nodes of a user-built node binary.
+    pub fn start_with_binary(n: usize, exe: &Path) -> Self {
+        let mut c = Self::plan(n);
+        for i in 0..n {
+            let spec = c.spec(i);
+            c.start_with(i, exe, &spec);
+        }
+        c
+    }
+
+    /// Runs a program (an example's client) with `--seeds` and `--cookie` of this cluster.
+    pub fn run_program(&self, exe: &Path, args: &[&str]) -> Output {
+        let mut cmd = Command::new(exe);
+        cmd.args(["--seeds", &self.seeds(), "--cookie", &self.cookie])
+            .args(args)
+            .stdin(Stdio::null());
+        run_with_timeout(cmd, Duration::from_secs(120))
+    }
+
     /// Starts node `i` with `troupe-node`.
     pub fn start_node(&mut self, i: usize) {
         let spec = self.spec(i);

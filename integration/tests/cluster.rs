@@ -151,7 +151,7 @@ async fn a_node_started_after_submission_takes_the_work_only_it_can_do() {
     assert_eq!(out["total"], 11);
     assert_eq!(out["counts"]["the"], 3);
     for (id, s) in &st.steps {
-        if s.task.starts_with("wordcount.") {
+        if s.task.starts_with("wordcount.") && s.attempts > 0 {
             assert_eq!(
                 s.node.as_deref(),
                 Some("n3"),
@@ -162,16 +162,19 @@ async fn a_node_started_after_submission_takes_the_work_only_it_can_do() {
 }
 
 fn troupe_example_wordcount_job(text: &str) -> JobSpec {
-    let mut j = JobSpec::new("wordcount")
-        .step(StepSpec::new("split", "wordcount.split").input(json!({"text": text, "parts": 2})));
-    for p in 0..2 {
-        j = j.step(
-            StepSpec::new(format!("count-{p}"), "wordcount.count")
-                .input(json!({"part": p}))
-                .after(["split"]),
-        );
-    }
-    j.step(StepSpec::new("merge", "wordcount.merge").after(["count-0", "count-1"]))
+    JobSpec::new("wordcount")
+        .step(StepSpec::new("chunk", "wordcount.chunk").input(json!({"text": text, "chunks": 2})))
+        .step(
+            StepSpec::new("map", "wordcount.map")
+                .after(["chunk"])
+                .for_each("steps.chunk.output"),
+        )
+        .step(StepSpec::new("reduce", "wordcount.reduce").after(["map"]))
+        .step(
+            StepSpec::new("write", "wordcount.write")
+                .input(json!({"path": null}))
+                .after(["reduce"]),
+        )
 }
 
 #[tokio::test]

@@ -1,137 +1,192 @@
-//! Word count on a Troupe cluster: the example of a user crate with its own tasks.
+//! Word count as MapReduce on a Troupe cluster, after seed 002 (a DRb master that splits
+//! input into chunks, maps with `emit(key, value)`, reduces and writes, and makes sure
+//! every chunk is processed).
 //!
-//! - `wordcount.split` cuts a text into `parts` chunks of whole words;
-//! - `wordcount.count` counts the words of one chunk (`part`), read from the split step's
-//!   output through the task context's `deps`;
-//! - `wordcount.merge` adds up the counts of all its dependencies.
-//!
-//! [`register`] adds them to a registry; the `wordcount` binary is a full `troupe-node`
-//! with these tasks, and `wordcount-submit` builds the job in Rust and sends it through a
-//! supervisor handle.
+//! The job: `chunk` cuts the text into chunks; `map` runs once per chunk (`for_each` over
+//! the chunk step's output, spread over the cluster) and emits `(word, 1)`; `reduce` sums
+//! by key; `write` stores the counts as JSON. Each chunk's map output is recorded exactly
+//! once: a map attempt that fails (a chunk containing the word `flaky` fails on its first
+//! attempt, on purpose) is retried, and only the successful attempt's emits count.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use troupe_runtime::{JobSpec, StepSpec, Task, TaskContext, TaskError, TaskRegistry};
+use serde_json::{json, Value};
+use troupe_runtime::{JobSpec, RetryPolicy, StepSpec, Task, TaskContext, TaskError, TaskRegistry};
 
-/// Input of `wordcount.split`.
+/// Input of `wordcount.chunk`.
 #[derive(Debug, Deserialize)]
-pub struct SplitInput {
+pub struct ChunkInput {
     /// The text.
     pub text: String,
     /// How many chunks.
-    pub parts: usize,
+    pub chunks: usize,
 }
 
-/// `wordcount.split`.
-pub struct Split;
-impl Task for Split {
-    type Input = SplitInput;
+/// `wordcount.chunk`: the text cut into `chunks` pieces of whole words.
+pub struct Chunk;
+impl Task for Chunk {
+    type Input = ChunkInput;
     type Output = Vec<String>;
-    async fn run(&self, _ctx: TaskContext, i: SplitInput) -> Result<Vec<String>, TaskError> {
-        if i.parts == 0 {
-            return Err(TaskError::permanent("parts must be at least 1"));
+    async fn run(&self, _ctx: TaskContext, i: ChunkInput) -> Result<Vec<String>, TaskError> {
+        if i.chunks == 0 {
+            return Err(TaskError::permanent("chunks must be at least 1"));
         }
         let words: Vec<&str> = i.text.split_whitespace().collect();
-        let per = words.len().div_ceil(i.parts).max(1);
-        let mut chunks: Vec<String> = words.chunks(per).map(|c| c.join(" ")).collect();
-        chunks.resize(i.parts, String::new());
-        Ok(chunks)
+        let per = words.len().div_ceil(i.chunks).max(1);
+        Ok(words.chunks(per).map(|c| c.join(" ")).collect())
     }
 }
 
-/// Input of `wordcount.count`.
-#[derive(Debug, Deserialize)]
-pub struct CountInput {
-    /// Which chunk of the split step's output to count.
-    pub part: usize,
+/// Collects what a map function emits.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Emitter {
+    pairs: Vec<(String, u64)>,
+}
+
+impl Emitter {
+    /// Emits one key/value pair.
+    pub fn emit(&mut self, key: impl Into<String>, value: u64) {
+        self.pairs.push((key.into(), value));
+    }
+    /// The pairs emitted so far.
+    pub fn into_pairs(self) -> Vec<(String, u64)> {
+        self.pairs
+    }
+}
+
+/// The map function: `(word, 1)` for every word of the chunk.
+pub fn map_words(chunk: &str, emit: &mut Emitter) {
+    for w in chunk.split_whitespace() {
+        let w = w
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase();
+        if !w.is_empty() {
+            emit.emit(w, 1);
+        }
+    }
+}
+
+/// `wordcount.map`: runs [`map_words`] on one chunk.
+pub struct Map;
+impl Task for Map {
+    type Input = String;
+    type Output = Vec<(String, u64)>;
+    async fn run(&self, ctx: TaskContext, chunk: String) -> Result<Vec<(String, u64)>, TaskError> {
+        let mut e = Emitter::default();
+        map_words(&chunk, &mut e);
+        if ctx.attempt == 1 && e.pairs.iter().any(|(w, _)| w == "flaky") {
+            // Half the chunk was emitted when the worker "lost its database connection":
+            // this attempt's output is never recorded, the retry's is.
+            return Err(TaskError::transient(format!(
+                "{}: lost the connection half-way",
+                ctx.step_id
+            )));
+        }
+        Ok(e.into_pairs())
+    }
 }
 
 /// Word counts.
 pub type Counts = BTreeMap<String, u64>;
 
-/// `wordcount.count`.
-pub struct Count;
-impl Task for Count {
-    type Input = CountInput;
+/// `wordcount.reduce`: sums the emitted values by key, over all map outputs.
+pub struct Reduce;
+impl Task for Reduce {
+    type Input = Value;
     type Output = Counts;
-    async fn run(&self, ctx: TaskContext, i: CountInput) -> Result<Counts, TaskError> {
-        let chunks: Vec<String> = ctx
+    async fn run(&self, ctx: TaskContext, _: Value) -> Result<Counts, TaskError> {
+        let maps: Vec<Vec<(String, u64)>> = ctx
             .deps
-            .get("split")
+            .get("map")
             .cloned()
             .map(serde_json::from_value)
             .transpose()
-            .map_err(|e| TaskError::permanent(format!("split output is not a list of texts: {e}")))?
+            .map_err(|e| TaskError::permanent(format!("map outputs are not key/value lists: {e}")))?
             .ok_or_else(|| {
-                TaskError::permanent("wordcount.count needs a dependency named \"split\"")
+                TaskError::permanent("wordcount.reduce needs a dependency named \"map\"")
             })?;
-        let chunk = chunks.get(i.part).ok_or_else(|| {
-            TaskError::permanent(format!("no part {} in {} chunks", i.part, chunks.len()))
-        })?;
         let mut counts = Counts::new();
-        for w in chunk.split_whitespace() {
-            let w = w
-                .trim_matches(|c: char| !c.is_alphanumeric())
-                .to_lowercase();
-            if !w.is_empty() {
-                *counts.entry(w).or_default() += 1;
-            }
+        for (k, v) in maps.into_iter().flatten() {
+            *counts.entry(k).or_default() += v;
         }
         Ok(counts)
     }
 }
 
-/// Output of `wordcount.merge`.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct Merged {
-    /// Count per word.
-    pub counts: Counts,
-    /// All words.
-    pub total: u64,
+/// Input of `wordcount.write`.
+#[derive(Debug, Deserialize)]
+pub struct WriteInput {
+    /// Where to write the counts (JSON); none: only return the summary.
+    pub path: Option<String>,
 }
 
-/// `wordcount.merge`.
-pub struct Merge;
-impl Task for Merge {
-    type Input = serde_json::Value;
-    type Output = Merged;
-    async fn run(&self, ctx: TaskContext, _: serde_json::Value) -> Result<Merged, TaskError> {
-        let mut counts = Counts::new();
-        for out in ctx.deps.values() {
-            let c: Counts = serde_json::from_value(out.clone()).map_err(|e| {
-                TaskError::permanent(format!("a dependency's output is not word counts: {e}"))
-            })?;
-            for (w, n) in c {
-                *counts.entry(w).or_default() += n;
-            }
+/// `wordcount.write`: writes the reduced counts and returns a summary.
+pub struct Write;
+impl Task for Write {
+    type Input = WriteInput;
+    type Output = Value;
+    async fn run(&self, ctx: TaskContext, i: WriteInput) -> Result<Value, TaskError> {
+        let counts = ctx.deps.get("reduce").cloned().unwrap_or(Value::Null);
+        if let Some(p) = &i.path {
+            let text = serde_json::to_string_pretty(&counts).unwrap_or_default();
+            tokio::fs::write(p, text)
+                .await
+                .map_err(|e| TaskError::transient(format!("cannot write {p}: {e}")))?;
         }
-        let total = counts.values().sum();
-        Ok(Merged { counts, total })
+        let total: u64 = counts
+            .as_object()
+            .map(|m| m.values().filter_map(Value::as_u64).sum())
+            .unwrap_or(0);
+        Ok(json!({"path": i.path, "total": total, "counts": counts}))
     }
 }
 
 /// Adds the word-count tasks to `r`.
 pub fn register(r: &mut TaskRegistry) {
-    r.register("wordcount.split", Split)
-        .register("wordcount.count", Count)
-        .register("wordcount.merge", Merge);
+    r.register("wordcount.chunk", Chunk)
+        .register("wordcount.map", Map)
+        .register("wordcount.reduce", Reduce)
+        .register("wordcount.write", Write);
 }
 
-/// The job: split into `parts`, count each part in parallel, merge.
-pub fn job(text: &str, parts: usize) -> JobSpec {
-    let mut j = JobSpec::new("wordcount").step(
-        StepSpec::new("split", "wordcount.split").input(json!({"text": text, "parts": parts})),
-    );
-    for p in 0..parts {
-        j = j.step(
-            StepSpec::new(format!("count-{p}"), "wordcount.count")
-                .input(json!({"part": p}))
-                .after(["split"]),
+/// The MapReduce job over `text` in `chunks` chunks, writing to `path` if given.
+pub fn job(text: &str, chunks: usize, path: Option<&str>) -> JobSpec {
+    let mut j = JobSpec::new("wordcount");
+    j.retry = RetryPolicy {
+        max_attempts: 3,
+        backoff_ms: 20,
+    };
+    j.step(StepSpec::new("chunk", "wordcount.chunk").input(json!({"text": text, "chunks": chunks})))
+        .step(
+            StepSpec::new("map", "wordcount.map")
+                .after(["chunk"])
+                .for_each("steps.chunk.output"),
+        )
+        .step(StepSpec::new("reduce", "wordcount.reduce").after(["map"]))
+        .step(
+            StepSpec::new("write", "wordcount.write")
+                .input(json!({"path": path}))
+                .after(["reduce"]),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_emits_words() {
+        let mut e = Emitter::default();
+        map_words("The cat, the HAT.", &mut e);
+        assert_eq!(
+            e.into_pairs(),
+            vec![
+                ("the".into(), 1),
+                ("cat".into(), 1),
+                ("the".into(), 1),
+                ("hat".into(), 1)
+            ]
         );
     }
-    j.step(
-        StepSpec::new("merge", "wordcount.merge").after((0..parts).map(|p| format!("count-{p}"))),
-    )
 }
