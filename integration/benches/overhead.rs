@@ -7,6 +7,11 @@
 //!   some node -> job supervisor -> client), sequentially;
 //! - `chain3_p50_us`: the same for a three-step chain a -> b -> c;
 //! - `steps_per_s`: echo steps through the cluster with many small jobs in flight;
+//! - `reentrant_call_p50_us`: what a re-entrant call adds: the p50 of a `troupe.fib` n=2
+//!   job (its task calls fib(1) and fib(0) in parallel, round-robin over the nodes, and
+//!   waits) minus the p50 of the one-step job;
+//! - `fanout_items_per_s`: a `for_each` of 10,000 `troupe.echo` items over three nodes,
+//!   from submit to the job's end;
 //! - `tcp_rtt_p50_us`: the baseline, a raw 64-byte tokio TCP round trip on loopback,
 //!   measured in the same run, and the ratio of the call to it.
 //!
@@ -144,6 +149,21 @@ fn main() {
             .step(StepSpec::new("c", "troupe.echo").input(json!(3)).after(["b"]));
         let chain3 = job_latency(&client, &chain, calls / 2).await;
         let steps_per_s = throughput(&client, secs, 64, 4).await;
+        let fib2 = JobSpec::new("fib2").step(StepSpec::new("fib", "troupe.fib").input(json!({"n": 2})));
+        let reentrant = job_latency(&client, &fib2, calls / 2).await;
+        let reentrant_call_p50_us = pct(&reentrant, 0.5).saturating_sub(pct(&call, 0.5));
+        let fan = JobSpec::new("fan")
+            .with_input(json!({"items": (0..10_000).collect::<Vec<u32>>()}))
+            .step(StepSpec::new("each", "troupe.echo").for_each("input.items"));
+        let mut fanout_runs = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let st = client.submit(fan.clone()).await.expect("submit").wait().await.expect("wait");
+            assert_eq!(st.state, JobState::Succeeded);
+            fanout_runs.push(10_000.0 / t.elapsed().as_secs_f64());
+        }
+        fanout_runs.sort_by(f64::total_cmp);
+        let fanout_items_per_s = fanout_runs[1];
 
         let (c50, c99) = (pct(&call, 0.5), pct(&call, 0.99));
         let t50 = pct(&tcp, 0.5).max(1);
@@ -153,6 +173,8 @@ fn main() {
         );
         eprintln!("3-step chain: p50 {} us, p99 {} us", pct(&chain3, 0.5), pct(&chain3, 0.99));
         eprintln!("throughput: {steps_per_s:.0} steps/s (64 jobs of 4 steps in flight, {secs} s)");
+        eprintln!("re-entrant call: +{reentrant_call_p50_us} us p50 (fib(2) job p50 {} us)", pct(&reentrant, 0.5));
+        eprintln!("for_each of 10,000 echo items: {fanout_items_per_s:.0} items/s (median of 3)");
         println!(
             "{}",
             json!({
@@ -162,6 +184,8 @@ fn main() {
                 "chain3_p50_us": pct(&chain3, 0.5),
                 "chain3_p99_us": pct(&chain3, 0.99),
                 "steps_per_s": steps_per_s.round(),
+                "reentrant_call_p50_us": reentrant_call_p50_us,
+                "fanout_items_per_s": fanout_items_per_s.round(),
                 "tcp_rtt_p50_us": t50,
                 "call_p50_over_tcp_rtt": (c50 as f64 / t50 as f64 * 10.0).round() / 10.0,
             })
