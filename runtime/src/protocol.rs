@@ -8,6 +8,7 @@
 //! | `troupe.membership` | every node's `Membership` actor | gossip of node info, `nodes` |
 //! | `troupe.job_manager.NODE` | the `JobManager` of NODE | submit, status, watch, step results |
 //! | `troupe.task.TASK` | the `WorkerPool` of every node that serves TASK | dispatch of steps |
+//! | `troupe.worker_pool.NODE` | the `WorkerPool` of NODE | answers to calls, cancels |
 //! | `troupe.client.NAME` | a client's `Watcher` | job events pushed to a handle |
 
 use std::collections::BTreeMap;
