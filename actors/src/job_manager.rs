@@ -220,6 +220,7 @@ impl JobManagerState {
     fn ended(&mut self, st: JobStatus) {
         if let Some(sup) = self.live.remove(&st.id) {
             self.by_actor.remove(&sup.get_id());
+            sup.stop(None);
         }
         self.finished_order.push_back(st.id.clone());
         self.finished.insert(st.id.clone(), st);
@@ -285,7 +286,16 @@ impl Actor for JobManager {
             JobManagerMessage::Watch(req, reply) => match req.into_inner() {
                 Ok(req) => match state.live.get(&req.job) {
                     Some(sup) => {
-                        let _ = sup.cast(JobSupervisorMessage::Watch(req, reply));
+                        if let Err(ractor::MessagingErr::SendErr(JobSupervisorMessage::Watch(
+                            req,
+                            reply,
+                        ))) = sup.cast(JobSupervisorMessage::Watch(req, reply))
+                        {
+                            let _ = reply.send(Wire::new(Err(format!(
+                                "job {} is ending; ask again",
+                                req.job
+                            ))));
+                        }
                     }
                     None => state.status(req.job, reply),
                 },

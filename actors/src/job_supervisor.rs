@@ -80,6 +80,7 @@ struct Watcher {
 /// State of a job supervisor.
 pub struct JobSupervisorState {
     run: JobRun,
+    reported: bool,
     owner: String,
     watchers: Vec<Watcher>,
 }
@@ -213,13 +214,18 @@ impl JobSupervisorState {
                 },
             }
         }
-        if self.run.state().is_terminal() {
+        if self.run.state().is_terminal() && !self.reported {
+            self.reported = true;
             let status = self.run.status();
             tracing::debug!(job = %status.id, state = ?status.state, "job ended");
-            if let Some(jm) = find::<JobManagerMessage>(names::JOB_MANAGER) {
-                let _ = jm.cast(JobManagerMessage::JobEnded(Wire::new(status)));
+            // The job manager stops this actor when it has the final status, so that a
+            // question it forwarded here meanwhile is still answered.
+            match find::<JobManagerMessage>(names::JOB_MANAGER) {
+                Some(jm) => {
+                    let _ = jm.cast(JobManagerMessage::JobEnded(Wire::new(status)));
+                }
+                None => myself.stop(None),
             }
-            myself.stop(None);
         }
     }
 }
@@ -236,6 +242,7 @@ impl Actor for JobSupervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(JobSupervisorState {
             run: args.run,
+            reported: false,
             owner: args.owner,
             watchers: args
                 .watchers

@@ -135,7 +135,11 @@ async fn a_node_started_after_submission_takes_the_work_only_it_can_do() {
     let text = "the quick brown fox jumps over the lazy dog the end";
     let submit = {
         let client = client.clone();
-        tokio::spawn(async move { client.submit(troupe_example_wordcount_job(text)).await })
+        tokio::spawn(async move {
+            client
+                .submit(troupe_example_wordcount::job(text, 2, None))
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     // n3 is a user-built node binary serving the wordcount.* tasks.
@@ -159,22 +163,6 @@ async fn a_node_started_after_submission_takes_the_work_only_it_can_do() {
             );
         }
     }
-}
-
-fn troupe_example_wordcount_job(text: &str) -> JobSpec {
-    JobSpec::new("wordcount")
-        .step(StepSpec::new("chunk", "wordcount.chunk").input(json!({"text": text, "chunks": 2})))
-        .step(
-            StepSpec::new("map", "wordcount.map")
-                .after(["chunk"])
-                .for_each("steps.chunk.output"),
-        )
-        .step(StepSpec::new("reduce", "wordcount.reduce").after(["map"]))
-        .step(
-            StepSpec::new("write", "wordcount.write")
-                .input(json!({"path": null}))
-                .after(["reduce"]),
-        )
 }
 
 #[tokio::test]
