@@ -2,7 +2,10 @@
 //! node, and tells the job supervisor which node took it.
 //!
 //! Today the choice is round-robin over the task's process group, and attempts whose task
-//! has no worker anywhere wait here until one appears. Priority lanes and pull-based
+//! has no worker anywhere wait here until one appears. Attempts of tasks registered as
+//! mergeable or pure go instead to the merger that owns their request key (see
+//! [`crate::merger`]), which answers from the cache, joins them to an identical request in
+//! flight, or runs them. Priority lanes and pull-based
 //! distribution will replace the round-robin inside this actor without changing its
 //! callers.
 
@@ -11,7 +14,10 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
-use troupe_runtime::protocol::{task_group, StepRequest, WorkerPoolMessage};
+use troupe_runtime::merge::{self, request_key};
+use troupe_runtime::protocol::{
+    merger_group, task_group, MergerMessage, StepRequest, WorkerPoolMessage,
+};
 use troupe_runtime::wire::Wire;
 
 use crate::job_supervisor::JobSupervisorMessage;
@@ -52,28 +58,94 @@ fn order_key(c: &ActorCell) -> (u64, u64) {
     }
 }
 
+/// A worker pool of `task`, round-robin over the nodes that serve it (`next` is the
+/// caller's counter), with the node it is on.
+pub fn pick_worker(
+    view: &crate::ClusterView,
+    task: &str,
+    next: &mut usize,
+) -> Option<(ActorRef<WorkerPoolMessage>, String)> {
+    let mut members: Vec<(ActorCell, String)> = live_members(view, task);
+    if members.is_empty() {
+        return None;
+    }
+    members.sort_by_key(|(c, _)| order_key(c));
+    let (pick, node) = members.swap_remove(*next % members.len());
+    *next = next.wrapping_add(1);
+    Some((pick.into(), node))
+}
+
+/// The merger that owns `key` (a request of `task`): rendezvous hashing over the live
+/// nodes that serve the task.
+pub fn key_owner(
+    view: &crate::ClusterView,
+    task: &str,
+    key: &str,
+) -> Option<(ActorRef<MergerMessage>, String)> {
+    let nodes: Vec<String> = live_members(view, task)
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect();
+    let owner = merge::owner(key, nodes.iter().map(String::as_str))?.to_string();
+    let m = ractor::pg::get_members(&merger_group(&owner))
+        .into_iter()
+        .next()?;
+    Some((m.into(), owner))
+}
+
+/// The worker pools of `task` with their nodes, leaving out nodes membership saw leave
+/// (their process-group entries can outlive the connection by a moment).
+pub fn live_members(view: &crate::ClusterView, task: &str) -> Vec<(ActorCell, String)> {
+    ractor::pg::get_members(&task_group(task))
+        .into_iter()
+        .map(|c| {
+            let n = view.node_of(c.get_id());
+            (c, n)
+        })
+        .filter(|(_, n)| !view.is_down(n))
+        .collect()
+}
+
 impl DispatcherState {
-    /// Sends `request` to a worker pool; gives it back if there is none.
+    /// The merger that owns the key of `request`, for tasks that merge or cache.
+    fn merger_for(&self, request: &mut StepRequest) -> Option<(ActorRef<MergerMessage>, String)> {
+        let props = self.ctx.view.props(&request.task);
+        if request.merger.is_some() || !(props.mergeable || props.pure) {
+            return None;
+        }
+        let key = request_key(&request.task, &request.input, &request.deps);
+        let (m, owner) = key_owner(&self.ctx.view, &request.task, &key)?;
+        request.key = Some(key);
+        Some((m, owner))
+    }
+
+    /// Sends `request` to a worker pool (or its key's merger); gives it back if there is
+    /// none.
     fn try_dispatch(
         &mut self,
-        request: StepRequest,
+        mut request: StepRequest,
         supervisor: ActorRef<JobSupervisorMessage>,
     ) -> Option<(StepRequest, ActorRef<JobSupervisorMessage>)> {
-        let mut members = ractor::pg::get_members(&task_group(&request.task));
-        if members.is_empty() {
-            return Some((request, supervisor));
-        }
-        members.sort_by_key(order_key);
-        let n = self.next.entry(request.task.clone()).or_insert(0);
-        let pick = members.swap_remove(*n % members.len());
-        *n = n.wrapping_add(1);
-        let node = self.ctx.view.node_of(pick.get_id());
         let (step, attempt) = (request.step.clone(), request.attempt);
-        let pool: ActorRef<WorkerPoolMessage> = pick.into();
-        if let Err(e) = pool.cast(WorkerPoolMessage::Run(Wire::new(request.clone()))) {
-            tracing::debug!(error = %e, node = %node, "worker pool gone; attempt waits");
-            return Some((request, supervisor));
-        }
+        let node = if let Some((merger, owner)) = self.merger_for(&mut request) {
+            if merger
+                .cast(MergerMessage::Request(Wire::new(request.clone())))
+                .is_err()
+            {
+                return Some((request, supervisor));
+            }
+            owner
+        } else {
+            let n = self.next.entry(request.task.clone()).or_insert(0);
+            let Some((pool, node)) = pick_worker(&self.ctx.view, &request.task, n) else {
+                return Some((request, supervisor));
+            };
+            if let Err(e) = pool.cast(WorkerPoolMessage::Run(Wire::new(request.clone()))) {
+                tracing::debug!(error = %e, node = %node, "worker pool gone; attempt waits");
+                return Some((request, supervisor));
+            }
+            node
+        };
         let _ = supervisor.cast(JobSupervisorMessage::Assigned {
             step,
             attempt,

@@ -339,6 +339,35 @@ impl Actor for JobManager {
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable spawn request"),
             },
             JobManagerMessage::Cancel(job, reply) => state.to_job(job, reply, Request::Cancel),
+            JobManagerMessage::Invalidate(req, reply) => {
+                let Ok(req) = req.into_inner() else {
+                    let _ = reply.send(false);
+                    return Ok(());
+                };
+                let key =
+                    troupe_runtime::merge::request_key(&req.task, &req.input, &Default::default());
+                let owner = crate::dispatcher::key_owner(&state.ctx.view, &req.task, &key);
+                tokio::spawn(async move {
+                    let had = match owner {
+                        Some((m, _)) => matches!(
+                            m.call(
+                                |r| troupe_runtime::protocol::MergerMessage::Invalidate(key, r),
+                                Some(FORWARD_TIMEOUT)
+                            )
+                            .await,
+                            Ok(ractor::rpc::CallResult::Success(true))
+                        ),
+                        None => false,
+                    };
+                    let _ = reply.send(had);
+                });
+            }
+            JobManagerMessage::NodeDown(node) => {
+                tracing::debug!(node = %node, jobs = state.live.len(), "node down: telling the job supervisors");
+                for sup in state.live.values() {
+                    let _ = sup.cast(JobSupervisorMessage::NodeDown(node.clone()));
+                }
+            }
             JobManagerMessage::Resume(req, reply) => match req.into_inner() {
                 Ok(r) => state.to_job(r.job, reply, Request::Resume(r.step)),
                 Err(e) => {

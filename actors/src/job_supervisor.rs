@@ -60,6 +60,8 @@ pub enum JobSupervisorMessage {
     Cancel(RpcReplyPort<Wire<Result<JobStatus, String>>>),
     /// Resume a step waiting for a user.
     Resume(String, RpcReplyPort<Wire<Result<JobStatus, String>>>),
+    /// A node left the cluster: its attempts run again.
+    NodeDown(String),
 }
 
 /// What a job supervisor starts with.
@@ -167,6 +169,9 @@ impl JobSupervisorState {
                             deps: d.deps,
                             owner: self.owner.clone(),
                             resumed: d.resumed,
+                            cache: d.cache,
+                            key: None,
+                            merger: None,
                         },
                     );
                 }
@@ -275,7 +280,9 @@ impl Actor for JobSupervisor {
                 node,
             } => state.run.assigned(&step, attempt, &node),
             JobSupervisorMessage::Finished(r) => {
-                let actions = state.run.finished(&r.step, r.attempt, &r.node, r.result);
+                let actions = state
+                    .run
+                    .finished_from(&r.step, r.attempt, &r.node, r.result, r.source);
                 if actions.is_empty() {
                     tracing::debug!(job = %r.job, step = %r.step, attempt = r.attempt, "discarded a result of an attempt given up");
                 }
@@ -295,6 +302,11 @@ impl Actor for JobSupervisor {
                 let _ = reply.send(Wire::new(Ok(state.run.status())));
                 state.watchers.push(Watcher { req, actor: None });
                 Vec::new()
+            }
+            JobSupervisorMessage::NodeDown(n) => {
+                let actions = state.run.node_lost(&n);
+                tracing::debug!(job = %state.run.id(), node = %n, actions = actions.len(), "node lost");
+                actions
             }
             JobSupervisorMessage::Spawn(r) => {
                 state

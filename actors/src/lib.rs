@@ -9,6 +9,7 @@
 //! ├── Dispatcher     hands ready steps to a worker pool of the step's task, on any node
 //! ├── JobManager     accepts jobs, answers status; one JobSupervisor child per job
 //! │   └── JobSupervisor*  owns one job: DAG state, retries, timeouts, watchers
+//! ├── Merger         owner of request keys: merges identical requests, caches pure results
 //! └── Membership     full mesh from the seeds, gossip of node info, handshake deadlines
 //! ```
 //!
@@ -23,12 +24,14 @@ use ractor::{ActorId, ActorRef};
 use ractor_cluster::NodeSessionMessage;
 use tokio::sync::Semaphore;
 use troupe_runtime::config::NodeConfig;
+use troupe_runtime::merge::TaskProps;
 use troupe_runtime::TaskRegistry;
 
 pub mod dispatcher;
 pub mod job_manager;
 pub mod job_supervisor;
 pub mod membership;
+pub mod merger;
 pub mod node_root;
 pub mod supervision;
 pub mod worker_pool;
@@ -49,6 +52,8 @@ pub mod names {
     pub const DISPATCHER: &str = "troupe.dispatcher";
     /// The worker pool.
     pub const WORKER_POOL: &str = "troupe.worker_pool";
+    /// The merger (owner of request keys: merging and the result cache).
+    pub const MERGER: &str = "troupe.merger";
 }
 
 /// The registered actor `name`, if it runs, as a typed reference.
@@ -70,6 +75,12 @@ pub struct ClusterView {
     pub queued: AtomicU32,
     /// Running attempts and waiting calls of the worker pool.
     pub work: Arc<worker_pool::WorkState>,
+    /// Properties of tasks that merge or cache, from this node and its peers' gossip.
+    props: RwLock<HashMap<String, TaskProps>>,
+    /// Counters of this node's merger.
+    pub cache: merger::CacheCounters,
+    /// Nodes membership saw leave and not come back (their groups may linger briefly).
+    down: RwLock<std::collections::HashSet<String>>,
     sessions: Mutex<HashMap<u64, ActorRef<NodeSessionMessage>>>,
 }
 
@@ -84,6 +95,9 @@ impl ClusterView {
             queued: AtomicU32::new(0),
             work: Arc::default(),
             sessions: Mutex::default(),
+            props: RwLock::default(),
+            cache: merger::CacheCounters::default(),
+            down: RwLock::default(),
         }
     }
 
@@ -105,6 +119,44 @@ impl ClusterView {
                 .cloned()
                 .unwrap_or_else(|| format!("session-{node_id}")),
         }
+    }
+
+    /// The properties of `task` as far as this node knows (plain if unknown).
+    pub fn props(&self, task: &str) -> TaskProps {
+        self.props
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(task)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Records task properties (from the registry or from gossip).
+    pub fn learn_props(&self, props: impl IntoIterator<Item = (String, TaskProps)>) {
+        let mut m = self.props.write().unwrap_or_else(|p| p.into_inner());
+        for (k, v) in props {
+            if v != TaskProps::PLAIN {
+                m.insert(k, v);
+            }
+        }
+    }
+
+    /// Marks `node` as down (true) or up again (false).
+    pub fn set_down(&self, node: &str, down: bool) {
+        let mut d = self.down.write().unwrap_or_else(|p| p.into_inner());
+        if down {
+            d.insert(node.to_string());
+        } else {
+            d.remove(node);
+        }
+    }
+
+    /// True if membership saw `node` leave.
+    pub fn is_down(&self, node: &str) -> bool {
+        self.down
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(node)
     }
 
     pub(crate) fn set_session_name(&self, node_id: u64, name: Option<String>) {

@@ -90,6 +90,14 @@ impl MembershipState {
                 .values()
                 .map(|p| p.info.address.clone())
                 .collect(),
+            task_props: self
+                .ctx
+                .registry
+                .props()
+                .into_iter()
+                .filter(|(_, p)| *p != troupe_runtime::merge::TaskProps::PLAIN)
+                .collect(),
+            cache: v.cache.stats(),
         }
     }
 
@@ -150,7 +158,27 @@ impl MembershipState {
         });
     }
 
-    fn on_session(&mut self, ev: SessionEvent) {
+    /// True if the node server still has an authenticated session with `name` (a
+    /// duplicate connection that lost ractor_cluster's election closes while the other
+    /// stands, and its events can arrive before the winner's).
+    async fn still_connected(name: &str) -> bool {
+        let Some(server) = find::<NodeServerMessage>(names::NODE_SERVER) else {
+            return false;
+        };
+        match server
+            .call(NodeServerMessage::GetSessions, Some(Duration::from_secs(1)))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(sessions)) => sessions.values().any(|s| {
+                s.peer_name
+                    .as_ref()
+                    .is_some_and(|p| node_name_of(&p.name) == name)
+            }),
+            _ => false,
+        }
+    }
+
+    async fn on_session(&mut self, ev: SessionEvent) {
         match ev.kind {
             SessionEventKind::Opened if self.sessions.contains_key(&ev.node_id) => {}
             SessionEventKind::Opened => {
@@ -194,11 +222,21 @@ impl MembershipState {
                 if self.connected_names().contains(&name) {
                     return; // a duplicate session lost the election; the other one stands
                 }
+                if self
+                    .peers
+                    .get(&name)
+                    .is_some_and(|p| p.state == NodeState::Up)
+                    && Self::still_connected(&name).await
+                {
+                    return;
+                }
                 if let Some(p) = self.peers.get_mut(&name) {
                     if p.state == NodeState::Up {
                         p.state = NodeState::Down;
                         p.since = Instant::now();
                         tracing::info!(node = %name, address = %p.info.address, "node left: connection closed");
+                        self.ctx.view.set_down(&name, true);
+                        crate::merger::announce_node_down(&self.ctx.view.node, &name);
                     }
                 } else {
                     tracing::debug!(client = %name, "client disconnected");
@@ -212,6 +250,7 @@ impl MembershipState {
             return;
         }
         let now = Instant::now();
+        self.ctx.view.learn_props(info.task_props.clone());
         for a in &info.peers {
             self.heard.insert(a.clone(), now);
         }
@@ -279,6 +318,7 @@ impl MembershipState {
             if connected.contains(&p.info.name) && p.state != NodeState::Up {
                 p.state = NodeState::Up;
                 p.since = now;
+                self.ctx.view.set_down(&p.info.name, false);
                 tracing::info!(node = %p.info.name, address = %p.info.address, "node joined (reconnected)");
             }
         }
@@ -391,7 +431,7 @@ impl Actor for Membership {
         match msg {
             MembershipMessage::Tick => state.tick(&myself),
             MembershipMessage::Session(ev) => match ev.into_inner() {
-                Ok(ev) => state.on_session(ev),
+                Ok(ev) => state.on_session(ev).await,
                 Err(e) => tracing::warn!(error = %e, "unreadable session event"),
             },
             MembershipMessage::Hello(info) => match info.into_inner() {

@@ -14,6 +14,7 @@ use troupe_runtime::TaskRegistry;
 use crate::dispatcher::Dispatcher;
 use crate::job_manager::JobManager;
 use crate::membership::Membership;
+use crate::merger::Merger;
 use crate::supervision::RestartIntensity;
 use crate::worker_pool::WorkerPool;
 use crate::{names, ClusterView, NodeContext};
@@ -29,17 +30,20 @@ pub enum Child {
     Dispatcher,
     /// [`JobManager`].
     JobManager,
+    /// [`Merger`].
+    Merger,
     /// [`Membership`].
     Membership,
 }
 
 impl Child {
     /// Start order: transport first, membership (which dials peers) last.
-    pub const ALL: [Child; 5] = [
+    pub const ALL: [Child; 6] = [
         Child::NodeServer,
         Child::WorkerPool,
         Child::Dispatcher,
         Child::JobManager,
+        Child::Merger,
         Child::Membership,
     ];
 
@@ -50,6 +54,7 @@ impl Child {
             Child::WorkerPool => names::WORKER_POOL,
             Child::Dispatcher => names::DISPATCHER,
             Child::JobManager => names::JOB_MANAGER,
+            Child::Merger => names::MERGER,
             Child::Membership => names::MEMBERSHIP,
         }
     }
@@ -107,6 +112,10 @@ async fn spawn_child(
             .0
             .get_cell(),
         Child::JobManager => Actor::spawn_linked(name, JobManager, ctx.clone(), sup)
+            .await?
+            .0
+            .get_cell(),
+        Child::Merger => Actor::spawn_linked(name, Merger, ctx.clone(), sup)
             .await?
             .0
             .get_cell(),
@@ -258,8 +267,10 @@ pub async fn start_node(
         addr: listen.to_string(),
         source: e,
     })?;
+    let view = Arc::new(ClusterView::new(&config.name, config.slots));
+    view.learn_props(registry.props());
     let ctx = NodeContext {
-        view: Arc::new(ClusterView::new(&config.name, config.slots)),
+        view,
         config: Arc::new(config),
         registry,
     };

@@ -24,8 +24,9 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use troupe_runtime::job::run::SpawnKind;
 use troupe_runtime::protocol::{
-    job_manager_group, task_group, worker_pool_group, AttemptRef, JobManagerMessage, SpawnRequest,
-    StepRequest, StepResult, WorkerPoolMessage,
+    job_manager_group, merger_group, task_group, worker_pool_group, AttemptRef, Executed,
+    JobManagerMessage, MergerMessage, ResultSource, SpawnRequest, StepRequest, StepResult,
+    WorkerPoolMessage,
 };
 use troupe_runtime::task::{SubWork, TaskContext, TaskError};
 use troupe_runtime::wire::Wire;
@@ -211,20 +212,31 @@ impl WorkerPoolState {
             };
             drop(locked(&slot).take());
             locked(&view.work.running).remove(&key);
-            match result {
-                Some(result) => send_result(
-                    StepResult {
-                        job: req.job,
-                        step: req.step,
-                        attempt: req.attempt,
-                        node,
-                        result,
-                    },
-                    &req.owner,
-                ),
-                None => {
-                    tracing::debug!(job = %key.job, step = %key.step, attempt = key.attempt, "attempt cancelled")
+            let cancelled = result.is_none();
+            let result = StepResult {
+                job: req.job,
+                step: req.step,
+                attempt: req.attempt,
+                node,
+                result: result.unwrap_or_else(|| Err(TaskError::permanent("cancelled"))),
+                source: ResultSource::Executed,
+            };
+            // An execution for a merger: it answers the requests that joined this one.
+            if let (Some(m), Some(k)) = (&req.merger, &req.key) {
+                if let Some(merger) = ractor::pg::get_members(&merger_group(m)).into_iter().next() {
+                    let merger: ActorRef<MergerMessage> = merger.into();
+                    let e = Executed {
+                        key: k.clone(),
+                        result: result.clone(),
+                        cancelled,
+                    };
+                    let _ = merger.cast(MergerMessage::Executed(Wire::new(e)));
                 }
+            }
+            if cancelled {
+                tracing::debug!(job = %key.job, step = %key.step, attempt = key.attempt, "attempt cancelled");
+            } else {
+                send_result(result, &req.owner);
             }
         });
     }

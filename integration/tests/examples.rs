@@ -119,3 +119,39 @@ async fn dmap_returns_results_in_input_order() {
     }
     assert!(nodes.len() >= 2, "spread over {nodes:?}");
 }
+
+#[tokio::test]
+async fn pricing_prices_each_shared_instrument_once() {
+    let c = Cluster::start_with_binary(3, &cargo_bin("troupe-example-pricing", "pricing"));
+    c.ready().await;
+    let run = cargo_bin("troupe-example-pricing", "pricing-run");
+    let out = c.run_program(
+        &run,
+        &[
+            "--portfolios",
+            "12",
+            "--universe",
+            "15",
+            "--size",
+            "6",
+            "--fresh",
+        ],
+    );
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let last = stdout.lines().last().unwrap();
+    assert!(
+        last.contains("asked: 72, ran: 15,") && last.contains("distinct instruments: 15"),
+        "{last}"
+    );
+    // Again, from the cache: nothing runs.
+    let out = c.run_program(
+        &run,
+        &["--portfolios", "12", "--universe", "15", "--size", "6"],
+    );
+    let last = texts(&out).0.lines().last().unwrap().to_string();
+    assert!(
+        last.contains("ran: 0,") && last.contains("from cache: 72"),
+        "{last}"
+    );
+}

@@ -17,7 +17,7 @@ pub fn register(r: &mut TaskRegistry) {
         .register("troupe.fail", Fail)
         .register("troupe.crash", Crash)
         .register("troupe.needs_action", NeedsAction)
-        .register("troupe.fib", Fib)
+        .register_with("troupe.fib", Fib, crate::merge::TaskProps::PURE)
         .register("troupe.tree", Tree);
 }
 

@@ -146,6 +146,8 @@ struct Inner {
     subs: Subs,
     /// Node names with a ready session, in the order they became ready.
     ready: Arc<Mutex<Vec<String>>>,
+    /// Round-robin counter of submissions.
+    next_submit: std::sync::atomic::AtomicUsize,
 }
 
 impl Drop for Inner {
@@ -227,6 +229,7 @@ impl Client {
                 watcher,
                 subs,
                 ready,
+                next_submit: std::sync::atomic::AtomicUsize::new(0),
             }),
         };
 
@@ -354,29 +357,77 @@ impl Client {
         }
     }
 
-    /// Submits a job; the handle follows it.
+    /// Submits a job; the handle follows it. Submissions go round-robin to the nodes this
+    /// client is connected to (every node accepts jobs, and owns the jobs it accepts); if
+    /// one cannot be reached the next is tried.
     pub async fn submit(&self, spec: JobSpec) -> Result<JobHandle, ClientError> {
         crate::job::validate::validate(&spec).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let nodes = self.connected_nodes();
+        if nodes.is_empty() {
+            return Err(ClientError::Connection("not connected to any node".into()));
+        }
+        let first = self
+            .inner
+            .next_submit
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut last_err = None;
+        for k in 0..nodes.len() {
+            let node = &nodes[(first + k) % nodes.len()];
+            let Some(jm) = self.job_manager_of(node) else {
+                continue;
+            };
+            let req = SubmitRequest {
+                spec: spec.clone(),
+                watch: Some(WatchRequest {
+                    job: String::new(),
+                    group: client_group(&self.inner.name),
+                    progress: self.inner.opts.progress,
+                }),
+                waited: false,
+            };
+            match self
+                .call(&jm, |reply| {
+                    JobManagerMessage::Submit(Wire::new(req), reply)
+                })
+                .await
+            {
+                Ok(Ok(id)) => return Ok(self.handle_for(&id)),
+                Ok(Err(SubmitError::Invalid(m))) => return Err(ClientError::Invalid(m)),
+                Ok(Err(SubmitError::Unavailable(m))) => last_err = Some(ClientError::Connection(m)),
+                Err(e @ ClientError::Connection(_)) => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| ClientError::Connection("no job manager reachable".into())))
+    }
+
+    /// Drops the cached result of `task` on `input` (a pure task's) at its key's owner,
+    /// through any node; true if it was cached. The next identical request runs again.
+    pub async fn invalidate(
+        &self,
+        task: &str,
+        input: &serde_json::Value,
+    ) -> Result<bool, ClientError> {
         let (_, jm) = self.pick_job_manager(None)?;
-        let req = SubmitRequest {
-            spec,
-            watch: Some(WatchRequest {
-                job: String::new(),
-                group: client_group(&self.inner.name),
-                progress: self.inner.opts.progress,
-            }),
-            waited: false,
+        let req = crate::protocol::InvalidateRequest {
+            task: task.to_string(),
+            input: input.clone(),
         };
-        let id = self
-            .call(&jm, |reply| {
-                JobManagerMessage::Submit(Wire::new(req), reply)
-            })
-            .await?
-            .map_err(|e| match e {
-                SubmitError::Invalid(m) => ClientError::Invalid(m),
-                SubmitError::Unavailable(m) => ClientError::Connection(m),
-            })?;
-        Ok(self.handle_for(&id))
+        let timeout = self.inner.opts.request_timeout;
+        match jm
+            .call(
+                |r| JobManagerMessage::Invalidate(Wire::new(req), r),
+                Some(timeout),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(had)) => Ok(had),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(ClientError::Timeout(timeout)),
+            Ok(ractor::rpc::CallResult::SenderError) => Err(ClientError::Connection(
+                "the node dropped the request".into(),
+            )),
+            Err(e) => Err(ClientError::Connection(e.to_string())),
+        }
     }
 
     /// The status of a job, from any node.

@@ -91,6 +91,27 @@ pub struct NodeConfig {
     pub restart: RestartConfig,
     /// Bounds on what one job may grow to.
     pub limits: Limits,
+    /// The result cache of pure tasks (held by each key's owner node).
+    pub cache: CacheConfig,
+}
+
+/// Size and age bounds of the result cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Bytes of cached results (their JSON size) a node keeps at most.
+    pub max_bytes: u64,
+    /// How long a result stays cached, in milliseconds.
+    pub ttl_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+            ttl_ms: 600_000,
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -112,6 +133,7 @@ impl Default for NodeConfig {
             retain_finished_jobs: 10_000,
             restart: RestartConfig::default(),
             limits: Limits::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -256,9 +278,11 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "retain_finished_jobs",
         "restart",
         "limits",
+        "cache",
     ];
     const RESTART_KEYS: &[&str] = &["max_restarts", "window_ms"];
     const LIMIT_KEYS: &[&str] = &["max_steps", "max_for_each_items", "max_depth"];
+    const CACHE_KEYS: &[&str] = &["max_bytes", "ttl_ms"];
     let is_toml = path.extension().is_none_or(|e| e == "toml");
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(()); // the config crate reports the read error with the path
@@ -284,6 +308,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         let sub = match k.as_str() {
             "restart" => RESTART_KEYS,
             "limits" => LIMIT_KEYS,
+            "cache" => CACHE_KEYS,
             _ => continue,
         };
         if let Some(bad) = v

@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod job;
+pub mod merge;
 pub mod protocol;
 pub mod task;
 pub mod wire;

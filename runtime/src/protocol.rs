@@ -21,6 +21,7 @@ use serde_json::Value;
 use crate::job::run::SpawnKind;
 use crate::job::spec::JobSpec;
 use crate::job::status::{JobEvent, JobStatus};
+use crate::merge::CacheMode;
 use crate::task::TaskError;
 use crate::wire::Wire;
 
@@ -82,6 +83,54 @@ pub struct StepRequest {
     /// True for the first attempt after a user resumed the step.
     #[serde(default)]
     pub resumed: bool,
+    /// Whether cached results and requests in flight may be used.
+    #[serde(default)]
+    pub cache: CacheMode,
+    /// The request key, for tasks that merge or cache (set by the dispatcher).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The node whose merger runs this execution and wants its result too.
+    #[serde(default)]
+    pub merger: Option<String>,
+}
+
+/// Where a step result came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultSource {
+    /// The attempt ran the task.
+    #[default]
+    Executed,
+    /// The attempt joined an identical request in flight.
+    Merged,
+    /// The attempt was answered from the cache.
+    Cached,
+}
+
+/// The end of an execution run for a merger.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Executed {
+    /// The request key.
+    pub key: String,
+    /// The result as the leading request got it.
+    pub result: StepResult,
+    /// True if the execution was cancelled rather than finished.
+    pub cancelled: bool,
+}
+
+/// Cache and merge counters of a node's merger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheStats {
+    /// Requests answered from the cache.
+    pub hits: u64,
+    /// Requests of pure tasks the cache could not answer.
+    pub misses: u64,
+    /// Entries dropped for size or age.
+    pub evictions: u64,
+    /// Requests that joined one in flight.
+    pub merged: u64,
+    /// Entries held now.
+    pub entries: u64,
 }
 
 /// Names one attempt (to cancel it).
@@ -139,6 +188,9 @@ pub struct StepResult {
     pub node: String,
     /// Output or error.
     pub result: Result<Value, TaskError>,
+    /// Whether it ran, joined one in flight, or came from the cache.
+    #[serde(default)]
+    pub source: ResultSource,
 }
 
 /// A job submission.
@@ -206,6 +258,40 @@ pub enum JobManagerMessage {
     ),
     /// A job supervisor of this node finished its job (local).
     JobEnded(Wire<JobStatus>),
+    /// Membership lost a node: attempts there are dispatched again (local).
+    NodeDown(String),
+    /// Drop the cached result of a request (task, input) at its key's owner; answers
+    /// whether there was one.
+    #[rpc]
+    Invalidate(Wire<InvalidateRequest>, RpcReplyPort<bool>),
+}
+
+/// A cached result to drop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvalidateRequest {
+    /// The task.
+    pub task: String,
+    /// The request's input.
+    pub input: Value,
+}
+
+/// The group holding the merger of `node`.
+pub fn merger_group(node: &str) -> String {
+    format!("troupe.merger.{node}")
+}
+
+/// Messages of a node's merger (in `troupe.merger.NODE`): the owner of request keys.
+#[derive(RactorClusterMessage)]
+pub enum MergerMessage {
+    /// A request for a mergeable or pure task whose key this node owns.
+    Request(Wire<StepRequest>),
+    /// An execution this merger started has ended (from a worker pool).
+    Executed(Wire<Executed>),
+    /// Drop a key from the cache; answers whether it was there.
+    #[rpc]
+    Invalidate(String, RpcReplyPort<bool>),
+    /// Membership lost a node: executions there run again (local).
+    NodeDown(String),
 }
 
 /// Messages of a worker pool (one per node, in `troupe.task.TASK` for each task it serves
@@ -251,6 +337,12 @@ pub struct NodeInfo {
     pub queued: u32,
     /// Addresses of the nodes it knows (for the mesh).
     pub peers: Vec<String>,
+    /// Properties of the tasks it serves (only those that merge or cache).
+    #[serde(default)]
+    pub task_props: BTreeMap<String, crate::merge::TaskProps>,
+    /// Its merger's counters.
+    #[serde(default)]
+    pub cache: CacheStats,
 }
 
 /// A session event of this node's `NodeServer`, passed to the membership actor.

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::job::run::SpawnKind;
 use crate::job::spec::JobSpec;
+pub use crate::merge::TaskProps;
 
 /// How a task failed, which decides what the job supervisor does next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -248,10 +249,10 @@ impl<T: Task> ErasedTask for Typed<T> {
     }
 }
 
-/// Tasks by name. Cheap to clone.
+/// Tasks by name, with their [`TaskProps`]. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct TaskRegistry {
-    tasks: BTreeMap<String, Arc<dyn ErasedTask>>,
+    tasks: BTreeMap<String, (Arc<dyn ErasedTask>, TaskProps)>,
 }
 
 impl std::fmt::Debug for TaskRegistry {
@@ -273,17 +274,38 @@ impl TaskRegistry {
         r
     }
 
-    /// Registers `task` under `name`, replacing a task of the same name.
+    /// Registers `task` under `name`, replacing a task of the same name. It is neither
+    /// merged nor cached ([`TaskProps::PLAIN`]).
     pub fn register<T: Task>(&mut self, name: impl Into<String>, task: T) -> &mut Self {
+        self.register_with(name, task, TaskProps::PLAIN)
+    }
+
+    /// Registers `task` under `name` with its properties: `mergeable` lets identical
+    /// requests in flight share one execution, `pure` lets results be cached. Declare
+    /// them only for tasks whose output depends on their input alone.
+    pub fn register_with<T: Task>(
+        &mut self,
+        name: impl Into<String>,
+        task: T,
+        props: TaskProps,
+    ) -> &mut Self {
         let name = name.into();
         self.tasks
-            .insert(name.clone(), Arc::new(Typed(Arc::new(task), name)));
+            .insert(name.clone(), (Arc::new(Typed(Arc::new(task), name)), props));
         self
     }
 
     /// The task registered under `name`.
     pub fn get(&self, name: &str) -> Option<Arc<dyn ErasedTask>> {
-        self.tasks.get(name).cloned()
+        self.tasks.get(name).map(|(t, _)| t.clone())
+    }
+
+    /// The properties of every registered task.
+    pub fn props(&self) -> BTreeMap<String, TaskProps> {
+        self.tasks
+            .iter()
+            .map(|(k, (_, p))| (k.clone(), *p))
+            .collect()
     }
 
     /// Names of all registered tasks, sorted.

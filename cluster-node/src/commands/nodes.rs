@@ -21,7 +21,7 @@ pub async fn run(a: NodesArgs) -> u8 {
             .iter()
             .map(|n| {
                 json!({"name": n.name, "address": n.address, "state": n.state, "tasks": n.tasks,
-                       "slots": n.slots, "busy": n.busy, "queued": n.queued})
+                       "slots": n.slots, "busy": n.busy, "queued": n.queued, "cache": n.cache})
             })
             .collect();
         println!("{}", json!({ "nodes": list }));

@@ -21,6 +21,8 @@ use super::expr;
 use super::spec::{JobSpec, RetryPolicy};
 use super::status::{JobEvent, JobState, JobStats, JobStatus, StepState, StepStatus};
 use super::validate::{validate_with, Graph, Limits};
+use crate::merge::CacheMode;
+use crate::protocol::ResultSource;
 use crate::task::TaskError;
 
 /// An attempt to hand to a worker.
@@ -42,6 +44,8 @@ pub struct Dispatch {
     pub resumed: bool,
     /// Nesting depth: 0 for the job's own steps.
     pub depth: usize,
+    /// Whether cached results and requests in flight may serve it.
+    pub cache: CacheMode,
 }
 
 /// What a job supervisor must do next.
@@ -145,6 +149,7 @@ struct Node {
     expanded: bool,
     resumed: bool,
     open_groups: Vec<usize>,
+    source: ResultSource,
 }
 
 impl Node {
@@ -177,6 +182,7 @@ impl Node {
             expanded: false,
             resumed: false,
             open_groups: Vec::new(),
+            source: ResultSource::Executed,
         }
     }
 }
@@ -187,6 +193,7 @@ pub struct JobRun {
     id: String,
     name: String,
     job_retry: RetryPolicy,
+    cache: CacheMode,
     limits: Limits,
     nodes: Vec<Node>,
     by_id: HashMap<String, usize>,
@@ -215,6 +222,7 @@ impl JobRun {
             id,
             name: spec.name.clone(),
             job_retry: spec.retry,
+            cache: spec.cache,
             limits,
             nodes: Vec::new(),
             by_id: HashMap::new(),
@@ -478,8 +486,8 @@ impl JobRun {
         n.live_attempt = Some(n.attempts);
         n.state = StepState::Pending;
         let resumed = std::mem::take(&mut n.resumed);
-        self.stats.executions += 1;
         Action::Dispatch(Dispatch {
+            cache: self.cache,
             step: n.id.clone(),
             task: n.task.clone(),
             attempt: n.attempts,
@@ -779,13 +787,26 @@ impl JobRun {
         })]
     }
 
-    /// Attempt `attempt` of `step` ended on `node` with `result`.
+    /// Attempt `attempt` of `step` ended on `node` with `result`, which it ran itself.
     pub fn finished(
         &mut self,
         step: &str,
         attempt: u32,
         node: &str,
         result: Result<Value, TaskError>,
+    ) -> Vec<Action> {
+        self.finished_from(step, attempt, node, result, ResultSource::Executed)
+    }
+
+    /// Attempt `attempt` of `step` ended on `node` with `result`, which came from `source`
+    /// (its own execution, an identical request in flight, or the cache).
+    pub fn finished_from(
+        &mut self,
+        step: &str,
+        attempt: u32,
+        node: &str,
+        result: Result<Value, TaskError>,
+        source: ResultSource,
     ) -> Vec<Action> {
         let Some(i) = self.live(step, attempt) else {
             self.late_results += 1;
@@ -794,6 +815,12 @@ impl JobRun {
         if self.state.is_terminal() {
             return Vec::new();
         }
+        match source {
+            ResultSource::Executed => self.stats.executions += 1,
+            ResultSource::Merged => self.stats.merged += 1,
+            ResultSource::Cached => self.stats.cache_hits += 1,
+        }
+        self.nodes[i].source = source;
         self.nodes[i].node = Some(node.to_string());
         self.started = true;
         let mut out = Vec::new();
@@ -976,6 +1003,37 @@ impl JobRun {
         out
     }
 
+    /// The node `lost` left the cluster: every attempt that ran there runs again as a new
+    /// attempt, without using up the step's retry budget.
+    pub fn node_lost(&mut self, lost: &str) -> Vec<Action> {
+        if self.state.is_terminal() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            let Some(attempt) = n.live_attempt else {
+                continue;
+            };
+            if n.node.as_deref() != Some(lost) {
+                continue;
+            }
+            out.push(Action::Notify(JobEvent::StepRetrying {
+                job: self.id.clone(),
+                step: n.id.clone(),
+                attempt,
+                error: format!("node {lost} left the cluster"),
+                delay_ms: 0,
+            }));
+            self.close_open_groups(i, &mut out);
+            let n = &mut self.nodes[i];
+            n.retry.max_attempts = n.retry.max_attempts.saturating_add(1);
+            n.live_attempt = None;
+            out.push(self.dispatch(i));
+        }
+        out
+    }
+
     /// Cancels the job: every step not yet ended is cancelled, running attempts are told
     /// to stop.
     pub fn cancel(&mut self) -> Vec<Action> {
@@ -1045,6 +1103,10 @@ impl JobRun {
                             error: n.error.clone(),
                             message: n.message.clone(),
                             task: n.task.clone(),
+                            cache_hit: n.source == ResultSource::Cached
+                                && n.state == StepState::Succeeded,
+                            merged: n.source == ResultSource::Merged
+                                && n.state == StepState::Succeeded,
                         },
                     )
                 })

@@ -163,6 +163,10 @@ pub struct JobSpec {
     /// The steps.
     #[serde(default)]
     pub steps: Vec<StepSpec>,
+    /// `use` (default) or `bypass`: whether cached results and identical requests in
+    /// flight may serve this job's steps of pure or mergeable tasks.
+    #[serde(default)]
+    pub cache: crate::merge::CacheMode,
 }
 
 impl JobSpec {
@@ -175,6 +179,7 @@ impl JobSpec {
             retry: RetryPolicy::default(),
             output: None,
             steps: Vec::new(),
+            cache: crate::merge::CacheMode::Use,
         }
     }
 

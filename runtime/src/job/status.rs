@@ -79,6 +79,16 @@ pub struct StepStatus {
     pub message: Option<String>,
     /// The task it runs.
     pub task: String,
+    /// Its result came from the cache.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cache_hit: bool,
+    /// Its result came from an identical request in flight.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub merged: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Counters over a job's executions.
