@@ -16,7 +16,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use troupe_runtime::merge::{self, request_key};
 use troupe_runtime::protocol::{
-    merger_group, task_group, MergerMessage, StepRequest, WorkerPoolMessage,
+    first_member, merger_group, task_group, MergerMessage, StepRequest, WorkerPoolMessage,
 };
 use troupe_runtime::wire::Wire;
 
@@ -87,9 +87,7 @@ pub fn key_owner(
         .map(|(_, n)| n)
         .collect();
     let owner = merge::owner(key, nodes.iter().map(String::as_str))?.to_string();
-    let m = ractor::pg::get_members(&merger_group(&owner))
-        .into_iter()
-        .next()?;
+    let m = first_member(&merger_group(&owner))?;
     Some((m.into(), owner))
 }
 

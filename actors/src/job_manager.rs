@@ -16,8 +16,8 @@ use troupe_runtime::job::run::JobRun;
 use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::job::validate::validate_with;
 use troupe_runtime::protocol::{
-    job_manager_group, owner_of, task_group, task_of_group, worker_pool_group, CallReply,
-    JobManagerMessage, ResumeRequest, SubmitError, SubmitRequest, WorkerPoolMessage,
+    first_member, job_manager_group, owner_of, task_group, task_of_group, worker_pool_group,
+    CallReply, JobManagerMessage, ResumeRequest, SubmitError, SubmitRequest, WorkerPoolMessage,
 };
 use troupe_runtime::task::TaskError;
 use troupe_runtime::wire::Wire;
@@ -177,15 +177,12 @@ impl JobManagerState {
             Some(owner) if owner != self.ctx.config.name => {
                 let owner = owner.to_string();
                 tokio::spawn(async move {
-                    let answer = match ractor::pg::get_members(&job_manager_group(&owner))
-                        .into_iter()
-                        .next()
+                    let answer = match first_member::<JobManagerMessage>(&job_manager_group(&owner))
                     {
                         None => Err(format!(
                             "the node {owner} that owns job {job} is not reachable"
                         )),
                         Some(jm) => {
-                            let jm: ActorRef<JobManagerMessage> = jm.into();
                             let call = jm.call(
                                 |r| match req {
                                     Request::Status => JobManagerMessage::Status(job.clone(), r),
@@ -327,11 +324,9 @@ impl Actor for JobManager {
                                 r.from.job
                             ))),
                         };
-                        if let Some(pool) = ractor::pg::get_members(&worker_pool_group(&r.reply_to))
-                            .into_iter()
-                            .next()
+                        if let Some(pool) =
+                            first_member::<WorkerPoolMessage>(&worker_pool_group(&r.reply_to))
                         {
-                            let pool: ActorRef<WorkerPoolMessage> = pool.into();
                             let _ = pool.cast(WorkerPoolMessage::CallReply(Wire::new(answer)));
                         }
                     }

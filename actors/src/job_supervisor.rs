@@ -12,8 +12,8 @@ use ractor_cluster::RactorMessage;
 use troupe_runtime::job::run::{Action, JobRun};
 use troupe_runtime::job::status::{JobEvent, JobStatus};
 use troupe_runtime::protocol::{
-    worker_pool_group, AttemptRef, CallReply, JobManagerMessage, SpawnRequest, StepRequest,
-    StepResult, WatchRequest, WatcherMessage, WorkerPoolMessage,
+    first_member, worker_pool_group, AttemptRef, CallReply, JobManagerMessage, SpawnRequest,
+    StepRequest, StepResult, WatchRequest, WatcherMessage, WorkerPoolMessage,
 };
 use troupe_runtime::wire::Wire;
 
@@ -118,10 +118,7 @@ fn dispatch(myself: &ActorRef<JobSupervisorMessage>, request: StepRequest) {
 }
 
 fn worker_pool(node: &str) -> Option<ActorRef<WorkerPoolMessage>> {
-    ractor::pg::get_members(&worker_pool_group(node))
-        .into_iter()
-        .next()
-        .map(Into::into)
+    first_member(&worker_pool_group(node))
 }
 
 impl JobSupervisorState {
@@ -132,10 +129,7 @@ impl JobSupervisorState {
                 continue;
             }
             if w.actor.is_none() {
-                w.actor = ractor::pg::get_members(&w.req.group)
-                    .into_iter()
-                    .next()
-                    .map(Into::into);
+                w.actor = first_member(&w.req.group);
             }
             if let Some(a) = &w.actor {
                 if a.cast(WatcherMessage::Event(Wire::new(ev.clone())))

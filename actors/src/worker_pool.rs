@@ -24,9 +24,9 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use troupe_runtime::job::run::SpawnKind;
 use troupe_runtime::protocol::{
-    job_manager_group, merger_group, task_group, worker_pool_group, AttemptRef, Executed,
-    JobManagerMessage, MergerMessage, ResultSource, SpawnRequest, StepRequest, StepResult,
-    WorkerPoolMessage,
+    first_member, job_manager_group, merger_group, task_group, worker_pool_group, AttemptRef,
+    Executed, JobManagerMessage, MergerMessage, ResultSource, SpawnRequest, StepRequest,
+    StepResult, WorkerPoolMessage,
 };
 use troupe_runtime::task::{SubWork, TaskContext, TaskError};
 use troupe_runtime::wire::Wire;
@@ -68,10 +68,7 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 /// The job manager of `owner`, if reachable.
 fn job_manager(owner: &str) -> Option<ActorRef<JobManagerMessage>> {
-    ractor::pg::get_members(&job_manager_group(owner))
-        .into_iter()
-        .next()
-        .map(Into::into)
+    first_member(&job_manager_group(owner))
 }
 
 /// Sends a step result to the job manager of its owner node.
@@ -223,8 +220,7 @@ impl WorkerPoolState {
             };
             // An execution for a merger: it answers the requests that joined this one.
             if let (Some(m), Some(k)) = (&req.merger, &req.key) {
-                if let Some(merger) = ractor::pg::get_members(&merger_group(m)).into_iter().next() {
-                    let merger: ActorRef<MergerMessage> = merger.into();
+                if let Some(merger) = first_member::<MergerMessage>(&merger_group(m)) {
                     let e = Executed {
                         key: k.clone(),
                         result: result.clone(),

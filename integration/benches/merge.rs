@@ -17,7 +17,10 @@ use troupe_integration::Cluster;
 use troupe_runtime::{Client, ClientOptions, JobSpec, JobState, StepSpec};
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn request(k: usize) -> JobSpec {
@@ -41,7 +44,13 @@ async fn p50(client: &Client, keys: impl Iterator<Item = usize>) -> u64 {
     let mut us = Vec::new();
     for k in keys {
         let t = Instant::now();
-        let st = client.submit(request(k)).await.unwrap().wait().await.unwrap();
+        let st = client
+            .submit(request(k))
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
         assert_eq!(st.state, JobState::Succeeded);
         us.push(t.elapsed().as_micros() as u64);
     }
@@ -52,7 +61,10 @@ async fn p50(client: &Client, keys: impl Iterator<Item = usize>) -> u64 {
 fn main() {
     let requests = env("MERGE_REQUESTS", 20_000);
     let keys = env("MERGE_KEYS", 1_000);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut cluster = Cluster::plan(3);
         cluster.slots = 1;

@@ -8,8 +8,8 @@
 //! - `chain3_p50_us`: the same for a three-step chain a -> b -> c;
 //! - `steps_per_s`: echo steps through the cluster with many small jobs in flight;
 //! - `reentrant_call_p50_us`: what a re-entrant call adds: the p50 of a `troupe.fib` n=2
-//!   job (its task calls fib(1) and fib(0) in parallel, round-robin over the nodes, and
-//!   waits) minus the p50 of the one-step job;
+//!   job with the cache off (its task calls fib(1) and fib(0) in parallel, round-robin over
+//!   the nodes, and waits) minus the p50 of the one-step job;
 //! - `fanout_items_per_s`: a `for_each` of 10,000 `troupe.echo` items over three nodes,
 //!   from submit to the job's end;
 //! - `tcp_rtt_p50_us`: the baseline, a raw 64-byte tokio TCP round trip on loopback,
@@ -149,7 +149,9 @@ fn main() {
             .step(StepSpec::new("c", "troupe.echo").input(json!(3)).after(["b"]));
         let chain3 = job_latency(&client, &chain, calls / 2).await;
         let steps_per_s = throughput(&client, secs, 64, 4).await;
-        let fib2 = JobSpec::new("fib2").step(StepSpec::new("fib", "troupe.fib").input(json!({"n": 2})));
+        // troupe.fib is pure: with the cache on, the calls would be cache hits.
+        let mut fib2 = JobSpec::new("fib2").step(StepSpec::new("fib", "troupe.fib").input(json!({"n": 2})));
+        fib2.cache = troupe_runtime::merge::CacheMode::Off;
         let reentrant = job_latency(&client, &fib2, calls / 2).await;
         let reentrant_call_p50_us = pct(&reentrant, 0.5).saturating_sub(pct(&call, 0.5));
         let fan = JobSpec::new("fan")

@@ -31,9 +31,9 @@ use crate::error::ClientError;
 use crate::job::spec::JobSpec;
 use crate::job::status::{JobEvent, JobStatus};
 use crate::protocol::{
-    client_group, job_manager_group, owner_of, JobManagerMessage, MembershipMessage, NodeInfo,
-    ResumeRequest, SessionEventKind, SubmitError, SubmitRequest, WatchRequest, WatcherMessage,
-    MEMBERSHIP_GROUP,
+    client_group, first_member, job_manager_group, owner_of, JobManagerMessage, MembershipMessage,
+    NodeInfo, ResumeRequest, SessionEventKind, SubmitError, SubmitRequest, WatchRequest,
+    WatcherMessage, MEMBERSHIP_GROUP,
 };
 use crate::wire::Wire;
 
@@ -299,10 +299,7 @@ impl Client {
 
     /// The job manager of `node`, if this client sees it.
     fn job_manager_of(&self, node: &str) -> Option<ActorRef<JobManagerMessage>> {
-        ractor::pg::get_members(&job_manager_group(node))
-            .into_iter()
-            .next()
-            .map(Into::into)
+        first_member(&job_manager_group(node))
     }
 
     /// A job manager to talk to: `prefer`'s if connected, else the first connected node's.

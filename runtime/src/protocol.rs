@@ -33,6 +33,14 @@ pub fn job_manager_group(node: &str) -> String {
     format!("troupe.job_manager.{node}")
 }
 
+/// The first member of `group`, as a typed reference (a per-node group has one).
+pub fn first_member<M: ractor::Message>(group: &str) -> Option<ractor::ActorRef<M>> {
+    ractor::pg::get_members(&group.to_string())
+        .into_iter()
+        .next()
+        .map(Into::into)
+}
+
 /// The group of worker pools that serve `task`.
 pub fn task_group(task: &str) -> String {
     format!("troupe.task.{task}")
