@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
-use troupe_runtime::merge::{self, request_key};
+use troupe_runtime::merge::{self, request_key, CacheMode};
 use troupe_runtime::protocol::{
     first_member, merger_group, task_group, MergerMessage, StepRequest, WorkerPoolMessage,
 };
@@ -108,7 +108,10 @@ impl DispatcherState {
     /// The merger that owns the key of `request`, for tasks that merge or cache.
     fn merger_for(&self, request: &mut StepRequest) -> Option<(ActorRef<MergerMessage>, String)> {
         let props = self.ctx.view.props(&request.task);
-        if request.merger.is_some() || !(props.mergeable || props.pure) {
+        if request.merger.is_some()
+            || request.cache == CacheMode::Off
+            || !(props.mergeable || props.pure)
+        {
             return None;
         }
         let key = request_key(&request.task, &request.input, &request.deps);

@@ -158,7 +158,6 @@ impl MergerState {
     fn executed(&mut self, key: String, result: StepResult, cancelled: bool) {
         let props = self.ctx.view.props(troupe_runtime::merge::key_task(&key));
         if let (false, true, Ok(v)) = (cancelled, props.pure, &result.result) {
-            // (Results of `off` requests also land here: they are fresh, so they refresh.)
             self.cache.insert(key.clone(), Arc::new(v.clone()));
             self.ctx
                 .view

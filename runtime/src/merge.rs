@@ -51,7 +51,8 @@ pub enum CacheMode {
     /// Do not read the cache (fresh results, which refresh it); identical requests in
     /// flight are still merged.
     Bypass,
-    /// Neither: every request executes.
+    /// Neither: every request goes straight to a worker and executes; the cache is not
+    /// touched.
     Off,
 }
 
