@@ -1,7 +1,8 @@
 //! `cargo bench -p troupe-integration --bench overhead`
 //!
-//! Three real `troupe-node` processes (release build, one slot each) on loopback, and one
-//! client in this process. Measures:
+//! Three real `troupe-node` processes (release build, one slot each) on loopback, and a
+//! client in this process that submits through the first node (which owns the jobs).
+//! Measures:
 //! - `call_p50_us` / `call_p99_us`: the round trip of a one-step `troupe.echo` job, from
 //!   submit to the job's final status at the client (client -> job manager -> worker on
 //!   some node -> job supervisor -> client), sequentially;
@@ -12,6 +13,8 @@
 //!   the nodes, and waits) minus the p50 of the one-step job;
 //! - `fanout_items_per_s`: a `for_each` of 10,000 `troupe.echo` items over three nodes,
 //!   from submit to the job's end;
+//! - `spread_call_p50_us`: the one-step round trip for a second client connected to all
+//!   three nodes, which spreads its submissions over them;
 //! - `tcp_rtt_p50_us`: the baseline, a raw 64-byte tokio TCP round trip on loopback,
 //!   measured in the same run, and the ratio of the call to it.
 //!
@@ -125,7 +128,8 @@ fn main() {
             cluster.start_node(i);
         }
         let client = {
-            let mut o = ClientOptions::new(cluster.addrs.clone(), &cluster.cookie);
+            // The client submits through one node, which owns the jobs.
+            let mut o = ClientOptions::new([cluster.addrs[0].clone()], &cluster.cookie);
             o.progress = false;
             let start = Instant::now();
             loop {
@@ -167,12 +171,22 @@ fn main() {
         fanout_runs.sort_by(f64::total_cmp);
         let fanout_items_per_s = fanout_runs[1];
 
+        // A second client connected to all three nodes spreads its submissions over them.
+        let spread_client = {
+            let mut o = ClientOptions::new(cluster.addrs.clone(), &cluster.cookie);
+            o.progress = false;
+            Client::connect(o).await.expect("second client")
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let spread = job_latency(&spread_client, &one, calls / 2).await;
+        let spread_call_p50_us = pct(&spread, 0.5);
         let (c50, c99) = (pct(&call, 0.5), pct(&call, 0.99));
         let t50 = pct(&tcp, 0.5).max(1);
         eprintln!(
             "one-step job round trip: p50 {c50} us, p99 {c99} us over {} calls; raw TCP round trip p50 {t50} us",
             call.len()
         );
+        eprintln!("one-step job, client spreading submissions over 3 nodes: p50 {spread_call_p50_us} us");
         eprintln!("3-step chain: p50 {} us, p99 {} us", pct(&chain3, 0.5), pct(&chain3, 0.99));
         eprintln!("throughput: {steps_per_s:.0} steps/s (64 jobs of 4 steps in flight, {secs} s)");
         eprintln!("re-entrant call: +{reentrant_call_p50_us} us p50 (fib(2) job p50 {} us)", pct(&reentrant, 0.5));
@@ -188,6 +202,7 @@ fn main() {
                 "steps_per_s": steps_per_s.round(),
                 "reentrant_call_p50_us": reentrant_call_p50_us,
                 "fanout_items_per_s": fanout_items_per_s.round(),
+                "spread_call_p50_us": spread_call_p50_us,
                 "tcp_rtt_p50_us": t50,
                 "call_p50_over_tcp_rtt": (c50 as f64 / t50 as f64 * 10.0).round() / 10.0,
             })
