@@ -18,7 +18,7 @@ use troupe_runtime::protocol::{
 use troupe_runtime::wire::Wire;
 
 use crate::dispatcher::DispatcherMessage;
-use crate::{find, names};
+use crate::{find_on, names};
 
 /// Messages of a job supervisor (local to its node).
 #[derive(RactorMessage)]
@@ -91,7 +91,8 @@ pub struct JobSupervisorState {
 pub struct JobSupervisor;
 
 fn dispatch(myself: &ActorRef<JobSupervisorMessage>, request: StepRequest) {
-    match find::<DispatcherMessage>(names::DISPATCHER) {
+    let owner = request.owner.clone();
+    match find_on::<DispatcherMessage>(names::DISPATCHER, &owner) {
         Some(d) => {
             if let Err(e) = d.cast(DispatcherMessage::Dispatch {
                 request,
@@ -219,7 +220,7 @@ impl JobSupervisorState {
             tracing::debug!(job = %status.id, state = ?status.state, "job ended");
             // The job manager stops this actor when it has the final status, so that a
             // question it forwarded here meanwhile is still answered.
-            match find::<JobManagerMessage>(names::JOB_MANAGER) {
+            match find_on::<JobManagerMessage>(names::JOB_MANAGER, &self.owner) {
                 Some(jm) => {
                     let _ = jm.cast(JobManagerMessage::JobEnded(Wire::new(status)));
                 }

@@ -38,7 +38,13 @@ pub mod worker_pool;
 
 pub use node_root::{start_node, NodeRoot, NodeRootMessage, StartError};
 
-/// Registered names of the system actors.
+/// Registered names of the system actors: a base name, made per-node by [`names::of`].
+///
+/// Why per node: ractor_cluster spawns a `RemoteActor` shim for every remotely reachable
+/// actor of a peer, carrying the peer actor's *name*; when the shim stops (the peer left,
+/// or a duplicate connection lost the election), ractor unregisters that name from this
+/// process's registry, which removes *our own* actor of the same name. Names that include
+/// the node name cannot collide with a peer's.
 pub mod names {
     /// The node's root supervisor.
     pub const NODE_ROOT: &str = "troupe.node_root";
@@ -54,11 +60,21 @@ pub mod names {
     pub const WORKER_POOL: &str = "troupe.worker_pool";
     /// The merger (owner of request keys: merging and the result cache).
     pub const MERGER: &str = "troupe.merger";
+
+    /// The registered name of system actor `base` on node `node`.
+    pub fn of(base: &str, node: &str) -> String {
+        format!("{base}@{node}")
+    }
 }
 
 /// The registered actor `name`, if it runs, as a typed reference.
 pub fn find<M: ractor::Message>(name: &str) -> Option<ActorRef<M>> {
     ractor::registry::where_is(name.to_string()).map(Into::into)
+}
+
+/// System actor `base` of node `node`, if it runs.
+pub fn find_on<M: ractor::Message>(base: &str, node: &str) -> Option<ActorRef<M>> {
+    find(&names::of(base, node))
 }
 
 /// What this node knows of the cluster, shared by its actors without messages.

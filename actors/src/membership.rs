@@ -29,7 +29,7 @@ use troupe_runtime::protocol::{
 };
 use troupe_runtime::wire::Wire;
 
-use crate::{find, names, NodeContext};
+use crate::{find_on, names, NodeContext};
 
 /// How long a node that left stays listed as down before it drops out.
 const FORGET_AFTER: Duration = Duration::from_secs(60);
@@ -102,7 +102,8 @@ impl MembershipState {
     }
 
     fn subscribe_if_new_server(&mut self, myself: &ActorRef<MembershipMessage>) {
-        let Some(server) = find::<NodeServerMessage>(names::NODE_SERVER) else {
+        let Some(server) = find_on::<NodeServerMessage>(names::NODE_SERVER, &self.ctx.view.node)
+        else {
             return;
         };
         if self.server_id == Some(server.get_id()) {
@@ -161,8 +162,8 @@ impl MembershipState {
     /// True if the node server still has an authenticated session with `name` (a
     /// duplicate connection that lost ractor_cluster's election closes while the other
     /// stands, and its events can arrive before the winner's).
-    async fn still_connected(name: &str) -> bool {
-        let Some(server) = find::<NodeServerMessage>(names::NODE_SERVER) else {
+    async fn still_connected(this: &str, name: &str) -> bool {
+        let Some(server) = find_on::<NodeServerMessage>(names::NODE_SERVER, this) else {
             return false;
         };
         match server
@@ -226,7 +227,7 @@ impl MembershipState {
                     .peers
                     .get(&name)
                     .is_some_and(|p| p.state == NodeState::Up)
-                    && Self::still_connected(&name).await
+                    && Self::still_connected(&self.ctx.view.node, &name).await
                 {
                     return;
                 }
@@ -343,7 +344,8 @@ impl MembershipState {
         targets.dedup();
         self.dialing
             .retain(|_, t| now.duration_since(*t) < DIAL_RETRY);
-        let Some(server) = find::<NodeServerMessage>(names::NODE_SERVER) else {
+        let Some(server) = find_on::<NodeServerMessage>(names::NODE_SERVER, &self.ctx.view.node)
+        else {
             return;
         };
         for addr in targets {

@@ -82,7 +82,8 @@ async fn spawn_child(
     ctx: &NodeContext,
     sup: ActorCell,
 ) -> Result<ActorCell, ActorProcessingErr> {
-    let name = Some(child.name().to_string());
+    let registered = names::of(child.name(), &ctx.config.name);
+    let name = Some(registered.clone());
     let cell = match child {
         Child::NodeServer => {
             let c = &ctx.config;
@@ -97,7 +98,7 @@ async fn spawn_child(
                     cookie: c.cookie.clone(),
                     max_frame_bytes: c.max_message_bytes,
                 },
-                Some(names::NODE_SERVER),
+                Some(&registered),
                 Some(sup),
             )
             .await?
@@ -274,7 +275,8 @@ pub async fn start_node(
         config: Arc::new(config),
         registry,
     };
-    Actor::spawn(Some(names::NODE_ROOT.into()), NodeRoot, ctx)
+    let name = names::of(names::NODE_ROOT, &ctx.config.name);
+    Actor::spawn(Some(name), NodeRoot, ctx)
         .await
         .map_err(|e| StartError::Spawn(e.to_string()))
 }

@@ -84,10 +84,12 @@ async fn killed_system_actors_are_restarted_and_the_node_keeps_working() {
     let (root, done) = start_node(config("restart-test"), TaskRegistry::with_builtins())
         .await
         .unwrap();
-    let jm: ActorRef<JobManagerMessage> = find(names::JOB_MANAGER).unwrap();
+    let jm: ActorRef<JobManagerMessage> =
+        find(&names::of(names::JOB_MANAGER, "restart-test")).unwrap();
     assert_eq!(run_job(&jm).await, JobState::Succeeded);
 
-    for name in [names::DISPATCHER, names::WORKER_POOL, names::MEMBERSHIP] {
+    for base in [names::DISPATCHER, names::WORKER_POOL, names::MEMBERSHIP] {
+        let name = &names::of(base, "restart-test");
         let old = ractor::registry::where_is(name.to_string()).unwrap();
         old.kill();
         let new = wait_for_new(name, old.get_id()).await;

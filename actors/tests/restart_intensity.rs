@@ -27,7 +27,9 @@ async fn too_many_restarts_stop_the_node() {
     for round in 0..3 {
         let start = Instant::now();
         let cell = loop {
-            if let Some(c) = ractor::registry::where_is(names::DISPATCHER.to_string()) {
+            if let Some(c) =
+                ractor::registry::where_is(names::of(names::DISPATCHER, "intensity-test"))
+            {
                 break c;
             }
             assert!(
@@ -39,7 +41,7 @@ async fn too_many_restarts_stop_the_node() {
         cell.kill();
         // Wait for the old one to be gone before killing again.
         let id = cell.get_id();
-        while ractor::registry::where_is(names::DISPATCHER.to_string())
+        while ractor::registry::where_is(names::of(names::DISPATCHER, "intensity-test"))
             .is_some_and(|c| c.get_id() == id)
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
