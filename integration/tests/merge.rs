@@ -199,5 +199,10 @@ async fn submissions_spread_over_nodes_and_fail_over_when_one_is_down() {
             .unwrap();
         assert_eq!(st.state, JobState::Succeeded);
         assert_ne!(st.output, Some(json!("n2")));
+        // The owner recorded the end: a peer leaving must not disturb the survivors' own
+        // system actors (ractor_cluster's shims of the dead peer's actors once unregistered
+        // same-named local actors; names are per node now).
+        let again = client.status(&st.id).await.unwrap();
+        assert_eq!(again.state, JobState::Succeeded);
     }
 }
