@@ -13,8 +13,8 @@
 //! └── Membership     full mesh from the seeds, gossip of node info, handshake deadlines
 //! ```
 //!
-//! Actors find each other through ractor's registry by the names in [`names`], so a
-//! restarted actor is found again without anyone holding a stale reference.
+//! Actors find each other through ractor's registry by the per-node names of [`names`],
+//! so a restarted actor is found again without anyone holding a stale reference.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU32;
