@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use troupe_integration::Cluster;
-use troupe_runtime::{Client, ClientOptions, JobSpec, JobState, StepSpec};
+use troupe_runtime::{Client, JobSpec, JobState, StepSpec};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -25,19 +25,6 @@ fn env(name: &str, default: usize) -> usize {
 
 fn request(k: usize) -> JobSpec {
     JobSpec::new("m").step(StepSpec::new("f", "troupe.fib").input(json!({"n": 1, "k": k})))
-}
-
-async fn connect(seeds: Vec<String>, cookie: &str) -> Client {
-    let mut o = ClientOptions::new(seeds, cookie);
-    o.progress = false;
-    let start = Instant::now();
-    loop {
-        match Client::connect(o.clone()).await {
-            Ok(c) => return c,
-            Err(e) if start.elapsed() > Duration::from_secs(20) => panic!("{e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }
 
 async fn p50(client: &Client, keys: impl Iterator<Item = usize>) -> u64 {
@@ -73,7 +60,7 @@ fn main() {
         }
         let mut clients = Vec::new();
         for i in 0..3 {
-            clients.push(connect(vec![cluster.addrs[i].clone()], &cluster.cookie).await);
+            clients.push(cluster.quiet_client_via(&[i]).await);
         }
         clients[0].wait_for_nodes(3, Duration::from_secs(20)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(700)).await;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use troupe_integration::Cluster;
-use troupe_runtime::{Client, ClientOptions, JobSpec, JobState, StepSpec};
+use troupe_runtime::{Client, JobSpec, JobState, StepSpec};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -127,19 +127,8 @@ fn main() {
         for i in 0..3 {
             cluster.start_node(i);
         }
-        let client = {
-            // The client submits through one node, which owns the jobs.
-            let mut o = ClientOptions::new([cluster.addrs[0].clone()], &cluster.cookie);
-            o.progress = false;
-            let start = Instant::now();
-            loop {
-                match Client::connect(o.clone()).await {
-                    Ok(c) => break c,
-                    Err(e) if start.elapsed() > Duration::from_secs(20) => panic!("{e}"),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        };
+        // The client submits through one node, which owns the jobs.
+        let client = cluster.quiet_client_via(&[0]).await;
         client.wait_for_nodes(3, Duration::from_secs(20)).await.expect("3 nodes");
         // Let every node's worker groups reach the client's first node.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -172,11 +161,7 @@ fn main() {
         let fanout_items_per_s = fanout_runs[1];
 
         // A second client connected to all three nodes spreads its submissions over them.
-        let spread_client = {
-            let mut o = ClientOptions::new(cluster.addrs.clone(), &cluster.cookie);
-            o.progress = false;
-            Client::connect(o).await.expect("second client")
-        };
+        let spread_client = cluster.quiet_client_via(&[0, 1, 2]).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let spread = job_latency(&spread_client, &one, calls / 2).await;
         let spread_call_p50_us = pct(&spread, 0.5);

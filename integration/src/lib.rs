@@ -180,18 +180,16 @@ impl Cluster {
     /// A client connected through the given nodes' addresses.
     pub async fn client_via(&self, nodes: &[usize]) -> Client {
         let seeds: Vec<String> = nodes.iter().map(|&i| self.addrs[i].clone()).collect();
-        let start = std::time::Instant::now();
-        loop {
-            let mut o = ClientOptions::new(seeds.clone(), &self.cookie);
-            o.connect_timeout = Duration::from_secs(2);
-            match Client::connect(o).await {
-                Ok(c) => return c,
-                Err(e) if start.elapsed() > Duration::from_secs(20) => {
-                    panic!("cannot connect: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
+        connect_retrying(ClientOptions::new(seeds, &self.cookie)).await
+    }
+
+    /// A client through the given nodes that is told only of job ends (no progress
+    /// events), as benchmarks want.
+    pub async fn quiet_client_via(&self, nodes: &[usize]) -> Client {
+        let seeds: Vec<String> = nodes.iter().map(|&i| self.addrs[i].clone()).collect();
+        let mut o = ClientOptions::new(seeds, &self.cookie);
+        o.progress = false;
+        connect_retrying(o).await
     }
 
     /// A client connected through every node that runs.
@@ -258,6 +256,19 @@ impl Drop for Cluster {
             eprintln!("node logs kept in {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Connects with `opts`, retrying for up to 20 s while nodes start (2 s per attempt).
+pub async fn connect_retrying(mut opts: ClientOptions) -> Client {
+    opts.connect_timeout = Duration::from_secs(2);
+    let start = std::time::Instant::now();
+    loop {
+        match Client::connect(opts.clone()).await {
+            Ok(c) => return c,
+            Err(e) if start.elapsed() > Duration::from_secs(20) => panic!("cannot connect: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
 }
