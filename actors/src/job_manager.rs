@@ -209,7 +209,7 @@ impl JobManagerState {
                 });
             }
             _ => {
-                let _ = reply.send(Wire::new(Err(format!("no job {job} on this node"))));
+                let _ = reply.send(Wire::new(Err(troupe_runtime::protocol::no_such_job(&job))));
             }
         }
     }

@@ -11,9 +11,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use troupe_runtime::job::run::{Action, JobRun};
 use troupe_runtime::job::status::{JobEvent, JobStatus};
+use troupe_runtime::observe::{ClusterEvent, EventKind};
 use troupe_runtime::protocol::{
-    first_member, worker_pool_group, AttemptRef, CallReply, JobManagerMessage, SpawnRequest,
-    StepRequest, StepResult, WatchRequest, WatcherMessage, WorkerPoolMessage,
+    first_member, worker_pool_group, AttemptRef, CallReply, EventHubMessage, JobManagerMessage,
+    SpawnRequest, StepRequest, StepResult, TraceContext, WatchRequest, WatcherMessage,
+    WorkerPoolMessage,
 };
 use troupe_runtime::wire::Wire;
 
@@ -74,6 +76,22 @@ pub struct JobSupervisorArgs {
     pub watchers: Vec<WatchRequest>,
 }
 
+/// Hands an event of this node's job to the node's event hub (cast; never waits).
+fn publish(hub: &mut Option<ActorRef<EventHubMessage>>, owner: &str, ev: &JobEvent) {
+    if hub.is_none() {
+        *hub = find_on(names::EVENT_HUB, owner);
+    }
+    if let Some(h) = hub {
+        let msg = EventHubMessage::Publish(Wire::new(ClusterEvent::now(
+            owner,
+            EventKind::Job(ev.clone()),
+        )));
+        if h.cast(msg).is_err() {
+            *hub = None;
+        }
+    }
+}
+
 struct Watcher {
     req: WatchRequest,
     actor: Option<ActorRef<WatcherMessage>>,
@@ -85,6 +103,9 @@ pub struct JobSupervisorState {
     reported: bool,
     owner: String,
     watchers: Vec<Watcher>,
+    hub: Option<ActorRef<EventHubMessage>>,
+    trace: TraceContext,
+    span: tracing::Span,
 }
 
 /// The job supervisor.
@@ -124,6 +145,7 @@ fn worker_pool(node: &str) -> Option<ActorRef<WorkerPoolMessage>> {
 
 impl JobSupervisorState {
     fn notify(&mut self, ev: &JobEvent) {
+        publish(&mut self.hub, &self.owner, ev);
         let end = matches!(ev, JobEvent::JobFinished { .. });
         for w in &mut self.watchers {
             if !(w.req.progress || end) {
@@ -167,6 +189,7 @@ impl JobSupervisorState {
                             cache: d.cache,
                             key: None,
                             merger: None,
+                            trace: self.trace.clone(),
                         },
                     );
                 }
@@ -240,6 +263,14 @@ impl Actor for JobSupervisor {
         _myself: ActorRef<Self::Msg>,
         args: JobSupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let trace = TraceContext::for_job(args.run.id(), &args.owner);
+        // Every log line of this actor carries the job and its trace id.
+        let span = tracing::info_span!(
+            "job",
+            job = %args.run.id(),
+            trace_id = %trace.trace_id,
+            span_id = %trace.parent_id,
+        );
         Ok(JobSupervisorState {
             run: args.run,
             reported: false,
@@ -249,6 +280,9 @@ impl Actor for JobSupervisor {
                 .into_iter()
                 .map(|req| Watcher { req, actor: None })
                 .collect(),
+            hub: None,
+            trace,
+            span,
         })
     }
 
@@ -257,8 +291,11 @@ impl Actor for JobSupervisor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let actions = state.run.start();
-        state.apply(&myself, actions);
+        let span = state.span.clone();
+        span.in_scope(|| {
+            let actions = state.run.start();
+            state.apply(&myself, actions);
+        });
         Ok(())
     }
 
@@ -268,6 +305,15 @@ impl Actor for JobSupervisor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let span = state.span.clone();
+        span.in_scope(|| state.handle(&myself, msg));
+        Ok(())
+    }
+}
+
+impl JobSupervisorState {
+    fn handle(&mut self, myself: &ActorRef<JobSupervisorMessage>, msg: JobSupervisorMessage) {
+        let state = self;
         let actions = match msg {
             JobSupervisorMessage::Assigned {
                 step,
@@ -286,7 +332,7 @@ impl Actor for JobSupervisor {
             JobSupervisorMessage::TimedOut { step, attempt } => state.run.timed_out(&step, attempt),
             JobSupervisorMessage::RetryDue { step, attempt } => state.run.retry_due(&step, attempt),
             JobSupervisorMessage::Redispatch(r) => {
-                dispatch(&myself, r);
+                dispatch(myself, r);
                 Vec::new()
             }
             JobSupervisorMessage::Status(reply) => {
@@ -325,7 +371,6 @@ impl Actor for JobSupervisor {
                 }
             },
         };
-        state.apply(&myself, actions);
-        Ok(())
+        state.apply(myself, actions);
     }
 }

@@ -7,6 +7,7 @@
 //! ├── NodeServer     ractor_cluster: listener + one NodeSession per peer or client
 //! ├── WorkerPool     runs steps in `slots` concurrent tasks; joins troupe.task.<name>
 //! ├── Dispatcher     hands ready steps to a worker pool of the step's task, on any node
+//! ├── EventHub       job summaries, metrics, the event stream (local and to HTTP nodes)
 //! ├── JobManager     accepts jobs, answers status; one JobSupervisor child per job
 //! │   └── JobSupervisor*  owns one job: DAG state, retries, timeouts, watchers
 //! ├── Merger         owner of request keys: merges identical requests, caches pure results
@@ -28,15 +29,17 @@ use troupe_runtime::merge::TaskProps;
 use troupe_runtime::TaskRegistry;
 
 pub mod dispatcher;
+pub mod event_hub;
 pub mod job_manager;
 pub mod job_supervisor;
 pub mod membership;
 pub mod merger;
 pub mod node_root;
 pub mod supervision;
+pub mod telemetry;
 pub mod worker_pool;
 
-pub use node_root::{start_node, NodeRoot, NodeRootMessage, StartError};
+pub use node_root::{start_node, start_node_with_context, NodeRoot, NodeRootMessage, StartError};
 
 /// Registered names of the system actors: a base name, made per-node by [`names::of`].
 ///
@@ -56,6 +59,8 @@ pub mod names {
     pub const JOB_MANAGER: &str = "troupe.job_manager";
     /// The dispatcher.
     pub const DISPATCHER: &str = "troupe.dispatcher";
+    /// The event hub.
+    pub const EVENT_HUB: &str = "troupe.event_hub";
     /// The worker pool.
     pub const WORKER_POOL: &str = "troupe.worker_pool";
     /// The merger (owner of request keys: merging and the result cache).
@@ -76,6 +81,9 @@ pub fn find<M: ractor::Message>(name: &str) -> Option<ActorRef<M>> {
 pub fn find_on<M: ractor::Message>(base: &str, node: &str) -> Option<ActorRef<M>> {
     find(&names::of(base, node))
 }
+
+/// Events an HTTP stream may fall behind by before it skips some.
+pub const EVENT_BUFFER: usize = 4096;
 
 /// What this node knows of the cluster, shared by its actors without messages.
 #[derive(Debug)]
@@ -98,6 +106,9 @@ pub struct ClusterView {
     /// Nodes membership saw leave and not come back (their groups may linger briefly).
     down: RwLock<std::collections::HashSet<String>>,
     sessions: Mutex<HashMap<u64, ActorRef<NodeSessionMessage>>>,
+    /// This node's event stream: its jobs' events, events forwarded by other hubs, and
+    /// membership changes (the HTTP server subscribes).
+    pub events: tokio::sync::broadcast::Sender<Arc<troupe_runtime::observe::ClusterEvent>>,
 }
 
 impl ClusterView {
@@ -114,6 +125,7 @@ impl ClusterView {
             props: RwLock::default(),
             cache: merger::CacheCounters::default(),
             down: RwLock::default(),
+            events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
         }
     }
 

@@ -24,8 +24,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::NodeServerMessage;
 use troupe_runtime::cluster::{node_name_of, SessionEvents};
 use troupe_runtime::config::resolve;
+use troupe_runtime::observe::{metric, ClusterEvent, EventKind, NodeEvent};
 use troupe_runtime::protocol::{
-    MembershipMessage, NodeInfo, NodeState, SessionEvent, SessionEventKind, MEMBERSHIP_GROUP,
+    EventHubMessage, MembershipMessage, NodeInfo, NodeState, SessionEvent, SessionEventKind,
+    MEMBERSHIP_GROUP,
 };
 use troupe_runtime::wire::Wire;
 
@@ -236,6 +238,14 @@ impl MembershipState {
                         p.state = NodeState::Down;
                         p.since = Instant::now();
                         tracing::info!(node = %name, address = %p.info.address, "node left: connection closed");
+                        report(
+                            &self.ctx.view.node,
+                            NodeEvent::NodeDown {
+                                node: name.clone(),
+                                address: p.info.address.clone(),
+                                reason: "connection closed".into(),
+                            },
+                        );
                         self.ctx.view.set_down(&name, true);
                         crate::merger::announce_node_down(&self.ctx.view.node, &name);
                     }
@@ -265,6 +275,14 @@ impl MembershipState {
             Some(p) => {
                 if p.state != NodeState::Up && state == NodeState::Up {
                     tracing::info!(node = %info.name, address = %info.address, "node joined (rejoined)");
+                    report(
+                        &self.ctx.view.node,
+                        NodeEvent::NodeUp {
+                            node: info.name.clone(),
+                            address: info.address.clone(),
+                            rejoined: true,
+                        },
+                    );
                     p.since = now;
                 }
                 p.state = state;
@@ -273,6 +291,14 @@ impl MembershipState {
             None => {
                 if state == NodeState::Up {
                     tracing::info!(node = %info.name, address = %info.address, tasks = info.tasks.len(), "node joined");
+                    report(
+                        &self.ctx.view.node,
+                        NodeEvent::NodeUp {
+                            node: info.name.clone(),
+                            address: info.address.clone(),
+                            rejoined: false,
+                        },
+                    );
                 }
                 self.peers.insert(
                     info.name.clone(),
@@ -315,12 +341,28 @@ impl MembershipState {
 
         // Peers that are down still count as "seen" (we keep dialing them) until forgotten.
         let connected = self.connected_names();
+        let up = 1 + self
+            .peers
+            .values()
+            .filter(|p| p.state == NodeState::Up)
+            .count();
+        let down = self.peers.len() + 1 - up;
+        metrics::gauge!(metric::NODES, "state" => "up").set(up as f64);
+        metrics::gauge!(metric::NODES, "state" => "down").set(down as f64);
         for p in self.peers.values_mut() {
             if connected.contains(&p.info.name) && p.state != NodeState::Up {
                 p.state = NodeState::Up;
                 p.since = now;
                 self.ctx.view.set_down(&p.info.name, false);
                 tracing::info!(node = %p.info.name, address = %p.info.address, "node joined (reconnected)");
+                report(
+                    &self.ctx.view.node,
+                    NodeEvent::NodeUp {
+                        node: p.info.name.clone(),
+                        address: p.info.address.clone(),
+                        rejoined: true,
+                    },
+                );
             }
         }
 
@@ -381,6 +423,21 @@ impl MembershipState {
             ..p.info.clone()
         }));
         out
+    }
+}
+
+/// Counts a membership change and hands it to this node's event hub.
+fn report(node: &str, ev: NodeEvent) {
+    let label = match &ev {
+        NodeEvent::NodeUp { .. } => "up",
+        NodeEvent::NodeDown { .. } => "down",
+    };
+    metrics::counter!(metric::MEMBERSHIP_EVENTS, "event" => label).increment(1);
+    if let Some(hub) = crate::find_on::<EventHubMessage>(crate::names::EVENT_HUB, node) {
+        let _ = hub.cast(EventHubMessage::Publish(Wire::new(ClusterEvent::now(
+            node,
+            EventKind::Node(ev),
+        ))));
     }
 }
 

@@ -128,6 +128,7 @@ impl MergerState {
         if props.pure && req.cache == CacheMode::Use {
             if let Some(v) = self.cache.get(&key) {
                 counters.hits.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(troupe_runtime::observe::metric::CACHE_HITS).increment(1);
                 answer(
                     &req,
                     &self.ctx.view.node,
@@ -137,10 +138,12 @@ impl MergerState {
                 return;
             }
             counters.misses.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(troupe_runtime::observe::metric::CACHE_MISSES).increment(1);
         }
         if props.mergeable && req.cache != CacheMode::Off {
             if let Some(f) = self.inflight.get_mut(&key) {
                 counters.merged.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(troupe_runtime::observe::metric::MERGED).increment(1);
                 f.waiters.push(req);
                 return;
             }

@@ -12,6 +12,7 @@ use troupe_runtime::config::NodeConfig;
 use troupe_runtime::TaskRegistry;
 
 use crate::dispatcher::Dispatcher;
+use crate::event_hub::EventHub;
 use crate::job_manager::JobManager;
 use crate::membership::Membership;
 use crate::merger::Merger;
@@ -28,6 +29,8 @@ pub enum Child {
     WorkerPool,
     /// [`Dispatcher`].
     Dispatcher,
+    /// [`EventHub`].
+    EventHub,
     /// [`JobManager`].
     JobManager,
     /// [`Merger`].
@@ -38,10 +41,11 @@ pub enum Child {
 
 impl Child {
     /// Start order: transport first, membership (which dials peers) last.
-    pub const ALL: [Child; 6] = [
+    pub const ALL: [Child; 7] = [
         Child::NodeServer,
         Child::WorkerPool,
         Child::Dispatcher,
+        Child::EventHub,
         Child::JobManager,
         Child::Merger,
         Child::Membership,
@@ -53,6 +57,7 @@ impl Child {
             Child::NodeServer => names::NODE_SERVER,
             Child::WorkerPool => names::WORKER_POOL,
             Child::Dispatcher => names::DISPATCHER,
+            Child::EventHub => names::EVENT_HUB,
             Child::JobManager => names::JOB_MANAGER,
             Child::Merger => names::MERGER,
             Child::Membership => names::MEMBERSHIP,
@@ -109,6 +114,10 @@ async fn spawn_child(
             .0
             .get_cell(),
         Child::Dispatcher => Actor::spawn_linked(name, Dispatcher, ctx.clone(), sup)
+            .await?
+            .0
+            .get_cell(),
+        Child::EventHub => Actor::spawn_linked(name, EventHub, ctx.clone(), sup)
             .await?
             .0
             .get_cell(),
@@ -262,6 +271,24 @@ pub async fn start_node(
     config: NodeConfig,
     registry: TaskRegistry,
 ) -> Result<(ActorRef<NodeRootMessage>, tokio::task::JoinHandle<()>), StartError> {
+    start_node_with_context(config, registry)
+        .await
+        .map(|(root, done, _)| (root, done))
+}
+
+/// [`start_node`], also answering the context the node's actors share (for the HTTP
+/// server, which runs beside them).
+pub async fn start_node_with_context(
+    config: NodeConfig,
+    registry: TaskRegistry,
+) -> Result<
+    (
+        ActorRef<NodeRootMessage>,
+        tokio::task::JoinHandle<()>,
+        NodeContext,
+    ),
+    StartError,
+> {
     let listen = config.listen_addr()?;
     // Bind once up front so that a taken port is a clear error, not a restart loop.
     std::net::TcpListener::bind(listen).map_err(|e| StartError::Listen {
@@ -275,8 +302,11 @@ pub async fn start_node(
         config: Arc::new(config),
         registry,
     };
+    crate::telemetry::install();
+    metrics::gauge!(troupe_runtime::observe::metric::SLOTS).set(ctx.config.slots as f64);
     let name = names::of(names::NODE_ROOT, &ctx.config.name);
-    Actor::spawn(Some(name), NodeRoot, ctx)
+    let (root, done) = Actor::spawn(Some(name), NodeRoot, ctx.clone())
         .await
-        .map_err(|e| StartError::Spawn(e.to_string()))
+        .map_err(|e| StartError::Spawn(e.to_string()))?;
+    Ok((root, done, ctx))
 }

@@ -16,6 +16,8 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
+use troupe_runtime::observe::metric;
 
 use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -169,7 +171,17 @@ impl WorkerPoolState {
         let token = CancellationToken::new();
         locked(&view.work.running).insert(key.clone(), token.clone());
         view.queued.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
+        let span = tracing::info_span!(
+            "step",
+            job = %req.job,
+            step = %req.step,
+            attempt = req.attempt,
+            task = %req.task,
+            owner = %req.owner,
+            trace_id = %req.trace.trace_id,
+            parent_id = %req.trace.parent_id,
+        );
+        let fut = async move {
             let node = view.node.clone();
             let permit = tokio::select! {
                 p = view.slots.clone().acquire_owned() => p.ok(),
@@ -203,10 +215,19 @@ impl WorkerPoolState {
                     }),
                 }
             };
+            let began = std::time::Instant::now();
+            tracing::debug!("attempt started");
             let result = tokio::select! {
                 r = run => Some(r),
                 _ = token.cancelled() => None,
             };
+            metrics::histogram!(metric::STEP_SECONDS, "task" => req.task.clone())
+                .record(began.elapsed().as_secs_f64());
+            tracing::debug!(
+                ok = matches!(result, Some(Ok(_))),
+                elapsed_us = began.elapsed().as_micros() as u64,
+                "attempt ended"
+            );
             drop(locked(&slot).take());
             locked(&view.work.running).remove(&key);
             let cancelled = result.is_none();
@@ -234,7 +255,8 @@ impl WorkerPoolState {
             } else {
                 send_result(result, &req.owner);
             }
-        });
+        };
+        tokio::spawn(fut.instrument(span));
     }
 }
 

@@ -59,6 +59,9 @@ pub struct StartArgs {
     /// Directory for the node's journal.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// HOST:PORT for the HTTP API, /metrics and the dashboard (off unless given).
+    #[arg(long)]
+    pub http: Option<String>,
     /// Log format: text or json.
     #[arg(long)]
     pub log_format: Option<String>,

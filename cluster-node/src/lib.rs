@@ -30,6 +30,7 @@ use troupe_runtime::TaskRegistry;
 
 pub mod cli;
 pub mod commands;
+pub mod http;
 pub mod local;
 pub mod logging;
 

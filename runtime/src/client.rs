@@ -129,7 +129,7 @@ impl Actor for Watcher {
 /// The job an event is about.
 pub fn event_job(ev: &JobEvent) -> &str {
     match ev {
-        JobEvent::Queued { job }
+        JobEvent::Queued { job, .. }
         | JobEvent::StepStarted { job, .. }
         | JobEvent::StepRetrying { job, .. }
         | JobEvent::StepNeedsAction { job, .. }

@@ -73,6 +73,8 @@ pub struct NodeConfig {
     pub slots: usize,
     /// Where the node keeps its journal (used by durable jobs).
     pub data: Option<PathBuf>,
+    /// `HOST:PORT` of the HTTP API, metrics and dashboard; off when unset.
+    pub http: Option<String>,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// `current_thread` or `multi_thread`.
@@ -124,6 +126,7 @@ impl Default for NodeConfig {
             cookie: DEV_COOKIE.into(),
             slots: 0,
             data: None,
+            http: None,
             log_format: LogFormat::Text,
             runtime: RuntimeFlavor::CurrentThread,
             handshake_timeout_ms: 5_000,
@@ -214,6 +217,12 @@ impl NodeConfig {
                 message: m,
             })?;
         }
+        if let Some(h) = &self.http {
+            resolve(h).map_err(|m| ConfigError::Invalid {
+                key: "http",
+                message: m,
+            })?;
+        }
         if self.cookie.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "cookie",
@@ -269,6 +278,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "cookie",
         "slots",
         "data",
+        "http",
         "log_format",
         "runtime",
         "handshake_timeout_ms",

@@ -12,6 +12,7 @@
 //! - [`protocol`]: the messages of the remotely reachable actors and the process-group names.
 //! - [`config`]: the node configuration, layered file < environment < flags.
 //! - [`cluster`]: starting a ractor_cluster `NodeServer` and watching its sessions.
+//! - [`observe`]: the cluster event stream, job summaries, metric names.
 //! - [`client`]: the supervisor handle: connect to a cluster, submit jobs, follow them.
 //!
 //! The system actors themselves live in the `troupe-actors` crate.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod job;
 pub mod merge;
+pub mod observe;
 pub mod protocol;
 pub mod task;
 pub mod wire;

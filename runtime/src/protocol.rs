@@ -10,6 +10,7 @@
 //! | `troupe.task.TASK` | the `WorkerPool` of every node that serves TASK | dispatch of steps |
 //! | `troupe.worker_pool.NODE` | the `WorkerPool` of NODE | answers to calls, cancels |
 //! | `troupe.client.NAME` | a client's `Watcher` | job events pushed to a handle |
+//! | `troupe.event_hub.NODE`, `troupe.event_hubs` | every node's `EventHub` | event stream, jobs list |
 
 use std::collections::BTreeMap;
 
@@ -71,6 +72,17 @@ pub fn owner_of(job_id: &str) -> Option<&str> {
     .then_some(node)
 }
 
+/// The answer about a job that its owner does not know.
+pub fn no_such_job(job: &str) -> String {
+    format!("no job {job} on this node")
+}
+
+/// True if `answer` (an error about a job) says the job does not exist, as opposed to
+/// its owner being out of reach.
+pub fn is_no_such_job(answer: &str) -> bool {
+    answer.starts_with("no job ")
+}
+
 /// One attempt of a step, sent to a worker pool.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRequest {
@@ -100,6 +112,39 @@ pub struct StepRequest {
     /// The node whose merger runs this execution and wants its result too.
     #[serde(default)]
     pub merger: Option<String>,
+    /// Where this attempt sits in its job's trace (logged on every line about it).
+    #[serde(default)]
+    pub trace: TraceContext,
+}
+
+/// The span context carried with an attempt across nodes, in W3C trace-context terms:
+/// every log line about a job carries the same `trace_id` on every node, so one job's logs
+/// can be joined; `parent_id` names the span of the job's supervisor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceContext {
+    /// 32 hex digits, the same for every attempt of one job (and its sub-work).
+    pub trace_id: String,
+    /// 16 hex digits: the span that dispatched the attempt.
+    pub parent_id: String,
+}
+
+impl TraceContext {
+    /// The trace id of job `job`: derived from the id, so any node computes the same one.
+    pub fn trace_id_of(job: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let h = Sha256::digest(job.as_bytes());
+        h[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The context of an attempt dispatched by the supervisor of `job` on node `owner`.
+    pub fn for_job(job: &str, owner: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let h = Sha256::digest(format!("{owner}/{job}").as_bytes());
+        Self {
+            trace_id: Self::trace_id_of(job),
+            parent_id: h[..8].iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
 }
 
 /// Where a step result came from.
@@ -392,6 +437,33 @@ pub enum MembershipMessage {
     /// A session event of this node (local).
     Session(Wire<SessionEvent>),
     /// Periodic work: dial missing peers, close stalled handshakes, gossip (local).
+    Tick,
+}
+
+/// Group of every node's event hub.
+pub const EVENT_HUBS_GROUP: &str = "troupe.event_hubs";
+
+/// The group holding the event hub of `node`.
+pub fn event_hub_group(node: &str) -> String {
+    format!("troupe.event_hub.{node}")
+}
+
+/// Messages of a node's event hub (in `troupe.event_hub.NODE` and `troupe.event_hubs`).
+#[derive(RactorClusterMessage)]
+pub enum EventHubMessage {
+    /// Something happened on this node (local).
+    Publish(Wire<crate::observe::ClusterEvent>),
+    /// The hub of node NAME wants this node's events for a while (renewed every second).
+    Subscribe(String),
+    /// Events from another node's hub.
+    Forward(Wire<Vec<crate::observe::ClusterEvent>>),
+    /// The newest jobs this node owns that match.
+    #[rpc]
+    ListJobs(
+        Wire<crate::observe::JobQuery>,
+        RpcReplyPort<Wire<crate::observe::JobList>>,
+    ),
+    /// Send what waits for subscribers; renew subscriptions (local timer).
     Tick,
 }
 

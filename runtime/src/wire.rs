@@ -50,9 +50,15 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     })
 }
 
+fn count(direction: &'static str, len: usize) {
+    use crate::observe::metric;
+    metrics::counter!(metric::WIRE_BYTES, "direction" => direction).increment(len as u64);
+    metrics::counter!(metric::WIRE_MESSAGES, "direction" => direction).increment(1);
+}
+
 impl<T: Serialize + DeserializeOwned> BytesConvertable for Wire<T> {
     fn into_bytes(self) -> Vec<u8> {
-        match self.0 {
+        let bytes = match self.0 {
             // Encoding our own serde types into a Vec cannot fail short of a bug in a Serialize
             // impl; an empty payload then fails to decode on the far side, with a log line.
             Ok(v) => encode(&v).unwrap_or_else(|e| {
@@ -60,10 +66,13 @@ impl<T: Serialize + DeserializeOwned> BytesConvertable for Wire<T> {
                 Vec::new()
             }),
             Err(_) => Vec::new(),
-        }
+        };
+        count("out", bytes.len());
+        bytes
     }
 
     fn from_bytes(bytes: Vec<u8>) -> Self {
+        count("in", bytes.len());
         Wire(decode(&bytes))
     }
 }

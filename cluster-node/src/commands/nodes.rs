@@ -1,10 +1,17 @@
 //! `troupe-node nodes`: the cluster's nodes and their task groups.
 
-use serde_json::json;
+use serde_json::{json, Value};
+use troupe_runtime::protocol::NodeInfo;
 
 use crate::cli::NodesArgs;
 use crate::commands::{connect, fail};
 use crate::exit;
+
+/// One node as `nodes --json` and `GET /api/nodes` show it.
+pub fn node_json(n: &NodeInfo) -> Value {
+    json!({"name": n.name, "address": n.address, "state": n.state, "tasks": n.tasks,
+           "slots": n.slots, "busy": n.busy, "queued": n.queued, "cache": n.cache})
+}
 
 /// Prints the node list, as a table or as `{"nodes": [...]}`.
 pub async fn run(a: NodesArgs) -> u8 {
@@ -17,13 +24,7 @@ pub async fn run(a: NodesArgs) -> u8 {
         Err(e) => return fail(e),
     };
     if a.json {
-        let list: Vec<_> = nodes
-            .iter()
-            .map(|n| {
-                json!({"name": n.name, "address": n.address, "state": n.state, "tasks": n.tasks,
-                       "slots": n.slots, "busy": n.busy, "queued": n.queued, "cache": n.cache})
-            })
-            .collect();
+        let list: Vec<_> = nodes.iter().map(node_json).collect();
         println!("{}", json!({ "nodes": list }));
     } else {
         println!(

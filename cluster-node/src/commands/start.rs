@@ -25,6 +25,7 @@ fn flags(a: &StartArgs) -> Vec<(&'static str, config::Value)> {
         "data",
         a.data.as_ref().map(|d| d.display().to_string().into()),
     );
+    put("http", a.http.clone().map(Into::into));
     put("log_format", a.log_format.clone().map(Into::into));
     f
 }
@@ -74,13 +75,35 @@ async fn run_node(config: NodeConfig, registry: TaskRegistry) -> u8 {
         );
     }
     let tasks = registry.names();
-    let (root, mut done) = match troupe_actors::start_node(config.clone(), registry).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "node did not start");
-            eprintln!("troupe-node: {e}");
+    let (root, mut done, ctx) =
+        match troupe_actors::start_node_with_context(config.clone(), registry).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "node did not start");
+                eprintln!("troupe-node: {e}");
+                return exit::BAD_INPUT;
+            }
+        };
+    let http = match config.http.as_deref().map(troupe_runtime::config::resolve) {
+        None => None,
+        Some(Err(e)) => {
+            eprintln!("troupe-node: --http: {e}");
+            root.stop(None);
             return exit::BAD_INPUT;
         }
+        Some(Ok(addr)) => match crate::http::serve(addr, ctx).await {
+            Ok(task) => {
+                tracing::info!(http = %addr, "HTTP API, metrics and dashboard at http://{addr}/");
+                Some(task)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "node did not start");
+                eprintln!("troupe-node: {e}");
+                root.stop(None);
+                let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+                return exit::BAD_INPUT;
+            }
+        },
     };
     tracing::info!(
         node = %config.name,
@@ -99,6 +122,9 @@ async fn run_node(config: NodeConfig, registry: TaskRegistry) -> u8 {
         }
     };
     tracing::info!(node = %config.name, signal = why, "shutting down");
+    if let Some(h) = http {
+        h.abort();
+    }
     root.stop(Some(format!("{why} received")));
     if tokio::time::timeout(Duration::from_secs(5), done)
         .await

@@ -12,7 +12,7 @@ use crate::exit;
 /// One line describing an event, for progress output.
 pub fn describe(ev: &JobEvent) -> String {
     match ev {
-        JobEvent::Queued { job } => format!("job {job} queued"),
+        JobEvent::Queued { job, .. } => format!("job {job} queued"),
         JobEvent::StepStarted {
             step,
             attempt,
@@ -25,7 +25,9 @@ pub fn describe(ev: &JobEvent) -> String {
                 format!("step {step} started on {node}")
             }
         }
-        JobEvent::StepNeedsAction { job, step, message } => {
+        JobEvent::StepNeedsAction {
+            job, step, message, ..
+        } => {
             format!("step {step} needs action: {message} (then: troupe-node resume {job} {step})")
         }
         JobEvent::StepRetrying {

@@ -315,6 +315,8 @@ impl JobRun {
     pub fn start(&mut self) -> Vec<Action> {
         let mut out = vec![Action::Notify(JobEvent::Queued {
             job: self.id.clone(),
+            name: self.name.clone(),
+            steps: self.nodes.len() as u32,
         })];
         let roots: Vec<usize> = self.groups[0]
             .members
@@ -763,6 +765,7 @@ impl JobRun {
         Action::Notify(JobEvent::StepFinished {
             job: self.id.clone(),
             step: n.id.clone(),
+            task: n.task.clone(),
             state: n.state,
             node: n.node.clone(),
             error: n.error.clone(),
@@ -782,6 +785,7 @@ impl JobRun {
         vec![Action::Notify(JobEvent::StepStarted {
             job: self.id.clone(),
             step: step.to_string(),
+            task: self.nodes[i].task.clone(),
             attempt,
             node: node.to_string(),
         })]
@@ -851,6 +855,7 @@ impl JobRun {
                     out.push(Action::Notify(JobEvent::StepRetrying {
                         job: self.id.clone(),
                         step: step.to_string(),
+                        task: self.nodes[i].task.clone(),
                         attempt,
                         error: e.to_string(),
                         delay_ms: delay.as_millis() as u64,
@@ -1021,6 +1026,7 @@ impl JobRun {
             out.push(Action::Notify(JobEvent::StepRetrying {
                 job: self.id.clone(),
                 step: n.id.clone(),
+                task: n.task.clone(),
                 attempt,
                 error: format!("node {lost} left the cluster"),
                 delay_ms: 0,
@@ -1103,6 +1109,12 @@ impl JobRun {
                             error: n.error.clone(),
                             message: n.message.clone(),
                             task: n.task.clone(),
+                            after: n
+                                .required
+                                .iter()
+                                .chain(&n.optional)
+                                .map(|&d| self.nodes[d].id.clone())
+                                .collect(),
                             cache_hit: n.source == ResultSource::Cached
                                 && n.state == StepState::Succeeded,
                             merged: n.source == ResultSource::Merged

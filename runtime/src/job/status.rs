@@ -79,6 +79,9 @@ pub struct StepStatus {
     pub message: Option<String>,
     /// The task it runs.
     pub task: String,
+    /// The steps it waits for (required and optional).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
     /// Its result came from the cache.
     #[serde(default, skip_serializing_if = "is_false")]
     pub cache_hit: bool,
@@ -131,6 +134,12 @@ pub enum JobEvent {
     Queued {
         /// The job.
         job: String,
+        /// The job's name from its file.
+        #[serde(default)]
+        name: String,
+        /// Steps in its file.
+        #[serde(default)]
+        steps: u32,
     },
     /// An attempt of a step was handed to a worker.
     StepStarted {
@@ -138,6 +147,9 @@ pub enum JobEvent {
         job: String,
         /// The step.
         step: String,
+        /// The step's task.
+        #[serde(default)]
+        task: String,
         /// Attempt number, from 1.
         attempt: u32,
         /// The node running it.
@@ -149,6 +161,9 @@ pub enum JobEvent {
         job: String,
         /// The step.
         step: String,
+        /// The step's task.
+        #[serde(default)]
+        task: String,
         /// The attempt that failed.
         attempt: u32,
         /// Why it failed.
@@ -171,6 +186,9 @@ pub enum JobEvent {
         job: String,
         /// The step.
         step: String,
+        /// The step's task.
+        #[serde(default)]
+        task: String,
         /// How it ended.
         state: StepState,
         /// The node that ran the last attempt.

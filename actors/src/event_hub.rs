@@ -1,0 +1,329 @@
+//! The event hub: what this node's jobs and membership do, for operators.
+//!
+//! Job supervisors and the membership actor publish [`ClusterEvent`]s here. The hub
+//! - keeps a summary of every job this node owns (live, and the newest finished ones),
+//!   which answers `GET /api/jobs` and `troupe-node top`;
+//! - turns events into Prometheus metrics (jobs, steps per task, job latency);
+//! - hands them to this node's HTTP event stream, if it serves one;
+//! - forwards them, in batches every [`TICK`], to the hubs of nodes that serve HTTP and
+//!   asked for them ([`EventHubMessage::Subscribe`], renewed every second, dropped after
+//!   [`SUBSCRIPTION_TTL`] without renewal), so any node's stream covers the cluster.
+//!
+//! Nothing on a job's path waits for the hub: supervisors only cast to it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use troupe_runtime::job::status::{JobEvent, JobState, StepState};
+use troupe_runtime::observe::{
+    metric, newest_first, ClusterEvent, EventKind, JobList, JobQuery, JobSummary,
+};
+use troupe_runtime::protocol::{event_hub_group, EventHubMessage, EVENT_HUBS_GROUP};
+use troupe_runtime::wire::Wire;
+
+use crate::NodeContext;
+
+/// How often the hub sends batched events on and renews its subscriptions.
+pub const TICK: Duration = Duration::from_millis(50);
+/// How often a node that serves HTTP renews its subscription at every other hub.
+pub const RENEW_EVERY: Duration = Duration::from_secs(1);
+/// A subscriber that has not renewed for this long is dropped.
+pub const SUBSCRIPTION_TTL: Duration = Duration::from_secs(5);
+/// Most events held for one subscriber between two ticks (older ones are dropped).
+const MAX_BATCH: usize = 10_000;
+
+/// The event hub.
+pub struct EventHub;
+
+struct JobEntry {
+    summary: JobSummary,
+    running: HashSet<String>,
+}
+
+struct Subscriber {
+    hub: ActorRef<EventHubMessage>,
+    renewed: Instant,
+}
+
+/// State of the event hub.
+pub struct EventHubState {
+    ctx: NodeContext,
+    jobs: HashMap<String, JobEntry>,
+    finished: VecDeque<String>,
+    subscribers: HashMap<String, Subscriber>,
+    outbox: Vec<ClusterEvent>,
+    last_renewal: Option<Instant>,
+}
+
+fn state_label(s: JobState) -> &'static str {
+    match s {
+        JobState::Queued => "queued",
+        JobState::Running => "running",
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Cancelled => "cancelled",
+        JobState::WaitingForUser => "waiting_for_user",
+    }
+}
+
+fn step_label(s: StepState) -> &'static str {
+    match s {
+        StepState::Pending => "pending",
+        StepState::Running => "running",
+        StepState::Succeeded => "succeeded",
+        StepState::Failed => "failed",
+        StepState::Skipped => "skipped",
+        StepState::Cancelled => "cancelled",
+        StepState::WaitingForUser => "waiting_for_user",
+    }
+}
+
+impl EventHubState {
+    /// Folds one of this node's job events into the summaries and the metrics.
+    fn record_job(&mut self, ev: &JobEvent, at_ms: u64) {
+        match ev {
+            JobEvent::Queued { job, name, steps } => {
+                metrics::counter!(metric::JOBS, "state" => "accepted").increment(1);
+                metrics::gauge!(metric::JOBS_ACTIVE).increment(1.0);
+                self.jobs.insert(
+                    job.clone(),
+                    JobEntry {
+                        summary: JobSummary {
+                            id: job.clone(),
+                            name: name.clone(),
+                            state: JobState::Queued,
+                            owner: self.ctx.config.name.clone(),
+                            submitted_ms: at_ms,
+                            elapsed_ms: None,
+                            steps: *steps,
+                            finished_steps: 0,
+                            running_steps: 0,
+                            error: None,
+                        },
+                        running: HashSet::new(),
+                    },
+                );
+            }
+            JobEvent::StepStarted {
+                job, step, task, ..
+            } => {
+                metrics::counter!(metric::STEPS_STARTED, "task" => task.clone()).increment(1);
+                if let Some(e) = self.jobs.get_mut(job) {
+                    e.running.insert(step.clone());
+                    if e.summary.state == JobState::Queued {
+                        e.summary.state = JobState::Running;
+                    }
+                    e.summary.running_steps = e.running.len() as u32;
+                }
+            }
+            JobEvent::StepRetrying {
+                job, step, task, ..
+            } => {
+                metrics::counter!(metric::STEPS_RETRIED, "task" => task.clone()).increment(1);
+                if let Some(e) = self.jobs.get_mut(job) {
+                    e.running.remove(step);
+                    e.summary.running_steps = e.running.len() as u32;
+                }
+            }
+            JobEvent::StepNeedsAction { job, step, .. } => {
+                if let Some(e) = self.jobs.get_mut(job) {
+                    e.running.remove(step);
+                    e.summary.running_steps = e.running.len() as u32;
+                    e.summary.state = JobState::WaitingForUser;
+                }
+            }
+            JobEvent::StepFinished {
+                job,
+                step,
+                task,
+                state,
+                ..
+            } => {
+                metrics::counter!(metric::STEPS_FINISHED, "task" => task.clone(), "state" => step_label(*state))
+                    .increment(1);
+                if let Some(e) = self.jobs.get_mut(job) {
+                    e.running.remove(step);
+                    e.summary.running_steps = e.running.len() as u32;
+                    e.summary.finished_steps += 1;
+                    // A step id not in the file (a fan-out child, sub-job step) adds one.
+                    e.summary.steps = e.summary.steps.max(e.summary.finished_steps);
+                    if e.summary.state == JobState::WaitingForUser
+                        || e.summary.state == JobState::Queued
+                    {
+                        e.summary.state = JobState::Running;
+                    }
+                }
+            }
+            JobEvent::JobFinished { status } => {
+                metrics::counter!(metric::JOBS, "state" => state_label(status.state)).increment(1);
+                metrics::gauge!(metric::JOBS_ACTIVE).decrement(1.0);
+                if let Some(ms) = status.elapsed_ms {
+                    metrics::histogram!(metric::JOB_SECONDS).record(ms as f64 / 1000.0);
+                }
+                if let Some(e) = self.jobs.get_mut(&status.id) {
+                    e.running.clear();
+                    let s = &mut e.summary;
+                    s.state = status.state;
+                    s.elapsed_ms = status.elapsed_ms;
+                    s.error = status.error.clone();
+                    s.steps = status.steps.len() as u32;
+                    s.finished_steps = status
+                        .steps
+                        .values()
+                        .filter(|st| st.state.is_terminal())
+                        .count() as u32;
+                    s.running_steps = 0;
+                    self.finished.push_back(status.id.clone());
+                }
+                while self.finished.len() > self.ctx.config.retain_finished_jobs.max(1) {
+                    if let Some(old) = self.finished.pop_front() {
+                        self.jobs.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+
+    fn list(&self, q: &JobQuery) -> JobList {
+        let mut matching: Vec<&JobSummary> = self
+            .jobs
+            .values()
+            .map(|e| &e.summary)
+            .filter(|s| q.state.is_none_or(|st| s.state == st))
+            .collect();
+        let total = matching.len() as u64;
+        matching.sort_by(|a, b| newest_first(a, b));
+        JobList {
+            jobs: matching.into_iter().take(q.limit).cloned().collect(),
+            total,
+        }
+    }
+
+    fn publish_local(&self, ev: ClusterEvent) {
+        // No receiver (no HTTP stream open) is the common case, and fine.
+        let _ = self.ctx.view.events.send(Arc::new(ev));
+    }
+
+    fn tick(&mut self, myself: &ActorRef<EventHubMessage>) {
+        let now = Instant::now();
+        self.subscribers
+            .retain(|_, s| now.duration_since(s.renewed) < SUBSCRIPTION_TTL);
+        if !self.outbox.is_empty() {
+            let batch = std::mem::take(&mut self.outbox);
+            let mut gone = Vec::new();
+            for (node, s) in &self.subscribers {
+                if s.hub
+                    .cast(EventHubMessage::Forward(Wire::new(batch.clone())))
+                    .is_err()
+                {
+                    gone.push(node.clone());
+                }
+            }
+            for g in gone {
+                self.subscribers.remove(&g);
+            }
+        }
+        if self.ctx.config.http.is_some()
+            && self
+                .last_renewal
+                .is_none_or(|t| now.duration_since(t) >= RENEW_EVERY)
+        {
+            self.last_renewal = Some(now);
+            let me = myself.get_id();
+            for hub in ractor::pg::get_members(&EVENT_HUBS_GROUP.to_string()) {
+                if hub.get_id() != me {
+                    let hub: ActorRef<EventHubMessage> = hub.into();
+                    let _ = hub.cast(EventHubMessage::Subscribe(self.ctx.config.name.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl Actor for EventHub {
+    type Msg = EventHubMessage;
+    type State = EventHubState;
+    type Arguments = NodeContext;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        ctx: NodeContext,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(event_hub_group(&ctx.config.name), vec![myself.get_cell()]);
+        ractor::pg::join(EVENT_HUBS_GROUP.to_string(), vec![myself.get_cell()]);
+        myself.send_interval(TICK, || EventHubMessage::Tick);
+        Ok(EventHubState {
+            ctx,
+            jobs: HashMap::new(),
+            finished: VecDeque::new(),
+            subscribers: HashMap::new(),
+            outbox: Vec::new(),
+            last_renewal: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            EventHubMessage::Publish(ev) => {
+                let Ok(ev) = ev.into_inner() else {
+                    return Ok(());
+                };
+                // Membership changes stay local: every node of the mesh sees them itself.
+                if let EventKind::Job(j) = &ev.kind {
+                    state.record_job(j, ev.at_ms);
+                    if !state.subscribers.is_empty() && state.outbox.len() < MAX_BATCH {
+                        state.outbox.push(ev.clone());
+                    }
+                }
+                state.publish_local(ev);
+            }
+            EventHubMessage::Subscribe(node) => {
+                if node == state.ctx.config.name {
+                    return Ok(());
+                }
+                match ractor::pg::get_members(&event_hub_group(&node))
+                    .into_iter()
+                    .next()
+                {
+                    Some(hub) => {
+                        let renewed = Instant::now();
+                        state
+                            .subscribers
+                            .entry(node)
+                            .and_modify(|s| s.renewed = renewed)
+                            .or_insert(Subscriber {
+                                hub: hub.into(),
+                                renewed,
+                            });
+                    }
+                    None => tracing::debug!(node = %node, "subscription from a hub not reachable"),
+                }
+            }
+            EventHubMessage::Forward(batch) => match batch.into_inner() {
+                Ok(batch) => {
+                    for ev in batch {
+                        state.publish_local(ev);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "dropping an unreadable event batch"),
+            },
+            EventHubMessage::ListJobs(q, reply) => {
+                let list = match q.into_inner() {
+                    Ok(q) => state.list(&q),
+                    Err(_) => JobList::default(),
+                };
+                let _ = reply.send(Wire::new(list));
+            }
+            EventHubMessage::Tick => state.tick(&myself),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,273 @@
+//! Handlers of the JSON API, the event stream and `/metrics`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::Json;
+use futures::Stream;
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, MessagingErr, RpcReplyPort};
+use serde_json::{json, Value};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+use troupe_actors::{find_on, names, NodeContext};
+use troupe_runtime::job::status::{JobState, JobStatus};
+use troupe_runtime::job::validate::validate_with;
+use troupe_runtime::observe::{cluster_jobs, metric, EventKind};
+use troupe_runtime::protocol::{
+    is_no_such_job, JobManagerMessage, MembershipMessage, ResumeRequest, SubmitError, SubmitRequest,
+};
+use troupe_runtime::wire::Wire;
+use troupe_runtime::JobSpec;
+
+use super::ApiError;
+
+/// How long a handler waits for the node's actors (or a job's owner) to answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest job accepted by `POST /api/jobs`.
+const MAX_JOB_BYTES: usize = 4 * 1024 * 1024;
+/// Default and largest page of `GET /api/jobs`.
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 1000;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn unavailable(what: &str) -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the node's {what} is not running (restarting?); ask again shortly"),
+    )
+}
+
+fn bad_request(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// Asks an actor and waits for its answer; a timeout or a stopped actor is a 503/504.
+async fn ask<M, T>(actor: &ActorRef<M>, msg: impl FnOnce(RpcReplyPort<T>) -> M) -> ApiResult<T>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+{
+    match actor.call(msg, Some(ASK_TIMEOUT)).await {
+        Ok(CallResult::Success(v)) => Ok(v),
+        Ok(CallResult::Timeout) => Err(ApiError(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("no answer within {} s; ask again", ASK_TIMEOUT.as_secs()),
+        )),
+        Ok(CallResult::SenderError)
+        | Err(MessagingErr::SendErr(_) | MessagingErr::ChannelClosed) => Err(unavailable("actor")),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+fn job_manager(ctx: &NodeContext) -> ApiResult<ActorRef<JobManagerMessage>> {
+    find_on(names::JOB_MANAGER, &ctx.config.name).ok_or_else(|| unavailable("job manager"))
+}
+
+/// Maps a job manager's answer about one job to HTTP.
+fn job_answer(answer: Wire<Result<JobStatus, String>>) -> ApiResult<Json<JobStatus>> {
+    match answer.into_inner() {
+        Ok(Ok(st)) => Ok(Json(st)),
+        Ok(Err(e)) if is_no_such_job(&e) => Err(ApiError(StatusCode::NOT_FOUND, e)),
+        Ok(Err(e)) if e.contains("cannot be resumed") || e.contains("not waiting") => {
+            Err(ApiError(StatusCode::CONFLICT, e))
+        }
+        Ok(Err(e)) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e)),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+fn check_job_id(id: &str) -> ApiResult<()> {
+    if troupe_runtime::protocol::owner_of(id).is_none() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{id:?} is not a job id (ids look like NODE-EPOCH-SEQ, e.g. n1-19a8f3c2b11-42)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /api/nodes`: every node this node knows, as `troupe-node nodes --json` prints them.
+pub async fn nodes(State(ctx): State<NodeContext>) -> ApiResult<Json<Value>> {
+    let m: ActorRef<MembershipMessage> =
+        find_on(names::MEMBERSHIP, &ctx.config.name).ok_or_else(|| unavailable("membership"))?;
+    let list = ask(&m, MembershipMessage::ListNodes)
+        .await?
+        .into_inner()
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let nodes: Vec<Value> = list.iter().map(crate::commands::nodes::node_json).collect();
+    Ok(Json(json!({ "nodes": nodes })))
+}
+
+fn parse_state(s: &str) -> ApiResult<JobState> {
+    serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
+        bad_request(format!(
+            "unknown state {s:?}; use queued, running, succeeded, failed, cancelled or waiting_for_user"
+        ))
+    })
+}
+
+/// `GET /api/jobs?state=S&limit=N&offset=M`: the cluster's jobs, newest first.
+pub async fn jobs(Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+    let mut state = None;
+    let mut limit = DEFAULT_LIMIT;
+    let mut offset = 0;
+    for (k, v) in &q {
+        match k.as_str() {
+            "state" => state = Some(parse_state(v)?),
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIMIT).contains(l))
+                    .ok_or_else(|| {
+                        bad_request(format!("limit must be 1 to {MAX_LIMIT}, not {v:?}"))
+                    })?
+            }
+            "offset" => {
+                offset = v
+                    .parse()
+                    .map_err(|_| bad_request(format!("offset must be a number, not {v:?}")))?
+            }
+            other => {
+                return Err(bad_request(format!(
+                    "unknown parameter {other:?}; use state, limit, offset"
+                )))
+            }
+        }
+    }
+    let page = cluster_jobs(state, offset, limit, ASK_TIMEOUT).await;
+    Ok(Json(serde_json::to_value(page).unwrap_or(Value::Null)))
+}
+
+/// `GET /api/jobs/ID`: the status JSON, from the job's owner.
+pub async fn job(
+    State(ctx): State<NodeContext>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobStatus>> {
+    check_job_id(&id)?;
+    let jm = job_manager(&ctx)?;
+    job_answer(ask(&jm, |r| JobManagerMessage::Status(id, r)).await?)
+}
+
+/// `POST /api/jobs/ID/cancel`: cancels the job; answers its status.
+pub async fn cancel(
+    State(ctx): State<NodeContext>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobStatus>> {
+    check_job_id(&id)?;
+    let jm = job_manager(&ctx)?;
+    job_answer(ask(&jm, |r| JobManagerMessage::Cancel(id, r)).await?)
+}
+
+/// `POST /api/jobs/ID/steps/STEP/resume`: resumes a step waiting for a user.
+pub async fn resume(
+    State(ctx): State<NodeContext>,
+    Path((id, step)): Path<(String, String)>,
+) -> ApiResult<Json<JobStatus>> {
+    check_job_id(&id)?;
+    let jm = job_manager(&ctx)?;
+    let req = Wire::new(ResumeRequest { job: id, step });
+    job_answer(ask(&jm, |r| JobManagerMessage::Resume(req, r)).await?)
+}
+
+/// `POST /api/jobs`: a job as JSON (the job file's fields); answers `{"id": ...}`.
+pub async fn submit(
+    State(ctx): State<NodeContext>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if body.len() > MAX_JOB_BYTES {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the job is {} bytes; at most {MAX_JOB_BYTES} are accepted",
+                body.len()
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(&body).map_err(|_| bad_request("the body is not UTF-8 text"))?;
+    if !text.trim_start().starts_with('{') {
+        return Err(bad_request(
+            "the body must be a job as a JSON object, e.g. {\"steps\": [{\"id\": \"a\", \"task\": \"troupe.echo\"}]}",
+        ));
+    }
+    let spec = JobSpec::parse(text, "request body.json").map_err(|e| bad_request(e.to_string()))?;
+    validate_with(&spec, &ctx.config.limits)
+        .map_err(|e| bad_request(format!("invalid job: {e}")))?;
+    let jm = job_manager(&ctx)?;
+    let req = Wire::new(SubmitRequest {
+        spec,
+        watch: None,
+        waited: false,
+    });
+    // Unknown tasks wait up to task_wait_ms inside the job manager.
+    let wait = ASK_TIMEOUT + Duration::from_millis(ctx.config.task_wait_ms);
+    let answer = match jm
+        .call(|r| JobManagerMessage::Submit(req, r), Some(wait))
+        .await
+    {
+        Ok(CallResult::Success(a)) => a,
+        _ => return Err(unavailable("job manager")),
+    };
+    match answer.into_inner() {
+        Ok(Ok(id)) => Ok((StatusCode::CREATED, Json(json!({ "id": id })))),
+        Ok(Err(SubmitError::Invalid(e))) => Err(bad_request(format!("invalid job: {e}"))),
+        Ok(Err(SubmitError::Unavailable(e))) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e)),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+/// `GET /api/events[?job=ID]`: server-sent events, one JSON object per event (its `event`
+/// field says what happened), job events of every node and this node's membership
+/// changes. A client that falls behind by more than the buffer gets a `lagged` event
+/// saying how many it missed.
+pub async fn events(
+    State(ctx): State<NodeContext>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    if let Some(bad) = q.keys().find(|k| k.as_str() != "job") {
+        return Err(bad_request(format!("unknown parameter {bad:?}; use job")));
+    }
+    let only = q.get("job").cloned();
+    let rx = ctx.view.events.subscribe();
+    let stream = BroadcastStream::new(rx).filter_map(move |item| match item {
+        Ok(ev) => {
+            if let Some(j) = &only {
+                match &ev.kind {
+                    EventKind::Job(e) if troupe_runtime::client::event_job(e) == j => {}
+                    _ => return None,
+                }
+            }
+            Some(Ok(Event::default().data(ev.to_json().to_string())))
+        }
+        Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(
+            Event::default().data(json!({"event": "lagged", "missed": n}).to_string())
+        )),
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(ctx): State<NodeContext>) -> impl IntoResponse {
+    // Gauges read off the node's shared view when scraped.
+    let v = &ctx.view;
+    metrics::gauge!(metric::SLOTS).set(v.slot_count as f64);
+    metrics::gauge!(metric::SLOTS_BUSY).set(v.busy() as f64);
+    metrics::gauge!(metric::QUEUE_DEPTH, "lane" => "normal")
+        .set(v.queued.load(Ordering::Relaxed) as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        troupe_actors::telemetry::render(),
+    )
+}
