@@ -40,6 +40,19 @@ pub struct EventHub;
 struct JobEntry {
     summary: JobSummary,
     running: HashSet<String>,
+    /// Steps not in the job file seen so far (fan-out children `s[i]`, sub-job steps
+    /// `s/x`), which add to the file's step count.
+    children: HashSet<String>,
+    file_steps: u32,
+}
+
+impl JobEntry {
+    fn saw(&mut self, step: &str) {
+        if step.contains('[') || step.contains('/') {
+            self.children.insert(step.to_string());
+            self.summary.steps = self.file_steps + self.children.len() as u32;
+        }
+    }
 }
 
 struct Subscriber {
@@ -82,7 +95,15 @@ fn step_label(s: StepState) -> &'static str {
 
 impl EventHubState {
     /// Folds one of this node's job events into the summaries and the metrics.
-    fn record_job(&mut self, ev: &JobEvent, at_ms: u64) {
+    fn record_job(&mut self, ev: &JobEvent, at_ms: u64, job_state: Option<JobState>) {
+        self.fold(ev, at_ms);
+        let job = troupe_runtime::client::event_job(ev);
+        if let (Some(st), Some(e)) = (job_state, self.jobs.get_mut(job)) {
+            e.summary.state = st;
+        }
+    }
+
+    fn fold(&mut self, ev: &JobEvent, at_ms: u64) {
         match ev {
             JobEvent::Queued { job, name, steps } => {
                 metrics::counter!(metric::JOBS, "state" => "accepted").increment(1);
@@ -103,6 +124,8 @@ impl EventHubState {
                             error: None,
                         },
                         running: HashSet::new(),
+                        children: HashSet::new(),
+                        file_steps: *steps,
                     },
                 );
             }
@@ -111,10 +134,8 @@ impl EventHubState {
             } => {
                 metrics::counter!(metric::STEPS_STARTED, "task" => task.clone()).increment(1);
                 if let Some(e) = self.jobs.get_mut(job) {
+                    e.saw(step);
                     e.running.insert(step.clone());
-                    if e.summary.state == JobState::Queued {
-                        e.summary.state = JobState::Running;
-                    }
                     e.summary.running_steps = e.running.len() as u32;
                 }
             }
@@ -131,7 +152,6 @@ impl EventHubState {
                 if let Some(e) = self.jobs.get_mut(job) {
                     e.running.remove(step);
                     e.summary.running_steps = e.running.len() as u32;
-                    e.summary.state = JobState::WaitingForUser;
                 }
             }
             JobEvent::StepFinished {
@@ -144,11 +164,10 @@ impl EventHubState {
                 metrics::counter!(metric::STEPS_FINISHED, "task" => task.clone(), "state" => step_label(*state))
                     .increment(1);
                 if let Some(e) = self.jobs.get_mut(job) {
+                    e.saw(step);
                     e.running.remove(step);
                     e.summary.running_steps = e.running.len() as u32;
                     e.summary.finished_steps += 1;
-                    // A step id not in the file (a fan-out child, sub-job step) adds one.
-                    e.summary.steps = e.summary.steps.max(e.summary.finished_steps);
                     if e.summary.state == JobState::WaitingForUser
                         || e.summary.state == JobState::Queued
                     {
@@ -278,7 +297,7 @@ impl Actor for EventHub {
                 };
                 // Membership changes stay local: every node of the mesh sees them itself.
                 if let EventKind::Job(j) = &ev.kind {
-                    state.record_job(j, ev.at_ms);
+                    state.record_job(j, ev.at_ms, ev.job_state);
                     if !state.subscribers.is_empty() && state.outbox.len() < MAX_BATCH {
                         state.outbox.push(ev.clone());
                     }

@@ -10,8 +10,9 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use troupe_runtime::job::run::{Action, JobRun};
+use troupe_runtime::job::status::JobState;
 use troupe_runtime::job::status::{JobEvent, JobStatus};
-use troupe_runtime::observe::{ClusterEvent, EventKind};
+use troupe_runtime::observe::ClusterEvent;
 use troupe_runtime::protocol::{
     first_member, worker_pool_group, AttemptRef, CallReply, EventHubMessage, JobManagerMessage,
     SpawnRequest, StepRequest, StepResult, TraceContext, WatchRequest, WatcherMessage,
@@ -77,15 +78,17 @@ pub struct JobSupervisorArgs {
 }
 
 /// Hands an event of this node's job to the node's event hub (cast; never waits).
-fn publish(hub: &mut Option<ActorRef<EventHubMessage>>, owner: &str, ev: &JobEvent) {
+fn publish(
+    hub: &mut Option<ActorRef<EventHubMessage>>,
+    owner: &str,
+    ev: &JobEvent,
+    state: JobState,
+) {
     if hub.is_none() {
         *hub = find_on(names::EVENT_HUB, owner);
     }
     if let Some(h) = hub {
-        let msg = EventHubMessage::Publish(Wire::new(ClusterEvent::now(
-            owner,
-            EventKind::Job(ev.clone()),
-        )));
+        let msg = EventHubMessage::Publish(Wire::new(ClusterEvent::job(owner, ev.clone(), state)));
         if h.cast(msg).is_err() {
             *hub = None;
         }
@@ -145,7 +148,7 @@ fn worker_pool(node: &str) -> Option<ActorRef<WorkerPoolMessage>> {
 
 impl JobSupervisorState {
     fn notify(&mut self, ev: &JobEvent) {
-        publish(&mut self.hub, &self.owner, ev);
+        publish(&mut self.hub, &self.owner, ev, self.run.state());
         let end = matches!(ev, JobEvent::JobFinished { .. });
         for w in &mut self.watchers {
             if !(w.req.progress || end) {

@@ -5,6 +5,9 @@
 //! dropped, also when a test panics; on a panic the nodes' logs are kept and their folder
 //! printed.
 
+pub mod browser;
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -72,6 +75,10 @@ pub struct Cluster {
     pub slots: usize,
     /// Environment variables for every node.
     pub env: Vec<(String, String)>,
+    /// Reserved `--http` addresses, by node index (used when `serve_http` is set).
+    pub http_addrs: Vec<String>,
+    /// Start every node with `--http` on its reserved address.
+    pub serve_http: bool,
     nodes: Vec<Option<NodeProcess>>,
 }
 
@@ -84,10 +91,15 @@ impl Cluster {
         let addrs = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port().expect("free port")))
             .collect();
+        let http_addrs = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port().expect("free port")))
+            .collect();
         Self {
             cookie: format!("it-cookie-{tag}"),
             dir,
             addrs,
+            http_addrs,
+            serve_http: false,
             extra: vec![],
             slots: 2,
             env: vec![],
@@ -123,7 +135,13 @@ impl Cluster {
                 .collect(),
             cookie: self.cookie.clone(),
             slots: self.slots,
-            extra: self.extra.clone(),
+            extra: {
+                let mut e = self.extra.clone();
+                if self.serve_http {
+                    e.extend(["--http".to_string(), self.http_addrs[i].clone()]);
+                }
+                e
+            },
             env: self.env.clone(),
         }
     }
@@ -170,6 +188,11 @@ impl Cluster {
     /// The log of node `i`.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.join(format!("{}.log", Self::name(i)))).unwrap_or_default()
+    }
+
+    /// `http://ADDR` of node `i`'s HTTP server (start with `serve_http` set).
+    pub fn http_url(&self, i: usize) -> String {
+        format!("http://{}", self.http_addrs[i])
     }
 
     /// All planned addresses, comma-separated.

@@ -59,6 +59,9 @@ pub struct ClusterEvent {
     pub origin: String,
     /// What happened.
     pub kind: EventKind,
+    /// For a job event: the job's state right after it.
+    #[serde(default)]
+    pub job_state: Option<JobState>,
 }
 
 impl ClusterEvent {
@@ -68,6 +71,15 @@ impl ClusterEvent {
             at_ms: now_ms(),
             origin: origin.to_string(),
             kind,
+            job_state: None,
+        }
+    }
+
+    /// A job event of `origin`, stamped now, with the job's state after it.
+    pub fn job(origin: &str, ev: JobEvent, state: JobState) -> Self {
+        Self {
+            job_state: Some(state),
+            ..Self::now(origin, EventKind::Job(ev))
         }
     }
 
@@ -82,6 +94,12 @@ impl ClusterEvent {
         if let Value::Object(m) = &mut v {
             m.insert("at_ms".into(), self.at_ms.into());
             m.insert("origin".into(), self.origin.clone().into());
+            if let Some(st) = self.job_state {
+                m.insert(
+                    "job_state".into(),
+                    serde_json::to_value(st).unwrap_or(Value::Null),
+                );
+            }
         }
         v
     }

@@ -1,0 +1,137 @@
+//! The live dashboard at `/`, in a real headless Chromium (Debian's `chromium`, which
+//! `.ci/run` installs; the test fails with that hint if it is missing).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use troupe_integration::browser::Browser;
+use troupe_integration::http::{post, try_get};
+use troupe_integration::Cluster;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn wait_nodes_up(url: &str, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if let Ok(a) = try_get(&format!("{url}/api/nodes")) {
+            let up = a.json()["nodes"]
+                .as_array()
+                .map(|l| l.iter().filter(|n| n["state"] == "up").count())
+                .unwrap_or(0);
+            if a.status == 200 && up == n {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{url} never saw {n} nodes up");
+}
+
+#[test]
+fn dashboard_shows_the_cluster_and_a_running_jobs_steps_live() {
+    let mut c = Cluster::plan(3);
+    c.serve_http = true;
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    let u1 = c.http_url(0);
+    wait_nodes_up(&u1, 3);
+
+    let mut b = Browser::launch(&c.dir, 1400, 900).unwrap_or_else(|e| panic!("{e}"));
+    b.open(&format!("{u1}/")).expect("open the dashboard");
+    // A marker that a reload would wipe: the page must update in place.
+    b.wait_for("document.readyState === 'complete'", WAIT)
+        .unwrap();
+    b.eval("window.__troupeMarker = 42").unwrap();
+
+    // All three nodes, up.
+    let nodes = b
+        .wait_for(
+            "(() => { const r = [...document.querySelectorAll('#nodes tr[data-node]')]; \
+               return r.length === 3 && r.every(t => t.querySelector('.badge.s-up')) \
+               && r.map(t => t.dataset.node).sort().join(','); })()",
+            WAIT,
+        )
+        .unwrap();
+    assert_eq!(nodes, json!("n1,n2,n3"));
+    b.wait_for(
+        "document.querySelector('#conn').textContent === 'live'",
+        WAIT,
+    )
+    .unwrap();
+
+    // A job submitted after the page loaded (through another node) appears from the
+    // event stream, and its DAG shows running, finished and waiting steps.
+    let job = json!({"name": "dashboard-demo", "steps": [
+        {"id": "fetch", "task": "troupe.sleep", "input": {"ms": 60000}},
+        {"id": "fan", "task": "troupe.echo", "for_each": "[1, 2, 3]"},
+        {"id": "ask", "task": "troupe.needs_action", "input": {"message": "approve the spend"}},
+        {"id": "store", "task": "troupe.sum", "after": ["fetch", "fan", "ask"]}]});
+    let a = post(&format!("{}/api/jobs", c.http_url(1)), &job.to_string());
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.json()["id"].as_str().unwrap().to_string();
+    let row = format!("#jobs tr[data-id='{id}']");
+    b.wait_for(&format!("!!document.querySelector(\"{row}\")"), WAIT)
+        .unwrap();
+    b.eval(&format!("document.querySelector(\"{row}\").click()"))
+        .unwrap();
+    let state =
+        |step: &str| format!("document.querySelector('[data-step=\"{step}\"]')?.dataset.state");
+    for (step, want) in [
+        ("fetch", "running"),
+        ("fan[0]", "succeeded"),
+        ("fan[2]", "succeeded"),
+        ("ask", "waiting_for_user"),
+        ("store", "pending"),
+    ] {
+        b.wait_for(&format!("{} === '{want}'", state(step)), WAIT)
+            .unwrap_or_else(|e| panic!("step {step}: {e}"));
+    }
+    let waiting: Value = b
+        .eval("document.querySelector('#waiting').textContent")
+        .unwrap();
+    assert!(
+        waiting
+            .as_str()
+            .unwrap_or_default()
+            .contains("approve the spend"),
+        "{waiting}"
+    );
+    // Which node runs each step is shown.
+    let fetch_text = b
+        .eval("document.querySelector('[data-step=\"fetch\"]').textContent")
+        .unwrap();
+    assert!(
+        ["n1", "n2", "n3"]
+            .iter()
+            .any(|n| fetch_text.as_str().unwrap_or_default().contains(n)),
+        "{fetch_text}"
+    );
+
+    let shot: PathBuf = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    b.screenshot(&shot).expect("screenshot");
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 10_000, "screenshot of {size} bytes");
+    eprintln!("dashboard screenshot: {}", shot.display());
+
+    // The resume button resumes the step; the page follows without a reload.
+    b.eval("document.querySelector('[data-resume=\"ask\"]').click()")
+        .unwrap();
+    b.wait_for(&format!("{} === 'succeeded'", state("ask")), WAIT)
+        .unwrap();
+    // Cancel from the page ends the job.
+    b.wait_for("!!document.querySelector('#cancel-job')", WAIT)
+        .unwrap();
+    b.eval("document.querySelector('#cancel-job').click()")
+        .unwrap();
+    b.wait_for(
+        &format!("document.querySelector(\"{row} .badge\")?.textContent === 'cancelled'"),
+        WAIT,
+    )
+    .unwrap();
+    assert_eq!(b.eval("window.__troupeMarker").unwrap(), json!(42));
+    let st = troupe_integration::http::get(&format!("{u1}/api/jobs/{id}")).json();
+    assert_eq!(st["state"], "cancelled");
+    assert_eq!(st["steps"]["ask"]["state"], "succeeded");
+}

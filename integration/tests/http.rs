@@ -1,0 +1,433 @@
+//! The HTTP API of `--http`, on real node processes: every route, the event stream and
+//! the Prometheus metrics.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use troupe_integration::http::{
+    follow_events, get, metric, metric_sum, parse_metrics, post, try_get,
+};
+use troupe_integration::Cluster;
+
+/// Starts `n` nodes that all serve HTTP, and waits until node 0's API sees them all up.
+fn http_cluster(n: usize) -> Cluster {
+    let mut c = Cluster::plan(n);
+    c.serve_http = true;
+    c.env.push(("TROUPE_TASK_WAIT_MS".into(), "300".into()));
+    for i in 0..n {
+        c.start_node(i);
+    }
+    for i in 0..n {
+        wait_nodes_up(&c.http_url(i), n);
+    }
+    c
+}
+
+fn wait_nodes_up(url: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(a) = try_get(&format!("{url}/api/nodes")) {
+            if a.status == 200 {
+                let v = a.json();
+                let up = v["nodes"]
+                    .as_array()
+                    .map(|l| l.iter().filter(|n| n["state"] == "up").count())
+                    .unwrap_or(0);
+                if up == n {
+                    return;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} never saw {n} nodes up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn submit(url: &str, job: &Value) -> String {
+    let a = post(&format!("{url}/api/jobs"), &job.to_string());
+    assert_eq!(a.status, 201, "{}", a.body);
+    a.json()["id"].as_str().expect("id").to_string()
+}
+
+fn wait_state(url: &str, id: &str, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = get(&format!("{url}/api/jobs/{id}"));
+        assert_eq!(a.status, 200, "{}", a.body);
+        let v = a.json();
+        if v["state"] == state {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} never reached {state}: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn error_of(a: &troupe_integration::http::Answer) -> String {
+    assert!(
+        a.content_type.starts_with("application/json"),
+        "error answers are JSON, got {:?}: {}",
+        a.content_type,
+        a.body
+    );
+    a.json()["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field: {}", a.body))
+        .to_string()
+}
+
+#[test]
+fn every_route_answers_for_the_whole_cluster() {
+    let c = http_cluster(3);
+    let (u1, u2, u3) = (c.http_url(0), c.http_url(1), c.http_url(2));
+
+    // Nodes, from any node, in the shape of `nodes --json`.
+    let nodes = get(&format!("{u2}/api/nodes")).json();
+    let mut names: Vec<&str> = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["n1", "n2", "n3"]);
+    for n in nodes["nodes"].as_array().unwrap() {
+        assert_eq!(n["slots"], 2);
+        assert!(n["tasks"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("troupe.echo")));
+        assert!(n["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    }
+
+    // A job posted to n1 is owned by n1 and answered by n3.
+    let chain = json!({"name": "http-chain", "input": {"add": 1}, "steps": [
+        {"id": "a", "task": "troupe.echo", "input": {"value": 2}},
+        {"id": "b", "task": "troupe.sum", "after": ["a"]}]});
+    let first = submit(&u1, &chain);
+    assert!(first.starts_with("n1-"), "{first}");
+    let st = wait_state(&u3, &first, "succeeded");
+    assert_eq!(st["output"], json!(3));
+    assert_eq!(st["steps"]["b"]["after"], json!(["a"]));
+
+    // A second job through the CLI on n2: the list from n3 has both, newest first.
+    let file = c.job_file(
+        "cli.toml",
+        "name = \"from-cli\"\n[[steps]]\nid = \"x\"\ntask = \"troupe.echo\"\n",
+    );
+    let out = c.cli(
+        &[
+            "submit",
+            "--seeds",
+            &c.addrs[1],
+            "--cookie",
+            &c.cookie,
+            &file,
+            "--wait",
+        ],
+        false,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let second = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page = get(&format!("{u3}/api/jobs")).json();
+    let ids: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()], "{page}");
+    assert_eq!(page["total"], 2);
+    assert_eq!(page["jobs"][0]["owner"], "n2");
+    assert_eq!(page["jobs"][0]["state"], "succeeded");
+    assert_eq!(page["jobs"][1]["finished_steps"], 2);
+    assert_eq!(page["unanswered"], json!([]));
+
+    // Filters and pages.
+    let ok = get(&format!("{u1}/api/jobs?state=succeeded")).json();
+    assert_eq!(ok["total"], 2);
+    let running = get(&format!("{u1}/api/jobs?state=running")).json();
+    assert_eq!(running["jobs"], json!([]));
+    let p1 = get(&format!("{u1}/api/jobs?limit=1")).json();
+    assert_eq!(p1["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(p1["jobs"][0]["id"], second.as_str());
+    assert_eq!(p1["total"], 2);
+    let p2 = get(&format!("{u1}/api/jobs?limit=1&offset=1")).json();
+    assert_eq!(p2["jobs"][0]["id"], first.as_str());
+
+    // Bad requests: 400 with a JSON error that says what is wrong.
+    for (query, says) in [
+        ("state=bogus", "unknown state"),
+        ("limit=0", "limit must be"),
+        ("limit=abc", "limit must be"),
+        ("offset=-1", "offset must be"),
+        ("colour=red", "unknown parameter"),
+    ] {
+        let a = get(&format!("{u2}/api/jobs?{query}"));
+        assert_eq!(a.status, 400, "{query}: {}", a.body);
+        assert!(error_of(&a).contains(says), "{query}: {}", a.body);
+    }
+    for (body, says) in [
+        ("{not json", "not a valid JSON job"),
+        ("[1, 2]", "JSON object"),
+        ("{\"steps\": 7}", "not a valid JSON job"),
+        (
+            r#"{"steps": [{"id": "a", "task": "troupe.echo", "after": ["b"]},
+                          {"id": "b", "task": "troupe.echo", "after": ["a"]}]}"#,
+            "cycle",
+        ),
+        (
+            r#"{"steps": [{"id": "a", "task": "no.such.task"}]}"#,
+            "no.such.task",
+        ),
+    ] {
+        let a = post(&format!("{u1}/api/jobs"), body);
+        assert_eq!(a.status, 400, "{body}: {}", a.body);
+        assert!(error_of(&a).contains(says), "{body}: {}", a.body);
+    }
+
+    // Unknown jobs and routes: 404 with a JSON error.
+    for id in ["n1-1-999999", "n2-abc-1", "not-a-job-id!"] {
+        let a = get(&format!("{u3}/api/jobs/{id}"));
+        assert_eq!(a.status, 404, "{id}: {}", a.body);
+        error_of(&a);
+        let a = post(&format!("{u3}/api/jobs/{id}/cancel"), "");
+        assert_eq!(a.status, 404, "{id}: {}", a.body);
+    }
+    let a = get(&format!("{u1}/api/nope"));
+    assert_eq!(a.status, 404);
+    error_of(&a);
+
+    // Cancel, through a node that does not own the job.
+    let long = json!({"name": "long", "steps": [
+        {"id": "nap", "task": "troupe.sleep", "input": {"ms": 30000}}]});
+    let id = submit(&u1, &long);
+    wait_state(&u1, &id, "running");
+    let a = post(&format!("{u2}/api/jobs/{id}/cancel"), "");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["state"], "cancelled");
+    assert_eq!(
+        wait_state(&u3, &id, "cancelled")["steps"]["nap"]["state"],
+        "cancelled"
+    );
+
+    // Resume a step waiting for a user.
+    let ask = json!({"name": "ask", "steps": [
+        {"id": "ok", "task": "troupe.needs_action", "input": {"message": "approve"}}]});
+    let id = submit(&u2, &ask);
+    let st = wait_state(&u1, &id, "waiting_for_user");
+    assert_eq!(st["steps"]["ok"]["message"], "approve");
+    let a = post(&format!("{u3}/api/jobs/{id}/steps/ok/resume"), "");
+    assert_eq!(a.status, 200, "{}", a.body);
+    wait_state(&u1, &id, "succeeded");
+    let a = post(&format!("{u3}/api/jobs/{id}/steps/ok/resume"), "");
+    assert_eq!(a.status, 409, "resuming an ended job: {}", a.body);
+
+    // The node still serves after all of that.
+    assert_eq!(get(&format!("{u1}/api/nodes")).status, 200);
+}
+
+#[test]
+fn event_stream_carries_a_jobs_events_in_order_and_membership_changes() {
+    let mut c = http_cluster(3);
+    let (u1, u2) = (c.http_url(0), c.http_url(1));
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s2, stop2, url) = (seen.clone(), stop.clone(), format!("{u2}/api/events"));
+    let follower = std::thread::spawn(move || {
+        follow_events(&url, |ev| {
+            s2.lock().unwrap().push(ev);
+            !stop2.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    });
+    let finished = |id: &str| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "job_finished" && e["job"].is_null() && e["status"]["id"] == id)
+    };
+
+    // n2's hub subscribes to n1's within a second or so: a job of n1 shows on n2's stream.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let id = submit(&u1, &json!({"steps": [{"id": "w", "task": "troupe.echo"}]}));
+        std::thread::sleep(Duration::from_millis(500));
+        if finished(&id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n1's job events never reached n2's stream"
+        );
+    }
+
+    let job = json!({"name": "ordered", "steps": [
+        {"id": "a", "task": "troupe.sleep", "input": {"ms": 50}},
+        {"id": "b", "task": "troupe.echo", "after": ["a"]},
+        {"id": "c", "task": "troupe.flaky", "input": {"fail_times": 1}, "after": ["a"]},
+        {"id": "d", "task": "troupe.sum", "after": ["b", "c"]}]});
+    let id = submit(&u1, &job);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !finished(&id) {
+        assert!(
+            Instant::now() < deadline,
+            "job {id} never finished on the stream"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let evs: Vec<Value> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["job"] == id.as_str() || e["status"]["id"] == id.as_str())
+        .cloned()
+        .collect();
+    let kinds: Vec<String> = evs
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["event"].as_str().unwrap(),
+                e["step"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let pos = |k: &str| {
+        kinds
+            .iter()
+            .position(|x| x.trim_end() == k)
+            .unwrap_or_else(|| panic!("no `{k}` in {kinds:?}"))
+    };
+    assert_eq!(pos("queued"), 0, "{kinds:?}");
+    assert_eq!(
+        kinds.last().map(|s| s.trim_end()),
+        Some("job_finished"),
+        "{kinds:?}"
+    );
+    assert_eq!(evs.last().unwrap()["status"]["state"], "succeeded");
+    assert_eq!(evs.last().unwrap()["job_state"], "succeeded");
+    for s in ["a", "b", "c", "d"] {
+        assert!(
+            pos(&format!("step_started {s}")) < pos(&format!("step_finished {s}")),
+            "{kinds:?}"
+        );
+    }
+    assert!(pos("step_finished a") < pos("step_started b"), "{kinds:?}");
+    assert!(pos("step_finished a") < pos("step_started c"), "{kinds:?}");
+    assert!(pos("step_retrying c") > pos("step_started c"), "{kinds:?}");
+    assert!(pos("step_retrying c") < pos("step_finished c"), "{kinds:?}");
+    assert!(pos("step_finished b") < pos("step_started d"), "{kinds:?}");
+    assert!(pos("step_finished c") < pos("step_started d"), "{kinds:?}");
+    for e in &evs {
+        assert_eq!(e["origin"], "n1", "{e}");
+        assert_eq!(e["task"].is_string(), e["step"].is_string(), "{e}");
+    }
+    let times: Vec<u64> = evs.iter().map(|e| e["at_ms"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    // A node killed without warning shows as node_down on the stream.
+    c.node(2).kill();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let down = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "node_down" && e["node"] == "n3" && e["origin"] == "n2");
+        if down {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node_down for n3 on the stream"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // One more event ends the follower (the stream also ends when the cluster drops).
+    submit(&u1, &json!({"steps": [{"id": "w", "task": "troupe.echo"}]}));
+    drop(c);
+    let _ = follower.join();
+}
+
+#[test]
+fn metrics_parse_and_move_when_jobs_run() {
+    let c = http_cluster(3);
+    let urls: Vec<String> = (0..3).map(|i| c.http_url(i)).collect();
+    let scrape = |u: &str| {
+        let a = get(&format!("{u}/metrics"));
+        assert_eq!(a.status, 200);
+        assert!(
+            a.content_type.starts_with("text/plain"),
+            "{}",
+            a.content_type
+        );
+        parse_metrics(&a.body)
+    };
+    let across =
+        |prefix: &str| -> f64 { urls.iter().map(|u| metric_sum(&scrape(u), prefix)).sum() };
+    let before = scrape(&urls[0]);
+    let echo_runs_before = across("troupe_step_duration_seconds_count{task=\"troupe.echo\"}");
+
+    let job = json!({"steps": [
+        {"id": "a", "task": "troupe.echo"},
+        {"id": "b", "task": "troupe.echo", "after": ["a"]}]});
+    let ids: Vec<String> = (0..5).map(|_| submit(&urls[0], &job)).collect();
+    for id in &ids {
+        wait_state(&urls[0], id, "succeeded");
+    }
+    let fail = submit(
+        &urls[0],
+        &json!({"steps": [{"id": "f", "task": "troupe.fail", "input": {"message": "no"}}]}),
+    );
+    wait_state(&urls[0], &fail, "failed");
+    let fib = submit(
+        &urls[0],
+        &json!({"steps": [{"id": "f", "task": "troupe.fib", "input": {"n": 12}}]}),
+    );
+    wait_state(&urls[0], &fib, "succeeded");
+    // Scrapes come after the event hub folded the last events.
+    std::thread::sleep(Duration::from_millis(300));
+    let after = scrape(&urls[0]);
+    let delta = |p: &str| metric_sum(&after, p) - metric_sum(&before, p);
+
+    assert_eq!(delta("troupe_jobs_total{state=\"accepted\"}"), 7.0);
+    assert_eq!(delta("troupe_jobs_total{state=\"succeeded\"}"), 6.0);
+    assert_eq!(delta("troupe_jobs_total{state=\"failed\"}"), 1.0);
+    assert_eq!(metric(&after, "troupe_jobs_active"), 0.0);
+    assert_eq!(
+        delta("troupe_steps_started_total{task=\"troupe.echo\"}"),
+        10.0
+    );
+    assert_eq!(
+        delta("troupe_steps_finished_total{task=\"troupe.echo\",state=\"succeeded\"}"),
+        10.0
+    );
+    assert_eq!(
+        delta("troupe_steps_finished_total{task=\"troupe.fail\",state=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(delta("troupe_job_duration_seconds_count"), 7.0);
+    assert_eq!(metric_sum(&after, "troupe_nodes{state=\"up\"}"), 3.0);
+    assert_eq!(metric(&after, "troupe_slots"), 2.0);
+    assert!(metric_sum(&after, "troupe_queue_depth{lane=") >= 0.0);
+    assert!(delta("troupe_wire_bytes_total{direction=\"out\"}") > 0.0);
+    assert!(delta("troupe_wire_messages_total{direction=\"in\"}") > 0.0);
+    assert!(metric_sum(&after, "troupe_http_requests_total{status=\"2xx\"}") > 0.0);
+    // Every echo execution, wherever it ran, is in some node's latency histogram.
+    assert_eq!(
+        across("troupe_step_duration_seconds_count{task=\"troupe.echo\"}") - echo_runs_before,
+        10.0
+    );
+    // fib's re-entrant calls merge or hit the cache somewhere in the cluster.
+    let reused = across("troupe_requests_merged_total") + across("troupe_cache_hits_total");
+    assert!(reused > 0.0, "fib(12) reused no result");
+    assert!(across("troupe_membership_events_total{event=\"up\"}") >= 6.0);
+}
