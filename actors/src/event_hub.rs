@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use troupe_runtime::job::status::{JobEvent, JobState, StepState};
 use troupe_runtime::observe::{
-    metric, newest_first, ClusterEvent, EventKind, JobList, JobQuery, JobSummary,
+    cluster_jobs, metric, newest_first, ClusterEvent, EventKind, JobList, JobQuery, JobSummary,
 };
 use troupe_runtime::protocol::{event_hub_group, EventHubMessage, EVENT_HUBS_GROUP};
 use troupe_runtime::wire::Wire;
@@ -31,6 +31,8 @@ pub const TICK: Duration = Duration::from_millis(50);
 pub const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// A subscriber that has not renewed for this long is dropped.
 pub const SUBSCRIPTION_TTL: Duration = Duration::from_secs(5);
+/// How long gathering the cluster's jobs waits for each hub.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most events held for one subscriber between two ticks (older ones are dropped).
 const MAX_BATCH: usize = 10_000;
 
@@ -340,6 +342,14 @@ impl Actor for EventHub {
                     Err(_) => JobList::default(),
                 };
                 let _ = reply.send(Wire::new(list));
+            }
+            EventHubMessage::ListClusterJobs(q, reply) => {
+                let q = q.into_inner().unwrap_or_default();
+                // Off the mailbox: the gathering asks this hub too.
+                tokio::spawn(async move {
+                    let page = cluster_jobs(q.state, q.offset, q.limit, GATHER_TIMEOUT).await;
+                    let _ = reply.send(Wire::new(page));
+                });
             }
             EventHubMessage::Tick => state.tick(&myself),
         }

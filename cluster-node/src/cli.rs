@@ -30,6 +30,8 @@ pub enum Command {
     Nodes(NodesArgs),
     /// Start three local nodes, run an example job with progress, stop the nodes.
     Demo(DemoArgs),
+    /// A live view of nodes and jobs in the terminal (q quits).
+    Top(TopArgs),
 }
 
 /// Flags of `start`. Each also comes from the config file and from `TROUPE_<KEY>`.
@@ -128,6 +130,23 @@ pub struct NodesArgs {
     /// Print `{"nodes": [...]}`.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Flags of `top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// How to reach the cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
+    /// Print one frame as text and exit (for scripts, and terminals without a screen).
+    #[arg(long)]
+    pub once: bool,
+    /// Width of the `--once` frame, in columns.
+    #[arg(long, default_value_t = 120)]
+    pub width: u16,
 }
 
 /// Flags of `demo`.

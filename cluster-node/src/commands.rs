@@ -12,6 +12,7 @@ pub mod nodes;
 pub mod start;
 pub mod status;
 pub mod submit;
+pub mod top;
 
 /// Runs one subcommand and returns its exit code.
 pub fn run(cli: crate::cli::Cli, registry: TaskRegistry) -> u8 {
@@ -23,6 +24,7 @@ pub fn run(cli: crate::cli::Cli, registry: TaskRegistry) -> u8 {
         Command::Resume(a) => client_command(|| status::resume(a)),
         Command::Nodes(a) => client_command(|| nodes::run(a)),
         Command::Demo(a) => client_command(|| demo::run(a)),
+        Command::Top(a) => client_command(|| top::run(a)),
     }
 }
 

@@ -147,3 +147,28 @@ pub fn metric_sum(samples: &[(String, f64)], prefix: &str) -> f64 {
         .map(|(_, v)| v)
         .sum()
 }
+
+/// Waits until `GET url/api/nodes` lists `n` nodes up (panics after 20 s).
+pub fn wait_nodes_up(url: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(a) = try_get(&format!("{url}/api/nodes")) {
+            let up = serde_json::from_str::<Value>(&a.body)
+                .ok()
+                .and_then(|v| {
+                    v["nodes"]
+                        .as_array()
+                        .map(|l| l.iter().filter(|n| n["state"] == "up").count())
+                })
+                .unwrap_or(0);
+            if a.status == 200 && up == n {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} never saw {n} nodes up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -260,6 +260,25 @@ impl Cluster {
         run_with_timeout(cmd, Duration::from_secs(60))
     }
 
+    /// `submit FILE --wait` through node `i` only: the final status JSON (panics if the
+    /// command fails).
+    pub fn submit_wait_via(&self, i: usize, file: &str) -> serde_json::Value {
+        let out = self.cli(
+            &[
+                "submit",
+                "--seeds",
+                &self.addrs[i],
+                "--cookie",
+                &self.cookie,
+                file,
+                "--wait",
+            ],
+            false,
+        );
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).expect("status JSON on stdout")
+    }
+
     /// Writes a job file into the cluster's folder and returns its path.
     pub fn job_file(&self, name: &str, text: &str) -> String {
         let p = self.dir.join(name);

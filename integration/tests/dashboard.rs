@@ -2,31 +2,14 @@
 //! `.ci/run` installs; the test fails with that hint if it is missing).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use troupe_integration::browser::Browser;
-use troupe_integration::http::{post, try_get};
+use troupe_integration::http::{post, wait_nodes_up};
 use troupe_integration::Cluster;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn wait_nodes_up(url: &str, n: usize) {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if let Ok(a) = try_get(&format!("{url}/api/nodes")) {
-            let up = a.json()["nodes"]
-                .as_array()
-                .map(|l| l.iter().filter(|n| n["state"] == "up").count())
-                .unwrap_or(0);
-            if a.status == 200 && up == n {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{url} never saw {n} nodes up");
-}
 
 #[test]
 fn dashboard_shows_the_cluster_and_a_running_jobs_steps_live() {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use troupe_integration::http::{
-    follow_events, get, metric, metric_sum, parse_metrics, post, try_get,
+    follow_events, get, metric, metric_sum, parse_metrics, post, wait_nodes_up,
 };
 use troupe_integration::Cluster;
 
@@ -22,26 +22,6 @@ fn http_cluster(n: usize) -> Cluster {
         wait_nodes_up(&c.http_url(i), n);
     }
     c
-}
-
-fn wait_nodes_up(url: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(a) = try_get(&format!("{url}/api/nodes")) {
-            if a.status == 200 {
-                let v = a.json();
-                let up = v["nodes"]
-                    .as_array()
-                    .map(|l| l.iter().filter(|n| n["state"] == "up").count())
-                    .unwrap_or(0);
-                if up == n {
-                    return;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "{url} never saw {n} nodes up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn submit(url: &str, job: &Value) -> String {
@@ -119,20 +99,7 @@ fn every_route_answers_for_the_whole_cluster() {
         "cli.toml",
         "name = \"from-cli\"\n[[steps]]\nid = \"x\"\ntask = \"troupe.echo\"\n",
     );
-    let out = c.cli(
-        &[
-            "submit",
-            "--seeds",
-            &c.addrs[1],
-            "--cookie",
-            &c.cookie,
-            &file,
-            "--wait",
-        ],
-        false,
-    );
-    assert!(out.status.success(), "{out:?}");
-    let second = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
+    let second = c.submit_wait_via(1, &file)["id"]
         .as_str()
         .unwrap()
         .to_string();

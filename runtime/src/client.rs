@@ -324,10 +324,10 @@ impl Client {
         )))
     }
 
-    async fn call<T: Send + 'static>(
+    async fn call<M: ractor::Message, T: Send + 'static>(
         &self,
-        to: &ActorRef<JobManagerMessage>,
-        msg: impl FnOnce(RpcReplyPort<Wire<T>>) -> JobManagerMessage,
+        to: &ActorRef<M>,
+        msg: impl FnOnce(RpcReplyPort<Wire<T>>) -> M,
     ) -> Result<T, ClientError> {
         let timeout = self.inner.opts.request_timeout;
         rpc_reply(to.call(msg, Some(timeout)).await, timeout)
@@ -439,6 +439,39 @@ impl Client {
         self.call(&jm, |reply| JobManagerMessage::Status(job_id, reply))
             .await?
             .map_err(|_| ClientError::UnknownJob(job.to_string()))
+    }
+
+    /// The cluster's jobs, newest first: a page of `limit` after `offset`, only those in
+    /// `state` if given. A node that does not answer is named in the page's
+    /// `unanswered` list.
+    pub async fn jobs(
+        &self,
+        state: Option<crate::JobState>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<crate::observe::JobsPage, ClientError> {
+        use crate::protocol::{ClusterJobsQuery, EventHubMessage, EVENT_HUBS_GROUP};
+        // A client sees only the nodes it is connected to; one of their hubs gathers.
+        let hubs = ractor::pg::get_members(&EVENT_HUBS_GROUP.to_string());
+        let mut last = ClientError::Connection("no node's event hub is visible".into());
+        for hub in hubs {
+            let hub: ActorRef<EventHubMessage> = hub.into();
+            let q = ClusterJobsQuery {
+                state,
+                offset,
+                limit,
+            };
+            match self
+                .call(&hub, |reply| {
+                    EventHubMessage::ListClusterJobs(Wire::new(q), reply)
+                })
+                .await
+            {
+                Ok(page) => return Ok(page),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Cancels a job (from any node); answers its status after the cancel.

@@ -463,8 +463,26 @@ pub enum EventHubMessage {
         Wire<crate::observe::JobQuery>,
         RpcReplyPort<Wire<crate::observe::JobList>>,
     ),
+    /// A page of the whole cluster's jobs, gathered by this hub from every hub it
+    /// sees (for clients, which see only the nodes they are connected to).
+    #[rpc]
+    ListClusterJobs(
+        Wire<ClusterJobsQuery>,
+        RpcReplyPort<Wire<crate::observe::JobsPage>>,
+    ),
     /// Send what waits for subscribers; renew subscriptions (local timer).
     Tick,
+}
+
+/// A question for [`EventHubMessage::ListClusterJobs`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterJobsQuery {
+    /// Only jobs in this state.
+    pub state: Option<crate::JobState>,
+    /// Jobs to skip (newest first).
+    pub offset: usize,
+    /// Page size.
+    pub limit: usize,
 }
 
 /// Messages of a client's watcher.

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use troupe_runtime::job::validate::validate;
 use troupe_runtime::{JobEvent, JobSpec, JobState, StepState};
 
@@ -118,6 +119,25 @@ pub async fn run(a: SubmitArgs) -> u8 {
         return exit::OK;
     }
     let start = Instant::now();
+    // A bar on a terminal; on a pipe or file the bar hides itself and plain lines remain.
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if !bar.is_hidden() {
+        bar.enable_steady_tick(Duration::from_millis(100));
+    }
+    let progress = |line: String| {
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
+    let mut children = std::collections::HashSet::new();
     let deadline = a
         .timeout
         .map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t));
@@ -126,6 +146,7 @@ pub async fn run(a: SubmitArgs) -> u8 {
             Some(d) => match tokio::time::timeout_at(d, handle.next_event()).await {
                 Ok(ev) => ev,
                 Err(_) => {
+                    bar.finish_and_clear();
                     eprintln!(
                         "troupe-node: timed out after {:.1} s waiting for job {}; it keeps running (troupe-node status {})",
                         a.timeout.unwrap_or_default(),
@@ -140,18 +161,36 @@ pub async fn run(a: SubmitArgs) -> u8 {
         let status = match next {
             Some(JobEvent::JobFinished { status }) => *status,
             Some(ev) => {
-                eprintln!(
+                match &ev {
+                    JobEvent::Queued { steps, .. } => bar.set_length(u64::from(*steps)),
+                    JobEvent::StepStarted { step, .. } | JobEvent::StepFinished { step, .. }
+                        if (step.contains('[') || step.contains('/'))
+                            && children.insert(step.clone()) =>
+                    {
+                        bar.inc_length(1)
+                    }
+                    _ => {}
+                }
+                if matches!(ev, JobEvent::StepFinished { .. }) {
+                    bar.inc(1);
+                }
+                bar.set_message(describe(&ev));
+                progress(format!(
                     "[{:>7.3}s] {}",
                     start.elapsed().as_secs_f64(),
                     describe(&ev)
-                );
+                ));
                 continue;
             }
             None => match handle.status().await {
                 Ok(s) => s,
-                Err(e) => return fail(e),
+                Err(e) => {
+                    bar.finish_and_clear();
+                    return fail(e);
+                }
             },
         };
+        bar.finish_and_clear();
         eprintln!(
             "[{:>7.3}s] {}",
             start.elapsed().as_secs_f64(),
