@@ -5,7 +5,7 @@
 //!   which answers `GET /api/jobs` and `troupe-node top`;
 //! - turns events into Prometheus metrics (jobs, steps per task, job latency);
 //! - hands them to this node's HTTP event stream, if it serves one;
-//! - forwards them, in batches every [`TICK`], to the hubs of nodes that serve HTTP and
+//! - forwards them, in batches at most [`TICK`] apart, to the hubs of nodes that serve HTTP and
 //!   asked for them ([`EventHubMessage::Subscribe`], renewed every second, dropped after
 //!   [`SUBSCRIPTION_TTL`] without renewal), so any node's stream covers the cluster.
 //!
@@ -69,7 +69,7 @@ pub struct EventHubState {
     finished: VecDeque<String>,
     subscribers: HashMap<String, Subscriber>,
     outbox: Vec<ClusterEvent>,
-    last_renewal: Option<Instant>,
+    flush_armed: bool,
 }
 
 fn state_label(s: JobState) -> &'static str {
@@ -227,7 +227,9 @@ impl EventHubState {
         let _ = self.ctx.view.events.send(Arc::new(ev));
     }
 
-    fn tick(&mut self, myself: &ActorRef<EventHubMessage>) {
+    /// Sends the waiting events to the subscribers.
+    fn flush(&mut self) {
+        self.flush_armed = false;
         let now = Instant::now();
         self.subscribers
             .retain(|_, s| now.duration_since(s.renewed) < SUBSCRIPTION_TTL);
@@ -246,18 +248,15 @@ impl EventHubState {
                 self.subscribers.remove(&g);
             }
         }
-        if self.ctx.config.http.is_some()
-            && self
-                .last_renewal
-                .is_none_or(|t| now.duration_since(t) >= RENEW_EVERY)
-        {
-            self.last_renewal = Some(now);
-            let me = myself.get_id();
-            for hub in ractor::pg::get_members(&EVENT_HUBS_GROUP.to_string()) {
-                if hub.get_id() != me {
-                    let hub: ActorRef<EventHubMessage> = hub.into();
-                    let _ = hub.cast(EventHubMessage::Subscribe(self.ctx.config.name.clone()));
-                }
+    }
+
+    /// Asks every other hub for its events (again).
+    fn renew(&self, myself: &ActorRef<EventHubMessage>) {
+        let me = myself.get_id();
+        for hub in ractor::pg::get_members(&EVENT_HUBS_GROUP.to_string()) {
+            if hub.get_id() != me {
+                let hub: ActorRef<EventHubMessage> = hub.into();
+                let _ = hub.cast(EventHubMessage::Subscribe(self.ctx.config.name.clone()));
             }
         }
     }
@@ -275,14 +274,18 @@ impl Actor for EventHub {
     ) -> Result<Self::State, ActorProcessingErr> {
         ractor::pg::join(event_hub_group(&ctx.config.name), vec![myself.get_cell()]);
         ractor::pg::join(EVENT_HUBS_GROUP.to_string(), vec![myself.get_cell()]);
-        myself.send_interval(TICK, || EventHubMessage::Tick);
+        // Timers only where there is work: an idle node without HTTP stays idle.
+        if ctx.config.http.is_some() {
+            myself.send_interval(RENEW_EVERY, || EventHubMessage::Renew);
+            let _ = myself.cast(EventHubMessage::Renew);
+        }
         Ok(EventHubState {
             ctx,
             jobs: HashMap::new(),
             finished: VecDeque::new(),
             subscribers: HashMap::new(),
             outbox: Vec::new(),
-            last_renewal: None,
+            flush_armed: false,
         })
     }
 
@@ -302,6 +305,10 @@ impl Actor for EventHub {
                     state.record_job(j, ev.at_ms, ev.job_state);
                     if !state.subscribers.is_empty() && state.outbox.len() < MAX_BATCH {
                         state.outbox.push(ev.clone());
+                        if !state.flush_armed {
+                            state.flush_armed = true;
+                            myself.send_after(TICK, || EventHubMessage::Tick);
+                        }
                     }
                 }
                 state.publish_local(ev);
@@ -351,7 +358,8 @@ impl Actor for EventHub {
                     let _ = reply.send(Wire::new(page));
                 });
             }
-            EventHubMessage::Tick => state.tick(&myself),
+            EventHubMessage::Tick => state.flush(),
+            EventHubMessage::Renew => state.renew(&myself),
         }
         Ok(())
     }

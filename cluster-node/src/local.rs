@@ -68,6 +68,19 @@ impl NodeProcess {
         if !spec.seeds.is_empty() {
             cmd.args(["--seeds", &spec.seeds.join(",")]);
         }
+        // Kill on drop covers every way out but one: a process that dies without
+        // unwinding (an abort, a double panic, SIGKILL). The kernel then ends the node too:
+        // it gets SIGKILL when the thread that started it exits.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = cmd.spawn()?;
         Ok(Self {
             name: spec.name.clone(),

@@ -470,8 +470,10 @@ pub enum EventHubMessage {
         Wire<ClusterJobsQuery>,
         RpcReplyPort<Wire<crate::observe::JobsPage>>,
     ),
-    /// Send what waits for subscribers; renew subscriptions (local timer).
+    /// Send what waits for subscribers (local timer, armed by the first event waiting).
     Tick,
+    /// Renew this node's subscriptions at the other hubs (local timer, HTTP nodes only).
+    Renew,
 }
 
 /// A question for [`EventHubMessage::ListClusterJobs`].

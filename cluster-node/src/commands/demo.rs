@@ -110,6 +110,8 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
         }
     };
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    // n1 serves the dashboard while the demo runs.
+    let http = free_port().ok().map(|p| format!("127.0.0.1:{p}"));
     let cookie = format!("demo-{:016x}", rand_u64());
     println!("Starting a local cluster of three troupe-node processes:");
     for (i, addr) in addrs.iter().enumerate() {
@@ -120,7 +122,10 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
             seeds: addrs.iter().filter(|x| *x != addr).cloned().collect(),
             cookie: cookie.clone(),
             slots: 2,
-            extra: vec![],
+            extra: match (&http, i) {
+                (Some(h), 0) => vec!["--http".into(), h.clone()],
+                _ => vec![],
+            },
             env: vec![],
         };
         match NodeProcess::spawn(&exe, &spec, dir.join(format!("{name}.log"))) {
@@ -136,6 +141,10 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
                 return exit::UNREACHABLE;
             }
         }
+    }
+
+    if let Some(h) = &http {
+        println!("  dashboard while the demo runs: http://{h}/");
     }
 
     let client = match connect_with_retry(&addrs, &cookie).await {
