@@ -12,6 +12,9 @@ pub fn init(json: bool, default: &str) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
+        // A closed stderr (a pipe whose reader left) must not turn a log line into a
+        // panic: tracing would report the failed write with eprintln!, which panics.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     // A second init (tests, embedding) keeps the first subscriber.
     let _ = if json {
