@@ -397,4 +397,15 @@ fn metrics_parse_and_move_when_jobs_run() {
     let reused = across("troupe_requests_merged_total") + across("troupe_cache_hits_total");
     assert!(reused > 0.0, "fib(12) reused no result");
     assert!(across("troupe_membership_events_total{event=\"up\"}") >= 6.0);
+
+    // The dashboard's history: every job and step of n1's since its HTTP server started.
+    let stats = get(&format!("{}/api/stats", urls[0])).json();
+    let steps: u64 = stats["steps_per_s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_u64().unwrap())
+        .sum();
+    assert!(steps >= 11, "{stats}");
+    assert!(stats["jobs"].as_array().unwrap().len() >= 7, "{stats}");
 }

@@ -8,6 +8,7 @@
 //! `{"error": "..."}` with a 4xx/5xx status.
 
 mod api;
+mod history;
 
 use std::net::SocketAddr;
 
@@ -33,6 +34,7 @@ impl IntoResponse for ApiError {
 
 /// The routes, over the node's shared context.
 pub fn router(ctx: NodeContext) -> Router {
+    let history = history::History::follow(&ctx);
     Router::new()
         .route("/", get(|| async { Html(DASHBOARD) }))
         .route("/api/nodes", get(api::nodes))
@@ -41,6 +43,13 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/api/jobs/{id}/cancel", post(api::cancel))
         .route("/api/jobs/{id}/steps/{step}/resume", post(api::resume))
         .route("/api/events", get(api::events))
+        .route(
+            "/api/stats",
+            get(move || {
+                let h = history.clone();
+                async move { Json(h.json()) }
+            }),
+        )
         .route("/metrics", get(api::metrics))
         .fallback(|| async {
             ApiError(

@@ -1,0 +1,89 @@
+//! The last minutes of throughput and job latency, so that a dashboard opened now shows
+//! what happened before it: a task follows the node's event stream from the moment HTTP
+//! starts and keeps per-second step counts and job durations for [`SPAN_S`] seconds.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+use troupe_actors::NodeContext;
+use troupe_runtime::observe::{now_ms, EventKind};
+use troupe_runtime::JobEvent;
+
+/// Seconds of history kept.
+pub const SPAN_S: u64 = 300;
+
+/// Rolling series of the cluster's finished steps and jobs.
+#[derive(Default)]
+pub struct History {
+    inner: Mutex<Series>,
+}
+
+#[derive(Default)]
+struct Series {
+    /// (unix second, steps finished in it), oldest first.
+    steps: VecDeque<(u64, u64)>,
+    /// (unix ms at the end, job duration ms), oldest first.
+    jobs: VecDeque<(u64, u64)>,
+}
+
+impl Series {
+    fn trim(&mut self, now_s: u64) {
+        let cut = now_s.saturating_sub(SPAN_S);
+        while self.steps.front().is_some_and(|(s, _)| *s < cut) {
+            self.steps.pop_front();
+        }
+        while self.jobs.front().is_some_and(|(ms, _)| *ms / 1000 < cut) {
+            self.jobs.pop_front();
+        }
+    }
+}
+
+impl History {
+    /// Starts following `ctx`'s event stream.
+    pub fn follow(ctx: &NodeContext) -> Arc<History> {
+        let h = Arc::new(History::default());
+        let mut rx = ctx.view.events.subscribe();
+        let weak = Arc::downgrade(&h);
+        tokio::spawn(async move {
+            loop {
+                let ev = match rx.recv().await {
+                    Ok(ev) => ev,
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                };
+                let Some(h) = weak.upgrade() else { return };
+                let mut s = h.inner.lock().unwrap_or_else(|p| p.into_inner());
+                match &ev.kind {
+                    EventKind::Job(JobEvent::StepFinished { .. }) => {
+                        let sec = ev.at_ms / 1000;
+                        match s.steps.back_mut() {
+                            Some((last, n)) if *last == sec => *n += 1,
+                            _ => s.steps.push_back((sec, 1)),
+                        }
+                    }
+                    EventKind::Job(JobEvent::JobFinished { status }) => {
+                        if let Some(ms) = status.elapsed_ms {
+                            s.jobs.push_back((ev.at_ms, ms));
+                        }
+                    }
+                    _ => continue,
+                }
+                s.trim(ev.at_ms / 1000);
+            }
+        });
+        h
+    }
+
+    /// `{"span_s", "steps_per_s": [[unix_s, n], ...], "jobs": [[unix_ms, duration_ms], ...]}`.
+    pub fn json(&self) -> Value {
+        let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        s.trim(now_ms() / 1000);
+        json!({
+            "span_s": SPAN_S,
+            "steps_per_s": s.steps.iter().map(|(t, n)| [*t, *n]).collect::<Vec<_>>(),
+            "jobs": s.jobs.iter().map(|(t, ms)| [*t, *ms]).collect::<Vec<_>>(),
+        })
+    }
+}
