@@ -40,6 +40,9 @@ pub struct JobManagerState {
     by_actor: HashMap<ActorId, String>,
     finished: HashMap<String, JobStatus>,
     finished_order: VecDeque<String>,
+    /// Live jobs per submitter (a client's watcher group, or "" for the HTTP API).
+    per_client: HashMap<String, usize>,
+    client_of: HashMap<String, String>,
 }
 
 type SubmitReply = RpcReplyPort<Wire<Result<String, SubmitError>>>;
@@ -112,6 +115,27 @@ impl JobManagerState {
             });
             return;
         }
+        let client = req
+            .watch
+            .as_ref()
+            .map(|w| w.group.clone())
+            .unwrap_or_default();
+        let max = self.ctx.config.limits.max_jobs_per_client;
+        let live = self.per_client.get(&client).copied().unwrap_or(0);
+        if live >= max {
+            metrics::counter!(troupe_runtime::observe::metric::REFUSED, "reason" => "too_many_jobs")
+                .increment(1);
+            let who = client
+                .strip_prefix("troupe.client.")
+                .map(|c| format!("client {c}"))
+                .unwrap_or_else(|| "the HTTP API".into());
+            let _ = reply.send(Wire::new(Err(SubmitError::Unavailable(format!(
+                "{who} has {live} jobs in flight on node {}, the most allowed \
+                 (limits.max_jobs_per_client); wait for some to end, then submit again",
+                self.ctx.config.name
+            )))));
+            return;
+        }
         self.seq += 1;
         let id = format!("{}-{}-{}", self.ctx.config.name, self.epoch, self.seq);
         let mut watchers = Vec::new();
@@ -129,6 +153,8 @@ impl JobManagerState {
                 tracing::debug!(job = %id, "job accepted");
                 self.by_actor.insert(sup.get_id(), id.clone());
                 self.live.insert(id.clone(), sup);
+                *self.per_client.entry(client.clone()).or_insert(0) += 1;
+                self.client_of.insert(id.clone(), client);
                 let _ = reply.send(Wire::new(Ok(id)));
             }
             Err(e) => {
@@ -219,6 +245,14 @@ impl JobManagerState {
             self.by_actor.remove(&sup.get_id());
             sup.stop(None);
         }
+        if let Some(c) = self.client_of.remove(&st.id) {
+            if let Some(n) = self.per_client.get_mut(&c) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_client.remove(&c);
+                }
+            }
+        }
         self.finished_order.push_back(st.id.clone());
         self.finished.insert(st.id.clone(), st);
         while self.finished_order.len() > self.ctx.config.retain_finished_jobs.max(1) {
@@ -252,6 +286,8 @@ impl Actor for JobManager {
             by_actor: HashMap::new(),
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
+            per_client: HashMap::new(),
+            client_of: HashMap::new(),
         })
     }
 

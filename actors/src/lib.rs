@@ -106,6 +106,8 @@ pub struct ClusterView {
     /// Nodes membership saw leave and not come back (their groups may linger briefly).
     down: RwLock<std::collections::HashSet<String>>,
     sessions: Mutex<HashMap<u64, ActorRef<NodeSessionMessage>>>,
+    /// Sessions still in their handshake, oldest first.
+    pub(crate) pending_handshakes: Mutex<std::collections::VecDeque<u64>>,
     /// This node's event stream: its jobs' events, events forwarded by other hubs, and
     /// membership changes (the HTTP server subscribes).
     pub events: tokio::sync::broadcast::Sender<Arc<troupe_runtime::observe::ClusterEvent>>,
@@ -126,6 +128,7 @@ impl ClusterView {
             cache: merger::CacheCounters::default(),
             down: RwLock::default(),
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
+            pending_handshakes: Mutex::default(),
         }
     }
 

@@ -114,18 +114,27 @@ impl MembershipState {
         self.server_id = Some(server.get_id());
         let me = myself.clone();
         let view = self.ctx.view.clone();
+        let (max_conn, max_pending) = (
+            self.ctx.config.max_connections.max(1),
+            self.ctx.config.max_pending_handshakes.max(1),
+        );
+        let throttle = Throttle::default();
         SessionEvents(move |ev: SessionEvent, actor| {
             match ev.kind {
                 SessionEventKind::Opened => {
-                    view.sessions().insert(ev.node_id, actor);
+                    if !admit(&view, ev.node_id, actor, max_conn, max_pending, &throttle) {
+                        return;
+                    }
                 }
                 SessionEventKind::Authenticated => {
+                    forget_pending(&view, ev.node_id);
                     view.set_session_name(
                         ev.node_id,
                         ev.peer_name.as_deref().map(|p| node_name_of(p).to_string()),
                     );
                 }
                 SessionEventKind::Disconnected => {
+                    forget_pending(&view, ev.node_id);
                     view.sessions().remove(&ev.node_id);
                 }
                 SessionEventKind::Ready => {}
@@ -424,6 +433,80 @@ impl MembershipState {
         }));
         out
     }
+}
+
+/// Logs a refusal at most once a second, with how many were not logged.
+#[derive(Default)]
+struct Throttle {
+    last: std::sync::Mutex<Option<Instant>>,
+    quiet: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    fn warn(&self, what: &str, peer: &str) {
+        use std::sync::atomic::Ordering;
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            self.quiet.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(Instant::now());
+        let quiet = self.quiet.swap(0, Ordering::Relaxed);
+        tracing::warn!(peer = %peer, also_refused = quiet, "{what}");
+    }
+}
+
+/// Applies the connection limits to a session that just opened: false (and the session
+/// closed) if the node has `max_conn` connections already; past `max_pending` sessions in
+/// their handshake, the oldest of those is closed to make room.
+fn admit(
+    view: &crate::ClusterView,
+    id: u64,
+    actor: ActorRef<ractor_cluster::NodeSessionMessage>,
+    max_conn: usize,
+    max_pending: usize,
+    throttle: &Throttle,
+) -> bool {
+    let mut sessions = view.sessions();
+    if sessions.len() >= max_conn {
+        drop(sessions);
+        actor.stop(Some("too many connections".into()));
+        metrics::counter!(metric::REFUSED, "reason" => "too_many_connections").increment(1);
+        throttle.warn(
+            &format!("refused a connection: {max_conn} open already (max_connections)"),
+            &format!("session {id}"),
+        );
+        return false;
+    }
+    sessions.insert(id, actor);
+    let mut pending = view
+        .pending_handshakes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    pending.push_back(id);
+    while pending.len() > max_pending {
+        let Some(old) = pending.pop_front() else {
+            break;
+        };
+        if let Some(a) = sessions.remove(&old) {
+            a.stop(Some("handshake slots full".into()));
+        }
+        metrics::counter!(metric::REFUSED, "reason" => "handshake_evicted").increment(1);
+        throttle.warn(
+            &format!(
+                "closed the oldest connection still in its handshake: {max_pending} handshakes in progress (max_pending_handshakes)"
+            ),
+            &format!("session {old}"),
+        );
+    }
+    true
+}
+
+fn forget_pending(view: &crate::ClusterView, id: u64) {
+    view.pending_handshakes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|x| *x != id);
 }
 
 /// Counts a membership change and hands it to this node's event hub.

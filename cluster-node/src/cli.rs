@@ -52,9 +52,12 @@ pub struct StartArgs {
     /// HOST:PORT of nodes to join through, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
-    /// The cluster's shared secret.
+    /// The cluster's shared secret (visible in `ps`: prefer --cookie-file or TROUPE_COOKIE).
     #[arg(long)]
     pub cookie: Option<String>,
+    /// A file whose first line is the cluster's secret.
+    #[arg(long)]
+    pub cookie_file: Option<PathBuf>,
     /// Tasks run at once (default: number of cores).
     #[arg(long)]
     pub slots: Option<usize>,
@@ -75,9 +78,12 @@ pub struct ClusterArgs {
     /// HOST:PORT of one or more nodes, comma-separated.
     #[arg(long, env = "TROUPE_SEEDS", value_delimiter = ',', required = true)]
     pub seeds: Vec<String>,
-    /// The cluster's shared secret.
-    #[arg(long, env = "TROUPE_COOKIE", default_value = troupe_runtime::config::DEV_COOKIE, hide_default_value = true)]
+    /// The cluster's shared secret (visible in `ps`: prefer --cookie-file or TROUPE_COOKIE).
+    #[arg(long, env = "TROUPE_COOKIE", default_value = troupe_runtime::config::DEV_COOKIE, hide_default_value = true, hide_env_values = true)]
     pub cookie: String,
+    /// A file whose first line is the cluster's secret (overrides --cookie).
+    #[arg(long, env = "TROUPE_COOKIE_FILE")]
+    pub cookie_file: Option<PathBuf>,
 }
 
 /// Flags of `submit`.

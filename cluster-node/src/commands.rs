@@ -49,7 +49,11 @@ where
 
 /// Connects a client with the command line's seeds and cookie.
 pub async fn connect(c: &ClusterArgs) -> Result<Client, ClientError> {
-    let mut opts = ClientOptions::new(c.seeds.iter().map(|s| s.trim().to_string()), &c.cookie);
+    let cookie = match &c.cookie_file {
+        Some(f) => troupe_runtime::config::read_cookie_file(f).map_err(ClientError::BadInput)?,
+        None => c.cookie.clone(),
+    };
+    let mut opts = ClientOptions::new(c.seeds.iter().map(|s| s.trim().to_string()), &cookie);
     opts.connect_timeout = Duration::from_secs(5);
     Client::connect(opts).await
 }

@@ -359,6 +359,16 @@ impl Client {
     /// one cannot be reached the next is tried.
     pub async fn submit(&self, spec: JobSpec) -> Result<JobHandle, ClientError> {
         crate::job::validate::validate(&spec).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let size = crate::wire::encode(&spec)
+            .map(|b| b.len() as u64)
+            .unwrap_or(0);
+        let max = 2 * crate::job::spec::MAX_JOB_BYTES;
+        if size > max {
+            return Err(ClientError::Invalid(format!(
+                "the job is {size} bytes encoded; a job may be at most {max} \
+                 (put large data where tasks can fetch it, and pass a reference)"
+            )));
+        }
         let nodes = self.connected_nodes();
         if nodes.is_empty() {
             return Err(ClientError::Connection("not connected to any node".into()));

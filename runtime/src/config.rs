@@ -69,6 +69,8 @@ pub struct NodeConfig {
     pub seeds: Vec<String>,
     /// Shared secret of the cluster.
     pub cookie: String,
+    /// A file holding the cookie (its first line); overrides `cookie`.
+    pub cookie_file: Option<PathBuf>,
     /// Tasks run at once; 0 means the number of cores.
     pub slots: usize,
     /// Where the node keeps its journal (used by durable jobs).
@@ -87,6 +89,11 @@ pub struct NodeConfig {
     pub gossip_interval_ms: u64,
     /// Largest message accepted from a peer, in bytes.
     pub max_message_bytes: u64,
+    /// Connections (peers, clients, and ones still in their handshake) open at once;
+    /// more are closed as soon as they open.
+    pub max_connections: usize,
+    /// Connections in their handshake at once; a new one beyond this closes the oldest.
+    pub max_pending_handshakes: usize,
     /// Finished jobs whose status the node keeps in memory.
     pub retain_finished_jobs: usize,
     /// Restart intensity of the node's supervisor.
@@ -124,6 +131,7 @@ impl Default for NodeConfig {
             advertise: None,
             seeds: Vec::new(),
             cookie: DEV_COOKIE.into(),
+            cookie_file: None,
             slots: 0,
             data: None,
             http: None,
@@ -133,6 +141,8 @@ impl Default for NodeConfig {
             task_wait_ms: 2_000,
             gossip_interval_ms: 500,
             max_message_bytes: 16 * 1024 * 1024,
+            max_connections: 4096,
+            max_pending_handshakes: 64,
             retain_finished_jobs: 10_000,
             restart: RestartConfig::default(),
             limits: Limits::default(),
@@ -223,6 +233,12 @@ impl NodeConfig {
                 message: m,
             })?;
         }
+        if let Some(f) = &self.cookie_file {
+            self.cookie = read_cookie_file(f).map_err(|m| ConfigError::Invalid {
+                key: "cookie_file",
+                message: m,
+            })?;
+        }
         if self.cookie.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "cookie",
@@ -276,6 +292,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "advertise",
         "seeds",
         "cookie",
+        "cookie_file",
         "slots",
         "data",
         "http",
@@ -285,13 +302,20 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "task_wait_ms",
         "gossip_interval_ms",
         "max_message_bytes",
+        "max_connections",
+        "max_pending_handshakes",
         "retain_finished_jobs",
         "restart",
         "limits",
         "cache",
     ];
     const RESTART_KEYS: &[&str] = &["max_restarts", "window_ms"];
-    const LIMIT_KEYS: &[&str] = &["max_steps", "max_for_each_items", "max_depth"];
+    const LIMIT_KEYS: &[&str] = &[
+        "max_steps",
+        "max_for_each_items",
+        "max_depth",
+        "max_jobs_per_client",
+    ];
     const CACHE_KEYS: &[&str] = &["max_bytes", "ttl_ms"];
     let is_toml = path.extension().is_none_or(|e| e == "toml");
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -332,6 +356,30 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// Reads a cookie from the first line of `path` (trimmed). Says why not, without ever
+/// including the file's content. Warns if others may read the file.
+pub fn read_cookie_file(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the cookie file {}: {e}", path.display()))?;
+    let cookie = text.lines().next().unwrap_or_default().trim().to_string();
+    if cookie.is_empty() {
+        return Err(format!("the cookie file {} is empty", path.display()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the cookie file can be read by other users; chmod 600 it"
+                );
+            }
+        }
+    }
+    Ok(cookie)
 }
 
 /// Resolves `HOST:PORT` to one socket address.

@@ -30,6 +30,19 @@ pub enum JobFileError {
     /// `--input` was not JSON.
     #[error("--input is not valid JSON: {0}")]
     Input(String),
+    /// The file is larger than a job may be.
+    #[error(
+        "job file {path} is {size} bytes; a job may be at most {max} bytes \
+         (put large data where tasks can fetch it, and pass a reference)"
+    )]
+    TooLarge {
+        /// The path given.
+        path: String,
+        /// Its size (or the bytes read before giving up).
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
 }
 
 /// A job whose step graph is not runnable. Each variant names the step at fault.

@@ -192,6 +192,9 @@ pub mod metric {
     pub const WIRE_BYTES: &str = "troupe_wire_bytes_total";
     /// Counter: payloads encoded for or decoded from the wire, by `direction`.
     pub const WIRE_MESSAGES: &str = "troupe_wire_messages_total";
+    /// Counter: input refused by a limit, by `reason` (too_many_connections,
+    /// handshake_evicted, too_many_jobs, job_too_large, invalid_job).
+    pub const REFUSED: &str = "troupe_refused_total";
     /// Counter: HTTP requests, by `status` class.
     pub const HTTP_REQUESTS: &str = "troupe_http_requests_total";
 }

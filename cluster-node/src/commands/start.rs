@@ -20,6 +20,12 @@ fn flags(a: &StartArgs) -> Vec<(&'static str, config::Value)> {
     put("advertise", a.advertise.clone().map(Into::into));
     put("seeds", a.seeds.clone().map(Into::into));
     put("cookie", a.cookie.clone().map(Into::into));
+    put(
+        "cookie_file",
+        a.cookie_file
+            .as_ref()
+            .map(|d| d.display().to_string().into()),
+    );
     put("slots", a.slots.map(|s| (s as u64).into()));
     put(
         "data",

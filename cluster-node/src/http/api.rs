@@ -33,7 +33,7 @@ use super::ApiError;
 /// How long a handler waits for the node's actors (or a job's owner) to answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest job accepted by `POST /api/jobs`.
-const MAX_JOB_BYTES: usize = 4 * 1024 * 1024;
+use troupe_runtime::job::spec::MAX_JOB_BYTES;
 /// Default and largest page of `GET /api/jobs`.
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 1000;
@@ -187,7 +187,7 @@ pub async fn submit(
     State(ctx): State<NodeContext>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    if body.len() > MAX_JOB_BYTES {
+    if body.len() as u64 > MAX_JOB_BYTES {
         return Err(ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(

@@ -58,6 +58,11 @@ pub fn router(ctx: NodeContext) -> Router {
             )
         })
         .layer(axum::middleware::map_response(count_response))
+        // Bodies are read up to twice the job limit, so that a job somewhat over it gets
+        // the JSON 413 that says the limit; beyond that axum refuses on its own.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            2 * troupe_runtime::job::spec::MAX_JOB_BYTES as usize,
+        ))
         .with_state(ctx)
 }
 

@@ -141,6 +141,10 @@ impl StepSpec {
     }
 }
 
+/// Largest job file (and job submitted over HTTP) accepted: 8 MiB, half the default
+/// `max_message_bytes`, so that a job with its input always fits in one message.
+pub const MAX_JOB_BYTES: u64 = 8 * 1024 * 1024;
+
 /// A job: a DAG of steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -224,24 +228,52 @@ impl JobSpec {
         }
     }
 
-    /// Reads and parses a job file; `-` reads standard input.
+    /// Reads and parses a job file; `-` reads standard input. A file over
+    /// [`MAX_JOB_BYTES`] is refused before it is read whole.
     pub fn read(path: &str) -> Result<Self, JobFileError> {
-        let text = if path == "-" {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| {
-                JobFileError::Read {
-                    path: "standard input".into(),
-                    source: e,
-                }
-            })?;
-            s
-        } else {
-            std::fs::read_to_string(path).map_err(|e| JobFileError::Read {
-                path: path.into(),
-                source: e,
-            })?
+        Self::read_limited(path, MAX_JOB_BYTES)
+    }
+
+    /// [`JobSpec::read`] with a size limit of `max` bytes.
+    pub fn read_limited(path: &str, max: u64) -> Result<Self, JobFileError> {
+        use std::io::Read;
+        let name = if path == "-" { "standard input" } else { path };
+        let read_err = |e| JobFileError::Read {
+            path: name.into(),
+            source: e,
         };
-        Self::parse(&text, if path == "-" { "standard input" } else { path })
+        let source: Box<dyn Read> = if path == "-" {
+            Box::new(std::io::stdin())
+        } else {
+            let f = std::fs::File::open(path).map_err(read_err)?;
+            let size = f.metadata().map_err(read_err)?.len();
+            if size > max {
+                return Err(JobFileError::TooLarge {
+                    path: name.into(),
+                    size,
+                    max,
+                });
+            }
+            Box::new(f)
+        };
+        // Read at most one byte past the limit: enough to know it is too large.
+        let mut bytes = Vec::new();
+        source
+            .take(max.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        if bytes.len() as u64 > max {
+            return Err(JobFileError::TooLarge {
+                path: name.into(),
+                size: bytes.len() as u64,
+                max,
+            });
+        }
+        let text = String::from_utf8(bytes).map_err(|e| JobFileError::Read {
+            path: name.into(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        Self::parse(&text, name)
     }
 
     /// The retry policy that applies to `step`.

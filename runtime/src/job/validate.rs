@@ -19,6 +19,8 @@ pub struct Limits {
     pub max_for_each_items: usize,
     /// Nesting of sub-jobs and re-entrant calls.
     pub max_depth: usize,
+    /// Jobs one client (or the HTTP API) may have in flight on one node.
+    pub max_jobs_per_client: usize,
 }
 
 impl Default for Limits {
@@ -27,6 +29,7 @@ impl Default for Limits {
             max_steps: 100_000,
             max_for_each_items: 10_000,
             max_depth: 32,
+            max_jobs_per_client: 10_000,
         }
     }
 }
