@@ -260,6 +260,18 @@ impl Cluster {
         run_with_timeout(cmd, Duration::from_secs(60))
     }
 
+    /// Panics unless a fresh client can still run a one-step job (after bad input).
+    pub async fn assert_serves(&self) {
+        use troupe_runtime::{JobSpec, JobState, StepSpec};
+        let client = self.client().await;
+        let mut h = client
+            .submit(JobSpec::new("alive").step(StepSpec::new("n", "troupe.node")))
+            .await
+            .expect("submit after bad input");
+        let st = h.wait().await.expect("result");
+        assert_eq!(st.state, JobState::Succeeded, "{st:?}");
+    }
+
     /// `submit FILE --wait` through node `i` only: the final status JSON (panics if the
     /// command fails).
     pub fn submit_wait_via(&self, i: usize, file: &str) -> serde_json::Value {

@@ -6,18 +6,6 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use troupe_integration::{texts, Cluster};
-use troupe_runtime::{JobSpec, JobState, StepSpec};
-
-/// A node still runs jobs.
-async fn still_serves(c: &Cluster) {
-    let client = c.client().await;
-    let mut h = client
-        .submit(JobSpec::new("alive").step(StepSpec::new("n", "troupe.node")))
-        .await
-        .expect("submit after bad input");
-    let st = h.wait().await.expect("result");
-    assert_eq!(st.state, JobState::Succeeded, "{st:?}");
-}
 
 #[tokio::test]
 async fn malformed_and_cyclic_job_files_exit_2_naming_the_problem() {
@@ -73,7 +61,7 @@ async fn malformed_and_cyclic_job_files_exit_2_naming_the_problem() {
 
     let out = c.cli(&["submit"], false);
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
-    still_serves(&c).await;
+    c.assert_serves().await;
 }
 
 #[tokio::test]
@@ -94,7 +82,7 @@ async fn an_unknown_task_is_refused_naming_the_step() {
         stderr.contains("troupe.echo"),
         "lists the known tasks: {stderr}"
     );
-    still_serves(&c).await;
+    c.assert_serves().await;
 }
 
 #[tokio::test]
@@ -127,7 +115,7 @@ async fn a_wrong_cookie_is_refused_with_exit_3() {
     assert_eq!(out.status.code(), Some(3));
     assert!(texts(&out).1.contains("cannot reach"), "{}", texts(&out).1);
 
-    still_serves(&c).await;
+    c.assert_serves().await;
     let log = c.log(0);
     assert!(log.contains("closed before it authenticated"), "{log}");
 }
@@ -176,7 +164,7 @@ async fn garbage_and_half_handshakes_are_dropped_and_the_node_keeps_serving() {
         };
         assert!(closed, "the node did not drop the {what} connection");
     }
-    still_serves(&c).await;
+    c.assert_serves().await;
     let log = c.log(0);
     assert!(
         log.contains("did not finish the handshake")
@@ -205,7 +193,7 @@ async fn a_panicking_task_fails_its_step_and_the_node_survives() {
         "{st}"
     );
     assert_eq!(st["steps"]["boom"]["attempts"], 1);
-    still_serves(&c).await;
+    c.assert_serves().await;
     // The same node again, twice, to be sure its worker slots were given back.
-    still_serves(&c).await;
+    c.assert_serves().await;
 }

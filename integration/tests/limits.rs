@@ -7,16 +7,6 @@ use std::time::Duration;
 use troupe_integration::{texts, Cluster};
 use troupe_runtime::{JobSpec, JobState, StepSpec};
 
-async fn still_serves(c: &Cluster) {
-    let client = c.client().await;
-    let mut h = client
-        .submit(JobSpec::new("alive").step(StepSpec::new("n", "troupe.node")))
-        .await
-        .expect("submit");
-    let st = h.wait().await.expect("result");
-    assert_eq!(st.state, JobState::Succeeded, "{st:?}");
-}
-
 #[tokio::test]
 async fn a_64_mib_job_file_is_refused_with_exit_2_and_the_node_keeps_serving() {
     let mut c = Cluster::plan(1);
@@ -62,7 +52,7 @@ async fn a_64_mib_job_file_is_refused_with_exit_2_and_the_node_keeps_serving() {
     let a = troupe_integration::http::post(&format!("{}/api/jobs", c.http_url(0)), &body);
     assert_eq!(a.status, 413, "{}", a.body);
     assert!(a.body.contains("at most"), "{}", a.body);
-    still_serves(&c).await;
+    c.assert_serves().await;
 }
 
 #[tokio::test]
@@ -97,7 +87,7 @@ async fn a_thousand_idle_connections_do_not_lock_out_a_real_client() {
         "{log}"
     );
     drop(idle);
-    still_serves(&c).await;
+    c.assert_serves().await;
 }
 
 #[tokio::test]
