@@ -66,6 +66,8 @@ pub struct MembershipState {
     /// Addresses heard of through gossip, by the time they were last heard.
     heard: HashMap<String, Instant>,
     dialing: HashMap<String, Instant>,
+    /// Connections that closed before authenticating are logged at most once a second.
+    unauthenticated_log: Throttle,
 }
 
 impl MembershipState {
@@ -224,7 +226,12 @@ impl MembershipState {
                 }
                 if !s.authenticated {
                     if s.is_server {
-                        tracing::warn!(peer = %s.addr, "connection closed before it authenticated: wrong cookie, garbage, or not a troupe peer");
+                        metrics::counter!(metric::REFUSED, "reason" => "not_authenticated")
+                            .increment(1);
+                        self.unauthenticated_log.warn(
+                            "connection closed before it authenticated: wrong cookie, garbage, or not a troupe peer",
+                            &s.addr,
+                        );
                     } else {
                         tracing::debug!(peer = %s.addr, "outgoing connection closed before it authenticated");
                     }
@@ -559,6 +566,7 @@ impl Actor for Membership {
             peers: BTreeMap::new(),
             heard: HashMap::new(),
             dialing: HashMap::new(),
+            unauthenticated_log: Throttle::default(),
         };
         state.tick(&myself);
         Ok(state)

@@ -176,3 +176,65 @@ async fn the_cookie_comes_from_a_file_and_is_never_shown() {
         assert!(!c.log(i).contains(&secret), "n{} logged the cookie", i + 1);
     }
 }
+
+#[tokio::test]
+async fn a_thousand_wrong_cookie_handshakes_in_a_row_do_not_stop_honest_clients() {
+    use troupe_runtime::cluster::{start_server, ServerOptions};
+    let c = Cluster::start(1);
+    c.ready().await;
+    // An attacker in this process: a cluster member of its own with the wrong cookie.
+    let attacker = start_server(
+        &ServerOptions {
+            name: "attacker".into(),
+            host: "127.0.0.1".into(),
+            bind: "127.0.0.1".parse().unwrap(),
+            port: 0,
+            cookie: "not-the-cookie".into(),
+            max_frame_bytes: 1 << 20,
+        },
+        None,
+        None,
+    )
+    .await
+    .expect("attacker server");
+    let target = c.addrs[0].clone();
+    let flood = tokio::spawn(async move {
+        let mut opened = 0;
+        for _ in 0..1000 {
+            if ractor_cluster::client_connect(&attacker, target.as_str())
+                .await
+                .is_ok()
+            {
+                opened += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        attacker.stop(None);
+        opened
+    });
+    // Honest work goes on meanwhile, through a client that connects during the flood.
+    let client = c.client().await;
+    let mut done = 0;
+    while !flood.is_finished() || done < 5 {
+        let mut h = client
+            .submit(JobSpec::new("honest").step(StepSpec::new("n", "troupe.node")))
+            .await
+            .expect("honest submit during the flood");
+        assert_eq!(h.wait().await.unwrap().state, JobState::Succeeded);
+        done += 1;
+    }
+    let opened = flood.await.unwrap();
+    assert!(opened >= 900, "only {opened} attempts made");
+    assert!(done >= 5);
+    let late = c.client().await;
+    let mut h = late
+        .submit(JobSpec::new("after").step(StepSpec::new("n", "troupe.node")))
+        .await
+        .expect("a new client after the flood");
+    assert_eq!(h.wait().await.unwrap().state, JobState::Succeeded);
+    let log = c.log(0);
+    assert!(log.contains("closed before it authenticated"), "{log}");
+    // Logged at most about once a second, not once per attempt.
+    let lines = log.matches("closed before it authenticated").count();
+    assert!(lines < 100, "{lines} log lines for the flood");
+}

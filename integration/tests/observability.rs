@@ -6,9 +6,10 @@ use serde_json::Value;
 use troupe_integration::{texts, Cluster};
 use troupe_runtime::protocol::TraceContext;
 
-#[test]
-fn top_once_prints_nodes_jobs_and_the_selected_jobs_steps() {
+#[tokio::test]
+async fn top_once_prints_nodes_jobs_and_the_selected_jobs_steps() {
     let c = Cluster::start(3);
+    c.ready().await;
     let file = c.job_file(
         "ask.toml",
         r#"name = "needs-you"
@@ -82,8 +83,8 @@ fn spans_of(line: &Value) -> Vec<Value> {
     line["spans"].as_array().cloned().unwrap_or_default()
 }
 
-#[test]
-fn one_jobs_log_lines_carry_its_job_step_and_trace_id_on_every_node() {
+#[tokio::test]
+async fn one_jobs_log_lines_carry_its_job_step_and_trace_id_on_every_node() {
     let mut c = Cluster::plan(3);
     c.extra = vec!["--log-format".into(), "json".into()];
     c.env.push((
@@ -93,6 +94,7 @@ fn one_jobs_log_lines_carry_its_job_step_and_trace_id_on_every_node() {
     for i in 0..3 {
         c.start_node(i);
     }
+    c.ready().await;
     let file = c.job_file(
         "spread.toml",
         "name = \"spread\"\n[[steps]]\nid = \"each\"\ntask = \"troupe.node\"\nfor_each = \"[1, 2, 3, 4, 5, 6, 7, 8, 9]\"\n",

@@ -193,7 +193,7 @@ pub mod metric {
     /// Counter: payloads encoded for or decoded from the wire, by `direction`.
     pub const WIRE_MESSAGES: &str = "troupe_wire_messages_total";
     /// Counter: input refused by a limit, by `reason` (too_many_connections,
-    /// handshake_evicted, too_many_jobs, job_too_large, invalid_job).
+    /// handshake_evicted, not_authenticated, too_many_jobs).
     pub const REFUSED: &str = "troupe_refused_total";
     /// Counter: HTTP requests, by `status` class.
     pub const HTTP_REQUESTS: &str = "troupe_http_requests_total";
