@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use troupe_runtime::job::status::{JobEvent, JobState, StepState};
+use troupe_runtime::job::status::{is_child_step, JobEvent, JobState};
 use troupe_runtime::observe::{
     cluster_jobs, metric, newest_first, ClusterEvent, EventKind, JobList, JobQuery, JobSummary,
 };
@@ -39,6 +39,7 @@ const MAX_BATCH: usize = 10_000;
 /// The event hub.
 pub struct EventHub;
 
+/// One job's summary; `steps` and `running_steps` are filled from the sets when listed.
 struct JobEntry {
     summary: JobSummary,
     running: HashSet<String>,
@@ -50,9 +51,16 @@ struct JobEntry {
 
 impl JobEntry {
     fn saw(&mut self, step: &str) {
-        if step.contains('[') || step.contains('/') {
+        if is_child_step(step) {
             self.children.insert(step.to_string());
-            self.summary.steps = self.file_steps + self.children.len() as u32;
+        }
+    }
+
+    fn summary(&self) -> JobSummary {
+        JobSummary {
+            steps: self.file_steps + self.children.len() as u32,
+            running_steps: self.running.len() as u32,
+            ..self.summary.clone()
         }
     }
 }
@@ -70,29 +78,6 @@ pub struct EventHubState {
     subscribers: HashMap<String, Subscriber>,
     outbox: Vec<ClusterEvent>,
     flush_armed: bool,
-}
-
-fn state_label(s: JobState) -> &'static str {
-    match s {
-        JobState::Queued => "queued",
-        JobState::Running => "running",
-        JobState::Succeeded => "succeeded",
-        JobState::Failed => "failed",
-        JobState::Cancelled => "cancelled",
-        JobState::WaitingForUser => "waiting_for_user",
-    }
-}
-
-fn step_label(s: StepState) -> &'static str {
-    match s {
-        StepState::Pending => "pending",
-        StepState::Running => "running",
-        StepState::Succeeded => "succeeded",
-        StepState::Failed => "failed",
-        StepState::Skipped => "skipped",
-        StepState::Cancelled => "cancelled",
-        StepState::WaitingForUser => "waiting_for_user",
-    }
 }
 
 impl EventHubState {
@@ -138,7 +123,6 @@ impl EventHubState {
                 if let Some(e) = self.jobs.get_mut(job) {
                     e.saw(step);
                     e.running.insert(step.clone());
-                    e.summary.running_steps = e.running.len() as u32;
                 }
             }
             JobEvent::StepRetrying {
@@ -147,13 +131,11 @@ impl EventHubState {
                 metrics::counter!(metric::STEPS_RETRIED, "task" => task.clone()).increment(1);
                 if let Some(e) = self.jobs.get_mut(job) {
                     e.running.remove(step);
-                    e.summary.running_steps = e.running.len() as u32;
                 }
             }
             JobEvent::StepNeedsAction { job, step, .. } => {
                 if let Some(e) = self.jobs.get_mut(job) {
                     e.running.remove(step);
-                    e.summary.running_steps = e.running.len() as u32;
                 }
             }
             JobEvent::StepFinished {
@@ -163,12 +145,11 @@ impl EventHubState {
                 state,
                 ..
             } => {
-                metrics::counter!(metric::STEPS_FINISHED, "task" => task.clone(), "state" => step_label(*state))
+                metrics::counter!(metric::STEPS_FINISHED, "task" => task.clone(), "state" => state.as_str())
                     .increment(1);
                 if let Some(e) = self.jobs.get_mut(job) {
                     e.saw(step);
                     e.running.remove(step);
-                    e.summary.running_steps = e.running.len() as u32;
                     e.summary.finished_steps += 1;
                     if e.summary.state == JobState::WaitingForUser
                         || e.summary.state == JobState::Queued
@@ -178,24 +159,24 @@ impl EventHubState {
                 }
             }
             JobEvent::JobFinished { status } => {
-                metrics::counter!(metric::JOBS, "state" => state_label(status.state)).increment(1);
+                metrics::counter!(metric::JOBS, "state" => status.state.as_str()).increment(1);
                 metrics::gauge!(metric::JOBS_ACTIVE).decrement(1.0);
                 if let Some(ms) = status.elapsed_ms {
                     metrics::histogram!(metric::JOB_SECONDS).record(ms as f64 / 1000.0);
                 }
                 if let Some(e) = self.jobs.get_mut(&status.id) {
                     e.running.clear();
+                    e.children.clear();
+                    e.file_steps = status.steps.len() as u32;
                     let s = &mut e.summary;
                     s.state = status.state;
                     s.elapsed_ms = status.elapsed_ms;
                     s.error = status.error.clone();
-                    s.steps = status.steps.len() as u32;
                     s.finished_steps = status
                         .steps
                         .values()
                         .filter(|st| st.state.is_terminal())
                         .count() as u32;
-                    s.running_steps = 0;
                     self.finished.push_back(status.id.clone());
                 }
                 while self.finished.len() > self.ctx.config.retain_finished_jobs.max(1) {
@@ -208,17 +189,27 @@ impl EventHubState {
     }
 
     fn list(&self, q: &JobQuery) -> JobList {
-        let mut matching: Vec<&JobSummary> = self
+        let mut matching: Vec<&JobEntry> = self
             .jobs
             .values()
-            .map(|e| &e.summary)
-            .filter(|s| q.state.is_none_or(|st| s.state == st))
+            .filter(|e| q.state.is_none_or(|st| e.summary.state == st))
             .collect();
         let total = matching.len() as u64;
-        matching.sort_by(|a, b| newest_first(a, b));
+        matching.sort_by(|a, b| newest_first(&a.summary, &b.summary));
+        let mut by_state = std::collections::BTreeMap::new();
+        for e in self.jobs.values() {
+            *by_state
+                .entry(e.summary.state.as_str().to_string())
+                .or_insert(0) += 1;
+        }
         JobList {
-            jobs: matching.into_iter().take(q.limit).cloned().collect(),
+            jobs: matching
+                .into_iter()
+                .take(q.limit)
+                .map(JobEntry::summary)
+                .collect(),
             total,
+            by_state,
         }
     }
 

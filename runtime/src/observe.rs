@@ -153,6 +153,9 @@ pub struct JobList {
     pub jobs: Vec<JobSummary>,
     /// How many jobs matched in all.
     pub total: u64,
+    /// Jobs of every state (whatever the query's state), by state name.
+    #[serde(default)]
+    pub by_state: std::collections::BTreeMap<String, u64>,
 }
 
 /// Metric names (Prometheus, all prefixed `troupe_`), in one place so that code, docs and
@@ -212,6 +215,10 @@ pub struct JobsPage {
     pub limit: usize,
     /// Nodes whose hub did not answer in time (their jobs are missing from the page).
     pub unanswered: Vec<String>,
+    /// Jobs of every state on the nodes that answered (whatever the `state` asked), by
+    /// state name.
+    #[serde(default)]
+    pub by_state: std::collections::BTreeMap<String, u64>,
 }
 
 /// Asks every node's event hub for its newest jobs in `state` and merges them into one
@@ -223,11 +230,13 @@ pub async fn cluster_jobs(
     limit: usize,
     timeout: std::time::Duration,
 ) -> JobsPage {
-    use crate::protocol::{event_hub_group, first_member, EventHubMessage};
+    use crate::protocol::{
+        event_hub_group, first_member, node_of_event_hub_group, EventHubMessage,
+    };
     use crate::wire::Wire;
     let hubs = ractor::pg::which_groups()
         .into_iter()
-        .filter_map(|g| g.strip_prefix("troupe.event_hub.").map(str::to_string))
+        .filter_map(|g| node_of_event_hub_group(&g).map(str::to_string))
         .filter_map(|node| {
             first_member::<EventHubMessage>(&event_hub_group(&node)).map(|h| (node, h))
         });
@@ -260,6 +269,9 @@ pub async fn cluster_jobs(
         match r {
             Ok(list) => {
                 page.total += list.total;
+                for (k, n) in list.by_state {
+                    *page.by_state.entry(k).or_insert(0) += n;
+                }
                 all.extend(list.jobs);
             }
             Err(node) => page.unanswered.push(node),

@@ -371,6 +371,17 @@ pub enum NodeState {
     Down,
 }
 
+impl NodeState {
+    /// The name in `nodes --json` (`up`, `suspect`, `down`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Up => "up",
+            NodeState::Suspect => "suspect",
+            NodeState::Down => "down",
+        }
+    }
+}
+
 /// What a node says about itself, gossiped to its peers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -448,6 +459,11 @@ pub fn event_hub_group(node: &str) -> String {
     format!("troupe.event_hub.{node}")
 }
 
+/// The node of an event hub's group, if `group` is one.
+pub fn node_of_event_hub_group(group: &str) -> Option<&str> {
+    group.strip_prefix("troupe.event_hub.")
+}
+
 /// Messages of a node's event hub (in `troupe.event_hub.NODE` and `troupe.event_hubs`).
 #[derive(RactorClusterMessage)]
 pub enum EventHubMessage {
@@ -497,6 +513,15 @@ pub enum WatcherMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_hub_groups_name_their_node() {
+        assert_eq!(
+            node_of_event_hub_group(&event_hub_group("n-1")),
+            Some("n-1")
+        );
+        assert_eq!(node_of_event_hub_group(EVENT_HUBS_GROUP), None);
+    }
 
     #[test]
     fn job_ids_name_their_owner() {

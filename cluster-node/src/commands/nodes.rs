@@ -32,10 +32,7 @@ pub async fn run(a: NodesArgs) -> u8 {
             "NODE", "ADDRESS", "STATE", "BUSY"
         );
         for n in &nodes {
-            let state = serde_json::to_value(n.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
+            let state = n.state.as_str();
             println!(
                 "{:<12} {:<22} {:<8} {:>9}  {}",
                 n.name,

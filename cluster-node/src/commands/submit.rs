@@ -53,17 +53,14 @@ pub fn describe(ev: &JobEvent) -> String {
                 .unwrap_or_default();
             match (state, error) {
                 (StepState::Succeeded, _) => format!("step {step} succeeded{on}"),
-                (s, Some(e)) => format!("step {step} {}{on}: {e}", state_word(*s)),
-                (s, None) => format!("step {step} {}{on}", state_word(*s)),
+                (s, Some(e)) => format!("step {step} {}{on}: {e}", s.as_str()),
+                (s, None) => format!("step {step} {}{on}", s.as_str()),
             }
         }
         JobEvent::JobFinished { status } => format!(
             "job {} {}{}",
             status.id,
-            serde_json::to_value(status.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            status.state.as_str(),
             status
                 .error
                 .as_deref()
@@ -71,13 +68,6 @@ pub fn describe(ev: &JobEvent) -> String {
                 .unwrap_or_default()
         ),
     }
-}
-
-fn state_word(s: StepState) -> String {
-    serde_json::to_value(s)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 /// Reads the job file, applies `--input`, and checks it before connecting.
@@ -164,7 +154,7 @@ pub async fn run(a: SubmitArgs) -> u8 {
                 match &ev {
                     JobEvent::Queued { steps, .. } => bar.set_length(u64::from(*steps)),
                     JobEvent::StepStarted { step, .. } | JobEvent::StepFinished { step, .. }
-                        if (step.contains('[') || step.contains('/'))
+                        if troupe_runtime::job::status::is_child_step(step)
                             && children.insert(step.clone()) =>
                     {
                         bar.inc_length(1)

@@ -47,21 +47,10 @@ async fn gather(client: &Client, selected: usize) -> Snapshot {
         Ok(j) => s.jobs = j,
         Err(e) => s.error = Some(e.to_string()),
     }
-    for st in [
-        JobState::Queued,
-        JobState::Running,
-        JobState::WaitingForUser,
-    ] {
-        let total = client
-            .jobs(Some(st), 0, 1)
-            .await
-            .map(|p| p.total)
-            .unwrap_or(0);
-        s.in_flight += total;
-        if st == JobState::WaitingForUser {
-            s.waiting = total;
-        }
-    }
+    // One gathering answers the list and the counts by state.
+    let count = |st: JobState| s.jobs.by_state.get(st.as_str()).copied().unwrap_or(0);
+    s.waiting = count(JobState::WaitingForUser);
+    s.in_flight = count(JobState::Queued) + count(JobState::Running) + s.waiting;
     if let Some(j) = s
         .jobs
         .jobs
@@ -81,13 +70,6 @@ fn state_color(state: &str) -> Color {
         "cancelled" => Color::LightRed,
         _ => Color::Gray,
     }
-}
-
-fn word<T: serde::Serialize>(v: T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 fn draw(f: &mut Frame, s: &Snapshot, selected: usize) {
@@ -116,10 +98,10 @@ fn draw(f: &mut Frame, s: &Snapshot, selected: usize) {
     f.render_widget(Paragraph::new(Line::from(header)), head);
 
     let node_rows = s.nodes.iter().map(|n| {
-        let st = word(n.state);
+        let st = n.state.as_str();
         Row::new(vec![
             Cell::from(n.name.clone()),
-            Cell::from(st.clone()).style(Style::new().fg(state_color(&st))),
+            Cell::from(st).style(Style::new().fg(state_color(st))),
             Cell::from(n.address.clone()),
             Cell::from(format!("{}/{}", n.busy, n.slots)),
             Cell::from(n.queued.to_string()),
@@ -147,11 +129,11 @@ fn draw(f: &mut Frame, s: &Snapshot, selected: usize) {
     );
 
     let job_rows = s.jobs.jobs.iter().enumerate().map(|(i, j)| {
-        let st = word(j.state);
+        let st = j.state.as_str();
         let mut row = Row::new(vec![
             Cell::from(j.id.clone()),
             Cell::from(j.name.clone()),
-            Cell::from(st.clone()).style(Style::new().fg(state_color(&st))),
+            Cell::from(st).style(Style::new().fg(state_color(st))),
             Cell::from(format!("{}/{}", j.finished_steps, j.steps)),
             Cell::from(j.running_steps.to_string()),
             Cell::from(j.elapsed_ms.map(|m| format!("{m} ms")).unwrap_or_default()),
@@ -210,9 +192,9 @@ fn draw(f: &mut Frame, s: &Snapshot, selected: usize) {
             .block(Block::new().borders(Borders::TOP).title(format!(
                 " job {} ({}) ",
                 d.id,
-                word(d.state)
+                d.state.as_str()
             )))
-            .gauge_style(Style::new().fg(state_color(&word(d.state))))
+            .gauge_style(Style::new().fg(state_color(d.state.as_str())))
             .ratio(if d.steps.is_empty() {
                 0.0
             } else {
@@ -222,7 +204,7 @@ fn draw(f: &mut Frame, s: &Snapshot, selected: usize) {
         gauge,
     );
     let step_rows = d.steps.iter().map(|(id, st)| {
-        let w = word(st.state);
+        let w = st.state.as_str();
         let note = match st.state {
             StepState::WaitingForUser => format!(
                 "{} (troupe-node resume {} {id})",
@@ -234,7 +216,7 @@ fn draw(f: &mut Frame, s: &Snapshot, selected: usize) {
         Row::new(vec![
             Cell::from(id.clone()),
             Cell::from(st.task.clone()),
-            Cell::from(w.clone()).style(Style::new().fg(state_color(&w))),
+            Cell::from(w).style(Style::new().fg(state_color(w))),
             Cell::from(st.node.clone().unwrap_or_else(|| "-".into())),
             Cell::from(st.attempts.to_string()),
             Cell::from(st.after.join(",")),

@@ -24,6 +24,18 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// The name in the status JSON (`running`, `waiting_for_user`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::WaitingForUser => "waiting_for_user",
+        }
+    }
+
     /// True once the job can no longer change.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -54,6 +66,19 @@ pub enum StepState {
 }
 
 impl StepState {
+    /// The name in the status JSON (`pending`, `skipped`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Succeeded => "succeeded",
+            StepState::Failed => "failed",
+            StepState::Skipped => "skipped",
+            StepState::Cancelled => "cancelled",
+            StepState::WaitingForUser => "waiting_for_user",
+        }
+    }
+
     /// True once the step can no longer change.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -61,6 +86,12 @@ impl StepState {
             StepState::Succeeded | StepState::Failed | StepState::Skipped | StepState::Cancelled
         )
     }
+}
+
+/// True for a step that is not in the job file but grew from one: a fan-out child
+/// (`STEP[i]`) or a step of a sub-job or call (`STEP/CHILD`).
+pub fn is_child_step(id: &str) -> bool {
+    id.contains('[') || id.contains('/')
 }
 
 /// One step in the status JSON.
@@ -201,4 +232,34 @@ pub enum JobEvent {
         /// The final status.
         status: Box<JobStatus>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_match_the_json() {
+        for s in [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Cancelled,
+            JobState::WaitingForUser,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for s in [
+            StepState::Pending,
+            StepState::Running,
+            StepState::Succeeded,
+            StepState::Failed,
+            StepState::Skipped,
+            StepState::Cancelled,
+            StepState::WaitingForUser,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
 }
