@@ -17,7 +17,8 @@ use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::job::validate::validate_with;
 use troupe_runtime::protocol::{
     first_member, job_manager_group, owner_of, task_group, task_of_group, worker_pool_group,
-    CallReply, JobManagerMessage, ResumeRequest, SubmitError, SubmitRequest, WorkerPoolMessage,
+    CallReply, JobAnswer, JobManagerMessage, JobQueryError, ResumeRequest, SubmitError,
+    SubmitRequest, WorkerPoolMessage,
 };
 use troupe_runtime::task::TaskError;
 use troupe_runtime::wire::Wire;
@@ -53,7 +54,7 @@ enum Request {
     Cancel,
     Resume(String),
 }
-type StatusReply = RpcReplyPort<Wire<Result<JobStatus, String>>>;
+type StatusReply = RpcReplyPort<JobAnswer>;
 
 fn missing_tasks(req: &SubmitRequest) -> Vec<(String, String)> {
     req.spec
@@ -184,16 +185,18 @@ impl JobManagerState {
                 | JobSupervisorMessage::Resume(_, reply),
             )) = sup.cast(msg)
             {
-                let _ = reply.send(Wire::new(Err(format!("job {job} is ending; ask again"))));
+                let _ = reply.send(Wire::new(Err(JobQueryError::Unavailable(format!(
+                    "job {job} is ending; ask again"
+                )))));
             }
             return;
         }
         if let Some(st) = self.finished.get(&job) {
             let answer = match req {
-                Request::Resume(step) => Err(format!(
+                Request::Resume(step) => Err(JobQueryError::Conflict(format!(
                     "job {job} has ended ({:?}); step {step:?} cannot be resumed",
                     st.state
-                )),
+                ))),
                 _ => Ok(st.clone()),
             };
             let _ = reply.send(Wire::new(answer));
@@ -205,9 +208,9 @@ impl JobManagerState {
                 tokio::spawn(async move {
                     let answer = match first_member::<JobManagerMessage>(&job_manager_group(&owner))
                     {
-                        None => Err(format!(
+                        None => Err(JobQueryError::Unavailable(format!(
                             "the node {owner} that owns job {job} is not reachable"
-                        )),
+                        ))),
                         Some(jm) => {
                             let call = jm.call(
                                 |r| match req {
@@ -225,9 +228,13 @@ impl JobManagerState {
                             );
                             match call.await {
                                 Ok(ractor::rpc::CallResult::Success(w)) => {
-                                    w.into_inner().unwrap_or_else(|e| Err(e.to_string()))
+                                    w.into_inner().unwrap_or_else(|e| {
+                                        Err(JobQueryError::Unavailable(e.to_string()))
+                                    })
                                 }
-                                _ => Err(format!("no answer from {owner} about job {job}")),
+                                _ => Err(JobQueryError::Unavailable(format!(
+                                    "no answer from {owner} about job {job}"
+                                ))),
                             }
                         }
                     };
@@ -235,7 +242,7 @@ impl JobManagerState {
                 });
             }
             _ => {
-                let _ = reply.send(Wire::new(Err(troupe_runtime::protocol::no_such_job(&job))));
+                let _ = reply.send(Wire::new(Err(JobQueryError::no_such_job(&job))));
             }
         }
     }
@@ -324,16 +331,17 @@ impl Actor for JobManager {
                             reply,
                         ))) = sup.cast(JobSupervisorMessage::Watch(req, reply))
                         {
-                            let _ = reply.send(Wire::new(Err(format!(
-                                "job {} is ending; ask again",
-                                req.job
+                            let _ = reply.send(Wire::new(Err(JobQueryError::Unavailable(
+                                format!("job {} is ending; ask again", req.job),
                             ))));
                         }
                     }
                     None => state.status(req.job, reply),
                 },
                 Err(e) => {
-                    let _ = reply.send(Wire::new(Err(format!("unreadable watch request: {e}"))));
+                    let _ = reply.send(Wire::new(Err(JobQueryError::Unavailable(format!(
+                        "unreadable watch request: {e}"
+                    )))));
                 }
             },
             JobManagerMessage::StepFinished(r) => match r.into_inner() {
@@ -402,7 +410,9 @@ impl Actor for JobManager {
             JobManagerMessage::Resume(req, reply) => match req.into_inner() {
                 Ok(r) => state.to_job(r.job, reply, Request::Resume(r.step)),
                 Err(e) => {
-                    let _ = reply.send(Wire::new(Err(format!("unreadable resume request: {e}"))));
+                    let _ = reply.send(Wire::new(Err(JobQueryError::Unavailable(format!(
+                        "unreadable resume request: {e}"
+                    )))));
                 }
             },
             JobManagerMessage::JobEnded(st) => match st.into_inner() {

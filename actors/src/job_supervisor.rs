@@ -10,13 +10,13 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use troupe_runtime::job::run::{Action, JobRun};
+use troupe_runtime::job::status::JobEvent;
 use troupe_runtime::job::status::JobState;
-use troupe_runtime::job::status::{JobEvent, JobStatus};
 use troupe_runtime::observe::ClusterEvent;
 use troupe_runtime::protocol::{
-    first_member, worker_pool_group, AttemptRef, CallReply, EventHubMessage, JobManagerMessage,
-    SpawnRequest, StepRequest, StepResult, TraceContext, WatchRequest, WatcherMessage,
-    WorkerPoolMessage,
+    first_member, worker_pool_group, AttemptRef, CallReply, EventHubMessage, JobAnswer,
+    JobManagerMessage, SpawnRequest, StepRequest, StepResult, TraceContext, WatchRequest,
+    WatcherMessage, WorkerPoolMessage,
 };
 use troupe_runtime::wire::Wire;
 
@@ -54,15 +54,15 @@ pub enum JobSupervisorMessage {
     /// The dispatcher was not running; try this attempt again.
     Redispatch(StepRequest),
     /// The status now.
-    Status(RpcReplyPort<Wire<Result<JobStatus, String>>>),
+    Status(RpcReplyPort<JobAnswer>),
     /// Follow the job: reply with the status now, push later events.
-    Watch(WatchRequest, RpcReplyPort<Wire<Result<JobStatus, String>>>),
+    Watch(WatchRequest, RpcReplyPort<JobAnswer>),
     /// A running attempt asks for calls or a sub-job.
     Spawn(SpawnRequest),
     /// Cancel the job; reply with the status after it.
-    Cancel(RpcReplyPort<Wire<Result<JobStatus, String>>>),
+    Cancel(RpcReplyPort<JobAnswer>),
     /// Resume a step waiting for a user.
-    Resume(String, RpcReplyPort<Wire<Result<JobStatus, String>>>),
+    Resume(String, RpcReplyPort<JobAnswer>),
     /// A node left the cluster: its attempts run again.
     NodeDown(String),
 }

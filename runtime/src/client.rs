@@ -491,7 +491,7 @@ impl Client {
         let id = job.to_string();
         self.call(&jm, |reply| JobManagerMessage::Cancel(id, reply))
             .await?
-            .map_err(ClientError::Rejected)
+            .map_err(|e| ClientError::Rejected(e.to_string()))
     }
 
     /// Resumes a step that waits for a user's action.
@@ -506,7 +506,7 @@ impl Client {
             JobManagerMessage::Resume(Wire::new(req), reply)
         })
         .await?
-        .map_err(ClientError::Rejected)
+        .map_err(|e| ClientError::Rejected(e.to_string()))
     }
 
     /// An ordered distributed map (seed 004): runs `task` on every input across the

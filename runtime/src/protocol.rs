@@ -72,16 +72,29 @@ pub fn owner_of(job_id: &str) -> Option<&str> {
     .then_some(node)
 }
 
-/// The answer about a job that its owner does not know.
-pub fn no_such_job(job: &str) -> String {
-    format!("no job {job} on this node")
+/// Why a question about one job (status, watch, cancel, resume) has no status answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum JobQueryError {
+    /// No such job (or step) on its owner.
+    #[error("{0}")]
+    NotFound(String),
+    /// The job is not in a state that allows it (resuming a step that is not waiting).
+    #[error("{0}")]
+    Conflict(String),
+    /// The owner is out of reach, or the job's supervisor is busy ending: ask again.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
-/// True if `answer` (an error about a job) says the job does not exist, as opposed to
-/// its owner being out of reach.
-pub fn is_no_such_job(answer: &str) -> bool {
-    answer.starts_with("no job ")
+impl JobQueryError {
+    /// The answer about a job that its owner does not know.
+    pub fn no_such_job(job: &str) -> Self {
+        JobQueryError::NotFound(format!("no job {job} on this node"))
+    }
 }
+
+/// The answer to a question about one job.
+pub type JobAnswer = Wire<Result<JobStatus, JobQueryError>>;
 
 /// One attempt of a step, sent to a worker pool.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -289,26 +302,20 @@ pub enum JobManagerMessage {
     ),
     /// The status of a job (forwarded to its owner if that is another node).
     #[rpc]
-    Status(String, RpcReplyPort<Wire<Result<JobStatus, String>>>),
+    Status(String, RpcReplyPort<JobAnswer>),
     /// Follow a job: answers its status now; events after it go to the watcher.
     #[rpc]
-    Watch(
-        Wire<WatchRequest>,
-        RpcReplyPort<Wire<Result<JobStatus, String>>>,
-    ),
+    Watch(Wire<WatchRequest>, RpcReplyPort<JobAnswer>),
     /// An attempt ended (from a worker pool).
     StepFinished(Wire<StepResult>),
     /// A running attempt asks for calls or a sub-job (from a worker pool).
     Spawn(Wire<SpawnRequest>),
     /// Cancel a job; answers its status (forwarded to the owner).
     #[rpc]
-    Cancel(String, RpcReplyPort<Wire<Result<JobStatus, String>>>),
+    Cancel(String, RpcReplyPort<JobAnswer>),
     /// Resume a step waiting for a user; answers the job's status (forwarded to the owner).
     #[rpc]
-    Resume(
-        Wire<ResumeRequest>,
-        RpcReplyPort<Wire<Result<JobStatus, String>>>,
-    ),
+    Resume(Wire<ResumeRequest>, RpcReplyPort<JobAnswer>),
     /// A job supervisor of this node finished its job (local).
     JobEnded(Wire<JobStatus>),
     /// Membership lost a node: attempts there are dispatched again (local).

@@ -23,7 +23,8 @@ use troupe_runtime::job::status::{JobState, JobStatus};
 use troupe_runtime::job::validate::validate_with;
 use troupe_runtime::observe::{cluster_jobs, metric, EventKind};
 use troupe_runtime::protocol::{
-    is_no_such_job, JobManagerMessage, MembershipMessage, ResumeRequest, SubmitError, SubmitRequest,
+    JobAnswer, JobManagerMessage, JobQueryError, MembershipMessage, ResumeRequest, SubmitError,
+    SubmitRequest,
 };
 use troupe_runtime::wire::Wire;
 use troupe_runtime::JobSpec;
@@ -74,14 +75,17 @@ fn job_manager(ctx: &NodeContext) -> ApiResult<ActorRef<JobManagerMessage>> {
 }
 
 /// Maps a job manager's answer about one job to HTTP.
-fn job_answer(answer: Wire<Result<JobStatus, String>>) -> ApiResult<Json<JobStatus>> {
+fn job_answer(answer: JobAnswer) -> ApiResult<Json<JobStatus>> {
     match answer.into_inner() {
         Ok(Ok(st)) => Ok(Json(st)),
-        Ok(Err(e)) if is_no_such_job(&e) => Err(ApiError(StatusCode::NOT_FOUND, e)),
-        Ok(Err(e)) if e.contains("cannot be resumed") || e.contains("not waiting") => {
-            Err(ApiError(StatusCode::CONFLICT, e))
+        Ok(Err(e)) => {
+            let code = match e {
+                JobQueryError::NotFound(_) => StatusCode::NOT_FOUND,
+                JobQueryError::Conflict(_) => StatusCode::CONFLICT,
+                JobQueryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            Err(ApiError(code, e.to_string()))
         }
-        Ok(Err(e)) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e)),
         Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }

@@ -22,6 +22,7 @@ use super::spec::{JobSpec, RetryPolicy};
 use super::status::{JobEvent, JobState, JobStats, JobStatus, StepState, StepStatus};
 use super::validate::{validate_with, Graph, Limits};
 use crate::merge::CacheMode;
+use crate::protocol::JobQueryError;
 use crate::protocol::ResultSource;
 use crate::task::TaskError;
 
@@ -1063,19 +1064,15 @@ impl JobRun {
     }
 
     /// Resumes a step that waits for a user: it runs again as a new attempt.
-    pub fn resume(&mut self, step: &str) -> Result<Vec<Action>, String> {
-        let i = *self
-            .by_id
-            .get(step)
-            .ok_or_else(|| format!("job {} has no step {step:?}", self.id))?;
+    pub fn resume(&mut self, step: &str) -> Result<Vec<Action>, JobQueryError> {
+        let i = *self.by_id.get(step).ok_or_else(|| {
+            JobQueryError::NotFound(format!("job {} has no step {step:?}", self.id))
+        })?;
         if self.nodes[i].state != StepState::WaitingForUser {
-            return Err(format!(
+            return Err(JobQueryError::Conflict(format!(
                 "step {step:?} is {}, not waiting for a user",
-                serde_json::to_value(self.nodes[i].state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            ));
+                self.nodes[i].state.as_str()
+            )));
         }
         self.nodes[i].state = StepState::Pending;
         self.nodes[i].resumed = true;
