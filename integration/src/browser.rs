@@ -162,6 +162,12 @@ impl Browser {
             json!({"targetId": target, "flatten": true}),
         )?;
         self.session = a["sessionId"].as_str().map(str::to_string);
+        // The new target starts on about:blank (already "complete") and navigates after;
+        // wait for the real page so that nothing runs in the blank one.
+        self.wait_for(
+            "location.href !== 'about:blank' && document.readyState === 'complete'",
+            Duration::from_secs(20),
+        )?;
         Ok(())
     }
 
