@@ -5,6 +5,7 @@
 //! ```text
 //! NodeRoot (one_for_one, restart intensity from config)
 //! ├── NodeServer     ractor_cluster: listener + one NodeSession per peer or client
+//! ├── TlsListener    (with TLS only) accepts, TLS handshake under a deadline, hands to NodeServer
 //! ├── WorkerPool     runs steps in `slots` concurrent tasks; joins troupe.task.<name>
 //! ├── Dispatcher     hands ready steps to a worker pool of the step's task, on any node
 //! ├── EventHub       job summaries, metrics, the event stream (local and to HTTP nodes)
@@ -37,6 +38,7 @@ pub mod merger;
 pub mod node_root;
 pub mod supervision;
 pub mod telemetry;
+pub mod tls_listener;
 pub mod worker_pool;
 
 pub use node_root::{start_node, start_node_with_context, NodeRoot, NodeRootMessage, StartError};
@@ -65,6 +67,8 @@ pub mod names {
     pub const WORKER_POOL: &str = "troupe.worker_pool";
     /// The merger (owner of request keys: merging and the result cache).
     pub const MERGER: &str = "troupe.merger";
+    /// The TLS listener (nodes with TLS only).
+    pub const TLS_LISTENER: &str = "troupe.tls_listener";
 
     /// The registered name of system actor `base` on node `node`.
     pub fn of(base: &str, node: &str) -> String {
@@ -214,4 +218,6 @@ pub struct NodeContext {
     pub registry: TaskRegistry,
     /// Shared knowledge of the cluster.
     pub view: Arc<ClusterView>,
+    /// Mutual TLS settings, when the node uses TLS.
+    pub tls: Option<troupe_runtime::tls::TlsConfig>,
 }

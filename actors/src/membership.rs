@@ -17,6 +17,7 @@
 //! here yet: a peer is down when its connection closes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::pg::GroupChangeMessage;
@@ -67,7 +68,9 @@ pub struct MembershipState {
     heard: HashMap<String, Instant>,
     dialing: HashMap<String, Instant>,
     /// Connections that closed before authenticating are logged at most once a second.
-    unauthenticated_log: Throttle,
+    unauthenticated_log: troupe_runtime::observe::Throttle,
+    /// Failed TLS handshakes with peers we dial, logged at most once a second.
+    tls_log: Arc<troupe_runtime::observe::Throttle>,
 }
 
 impl MembershipState {
@@ -120,7 +123,7 @@ impl MembershipState {
             self.ctx.config.max_connections.max(1),
             self.ctx.config.max_pending_handshakes.max(1),
         );
-        let throttle = Throttle::default();
+        let throttle = troupe_runtime::observe::Throttle::default();
         SessionEvents(move |ev: SessionEvent, actor| {
             match ev.kind {
                 SessionEventKind::Opened => {
@@ -415,9 +418,17 @@ impl MembershipState {
             }
             self.dialing.insert(addr.clone(), now);
             let server = server.clone();
+            let tls = self.ctx.tls.clone();
+            let deadline = Duration::from_millis(self.ctx.config.handshake_timeout_ms.max(1));
+            let tls_log = self.tls_log.clone();
             tokio::spawn(async move {
-                if let Err(e) = ractor_cluster::client_connect(&server, addr.as_str()).await {
-                    tracing::debug!(peer = %addr, error = %e, "dial failed; will retry");
+                match troupe_runtime::tls::dial(&server, &addr, tls.as_ref(), deadline).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_tls() => tls_log.warn(
+                        &format!("cannot join peer: {e}. Check that its certificate is signed by our --tls-ca and names the address we dial"),
+                        &addr,
+                    ),
+                    Err(e) => tracing::debug!(peer = %addr, error = %e, "dial failed; will retry"),
                 }
             });
         }
@@ -442,27 +453,6 @@ impl MembershipState {
     }
 }
 
-/// Logs a refusal at most once a second, with how many were not logged.
-#[derive(Default)]
-struct Throttle {
-    last: std::sync::Mutex<Option<Instant>>,
-    quiet: std::sync::atomic::AtomicU64,
-}
-
-impl Throttle {
-    fn warn(&self, what: &str, peer: &str) {
-        use std::sync::atomic::Ordering;
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-            self.quiet.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        *last = Some(Instant::now());
-        let quiet = self.quiet.swap(0, Ordering::Relaxed);
-        tracing::warn!(peer = %peer, also_refused = quiet, "{what}");
-    }
-}
-
 /// Applies the connection limits to a session that just opened: false (and the session
 /// closed) if the node has `max_conn` connections already; past `max_pending` sessions in
 /// their handshake, the oldest of those is closed to make room.
@@ -472,7 +462,7 @@ fn admit(
     actor: ActorRef<ractor_cluster::NodeSessionMessage>,
     max_conn: usize,
     max_pending: usize,
-    throttle: &Throttle,
+    throttle: &troupe_runtime::observe::Throttle,
 ) -> bool {
     let mut sessions = view.sessions();
     if sessions.len() >= max_conn {
@@ -566,7 +556,8 @@ impl Actor for Membership {
             peers: BTreeMap::new(),
             heard: HashMap::new(),
             dialing: HashMap::new(),
-            unauthenticated_log: Throttle::default(),
+            unauthenticated_log: troupe_runtime::observe::Throttle::default(),
+            tls_log: Arc::default(),
         };
         state.tick(&myself);
         Ok(state)

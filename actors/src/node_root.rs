@@ -17,6 +17,7 @@ use crate::job_manager::JobManager;
 use crate::membership::Membership;
 use crate::merger::Merger;
 use crate::supervision::RestartIntensity;
+use crate::tls_listener::TlsListener;
 use crate::worker_pool::WorkerPool;
 use crate::{names, ClusterView, NodeContext};
 
@@ -25,6 +26,8 @@ use crate::{names, ClusterView, NodeContext};
 pub enum Child {
     /// ractor_cluster's node server.
     NodeServer,
+    /// [`TlsListener`], only when the node uses TLS.
+    TlsListener,
     /// [`WorkerPool`].
     WorkerPool,
     /// [`Dispatcher`].
@@ -41,7 +44,10 @@ pub enum Child {
 
 impl Child {
     /// Start order: transport first, membership (which dials peers) last.
-    pub const ALL: [Child; 7] = [
+    /// (The TLS listener binds the node's address before the node server binds its
+    /// ephemeral loopback port, so that one cannot take the other's.)
+    pub const ALL: [Child; 8] = [
+        Child::TlsListener,
         Child::NodeServer,
         Child::WorkerPool,
         Child::Dispatcher,
@@ -55,6 +61,7 @@ impl Child {
     pub fn name(self) -> &'static str {
         match self {
             Child::NodeServer => names::NODE_SERVER,
+            Child::TlsListener => names::TLS_LISTENER,
             Child::WorkerPool => names::WORKER_POOL,
             Child::Dispatcher => names::DISPATCHER,
             Child::EventHub => names::EVENT_HUB,
@@ -94,20 +101,37 @@ async fn spawn_child(
             let c = &ctx.config;
             let advertised = c.advertised()?;
             let listen = c.listen_addr()?;
+            // With TLS, the TlsListener owns the node's address; ractor_cluster's own
+            // listener (which always binds) goes to an ephemeral loopback port.
+            let (bind, port) = match ctx.tls {
+                Some(_) => (std::net::Ipv4Addr::LOCALHOST.into(), 0),
+                None => (listen.ip(), listen.port()),
+            };
             start_server(
                 &ServerOptions {
                     name: c.name.clone(),
                     host: advertised.ip().to_string(),
-                    bind: listen.ip(),
-                    port: listen.port(),
+                    bind,
+                    port,
                     cookie: c.cookie.clone(),
                     max_frame_bytes: c.max_message_bytes,
+                    tls: ctx.tls.clone(),
                 },
                 Some(&registered),
                 Some(sup),
             )
             .await?
             .get_cell()
+        }
+        Child::TlsListener => {
+            let tls = ctx
+                .tls
+                .clone()
+                .ok_or("the TLS listener needs TLS settings")?;
+            Actor::spawn_linked(name, TlsListener, (ctx.clone(), tls), sup)
+                .await?
+                .0
+                .get_cell()
         }
         Child::WorkerPool => Actor::spawn_linked(name, WorkerPool, ctx.clone(), sup)
             .await?
@@ -149,6 +173,9 @@ impl Actor for NodeRoot {
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut children = Vec::new();
         for child in Child::ALL {
+            if child == Child::TlsListener && ctx.tls.is_none() {
+                continue;
+            }
             let cell = spawn_child(child, &ctx, myself.get_cell()).await?;
             children.push((child, cell));
         }
@@ -260,6 +287,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The TLS files are not usable.
+    #[error(transparent)]
+    Tls(#[from] troupe_runtime::tls::TlsError),
     /// An actor failed to start.
     #[error("cannot start the node's actors: {0}")]
     Spawn(String),
@@ -295,9 +325,11 @@ pub async fn start_node_with_context(
         addr: listen.to_string(),
         source: e,
     })?;
+    let tls = config.tls_files()?.map(|f| f.load()).transpose()?;
     let view = Arc::new(ClusterView::new(&config.name, config.slots));
     view.learn_props(registry.props());
     let ctx = NodeContext {
+        tls,
         view,
         config: Arc::new(config),
         registry,

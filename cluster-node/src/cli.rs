@@ -32,6 +32,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// A live view of nodes and jobs in the terminal (q quits).
     Top(TopArgs),
+    /// Make a development CA and certificates for mutual TLS (see SECURITY.md).
+    Certs(CertsArgs),
 }
 
 /// Flags of `start`. Each also comes from the config file and from `TROUPE_<KEY>`.
@@ -58,6 +60,9 @@ pub struct StartArgs {
     /// A file whose first line is the cluster's secret.
     #[arg(long)]
     pub cookie_file: Option<PathBuf>,
+    /// TLS: this node's certificate and key and the cluster CA (PEM files; all three).
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Tasks run at once (default: number of cores).
     #[arg(long)]
     pub slots: Option<usize>,
@@ -84,6 +89,24 @@ pub struct ClusterArgs {
     /// A file whose first line is the cluster's secret (overrides --cookie).
     #[arg(long, env = "TROUPE_COOKIE_FILE")]
     pub cookie_file: Option<PathBuf>,
+    /// TLS: this client's certificate and key and the cluster CA (needed when the nodes
+    /// use TLS).
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Mutual TLS files (PEM). All three or none; `troupe-node certs` makes a development set.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TlsArgs {
+    /// This member's certificate (PEM).
+    #[arg(long, env = "TROUPE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This member's private key (PEM).
+    #[arg(long, env = "TROUPE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA certificate (PEM) that signed the cluster's certificates.
+    #[arg(long, env = "TROUPE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Flags of `submit`.
@@ -153,6 +176,26 @@ pub struct TopArgs {
     /// Width of the `--once` frame, in columns.
     #[arg(long, default_value_t = 120)]
     pub width: u16,
+}
+
+/// Flags of `certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Folder for the PEM files (made if missing). An existing ca.pem and ca-key.pem in it
+    /// are reused, so certificates made later join the same cluster.
+    #[arg(long, default_value = "troupe-certs")]
+    pub dir: PathBuf,
+    /// One certificate (NAME.pem, NAME-key.pem) per name, comma-separated; nodes and
+    /// clients alike (each is good for both ends of a connection).
+    #[arg(long, value_delimiter = ',', default_value = "n1,n2,n3,client")]
+    pub names: Vec<String>,
+    /// Host names and IPs peers dial, comma-separated: each certificate carries them (and
+    /// its own name), and a member dialling HOST:PORT checks HOST is among them.
+    #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
+    pub hosts: Vec<String>,
+    /// Days the certificates stay valid.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
 }
 
 /// Flags of `demo`.

@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
+use troupe_runtime::tls::TlsFiles;
 use troupe_runtime::{Client, ClientError, ClientOptions, TaskRegistry};
 
 use crate::cli::{ClusterArgs, Command};
 use crate::{exit, logging};
 
+pub mod certs;
 pub mod demo;
 pub mod nodes;
 pub mod start;
@@ -25,6 +27,7 @@ pub fn run(cli: crate::cli::Cli, registry: TaskRegistry) -> u8 {
         Command::Nodes(a) => client_command(|| nodes::run(a)),
         Command::Demo(a) => client_command(|| demo::run(a)),
         Command::Top(a) => client_command(|| top::run(a)),
+        Command::Certs(a) => certs::run(a),
     }
 }
 
@@ -55,6 +58,10 @@ pub async fn connect(c: &ClusterArgs) -> Result<Client, ClientError> {
     };
     let mut opts = ClientOptions::new(c.seeds.iter().map(|s| s.trim().to_string()), &cookie);
     opts.connect_timeout = Duration::from_secs(5);
+    let t = &c.tls;
+    opts.tls = TlsFiles::from_parts(t.tls_cert.clone(), t.tls_key.clone(), t.tls_ca.clone())
+        .and_then(|f| f.map(|f| f.load()).transpose())
+        .map_err(|e| ClientError::BadInput(e.to_string()))?;
     Client::connect(opts).await
 }
 

@@ -6,8 +6,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 that was free a moment ago, chosen below the kernel's ephemeral
+/// range: a port from that range (what binding port 0 gives) can be taken, between this
+/// check and the node's own bind, by any outgoing connection or `:0` listener on the
+/// machine (a test opening a thousand connections takes a thousand of them).
 pub fn free_port() -> std::io::Result<u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if low > 12_000 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        // Each process walks the range from its own random start (parallel tests rarely
+        // meet), one step per call (a process never gets the same port twice).
+        static NEXT: AtomicU64 = AtomicU64::new(u64::MAX);
+        let span = u64::from(low - 10_000);
+        let seed = (u64::from(std::process::id()) * 7919)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u64::from(d.subsec_nanos()))
+                .unwrap_or(0);
+        let _ = NEXT.compare_exchange(u64::MAX, seed % span, Ordering::Relaxed, Ordering::Relaxed);
+        for _ in 0..span {
+            let port = 10_000 + (NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

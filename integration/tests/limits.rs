@@ -191,6 +191,7 @@ async fn a_thousand_wrong_cookie_handshakes_in_a_row_do_not_stop_honest_clients(
             port: 0,
             cookie: "not-the-cookie".into(),
             max_frame_bytes: 1 << 20,
+            tls: None,
         },
         None,
         None,

@@ -50,6 +50,8 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// Push every step event to handles (false: only the end of each job).
     pub progress: bool,
+    /// Mutual TLS, required when the nodes use TLS (see [`crate::tls::TlsFiles::load`]).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl ClientOptions {
@@ -61,6 +63,7 @@ impl ClientOptions {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             progress: true,
+            tls: None,
         }
     }
 }
@@ -189,6 +192,7 @@ impl Client {
                 port: 0,
                 cookie: opts.cookie.clone(),
                 max_frame_bytes: ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+                tls: opts.tls.clone(),
             },
             None,
             None,
@@ -234,15 +238,26 @@ impl Client {
         };
 
         let mut failures: Vec<String> = Vec::new();
+        let mut tls_failures = 0;
         for seed in &opts.seeds {
-            if let Err(e) = ractor_cluster::client_connect(&server, seed.as_str()).await {
+            let dial = crate::tls::dial(&server, seed, opts.tls.as_ref(), opts.connect_timeout);
+            if let Err(e) = dial.await {
+                tls_failures += usize::from(e.is_tls());
                 failures.push(format!("{seed}: {e}"));
             }
         }
         if failures.len() == opts.seeds.len() {
-            return Err(ClientError::Unreachable {
-                seeds: seeds_text,
-                reason: failures.join("; "),
+            let reason = failures.join("; ");
+            return Err(if tls_failures > 0 {
+                ClientError::Tls {
+                    seeds: seeds_text,
+                    reason,
+                }
+            } else {
+                ClientError::Unreachable {
+                    seeds: seeds_text,
+                    reason,
+                }
             });
         }
         let dialled = opts.seeds.len() - failures.len();

@@ -29,6 +29,9 @@ pub struct ServerOptions {
     pub cookie: String,
     /// Largest inbound frame.
     pub max_frame_bytes: u64,
+    /// Mutual TLS: ractor_cluster's own listener then accepts TLS only. (Nodes accept on
+    /// their own listener with a handshake deadline and bind this one to loopback.)
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 /// Spawns the node server, linked to `supervisor` if given. Nodes register it as
@@ -43,7 +46,9 @@ pub async fn start_server(
         opts.cookie.clone(),
         opts.name.clone(),
         opts.host.clone(),
-        None,
+        opts.tls
+            .as_ref()
+            .map(|t| ractor_cluster::IncomingEncryptionMode::Tls(t.acceptor())),
         Some(NodeConnectionMode::Isolated),
     )
     .with_listen_addr(opts.bind)

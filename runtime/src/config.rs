@@ -71,6 +71,12 @@ pub struct NodeConfig {
     pub cookie: String,
     /// A file holding the cookie (its first line); overrides `cookie`.
     pub cookie_file: Option<PathBuf>,
+    /// This node's certificate (PEM): with `tls_key` and `tls_ca`, turns on mutual TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// The CA certificate (PEM) that every peer's and client's certificate must be signed by.
+    pub tls_ca: Option<PathBuf>,
     /// Tasks run at once; 0 means the number of cores.
     pub slots: usize,
     /// Where the node keeps its journal (used by durable jobs).
@@ -132,6 +138,9 @@ impl Default for NodeConfig {
             seeds: Vec::new(),
             cookie: DEV_COOKIE.into(),
             cookie_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             slots: 0,
             data: None,
             http: None,
@@ -245,7 +254,21 @@ impl NodeConfig {
                 message: "must not be empty".into(),
             });
         }
+        self.tls_files()?;
         Ok(())
+    }
+
+    /// The TLS files, if TLS is on (all three of `tls_cert`, `tls_key`, `tls_ca` set).
+    pub fn tls_files(&self) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+        crate::tls::TlsFiles::from_parts(
+            self.tls_cert.clone(),
+            self.tls_key.clone(),
+            self.tls_ca.clone(),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            key: "tls",
+            message: e.to_string(),
+        })
     }
 
     /// The socket address to listen on.
@@ -293,6 +316,9 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "seeds",
         "cookie",
         "cookie_file",
+        "tls_cert",
+        "tls_key",
+        "tls_ca",
         "slots",
         "data",
         "http",

@@ -132,8 +132,16 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
-    /// The cluster refused the connection (wrong cookie).
-    #[error("the cluster at {seeds} refused this client: authentication failed. Check --cookie (or TROUPE_COOKIE) matches the nodes' cookie")]
+    /// The TLS handshake with every seed failed.
+    #[error("cannot reach the cluster at {seeds} over TLS: {reason}. Check that --tls-ca is the CA that signed the nodes' certificates, and that they name the address in --seeds")]
+    Tls {
+        /// The seeds tried.
+        seeds: String,
+        /// Why.
+        reason: String,
+    },
+    /// The cluster refused the connection (wrong cookie, or no or wrong TLS certificate).
+    #[error("the cluster at {seeds} refused this client: authentication failed. Check --cookie (or TROUPE_COOKIE) matches the nodes' cookie, and, if the nodes use TLS, that --tls-cert, --tls-key and --tls-ca are given and the certificate is signed by the nodes' CA")]
     Refused {
         /// The seeds tried.
         seeds: String,

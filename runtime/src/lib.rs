@@ -27,6 +27,7 @@ pub mod merge;
 pub mod observe;
 pub mod protocol;
 pub mod task;
+pub mod tls;
 pub mod wire;
 
 pub use client::{Client, ClientOptions, JobHandle};

@@ -196,10 +196,33 @@ pub mod metric {
     /// Counter: payloads encoded for or decoded from the wire, by `direction`.
     pub const WIRE_MESSAGES: &str = "troupe_wire_messages_total";
     /// Counter: input refused by a limit, by `reason` (too_many_connections,
-    /// handshake_evicted, not_authenticated, too_many_jobs).
+    /// handshake_evicted, not_authenticated, too_many_jobs, tls_plaintext, tls_handshake,
+    /// tls_timeout).
     pub const REFUSED: &str = "troupe_refused_total";
     /// Counter: HTTP requests, by `status` class.
     pub const HTTP_REQUESTS: &str = "troupe_http_requests_total";
+}
+
+/// Logs a refusal at most once a second, with how many were not logged.
+#[derive(Default)]
+pub struct Throttle {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    quiet: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    /// Logs `what` (with the peer) unless another refusal was logged in the last second.
+    pub fn warn(&self, what: &str, peer: &str) {
+        use std::sync::atomic::Ordering;
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+            self.quiet.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        let quiet = self.quiet.swap(0, Ordering::Relaxed);
+        tracing::warn!(peer = %peer, also_refused = quiet, "{what}");
+    }
 }
 
 /// A page of the cluster's jobs list, as `GET /api/jobs` answers it.

@@ -26,6 +26,10 @@ fn flags(a: &StartArgs) -> Vec<(&'static str, config::Value)> {
             .as_ref()
             .map(|d| d.display().to_string().into()),
     );
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|d| d.display().to_string().into());
+    put("tls_cert", path(&a.tls.tls_cert));
+    put("tls_key", path(&a.tls.tls_key));
+    put("tls_ca", path(&a.tls.tls_ca));
     put("slots", a.slots.map(|s| (s as u64).into()));
     put(
         "data",
