@@ -74,6 +74,19 @@ pub struct MembershipState {
 }
 
 impl MembershipState {
+    /// Sets the `troupe_nodes{state}` gauges (this node counts as up); called whenever a
+    /// peer's state changes, so that a scrape agrees with `nodes`.
+    fn publish_node_counts(&self) {
+        let up = 1 + self
+            .peers
+            .values()
+            .filter(|p| p.state == NodeState::Up)
+            .count();
+        let down = self.peers.len() + 1 - up;
+        metrics::gauge!(metric::NODES, "state" => "up").set(up as f64);
+        metrics::gauge!(metric::NODES, "state" => "down").set(down as f64);
+    }
+
     fn connected_names(&self) -> HashSet<String> {
         self.sessions
             .values()
@@ -267,6 +280,7 @@ impl MembershipState {
                         );
                         self.ctx.view.set_down(&name, true);
                         crate::merger::announce_node_down(&self.ctx.view.node, &name);
+                        self.publish_node_counts();
                     }
                 } else {
                     tracing::debug!(client = %name, "client disconnected");
@@ -329,6 +343,7 @@ impl MembershipState {
                 );
             }
         }
+        self.publish_node_counts();
     }
 
     fn tick(&mut self, myself: &ActorRef<MembershipMessage>) {
@@ -360,14 +375,6 @@ impl MembershipState {
 
         // Peers that are down still count as "seen" (we keep dialing them) until forgotten.
         let connected = self.connected_names();
-        let up = 1 + self
-            .peers
-            .values()
-            .filter(|p| p.state == NodeState::Up)
-            .count();
-        let down = self.peers.len() + 1 - up;
-        metrics::gauge!(metric::NODES, "state" => "up").set(up as f64);
-        metrics::gauge!(metric::NODES, "state" => "down").set(down as f64);
         for p in self.peers.values_mut() {
             if connected.contains(&p.info.name) && p.state != NodeState::Up {
                 p.state = NodeState::Up;
@@ -384,6 +391,8 @@ impl MembershipState {
                 );
             }
         }
+
+        self.publish_node_counts();
 
         // Dial what we should be connected to and are not.
         let mut connected_addrs: HashSet<String> = self

@@ -18,7 +18,8 @@
 //! - `tcp_rtt_p50_us`: the baseline, a raw 64-byte tokio TCP round trip on loopback,
 //!   measured in the same run, and the ratio of the call to it.
 //!
-//! Environment: `OVERHEAD_CALLS` (default 2000), `OVERHEAD_SECS` (default 5).
+//! Environment: `OVERHEAD_CALLS` (default 2000), `OVERHEAD_SECS` (default 5),
+//! `OVERHEAD_TLS=1` (every connection mutual TLS, certificates from `troupe-node certs`).
 
 use std::time::{Duration, Instant};
 
@@ -124,6 +125,10 @@ fn main() {
     rt.block_on(async {
         let mut cluster = Cluster::plan(3);
         cluster.slots = 1;
+        let tls = env("OVERHEAD_TLS", 0) == 1;
+        if tls {
+            cluster.use_tls();
+        }
         for i in 0..3 {
             cluster.start_node(i);
         }
@@ -180,6 +185,7 @@ fn main() {
             "{}",
             json!({
                 "bench": "overhead",
+                "tls": tls,
                 "call_p50_us": c50,
                 "call_p99_us": c99,
                 "chain3_p50_us": pct(&chain3, 0.5),

@@ -79,6 +79,8 @@ pub struct Cluster {
     pub http_addrs: Vec<String>,
     /// Start every node with `--http` on its reserved address.
     pub serve_http: bool,
+    /// TLS settings of this harness's clients (see [`Cluster::use_tls`]).
+    pub client_tls: Option<troupe_runtime::tls::TlsConfig>,
     nodes: Vec<Option<NodeProcess>>,
 }
 
@@ -100,6 +102,7 @@ impl Cluster {
             addrs,
             http_addrs,
             serve_http: false,
+            client_tls: None,
             extra: vec![],
             slots: 2,
             env: vec![],
@@ -203,7 +206,43 @@ impl Cluster {
     /// A client connected through the given nodes' addresses.
     pub async fn client_via(&self, nodes: &[usize]) -> Client {
         let seeds: Vec<String> = nodes.iter().map(|&i| self.addrs[i].clone()).collect();
-        connect_retrying(ClientOptions::new(seeds, &self.cookie)).await
+        let mut o = ClientOptions::new(seeds, &self.cookie);
+        o.tls = self.client_tls.clone();
+        connect_retrying(o).await
+    }
+
+    /// Turns on mutual TLS: `troupe-node certs` makes a CA and a `node` and a `client`
+    /// certificate in the cluster's folder; nodes started after this, and this harness's
+    /// clients, use them.
+    pub fn use_tls(&mut self) {
+        let pki = self.dir.join("pki");
+        let out = self.cli(
+            &[
+                "certs",
+                "--dir",
+                &pki.display().to_string(),
+                "--names",
+                "node,client",
+            ],
+            false,
+        );
+        assert!(out.status.success(), "certs: {}", texts(&out).1);
+        let file = |n: &str| pki.join(n);
+        self.extra.extend(
+            [
+                ("--tls-cert", "node.pem"),
+                ("--tls-key", "node-key.pem"),
+                ("--tls-ca", "ca.pem"),
+            ]
+            .into_iter()
+            .flat_map(|(flag, f)| [flag.to_string(), file(f).display().to_string()]),
+        );
+        let files = troupe_runtime::tls::TlsFiles {
+            cert: file("client.pem"),
+            key: file("client-key.pem"),
+            ca: file("ca.pem"),
+        };
+        self.client_tls = Some(files.load().expect("client TLS files"));
     }
 
     /// A client through the given nodes that is told only of job ends (no progress
@@ -212,6 +251,7 @@ impl Cluster {
         let seeds: Vec<String> = nodes.iter().map(|&i| self.addrs[i].clone()).collect();
         let mut o = ClientOptions::new(seeds, &self.cookie);
         o.progress = false;
+        o.tls = self.client_tls.clone();
         connect_retrying(o).await
     }
 
