@@ -25,7 +25,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::NodeServerMessage;
 use troupe_runtime::cluster::{node_name_of, SessionEvents};
 use troupe_runtime::config::resolve;
-use troupe_runtime::observe::{metric, ClusterEvent, EventKind, NodeEvent};
+use troupe_runtime::observe::{metric, ClusterEvent, EventKind, NodeEvent, Throttle};
 use troupe_runtime::protocol::{
     EventHubMessage, MembershipMessage, NodeInfo, NodeState, SessionEvent, SessionEventKind,
     MEMBERSHIP_GROUP,
@@ -68,9 +68,9 @@ pub struct MembershipState {
     heard: HashMap<String, Instant>,
     dialing: HashMap<String, Instant>,
     /// Connections that closed before authenticating are logged at most once a second.
-    unauthenticated_log: troupe_runtime::observe::Throttle,
+    unauthenticated_log: Throttle,
     /// Failed TLS handshakes with peers we dial, logged at most once a second.
-    tls_log: Arc<troupe_runtime::observe::Throttle>,
+    tls_log: Arc<Throttle>,
 }
 
 impl MembershipState {
@@ -136,7 +136,7 @@ impl MembershipState {
             self.ctx.config.max_connections.max(1),
             self.ctx.config.max_pending_handshakes.max(1),
         );
-        let throttle = troupe_runtime::observe::Throttle::default();
+        let throttle = Throttle::default();
         SessionEvents(move |ev: SessionEvent, actor| {
             match ev.kind {
                 SessionEventKind::Opened => {
@@ -349,7 +349,7 @@ impl MembershipState {
     fn tick(&mut self, myself: &ActorRef<MembershipMessage>) {
         self.subscribe_if_new_server(myself);
         let now = Instant::now();
-        let deadline = Duration::from_millis(self.ctx.config.handshake_timeout_ms);
+        let deadline = self.ctx.config.handshake_timeout();
 
         // Connections stuck before authentication.
         let stalled: Vec<u64> = self
@@ -428,7 +428,7 @@ impl MembershipState {
             self.dialing.insert(addr.clone(), now);
             let server = server.clone();
             let tls = self.ctx.tls.clone();
-            let deadline = Duration::from_millis(self.ctx.config.handshake_timeout_ms.max(1));
+            let deadline = self.ctx.config.handshake_timeout();
             let tls_log = self.tls_log.clone();
             tokio::spawn(async move {
                 match troupe_runtime::tls::dial(&server, &addr, tls.as_ref(), deadline).await {
@@ -471,7 +471,7 @@ fn admit(
     actor: ActorRef<ractor_cluster::NodeSessionMessage>,
     max_conn: usize,
     max_pending: usize,
-    throttle: &troupe_runtime::observe::Throttle,
+    throttle: &Throttle,
 ) -> bool {
     let mut sessions = view.sessions();
     if sessions.len() >= max_conn {
@@ -565,7 +565,7 @@ impl Actor for Membership {
             peers: BTreeMap::new(),
             heard: HashMap::new(),
             dialing: HashMap::new(),
-            unauthenticated_log: troupe_runtime::observe::Throttle::default(),
+            unauthenticated_log: Throttle::default(),
             tls_log: Arc::default(),
         };
         state.tick(&myself);

@@ -57,6 +57,11 @@ impl Child {
         Child::Membership,
     ];
 
+    /// Whether the node runs this child (the TLS listener only with TLS).
+    pub fn runs_on(self, ctx: &NodeContext) -> bool {
+        self != Child::TlsListener || ctx.tls.is_some()
+    }
+
     /// The registered name of the child.
     pub fn name(self) -> &'static str {
         match self {
@@ -123,16 +128,10 @@ async fn spawn_child(
             .await?
             .get_cell()
         }
-        Child::TlsListener => {
-            let tls = ctx
-                .tls
-                .clone()
-                .ok_or("the TLS listener needs TLS settings")?;
-            Actor::spawn_linked(name, TlsListener, (ctx.clone(), tls), sup)
-                .await?
-                .0
-                .get_cell()
-        }
+        Child::TlsListener => Actor::spawn_linked(name, TlsListener, ctx.clone(), sup)
+            .await?
+            .0
+            .get_cell(),
         Child::WorkerPool => Actor::spawn_linked(name, WorkerPool, ctx.clone(), sup)
             .await?
             .0
@@ -172,10 +171,7 @@ impl Actor for NodeRoot {
         ctx: NodeContext,
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut children = Vec::new();
-        for child in Child::ALL {
-            if child == Child::TlsListener && ctx.tls.is_none() {
-                continue;
-            }
+        for child in Child::ALL.into_iter().filter(|c| c.runs_on(&ctx)) {
             let cell = spawn_child(child, &ctx, myself.get_cell()).await?;
             children.push((child, cell));
         }

@@ -44,13 +44,17 @@ pub struct TlsListenerState {
 impl Actor for TlsListener {
     type Msg = TlsListenerMessage;
     type State = TlsListenerState;
-    type Arguments = (NodeContext, TlsConfig);
+    type Arguments = NodeContext;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        (ctx, tls): (NodeContext, TlsConfig),
+        ctx: NodeContext,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let tls = ctx
+            .tls
+            .clone()
+            .ok_or("the TLS listener needs TLS settings")?;
         let addr = ctx.config.listen_addr()?;
         let listener = TcpListener::bind(addr)
             .await
@@ -88,7 +92,7 @@ async fn accept_loop(
     tls: TlsConfig,
     myself: ActorRef<TlsListenerMessage>,
 ) {
-    let deadline = Duration::from_millis(ctx.config.handshake_timeout_ms.max(1));
+    let deadline = ctx.config.handshake_timeout();
     let max_pending = ctx.config.max_pending_handshakes.max(1);
     let log = Arc::new(Throttle::default());
     let mut pending: VecDeque<AbortHandle> = VecDeque::new();

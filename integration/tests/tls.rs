@@ -24,20 +24,16 @@ fn tls_flags(dir: &Path, name: &str) -> Vec<String> {
     ]
 }
 
-fn certs(dir: &Path, names: &str) {
-    let out = troupe_integration::run_with_timeout(
-        {
-            let mut cmd = std::process::Command::new(troupe_node());
-            cmd.args([
-                "certs",
-                "--dir",
-                &dir.display().to_string(),
-                "--names",
-                names,
-            ]);
-            cmd
-        },
-        Duration::from_secs(60),
+fn certs(c: &Cluster, dir: &Path, names: &str) {
+    let out = c.cli(
+        &[
+            "certs",
+            "--dir",
+            &dir.display().to_string(),
+            "--names",
+            names,
+        ],
+        false,
     );
     assert!(out.status.success(), "certs: {}", texts(&out).1);
 }
@@ -70,10 +66,10 @@ fn a_tls_cluster_runs_jobs_and_refuses_members_without_the_right_certificate() {
     let mut c = Cluster::plan(4);
     let pki: PathBuf = c.dir.join("pki");
     // Two runs: the second reuses the CA of the first.
-    certs(&pki, "n1,n2");
-    certs(&pki, "n3,client");
+    certs(&c, &pki, "n1,n2");
+    certs(&c, &pki, "n3,client");
     let rogue = c.dir.join("rogue");
-    certs(&rogue, "n4,client");
+    certs(&c, &rogue, "n4,client");
 
     for i in 0..3 {
         let mut spec = c.spec(i);

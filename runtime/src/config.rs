@@ -258,6 +258,11 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// How long a connection may take over its handshakes (TLS, then the cookie).
+    pub fn handshake_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.handshake_timeout_ms.max(1))
+    }
+
     /// The TLS files, if TLS is on (all three of `tls_cert`, `tls_key`, `tls_ca` set).
     pub fn tls_files(&self) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
         crate::tls::TlsFiles::from_parts(
