@@ -138,6 +138,7 @@ impl EventHubState {
                     e.running.remove(step);
                 }
             }
+            JobEvent::StepProgress { .. } | JobEvent::StepData { .. } => {}
             JobEvent::StepFinished {
                 job,
                 step,

@@ -18,7 +18,7 @@ use troupe_runtime::job::validate::validate_with;
 use troupe_runtime::protocol::{
     first_member, job_manager_group, owner_of, task_group, task_of_group, worker_pool_group,
     CallReply, JobAnswer, JobManagerMessage, JobQueryError, ResumeRequest, SubmitError,
-    SubmitRequest, WorkerPoolMessage,
+    SubmitRequest, UniqueJob, WorkerPoolMessage,
 };
 use troupe_runtime::task::TaskError;
 use troupe_runtime::wire::Wire;
@@ -44,6 +44,10 @@ pub struct JobManagerState {
     /// Live jobs per submitter (a client's watcher group, or "" for the HTTP API).
     per_client: HashMap<String, usize>,
     client_of: HashMap<String, String>,
+    /// Jobs in flight by unique key (submissions with the same key coalesce), with the
+    /// number of submissions each stands for; and the key of each such job.
+    unique: HashMap<String, UniqueJob>,
+    unique_of: HashMap<String, String>,
 }
 
 type SubmitReply = RpcReplyPort<Wire<Result<String, SubmitError>>>;
@@ -89,7 +93,25 @@ impl JobManagerState {
                 return;
             }
         };
-        let missing = missing_tasks(&req);
+        if let Some(key) = &req.unique {
+            if let Some(u) = self.unique.get_mut(key) {
+                if let Some(sup) = self.live.get(&u.job) {
+                    u.submitters += 1;
+                    if let Some(mut w) = req.watch {
+                        w.job = u.job.clone();
+                        let _ = sup.cast(JobSupervisorMessage::AddWatcher(w));
+                    }
+                    tracing::debug!(job = %u.job, unique = %key, "submission coalesced into a job in flight");
+                    let _ = reply.send(Wire::new(Ok(u.job.clone())));
+                    return;
+                }
+            }
+        }
+        let missing = if req.wait_for_workers {
+            Vec::new()
+        } else {
+            missing_tasks(&req)
+        };
         if let Some((step, task)) = missing.first() {
             if req.waited {
                 let e = ValidationError::UnknownTask {
@@ -156,6 +178,16 @@ impl JobManagerState {
                 self.live.insert(id.clone(), sup);
                 *self.per_client.entry(client.clone()).or_insert(0) += 1;
                 self.client_of.insert(id.clone(), client);
+                if let Some(key) = req.unique {
+                    self.unique_of.insert(id.clone(), key.clone());
+                    self.unique.insert(
+                        key,
+                        UniqueJob {
+                            job: id.clone(),
+                            submitters: 1,
+                        },
+                    );
+                }
                 let _ = reply.send(Wire::new(Ok(id)));
             }
             Err(e) => {
@@ -248,6 +280,9 @@ impl JobManagerState {
     }
 
     fn ended(&mut self, st: JobStatus) {
+        if let Some(key) = self.unique_of.remove(&st.id) {
+            self.unique.remove(&key);
+        }
         if let Some(sup) = self.live.remove(&st.id) {
             self.by_actor.remove(&sup.get_id());
             sup.stop(None);
@@ -295,6 +330,8 @@ impl Actor for JobManager {
             finished_order: VecDeque::new(),
             per_client: HashMap::new(),
             client_of: HashMap::new(),
+            unique: HashMap::new(),
+            unique_of: HashMap::new(),
         })
     }
 
@@ -400,6 +437,30 @@ impl Actor for JobManager {
                     };
                     let _ = reply.send(had);
                 });
+            }
+            JobManagerMessage::Progress(p) => match p.into_inner() {
+                Ok(p) => {
+                    if let Some(sup) = state.live.get(&p.attempt.job) {
+                        let _ = sup.cast(JobSupervisorMessage::Progress(p));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "dropping unreadable progress"),
+            },
+            JobManagerMessage::AttemptLost(l) => match l.into_inner() {
+                Ok(l) => {
+                    if let Some(sup) = state.live.get(&l.attempt.job) {
+                        let _ = sup.cast(JobSupervisorMessage::AttemptLost(l));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "dropping an unreadable lost attempt"),
+            },
+            JobManagerMessage::FindUnique(prefix, reply) => {
+                let found = state
+                    .unique
+                    .iter()
+                    .find(|(k, _)| k.starts_with(&prefix))
+                    .map(|(_, j)| j.clone());
+                let _ = reply.send(Wire::new(found));
             }
             JobManagerMessage::NodeDown(node) => {
                 tracing::debug!(node = %node, jobs = state.live.len(), "node down: telling the job supervisors");

@@ -15,7 +15,7 @@ use troupe_runtime::job::status::JobState;
 use troupe_runtime::observe::ClusterEvent;
 use troupe_runtime::protocol::{
     first_member, worker_pool_group, AttemptRef, CallReply, EventHubMessage, JobAnswer,
-    JobManagerMessage, SpawnRequest, StepRequest, StepResult, TraceContext, WatchRequest,
+    JobManagerMessage, LostAttempt, ProgressKind, SpawnRequest, StepProgress, StepRequest, StepResult, TraceContext, WatchRequest,
     WatcherMessage, WorkerPoolMessage,
 };
 use troupe_runtime::wire::Wire;
@@ -65,6 +65,12 @@ pub enum JobSupervisorMessage {
     Resume(String, RpcReplyPort<JobAnswer>),
     /// A node left the cluster: its attempts run again.
     NodeDown(String),
+    /// A running attempt's progress, data or warning.
+    Progress(StepProgress),
+    /// An attempt ended without a result; it runs again.
+    AttemptLost(LostAttempt),
+    /// Another submission joined the job (same unique key): follow it too.
+    AddWatcher(WatchRequest),
 }
 
 /// What a job supervisor starts with.
@@ -147,8 +153,20 @@ fn worker_pool(node: &str) -> Option<ActorRef<WorkerPoolMessage>> {
 }
 
 impl JobSupervisorState {
+    /// Follows the job for `req`, once per watcher group (a group that already watches,
+    /// for a submission that coalesced into this job, would get every event twice).
+    fn watch(&mut self, req: WatchRequest) {
+        match self.watchers.iter_mut().find(|w| w.req.group == req.group) {
+            Some(w) => w.req.progress |= req.progress,
+            None => self.watchers.push(Watcher { req, actor: None }),
+        }
+    }
+
     fn notify(&mut self, ev: &JobEvent) {
-        publish(&mut self.hub, &self.owner, ev, self.run.state());
+        // Partial data goes to the watchers only: it is not part of the job's history.
+        if !matches!(ev, JobEvent::StepData { .. }) {
+            publish(&mut self.hub, &self.owner, ev, self.run.state());
+        }
         let end = matches!(ev, JobEvent::JobFinished { .. });
         for w in &mut self.watchers {
             if !(w.req.progress || end) {
@@ -193,6 +211,7 @@ impl JobSupervisorState {
                             key: None,
                             merger: None,
                             trace: self.trace.clone(),
+                            priority: self.run.priority(),
                         },
                     );
                 }
@@ -344,8 +363,27 @@ impl JobSupervisorState {
             }
             JobSupervisorMessage::Watch(req, reply) => {
                 let _ = reply.send(Wire::new(Ok(state.run.status())));
-                state.watchers.push(Watcher { req, actor: None });
+                state.watch(req);
                 Vec::new()
+            }
+            JobSupervisorMessage::AddWatcher(req) => {
+                state.watch(req);
+                Vec::new()
+            }
+            JobSupervisorMessage::Progress(p) => {
+                let a = &p.attempt;
+                match p.kind {
+                    ProgressKind::Status {
+                        numerator,
+                        denominator,
+                    } => state.run.progress(&a.step, a.attempt, numerator, denominator),
+                    ProgressKind::Data(d) => state.run.data(&a.step, a.attempt, d, false),
+                    ProgressKind::Warning(d) => state.run.data(&a.step, a.attempt, d, true),
+                }
+            }
+            JobSupervisorMessage::AttemptLost(l) => {
+                tracing::info!(step = %l.attempt.step, attempt = l.attempt.attempt, reason = %l.reason, "attempt lost; running it again");
+                state.run.attempt_lost(&l.attempt.step, l.attempt.attempt, &l.reason)
             }
             JobSupervisorMessage::NodeDown(n) => {
                 let actions = state.run.node_lost(&n);

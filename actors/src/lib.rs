@@ -12,7 +12,10 @@
 //! ├── JobManager     accepts jobs, answers status; one JobSupervisor child per job
 //! │   └── JobSupervisor*  owns one job: DAG state, retries, timeouts, watchers
 //! ├── Merger         owner of request keys: merges identical requests, caches pure results
-//! └── Membership     full mesh from the seeds, gossip of node info, handshake deadlines
+//! ├── Membership     full mesh from the seeds, gossip of node info, handshake deadlines
+//! ├── GearmanWorkers   (with --gearman) external Gearman workers' stand-in in task groups
+//! ├── GearmanClients   (with --gearman) turns job events into WORK_* packets for clients
+//! └── GearmanListener  (with --gearman) accepts Gearman connections, a task per connection
 //! ```
 //!
 //! Actors find each other through ractor's registry by the per-node names of [`names`],
@@ -31,6 +34,7 @@ use troupe_runtime::TaskRegistry;
 
 pub mod dispatcher;
 pub mod event_hub;
+pub mod gearman;
 pub mod job_manager;
 pub mod job_supervisor;
 pub mod membership;
@@ -69,6 +73,12 @@ pub mod names {
     pub const MERGER: &str = "troupe.merger";
     /// The TLS listener (nodes with TLS only).
     pub const TLS_LISTENER: &str = "troupe.tls_listener";
+    /// The Gearman listener (nodes with `--gearman` only).
+    pub const GEARMAN_LISTENER: &str = "troupe.gearman_listener";
+    /// The stand-in for external Gearman workers in task groups.
+    pub const GEARMAN_WORKERS: &str = "troupe.gearman_workers";
+    /// The watcher of the jobs of Gearman clients.
+    pub const GEARMAN_CLIENTS: &str = "troupe.gearman_clients";
 
     /// The registered name of system actor `base` on node `node`.
     pub fn of(base: &str, node: &str) -> String {
@@ -115,6 +125,11 @@ pub struct ClusterView {
     /// This node's event stream: its jobs' events, events forwarded by other hubs, and
     /// membership changes (the HTTP server subscribes).
     pub events: tokio::sync::broadcast::Sender<Arc<troupe_runtime::observe::ClusterEvent>>,
+    /// What the Gearman front door's actors and connections share.
+    pub gearman: Arc<gearman::GearmanShared>,
+    /// Notified when something inside the node (Gearman's admin `shutdown`) asks the
+    /// process to stop as on SIGTERM.
+    pub shutdown: tokio::sync::Notify,
 }
 
 impl ClusterView {
@@ -133,6 +148,8 @@ impl ClusterView {
             down: RwLock::default(),
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
             pending_handshakes: Mutex::default(),
+            gearman: Arc::new(gearman::GearmanShared::new(node)),
+            shutdown: tokio::sync::Notify::new(),
         }
     }
 

@@ -101,7 +101,13 @@ impl MembershipState {
             name: self.ctx.config.name.clone(),
             address: self.address.clone(),
             state: NodeState::Up,
-            tasks: self.ctx.registry.names(),
+            tasks: {
+                let mut t = self.ctx.registry.names();
+                t.extend(crate::gearman::lock(&self.ctx.view.gearman.board).functions());
+                t.sort();
+                t.dedup();
+                t
+            },
             slots: self.ctx.config.slots as u32,
             busy: v.busy(),
             queued: v.queued.load(std::sync::atomic::Ordering::Relaxed),

@@ -13,6 +13,9 @@ use troupe_runtime::TaskRegistry;
 
 use crate::dispatcher::Dispatcher;
 use crate::event_hub::EventHub;
+use crate::gearman::clients::GearmanClients;
+use crate::gearman::listener::GearmanListener;
+use crate::gearman::workers::GearmanWorkers;
 use crate::job_manager::JobManager;
 use crate::membership::Membership;
 use crate::merger::Merger;
@@ -40,13 +43,19 @@ pub enum Child {
     Merger,
     /// [`Membership`].
     Membership,
+    /// [`GearmanWorkers`], only with `--gearman`.
+    GearmanWorkers,
+    /// [`GearmanClients`], only with `--gearman`.
+    GearmanClients,
+    /// [`GearmanListener`], only with `--gearman`.
+    GearmanListener,
 }
 
 impl Child {
     /// Start order: transport first, membership (which dials peers) last.
     /// (The TLS listener binds the node's address before the node server binds its
     /// ephemeral loopback port, so that one cannot take the other's.)
-    pub const ALL: [Child; 8] = [
+    pub const ALL: [Child; 11] = [
         Child::TlsListener,
         Child::NodeServer,
         Child::WorkerPool,
@@ -55,11 +64,21 @@ impl Child {
         Child::JobManager,
         Child::Merger,
         Child::Membership,
+        Child::GearmanWorkers,
+        Child::GearmanClients,
+        Child::GearmanListener,
     ];
 
-    /// Whether the node runs this child (the TLS listener only with TLS).
+    /// Whether the node runs this child (the TLS listener only with TLS, the Gearman
+    /// front door only with `--gearman`).
     pub fn runs_on(self, ctx: &NodeContext) -> bool {
-        self != Child::TlsListener || ctx.tls.is_some()
+        match self {
+            Child::TlsListener => ctx.tls.is_some(),
+            Child::GearmanWorkers | Child::GearmanClients | Child::GearmanListener => {
+                ctx.config.gearman.is_some()
+            }
+            _ => true,
+        }
     }
 
     /// The registered name of the child.
@@ -73,6 +92,9 @@ impl Child {
             Child::JobManager => names::JOB_MANAGER,
             Child::Merger => names::MERGER,
             Child::Membership => names::MEMBERSHIP,
+            Child::GearmanWorkers => names::GEARMAN_WORKERS,
+            Child::GearmanClients => names::GEARMAN_CLIENTS,
+            Child::GearmanListener => names::GEARMAN_LISTENER,
         }
     }
 }
@@ -92,6 +114,19 @@ pub struct NodeRootState {
     ctx: NodeContext,
     children: Vec<(Child, ActorCell)>,
     intensity: RestartIntensity,
+}
+
+/// Spawns a system actor that takes the node context, linked to the root.
+async fn linked<A: Actor<Arguments = NodeContext>>(
+    name: Option<String>,
+    actor: A,
+    ctx: &NodeContext,
+    sup: ActorCell,
+) -> Result<ActorCell, ActorProcessingErr> {
+    Ok(Actor::spawn_linked(name, actor, ctx.clone(), sup)
+        .await?
+        .0
+        .get_cell())
 }
 
 async fn spawn_child(
@@ -128,34 +163,16 @@ async fn spawn_child(
             .await?
             .get_cell()
         }
-        Child::TlsListener => Actor::spawn_linked(name, TlsListener, ctx.clone(), sup)
-            .await?
-            .0
-            .get_cell(),
-        Child::WorkerPool => Actor::spawn_linked(name, WorkerPool, ctx.clone(), sup)
-            .await?
-            .0
-            .get_cell(),
-        Child::Dispatcher => Actor::spawn_linked(name, Dispatcher, ctx.clone(), sup)
-            .await?
-            .0
-            .get_cell(),
-        Child::EventHub => Actor::spawn_linked(name, EventHub, ctx.clone(), sup)
-            .await?
-            .0
-            .get_cell(),
-        Child::JobManager => Actor::spawn_linked(name, JobManager, ctx.clone(), sup)
-            .await?
-            .0
-            .get_cell(),
-        Child::Merger => Actor::spawn_linked(name, Merger, ctx.clone(), sup)
-            .await?
-            .0
-            .get_cell(),
-        Child::Membership => Actor::spawn_linked(name, Membership, ctx.clone(), sup)
-            .await?
-            .0
-            .get_cell(),
+        Child::TlsListener => linked(name, TlsListener, ctx, sup).await?,
+        Child::WorkerPool => linked(name, WorkerPool, ctx, sup).await?,
+        Child::Dispatcher => linked(name, Dispatcher, ctx, sup).await?,
+        Child::EventHub => linked(name, EventHub, ctx, sup).await?,
+        Child::JobManager => linked(name, JobManager, ctx, sup).await?,
+        Child::Merger => linked(name, Merger, ctx, sup).await?,
+        Child::Membership => linked(name, Membership, ctx, sup).await?,
+        Child::GearmanWorkers => linked(name, GearmanWorkers, ctx, sup).await?,
+        Child::GearmanClients => linked(name, GearmanClients, ctx, sup).await?,
+        Child::GearmanListener => linked(name, GearmanListener, ctx, sup).await?,
     };
     Ok(cell)
 }

@@ -299,8 +299,19 @@ impl Actor for WorkerPool {
             },
             WorkerPoolMessage::Cancel(a) => match a.into_inner() {
                 Ok(a) => {
-                    if let Some(t) = locked(&state.ctx.view.work.running).get(&a) {
-                        t.cancel();
+                    let token = locked(&state.ctx.view.work.running).get(&a).cloned();
+                    match token {
+                        Some(t) => t.cancel(),
+                        // Not one of ours: an attempt held by an external Gearman worker
+                        // of this node (cancels go to the node's worker pool).
+                        None => {
+                            if let Some(g) = crate::find_on::<WorkerPoolMessage>(
+                                crate::names::GEARMAN_WORKERS,
+                                &state.ctx.view.node,
+                            ) {
+                                let _ = g.cast(WorkerPoolMessage::Cancel(Wire::new(a)));
+                            }
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable cancel"),

@@ -48,6 +48,8 @@ async fn run_job(jm: &ActorRef<JobManagerMessage>) -> JobState {
     let req = SubmitRequest {
         spec: JobSpec::new("after-restart").step(StepSpec::new("a", "troupe.echo")),
         watch: None,
+        unique: None,
+        wait_for_workers: false,
         waited: false,
     };
     let id = match jm

@@ -72,6 +72,10 @@ pub struct StartArgs {
     /// HOST:PORT for the HTTP API, /metrics and the dashboard (off unless given).
     #[arg(long)]
     pub http: Option<String>,
+    /// HOST:PORT to serve the Gearman protocol on, for Gearman clients, workers and
+    /// gearadmin (off unless given; Gearman's usual port is 4730).
+    #[arg(long)]
+    pub gearman: Option<String>,
     /// Log format: text or json.
     #[arg(long)]
     pub log_format: Option<String>,

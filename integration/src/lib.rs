@@ -6,6 +6,7 @@
 //! printed.
 
 pub mod browser;
+pub mod gearman;
 pub mod http;
 
 use std::path::{Path, PathBuf};
@@ -79,6 +80,10 @@ pub struct Cluster {
     pub http_addrs: Vec<String>,
     /// Start every node with `--http` on its reserved address.
     pub serve_http: bool,
+    /// Reserved `--gearman` addresses, by node index (used when `serve_gearman` is set).
+    pub gearman_addrs: Vec<String>,
+    /// Start every node with `--gearman` on its reserved address.
+    pub serve_gearman: bool,
     /// TLS settings of this harness's clients (see [`Cluster::use_tls`]).
     pub client_tls: Option<troupe_runtime::tls::TlsConfig>,
     nodes: Vec<Option<NodeProcess>>,
@@ -96,12 +101,17 @@ impl Cluster {
         let http_addrs = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port().expect("free port")))
             .collect();
+        let gearman_addrs = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port().expect("free port")))
+            .collect();
         Self {
             cookie: format!("it-cookie-{tag}"),
             dir,
             addrs,
             http_addrs,
             serve_http: false,
+            gearman_addrs,
+            serve_gearman: false,
             client_tls: None,
             extra: vec![],
             slots: 2,
@@ -142,6 +152,9 @@ impl Cluster {
                 let mut e = self.extra.clone();
                 if self.serve_http {
                     e.extend(["--http".to_string(), self.http_addrs[i].clone()]);
+                }
+                if self.serve_gearman {
+                    e.extend(["--gearman".to_string(), self.gearman_addrs[i].clone()]);
                 }
                 e
             },

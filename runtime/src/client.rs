@@ -136,6 +136,8 @@ pub fn event_job(ev: &JobEvent) -> &str {
         | JobEvent::StepStarted { job, .. }
         | JobEvent::StepRetrying { job, .. }
         | JobEvent::StepNeedsAction { job, .. }
+        | JobEvent::StepProgress { job, .. }
+        | JobEvent::StepData { job, .. }
         | JobEvent::StepFinished { job, .. } => job,
         JobEvent::JobFinished { status } => &status.id,
     }
@@ -405,6 +407,8 @@ impl Client {
                     group: client_group(&self.inner.name),
                     progress: self.inner.opts.progress,
                 }),
+                unique: None,
+                wait_for_workers: false,
                 waited: false,
             };
             match self

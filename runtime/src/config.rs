@@ -83,6 +83,9 @@ pub struct NodeConfig {
     pub data: Option<PathBuf>,
     /// `HOST:PORT` of the HTTP API, metrics and dashboard; off when unset.
     pub http: Option<String>,
+    /// `HOST:PORT` where the node serves the Gearman protocol (binary and admin); off
+    /// when unset. Gearman's usual port is 4730.
+    pub gearman: Option<String>,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// `current_thread` or `multi_thread`.
@@ -144,6 +147,7 @@ impl Default for NodeConfig {
             slots: 0,
             data: None,
             http: None,
+            gearman: None,
             log_format: LogFormat::Text,
             runtime: RuntimeFlavor::CurrentThread,
             handshake_timeout_ms: 5_000,
@@ -242,6 +246,12 @@ impl NodeConfig {
                 message: m,
             })?;
         }
+        if let Some(g) = &self.gearman {
+            resolve(g).map_err(|m| ConfigError::Invalid {
+                key: "gearman",
+                message: m,
+            })?;
+        }
         if let Some(f) = &self.cookie_file {
             self.cookie = read_cookie_file(f).map_err(|m| ConfigError::Invalid {
                 key: "cookie_file",
@@ -327,6 +337,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "slots",
         "data",
         "http",
+        "gearman",
         "log_format",
         "runtime",
         "handshake_timeout_ms",

@@ -22,6 +22,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod gearman;
 pub mod job;
 pub mod merge;
 pub mod observe;

@@ -201,10 +201,17 @@ pub mod metric {
     pub const REFUSED: &str = "troupe_refused_total";
     /// Counter: HTTP requests, by `status` class.
     pub const HTTP_REQUESTS: &str = "troupe_http_requests_total";
+    /// Gauge: open Gearman connections (clients and workers).
+    pub const GEARMAN_CONNECTIONS: &str = "troupe_gearman_connections";
+    /// Counter: jobs submitted by Gearman clients, by `mode` (foreground, background).
+    pub const GEARMAN_JOBS: &str = "troupe_gearman_jobs_total";
+    /// Counter: Gearman input refused, by `reason` (bad_magic, too_large, line_too_long,
+    /// unknown_type, wrong_direction, arguments, argument, unsupported, unknown_handle).
+    pub const GEARMAN_ERRORS: &str = "troupe_gearman_errors_total";
 }
 
 /// Logs a refusal at most once a second, with how many were not logged.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Throttle {
     last: std::sync::Mutex<Option<std::time::Instant>>,
     quiet: std::sync::atomic::AtomicU64,

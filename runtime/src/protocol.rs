@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::job::run::SpawnKind;
-use crate::job::spec::JobSpec;
+use crate::job::spec::{JobSpec, Priority};
 use crate::job::status::{JobEvent, JobStatus};
 use crate::merge::CacheMode;
 use crate::task::TaskError;
@@ -128,6 +128,9 @@ pub struct StepRequest {
     /// Where this attempt sits in its job's trace (logged on every line about it).
     #[serde(default)]
     pub trace: TraceContext,
+    /// The job's priority class (external Gearman workers take high before low).
+    #[serde(default)]
+    pub priority: Priority,
 }
 
 /// The span context carried with an attempt across nodes, in W3C trace-context terms:
@@ -266,9 +269,68 @@ pub struct SubmitRequest {
     pub spec: JobSpec,
     /// Push events of this job to the watcher in this group.
     pub watch: Option<WatchRequest>,
+    /// Jobs submitted with the same key while one is in flight coalesce into it: the
+    /// submission answers the id of the job in flight and its watcher joins it (Gearman's
+    /// function + unique id). Only the node that owns the key coalesces; see
+    /// [`unique_owner`].
+    #[serde(default)]
+    pub unique: Option<String>,
+    /// Accept the job even if no node serves a task yet: its steps wait for a worker
+    /// (Gearman clients may submit before any worker connects).
+    #[serde(default)]
+    pub wait_for_workers: bool,
     /// Set by the job manager itself once it waited for unknown tasks; never from the wire.
     #[serde(skip)]
     pub waited: bool,
+}
+
+/// The node among `nodes` that coalesces submissions with unique id `unique`
+/// (rendezvous hashing, as for request keys).
+pub fn unique_owner<'a>(unique: &str, nodes: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    crate::merge::owner(&format!("unique:{unique}"), nodes)
+}
+
+/// A job in flight found by its unique key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UniqueJob {
+    /// The job's id.
+    pub job: String,
+    /// Submissions that joined it, the first included.
+    pub submitters: u32,
+}
+
+/// What a running attempt tells its job's watchers before its result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProgressKind {
+    /// How far it is.
+    Status {
+        /// Done so far.
+        numerator: u64,
+        /// Out of.
+        denominator: u64,
+    },
+    /// Partial data.
+    Data(Vec<u8>),
+    /// A warning.
+    Warning(Vec<u8>),
+}
+
+/// Progress of an attempt, sent to its owner's job manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepProgress {
+    /// The attempt.
+    pub attempt: AttemptRef,
+    /// What it says.
+    pub kind: ProgressKind,
+}
+
+/// An attempt that ended without a result (its external worker went away).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostAttempt {
+    /// The attempt.
+    pub attempt: AttemptRef,
+    /// Why, for the status.
+    pub reason: String,
 }
 
 /// Why a submission was refused.
@@ -324,6 +386,14 @@ pub enum JobManagerMessage {
     /// whether there was one.
     #[rpc]
     Invalidate(Wire<InvalidateRequest>, RpcReplyPort<bool>),
+    /// A running attempt's progress, partial data or warning (from a Gearman worker).
+    Progress(Wire<StepProgress>),
+    /// An attempt ended without a result: run it again (from a Gearman front door).
+    AttemptLost(Wire<LostAttempt>),
+    /// A job in flight whose unique key starts with this prefix, if this node holds one
+    /// (the whole key finds that job).
+    #[rpc]
+    FindUnique(String, RpcReplyPort<Wire<Option<UniqueJob>>>),
 }
 
 /// A cached result to drop.

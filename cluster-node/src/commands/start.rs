@@ -36,6 +36,7 @@ fn flags(a: &StartArgs) -> Vec<(&'static str, config::Value)> {
         a.data.as_ref().map(|d| d.display().to_string().into()),
     );
     put("http", a.http.clone().map(Into::into));
+    put("gearman", a.gearman.clone().map(Into::into));
     put("log_format", a.log_format.clone().map(Into::into));
     f
 }
@@ -94,6 +95,7 @@ async fn run_node(config: NodeConfig, registry: TaskRegistry) -> u8 {
                 return exit::BAD_INPUT;
             }
         };
+    let ctx_view = ctx.view.clone();
     let http = match config.http.as_deref().map(troupe_runtime::config::resolve) {
         None => None,
         Some(Err(e)) => {
@@ -126,6 +128,7 @@ async fn run_node(config: NodeConfig, registry: TaskRegistry) -> u8 {
     let why = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+        _ = ctx_view.shutdown.notified() => "a Gearman admin shutdown",
         _ = &mut done => {
             tracing::error!(node = %config.name, "node's supervisor stopped; exiting");
             return exit::JOB_FAILED;

@@ -40,6 +40,22 @@ pub fn describe(ev: &JobEvent) -> String {
         } => {
             format!("step {step} attempt {attempt} failed ({error}); retrying in {delay_ms} ms")
         }
+        JobEvent::StepProgress {
+            step,
+            numerator,
+            denominator,
+            ..
+        } => format!("step {step} at {numerator}/{denominator}"),
+        JobEvent::StepData {
+            step,
+            data,
+            warning,
+            ..
+        } => format!(
+            "step {step} {}: {}",
+            if *warning { "warning" } else { "data" },
+            String::from_utf8_lossy(data)
+        ),
         JobEvent::StepFinished {
             step,
             state,

@@ -213,6 +213,8 @@ pub async fn submit(
     let req = Wire::new(SubmitRequest {
         spec,
         watch: None,
+        unique: None,
+        wait_for_workers: false,
         waited: false,
     });
     // Unknown tasks wait up to task_wait_ms inside the job manager.

@@ -18,13 +18,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::expr;
-use super::spec::{JobSpec, RetryPolicy};
+use super::spec::{JobSpec, Priority, RetryPolicy};
 use super::status::{JobEvent, JobState, JobStats, JobStatus, StepState, StepStatus};
 use super::validate::{validate_with, Graph, Limits};
 use crate::merge::CacheMode;
 use crate::protocol::JobQueryError;
 use crate::protocol::ResultSource;
 use crate::task::TaskError;
+
+/// Attempts a step may lose to vanished workers (see [`JobRun::attempt_lost`]) before
+/// it fails.
+pub const LOST_ATTEMPTS_CAP: u32 = 5;
 
 /// An attempt to hand to a worker.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,6 +155,8 @@ struct Node {
     resumed: bool,
     open_groups: Vec<usize>,
     source: ResultSource,
+    progress: Option<[u64; 2]>,
+    lost: u32,
 }
 
 impl Node {
@@ -184,6 +190,8 @@ impl Node {
             resumed: false,
             open_groups: Vec::new(),
             source: ResultSource::Executed,
+            progress: None,
+            lost: 0,
         }
     }
 }
@@ -193,6 +201,7 @@ impl Node {
 pub struct JobRun {
     id: String,
     name: String,
+    priority: Priority,
     job_retry: RetryPolicy,
     cache: CacheMode,
     limits: Limits,
@@ -222,6 +231,7 @@ impl JobRun {
         let mut run = JobRun {
             id,
             name: spec.name.clone(),
+            priority: spec.priority,
             job_retry: spec.retry,
             cache: spec.cache,
             limits,
@@ -297,7 +307,12 @@ impl JobRun {
         g
     }
 
-    /// The job id.
+    /// The job's priority class.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// The job's id.
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -1024,21 +1039,87 @@ impl JobRun {
             if n.node.as_deref() != Some(lost) {
                 continue;
             }
-            out.push(Action::Notify(JobEvent::StepRetrying {
-                job: self.id.clone(),
-                step: n.id.clone(),
-                task: n.task.clone(),
-                attempt,
-                error: format!("node {lost} left the cluster"),
-                delay_ms: 0,
-            }));
-            self.close_open_groups(i, &mut out);
-            let n = &mut self.nodes[i];
-            n.retry.max_attempts = n.retry.max_attempts.saturating_add(1);
-            n.live_attempt = None;
-            out.push(self.dispatch(i));
+            self.run_again(i, attempt, format!("node {lost} left the cluster"), &mut out);
         }
         out
+    }
+
+    /// Attempt `attempt` of `step` was lost without a result (the external worker that
+    /// ran it disconnected): it runs again as a new attempt, without using up the step's
+    /// retry budget, unless the step lost [`LOST_ATTEMPTS_CAP`] attempts already (work
+    /// that kills every worker it lands on fails instead of running for ever).
+    pub fn attempt_lost(&mut self, step: &str, attempt: u32, reason: &str) -> Vec<Action> {
+        let Some(i) = self.live(step, attempt) else {
+            return Vec::new();
+        };
+        if self.state.is_terminal() {
+            return Vec::new();
+        }
+        self.nodes[i].lost += 1;
+        if self.nodes[i].lost >= LOST_ATTEMPTS_CAP {
+            let node = self.nodes[i].node.clone().unwrap_or_default();
+            let e = TaskError::permanent(format!(
+                "{reason}; the step lost {LOST_ATTEMPTS_CAP} attempts this way and is given up"
+            ));
+            return self.finished(step, attempt, &node, Err(e));
+        }
+        let mut out = Vec::new();
+        self.run_again(i, attempt, reason.to_string(), &mut out);
+        out
+    }
+
+    /// Dispatches step `i` again after its live attempt `attempt` was lost.
+    fn run_again(&mut self, i: usize, attempt: u32, error: String, out: &mut Vec<Action>) {
+        let n = &self.nodes[i];
+        out.push(Action::Notify(JobEvent::StepRetrying {
+            job: self.id.clone(),
+            step: n.id.clone(),
+            task: n.task.clone(),
+            attempt,
+            error,
+            delay_ms: 0,
+        }));
+        self.close_open_groups(i, out);
+        let n = &mut self.nodes[i];
+        n.retry.max_attempts = n.retry.max_attempts.saturating_add(1);
+        n.live_attempt = None;
+        n.progress = None;
+        out.push(self.dispatch(i));
+    }
+
+    /// A running attempt reports how far it is (`numerator` of `denominator`); kept in the
+    /// step's status and told to watchers. Stale attempts are ignored.
+    pub fn progress(
+        &mut self,
+        step: &str,
+        attempt: u32,
+        numerator: u64,
+        denominator: u64,
+    ) -> Vec<Action> {
+        let Some(i) = self.live(step, attempt) else {
+            return Vec::new();
+        };
+        self.nodes[i].progress = Some([numerator, denominator]);
+        vec![Action::Notify(JobEvent::StepProgress {
+            job: self.id.clone(),
+            step: step.to_string(),
+            numerator,
+            denominator,
+        })]
+    }
+
+    /// A running attempt sends partial data (or a warning) to the job's watchers; not
+    /// kept. Stale attempts are ignored.
+    pub fn data(&mut self, step: &str, attempt: u32, data: Vec<u8>, warning: bool) -> Vec<Action> {
+        if self.live(step, attempt).is_none() {
+            return Vec::new();
+        }
+        vec![Action::Notify(JobEvent::StepData {
+            job: self.id.clone(),
+            step: step.to_string(),
+            data,
+            warning,
+        })]
     }
 
     /// Cancels the job: every step not yet ended is cancelled, running attempts are told
@@ -1116,6 +1197,7 @@ impl JobRun {
                                 && n.state == StepState::Succeeded,
                             merged: n.source == ResultSource::Merged
                                 && n.state == StepState::Succeeded,
+                            progress: n.progress,
                         },
                     )
                 })

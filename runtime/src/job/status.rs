@@ -119,6 +119,9 @@ pub struct StepStatus {
     /// Its result came from an identical request in flight.
     #[serde(default, skip_serializing_if = "is_false")]
     pub merged: bool,
+    /// How far the running attempt says it is: `[numerator, denominator]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<[u64; 2]>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -210,6 +213,29 @@ pub enum JobEvent {
         step: String,
         /// What the user must do.
         message: String,
+    },
+    /// A running attempt said how far it is (Gearman `WORK_STATUS`).
+    StepProgress {
+        /// The job.
+        job: String,
+        /// The step.
+        step: String,
+        /// Done so far.
+        numerator: u64,
+        /// Out of.
+        denominator: u64,
+    },
+    /// A running attempt sent partial data or a warning for the job's watchers (Gearman
+    /// `WORK_DATA`, `WORK_WARNING`).
+    StepData {
+        /// The job.
+        job: String,
+        /// The step.
+        step: String,
+        /// The bytes.
+        data: Vec<u8>,
+        /// True for a warning.
+        warning: bool,
     },
     /// A step ended.
     StepFinished {

@@ -1,0 +1,135 @@
+//! The Gearman front door: a node started with `--gearman HOST:PORT` serves Gearman's
+//! binary and admin protocols, so Gearman clients and workers in any language use the
+//! cluster as their job server.
+//!
+//! - A client's `SUBMIT_JOB*` becomes a one-step Troupe job of the task named by the
+//!   function, with the job's id as the Gearman handle (any node answers `GET_STATUS`
+//!   for it). A non-empty unique id coalesces submissions cluster-wide: the node chosen
+//!   by rendezvous hashing of the unique id holds the job in flight for it.
+//! - An external worker's `CAN_DO` makes this node's [`workers::GearmanWorkers`] actor a
+//!   member of that task's worker group, so steps of that task from anywhere (Gearman
+//!   clients, job files, re-entrant calls) can be dispatched to it; they wait on the
+//!   [`board::Board`] in priority lanes until a worker grabs them. Workers are woken with
+//!   `NOOP`, never polled.
+//! - [`clients::GearmanClients`] receives the events of the jobs this node's clients
+//!   wait on and turns them into `WORK_*` packets.
+//!
+//! [`listener::GearmanListener`] accepts connections; each runs in its own task
+//! ([`connection`]). What the actors and connections share lives in [`GearmanShared`],
+//! kept in the node's [`crate::ClusterView`] so that it outlives a restart of any of them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use troupe_runtime::observe::Throttle;
+
+pub mod admin;
+pub mod board;
+pub mod clients;
+pub mod connection;
+pub mod listener;
+pub mod routes;
+pub mod workers;
+
+use board::{Board, ConnId};
+use routes::Routes;
+
+/// Packets a connection may have waiting to be written before it counts as stuck and is
+/// closed (a client that never reads must not make the node hold its output for ever).
+pub const OUTBOX_PACKETS: usize = 8192;
+
+/// The way to one connection's socket.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Bytes>,
+    close: CancellationToken,
+    /// The client asked for `WORK_EXCEPTION` packets (`OPTION_REQ exceptions`).
+    pub exceptions: Arc<AtomicBool>,
+}
+
+impl Outbox {
+    /// A new outbox and the receiving end its writer drains.
+    pub fn new() -> (Self, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(OUTBOX_PACKETS);
+        (
+            Self {
+                tx,
+                close: CancellationToken::new(),
+                exceptions: Arc::default(),
+            },
+            rx,
+        )
+    }
+
+    /// Queues a packet; a connection that does not keep up is closed.
+    pub fn send(&self, packet: Bytes) {
+        if self.tx.try_send(packet).is_err() {
+            self.close.cancel();
+        }
+    }
+
+    /// Fires when the connection must close.
+    pub fn closed(&self) -> &CancellationToken {
+        &self.close
+    }
+}
+
+/// What the Gearman actors and connections of a node share.
+#[derive(Debug)]
+pub struct GearmanShared {
+    /// Workers, abilities, waiting attempts, held handles.
+    pub board: Mutex<Board>,
+    /// Which connections wait on which job.
+    pub routes: Mutex<Routes>,
+    outboxes: Mutex<HashMap<ConnId, Outbox>>,
+    next_conn: AtomicU64,
+    /// Rate-limits the log lines about bad input.
+    pub throttle: Throttle,
+}
+
+/// Locks `m`, also if a panic elsewhere poisoned it (the data stays consistent: every
+/// change under these locks is a single method call of plain data).
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl GearmanShared {
+    /// Empty shared state of node `node`.
+    pub fn new(node: &str) -> Self {
+        Self {
+            board: Mutex::new(Board::new(node)),
+            routes: Mutex::default(),
+            outboxes: Mutex::default(),
+            next_conn: AtomicU64::new(1),
+            throttle: Throttle::default(),
+        }
+    }
+
+    /// Registers a new connection's outbox; answers its id.
+    pub fn open(&self, outbox: Outbox) -> ConnId {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        lock(&self.outboxes).insert(id, outbox);
+        id
+    }
+
+    /// Forgets a connection's outbox.
+    pub fn close(&self, id: ConnId) {
+        lock(&self.outboxes).remove(&id);
+    }
+
+    /// The outbox of connection `id`, if it is open.
+    pub fn outbox(&self, id: ConnId) -> Option<Outbox> {
+        lock(&self.outboxes).get(&id).cloned()
+    }
+
+    /// Sends `packet` to connection `id`, if it is open.
+    pub fn send(&self, id: ConnId, packet: Bytes) {
+        if let Some(o) = lock(&self.outboxes).get(&id) {
+            o.send(packet);
+        }
+    }
+}

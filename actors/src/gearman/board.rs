@@ -1,0 +1,560 @@
+//! The board of a node's Gearman front door: who is connected, which functions each
+//! external worker can do, the attempts waiting for those workers (in priority lanes),
+//! and which worker holds which job handle.
+//!
+//! Plain data with no I/O, so that its rules are unit-tested: the connection tasks and
+//! the [`super::workers::GearmanWorkers`] actor change it under one mutex and carry out
+//! what its methods return (wake a worker, join or leave a task group, re-dispatch an
+//! attempt that lost its worker).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use troupe_runtime::job::spec::Priority;
+use troupe_runtime::protocol::{AttemptRef, StepRequest};
+
+/// A connection's number on this node (what `workers` lists as its file descriptor).
+pub type ConnId = u64;
+
+/// One connection, client or worker.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// The peer's address.
+    pub addr: String,
+    /// What `SET_CLIENT_ID` said, or `-`.
+    pub client_id: String,
+    /// Functions it can do, with a time limit per job in seconds (`CAN_DO_TIMEOUT`).
+    pub abilities: BTreeMap<String, Option<u32>>,
+    /// It said `PRE_SLEEP` and was not woken since.
+    pub sleeping: bool,
+}
+
+/// An attempt waiting for an external worker.
+#[derive(Debug, Clone)]
+struct Queued {
+    handle: String,
+    request: StepRequest,
+    order: u64,
+}
+
+/// An attempt a worker holds.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// The attempt.
+    pub request: StepRequest,
+    /// The worker.
+    pub conn: ConnId,
+    /// When the worker's `CAN_DO_TIMEOUT` runs out.
+    pub deadline: Option<Instant>,
+}
+
+/// A job handed to a worker by `GRAB_JOB`.
+#[derive(Debug, Clone)]
+pub struct Grabbed {
+    /// The handle the worker reports on.
+    pub handle: String,
+    /// The attempt.
+    pub request: StepRequest,
+}
+
+/// What a change of abilities means for the node.
+#[derive(Debug, Default)]
+pub struct AbilityChange {
+    /// Functions the node now serves and did not (join their task groups).
+    pub joined: Vec<String>,
+    /// Functions no worker here does any more (leave their task groups).
+    pub left: Vec<String>,
+    /// Attempts that were waiting for those functions: they must go elsewhere.
+    pub orphans: Vec<StepRequest>,
+}
+
+/// A line of the admin `status` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionStatus {
+    /// The function.
+    pub function: String,
+    /// Jobs queued or running here.
+    pub total: usize,
+    /// Jobs running here.
+    pub running: usize,
+    /// Workers connected here that can do it.
+    pub workers: usize,
+    /// Jobs queued here by priority lane: high, normal, low.
+    pub queued: [usize; 3],
+}
+
+fn lane(p: Priority) -> usize {
+    match p {
+        Priority::High => 0,
+        Priority::Normal => 1,
+        Priority::Low => 2,
+    }
+}
+
+/// The board (see the module docs).
+#[derive(Debug, Default)]
+pub struct Board {
+    node: String,
+    next_handle: u64,
+    next_order: u64,
+    conns: BTreeMap<ConnId, Conn>,
+    queues: HashMap<String, [VecDeque<Queued>; 3]>,
+    assigned: HashMap<String, Assignment>,
+    by_attempt: HashMap<AttemptRef, String>,
+    max_queue: HashMap<String, usize>,
+}
+
+impl Board {
+    /// An empty board of node `node` (handles are `H:NODE:N`).
+    pub fn new(node: &str) -> Self {
+        Self {
+            node: node.to_string(),
+            ..Self::default()
+        }
+    }
+
+    /// A connection opened.
+    pub fn connect(&mut self, id: ConnId, addr: String) {
+        self.conns.insert(
+            id,
+            Conn {
+                addr,
+                client_id: "-".into(),
+                abilities: BTreeMap::new(),
+                sleeping: false,
+            },
+        );
+    }
+
+    /// `SET_CLIENT_ID`.
+    pub fn set_client_id(&mut self, id: ConnId, name: String) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.client_id = name;
+        }
+    }
+
+    /// Functions some connected worker can do.
+    pub fn functions(&self) -> BTreeSet<String> {
+        self.conns
+            .values()
+            .flat_map(|c| c.abilities.keys().cloned())
+            .collect()
+    }
+
+    /// True if a worker connected here can do `function`.
+    pub fn serves(&self, function: &str) -> bool {
+        self.conns.values().any(|c| c.abilities.contains_key(function))
+    }
+
+    fn change(&mut self, id: ConnId, edit: impl FnOnce(&mut Conn)) -> AbilityChange {
+        let before = self.functions();
+        if let Some(c) = self.conns.get_mut(&id) {
+            edit(c);
+        }
+        self.diff(before)
+    }
+
+    fn diff(&mut self, before: BTreeSet<String>) -> AbilityChange {
+        let after = self.functions();
+        let left: Vec<String> = before.difference(&after).cloned().collect();
+        let mut orphans = Vec::new();
+        for f in &left {
+            if let Some(lanes) = self.queues.remove(f) {
+                orphans.extend(lanes.into_iter().flatten().map(|q| {
+                    self.by_attempt.remove(&attempt_of(&q.request));
+                    q.request
+                }));
+            }
+        }
+        AbilityChange {
+            joined: after.difference(&before).cloned().collect(),
+            left,
+            orphans,
+        }
+    }
+
+    /// `CAN_DO` / `CAN_DO_TIMEOUT`.
+    pub fn can_do(&mut self, id: ConnId, function: &str, timeout_s: Option<u32>) -> AbilityChange {
+        self.change(id, |c| {
+            c.abilities.insert(function.to_string(), timeout_s);
+        })
+    }
+
+    /// `CANT_DO`.
+    pub fn cant_do(&mut self, id: ConnId, function: &str) -> AbilityChange {
+        self.change(id, |c| {
+            c.abilities.remove(function);
+        })
+    }
+
+    /// `RESET_ABILITIES`.
+    pub fn reset(&mut self, id: ConnId) -> AbilityChange {
+        self.change(id, |c| c.abilities.clear())
+    }
+
+    /// The connection closed: its abilities go, and the attempts it held are lost.
+    pub fn disconnect(&mut self, id: ConnId) -> (AbilityChange, Vec<StepRequest>) {
+        let before = self.functions();
+        self.conns.remove(&id);
+        let handles: Vec<String> = self
+            .assigned
+            .iter()
+            .filter(|(_, a)| a.conn == id)
+            .map(|(h, _)| h.clone())
+            .collect();
+        let lost = handles
+            .into_iter()
+            .filter_map(|h| self.take_assignment(&h))
+            .map(|a| a.request)
+            .collect();
+        (self.diff(before), lost)
+    }
+
+    fn take_assignment(&mut self, handle: &str) -> Option<Assignment> {
+        let a = self.assigned.remove(handle)?;
+        self.by_attempt.remove(&attempt_of(&a.request));
+        Some(a)
+    }
+
+    /// An attempt for an external worker. `Err` gives it back when no worker here can do
+    /// its task. `Ok` holds the sleeping workers to wake with `NOOP`.
+    pub fn enqueue(&mut self, request: StepRequest) -> Result<Vec<ConnId>, StepRequest> {
+        if !self.serves(&request.task) {
+            return Err(request);
+        }
+        self.next_handle += 1;
+        self.next_order += 1;
+        let handle = format!("H:{}:{}", self.node, self.next_handle);
+        let task = request.task.clone();
+        self.by_attempt
+            .insert(attempt_of(&request), handle.clone());
+        let l = lane(request.priority);
+        self.queues.entry(task.clone()).or_default()[l].push_back(Queued {
+            handle,
+            request,
+            order: self.next_order,
+        });
+        let mut wake = Vec::new();
+        for (id, c) in self.conns.iter_mut() {
+            if c.sleeping && c.abilities.contains_key(&task) {
+                c.sleeping = false;
+                wake.push(*id);
+            }
+        }
+        Ok(wake)
+    }
+
+    /// `PRE_SLEEP`: true if work is waiting for this worker (wake it at once).
+    pub fn pre_sleep(&mut self, id: ConnId) -> bool {
+        let waiting = self.has_work_for(id);
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.sleeping = !waiting;
+        }
+        waiting
+    }
+
+    fn has_work_for(&self, id: ConnId) -> bool {
+        self.conns.get(&id).is_some_and(|c| {
+            c.abilities.keys().any(|f| {
+                self.queues
+                    .get(f)
+                    .is_some_and(|lanes| lanes.iter().any(|q| !q.is_empty()))
+            })
+        })
+    }
+
+    /// `GRAB_JOB`: the waiting attempt this worker can do that comes first: the highest
+    /// priority lane, then the oldest.
+    pub fn grab(&mut self, id: ConnId, now: Instant) -> Option<Grabbed> {
+        let conn = self.conns.get_mut(&id)?;
+        conn.sleeping = false;
+        let mut best: Option<(usize, u64, String)> = None;
+        for f in conn.abilities.keys() {
+            let Some(lanes) = self.queues.get(f) else {
+                continue;
+            };
+            for (l, q) in lanes.iter().enumerate() {
+                if let Some(front) = q.front() {
+                    let key = (l, front.order);
+                    if best.as_ref().is_none_or(|b| key < (b.0, b.1)) {
+                        best = Some((l, front.order, f.clone()));
+                    }
+                    break;
+                }
+            }
+        }
+        let (l, _, f) = best?;
+        let timeout = conn.abilities.get(&f).copied().flatten();
+        let lanes = self.queues.get_mut(&f)?;
+        let q = lanes[l].pop_front()?;
+        if lanes.iter().all(VecDeque::is_empty) {
+            self.queues.remove(&f);
+        }
+        self.assigned.insert(
+            q.handle.clone(),
+            Assignment {
+                request: q.request.clone(),
+                conn: id,
+                deadline: timeout.map(|s| now + Duration::from_secs(s as u64)),
+            },
+        );
+        Some(Grabbed {
+            handle: q.handle,
+            request: q.request,
+        })
+    }
+
+    /// The attempt behind `handle` if worker `id` holds it (for `WORK_STATUS`, `WORK_DATA`).
+    pub fn held(&self, id: ConnId, handle: &str) -> Option<&StepRequest> {
+        self.assigned
+            .get(handle)
+            .filter(|a| a.conn == id)
+            .map(|a| &a.request)
+    }
+
+    /// `WORK_COMPLETE`, `WORK_FAIL`, `WORK_EXCEPTION`: the attempt, if worker `id` held it
+    /// (a handle given up meanwhile, by a cancel or a time limit, answers `None`).
+    pub fn finish(&mut self, id: ConnId, handle: &str) -> Option<StepRequest> {
+        self.held(id, handle)?;
+        self.take_assignment(handle).map(|a| a.request)
+    }
+
+    /// Drops an attempt (cancelled, or timed out at its supervisor): out of its queue, or
+    /// its worker's later result is ignored. True if it was here.
+    pub fn cancel(&mut self, attempt: &AttemptRef) -> bool {
+        let Some(handle) = self.by_attempt.remove(attempt) else {
+            return false;
+        };
+        if self.assigned.remove(&handle).is_some() {
+            return true;
+        }
+        for lanes in self.queues.values_mut() {
+            for q in lanes.iter_mut() {
+                q.retain(|x| x.handle != handle);
+            }
+        }
+        self.queues
+            .retain(|_, lanes| lanes.iter().any(|q| !q.is_empty()));
+        true
+    }
+
+    /// Attempts whose worker's `CAN_DO_TIMEOUT` ran out by `now` (given up here).
+    pub fn expired(&mut self, now: Instant) -> Vec<(StepRequest, ConnId)> {
+        let late: Vec<String> = self
+            .assigned
+            .iter()
+            .filter(|(_, a)| a.deadline.is_some_and(|d| d <= now))
+            .map(|(h, _)| h.clone())
+            .collect();
+        late.into_iter()
+            .filter_map(|h| self.take_assignment(&h))
+            .map(|a| (a.request, a.conn))
+            .collect()
+    }
+
+    /// Admin `maxqueue FUNCTION N`: at most N attempts wait here for `function`
+    /// (0: no limit).
+    pub fn set_max_queue(&mut self, function: &str, max: usize) {
+        if max == 0 {
+            self.max_queue.remove(function);
+        } else {
+            self.max_queue.insert(function.to_string(), max);
+        }
+    }
+
+    /// True if `function`'s queue here is at its `maxqueue` limit.
+    pub fn queue_full(&self, function: &str) -> bool {
+        self.max_queue.get(function).is_some_and(|&max| {
+            self.queues
+                .get(function)
+                .map(|l| l.iter().map(VecDeque::len).sum::<usize>())
+                .unwrap_or(0)
+                >= max
+        })
+    }
+
+    /// The admin `status` lines: every function with a worker or work here.
+    pub fn status(&self) -> Vec<FunctionStatus> {
+        let mut fs: BTreeSet<String> = self.functions();
+        fs.extend(self.queues.keys().cloned());
+        fs.into_iter()
+            .map(|f| {
+                let lanes: [usize; 3] = self
+                    .queues
+                    .get(&f)
+                    .map(|l| [l[0].len(), l[1].len(), l[2].len()])
+                    .unwrap_or_default();
+                let queued: usize = lanes.iter().sum();
+                let running = self
+                    .assigned
+                    .values()
+                    .filter(|a| a.request.task == f)
+                    .count();
+                FunctionStatus {
+                    queued: lanes,
+                    total: queued + running,
+                    running,
+                    workers: self
+                        .conns
+                        .values()
+                        .filter(|c| c.abilities.contains_key(&f))
+                        .count(),
+                    function: f,
+                }
+            })
+            .collect()
+    }
+
+    /// Every connection, for the admin `workers` answer.
+    pub fn connections(&self) -> impl Iterator<Item = (&ConnId, &Conn)> {
+        self.conns.iter()
+    }
+}
+
+/// The attempt a request is.
+pub fn attempt_of(r: &StepRequest) -> AttemptRef {
+    AttemptRef {
+        job: r.job.clone(),
+        step: r.step.clone(),
+        attempt: r.attempt,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(job: &str, task: &str, priority: Priority) -> StepRequest {
+        StepRequest {
+            job: job.into(),
+            step: "gearman".into(),
+            attempt: 1,
+            task: task.into(),
+            input: json!("x"),
+            deps: Default::default(),
+            owner: "n1".into(),
+            resumed: false,
+            cache: Default::default(),
+            key: None,
+            merger: None,
+            trace: Default::default(),
+            priority,
+        }
+    }
+
+    #[test]
+    fn a_worker_joins_and_leaves_a_function_and_its_queue_goes_elsewhere() {
+        let mut b = Board::new("n1");
+        b.connect(1, "127.0.0.1:1".into());
+        b.connect(2, "127.0.0.1:2".into());
+        let c = b.can_do(1, "rev", None);
+        assert_eq!(c.joined, vec!["rev".to_string()]);
+        assert!(b.can_do(2, "rev", None).joined.is_empty());
+        assert!(b.enqueue(req("j1", "rev", Priority::Normal)).is_ok());
+        assert!(b.enqueue(req("j2", "nope", Priority::Normal)).is_err());
+        assert!(b.cant_do(1, "rev").left.is_empty());
+        let (c, lost) = b.disconnect(2);
+        assert_eq!(c.left, vec!["rev".to_string()]);
+        assert_eq!(c.orphans.len(), 1);
+        assert!(lost.is_empty());
+        assert!(b.status().is_empty());
+    }
+
+    #[test]
+    fn high_goes_before_normal_before_low_and_each_lane_is_fifo() {
+        let mut b = Board::new("n1");
+        b.connect(1, "w".into());
+        b.can_do(1, "f", None);
+        b.can_do(1, "g", None);
+        for (j, t, p) in [
+            ("low", "f", Priority::Low),
+            ("n1", "g", Priority::Normal),
+            ("high", "f", Priority::High),
+            ("n2", "f", Priority::Normal),
+        ] {
+            b.enqueue(req(j, t, p)).unwrap();
+        }
+        let now = Instant::now();
+        let order: Vec<String> = std::iter::from_fn(|| b.grab(1, now))
+            .map(|g| g.request.job)
+            .collect();
+        assert_eq!(order, ["high", "n1", "n2", "low"]);
+    }
+
+    #[test]
+    fn sleeping_workers_are_woken_once_and_pre_sleep_sees_waiting_work() {
+        let mut b = Board::new("n1");
+        b.connect(1, "w1".into());
+        b.connect(2, "w2".into());
+        b.can_do(1, "f", None);
+        b.can_do(2, "other", None);
+        assert!(!b.pre_sleep(1));
+        assert!(!b.pre_sleep(2));
+        assert_eq!(b.enqueue(req("a", "f", Priority::Normal)).unwrap(), vec![1]);
+        // Already woken: not woken again before it sleeps again.
+        assert!(b.enqueue(req("b", "f", Priority::Normal)).unwrap().is_empty());
+        assert!(b.pre_sleep(1), "work waits: wake at once");
+    }
+
+    #[test]
+    fn results_count_only_from_the_worker_holding_the_handle() {
+        let mut b = Board::new("n1");
+        b.connect(1, "w1".into());
+        b.connect(2, "w2".into());
+        b.can_do(1, "f", None);
+        b.enqueue(req("a", "f", Priority::Normal)).unwrap();
+        let g = b.grab(1, Instant::now()).unwrap();
+        assert!(g.handle.starts_with("H:n1:"));
+        assert!(b.finish(2, &g.handle).is_none());
+        assert!(b.finish(1, &g.handle).is_some());
+        assert!(b.finish(1, &g.handle).is_none(), "one result per handle");
+    }
+
+    #[test]
+    fn a_disconnect_loses_held_attempts_and_cancel_and_timeouts_give_up_handles() {
+        let mut b = Board::new("n1");
+        b.connect(1, "w1".into());
+        b.connect(2, "w2".into());
+        b.can_do(1, "f", Some(1));
+        b.can_do(2, "f", None);
+        for j in ["a", "b", "c"] {
+            b.enqueue(req(j, "f", Priority::Normal)).unwrap();
+        }
+        let t0 = Instant::now();
+        let a = b.grab(1, t0).unwrap();
+        let bb = b.grab(2, t0).unwrap();
+        assert_eq!(b.expired(t0 + Duration::from_millis(500)).len(), 0);
+        let late = b.expired(t0 + Duration::from_secs(2));
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].0.job, a.request.job);
+        assert!(b.finish(1, &a.handle).is_none());
+        assert!(b.cancel(&attempt_of(&req("c", "f", Priority::Normal))));
+        assert!(b.grab(1, t0).is_none(), "c was cancelled");
+        let (_, lost) = b.disconnect(2);
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].job, bb.request.job);
+    }
+
+    #[test]
+    fn maxqueue_bounds_a_functions_queue() {
+        let mut b = Board::new("n1");
+        b.connect(1, "w1".into());
+        b.can_do(1, "f", None);
+        b.set_max_queue("f", 1);
+        assert!(!b.queue_full("f"));
+        b.enqueue(req("a", "f", Priority::Normal)).unwrap();
+        assert!(b.queue_full("f"));
+        let s = b.status();
+        assert_eq!(
+            s,
+            vec![FunctionStatus {
+                function: "f".into(),
+                total: 1,
+                running: 0,
+                workers: 1,
+                queued: [0, 1, 0],
+            }]
+        );
+    }
+}

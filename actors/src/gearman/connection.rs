@@ -1,0 +1,533 @@
+//! One Gearman connection: reads packets and admin lines, answers them, and cleans up
+//! when it closes (a worker's held attempts are lost and run again elsewhere).
+//!
+//! Requests of one connection are served in order, one at a time, because Gearman
+//! clients match each `JOB_CREATED` to their submissions by order. Writes go through the
+//! connection's [`Outbox`], drained by a writer task that batches whatever is queued
+//! into one write.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use ractor::rpc::CallResult;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use troupe_runtime::gearman::data::{from_workload, to_workload};
+use troupe_runtime::gearman::packet::{error_packet, response, PacketType, RawPacket, Submit};
+use troupe_runtime::gearman::{CodecError, Frame, GearmanCodec, Request};
+use troupe_runtime::job::spec::{JobSpec, RetryPolicy, StepSpec};
+use troupe_runtime::observe::metric;
+use troupe_runtime::protocol::{
+    first_member, job_manager_group, unique_owner, JobManagerMessage, JobQueryError,
+    ProgressKind, StepProgress, StepResult, SubmitError, SubmitRequest, UniqueJob,
+    WatchRequest,
+};
+use troupe_runtime::task::TaskError;
+use troupe_runtime::wire::Wire;
+use troupe_runtime::{JobEvent, JobState, JobStatus};
+
+use super::board::{attempt_of, ConnId};
+use super::clients::{send_event, watcher_group};
+use super::workers::{apply_change, report_lost};
+use super::{admin, lock, GearmanShared, Outbox};
+use crate::worker_pool::send_result;
+use crate::NodeContext;
+
+/// How long a submission or status question to a job manager may take.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The step id of a job submitted by a Gearman client.
+pub const STEP: &str = "gearman";
+/// Most bytes the writer puts into one write.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Serves one connection until it closes.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: NodeContext) {
+    let _ = stream.set_nodelay(true);
+    let shared = ctx.view.gearman.clone();
+    let (outbox, rx) = Outbox::new();
+    let id = shared.open(outbox.clone());
+    lock(&shared.board).connect(id, peer.to_string());
+    metrics::gauge!(metric::GEARMAN_CONNECTIONS).increment(1.0);
+    let (rd, wr) = stream.into_split();
+    tokio::spawn(write_loop(wr, rx));
+    let mut frames = FramedRead::new(rd, GearmanCodec::new(ctx.config.max_message_bytes));
+    let mut conn = Connection {
+        id,
+        peer,
+        ctx,
+        shared: shared.clone(),
+        outbox,
+    };
+    loop {
+        tokio::select! {
+            _ = conn.outbox.closed().cancelled() => {
+                shared.throttle.warn("closed a Gearman connection that does not read its answers", &peer.to_string());
+                break;
+            }
+            f = frames.next() => match f {
+                None => break,
+                Some(Ok(Frame::Packet(p))) => conn.packet(p).await,
+                Some(Ok(Frame::Admin(line))) => {
+                    if !conn.admin(&line) {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    conn.framing_error(e);
+                    break;
+                }
+            }
+        }
+    }
+    conn.closed();
+}
+
+/// Writes what the outbox holds, batching packets queued together into one write.
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+    let mut buf = BytesMut::new();
+    while let Some(p) = rx.recv().await {
+        buf.extend_from_slice(&p);
+        while buf.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(p) => buf.extend_from_slice(&p),
+                Err(_) => break,
+            }
+        }
+        if wr.write_all(&buf).await.is_err() {
+            return;
+        }
+        buf.clear();
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// The nodes that run a job manager and are not down, for rendezvous choices.
+fn job_nodes(ctx: &NodeContext) -> Vec<String> {
+    let mut nodes: Vec<String> = ractor::pg::which_groups()
+        .iter()
+        .filter_map(|g| g.strip_prefix("troupe.job_manager."))
+        .filter(|n| !ctx.view.is_down(n))
+        .map(str::to_string)
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+fn status_numbers(st: &JobStatus) -> (bool, bool, u64, u64) {
+    let known = !st.state.is_terminal();
+    let running = known && st.state == JobState::Running;
+    let [n, d] = st
+        .steps
+        .values()
+        .find_map(|s| s.progress)
+        .unwrap_or([0, 0]);
+    (known, running, n, d)
+}
+
+fn flag(b: bool) -> &'static [u8] {
+    if b {
+        b"1"
+    } else {
+        b"0"
+    }
+}
+
+struct Connection {
+    id: ConnId,
+    peer: SocketAddr,
+    ctx: NodeContext,
+    shared: Arc<GearmanShared>,
+    outbox: Outbox,
+}
+
+impl Connection {
+    fn send(&self, p: Bytes) {
+        self.outbox.send(p);
+    }
+
+    fn refuse(&self, code: &str, reason: &'static str, text: &str) {
+        metrics::counter!(metric::GEARMAN_ERRORS, "reason" => reason).increment(1);
+        self.send(response(PacketType::ERROR, &[code.as_bytes(), text.as_bytes()]));
+    }
+
+    fn framing_error(&self, e: CodecError) {
+        if matches!(e, CodecError::Io(_)) {
+            return;
+        }
+        metrics::counter!(metric::GEARMAN_ERRORS, "reason" => e.reason()).increment(1);
+        self.shared.throttle.warn(
+            &format!("closed a Gearman connection: {e}"),
+            &self.peer.to_string(),
+        );
+        let code = match e {
+            CodecError::BadMagic(_) => "INVALID_MAGIC",
+            _ => "INVALID_PACKET",
+        };
+        self.send(response(PacketType::ERROR, &[code.as_bytes(), e.to_string().as_bytes()]));
+    }
+
+    /// Answers an admin line; false to close the connection.
+    fn admin(&self, line: &str) -> bool {
+        let a = admin::answer(
+            line,
+            &lock(&self.shared.board),
+            self.peer.ip().is_loopback(),
+        );
+        let mut board = lock(&self.shared.board);
+        if let Some((f, n)) = a.max_queue {
+            board.set_max_queue(&f, n);
+        }
+        drop(board);
+        self.send(Bytes::from(a.text));
+        if a.shutdown {
+            tracing::info!(peer = %self.peer, "Gearman admin asked the node to shut down");
+            self.ctx.view.shutdown.notify_one();
+        }
+        true
+    }
+
+    async fn packet(&mut self, p: RawPacket) {
+        match Request::parse(&p) {
+            Err(e) => {
+                metrics::counter!(metric::GEARMAN_ERRORS, "reason" => e.reason()).increment(1);
+                self.shared
+                    .throttle
+                    .warn(&format!("refused a Gearman packet: {e}"), &self.peer.to_string());
+                self.send(error_packet(&e));
+            }
+            Ok(r) => self.request(r).await,
+        }
+    }
+
+    async fn request(&mut self, r: Request) {
+        let node = self.ctx.view.node.clone();
+        match r {
+            Request::Echo(d) => self.send(response(PacketType::ECHO_RES, &[&d])),
+            Request::Option(o) => {
+                if o == "exceptions" {
+                    self.outbox.exceptions.store(true, Ordering::Relaxed);
+                    self.send(response(PacketType::OPTION_RES, &[o.as_bytes()]));
+                } else {
+                    self.refuse(
+                        "UNKNOWN_OPTION",
+                        "argument",
+                        &format!("unknown option {o:?} (Troupe knows \"exceptions\")"),
+                    );
+                }
+            }
+            Request::SetClientId(n) => lock(&self.shared.board).set_client_id(self.id, n),
+            Request::CanDo(f, t) => {
+                let c = lock(&self.shared.board).can_do(self.id, &f, t);
+                apply_change(c, &node);
+            }
+            Request::CantDo(f) => {
+                let c = lock(&self.shared.board).cant_do(self.id, &f);
+                apply_change(c, &node);
+            }
+            Request::ResetAbilities => {
+                let c = lock(&self.shared.board).reset(self.id);
+                apply_change(c, &node);
+            }
+            Request::PreSleep => {
+                if lock(&self.shared.board).pre_sleep(self.id) {
+                    self.send(response(PacketType::NOOP, &[]));
+                }
+            }
+            Request::GrabJob | Request::GrabJobUniq | Request::GrabJobAll => {
+                let grabbed = lock(&self.shared.board).grab(self.id, Instant::now());
+                let Some(g) = grabbed else {
+                    self.send(response(PacketType::NO_JOB, &[]));
+                    return;
+                };
+                let h = g.handle.as_bytes();
+                let f = g.request.task.as_bytes();
+                let data = to_workload(&g.request.input);
+                let unique = format!("{}/{}", g.request.job, g.request.step);
+                let p = match r {
+                    Request::GrabJob => response(PacketType::JOB_ASSIGN, &[h, f, &data]),
+                    Request::GrabJobUniq => response(
+                        PacketType::JOB_ASSIGN_UNIQ,
+                        &[h, f, unique.as_bytes(), &data],
+                    ),
+                    _ => response(
+                        PacketType::JOB_ASSIGN_ALL,
+                        &[h, f, unique.as_bytes(), b"", &data],
+                    ),
+                };
+                self.send(p);
+            }
+            Request::WorkComplete(h, d) => self.work_end(&h, Ok(from_workload(&d))),
+            Request::WorkFail(h) => self.work_end(
+                &h,
+                Err(TaskError::transient("the Gearman worker reported WORK_FAIL")),
+            ),
+            Request::WorkException(h, d) => self.work_end(
+                &h,
+                Err(TaskError::transient(String::from_utf8_lossy(&d).into_owned())),
+            ),
+            Request::WorkStatus {
+                handle,
+                numerator,
+                denominator,
+            } => self.progress(
+                &handle,
+                ProgressKind::Status {
+                    numerator,
+                    denominator,
+                },
+            ),
+            Request::WorkData(h, d) => self.progress(&h, ProgressKind::Data(d.to_vec())),
+            Request::WorkWarning(h, d) => self.progress(&h, ProgressKind::Warning(d.to_vec())),
+            Request::Submit(s) => self.submit(s).await,
+            Request::GetStatus(h) => {
+                let (known, running, n, d) = match self.status(&h, &node).await {
+                    Some(st) => status_numbers(&st),
+                    None => (false, false, 0, 0),
+                };
+                self.send(response(
+                    PacketType::STATUS_RES,
+                    &[
+                        h.as_bytes(),
+                        flag(known),
+                        flag(running),
+                        n.to_string().as_bytes(),
+                        d.to_string().as_bytes(),
+                    ],
+                ));
+            }
+            Request::GetStatusUnique(u) => {
+                let found = self.find_unique(&u).await;
+                let (known, running, n, d, clients) = match found {
+                    Some(j) => match self.status(&j.job, &node).await {
+                        Some(st) => {
+                            let (k, r, n, d) = status_numbers(&st);
+                            (k, r, n, d, if k { j.submitters } else { 0 })
+                        }
+                        None => (false, false, 0, 0, 0),
+                    },
+                    None => (false, false, 0, 0, 0),
+                };
+                self.send(response(
+                    PacketType::STATUS_RES_UNIQUE,
+                    &[
+                        u.as_bytes(),
+                        flag(known),
+                        flag(running),
+                        n.to_string().as_bytes(),
+                        d.to_string().as_bytes(),
+                        clients.to_string().as_bytes(),
+                    ],
+                ));
+            }
+            Request::AllYours => {}
+        }
+    }
+
+    /// A worker's result for `handle`.
+    fn work_end(&self, handle: &str, result: Result<serde_json::Value, TaskError>) {
+        let held = lock(&self.shared.board).finish(self.id, handle);
+        let Some(req) = held else {
+            metrics::counter!(metric::GEARMAN_ERRORS, "reason" => "unknown_handle").increment(1);
+            tracing::debug!(handle, conn = self.id, "a result for a handle this worker does not hold (given up, or never given); ignored");
+            return;
+        };
+        send_result(
+            StepResult {
+                job: req.job.clone(),
+                step: req.step.clone(),
+                attempt: req.attempt,
+                node: self.ctx.view.node.clone(),
+                result,
+                source: Default::default(),
+            },
+            &req.owner,
+        );
+    }
+
+    /// A worker's progress, data or warning for `handle`, sent to the job's owner.
+    fn progress(&self, handle: &str, kind: ProgressKind) {
+        let held = lock(&self.shared.board)
+            .held(self.id, handle)
+            .map(|r| (attempt_of(r), r.owner.clone()));
+        let Some((attempt, owner)) = held else {
+            metrics::counter!(metric::GEARMAN_ERRORS, "reason" => "unknown_handle").increment(1);
+            return;
+        };
+        if let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(&owner)) {
+            let p = StepProgress { attempt, kind };
+            let _ = jm.cast(JobManagerMessage::Progress(Wire::new(p)));
+        }
+    }
+
+    /// The job manager that coalesces unique id `unique` (and the node it is on).
+    fn unique_manager(&self, unique: &str) -> Option<ractor::ActorRef<JobManagerMessage>> {
+        let nodes = job_nodes(&self.ctx);
+        let owner = unique_owner(unique, nodes.iter().map(String::as_str))?;
+        first_member(&job_manager_group(owner))
+    }
+
+    async fn submit(&mut self, s: Submit) {
+        if lock(&self.shared.board).queue_full(&s.function) {
+            self.refuse(
+                "QUEUE_FULL",
+                "queue_full",
+                &format!("the queue of {} on this node is full (maxqueue)", s.function),
+            );
+            return;
+        }
+        let node = self.ctx.view.node.clone();
+        let spec = JobSpec::new(format!("gearman {}", s.function))
+            .with_priority(s.priority)
+            .step(
+                StepSpec::new(STEP, &s.function)
+                    .input(from_workload(&s.data))
+                    .retry(RetryPolicy {
+                        max_attempts: 1,
+                        backoff_ms: 0,
+                    }),
+            );
+        let req = SubmitRequest {
+            spec,
+            watch: (!s.background).then(|| WatchRequest {
+                job: String::new(),
+                group: watcher_group(&node),
+                progress: true,
+            }),
+            unique: (!s.unique.is_empty())
+                .then(|| format!("gearman\0{}\0{}", s.unique, s.function)),
+            wait_for_workers: true,
+            waited: false,
+        };
+        let jm = if s.unique.is_empty() {
+            first_member::<JobManagerMessage>(&job_manager_group(&node))
+        } else {
+            self.unique_manager(&s.unique)
+        };
+        let Some(jm) = jm else {
+            self.refuse("SERVER_BUSY", "unavailable", "no job manager is reachable; try again");
+            return;
+        };
+        let answer = jm
+            .call(
+                |r| JobManagerMessage::Submit(Wire::new(req), r),
+                Some(ASK_TIMEOUT),
+            )
+            .await;
+        let id = match answer {
+            Ok(CallResult::Success(w)) => match w.into_inner() {
+                Ok(Ok(id)) => id,
+                Ok(Err(SubmitError::Invalid(m))) => {
+                    self.refuse("INVALID_JOB", "invalid_job", &m);
+                    return;
+                }
+                Ok(Err(SubmitError::Unavailable(m))) => {
+                    self.refuse("SERVER_BUSY", "unavailable", &m);
+                    return;
+                }
+                Err(e) => {
+                    self.refuse("SERVER_BUSY", "unavailable", &e.to_string());
+                    return;
+                }
+            },
+            _ => {
+                self.refuse(
+                    "SERVER_BUSY",
+                    "unavailable",
+                    "the job manager did not answer in time; try again",
+                );
+                return;
+            }
+        };
+        let mode = if s.background { "background" } else { "foreground" };
+        metrics::counter!(metric::GEARMAN_JOBS, "mode" => mode).increment(1);
+        self.send(response(PacketType::JOB_CREATED, &[id.as_bytes()]));
+        if s.background {
+            return;
+        }
+        let missed = lock(&self.shared.routes).add(&id, self.id);
+        let ended = missed
+            .iter()
+            .any(|e| matches!(e, JobEvent::JobFinished { .. }));
+        for ev in &missed {
+            send_event(&self.outbox, ev);
+        }
+        if !ended && !s.unique.is_empty() {
+            // A submission that coalesced into a job may have joined it just as it ended
+            // (its watcher added after the last event): ask once.
+            let (ctx, shared) = (self.ctx.clone(), self.shared.clone());
+            tokio::spawn(async move {
+                if let Some(st) = ask_status(&ctx.view.node, &id).await {
+                    if st.state.is_terminal() {
+                        let ev = JobEvent::JobFinished {
+                            status: Box::new(st),
+                        };
+                        let conns = lock(&shared.routes).deliver(&ev, Instant::now());
+                        for c in conns {
+                            if let Some(o) = shared.outbox(c) {
+                                send_event(&o, &ev);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    async fn status(&self, job: &str, node: &str) -> Option<JobStatus> {
+        ask_status(node, job).await
+    }
+
+    async fn find_unique(&self, unique: &str) -> Option<UniqueJob> {
+        let jm = self.unique_manager(unique)?;
+        let prefix = format!("gearman\0{unique}\0");
+        match jm
+            .call(|r| JobManagerMessage::FindUnique(prefix, r), Some(ASK_TIMEOUT))
+            .await
+        {
+            Ok(CallResult::Success(w)) => w.into_inner().ok().flatten(),
+            _ => None,
+        }
+    }
+
+    /// The connection closed: forget it; attempts its worker held run again elsewhere.
+    fn closed(self) {
+        metrics::gauge!(metric::GEARMAN_CONNECTIONS).decrement(1.0);
+        self.shared.close(self.id);
+        lock(&self.shared.routes).drop_conn(self.id);
+        let (change, lost) = lock(&self.shared.board).disconnect(self.id);
+        let node = self.ctx.view.node.clone();
+        for r in &lost {
+            tracing::info!(job = %r.job, step = %r.step, peer = %self.peer, "a Gearman worker disconnected holding an attempt; it runs again");
+            report_lost(
+                r,
+                format!("the Gearman worker at {} disconnected mid-job", self.peer),
+            );
+        }
+        apply_change(change, &node);
+    }
+}
+
+/// The status of `job`, asked of node `node`'s job manager (which forwards to the owner).
+async fn ask_status(node: &str, job: &str) -> Option<JobStatus> {
+    let jm = first_member::<JobManagerMessage>(&job_manager_group(node))?;
+    match jm
+        .call(
+            |r| JobManagerMessage::Status(job.to_string(), r),
+            Some(ASK_TIMEOUT),
+        )
+        .await
+    {
+        Ok(CallResult::Success(w)) => match w.into_inner() {
+            Ok(Ok(st)) => Some(st),
+            Ok(Err(JobQueryError::NotFound(_))) | Ok(Err(_)) | Err(_) => None,
+        },
+        _ => None,
+    }
+}

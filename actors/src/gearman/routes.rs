@@ -1,0 +1,156 @@
+//! Which client connections wait on which job, and the events that arrived before their
+//! connection knew the job's id.
+//!
+//! A foreground submission learns its job id from the job manager's answer, but the job's
+//! first events (or, for a fast job, its end) can reach this node's
+//! [`super::clients::GearmanClients`] before that answer reaches the connection. Such
+//! events wait here, bounded in number and age, until [`Routes::add`] hands them over.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use troupe_runtime::client::event_job;
+use troupe_runtime::JobEvent;
+
+use super::board::ConnId;
+
+/// How long events of a job nobody here waits on are kept.
+const KEEP: Duration = Duration::from_secs(30);
+/// Jobs with kept events at most (the oldest go first beyond it).
+const MAX_KEPT: usize = 10_000;
+
+/// The routes (see the module docs).
+#[derive(Debug, Default)]
+pub struct Routes {
+    by_job: HashMap<String, Vec<ConnId>>,
+    kept: HashMap<String, (Instant, Vec<JobEvent>)>,
+}
+
+impl Routes {
+    /// Connection `conn` waits on `job`: returns the events it missed. If they hold the
+    /// job's end, the job is over for this connection and no route is kept.
+    pub fn add(&mut self, job: &str, conn: ConnId) -> Vec<JobEvent> {
+        let missed = self.kept.get(job).map(|(_, e)| e.clone()).unwrap_or_default();
+        if !missed
+            .iter()
+            .any(|e| matches!(e, JobEvent::JobFinished { .. }))
+        {
+            self.kept.remove(job);
+            let conns = self.by_job.entry(job.to_string()).or_default();
+            if !conns.contains(&conn) {
+                conns.push(conn);
+            }
+        }
+        missed
+    }
+
+    /// The connections an event goes to. The end of a job removes its route and is kept
+    /// a while for a connection that joins late (a submission that coalesced into it).
+    pub fn deliver(&mut self, ev: &JobEvent, now: Instant) -> Vec<ConnId> {
+        let job = event_job(ev);
+        let end = matches!(ev, JobEvent::JobFinished { .. });
+        let conns = if end {
+            self.by_job.remove(job).unwrap_or_default()
+        } else {
+            self.by_job.get(job).cloned().unwrap_or_default()
+        };
+        if conns.is_empty() || end {
+            self.keep(job, ev, now);
+        }
+        conns
+    }
+
+    fn keep(&mut self, job: &str, ev: &JobEvent, now: Instant) {
+        if self.kept.len() >= MAX_KEPT && !self.kept.contains_key(job) {
+            self.kept.retain(|_, (t, _)| now.duration_since(*t) < KEEP);
+            if self.kept.len() >= MAX_KEPT {
+                if let Some(oldest) = self
+                    .kept
+                    .iter()
+                    .min_by_key(|(_, (t, _))| *t)
+                    .map(|(j, _)| j.clone())
+                {
+                    self.kept.remove(&oldest);
+                }
+            }
+        }
+        let e = self
+            .kept
+            .entry(job.to_string())
+            .or_insert_with(|| (now, Vec::new()));
+        e.1.push(ev.clone());
+    }
+
+    /// A connection closed.
+    pub fn drop_conn(&mut self, conn: ConnId) {
+        self.by_job.retain(|_, c| {
+            c.retain(|&x| x != conn);
+            !c.is_empty()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use troupe_runtime::{JobState, JobStatus};
+
+    fn progress(job: &str) -> JobEvent {
+        JobEvent::StepProgress {
+            job: job.into(),
+            step: "gearman".into(),
+            numerator: 1,
+            denominator: 2,
+        }
+    }
+
+    fn end(job: &str) -> JobEvent {
+        JobEvent::JobFinished {
+            status: Box::new(JobStatus {
+                id: job.into(),
+                name: String::new(),
+                state: JobState::Succeeded,
+                steps: Default::default(),
+                output: None,
+                error: None,
+                stats: Default::default(),
+                elapsed_ms: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn events_before_the_route_are_handed_over_in_order() {
+        let mut r = Routes::default();
+        let now = Instant::now();
+        assert!(r.deliver(&progress("j"), now).is_empty());
+        assert_eq!(r.add("j", 7), vec![progress("j")]);
+        assert_eq!(r.deliver(&progress("j"), now), vec![7]);
+        assert_eq!(r.deliver(&end("j"), now), vec![7]);
+        assert!(r.deliver(&progress("j"), now).is_empty(), "route gone");
+    }
+
+    #[test]
+    fn a_late_joiner_gets_the_end_and_no_route() {
+        let mut r = Routes::default();
+        let now = Instant::now();
+        r.add("j", 1);
+        r.deliver(&end("j"), now);
+        let missed = r.add("j", 2);
+        assert!(matches!(missed.last(), Some(JobEvent::JobFinished { .. })));
+        assert!(r.by_job.is_empty());
+    }
+
+    #[test]
+    fn kept_events_are_bounded() {
+        let mut r = Routes::default();
+        let now = Instant::now();
+        for i in 0..MAX_KEPT + 10 {
+            r.deliver(&progress(&format!("j{i}")), now);
+        }
+        assert!(r.kept.len() <= MAX_KEPT);
+        r.add("j0", 1);
+        r.drop_conn(1);
+        assert!(r.by_job.is_empty());
+    }
+}

@@ -1,0 +1,436 @@
+//! The Gearman front door (`--gearman`) on real node processes, driven by Debian's
+//! `gearman` and `gearadmin` commands (package `gearman-tools`, installed by `.ci/run`)
+//! and, for what they cannot do, by a raw-protocol client.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use troupe_integration::gearman::{
+    admin_status, gearadmin, gearman, require_tools, Conn, ExternalWorker,
+};
+use troupe_integration::{texts, Cluster};
+use troupe_runtime::gearman::packet::PacketType;
+
+const T: Duration = Duration::from_secs(30);
+
+/// `n` nodes, each serving Gearman on its reserved address.
+fn gearman_cluster(n: usize) -> Cluster {
+    require_tools();
+    let mut c = Cluster::plan(n);
+    c.serve_gearman = true;
+    for i in 0..n {
+        c.start_node(i);
+    }
+    for i in 0..n {
+        // Wait until each node answers and sees the whole cluster.
+        let mut conn = Conn::connect(&c.gearman_addrs[i]).expect("connect");
+        let p = conn.call("troupe.echo", b"up").expect("echo job");
+        assert_eq!(p.kind, PacketType::WORK_COMPLETE, "{p:?}");
+    }
+    wait_nodes(&c, n);
+    c
+}
+
+fn wait_nodes(c: &Cluster, n: usize) {
+    let deadline = Instant::now() + T;
+    loop {
+        let out = c.cli(&["nodes", "--json"], true);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let up = v["nodes"]
+            .as_array()
+            .map(|a| a.iter().filter(|n| n["state"] == "up").count())
+            .unwrap_or(0);
+        if up == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "cluster never formed: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls until `f` holds.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + T;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn gearman_clients_run_jobs_on_every_node_with_status_and_exceptions() {
+    let c = gearman_cluster(3);
+    for i in 0..3 {
+        let a = &c.gearman_addrs[i];
+        let out = gearman(a, &["-f", "troupe.echo", "hello"], T);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(texts(&out).0, "hello");
+        let out = gearman(a, &["-f", "troupe.sum", r#"{"add": 5}"#], T);
+        assert_eq!(texts(&out).0, "5", "{out:?}");
+    }
+    // A failing job: the CLI fails; a client that asked for exceptions gets the message.
+    let out = gearman(&c.gearman_addrs[1], &["-f", "troupe.fail", r#"{"message": "bad"}"#], T);
+    assert!(!out.status.success(), "{out:?}");
+    let mut conn = Conn::connect(&c.gearman_addrs[1]).unwrap();
+    conn.send(PacketType::OPTION_REQ, &[b"exceptions"]).unwrap();
+    let p = conn.expect(&[PacketType::OPTION_RES], T).unwrap();
+    assert_eq!(p.text(0), "exceptions");
+    conn.submit(PacketType::SUBMIT_JOB, "troupe.fail", "", br#"{"message": "bad input 7"}"#)
+        .unwrap();
+    let p = conn.wait_end(T).unwrap();
+    assert_eq!(p.kind, PacketType::WORK_EXCEPTION, "{p:?}");
+    assert!(p.text(1).contains("bad input 7"), "{p:?}");
+    // ECHO_REQ.
+    conn.send(PacketType::ECHO_REQ, &[b"ping\0pong"]).unwrap();
+    let p = conn.expect(&[PacketType::ECHO_RES], T).unwrap();
+    assert_eq!(p.args[0], b"ping\0pong");
+
+    // A background job submitted on n1 by the CLI, then its status asked on n3 by
+    // handle: known and running while it sleeps, unknown once done.
+    let mut bg = Conn::connect(&c.gearman_addrs[0]).unwrap();
+    let handle = bg
+        .submit(PacketType::SUBMIT_JOB_BG, "troupe.sleep", "", br#"{"ms": 1500}"#)
+        .unwrap();
+    let mut other = Conn::connect(&c.gearman_addrs[2]).unwrap();
+    eventually("the background job runs", || {
+        let (known, running, _, _) = other.status(&handle).unwrap();
+        known && running
+    });
+    eventually("the background job ends", || {
+        !other.status(&handle).unwrap().0
+    });
+    let st = c.cli(&["status", &handle], true);
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).expect("status JSON");
+    assert_eq!(v["state"], "succeeded", "{v}");
+    // A handle nobody knows.
+    assert_eq!(other.status("H:nowhere:1").unwrap(), (false, false, 0, 0));
+    // The CLI's background mode answers at once.
+    let t0 = Instant::now();
+    let out = gearman(&c.gearman_addrs[1], &["-b", "-f", "troupe.sleep", r#"{"ms": 3000}"#], T);
+    assert!(out.status.success(), "{out:?}");
+    assert!(t0.elapsed() < Duration::from_millis(2500), "-b waited for the job");
+}
+
+#[test]
+fn an_external_gearman_worker_serves_job_file_steps_and_gearman_clients() {
+    let c = gearman_cluster(3);
+    let _w = ExternalWorker::start(
+        &c.gearman_addrs[1],
+        "reverse",
+        &["rev"],
+        &c.dir.join("worker.log"),
+    );
+    eventually("n2 lists the worker", || {
+        admin_status(&c.gearman_addrs[1])
+            .iter()
+            .any(|(f, _, _, w)| f == "reverse" && *w == 1)
+    });
+    // Its function shows among n2's task groups (gossiped within a moment).
+    eventually("nodes lists reverse on n2", || {
+        let out = c.cli(&["nodes", "--json"], true);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["nodes"].as_array().is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n["name"] == "n2"
+                    && n["tasks"].as_array().is_some_and(|t| t.iter().any(|t| t == "reverse"))
+            })
+        })
+    });
+    // A Troupe job file whose step runs on the Gearman worker, submitted through n1.
+    let file = c.job_file(
+        "rev.toml",
+        r#"
+name = "reverse"
+output = "r"
+[[steps]]
+id = "r"
+task = "reverse"
+input = "troupe"
+[[steps]]
+id = "after"
+task = "troupe.echo"
+after = ["r"]
+input = "done"
+"#,
+    );
+    let st = c.submit_wait_via(0, &file);
+    assert_eq!(st["state"], "succeeded", "{st}");
+    assert_eq!(st["steps"]["r"]["node"], "n2", "{st}");
+    // The worker got the step's input as text and its output (rev ends it with a
+    // newline) came back as a string.
+    assert_eq!(st["output"].as_str().map(str::trim_end), Some("epuort"), "{st}");
+    assert_eq!(st["steps"]["after"]["state"], "succeeded", "{st}");
+    // The same worker serves a Gearman client on another node.
+    let out = gearman(&c.gearman_addrs[2], &["-f", "reverse", "hello"], T);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(texts(&out).0.trim_end(), "olleh");
+    // gearadmin --workers lists it with its function.
+    let out = gearadmin(&c.gearman_addrs[1], &["--workers"]);
+    assert!(texts(&out).0.contains(": reverse"), "{out:?}");
+}
+
+#[test]
+fn high_priority_jobs_go_before_low_ones_under_load() {
+    let c = gearman_cluster(3);
+    let addr = &c.gearman_addrs[0];
+    let mut worker = Conn::connect(addr).unwrap();
+    worker.can_do("prio").unwrap();
+    eventually("the function is served", || {
+        admin_status(addr).iter().any(|(f, _, _, w)| f == "prio" && *w == 1)
+    });
+    // While the worker does not grab, three low then three high jobs queue up, submitted
+    // by the gearman CLI through other nodes.
+    for i in 0..3 {
+        let out = gearman(&c.gearman_addrs[1], &["-b", "-L", "-f", "prio", &format!("low{i}")], T);
+        assert!(out.status.success(), "{out:?}");
+    }
+    for i in 0..3 {
+        let out = gearman(&c.gearman_addrs[2], &["-b", "-I", "-f", "prio", &format!("high{i}")], T);
+        assert!(out.status.success(), "{out:?}");
+    }
+    eventually("six jobs wait at n1", || {
+        admin_status(addr).iter().any(|(f, t, _, _)| f == "prio" && *t == 6)
+    });
+    let mut order = Vec::new();
+    while let Some((h, _, data)) = worker.grab(Duration::from_millis(500)).unwrap() {
+        order.push(String::from_utf8_lossy(&data).into_owned());
+        worker.complete(&h, b"ok").unwrap();
+    }
+    assert_eq!(order, ["high0", "high1", "high2", "low0", "low1", "low2"]);
+}
+
+#[test]
+fn the_same_unique_id_submitted_to_two_nodes_at_once_runs_once() {
+    let c = gearman_cluster(3);
+    let executions = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A worker on n2 that counts executions and takes 600 ms per job.
+    let worker = {
+        let (addr, executions, stop) = (c.gearman_addrs[1].clone(), executions.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut w = Conn::connect(&addr).unwrap();
+            w.can_do("slowcount").unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some((h, _, data)) = w.grab(Duration::from_millis(200)).unwrap() {
+                    executions.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(600));
+                    w.complete(&h, &data).unwrap();
+                }
+            }
+        })
+    };
+    eventually("the function is served", || {
+        admin_status(&c.gearman_addrs[1]).iter().any(|(f, _, _, w)| f == "slowcount" && *w == 1)
+    });
+    let mut a = Conn::connect(&c.gearman_addrs[0]).unwrap();
+    let mut b = Conn::connect(&c.gearman_addrs[2]).unwrap();
+    a.send(PacketType::SUBMIT_JOB, &[b"slowcount", b"u-42", b"payload"]).unwrap();
+    b.send(PacketType::SUBMIT_JOB, &[b"slowcount", b"u-42", b"payload"]).unwrap();
+    let ha = a.expect(&[PacketType::JOB_CREATED], T).unwrap().text(0);
+    let hb = b.expect(&[PacketType::JOB_CREATED], T).unwrap().text(0);
+    assert_eq!(ha, hb, "both submissions joined one job");
+    // While it runs, GET_STATUS_UNIQUE from the third node sees two clients.
+    let mut q = Conn::connect(&c.gearman_addrs[1]).unwrap();
+    q.send(PacketType::GET_STATUS_UNIQUE, &[b"u-42"]).unwrap();
+    let s = q.expect(&[PacketType::STATUS_RES_UNIQUE], T).unwrap();
+    assert_eq!(s.text(0), "u-42");
+    assert_eq!(s.text(1), "1", "known: {s:?}");
+    assert_eq!(s.text(5), "2", "client count: {s:?}");
+    let ea = a.wait_end(T).unwrap();
+    let eb = b.wait_end(T).unwrap();
+    assert_eq!(ea.kind, PacketType::WORK_COMPLETE);
+    assert_eq!(eb.kind, PacketType::WORK_COMPLETE);
+    assert_eq!(ea.args[1], b"payload");
+    assert_eq!(eb.args[1], b"payload");
+    assert_eq!(executions.load(Ordering::Relaxed), 1, "one execution for both");
+    // Once it ended, the same unique id runs again.
+    let p = a.call_unique("slowcount", "u-42", b"again");
+    assert_eq!(p.kind, PacketType::WORK_COMPLETE);
+    assert_eq!(executions.load(Ordering::Relaxed), 2);
+    stop.store(true, Ordering::Relaxed);
+    worker.join().unwrap();
+}
+
+trait CallUnique {
+    fn call_unique(&mut self, f: &str, u: &str, d: &[u8]) -> troupe_integration::gearman::Packet;
+}
+
+impl CallUnique for Conn {
+    fn call_unique(&mut self, f: &str, u: &str, d: &[u8]) -> troupe_integration::gearman::Packet {
+        self.submit(PacketType::SUBMIT_JOB, f, u, d).unwrap();
+        self.wait_end(T).unwrap()
+    }
+}
+
+#[test]
+fn a_killed_external_worker_loses_its_attempt_and_another_worker_finishes_the_job() {
+    let c = gearman_cluster(3);
+    let mut first = ExternalWorker::start(
+        &c.gearman_addrs[0],
+        "slowrev",
+        &["sh", "-c", "sleep 30; rev"],
+        &c.dir.join("w1.log"),
+    );
+    eventually("n1 lists the first worker", || {
+        admin_status(&c.gearman_addrs[0]).iter().any(|(f, _, _, w)| f == "slowrev" && *w == 1)
+    });
+    let client = {
+        let addr = c.gearman_addrs[2].clone();
+        std::thread::spawn(move || gearman(&addr, &["-f", "slowrev", "abc"], Duration::from_secs(60)))
+    };
+    eventually("the first worker holds the job", || {
+        admin_status(&c.gearman_addrs[0]).iter().any(|(f, _, r, _)| f == "slowrev" && *r == 1)
+    });
+    let _second = ExternalWorker::start(
+        &c.gearman_addrs[1],
+        "slowrev",
+        &["sh", "-c", "sleep 0.2; rev"],
+        &c.dir.join("w2.log"),
+    );
+    eventually("n2 lists the second worker", || {
+        admin_status(&c.gearman_addrs[1]).iter().any(|(f, _, _, w)| f == "slowrev" && *w == 1)
+    });
+    first.kill();
+    let out = client.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(texts(&out).0.trim_end(), "cba");
+    assert!(
+        c.log(0).contains("disconnected holding an attempt"),
+        "n1 logs the lost attempt"
+    );
+}
+
+#[test]
+fn garbage_truncated_and_wrong_packets_get_errors_and_the_node_keeps_serving() {
+    require_tools();
+    let mut c = Cluster::plan(1);
+    c.serve_gearman = true;
+    c.serve_http = true;
+    c.start_node(0);
+    let addr = c.gearman_addrs[0].clone();
+    // Unknown type, a response sent as a request, too few arguments: an ERROR each, and
+    // the connection goes on.
+    let mut conn = Conn::connect(&addr).unwrap();
+    let mut p = troupe_runtime::gearman::packet::request(PacketType::ECHO_REQ, &[b"x"]).to_vec();
+    p[4..8].copy_from_slice(&999u32.to_be_bytes());
+    conn.send_raw(&p).unwrap();
+    let e = conn.expect(&[PacketType::ERROR], T).unwrap();
+    assert_eq!(e.text(0), "UNKNOWN_COMMAND", "{e:?}");
+    let mut p = troupe_runtime::gearman::packet::request(PacketType::ECHO_REQ, &[b"x"]).to_vec();
+    p[..4].copy_from_slice(b"\0RES");
+    conn.send_raw(&p).unwrap();
+    let e = conn.expect(&[PacketType::ERROR], T).unwrap();
+    assert_eq!(e.text(0), "INVALID_MAGIC", "{e:?}");
+    conn.send(PacketType::SUBMIT_JOB, &[b"only-a-function"]).unwrap();
+    let e = conn.expect(&[PacketType::ERROR], T).unwrap();
+    assert_eq!(e.text(0), "INVALID_PACKET", "{e:?}");
+    assert!(e.text(1).contains("needs 3 arguments"), "{e:?}");
+    conn.send(PacketType::ECHO_REQ, &[b"still here"]).unwrap();
+    assert_eq!(conn.expect(&[PacketType::ECHO_RES], T).unwrap().text(0), "still here");
+    // Bad magic: ERROR, then closed.
+    let mut g = Conn::connect(&addr).unwrap();
+    g.send_raw(b"\0BAD\0\0\0\x10\0\0\0\0").unwrap();
+    let e = g.read(T).unwrap().expect("an ERROR before the close");
+    assert_eq!(e.kind, PacketType::ERROR);
+    assert!(g.read(T).unwrap().is_none(), "closed after bad magic");
+    // A size over the limit: ERROR, then closed, without reading the body.
+    let mut g = Conn::connect(&addr).unwrap();
+    let mut p = troupe_runtime::gearman::packet::request(PacketType::ECHO_REQ, &[]).to_vec();
+    p[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+    g.send_raw(&p).unwrap();
+    let e = g.read(T).unwrap().expect("an ERROR before the close");
+    assert!(e.text(1).contains("over the limit"), "{e:?}");
+    assert!(g.read(T).unwrap().is_none());
+    // A truncated packet, then the client goes away.
+    let mut g = Conn::connect(&addr).unwrap();
+    let p = troupe_runtime::gearman::packet::request(PacketType::SUBMIT_JOB, &[b"f", b"", b"data"]);
+    g.send_raw(&p[..15]).unwrap();
+    drop(g);
+    // Random bytes.
+    let mut g = Conn::connect(&addr).unwrap();
+    let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let _ = g.send_raw(&junk);
+    drop(g);
+    // An admin line that is not a command.
+    let out = gearadmin(&addr, &["--status"]);
+    assert!(out.status.success(), "{out:?}");
+    // The node still serves, and counted what it refused.
+    let out = gearman(&addr, &["-f", "troupe.echo", "alive"], T);
+    assert_eq!(texts(&out).0, "alive", "{out:?}");
+    let m = troupe_integration::http::get(&format!("{}/metrics", c.http_url(0)));
+    let metrics = troupe_integration::http::parse_metrics(&m.body);
+    let refused = troupe_integration::http::metric_sum(&metrics, "troupe_gearman_errors_total");
+    assert!(refused >= 5.0, "errors counted: {refused}");
+    assert!(c.node(0).is_running());
+}
+
+#[test]
+fn gearadmin_reports_and_shuts_down_only_from_loopback() {
+    let mut c = gearman_cluster(1);
+    let addr = c.gearman_addrs[0].clone();
+    let out = gearadmin(&addr, &["--server-version"]);
+    assert!(texts(&out).0.contains("troupe"), "{out:?}");
+    let out = gearadmin(&addr, &["--status"]);
+    assert_eq!(texts(&out).0, ".\n", "no function yet: {out:?}");
+    let out = gearadmin(&addr, &["--getpid"]);
+    assert!(out.status.success(), "{out:?}");
+    // A waiting job shows in its priority lane.
+    let mut w = Conn::connect(&addr).unwrap();
+    w.can_do("lanes").unwrap();
+    let mut cl = Conn::connect(&addr).unwrap();
+    cl.submit(PacketType::SUBMIT_JOB_HIGH_BG, "lanes", "", b"x").unwrap();
+    eventually("prioritystatus shows the high job", || {
+        texts(&gearadmin(&addr, &["--priority-status"])).0 == "lanes\t1\t0\t0\t1\n.\n"
+    });
+    // gearadmin has no shutdown option: the admin line itself, from loopback.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"shutdown graceful\n").unwrap();
+    let mut ok = [0u8; 3];
+    s.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"OK\n");
+    let code = c.node(0).wait_exit(Duration::from_secs(10));
+    assert!(code.is_some_and(|s| s.success()), "the node stopped cleanly: {code:?}");
+}
+
+#[test]
+fn worker_status_and_data_reach_the_waiting_client_and_get_status() {
+    let c = gearman_cluster(2);
+    let addr = c.gearman_addrs[1].clone();
+    let (to_worker, go) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        let mut w = Conn::connect(&addr).unwrap();
+        w.can_do("progress").unwrap();
+        // Two jobs: for each, report 1/2 and a chunk of data, wait for the go, complete.
+        for _ in 0..2 {
+            let (h, _, _) = w.grab(Duration::from_secs(30)).unwrap().expect("a job");
+            w.send(PacketType::WORK_STATUS, &[h.as_bytes(), b"1", b"2"]).unwrap();
+            w.send(PacketType::WORK_DATA, &[h.as_bytes(), b"part\0one"]).unwrap();
+            w.send(PacketType::WORK_WARNING, &[h.as_bytes(), b"careful"]).unwrap();
+            go.recv().unwrap();
+            w.complete(&h, b"whole").unwrap();
+        }
+    });
+    eventually("the function is served", || {
+        admin_status(&c.gearman_addrs[1]).iter().any(|(f, _, _, w)| f == "progress" && *w == 1)
+    });
+    // Foreground, from the other node: status, data and warning arrive before the end.
+    let mut cl = Conn::connect(&c.gearman_addrs[0]).unwrap();
+    let h = cl.submit(PacketType::SUBMIT_JOB, "progress", "", b"in").unwrap();
+    let s = cl.expect(&[PacketType::WORK_STATUS], T).unwrap();
+    assert_eq!((s.text(0), s.text(1), s.text(2)), (h.clone(), "1".into(), "2".into()));
+    let d = cl.expect(&[PacketType::WORK_DATA], T).unwrap();
+    assert_eq!(d.args[1], b"part\0one");
+    let wn = cl.expect(&[PacketType::WORK_WARNING], T).unwrap();
+    assert_eq!(wn.text(1), "careful");
+    to_worker.send(()).unwrap();
+    let end = cl.wait_end(T).unwrap();
+    assert_eq!((end.kind, end.text(1)), (PacketType::WORK_COMPLETE, "whole".into()));
+    // Background: GET_STATUS shows the worker's numerator and denominator.
+    let h = cl.submit(PacketType::SUBMIT_JOB_BG, "progress", "", b"in").unwrap();
+    eventually("GET_STATUS shows 1/2", || cl.status(&h).unwrap() == (true, true, 1, 2));
+    to_worker.send(()).unwrap();
+    eventually("the background job ends", || !cl.status(&h).unwrap().0);
+    worker.join().unwrap();
+}
