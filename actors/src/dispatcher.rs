@@ -120,6 +120,18 @@ impl DispatcherState {
         Some((m, owner))
     }
 
+    /// This node's Gearman workers, if they can run `task` and have room for it (see
+    /// `Board::has_room`): such work stays here rather than crossing the network to
+    /// another node's workers.
+    fn idle_gearman_worker(&self, task: &str) -> Option<ActorRef<WorkerPoolMessage>> {
+        if self.ctx.config.gearman.is_none()
+            || !crate::gearman::lock(&self.ctx.view.gearman.board).has_room(task)
+        {
+            return None;
+        }
+        crate::find_on(crate::names::GEARMAN_WORKERS, &self.ctx.view.node)
+    }
+
     /// Sends `request` to a worker pool (or its key's merger); gives it back if there is
     /// none.
     fn try_dispatch(
@@ -136,6 +148,14 @@ impl DispatcherState {
                 return Some((request, supervisor));
             }
             owner
+        } else if let Some(local) = self.idle_gearman_worker(&request.task) {
+            if local
+                .cast(WorkerPoolMessage::Run(Wire::new(request.clone())))
+                .is_err()
+            {
+                return Some((request, supervisor));
+            }
+            self.ctx.view.node.clone()
         } else {
             let n = self.next.entry(request.task.clone()).or_insert(0);
             let Some((pool, node)) = pick_worker(&self.ctx.view, &request.task, n) else {

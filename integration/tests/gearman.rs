@@ -434,3 +434,52 @@ fn worker_status_and_data_reach_the_waiting_client_and_get_status() {
     eventually("the background job ends", || !cl.status(&h).unwrap().0);
     worker.join().unwrap();
 }
+
+#[test]
+fn grab_variants_can_do_timeout_and_maxqueue() {
+    let c = gearman_cluster(1);
+    let addr = c.gearman_addrs[0].clone();
+    let mut w = Conn::connect(&addr).unwrap();
+    w.send(PacketType::CAN_DO_TIMEOUT, &[b"slow", b"1"]).unwrap();
+    w.can_do("uniq").unwrap();
+    eventually("both functions served", || admin_status(&addr).len() == 2);
+    let mut cl = Conn::connect(&addr).unwrap();
+    // GRAB_JOB_UNIQ and GRAB_JOB_ALL carry a unique id (job/step) before the data.
+    let h1 = cl.submit(PacketType::SUBMIT_JOB_BG, "uniq", "", b"one").unwrap();
+    let h2 = cl.submit(PacketType::SUBMIT_JOB_BG, "uniq", "", b"two").unwrap();
+    w.send(PacketType::GRAB_JOB_UNIQ, &[]).unwrap();
+    let a = w.expect(&[PacketType::JOB_ASSIGN_UNIQ], T).unwrap();
+    assert_eq!((a.text(1), a.text(2), a.text(3)), ("uniq".into(), format!("{h1}/gearman"), "one".into()));
+    w.complete(&a.text(0), b"1").unwrap();
+    w.send(PacketType::GRAB_JOB_ALL, &[]).unwrap();
+    let a = w.expect(&[PacketType::JOB_ASSIGN_ALL], T).unwrap();
+    assert_eq!((a.text(2), a.text(4)), (format!("{h2}/gearman"), "two".into()));
+    w.complete(&a.text(0), b"2").unwrap();
+    // A worker that holds a job past its CAN_DO_TIMEOUT: the client is told it failed.
+    let t0 = Instant::now();
+    cl.submit(PacketType::SUBMIT_JOB, "slow", "", b"x").unwrap();
+    let (held, _, _) = w.grab(T).unwrap().expect("the slow job");
+    let end = cl.wait_end(T).unwrap();
+    assert_eq!(end.kind, PacketType::WORK_FAIL);
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(900), "failed after {waited:?}");
+    // Its late result is ignored; the worker goes on.
+    w.complete(&held, b"late").unwrap();
+    w.send(PacketType::ECHO_REQ, &[b"ok"]).unwrap();
+    assert_eq!(w.expect(&[PacketType::ECHO_RES], T).unwrap().text(0), "ok");
+    // maxqueue: one job may wait for `uniq` here; the next submission is refused.
+    use std::io::{Read, Write};
+    let mut admin = std::net::TcpStream::connect(&addr).unwrap();
+    admin.write_all(b"maxqueue uniq 1\n").unwrap();
+    let mut ok = [0u8; 3];
+    admin.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"OK\n");
+    drop(w); // no worker grabs any more... but the function must stay served:
+    let mut w2 = Conn::connect(&addr).unwrap();
+    w2.can_do("uniq").unwrap();
+    eventually("uniq served again", || admin_status(&addr).iter().any(|(f, _, _, n)| f == "uniq" && *n == 1));
+    cl.submit(PacketType::SUBMIT_JOB_BG, "uniq", "", b"a").unwrap();
+    eventually("one waits", || admin_status(&addr).iter().any(|(f, t, _, _)| f == "uniq" && *t == 1));
+    let e = cl.submit(PacketType::SUBMIT_JOB_BG, "uniq", "", b"b").unwrap_err();
+    assert!(e.to_string().contains("QUEUE_FULL"), "{e}");
+}

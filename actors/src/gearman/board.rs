@@ -27,6 +27,8 @@ pub struct Conn {
     pub abilities: BTreeMap<String, Option<u32>>,
     /// It said `PRE_SLEEP` and was not woken since.
     pub sleeping: bool,
+    /// Jobs it holds.
+    pub held: usize,
 }
 
 /// An attempt waiting for an external worker.
@@ -122,6 +124,7 @@ impl Board {
                 client_id: "-".into(),
                 abilities: BTreeMap::new(),
                 sleeping: false,
+                held: 0,
             },
         );
     }
@@ -213,7 +216,27 @@ impl Board {
     fn take_assignment(&mut self, handle: &str) -> Option<Assignment> {
         let a = self.assigned.remove(handle)?;
         self.by_attempt.remove(&attempt_of(&a.request));
+        if let Some(c) = self.conns.get_mut(&a.conn) {
+            c.held = c.held.saturating_sub(1);
+        }
         Some(a)
+    }
+
+    /// True if an attempt for `function` given to this node now would wait little: a
+    /// worker here that can do it holds no job, or the jobs waiting here are fewer than
+    /// the workers that can do it (each will take one as soon as it finishes its own).
+    pub fn has_room(&self, function: &str) -> bool {
+        let (workers, idle) = self
+            .conns
+            .values()
+            .filter(|c| c.abilities.contains_key(function))
+            .fold((0, 0), |(w, i), c| (w + 1, i + usize::from(c.held == 0)));
+        let waiting: usize = self
+            .queues
+            .get(function)
+            .map(|l| l.iter().map(VecDeque::len).sum())
+            .unwrap_or(0);
+        workers > 0 && waiting < idle.max(workers)
     }
 
     /// An attempt for an external worker. `Err` gives it back when no worker here can do
@@ -298,6 +321,9 @@ impl Board {
                 deadline: timeout.map(|s| now + Duration::from_secs(s as u64)),
             },
         );
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.held += 1;
+        }
         Some(Grabbed {
             handle: q.handle,
             request: q.request,
@@ -504,8 +530,13 @@ mod tests {
         b.connect(2, "w2".into());
         b.can_do(1, "f", None);
         b.enqueue(req("a", "f", Priority::Normal)).unwrap();
+        assert!(!b.has_room("f"), "a waits for the one worker");
         let g = b.grab(1, Instant::now()).unwrap();
         assert!(g.handle.starts_with("H:n1:"));
+        assert!(b.has_room("f"), "its one worker will take the next one");
+        b.enqueue(req("b", "f", Priority::Normal)).unwrap();
+        assert!(!b.has_room("f"), "one waits for the one worker");
+        assert!(!b.has_room("g"), "no worker for g");
         assert!(b.finish(2, &g.handle).is_none());
         assert!(b.finish(1, &g.handle).is_some());
         assert!(b.finish(1, &g.handle).is_none(), "one result per handle");

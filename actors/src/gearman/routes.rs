@@ -6,7 +6,7 @@
 //! [`super::clients::GearmanClients`] before that answer reaches the connection. Such
 //! events wait here, bounded in number and age, until [`Routes::add`] hands them over.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use troupe_runtime::client::event_job;
@@ -15,7 +15,7 @@ use troupe_runtime::JobEvent;
 use super::board::ConnId;
 
 /// How long events of a job nobody here waits on are kept.
-const KEEP: Duration = Duration::from_secs(30);
+const KEEP: Duration = Duration::from_secs(10);
 /// Jobs with kept events at most (the oldest go first beyond it).
 const MAX_KEPT: usize = 10_000;
 
@@ -24,6 +24,9 @@ const MAX_KEPT: usize = 10_000;
 pub struct Routes {
     by_job: HashMap<String, Vec<ConnId>>,
     kept: HashMap<String, (Instant, Vec<JobEvent>)>,
+    /// Jobs of `kept` oldest first, with the time they were kept (an entry whose job was
+    /// taken out, or kept again later, is skipped when it comes up).
+    kept_order: VecDeque<(Instant, String)>,
 }
 
 impl Routes {
@@ -61,23 +64,22 @@ impl Routes {
     }
 
     fn keep(&mut self, job: &str, ev: &JobEvent, now: Instant) {
-        if self.kept.len() >= MAX_KEPT && !self.kept.contains_key(job) {
-            self.kept.retain(|_, (t, _)| now.duration_since(*t) < KEEP);
-            if self.kept.len() >= MAX_KEPT {
-                if let Some(oldest) = self
-                    .kept
-                    .iter()
-                    .min_by_key(|(_, (t, _))| *t)
-                    .map(|(j, _)| j.clone())
-                {
-                    self.kept.remove(&oldest);
-                }
+        while let Some((t, j)) = self.kept_order.front() {
+            if self.kept.len() < MAX_KEPT
+                && self.kept_order.len() <= 2 * MAX_KEPT
+                && now.duration_since(*t) < KEEP
+            {
+                break;
             }
+            if self.kept.get(j).is_some_and(|(kt, _)| kt == t) {
+                self.kept.remove(j);
+            }
+            self.kept_order.pop_front();
         }
-        let e = self
-            .kept
-            .entry(job.to_string())
-            .or_insert_with(|| (now, Vec::new()));
+        let e = self.kept.entry(job.to_string()).or_insert_with(|| {
+            self.kept_order.push_back((now, job.to_string()));
+            (now, Vec::new())
+        });
         e.1.push(ev.clone());
     }
 
@@ -149,6 +151,7 @@ mod tests {
             r.deliver(&progress(&format!("j{i}")), now);
         }
         assert!(r.kept.len() <= MAX_KEPT);
+        assert!(r.kept_order.len() <= 2 * MAX_KEPT + 1);
         r.add("j0", 1);
         r.drop_conn(1);
         assert!(r.by_job.is_empty());

@@ -1,0 +1,191 @@
+//! `cargo bench -p troupe-integration --bench gearman`
+//!
+//! The same Gearman load against Debian's gearmand (package `gearman-job-server`) and
+//! against a three-node Troupe cluster serving `--gearman`, in one run: `GEARMAN_CLIENTS`
+//! client connections (default 12), each submitting `SUBMIT_JOB bench.echo` and waiting
+//! for `WORK_COMPLETE` in a closed loop, and `GEARMAN_WORKERS` external workers (default
+//! 6, raw-protocol threads that sleep with `PRE_SLEEP` and answer each job with its
+//! workload) for `GEARMAN_SECS` seconds (default 5) after a one-second warm-up. Against
+//! Troupe, clients and workers are spread evenly over the three nodes; against gearmand
+//! they all use the one server. Prints one line per server:
+//! `{"bench":"gearman","server":"gearmand"|"troupe","jobs_per_s":..,"p50_us":..,"p99_us":..}`
+//! and a last line with Troupe's figures as ratios of gearmand's.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use troupe_integration::gearman::Conn;
+use troupe_integration::{free_port, Cluster};
+use troupe_runtime::gearman::packet::PacketType;
+
+const FUNCTION: &str = "bench.echo";
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// gearmand, killed (by its PID) when dropped.
+struct Gearmand {
+    child: Child,
+    addr: String,
+}
+
+impl Gearmand {
+    fn start(dir: &std::path::Path) -> Self {
+        let port = free_port().expect("free port");
+        let child = Command::new("/usr/sbin/gearmand")
+            .args(["-L", "127.0.0.1", "-p", &port.to_string(), "--log-file", "none"])
+            .arg("-P")
+            .arg(dir.join("gearmand.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start /usr/sbin/gearmand (apt-get install gearman-job-server)");
+        Self {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Gearmand {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Workers answering every job with its workload until `stop`.
+fn start_workers(addrs: &[String], n: usize, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    (0..n)
+        .map(|i| {
+            let (addr, stop) = (addrs[i % addrs.len()].clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut w = Conn::connect(&addr).expect("worker connects");
+                w.can_do(FUNCTION).expect("CAN_DO");
+                while !stop.load(Ordering::Relaxed) {
+                    match w.grab(Duration::from_millis(200)) {
+                        Ok(Some((h, _, data))) => {
+                            if w.complete(&h, &data).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+struct Figures {
+    jobs_per_s: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+/// The client load against `addrs`: closed-loop submit-and-wait per connection.
+fn run_load(addrs: &[String], clients: usize, secs: u64) -> Figures {
+    let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let warm_until = Instant::now() + Duration::from_secs(1);
+    let end = warm_until + Duration::from_secs(secs);
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let (addr, latencies) = (addrs[i % addrs.len()].clone(), latencies.clone());
+            std::thread::spawn(move || {
+                let mut c = Conn::connect(&addr).expect("client connects");
+                let mut mine = Vec::new();
+                let mut n = 0u64;
+                loop {
+                    let t = Instant::now();
+                    if t >= end {
+                        break;
+                    }
+                    n += 1;
+                    let data = format!("job-{i}-{n}");
+                    let h = c
+                        .submit(PacketType::SUBMIT_JOB, FUNCTION, "", data.as_bytes())
+                        .expect("JOB_CREATED");
+                    let p = c.wait_end(Duration::from_secs(30)).expect("job ends");
+                    assert_eq!(p.kind, PacketType::WORK_COMPLETE, "{p:?}");
+                    assert_eq!(p.text(0), h);
+                    assert_eq!(p.args[1], data.as_bytes());
+                    if t >= warm_until {
+                        mine.push(t.elapsed().as_micros() as u64);
+                    }
+                }
+                latencies.lock().unwrap().extend(mine);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    let mut l = std::mem::take(&mut *latencies.lock().unwrap());
+    l.sort_unstable();
+    let pick = |q: f64| l.get(((l.len() as f64 * q) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(0);
+    Figures {
+        jobs_per_s: l.len() as f64 / secs as f64,
+        p50_us: pick(0.5),
+        p99_us: pick(0.99),
+    }
+}
+
+fn measure(server: &str, addrs: &[String], clients: usize, workers: usize, secs: u64) -> Figures {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ws = start_workers(addrs, workers, &stop);
+    // Workers announce themselves before the load starts.
+    std::thread::sleep(Duration::from_millis(500));
+    let f = run_load(addrs, clients, secs);
+    stop.store(true, Ordering::Relaxed);
+    for w in ws {
+        let _ = w.join();
+    }
+    println!(
+        "{}",
+        json!({"bench": "gearman", "server": server, "jobs_per_s": f.jobs_per_s.round(),
+               "p50_us": f.p50_us, "p99_us": f.p99_us})
+    );
+    f
+}
+
+fn main() {
+    let clients = env("GEARMAN_CLIENTS", 12);
+    let workers = env("GEARMAN_WORKERS", 6);
+    let secs = env("GEARMAN_SECS", 5) as u64;
+    eprintln!("{clients} clients, {workers} workers, {secs} s per server");
+
+    let mut cluster = Cluster::plan(3);
+    cluster.serve_gearman = true;
+    cluster.slots = 1;
+    let g = Gearmand::start(&cluster.dir);
+    let gm = measure("gearmand", std::slice::from_ref(&g.addr), clients, workers, secs);
+    drop(g);
+
+    for i in 0..3 {
+        cluster.start_node(i);
+    }
+    for a in &cluster.gearman_addrs {
+        let mut c = Conn::connect(a).expect("node serves Gearman");
+        let p = c.call("troupe.echo", b"up").expect("echo");
+        assert_eq!(p.kind, PacketType::WORK_COMPLETE);
+    }
+    // Let the mesh settle (every node sees every other).
+    std::thread::sleep(Duration::from_millis(1000));
+    let tr = measure("troupe", &cluster.gearman_addrs, clients, workers, secs);
+    println!(
+        "{}",
+        json!({"bench": "gearman", "ratio": "troupe/gearmand",
+               "jobs_per_s": (tr.jobs_per_s / gm.jobs_per_s * 100.0).round() / 100.0,
+               "p50": (tr.p50_us as f64 / gm.p50_us.max(1) as f64 * 100.0).round() / 100.0,
+               "p99": (tr.p99_us as f64 / gm.p99_us.max(1) as f64 * 100.0).round() / 100.0})
+    );
+}
