@@ -157,7 +157,10 @@ impl JobSupervisorState {
     /// for a submission that coalesced into this job, would get every event twice).
     fn watch(&mut self, req: WatchRequest) {
         match self.watchers.iter_mut().find(|w| w.req.group == req.group) {
-            Some(w) => w.req.progress |= req.progress,
+            Some(w) => {
+                w.req.progress |= req.progress;
+                w.req.reports_only &= req.reports_only;
+            }
             None => self.watchers.push(Watcher { req, actor: None }),
         }
     }
@@ -168,8 +171,14 @@ impl JobSupervisorState {
             publish(&mut self.hub, &self.owner, ev, self.run.state());
         }
         let end = matches!(ev, JobEvent::JobFinished { .. });
+        let report = matches!(
+            ev,
+            JobEvent::StepProgress { .. }
+                | JobEvent::StepData { .. }
+                | JobEvent::StepNeedsAction { .. }
+        );
         for w in &mut self.watchers {
-            if !(w.req.progress || end) {
+            if !(end || w.req.progress && (report || !w.req.reports_only)) {
                 continue;
             }
             if w.actor.is_none() {

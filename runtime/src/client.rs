@@ -406,6 +406,7 @@ impl Client {
                     job: String::new(),
                     group: client_group(&self.inner.name),
                     progress: self.inner.opts.progress,
+                reports_only: false,
                 }),
                 unique: None,
                 wait_for_workers: false,
@@ -585,6 +586,7 @@ impl Client {
                 job: job.to_string(),
                 group: client_group(&self.inner.name),
                 progress: self.inner.opts.progress,
+                reports_only: false,
             };
             let st = self
                 .call(&jm, |reply| JobManagerMessage::Watch(Wire::new(req), reply))

@@ -351,6 +351,11 @@ pub struct WatchRequest {
     pub group: String,
     /// Every step event, or only the end of the job.
     pub progress: bool,
+    /// With `progress`: leave out the step state changes (queued, started, retrying,
+    /// finished) and send only what running attempts report (progress, data) and the end
+    /// (the Gearman front door needs no more, and a job's events are most of its cost).
+    #[serde(default)]
+    pub reports_only: bool,
 }
 
 /// Messages of the job manager (one per node, in `troupe.job_manager.NODE`).

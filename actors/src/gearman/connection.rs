@@ -399,6 +399,7 @@ impl Connection {
                 job: String::new(),
                 group: watcher_group(&node),
                 progress: true,
+                reports_only: true,
             }),
             unique: (!s.unique.is_empty())
                 .then(|| format!("gearman\0{}\0{}", s.unique, s.function)),

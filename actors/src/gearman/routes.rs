@@ -47,17 +47,18 @@ impl Routes {
         missed
     }
 
-    /// The connections an event goes to. The end of a job removes its route and is kept
-    /// a while for a connection that joins late (a submission that coalesced into it).
+    /// The connections an event goes to; an event nobody waits for yet is kept a while.
+    /// The end of a job removes its route. (A submission that coalesced into a job just
+    /// as it ended asks the job's status once itself: keeping every end here would cost
+    /// a copy of every job's final status.)
     pub fn deliver(&mut self, ev: &JobEvent, now: Instant) -> Vec<ConnId> {
         let job = event_job(ev);
-        let end = matches!(ev, JobEvent::JobFinished { .. });
-        let conns = if end {
+        let conns = if matches!(ev, JobEvent::JobFinished { .. }) {
             self.by_job.remove(job).unwrap_or_default()
         } else {
             self.by_job.get(job).cloned().unwrap_or_default()
         };
-        if conns.is_empty() || end {
+        if conns.is_empty() {
             self.keep(job, ev, now);
         }
         conns
@@ -133,11 +134,10 @@ mod tests {
     }
 
     #[test]
-    fn a_late_joiner_gets_the_end_and_no_route() {
+    fn an_end_nobody_waited_for_is_handed_to_a_late_joiner_without_a_route() {
         let mut r = Routes::default();
         let now = Instant::now();
-        r.add("j", 1);
-        r.deliver(&end("j"), now);
+        assert!(r.deliver(&end("j"), now).is_empty());
         let missed = r.add("j", 2);
         assert!(matches!(missed.last(), Some(JobEvent::JobFinished { .. })));
         assert!(r.by_job.is_empty());
