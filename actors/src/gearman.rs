@@ -19,7 +19,7 @@
 //! kept in the node's [`crate::ClusterView`] so that it outlives a restart of any of them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -41,33 +41,43 @@ use routes::Routes;
 /// Packets a connection may have waiting to be written before it counts as stuck and is
 /// closed (a client that never reads must not make the node hold its output for ever).
 pub const OUTBOX_PACKETS: usize = 8192;
+/// Bytes a connection may have waiting to be written before it is closed, likewise.
+pub const OUTBOX_BYTES: usize = 32 * 1024 * 1024;
 
 /// The way to one connection's socket.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     tx: mpsc::Sender<Bytes>,
     close: CancellationToken,
+    /// Bytes queued and not yet written.
+    pending: Arc<AtomicUsize>,
     /// The client asked for `WORK_EXCEPTION` packets (`OPTION_REQ exceptions`).
     pub exceptions: Arc<AtomicBool>,
 }
 
 impl Outbox {
     /// A new outbox and the receiving end its writer drains.
-    pub fn new() -> (Self, mpsc::Receiver<Bytes>) {
+    pub fn new() -> (Self, Drain) {
         let (tx, rx) = mpsc::channel(OUTBOX_PACKETS);
+        let close = CancellationToken::new();
+        let pending = Arc::<AtomicUsize>::default();
         (
             Self {
                 tx,
-                close: CancellationToken::new(),
+                close: close.clone(),
+                pending: pending.clone(),
                 exceptions: Arc::default(),
             },
-            rx,
+            Drain { rx, close, pending },
         )
     }
 
     /// Queues a packet; a connection that does not keep up is closed.
     pub fn send(&self, packet: Bytes) {
-        if self.tx.try_send(packet).is_err() {
+        let len = packet.len();
+        if self.pending.fetch_add(len, Ordering::Relaxed) + len > OUTBOX_BYTES
+            || self.tx.try_send(packet).is_err()
+        {
             self.close.cancel();
         }
     }
@@ -75,6 +85,28 @@ impl Outbox {
     /// Fires when the connection must close.
     pub fn closed(&self) -> &CancellationToken {
         &self.close
+    }
+}
+
+/// The writer's end of an outbox. It holds no sender: when every [`Outbox`] of the
+/// connection is gone, `rx` ends and the writer closes the socket.
+#[derive(Debug)]
+pub struct Drain {
+    /// Packets to write.
+    pub rx: mpsc::Receiver<Bytes>,
+    close: CancellationToken,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Drain {
+    /// The writer wrote `len` bytes.
+    pub fn written(&self, len: usize) {
+        self.pending.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    /// The writer gives up (the peer does not read): the connection closes.
+    pub fn give_up(&self) {
+        self.close.cancel();
     }
 }
 

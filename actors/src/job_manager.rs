@@ -96,7 +96,7 @@ impl JobManagerState {
         if let Some(key) = &req.unique {
             if let Some(u) = self.unique.get_mut(key) {
                 if let Some(sup) = self.live.get(&u.job) {
-                    u.submitters += 1;
+                    u.submitters = u.submitters.saturating_add(1);
                     if let Some(mut w) = req.watch {
                         w.job = u.job.clone();
                         let _ = sup.cast(JobSupervisorMessage::AddWatcher(w));
@@ -281,7 +281,9 @@ impl JobManagerState {
 
     fn ended(&mut self, st: JobStatus) {
         if let Some(key) = self.unique_of.remove(&st.id) {
-            self.unique.remove(&key);
+            if self.unique.get(&key).is_some_and(|u| u.job == st.id) {
+                self.unique.remove(&key);
+            }
         }
         if let Some(sup) = self.live.remove(&st.id) {
             self.by_actor.remove(&sup.get_id());

@@ -15,8 +15,8 @@ use troupe_runtime::job::status::JobState;
 use troupe_runtime::observe::ClusterEvent;
 use troupe_runtime::protocol::{
     first_member, worker_pool_group, AttemptRef, CallReply, EventHubMessage, JobAnswer,
-    JobManagerMessage, LostAttempt, ProgressKind, SpawnRequest, StepProgress, StepRequest, StepResult, TraceContext, WatchRequest,
-    WatcherMessage, WorkerPoolMessage,
+    JobManagerMessage, LostAttempt, ProgressKind, SpawnRequest, StepProgress, StepRequest,
+    StepResult, TraceContext, WatchRequest, WatcherMessage, WorkerPoolMessage,
 };
 use troupe_runtime::wire::Wire;
 
@@ -221,6 +221,7 @@ impl JobSupervisorState {
                             merger: None,
                             trace: self.trace.clone(),
                             priority: self.run.priority(),
+                            stage: d.stage,
                         },
                     );
                 }
@@ -385,14 +386,18 @@ impl JobSupervisorState {
                     ProgressKind::Status {
                         numerator,
                         denominator,
-                    } => state.run.progress(&a.step, a.attempt, numerator, denominator),
+                    } => state
+                        .run
+                        .progress(&a.step, a.attempt, numerator, denominator),
                     ProgressKind::Data(d) => state.run.data(&a.step, a.attempt, d, false),
                     ProgressKind::Warning(d) => state.run.data(&a.step, a.attempt, d, true),
                 }
             }
             JobSupervisorMessage::AttemptLost(l) => {
                 tracing::info!(step = %l.attempt.step, attempt = l.attempt.attempt, reason = %l.reason, "attempt lost; running it again");
-                state.run.attempt_lost(&l.attempt.step, l.attempt.attempt, &l.reason)
+                state
+                    .run
+                    .attempt_lost(&l.attempt.step, l.attempt.attempt, &l.reason, l.counts)
             }
             JobSupervisorMessage::NodeDown(n) => {
                 let actions = state.run.node_lost(&n);

@@ -16,6 +16,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 use troupe_runtime::observe::metric;
 
@@ -25,6 +26,7 @@ use serde_json::Value;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use troupe_runtime::job::run::SpawnKind;
+use troupe_runtime::lanes::{lane_of, Lanes, Policy};
 use troupe_runtime::protocol::{
     first_member, job_manager_group, merger_group, task_group, worker_pool_group, AttemptRef,
     Executed, JobManagerMessage, MergerMessage, ResultSource, SpawnRequest, StepRequest,
@@ -40,11 +42,30 @@ pub struct WorkerPool;
 
 /// Attempts running or waiting for a slot, and calls waiting for answers. Kept in the
 /// node's [`crate::ClusterView`] so that it outlives a restart of the pool actor.
-#[derive(Default)]
 pub struct WorkState {
     running: Mutex<HashMap<AttemptRef, CancellationToken>>,
     calls: Mutex<HashMap<u64, oneshot::Sender<Result<Value, TaskError>>>>,
     next_call: AtomicU64,
+    /// Attempts waiting for a slot, in priority lanes.
+    waiting: Mutex<Lanes<StepRequest>>,
+}
+
+impl Default for WorkState {
+    fn default() -> Self {
+        Self {
+            running: Mutex::default(),
+            calls: Mutex::default(),
+            next_call: AtomicU64::new(0),
+            waiting: Mutex::new(Lanes::new(Policy::Priority, Duration::from_secs(1))),
+        }
+    }
+}
+
+impl WorkState {
+    /// Attempts waiting for a slot, by lane.
+    pub fn depths(&self) -> [usize; troupe_runtime::lanes::LANES] {
+        locked(&self.waiting).depths()
+    }
 }
 
 impl std::fmt::Debug for WorkState {
@@ -96,6 +117,11 @@ struct AttemptLink {
     work: Arc<WorkState>,
     slots: Arc<Semaphore>,
     permit: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+    /// Calls of this attempt not answered yet: the slot is taken again only when the
+    /// last is answered (taking it back while a sibling's sub-work still waits for a
+    /// slot could hold every slot of the node on tasks that cannot go on).
+    outstanding: Arc<AtomicU64>,
+    ctx: NodeContext,
 }
 
 impl SubWork for AttemptLink {
@@ -126,10 +152,17 @@ impl SubWork for AttemptLink {
         let work = self.work.clone();
         let owner = self.owner.clone();
         let permit = self.permit.clone();
+        let ctx = self.ctx.clone();
+        let outstanding = self.outstanding.clone();
+        outstanding.fetch_add(1, Ordering::AcqRel);
         Box::pin(async move {
-            // Give the slot back while waiting (if a sibling call has not already).
+            // Give the slot back while waiting (if a sibling call has not already), and
+            // let a waiting attempt have it.
             let released = locked(&permit).take();
-            drop(released);
+            if released.is_some() {
+                drop(released);
+                pump(&ctx);
+            }
             let result = if !sent {
                 locked(&work.calls).remove(&call_id);
                 Err(TaskError::transient(format!(
@@ -139,13 +172,28 @@ impl SubWork for AttemptLink {
                 rx.await
                     .unwrap_or_else(|_| Err(TaskError::transient("the call's answer was lost")))
             };
-            // Take a slot again before the task goes on (concurrent calls of one task
-            // share one slot: the first back takes it).
-            if locked(&permit).is_none() {
+            // Take a slot again before the task goes on, once its last call is answered
+            // (concurrent calls of one task share one slot). Waiting here goes ahead of
+            // the attempts in the lanes: the semaphore hands a freed slot to its waiters
+            // first, and `pump` only takes slots nobody waits for.
+            let last = outstanding.fetch_sub(1, Ordering::AcqRel) == 1;
+            if last && locked(&permit).is_none() {
                 if let Ok(p) = slots.acquire_owned().await {
-                    let mut slot = locked(&permit);
-                    if slot.is_none() {
-                        *slot = Some(p);
+                    let surplus = {
+                        let mut slot = locked(&permit);
+                        match *slot {
+                            None => {
+                                *slot = Some(p);
+                                None
+                            }
+                            // A sibling call got back first and holds the slot: this
+                            // permit goes back, to a waiting attempt.
+                            Some(_) => Some(p),
+                        }
+                    };
+                    if surplus.is_some() {
+                        drop(surplus);
+                        pump(&ctx);
                     }
                 }
             }
@@ -160,53 +208,93 @@ pub struct WorkerPoolState {
 }
 
 impl WorkerPoolState {
-    fn start(&self, req: StepRequest) {
-        let view = self.ctx.view.clone();
-        let task = self.ctx.registry.get(&req.task);
-        let key = AttemptRef {
-            job: req.job.clone(),
-            step: req.step.clone(),
-            attempt: req.attempt,
+    /// Queues an attempt in its lane and starts what the free slots allow.
+    fn run(&self, req: StepRequest) {
+        let lane = lane_of(req.priority, req.stage);
+        locked(&self.ctx.view.work.waiting).push(req, lane, Instant::now());
+        pump(&self.ctx);
+    }
+
+    /// Drops a waiting attempt, or stops a running one; false if it is neither.
+    fn cancel(&self, a: &AttemptRef) -> bool {
+        let work = &self.ctx.view.work;
+        let dropped = locked(&work.waiting)
+            .take_where(|r| r.job == a.job && r.step == a.step && r.attempt == a.attempt);
+        if !dropped.is_empty() {
+            self.ctx
+                .view
+                .queued
+                .fetch_sub(dropped.len() as u32, Ordering::Relaxed);
+            return true;
+        }
+        match locked(&work.running).get(a) {
+            Some(t) => {
+                t.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Starts waiting attempts, the next by lane order each time, while slots are free.
+pub fn pump(ctx: &NodeContext) {
+    let view = &ctx.view;
+    loop {
+        let Ok(permit) = view.slots.clone().try_acquire_owned() else {
+            break;
         };
-        let token = CancellationToken::new();
-        locked(&view.work.running).insert(key.clone(), token.clone());
-        view.queued.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!(
-            "step",
-            job = %req.job,
-            step = %req.step,
-            attempt = req.attempt,
-            task = %req.task,
-            owner = %req.owner,
-            trace_id = %req.trace.trace_id,
-            parent_id = %req.trace.parent_id,
+        let next = locked(&view.work.waiting).pop(Instant::now());
+        let Some(req) = next else {
+            break;
+        };
+        launch(ctx, req, permit);
+    }
+    let waiting = locked(&view.work.waiting).len();
+    view.queued.store(waiting as u32, Ordering::Relaxed);
+}
+
+/// Runs one attempt in its own task, holding `permit` (its slot).
+fn launch(ctx: &NodeContext, req: StepRequest, permit: OwnedSemaphorePermit) {
+    let view = ctx.view.clone();
+    let node_ctx = ctx.clone();
+    let task = ctx.registry.get(&req.task);
+    let key = AttemptRef {
+        job: req.job.clone(),
+        step: req.step.clone(),
+        attempt: req.attempt,
+    };
+    let token = CancellationToken::new();
+    locked(&view.work.running).insert(key.clone(), token.clone());
+    let span = tracing::info_span!(
+        "step",
+        job = %req.job,
+        step = %req.step,
+        attempt = req.attempt,
+        task = %req.task,
+        owner = %req.owner,
+        trace_id = %req.trace.trace_id,
+        parent_id = %req.trace.parent_id,
+    );
+    let fut = async move {
+        let node = view.node.clone();
+        let slot = Arc::new(Mutex::new(Some(permit)));
+        let link = Arc::new(AttemptLink {
+            owner: req.owner.clone(),
+            node: node.clone(),
+            work: view.work.clone(),
+            slots: view.slots.clone(),
+            permit: slot.clone(),
+            outstanding: Arc::default(),
+            ctx: node_ctx.clone(),
+        });
+        let ctx = TaskContext::new(&req.job, &req.step, req.attempt, &node, req.deps).attach(
+            link,
+            token.clone(),
+            req.resumed,
         );
-        let fut = async move {
-            let node = view.node.clone();
-            let permit = tokio::select! {
-                p = view.slots.clone().acquire_owned() => p.ok(),
-                _ = token.cancelled() => None,
-            };
-            view.queued.fetch_sub(1, Ordering::Relaxed);
-            let Some(permit) = permit else {
-                locked(&view.work.running).remove(&key);
-                return;
-            };
-            let slot = Arc::new(Mutex::new(Some(permit)));
-            let link = Arc::new(AttemptLink {
-                owner: req.owner.clone(),
-                node: node.clone(),
-                work: view.work.clone(),
-                slots: view.slots.clone(),
-                permit: slot.clone(),
-            });
-            let ctx = TaskContext::new(&req.job, &req.step, req.attempt, &node, req.deps).attach(
-                link,
-                token.clone(),
-                req.resumed,
-            );
-            let run = async {
-                match task {
+        let run = async {
+            match task {
                     None => Err(TaskError::permanent(format!("task {:?} is not registered on node {node}", req.task))),
                     Some(t) => AssertUnwindSafe(t.run_json(ctx, req.input)).catch_unwind().await.unwrap_or_else(|p| {
                         let msg = panic_message(p.as_ref());
@@ -214,50 +302,53 @@ impl WorkerPoolState {
                         Err(TaskError::permanent(format!("task panicked: {msg}")))
                     }),
                 }
-            };
-            let began = std::time::Instant::now();
-            tracing::debug!("attempt started");
-            let result = tokio::select! {
-                r = run => Some(r),
-                _ = token.cancelled() => None,
-            };
-            metrics::histogram!(metric::STEP_SECONDS, "task" => req.task.clone())
-                .record(began.elapsed().as_secs_f64());
-            tracing::debug!(
-                ok = matches!(result, Some(Ok(_))),
-                elapsed_us = began.elapsed().as_micros() as u64,
-                "attempt ended"
-            );
-            drop(locked(&slot).take());
-            locked(&view.work.running).remove(&key);
-            let cancelled = result.is_none();
-            let result = StepResult {
-                job: req.job,
-                step: req.step,
-                attempt: req.attempt,
-                node,
-                result: result.unwrap_or_else(|| Err(TaskError::permanent("cancelled"))),
-                source: ResultSource::Executed,
-            };
-            // An execution for a merger: it answers the requests that joined this one.
-            if let (Some(m), Some(k)) = (&req.merger, &req.key) {
-                if let Some(merger) = first_member::<MergerMessage>(&merger_group(m)) {
-                    let e = Executed {
-                        key: k.clone(),
-                        result: result.clone(),
-                        cancelled,
-                    };
-                    let _ = merger.cast(MergerMessage::Executed(Wire::new(e)));
-                }
-            }
-            if cancelled {
-                tracing::debug!(job = %key.job, step = %key.step, attempt = key.attempt, "attempt cancelled");
-            } else {
-                send_result(result, &req.owner);
-            }
         };
-        tokio::spawn(fut.instrument(span));
-    }
+        let began = std::time::Instant::now();
+        tracing::debug!("attempt started");
+        let result = tokio::select! {
+            r = run => Some(r),
+            _ = token.cancelled() => None,
+        };
+        metrics::histogram!(metric::STEP_SECONDS, "task" => req.task.clone())
+            .record(began.elapsed().as_secs_f64());
+        tracing::debug!(
+            ok = matches!(result, Some(Ok(_))),
+            elapsed_us = began.elapsed().as_micros() as u64,
+            "attempt ended"
+        );
+        let freed = locked(&slot).take();
+        locked(&view.work.running).remove(&key);
+        if freed.is_some() {
+            drop(freed);
+            pump(&node_ctx);
+        }
+        let cancelled = result.is_none();
+        let result = StepResult {
+            job: req.job,
+            step: req.step,
+            attempt: req.attempt,
+            node,
+            result: result.unwrap_or_else(|| Err(TaskError::permanent("cancelled"))),
+            source: ResultSource::Executed,
+        };
+        // An execution for a merger: it answers the requests that joined this one.
+        if let (Some(m), Some(k)) = (&req.merger, &req.key) {
+            if let Some(merger) = first_member::<MergerMessage>(&merger_group(m)) {
+                let e = Executed {
+                    key: k.clone(),
+                    result: result.clone(),
+                    cancelled,
+                };
+                let _ = merger.cast(MergerMessage::Executed(Wire::new(e)));
+            }
+        }
+        if cancelled {
+            tracing::debug!(job = %key.job, step = %key.step, attempt = key.attempt, "attempt cancelled");
+        } else {
+            send_result(result, &req.owner);
+        }
+    };
+    tokio::spawn(fut.instrument(span));
 }
 
 impl Actor for WorkerPool {
@@ -274,6 +365,9 @@ impl Actor for WorkerPool {
             ractor::pg::join(task_group(&name), vec![myself.get_cell()]);
         }
         ractor::pg::join(worker_pool_group(&ctx.view.node), vec![myself.get_cell()]);
+        let sched = ctx.config.scheduling;
+        locked(&ctx.view.work.waiting)
+            .set_policy(sched.policy, Duration::from_millis(sched.aging_ms));
         Ok(WorkerPoolState { ctx })
     }
 
@@ -285,7 +379,7 @@ impl Actor for WorkerPool {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkerPoolMessage::Run(req) => match req.into_inner() {
-                Ok(req) => state.start(req),
+                Ok(req) => state.run(req),
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable step request"),
             },
             WorkerPoolMessage::CallReply(r) => match r.into_inner() {
@@ -299,18 +393,14 @@ impl Actor for WorkerPool {
             },
             WorkerPoolMessage::Cancel(a) => match a.into_inner() {
                 Ok(a) => {
-                    let token = locked(&state.ctx.view.work.running).get(&a).cloned();
-                    match token {
-                        Some(t) => t.cancel(),
-                        // Not one of ours: an attempt held by an external Gearman worker
-                        // of this node (cancels go to the node's worker pool).
-                        None => {
-                            if let Some(g) = crate::find_on::<WorkerPoolMessage>(
-                                crate::names::GEARMAN_WORKERS,
-                                &state.ctx.view.node,
-                            ) {
-                                let _ = g.cast(WorkerPoolMessage::Cancel(Wire::new(a)));
-                            }
+                    // Not one of ours: an attempt held by an external Gearman worker of
+                    // this node (cancels go to the node's worker pool).
+                    if !state.cancel(&a) {
+                        if let Some(g) = crate::find_on::<WorkerPoolMessage>(
+                            crate::names::GEARMAN_WORKERS,
+                            &state.ctx.view.node,
+                        ) {
+                            let _ = g.cast(WorkerPoolMessage::Cancel(Wire::new(a)));
                         }
                     }
                 }

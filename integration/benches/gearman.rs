@@ -40,7 +40,14 @@ impl Gearmand {
     fn start(dir: &std::path::Path) -> Self {
         let port = free_port().expect("free port");
         let child = Command::new("/usr/sbin/gearmand")
-            .args(["-L", "127.0.0.1", "-p", &port.to_string(), "--log-file", "none"])
+            .args([
+                "-L",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--log-file",
+                "none",
+            ])
             .arg("-P")
             .arg(dir.join("gearmand.pid"))
             .stdin(Stdio::null())
@@ -63,7 +70,11 @@ impl Drop for Gearmand {
 }
 
 /// Workers answering every job with its workload until `stop`.
-fn start_workers(addrs: &[String], n: usize, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+fn start_workers(
+    addrs: &[String],
+    n: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
     (0..n)
         .map(|i| {
             let (addr, stop) = (addrs[i % addrs.len()].clone(), stop.clone());
@@ -131,7 +142,11 @@ fn run_load(addrs: &[String], clients: usize, secs: u64) -> Figures {
     }
     let mut l = std::mem::take(&mut *latencies.lock().unwrap());
     l.sort_unstable();
-    let pick = |q: f64| l.get(((l.len() as f64 * q) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pick = |q: f64| {
+        l.get(((l.len() as f64 * q) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     Figures {
         jobs_per_s: l.len() as f64 / secs as f64,
         p50_us: pick(0.5),
@@ -167,7 +182,13 @@ fn main() {
     cluster.serve_gearman = true;
     cluster.slots = 1;
     let g = Gearmand::start(&cluster.dir);
-    let gm = measure("gearmand", std::slice::from_ref(&g.addr), clients, workers, secs);
+    let gm = measure(
+        "gearmand",
+        std::slice::from_ref(&g.addr),
+        clients,
+        workers,
+        secs,
+    );
     drop(g);
 
     for i in 0..3 {

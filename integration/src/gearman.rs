@@ -97,7 +97,10 @@ impl Conn {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no {kinds:?}")));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no {kinds:?}"),
+                ));
             }
             match self.read(left)? {
                 Some(p) if kinds.contains(&p.kind) => return Ok(p),
@@ -116,7 +119,10 @@ impl Conn {
         data: &[u8],
     ) -> io::Result<String> {
         self.send(kind, &[function.as_bytes(), unique.as_bytes(), data])?;
-        let p = self.expect(&[PacketType::JOB_CREATED, PacketType::ERROR], Duration::from_secs(20))?;
+        let p = self.expect(
+            &[PacketType::JOB_CREATED, PacketType::ERROR],
+            Duration::from_secs(20),
+        )?;
         match p.kind {
             PacketType::JOB_CREATED => Ok(p.text(0)),
             _ => Err(io::Error::other(format!("{}: {}", p.text(0), p.text(1)))),
@@ -165,7 +171,10 @@ impl Conn {
         let deadline = Instant::now() + timeout;
         loop {
             self.send(PacketType::GRAB_JOB, &[])?;
-            let p = self.expect(&[PacketType::JOB_ASSIGN, PacketType::NO_JOB], Duration::from_secs(10))?;
+            let p = self.expect(
+                &[PacketType::JOB_ASSIGN, PacketType::NO_JOB],
+                Duration::from_secs(10),
+            )?;
             if p.kind == PacketType::JOB_ASSIGN {
                 return Ok(Some((p.text(0), p.text(1), p.args[2].clone())));
             }
@@ -176,7 +185,12 @@ impl Conn {
             self.send(PacketType::PRE_SLEEP, &[])?;
             match self.expect(&[PacketType::NOOP], left) {
                 Ok(_) => continue,
-                Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                    ) =>
+                {
                     return Ok(None)
                 }
                 Err(e) => return Err(e),

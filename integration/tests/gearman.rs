@@ -70,14 +70,23 @@ fn gearman_clients_run_jobs_on_every_node_with_status_and_exceptions() {
         assert_eq!(texts(&out).0, "5", "{out:?}");
     }
     // A failing job: the CLI fails; a client that asked for exceptions gets the message.
-    let out = gearman(&c.gearman_addrs[1], &["-f", "troupe.fail", r#"{"message": "bad"}"#], T);
+    let out = gearman(
+        &c.gearman_addrs[1],
+        &["-f", "troupe.fail", r#"{"message": "bad"}"#],
+        T,
+    );
     assert!(!out.status.success(), "{out:?}");
     let mut conn = Conn::connect(&c.gearman_addrs[1]).unwrap();
     conn.send(PacketType::OPTION_REQ, &[b"exceptions"]).unwrap();
     let p = conn.expect(&[PacketType::OPTION_RES], T).unwrap();
     assert_eq!(p.text(0), "exceptions");
-    conn.submit(PacketType::SUBMIT_JOB, "troupe.fail", "", br#"{"message": "bad input 7"}"#)
-        .unwrap();
+    conn.submit(
+        PacketType::SUBMIT_JOB,
+        "troupe.fail",
+        "",
+        br#"{"message": "bad input 7"}"#,
+    )
+    .unwrap();
     let p = conn.wait_end(T).unwrap();
     assert_eq!(p.kind, PacketType::WORK_EXCEPTION, "{p:?}");
     assert!(p.text(1).contains("bad input 7"), "{p:?}");
@@ -90,7 +99,12 @@ fn gearman_clients_run_jobs_on_every_node_with_status_and_exceptions() {
     // handle: known and running while it sleeps, unknown once done.
     let mut bg = Conn::connect(&c.gearman_addrs[0]).unwrap();
     let handle = bg
-        .submit(PacketType::SUBMIT_JOB_BG, "troupe.sleep", "", br#"{"ms": 1500}"#)
+        .submit(
+            PacketType::SUBMIT_JOB_BG,
+            "troupe.sleep",
+            "",
+            br#"{"ms": 1500}"#,
+        )
         .unwrap();
     let mut other = Conn::connect(&c.gearman_addrs[2]).unwrap();
     eventually("the background job runs", || {
@@ -107,9 +121,16 @@ fn gearman_clients_run_jobs_on_every_node_with_status_and_exceptions() {
     assert_eq!(other.status("H:nowhere:1").unwrap(), (false, false, 0, 0));
     // The CLI's background mode answers at once.
     let t0 = Instant::now();
-    let out = gearman(&c.gearman_addrs[1], &["-b", "-f", "troupe.sleep", r#"{"ms": 3000}"#], T);
+    let out = gearman(
+        &c.gearman_addrs[1],
+        &["-b", "-f", "troupe.sleep", r#"{"ms": 3000}"#],
+        T,
+    );
     assert!(out.status.success(), "{out:?}");
-    assert!(t0.elapsed() < Duration::from_millis(2500), "-b waited for the job");
+    assert!(
+        t0.elapsed() < Duration::from_millis(2500),
+        "-b waited for the job"
+    );
 }
 
 #[test]
@@ -133,7 +154,9 @@ fn an_external_gearman_worker_serves_job_file_steps_and_gearman_clients() {
         v["nodes"].as_array().is_some_and(|ns| {
             ns.iter().any(|n| {
                 n["name"] == "n2"
-                    && n["tasks"].as_array().is_some_and(|t| t.iter().any(|t| t == "reverse"))
+                    && n["tasks"]
+                        .as_array()
+                        .is_some_and(|t| t.iter().any(|t| t == "reverse"))
             })
         })
     });
@@ -159,7 +182,11 @@ input = "done"
     assert_eq!(st["steps"]["r"]["node"], "n2", "{st}");
     // The worker got the step's input as text and its output (rev ends it with a
     // newline) came back as a string.
-    assert_eq!(st["output"].as_str().map(str::trim_end), Some("epuort"), "{st}");
+    assert_eq!(
+        st["output"].as_str().map(str::trim_end),
+        Some("epuort"),
+        "{st}"
+    );
     assert_eq!(st["steps"]["after"]["state"], "succeeded", "{st}");
     // The same worker serves a Gearman client on another node.
     let out = gearman(&c.gearman_addrs[2], &["-f", "reverse", "hello"], T);
@@ -177,20 +204,32 @@ fn high_priority_jobs_go_before_low_ones_under_load() {
     let mut worker = Conn::connect(addr).unwrap();
     worker.can_do("prio").unwrap();
     eventually("the function is served", || {
-        admin_status(addr).iter().any(|(f, _, _, w)| f == "prio" && *w == 1)
+        admin_status(addr)
+            .iter()
+            .any(|(f, _, _, w)| f == "prio" && *w == 1)
     });
     // While the worker does not grab, three low then three high jobs queue up, submitted
     // by the gearman CLI through other nodes.
     for i in 0..3 {
-        let out = gearman(&c.gearman_addrs[1], &["-b", "-L", "-f", "prio", &format!("low{i}")], T);
+        let out = gearman(
+            &c.gearman_addrs[1],
+            &["-b", "-L", "-f", "prio", &format!("low{i}")],
+            T,
+        );
         assert!(out.status.success(), "{out:?}");
     }
     for i in 0..3 {
-        let out = gearman(&c.gearman_addrs[2], &["-b", "-I", "-f", "prio", &format!("high{i}")], T);
+        let out = gearman(
+            &c.gearman_addrs[2],
+            &["-b", "-I", "-f", "prio", &format!("high{i}")],
+            T,
+        );
         assert!(out.status.success(), "{out:?}");
     }
     eventually("six jobs wait at n1", || {
-        admin_status(addr).iter().any(|(f, t, _, _)| f == "prio" && *t == 6)
+        admin_status(addr)
+            .iter()
+            .any(|(f, t, _, _)| f == "prio" && *t == 6)
     });
     let mut order = Vec::new();
     while let Some((h, _, data)) = worker.grab(Duration::from_millis(500)).unwrap() {
@@ -207,7 +246,8 @@ fn the_same_unique_id_submitted_to_two_nodes_at_once_runs_once() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // A worker on n2 that counts executions and takes 600 ms per job.
     let worker = {
-        let (addr, executions, stop) = (c.gearman_addrs[1].clone(), executions.clone(), stop.clone());
+        let (addr, executions, stop) =
+            (c.gearman_addrs[1].clone(), executions.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut w = Conn::connect(&addr).unwrap();
             w.can_do("slowcount").unwrap();
@@ -221,12 +261,16 @@ fn the_same_unique_id_submitted_to_two_nodes_at_once_runs_once() {
         })
     };
     eventually("the function is served", || {
-        admin_status(&c.gearman_addrs[1]).iter().any(|(f, _, _, w)| f == "slowcount" && *w == 1)
+        admin_status(&c.gearman_addrs[1])
+            .iter()
+            .any(|(f, _, _, w)| f == "slowcount" && *w == 1)
     });
     let mut a = Conn::connect(&c.gearman_addrs[0]).unwrap();
     let mut b = Conn::connect(&c.gearman_addrs[2]).unwrap();
-    a.send(PacketType::SUBMIT_JOB, &[b"slowcount", b"u-42", b"payload"]).unwrap();
-    b.send(PacketType::SUBMIT_JOB, &[b"slowcount", b"u-42", b"payload"]).unwrap();
+    a.send(PacketType::SUBMIT_JOB, &[b"slowcount", b"u-42", b"payload"])
+        .unwrap();
+    b.send(PacketType::SUBMIT_JOB, &[b"slowcount", b"u-42", b"payload"])
+        .unwrap();
     let ha = a.expect(&[PacketType::JOB_CREATED], T).unwrap().text(0);
     let hb = b.expect(&[PacketType::JOB_CREATED], T).unwrap().text(0);
     assert_eq!(ha, hb, "both submissions joined one job");
@@ -243,7 +287,11 @@ fn the_same_unique_id_submitted_to_two_nodes_at_once_runs_once() {
     assert_eq!(eb.kind, PacketType::WORK_COMPLETE);
     assert_eq!(ea.args[1], b"payload");
     assert_eq!(eb.args[1], b"payload");
-    assert_eq!(executions.load(Ordering::Relaxed), 1, "one execution for both");
+    assert_eq!(
+        executions.load(Ordering::Relaxed),
+        1,
+        "one execution for both"
+    );
     // Once it ended, the same unique id runs again.
     let p = a.call_unique("slowcount", "u-42", b"again");
     assert_eq!(p.kind, PacketType::WORK_COMPLETE);
@@ -273,14 +321,20 @@ fn a_killed_external_worker_loses_its_attempt_and_another_worker_finishes_the_jo
         &c.dir.join("w1.log"),
     );
     eventually("n1 lists the first worker", || {
-        admin_status(&c.gearman_addrs[0]).iter().any(|(f, _, _, w)| f == "slowrev" && *w == 1)
+        admin_status(&c.gearman_addrs[0])
+            .iter()
+            .any(|(f, _, _, w)| f == "slowrev" && *w == 1)
     });
     let client = {
         let addr = c.gearman_addrs[2].clone();
-        std::thread::spawn(move || gearman(&addr, &["-f", "slowrev", "abc"], Duration::from_secs(60)))
+        std::thread::spawn(move || {
+            gearman(&addr, &["-f", "slowrev", "abc"], Duration::from_secs(60))
+        })
     };
     eventually("the first worker holds the job", || {
-        admin_status(&c.gearman_addrs[0]).iter().any(|(f, _, r, _)| f == "slowrev" && *r == 1)
+        admin_status(&c.gearman_addrs[0])
+            .iter()
+            .any(|(f, _, r, _)| f == "slowrev" && *r == 1)
     });
     let _second = ExternalWorker::start(
         &c.gearman_addrs[1],
@@ -289,7 +343,9 @@ fn a_killed_external_worker_loses_its_attempt_and_another_worker_finishes_the_jo
         &c.dir.join("w2.log"),
     );
     eventually("n2 lists the second worker", || {
-        admin_status(&c.gearman_addrs[1]).iter().any(|(f, _, _, w)| f == "slowrev" && *w == 1)
+        admin_status(&c.gearman_addrs[1])
+            .iter()
+            .any(|(f, _, _, w)| f == "slowrev" && *w == 1)
     });
     first.kill();
     let out = client.join().unwrap();
@@ -322,12 +378,16 @@ fn garbage_truncated_and_wrong_packets_get_errors_and_the_node_keeps_serving() {
     conn.send_raw(&p).unwrap();
     let e = conn.expect(&[PacketType::ERROR], T).unwrap();
     assert_eq!(e.text(0), "INVALID_MAGIC", "{e:?}");
-    conn.send(PacketType::SUBMIT_JOB, &[b"only-a-function"]).unwrap();
+    conn.send(PacketType::SUBMIT_JOB, &[b"only-a-function"])
+        .unwrap();
     let e = conn.expect(&[PacketType::ERROR], T).unwrap();
     assert_eq!(e.text(0), "INVALID_PACKET", "{e:?}");
     assert!(e.text(1).contains("needs 3 arguments"), "{e:?}");
     conn.send(PacketType::ECHO_REQ, &[b"still here"]).unwrap();
-    assert_eq!(conn.expect(&[PacketType::ECHO_RES], T).unwrap().text(0), "still here");
+    assert_eq!(
+        conn.expect(&[PacketType::ECHO_RES], T).unwrap().text(0),
+        "still here"
+    );
     // Bad magic: ERROR, then closed.
     let mut g = Conn::connect(&addr).unwrap();
     g.send_raw(b"\0BAD\0\0\0\x10\0\0\0\0").unwrap();
@@ -349,7 +409,9 @@ fn garbage_truncated_and_wrong_packets_get_errors_and_the_node_keeps_serving() {
     drop(g);
     // Random bytes.
     let mut g = Conn::connect(&addr).unwrap();
-    let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let junk: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let _ = g.send_raw(&junk);
     drop(g);
     // An admin line that is not a command.
@@ -379,7 +441,8 @@ fn gearadmin_reports_and_shuts_down_only_from_loopback() {
     let mut w = Conn::connect(&addr).unwrap();
     w.can_do("lanes").unwrap();
     let mut cl = Conn::connect(&addr).unwrap();
-    cl.submit(PacketType::SUBMIT_JOB_HIGH_BG, "lanes", "", b"x").unwrap();
+    cl.submit(PacketType::SUBMIT_JOB_HIGH_BG, "lanes", "", b"x")
+        .unwrap();
     eventually("prioritystatus shows the high job", || {
         texts(&gearadmin(&addr, &["--priority-status"])).0 == "lanes\t1\t0\t0\t1\n.\n"
     });
@@ -391,7 +454,10 @@ fn gearadmin_reports_and_shuts_down_only_from_loopback() {
     s.read_exact(&mut ok).unwrap();
     assert_eq!(&ok, b"OK\n");
     let code = c.node(0).wait_exit(Duration::from_secs(10));
-    assert!(code.is_some_and(|s| s.success()), "the node stopped cleanly: {code:?}");
+    assert!(
+        code.is_some_and(|s| s.success()),
+        "the node stopped cleanly: {code:?}"
+    );
 }
 
 #[test]
@@ -405,31 +471,48 @@ fn worker_status_and_data_reach_the_waiting_client_and_get_status() {
         // Two jobs: for each, report 1/2 and a chunk of data, wait for the go, complete.
         for _ in 0..2 {
             let (h, _, _) = w.grab(Duration::from_secs(30)).unwrap().expect("a job");
-            w.send(PacketType::WORK_STATUS, &[h.as_bytes(), b"1", b"2"]).unwrap();
-            w.send(PacketType::WORK_DATA, &[h.as_bytes(), b"part\0one"]).unwrap();
-            w.send(PacketType::WORK_WARNING, &[h.as_bytes(), b"careful"]).unwrap();
+            w.send(PacketType::WORK_STATUS, &[h.as_bytes(), b"1", b"2"])
+                .unwrap();
+            w.send(PacketType::WORK_DATA, &[h.as_bytes(), b"part\0one"])
+                .unwrap();
+            w.send(PacketType::WORK_WARNING, &[h.as_bytes(), b"careful"])
+                .unwrap();
             go.recv().unwrap();
             w.complete(&h, b"whole").unwrap();
         }
     });
     eventually("the function is served", || {
-        admin_status(&c.gearman_addrs[1]).iter().any(|(f, _, _, w)| f == "progress" && *w == 1)
+        admin_status(&c.gearman_addrs[1])
+            .iter()
+            .any(|(f, _, _, w)| f == "progress" && *w == 1)
     });
     // Foreground, from the other node: status, data and warning arrive before the end.
     let mut cl = Conn::connect(&c.gearman_addrs[0]).unwrap();
-    let h = cl.submit(PacketType::SUBMIT_JOB, "progress", "", b"in").unwrap();
+    let h = cl
+        .submit(PacketType::SUBMIT_JOB, "progress", "", b"in")
+        .unwrap();
     let s = cl.expect(&[PacketType::WORK_STATUS], T).unwrap();
-    assert_eq!((s.text(0), s.text(1), s.text(2)), (h.clone(), "1".into(), "2".into()));
+    assert_eq!(
+        (s.text(0), s.text(1), s.text(2)),
+        (h.clone(), "1".into(), "2".into())
+    );
     let d = cl.expect(&[PacketType::WORK_DATA], T).unwrap();
     assert_eq!(d.args[1], b"part\0one");
     let wn = cl.expect(&[PacketType::WORK_WARNING], T).unwrap();
     assert_eq!(wn.text(1), "careful");
     to_worker.send(()).unwrap();
     let end = cl.wait_end(T).unwrap();
-    assert_eq!((end.kind, end.text(1)), (PacketType::WORK_COMPLETE, "whole".into()));
+    assert_eq!(
+        (end.kind, end.text(1)),
+        (PacketType::WORK_COMPLETE, "whole".into())
+    );
     // Background: GET_STATUS shows the worker's numerator and denominator.
-    let h = cl.submit(PacketType::SUBMIT_JOB_BG, "progress", "", b"in").unwrap();
-    eventually("GET_STATUS shows 1/2", || cl.status(&h).unwrap() == (true, true, 1, 2));
+    let h = cl
+        .submit(PacketType::SUBMIT_JOB_BG, "progress", "", b"in")
+        .unwrap();
+    eventually("GET_STATUS shows 1/2", || {
+        cl.status(&h).unwrap() == (true, true, 1, 2)
+    });
     to_worker.send(()).unwrap();
     eventually("the background job ends", || !cl.status(&h).unwrap().0);
     worker.join().unwrap();
@@ -440,20 +523,31 @@ fn grab_variants_can_do_timeout_and_maxqueue() {
     let c = gearman_cluster(1);
     let addr = c.gearman_addrs[0].clone();
     let mut w = Conn::connect(&addr).unwrap();
-    w.send(PacketType::CAN_DO_TIMEOUT, &[b"slow", b"1"]).unwrap();
+    w.send(PacketType::CAN_DO_TIMEOUT, &[b"slow", b"1"])
+        .unwrap();
     w.can_do("uniq").unwrap();
     eventually("both functions served", || admin_status(&addr).len() == 2);
     let mut cl = Conn::connect(&addr).unwrap();
     // GRAB_JOB_UNIQ and GRAB_JOB_ALL carry a unique id (job/step) before the data.
-    let h1 = cl.submit(PacketType::SUBMIT_JOB_BG, "uniq", "", b"one").unwrap();
-    let h2 = cl.submit(PacketType::SUBMIT_JOB_BG, "uniq", "", b"two").unwrap();
+    let h1 = cl
+        .submit(PacketType::SUBMIT_JOB_BG, "uniq", "", b"one")
+        .unwrap();
+    let h2 = cl
+        .submit(PacketType::SUBMIT_JOB_BG, "uniq", "", b"two")
+        .unwrap();
     w.send(PacketType::GRAB_JOB_UNIQ, &[]).unwrap();
     let a = w.expect(&[PacketType::JOB_ASSIGN_UNIQ], T).unwrap();
-    assert_eq!((a.text(1), a.text(2), a.text(3)), ("uniq".into(), format!("{h1}/gearman"), "one".into()));
+    assert_eq!(
+        (a.text(1), a.text(2), a.text(3)),
+        ("uniq".into(), format!("{h1}/gearman"), "one".into())
+    );
     w.complete(&a.text(0), b"1").unwrap();
     w.send(PacketType::GRAB_JOB_ALL, &[]).unwrap();
     let a = w.expect(&[PacketType::JOB_ASSIGN_ALL], T).unwrap();
-    assert_eq!((a.text(2), a.text(4)), (format!("{h2}/gearman"), "two".into()));
+    assert_eq!(
+        (a.text(2), a.text(4)),
+        (format!("{h2}/gearman"), "two".into())
+    );
     w.complete(&a.text(0), b"2").unwrap();
     // A worker that holds a job past its CAN_DO_TIMEOUT: the client is told it failed.
     let t0 = Instant::now();
@@ -462,7 +556,10 @@ fn grab_variants_can_do_timeout_and_maxqueue() {
     let end = cl.wait_end(T).unwrap();
     assert_eq!(end.kind, PacketType::WORK_FAIL);
     let waited = t0.elapsed();
-    assert!(waited >= Duration::from_millis(900), "failed after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "failed after {waited:?}"
+    );
     // Its late result is ignored; the worker goes on.
     w.complete(&held, b"late").unwrap();
     w.send(PacketType::ECHO_REQ, &[b"ok"]).unwrap();
@@ -477,9 +574,20 @@ fn grab_variants_can_do_timeout_and_maxqueue() {
     drop(w); // no worker grabs any more... but the function must stay served:
     let mut w2 = Conn::connect(&addr).unwrap();
     w2.can_do("uniq").unwrap();
-    eventually("uniq served again", || admin_status(&addr).iter().any(|(f, _, _, n)| f == "uniq" && *n == 1));
-    cl.submit(PacketType::SUBMIT_JOB_BG, "uniq", "", b"a").unwrap();
-    eventually("one waits", || admin_status(&addr).iter().any(|(f, t, _, _)| f == "uniq" && *t == 1));
-    let e = cl.submit(PacketType::SUBMIT_JOB_BG, "uniq", "", b"b").unwrap_err();
+    eventually("uniq served again", || {
+        admin_status(&addr)
+            .iter()
+            .any(|(f, _, _, n)| f == "uniq" && *n == 1)
+    });
+    cl.submit(PacketType::SUBMIT_JOB_BG, "uniq", "", b"a")
+        .unwrap();
+    eventually("one waits", || {
+        admin_status(&addr)
+            .iter()
+            .any(|(f, t, _, _)| f == "uniq" && *t == 1)
+    });
+    let e = cl
+        .submit(PacketType::SUBMIT_JOB_BG, "uniq", "", b"b")
+        .unwrap_err();
     assert!(e.to_string().contains("QUEUE_FULL"), "{e}");
 }

@@ -406,7 +406,7 @@ impl Client {
                     job: String::new(),
                     group: client_group(&self.inner.name),
                     progress: self.inner.opts.progress,
-                reports_only: false,
+                    reports_only: false,
                 }),
                 unique: None,
                 wait_for_workers: false,

@@ -111,6 +111,27 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// The result cache of pure tasks (held by each key's owner node).
     pub cache: CacheConfig,
+    /// How a node orders the attempts that wait for its worker slots.
+    pub scheduling: SchedulingConfig,
+}
+
+/// The order of waiting work (see [`crate::lanes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulingConfig {
+    /// `priority` (lanes by job class and stage, with aging) or `fifo` (arrival order).
+    pub policy: crate::lanes::Policy,
+    /// An attempt moves up one lane for every this many milliseconds it waits.
+    pub aging_ms: u64,
+}
+
+impl Default for SchedulingConfig {
+    fn default() -> Self {
+        Self {
+            policy: crate::lanes::Policy::Priority,
+            aging_ms: 1_000,
+        }
+    }
 }
 
 /// Size and age bounds of the result cache.
@@ -160,6 +181,7 @@ impl Default for NodeConfig {
             restart: RestartConfig::default(),
             limits: Limits::default(),
             cache: CacheConfig::default(),
+            scheduling: SchedulingConfig::default(),
         }
     }
 }
@@ -350,6 +372,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "restart",
         "limits",
         "cache",
+        "scheduling",
     ];
     const RESTART_KEYS: &[&str] = &["max_restarts", "window_ms"];
     const LIMIT_KEYS: &[&str] = &[

@@ -24,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod gearman;
 pub mod job;
+pub mod lanes;
 pub mod merge;
 pub mod observe;
 pub mod protocol;

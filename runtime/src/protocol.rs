@@ -128,9 +128,13 @@ pub struct StepRequest {
     /// Where this attempt sits in its job's trace (logged on every line about it).
     #[serde(default)]
     pub trace: TraceContext,
-    /// The job's priority class (external Gearman workers take high before low).
+    /// The job's priority class.
     #[serde(default)]
     pub priority: Priority,
+    /// Whether it continues a job under way or starts one (with `priority`, its lane in
+    /// the worker pool's queue; see [`crate::lanes`]).
+    #[serde(default)]
+    pub stage: crate::lanes::Stage,
 }
 
 /// The span context carried with an attempt across nodes, in W3C trace-context terms:
@@ -331,6 +335,10 @@ pub struct LostAttempt {
     pub attempt: AttemptRef,
     /// Why, for the status.
     pub reason: String,
+    /// A worker held it and vanished (counts against the step's cap on lost attempts);
+    /// false for an attempt that only waited for a worker that went away.
+    #[serde(default)]
+    pub counts: bool,
 }
 
 /// Why a submission was refused.

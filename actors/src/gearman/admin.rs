@@ -54,7 +54,12 @@ pub fn answer(line: &str, board: &Board, loopback: bool) -> AdminAnswer {
             let mut t = String::new();
             for (id, c) in board.connections() {
                 let fs: Vec<&str> = c.abilities.keys().map(String::as_str).collect();
-                t.push_str(&format!("{id} {} {} : {}\n", c.addr, c.client_id, fs.join(" ")));
+                // gearmand prints the peer's IP without its port.
+                let ip = c
+                    .addr
+                    .rsplit_once(':')
+                    .map_or(c.addr.as_str(), |(ip, _)| ip);
+                t.push_str(&format!("{id} {ip} {} : {}\n", c.client_id, fs.join(" ")));
             }
             t.push_str(".\n");
             text(t)
@@ -63,11 +68,14 @@ pub fn answer(line: &str, board: &Board, loopback: bool) -> AdminAnswer {
         "getpid" => text(format!("OK {}\n", std::process::id())),
         "maxqueue" => {
             let Some(f) = words.next() else {
-                return text("ERR INCOMPLETE_ARGS An+incomplete+set+of+arguments+was+sent+to+this+command\n");
+                return text(
+                    "ERR INCOMPLETE_ARGS An+incomplete+set+of+arguments+was+sent+to+this+command\n",
+                );
             };
-            let n = match words.next().map(str::parse::<usize>) {
+            // gearmand: no size, or a negative one, means no limit.
+            let n = match words.next().map(str::parse::<i64>) {
                 None => 0,
-                Some(Ok(n)) => n,
+                Some(Ok(n)) => usize::try_from(n).unwrap_or(0),
                 Some(Err(_)) => return text("ERR INVALID_ARGUMENT the+size+is+not+a+number\n"),
             };
             AdminAnswer {
@@ -101,10 +109,7 @@ mod tests {
         b.connect(1, "127.0.0.1:5".into());
         b.can_do(1, "rev", None);
         assert_eq!(answer("status", &b, true).text, "rev\t0\t0\t1\n.\n");
-        assert_eq!(
-            answer("workers", &b, true).text,
-            "1 127.0.0.1:5 - : rev\n.\n"
-        );
+        assert_eq!(answer("workers", &b, true).text, "1 127.0.0.1 - : rev\n.\n");
     }
 
     #[test]
@@ -113,7 +118,9 @@ mod tests {
         assert!(answer("shutdown graceful", &b, true).shutdown);
         let a = answer("shutdown", &b, false);
         assert!(!a.shutdown && a.text.starts_with("ERR NOT_ALLOWED"));
-        assert!(answer("frobnicate", &b, true).text.starts_with("ERR UNKNOWN_COMMAND"));
+        assert!(answer("frobnicate", &b, true)
+            .text
+            .starts_with("ERR UNKNOWN_COMMAND"));
         assert_eq!(
             answer("maxqueue rev 10", &b, true).max_queue,
             Some(("rev".into(), 10))

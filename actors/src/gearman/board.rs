@@ -146,7 +146,9 @@ impl Board {
 
     /// True if a worker connected here can do `function`.
     pub fn serves(&self, function: &str) -> bool {
-        self.conns.values().any(|c| c.abilities.contains_key(function))
+        self.conns
+            .values()
+            .any(|c| c.abilities.contains_key(function))
     }
 
     fn change(&mut self, id: ConnId, edit: impl FnOnce(&mut Conn)) -> AbilityChange {
@@ -222,21 +224,25 @@ impl Board {
         Some(a)
     }
 
-    /// True if an attempt for `function` given to this node now would wait little: a
-    /// worker here that can do it holds no job, or the jobs waiting here are fewer than
-    /// the workers that can do it (each will take one as soon as it finishes its own).
+    /// True if an attempt for `function` given to this node now starts at once: more
+    /// workers here that can do it hold no job than jobs wait here for them.
     pub fn has_room(&self, function: &str) -> bool {
-        let (workers, idle) = self
+        let idle = self
             .conns
             .values()
-            .filter(|c| c.abilities.contains_key(function))
-            .fold((0, 0), |(w, i), c| (w + 1, i + usize::from(c.held == 0)));
+            .filter(|c| c.held == 0 && c.abilities.contains_key(function))
+            .count();
         let waiting: usize = self
             .queues
             .get(function)
             .map(|l| l.iter().map(VecDeque::len).sum())
             .unwrap_or(0);
-        workers > 0 && waiting < idle.max(workers)
+        idle > waiting
+    }
+
+    /// Functions connection `id` announced.
+    pub fn abilities(&self, id: ConnId) -> usize {
+        self.conns.get(&id).map_or(0, |c| c.abilities.len())
     }
 
     /// An attempt for an external worker. `Err` gives it back when no worker here can do
@@ -249,8 +255,7 @@ impl Board {
         self.next_order += 1;
         let handle = format!("H:{}:{}", self.node, self.next_handle);
         let task = request.task.clone();
-        self.by_attempt
-            .insert(attempt_of(&request), handle.clone());
+        self.by_attempt.insert(attempt_of(&request), handle.clone());
         let l = lane(request.priority);
         self.queues.entry(task.clone()).or_default()[l].push_back(Queued {
             handle,
@@ -348,12 +353,13 @@ impl Board {
     /// Drops an attempt (cancelled, or timed out at its supervisor): out of its queue, or
     /// its worker's later result is ignored. True if it was here.
     pub fn cancel(&mut self, attempt: &AttemptRef) -> bool {
-        let Some(handle) = self.by_attempt.remove(attempt) else {
+        let Some(handle) = self.by_attempt.get(attempt).cloned() else {
             return false;
         };
-        if self.assigned.remove(&handle).is_some() {
+        if self.take_assignment(&handle).is_some() {
             return true;
         }
+        self.by_attempt.remove(attempt);
         for lanes in self.queues.values_mut() {
             for q in lanes.iter_mut() {
                 q.retain(|x| x.handle != handle);
@@ -466,6 +472,7 @@ mod tests {
             merger: None,
             trace: Default::default(),
             priority,
+            stage: Default::default(),
         }
     }
 
@@ -519,7 +526,10 @@ mod tests {
         assert!(!b.pre_sleep(2));
         assert_eq!(b.enqueue(req("a", "f", Priority::Normal)).unwrap(), vec![1]);
         // Already woken: not woken again before it sleeps again.
-        assert!(b.enqueue(req("b", "f", Priority::Normal)).unwrap().is_empty());
+        assert!(b
+            .enqueue(req("b", "f", Priority::Normal))
+            .unwrap()
+            .is_empty());
         assert!(b.pre_sleep(1), "work waits: wake at once");
     }
 
@@ -533,9 +543,7 @@ mod tests {
         assert!(!b.has_room("f"), "a waits for the one worker");
         let g = b.grab(1, Instant::now()).unwrap();
         assert!(g.handle.starts_with("H:n1:"));
-        assert!(b.has_room("f"), "its one worker will take the next one");
-        b.enqueue(req("b", "f", Priority::Normal)).unwrap();
-        assert!(!b.has_room("f"), "one waits for the one worker");
+        assert!(!b.has_room("f"), "its one worker holds a job");
         assert!(!b.has_room("g"), "no worker for g");
         assert!(b.finish(2, &g.handle).is_none());
         assert!(b.finish(1, &g.handle).is_some());
@@ -561,10 +569,18 @@ mod tests {
         assert_eq!(late[0].0.job, a.request.job);
         assert!(b.finish(1, &a.handle).is_none());
         assert!(b.cancel(&attempt_of(&req("c", "f", Priority::Normal))));
+        assert!(
+            b.cancel(&attempt_of(&bb.request)),
+            "a held attempt is cancelled"
+        );
+        assert_eq!(b.conns[&2].held, 0, "its worker is free again");
+        assert!(
+            b.finish(2, &bb.handle).is_none(),
+            "its late result is ignored"
+        );
         assert!(b.grab(1, t0).is_none(), "c was cancelled");
         let (_, lost) = b.disconnect(2);
-        assert_eq!(lost.len(), 1);
-        assert_eq!(lost[0].job, bb.request.job);
+        assert!(lost.is_empty(), "it held nothing any more");
     }
 
     #[test]

@@ -86,6 +86,17 @@ pub fn send_event(outbox: &Outbox, ev: &JobEvent) {
     }
 }
 
+/// Writes `ev` to the connections waiting on its job (under the routes lock, so that
+/// events reach each connection in order; see `Routes`).
+pub fn deliver(shared: &GearmanShared, ev: &JobEvent) {
+    let mut routes = lock(&shared.routes);
+    for c in routes.deliver(ev, Instant::now()) {
+        if let Some(o) = shared.outbox(c) {
+            send_event(&o, ev);
+        }
+    }
+}
+
 impl Actor for GearmanClients {
     type Msg = WatcherMessage;
     type State = Arc<GearmanShared>;
@@ -114,12 +125,7 @@ impl Actor for GearmanClients {
                 return Ok(());
             }
         };
-        let conns = lock(&shared.routes).deliver(&ev, Instant::now());
-        for c in conns {
-            if let Some(o) = shared.outbox(c) {
-                send_event(&o, &ev);
-            }
-        }
+        deliver(shared, &ev);
         Ok(())
     }
 }

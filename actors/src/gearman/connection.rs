@@ -17,7 +17,6 @@ use ractor::rpc::CallResult;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use troupe_runtime::gearman::data::{from_workload, to_workload};
 use troupe_runtime::gearman::packet::{error_packet, response, PacketType, RawPacket, Submit};
@@ -25,9 +24,8 @@ use troupe_runtime::gearman::{CodecError, Frame, GearmanCodec, Request};
 use troupe_runtime::job::spec::{JobSpec, RetryPolicy, StepSpec};
 use troupe_runtime::observe::metric;
 use troupe_runtime::protocol::{
-    first_member, job_manager_group, unique_owner, JobManagerMessage, JobQueryError,
-    ProgressKind, StepProgress, StepResult, SubmitError, SubmitRequest, UniqueJob,
-    WatchRequest,
+    first_member, job_manager_group, unique_owner, JobManagerMessage, JobQueryError, ProgressKind,
+    StepProgress, StepResult, SubmitError, SubmitRequest, UniqueJob, WatchRequest,
 };
 use troupe_runtime::task::TaskError;
 use troupe_runtime::wire::Wire;
@@ -36,12 +34,26 @@ use troupe_runtime::{JobEvent, JobState, JobStatus};
 use super::board::{attempt_of, ConnId};
 use super::clients::{send_event, watcher_group};
 use super::workers::{apply_change, report_lost};
-use super::{admin, lock, GearmanShared, Outbox};
+use super::{admin, lock, Drain, GearmanShared, Outbox};
 use crate::worker_pool::send_result;
 use crate::NodeContext;
 
-/// How long a submission or status question to a job manager may take.
-const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a submission or status question to a job manager may take (long: a
+/// submission answered after it would exist without the client knowing).
+const ASK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one write may wait for a peer that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest function name accepted (gearmand's limit).
+pub const MAX_FUNCTION: usize = 512;
+/// Longest unique id accepted (gearmand's limit).
+pub const MAX_UNIQUE: usize = 64;
+/// Longest client id accepted.
+pub const MAX_CLIENT_ID: usize = 64;
+/// Functions one worker connection may announce.
+pub const MAX_ABILITIES: usize = 256;
+/// Largest workload, result or data chunk, as the JSON it becomes (so that it fits in
+/// a node-to-node message).
+pub const MAX_DATA: usize = troupe_runtime::job::spec::MAX_JOB_BYTES as usize;
 /// The step id of a job submitted by a Gearman client.
 pub const STEP: &str = "gearman";
 /// Most bytes the writer puts into one write.
@@ -51,12 +63,12 @@ const WRITE_BATCH: usize = 256 * 1024;
 pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: NodeContext) {
     let _ = stream.set_nodelay(true);
     let shared = ctx.view.gearman.clone();
-    let (outbox, rx) = Outbox::new();
+    let (outbox, drain) = Outbox::new();
     let id = shared.open(outbox.clone());
     lock(&shared.board).connect(id, peer.to_string());
     metrics::gauge!(metric::GEARMAN_CONNECTIONS).increment(1.0);
     let (rd, wr) = stream.into_split();
-    tokio::spawn(write_loop(wr, rx));
+    tokio::spawn(write_loop(wr, drain));
     let mut frames = FramedRead::new(rd, GearmanCodec::new(ctx.config.max_message_bytes));
     let mut conn = Connection {
         id,
@@ -74,11 +86,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: NodeContext) {
             f = frames.next() => match f {
                 None => break,
                 Some(Ok(Frame::Packet(p))) => conn.packet(p).await,
-                Some(Ok(Frame::Admin(line))) => {
-                    if !conn.admin(&line) {
-                        break;
-                    }
-                }
+                Some(Ok(Frame::Admin(line))) => conn.admin(&line),
                 Some(Err(e)) => {
                     conn.framing_error(e);
                     break;
@@ -90,22 +98,45 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: NodeContext) {
 }
 
 /// Writes what the outbox holds, batching packets queued together into one write.
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+/// A peer that does not read for `WRITE_TIMEOUT` is given up (the task ends and the
+/// socket closes).
+async fn write_loop(mut wr: OwnedWriteHalf, mut drain: Drain) {
     let mut buf = BytesMut::new();
-    while let Some(p) = rx.recv().await {
+    while let Some(p) = drain.rx.recv().await {
         buf.extend_from_slice(&p);
         while buf.len() < WRITE_BATCH {
-            match rx.try_recv() {
+            match drain.rx.try_recv() {
                 Ok(p) => buf.extend_from_slice(&p),
                 Err(_) => break,
             }
         }
-        if wr.write_all(&buf).await.is_err() {
-            return;
+        match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&buf)).await {
+            Ok(Ok(())) => {}
+            _ => {
+                drain.give_up();
+                return;
+            }
         }
+        drain.written(buf.len());
         buf.clear();
     }
-    let _ = wr.shutdown().await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown()).await;
+}
+
+/// The JSON of a workload, if it fits in a node-to-node message.
+fn workload(data: &[u8]) -> Option<serde_json::Value> {
+    if data.len() > MAX_DATA {
+        return None;
+    }
+    let v = from_workload(data);
+    let size = match &v {
+        // U+FFFD replacements make invalid bytes three times larger.
+        serde_json::Value::String(t) => t.len() + 2,
+        other => serde_json::to_vec(other)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX),
+    };
+    (size <= MAX_DATA).then_some(v)
 }
 
 /// The nodes that run a job manager and are not down, for rendezvous choices.
@@ -123,11 +154,7 @@ fn job_nodes(ctx: &NodeContext) -> Vec<String> {
 fn status_numbers(st: &JobStatus) -> (bool, bool, u64, u64) {
     let known = !st.state.is_terminal();
     let running = known && st.state == JobState::Running;
-    let [n, d] = st
-        .steps
-        .values()
-        .find_map(|s| s.progress)
-        .unwrap_or([0, 0]);
+    let [n, d] = st.steps.values().find_map(|s| s.progress).unwrap_or([0, 0]);
     (known, running, n, d)
 }
 
@@ -154,7 +181,10 @@ impl Connection {
 
     fn refuse(&self, code: &str, reason: &'static str, text: &str) {
         metrics::counter!(metric::GEARMAN_ERRORS, "reason" => reason).increment(1);
-        self.send(response(PacketType::ERROR, &[code.as_bytes(), text.as_bytes()]));
+        self.send(response(
+            PacketType::ERROR,
+            &[code.as_bytes(), text.as_bytes()],
+        ));
     }
 
     fn framing_error(&self, e: CodecError) {
@@ -170,11 +200,14 @@ impl Connection {
             CodecError::BadMagic(_) => "INVALID_MAGIC",
             _ => "INVALID_PACKET",
         };
-        self.send(response(PacketType::ERROR, &[code.as_bytes(), e.to_string().as_bytes()]));
+        self.send(response(
+            PacketType::ERROR,
+            &[code.as_bytes(), e.to_string().as_bytes()],
+        ));
     }
 
-    /// Answers an admin line; false to close the connection.
-    fn admin(&self, line: &str) -> bool {
+    /// Answers an admin line.
+    fn admin(&self, line: &str) {
         let a = admin::answer(
             line,
             &lock(&self.shared.board),
@@ -190,16 +223,16 @@ impl Connection {
             tracing::info!(peer = %self.peer, "Gearman admin asked the node to shut down");
             self.ctx.view.shutdown.notify_one();
         }
-        true
     }
 
     async fn packet(&mut self, p: RawPacket) {
         match Request::parse(&p) {
             Err(e) => {
                 metrics::counter!(metric::GEARMAN_ERRORS, "reason" => e.reason()).increment(1);
-                self.shared
-                    .throttle
-                    .warn(&format!("refused a Gearman packet: {e}"), &self.peer.to_string());
+                self.shared.throttle.warn(
+                    &format!("refused a Gearman packet: {e}"),
+                    &self.peer.to_string(),
+                );
                 self.send(error_packet(&e));
             }
             Ok(r) => self.request(r).await,
@@ -222,9 +255,30 @@ impl Connection {
                     );
                 }
             }
+            Request::SetClientId(n) if n.len() > MAX_CLIENT_ID => self.refuse(
+                "INVALID_ARGUMENT",
+                "argument",
+                &format!("client id over {MAX_CLIENT_ID} bytes"),
+            ),
             Request::SetClientId(n) => lock(&self.shared.board).set_client_id(self.id, n),
+            Request::CanDo(f, _) if f.is_empty() || f.len() > MAX_FUNCTION => self.refuse(
+                "INVALID_ARGUMENT",
+                "argument",
+                &format!("a function name is 1 to {MAX_FUNCTION} bytes"),
+            ),
             Request::CanDo(f, t) => {
-                let c = lock(&self.shared.board).can_do(self.id, &f, t);
+                let mut board = lock(&self.shared.board);
+                if board.abilities(self.id) >= MAX_ABILITIES {
+                    drop(board);
+                    self.refuse(
+                        "TOO_MANY_FUNCTIONS",
+                        "argument",
+                        &format!("a worker may announce at most {MAX_ABILITIES} functions"),
+                    );
+                    return;
+                }
+                let c = board.can_do(self.id, &f, t);
+                drop(board);
                 apply_change(c, &node);
             }
             Request::CantDo(f) => {
@@ -263,14 +317,26 @@ impl Connection {
                 };
                 self.send(p);
             }
-            Request::WorkComplete(h, d) => self.work_end(&h, Ok(from_workload(&d))),
+            Request::WorkComplete(h, d) => {
+                let result = workload(&d).ok_or_else(|| {
+                    TaskError::permanent(format!(
+                        "the Gearman worker's result of {} bytes is over the limit of {MAX_DATA}",
+                        d.len()
+                    ))
+                });
+                self.work_end(&h, result)
+            }
             Request::WorkFail(h) => self.work_end(
                 &h,
-                Err(TaskError::transient("the Gearman worker reported WORK_FAIL")),
+                Err(TaskError::transient(
+                    "the Gearman worker reported WORK_FAIL",
+                )),
             ),
             Request::WorkException(h, d) => self.work_end(
                 &h,
-                Err(TaskError::transient(String::from_utf8_lossy(&d).into_owned())),
+                Err(TaskError::transient(
+                    String::from_utf8_lossy(&d).into_owned(),
+                )),
             ),
             Request::WorkStatus {
                 handle,
@@ -283,6 +349,14 @@ impl Connection {
                     denominator,
                 },
             ),
+            Request::WorkData(h, _) | Request::WorkWarning(h, _) if matches!(&r, Request::WorkData(_, d) | Request::WorkWarning(_, d) if d.len() > MAX_DATA / 2) =>
+            {
+                self.refuse(
+                    "INVALID_ARGUMENT",
+                    "too_large",
+                    &format!("{h}: data chunks are at most {} bytes", MAX_DATA / 2),
+                );
+            }
             Request::WorkData(h, d) => self.progress(&h, ProgressKind::Data(d.to_vec())),
             Request::WorkWarning(h, d) => self.progress(&h, ProgressKind::Warning(d.to_vec())),
             Request::Submit(s) => self.submit(s).await,
@@ -374,11 +448,32 @@ impl Connection {
     }
 
     async fn submit(&mut self, s: Submit) {
+        if s.function.is_empty() || s.function.len() > MAX_FUNCTION || s.unique.len() > MAX_UNIQUE {
+            self.refuse(
+                "INVALID_ARGUMENT",
+                "argument",
+                &format!(
+                    "a function name is 1 to {MAX_FUNCTION} bytes and a unique id at most {MAX_UNIQUE}"
+                ),
+            );
+            return;
+        }
+        let Some(input) = workload(&s.data) else {
+            self.refuse(
+                "INVALID_ARGUMENT",
+                "too_large",
+                &format!("the workload is over the limit of {MAX_DATA} bytes (as JSON)"),
+            );
+            return;
+        };
         if lock(&self.shared.board).queue_full(&s.function) {
             self.refuse(
                 "QUEUE_FULL",
                 "queue_full",
-                &format!("the queue of {} on this node is full (maxqueue)", s.function),
+                &format!(
+                    "the queue of {} on this node is full (maxqueue)",
+                    s.function
+                ),
             );
             return;
         }
@@ -387,7 +482,7 @@ impl Connection {
             .with_priority(s.priority)
             .step(
                 StepSpec::new(STEP, &s.function)
-                    .input(from_workload(&s.data))
+                    .input(input)
                     .retry(RetryPolicy {
                         max_attempts: 1,
                         backoff_ms: 0,
@@ -412,7 +507,11 @@ impl Connection {
             self.unique_manager(&s.unique)
         };
         let Some(jm) = jm else {
-            self.refuse("SERVER_BUSY", "unavailable", "no job manager is reachable; try again");
+            self.refuse(
+                "SERVER_BUSY",
+                "unavailable",
+                "no job manager is reachable; try again",
+            );
             return;
         };
         let answer = jm
@@ -446,19 +545,28 @@ impl Connection {
                 return;
             }
         };
-        let mode = if s.background { "background" } else { "foreground" };
+        let mode = if s.background {
+            "background"
+        } else {
+            "foreground"
+        };
         metrics::counter!(metric::GEARMAN_JOBS, "mode" => mode).increment(1);
         self.send(response(PacketType::JOB_CREATED, &[id.as_bytes()]));
         if s.background {
             return;
         }
-        let missed = lock(&self.shared.routes).add(&id, self.id);
-        let ended = missed
-            .iter()
-            .any(|e| matches!(e, JobEvent::JobFinished { .. }));
-        for ev in &missed {
-            send_event(&self.outbox, ev);
-        }
+        // Replayed under the routes lock, so that no later event of the job (delivered
+        // by GearmanClients under the same lock) is written before the missed ones.
+        let ended = {
+            let mut routes = lock(&self.shared.routes);
+            let missed = routes.add(&id, self.id);
+            for ev in &missed {
+                send_event(&self.outbox, ev);
+            }
+            missed
+                .iter()
+                .any(|e| matches!(e, JobEvent::JobFinished { .. }))
+        };
         if !ended && !s.unique.is_empty() {
             // A submission that coalesced into a job may have joined it just as it ended
             // (its watcher added after the last event): ask once.
@@ -469,12 +577,7 @@ impl Connection {
                         let ev = JobEvent::JobFinished {
                             status: Box::new(st),
                         };
-                        let conns = lock(&shared.routes).deliver(&ev, Instant::now());
-                        for c in conns {
-                            if let Some(o) = shared.outbox(c) {
-                                send_event(&o, &ev);
-                            }
-                        }
+                        super::clients::deliver(&shared, &ev);
                     }
                 }
             });
@@ -489,7 +592,10 @@ impl Connection {
         let jm = self.unique_manager(unique)?;
         let prefix = format!("gearman\0{unique}\0");
         match jm
-            .call(|r| JobManagerMessage::FindUnique(prefix, r), Some(ASK_TIMEOUT))
+            .call(
+                |r| JobManagerMessage::FindUnique(prefix, r),
+                Some(ASK_TIMEOUT),
+            )
             .await
         {
             Ok(CallResult::Success(w)) => w.into_inner().ok().flatten(),
@@ -509,6 +615,7 @@ impl Connection {
             report_lost(
                 r,
                 format!("the Gearman worker at {} disconnected mid-job", self.peer),
+                true,
             );
         }
         apply_change(change, &node);

@@ -33,7 +33,11 @@ impl Routes {
     /// Connection `conn` waits on `job`: returns the events it missed. If they hold the
     /// job's end, the job is over for this connection and no route is kept.
     pub fn add(&mut self, job: &str, conn: ConnId) -> Vec<JobEvent> {
-        let missed = self.kept.get(job).map(|(_, e)| e.clone()).unwrap_or_default();
+        let missed = self
+            .kept
+            .get(job)
+            .map(|(_, e)| e.clone())
+            .unwrap_or_default();
         if !missed
             .iter()
             .any(|e| matches!(e, JobEvent::JobFinished { .. }))

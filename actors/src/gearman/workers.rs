@@ -14,8 +14,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use troupe_runtime::gearman::packet::{response, PacketType};
 use troupe_runtime::protocol::{
-    first_member, job_manager_group, task_group, JobManagerMessage, LostAttempt,
-    StepRequest, StepResult, WorkerPoolMessage,
+    first_member, job_manager_group, task_group, JobManagerMessage, LostAttempt, StepRequest,
+    StepResult, WorkerPoolMessage,
 };
 use troupe_runtime::task::TaskError;
 use troupe_runtime::wire::Wire;
@@ -39,17 +39,21 @@ pub struct GearmanWorkersState {
 }
 
 /// Tells the owner of `request`'s job that the attempt ended without a result, so that
-/// it runs again elsewhere.
-pub fn report_lost(request: &StepRequest, reason: String) {
+/// it runs again elsewhere. `counts`: a worker held it (it counts against the step's
+/// cap on lost attempts); an attempt that only waited here does not.
+pub fn report_lost(request: &StepRequest, reason: String, counts: bool) {
     let lost = LostAttempt {
         attempt: attempt_of(request),
         reason,
+        counts,
     };
     match first_member::<JobManagerMessage>(&job_manager_group(&request.owner)) {
         Some(jm) => {
             let _ = jm.cast(JobManagerMessage::AttemptLost(Wire::new(lost)));
         }
-        None => tracing::warn!(owner = %request.owner, job = %request.job, "cannot report a lost attempt: its owner is not reachable"),
+        None => {
+            tracing::warn!(owner = %request.owner, job = %request.job, "cannot report a lost attempt: its owner is not reachable")
+        }
     }
 }
 
@@ -70,6 +74,7 @@ pub fn apply_change(change: AbilityChange, node: &str) {
         report_lost(
             &r,
             format!("no Gearman worker for {} on node {node} any more", r.task),
+            false,
         );
     }
 }
@@ -155,6 +160,7 @@ impl Actor for GearmanWorkers {
                                 "no Gearman worker for {} on node {} any more",
                                 req.task, state.node
                             ),
+                            false,
                         ),
                     }
                 }

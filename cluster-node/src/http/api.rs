@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -270,8 +269,10 @@ pub async fn metrics(State(ctx): State<NodeContext>) -> impl IntoResponse {
     let v = &ctx.view;
     metrics::gauge!(metric::SLOTS).set(v.slot_count as f64);
     metrics::gauge!(metric::SLOTS_BUSY).set(v.busy() as f64);
-    metrics::gauge!(metric::QUEUE_DEPTH, "lane" => "normal")
-        .set(v.queued.load(Ordering::Relaxed) as f64);
+    for (lane, depth) in v.work.depths().into_iter().enumerate() {
+        metrics::gauge!(metric::QUEUE_DEPTH, "lane" => troupe_runtime::lanes::lane_name(lane))
+            .set(depth as f64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         troupe_actors::telemetry::render(),

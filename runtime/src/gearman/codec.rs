@@ -93,7 +93,8 @@ impl Decoder for GearmanCodec {
         }
         if src.len() < 12 {
             // Check the magic as soon as it is there, so garbage is refused at once.
-            if src.len() >= 4 && &src[..4] != Magic::Req.bytes() && &src[..4] != Magic::Res.bytes() {
+            if src.len() >= 4 && &src[..4] != Magic::Req.bytes() && &src[..4] != Magic::Res.bytes()
+            {
                 return Err(CodecError::BadMagic([src[0], src[1], src[2], src[3]]));
             }
             return Ok(None);
@@ -178,7 +179,13 @@ mod tests {
         let mut b = request(PacketType::ECHO_REQ, &[]).to_vec();
         b[8..12].copy_from_slice(&4096u32.to_be_bytes());
         let (_, e) = decode_all(&b);
-        assert!(matches!(e, Some(CodecError::TooLarge { size: 4096, max: 1024 })));
+        assert!(matches!(
+            e,
+            Some(CodecError::TooLarge {
+                size: 4096,
+                max: 1024
+            })
+        ));
         let (_, e) = decode_all(&[b'a'; MAX_ADMIN_LINE + 2]);
         assert!(matches!(e, Some(CodecError::LineTooLong)));
     }

@@ -323,7 +323,9 @@ impl Request {
                 numerator: number(kind, &a[1])?,
                 denominator: number(kind, &a[2])?,
             },
-            T::WORK_COMPLETE => Request::WorkComplete(text(kind, "job handle", &a[0])?, a[1].clone()),
+            T::WORK_COMPLETE => {
+                Request::WorkComplete(text(kind, "job handle", &a[0])?, a[1].clone())
+            }
             T::WORK_FAIL => Request::WorkFail(text(kind, "job handle", &a[0])?),
             T::WORK_EXCEPTION => {
                 Request::WorkException(text(kind, "job handle", &a[0])?, a[1].clone())
@@ -367,7 +369,10 @@ pub fn request(kind: PacketType, args: &[&[u8]]) -> Bytes {
 
 /// An `ERROR` packet for `e`.
 pub fn error_packet(e: &ProtocolError) -> Bytes {
-    response(PacketType::ERROR, &[e.code().as_bytes(), e.to_string().as_bytes()])
+    response(
+        PacketType::ERROR,
+        &[e.code().as_bytes(), e.to_string().as_bytes()],
+    )
 }
 
 #[cfg(test)]
@@ -385,7 +390,10 @@ mod tests {
 
     #[test]
     fn submits_parse_with_their_priority_and_mode() {
-        let r = Request::parse(&raw(PacketType::SUBMIT_JOB_LOW_BG, &[b"rev", b"u1", b"a\0b"]));
+        let r = Request::parse(&raw(
+            PacketType::SUBMIT_JOB_LOW_BG,
+            &[b"rev", b"u1", b"a\0b"],
+        ));
         assert_eq!(
             r,
             Ok(Request::Submit(Submit {
@@ -401,13 +409,23 @@ mod tests {
     #[test]
     fn the_last_argument_keeps_its_nuls_and_short_bodies_are_refused() {
         let a = split_args(&Bytes::from_static(b"h\0x\0y"), 2).unwrap();
-        assert_eq!(a, vec![Bytes::from_static(b"h"), Bytes::from_static(b"x\0y")]);
+        assert_eq!(
+            a,
+            vec![Bytes::from_static(b"h"), Bytes::from_static(b"x\0y")]
+        );
         let e = Request::parse(&RawPacket {
             magic: Magic::Req,
             code: PacketType::SUBMIT_JOB.code(),
             body: Bytes::from_static(b"only-one"),
         });
-        assert!(matches!(e, Err(ProtocolError::Arguments { want: 3, got: 1, .. })));
+        assert!(matches!(
+            e,
+            Err(ProtocolError::Arguments {
+                want: 3,
+                got: 1,
+                ..
+            })
+        ));
     }
 
     #[test]

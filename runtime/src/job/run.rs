@@ -21,6 +21,7 @@ use super::expr;
 use super::spec::{JobSpec, Priority, RetryPolicy};
 use super::status::{JobEvent, JobState, JobStats, JobStatus, StepState, StepStatus};
 use super::validate::{validate_with, Graph, Limits};
+use crate::lanes::Stage;
 use crate::merge::CacheMode;
 use crate::protocol::JobQueryError;
 use crate::protocol::ResultSource;
@@ -51,6 +52,8 @@ pub struct Dispatch {
     pub depth: usize,
     /// Whether cached results and requests in flight may serve it.
     pub cache: CacheMode,
+    /// Whether it continues the job or starts it (its priority lane, with the job's class).
+    pub stage: Stage,
 }
 
 /// What a job supervisor must do next.
@@ -500,6 +503,18 @@ impl JobRun {
             .unwrap_or_else(|| self.groups[g].input.clone());
         let depth = self.groups[g].depth;
         let n = &mut self.nodes[i];
+        // Continuing work: anything but a first attempt of a step of the job's own file
+        // that waits on nothing (see `crate::lanes`).
+        let stage = if depth > 0
+            || n.attempts > 0
+            || n.fan_parent.is_some()
+            || !n.required.is_empty()
+            || !n.optional.is_empty()
+        {
+            Stage::Continuing
+        } else {
+            Stage::New
+        };
         n.attempts += 1;
         n.live_attempt = Some(n.attempts);
         n.state = StepState::Pending;
@@ -514,6 +529,7 @@ impl JobRun {
             timeout: n.timeout_ms.map(Duration::from_millis),
             resumed,
             depth,
+            stage,
         })
     }
 
@@ -1039,7 +1055,12 @@ impl JobRun {
             if n.node.as_deref() != Some(lost) {
                 continue;
             }
-            self.run_again(i, attempt, format!("node {lost} left the cluster"), &mut out);
+            self.run_again(
+                i,
+                attempt,
+                format!("node {lost} left the cluster"),
+                &mut out,
+            );
         }
         out
     }
@@ -1048,14 +1069,23 @@ impl JobRun {
     /// ran it disconnected): it runs again as a new attempt, without using up the step's
     /// retry budget, unless the step lost [`LOST_ATTEMPTS_CAP`] attempts already (work
     /// that kills every worker it lands on fails instead of running for ever).
-    pub fn attempt_lost(&mut self, step: &str, attempt: u32, reason: &str) -> Vec<Action> {
+    ///
+    /// `counts` is false for an attempt no worker had started (it only waited for one
+    /// that went away): it runs again without counting.
+    pub fn attempt_lost(
+        &mut self,
+        step: &str,
+        attempt: u32,
+        reason: &str,
+        counts: bool,
+    ) -> Vec<Action> {
         let Some(i) = self.live(step, attempt) else {
             return Vec::new();
         };
         if self.state.is_terminal() {
             return Vec::new();
         }
-        self.nodes[i].lost += 1;
+        self.nodes[i].lost += u32::from(counts);
         if self.nodes[i].lost >= LOST_ATTEMPTS_CAP {
             let node = self.nodes[i].node.clone().unwrap_or_default();
             let e = TaskError::permanent(format!(

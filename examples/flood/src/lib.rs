@@ -1,0 +1,236 @@
+//! Stage-1 starvation, after seed 000 (sweetiQ): at peak, new jobs spawn stage-1 work so
+//! fast that nodes spend all their time on it and jobs already under way starve.
+//!
+//! A job here is three stages, `flood.fetch` -> `flood.process` -> `flood.store`, each a
+//! few milliseconds of waiting (I/O-bound work, as the seed's fetches). [`measure`] runs,
+//! against a cluster, what the `flood` benchmark prints: the cluster's capacity (jobs/s
+//! with enough in flight), an unloaded job's latency, and a flood at twice the capacity
+//! for a fixed period: jobs completed per second, latency from a job's first step to its
+//! end, and how many jobs were left half-done (started, not finished) when the period
+//! ended.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use troupe_runtime::{
+    Client, JobEvent, JobSpec, JobState, StepSpec, Task, TaskContext, TaskError, TaskRegistry,
+};
+
+/// Input of every stage.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Work {
+    /// How long the stage takes, in milliseconds.
+    #[serde(default = "default_ms")]
+    pub ms: u64,
+}
+fn default_ms() -> u64 {
+    5
+}
+
+/// One stage: waits `ms`, returns its name.
+pub struct Stage(&'static str);
+impl Task for Stage {
+    type Input = Work;
+    type Output = Value;
+    async fn run(&self, _ctx: TaskContext, w: Work) -> Result<Value, TaskError> {
+        tokio::time::sleep(Duration::from_millis(w.ms)).await;
+        Ok(json!(self.0))
+    }
+}
+
+/// Registers `flood.fetch`, `flood.process` and `flood.store`.
+pub fn register(tasks: &mut TaskRegistry) {
+    tasks.register("flood.fetch", Stage("fetched"));
+    tasks.register("flood.process", Stage("processed"));
+    tasks.register("flood.store", Stage("stored"));
+}
+
+/// The three-stage job, each stage `ms` long.
+pub fn job(ms: u64) -> JobSpec {
+    let input = json!({ "ms": ms });
+    JobSpec::new("flood")
+        .step(StepSpec::new("fetch", "flood.fetch").input(input.clone()))
+        .step(
+            StepSpec::new("process", "flood.process")
+                .input(input.clone())
+                .after(["fetch"]),
+        )
+        .step(
+            StepSpec::new("store", "flood.store")
+                .input(input)
+                .after(["process"]),
+        )
+}
+
+/// What one policy's run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloodFigures {
+    /// Jobs completed per second during the flood.
+    pub completed_per_s: f64,
+    /// Jobs per second the cluster completes with enough in flight (measured first).
+    pub capacity_per_s: f64,
+    /// Latency from a job's first step to its end during the flood, p50, ms.
+    pub p50_ms: f64,
+    /// The same, p99.
+    pub p99_ms: f64,
+    /// An unloaded job's latency (first step to end), p99, ms.
+    pub unloaded_p99_ms: f64,
+    /// Jobs started but not finished when the flood period ended.
+    pub half_done: u64,
+    /// Jobs submitted during the flood.
+    pub submitted: u64,
+}
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+}
+
+/// Runs one job and follows it: (time of its first step's start, time of its end, ok).
+async fn follow(client: &Client, ms: u64) -> Option<(Instant, Instant, bool)> {
+    let mut h = client.submit(job(ms)).await.ok()?;
+    let mut first = None;
+    while let Some(ev) = h.next_event().await {
+        match ev {
+            JobEvent::StepStarted { .. } if first.is_none() => first = Some(Instant::now()),
+            JobEvent::JobFinished { status } => {
+                let end = Instant::now();
+                return Some((
+                    first.unwrap_or(end),
+                    end,
+                    status.state == JobState::Succeeded,
+                ));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The cluster's capacity: jobs completed per second over `secs` with `in_flight` jobs
+/// always submitted.
+pub async fn capacity(client: &Client, ms: u64, in_flight: usize, secs: f64) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight {
+        let (c, done) = (client.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < end {
+                if let Ok(mut h) = c.submit(job(ms)).await {
+                    if let Ok(st) = h.wait().await {
+                        if st.state == JobState::Succeeded && Instant::now() <= end {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    done.load(Ordering::Relaxed) as f64 / secs
+}
+
+/// p99 latency (first step to end, ms) of `n` jobs run one at a time.
+pub async fn unloaded_p99(client: &Client, ms: u64, n: usize) -> f64 {
+    let mut l = Vec::new();
+    for _ in 0..n {
+        if let Some((a, b, true)) = follow(client, ms).await {
+            l.push(b.duration_since(a).as_secs_f64() * 1e3);
+        }
+    }
+    percentile(&mut l, 0.99)
+}
+
+/// Submits jobs at `rate` per second for `secs` (open loop) and measures what completes
+/// within the period.
+pub async fn flood(client: &Client, ms: u64, rate: f64, secs: f64) -> (f64, f64, f64, u64, u64) {
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(secs);
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let completed = Arc::new(AtomicU64::new(0));
+    let started = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let mut submitted = 0u64;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let mut next = start;
+    while next < end {
+        let now = Instant::now();
+        if next > now {
+            tokio::time::sleep(next - now).await;
+        }
+        next += interval;
+        submitted += 1;
+        let (c, latencies, completed, started) = (
+            client.clone(),
+            latencies.clone(),
+            completed.clone(),
+            started.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut h) = c.submit(job(ms)).await else {
+                return;
+            };
+            let mut first = None;
+            while let Some(ev) = h.next_event().await {
+                match ev {
+                    JobEvent::StepStarted { .. } if first.is_none() => {
+                        first = Some(Instant::now());
+                        if Instant::now() <= end {
+                            started.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    JobEvent::JobFinished { status } => {
+                        let t = Instant::now();
+                        if t <= end && status.state == JobState::Succeeded {
+                            completed.fetch_add(1, Ordering::Relaxed);
+                            let f = first.unwrap_or(t);
+                            latencies
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(t.duration_since(f).as_secs_f64() * 1e3);
+                        }
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(end.saturating_duration_since(Instant::now())).await;
+    let done = completed.load(Ordering::Relaxed);
+    let half_done = started.load(Ordering::Relaxed).saturating_sub(done);
+    // Let the backlog drain before the next measurement.
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(120), t).await;
+    }
+    let mut l = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
+    let p50 = percentile(&mut l, 0.5);
+    let p99 = percentile(&mut l, 0.99);
+    (done as f64 / secs, p50, p99, half_done, submitted)
+}
+
+/// Capacity, unloaded latency, then a flood at twice the capacity for `secs`.
+pub async fn measure(client: &Client, ms: u64, secs: f64) -> FloodFigures {
+    let capacity_per_s = capacity(client, ms, 64, 3.0).await;
+    let unloaded_p99_ms = unloaded_p99(client, ms, 30).await;
+    let (completed_per_s, p50_ms, p99_ms, half_done, submitted) =
+        flood(client, ms, 2.0 * capacity_per_s, secs).await;
+    FloodFigures {
+        completed_per_s,
+        capacity_per_s,
+        p50_ms,
+        p99_ms,
+        unloaded_p99_ms,
+        half_done,
+        submitted,
+    }
+}
