@@ -8,8 +8,9 @@
 //! `FLOOD_SECS` seconds (default 5), submitted open-loop by one client spread over the
 //! three nodes. Prints one line per policy:
 //! `{"bench":"flood","policy":..,"completed_per_s":..,"capacity_per_s":..,"p50_ms":..,"p99_ms":..,"unloaded_p99_ms":..,"half_done":..}`
-//! where latency runs from a job's first step to its end, and half-done jobs are those
-//! started but not finished when the period ended.
+//! where latency runs from the moment a job's first stage started to run to its end,
+//! and half-done jobs are those whose first stage was done but that had not finished
+//! when the period ended.
 
 use std::time::Duration;
 

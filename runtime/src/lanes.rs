@@ -2,25 +2,28 @@
 //!
 //! Seed 000's starvation: at peak, new jobs spawn stage-1 work so fast that nodes spend
 //! all their time on it and jobs already under way never finish. So work waits in lanes,
-//! not in one FIFO. A lane is a job priority class (high, normal, low) and a stage:
-//! *continuing* work (a step with dependencies, a fan-out child, a re-entrant call or
-//! sub-job, a retry) goes ahead of *new* work (a first step of a job). Lanes in order:
+//! not in one FIFO. *Continuing* work (a step with dependencies, a fan-out child, a
+//! re-entrant call or sub-job, a retry) goes ahead of *new* work (a job's first steps);
+//! within each, the job's priority class (high, normal, low) orders the lanes:
 //!
-//! | lane | class | stage |
+//! | lane | stage | class |
 //! |---|---|---|
-//! | 0 | high | continuing |
-//! | 1 | high | new |
-//! | 2 | normal | continuing |
-//! | 3 | normal | new |
-//! | 4 | low | continuing |
-//! | 5 | low | new |
+//! | 0 | continuing | high |
+//! | 1 | continuing | normal |
+//! | 2 | continuing | low |
+//! | 3 | new | high |
+//! | 4 | new | normal |
+//! | 5 | new | low |
 //!
-//! Lanes age, so nothing waits for ever: an attempt's rank is its lane minus one for
-//! every `aging_ms` it has waited, and the next attempt to run is the one with the lowest
-//! rank, the oldest first among equals. An attempt in lane L has waited at most
-//! `L × aging_ms` before it goes ahead of everything that arrived after it. Within a lane
-//! the order is FIFO. The `fifo` policy ignores lanes (arrival order only), for
-//! comparison.
+//! Classes age, so no class waits for ever behind another: for every `aging_ms` an
+//! attempt has waited, its class moves up one (low to normal to high); its stage stays.
+//! The next attempt to run is the one in the best lane after aging, the oldest first
+//! among equals; within a lane the order is FIFO. So an attempt of class c competes as
+//! high after `c × aging_ms` at most. New work never goes ahead of continuing work, and
+//! is not starved for ever by it either: continuing work exists only for jobs already
+//! started, and jobs start only by their new work. (Were new work to age past continuing
+//! work, a sustained flood would make the order FIFO again, which is the starvation this
+//! module is for.) The `fifo` policy ignores lanes (arrival order only), for comparison.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -50,17 +53,17 @@ pub fn lane_of(priority: Priority, stage: Stage) -> usize {
         Priority::Normal => 1,
         Priority::Low => 2,
     };
-    class * 2 + usize::from(stage == Stage::New)
+    usize::from(stage == Stage::New) * 3 + class
 }
 
 /// The label of lane `lane` in metrics (`high_continuing`, ..., `low_new`).
 pub fn lane_name(lane: usize) -> &'static str {
     [
         "high_continuing",
-        "high_new",
         "normal_continuing",
-        "normal_new",
         "low_continuing",
+        "high_new",
+        "normal_new",
         "low_new",
     ]
     .get(lane)
@@ -143,7 +146,8 @@ impl<T> Lanes<T> {
             Policy::Fifo => (0, e.seq),
             Policy::Priority => {
                 let aged = now.saturating_duration_since(e.at).as_millis() / self.aging.as_millis();
-                (lane as i64 - aged.min(i64::MAX as u128) as i64, e.seq)
+                let class = (lane % 3).saturating_sub(aged.min(LANES as u128) as usize);
+                (((lane / 3) * 3 + class) as i64, e.seq)
             }
         }
     }
@@ -201,7 +205,7 @@ mod tests {
     }
 
     #[test]
-    fn continuing_work_goes_before_new_work_and_classes_on_top() {
+    fn continuing_work_goes_before_new_work_then_by_class() {
         let mut l = Lanes::new(Policy::Priority, ms(1000));
         let t = Instant::now();
         l.push("normal-new", lane_of(Priority::Normal, Stage::New), t);
@@ -225,33 +229,48 @@ mod tests {
         assert_eq!(
             order,
             [
-                "high-new",
                 "normal-continuing",
                 "normal-continuing-2",
-                "normal-new",
-                "low-continuing"
+                "low-continuing",
+                "high-new",
+                "normal-new"
             ]
         );
     }
 
     #[test]
-    fn aging_bounds_the_wait_of_the_lowest_lane() {
+    fn aging_bounds_the_wait_of_the_lowest_class() {
         let mut l = Lanes::new(Policy::Priority, ms(100));
         let t0 = Instant::now();
-        l.push("old-low-new", 5, t0);
-        // A steady stream of high continuing work arrives afterwards.
+        l.push("old-low-new", lane_of(Priority::Low, Stage::New), t0);
+        // A steady stream of new high work arrives afterwards.
         let mut served_at = None;
         for step in 0..20u64 {
             let now = t0 + ms(step * 50);
-            l.push("fresh-high", 0, now);
+            l.push("fresh-high-new", lane_of(Priority::High, Stage::New), now);
             if l.pop(now) == Some("old-low-new") {
                 served_at = Some(step * 50);
                 break;
             }
         }
         let at = served_at.expect("the low item was served");
-        assert!(at <= 5 * 100, "served after {at} ms, bound 500 ms");
-        assert!(at >= 4 * 100, "not before it aged: {at} ms");
+        assert!(at <= 2 * 100, "served after {at} ms, bound 200 ms");
+        assert!(at >= 100, "not before it aged: {at} ms");
+    }
+
+    #[test]
+    fn aged_new_work_still_yields_to_continuing_work() {
+        let mut l = Lanes::new(Policy::Priority, ms(10));
+        let t0 = Instant::now();
+        l.push("old-normal-new", lane_of(Priority::Normal, Stage::New), t0);
+        let later = t0 + ms(1000);
+        l.push(
+            "fresh-normal-continuing",
+            lane_of(Priority::Normal, Stage::Continuing),
+            later,
+        );
+        assert_eq!(l.pop(later), Some("fresh-normal-continuing"));
+        assert_eq!(l.pop(later), Some("old-normal-new"));
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! few milliseconds of waiting (I/O-bound work, as the seed's fetches). [`measure`] runs,
 //! against a cluster, what the `flood` benchmark prints: the cluster's capacity (jobs/s
 //! with enough in flight), an unloaded job's latency, and a flood at twice the capacity
-//! for a fixed period: jobs completed per second, latency from a job's first step to its
-//! end, and how many jobs were left half-done (started, not finished) when the period
-//! ended.
+//! for a fixed period: jobs completed per second, latency from the moment a job's first
+//! stage started to run to the job's end, and how many jobs were left half-done (first
+//! stage done, job not finished) when the period ended.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,14 +30,25 @@ fn default_ms() -> u64 {
     5
 }
 
-/// One stage: waits `ms`, returns its name.
+/// Milliseconds since the Unix epoch (the node and the client share this machine's
+/// clock in the benchmark).
+pub fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1e3)
+        .unwrap_or(0.0)
+}
+
+/// One stage: waits `ms`; returns its name and when it started to run (the job's
+/// latency is measured from its first stage's start, not from when it was queued).
 pub struct Stage(&'static str);
 impl Task for Stage {
     type Input = Work;
     type Output = Value;
     async fn run(&self, _ctx: TaskContext, w: Work) -> Result<Value, TaskError> {
+        let started_ms = now_ms();
         tokio::time::sleep(Duration::from_millis(w.ms)).await;
-        Ok(json!(self.0))
+        Ok(json!({ "stage": self.0, "started_ms": started_ms }))
     }
 }
 
@@ -48,11 +59,12 @@ pub fn register(tasks: &mut TaskRegistry) {
     tasks.register("flood.store", Stage("stored"));
 }
 
-/// The three-stage job, each stage `ms` long.
+/// The three-stage job, each stage `ms` long; its output is the first stage's.
 pub fn job(ms: u64) -> JobSpec {
     let input = json!({ "ms": ms });
-    JobSpec::new("flood")
-        .step(StepSpec::new("fetch", "flood.fetch").input(input.clone()))
+    let mut j = JobSpec::new("flood");
+    j.output = Some("fetch".into());
+    j.step(StepSpec::new("fetch", "flood.fetch").input(input.clone()))
         .step(
             StepSpec::new("process", "flood.process")
                 .input(input.clone())
@@ -92,25 +104,17 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
 }
 
-/// Runs one job and follows it: (time of its first step's start, time of its end, ok).
-async fn follow(client: &Client, ms: u64) -> Option<(Instant, Instant, bool)> {
+/// When the job's first stage started to run (from its output), in epoch ms.
+fn first_start(status: &troupe_runtime::JobStatus) -> Option<f64> {
+    status.output.as_ref()?.get("started_ms")?.as_f64()
+}
+
+/// Runs one job: its latency from its first stage's start to its end, in ms.
+async fn follow(client: &Client, ms: u64) -> Option<f64> {
     let mut h = client.submit(job(ms)).await.ok()?;
-    let mut first = None;
-    while let Some(ev) = h.next_event().await {
-        match ev {
-            JobEvent::StepStarted { .. } if first.is_none() => first = Some(Instant::now()),
-            JobEvent::JobFinished { status } => {
-                let end = Instant::now();
-                return Some((
-                    first.unwrap_or(end),
-                    end,
-                    status.state == JobState::Succeeded,
-                ));
-            }
-            _ => {}
-        }
-    }
-    None
+    let st = h.wait().await.ok()?;
+    let end = now_ms();
+    (st.state == JobState::Succeeded).then(|| first_start(&st).map(|s| end - s))?
 }
 
 /// The cluster's capacity: jobs completed per second over `secs` with `in_flight` jobs
@@ -143,8 +147,8 @@ pub async fn capacity(client: &Client, ms: u64, in_flight: usize, secs: f64) -> 
 pub async fn unloaded_p99(client: &Client, ms: u64, n: usize) -> f64 {
     let mut l = Vec::new();
     for _ in 0..n {
-        if let Some((a, b, true)) = follow(client, ms).await {
-            l.push(b.duration_since(a).as_secs_f64() * 1e3);
+        if let Some(latency) = follow(client, ms).await {
+            l.push(latency);
         }
     }
     percentile(&mut l, 0.99)
@@ -179,24 +183,24 @@ pub async fn flood(client: &Client, ms: u64, rate: f64, secs: f64) -> (f64, f64,
             let Ok(mut h) = c.submit(job(ms)).await else {
                 return;
             };
-            let mut first = None;
             while let Some(ev) = h.next_event().await {
                 match ev {
-                    JobEvent::StepStarted { .. } if first.is_none() => {
-                        first = Some(Instant::now());
+                    // Its first stage ran: the job is under way.
+                    JobEvent::StepFinished { step, .. } if step == "fetch" => {
                         if Instant::now() <= end {
                             started.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     JobEvent::JobFinished { status } => {
-                        let t = Instant::now();
+                        let (t, t_ms) = (Instant::now(), now_ms());
                         if t <= end && status.state == JobState::Succeeded {
                             completed.fetch_add(1, Ordering::Relaxed);
-                            let f = first.unwrap_or(t);
-                            latencies
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push(t.duration_since(f).as_secs_f64() * 1e3);
+                            if let Some(s) = first_start(&status) {
+                                latencies
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .push(t_ms - s);
+                            }
                         }
                         return;
                     }
