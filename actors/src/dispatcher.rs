@@ -69,6 +69,10 @@ pub fn pick_worker(
     if members.is_empty() {
         return None;
     }
+    // Skip nodes at their concurrency limit for the task, unless all are.
+    if members.iter().any(|(_, n)| !view.is_saturated(n, task)) {
+        members.retain(|(_, n)| !view.is_saturated(n, task));
+    }
     members.sort_by_key(|(c, _)| order_key(c));
     let (pick, node) = members.swap_remove(*next % members.len());
     *next = next.wrapping_add(1);

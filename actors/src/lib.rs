@@ -119,6 +119,8 @@ pub struct ClusterView {
     pub cache: merger::CacheCounters,
     /// Nodes membership saw leave and not come back (their groups may linger briefly).
     down: RwLock<std::collections::HashSet<String>>,
+    /// Tasks each peer said are at their concurrency limit there.
+    saturated: RwLock<HashMap<String, std::collections::HashSet<String>>>,
     sessions: Mutex<HashMap<u64, ActorRef<NodeSessionMessage>>>,
     /// Sessions still in their handshake, oldest first.
     pub(crate) pending_handshakes: Mutex<std::collections::VecDeque<u64>>,
@@ -146,6 +148,7 @@ impl ClusterView {
             props: RwLock::default(),
             cache: merger::CacheCounters::default(),
             down: RwLock::default(),
+            saturated: RwLock::default(),
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
             pending_handshakes: Mutex::default(),
             gearman: Arc::new(gearman::GearmanShared::new(node)),
@@ -201,6 +204,25 @@ impl ClusterView {
         } else {
             d.remove(node);
         }
+    }
+
+    /// Records the tasks `node` says are at their concurrency limit there.
+    pub fn set_saturated(&self, node: &str, tasks: std::collections::HashSet<String>) {
+        let mut m = self.saturated.write().unwrap_or_else(|p| p.into_inner());
+        if tasks.is_empty() {
+            m.remove(node);
+        } else {
+            m.insert(node.to_string(), tasks);
+        }
+    }
+
+    /// True if peer `node` said `task` is at its concurrency limit there.
+    pub fn is_saturated(&self, node: &str, task: &str) -> bool {
+        self.saturated
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .is_some_and(|t| t.contains(task))
     }
 
     /// True if membership saw `node` leave.

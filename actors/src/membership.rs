@@ -124,6 +124,18 @@ impl MembershipState {
                 .filter(|(_, p)| *p != troupe_runtime::merge::TaskProps::PLAIN)
                 .collect(),
             cache: v.cache.stats(),
+            saturated: crate::worker_pool::saturated_tasks(&self.ctx),
+        }
+    }
+
+    /// Sends this node's info to every peer.
+    fn announce(&self, myself: &ActorRef<MembershipMessage>) {
+        let hello = self.my_info();
+        for m in ractor::pg::get_members(&MEMBERSHIP_GROUP.to_string()) {
+            if m.get_id() != myself.get_id() {
+                let r: ActorRef<MembershipMessage> = m.into();
+                let _ = r.cast(MembershipMessage::Hello(Wire::new(hello.clone())));
+            }
         }
     }
 
@@ -301,6 +313,9 @@ impl MembershipState {
         }
         let now = Instant::now();
         self.ctx.view.learn_props(info.task_props.clone());
+        self.ctx
+            .view
+            .set_saturated(&info.name, info.saturated.iter().cloned().collect());
         for a in &info.peers {
             self.heard.insert(a.clone(), now);
         }
@@ -449,13 +464,7 @@ impl MembershipState {
         }
 
         // Gossip.
-        let hello = self.my_info();
-        for m in ractor::pg::get_members(&MEMBERSHIP_GROUP.to_string()) {
-            if m.get_id() != myself.get_id() {
-                let r: ActorRef<MembershipMessage> = m.into();
-                let _ = r.cast(MembershipMessage::Hello(Wire::new(hello.clone())));
-            }
-        }
+        self.announce(myself);
     }
 
     fn list(&self) -> Vec<NodeInfo> {
@@ -586,6 +595,7 @@ impl Actor for Membership {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             MembershipMessage::Tick => state.tick(&myself),
+            MembershipMessage::Announce => state.announce(&myself),
             MembershipMessage::Session(ev) => match ev.into_inner() {
                 Ok(ev) => state.on_session(ev).await,
                 Err(e) => tracing::warn!(error = %e, "unreadable session event"),

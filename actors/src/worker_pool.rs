@@ -25,6 +25,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use troupe_runtime::config::TaskLimit;
 use troupe_runtime::job::run::SpawnKind;
 use troupe_runtime::lanes::{lane_of, Lanes, Policy};
 use troupe_runtime::protocol::{
@@ -48,6 +49,135 @@ pub struct WorkState {
     next_call: AtomicU64,
     /// Attempts waiting for a slot, in priority lanes.
     waiting: Mutex<Lanes<StepRequest>>,
+    /// Concurrency and rate gates of the tasks with limits.
+    gates: Mutex<Gates>,
+}
+
+/// How often a gate's share of cluster-wide limits is worked out again.
+const SHARE_EVERY: Duration = Duration::from_millis(200);
+
+/// The gate of one task with limits (`task_limits` in the configuration).
+#[derive(Debug)]
+struct Gate {
+    running: usize,
+    cap: Option<usize>,
+    rate: Option<f64>,
+    tokens: f64,
+    refilled: Instant,
+    computed: Instant,
+}
+
+/// Gates by task, and whether a timer will pump when rate tokens come back.
+#[derive(Debug, Default)]
+struct Gates {
+    by_task: HashMap<String, Gate>,
+    timer_armed: bool,
+    saturated: Vec<String>,
+}
+
+/// This node's share of `limit`: its concurrency cap and its rate, from the nodes that
+/// serve the task now (cluster-wide figures divided among them; the remainder of the
+/// concurrency goes to the first nodes by name; every node at least 1).
+fn shares(ctx: &NodeContext, limit: &TaskLimit) -> (Option<usize>, Option<f64>) {
+    let mut nodes: Vec<String> = crate::dispatcher::live_members(&ctx.view, &limit.task)
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    let n = nodes.len().max(1);
+    let rank = nodes.iter().position(|x| *x == ctx.view.node).unwrap_or(0);
+    let cluster = limit
+        .max_in_cluster
+        .map(|m| (m / n + usize::from(rank < m % n)).max(1));
+    let cap = match (limit.max_per_node, cluster) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    (cap, limit.rate_per_s.map(|r| r / n as f64))
+}
+
+impl Gates {
+    /// The gate of `task`, its shares fresh; `None` for a task without limits.
+    fn gate(&mut self, ctx: &NodeContext, task: &str, now: Instant) -> Option<&mut Gate> {
+        let limit = ctx.config.task_limits.iter().find(|l| l.task == task)?;
+        let g = self.by_task.entry(task.to_string()).or_insert_with(|| {
+            let (cap, rate) = shares(ctx, limit);
+            Gate {
+                running: 0,
+                cap,
+                rate,
+                tokens: rate.map_or(0.0, |r| r.max(1.0)),
+                refilled: now,
+                computed: now,
+            }
+        });
+        if now.duration_since(g.computed) >= SHARE_EVERY {
+            (g.cap, g.rate) = shares(ctx, limit);
+            g.computed = now;
+        }
+        if let Some(r) = g.rate {
+            let dt = now.duration_since(g.refilled).as_secs_f64();
+            g.tokens = (g.tokens + r * dt).min(r.max(1.0));
+            g.refilled = now;
+        }
+        Some(g)
+    }
+
+    /// Whether an attempt of `task` may start now; `Err(Some(wait))` when it waits for a
+    /// rate token, `Err(None)` when the task is at its concurrency cap.
+    fn check(
+        &mut self,
+        ctx: &NodeContext,
+        task: &str,
+        now: Instant,
+    ) -> Result<(), Option<Duration>> {
+        let Some(g) = self.gate(ctx, task, now) else {
+            return Ok(());
+        };
+        if g.cap.is_some_and(|c| g.running >= c) {
+            return Err(None);
+        }
+        match g.rate {
+            Some(r) if g.tokens < 1.0 => Err(Some(Duration::from_secs_f64(
+                ((1.0 - g.tokens) / r).clamp(0.001, 1.0),
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn started(&mut self, task: &str) {
+        if let Some(g) = self.by_task.get_mut(task) {
+            g.running += 1;
+            if g.rate.is_some() {
+                g.tokens -= 1.0;
+            }
+        }
+    }
+
+    fn finished(&mut self, task: &str) {
+        if let Some(g) = self.by_task.get_mut(task) {
+            g.running = g.running.saturating_sub(1);
+        }
+    }
+
+    /// Tasks at their concurrency cap now.
+    fn at_cap(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .by_task
+            .iter()
+            .filter(|(_, g)| g.cap.is_some_and(|c| g.running >= c))
+            .map(|(k, _)| k.clone())
+            .collect();
+        t.sort();
+        t
+    }
+}
+
+/// Tasks at their concurrency limit on this node now (gossiped to the other nodes,
+/// whose dispatchers skip this node for them).
+pub fn saturated_tasks(ctx: &NodeContext) -> Vec<String> {
+    locked(&ctx.view.work.gates).saturated.clone()
 }
 
 impl Default for WorkState {
@@ -57,6 +187,7 @@ impl Default for WorkState {
             calls: Mutex::default(),
             next_call: AtomicU64::new(0),
             waiting: Mutex::new(Lanes::new(Policy::Priority, Duration::from_secs(1))),
+            gates: Mutex::default(),
         }
     }
 }
@@ -237,14 +368,37 @@ impl WorkerPoolState {
     }
 }
 
-/// Starts waiting attempts, the next by lane order each time, while slots are free.
+/// Starts waiting attempts, the next by lane order each time, while slots are free (and
+/// the limits of limited tasks allow).
 pub fn pump(ctx: &NodeContext) {
     let view = &ctx.view;
+    let limited = !ctx.config.task_limits.is_empty();
+    let mut rate_wait: Option<Duration> = None;
     loop {
         let Ok(permit) = view.slots.clone().try_acquire_owned() else {
             break;
         };
-        let next = locked(&view.work.waiting).pop(Instant::now());
+        let now = Instant::now();
+        let next = if limited {
+            let mut gates = locked(&view.work.gates);
+            let next = locked(&view.work.waiting).pop_where(now, |r| {
+                match gates.check(ctx, &r.task, now) {
+                    Ok(()) => true,
+                    Err(wait) => {
+                        if let Some(w) = wait {
+                            rate_wait = Some(rate_wait.map_or(w, |x| x.min(w)));
+                        }
+                        false
+                    }
+                }
+            });
+            if let Some(r) = &next {
+                gates.started(&r.task);
+            }
+            next
+        } else {
+            locked(&view.work.waiting).pop(now)
+        };
         let Some(req) = next else {
             break;
         };
@@ -252,6 +406,39 @@ pub fn pump(ctx: &NodeContext) {
     }
     let waiting = locked(&view.work.waiting).len();
     view.queued.store(waiting as u32, Ordering::Relaxed);
+    if limited {
+        after_gates_changed(ctx, rate_wait);
+    }
+}
+
+/// Arms a timer for the next rate token, and tells the cluster when the set of tasks at
+/// their concurrency limit changed.
+fn after_gates_changed(ctx: &NodeContext, rate_wait: Option<Duration>) {
+    let mut gates = locked(&ctx.view.work.gates);
+    if let Some(wait) = rate_wait {
+        if !gates.timer_armed {
+            gates.timer_armed = true;
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                locked(&ctx.view.work.gates).timer_armed = false;
+                pump(&ctx);
+            });
+        }
+    }
+    let now = gates.at_cap();
+    if now != gates.saturated {
+        gates.saturated = now.clone();
+        drop(gates);
+        ctx.view
+            .set_saturated(&ctx.view.node, now.into_iter().collect());
+        if let Some(m) = crate::find_on::<troupe_runtime::protocol::MembershipMessage>(
+            crate::names::MEMBERSHIP,
+            &ctx.view.node,
+        ) {
+            let _ = m.cast(troupe_runtime::protocol::MembershipMessage::Announce);
+        }
+    }
 }
 
 /// Runs one attempt in its own task, holding `permit` (its slot).
@@ -318,10 +505,9 @@ fn launch(ctx: &NodeContext, req: StepRequest, permit: OwnedSemaphorePermit) {
         );
         let freed = locked(&slot).take();
         locked(&view.work.running).remove(&key);
-        if freed.is_some() {
-            drop(freed);
-            pump(&node_ctx);
-        }
+        locked(&view.work.gates).finished(&req.task);
+        drop(freed);
+        pump(&node_ctx);
         let cancelled = result.is_none();
         let result = StepResult {
             job: req.job,

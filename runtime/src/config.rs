@@ -113,6 +113,30 @@ pub struct NodeConfig {
     pub cache: CacheConfig,
     /// How a node orders the attempts that wait for its worker slots.
     pub scheduling: SchedulingConfig,
+    /// Limits on the attempts of single tasks (for work that hits a fragile service).
+    /// Set the same limits on every node: cluster-wide figures are divided among the
+    /// nodes that serve the task.
+    pub task_limits: Vec<TaskLimit>,
+}
+
+/// Limits on one task's attempts (`[[task_limits]]` in a config file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskLimit {
+    /// The task.
+    pub task: String,
+    /// Attempts running at once on this node.
+    #[serde(default)]
+    pub max_per_node: Option<usize>,
+    /// Attempts running at once in the whole cluster: each of the n nodes serving the
+    /// task runs at most its share (max / n, the remainder to the first nodes by name,
+    /// at least 1).
+    #[serde(default)]
+    pub max_in_cluster: Option<usize>,
+    /// Attempts started per second in the whole cluster (a token bucket per node with
+    /// rate / n, holding at most one second of tokens).
+    #[serde(default)]
+    pub rate_per_s: Option<f64>,
 }
 
 /// The order of waiting work (see [`crate::lanes`]).
@@ -182,6 +206,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             cache: CacheConfig::default(),
             scheduling: SchedulingConfig::default(),
+            task_limits: Vec::new(),
         }
     }
 }
@@ -267,6 +292,21 @@ impl NodeConfig {
                 key: "http",
                 message: m,
             })?;
+        }
+        for l in &self.task_limits {
+            let bad = l.task.is_empty()
+                || l.max_per_node == Some(0)
+                || l.max_in_cluster == Some(0)
+                || l.rate_per_s.is_some_and(|r| !(r > 0.0 && r.is_finite()));
+            if bad {
+                return Err(ConfigError::Invalid {
+                    key: "task_limits",
+                    message: format!(
+                        "{:?}: a limit names its task and its figures are above 0",
+                        l.task
+                    ),
+                });
+            }
         }
         if let Some(g) = &self.gearman {
             resolve(g).map_err(|m| ConfigError::Invalid {
@@ -373,6 +413,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "limits",
         "cache",
         "scheduling",
+        "task_limits",
     ];
     const RESTART_KEYS: &[&str] = &["max_restarts", "window_ms"];
     const LIMIT_KEYS: &[&str] = &[

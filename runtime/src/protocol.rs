@@ -497,6 +497,9 @@ pub struct NodeInfo {
     /// Its merger's counters.
     #[serde(default)]
     pub cache: CacheStats,
+    /// Tasks at their concurrency limit on it right now (dispatchers skip it for them).
+    #[serde(default)]
+    pub saturated: Vec<String>,
 }
 
 /// A session event of this node's `NodeServer`, passed to the membership actor.
@@ -539,6 +542,9 @@ pub enum MembershipMessage {
     Session(Wire<SessionEvent>),
     /// Periodic work: dial missing peers, close stalled handshakes, gossip (local).
     Tick,
+    /// Tell the peers this node's info now, not at the next tick (local: a task reached
+    /// or left its concurrency limit).
+    Announce,
 }
 
 /// Group of every node's event hub.
