@@ -138,6 +138,22 @@ impl JobManagerState {
             });
             return;
         }
+        let adm = self.ctx.config.admission;
+        if adm.max_waiting_steps > 0 {
+            let waiting = self.ctx.view.waiting_in_cluster();
+            if waiting >= adm.max_waiting_steps as u64 {
+                metrics::counter!(troupe_runtime::observe::metric::REFUSED, "reason" => "overloaded")
+                    .increment(1);
+                let _ = reply.send(Wire::new(Err(SubmitError::Overloaded {
+                    message: format!(
+                        "{waiting} steps wait for worker slots in the cluster, the most \
+                         admitted (admission.max_waiting_steps)"
+                    ),
+                    retry_after_ms: adm.retry_after_ms,
+                })));
+                return;
+            }
+        }
         let client = req
             .watch
             .as_ref()

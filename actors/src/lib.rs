@@ -121,6 +121,8 @@ pub struct ClusterView {
     down: RwLock<std::collections::HashSet<String>>,
     /// Tasks each peer said are at their concurrency limit there.
     saturated: RwLock<HashMap<String, std::collections::HashSet<String>>>,
+    /// Attempts waiting for a slot on each peer, as last gossiped.
+    peer_waiting: RwLock<HashMap<String, u32>>,
     sessions: Mutex<HashMap<u64, ActorRef<NodeSessionMessage>>>,
     /// Sessions still in their handshake, oldest first.
     pub(crate) pending_handshakes: Mutex<std::collections::VecDeque<u64>>,
@@ -149,6 +151,7 @@ impl ClusterView {
             cache: merger::CacheCounters::default(),
             down: RwLock::default(),
             saturated: RwLock::default(),
+            peer_waiting: RwLock::default(),
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
             pending_handshakes: Mutex::default(),
             gearman: Arc::new(gearman::GearmanShared::new(node)),
@@ -214,6 +217,28 @@ impl ClusterView {
         } else {
             m.insert(node.to_string(), tasks);
         }
+    }
+
+    /// Records how many attempts wait on peer `node`.
+    pub fn set_peer_waiting(&self, node: &str, waiting: u32) {
+        self.peer_waiting
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.to_string(), waiting);
+    }
+
+    /// Attempts waiting for a slot in the cluster: this node's now, its live peers' as
+    /// last gossiped.
+    pub fn waiting_in_cluster(&self) -> u64 {
+        let peers: u64 = self
+            .peer_waiting
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(n, _)| !self.is_down(n))
+            .map(|(_, &w)| w as u64)
+            .sum();
+        peers + self.queued.load(std::sync::atomic::Ordering::Relaxed) as u64
     }
 
     /// True if peer `node` said `task` is at its concurrency limit there.

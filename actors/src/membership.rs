@@ -316,6 +316,7 @@ impl MembershipState {
         self.ctx
             .view
             .set_saturated(&info.name, info.saturated.iter().cloned().collect());
+        self.ctx.view.set_peer_waiting(&info.name, info.queued);
         for a in &info.peers {
             self.heard.insert(a.clone(), now);
         }

@@ -52,6 +52,10 @@ pub struct ClientOptions {
     pub progress: bool,
     /// Mutual TLS, required when the nodes use TLS (see [`crate::tls::TlsFiles::load`]).
     pub tls: Option<crate::tls::TlsConfig>,
+    /// When the cluster says it is overloaded: wait and submit again for up to this long
+    /// (backpressure: the submitter slows down to what the cluster runs), then fail with
+    /// [`ClientError::Overloaded`]. Zero fails at once.
+    pub overloaded_wait: Duration,
 }
 
 impl ClientOptions {
@@ -62,6 +66,7 @@ impl ClientOptions {
             cookie: cookie.to_string(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            overloaded_wait: Duration::from_secs(300),
             progress: true,
             tls: None,
         }
@@ -374,7 +379,25 @@ impl Client {
     /// Submits a job; the handle follows it. Submissions go round-robin to the nodes this
     /// client is connected to (every node accepts jobs, and owns the jobs it accepts); if
     /// one cannot be reached the next is tried.
+    ///
+    /// When the cluster is overloaded (`admission.max_waiting_steps`), it waits and submits
+    /// again, as the cluster says, for up to `ClientOptions::overloaded_wait`.
     pub async fn submit(&self, spec: JobSpec) -> Result<JobHandle, ClientError> {
+        let give_up = std::time::Instant::now() + self.inner.opts.overloaded_wait;
+        loop {
+            match self.submit_once(spec.clone()).await {
+                Err(ClientError::Overloaded { retry_after_ms, .. })
+                    if std::time::Instant::now() + Duration::from_millis(retry_after_ms)
+                        <= give_up =>
+                {
+                    tokio::time::sleep(Duration::from_millis(retry_after_ms)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn submit_once(&self, spec: JobSpec) -> Result<JobHandle, ClientError> {
         crate::job::validate::validate(&spec).map_err(|e| ClientError::Invalid(e.to_string()))?;
         let size = crate::wire::encode(&spec)
             .map(|b| b.len() as u64)
@@ -421,6 +444,15 @@ impl Client {
                 Ok(Ok(id)) => return Ok(self.handle_for(&id)),
                 Ok(Err(SubmitError::Invalid(m))) => return Err(ClientError::Invalid(m)),
                 Ok(Err(SubmitError::Unavailable(m))) => last_err = Some(ClientError::Connection(m)),
+                Ok(Err(SubmitError::Overloaded {
+                    message,
+                    retry_after_ms,
+                })) => {
+                    return Err(ClientError::Overloaded {
+                        message,
+                        retry_after_ms,
+                    })
+                }
                 Err(e @ ClientError::Connection(_)) => last_err = Some(e),
                 Err(e) => return Err(e),
             }

@@ -117,6 +117,29 @@ pub struct NodeConfig {
     /// Set the same limits on every node: cluster-wide figures are divided among the
     /// nodes that serve the task.
     pub task_limits: Vec<TaskLimit>,
+    /// Admission of new jobs under overload.
+    pub admission: AdmissionConfig,
+}
+
+/// When a node refuses new jobs because too much work waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Attempts waiting for a worker slot in the whole cluster (this node's and its peers'
+    /// as last gossiped) at which a node refuses new jobs with "overloaded, retry after";
+    /// 0: no limit. Steps of jobs already accepted are never refused.
+    pub max_waiting_steps: usize,
+    /// The retry delay the refusal gives.
+    pub retry_after_ms: u64,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            max_waiting_steps: 100_000,
+            retry_after_ms: 200,
+        }
+    }
 }
 
 /// Limits on one task's attempts (`[[task_limits]]` in a config file).
@@ -207,6 +230,7 @@ impl Default for NodeConfig {
             cache: CacheConfig::default(),
             scheduling: SchedulingConfig::default(),
             task_limits: Vec::new(),
+            admission: AdmissionConfig::default(),
         }
     }
 }
@@ -414,6 +438,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "cache",
         "scheduling",
         "task_limits",
+        "admission",
     ];
     const RESTART_KEYS: &[&str] = &["max_restarts", "window_ms"];
     const LIMIT_KEYS: &[&str] = &[

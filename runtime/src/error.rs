@@ -167,6 +167,15 @@ pub enum ClientError {
     /// Bad arguments from the caller.
     #[error("{0}")]
     BadInput(String),
+    /// The cluster has too much work waiting and the client does not wait
+    /// (`ClientOptions::overloaded`).
+    #[error("the cluster is overloaded: {message}; retry after {retry_after_ms} ms")]
+    Overloaded {
+        /// What the node said.
+        message: String,
+        /// When to try again.
+        retry_after_ms: u64,
+    },
 }
 
 impl ClientError {

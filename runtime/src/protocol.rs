@@ -348,6 +348,14 @@ pub enum SubmitError {
     Invalid(String),
     /// The node cannot take jobs now.
     Unavailable(String),
+    /// The cluster has too much work waiting (`admission.max_waiting_steps`): submit
+    /// again after this many milliseconds.
+    Overloaded {
+        /// What the node saw.
+        message: String,
+        /// When to try again.
+        retry_after_ms: u64,
+    },
 }
 
 /// A request to follow a job.
@@ -617,6 +625,30 @@ mod tests {
             Some("n-1")
         );
         assert_eq!(node_of_event_hub_group(EVENT_HUBS_GROUP), None);
+    }
+
+    #[test]
+    fn a_waiting_step_request_is_about_half_a_kib_plus_its_data() {
+        // config/default.toml states this figure for admission.max_waiting_steps.
+        let r = StepRequest {
+            job: "n1-19a8f3c2b11-42".into(),
+            step: "process".into(),
+            attempt: 1,
+            task: "flood.process".into(),
+            input: serde_json::json!({"ms": 5}),
+            deps: Default::default(),
+            owner: "n1".into(),
+            resumed: false,
+            cache: Default::default(),
+            key: None,
+            merger: None,
+            trace: TraceContext::for_job("n1-19a8f3c2b11-42", "n1"),
+            priority: Default::default(),
+            stage: Default::default(),
+        };
+        let heap = r.job.len() + r.step.len() + r.task.len() + r.owner.len() + 32 + 16 + 64;
+        let total = std::mem::size_of::<StepRequest>() + heap;
+        assert!(total <= 600, "{total} bytes");
     }
 
     #[test]

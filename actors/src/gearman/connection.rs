@@ -527,6 +527,10 @@ impl Connection {
                     self.refuse("INVALID_JOB", "invalid_job", &m);
                     return;
                 }
+                Ok(Err(SubmitError::Overloaded { message, .. })) => {
+                    self.refuse("SERVER_BUSY", "overloaded", &message);
+                    return;
+                }
                 Ok(Err(SubmitError::Unavailable(m))) => {
                     self.refuse("SERVER_BUSY", "unavailable", &m);
                     return;

@@ -229,6 +229,13 @@ pub async fn submit(
         Ok(Ok(id)) => Ok((StatusCode::CREATED, Json(json!({ "id": id })))),
         Ok(Err(SubmitError::Invalid(e))) => Err(bad_request(format!("invalid job: {e}"))),
         Ok(Err(SubmitError::Unavailable(e))) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e)),
+        Ok(Err(SubmitError::Overloaded {
+            message,
+            retry_after_ms,
+        })) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("overloaded: {message}; retry after {retry_after_ms} ms"),
+        )),
         Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
