@@ -472,6 +472,18 @@ impl Actor for JobManager {
                 }
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable lost attempt"),
             },
+            JobManagerMessage::Moved(m) => match m.into_inner() {
+                Ok(m) => {
+                    if let Some(sup) = state.live.get(&m.attempt.job) {
+                        let _ = sup.cast(JobSupervisorMessage::Assigned {
+                            step: m.attempt.step,
+                            attempt: m.attempt.attempt,
+                            node: m.node,
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "dropping an unreadable move"),
+            },
             JobManagerMessage::FindUnique(prefix, reply) => {
                 let found = state
                     .unique

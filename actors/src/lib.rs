@@ -241,6 +241,17 @@ impl ClusterView {
         peers + self.queued.load(std::sync::atomic::Ordering::Relaxed) as u64
     }
 
+    /// The live peer with the most attempts waiting (as gossiped), if any has some.
+    pub fn busiest_peer(&self) -> Option<(String, u32)> {
+        self.peer_waiting
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(n, &w)| w > 0 && !self.is_down(n) && **n != self.node)
+            .max_by_key(|(_, &w)| w)
+            .map(|(n, &w)| (n.clone(), w))
+    }
+
     /// True if peer `node` said `task` is at its concurrency limit there.
     pub fn is_saturated(&self, node: &str, task: &str) -> bool {
         self.saturated

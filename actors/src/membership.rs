@@ -317,6 +317,9 @@ impl MembershipState {
             .view
             .set_saturated(&info.name, info.saturated.iter().cloned().collect());
         self.ctx.view.set_peer_waiting(&info.name, info.queued);
+        if info.queued > 0 {
+            crate::worker_pool::maybe_steal(&self.ctx);
+        }
         for a in &info.peers {
             self.heard.insert(a.clone(), now);
         }

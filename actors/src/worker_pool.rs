@@ -29,9 +29,9 @@ use troupe_runtime::config::TaskLimit;
 use troupe_runtime::job::run::SpawnKind;
 use troupe_runtime::lanes::{lane_of, Lanes, Policy};
 use troupe_runtime::protocol::{
-    first_member, job_manager_group, merger_group, task_group, worker_pool_group, AttemptRef,
-    Executed, JobManagerMessage, MergerMessage, ResultSource, SpawnRequest, StepRequest,
-    StepResult, WorkerPoolMessage,
+    first_member, job_manager_group, merger_group, task_group, worker_pool_group, AttemptMoved,
+    AttemptRef, Executed, JobManagerMessage, MergerMessage, ResultSource, SpawnRequest,
+    StealRequest, StepRequest, StepResult, WorkerPoolMessage,
 };
 use troupe_runtime::task::{SubWork, TaskContext, TaskError};
 use troupe_runtime::wire::Wire;
@@ -51,6 +51,89 @@ pub struct WorkState {
     waiting: Mutex<Lanes<StepRequest>>,
     /// Concurrency and rate gates of the tasks with limits.
     gates: Mutex<Gates>,
+    /// When this node last asked a peer for work (one request at a time).
+    last_steal: Mutex<Option<Instant>>,
+}
+
+/// How long a steal request counts as in flight (a loaded peer answers with `Run`s at
+/// once; one with nothing to give does not answer).
+const STEAL_EVERY: Duration = Duration::from_millis(100);
+
+/// Asks the most loaded peer (by its gossiped queue) for waiting attempts, if this node
+/// has free slots and nothing waiting. Called when the node goes idle and when gossip
+/// shows a peer with waiting work: an idle node is woken by events, never polls.
+pub fn maybe_steal(ctx: &NodeContext) {
+    let view = &ctx.view;
+    let free = view.slots.available_permits();
+    if free == 0 || !locked(&view.work.waiting).is_empty() {
+        return;
+    }
+    let Some((victim, _)) = view.busiest_peer() else {
+        return;
+    };
+    {
+        let mut last = locked(&view.work.last_steal);
+        if last.is_some_and(|t| t.elapsed() < STEAL_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+    }
+    let req = StealRequest {
+        thief: view.node.clone(),
+        max: free as u32,
+        tasks: ctx.registry.names(),
+    };
+    if let Some(pool) = first_member::<WorkerPoolMessage>(&worker_pool_group(&victim)) {
+        tracing::debug!(victim = %victim, free, "idle: asking a loaded peer for work");
+        let _ = pool.cast(WorkerPoolMessage::Steal(Wire::new(req)));
+    }
+}
+
+/// Gives an idle peer up to `max` of the attempts waiting here (those that would run
+/// next), if this node is loaded (no free slot); tells each job's owner where it went.
+fn give_work(ctx: &NodeContext, req: StealRequest) {
+    let view = &ctx.view;
+    if view.slots.available_permits() > 0 || req.thief == view.node {
+        return;
+    }
+    let Some(thief) = first_member::<WorkerPoolMessage>(&worker_pool_group(&req.thief)) else {
+        return;
+    };
+    let now = Instant::now();
+    let mut given = Vec::new();
+    {
+        let mut waiting = locked(&view.work.waiting);
+        // Leave this node the work its own slots will take next.
+        let spare = waiting.len().saturating_sub(view.slot_count);
+        for _ in 0..(req.max as usize).min(spare) {
+            match waiting.pop_where(now, |r| req.tasks.contains(&r.task)) {
+                Some(r) => given.push(r),
+                None => break,
+            }
+        }
+    }
+    if given.is_empty() {
+        return;
+    }
+    view.queued
+        .store(locked(&view.work.waiting).len() as u32, Ordering::Relaxed);
+    tracing::debug!(thief = %req.thief, n = given.len(), "gave waiting attempts to an idle peer");
+    for r in given {
+        let moved = AttemptMoved {
+            attempt: AttemptRef {
+                job: r.job.clone(),
+                step: r.step.clone(),
+                attempt: r.attempt,
+            },
+            node: req.thief.clone(),
+        };
+        let owner = r.owner.clone();
+        if thief.cast(WorkerPoolMessage::Run(Wire::new(r))).is_ok() {
+            if let Some(jm) = job_manager(&owner) {
+                let _ = jm.cast(JobManagerMessage::Moved(Wire::new(moved)));
+            }
+        }
+    }
 }
 
 /// How often a gate's share of cluster-wide limits is worked out again.
@@ -188,6 +271,7 @@ impl Default for WorkState {
             next_call: AtomicU64::new(0),
             waiting: Mutex::new(Lanes::new(Policy::Priority, Duration::from_secs(1))),
             gates: Mutex::default(),
+            last_steal: Mutex::default(),
         }
     }
 }
@@ -409,6 +493,9 @@ pub fn pump(ctx: &NodeContext) {
     if limited {
         after_gates_changed(ctx, rate_wait);
     }
+    if waiting == 0 {
+        maybe_steal(ctx);
+    }
 }
 
 /// Arms a timer for the next rate token, and tells the cluster when the set of tasks at
@@ -567,6 +654,10 @@ impl Actor for WorkerPool {
             WorkerPoolMessage::Run(req) => match req.into_inner() {
                 Ok(req) => state.run(req),
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable step request"),
+            },
+            WorkerPoolMessage::Steal(r) => match r.into_inner() {
+                Ok(r) => give_work(&state.ctx, r),
+                Err(e) => tracing::warn!(error = %e, "dropping an unreadable steal request"),
             },
             WorkerPoolMessage::CallReply(r) => match r.into_inner() {
                 Ok(r) => match locked(&state.ctx.view.work.calls).remove(&r.call_id) {

@@ -323,3 +323,42 @@ async fn an_overloaded_cluster_refuses_new_jobs_and_the_handle_waits() {
         );
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_node_steals_waiting_work_from_a_loaded_one() {
+    // Ten 300 ms jobs wait on one one-slot node; then a second node starts. No job is
+    // submitted after it starts, so whatever runs on it was taken from n1's queue.
+    let mut c = Cluster::plan(2);
+    c.slots = 1;
+    c.start_node(0);
+    let client = c.client_via(&[0]).await;
+    client
+        .wait_for_nodes(1, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..10 {
+        handles.push(
+            client
+                .submit(sleep_job(&format!("w{i}"), 300, Priority::Normal))
+                .await
+                .unwrap(),
+        );
+    }
+    c.start_node(1);
+    let mut on_n2 = 0;
+    for mut h in handles {
+        let st = h.wait().await.unwrap();
+        assert_eq!(st.state, troupe_runtime::JobState::Succeeded);
+        if st.steps["s"].node.as_deref() == Some("n2") {
+            on_n2 += 1;
+        }
+    }
+    let took = t0.elapsed();
+    assert!(on_n2 >= 2, "n2 took {on_n2} of the 10 waiting jobs");
+    assert!(
+        took < Duration::from_millis(2800),
+        "10 x 300 ms on one slot would take 3 s; with n2 helping it took {took:?}"
+    );
+}

@@ -411,6 +411,8 @@ pub enum JobManagerMessage {
     Progress(Wire<StepProgress>),
     /// An attempt ended without a result: run it again (from a Gearman front door).
     AttemptLost(Wire<LostAttempt>),
+    /// An attempt was stolen by another node: it runs there (from a worker pool).
+    Moved(Wire<AttemptMoved>),
     /// A job in flight whose unique key starts with this prefix, if this node holds one
     /// (the whole key finds that job).
     #[rpc]
@@ -455,6 +457,28 @@ pub enum WorkerPoolMessage {
     CallReply(Wire<CallReply>),
     /// Stop an attempt (cancelled job, timed-out attempt).
     Cancel(Wire<AttemptRef>),
+    /// An idle node asks this loaded one for waiting attempts (work stealing).
+    Steal(Wire<StealRequest>),
+}
+
+/// An idle node's request for waiting work.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StealRequest {
+    /// The idle node (stolen attempts go to its worker pool).
+    pub thief: String,
+    /// Attempts it can start now.
+    pub max: u32,
+    /// Tasks it serves.
+    pub tasks: Vec<String>,
+}
+
+/// An attempt moved to another node's worker pool before it started (stolen).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptMoved {
+    /// The attempt.
+    pub attempt: AttemptRef,
+    /// Where it runs now.
+    pub node: String,
 }
 
 /// Liveness of a node as this node sees it.

@@ -172,6 +172,11 @@ impl Actor for GearmanWorkers {
                 }
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable cancel"),
             },
+            WorkerPoolMessage::Steal(_) => {
+                tracing::debug!(
+                    "a steal request for the Gearman stand-in; its work stays with its workers"
+                )
+            }
             WorkerPoolMessage::CallReply(_) => {
                 tracing::debug!("a call answer for a Gearman worker, which makes no calls; dropped")
             }
