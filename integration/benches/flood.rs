@@ -15,19 +15,12 @@
 use std::time::Duration;
 
 use serde_json::json;
-use troupe_integration::{cargo_bin, connect_retrying, Cluster};
+use troupe_integration::{cargo_bin, connect_retrying, env_or, Cluster};
 use troupe_runtime::ClientOptions;
 
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let ms: u64 = env("FLOOD_MS", 5);
-    let secs: f64 = env("FLOOD_SECS", 5.0);
+    let ms: u64 = env_or("FLOOD_MS", 5);
+    let secs: f64 = env_or("FLOOD_SECS", 5.0);
     let exe = cargo_bin("troupe-example-flood", "flood");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -18,17 +18,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use troupe_integration::gearman::Conn;
-use troupe_integration::{free_port, Cluster};
+use troupe_integration::{env_or, free_port, Cluster};
 use troupe_runtime::gearman::packet::PacketType;
 
 const FUNCTION: &str = "bench.echo";
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// gearmand, killed (by its PID) when dropped.
 struct Gearmand {
@@ -173,9 +166,9 @@ fn measure(server: &str, addrs: &[String], clients: usize, workers: usize, secs:
 }
 
 fn main() {
-    let clients = env("GEARMAN_CLIENTS", 12);
-    let workers = env("GEARMAN_WORKERS", 6);
-    let secs = env("GEARMAN_SECS", 5) as u64;
+    let clients: usize = env_or("GEARMAN_CLIENTS", 12);
+    let workers: usize = env_or("GEARMAN_WORKERS", 6);
+    let secs: u64 = env_or("GEARMAN_SECS", 5);
     eprintln!("{clients} clients, {workers} workers, {secs} s per server");
 
     let mut cluster = Cluster::plan(3);

@@ -13,15 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use troupe_integration::Cluster;
+use troupe_integration::{env_or, Cluster};
 use troupe_runtime::{Client, JobSpec, JobState, StepSpec};
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn request(k: usize) -> JobSpec {
     JobSpec::new("m").step(StepSpec::new("f", "troupe.fib").input(json!({"n": 1, "k": k})))
@@ -46,8 +39,8 @@ async fn p50(client: &Client, keys: impl Iterator<Item = usize>) -> u64 {
 }
 
 fn main() {
-    let requests = env("MERGE_REQUESTS", 20_000);
-    let keys = env("MERGE_KEYS", 1_000);
+    let requests: usize = env_or("MERGE_REQUESTS", 20_000);
+    let keys: usize = env_or("MERGE_KEYS", 1_000);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -25,15 +25,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use troupe_integration::Cluster;
+use troupe_integration::{env_or, Cluster};
 use troupe_runtime::{Client, JobSpec, JobState, StepSpec};
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn pct(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
@@ -116,8 +109,8 @@ async fn throughput(client: &Client, secs: u64, in_flight: usize, steps_per_job:
 }
 
 fn main() {
-    let calls = env("OVERHEAD_CALLS", 2000) as usize;
-    let secs = env("OVERHEAD_SECS", 5);
+    let calls = env_or::<u64>("OVERHEAD_CALLS", 2000) as usize;
+    let secs: u64 = env_or("OVERHEAD_SECS", 5);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -125,7 +118,7 @@ fn main() {
     rt.block_on(async {
         let mut cluster = Cluster::plan(3);
         cluster.slots = 1;
-        let tls = env("OVERHEAD_TLS", 0) == 1;
+        let tls = env_or::<u64>("OVERHEAD_TLS", 0) == 1;
         if tls {
             cluster.use_tls();
         }

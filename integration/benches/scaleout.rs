@@ -15,22 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use troupe_integration::Cluster;
+use troupe_integration::{env_or, Cluster};
 use troupe_runtime::{JobSpec, JobState, StepSpec};
 
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let nodes: usize = env("SCALEOUT_NODES", 4);
-    let slots: usize = env("SCALEOUT_SLOTS", 4);
-    let in_flight: usize = env("SCALEOUT_IN_FLIGHT", 256);
-    let ms: u64 = env("SCALEOUT_MS", 20);
-    let phase = Duration::from_secs(env("SCALEOUT_PHASE_SECS", 3));
+    let nodes: usize = env_or("SCALEOUT_NODES", 4);
+    let slots: usize = env_or("SCALEOUT_SLOTS", 4);
+    let in_flight: usize = env_or("SCALEOUT_IN_FLIGHT", 256);
+    let ms: u64 = env_or("SCALEOUT_MS", 20);
+    let phase = Duration::from_secs(env_or("SCALEOUT_PHASE_SECS", 3));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

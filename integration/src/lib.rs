@@ -367,6 +367,15 @@ impl Drop for Cluster {
     }
 }
 
+/// A benchmark setting from the environment variable `name`, or `default` when it is
+/// unset or does not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Connects with `opts`, retrying for up to 20 s while nodes start (2 s per attempt).
 pub async fn connect_retrying(mut opts: ClientOptions) -> Client {
     opts.connect_timeout = Duration::from_secs(2);

@@ -361,7 +361,7 @@ impl Connection {
             Request::WorkWarning(h, d) => self.progress(&h, ProgressKind::Warning(d.to_vec())),
             Request::Submit(s) => self.submit(s).await,
             Request::GetStatus(h) => {
-                let (known, running, n, d) = match self.status(&h, &node).await {
+                let (known, running, n, d) = match ask_status(&node, &h).await {
                     Some(st) => status_numbers(&st),
                     None => (false, false, 0, 0),
                 };
@@ -379,7 +379,7 @@ impl Connection {
             Request::GetStatusUnique(u) => {
                 let found = self.find_unique(&u).await;
                 let (known, running, n, d, clients) = match found {
-                    Some(j) => match self.status(&j.job, &node).await {
+                    Some(j) => match ask_status(&node, &j.job).await {
                         Some(st) => {
                             let (k, r, n, d) = status_numbers(&st);
                             (k, r, n, d, if k { j.submitters } else { 0 })
@@ -586,10 +586,6 @@ impl Connection {
                 }
             });
         }
-    }
-
-    async fn status(&self, job: &str, node: &str) -> Option<JobStatus> {
-        ask_status(node, job).await
     }
 
     async fn find_unique(&self, unique: &str) -> Option<UniqueJob> {
