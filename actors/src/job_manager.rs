@@ -17,8 +17,8 @@ use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::job::validate::validate_with;
 use troupe_runtime::protocol::{
     first_member, job_manager_group, owner_of, task_group, task_of_group, worker_pool_group,
-    CallReply, JobAnswer, JobManagerMessage, JobQueryError, ResumeRequest, SubmitError,
-    SubmitRequest, UniqueJob, WorkerPoolMessage,
+    AttemptMoved, CallReply, JobAnswer, JobManagerMessage, JobQueryError, ResumeRequest,
+    SubmitError, SubmitRequest, UniqueJob, WorkerPoolMessage,
 };
 use troupe_runtime::task::TaskError;
 use troupe_runtime::wire::Wire;
@@ -295,7 +295,19 @@ impl JobManagerState {
         }
     }
 
+    /// Tells a job's supervisor where its attempt runs now.
+    fn moved(&self, m: AttemptMoved) {
+        if let Some(sup) = self.live.get(&m.attempt.job) {
+            let _ = sup.cast(JobSupervisorMessage::Assigned {
+                step: m.attempt.step,
+                attempt: m.attempt.attempt,
+                node: m.node,
+            });
+        }
+    }
+
     fn ended(&mut self, st: JobStatus) {
+        crate::locked(&self.ctx.view.placement).job_ended(&st.id);
         if let Some(key) = self.unique_of.remove(&st.id) {
             if self.unique.get(&key).is_some_and(|u| u.job == st.id) {
                 self.unique.remove(&key);
@@ -400,14 +412,24 @@ impl Actor for JobManager {
                 }
             },
             JobManagerMessage::StepFinished(r) => match r.into_inner() {
-                Ok(r) => match state.live.get(&r.job) {
-                    Some(sup) => {
-                        let _ = sup.cast(JobSupervisorMessage::Finished(r));
+                Ok(r) => {
+                    let from = crate::locked(&state.ctx.view.placement)
+                        .finished(&r.job, &r.step, r.attempt);
+                    if let Some(node) = from {
+                        // Room came free there: hand it work waiting here.
+                        for m in crate::dispatcher::spill(&state.ctx, &node) {
+                            state.moved(m);
+                        }
                     }
-                    None => {
-                        tracing::debug!(job = %r.job, step = %r.step, "result for a job that is no longer running; discarded")
+                    match state.live.get(&r.job) {
+                        Some(sup) => {
+                            let _ = sup.cast(JobSupervisorMessage::Finished(r));
+                        }
+                        None => {
+                            tracing::debug!(job = %r.job, step = %r.step, "result for a job that is no longer running; discarded")
+                        }
                     }
-                },
+                }
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable step result"),
             },
             JobManagerMessage::Spawn(r) => match r.into_inner() {
@@ -474,13 +496,16 @@ impl Actor for JobManager {
             },
             JobManagerMessage::Moved(m) => match m.into_inner() {
                 Ok(m) => {
-                    if let Some(sup) = state.live.get(&m.attempt.job) {
-                        let _ = sup.cast(JobSupervisorMessage::Assigned {
-                            step: m.attempt.step,
-                            attempt: m.attempt.attempt,
-                            node: m.node,
-                        });
+                    // Stolen by an idle node: counted there now.
+                    if m.node != state.ctx.view.node && state.live.contains_key(&m.attempt.job) {
+                        crate::locked(&state.ctx.view.placement).placed(
+                            &m.attempt.job,
+                            &m.attempt.step,
+                            m.attempt.attempt,
+                            &m.node,
+                        );
                     }
+                    state.moved(m);
                 }
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable move"),
             },
@@ -493,6 +518,7 @@ impl Actor for JobManager {
                 let _ = reply.send(Wire::new(found));
             }
             JobManagerMessage::NodeDown(node) => {
+                crate::locked(&state.ctx.view.placement).node_down(&node);
                 tracing::debug!(node = %node, jobs = state.live.len(), "node down: telling the job supervisors");
                 for sup in state.live.values() {
                     let _ = sup.cast(JobSupervisorMessage::NodeDown(node.clone()));

@@ -222,6 +222,7 @@ impl JobSupervisorState {
                             trace: self.trace.clone(),
                             priority: self.run.priority(),
                             stage: d.stage,
+                            near: d.near,
                         },
                     );
                 }
@@ -298,6 +299,7 @@ impl Actor for JobSupervisor {
         let trace = TraceContext::for_job(args.run.id(), &args.owner);
         // Every log line of this actor carries the job and its trace id.
         let span = tracing::info_span!(
+            parent: None,
             "job",
             job = %args.run.id(),
             trace_id = %trace.trace_id,

@@ -96,6 +96,12 @@ pub fn find_on<M: ractor::Message>(base: &str, node: &str) -> Option<ActorRef<M>
     find(&names::of(base, node))
 }
 
+/// Locks a mutex of shared node state; a panic elsewhere while holding it does not make
+/// the state unusable (every holder leaves it consistent between statements).
+pub(crate) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Events an HTTP stream may fall behind by before it skips some.
 pub const EVENT_BUFFER: usize = 4096;
 
@@ -123,6 +129,8 @@ pub struct ClusterView {
     saturated: RwLock<HashMap<String, std::collections::HashSet<String>>>,
     /// Attempts waiting for a slot on each peer, as last gossiped.
     peer_waiting: RwLock<HashMap<String, u32>>,
+    /// This node's jobs' attempts on peers, and the peers' load (see [`dispatcher`]).
+    pub placement: Mutex<troupe_runtime::placement::Placement>,
     sessions: Mutex<HashMap<u64, ActorRef<NodeSessionMessage>>>,
     /// Sessions still in their handshake, oldest first.
     pub(crate) pending_handshakes: Mutex<std::collections::VecDeque<u64>>,
@@ -152,6 +160,7 @@ impl ClusterView {
             down: RwLock::default(),
             saturated: RwLock::default(),
             peer_waiting: RwLock::default(),
+            placement: Mutex::new(troupe_runtime::placement::Placement::new(1)),
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
             pending_handshakes: Mutex::default(),
             gearman: Arc::new(gearman::GearmanShared::new(node)),

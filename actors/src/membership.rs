@@ -27,8 +27,8 @@ use troupe_runtime::cluster::{node_name_of, SessionEvents};
 use troupe_runtime::config::resolve;
 use troupe_runtime::observe::{metric, ClusterEvent, EventKind, NodeEvent, Throttle};
 use troupe_runtime::protocol::{
-    EventHubMessage, MembershipMessage, NodeInfo, NodeState, SessionEvent, SessionEventKind,
-    MEMBERSHIP_GROUP,
+    EventHubMessage, JobManagerMessage, MembershipMessage, NodeInfo, NodeState, SessionEvent,
+    SessionEventKind, MEMBERSHIP_GROUP,
 };
 use troupe_runtime::wire::Wire;
 
@@ -317,8 +317,25 @@ impl MembershipState {
             .view
             .set_saturated(&info.name, info.saturated.iter().cloned().collect());
         self.ctx.view.set_peer_waiting(&info.name, info.queued);
+        crate::locked(&self.ctx.view.placement).gossip(
+            &info.name,
+            info.slots,
+            info.busy,
+            info.queued,
+        );
         if info.queued > 0 {
             crate::worker_pool::maybe_steal(&self.ctx);
+        }
+        // Room there: hand it work waiting here (a node that just joined takes work now).
+        let moved = crate::dispatcher::spill(&self.ctx, &info.name);
+        if !moved.is_empty() {
+            if let Some(jm) =
+                crate::find_on::<JobManagerMessage>(crate::names::JOB_MANAGER, &self.ctx.view.node)
+            {
+                for m in moved {
+                    let _ = jm.cast(JobManagerMessage::Moved(Wire::new(m)));
+                }
+            }
         }
         for a in &info.peers {
             self.heard.insert(a.clone(), now);

@@ -22,7 +22,7 @@ use crate::merger::Merger;
 use crate::supervision::RestartIntensity;
 use crate::tls_listener::TlsListener;
 use crate::worker_pool::WorkerPool;
-use crate::{names, ClusterView, NodeContext};
+use crate::{locked, names, ClusterView, NodeContext};
 
 /// The system actors the root supervises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,6 +340,7 @@ pub async fn start_node_with_context(
     })?;
     let tls = config.tls_files()?.map(|f| f.load()).transpose()?;
     let view = Arc::new(ClusterView::new(&config.name, config.slots));
+    locked(&view.placement).set_prefetch(config.scheduling.prefetch);
     view.learn_props(registry.props());
     let ctx = NodeContext {
         tls,

@@ -48,7 +48,7 @@ pub struct WorkState {
     calls: Mutex<HashMap<u64, oneshot::Sender<Result<Value, TaskError>>>>,
     next_call: AtomicU64,
     /// Attempts waiting for a slot, in priority lanes.
-    waiting: Mutex<Lanes<StepRequest>>,
+    pub(crate) waiting: Mutex<Lanes<StepRequest>>,
     /// Concurrency and rate gates of the tasks with limits.
     gates: Mutex<Gates>,
     /// When this node last asked a peer for work (one request at a time).
@@ -289,9 +289,7 @@ impl std::fmt::Debug for WorkState {
     }
 }
 
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::locked;
 
 /// The text of a panic payload.
 pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -422,12 +420,23 @@ pub struct WorkerPoolState {
     ctx: NodeContext,
 }
 
+/// Queues an attempt in this node's lanes and starts what the free slots allow.
+pub fn queue(ctx: &NodeContext, req: StepRequest) {
+    let lane = lane_of(req.priority, req.stage);
+    locked(&ctx.view.work.waiting).push(req, lane, Instant::now());
+    pump(ctx);
+}
+
+/// Attempts this node can start now: free slots not already claimed by waiting attempts.
+pub fn local_room(ctx: &NodeContext) -> u32 {
+    let free = ctx.view.slots.available_permits();
+    free.saturating_sub(locked(&ctx.view.work.waiting).len()) as u32
+}
+
 impl WorkerPoolState {
-    /// Queues an attempt in its lane and starts what the free slots allow.
+    /// Queues an attempt sent by a dispatcher (of any node).
     fn run(&self, req: StepRequest) {
-        let lane = lane_of(req.priority, req.stage);
-        locked(&self.ctx.view.work.waiting).push(req, lane, Instant::now());
-        pump(&self.ctx);
+        queue(&self.ctx, req);
     }
 
     /// Drops a waiting attempt, or stops a running one; false if it is neither.
@@ -540,7 +549,12 @@ fn launch(ctx: &NodeContext, req: StepRequest, permit: OwnedSemaphorePermit) {
     };
     let token = CancellationToken::new();
     locked(&view.work.running).insert(key.clone(), token.clone());
+    // A root span: `launch` is often called from inside the attempt that just ended (its
+    // slot went to this one), and a span made there would be that attempt's child, so a
+    // busy node would build an endless chain of parents (whose close recursed until the
+    // stack overflowed). The job's trace ids in the fields join the lines instead.
     let span = tracing::info_span!(
+        parent: None,
         "step",
         job = %req.job,
         step = %req.step,

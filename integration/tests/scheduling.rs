@@ -362,3 +362,95 @@ async fn an_idle_node_steals_waiting_work_from_a_loaded_one() {
         "10 x 300 ms on one slot would take 3 s; with n2 helping it took {took:?}"
     );
 }
+
+/// Attempts waiting on `node` (0-based), as that node itself reports (its own entry is
+/// live, not gossip).
+async fn queued_on(c: &Cluster, node: usize) -> (u32, u32) {
+    let client = c.client_via(&[node]).await;
+    let nodes = client.nodes().await.unwrap();
+    let me = nodes
+        .iter()
+        .find(|n| n.name == Cluster::name(node))
+        .expect("the node lists itself");
+    (me.busy, me.queued)
+}
+
+/// Eight 600 ms jobs through n1 of two one-slot nodes; returns (busy, queued) of n1 and
+/// n2 while they run, with placement `mode`.
+/// `n` nodes of `slots` slots with placement `mode`, all up and their gossip (slots, load)
+/// exchanged, and a client through n1.
+async fn settled(n: usize, slots: usize, mode: &str) -> (Cluster, troupe_runtime::Client) {
+    let mut c = Cluster::plan(n);
+    c.slots = slots;
+    c.env
+        .push(("TROUPE_SCHEDULING__PLACEMENT".into(), mode.into()));
+    for i in 0..n {
+        c.start_node(i);
+    }
+    let client = c.client_via(&[0]).await;
+    client
+        .wait_for_nodes(n, Duration::from_secs(20))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    (c, client)
+}
+
+async fn spread_of_eight(mode: &str) -> ((u32, u32), (u32, u32)) {
+    let (c, client) = settled(2, 1, mode).await;
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        handles.push(
+            client
+                .submit(sleep_job(&format!("j{i}"), 600, Priority::Normal))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let (n1, n2) = (queued_on(&c, 0).await, queued_on(&c, 1).await);
+    for mut h in handles {
+        let st = h.wait().await.unwrap();
+        assert_eq!(st.state, troupe_runtime::JobState::Succeeded);
+    }
+    (n1, n2)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn work_waits_at_home_rather_than_being_pushed_into_a_busy_node() {
+    // Pull: n2 holds its one running attempt and at most `scheduling.prefetch` (1) more;
+    // the rest wait on n1, which owns the jobs. Round-robin pushes half of them to n2.
+    let (n1, n2) = spread_of_eight("pull").await;
+    assert_eq!(n2.0, 1, "n2 runs one attempt: {n2:?}");
+    assert!(n2.1 <= 1, "n2 holds {} waiting attempts (prefetch 1)", n2.1);
+    assert!(n1.1 >= 4, "n1 holds only {} waiting attempts", n1.1);
+    let (_, rr2) = spread_of_eight("round_robin").await;
+    assert!(
+        rr2.1 >= 2,
+        "round-robin gave n2 only {} waiting attempts",
+        rr2.1
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn reentrant_calls_run_on_the_callers_node_when_it_has_room() {
+    let (_c, client) = settled(3, 2, "pull").await;
+    for round in 0..3 {
+        // fib(2) calls fib(1) and fib(0); the cache off, so both really run.
+        let mut job =
+            JobSpec::new("fib2").step(StepSpec::new("fib", "troupe.fib").input(json!({"n": 2})));
+        job.cache = troupe_runtime::merge::CacheMode::Off;
+        let st = client.submit(job).await.unwrap().wait().await.unwrap();
+        assert_eq!(st.state, troupe_runtime::JobState::Succeeded);
+        let nodes: Vec<(String, Option<String>)> = st
+            .steps
+            .iter()
+            .map(|(id, s)| (id.clone(), s.node.clone()))
+            .collect();
+        assert!(nodes.len() >= 3, "{nodes:?}");
+        assert!(
+            nodes.iter().all(|(_, n)| n.as_deref() == Some("n1")),
+            "round {round}: every step of a job made on n1 with room there runs on n1: {nodes:?}"
+        );
+    }
+}

@@ -170,6 +170,11 @@ pub struct SchedulingConfig {
     pub policy: crate::lanes::Policy,
     /// An attempt moves up one lane for every this many milliseconds it waits.
     pub aging_ms: u64,
+    /// Attempts a dispatcher may send to a node beyond its free slots, so that a worker
+    /// has its next attempt at hand when it finishes one (see [`crate::placement`]).
+    pub prefetch: u32,
+    /// `pull` (see [`crate::placement`]) or `round_robin` (push to each node in turn).
+    pub placement: crate::placement::Mode,
 }
 
 impl Default for SchedulingConfig {
@@ -177,6 +182,8 @@ impl Default for SchedulingConfig {
         Self {
             policy: crate::lanes::Policy::Priority,
             aging_ms: 1_000,
+            prefetch: 1,
+            placement: crate::placement::Mode::Pull,
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod job;
 pub mod lanes;
 pub mod merge;
 pub mod observe;
+pub mod placement;
 pub mod protocol;
 pub mod task;
 pub mod tls;

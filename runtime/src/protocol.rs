@@ -135,6 +135,10 @@ pub struct StepRequest {
     /// the worker pool's queue; see [`crate::lanes`]).
     #[serde(default)]
     pub stage: crate::lanes::Stage,
+    /// For sub-work: the node of the attempt that made it (it runs there if that node has
+    /// room; see [`crate::placement`]).
+    #[serde(default)]
+    pub near: Option<String>,
 }
 
 /// The span context carried with an attempt across nodes, in W3C trace-context terms:
@@ -669,6 +673,7 @@ mod tests {
             trace: TraceContext::for_job("n1-19a8f3c2b11-42", "n1"),
             priority: Default::default(),
             stage: Default::default(),
+            near: None,
         };
         let heap = r.job.len() + r.step.len() + r.task.len() + r.owner.len() + 32 + 16 + 64;
         let total = std::mem::size_of::<StepRequest>() + heap;

@@ -473,6 +473,7 @@ mod tests {
             trace: Default::default(),
             priority,
             stage: Default::default(),
+            near: None,
         }
     }
 

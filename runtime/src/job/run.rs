@@ -54,6 +54,9 @@ pub struct Dispatch {
     pub cache: CacheMode,
     /// Whether it continues the job or starts it (its priority lane, with the job's class).
     pub stage: Stage,
+    /// For sub-work (a call, a sub-job): the node of the attempt that made it, where it
+    /// runs if that node has room (see [`crate::placement`]).
+    pub near: Option<String>,
 }
 
 /// What a job supervisor must do next.
@@ -519,6 +522,7 @@ impl JobRun {
         n.live_attempt = Some(n.attempts);
         n.state = StepState::Pending;
         let resumed = std::mem::take(&mut n.resumed);
+        let near = self.groups[g].caller.as_ref().map(|c| c.reply_to.clone());
         Action::Dispatch(Dispatch {
             cache: self.cache,
             step: n.id.clone(),
@@ -530,6 +534,7 @@ impl JobRun {
             resumed,
             depth,
             stage,
+            near,
         })
     }
 

@@ -1,0 +1,296 @@
+//! Where an attempt runs: the pull-based placement policy of a node's dispatcher.
+//!
+//! Seed 001: idle workers volunteer, and busy ones are not pushed more work. A node's
+//! dispatcher places the attempts of the jobs it owns; it sends an attempt to a node only
+//! while that node has *room*: fewer attempts running and queued there than its slots plus
+//! a small `prefetch` (so a worker does not sit idle for the round trip between finishing
+//! one attempt and receiving the next). Everything else waits in the owner's own priority
+//! lanes, and is handed on as room appears: when a result comes back from a node (room
+//! freed there), when gossip shows a node with room (a node that just joined), or when an
+//! idle node steals it. Work made by a running attempt (a re-entrant call, a sub-job)
+//! runs on that attempt's node when it has room: its inputs are there, and so is the
+//! waiting caller.
+//!
+//! The dispatcher's knowledge of a peer's load is an estimate: its own attempts there are
+//! counted exactly (placed until their result comes back), the other owners' attempts
+//! there come from the peer's last gossip. An estimate that is too low costs at most
+//! `prefetch` extra attempts queued on that node (which stealing evens out); one that is
+//! too high keeps work at home a little longer.
+//!
+//! This module is plain data, so the policy is unit-tested without a cluster.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How a dispatcher chooses the node of an attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Home first, then the node with the most room; nothing pushed into full nodes.
+    #[default]
+    Pull,
+    /// Every attempt to the next node in turn, full or not (the baseline benchmarks
+    /// compare against).
+    RoundRobin,
+}
+
+/// A node's load as the dispatcher counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct PeerLoad {
+    /// Worker slots of the node.
+    slots: u32,
+    /// Attempts running or queued there for other owners, at its last gossip.
+    others: u32,
+}
+
+/// This node's attempts on other nodes, and what it knows of their load.
+#[derive(Debug, Default)]
+pub struct Placement {
+    /// Attempts placed on peers and not finished: job -> (step, attempt) -> node.
+    placed: HashMap<String, HashMap<(String, u32), String>>,
+    /// Count of those by node.
+    own: HashMap<String, u32>,
+    /// Peers' load by node, from gossip.
+    peers: HashMap<String, PeerLoad>,
+    /// Attempts a node may hold beyond its slots.
+    prefetch: u32,
+}
+
+impl Placement {
+    /// A placement allowing `prefetch` attempts queued per node beyond its slots.
+    pub fn new(prefetch: u32) -> Self {
+        Self {
+            prefetch,
+            ..Self::default()
+        }
+    }
+
+    /// Sets the prefetch (from the configuration).
+    pub fn set_prefetch(&mut self, prefetch: u32) {
+        self.prefetch = prefetch;
+    }
+
+    /// Records a peer's gossiped load: `slots`, and `busy + queued` attempts of every owner.
+    pub fn gossip(&mut self, node: &str, slots: u32, busy: u32, queued: u32) {
+        let mine = self.own.get(node).copied().unwrap_or(0);
+        let others = (busy + queued).saturating_sub(mine);
+        self.peers
+            .insert(node.to_string(), PeerLoad { slots, others });
+    }
+
+    /// Attempts `node` can take now before it has no room (0 when full). A node not
+    /// heard from yet counts as one slot.
+    pub fn room(&self, node: &str) -> u32 {
+        let p = self.peers.get(node).copied().unwrap_or(PeerLoad {
+            slots: 1,
+            others: 0,
+        });
+        let load = p.others + self.own.get(node).copied().unwrap_or(0);
+        (p.slots + self.prefetch).saturating_sub(load)
+    }
+
+    /// Attempts of this node's jobs on `node` now.
+    pub fn placed_on(&self, node: &str) -> u32 {
+        self.own.get(node).copied().unwrap_or(0)
+    }
+
+    /// Records that attempt `(job, step, attempt)` went to `node`.
+    pub fn placed(&mut self, job: &str, step: &str, attempt: u32, node: &str) {
+        let prev = self
+            .placed
+            .entry(job.to_string())
+            .or_default()
+            .insert((step.to_string(), attempt), node.to_string());
+        if let Some(p) = prev {
+            self.release(&p);
+        }
+        *self.own.entry(node.to_string()).or_insert(0) += 1;
+    }
+
+    /// Records that the attempt ended (its result came back, or it was given up); returns
+    /// the node it was on, if it was placed on a peer.
+    pub fn finished(&mut self, job: &str, step: &str, attempt: u32) -> Option<String> {
+        let steps = self.placed.get_mut(job)?;
+        let node = steps.remove(&(step.to_string(), attempt))?;
+        if steps.is_empty() {
+            self.placed.remove(job);
+        }
+        self.release(&node);
+        Some(node)
+    }
+
+    /// Forgets every attempt of an ended job (cancelled attempts send no result).
+    pub fn job_ended(&mut self, job: &str) {
+        for (_, node) in self.placed.remove(job).unwrap_or_default() {
+            self.release(&node);
+        }
+    }
+
+    fn release(&mut self, node: &str) {
+        if let Some(n) = self.own.get_mut(node) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.own.remove(node);
+            }
+        }
+    }
+
+    /// Forgets a node that left: its attempts and its load.
+    pub fn node_down(&mut self, node: &str) {
+        self.placed.retain(|_, steps| {
+            steps.retain(|_, n| n != node);
+            !steps.is_empty()
+        });
+        self.own.remove(node);
+        self.peers.remove(node);
+    }
+
+    /// Of `candidates`, where the next attempt goes: `home` if it has room, else the
+    /// one with the most room (ties taken in turn by `turn`); `None` if none has room.
+    /// `local` and `local_room` give this node's own room, known exactly.
+    pub fn choose<'a>(
+        &self,
+        candidates: &'a [String],
+        home: &str,
+        local: &str,
+        local_room: u32,
+        turn: &mut usize,
+    ) -> Option<&'a str> {
+        let room = |n: &str| {
+            if n == local {
+                local_room
+            } else {
+                self.room(n)
+            }
+        };
+        if let Some(h) = candidates.iter().find(|c| *c == home) {
+            if room(h) > 0 {
+                return Some(h);
+            }
+        }
+        let best = candidates
+            .iter()
+            .map(|c| room(c))
+            .max()
+            .filter(|&r| r > 0)?;
+        let tied: Vec<&String> = candidates.iter().filter(|c| room(c) == best).collect();
+        let pick = tied[*turn % tied.len()];
+        *turn = turn.wrapping_add(1);
+        Some(pick)
+    }
+
+    /// Of `candidates`, the one with the least load per slot (when none has room, the
+    /// attempt queues there; ties taken in turn).
+    pub fn least_loaded<'a>(&self, candidates: &'a [String], turn: &mut usize) -> Option<&'a str> {
+        let load = |n: &str| {
+            let p = self.peers.get(n).copied().unwrap_or(PeerLoad {
+                slots: 1,
+                others: 0,
+            });
+            // Load per slot, in thousandths, to compare without floats.
+            u64::from(p.others + self.placed_on(n)) * 1000 / u64::from(p.slots.max(1))
+        };
+        let min = candidates.iter().map(|c| load(c)).min()?;
+        let tied: Vec<&String> = candidates.iter().filter(|c| load(c) == min).collect();
+        let pick = tied[*turn % tied.len()];
+        *turn = turn.wrapping_add(1);
+        Some(pick)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn room_counts_own_attempts_exactly_and_others_from_gossip() {
+        let mut p = Placement::new(1);
+        p.gossip("b", 2, 1, 0);
+        assert_eq!(p.room("b"), 2, "2 slots + 1 prefetch - 1 busy");
+        p.placed("j", "s1", 1, "b");
+        p.placed("j", "s2", 1, "b");
+        assert_eq!(p.room("b"), 0);
+        // Gossip that counts our two attempts does not count them twice.
+        p.gossip("b", 2, 2, 1);
+        assert_eq!(p.room("b"), 0);
+        assert_eq!(p.finished("j", "s1", 1).as_deref(), Some("b"));
+        assert_eq!(p.room("b"), 1);
+        assert_eq!(
+            p.finished("j", "s1", 1),
+            None,
+            "a second result counts once"
+        );
+        assert_eq!(p.room("b"), 1);
+    }
+
+    #[test]
+    fn ended_jobs_and_departed_nodes_free_their_count() {
+        let mut p = Placement::new(0);
+        p.gossip("b", 4, 0, 0);
+        p.placed("j", "a", 1, "b");
+        p.placed("j", "b", 1, "b");
+        p.placed("k", "a", 1, "c");
+        p.job_ended("j");
+        assert_eq!(p.placed_on("b"), 0);
+        assert_eq!(p.room("b"), 4);
+        p.node_down("c");
+        assert_eq!(p.placed_on("c"), 0);
+        assert_eq!(p.finished("k", "a", 1), None);
+    }
+
+    #[test]
+    fn a_move_counts_on_the_new_node_only() {
+        let mut p = Placement::new(0);
+        p.placed("j", "a", 1, "b");
+        p.placed("j", "a", 1, "c");
+        assert_eq!((p.placed_on("b"), p.placed_on("c")), (0, 1));
+    }
+
+    #[test]
+    fn home_first_then_most_room_then_none() {
+        let mut p = Placement::new(0);
+        let c = names(&["a", "b", "c"]);
+        p.gossip("b", 4, 1, 0);
+        p.gossip("c", 4, 3, 0);
+        let mut turn = 0;
+        // Home has room: stays home.
+        assert_eq!(p.choose(&c, "a", "a", 1, &mut turn), Some("a"));
+        // A re-entrant call made on c stays on c while c has room.
+        assert_eq!(p.choose(&c, "c", "a", 1, &mut turn), Some("c"));
+        // Home full: the node with the most room.
+        assert_eq!(p.choose(&c, "a", "a", 0, &mut turn), Some("b"));
+        for s in 0..3 {
+            p.placed("j", &s.to_string(), 1, "b");
+        }
+        p.placed("j", "x", 1, "c");
+        // Everyone full: nothing is pushed.
+        assert_eq!(p.choose(&c, "a", "a", 0, &mut turn), None);
+        // a (no gossip yet: one free slot) has the least load per slot.
+        assert_eq!(p.least_loaded(&c, &mut turn), Some("a"));
+    }
+
+    #[test]
+    fn ties_are_taken_in_turn() {
+        let p = Placement::new(0);
+        let c = names(&["b", "c"]);
+        let mut turn = 0;
+        let picks: Vec<&str> = (0..4)
+            .map(|_| p.choose(&c, "a", "a", 0, &mut turn).unwrap_or("none"))
+            .collect();
+        assert_eq!(picks, ["b", "c", "b", "c"]);
+    }
+
+    #[test]
+    fn least_loaded_is_per_slot() {
+        let mut p = Placement::new(0);
+        p.gossip("b", 8, 4, 0);
+        p.gossip("c", 1, 1, 0);
+        let c = names(&["b", "c"]);
+        assert_eq!(p.least_loaded(&c, &mut 0), Some("b"));
+    }
+}
