@@ -8,7 +8,10 @@
 //! `SCALEOUT_PHASE_SECS` seconds (default 3) one more node process starts, up to
 //! `SCALEOUT_NODES` (default 4). Prints, per node count, the time from the new node's
 //! process start to its first completed step and the throughput while that many nodes
-//! ran: `{"bench":"scaleout","nodes":N,"first_step_ms":..,"steps_per_s":..}`.
+//! ran: `{"bench":"scaleout","nodes":N,"first_step_ms":..,"steps_per_s":..,"placement":..}`.
+//! It runs twice, with `scheduling.placement = "round_robin"` (push to each node in turn,
+//! the baseline) and then `"pull"` (the default; see `troupe_runtime::placement`);
+//! `SCALEOUT_PLACEMENTS` (comma-separated) picks others.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +22,13 @@ use troupe_integration::{env_or, Cluster};
 use troupe_runtime::{JobSpec, JobState, StepSpec};
 
 fn main() {
+    let placements: String = env_or("SCALEOUT_PLACEMENTS", "round_robin,pull".to_string());
+    for placement in placements.split(',') {
+        run(placement);
+    }
+}
+
+fn run(placement: &str) {
     let nodes: usize = env_or("SCALEOUT_NODES", 4);
     let slots: usize = env_or("SCALEOUT_SLOTS", 4);
     let in_flight: usize = env_or("SCALEOUT_IN_FLIGHT", 256);
@@ -30,6 +40,8 @@ fn main() {
         .expect("runtime");
     let mut c = Cluster::plan(nodes);
     c.slots = slots;
+    c.env
+        .push(("TROUPE_SCHEDULING__PLACEMENT".into(), placement.into()));
     let mut starts = vec![Instant::now()];
     c.start_node(0);
     rt.block_on(async {
@@ -90,7 +102,7 @@ fn main() {
                 "{}",
                 json!({"bench": "scaleout", "nodes": i + 1,
                        "first_step_ms": first_step_ms,
-                       "steps_per_s": steps_per_s.round()})
+                       "steps_per_s": steps_per_s.round(), "placement": placement})
             );
         }
     });
