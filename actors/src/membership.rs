@@ -54,6 +54,8 @@ struct Peer {
     info: NodeInfo,
     state: NodeState,
     since: Instant,
+    /// When its gossip last arrived (the failure detector's clock).
+    heard: Instant,
 }
 
 /// State of the membership actor.
@@ -71,6 +73,8 @@ pub struct MembershipState {
     unauthenticated_log: Throttle,
     /// Failed TLS handshakes with peers we dial, logged at most once a second.
     tls_log: Arc<Throttle>,
+    /// When the last tick ran (a late tick means this node stalled, not its peers).
+    last_tick: Instant,
 }
 
 impl MembershipState {
@@ -283,23 +287,8 @@ impl MembershipState {
                 {
                     return;
                 }
-                if let Some(p) = self.peers.get_mut(&name) {
-                    if p.state == NodeState::Up {
-                        p.state = NodeState::Down;
-                        p.since = Instant::now();
-                        tracing::info!(node = %name, address = %p.info.address, "node left: connection closed");
-                        report(
-                            &self.ctx.view.node,
-                            NodeEvent::NodeDown {
-                                node: name.clone(),
-                                address: p.info.address.clone(),
-                                reason: "connection closed".into(),
-                            },
-                        );
-                        self.ctx.view.set_down(&name, true);
-                        crate::merger::announce_node_down(&self.ctx.view.node, &name);
-                        self.publish_node_counts();
-                    }
+                if self.peers.contains_key(&name) {
+                    self.mark_down(&name, "connection closed");
                 } else {
                     tracing::debug!(client = %name, "client disconnected");
                 }
@@ -348,7 +337,13 @@ impl MembershipState {
         };
         match self.peers.get_mut(&info.name) {
             Some(p) => {
-                if p.state != NodeState::Up && state == NodeState::Up {
+                let quiet = now.duration_since(p.heard);
+                p.heard = now;
+                if p.state == NodeState::Suspect && state == NodeState::Up {
+                    tracing::info!(node = %info.name, silent_ms = quiet.as_millis() as u64, "node no longer suspect: heard from again");
+                    metrics::counter!(metric::MEMBERSHIP_EVENTS, "event" => "recovered")
+                        .increment(1);
+                } else if p.state != NodeState::Up && state == NodeState::Up {
                     tracing::info!(node = %info.name, address = %info.address, "node joined (rejoined)");
                     report(
                         &self.ctx.view.node,
@@ -381,6 +376,7 @@ impl MembershipState {
                         info,
                         state,
                         since: now,
+                        heard: now,
                     },
                 );
             }
@@ -388,9 +384,97 @@ impl MembershipState {
         self.publish_node_counts();
     }
 
+    /// Marks a peer that was up (or suspect) down: its work goes elsewhere.
+    fn mark_down(&mut self, name: &str, reason: &str) {
+        let Some(p) = self.peers.get_mut(name) else {
+            return;
+        };
+        if p.state == NodeState::Down {
+            return;
+        }
+        p.state = NodeState::Down;
+        p.since = Instant::now();
+        tracing::info!(node = %name, address = %p.info.address, reason, "node left: {reason}");
+        report(
+            &self.ctx.view.node,
+            NodeEvent::NodeDown {
+                node: name.to_string(),
+                address: p.info.address.clone(),
+                reason: reason.into(),
+            },
+        );
+        self.ctx.view.set_down(name, true);
+        crate::locked(&self.ctx.view.placement).node_down(name);
+        crate::merger::announce_node_down(&self.ctx.view.node, name);
+        self.publish_node_counts();
+    }
+
+    /// The failure detector: connected peers not heard from for `failure.suspect_after_ms`
+    /// become suspect, for `failure.down_after_ms` down, and their connections are closed
+    /// (ractor_cluster keeps a silent connection open for as long as TCP does, which is
+    /// minutes). Skips a round in which this node itself stalled.
+    fn detect_silent(&mut self, now: Instant) {
+        let f = self.ctx.config.failure;
+        let (suspect_after, down_after) = (
+            Duration::from_millis(f.suspect_after_ms),
+            Duration::from_millis(f.down_after_ms),
+        );
+        let gap = now.duration_since(self.last_tick);
+        self.last_tick = now;
+        if gap >= suspect_after {
+            tracing::warn!(
+                stalled_ms = gap.as_millis() as u64,
+                "this node's membership work ran late (an overloaded or paused process); not judging peers this round"
+            );
+            for p in self.peers.values_mut() {
+                p.heard = now;
+            }
+            return;
+        }
+        let mut silent = Vec::new();
+        for (name, p) in self.peers.iter_mut() {
+            let quiet = now.duration_since(p.heard);
+            match p.state {
+                NodeState::Down => {}
+                _ if quiet >= down_after => silent.push((name.clone(), quiet)),
+                NodeState::Up if quiet >= suspect_after => {
+                    p.state = NodeState::Suspect;
+                    tracing::warn!(node = %name, address = %p.info.address, silent_ms = quiet.as_millis() as u64, "node suspect: not heard from");
+                    report(
+                        &self.ctx.view.node,
+                        NodeEvent::NodeSuspect {
+                            node: name.clone(),
+                            address: p.info.address.clone(),
+                            silent_ms: quiet.as_millis() as u64,
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+        for (name, quiet) in silent {
+            self.mark_down(&name, &format!("silent for {} ms", quiet.as_millis()));
+            // Close its connections; forget them now, so that gossip already queued from
+            // it does not count as a rejoin.
+            let ids: Vec<u64> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.peer.as_deref() == Some(name.as_str()))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                self.sessions.remove(&id);
+                if let Some(actor) = self.ctx.view.sessions().remove(&id) {
+                    actor.stop(Some("silent past failure.down_after_ms".into()));
+                }
+            }
+        }
+    }
+
     fn tick(&mut self, myself: &ActorRef<MembershipMessage>) {
         self.subscribe_if_new_server(myself);
         let now = Instant::now();
+        self.detect_silent(now);
         let deadline = self.ctx.config.handshake_timeout();
 
         // Connections stuck before authentication.
@@ -418,9 +502,10 @@ impl MembershipState {
         // Peers that are down still count as "seen" (we keep dialing them) until forgotten.
         let connected = self.connected_names();
         for p in self.peers.values_mut() {
-            if connected.contains(&p.info.name) && p.state != NodeState::Up {
+            if connected.contains(&p.info.name) && p.state == NodeState::Down {
                 p.state = NodeState::Up;
                 p.since = now;
+                p.heard = now;
                 self.ctx.view.set_down(&p.info.name, false);
                 tracing::info!(node = %p.info.name, address = %p.info.address, "node joined (reconnected)");
                 report(
@@ -554,7 +639,11 @@ fn forget_pending(view: &crate::ClusterView, id: u64) {
 /// Counts a membership change and hands it to this node's event hub.
 fn report(node: &str, ev: NodeEvent) {
     let label = match &ev {
-        NodeEvent::NodeUp { .. } => "up",
+        NodeEvent::NodeUp {
+            rejoined: false, ..
+        } => "up",
+        NodeEvent::NodeUp { rejoined: true, .. } => "rejoined",
+        NodeEvent::NodeSuspect { .. } => "suspect",
         NodeEvent::NodeDown { .. } => "down",
     };
     metrics::counter!(metric::MEMBERSHIP_EVENTS, "event" => label).increment(1);
@@ -603,6 +692,7 @@ impl Actor for Membership {
             dialing: HashMap::new(),
             unauthenticated_log: Throttle::default(),
             tls_log: Arc::default(),
+            last_tick: Instant::now(),
         };
         state.tick(&myself);
         Ok(state)

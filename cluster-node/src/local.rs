@@ -56,6 +56,9 @@ pub struct NodeSpec {
     pub extra: Vec<String>,
     /// Environment variables for the process (e.g. `TROUPE_TASK_WAIT_MS`).
     pub env: Vec<(String, String)>,
+    /// A network namespace to run it in (`ip netns exec NS ...`, which execs the node,
+    /// so the PID is still the node's); needs root.
+    pub netns: Option<String>,
 }
 
 /// A running node process, ended when dropped.
@@ -75,7 +78,14 @@ impl NodeProcess {
     /// Starts `exe start ...` for `spec`, with stderr to `log`.
     pub fn spawn(exe: &Path, spec: &NodeSpec, log: PathBuf) -> std::io::Result<Self> {
         let stderr = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = match &spec.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
         cmd.arg("start")
             .args([
                 "--name",

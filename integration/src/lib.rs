@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod gearman;
 pub mod http;
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -87,6 +88,9 @@ pub struct Cluster {
     /// TLS settings of this harness's clients (see [`Cluster::use_tls`]).
     pub client_tls: Option<troupe_runtime::tls::TlsConfig>,
     nodes: Vec<Option<NodeProcess>>,
+    /// The namespaces the nodes run in (see [`Cluster::plan_in_netns`]); removed after the
+    /// nodes are stopped.
+    net: Option<netns::Netns>,
 }
 
 impl Cluster {
@@ -117,7 +121,47 @@ impl Cluster {
             slots: 2,
             env: vec![],
             nodes: (0..n).map(|_| None).collect(),
+            net: None,
         }
+    }
+
+    /// Plans `n` nodes, each in its own network namespace on a private bridge (see
+    /// [`netns::Netns`]), so that a test can cut one off with [`Cluster::cut`]. Needs root.
+    pub fn plan_in_netns(n: usize) -> Result<Self, String> {
+        let net = netns::Netns::new(n)?;
+        let mut c = Self::plan(n);
+        c.addrs = (0..n).map(|i| format!("{}:7100", net.ip(i))).collect();
+        c.net = Some(net);
+        Ok(c)
+    }
+
+    /// Starts every planned node and returns a client through n1 once all are up and
+    /// their gossip (slots, load) has gone round, so that placement sees every node.
+    pub async fn start_all_settled(&mut self) -> Client {
+        let n = self.addrs.len();
+        for i in 0..n {
+            self.start_node(i);
+        }
+        let client = self.client_via(&[0]).await;
+        client
+            .wait_for_nodes(n, Duration::from_secs(20))
+            .await
+            .expect("every node up");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        client
+    }
+
+    /// Drops all of node `i`'s traffic silently (its connections stay open).
+    pub fn cut(&self, i: usize) -> Result<(), String> {
+        self.net.as_ref().ok_or("not planned in namespaces")?.cut(i)
+    }
+
+    /// Lets node `i`'s traffic through again.
+    pub fn heal(&self, i: usize) -> Result<(), String> {
+        self.net
+            .as_ref()
+            .ok_or("not planned in namespaces")?
+            .heal(i)
     }
 
     /// Plans and starts `n` nodes.
@@ -159,6 +203,7 @@ impl Cluster {
                 e
             },
             env: self.env.clone(),
+            netns: self.net.as_ref().map(|n| n.ns(i)),
         }
     }
 

@@ -384,15 +384,7 @@ async fn settled(n: usize, slots: usize, mode: &str) -> (Cluster, troupe_runtime
     c.slots = slots;
     c.env
         .push(("TROUPE_SCHEDULING__PLACEMENT".into(), mode.into()));
-    for i in 0..n {
-        c.start_node(i);
-    }
-    let client = c.client_via(&[0]).await;
-    client
-        .wait_for_nodes(n, Duration::from_secs(20))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let client = c.start_all_settled().await;
     (c, client)
 }
 

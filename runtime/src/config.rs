@@ -119,6 +119,30 @@ pub struct NodeConfig {
     pub task_limits: Vec<TaskLimit>,
     /// Admission of new jobs under overload.
     pub admission: AdmissionConfig,
+    /// When a peer that stopped talking counts as suspect, then down.
+    pub failure: FailureConfig,
+}
+
+/// The failure detector's deadlines. Every node tells every peer its state each
+/// `gossip_interval_ms`; a connected peer not heard from for `suspect_after_ms` is
+/// suspect, for `down_after_ms` down: its connections are closed and its work goes
+/// elsewhere (ractor_cluster never times out a silent connection by itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailureConfig {
+    /// Silence after which a peer is suspect (logged, shown in `nodes`).
+    pub suspect_after_ms: u64,
+    /// Silence after which a peer is down.
+    pub down_after_ms: u64,
+}
+
+impl Default for FailureConfig {
+    fn default() -> Self {
+        Self {
+            suspect_after_ms: 1_000,
+            down_after_ms: 2_000,
+        }
+    }
 }
 
 /// When a node refuses new jobs because too much work waits.
@@ -238,6 +262,7 @@ impl Default for NodeConfig {
             scheduling: SchedulingConfig::default(),
             task_limits: Vec::new(),
             admission: AdmissionConfig::default(),
+            failure: FailureConfig::default(),
         }
     }
 }
@@ -323,6 +348,16 @@ impl NodeConfig {
                 key: "http",
                 message: m,
             })?;
+        }
+        let f = self.failure;
+        if f.suspect_after_ms <= self.gossip_interval_ms || f.down_after_ms <= f.suspect_after_ms {
+            return Err(ConfigError::Invalid {
+                key: "failure",
+                message: format!(
+                    "need gossip_interval_ms ({}) < failure.suspect_after_ms ({}) < failure.down_after_ms ({}): a peer is heard from once per gossip interval",
+                    self.gossip_interval_ms, f.suspect_after_ms, f.down_after_ms
+                ),
+            });
         }
         for l in &self.task_limits {
             let bad = l.task.is_empty()
@@ -446,6 +481,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "scheduling",
         "task_limits",
         "admission",
+        "failure",
     ];
     const RESTART_KEYS: &[&str] = &["max_restarts", "window_ms"];
     const LIMIT_KEYS: &[&str] = &[
@@ -453,8 +489,10 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "max_for_each_items",
         "max_depth",
         "max_jobs_per_client",
+        "max_lost_attempts",
     ];
     const CACHE_KEYS: &[&str] = &["max_bytes", "ttl_ms"];
+    const FAILURE_KEYS: &[&str] = &["suspect_after_ms", "down_after_ms"];
     let is_toml = path.extension().is_none_or(|e| e == "toml");
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(()); // the config crate reports the read error with the path
@@ -481,6 +519,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
             "restart" => RESTART_KEYS,
             "limits" => LIMIT_KEYS,
             "cache" => CACHE_KEYS,
+            "failure" => FAILURE_KEYS,
             _ => continue,
         };
         if let Some(bad) = v

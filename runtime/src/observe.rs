@@ -30,7 +30,16 @@ pub enum NodeEvent {
         /// True if it had been seen before and came back.
         rejoined: bool,
     },
-    /// A node's connection closed.
+    /// A connected node has not been heard from for a while (`failure.suspect_after_ms`).
+    NodeSuspect {
+        /// Its name.
+        node: String,
+        /// The address it is dialled at.
+        address: String,
+        /// How long it has been silent.
+        silent_ms: u64,
+    },
+    /// A node's connection closed, or it stayed silent past `failure.down_after_ms`.
     NodeDown {
         /// Its name.
         node: String,

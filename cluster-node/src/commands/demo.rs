@@ -127,6 +127,7 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
                 _ => vec![],
             },
             env: vec![],
+            netns: None,
         };
         match NodeProcess::spawn(&exe, &spec, dir.join(format!("{name}.log"))) {
             Ok(p) => {

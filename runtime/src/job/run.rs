@@ -27,10 +27,6 @@ use crate::protocol::JobQueryError;
 use crate::protocol::ResultSource;
 use crate::task::TaskError;
 
-/// Attempts a step may lose to vanished workers (see [`JobRun::attempt_lost`]) before
-/// it fails.
-pub const LOST_ATTEMPTS_CAP: u32 = 5;
-
 /// An attempt to hand to a worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dispatch {
@@ -221,7 +217,6 @@ pub struct JobRun {
     stats: JobStats,
     accepted: Instant,
     ended: Option<Instant>,
-    late_results: u64,
     next_call: u64,
     settle: VecDeque<usize>,
 }
@@ -251,7 +246,6 @@ impl JobRun {
             stats: JobStats::default(),
             accepted: Instant::now(),
             ended: None,
-            late_results: 0,
             next_call: 0,
             settle: VecDeque::new(),
         };
@@ -330,7 +324,7 @@ impl JobRun {
 
     /// Results that arrived for an attempt already given up, and were discarded.
     pub fn late_results(&self) -> u64 {
-        self.late_results
+        self.stats.late_results
     }
 
     /// Starts the job: the steps without dependencies become ready.
@@ -850,7 +844,7 @@ impl JobRun {
         source: ResultSource,
     ) -> Vec<Action> {
         let Some(i) = self.live(step, attempt) else {
-            self.late_results += 1;
+            self.stats.late_results += 1;
             return Vec::new();
         };
         if self.state.is_terminal() {
@@ -1060,19 +1054,20 @@ impl JobRun {
             if n.node.as_deref() != Some(lost) {
                 continue;
             }
-            self.run_again(
-                i,
+            let step = self.nodes[i].id.clone();
+            out.extend(self.attempt_lost(
+                &step,
                 attempt,
-                format!("node {lost} left the cluster"),
-                &mut out,
-            );
+                &format!("node {lost} left the cluster"),
+                true,
+            ));
         }
         out
     }
 
     /// Attempt `attempt` of `step` was lost without a result (the external worker that
     /// ran it disconnected): it runs again as a new attempt, without using up the step's
-    /// retry budget, unless the step lost [`LOST_ATTEMPTS_CAP`] attempts already (work
+    /// retry budget, unless the step lost `limits.max_lost_attempts` already (work
     /// that kills every worker it lands on fails instead of running for ever).
     ///
     /// `counts` is false for an attempt no worker had started (it only waited for one
@@ -1091,13 +1086,15 @@ impl JobRun {
             return Vec::new();
         }
         self.nodes[i].lost += u32::from(counts);
-        if self.nodes[i].lost >= LOST_ATTEMPTS_CAP {
+        let cap = self.limits.max_lost_attempts.max(1);
+        if self.nodes[i].lost >= cap {
             let node = self.nodes[i].node.clone().unwrap_or_default();
             let e = TaskError::permanent(format!(
-                "{reason}; the step lost {LOST_ATTEMPTS_CAP} attempts this way and is given up"
+                "{reason}; the step lost {cap} attempts this way and is given up (limits.max_lost_attempts)"
             ));
             return self.finished(step, attempt, &node, Err(e));
         }
+        self.stats.lost_attempts += 1;
         let mut out = Vec::new();
         self.run_again(i, attempt, reason.to_string(), &mut out);
         out

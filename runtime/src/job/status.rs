@@ -137,6 +137,14 @@ pub struct JobStats {
     pub merged: u64,
     /// Requests answered from the result cache.
     pub cache_hits: u64,
+    /// Attempts run again because their node died, left or went silent (or their
+    /// external worker disconnected); these use no retries.
+    #[serde(default)]
+    pub lost_attempts: u64,
+    /// Results that came for attempts already given up (a node back from a partition)
+    /// and were discarded: each step keeps exactly one recorded result.
+    #[serde(default)]
+    pub late_results: u64,
 }
 
 /// The status JSON of a job.

@@ -21,6 +21,10 @@ pub struct Limits {
     pub max_depth: usize,
     /// Jobs one client (or the HTTP API) may have in flight on one node.
     pub max_jobs_per_client: usize,
+    /// Attempts of one step that may be lost (their node died or left, their external
+    /// worker disconnected) before the step fails: work that kills every node it lands
+    /// on stops instead of running for ever. Such losses do not use the retry budget.
+    pub max_lost_attempts: u32,
 }
 
 impl Default for Limits {
@@ -30,6 +34,7 @@ impl Default for Limits {
             max_for_each_items: 10_000,
             max_depth: 32,
             max_jobs_per_client: 10_000,
+            max_lost_attempts: 5,
         }
     }
 }

@@ -1,0 +1,185 @@
+//! Fault tolerance on real node processes: nodes killed with SIGKILL, and nodes cut off
+//! by network namespaces (the partition test needs root and iproute2's `ip`; CI runs as
+//! root and installs iproute2).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use troupe_integration::Cluster;
+use troupe_runtime::{Client, JobSpec, JobState, JobStatus, StepSpec};
+
+/// A job of 200 sleeps of 40-60 ms (a `for_each`), whose output lists every item's
+/// `ms` in item order.
+fn two_hundred_sleeps() -> JobSpec {
+    let items: Vec<Value> = (0..200).map(|i| json!({"ms": 40 + i % 21})).collect();
+    JobSpec::new("sleeps")
+        .with_input(json!({ "items": items }))
+        .step(StepSpec::new("each", "troupe.sleep").for_each("input.items"))
+}
+
+/// The job's output without the node names (which differ from run to run).
+fn without_nodes(st: &JobStatus) -> Value {
+    let mut out = st.output.clone().expect("an output");
+    if let Some(list) = out.as_array_mut() {
+        for v in list {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("node");
+            }
+        }
+    }
+    out
+}
+
+/// Waits until some step of `job` runs on `node`.
+async fn until_running_on(client: &Client, job: &str, node: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = client.status(job).await.expect("status");
+        if st.steps.values().any(|s| {
+            s.node.as_deref() == Some(node) && s.state == troupe_runtime::StepState::Running
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no step of {job} ran on {node}: {:?}",
+            st.steps
+                .values()
+                .map(|s| s.node.clone())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The state of `node` as the client's node sees it.
+async fn state_of(client: &Client, node: &str) -> Option<String> {
+    let nodes = client.nodes().await.ok()?;
+    nodes
+        .iter()
+        .find(|n| n.name == node)
+        .map(|n| n.state.as_str().to_string())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn kill_9_of_a_worker_node_mid_job_loses_nothing() {
+    let mut c = Cluster::plan(3);
+    c.slots = 4;
+    let client = c.start_all_settled().await;
+    let undisturbed = client
+        .submit(two_hundred_sleeps())
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(undisturbed.state, JobState::Succeeded);
+    assert_eq!(undisturbed.stats.lost_attempts, 0);
+
+    let mut h = client.submit(two_hundred_sleeps()).await.unwrap();
+    until_running_on(&client, h.id(), "n3").await;
+    c.node(2).kill();
+    let st = tokio::time::timeout(Duration::from_secs(60), h.wait())
+        .await
+        .expect("the job ends")
+        .unwrap();
+    assert_eq!(st.state, JobState::Succeeded, "{:?}", st.error);
+    assert_eq!(without_nodes(&st), without_nodes(&undisturbed));
+    assert!(
+        st.stats.lost_attempts >= 1,
+        "no attempt was run again: {:?}",
+        st.stats
+    );
+    let rerun: Vec<_> = st.steps.iter().filter(|(_, s)| s.attempts >= 2).collect();
+    assert!(!rerun.is_empty(), "the status shows no re-dispatched step");
+    assert!(
+        rerun.iter().all(|(_, s)| s.node.as_deref() != Some("n3")),
+        "a re-dispatched step still names the dead node"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_silent_node_is_declared_down_its_work_redone_and_its_late_results_discarded() {
+    // Needs root: three nodes in their own network namespaces (see troupe_integration::netns).
+    let mut c = Cluster::plan_in_netns(3)
+        .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
+    c.slots = 2;
+    let client = c.start_all_settled().await;
+    // Six 8 s steps: n1 takes two, n2 and n3 two each.
+    let mut job = JobSpec::new("long");
+    for i in 0..6 {
+        job = job.step(StepSpec::new(format!("s{i}"), "troupe.sleep").input(json!({"ms": 8000})));
+    }
+    let mut h = client.submit(job).await.unwrap();
+    until_running_on(&client, h.id(), "n3").await;
+    let on_n3: Vec<String> = client
+        .status(h.id())
+        .await
+        .unwrap()
+        .steps
+        .iter()
+        .filter(|(_, s)| s.node.as_deref() == Some("n3"))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let cut = Instant::now();
+    c.cut(2).unwrap();
+    // Default failure settings: down after 2 s of silence, judged every 500 ms.
+    let down = loop {
+        if state_of(&client, "n3").await.as_deref() == Some("down") {
+            break cut.elapsed();
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(10),
+            "n3 still {:?} 10 s after it went silent",
+            state_of(&client, "n3").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("n3 declared down {down:?} after it went silent");
+    assert!(
+        down >= Duration::from_millis(1400) && down < Duration::from_millis(4500),
+        "declared down after {down:?}; the deadline is 2 s after the last gossip (sent every 500 ms, so up to 500 ms before the cut), judged every 500 ms, + slack for a debug build"
+    );
+    // Heal: n3 comes back, and its old attempts, still running there, finish after it
+    // rejoined; their results are late and discarded.
+    c.heal(2).unwrap();
+    let back = Instant::now();
+    loop {
+        if state_of(&client, "n3").await.as_deref() == Some("up") {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(15),
+            "n3 did not rejoin"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let st = tokio::time::timeout(Duration::from_secs(60), h.wait())
+        .await
+        .expect("the job ends")
+        .unwrap();
+    assert_eq!(st.state, JobState::Succeeded, "{:?}", st.error);
+    for id in &on_n3 {
+        let s = &st.steps[id];
+        assert!(s.attempts >= 2, "{id} was not run again: {s:?}");
+        assert_ne!(
+            s.node.as_deref(),
+            Some("n3"),
+            "{id}'s recorded result is the lost attempt's"
+        );
+    }
+    assert!(
+        st.stats.lost_attempts >= on_n3.len() as u64,
+        "{:?}",
+        st.stats
+    );
+    assert!(
+        st.stats.late_results >= 1,
+        "n3's late results were not seen and discarded: {:?}",
+        st.stats
+    );
+    assert!(
+        c.log(0).contains("node=n3") && c.log(0).contains("silent for"),
+        "n1 did not log why n3 is down"
+    );
+}
