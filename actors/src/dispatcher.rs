@@ -20,7 +20,7 @@ use ractor_cluster::RactorMessage;
 use troupe_runtime::merge::{self, request_key, CacheMode};
 use troupe_runtime::placement::Mode;
 use troupe_runtime::protocol::{
-    first_member, merger_group, task_group, AttemptMoved, AttemptRef, MergerMessage, StepRequest,
+    first_member, merger_group, task_group, AttemptMoved, MergerMessage, StepRequest,
     WorkerPoolMessage,
 };
 use troupe_runtime::wire::Wire;
@@ -214,11 +214,7 @@ pub fn spill(ctx: &NodeContext, node: &str) -> Vec<AttemptMoved> {
                 })
         });
         let Some(r) = next else { break };
-        let attempt = AttemptRef {
-            job: r.job.clone(),
-            step: r.step.clone(),
-            attempt: r.attempt,
-        };
+        let attempt = crate::worker_pool::attempt_of(&r);
         if let Err(r) = send_to(view, &pool, node, r) {
             crate::worker_pool::queue(ctx, r);
             break;

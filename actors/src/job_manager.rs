@@ -86,6 +86,14 @@ impl JobManagerState {
         req: SubmitRequest,
         reply: SubmitReply,
     ) {
+        if self.ctx.view.is_draining() {
+            let m = format!(
+                "node {} is leaving (draining); submit to another node",
+                self.ctx.view.node
+            );
+            let _ = reply.send(Wire::new(Err(SubmitError::Unavailable(m))));
+            return;
+        }
         let graph = match validate_with(&req.spec, &self.ctx.config.limits) {
             Ok(g) => g,
             Err(e) => {
@@ -192,6 +200,7 @@ impl JobManagerState {
                 tracing::debug!(job = %id, "job accepted");
                 self.by_actor.insert(sup.get_id(), id.clone());
                 self.live.insert(id.clone(), sup);
+                self.count_owned();
                 *self.per_client.entry(client.clone()).or_insert(0) += 1;
                 self.client_of.insert(id.clone(), client);
                 if let Some(key) = req.unique {
@@ -295,6 +304,13 @@ impl JobManagerState {
         }
     }
 
+    fn count_owned(&self) {
+        self.ctx
+            .view
+            .owned_jobs
+            .store(self.live.len() as u32, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Tells a job's supervisor where its attempt runs now.
     fn moved(&self, m: AttemptMoved) {
         if let Some(sup) = self.live.get(&m.attempt.job) {
@@ -313,7 +329,9 @@ impl JobManagerState {
                 self.unique.remove(&key);
             }
         }
-        if let Some(sup) = self.live.remove(&st.id) {
+        let gone = self.live.remove(&st.id);
+        self.count_owned();
+        if let Some(sup) = gone {
             self.by_actor.remove(&sup.get_id());
             sup.stop(None);
         }
@@ -552,6 +570,7 @@ impl Actor for JobManager {
             if let Some(job) = state.by_actor.remove(&cell.get_id()) {
                 tracing::error!(job = %job, error = %err, "job supervisor crashed; the job fails");
                 state.live.remove(&job);
+                state.count_owned();
                 let st = JobStatus {
                     id: job.clone(),
                     name: String::new(),

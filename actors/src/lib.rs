@@ -33,6 +33,7 @@ use troupe_runtime::merge::TaskProps;
 use troupe_runtime::TaskRegistry;
 
 pub mod dispatcher;
+pub mod drain;
 pub mod event_hub;
 pub mod gearman;
 pub mod job_manager;
@@ -142,6 +143,10 @@ pub struct ClusterView {
     /// Notified when something inside the node (Gearman's admin `shutdown`) asks the
     /// process to stop as on SIGTERM.
     pub shutdown: tokio::sync::Notify,
+    /// Set when the node starts leaving (see [`drain`]): it takes no new work.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// Jobs this node owns that have not ended.
+    pub owned_jobs: AtomicU32,
 }
 
 impl ClusterView {
@@ -165,6 +170,8 @@ impl ClusterView {
             pending_handshakes: Mutex::default(),
             gearman: Arc::new(gearman::GearmanShared::new(node)),
             shutdown: tokio::sync::Notify::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            owned_jobs: AtomicU32::new(0),
         }
     }
 
@@ -268,6 +275,11 @@ impl ClusterView {
             .unwrap_or_else(|p| p.into_inner())
             .get(node)
             .is_some_and(|t| t.contains(task))
+    }
+
+    /// True once this node started leaving.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// True if membership saw `node` leave.

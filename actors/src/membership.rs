@@ -104,7 +104,11 @@ impl MembershipState {
         NodeInfo {
             name: self.ctx.config.name.clone(),
             address: self.address.clone(),
-            state: NodeState::Up,
+            state: if v.is_draining() {
+                NodeState::Draining
+            } else {
+                NodeState::Up
+            },
             tasks: {
                 let mut t = self.ctx.registry.names();
                 t.extend(crate::gearman::lock(&self.ctx.view.gearman.board).functions());
@@ -330,16 +334,18 @@ impl MembershipState {
             self.heard.insert(a.clone(), now);
         }
         let connected = self.connected_names().contains(&info.name);
-        let state = if connected {
-            NodeState::Up
-        } else {
-            NodeState::Down
+        let state = match (connected, info.state) {
+            (true, NodeState::Draining) => NodeState::Draining,
+            (true, _) => NodeState::Up,
+            (false, _) => NodeState::Down,
         };
         match self.peers.get_mut(&info.name) {
             Some(p) => {
                 let quiet = now.duration_since(p.heard);
                 p.heard = now;
-                if p.state == NodeState::Suspect && state == NodeState::Up {
+                if state == NodeState::Draining && p.state != NodeState::Draining {
+                    tracing::info!(node = %info.name, "node is leaving (draining)");
+                } else if p.state == NodeState::Suspect && state == NodeState::Up {
                     tracing::info!(node = %info.name, silent_ms = quiet.as_millis() as u64, "node no longer suspect: heard from again");
                     metrics::counter!(metric::MEMBERSHIP_EVENTS, "event" => "recovered")
                         .increment(1);

@@ -44,7 +44,8 @@ pub struct WorkerPool;
 /// Attempts running or waiting for a slot, and calls waiting for answers. Kept in the
 /// node's [`crate::ClusterView`] so that it outlives a restart of the pool actor.
 pub struct WorkState {
-    running: Mutex<HashMap<AttemptRef, CancellationToken>>,
+    /// Attempts running here: their cancel token and their job's owner node.
+    pub(crate) running: Mutex<HashMap<AttemptRef, (CancellationToken, String)>>,
     calls: Mutex<HashMap<u64, oneshot::Sender<Result<Value, TaskError>>>>,
     next_call: AtomicU64,
     /// Attempts waiting for a slot, in priority lanes.
@@ -65,7 +66,7 @@ const STEAL_EVERY: Duration = Duration::from_millis(100);
 pub fn maybe_steal(ctx: &NodeContext) {
     let view = &ctx.view;
     let free = view.slots.available_permits();
-    if free == 0 || !locked(&view.work.waiting).is_empty() {
+    if free == 0 || view.is_draining() || !locked(&view.work.waiting).is_empty() {
         return;
     }
     let Some((victim, _)) = view.busiest_peer() else {
@@ -120,11 +121,7 @@ fn give_work(ctx: &NodeContext, req: StealRequest) {
     tracing::debug!(thief = %req.thief, n = given.len(), "gave waiting attempts to an idle peer");
     for r in given {
         let moved = AttemptMoved {
-            attempt: AttemptRef {
-                job: r.job.clone(),
-                step: r.step.clone(),
-                attempt: r.attempt,
-            },
+            attempt: attempt_of(&r),
             node: req.thief.clone(),
         };
         let owner = r.owner.clone();
@@ -303,7 +300,7 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// The job manager of `owner`, if reachable.
-fn job_manager(owner: &str) -> Option<ActorRef<JobManagerMessage>> {
+pub(crate) fn job_manager(owner: &str) -> Option<ActorRef<JobManagerMessage>> {
     first_member(&job_manager_group(owner))
 }
 
@@ -420,6 +417,15 @@ pub struct WorkerPoolState {
     ctx: NodeContext,
 }
 
+/// The attempt a request is.
+pub(crate) fn attempt_of(r: &StepRequest) -> AttemptRef {
+    AttemptRef {
+        job: r.job.clone(),
+        step: r.step.clone(),
+        attempt: r.attempt,
+    }
+}
+
 /// Queues an attempt in this node's lanes and starts what the free slots allow.
 pub fn queue(ctx: &NodeContext, req: StepRequest) {
     let lane = lane_of(req.priority, req.stage);
@@ -434,8 +440,13 @@ pub fn local_room(ctx: &NodeContext) -> u32 {
 }
 
 impl WorkerPoolState {
-    /// Queues an attempt sent by a dispatcher (of any node).
+    /// Queues an attempt sent by a dispatcher (of any node); a leaving node hands it
+    /// back at once (it was sent before its sender learned that this node is leaving).
     fn run(&self, req: StepRequest) {
+        if self.ctx.view.is_draining() {
+            crate::drain::hand_back(&self.ctx.view.node, &req.owner, attempt_of(&req));
+            return;
+        }
         queue(&self.ctx, req);
     }
 
@@ -452,7 +463,7 @@ impl WorkerPoolState {
             return true;
         }
         match locked(&work.running).get(a) {
-            Some(t) => {
+            Some((t, _)) => {
                 t.cancel();
                 true
             }
@@ -542,13 +553,9 @@ fn launch(ctx: &NodeContext, req: StepRequest, permit: OwnedSemaphorePermit) {
     let view = ctx.view.clone();
     let node_ctx = ctx.clone();
     let task = ctx.registry.get(&req.task);
-    let key = AttemptRef {
-        job: req.job.clone(),
-        step: req.step.clone(),
-        attempt: req.attempt,
-    };
+    let key = attempt_of(&req);
     let token = CancellationToken::new();
-    locked(&view.work.running).insert(key.clone(), token.clone());
+    locked(&view.work.running).insert(key.clone(), (token.clone(), req.owner.clone()));
     // A root span: `launch` is often called from inside the attempt that just ended (its
     // slot went to this one), and a span made there would be that attempt's child, so a
     // busy node would build an endless chain of parents (whose close recursed until the

@@ -183,3 +183,85 @@ async fn a_silent_node_is_declared_down_its_work_redone_and_its_late_results_dis
         "n1 did not log why n3 is down"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn sigterm_drains_a_node_and_nothing_is_lost() {
+    // n2 drains with the default timeout: its running attempts finish there. n3 drains
+    // with a 300 ms timeout: its running attempts are stopped and run again elsewhere.
+    let mut c = Cluster::plan(3);
+    c.slots = 2;
+    c.start_node(0);
+    c.start_node(1);
+    let mut s3 = c.spec(2);
+    s3.env
+        .push(("TROUPE_DRAIN_TIMEOUT_MS".into(), "300".into()));
+    c.start_with(2, troupe_integration::troupe_node(), &s3);
+    let client = c.client_via(&[0]).await;
+    client
+        .wait_for_nodes(3, Duration::from_secs(20))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut handles = Vec::new();
+    for i in 0..12 {
+        let job = JobSpec::new(format!("d{i}"))
+            .step(StepSpec::new("s", "troupe.sleep").input(json!({"ms": 1500})));
+        handles.push(client.submit(job).await.unwrap());
+    }
+    for node in ["n2", "n3"] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        'find: loop {
+            for h in &handles {
+                let st = client.status(h.id()).await.unwrap();
+                if st.steps["s"].node.as_deref() == Some(node)
+                    && st.steps["s"].state == troupe_runtime::StepState::Running
+                {
+                    break 'find;
+                }
+            }
+            assert!(Instant::now() < deadline, "nothing runs on {node}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    c.node(1).signal(libc::SIGTERM);
+    c.node(2).signal(libc::SIGTERM);
+    let mut ended = Vec::new();
+    for mut h in handles {
+        let st = tokio::time::timeout(Duration::from_secs(60), h.wait())
+            .await
+            .expect("the job ends")
+            .unwrap();
+        assert_eq!(st.state, JobState::Succeeded, "{:?}", st.error);
+        ended.push(st);
+    }
+    for (i, name) in [(1, "n2"), (2, "n3")] {
+        let code = c.node(i).wait_exit(Duration::from_secs(20));
+        assert!(
+            code.is_some_and(|s| s.success()),
+            "{name} did not exit 0 after draining: {code:?}"
+        );
+        assert!(c.log(i).contains("drained"), "{name} logged no drain");
+    }
+    let finished_on_n2 = ended
+        .iter()
+        .filter(|st| st.steps["s"].node.as_deref() == Some("n2") && st.steps["s"].attempts == 1)
+        .count();
+    assert!(
+        finished_on_n2 >= 1,
+        "no attempt running on n2 was let finish there"
+    );
+    assert!(
+        ended
+            .iter()
+            .all(|st| st.steps["s"].node.as_deref() != Some("n3")),
+        "a result is recorded from n3, whose attempts were all stopped at 300 ms"
+    );
+    let rerun = ended
+        .iter()
+        .filter(|st| st.steps["s"].attempts >= 2)
+        .count();
+    assert!(
+        rerun >= 2,
+        "n3's two running attempts were not run again ({rerun})"
+    );
+}

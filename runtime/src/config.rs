@@ -96,6 +96,9 @@ pub struct NodeConfig {
     pub task_wait_ms: u64,
     /// Period of membership work: re-dialling seeds and peers, gossip.
     pub gossip_interval_ms: u64,
+    /// On SIGTERM, how long the node lets its running attempts (and the jobs it owns)
+    /// finish before it hands the rest back and stops.
+    pub drain_timeout_ms: u64,
     /// Largest message accepted from a peer, in bytes.
     pub max_message_bytes: u64,
     /// Connections (peers, clients, and ones still in their handshake) open at once;
@@ -252,6 +255,7 @@ impl Default for NodeConfig {
             handshake_timeout_ms: 5_000,
             task_wait_ms: 2_000,
             gossip_interval_ms: 500,
+            drain_timeout_ms: 30_000,
             max_message_bytes: 16 * 1024 * 1024,
             max_connections: 4096,
             max_pending_handshakes: 64,
@@ -471,6 +475,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "handshake_timeout_ms",
         "task_wait_ms",
         "gossip_interval_ms",
+        "drain_timeout_ms",
         "max_message_bytes",
         "max_connections",
         "max_pending_handshakes",

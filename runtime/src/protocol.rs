@@ -495,6 +495,8 @@ pub enum NodeState {
     Suspect,
     /// Its connection dropped; reconnection is being tried.
     Down,
+    /// Leaving (SIGTERM): finishing its attempts, taking no new work.
+    Draining,
 }
 
 impl NodeState {
@@ -504,6 +506,7 @@ impl NodeState {
             NodeState::Up => "up",
             NodeState::Suspect => "suspect",
             NodeState::Down => "down",
+            NodeState::Draining => "draining",
         }
     }
 }

@@ -96,6 +96,7 @@ async fn run_node(config: NodeConfig, registry: TaskRegistry) -> u8 {
             }
         };
     let ctx_view = ctx.view.clone();
+    let drain_ctx = ctx.clone();
     let http = match config.http.as_deref().map(troupe_runtime::config::resolve) {
         None => None,
         Some(Err(e)) => {
@@ -135,6 +136,13 @@ async fn run_node(config: NodeConfig, registry: TaskRegistry) -> u8 {
         }
     };
     tracing::info!(node = %config.name, signal = why, "shutting down");
+    let drain =
+        troupe_actors::drain::drain(&drain_ctx, Duration::from_millis(config.drain_timeout_ms));
+    tokio::select! {
+        _ = drain => {}
+        _ = term.recv() => tracing::warn!("second SIGTERM: stopping without finishing the drain"),
+        _ = int.recv() => tracing::warn!("second SIGINT: stopping without finishing the drain"),
+    }
     if let Some(h) = http {
         h.abort();
     }

@@ -1,0 +1,142 @@
+//! Graceful leave. On SIGTERM a node stops taking work, lets the attempts it runs finish
+//! within `drain_timeout_ms`, hands back everything else to the jobs' owners (which run
+//! it elsewhere as new attempts, without using retries), and waits for the jobs it owns
+//! to end (while another node is up to run their steps), so that nothing is lost; then
+//! the node stops. Not an actor: one procedure the
+//! node's main task runs before it stops the actor tree.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use troupe_runtime::protocol::{
+    task_group, worker_pool_group, AttemptRef, JobManagerMessage, LostAttempt, MembershipMessage,
+};
+use troupe_runtime::wire::Wire;
+
+use crate::worker_pool::{attempt_of, job_manager};
+use crate::{locked, NodeContext};
+
+/// What a drain did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Waiting attempts handed back to their owners.
+    pub handed_back: usize,
+    /// Running attempts that finished during the drain.
+    pub finished: usize,
+    /// Running attempts stopped at the timeout and handed back.
+    pub stopped: usize,
+    /// Jobs owned here still running at the timeout (lost with the node until jobs are
+    /// journaled and taken over).
+    pub jobs_left: u32,
+}
+
+/// Tells `owner` that attempt `a` will not run here (the node `node` is leaving).
+pub(crate) fn hand_back(node: &str, owner: &str, a: AttemptRef) {
+    let lost = LostAttempt {
+        attempt: a,
+        reason: format!("node {node} left (drained)"),
+        counts: false,
+    };
+    match job_manager(owner) {
+        Some(jm) => {
+            let _ = jm.cast(JobManagerMessage::AttemptLost(Wire::new(lost)));
+        }
+        None => {
+            tracing::warn!(owner, job = %lost.attempt.job, "cannot hand an attempt back: its owner is unreachable")
+        }
+    }
+}
+
+/// True if some other node is up (its membership actor visible and not declared down).
+fn peers_up(ctx: &NodeContext) -> bool {
+    ractor::pg::get_members(&troupe_runtime::protocol::MEMBERSHIP_GROUP.to_string())
+        .into_iter()
+        .map(|c| ctx.view.node_of(c.get_id()))
+        .any(|n| n != ctx.view.node && !ctx.view.is_down(&n))
+}
+
+/// Drains this node: see the module docs. Returns when nothing runs here and no job
+/// owned here is running, or at `timeout`.
+pub async fn drain(ctx: &NodeContext, timeout: Duration) -> DrainReport {
+    let view = &ctx.view;
+    view.draining.store(true, Ordering::SeqCst);
+    let mut report = DrainReport::default();
+    // No new work: out of the task groups, so no dispatcher picks this node (the local
+    // one included), and peers learn the state from the next gossip, sent now.
+    if let Some(pool) = ractor::pg::get_local_members(&worker_pool_group(&view.node))
+        .into_iter()
+        .next()
+    {
+        for task in ctx.registry.names() {
+            ractor::pg::leave(task_group(&task), vec![pool.clone()]);
+        }
+    }
+    if let Some(m) = crate::find_on::<MembershipMessage>(crate::names::MEMBERSHIP, &view.node) {
+        let _ = m.cast(MembershipMessage::Announce);
+    }
+    let waiting = locked(&view.work.waiting).take_where(|_| true);
+    view.queued.store(0, Ordering::Relaxed);
+    report.handed_back = waiting.len();
+    for r in waiting {
+        hand_back(&view.node, &r.owner, attempt_of(&r));
+    }
+    let running_at_start = locked(&view.work.running).len();
+    tracing::info!(
+        handed_back = report.handed_back,
+        running = running_at_start,
+        owned_jobs = view.owned_jobs.load(Ordering::Relaxed),
+        timeout_ms = timeout.as_millis() as u64,
+        "draining: no new work; waiting attempts handed back; letting running attempts finish"
+    );
+    let start = Instant::now();
+    let mut last_log = start;
+    loop {
+        let running = locked(&view.work.running).len();
+        // The jobs owned here can only go on if another node runs their steps.
+        let owned = if peers_up(ctx) {
+            view.owned_jobs.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        if running == 0 && owned == 0 {
+            break;
+        }
+        if start.elapsed() >= timeout {
+            break;
+        }
+        if last_log.elapsed() >= Duration::from_secs(1) {
+            last_log = Instant::now();
+            tracing::info!(running, owned_jobs = owned, "draining");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Whatever still runs is stopped and handed back.
+    let left: Vec<(AttemptRef, String)> = locked(&view.work.running)
+        .iter()
+        .map(|(a, (t, owner))| {
+            t.cancel();
+            (a.clone(), owner.clone())
+        })
+        .collect();
+    report.stopped = left.len();
+    report.finished = running_at_start.saturating_sub(report.stopped);
+    for (a, owner) in left {
+        hand_back(&view.node, &owner, a);
+    }
+    report.jobs_left = view.owned_jobs.load(Ordering::Relaxed);
+    if report.jobs_left > 0 {
+        tracing::warn!(
+            jobs = report.jobs_left,
+            "jobs owned by this node had not ended when the drain timed out; they end with it (jobs are not journaled yet)"
+        );
+    }
+    tracing::info!(
+        handed_back = report.handed_back,
+        finished = report.finished,
+        stopped = report.stopped,
+        jobs_left = report.jobs_left,
+        took_ms = start.elapsed().as_millis() as u64,
+        "drained"
+    );
+    report
+}
