@@ -361,6 +361,10 @@ impl MembershipState {
                     );
                     p.since = now;
                 }
+                if state != NodeState::Down {
+                    // Heard from it on a live connection: dispatchers may use it again.
+                    self.ctx.view.set_down(&info.name, false);
+                }
                 p.state = state;
                 p.info = info;
             }

@@ -161,12 +161,9 @@ async fn a_silent_node_is_declared_down_its_work_redone_and_its_late_results_dis
     assert_eq!(st.state, JobState::Succeeded, "{:?}", st.error);
     for id in &on_n3 {
         let s = &st.steps[id];
+        // Its recorded result is a later attempt's (which may have run on n3 again, once
+        // it rejoined); attempt 1's result came late and was discarded.
         assert!(s.attempts >= 2, "{id} was not run again: {s:?}");
-        assert_ne!(
-            s.node.as_deref(),
-            Some("n3"),
-            "{id}'s recorded result is the lost attempt's"
-        );
     }
     assert!(
         st.stats.lost_attempts >= on_n3.len() as u64,
@@ -263,5 +260,58 @@ async fn sigterm_drains_a_node_and_nothing_is_lost() {
     assert!(
         rerun >= 2,
         "n3's two running attempts were not run again ({rerun})"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_restarted_under_its_name_rejoins_and_takes_work() {
+    let mut c = Cluster::plan(3);
+    c.slots = 1;
+    let client = c.start_all_settled().await;
+    c.node(2).kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state_of(&client, "n3").await.as_deref() != Some("down") {
+        assert!(Instant::now() < deadline, "n3's death was not noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let restarted = Instant::now();
+    c.start_node(2);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while state_of(&client, "n3").await.as_deref() != Some("up") {
+        assert!(Instant::now() < deadline, "n3 did not rejoin");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "n3 up again {:?} after its process started",
+        restarted.elapsed()
+    );
+    assert!(c.log(0).contains("rejoined"), "n1 did not log the rejoin");
+    // Its worker groups are back: with every slot busy, work reaches it.
+    let mut first_on_n3 = None;
+    for round in 0..10 {
+        let mut handles = Vec::new();
+        for i in 0..6 {
+            let job = JobSpec::new(format!("r{round}-{i}"))
+                .step(StepSpec::new("s", "troupe.sleep").input(json!({"ms": 200})));
+            handles.push(client.submit(job).await.unwrap());
+        }
+        for mut h in handles {
+            let st = h.wait().await.unwrap();
+            assert_eq!(st.state, JobState::Succeeded);
+            if st.steps["s"].node.as_deref() == Some("n3") && first_on_n3.is_none() {
+                first_on_n3 = Some(restarted.elapsed());
+            }
+        }
+        if first_on_n3.is_some() {
+            break;
+        }
+    }
+    let took = first_on_n3.expect("the restarted n3 never ran a step");
+    eprintln!("restarted n3 completed a step {took:?} after its process started");
+    // `--bench failover` measures the 1 s target on a release build; this is a debug build
+    // on a shared CI machine.
+    assert!(
+        took < Duration::from_secs(3),
+        "restart to first completed step: {took:?}"
     );
 }
