@@ -1,0 +1,183 @@
+//! `cargo bench -p troupe-integration --bench failover`
+//!
+//! How fast the cluster recovers, on release-built nodes (two slots each), as medians of
+//! `FAILOVER_RUNS` runs (default 5):
+//! - `kill_to_redispatch_ms`: SIGKILL of a node running an attempt, to that step's new
+//!   attempt running on another node (the job's owner sees the connection close).
+//! - `silent_to_down_ms`: a node cut off by network namespaces (its traffic dropped, its
+//!   connections left open), to its peers listing it `down` (default failure settings).
+//!   Needs root; without it the figure is `null` and stderr says why.
+//! - `restart_to_work_ms`: a killed node started again under its name, from its process
+//!   start to its first completed step, with work waiting in the cluster.
+//! - `takeover_ms`: `null`: taking over the jobs of an owner that stays dead is not built
+//!   yet.
+//!
+//! Prints, last,
+//! `{"bench":"failover","kill_to_redispatch_ms":..,"silent_to_down_ms":..,"restart_to_work_ms":..,"takeover_ms":null}`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use troupe_integration::{env_or, Cluster};
+use troupe_runtime::{Client, JobSpec, StepSpec, StepState};
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some((v[v.len() / 2] * 10.0).round() / 10.0)
+}
+
+/// The state of `node` as the client's node sees it.
+async fn state_of(client: &Client, node: &str) -> Option<String> {
+    let nodes = client.nodes().await.ok()?;
+    nodes
+        .iter()
+        .find(|n| n.name == node)
+        .map(|n| n.state.as_str().to_string())
+}
+
+async fn until_state(client: &Client, node: &str, want: &str, limit: Duration) -> Duration {
+    let t = Instant::now();
+    while state_of(client, node).await.as_deref() != Some(want) {
+        assert!(t.elapsed() < limit, "{node} not {want} after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    t.elapsed()
+}
+
+/// Six 5 s steps through n1, so that n3 runs some; returns the job and a step on n3.
+async fn long_job_with_a_step_on(client: &Client, node: &str) -> (String, String) {
+    let mut job = JobSpec::new("long");
+    for i in 0..6 {
+        job = job.step(StepSpec::new(format!("s{i}"), "troupe.sleep").input(json!({"ms": 5000})));
+    }
+    let h = client.submit(job).await.expect("submit");
+    let t = Instant::now();
+    loop {
+        let st = client.status(h.id()).await.expect("status");
+        if let Some((id, _)) = st
+            .steps
+            .iter()
+            .find(|(_, s)| s.node.as_deref() == Some(node) && s.state == StepState::Running)
+        {
+            return (h.id().to_string(), id.clone());
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "nothing ran on {node}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Kill n3 mid-attempt, time the re-dispatch; start n3 again, time its first step.
+async fn kill_and_restart(c: &mut Cluster, client: &Client) -> (f64, f64) {
+    let (job, step) = long_job_with_a_step_on(client, "n3").await;
+    let killed = Instant::now();
+    c.node(2).kill();
+    let redispatch = loop {
+        let st = client.status(&job).await.expect("status");
+        let s = &st.steps[&step];
+        if s.attempts >= 2 && s.state == StepState::Running {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "{step} not re-dispatched"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    until_state(client, "n3", "down", Duration::from_secs(10)).await;
+    let _ = client.cancel(&job).await;
+    // Work waiting in the cluster: 20 ms steps, more than n1 and n2 run at once.
+    let started = Instant::now();
+    c.start_node(2);
+    let first = loop {
+        let mut handles = Vec::new();
+        for i in 0..12 {
+            let j = JobSpec::new(format!("w{i}"))
+                .step(StepSpec::new("s", "troupe.sleep").input(json!({"ms": 20})));
+            handles.push(client.submit(j).await.expect("submit"));
+        }
+        let mut seen = None;
+        for mut h in handles {
+            let st = h.wait().await.expect("wait");
+            if st.steps["s"].node.as_deref() == Some("n3") && seen.is_none() {
+                seen = Some(started.elapsed());
+            }
+        }
+        if let Some(t) = seen {
+            break t;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "n3 took no work"
+        );
+    };
+    (
+        redispatch.as_secs_f64() * 1000.0,
+        first.as_secs_f64() * 1000.0,
+    )
+}
+
+/// Cut n3 off, time until n1 lists it down; heal and wait for it to rejoin.
+async fn silent_rounds(runs: usize) -> Result<Vec<f64>, String> {
+    let mut c = Cluster::plan_in_netns(3)?;
+    c.slots = 2;
+    let client = c.start_all_settled().await;
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        let cut = Instant::now();
+        c.cut(2)?;
+        until_state(&client, "n3", "down", Duration::from_secs(15)).await;
+        out.push(cut.elapsed().as_secs_f64() * 1000.0);
+        c.heal(2)?;
+        until_state(&client, "n3", "up", Duration::from_secs(20)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    Ok(out)
+}
+
+fn main() {
+    let runs: usize = env_or("FAILOVER_RUNS", 5);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut c = Cluster::plan(3);
+        c.slots = 2;
+        let client = c.start_all_settled().await;
+        let (mut kill, mut restart) = (Vec::new(), Vec::new());
+        for r in 0..runs {
+            let (k, s) = kill_and_restart(&mut c, &client).await;
+            eprintln!("run {r}: kill to re-dispatch {k:.1} ms, restart to first step {s:.1} ms");
+            kill.push(k);
+            restart.push(s);
+            until_state(&client, "n3", "up", Duration::from_secs(10)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        drop(client);
+        drop(c);
+        let silent = match silent_rounds(runs).await {
+            Ok(v) => {
+                eprintln!("silent to down: {v:?} ms");
+                median(v)
+            }
+            Err(e) => {
+                eprintln!("silent_to_down_ms not measured: {e} (needs root and iproute2)");
+                None
+            }
+        };
+        println!(
+            "{}",
+            json!({"bench": "failover",
+                   "kill_to_redispatch_ms": median(kill),
+                   "silent_to_down_ms": silent,
+                   "restart_to_work_ms": median(restart),
+                   "takeover_ms": null})
+        );
+    });
+}
