@@ -315,3 +315,94 @@ async fn a_node_restarted_under_its_name_rejoins_and_takes_work() {
         "restart to first completed step: {took:?}"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn chaos_kills_and_restarts_worker_nodes_while_1000_jobs_run() {
+    // Four nodes; n1 owns every job (jobs live in their owner's memory until the journal
+    // exists, so the owner is not killed here). Every 300 ms one of n2..n4 is killed with
+    // SIGKILL and started again 150 ms later, while 1000 two-step jobs run, 100 at a time.
+    let mut c = Cluster::plan(4);
+    c.slots = 2;
+    let client = c.start_all_settled().await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let runner = {
+        let (client, done) = (client.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut results = Vec::new();
+            let mut next = 0;
+            let mut in_flight = tokio::task::JoinSet::new();
+            while next < 1000 || !in_flight.is_empty() {
+                while next < 1000 && in_flight.len() < 100 {
+                    let job = JobSpec::new(format!("c{next}"))
+                        .step(StepSpec::new("a", "troupe.sleep").input(json!({"ms": 40})))
+                        .step(
+                            StepSpec::new("b", "troupe.sum")
+                                .input(json!({"add": next}))
+                                .after(["a"]),
+                        );
+                    let client = client.clone();
+                    in_flight.spawn(async move {
+                        let mut h = client.submit(job).await?;
+                        h.wait().await
+                    });
+                    next += 1;
+                }
+                if let Some(r) = in_flight.join_next().await {
+                    results.push(r.expect("job task"));
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            results
+        })
+    };
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut victim = 1;
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the chaos run did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        victim = victim % 3 + 1; // n2, n3, n4 in turn
+        c.node(victim).kill();
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        c.start_node(victim);
+    }
+    let results = runner.await.expect("runner");
+    let succeeded = results
+        .iter()
+        .filter(|r| matches!(r, Ok(st) if st.state == JobState::Succeeded))
+        .count();
+    let lost: u64 = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|st| st.stats.lost_attempts)
+        .sum();
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|r| match r {
+            Ok(st) if st.state != JobState::Succeeded => Some(format!("{}: {:?}", st.id, st.error)),
+            Err(e) => Some(e.to_string()),
+            _ => None,
+        })
+        .collect();
+    eprintln!(
+        "chaos: {kills} kills in {:?}; {succeeded} of {} jobs succeeded, {} failed, {lost} attempts lost and run again",
+        started.elapsed(),
+        results.len(),
+        failed.len()
+    );
+    assert_eq!(results.len(), 1000, "every job is accounted for");
+    assert!(failed.is_empty(), "jobs failed: {failed:?}");
+    assert!(
+        kills >= 3,
+        "the run was too short to test anything ({kills} kills)"
+    );
+    // Each job's output is its own: job cK's sum step adds K.
+    for st in results.into_iter().flatten() {
+        let k: u64 = st.name[1..].parse().expect("job name cK");
+        assert_eq!(st.output, Some(json!(k)), "{} ({})", st.name, st.id);
+    }
+}
