@@ -190,10 +190,15 @@ impl JobManagerState {
             w.job = id.clone();
             watchers.push(w);
         }
+        if let Some(j) = &self.ctx.journal {
+            j.start(&id, &req.spec, &self.ctx.config.limits);
+        }
         let args = JobSupervisorArgs {
             run: JobRun::with_limits(id.clone(), req.spec, graph, self.ctx.config.limits),
             owner: self.ctx.config.name.clone(),
             watchers,
+            journal: self.ctx.journal.clone(),
+            resumed: None,
         };
         match Actor::spawn_linked(None, JobSupervisor, args, myself.get_cell()).await {
             Ok((sup, _)) => {
@@ -322,7 +327,56 @@ impl JobManagerState {
         }
     }
 
+    /// Starts again the jobs the journal held that had not ended, and learns the statuses
+    /// of those that had.
+    async fn resume_journaled(&mut self, myself: &ActorRef<JobManagerMessage>) {
+        let Some(rec) = crate::locked(&self.ctx.view.recovered).take() else {
+            return;
+        };
+        for st in rec.ended {
+            self.finished_order.push_back(st.id.clone());
+            self.finished.insert(st.id.clone(), st);
+        }
+        let n = rec.jobs.len();
+        for (record, inputs) in rec.jobs {
+            let seq = inputs.len() as u64;
+            let id = record.id.clone();
+            let mut run = match troupe_runtime::job::journal::replay(record, inputs) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "a journaled job cannot resume");
+                    continue;
+                }
+            };
+            let actions = run.recover(&format!(
+                "node {} restarted; attempts it had in flight run again",
+                self.ctx.view.node
+            ));
+            let args = JobSupervisorArgs {
+                run,
+                owner: self.ctx.config.name.clone(),
+                watchers: Vec::new(),
+                journal: self.ctx.journal.clone(),
+                resumed: Some((seq, actions)),
+            };
+            match Actor::spawn_linked(None, JobSupervisor, args, myself.get_cell()).await {
+                Ok((sup, _)) => {
+                    self.by_actor.insert(sup.get_id(), id.clone());
+                    self.live.insert(id, sup);
+                }
+                Err(e) => tracing::error!(job = %id, error = %e, "cannot resume a journaled job"),
+            }
+        }
+        self.count_owned();
+        if n > 0 {
+            tracing::info!(jobs = n, "resumed jobs from the journal");
+        }
+    }
+
     fn ended(&mut self, st: JobStatus) {
+        if let Some(j) = &self.ctx.journal {
+            j.end(&st);
+        }
         crate::locked(&self.ctx.view.placement).job_ended(&st.id);
         if let Some(key) = self.unique_of.remove(&st.id) {
             if self.unique.get(&key).is_some_and(|u| u.job == st.id) {
@@ -381,6 +435,15 @@ impl Actor for JobManager {
             unique: HashMap::new(),
             unique_of: HashMap::new(),
         })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.resume_journaled(&myself).await;
+        Ok(())
     }
 
     async fn post_stop(

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
+use troupe_runtime::job::journal::Input;
 use troupe_runtime::job::run::{Action, JobRun};
 use troupe_runtime::job::status::JobEvent;
 use troupe_runtime::job::status::JobState;
@@ -81,6 +82,11 @@ pub struct JobSupervisorArgs {
     pub owner: String,
     /// Who follows the job from the start.
     pub watchers: Vec<WatchRequest>,
+    /// Where its inputs are journaled.
+    pub journal: Option<crate::journal::Journal>,
+    /// For a job resumed from the journal: the inputs already journaled, and the actions
+    /// of its recovery ([`JobRun::recover`]).
+    pub resumed: Option<(u64, Vec<Action>)>,
 }
 
 /// Hands an event of this node's job to the node's event hub (cast; never waits).
@@ -109,6 +115,11 @@ struct Watcher {
 /// State of a job supervisor.
 pub struct JobSupervisorState {
     run: JobRun,
+    journal: Option<crate::journal::Journal>,
+    /// Inputs applied so far (the journal's sequence numbers).
+    seq: u64,
+    /// For a job resumed from the journal: what to do first, instead of starting it.
+    resume: Option<Vec<Action>>,
     reported: bool,
     owner: String,
     watchers: Vec<Watcher>,
@@ -305,8 +316,15 @@ impl Actor for JobSupervisor {
             trace_id = %trace.trace_id,
             span_id = %trace.parent_id,
         );
+        let (seq, resume) = match args.resumed {
+            Some((seq, actions)) => (seq, Some(actions)),
+            None => (0, None),
+        };
         Ok(JobSupervisorState {
             run: args.run,
+            journal: args.journal,
+            seq,
+            resume,
             reported: false,
             owner: args.owner,
             watchers: args
@@ -327,7 +345,13 @@ impl Actor for JobSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         let span = state.span.clone();
         span.in_scope(|| {
-            let actions = state.run.start();
+            let actions = match state.resume.take() {
+                Some(actions) => {
+                    tracing::info!(job = %state.run.id(), "job resumed from the journal");
+                    actions
+                }
+                None => state.run.start(),
+            };
             state.apply(&myself, actions);
         });
         Ok(())
@@ -346,6 +370,15 @@ impl Actor for JobSupervisor {
 }
 
 impl JobSupervisorState {
+    /// Journals an input, then applies it.
+    fn feed(&mut self, input: Input) -> Vec<Action> {
+        self.seq += 1;
+        if let Some(j) = &self.journal {
+            j.input(self.run.id(), self.seq, &input);
+        }
+        input.apply(&mut self.run)
+    }
+
     fn handle(&mut self, myself: &ActorRef<JobSupervisorMessage>, msg: JobSupervisorMessage) {
         let state = self;
         let actions = match msg {
@@ -353,18 +386,31 @@ impl JobSupervisorState {
                 step,
                 attempt,
                 node,
-            } => state.run.assigned(&step, attempt, &node),
+            } => state.feed(Input::Assigned {
+                step,
+                attempt,
+                node,
+            }),
             JobSupervisorMessage::Finished(r) => {
-                let actions = state
-                    .run
-                    .finished_from(&r.step, r.attempt, &r.node, r.result, r.source);
+                let (job, step, attempt) = (r.job, r.step, r.attempt);
+                let actions = state.feed(Input::Finished {
+                    step: step.clone(),
+                    attempt,
+                    node: r.node,
+                    result: r.result,
+                    source: r.source,
+                });
                 if actions.is_empty() {
-                    tracing::debug!(job = %r.job, step = %r.step, attempt = r.attempt, "discarded a result of an attempt given up");
+                    tracing::debug!(job = %job, step = %step, attempt, "discarded a result of an attempt given up");
                 }
                 actions
             }
-            JobSupervisorMessage::TimedOut { step, attempt } => state.run.timed_out(&step, attempt),
-            JobSupervisorMessage::RetryDue { step, attempt } => state.run.retry_due(&step, attempt),
+            JobSupervisorMessage::TimedOut { step, attempt } => {
+                state.feed(Input::TimedOut { step, attempt })
+            }
+            JobSupervisorMessage::RetryDue { step, attempt } => {
+                state.feed(Input::RetryDue { step, attempt })
+            }
             JobSupervisorMessage::Redispatch(r) => {
                 dispatch(myself, r);
                 Vec::new()
@@ -397,28 +443,38 @@ impl JobSupervisorState {
             }
             JobSupervisorMessage::AttemptLost(l) => {
                 tracing::info!(step = %l.attempt.step, attempt = l.attempt.attempt, reason = %l.reason, "attempt lost; running it again");
-                state
-                    .run
-                    .attempt_lost(&l.attempt.step, l.attempt.attempt, &l.reason, l.counts)
+                state.feed(Input::AttemptLost {
+                    step: l.attempt.step,
+                    attempt: l.attempt.attempt,
+                    reason: l.reason,
+                    counts: l.counts,
+                })
             }
             JobSupervisorMessage::NodeDown(n) => {
-                let actions = state.run.node_lost(&n);
+                let actions = state.feed(Input::NodeLost { node: n.clone() });
                 tracing::debug!(job = %state.run.id(), node = %n, actions = actions.len(), "node lost");
                 actions
             }
-            JobSupervisorMessage::Spawn(r) => {
-                state
-                    .run
-                    .spawn(&r.from.step, r.from.attempt, r.call_id, &r.reply_to, r.kind)
-            }
+            JobSupervisorMessage::Spawn(r) => state.feed(Input::Spawn {
+                step: r.from.step,
+                attempt: r.from.attempt,
+                call_id: r.call_id,
+                reply_to: r.reply_to,
+                kind: r.kind,
+            }),
             JobSupervisorMessage::Cancel(reply) => {
-                let actions = state.run.cancel();
+                let actions = state.feed(Input::Cancel);
                 tracing::info!(job = %state.run.id(), "job cancelled");
                 let _ = reply.send(Wire::new(Ok(state.run.status())));
                 actions
             }
             JobSupervisorMessage::Resume(step, reply) => match state.run.resume(&step) {
                 Ok(actions) => {
+                    // Journaled after it applied (it can be refused, and then is not an input).
+                    state.seq += 1;
+                    if let Some(j) = &state.journal {
+                        j.input(state.run.id(), state.seq, &Input::Resume { step });
+                    }
                     let _ = reply.send(Wire::new(Ok(state.run.status())));
                     actions
                 }

@@ -38,6 +38,7 @@ pub mod event_hub;
 pub mod gearman;
 pub mod job_manager;
 pub mod job_supervisor;
+pub mod journal;
 pub mod membership;
 pub mod merger;
 pub mod node_root;
@@ -147,6 +148,8 @@ pub struct ClusterView {
     pub draining: std::sync::atomic::AtomicBool,
     /// Jobs this node owns that have not ended.
     pub owned_jobs: AtomicU32,
+    /// What the journal held at start, until the job manager resumes it.
+    pub recovered: Mutex<Option<journal::Recovered>>,
 }
 
 impl ClusterView {
@@ -172,6 +175,7 @@ impl ClusterView {
             shutdown: tokio::sync::Notify::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             owned_jobs: AtomicU32::new(0),
+            recovered: Mutex::default(),
         }
     }
 
@@ -316,4 +320,6 @@ pub struct NodeContext {
     pub view: Arc<ClusterView>,
     /// Mutual TLS settings, when the node uses TLS.
     pub tls: Option<troupe_runtime::tls::TlsConfig>,
+    /// The journal of the jobs this node owns (off with `journal = false`).
+    pub journal: Option<journal::Journal>,
 }

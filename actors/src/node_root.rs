@@ -306,6 +306,9 @@ pub enum StartError {
     /// An actor failed to start.
     #[error("cannot start the node's actors: {0}")]
     Spawn(String),
+    /// The journal cannot be opened.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 /// Starts a node: checks the listen address, then spawns the root supervisor and its tree.
@@ -342,11 +345,23 @@ pub async fn start_node_with_context(
     let view = Arc::new(ClusterView::new(&config.name, config.slots));
     locked(&view.placement).set_prefetch(config.scheduling.prefetch);
     view.learn_props(registry.props());
+    let journal = if config.journal {
+        let (j, recovered) =
+            crate::journal::Journal::open(&config.data_dir(), config.retain_finished_jobs)?;
+        if !recovered.jobs.is_empty() {
+            tracing::info!(jobs = recovered.jobs.len(), dir = %config.data_dir().display(), "the journal holds jobs that had not ended; resuming them");
+        }
+        *locked(&view.recovered) = Some(recovered);
+        Some(j)
+    } else {
+        None
+    };
     let ctx = NodeContext {
         tls,
         view,
         config: Arc::new(config),
         registry,
+        journal,
     };
     crate::telemetry::install();
     metrics::gauge!(troupe_runtime::observe::metric::SLOTS).set(ctx.config.slots as f64);

@@ -193,7 +193,16 @@ impl Cluster {
             cookie: self.cookie.clone(),
             slots: self.slots,
             extra: {
-                let mut e = self.extra.clone();
+                // Each node's journal in the cluster's folder (the default, under the
+                // user's data folder by node name, would be shared by parallel tests).
+                let mut e = vec![
+                    "--data".to_string(),
+                    self.dir
+                        .join(format!("data-{}", Self::name(i)))
+                        .display()
+                        .to_string(),
+                ];
+                e.extend(self.extra.clone());
                 if self.serve_http {
                     e.extend(["--http".to_string(), self.http_addrs[i].clone()]);
                 }

@@ -406,3 +406,74 @@ async fn chaos_kills_and_restarts_worker_nodes_while_1000_jobs_run() {
         assert_eq!(st.output, Some(json!(k)), "{} ({})", st.name, st.id);
     }
 }
+
+/// Four rounds of a 400 ms sleep then a sum (t_i adds i + 1 to t_{i-1}): output 10.
+fn journaled_chain() -> JobSpec {
+    let mut job = JobSpec::new("chain");
+    for i in 0..4 {
+        let mut s = StepSpec::new(format!("s{i}"), "troupe.sleep").input(json!({"ms": 400}));
+        let mut t = StepSpec::new(format!("t{i}"), "troupe.sum").input(json!({"add": i + 1}));
+        if i > 0 {
+            s = s.after([format!("t{}", i - 1)]);
+            t = t.after([format!("s{i}"), format!("t{}", i - 1)]);
+        } else {
+            t = t.after(["s0"]);
+        }
+        job = job.step(s).step(t);
+    }
+    job.output = Some("t3".into());
+    job
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_owner_killed_and_restarted_resumes_its_job_from_the_journal() {
+    let mut c = Cluster::plan(3);
+    c.slots = 2;
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    // Through n1 and n2: the handle can still ask n2 while n1 is down.
+    let client = c.client_via(&[0, 1]).await;
+    client
+        .wait_for_nodes(3, Duration::from_secs(20))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut h = loop {
+        let h = client.submit(journaled_chain()).await.unwrap();
+        if h.id().starts_with("n1-") {
+            break h;
+        }
+        let _ = h.cancel().await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = client.status(h.id()).await.unwrap();
+        if st.steps["t1"].state == troupe_runtime::StepState::Succeeded {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the chain does not progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.node(0).kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.start_node(0);
+    let st = tokio::time::timeout(Duration::from_secs(60), h.wait())
+        .await
+        .expect("the handle gets the result")
+        .unwrap();
+    assert_eq!(st.state, JobState::Succeeded, "{:?}", st.error);
+    assert_eq!(st.output, Some(json!(10)));
+    // Resumed, not started over: what had finished before the kill ran once.
+    for done in ["s0", "t0", "s1", "t1"] {
+        assert_eq!(
+            st.steps[done].attempts, 1,
+            "{done} ran again: {:?}",
+            st.steps[done]
+        );
+    }
+    assert!(
+        c.log(0).contains("resumed jobs from the journal"),
+        "n1 did not log the resume"
+    );
+}

@@ -99,6 +99,9 @@ pub struct NodeConfig {
     /// On SIGTERM, how long the node lets its running attempts (and the jobs it owns)
     /// finish before it hands the rest back and stops.
     pub drain_timeout_ms: u64,
+    /// Journal the jobs this node owns in `data` (redb), so that they resume when the node
+    /// restarts.
+    pub journal: bool,
     /// Largest message accepted from a peer, in bytes.
     pub max_message_bytes: u64,
     /// Connections (peers, clients, and ones still in their handshake) open at once;
@@ -256,6 +259,7 @@ impl Default for NodeConfig {
             task_wait_ms: 2_000,
             gossip_interval_ms: 500,
             drain_timeout_ms: 30_000,
+            journal: true,
             max_message_bytes: 16 * 1024 * 1024,
             max_connections: 4096,
             max_pending_handshakes: 64,
@@ -476,6 +480,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "task_wait_ms",
         "gossip_interval_ms",
         "drain_timeout_ms",
+        "journal",
         "max_message_bytes",
         "max_connections",
         "max_pending_handshakes",

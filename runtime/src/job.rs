@@ -7,6 +7,7 @@
 //! - [`status`]: the status JSON and the events a handle follows.
 
 pub mod expr;
+pub mod journal;
 pub mod run;
 pub mod spec;
 pub mod status;

@@ -122,9 +122,16 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
             seeds: addrs.iter().filter(|x| *x != addr).cloned().collect(),
             cookie: cookie.clone(),
             slots: 2,
-            extra: match (&http, i) {
-                (Some(h), 0) => vec!["--http".into(), h.clone()],
-                _ => vec![],
+            extra: {
+                // The demo's journals live and go with its folder.
+                let mut e = vec![
+                    "--data".to_string(),
+                    dir.join(format!("data-{name}")).display().to_string(),
+                ];
+                if let (Some(h), 0) = (&http, i) {
+                    e.extend(["--http".to_string(), h.clone()]);
+                }
+                e
             },
             env: vec![],
             netns: None,

@@ -532,6 +532,36 @@ impl JobRun {
         })
     }
 
+    /// After a replay (see [`crate::job::journal`]): every attempt that was in flight runs
+    /// again as a new attempt (it may have died with the owner node), without counting
+    /// against retries or lost-attempt limits; results of the old attempts are late. A
+    /// step waiting for a retry's backoff runs now (its timer died with the node).
+    pub fn recover(&mut self, reason: &str) -> Vec<Action> {
+        if self.state.is_terminal() {
+            return Vec::new();
+        }
+        let live: Vec<(String, u32)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.id.clone(), n.live_attempt?)))
+            .collect();
+        let mut out = Vec::new();
+        for (step, attempt) in live {
+            out.extend(self.attempt_lost(&step, attempt, reason, false));
+        }
+        // Steps waiting for a retry's backoff: their timer died with the node; run now.
+        let due: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                let n = &self.nodes[i];
+                n.state == StepState::Pending && n.attempts > 0 && n.live_attempt.is_none()
+            })
+            .collect();
+        for i in due {
+            out.push(self.dispatch(i));
+        }
+        out
+    }
+
     /// Sets a terminal state and queues the consequences (see [`JobRun::drain`]).
     fn mark(
         &mut self,
