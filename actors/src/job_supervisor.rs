@@ -386,11 +386,11 @@ impl JobSupervisorState {
                 step,
                 attempt,
                 node,
-            } => state.feed(Input::Assigned {
-                step,
-                attempt,
-                node,
-            }),
+            } => {
+                // Not journaled: where an attempt runs matters only while it runs, and a
+                // resumed job runs its attempts in flight again anyway.
+                state.run.assigned(&step, attempt, &node)
+            }
             JobSupervisorMessage::Finished(r) => {
                 let (job, step, attempt) = (r.job, r.step, r.attempt);
                 let actions = state.feed(Input::Finished {

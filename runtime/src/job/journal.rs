@@ -31,15 +31,6 @@ pub struct JobRecord {
 /// One input the supervisor applied to its job, in the order it applied them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Input {
-    /// An attempt was taken by `node`.
-    Assigned {
-        /// The step.
-        step: String,
-        /// The attempt.
-        attempt: u32,
-        /// The node.
-        node: String,
-    },
     /// An attempt's result.
     Finished {
         /// The step.
@@ -109,11 +100,6 @@ impl Input {
     /// Applies the input to `run`, as the supervisor did; returns the actions.
     pub fn apply(self, run: &mut JobRun) -> Vec<Action> {
         match self {
-            Input::Assigned {
-                step,
-                attempt,
-                node,
-            } => run.assigned(&step, attempt, &node),
             Input::Finished {
                 step,
                 attempt,
@@ -214,11 +200,6 @@ mod tests {
 
     fn inputs() -> Vec<Input> {
         vec![
-            Input::Assigned {
-                step: "a".into(),
-                attempt: 1,
-                node: "n2".into(),
-            },
             Input::Finished {
                 step: "a".into(),
                 attempt: 1,
@@ -290,7 +271,7 @@ mod tests {
     fn recovery_runs_attempts_in_flight_again_and_due_retries_now() {
         // c's call-1 was in flight; b waits for its retry.
         let mut ins = inputs();
-        ins.truncate(3);
+        ins.truncate(2);
         let (_, journal) = drive(&ins);
         let mut run = replay(record(), journal).unwrap();
         assert_eq!(
