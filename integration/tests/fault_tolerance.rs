@@ -481,3 +481,41 @@ async fn the_owner_killed_and_restarted_resumes_its_job_from_the_journal() {
         "n1 did not log the resume"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_client_dials_a_restarted_node_again() {
+    // A client through n1 only: n1 restarts; the client submits through it again.
+    let mut c = Cluster::plan(2);
+    c.slots = 1;
+    let client = c.start_all_settled().await;
+    let job = || JobSpec::new("again").step(StepSpec::new("e", "troupe.echo").input(json!("hi")));
+    client.submit(job()).await.unwrap().wait().await.unwrap();
+    c.node(0).kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        client.submit(job()).await.is_err(),
+        "n1 is down and the client knows no other node"
+    );
+    c.start_node(0);
+    let t = Instant::now();
+    let st = loop {
+        if let Ok(mut h) = client.submit(job()).await {
+            break h.wait().await.unwrap();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the client never got back to the restarted n1"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(st.state, JobState::Succeeded);
+    assert_eq!(st.output, Some(json!("hi")));
+    // Once connected it leaves the session alone (dialling a connected node again would
+    // open duplicate sessions whose closing makes the node vanish for a moment): every
+    // submission over the next 3 s goes through.
+    for _ in 0..30 {
+        let st = client.submit(job()).await.unwrap().wait().await.unwrap();
+        assert_eq!(st.state, JobState::Succeeded);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -160,6 +160,47 @@ struct Inner {
     next_submit: std::sync::atomic::AtomicUsize,
 }
 
+/// How often a client looks for seeds whose session closed.
+const REDIAL_EVERY: Duration = Duration::from_secs(1);
+
+/// Keeps dialling the seeds that have no session (a node that restarted, or one that was
+/// down when the client connected), while the client lives. By hand: ractor_cluster does
+/// not reconnect (notes section 6).
+fn redial_lost_seeds(client: &Client, live_addrs: Arc<Mutex<HashMap<u64, String>>>) {
+    let weak = Arc::downgrade(&client.inner);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(REDIAL_EVERY).await;
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            let live: HashSet<String> = live_addrs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for seed in &inner.opts.seeds {
+                let addr = crate::config::resolve(seed)
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| seed.clone());
+                if live.contains(&addr) || live.contains(seed) {
+                    continue;
+                }
+                let dial = crate::tls::dial(
+                    &inner.server,
+                    seed,
+                    inner.opts.tls.as_ref(),
+                    inner.opts.connect_timeout,
+                );
+                if let Err(e) = dial.await {
+                    tracing::debug!(seed = %seed, error = %e, "seed still unreachable");
+                }
+            }
+        }
+    });
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         self.watcher.stop(None);
@@ -214,10 +255,24 @@ impl Client {
         ractor::pg::join(client_group(&name), vec![watcher.get_cell()]);
 
         let ready: Arc<Mutex<Vec<String>>> = Arc::default();
+        // Addresses with a live session, by session id (for re-dialling seeds).
+        let live_addrs: Arc<Mutex<HashMap<u64, String>>> = Arc::default();
         let (tx, mut rx) = mpsc::unbounded_channel();
         {
             let ready = ready.clone();
+            let live_addrs = live_addrs.clone();
             SessionEvents(move |ev: crate::protocol::SessionEvent, _| {
+                {
+                    let mut a = live_addrs.lock().unwrap_or_else(|p| p.into_inner());
+                    match ev.kind {
+                        SessionEventKind::Disconnected => {
+                            a.remove(&ev.node_id);
+                        }
+                        _ => {
+                            a.insert(ev.node_id, ev.peer_addr.clone());
+                        }
+                    }
+                }
                 if let Some(peer) = &ev.peer_name {
                     let node = node_name_of(peer).to_string();
                     let mut r = ready.lock().unwrap_or_else(|p| p.into_inner());
@@ -289,7 +344,10 @@ impl Client {
                 SessionEventKind::Authenticated => {
                     authenticated.insert(ev.node_id);
                 }
-                SessionEventKind::Ready => return Ok(client),
+                SessionEventKind::Ready => {
+                    redial_lost_seeds(&client, live_addrs);
+                    return Ok(client);
+                }
                 SessionEventKind::Disconnected if !authenticated.contains(&ev.node_id) => {
                     refused += 1;
                     if refused >= dialled {
