@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use troupe_integration::{env_or, Cluster};
+use troupe_integration::{env_or, node_state, Cluster};
 use troupe_runtime::{Client, JobSpec, StepSpec, StepState};
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -29,18 +29,9 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     Some((v[v.len() / 2] * 10.0).round() / 10.0)
 }
 
-/// The state of `node` as the client's node sees it.
-async fn state_of(client: &Client, node: &str) -> Option<String> {
-    let nodes = client.nodes().await.ok()?;
-    nodes
-        .iter()
-        .find(|n| n.name == node)
-        .map(|n| n.state.as_str().to_string())
-}
-
 async fn until_state(client: &Client, node: &str, want: &str, limit: Duration) -> Duration {
     let t = Instant::now();
-    while state_of(client, node).await.as_deref() != Some(want) {
+    while node_state(client, node).await.as_deref() != Some(want) {
         assert!(t.elapsed() < limit, "{node} not {want} after {limit:?}");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

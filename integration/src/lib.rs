@@ -138,13 +138,18 @@ impl Cluster {
     /// Starts every planned node and returns a client through n1 once all are up and
     /// their gossip (slots, load) has gone round, so that placement sees every node.
     pub async fn start_all_settled(&mut self) -> Client {
-        let n = self.addrs.len();
-        for i in 0..n {
+        for i in 0..self.addrs.len() {
             self.start_node(i);
         }
-        let client = self.client_via(&[0]).await;
+        self.settled_client(&[0]).await
+    }
+
+    /// A client through `via` once every planned node (started by the caller) is up and
+    /// their gossip has gone round.
+    pub async fn settled_client(&self, via: &[usize]) -> Client {
+        let client = self.client_via(via).await;
         client
-            .wait_for_nodes(n, Duration::from_secs(20))
+            .wait_for_nodes(self.addrs.len(), Duration::from_secs(20))
             .await
             .expect("every node up");
         tokio::time::sleep(Duration::from_millis(800)).await;
@@ -419,6 +424,16 @@ impl Drop for Cluster {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The state (`up`, `suspect`, `down`, `draining`) of `node` as the client's first node
+/// sees it.
+pub async fn node_state(client: &Client, node: &str) -> Option<String> {
+    let nodes = client.nodes().await.ok()?;
+    nodes
+        .iter()
+        .find(|n| n.name == node)
+        .map(|n| n.state.as_str().to_string())
 }
 
 /// A benchmark setting from the environment variable `name`, or `default` when it is

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use troupe_integration::Cluster;
+use troupe_integration::{node_state, Cluster};
 use troupe_runtime::{Client, JobSpec, JobState, JobStatus, StepSpec};
 
 /// A job of 200 sleeps of 40-60 ms (a `for_each`), whose output lists every item's
@@ -50,15 +50,6 @@ async fn until_running_on(client: &Client, job: &str, node: &str) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// The state of `node` as the client's node sees it.
-async fn state_of(client: &Client, node: &str) -> Option<String> {
-    let nodes = client.nodes().await.ok()?;
-    nodes
-        .iter()
-        .find(|n| n.name == node)
-        .map(|n| n.state.as_str().to_string())
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -125,13 +116,13 @@ async fn a_silent_node_is_declared_down_its_work_redone_and_its_late_results_dis
     c.cut(2).unwrap();
     // Default failure settings: down after 2 s of silence, judged every 500 ms.
     let down = loop {
-        if state_of(&client, "n3").await.as_deref() == Some("down") {
+        if node_state(&client, "n3").await.as_deref() == Some("down") {
             break cut.elapsed();
         }
         assert!(
             cut.elapsed() < Duration::from_secs(10),
             "n3 still {:?} 10 s after it went silent",
-            state_of(&client, "n3").await
+            node_state(&client, "n3").await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -145,7 +136,7 @@ async fn a_silent_node_is_declared_down_its_work_redone_and_its_late_results_dis
     c.heal(2).unwrap();
     let back = Instant::now();
     loop {
-        if state_of(&client, "n3").await.as_deref() == Some("up") {
+        if node_state(&client, "n3").await.as_deref() == Some("up") {
             break;
         }
         assert!(
@@ -193,12 +184,7 @@ async fn sigterm_drains_a_node_and_nothing_is_lost() {
     s3.env
         .push(("TROUPE_DRAIN_TIMEOUT_MS".into(), "300".into()));
     c.start_with(2, troupe_integration::troupe_node(), &s3);
-    let client = c.client_via(&[0]).await;
-    client
-        .wait_for_nodes(3, Duration::from_secs(20))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let client = c.settled_client(&[0]).await;
     let mut handles = Vec::new();
     for i in 0..12 {
         let job = JobSpec::new(format!("d{i}"))
@@ -270,14 +256,14 @@ async fn a_node_restarted_under_its_name_rejoins_and_takes_work() {
     let client = c.start_all_settled().await;
     c.node(2).kill();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while state_of(&client, "n3").await.as_deref() != Some("down") {
+    while node_state(&client, "n3").await.as_deref() != Some("down") {
         assert!(Instant::now() < deadline, "n3's death was not noticed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let restarted = Instant::now();
     c.start_node(2);
     let deadline = Instant::now() + Duration::from_secs(15);
-    while state_of(&client, "n3").await.as_deref() != Some("up") {
+    while node_state(&client, "n3").await.as_deref() != Some("up") {
         assert!(Instant::now() < deadline, "n3 did not rejoin");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -434,12 +420,7 @@ async fn the_owner_killed_and_restarted_resumes_its_job_from_the_journal() {
         c.start_node(i);
     }
     // Through n1 and n2: the handle can still ask n2 while n1 is down.
-    let client = c.client_via(&[0, 1]).await;
-    client
-        .wait_for_nodes(3, Duration::from_secs(20))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let client = c.settled_client(&[0, 1]).await;
     let mut h = loop {
         let h = client.submit(journaled_chain()).await.unwrap();
         if h.id().starts_with("n1-") {

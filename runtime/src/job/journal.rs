@@ -160,6 +160,7 @@ pub fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::run::tests::dispatched;
     use crate::job::run::SpawnKind;
     use crate::job::spec::{RetryPolicy, StepSpec};
     use crate::job::status::StepState;
@@ -243,16 +244,6 @@ mod tests {
                 source: ResultSource::Executed,
             },
         ]
-    }
-
-    fn dispatched(actions: &[Action]) -> Vec<(String, u32)> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Dispatch(d) => Some((d.step.clone(), d.attempt)),
-                _ => None,
-            })
-            .collect()
     }
 
     #[test]

@@ -1275,4 +1275,4 @@ impl JobRun {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

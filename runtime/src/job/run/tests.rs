@@ -8,7 +8,8 @@ fn run(spec: JobSpec) -> JobRun {
     JobRun::new("j1".into(), spec, g)
 }
 
-fn dispatched(actions: &[Action]) -> Vec<(String, u32)> {
+/// The (step, attempt) of every dispatch among `actions` (also used by the journal's tests).
+pub(crate) fn dispatched(actions: &[Action]) -> Vec<(String, u32)> {
     actions
         .iter()
         .filter_map(|a| match a {
