@@ -6,25 +6,81 @@
 //! [`JobSupervisor`] for it. It routes step results to the supervisors, answers status for
 //! live and recently finished jobs, and forwards questions about other nodes' jobs to
 //! their owners.
+//!
+//! It also keeps the copies of other nodes' journals sent to it (`journal_replicas`). When
+//! a job's owner has been down for `failure.takeover_after_ms`, it asks the core group for
+//! the job; if granted, it rebuilds the job from its copy and runs it at the new epoch, and
+//! tells every node. Writes and results from an older epoch are fenced: refused, and their
+//! sender told who owns the job now.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use troupe_runtime::core::{CoreCommand, CoreDecision, JobOwner};
 use troupe_runtime::error::ValidationError;
 use troupe_runtime::job::run::JobRun;
 use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::job::validate::validate_with;
 use troupe_runtime::protocol::{
     first_member, job_manager_group, owner_of, task_group, task_of_group, worker_pool_group,
-    AttemptMoved, CallReply, JobAnswer, JobManagerMessage, JobQueryError, ResumeRequest,
-    SubmitError, SubmitRequest, UniqueJob, WorkerPoolMessage,
+    AttemptMoved, CallReply, JobAnswer, JobManagerMessage, JobMoved, JobQueryError, ReplicaBatch,
+    ReplicaWhat, ResumeRequest, SubmitError, SubmitRequest, UniqueJob, WorkerPoolMessage,
 };
 use troupe_runtime::task::TaskError;
 use troupe_runtime::wire::Wire;
 
 use crate::job_supervisor::{JobSupervisor, JobSupervisorArgs, JobSupervisorMessage};
 use crate::NodeContext;
+
+/// How often the copies of other nodes' jobs are checked for an owner gone for good.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+/// How long a restarted node waits for the core group to say which of its journaled jobs
+/// were taken over, once a core group is visible (and without one, how long it looks).
+const ASK_CORE_FOR: Duration = Duration::from_secs(5);
+const LOOK_FOR_CORE: Duration = Duration::from_millis(1500);
+
+/// The journaled jobs of this node that another node took over while it was down.
+async fn moved_while_away(me: &str, jobs: Vec<String>) -> Vec<JobMoved> {
+    let start = Instant::now();
+    loop {
+        let core_visible =
+            !ractor::pg::get_members(&troupe_runtime::protocol::CORE_VOTERS_GROUP.to_string())
+                .is_empty();
+        if core_visible {
+            match crate::core::decide(me, CoreCommand::Owners { jobs: jobs.clone() }).await {
+                Ok(CoreDecision::Owners(owners)) => {
+                    return jobs
+                        .into_iter()
+                        .zip(owners)
+                        .filter_map(|(job, o)| {
+                            o.filter(|o| o.node != me).map(|o| JobMoved {
+                                job,
+                                owner: o.node,
+                                epoch: o.epoch,
+                            })
+                        })
+                        .collect();
+                }
+                Ok(other) => {
+                    tracing::warn!(answer = ?other, "unexpected answer from the core group")
+                }
+                Err(r) => tracing::debug!(reason = %r, "the core group has not answered yet"),
+            }
+        }
+        let limit = if core_visible {
+            ASK_CORE_FOR
+        } else {
+            LOOK_FOR_CORE
+        };
+        if start.elapsed() >= limit {
+            tracing::warn!(jobs = jobs.len(), core_visible, "resuming journaled jobs without word from the core group (none reachable): a job another node took over meanwhile runs twice until it is fenced");
+            return Vec::new();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 /// How long a forwarded status question may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,6 +104,17 @@ pub struct JobManagerState {
     /// number of submissions each stands for; and the key of each such job.
     unique: HashMap<String, UniqueJob>,
     unique_of: HashMap<String, String>,
+    /// The owner epoch of each live job taken over here (absent: 0).
+    epochs: HashMap<String, u64>,
+    /// Copies of other nodes' jobs kept here: the owner and its epoch.
+    copies: HashMap<String, JobOwner>,
+    /// Jobs known to have moved to another node (bounded like `finished`).
+    moved: HashMap<String, JobOwner>,
+    moved_order: VecDeque<String>,
+    /// Jobs whose takeover is being asked for.
+    taking: HashSet<String>,
+    /// Since when each copy's owner has been seen gone.
+    absent: HashMap<String, Instant>,
 }
 
 type SubmitReply = RpcReplyPort<Wire<Result<String, SubmitError>>>;
@@ -191,7 +258,7 @@ impl JobManagerState {
             watchers.push(w);
         }
         if let Some(j) = &self.ctx.journal {
-            j.start(&id, &req.spec, &self.ctx.config.limits);
+            j.start(&id, 0, &req.spec, &self.ctx.config.limits);
         }
         let args = JobSupervisorArgs {
             run: JobRun::with_limits(id.clone(), req.spec, graph, self.ctx.config.limits),
@@ -199,6 +266,7 @@ impl JobManagerState {
             watchers,
             journal: self.ctx.journal.clone(),
             resumed: None,
+            epoch: 0,
         };
         match Actor::spawn_linked(None, JobSupervisor, args, myself.get_cell()).await {
             Ok((sup, _)) => {
@@ -264,12 +332,35 @@ impl JobManagerState {
             let _ = reply.send(Wire::new(answer));
             return;
         }
-        match owner_of(&job) {
+        let owner = match self.moved.get(&job) {
+            Some(m) => Some(m.node.clone()),
+            None => owner_of(&job).map(str::to_string),
+        };
+        match owner {
             Some(owner) if owner != self.ctx.config.name => {
-                let owner = owner.to_string();
+                let me = self.ctx.config.name.clone();
+                let down = self.ctx.view.is_down(&owner);
                 tokio::spawn(async move {
-                    let answer = match first_member::<JobManagerMessage>(&job_manager_group(&owner))
-                    {
+                    let mut owner = owner;
+                    let mut jm = first_member::<JobManagerMessage>(&job_manager_group(&owner))
+                        .filter(|_| !down);
+                    if jm.is_none() {
+                        // Gone: the core group knows whether another node took the job.
+                        if let Ok(CoreDecision::Owners(o)) = crate::core::decide(
+                            &me,
+                            CoreCommand::Owners {
+                                jobs: vec![job.clone()],
+                            },
+                        )
+                        .await
+                        {
+                            if let Some(Some(o)) = o.into_iter().next() {
+                                owner = o.node;
+                                jm = first_member(&job_manager_group(&owner));
+                            }
+                        }
+                    }
+                    let answer = match jm {
                         None => Err(JobQueryError::Unavailable(format!(
                             "the node {owner} that owns job {job} is not reachable"
                         ))),
@@ -327,9 +418,11 @@ impl JobManagerState {
         }
     }
 
-    /// Starts again the jobs the journal held that had not ended, and learns the statuses
-    /// of those that had.
-    async fn resume_journaled(&mut self, myself: &ActorRef<JobManagerMessage>) {
+    /// Learns what the journal held: statuses of ended jobs and copies of other nodes'
+    /// jobs now; the jobs that had not ended resume once the core group says which of
+    /// them are still this node's ([`JobManagerMessage::Resume`] is for users; this comes
+    /// back as `ResumeJournaled`).
+    fn recover_journal(&mut self, myself: &ActorRef<JobManagerMessage>) {
         let Some(rec) = crate::locked(&self.ctx.view.recovered).take() else {
             return;
         };
@@ -337,10 +430,53 @@ impl JobManagerState {
             self.finished_order.push_back(st.id.clone());
             self.finished.insert(st.id.clone(), st);
         }
-        let n = rec.jobs.len();
+        for c in rec.copies {
+            self.copies.insert(
+                c.job,
+                JobOwner {
+                    node: c.owner,
+                    epoch: c.epoch,
+                },
+            );
+        }
+        if rec.jobs.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = rec.jobs.iter().map(|(r, _)| r.id.clone()).collect();
+        *crate::locked(&self.ctx.view.recovered) = Some(crate::journal::Recovered {
+            jobs: rec.jobs,
+            ..Default::default()
+        });
+        let me = self.ctx.config.name.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let moved = moved_while_away(&me, ids).await;
+            let _ = myself.cast(JobManagerMessage::ResumeJournaled(Wire::new(moved)));
+        });
+    }
+
+    /// Starts again the jobs the journal held that had not ended, but those that another
+    /// node took over meanwhile (`moved`), which are dropped.
+    async fn resume_journaled(
+        &mut self,
+        myself: &ActorRef<JobManagerMessage>,
+        moved: Vec<JobMoved>,
+    ) {
+        let Some(rec) = crate::locked(&self.ctx.view.recovered).take() else {
+            return;
+        };
+        let mut n = 0;
         for (record, inputs) in rec.jobs {
+            if let Some(m) = moved.iter().find(|m| m.job == record.id) {
+                tracing::warn!(job = %record.id, owner = %m.owner, epoch = m.epoch, "a journaled job was taken over by another node while this one was down; not resuming it");
+                if let Some(j) = &self.ctx.journal {
+                    j.drop_job(&record.id);
+                }
+                self.note_moved(m.clone());
+                continue;
+            }
             let seq = inputs.len() as u64;
-            let id = record.id.clone();
+            let epoch = record.epoch;
             let mut run = match troupe_runtime::job::journal::replay(record, inputs) {
                 Ok(r) => r,
                 Err(e) => {
@@ -352,19 +488,11 @@ impl JobManagerState {
                 "node {} restarted; attempts it had in flight run again",
                 self.ctx.view.node
             ));
-            let args = JobSupervisorArgs {
-                run,
-                owner: self.ctx.config.name.clone(),
-                watchers: Vec::new(),
-                journal: self.ctx.journal.clone(),
-                resumed: Some((seq, actions)),
-            };
-            match Actor::spawn_linked(None, JobSupervisor, args, myself.get_cell()).await {
-                Ok((sup, _)) => {
-                    self.by_actor.insert(sup.get_id(), id.clone());
-                    self.live.insert(id, sup);
-                }
-                Err(e) => tracing::error!(job = %id, error = %e, "cannot resume a journaled job"),
+            if self
+                .start_supervisor(myself, run, epoch, Some((seq, actions)))
+                .await
+            {
+                n += 1;
             }
         }
         self.count_owned();
@@ -373,23 +501,327 @@ impl JobManagerState {
         }
     }
 
-    fn ended(&mut self, st: JobStatus) {
-        if let Some(j) = &self.ctx.journal {
-            j.end(&st);
+    /// Starts the supervisor of a job rebuilt from a journal (this node's or a copy).
+    async fn start_supervisor(
+        &mut self,
+        myself: &ActorRef<JobManagerMessage>,
+        run: JobRun,
+        epoch: u64,
+        resumed: Option<(u64, Vec<troupe_runtime::job::run::Action>)>,
+    ) -> bool {
+        let id = run.id().to_string();
+        let args = JobSupervisorArgs {
+            run,
+            owner: self.ctx.config.name.clone(),
+            watchers: Vec::new(),
+            journal: self.ctx.journal.clone(),
+            resumed,
+            epoch,
+        };
+        match Actor::spawn_linked(None, JobSupervisor, args, myself.get_cell()).await {
+            Ok((sup, _)) => {
+                self.by_actor.insert(sup.get_id(), id.clone());
+                self.live.insert(id.clone(), sup);
+                if epoch > 0 {
+                    self.epochs.insert(id, epoch);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(job = %id, error = %e, "cannot start a job supervisor");
+                false
+            }
         }
-        crate::locked(&self.ctx.view.placement).job_ended(&st.id);
-        if let Some(key) = self.unique_of.remove(&st.id) {
-            if self.unique.get(&key).is_some_and(|u| u.job == st.id) {
+    }
+
+    /// Remembers that `m.job` belongs to another node now.
+    fn note_moved(&mut self, m: JobMoved) {
+        if self.moved.get(&m.job).is_some_and(|o| o.epoch >= m.epoch) {
+            return;
+        }
+        if self
+            .moved
+            .insert(
+                m.job.clone(),
+                JobOwner {
+                    node: m.owner,
+                    epoch: m.epoch,
+                },
+            )
+            .is_none()
+        {
+            self.moved_order.push_back(m.job);
+        }
+        while self.moved_order.len() > self.ctx.config.retain_finished_jobs.max(1) {
+            if let Some(old) = self.moved_order.pop_front() {
+                self.moved.remove(&old);
+            }
+        }
+    }
+
+    /// The epoch this node knows for `job`: its own run's, a copy's, or a move's.
+    fn known_epoch(&self, job: &str) -> Option<JobOwner> {
+        let mut best: Option<JobOwner> = None;
+        let mut consider = |o: JobOwner| {
+            if best.as_ref().is_none_or(|b| o.epoch > b.epoch) {
+                best = Some(o);
+            }
+        };
+        if self.live.contains_key(job) {
+            consider(JobOwner {
+                node: self.ctx.config.name.clone(),
+                epoch: self.epochs.get(job).copied().unwrap_or(0),
+            });
+        }
+        if let Some(o) = self.copies.get(job) {
+            consider(o.clone());
+        }
+        if let Some(o) = self.moved.get(job) {
+            consider(o.clone());
+        }
+        best
+    }
+
+    /// Keeps another node's journal writes, refusing those from an epoch that is over.
+    fn keep(&mut self, batch: ReplicaBatch) {
+        let Some(journal) = self.ctx.journal.clone() else {
+            return;
+        };
+        let mut fenced: HashMap<String, JobOwner> = HashMap::new();
+        let mut kept = Vec::with_capacity(batch.writes.len());
+        for w in batch.writes {
+            if let Some(now) = self.known_epoch(&w.job) {
+                if now.epoch > w.epoch {
+                    fenced.insert(w.job.clone(), now);
+                    continue;
+                }
+            }
+            match &w.what {
+                ReplicaWhat::Start(_) => {
+                    self.copies.insert(
+                        w.job.clone(),
+                        JobOwner {
+                            node: batch.owner.clone(),
+                            epoch: w.epoch,
+                        },
+                    );
+                }
+                ReplicaWhat::End => {
+                    self.copies.remove(&w.job);
+                }
+                ReplicaWhat::Input(..) => {}
+            }
+            kept.push(w);
+        }
+        let n = kept.len() as u64;
+        if n > 0 {
+            journal.keep(ReplicaBatch {
+                owner: batch.owner.clone(),
+                writes: kept,
+            });
+            metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "kept")
+                .increment(n);
+        }
+        if !fenced.is_empty() {
+            metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "fenced")
+                .increment(fenced.len() as u64);
+            if let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(&batch.owner)) {
+                for (job, o) in fenced {
+                    tracing::info!(job = %job, from = %batch.owner, owner = %o.node, epoch = o.epoch, "fenced journal writes from a former owner");
+                    let _ = jm.cast(JobManagerMessage::JobMoved(Wire::new(JobMoved {
+                        job,
+                        owner: o.node,
+                        epoch: o.epoch,
+                    })));
+                }
+            }
+        }
+    }
+
+    /// Another node owns `m.job` now: stop this node's run of it, if any (fenced).
+    fn job_moved(&mut self, m: JobMoved) {
+        if m.owner == self.ctx.config.name {
+            return;
+        }
+        let mine = self.epochs.get(&m.job).copied().unwrap_or(0);
+        if mine < m.epoch {
+            if let Some(sup) = self.live.remove(&m.job) {
+                tracing::warn!(job = %m.job, owner = %m.owner, epoch = m.epoch, "job taken over by another node while this one was cut off; stopping this node's run of it");
+                self.by_actor.remove(&sup.get_id());
+                sup.stop(None);
+                self.epochs.remove(&m.job);
+                if let Some(j) = &self.ctx.journal {
+                    j.drop_job(&m.job);
+                }
+                self.forget_client(&m.job);
+                crate::locked(&self.ctx.view.placement).job_ended(&m.job);
+                self.count_owned();
+            }
+        }
+        if self.copies.get(&m.job).is_some_and(|c| c.epoch < m.epoch) {
+            self.copies.remove(&m.job);
+            if let Some(j) = &self.ctx.journal {
+                j.forget(&m.job);
+            }
+        }
+        self.note_moved(m);
+    }
+
+    /// Asks the core group for the jobs whose owner has been gone for the grace period.
+    fn sweep_copies(&mut self, myself: &ActorRef<JobManagerMessage>) {
+        if self.copies.is_empty() {
+            self.absent.clear();
+            return;
+        }
+        let live: HashSet<String> = crate::live_nodes(&self.ctx.view).into_iter().collect();
+        let now = Instant::now();
+        let grace = Duration::from_millis(self.ctx.config.failure.takeover_after_ms);
+        let me = self.ctx.config.name.clone();
+        for (job, owner) in &self.copies {
+            if live.contains(&owner.node) || self.live.contains_key(job) {
+                self.absent.remove(job);
+                continue;
+            }
+            let since = *self.absent.entry(job.clone()).or_insert(now);
+            if now.duration_since(since) < grace || self.taking.contains(job) {
+                continue;
+            }
+            self.taking.insert(job.clone());
+            tracing::info!(job = %job, owner = %owner.node, "the job's owner stayed down; asking the core group for the job");
+            let cmd = CoreCommand::Takeover {
+                job: job.clone(),
+                from: owner.node.clone(),
+                epoch: owner.epoch,
+                to: me.clone(),
+            };
+            let (myself, me, job) = (myself.clone(), me.clone(), job.clone());
+            tokio::spawn(async move {
+                let d = crate::core::decide(&me, cmd).await.map_err(|r| r.message);
+                let _ = myself.cast(JobManagerMessage::TakeoverDecided(job, Wire::new(d)));
+            });
+        }
+        self.absent.retain(|j, _| self.copies.contains_key(j));
+    }
+
+    /// The core group answered a takeover.
+    async fn takeover_decided(
+        &mut self,
+        myself: &ActorRef<JobManagerMessage>,
+        job: String,
+        decision: Result<CoreDecision, String>,
+    ) {
+        self.taking.remove(&job);
+        let me = self.ctx.config.name.clone();
+        match decision {
+            Ok(CoreDecision::Granted { epoch }) => self.adopt(myself, job, epoch).await,
+            Ok(CoreDecision::Denied { owner }) if owner.node == me => {
+                // Granted before, answer lost (a retry after a timeout).
+                if !self.live.contains_key(&job) {
+                    self.adopt(myself, job, owner.epoch).await;
+                }
+            }
+            Ok(CoreDecision::Denied { owner }) => {
+                metrics::counter!(troupe_runtime::observe::metric::TAKEOVERS, "outcome" => "denied").increment(1);
+                tracing::info!(job = %job, owner = %owner.node, epoch = owner.epoch, "another node owns the job now");
+                self.job_moved(JobMoved {
+                    job,
+                    owner: owner.node,
+                    epoch: owner.epoch,
+                });
+            }
+            Ok(other) => {
+                tracing::warn!(job = %job, answer = ?other, "unexpected answer to a takeover")
+            }
+            Err(why) => {
+                metrics::counter!(troupe_runtime::observe::metric::TAKEOVERS, "outcome" => "failed").increment(1);
+                tracing::warn!(job = %job, reason = %why, "no takeover decision yet; asking again");
+            }
+        }
+    }
+
+    /// Runs `job` here from its copy, at `epoch`, and tells every node.
+    async fn adopt(&mut self, myself: &ActorRef<JobManagerMessage>, job: String, epoch: u64) {
+        let Some(journal) = self.ctx.journal.clone() else {
+            return;
+        };
+        let (mut record, inputs) = match journal.copy(&job) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                tracing::error!(job = %job, "granted a job whose copy is gone; it cannot run here");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(job = %job, error = %e, "cannot read the copy of a job granted to this node");
+                return;
+            }
+        };
+        let from = self.copies.remove(&job).map(|o| o.node).unwrap_or_default();
+        record.epoch = epoch;
+        journal.start(&job, epoch, &record.spec, &record.limits);
+        for (i, input) in inputs.iter().enumerate() {
+            journal.input(&job, i as u64 + 1, input);
+        }
+        journal.forget(&job);
+        let seq = inputs.len() as u64;
+        let mut run = match troupe_runtime::job::journal::replay(record, inputs) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "a job taken over cannot be rebuilt");
+                return;
+            }
+        };
+        let actions = run.recover(&format!(
+            "job taken over by {} from {from}, which stayed down; its attempts run again",
+            self.ctx.config.name
+        ));
+        if !self
+            .start_supervisor(myself, run, epoch, Some((seq, actions)))
+            .await
+        {
+            return;
+        }
+        self.count_owned();
+        metrics::counter!(troupe_runtime::observe::metric::TAKEOVERS, "outcome" => "taken")
+            .increment(1);
+        tracing::info!(job = %job, from = %from, epoch, "took the job over");
+        let prefix = job_manager_group("");
+        let moved = JobMoved {
+            job,
+            owner: self.ctx.config.name.clone(),
+            epoch,
+        };
+        for g in ractor::pg::which_groups() {
+            if g.starts_with(&prefix) && g != job_manager_group(&self.ctx.config.name) {
+                if let Some(jm) = first_member::<JobManagerMessage>(&g) {
+                    let _ = jm.cast(JobManagerMessage::JobMoved(Wire::new(moved.clone())));
+                }
+            }
+        }
+    }
+
+    /// A node came (back) up: tell it of the jobs this node took over from it.
+    fn node_up(&self, node: &str) {
+        let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(node)) else {
+            return;
+        };
+        for (job, epoch) in &self.epochs {
+            if owner_of(job) == Some(node) {
+                let _ = jm.cast(JobManagerMessage::JobMoved(Wire::new(JobMoved {
+                    job: job.clone(),
+                    owner: self.ctx.config.name.clone(),
+                    epoch: *epoch,
+                })));
+            }
+        }
+    }
+
+    fn forget_client(&mut self, job: &str) {
+        if let Some(key) = self.unique_of.remove(job) {
+            if self.unique.get(&key).is_some_and(|u| u.job == job) {
                 self.unique.remove(&key);
             }
         }
-        let gone = self.live.remove(&st.id);
-        self.count_owned();
-        if let Some(sup) = gone {
-            self.by_actor.remove(&sup.get_id());
-            sup.stop(None);
-        }
-        if let Some(c) = self.client_of.remove(&st.id) {
+        if let Some(c) = self.client_of.remove(job) {
             if let Some(n) = self.per_client.get_mut(&c) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -397,6 +829,21 @@ impl JobManagerState {
                 }
             }
         }
+    }
+
+    fn ended(&mut self, st: JobStatus) {
+        if let Some(j) = &self.ctx.journal {
+            j.end(&st);
+        }
+        crate::locked(&self.ctx.view.placement).job_ended(&st.id);
+        let gone = self.live.remove(&st.id);
+        self.epochs.remove(&st.id);
+        self.count_owned();
+        if let Some(sup) = gone {
+            self.by_actor.remove(&sup.get_id());
+            sup.stop(None);
+        }
+        self.forget_client(&st.id);
         self.finished_order.push_back(st.id.clone());
         self.finished.insert(st.id.clone(), st);
         while self.finished_order.len() > self.ctx.config.retain_finished_jobs.max(1) {
@@ -434,6 +881,12 @@ impl Actor for JobManager {
             client_of: HashMap::new(),
             unique: HashMap::new(),
             unique_of: HashMap::new(),
+            epochs: HashMap::new(),
+            copies: HashMap::new(),
+            moved: HashMap::new(),
+            moved_order: VecDeque::new(),
+            taking: HashSet::new(),
+            absent: HashMap::new(),
         })
     }
 
@@ -442,7 +895,8 @@ impl Actor for JobManager {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.resume_journaled(&myself).await;
+        state.recover_journal(&myself);
+        myself.send_interval(SWEEP_EVERY, || JobManagerMessage::SweepCopies);
         Ok(())
     }
 
@@ -613,6 +1067,24 @@ impl Actor for JobManager {
                     )))));
                 }
             },
+            JobManagerMessage::Replicate(b) => match b.into_inner() {
+                Ok(b) => state.keep(b),
+                Err(e) => tracing::warn!(error = %e, "dropping unreadable journal copies"),
+            },
+            JobManagerMessage::JobMoved(m) => match m.into_inner() {
+                Ok(m) => state.job_moved(m),
+                Err(e) => tracing::warn!(error = %e, "dropping an unreadable job move"),
+            },
+            JobManagerMessage::NodeUp(node) => state.node_up(&node),
+            JobManagerMessage::SweepCopies => state.sweep_copies(&myself),
+            JobManagerMessage::TakeoverDecided(job, d) => {
+                let d = d.into_inner().unwrap_or_else(|e| Err(e.to_string()));
+                state.takeover_decided(&myself, job, d).await;
+            }
+            JobManagerMessage::ResumeJournaled(moved) => {
+                let moved = moved.into_inner().unwrap_or_default();
+                state.resume_journaled(&myself, moved).await;
+            }
             JobManagerMessage::JobEnded(st) => match st.into_inner() {
                 Ok(st) => state.ended(st),
                 Err(e) => tracing::warn!(error = %e, "unreadable job status"),

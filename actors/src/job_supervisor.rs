@@ -87,6 +87,9 @@ pub struct JobSupervisorArgs {
     /// For a job resumed from the journal: the inputs already journaled, and the actions
     /// of its recovery ([`JobRun::recover`]).
     pub resumed: Option<(u64, Vec<Action>)>,
+    /// The owner's epoch for this job: 0 for the node that accepted it, the core group's
+    /// decision for a node that took it over. Carried by every attempt it sends.
+    pub epoch: u64,
 }
 
 /// Hands an event of this node's job to the node's event hub (cast; never waits).
@@ -122,6 +125,7 @@ pub struct JobSupervisorState {
     resume: Option<Vec<Action>>,
     reported: bool,
     owner: String,
+    epoch: u64,
     watchers: Vec<Watcher>,
     hub: Option<ActorRef<EventHubMessage>>,
     trace: TraceContext,
@@ -226,6 +230,7 @@ impl JobSupervisorState {
                             input: d.input,
                             deps: d.deps,
                             owner: self.owner.clone(),
+                            epoch: self.epoch,
                             resumed: d.resumed,
                             cache: d.cache,
                             key: None,
@@ -327,6 +332,7 @@ impl Actor for JobSupervisor {
             resume,
             reported: false,
             owner: args.owner,
+            epoch: args.epoch,
             watchers: args
                 .watchers
                 .into_iter()
@@ -390,6 +396,11 @@ impl JobSupervisorState {
                 // Not journaled: where an attempt runs matters only while it runs, and a
                 // resumed job runs its attempts in flight again anyway.
                 state.run.assigned(&step, attempt, &node)
+            }
+            JobSupervisorMessage::Finished(r) if r.epoch != state.epoch => {
+                // Sent for this job's previous owner (fenced): its attempt is not ours.
+                tracing::debug!(step = %r.step, attempt = r.attempt, epoch = r.epoch, "result for another epoch of this job; discarded");
+                Vec::new()
             }
             JobSupervisorMessage::Finished(r) => {
                 let (job, step, attempt) = (r.job, r.step, r.attempt);

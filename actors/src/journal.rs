@@ -13,21 +13,37 @@
 //! Tables: `jobs` (id -> the job's [`JobRecord`]), `inputs` ((id, seq) -> [`Input`]),
 //! `ended` (id -> final status) and `ended_order` (n -> id), which keeps the newest
 //! `retain_finished_jobs` ended statuses.
+//!
+//! Copies for other nodes (`journal_replicas`): after each commit the writer sends what it
+//! committed to the next live nodes in each job's rendezvous order (the owner left out);
+//! a node that becomes a job's replica (a replica left, a node joined) first gets the
+//! job's whole journal. The copies a node keeps for others are in `copies` (id -> owner,
+//! epoch, record) and `copy_inputs` ((id, seq) -> input), and are what a takeover replays.
+//! Copies are asynchronous too: they trail the owner by one commit window and a message.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use troupe_runtime::job::journal::{Input, JobRecord};
 use troupe_runtime::job::spec::JobSpec;
 use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::job::validate::Limits;
-use troupe_runtime::wire;
+use troupe_runtime::protocol::{
+    first_member, job_manager_group, JobManagerMessage, ReplicaBatch, ReplicaWhat, ReplicaWrite,
+};
+use troupe_runtime::wire::{self, Wire};
+
+use crate::ClusterView;
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const INPUTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inputs");
 const ENDED: TableDefinition<&str, &[u8]> = TableDefinition::new("ended");
 const ENDED_ORDER: TableDefinition<u64, &str> = TableDefinition::new("ended_order");
+const COPIES: TableDefinition<&str, &[u8]> = TableDefinition::new("copies");
+const COPY_INPUTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("copy_inputs");
 
 /// Why the journal cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -52,15 +68,48 @@ pub enum JournalError {
 }
 
 enum Write {
-    Start(String, Vec<u8>),
+    Start(String, u64, Vec<u8>),
     Input(String, u64, Vec<u8>),
     End(String, Vec<u8>),
+    /// Another node's writes, kept as a copy.
+    Keep(ReplicaBatch),
+    /// Drop the copy of a job (taken over here, or ended).
+    Forget(String),
+    /// Drop a job of this node's that another node took over (no status kept).
+    Drop(String),
 }
 
 /// The journal's write side, shared by the node's job manager and supervisors.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Journal {
     tx: mpsc::Sender<Write>,
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("path", &self.path).finish()
+    }
+}
+
+/// Where the writer sends copies of what it commits.
+pub struct Replication {
+    /// Who is alive.
+    pub view: Arc<ClusterView>,
+    /// Copies per job.
+    pub copies: usize,
+}
+
+/// A copy this node keeps of another node's job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyInfo {
+    /// The job.
+    pub job: String,
+    /// Its owner when the copy was last written.
+    pub owner: String,
+    /// That owner's epoch.
+    pub epoch: u64,
 }
 
 /// What the journal held when the node started.
@@ -70,6 +119,8 @@ pub struct Recovered {
     pub jobs: Vec<(JobRecord, Vec<Input>)>,
     /// Statuses of ended jobs, oldest first.
     pub ended: Vec<JobStatus>,
+    /// Copies of other nodes' jobs.
+    pub copies: Vec<CopyInfo>,
 }
 
 /// The fields of a [`JobRecord`], borrowed (so that starting a job does not copy its file).
@@ -78,12 +129,27 @@ struct RecordRef<'a> {
     id: &'a str,
     spec: &'a JobSpec,
     limits: &'a Limits,
+    epoch: u64,
+}
+
+/// The head of a kept copy.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CopyHead {
+    owner: String,
+    epoch: u64,
+    #[serde(with = "serde_bytes")]
+    record: Vec<u8>,
 }
 
 impl Journal {
     /// Opens (or creates) the journal in `dir`, reads what it holds, and starts its writer
-    /// thread. `retain` ended statuses are kept.
-    pub fn open(dir: &Path, retain: usize) -> Result<(Journal, Recovered), JournalError> {
+    /// thread. `retain` ended statuses are kept; with `replication`, what is committed is
+    /// also sent to the jobs' replicas.
+    pub fn open(
+        dir: &Path,
+        retain: usize,
+        replication: Option<Replication>,
+    ) -> Result<(Journal, Recovered), JournalError> {
         let path = dir.join("journal.redb");
         let open_err = |e: redb::Error| JournalError::Open {
             path: path.clone(),
@@ -95,20 +161,100 @@ impl Journal {
             path: path.clone(),
             source: Box::new(e),
         })?;
+        let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
+        let replicator = replication.filter(|r| r.copies > 0).map(|r| Replicator {
+            me: r.view.node.clone(),
+            view: r.view,
+            copies: r.copies,
+            epochs: recovered
+                .jobs
+                .iter()
+                .map(|(r, _)| (r.id.clone(), r.epoch))
+                .collect(),
+            targets: HashMap::new(),
+            live: Vec::new(),
+            checked: Instant::now(),
+        });
+        let wdb = db.clone();
         std::thread::Builder::new()
             .name("troupe-journal".into())
-            .spawn(move || writer(db, rx, retain))
+            .spawn(move || writer(wdb, rx, retain, replicator))
             .map_err(|e| open_err(redb::Error::Io(e)))?;
-        Ok((Journal { tx }, recovered))
+        Ok((Journal { tx, db, path }, recovered))
     }
 
-    /// Records that job `id` started from `spec` under `limits`.
-    pub fn start(&self, id: &str, spec: &JobSpec, limits: &Limits) {
-        match wire::encode(&RecordRef { id, spec, limits }) {
-            Ok(b) => self.send(Write::Start(id.to_string(), b)),
+    /// Records that job `id` started from `spec` under `limits`, owned here at `epoch`.
+    pub fn start(&self, id: &str, epoch: u64, spec: &JobSpec, limits: &Limits) {
+        match wire::encode(&RecordRef {
+            id,
+            spec,
+            limits,
+            epoch,
+        }) {
+            Ok(b) => self.send(Write::Start(id.to_string(), epoch, b)),
             Err(e) => tracing::error!(job = id, error = %e, "cannot journal a job's start"),
         }
+    }
+
+    /// Keeps another node's journal writes as a copy.
+    pub fn keep(&self, batch: ReplicaBatch) {
+        self.send(Write::Keep(batch));
+    }
+
+    /// Drops this node's journal of `job`, which another node took over.
+    pub fn drop_job(&self, job: &str) {
+        self.send(Write::Drop(job.to_string()));
+    }
+
+    /// Drops the copy of `job`.
+    pub fn forget(&self, job: &str) {
+        self.send(Write::Forget(job.to_string()));
+    }
+
+    /// The copy kept of another node's job: its record and inputs in order.
+    pub fn copy(&self, job: &str) -> Result<Option<(JobRecord, Vec<Input>)>, JournalError> {
+        let err = |e: redb::Error| JournalError::Read {
+            path: self.path.clone(),
+            source: Box::new(e),
+        };
+        let rtx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let copies = match rtx.open_table(COPIES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(e.into())),
+        };
+        let Some(head) = copies.get(job).map_err(|e| err(e.into()))? else {
+            return Ok(None);
+        };
+        let bad = |what: &str, e: wire::WireError| {
+            err(redb::Error::Corrupted(format!(
+                "copy of job {job}: {what}: {e}"
+            )))
+        };
+        let head: CopyHead = wire::decode(head.value()).map_err(|e| bad("head", e))?;
+        let record: JobRecord = wire::decode(&head.record).map_err(|e| bad("record", e))?;
+        let inputs_t = rtx.open_table(COPY_INPUTS).map_err(|e| err(e.into()))?;
+        let mut inputs = Vec::new();
+        let mut next = 1;
+        for row in inputs_t
+            .range((job, 0)..=(job, u64::MAX))
+            .map_err(|e| err(e.into()))?
+        {
+            let (k, v) = row.map_err(|e| err(e.into()))?;
+            if k.value().1 != next {
+                // A gap: what follows it cannot be applied in order.
+                tracing::warn!(
+                    job,
+                    missing = next,
+                    "the copy of this job has a gap; it resumes from before it"
+                );
+                break;
+            }
+            next += 1;
+            inputs.push(wire::decode::<Input>(v.value()).map_err(|e| bad("input", e))?);
+        }
+        Ok(Some((record, inputs)))
     }
 
     /// Records input number `seq` (from 1) of job `id`.
@@ -137,6 +283,18 @@ impl Journal {
 fn read_all(db: &Database) -> Result<Recovered, redb::Error> {
     let mut out = Recovered::default();
     let rtx = db.begin_read()?;
+    if let Ok(copies) = rtx.open_table(COPIES) {
+        for row in copies.iter()? {
+            let (id, v) = row?;
+            if let Ok(h) = wire::decode::<CopyHead>(v.value()) {
+                out.copies.push(CopyInfo {
+                    job: id.value().to_string(),
+                    owner: h.owner,
+                    epoch: h.epoch,
+                });
+            }
+        }
+    }
     let jobs = match rtx.open_table(JOBS) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
@@ -185,7 +343,15 @@ const MAX_BATCH: usize = 4096;
 /// How long the writer gathers writes before it commits them.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
 
-fn writer(db: Database, rx: mpsc::Receiver<Write>, retain: usize) {
+/// How often the writer checks that every job's replicas are still the right nodes.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+fn writer(
+    db: Arc<Database>,
+    rx: mpsc::Receiver<Write>,
+    retain: usize,
+    mut replicator: Option<Replicator>,
+) {
     let mut next_order = match next_order(&db) {
         Ok(n) => n,
         Err(e) => {
@@ -193,7 +359,17 @@ fn writer(db: Database, rx: mpsc::Receiver<Write>, retain: usize) {
             0
         }
     };
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.recv_timeout(CHECK_EVERY) {
+            Ok(w) => w,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(r) = &mut replicator {
+                    r.check(&db);
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         // Gather what arrives within LINGER of the first write: a commit costs the same
         // for one input or hundreds, and nobody waits for it.
         let until = std::time::Instant::now() + LINGER;
@@ -206,10 +382,188 @@ fn writer(db: Database, rx: mpsc::Receiver<Write>, retain: usize) {
             }
         }
         let n = batch.len();
-        if let Err(e) = commit(&db, batch, &mut next_order, retain) {
-            tracing::error!(error = %e, writes = n, "journal commit failed; these jobs may not resume after a restart");
+        let outgoing: Vec<(String, Option<u64>, ReplicaWhat)> = match &replicator {
+            Some(_) => batch
+                .iter()
+                .filter_map(|w| match w {
+                    Write::Start(id, epoch, b) => {
+                        Some((id.clone(), Some(*epoch), ReplicaWhat::Start(b.clone())))
+                    }
+                    Write::Input(id, seq, b) => {
+                        Some((id.clone(), None, ReplicaWhat::Input(*seq, b.clone())))
+                    }
+                    Write::End(id, _) => Some((id.clone(), None, ReplicaWhat::End)),
+                    Write::Drop(id) => Some((id.clone(), None, ReplicaWhat::End)),
+                    _ => None,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        match commit(&db, batch, &mut next_order, retain) {
+            Ok(()) => {
+                if let Some(r) = &mut replicator {
+                    r.after_commit(&db, outgoing);
+                    if r.checked.elapsed() >= CHECK_EVERY {
+                        r.check(&db);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = n, "journal commit failed; these jobs may not resume after a restart")
+            }
         }
     }
+}
+
+/// Sends what the writer committed to each job's replicas (runs on the writer thread).
+struct Replicator {
+    me: String,
+    view: Arc<ClusterView>,
+    copies: usize,
+    /// This node's epoch of each job it journals.
+    epochs: HashMap<String, u64>,
+    /// The replicas each live job's writes went to last.
+    targets: HashMap<String, Vec<String>>,
+    /// The live nodes at the last look.
+    live: Vec<String>,
+    checked: Instant,
+}
+
+impl Replicator {
+    fn targets_for(&self, job: &str) -> Vec<String> {
+        troupe_runtime::merge::ranked(
+            job,
+            self.live
+                .iter()
+                .map(String::as_str)
+                .filter(|n| *n != self.me),
+        )
+        .into_iter()
+        .take(self.copies)
+        .map(str::to_string)
+        .collect()
+    }
+
+    fn after_commit(&mut self, db: &Database, writes: Vec<(String, Option<u64>, ReplicaWhat)>) {
+        if writes.is_empty() {
+            return;
+        }
+        self.live = crate::live_nodes(&self.view);
+        let mut out: HashMap<String, Vec<ReplicaWrite>> = HashMap::new();
+        for (job, epoch, what) in writes {
+            if let Some(e) = epoch {
+                self.epochs.insert(job.clone(), e);
+            }
+            let epoch = self.epochs.get(&job).copied().unwrap_or(0);
+            let now = self.targets_for(&job);
+            let before = self.targets.get(&job);
+            let is_start = matches!(what, ReplicaWhat::Start(_));
+            let is_end = matches!(what, ReplicaWhat::End);
+            for node in &now {
+                let had = before.is_some_and(|b| b.contains(node));
+                if had || is_start || is_end {
+                    out.entry(node.clone()).or_default().push(ReplicaWrite {
+                        job: job.clone(),
+                        epoch,
+                        what: what.clone(),
+                    });
+                } else {
+                    // A new replica for a job under way: the whole journal so far (this
+                    // write included, it is committed).
+                    out.entry(node.clone())
+                        .or_default()
+                        .extend(history(db, &job, epoch));
+                }
+            }
+            if is_end {
+                self.targets.remove(&job);
+                self.epochs.remove(&job);
+            } else {
+                self.targets.insert(job, now);
+            }
+        }
+        self.send(out);
+    }
+
+    /// Gives every live job whose replicas changed its whole journal at the new ones.
+    fn check(&mut self, db: &Database) {
+        self.checked = Instant::now();
+        let live = crate::live_nodes(&self.view);
+        if live == self.live && self.targets.len() == self.epochs.len() {
+            return;
+        }
+        self.live = live;
+        let mut out: HashMap<String, Vec<ReplicaWrite>> = HashMap::new();
+        let jobs: Vec<(String, u64)> = self.epochs.iter().map(|(j, e)| (j.clone(), *e)).collect();
+        for (job, epoch) in jobs {
+            let now = self.targets_for(&job);
+            let before = self.targets.get(&job).cloned().unwrap_or_default();
+            for node in now.iter().filter(|n| !before.contains(n)) {
+                out.entry(node.clone())
+                    .or_default()
+                    .extend(history(db, &job, epoch));
+            }
+            self.targets.insert(job, now);
+        }
+        self.send(out);
+    }
+
+    fn send(&self, out: HashMap<String, Vec<ReplicaWrite>>) {
+        for (node, writes) in out {
+            if writes.is_empty() {
+                continue;
+            }
+            let n = writes.len() as u64;
+            match first_member::<JobManagerMessage>(&job_manager_group(&node)) {
+                Some(jm) => {
+                    let batch = ReplicaBatch {
+                        owner: self.me.clone(),
+                        writes,
+                    };
+                    if jm
+                        .cast(JobManagerMessage::Replicate(Wire::new(batch)))
+                        .is_ok()
+                    {
+                        metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "out")
+                            .increment(n);
+                    }
+                }
+                None => {
+                    tracing::debug!(node = %node, "a replica is not reachable; its copy catches up when it is")
+                }
+            }
+        }
+    }
+}
+
+/// The whole journal of `job` as replica writes (empty if it cannot be read).
+fn history(db: &Database, job: &str, epoch: u64) -> Vec<ReplicaWrite> {
+    let read = || -> Result<Vec<ReplicaWrite>, redb::Error> {
+        let rtx = db.begin_read()?;
+        let jobs = rtx.open_table(JOBS)?;
+        let Some(rec) = jobs.get(job)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![ReplicaWrite {
+            job: job.to_string(),
+            epoch,
+            what: ReplicaWhat::Start(rec.value().to_vec()),
+        }];
+        let inputs = rtx.open_table(INPUTS)?;
+        for row in inputs.range((job, 0)..=(job, u64::MAX))? {
+            let (k, v) = row?;
+            out.push(ReplicaWrite {
+                job: job.to_string(),
+                epoch,
+                what: ReplicaWhat::Input(k.value().1, v.value().to_vec()),
+            });
+        }
+        Ok(out)
+    };
+    read().unwrap_or_else(|e| {
+        tracing::error!(job, error = %e, "cannot read a job's journal to copy it");
+        Vec::new()
+    })
 }
 
 fn next_order(db: &Database) -> Result<u64, redb::Error> {
@@ -233,9 +587,46 @@ fn commit(
         let mut inputs = tx.open_table(INPUTS)?;
         let mut ended = tx.open_table(ENDED)?;
         let mut order = tx.open_table(ENDED_ORDER)?;
+        let mut copies = tx.open_table(COPIES)?;
+        let mut copy_inputs = tx.open_table(COPY_INPUTS)?;
         for w in batch {
             match w {
-                Write::Start(id, b) => {
+                Write::Keep(batch) => {
+                    for r in batch.writes {
+                        match r.what {
+                            ReplicaWhat::Start(record) => {
+                                let head = CopyHead {
+                                    owner: batch.owner.clone(),
+                                    epoch: r.epoch,
+                                    record,
+                                };
+                                if let Ok(b) = wire::encode(&head) {
+                                    copies.insert(r.job.as_str(), b.as_slice())?;
+                                }
+                            }
+                            ReplicaWhat::Input(seq, b) => {
+                                copy_inputs.insert((r.job.as_str(), seq), b.as_slice())?;
+                            }
+                            ReplicaWhat::End => {
+                                copies.remove(r.job.as_str())?;
+                                copy_inputs.retain_in(
+                                    (r.job.as_str(), 0)..=(r.job.as_str(), u64::MAX),
+                                    |_, _| false,
+                                )?;
+                            }
+                        }
+                    }
+                }
+                Write::Drop(id) => {
+                    jobs.remove(id.as_str())?;
+                    inputs.retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
+                }
+                Write::Forget(id) => {
+                    copies.remove(id.as_str())?;
+                    copy_inputs
+                        .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
+                }
+                Write::Start(id, _, b) => {
                     jobs.insert(id.as_str(), b.as_slice())?;
                 }
                 Write::Input(id, seq, b) => {

@@ -32,6 +32,7 @@ use troupe_runtime::config::NodeConfig;
 use troupe_runtime::merge::TaskProps;
 use troupe_runtime::TaskRegistry;
 
+pub mod core;
 pub mod dispatcher;
 pub mod drain;
 pub mod event_hub;
@@ -65,6 +66,8 @@ pub mod names {
     pub const MEMBERSHIP: &str = "troupe.membership";
     /// The job manager.
     pub const JOB_MANAGER: &str = "troupe.job_manager";
+    /// The node's member of the core group (Raft).
+    pub const CORE: &str = "troupe.core";
     /// The dispatcher.
     pub const DISPATCHER: &str = "troupe.dispatcher";
     /// The event hub.
@@ -100,6 +103,26 @@ pub fn find_on<M: ractor::Message>(base: &str, node: &str) -> Option<ActorRef<M>
 
 /// Locks a mutex of shared node state; a panic elsewhere while holding it does not make
 /// the state unusable (every holder leaves it consistent between statements).
+/// The nodes whose job manager is visible and that membership has not marked down,
+/// this node included.
+pub fn live_nodes(view: &ClusterView) -> Vec<String> {
+    let prefix = troupe_runtime::protocol::job_manager_group("");
+    let mut v: Vec<String> = ractor::pg::which_groups()
+        .into_iter()
+        .filter_map(|g| g.strip_prefix(&prefix).map(str::to_string))
+        .filter(|n| {
+            !view.is_down(n) && !ractor::pg::get_members(&job_manager_group_of(n)).is_empty()
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn job_manager_group_of(node: &str) -> String {
+    troupe_runtime::protocol::job_manager_group(node)
+}
+
 pub(crate) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -322,4 +345,6 @@ pub struct NodeContext {
     pub tls: Option<troupe_runtime::tls::TlsConfig>,
     /// The journal of the jobs this node owns (off with `journal = false`).
     pub journal: Option<journal::Journal>,
+    /// This node's Raft node in the core group.
+    pub core: core::CoreNode,
 }

@@ -657,6 +657,17 @@ fn report(node: &str, ev: NodeEvent) {
         NodeEvent::NodeDown { .. } => "down",
     };
     metrics::counter!(metric::MEMBERSHIP_EVENTS, "event" => label).increment(1);
+    if let NodeEvent::NodeUp { node: peer, .. } = &ev {
+        // The job manager tells a node that comes back which of its jobs moved.
+        if let Some(jm) = troupe_runtime::protocol::first_member::<
+            troupe_runtime::protocol::JobManagerMessage,
+        >(&troupe_runtime::protocol::job_manager_group(node))
+        {
+            let _ = jm.cast(troupe_runtime::protocol::JobManagerMessage::NodeUp(
+                peer.clone(),
+            ));
+        }
+    }
     if let Some(hub) = crate::find_on::<EventHubMessage>(crate::names::EVENT_HUB, node) {
         let _ = hub.cast(EventHubMessage::Publish(Wire::new(ClusterEvent::now(
             node,

@@ -81,6 +81,7 @@ fn answer(req: &StepRequest, node: &str, result: Result<Value, TaskError>, sourc
             node: node.to_string(),
             result,
             source,
+            epoch: req.epoch,
         },
         &req.owner,
     );

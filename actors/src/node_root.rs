@@ -37,6 +37,8 @@ pub enum Child {
     Dispatcher,
     /// [`EventHub`].
     EventHub,
+    /// [`crate::core::Core`], the node's member of the core group.
+    Core,
     /// [`JobManager`].
     JobManager,
     /// [`Merger`].
@@ -55,12 +57,13 @@ impl Child {
     /// Start order: transport first, membership (which dials peers) last.
     /// (The TLS listener binds the node's address before the node server binds its
     /// ephemeral loopback port, so that one cannot take the other's.)
-    pub const ALL: [Child; 11] = [
+    pub const ALL: [Child; 12] = [
         Child::TlsListener,
         Child::NodeServer,
         Child::WorkerPool,
         Child::Dispatcher,
         Child::EventHub,
+        Child::Core,
         Child::JobManager,
         Child::Merger,
         Child::Membership,
@@ -90,6 +93,7 @@ impl Child {
             Child::Dispatcher => names::DISPATCHER,
             Child::EventHub => names::EVENT_HUB,
             Child::JobManager => names::JOB_MANAGER,
+            Child::Core => names::CORE,
             Child::Merger => names::MERGER,
             Child::Membership => names::MEMBERSHIP,
             Child::GearmanWorkers => names::GEARMAN_WORKERS,
@@ -168,6 +172,7 @@ async fn spawn_child(
         Child::Dispatcher => linked(name, Dispatcher, ctx, sup).await?,
         Child::EventHub => linked(name, EventHub, ctx, sup).await?,
         Child::JobManager => linked(name, JobManager, ctx, sup).await?,
+        Child::Core => linked(name, crate::core::Core, ctx, sup).await?,
         Child::Merger => linked(name, Merger, ctx, sup).await?,
         Child::Membership => linked(name, Membership, ctx, sup).await?,
         Child::GearmanWorkers => linked(name, GearmanWorkers, ctx, sup).await?,
@@ -309,6 +314,9 @@ pub enum StartError {
     /// The journal cannot be opened.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    /// The core group's store or Raft node cannot be opened.
+    #[error("{0}")]
+    Core(String),
 }
 
 /// Starts a node: checks the listen address, then spawns the root supervisor and its tree.
@@ -346,8 +354,14 @@ pub async fn start_node_with_context(
     locked(&view.placement).set_prefetch(config.scheduling.prefetch);
     view.learn_props(registry.props());
     let journal = if config.journal {
-        let (j, recovered) =
-            crate::journal::Journal::open(&config.data_dir(), config.retain_finished_jobs)?;
+        let (j, recovered) = crate::journal::Journal::open(
+            &config.data_dir(),
+            config.retain_finished_jobs,
+            Some(crate::journal::Replication {
+                view: view.clone(),
+                copies: config.journal_replicas,
+            }),
+        )?;
         if !recovered.jobs.is_empty() {
             tracing::info!(jobs = recovered.jobs.len(), dir = %config.data_dir().display(), "the journal holds jobs that had not ended; resuming them");
         }
@@ -356,12 +370,16 @@ pub async fn start_node_with_context(
     } else {
         None
     };
+    let core = crate::core::CoreNode::open(&config)
+        .await
+        .map_err(StartError::Core)?;
     let ctx = NodeContext {
         tls,
         view,
         config: Arc::new(config),
         registry,
         journal,
+        core,
     };
     crate::telemetry::install();
     metrics::gauge!(troupe_runtime::observe::metric::SLOTS).set(ctx.config.slots as f64);

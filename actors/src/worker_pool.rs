@@ -624,6 +624,7 @@ fn launch(ctx: &NodeContext, req: StepRequest, permit: OwnedSemaphorePermit) {
             node,
             result: result.unwrap_or_else(|| Err(TaskError::permanent("cancelled"))),
             source: ResultSource::Executed,
+            epoch: req.epoch,
         };
         // An execution for a merger: it answers the requests that joined this one.
         if let (Some(m), Some(k)) = (&req.merger, &req.key) {

@@ -500,3 +500,81 @@ async fn a_client_dials_a_restarted_node_again() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits until the client sees `n` voters of the core group.
+async fn until_core_formed(n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let group = troupe_runtime::protocol::CORE_VOTERS_GROUP.to_string();
+    while ractor::pg::get_members(&group).len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the core group did not form: {} voters seen",
+            ractor::pg::get_members(&group).len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_owner_killed_for_good_hands_its_job_to_a_node_with_a_copy() {
+    // n1 owns the job and is killed with SIGKILL, never to return. The core group (n1-n3,
+    // formed by n1 once three nodes were up) still has a majority; after the grace
+    // period the node holding the copy of the job's journal takes it over and finishes it.
+    let mut c = Cluster::plan(4);
+    c.slots = 2;
+    c.env
+        .push(("TROUPE_FAILURE__TAKEOVER_AFTER_MS".into(), "1500".into()));
+    for i in 0..4 {
+        c.start_node(i);
+    }
+    let others = c.settled_client(&[0, 1, 2, 3]).await;
+    until_core_formed(3).await;
+    let mut h = loop {
+        let h = others.submit(journaled_chain()).await.unwrap();
+        if h.id().starts_with("n1-") {
+            break h;
+        }
+        let _ = h.cancel().await;
+    };
+    let id = h.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = others.status(&id).await.unwrap();
+        if st.steps["t0"].state == troupe_runtime::StepState::Succeeded {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the chain does not progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A commit window and a message: the copy holds t0's result.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.node(0).kill();
+    let st = tokio::time::timeout(Duration::from_secs(60), h.wait())
+        .await
+        .expect("the handle gets the result from the new owner")
+        .unwrap();
+    assert_eq!(st.state, JobState::Succeeded, "{:?}", st.error);
+    assert_eq!(st.output, Some(json!(10)));
+    for done in ["s0", "t0"] {
+        assert_eq!(
+            st.steps[done].attempts, 1,
+            "{done} ran again although its result was copied: {:?}",
+            st.steps[done]
+        );
+    }
+    let took: Vec<usize> = (1..4)
+        .filter(|&i| c.log(i).contains("took the job over"))
+        .collect();
+    assert_eq!(took.len(), 1, "exactly one node takes the job over");
+    // `troupe-node status` through any surviving node finds the job on its new owner.
+    for i in 1..4 {
+        let out = c.cli(
+            &["status", &id, "--seeds", &c.addrs[i], "--cookie", &c.cookie],
+            false,
+        );
+        assert!(out.status.success(), "status via n{}: {out:?}", i + 1);
+        let v: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        assert_eq!(v["state"], json!("succeeded"), "via n{}: {v}", i + 1);
+        assert_eq!(v["output"], json!(10));
+    }
+}

@@ -102,6 +102,10 @@ pub struct NodeConfig {
     /// Journal the jobs this node owns in `data` (redb), so that they resume when the node
     /// restarts.
     pub journal: bool,
+    /// Copies of each job's journal kept on other nodes (the next live nodes in the job
+    /// id's rendezvous order), so that another node can take the job over when its owner
+    /// is gone for good. 0: none (a job then waits for its owner to come back).
+    pub journal_replicas: usize,
     /// Largest message accepted from a peer, in bytes.
     pub max_message_bytes: u64,
     /// Connections (peers, clients, and ones still in their handshake) open at once;
@@ -127,6 +131,32 @@ pub struct NodeConfig {
     pub admission: AdmissionConfig,
     /// When a peer that stopped talking counts as suspect, then down.
     pub failure: FailureConfig,
+    /// The core group: the nodes that run Raft to decide who owns a job after its owner
+    /// is gone.
+    pub core: CoreConfig,
+}
+
+/// The core group (Raft, on up to five nodes). It decides what must be unique in the
+/// cluster: which node takes a job over once its owner has been down for
+/// `failure.takeover_after_ms`. The data path never waits on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoreConfig {
+    /// Names of the core nodes (at most 5). Empty: the first `size` nodes by name that the
+    /// smallest-named node sees once `size` nodes are up (set the names on a production
+    /// cluster: two nodes that start apart could each form a core of their own).
+    pub nodes: Vec<String>,
+    /// How many nodes an automatically formed core has (1 to 5).
+    pub size: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            nodes: Vec::new(),
+            size: 3,
+        }
+    }
 }
 
 /// The failure detector's deadlines. Every node tells every peer its state each
@@ -140,6 +170,9 @@ pub struct FailureConfig {
     pub suspect_after_ms: u64,
     /// Silence after which a peer is down.
     pub down_after_ms: u64,
+    /// How long a job's owner stays down before a node holding a copy of its journal
+    /// takes the job over (decided by the core group).
+    pub takeover_after_ms: u64,
 }
 
 impl Default for FailureConfig {
@@ -147,6 +180,7 @@ impl Default for FailureConfig {
         Self {
             suspect_after_ms: 1_000,
             down_after_ms: 2_000,
+            takeover_after_ms: 10_000,
         }
     }
 }
@@ -260,6 +294,7 @@ impl Default for NodeConfig {
             gossip_interval_ms: 500,
             drain_timeout_ms: 30_000,
             journal: true,
+            journal_replicas: 1,
             max_message_bytes: 16 * 1024 * 1024,
             max_connections: 4096,
             max_pending_handshakes: 64,
@@ -271,6 +306,7 @@ impl Default for NodeConfig {
             task_limits: Vec::new(),
             admission: AdmissionConfig::default(),
             failure: FailureConfig::default(),
+            core: CoreConfig::default(),
         }
     }
 }
@@ -364,6 +400,16 @@ impl NodeConfig {
                 message: format!(
                     "need gossip_interval_ms ({}) < failure.suspect_after_ms ({}) < failure.down_after_ms ({}): a peer is heard from once per gossip interval",
                     self.gossip_interval_ms, f.suspect_after_ms, f.down_after_ms
+                ),
+            });
+        }
+        if self.core.nodes.len() > 5 || !(1..=5).contains(&self.core.size) {
+            return Err(ConfigError::Invalid {
+                key: "core",
+                message: format!(
+                    "a core group has 1 to 5 nodes (core.nodes names {}, core.size is {}): more only slows its decisions",
+                    self.core.nodes.len(),
+                    self.core.size
                 ),
             });
         }
@@ -492,6 +538,8 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "task_limits",
         "admission",
         "failure",
+        "journal_replicas",
+        "core",
     ];
     const RESTART_KEYS: &[&str] = &["max_restarts", "window_ms"];
     const LIMIT_KEYS: &[&str] = &[
@@ -502,7 +550,8 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "max_lost_attempts",
     ];
     const CACHE_KEYS: &[&str] = &["max_bytes", "ttl_ms"];
-    const FAILURE_KEYS: &[&str] = &["suspect_after_ms", "down_after_ms"];
+    const FAILURE_KEYS: &[&str] = &["suspect_after_ms", "down_after_ms", "takeover_after_ms"];
+    const CORE_KEYS: &[&str] = &["nodes", "size"];
     let is_toml = path.extension().is_none_or(|e| e == "toml");
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(()); // the config crate reports the read error with the path
@@ -530,6 +579,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
             "limits" => LIMIT_KEYS,
             "cache" => CACHE_KEYS,
             "failure" => FAILURE_KEYS,
+            "core" => CORE_KEYS,
             _ => continue,
         };
         if let Some(bad) = v

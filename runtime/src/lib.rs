@@ -21,6 +21,7 @@ pub mod builtin;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod core;
 pub mod error;
 pub mod gearman;
 pub mod job;

@@ -85,6 +85,14 @@ pub fn owner<'a>(key: &str, nodes: impl IntoIterator<Item = &'a str>) -> Option<
     nodes.into_iter().max_by_key(|n| (weight(key, n), *n))
 }
 
+/// `nodes` in rendezvous order for `key`: the owner first, then the node that would own
+/// the key if the owner left, and so on.
+pub fn ranked<'a>(key: &str, nodes: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut v: Vec<(u64, &str)> = nodes.into_iter().map(|n| (weight(key, n), n)).collect();
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    v.into_iter().map(|(_, n)| n).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

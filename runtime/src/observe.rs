@@ -217,6 +217,14 @@ pub mod metric {
     /// Counter: Gearman input refused, by `reason` (bad_magic, too_large, line_too_long,
     /// unknown_type, wrong_direction, arguments, argument, unsupported, unknown_handle).
     pub const GEARMAN_ERRORS: &str = "troupe_gearman_errors_total";
+    /// Gauge: jobs the core group moved to a new owner, as this node has applied.
+    pub const CORE_MOVED_JOBS: &str = "troupe_core_moved_jobs";
+    /// Counter: jobs taken over from an owner that stayed down, by `outcome` (taken,
+    /// denied, failed).
+    pub const TAKEOVERS: &str = "troupe_takeovers_total";
+    /// Counter: journal writes sent to or kept for replicas, by `direction` (out, kept,
+    /// fenced).
+    pub const REPLICA_WRITES: &str = "troupe_replica_writes_total";
 }
 
 /// Logs a refusal at most once a second, with how many were not logged.

@@ -29,6 +29,85 @@ use crate::wire::Wire;
 /// Group of every node's membership actor.
 pub const MEMBERSHIP_GROUP: &str = "troupe.membership";
 
+/// The group holding the core member of `node` (every node has one; only core nodes vote).
+pub fn core_group(node: &str) -> String {
+    format!("troupe.core.{node}")
+}
+
+/// The core members that vote in the core group's Raft.
+pub const CORE_VOTERS_GROUP: &str = "troupe.core_voters";
+
+/// Why the core group gave no decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct CoreRefusal {
+    /// What happened, for a log line.
+    pub message: String,
+    /// The leader to ask instead, when known.
+    pub leader: Option<String>,
+}
+
+/// Messages of a node's core member (in `troupe.core.NODE`).
+#[derive(RactorClusterMessage)]
+pub enum CoreMessage {
+    /// A Raft message from another core node; answers Raft's reply.
+    #[rpc]
+    Raft(
+        Wire<crate::core::RaftRpc>,
+        RpcReplyPort<Wire<crate::core::RaftRpcReply>>,
+    ),
+    /// Ask the core group for a decision (forwarded to its leader).
+    #[rpc]
+    Decide(
+        Wire<crate::core::CoreCommand>,
+        RpcReplyPort<Wire<Result<crate::core::CoreDecision, CoreRefusal>>>,
+    ),
+    /// Periodic upkeep: forming the group, joining the voters' group (local).
+    Tick,
+}
+
+/// A slice of an owner's journal for a node that keeps a copy (see `journal_replicas`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicaBatch {
+    /// The owner that sends it.
+    pub owner: String,
+    /// The writes, in the owner's commit order.
+    pub writes: Vec<ReplicaWrite>,
+}
+
+/// One journal write about one job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicaWrite {
+    /// The job.
+    pub job: String,
+    /// The owner's epoch for the job (writes from an older epoch are refused).
+    pub epoch: u64,
+    /// What was written.
+    pub what: ReplicaWhat,
+}
+
+/// What a [`ReplicaWrite`] records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ReplicaWhat {
+    /// The job's record (its file and limits), encoded.
+    Start(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Input number `seq`, encoded.
+    Input(u64, #[serde(with = "serde_bytes")] Vec<u8>),
+    /// The job ended: the copy is dropped.
+    End,
+}
+
+/// A job has a new owner (the core group decided it); sent to every job manager.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobMoved {
+    /// The job.
+    pub job: String,
+    /// Its owner now.
+    pub owner: String,
+    /// The owner's epoch.
+    pub epoch: u64,
+}
+
 /// The group holding the job manager of `node`.
 pub fn job_manager_group(node: &str) -> String {
     format!("troupe.job_manager.{node}")
@@ -113,6 +192,9 @@ pub struct StepRequest {
     pub deps: BTreeMap<String, Value>,
     /// The node whose job manager owns the job and wants the result.
     pub owner: String,
+    /// The owner's epoch for the job (see [`crate::core`]).
+    #[serde(default)]
+    pub epoch: u64,
     /// True for the first attempt after a user resumed the step.
     #[serde(default)]
     pub resumed: bool,
@@ -268,6 +350,9 @@ pub struct StepResult {
     /// Whether it ran, joined one in flight, or came from the cache.
     #[serde(default)]
     pub source: ResultSource,
+    /// The epoch of the request it answers (a result for an older owner is discarded).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// A job submission.
@@ -421,6 +506,18 @@ pub enum JobManagerMessage {
     /// (the whole key finds that job).
     #[rpc]
     FindUnique(String, RpcReplyPort<Wire<Option<UniqueJob>>>),
+    /// Journal writes of another node's jobs, to keep as a copy (from that node).
+    Replicate(Wire<ReplicaBatch>),
+    /// A job changed owner (from the node that took it over).
+    JobMoved(Wire<JobMoved>),
+    /// Membership saw a node come up or back (local): tell it of the jobs taken from it.
+    NodeUp(String),
+    /// Look for copies whose owner has been down for the grace period (local, periodic).
+    SweepCopies,
+    /// The core group's answer to a takeover of a job (local).
+    TakeoverDecided(String, Wire<Result<crate::core::CoreDecision, String>>),
+    /// The journaled jobs may resume, but these, taken over meanwhile (local).
+    ResumeJournaled(Wire<Vec<JobMoved>>),
 }
 
 /// A cached result to drop.
@@ -669,6 +766,7 @@ mod tests {
             input: serde_json::json!({"ms": 5}),
             deps: Default::default(),
             owner: "n1".into(),
+            epoch: 0,
             resumed: false,
             cache: Default::default(),
             key: None,

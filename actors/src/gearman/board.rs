@@ -466,6 +466,7 @@ mod tests {
             input: json!("x"),
             deps: Default::default(),
             owner: "n1".into(),
+            epoch: 0,
             resumed: false,
             cache: Default::default(),
             key: None,

@@ -420,6 +420,7 @@ impl Connection {
                 node: self.ctx.view.node.clone(),
                 result,
                 source: Default::default(),
+                epoch: req.epoch,
             },
             &req.owner,
         );

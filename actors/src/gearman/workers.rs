@@ -97,6 +97,7 @@ async fn expire(shared: Arc<GearmanShared>, node: String) {
                         req.task
                     ))),
                     source: Default::default(),
+                    epoch: req.epoch,
                 },
                 &req.owner,
             );

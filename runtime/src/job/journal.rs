@@ -26,6 +26,9 @@ pub struct JobRecord {
     pub spec: JobSpec,
     /// The limits it ran under.
     pub limits: Limits,
+    /// The owner's epoch (0: the node that accepted it; see [`crate::core`]).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// One input the supervisor applied to its job, in the order it applied them.
@@ -180,6 +183,7 @@ mod tests {
             id: "n1-1-1".into(),
             spec,
             limits: Limits::default(),
+            epoch: 0,
         }
     }
 

@@ -1,0 +1,240 @@
+//! The core group's vocabulary: what the Raft group of core nodes decides, and the state
+//! machine its log drives.
+//!
+//! A job belongs to the node that accepted it (its id says which). When that node has been
+//! down for `failure.takeover_after_ms`, a node holding a copy of the job's journal asks
+//! the core to hand the job to it. Two nodes may ask at once, or a node may ask about an
+//! owner that another node already replaced: the state machine grants a takeover only to
+//! the first asker that names the current owner and epoch (compare-and-set), so exactly one
+//! node wins. The winner's epoch is the Raft log index of the decision: unique and
+//! increasing across the whole group, so it fences every earlier owner (the Raft term alone
+//! would not: one leader's term sees many decisions). Nothing here does I/O; the Raft node,
+//! its redb store and its network live in `troupe_actors::core`.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+openraft::declare_raft_types!(
+    /// The core group's Raft types: commands in, decisions out, node ids from names.
+    pub CoreTypes:
+        D = CoreCommand,
+        R = CoreDecision,
+);
+
+/// The Raft node id of a node name (FNV-1a, stable across builds and versions).
+pub fn node_id(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Who owns a job, and since which decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOwner {
+    /// The node.
+    pub node: String,
+    /// The fencing epoch: 0 for the node that accepted the job, the log index of the
+    /// decision for a node that took it over.
+    pub epoch: u64,
+}
+
+/// What a node asks the core group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoreCommand {
+    /// Hand `job` to `to`, if `from` at `epoch` still owns it.
+    Takeover {
+        /// The job.
+        job: String,
+        /// The owner the asker saw go down.
+        from: String,
+        /// That owner's epoch.
+        epoch: u64,
+        /// The asker.
+        to: String,
+    },
+    /// Who owns these jobs now (read through the log, so the answer is current).
+    Owners {
+        /// The jobs.
+        jobs: Vec<String>,
+    },
+}
+
+/// The core group's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoreDecision {
+    /// The job is the asker's, at this epoch.
+    Granted {
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// Someone else owns the job.
+    Denied {
+        /// Its owner now.
+        owner: JobOwner,
+    },
+    /// The owner of each job asked about; `None`: still the node that accepted it.
+    Owners(Vec<Option<JobOwner>>),
+    /// A log entry with no command (a leader's blank entry, a membership change).
+    Nothing,
+}
+
+/// The owner of `job` when no takeover was ever decided: the node its id names.
+pub fn first_owner(job: &str) -> JobOwner {
+    JobOwner {
+        node: crate::protocol::owner_of(job)
+            .unwrap_or_default()
+            .to_string(),
+        epoch: 0,
+    }
+}
+
+/// The state machine: jobs that changed owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ownership {
+    moved: BTreeMap<String, JobOwner>,
+}
+
+impl Ownership {
+    /// The owner of `job` now.
+    pub fn owner(&self, job: &str) -> JobOwner {
+        self.moved
+            .get(job)
+            .cloned()
+            .unwrap_or_else(|| first_owner(job))
+    }
+
+    /// Applies the command at log `index`.
+    pub fn apply(&mut self, index: u64, cmd: &CoreCommand) -> CoreDecision {
+        match cmd {
+            CoreCommand::Takeover {
+                job,
+                from,
+                epoch,
+                to,
+            } => {
+                let now = self.owner(job);
+                if now.node == *from && now.epoch == *epoch {
+                    self.moved.insert(
+                        job.clone(),
+                        JobOwner {
+                            node: to.clone(),
+                            epoch: index,
+                        },
+                    );
+                    CoreDecision::Granted { epoch: index }
+                } else {
+                    CoreDecision::Denied { owner: now }
+                }
+            }
+            CoreCommand::Owners { jobs } => {
+                CoreDecision::Owners(jobs.iter().map(|j| self.moved.get(j).cloned()).collect())
+            }
+        }
+    }
+
+    /// How many jobs changed owner.
+    pub fn len(&self) -> usize {
+        self.moved.len()
+    }
+
+    /// Whether no job changed owner.
+    pub fn is_empty(&self) -> bool {
+        self.moved.is_empty()
+    }
+}
+
+/// A Raft message between core nodes (carried in a [`crate::wire::Wire`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRpc {
+    /// Log replication and heartbeats.
+    AppendEntries(openraft::raft::AppendEntriesRequest<CoreTypes>),
+    /// An election.
+    Vote(openraft::raft::VoteRequest<u64>),
+    /// A chunk of a snapshot.
+    InstallSnapshot(openraft::raft::InstallSnapshotRequest<CoreTypes>),
+}
+
+/// The answer to a [`RaftRpc`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRpcReply {
+    /// To `AppendEntries`.
+    AppendEntries(
+        Result<openraft::raft::AppendEntriesResponse<u64>, openraft::error::RaftError<u64>>,
+    ),
+    /// To `Vote`.
+    Vote(Result<openraft::raft::VoteResponse<u64>, openraft::error::RaftError<u64>>),
+    /// To `InstallSnapshot`.
+    InstallSnapshot(
+        Result<
+            openraft::raft::InstallSnapshotResponse<u64>,
+            openraft::error::RaftError<u64, openraft::error::InstallSnapshotError>,
+        >,
+    ),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn takeover(job: &str, from: &str, epoch: u64, to: &str) -> CoreCommand {
+        CoreCommand::Takeover {
+            job: job.into(),
+            from: from.into(),
+            epoch,
+            to: to.into(),
+        }
+    }
+
+    #[test]
+    fn only_the_first_of_two_takeovers_wins() {
+        let mut o = Ownership::default();
+        assert_eq!(o.owner("n1-a-1").node, "n1");
+        assert_eq!(
+            o.apply(7, &takeover("n1-a-1", "n1", 0, "n2")),
+            CoreDecision::Granted { epoch: 7 }
+        );
+        // n3 saw the same owner go down, but n2 got there first.
+        let lost = o.apply(8, &takeover("n1-a-1", "n1", 0, "n3"));
+        assert_eq!(
+            lost,
+            CoreDecision::Denied {
+                owner: JobOwner {
+                    node: "n2".into(),
+                    epoch: 7
+                }
+            }
+        );
+        // n2 going down in turn: its epoch must be named.
+        assert_eq!(
+            o.apply(9, &takeover("n1-a-1", "n2", 7, "n3")),
+            CoreDecision::Granted { epoch: 9 }
+        );
+        assert_eq!(
+            o.apply(
+                10,
+                &CoreCommand::Owners {
+                    jobs: vec!["n1-a-1".into(), "n1-a-2".into()]
+                }
+            ),
+            CoreDecision::Owners(vec![
+                Some(JobOwner {
+                    node: "n3".into(),
+                    epoch: 9
+                }),
+                None
+            ])
+        );
+    }
+
+    #[test]
+    fn node_ids_are_stable() {
+        assert_eq!(node_id(""), 0xcbf2_9ce4_8422_2325);
+        assert_ne!(node_id("n1"), node_id("n2"));
+        assert_eq!(node_id("n1"), node_id("n1"));
+    }
+}
