@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::oneshot;
 use troupe_runtime::core::{CoreCommand, CoreDecision, JobOwner};
 use troupe_runtime::error::ValidationError;
 use troupe_runtime::job::run::JobRun;
@@ -126,6 +127,30 @@ enum Request {
     Resume(String),
 }
 type StatusReply = RpcReplyPort<JobAnswer>;
+
+/// Answers a submission with its job id once the journal says the job is durable
+/// (`journal_ack`), waiting at most [`crate::journal::ACK_WAIT`] for a replica: the job
+/// runs meanwhile, and a replica that does not answer must not stall the client.
+fn answer_when_durable(id: String, durable: Option<oneshot::Receiver<()>>, reply: SubmitReply) {
+    let Some(durable) = durable else {
+        let _ = reply.send(Wire::new(Ok(id)));
+        return;
+    };
+    tokio::spawn(async move {
+        match tokio::time::timeout(crate::journal::ACK_WAIT, durable).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                tracing::warn!(job = %id, "the journal could not record this job; it runs, but a crash of this node loses it")
+            }
+            Err(_) => {
+                metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "ack_timeout")
+                    .increment(1);
+                tracing::warn!(job = %id, "no replica confirmed its copy of this job within {:?}; accepted with the owner's journal alone", crate::journal::ACK_WAIT)
+            }
+        }
+        let _ = reply.send(Wire::new(Ok(id)));
+    });
+}
 
 fn missing_tasks(req: &SubmitRequest) -> Vec<(String, String)> {
     req.spec
@@ -257,9 +282,11 @@ impl JobManagerState {
             w.job = id.clone();
             watchers.push(w);
         }
-        if let Some(j) = &self.ctx.journal {
-            j.start(&id, 0, &req.spec, &self.ctx.config.limits);
-        }
+        let durable = self
+            .ctx
+            .journal
+            .as_ref()
+            .and_then(|j| j.accept(&id, &req.spec, &self.ctx.config.limits));
         let args = JobSupervisorArgs {
             run: JobRun::with_limits(id.clone(), req.spec, graph, self.ctx.config.limits),
             owner: self.ctx.config.name.clone(),
@@ -286,7 +313,7 @@ impl JobManagerState {
                         },
                     );
                 }
-                let _ = reply.send(Wire::new(Ok(id)));
+                answer_when_durable(id, durable, reply);
             }
             Err(e) => {
                 let _ = reply.send(Wire::new(Err(SubmitError::Unavailable(format!(
@@ -618,6 +645,7 @@ impl JobManagerState {
             journal.keep(ReplicaBatch {
                 owner: batch.owner.clone(),
                 writes: kept,
+                ack: batch.ack,
             });
             metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "kept")
                 .increment(n);
@@ -1067,6 +1095,11 @@ impl Actor for JobManager {
                     )))));
                 }
             },
+            JobManagerMessage::ReplicaAcked(token) => {
+                if let Some(j) = &state.ctx.journal {
+                    j.acked(token);
+                }
+            }
             JobManagerMessage::Replicate(b) => match b.into_inner() {
                 Ok(b) => state.keep(b),
                 Err(e) => tracing::warn!(error = %e, "dropping unreadable journal copies"),

@@ -19,7 +19,14 @@
 //! a node that becomes a job's replica (a replica left, a node joined) first gets the
 //! job's whole journal. The copies a node keeps for others are in `copies` (id -> owner,
 //! epoch, record) and `copy_inputs` ((id, seq) -> input), and are what a takeover replays.
-//! Copies are asynchronous too: they trail the owner by one commit window and a message.
+//! Copies of inputs are asynchronous too: they trail the owner by one commit window and a
+//! message.
+//!
+//! A submission is answered once its job is durable (`journal_ack`): [`Journal::accept`]
+//! gives a receiver that fires when the job's start is committed here and, for `copied`,
+//! when a replica answers that it committed its copy too ([`JobManagerMessage::ReplicaAcked`]).
+//! A commit that someone waits for does not linger: the writer takes what is queued and
+//! commits at once (group commit by contention rather than by timer).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +34,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::sync::oneshot;
+use troupe_runtime::config::JournalAck;
 use troupe_runtime::job::journal::{Input, JobRecord};
 use troupe_runtime::job::spec::JobSpec;
 use troupe_runtime::job::status::JobStatus;
@@ -68,7 +77,7 @@ pub enum JournalError {
 }
 
 enum Write {
-    Start(String, u64, Vec<u8>),
+    Start(String, u64, Vec<u8>, Option<Waiter>),
     Input(String, u64, Vec<u8>),
     End(String, Vec<u8>),
     /// Another node's writes, kept as a copy.
@@ -79,12 +88,35 @@ enum Write {
     Drop(String),
 }
 
+/// Someone waiting for a job's start to be durable.
+struct Waiter {
+    done: oneshot::Sender<()>,
+    /// Wait for a replica's commit too.
+    copied: bool,
+}
+
+/// Submissions waiting for a replica's commit, by the ack token of the batch that
+/// carries their job (a job's copies may go to more than one node: the first ack wins).
+#[derive(Default)]
+struct Pending {
+    next_token: u64,
+    by_token: HashMap<u64, (Instant, Vec<u64>)>,
+    waiters: HashMap<u64, oneshot::Sender<()>>,
+    next_waiter: u64,
+}
+
+/// How long a token stays pending before it is dropped (its submission was answered at
+/// `ACK_WAIT` by the job manager already).
+const PENDING_FOR: Duration = Duration::from_secs(5);
+
 /// The journal's write side, shared by the node's job manager and supervisors.
 #[derive(Clone)]
 pub struct Journal {
     tx: mpsc::Sender<Write>,
     db: Arc<Database>,
     path: PathBuf,
+    ack: JournalAck,
+    pending: Arc<std::sync::Mutex<Pending>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -100,6 +132,9 @@ pub struct Replication {
     /// Copies per job.
     pub copies: usize,
 }
+
+/// How long a submission waits for a replica to commit its job's copy.
+pub const ACK_WAIT: Duration = Duration::from_secs(1);
 
 /// A copy this node keeps of another node's job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +184,7 @@ impl Journal {
         dir: &Path,
         retain: usize,
         replication: Option<Replication>,
+        ack: JournalAck,
     ) -> Result<(Journal, Recovered), JournalError> {
         let path = dir.join("journal.redb");
         let open_err = |e: redb::Error| JournalError::Open {
@@ -163,7 +199,9 @@ impl Journal {
         })?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
+        let pending = Arc::new(std::sync::Mutex::new(Pending::default()));
         let replicator = replication.filter(|r| r.copies > 0).map(|r| Replicator {
+            pending: pending.clone(),
             me: r.view.node.clone(),
             view: r.view,
             copies: r.copies,
@@ -181,19 +219,73 @@ impl Journal {
             .name("troupe-journal".into())
             .spawn(move || writer(wdb, rx, retain, replicator))
             .map_err(|e| open_err(redb::Error::Io(e)))?;
-        Ok((Journal { tx, db, path }, recovered))
+        Ok((
+            Journal {
+                tx,
+                db,
+                path,
+                ack,
+                pending,
+            },
+            recovered,
+        ))
     }
 
     /// Records that job `id` started from `spec` under `limits`, owned here at `epoch`.
     pub fn start(&self, id: &str, epoch: u64, spec: &JobSpec, limits: &Limits) {
+        self.record_start(id, epoch, spec, limits, None);
+    }
+
+    /// Records a newly submitted job; the receiver fires when it is as durable as
+    /// `journal_ack` asks (`None`: answer at once). It is dropped unfired if the commit
+    /// fails.
+    pub fn accept(
+        &self,
+        id: &str,
+        spec: &JobSpec,
+        limits: &Limits,
+    ) -> Option<oneshot::Receiver<()>> {
+        let copied = match self.ack {
+            JournalAck::None => {
+                self.start(id, 0, spec, limits);
+                return None;
+            }
+            JournalAck::Local => false,
+            JournalAck::Copied => true,
+        };
+        let (done, rx) = oneshot::channel();
+        self.record_start(id, 0, spec, limits, Some(Waiter { done, copied }));
+        Some(rx)
+    }
+
+    fn record_start(
+        &self,
+        id: &str,
+        epoch: u64,
+        spec: &JobSpec,
+        limits: &Limits,
+        waiter: Option<Waiter>,
+    ) {
         match wire::encode(&RecordRef {
             id,
             spec,
             limits,
             epoch,
         }) {
-            Ok(b) => self.send(Write::Start(id.to_string(), epoch, b)),
+            Ok(b) => self.send(Write::Start(id.to_string(), epoch, b, waiter)),
             Err(e) => tracing::error!(job = id, error = %e, "cannot journal a job's start"),
+        }
+    }
+
+    /// A replica committed the batch that carried `token`: its submissions are durable.
+    pub fn acked(&self, token: u64) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, ids)) = p.by_token.remove(&token) {
+            for id in ids {
+                if let Some(done) = p.waiters.remove(&id) {
+                    let _ = done.send(());
+                }
+            }
         }
     }
 
@@ -371,22 +463,49 @@ fn writer(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         // Gather what arrives within LINGER of the first write: a commit costs the same
-        // for one input or hundreds, and nobody waits for it.
+        // for one input or hundreds, and nobody waits for it. Once somebody waits (a
+        // submission, an owner's ack), take only what is already queued.
         let until = std::time::Instant::now() + LINGER;
+        let mut urgent = first.is_urgent();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
+            let next = if urgent {
+                rx.try_recv().ok()
+            } else {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                rx.recv_timeout(left).ok()
+            };
+            match next {
+                Some(w) => {
+                    urgent |= w.is_urgent();
+                    batch.push(w);
+                }
+                None => break,
             }
         }
         let n = batch.len();
+        let mut waiting: Vec<(String, Waiter)> = Vec::new();
+        let mut acks: Vec<(String, u64)> = Vec::new();
+        for w in batch.iter_mut() {
+            match w {
+                Write::Start(id, _, _, waiter) => {
+                    if let Some(waiter) = waiter.take() {
+                        waiting.push((id.clone(), waiter));
+                    }
+                }
+                Write::Keep(b) => {
+                    if let Some(token) = b.ack {
+                        acks.push((b.owner.clone(), token));
+                    }
+                }
+                _ => {}
+            }
+        }
         let outgoing: Vec<(String, Option<u64>, ReplicaWhat)> = match &replicator {
             Some(_) => batch
                 .iter()
                 .filter_map(|w| match w {
-                    Write::Start(id, epoch, b) => {
+                    Write::Start(id, epoch, b, _) => {
                         Some((id.clone(), Some(*epoch), ReplicaWhat::Start(b.clone())))
                     }
                     Write::Input(id, seq, b) => {
@@ -401,10 +520,21 @@ fn writer(
         };
         match commit(&db, batch, &mut next_order, retain) {
             Ok(()) => {
+                let mut waiting = waiting;
                 if let Some(r) = &mut replicator {
-                    r.after_commit(&db, outgoing);
+                    r.after_commit(&db, outgoing, &mut waiting);
                     if r.checked.elapsed() >= CHECK_EVERY {
                         r.check(&db);
+                    }
+                }
+                // Durable here, and no replica to wait for (or not asked to).
+                for (_, w) in waiting {
+                    let _ = w.done.send(());
+                }
+                for (owner, token) in acks {
+                    if let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(&owner))
+                    {
+                        let _ = jm.cast(JobManagerMessage::ReplicaAcked(token));
                     }
                 }
             }
@@ -415,8 +545,21 @@ fn writer(
     }
 }
 
+impl Write {
+    /// Somebody waits for this write's commit.
+    fn is_urgent(&self) -> bool {
+        match self {
+            Write::Start(_, _, _, w) => w.is_some(),
+            Write::Keep(b) => b.ack.is_some(),
+            _ => false,
+        }
+    }
+}
+
 /// Sends what the writer committed to each job's replicas (runs on the writer thread).
 struct Replicator {
+    /// Submissions waiting for a replica's commit (shared with [`Journal::acked`]).
+    pending: Arc<std::sync::Mutex<Pending>>,
     me: String,
     view: Arc<ClusterView>,
     copies: usize,
@@ -444,7 +587,14 @@ impl Replicator {
         .collect()
     }
 
-    fn after_commit(&mut self, db: &Database, writes: Vec<(String, Option<u64>, ReplicaWhat)>) {
+    /// Sends `writes` to their jobs' replicas. The `waiting` submissions whose job has a
+    /// replica to send to are taken out and answered when one of those acks.
+    fn after_commit(
+        &mut self,
+        db: &Database,
+        writes: Vec<(String, Option<u64>, ReplicaWhat)>,
+        waiting: &mut Vec<(String, Waiter)>,
+    ) {
         if writes.is_empty() {
             return;
         }
@@ -482,7 +632,53 @@ impl Replicator {
                 self.targets.insert(job, now);
             }
         }
-        self.send(out);
+        // Which waiting submissions each node's batch carries.
+        let mut waits_on: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, (job, w)) in waiting.iter().enumerate() {
+            if !w.copied {
+                continue;
+            }
+            for node in self.targets.get(job).into_iter().flatten() {
+                waits_on.entry(node.clone()).or_default().push(i);
+            }
+        }
+        if waits_on.is_empty() {
+            self.send(out);
+            return;
+        }
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.by_token.retain(|_, (at, _)| at.elapsed() < PENDING_FOR);
+        p.waiters.retain(|_, w| !w.is_closed());
+        let mut ids: Vec<Option<u64>> = vec![None; waiting.len()];
+        let mut tokens: HashMap<String, u64> = HashMap::new();
+        for (node, idx) in &waits_on {
+            if !out.contains_key(node) {
+                continue;
+            }
+            let token = p.next_token;
+            p.next_token += 1;
+            let mut wids = Vec::with_capacity(idx.len());
+            for &i in idx {
+                let id = *ids[i].get_or_insert_with(|| {
+                    p.next_waiter += 1;
+                    p.next_waiter
+                });
+                wids.push(id);
+            }
+            p.by_token.insert(token, (Instant::now(), wids));
+            tokens.insert(node.clone(), token);
+        }
+        // The waiters that now wait on a replica move into the shared table.
+        for ((job, w), id) in std::mem::take(waiting).into_iter().zip(ids) {
+            match id {
+                Some(id) => {
+                    p.waiters.insert(id, w.done);
+                }
+                None => waiting.push((job, w)),
+            }
+        }
+        drop(p);
+        self.send_with(out, &tokens);
     }
 
     /// Gives every live job whose replicas changed its whole journal at the new ones.
@@ -509,6 +705,11 @@ impl Replicator {
     }
 
     fn send(&self, out: HashMap<String, Vec<ReplicaWrite>>) {
+        self.send_with(out, &HashMap::new());
+    }
+
+    /// Sends each node its writes, asking those in `tokens` to ack with their token.
+    fn send_with(&self, out: HashMap<String, Vec<ReplicaWrite>>, tokens: &HashMap<String, u64>) {
         for (node, writes) in out {
             if writes.is_empty() {
                 continue;
@@ -519,6 +720,7 @@ impl Replicator {
                     let batch = ReplicaBatch {
                         owner: self.me.clone(),
                         writes,
+                        ack: tokens.get(&node).copied(),
                     };
                     if jm
                         .cast(JobManagerMessage::Replicate(Wire::new(batch)))
@@ -626,7 +828,7 @@ fn commit(
                     copy_inputs
                         .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
                 }
-                Write::Start(id, _, b) => {
+                Write::Start(id, _, b, _) => {
                     jobs.insert(id.as_str(), b.as_slice())?;
                 }
                 Write::Input(id, seq, b) => {

@@ -361,6 +361,7 @@ pub async fn start_node_with_context(
                 view: view.clone(),
                 copies: config.journal_replicas,
             }),
+            config.journal_ack,
         )?;
         if !recovered.jobs.is_empty() {
             tracing::info!(jobs = recovered.jobs.len(), dir = %config.data_dir().display(), "the journal holds jobs that had not ended; resuming them");

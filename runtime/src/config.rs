@@ -24,6 +24,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// When a node answers a submission: how durable a job is once its id is returned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalAck {
+    /// At once: the fastest; a crash of the owner within one commit window (10 ms) of
+    /// the answer can lose the job.
+    None,
+    /// Once the job's start is committed to the owner's journal (an fsync): a restart of
+    /// the owner resumes it.
+    Local,
+    /// Once it is committed on the owner and on one replica too (when a replica is up,
+    /// waiting at most a second for it): the job survives the owner's permanent loss.
+    #[default]
+    Copied,
+}
+
 /// Which tokio runtime a node runs on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -106,6 +122,9 @@ pub struct NodeConfig {
     /// id's rendezvous order), so that another node can take the job over when its owner
     /// is gone for good. 0: none (a job then waits for its owner to come back).
     pub journal_replicas: usize,
+    /// When a submission is answered: `copied` (on the owner's disk and a replica's),
+    /// `local` (the owner's disk) or `none` (at once).
+    pub journal_ack: JournalAck,
     /// Largest message accepted from a peer, in bytes.
     pub max_message_bytes: u64,
     /// Connections (peers, clients, and ones still in their handshake) open at once;
@@ -295,6 +314,7 @@ impl Default for NodeConfig {
             drain_timeout_ms: 30_000,
             journal: true,
             journal_replicas: 1,
+            journal_ack: JournalAck::Copied,
             max_message_bytes: 16 * 1024 * 1024,
             max_connections: 4096,
             max_pending_handshakes: 64,
@@ -539,6 +559,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "admission",
         "failure",
         "journal_replicas",
+        "journal_ack",
         "core",
     ];
     const RESTART_KEYS: &[&str] = &["max_restarts", "window_ms"];

@@ -73,6 +73,11 @@ pub struct ReplicaBatch {
     pub owner: String,
     /// The writes, in the owner's commit order.
     pub writes: Vec<ReplicaWrite>,
+    /// Set when the owner waits for this batch to be durable here (a submission is
+    /// answered once its job is copied, `journal_ack = "copied"`): the replica commits
+    /// it at once and answers [`JobManagerMessage::ReplicaAcked`] with this token.
+    #[serde(default)]
+    pub ack: Option<u64>,
 }
 
 /// One journal write about one job.
@@ -508,6 +513,8 @@ pub enum JobManagerMessage {
     FindUnique(String, RpcReplyPort<Wire<Option<UniqueJob>>>),
     /// Journal writes of another node's jobs, to keep as a copy (from that node).
     Replicate(Wire<ReplicaBatch>),
+    /// A replica committed the batch with this ack token (see [`ReplicaBatch::ack`]).
+    ReplicaAcked(u64),
     /// A job changed owner (from the node that took it over).
     JobMoved(Wire<JobMoved>),
     /// Membership saw a node come up or back (local): tell it of the jobs taken from it.
