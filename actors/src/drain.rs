@@ -25,8 +25,9 @@ pub struct DrainReport {
     pub finished: usize,
     /// Running attempts stopped at the timeout and handed back.
     pub stopped: usize,
-    /// Jobs owned here still running at the timeout (lost with the node until jobs are
-    /// journaled and taken over).
+    /// Jobs owned here still running at the timeout (they stay in the journal: they
+    /// resume when the node starts again, or move to a node holding a copy; without a
+    /// journal they end with the node).
     pub jobs_left: u32,
 }
 
@@ -125,10 +126,17 @@ pub async fn drain(ctx: &NodeContext, timeout: Duration) -> DrainReport {
     }
     report.jobs_left = view.owned_jobs.load(Ordering::Relaxed);
     if report.jobs_left > 0 {
-        tracing::warn!(
-            jobs = report.jobs_left,
-            "jobs owned by this node had not ended when the drain timed out; they end with it (jobs are not journaled yet)"
-        );
+        if ctx.journal.is_some() {
+            tracing::warn!(
+                jobs = report.jobs_left,
+                "jobs owned by this node had not ended when the drain timed out; they stay in its journal and resume when it starts again, or move to a node with a copy after failure.takeover_after_ms"
+            );
+        } else {
+            tracing::warn!(
+                jobs = report.jobs_left,
+                "jobs owned by this node had not ended when the drain timed out; without a journal they end with it"
+            );
+        }
     }
     tracing::info!(
         handed_back = report.handed_back,

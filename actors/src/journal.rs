@@ -95,18 +95,54 @@ struct Waiter {
     copied: bool,
 }
 
-/// Submissions waiting for a replica's commit, by the ack token of the batch that
-/// carries their job (a job's copies may go to more than one node: the first ack wins).
+/// A submission waiting for its job's start to be committed here and on a replica.
+struct Wait {
+    done: oneshot::Sender<()>,
+    local: bool,
+    copy: bool,
+    since: Instant,
+}
+
+/// Submissions whose job's start went to replicas ahead of the local commit, and the ack
+/// tokens of the batches that carried them (a job's copies may go to more than one node:
+/// the first ack counts).
 #[derive(Default)]
 struct Pending {
     next_token: u64,
-    by_token: HashMap<u64, (Instant, Vec<u64>)>,
-    waiters: HashMap<u64, oneshot::Sender<()>>,
-    next_waiter: u64,
+    by_token: HashMap<u64, Vec<u64>>,
+    waits: HashMap<u64, Wait>,
+    next_wait: u64,
 }
 
-/// How long a token stays pending before it is dropped (its submission was answered at
-/// `ACK_WAIT` by the job manager already).
+impl Pending {
+    /// Marks wait `id` committed here (`local`) or on a replica; answers it once both are.
+    fn mark(&mut self, id: u64, local: bool) {
+        let Some(w) = self.waits.get_mut(&id) else {
+            return;
+        };
+        if local {
+            w.local = true;
+        } else {
+            w.copy = true;
+        }
+        if w.local && w.copy {
+            if let Some(w) = self.waits.remove(&id) {
+                let _ = w.done.send(());
+            }
+        }
+    }
+
+    /// Drops waits nobody waits for any more (the job manager answered at `ACK_WAIT`).
+    fn purge(&mut self) {
+        self.waits
+            .retain(|_, w| !w.done.is_closed() && w.since.elapsed() < PENDING_FOR);
+        let waits = &self.waits;
+        self.by_token
+            .retain(|_, ids| ids.iter().any(|id| waits.contains_key(id)));
+    }
+}
+
+/// How long a wait stays pending at most (its submission was answered at `ACK_WAIT`).
 const PENDING_FOR: Duration = Duration::from_secs(5);
 
 /// The journal's write side, shared by the node's job manager and supervisors.
@@ -280,11 +316,9 @@ impl Journal {
     /// A replica committed the batch that carried `token`: its submissions are durable.
     pub fn acked(&self, token: u64) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, ids)) = p.by_token.remove(&token) {
+        if let Some(ids) = p.by_token.remove(&token) {
             for id in ids {
-                if let Some(done) = p.waiters.remove(&id) {
-                    let _ = done.send(());
-                }
+                p.mark(id, false);
             }
         }
     }
@@ -501,10 +535,17 @@ fn writer(
                 _ => {}
             }
         }
+        // Submissions waiting for a copy: their starts go to the replicas now, so that
+        // both disks commit at once (one fsync's wait instead of two in a row).
+        let (ahead, ahead_jobs) = match &mut replicator {
+            Some(r) => r.send_ahead(&batch, &mut waiting),
+            None => (Vec::new(), std::collections::HashSet::new()),
+        };
         let outgoing: Vec<(String, Option<u64>, ReplicaWhat)> = match &replicator {
             Some(_) => batch
                 .iter()
                 .filter_map(|w| match w {
+                    Write::Start(id, _, _, _) if ahead_jobs.contains(id) => None,
                     Write::Start(id, epoch, b, _) => {
                         Some((id.clone(), Some(*epoch), ReplicaWhat::Start(b.clone())))
                     }
@@ -520,11 +561,14 @@ fn writer(
         };
         match commit(&db, batch, &mut next_order, retain) {
             Ok(()) => {
-                let mut waiting = waiting;
                 if let Some(r) = &mut replicator {
-                    r.after_commit(&db, outgoing, &mut waiting);
+                    r.after_commit(&db, outgoing);
                     if r.checked.elapsed() >= CHECK_EVERY {
                         r.check(&db);
+                    }
+                    let mut p = r.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    for id in ahead {
+                        p.mark(id, true);
                     }
                 }
                 // Durable here, and no replica to wait for (or not asked to).
@@ -539,7 +583,13 @@ fn writer(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, writes = n, "journal commit failed; these jobs may not resume after a restart")
+                tracing::error!(error = %e, writes = n, "journal commit failed; these jobs may not resume after a restart");
+                if let Some(r) = &replicator {
+                    let mut p = r.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    for id in ahead {
+                        p.waits.remove(&id);
+                    }
+                }
             }
         }
     }
@@ -587,14 +637,8 @@ impl Replicator {
         .collect()
     }
 
-    /// Sends `writes` to their jobs' replicas. The `waiting` submissions whose job has a
-    /// replica to send to are taken out and answered when one of those acks.
-    fn after_commit(
-        &mut self,
-        db: &Database,
-        writes: Vec<(String, Option<u64>, ReplicaWhat)>,
-        waiting: &mut Vec<(String, Waiter)>,
-    ) {
+    /// Sends `writes` to their jobs' replicas (a job's new replica gets its whole journal).
+    fn after_commit(&mut self, db: &Database, writes: Vec<(String, Option<u64>, ReplicaWhat)>) {
         if writes.is_empty() {
             return;
         }
@@ -632,53 +676,80 @@ impl Replicator {
                 self.targets.insert(job, now);
             }
         }
-        // Which waiting submissions each node's batch carries.
-        let mut waits_on: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, (job, w)) in waiting.iter().enumerate() {
-            if !w.copied {
-                continue;
-            }
-            for node in self.targets.get(job).into_iter().flatten() {
-                waits_on.entry(node.clone()).or_default().push(i);
-            }
+        self.send(out);
+    }
+
+    /// Sends the starts of the submissions in `waiting` that want a copy to their jobs'
+    /// replicas before the local commit, each batch with an ack token. Those with a
+    /// replica to wait for leave `waiting`; returns their wait ids and jobs.
+    fn send_ahead(
+        &mut self,
+        batch: &[Write],
+        waiting: &mut Vec<(String, Waiter)>,
+    ) -> (Vec<u64>, std::collections::HashSet<String>) {
+        let mut ids = Vec::new();
+        let mut jobs = std::collections::HashSet::new();
+        if !waiting.iter().any(|(_, w)| w.copied) {
+            return (ids, jobs);
         }
-        if waits_on.is_empty() {
-            self.send(out);
-            return;
-        }
+        self.live = crate::live_nodes(&self.view);
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.by_token.retain(|_, (at, _)| at.elapsed() < PENDING_FOR);
-        p.waiters.retain(|_, w| !w.is_closed());
-        let mut ids: Vec<Option<u64>> = vec![None; waiting.len()];
-        let mut tokens: HashMap<String, u64> = HashMap::new();
-        for (node, idx) in &waits_on {
-            if !out.contains_key(node) {
+        p.purge();
+        let mut carried: HashMap<String, Vec<u64>> = HashMap::new();
+        for (job, w) in std::mem::take(waiting) {
+            let targets = if w.copied {
+                self.targets_for(&job)
+            } else {
+                Vec::new()
+            };
+            if targets.is_empty() {
+                waiting.push((job, w));
                 continue;
             }
+            p.next_wait += 1;
+            let id = p.next_wait;
+            p.waits.insert(
+                id,
+                Wait {
+                    done: w.done,
+                    local: false,
+                    copy: false,
+                    since: Instant::now(),
+                },
+            );
+            for node in &targets {
+                carried.entry(node.clone()).or_default().push(id);
+            }
+            ids.push(id);
+            self.epochs.insert(job.clone(), 0);
+            self.targets.insert(job.clone(), targets);
+            jobs.insert(job);
+        }
+        let mut out: HashMap<String, Vec<ReplicaWrite>> = HashMap::new();
+        for w in batch {
+            if let Write::Start(job, epoch, b, _) = w {
+                if !jobs.contains(job) {
+                    continue;
+                }
+                for node in self.targets.get(job).into_iter().flatten() {
+                    out.entry(node.clone()).or_default().push(ReplicaWrite {
+                        job: job.clone(),
+                        epoch: *epoch,
+                        what: ReplicaWhat::Start(b.clone()),
+                    });
+                }
+            }
+        }
+        let mut tokens = HashMap::new();
+        for (node, carried) in carried {
             let token = p.next_token;
             p.next_token += 1;
-            let mut wids = Vec::with_capacity(idx.len());
-            for &i in idx {
-                let id = *ids[i].get_or_insert_with(|| {
-                    p.next_waiter += 1;
-                    p.next_waiter
-                });
-                wids.push(id);
-            }
-            p.by_token.insert(token, (Instant::now(), wids));
-            tokens.insert(node.clone(), token);
-        }
-        // The waiters that now wait on a replica move into the shared table.
-        for ((job, w), id) in std::mem::take(waiting).into_iter().zip(ids) {
-            match id {
-                Some(id) => {
-                    p.waiters.insert(id, w.done);
-                }
-                None => waiting.push((job, w)),
-            }
+            p.by_token.insert(token, carried);
+            tokens.insert(node, token);
         }
         drop(p);
         self.send_with(out, &tokens);
+        (ids, jobs)
     }
 
     /// Gives every live job whose replicas changed its whole journal at the new ones.

@@ -9,16 +9,19 @@
 //!   Needs root; without it the figure is `null` and stderr says why.
 //! - `restart_to_work_ms`: a killed node started again under its name, from its process
 //!   start to its first completed step, with work waiting in the cluster.
-//! - `takeover_ms`: `null`: taking over the jobs of an owner that stays dead is not built
-//!   yet.
+//! - `takeover_ms`: SIGKILL of the node that owns a job (it stays down), to the job's
+//!   next step running under its new owner, on four nodes with
+//!   `failure.takeover_after_ms` = `FAILOVER_TAKEOVER_AFTER_MS` (default 1000, printed as
+//!   `takeover_after_ms`): the grace period is part of the figure; what the cluster adds
+//!   is the difference.
 //!
 //! Prints, last,
-//! `{"bench":"failover","kill_to_redispatch_ms":..,"silent_to_down_ms":..,"restart_to_work_ms":..,"takeover_ms":null}`.
+//! `{"bench":"failover","kill_to_redispatch_ms":..,"silent_to_down_ms":..,"restart_to_work_ms":..,"takeover_ms":..,"takeover_after_ms":..}`.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use troupe_integration::{env_or, node_state, Cluster};
+use troupe_integration::{core_formed, env_or, node_state, Cluster};
 use troupe_runtime::{Client, JobSpec, StepSpec, StepState};
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -131,6 +134,85 @@ async fn silent_rounds(runs: usize) -> Result<Vec<f64>, String> {
     Ok(out)
 }
 
+/// Kill the owner of a job, time until its next step runs under the node that took it
+/// over; start the old owner again for the next round.
+async fn takeover_rounds(runs: usize, grace_ms: u64) -> Vec<f64> {
+    let mut c = Cluster::plan(4);
+    c.slots = 2;
+    c.env.push((
+        "TROUPE_FAILURE__TAKEOVER_AFTER_MS".into(),
+        grace_ms.to_string(),
+    ));
+    for i in 0..4 {
+        c.start_node(i);
+    }
+    let client = c.settled_client(&[0, 1, 2, 3]).await;
+    core_formed(3).await;
+    let mut out = Vec::new();
+    for r in 0..runs {
+        let victim = r % 4;
+        let name = Cluster::name(victim);
+        // s0 ends quickly; s1 (a minute) is what the new owner runs.
+        let job = JobSpec::new("takeover")
+            .step(StepSpec::new("s0", "troupe.sleep").input(json!({"ms": 20})))
+            .step(
+                StepSpec::new("s1", "troupe.sleep")
+                    .input(json!({"ms": 60_000}))
+                    .after(["s0"]),
+            );
+        let id = loop {
+            let h = client.submit(job.clone()).await.expect("submit");
+            if h.id().starts_with(&format!("{name}-")) {
+                break h.id().to_string();
+            }
+            let _ = h.cancel().await;
+        };
+        // Answered means copied (journal_ack = "copied"); wait for s0's result to be.
+        loop {
+            let st = client.status(&id).await.expect("status");
+            if st.steps["s1"].state == StepState::Running {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let killed = Instant::now();
+        c.node(victim).kill();
+        let took = loop {
+            // Nobody answers for the job while its owner is down and it has not moved.
+            if let Ok(st) = client.status(&id).await {
+                if st.steps["s1"].state == StepState::Running {
+                    break killed.elapsed();
+                }
+            }
+            assert!(
+                killed.elapsed() < Duration::from_millis(grace_ms) + Duration::from_secs(20),
+                "{id} was not taken over"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let took_by: Vec<String> = (0..4)
+            .filter(|&i| i != victim)
+            .filter(|&i| {
+                c.log(i)
+                    .lines()
+                    .any(|l| l.contains("took the job over") && l.contains(&id))
+            })
+            .map(Cluster::name)
+            .collect();
+        assert_eq!(took_by.len(), 1, "{id}: taken over by {took_by:?}");
+        let ms = took.as_secs_f64() * 1000.0;
+        eprintln!("run {r}: {name} killed, {id} running again after {ms:.1} ms");
+        out.push(ms);
+        let _ = client.cancel(&id).await;
+        c.start_node(victim);
+        until_state(&client, &name, "up", Duration::from_secs(10)).await;
+        core_formed(3).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    out
+}
+
 fn main() {
     let runs: usize = env_or("FAILOVER_RUNS", 5);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -152,6 +234,9 @@ fn main() {
         }
         drop(client);
         drop(c);
+        let grace: u64 = env_or("FAILOVER_TAKEOVER_AFTER_MS", 1000);
+        let takeover = takeover_rounds(runs, grace).await;
+        eprintln!("takeover (grace {grace} ms included): {takeover:?} ms");
         let silent = match silent_rounds(runs).await {
             Ok(v) => {
                 eprintln!("silent to down: {v:?} ms");
@@ -168,7 +253,8 @@ fn main() {
                    "kill_to_redispatch_ms": median(kill),
                    "silent_to_down_ms": silent,
                    "restart_to_work_ms": median(restart),
-                   "takeover_ms": null})
+                   "takeover_ms": median(takeover),
+                   "takeover_after_ms": grace})
         );
     });
 }

@@ -436,6 +436,21 @@ pub async fn node_state(client: &Client, node: &str) -> Option<String> {
         .map(|n| n.state.as_str().to_string())
 }
 
+/// Waits (at most 20 s) until this process sees `n` voters of the core group; panics if
+/// it does not.
+pub async fn core_formed(n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let group = troupe_runtime::protocol::CORE_VOTERS_GROUP.to_string();
+    while ractor::pg::get_members(&group).len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the core group did not form: {} voters seen",
+            ractor::pg::get_members(&group).len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A benchmark setting from the environment variable `name`, or `default` when it is
 /// unset or does not parse.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {

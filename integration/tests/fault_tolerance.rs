@@ -533,20 +533,6 @@ async fn a_client_dials_a_restarted_node_again() {
     }
 }
 
-/// Waits until the client sees `n` voters of the core group.
-async fn until_core_formed(n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let group = troupe_runtime::protocol::CORE_VOTERS_GROUP.to_string();
-    while ractor::pg::get_members(&group).len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "the core group did not form: {} voters seen",
-            ractor::pg::get_members(&group).len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn the_owner_killed_for_good_hands_its_job_to_a_node_with_a_copy() {
     // n1 owns the job and is killed with SIGKILL, never to return. The core group (n1-n3,
@@ -560,7 +546,7 @@ async fn the_owner_killed_for_good_hands_its_job_to_a_node_with_a_copy() {
         c.start_node(i);
     }
     let others = c.settled_client(&[0, 1, 2, 3]).await;
-    until_core_formed(3).await;
+    troupe_integration::core_formed(3).await;
     let mut h = loop {
         let h = others.submit(journaled_chain()).await.unwrap();
         if h.id().starts_with("n1-") {
@@ -609,4 +595,46 @@ async fn the_owner_killed_for_good_hands_its_job_to_a_node_with_a_copy() {
         assert_eq!(v["state"], json!("succeeded"), "via n{}: {v}", i + 1);
         assert_eq!(v["output"], json!(10));
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_job_whose_owner_dies_right_after_answering_is_not_lost() {
+    // journal_ack = "copied" (the default): the answer to a submission comes once the
+    // job's start is on the owner's disk and a replica's. The owner is killed the moment
+    // it answers and never returns; the replica's copy is taken over and the job runs.
+    let mut c = Cluster::plan(3);
+    c.slots = 2;
+    c.env
+        .push(("TROUPE_FAILURE__TAKEOVER_AFTER_MS".into(), "1500".into()));
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    let client = c.settled_client(&[0, 1, 2]).await;
+    troupe_integration::core_formed(3).await;
+    // Warm the path (sessions, worker groups) with a job through every node.
+    for _ in 0..3 {
+        let job = JobSpec::new("warm").step(StepSpec::new("e", "troupe.echo").input(json!(1)));
+        client.submit(job).await.unwrap().wait().await.unwrap();
+    }
+    let job = JobSpec::new("answered")
+        .step(StepSpec::new("wait", "troupe.sleep").input(json!({"ms": 300})))
+        .step(
+            StepSpec::new("e", "troupe.echo")
+                .input(json!("still here"))
+                .after(["wait"]),
+        );
+    let mut h = loop {
+        let mut h = client.submit(job.clone()).await.unwrap();
+        if h.id().starts_with("n1-") {
+            break h;
+        }
+        h.wait().await.unwrap();
+    };
+    c.node(0).kill();
+    let st = tokio::time::timeout(Duration::from_secs(60), h.wait())
+        .await
+        .expect("the job answered before its owner died is taken over and ends")
+        .unwrap();
+    assert_eq!(st.state, JobState::Succeeded, "{:?}", st.error);
+    assert_eq!(st.output, Some(json!("still here")));
 }
