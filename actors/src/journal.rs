@@ -559,7 +559,16 @@ fn writer(
                 .collect(),
             None => Vec::new(),
         };
-        match commit(&db, batch, &mut next_order, retain) {
+        let committing = Instant::now();
+        let committed = commit(&db, batch, &mut next_order, retain);
+        metrics::histogram!(troupe_runtime::observe::metric::JOURNAL_COMMIT_SECONDS)
+            .record(committing.elapsed().as_secs_f64());
+        tracing::trace!(
+            writes = n,
+            us = committing.elapsed().as_micros() as u64,
+            "journal commit"
+        );
+        match committed {
             Ok(()) => {
                 if let Some(r) = &mut replicator {
                     r.after_commit(&db, outgoing);

@@ -223,8 +223,10 @@ pub mod metric {
     /// denied, failed).
     pub const TAKEOVERS: &str = "troupe_takeovers_total";
     /// Counter: journal writes sent to or kept for replicas, by `direction` (out, kept,
-    /// fenced).
+    /// fenced), and submissions answered without a replica's ack (`ack_timeout`).
     pub const REPLICA_WRITES: &str = "troupe_replica_writes_total";
+    /// Histogram: seconds a journal commit (one durable redb transaction) takes.
+    pub const JOURNAL_COMMIT_SECONDS: &str = "troupe_journal_commit_seconds";
 }
 
 /// Logs a refusal at most once a second, with how many were not logged.
