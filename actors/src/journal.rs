@@ -561,13 +561,10 @@ fn writer(
         };
         let committing = Instant::now();
         let committed = commit(&db, batch, &mut next_order, retain);
+        let took = committing.elapsed();
         metrics::histogram!(troupe_runtime::observe::metric::JOURNAL_COMMIT_SECONDS)
-            .record(committing.elapsed().as_secs_f64());
-        tracing::trace!(
-            writes = n,
-            us = committing.elapsed().as_micros() as u64,
-            "journal commit"
-        );
+            .record(took.as_secs_f64());
+        tracing::trace!(writes = n, us = took.as_micros() as u64, "journal commit");
         match committed {
             Ok(()) => {
                 if let Some(r) = &mut replicator {

@@ -21,7 +21,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use troupe_integration::{core_formed, env_or, node_state, Cluster};
+use troupe_integration::{
+    core_formed, env_or, node_state, start_for_takeover, submit_owned_by, Cluster,
+};
 use troupe_runtime::{Client, JobSpec, StepSpec, StepState};
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -137,17 +139,7 @@ async fn silent_rounds(runs: usize) -> Result<Vec<f64>, String> {
 /// Kill the owner of a job, time until its next step runs under the node that took it
 /// over; start the old owner again for the next round.
 async fn takeover_rounds(runs: usize, grace_ms: u64) -> Vec<f64> {
-    let mut c = Cluster::plan(4);
-    c.slots = 2;
-    c.env.push((
-        "TROUPE_FAILURE__TAKEOVER_AFTER_MS".into(),
-        grace_ms.to_string(),
-    ));
-    for i in 0..4 {
-        c.start_node(i);
-    }
-    let client = c.settled_client(&[0, 1, 2, 3]).await;
-    core_formed(3).await;
+    let (mut c, client) = start_for_takeover(4, grace_ms).await;
     let mut out = Vec::new();
     for r in 0..runs {
         let victim = r % 4;
@@ -160,13 +152,7 @@ async fn takeover_rounds(runs: usize, grace_ms: u64) -> Vec<f64> {
                     .input(json!({"ms": 60_000}))
                     .after(["s0"]),
             );
-        let id = loop {
-            let h = client.submit(job.clone()).await.expect("submit");
-            if h.id().starts_with(&format!("{name}-")) {
-                break h.id().to_string();
-            }
-            let _ = h.cancel().await;
-        };
+        let id = submit_owned_by(&client, &job, &name).await.id().to_string();
         // Answered means copied (journal_ack = "copied"); wait for s0's result to be.
         loop {
             let st = client.status(&id).await.expect("status");

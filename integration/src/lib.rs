@@ -436,6 +436,42 @@ pub async fn node_state(client: &Client, node: &str) -> Option<String> {
         .map(|n| n.state.as_str().to_string())
 }
 
+/// Submits `job` until a submission lands on `node` (ids start with the owner's name),
+/// cancelling the others; returns that job's handle.
+pub async fn submit_owned_by(
+    client: &Client,
+    job: &troupe_runtime::JobSpec,
+    node: &str,
+) -> troupe_runtime::JobHandle {
+    let prefix = format!("{node}-");
+    loop {
+        let h = client.submit(job.clone()).await.expect("submit");
+        if h.id().starts_with(&prefix) {
+            return h;
+        }
+        let _ = h.cancel().await;
+    }
+}
+
+/// Starts `n` nodes (two slots each) that take over the jobs of an owner down for
+/// `takeover_after_ms`, and a client through all of them once the core group (three
+/// voters) has formed.
+pub async fn start_for_takeover(n: usize, takeover_after_ms: u64) -> (Cluster, Client) {
+    let mut c = Cluster::plan(n);
+    c.slots = 2;
+    c.env.push((
+        "TROUPE_FAILURE__TAKEOVER_AFTER_MS".into(),
+        takeover_after_ms.to_string(),
+    ));
+    for i in 0..n {
+        c.start_node(i);
+    }
+    let all: Vec<usize> = (0..n).collect();
+    let client = c.settled_client(&all).await;
+    core_formed(3).await;
+    (c, client)
+}
+
 /// Waits (at most 20 s) until this process sees `n` voters of the core group; panics if
 /// it does not.
 pub async fn core_formed(n: usize) {

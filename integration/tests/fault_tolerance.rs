@@ -453,13 +453,7 @@ async fn the_owner_killed_and_restarted_resumes_its_job_from_the_journal() {
     }
     // Through n1 and n2: the handle can still ask n2 while n1 is down.
     let client = c.settled_client(&[0, 1]).await;
-    let mut h = loop {
-        let h = client.submit(journaled_chain()).await.unwrap();
-        if h.id().starts_with("n1-") {
-            break h;
-        }
-        let _ = h.cancel().await;
-    };
+    let mut h = troupe_integration::submit_owned_by(&client, &journaled_chain(), "n1").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let st = client.status(h.id()).await.unwrap();
@@ -538,22 +532,8 @@ async fn the_owner_killed_for_good_hands_its_job_to_a_node_with_a_copy() {
     // n1 owns the job and is killed with SIGKILL, never to return. The core group (n1-n3,
     // formed by n1 once three nodes were up) still has a majority; after the grace
     // period the node holding the copy of the job's journal takes it over and finishes it.
-    let mut c = Cluster::plan(4);
-    c.slots = 2;
-    c.env
-        .push(("TROUPE_FAILURE__TAKEOVER_AFTER_MS".into(), "1500".into()));
-    for i in 0..4 {
-        c.start_node(i);
-    }
-    let others = c.settled_client(&[0, 1, 2, 3]).await;
-    troupe_integration::core_formed(3).await;
-    let mut h = loop {
-        let h = others.submit(journaled_chain()).await.unwrap();
-        if h.id().starts_with("n1-") {
-            break h;
-        }
-        let _ = h.cancel().await;
-    };
+    let (mut c, others) = troupe_integration::start_for_takeover(4, 1500).await;
+    let mut h = troupe_integration::submit_owned_by(&others, &journaled_chain(), "n1").await;
     let id = h.id().to_string();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -602,15 +582,7 @@ async fn a_job_whose_owner_dies_right_after_answering_is_not_lost() {
     // journal_ack = "copied" (the default): the answer to a submission comes once the
     // job's start is on the owner's disk and a replica's. The owner is killed the moment
     // it answers and never returns; the replica's copy is taken over and the job runs.
-    let mut c = Cluster::plan(3);
-    c.slots = 2;
-    c.env
-        .push(("TROUPE_FAILURE__TAKEOVER_AFTER_MS".into(), "1500".into()));
-    for i in 0..3 {
-        c.start_node(i);
-    }
-    let client = c.settled_client(&[0, 1, 2]).await;
-    troupe_integration::core_formed(3).await;
+    let (mut c, client) = troupe_integration::start_for_takeover(3, 1500).await;
     // Warm the path (sessions, worker groups) with a job through every node.
     for _ in 0..3 {
         let job = JobSpec::new("warm").step(StepSpec::new("e", "troupe.echo").input(json!(1)));
@@ -623,13 +595,7 @@ async fn a_job_whose_owner_dies_right_after_answering_is_not_lost() {
                 .input(json!("still here"))
                 .after(["wait"]),
         );
-    let mut h = loop {
-        let mut h = client.submit(job.clone()).await.unwrap();
-        if h.id().starts_with("n1-") {
-            break h;
-        }
-        h.wait().await.unwrap();
-    };
+    let mut h = troupe_integration::submit_owned_by(&client, &job, "n1").await;
     c.node(0).kill();
     let st = tokio::time::timeout(Duration::from_secs(60), h.wait())
         .await
