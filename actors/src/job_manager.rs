@@ -156,8 +156,8 @@ fn missing_tasks(req: &SubmitRequest) -> Vec<(String, String)> {
     req.spec
         .steps
         .iter()
-        .filter(|s| ractor::pg::get_members(&task_group(&s.task)).is_empty())
-        .map(|s| (s.id.clone(), s.task.clone()))
+        .filter(|s| ractor::pg::get_members(&task_group(s.task_name())).is_empty())
+        .map(|s| (s.id.clone(), s.task_name().to_string()))
         .collect()
 }
 

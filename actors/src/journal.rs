@@ -41,7 +41,8 @@ use troupe_runtime::job::spec::JobSpec;
 use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::job::validate::Limits;
 use troupe_runtime::protocol::{
-    first_member, job_manager_group, JobManagerMessage, ReplicaBatch, ReplicaWhat, ReplicaWrite,
+    first_member, job_manager_group, Fenced, JobManagerMessage, ReplicaBatch, ReplicaWhat,
+    ReplicaWrite, SavedState,
 };
 use troupe_runtime::wire::{self, Wire};
 
@@ -53,6 +54,11 @@ const ENDED: TableDefinition<&str, &[u8]> = TableDefinition::new("ended");
 const ENDED_ORDER: TableDefinition<u64, &str> = TableDefinition::new("ended_order");
 const COPIES: TableDefinition<&str, &[u8]> = TableDefinition::new("copies");
 const COPY_INPUTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("copy_inputs");
+const ACTOR_STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("actor_states");
+
+/// Someone waiting for an actor's state to be saved: told whether it was, or that a
+/// newer activation's save is already here.
+type StateWaiter = oneshot::Sender<Result<(), Fenced>>;
 
 /// Why the journal cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +92,9 @@ enum Write {
     Forget(String),
     /// Drop a job of this node's that another node took over (no status kept).
     Drop(String),
+    /// An actor's state (this node's activation's, or a copy of another node's). Urgent:
+    /// somebody waits for it.
+    ActorState(String, SavedState, StateWaiter),
 }
 
 /// Someone waiting for a job's start to be durable.
@@ -399,6 +408,41 @@ impl Journal {
         }
     }
 
+    /// Saves an actor's state; the receiver says, once committed, whether it was kept
+    /// (a save of a newer activation already here refuses it). Dropped unfired if the
+    /// commit fails.
+    pub fn save_actor(
+        &self,
+        actor: &str,
+        saved: SavedState,
+    ) -> oneshot::Receiver<Result<(), Fenced>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Write::ActorState(actor.to_string(), saved, tx));
+        rx
+    }
+
+    /// The newest state saved here of `actor` (`TYPE/KEY`).
+    pub fn actor_state(&self, actor: &str) -> Result<Option<SavedState>, JournalError> {
+        let err = |e: redb::Error| JournalError::Read {
+            path: self.path.clone(),
+            source: Box::new(e),
+        };
+        let rtx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = match rtx.open_table(ACTOR_STATES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(e.into())),
+        };
+        let Some(v) = table.get(actor).map_err(|e| err(e.into()))? else {
+            return Ok(None);
+        };
+        wire::decode(v.value()).map(Some).map_err(|e| {
+            err(redb::Error::Corrupted(format!(
+                "state of actor {actor}: {e}"
+            )))
+        })
+    }
+
     fn send(&self, w: Write) {
         if self.tx.send(w).is_err() {
             tracing::error!("the journal's writer has stopped; this job is not journaled");
@@ -560,7 +604,8 @@ fn writer(
             None => Vec::new(),
         };
         let committing = Instant::now();
-        let committed = commit(&db, batch, &mut next_order, retain);
+        let mut saved: Vec<(StateWaiter, Result<(), Fenced>)> = Vec::new();
+        let committed = commit(&db, batch, &mut next_order, retain, &mut saved);
         let took = committing.elapsed();
         metrics::histogram!(troupe_runtime::observe::metric::JOURNAL_COMMIT_SECONDS)
             .record(took.as_secs_f64());
@@ -576,6 +621,9 @@ fn writer(
                     for id in ahead {
                         p.mark(id, true);
                     }
+                }
+                for (w, r) in saved {
+                    let _ = w.send(r);
                 }
                 // Durable here, and no replica to wait for (or not asked to).
                 for (_, w) in waiting {
@@ -607,6 +655,7 @@ impl Write {
         match self {
             Write::Start(_, _, _, w) => w.is_some(),
             Write::Keep(b) => b.ack.is_some(),
+            Write::ActorState(..) => true,
             _ => false,
         }
     }
@@ -859,9 +908,11 @@ fn commit(
     batch: Vec<Write>,
     next_order: &mut u64,
     retain: usize,
+    saved: &mut Vec<(StateWaiter, Result<(), Fenced>)>,
 ) -> Result<(), redb::Error> {
     let tx = db.begin_write()?;
     {
+        let mut states = tx.open_table(ACTOR_STATES)?;
         let mut jobs = tx.open_table(JOBS)?;
         let mut inputs = tx.open_table(INPUTS)?;
         let mut ended = tx.open_table(ENDED)?;
@@ -907,6 +958,29 @@ fn commit(
                 }
                 Write::Start(id, _, b, _) => {
                     jobs.insert(id.as_str(), b.as_slice())?;
+                }
+                Write::ActorState(actor, state, waiter) => {
+                    // Fencing: a save older than the one here (an activation that was
+                    // replaced) is refused, and its activation learns it must stop.
+                    let held = match states.get(actor.as_str())? {
+                        Some(v) => wire::decode::<SavedState>(v.value()).ok(),
+                        None => None,
+                    };
+                    let result = match state.admit(held.as_ref()) {
+                        Err(f) => Err(f),
+                        Ok(false) => Ok(()),
+                        Ok(true) => match wire::encode(&state) {
+                            Ok(b) => {
+                                states.insert(actor.as_str(), b.as_slice())?;
+                                Ok(())
+                            }
+                            Err(e) => {
+                                tracing::error!(actor, error = %e, "cannot encode an actor's state");
+                                continue;
+                            }
+                        },
+                    };
+                    saved.push((waiter, result));
                 }
                 Write::Input(id, seq, b) => {
                     inputs.insert((id.as_str(), seq), b.as_slice())?;

@@ -12,6 +12,8 @@
 //! ├── JobManager     accepts jobs, answers status; one JobSupervisor child per job
 //! │   └── JobSupervisor*  owns one job: DAG state, retries, timeouts, watchers
 //! ├── Merger         owner of request keys: merges identical requests, caches pure results
+//! ├── ActorHost      keyed actors: routes their messages, claims leases, saves state
+//! │   └── Activation*  one per active (type, key): its state and mailbox
 //! ├── Membership     full mesh from the seeds, gossip of node info, handshake deadlines
 //! ├── GearmanWorkers   (with --gearman) external Gearman workers' stand-in in task groups
 //! ├── GearmanClients   (with --gearman) turns job events into WORK_* packets for clients
@@ -32,6 +34,7 @@ use troupe_runtime::config::NodeConfig;
 use troupe_runtime::merge::TaskProps;
 use troupe_runtime::TaskRegistry;
 
+pub mod actor_host;
 pub mod core;
 pub mod dispatcher;
 pub mod drain;
@@ -84,6 +87,8 @@ pub mod names {
     pub const GEARMAN_WORKERS: &str = "troupe.gearman_workers";
     /// The watcher of the jobs of Gearman clients.
     pub const GEARMAN_CLIENTS: &str = "troupe.gearman_clients";
+    /// The host of keyed-actor activations (see `troupe_runtime::protocol::actor_host_name`).
+    pub const ACTOR_HOST: &str = "troupe.actor_host";
 
     /// The registered name of system actor `base` on node `node`.
     pub fn of(base: &str, node: &str) -> String {

@@ -43,6 +43,8 @@ pub enum Child {
     JobManager,
     /// [`Merger`].
     Merger,
+    /// [`crate::actor_host::ActorHost`].
+    ActorHost,
     /// [`Membership`].
     Membership,
     /// [`GearmanWorkers`], only with `--gearman`.
@@ -57,7 +59,7 @@ impl Child {
     /// Start order: transport first, membership (which dials peers) last.
     /// (The TLS listener binds the node's address before the node server binds its
     /// ephemeral loopback port, so that one cannot take the other's.)
-    pub const ALL: [Child; 12] = [
+    pub const ALL: [Child; 13] = [
         Child::TlsListener,
         Child::NodeServer,
         Child::WorkerPool,
@@ -66,6 +68,7 @@ impl Child {
         Child::Core,
         Child::JobManager,
         Child::Merger,
+        Child::ActorHost,
         Child::Membership,
         Child::GearmanWorkers,
         Child::GearmanClients,
@@ -95,6 +98,7 @@ impl Child {
             Child::JobManager => names::JOB_MANAGER,
             Child::Core => names::CORE,
             Child::Merger => names::MERGER,
+            Child::ActorHost => names::ACTOR_HOST,
             Child::Membership => names::MEMBERSHIP,
             Child::GearmanWorkers => names::GEARMAN_WORKERS,
             Child::GearmanClients => names::GEARMAN_CLIENTS,
@@ -174,6 +178,7 @@ async fn spawn_child(
         Child::JobManager => linked(name, JobManager, ctx, sup).await?,
         Child::Core => linked(name, crate::core::Core, ctx, sup).await?,
         Child::Merger => linked(name, Merger, ctx, sup).await?,
+        Child::ActorHost => linked(name, crate::actor_host::ActorHost, ctx, sup).await?,
         Child::Membership => linked(name, Membership, ctx, sup).await?,
         Child::GearmanWorkers => linked(name, GearmanWorkers, ctx, sup).await?,
         Child::GearmanClients => linked(name, GearmanClients, ctx, sup).await?,

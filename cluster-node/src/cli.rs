@@ -28,6 +28,10 @@ pub enum Command {
     Resume(ResumeArgs),
     /// List the cluster's nodes and the task groups each serves.
     Nodes(NodesArgs),
+    /// Send one message to a keyed actor and print its reply as JSON.
+    Call(CallArgs),
+    /// List the activations of keyed actors on every node.
+    Actors(ActorsArgs),
     /// Start three local nodes, run an example job with progress, stop the nodes.
     Demo(DemoArgs),
     /// A live view of nodes and jobs in the terminal (q quits).
@@ -161,6 +165,34 @@ pub struct NodesArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Print `{"nodes": [...]}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// How to reach the cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The actor type (`troupe.counter`, or a type a node registered).
+    pub actor_type: String,
+    /// The actor's key.
+    pub key: String,
+    /// The message, as JSON (`{"op": "add", "n": 1}`).
+    pub message: String,
+    /// Seconds to wait for the reply (the call tries again while the actor moves).
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+/// Flags of `actors`.
+#[derive(Debug, Args)]
+pub struct ActorsArgs {
+    /// How to reach the cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Print `{"actors": [{"type", "key", "node", "epoch"}]}`.
     #[arg(long)]
     pub json: bool,
 }

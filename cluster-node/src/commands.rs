@@ -8,6 +8,7 @@ use troupe_runtime::{Client, ClientError, ClientOptions, TaskRegistry};
 use crate::cli::{ClusterArgs, Command};
 use crate::{exit, logging};
 
+pub mod actors;
 pub mod certs;
 pub mod demo;
 pub mod nodes;
@@ -25,6 +26,8 @@ pub fn run(cli: crate::cli::Cli, registry: TaskRegistry) -> u8 {
         Command::Cancel(a) => client_command(|| status::cancel(a)),
         Command::Resume(a) => client_command(|| status::resume(a)),
         Command::Nodes(a) => client_command(|| nodes::run(a)),
+        Command::Call(a) => client_command(|| actors::call(a)),
+        Command::Actors(a) => client_command(|| actors::list(a)),
         Command::Demo(a) => client_command(|| demo::run(a)),
         Command::Top(a) => client_command(|| top::run(a)),
         Command::Certs(a) => certs::run(a),
@@ -52,6 +55,14 @@ where
 
 /// Connects a client with the command line's seeds and cookie.
 pub async fn connect(c: &ClusterArgs) -> Result<Client, ClientError> {
+    connect_with(c, |_| {}).await
+}
+
+/// Connects a client as [`connect`] does, with `adjust` applied to its options.
+pub async fn connect_with(
+    c: &ClusterArgs,
+    adjust: impl FnOnce(&mut ClientOptions),
+) -> Result<Client, ClientError> {
     let cookie = match &c.cookie_file {
         Some(f) => troupe_runtime::config::read_cookie_file(f).map_err(ClientError::BadInput)?,
         None => c.cookie.clone(),
@@ -62,6 +73,7 @@ pub async fn connect(c: &ClusterArgs) -> Result<Client, ClientError> {
     opts.tls = TlsFiles::from_parts(t.tls_cert.clone(), t.tls_key.clone(), t.tls_ca.clone())
         .and_then(|f| f.map(|f| f.load()).transpose())
         .map_err(|e| ClientError::BadInput(e.to_string()))?;
+    adjust(&mut opts);
     Client::connect(opts).await
 }
 

@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::actor::{ActorContext, ActorError, KeyedActor};
 use crate::task::{Task, TaskContext, TaskError, TaskRegistry};
 
 /// Adds every built-in task to `r`.
@@ -18,7 +19,91 @@ pub fn register(r: &mut TaskRegistry) {
         .register("troupe.crash", Crash)
         .register("troupe.needs_action", NeedsAction)
         .register_with("troupe.fib", Fib, crate::merge::TaskProps::PURE)
-        .register("troupe.tree", Tree);
+        .register("troupe.tree", Tree)
+        .register(crate::actor::ACTOR_STEP_TASK, ActorStep)
+        .register_actor("troupe.counter", Counter::<true>)
+        .register_actor("troupe.memory_counter", Counter::<false>);
+}
+
+/// A message of `troupe.counter` (DESIGN.md): `{"op": "add", "n": N}`, `{"op": "get"}`,
+/// `{"op": "panic"}`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CounterMessage {
+    /// Adds `n`; replies the new total.
+    Add {
+        /// What to add.
+        n: i64,
+    },
+    /// Replies the total.
+    Get,
+    /// Panics in the handler (the activation restarts from its saved state).
+    Panic,
+}
+
+/// The state of a counter.
+#[derive(Debug, Default, serde::Serialize, Deserialize)]
+pub struct CounterState {
+    /// The total.
+    pub total: i64,
+}
+
+/// `troupe.counter` (`PERSISTENT = true`: its total survives the death of its node) and
+/// `troupe.memory_counter` (the same in memory only, for benchmarks and tests).
+pub struct Counter<const PERSISTENT: bool>;
+impl<const P: bool> KeyedActor for Counter<P> {
+    type State = CounterState;
+    type Message = CounterMessage;
+    type Reply = Value;
+    const PERSISTENT: bool = P;
+    async fn handle(
+        &self,
+        _ctx: &ActorContext,
+        state: &mut CounterState,
+        msg: CounterMessage,
+    ) -> Result<Value, ActorError> {
+        match msg {
+            CounterMessage::Add { n } => {
+                state.total = state
+                    .total
+                    .checked_add(n)
+                    .ok_or_else(|| ActorError::refused("the total would overflow"))?;
+            }
+            CounterMessage::Get => {}
+            CounterMessage::Panic => panic!("the counter was asked to panic"),
+        }
+        Ok(json!({ "total": state.total }))
+    }
+}
+
+/// The input of [`crate::actor::ACTOR_STEP_TASK`].
+#[derive(Deserialize)]
+pub struct ActorStepInput {
+    /// The actor type.
+    pub actor: String,
+    /// The key.
+    pub key: String,
+    /// The message.
+    pub message: Value,
+}
+
+/// `troupe.actor`: sends a job step's message to its actor and returns the reply. An
+/// unavailable actor is a transient error (the step's retry policy applies); a refusal or
+/// a handler failure is permanent.
+pub struct ActorStep;
+impl Task for ActorStep {
+    type Input = ActorStepInput;
+    type Output = Value;
+    async fn run(&self, _ctx: TaskContext, input: ActorStepInput) -> Result<Value, TaskError> {
+        crate::actor::route::call(
+            &input.actor,
+            &input.key,
+            input.message,
+            crate::actor::route::CALL_TIMEOUT,
+        )
+        .await
+        .map_err(crate::actor::ActorCallError::into_task_error)
+    }
 }
 
 /// `troupe.echo`: returns its input.

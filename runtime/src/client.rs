@@ -703,6 +703,36 @@ impl Client {
         )
     }
 
+    /// Sends `message` to actor `key` of type `actor_type` and returns its reply. The
+    /// actor is activated if it is not running; while it is moving (its node went down,
+    /// a node joined) the call tries again, for up to the client's request timeout.
+    pub async fn call_actor(
+        &self,
+        actor_type: &str,
+        key: &str,
+        message: serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        crate::actor::route::call(actor_type, key, message, self.inner.opts.request_timeout)
+            .await
+            .map_err(ClientError::Actor)
+    }
+
+    /// The activations of keyed actors on every node, as one node gathers them.
+    pub async fn actors(&self) -> Result<Vec<crate::actor::ActivationInfo>, ClientError> {
+        let host: ActorRef<crate::protocol::ActorHostMessage> =
+            ractor::pg::get_members(&crate::protocol::ACTOR_HOSTS_GROUP.to_string())
+                .into_iter()
+                .next()
+                .map(Into::into)
+                .ok_or_else(|| ClientError::Connection("no node's actor host is visible".into()))?;
+        let timeout = self.inner.opts.request_timeout;
+        rpc_reply(
+            host.call(crate::protocol::ActorHostMessage::ListAll, Some(timeout))
+                .await,
+            timeout,
+        )
+    }
+
     /// Waits until at least `n` nodes are up, as the cluster sees it.
     pub async fn wait_for_nodes(
         &self,

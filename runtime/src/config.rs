@@ -153,6 +153,35 @@ pub struct NodeConfig {
     /// The core group: the nodes that run Raft to decide who owns a job after its owner
     /// is gone.
     pub core: CoreConfig,
+    /// The node's hosting of user actors.
+    pub actors: ActorsConfig,
+}
+
+/// How a node hosts keyed actors (see [`crate::actor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActorsConfig {
+    /// An activation that handled no message for this long is deactivated (its state is
+    /// saved already; the next message activates it again).
+    pub idle_ms: u64,
+    /// Restarts (handler failures and panics) an activation may make within
+    /// `restart_window_ms`; one more stops it for `stopped_for_ms`.
+    pub max_restarts: u32,
+    /// The window of `max_restarts`.
+    pub restart_window_ms: u64,
+    /// How long an actor stopped by too many restarts refuses messages.
+    pub stopped_for_ms: u64,
+}
+
+impl Default for ActorsConfig {
+    fn default() -> Self {
+        Self {
+            idle_ms: 300_000,
+            max_restarts: 3,
+            restart_window_ms: 10_000,
+            stopped_for_ms: 30_000,
+        }
+    }
 }
 
 /// The core group (Raft, on up to five nodes). It decides what must be unique in the
@@ -327,6 +356,7 @@ impl Default for NodeConfig {
             admission: AdmissionConfig::default(),
             failure: FailureConfig::default(),
             core: CoreConfig::default(),
+            actors: ActorsConfig::default(),
         }
     }
 }
@@ -561,6 +591,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "journal_replicas",
         "journal_ack",
         "core",
+        "actors",
     ];
     const RESTART_KEYS: &[&str] = &["max_restarts", "window_ms"];
     const LIMIT_KEYS: &[&str] = &[
@@ -573,6 +604,12 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
     const CACHE_KEYS: &[&str] = &["max_bytes", "ttl_ms"];
     const FAILURE_KEYS: &[&str] = &["suspect_after_ms", "down_after_ms", "takeover_after_ms"];
     const CORE_KEYS: &[&str] = &["nodes", "size"];
+    const ACTORS_KEYS: &[&str] = &[
+        "idle_ms",
+        "max_restarts",
+        "restart_window_ms",
+        "stopped_for_ms",
+    ];
     let is_toml = path.extension().is_none_or(|e| e == "toml");
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(()); // the config crate reports the read error with the path
@@ -601,6 +638,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
             "cache" => CACHE_KEYS,
             "failure" => FAILURE_KEYS,
             "core" => CORE_KEYS,
+            "actors" => ACTORS_KEYS,
             _ => continue,
         };
         if let Some(bad) = v

@@ -62,6 +62,26 @@ pub enum CoreCommand {
         /// The jobs.
         jobs: Vec<String>,
     },
+    /// Let `node` run actor `actor` (`TYPE/KEY`): granted if nobody holds its lease, if
+    /// `node` does, or if its holder is not among `live` (the hosts of the type that the
+    /// asker sees).
+    ClaimActor {
+        /// `TYPE/KEY`.
+        actor: String,
+        /// The asker.
+        node: String,
+        /// The nodes the asker sees serving the type.
+        live: Vec<String>,
+    },
+    /// `node` stopped running `actor` at `epoch` (idle, or moved to its new owner).
+    ReleaseActor {
+        /// `TYPE/KEY`.
+        actor: String,
+        /// The holder.
+        node: String,
+        /// Its epoch.
+        epoch: u64,
+    },
 }
 
 /// The core group's answer.
@@ -93,10 +113,13 @@ pub fn first_owner(job: &str) -> JobOwner {
     }
 }
 
-/// The state machine: jobs that changed owner.
+/// The state machine: jobs that changed owner, and the leases of running actors.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ownership {
     moved: BTreeMap<String, JobOwner>,
+    /// Actor (`TYPE/KEY`) -> the node running it and its epoch.
+    #[serde(default)]
+    actors: BTreeMap<String, JobOwner>,
 }
 
 impl Ownership {
@@ -134,7 +157,39 @@ impl Ownership {
             CoreCommand::Owners { jobs } => {
                 CoreDecision::Owners(jobs.iter().map(|j| self.moved.get(j).cloned()).collect())
             }
+            CoreCommand::ClaimActor { actor, node, live } => match self.actors.get(actor) {
+                Some(holder) if holder.node != *node && live.contains(&holder.node) => {
+                    CoreDecision::Denied {
+                        owner: holder.clone(),
+                    }
+                }
+                _ => {
+                    self.actors.insert(
+                        actor.clone(),
+                        JobOwner {
+                            node: node.clone(),
+                            epoch: index,
+                        },
+                    );
+                    CoreDecision::Granted { epoch: index }
+                }
+            },
+            CoreCommand::ReleaseActor { actor, node, epoch } => {
+                if self
+                    .actors
+                    .get(actor)
+                    .is_some_and(|h| h.node == *node && h.epoch == *epoch)
+                {
+                    self.actors.remove(actor);
+                }
+                CoreDecision::Nothing
+            }
         }
+    }
+
+    /// The lease of `actor`, if one is held.
+    pub fn actor_lease(&self, actor: &str) -> Option<&JobOwner> {
+        self.actors.get(actor)
     }
 
     /// How many jobs changed owner.
@@ -228,6 +283,49 @@ mod tests {
                 }),
                 None
             ])
+        );
+    }
+
+    #[test]
+    fn an_actor_lease_goes_to_one_node_until_its_holder_leaves_or_releases() {
+        let mut o = Ownership::default();
+        let claim = |node: &str, live: &[&str]| CoreCommand::ClaimActor {
+            actor: "t/k".into(),
+            node: node.into(),
+            live: live.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(
+            o.apply(3, &claim("n1", &["n1", "n2"])),
+            CoreDecision::Granted { epoch: 3 }
+        );
+        // n2 races for the same key while n1 is alive: denied, told who holds it.
+        assert!(matches!(
+            o.apply(4, &claim("n2", &["n1", "n2"])),
+            CoreDecision::Denied { owner } if owner.node == "n1" && owner.epoch == 3
+        ));
+        // n1 claims again (it restarted): a new epoch fences its old activation.
+        assert_eq!(
+            o.apply(5, &claim("n1", &["n1", "n2"])),
+            CoreDecision::Granted { epoch: 5 }
+        );
+        // n1 gone: n2 gets it.
+        assert_eq!(
+            o.apply(6, &claim("n2", &["n2"])),
+            CoreDecision::Granted { epoch: 6 }
+        );
+        // A stale release (n1 at 5) changes nothing; n2's own release frees the key.
+        let release = |node: &str, epoch| CoreCommand::ReleaseActor {
+            actor: "t/k".into(),
+            node: node.into(),
+            epoch,
+        };
+        o.apply(7, &release("n1", 5));
+        assert_eq!(o.actor_lease("t/k").map(|l| l.node.as_str()), Some("n2"));
+        o.apply(8, &release("n2", 6));
+        assert_eq!(o.actor_lease("t/k"), None);
+        assert_eq!(
+            o.apply(9, &claim("n1", &["n1", "n2"])),
+            CoreDecision::Granted { epoch: 9 }
         );
     }
 

@@ -58,8 +58,17 @@ pub enum ValidationError {
     #[error("duplicate step id {0:?}: step ids must be unique")]
     DuplicateStep(String),
     /// A step without a task.
-    #[error("step {0:?} names no task")]
+    #[error("step {0:?} names no task (give it `task`, or `actor` and `key`)")]
     NoTask(String),
+    /// A step with both a task and an actor.
+    #[error("step {0:?} names both a task and an actor: give it one of them")]
+    ActorAndTask(String),
+    /// A step with an actor but no key.
+    #[error("step {0:?} names an actor but no key: add `key = \"...\"` (the actor's key)")]
+    ActorWithoutKey(String),
+    /// A step with a key but no actor.
+    #[error("step {0:?} has a key but no actor: add `actor = \"TYPE\"`")]
+    KeyWithoutActor(String),
     /// `after` names a step that does not exist.
     #[error("step {step:?} depends on unknown step {missing:?}")]
     UnknownDependency {
@@ -167,6 +176,9 @@ pub enum ClientError {
     /// Bad arguments from the caller.
     #[error("{0}")]
     BadInput(String),
+    /// An actor gave no reply (refused, failed, stopped, unavailable).
+    #[error("{0}")]
+    Actor(crate::actor::ActorCallError),
     /// The cluster has too much work waiting and the client does not wait
     /// (`ClientOptions::overloaded`).
     #[error("the cluster is overloaded: {message}; retry after {retry_after_ms} ms")]
@@ -187,6 +199,11 @@ impl ClientError {
             | ClientError::UnknownJob(_)
             | ClientError::Rejected(_) => 2,
             ClientError::JobFailed(_) => 1,
+            ClientError::Actor(e) => match e {
+                crate::actor::ActorCallError::BadMessage { .. } => 2,
+                e if e.is_transient() => 3,
+                _ => 1,
+            },
             _ => 3,
         }
     }

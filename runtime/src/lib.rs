@@ -17,6 +17,7 @@
 //!
 //! The system actors themselves live in the `troupe-actors` crate.
 
+pub mod actor;
 pub mod builtin;
 pub mod client;
 pub mod cluster;
@@ -34,6 +35,7 @@ pub mod task;
 pub mod tls;
 pub mod wire;
 
+pub use actor::{ActorContext, ActorError, KeyedActor};
 pub use client::{Client, ClientOptions, JobHandle};
 pub use error::{ClientError, JobFileError, ValidationError};
 pub use job::spec::{JobSpec, RetryPolicy, StepSpec};

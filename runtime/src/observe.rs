@@ -170,6 +170,15 @@ pub struct JobList {
 /// Metric names (Prometheus, all prefixed `troupe_`), in one place so that code, docs and
 /// tests agree.
 pub mod metric {
+    /// Counter: activations of keyed actors started on this node.
+    pub const ACTOR_ACTIVATIONS: &str = "troupe_actor_activations_total";
+    /// Gauge: activations of keyed actors running on this node.
+    pub const ACTORS_ACTIVE: &str = "troupe_actors_active";
+    /// Counter: restarts of activations (handler failures and panics).
+    pub const ACTOR_RESTARTS: &str = "troupe_actor_restarts_total";
+    /// Counter: saves of actor state answered without the replica's copy (it did not
+    /// answer within a second).
+    pub const ACTOR_COPY_TIMEOUTS: &str = "troupe_actor_copy_timeouts_total";
     /// Counter: jobs accepted, and jobs ended by `state`.
     pub const JOBS: &str = "troupe_jobs_total";
     /// Gauge: jobs of this node not ended yet.

@@ -742,6 +742,124 @@ pub struct ClusterJobsQuery {
     pub limit: usize,
 }
 
+/// The registered name of `node`'s actor host (also how a member of an actor type's
+/// group names its node: ractor_cluster's remote shims carry their actor's name).
+pub fn actor_host_name(node: &str) -> String {
+    format!("troupe.actor_host@{node}")
+}
+
+/// The node of an actor host's registered name.
+pub fn node_of_actor_host(name: &str) -> Option<&str> {
+    name.strip_prefix("troupe.actor_host@")
+}
+
+/// The group of the actor hosts that serve actor type `actor_type`.
+pub fn actor_type_group(actor_type: &str) -> String {
+    format!("troupe.actor.{actor_type}")
+}
+
+/// Group of every node's actor host.
+pub const ACTOR_HOSTS_GROUP: &str = "troupe.actor_hosts";
+
+/// A message for one actor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActorEnvelope {
+    /// The actor's type.
+    pub actor_type: String,
+    /// Its key.
+    pub key: String,
+    /// The message (JSON).
+    pub message: Value,
+    /// How many hosts passed it on already (a host that is not the actor's owner forwards
+    /// it; past [`MAX_ACTOR_HOPS`] the host that has it activates the actor itself).
+    pub hops: u8,
+}
+
+/// Forwards of one actor message at most.
+pub const MAX_ACTOR_HOPS: u8 = 2;
+
+/// An actor's saved state, as a host keeps it (its own, or a copy for another host).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedState {
+    /// The epoch of the activation that saved it.
+    pub epoch: u64,
+    /// How many saves that activation (and the ones before it) made.
+    pub seq: u64,
+    /// The state (rmp-serde of the actor type's state).
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
+}
+
+impl SavedState {
+    /// Whether this save comes after `other` (a newer epoch, or the same epoch and a
+    /// later save).
+    pub fn is_newer_than(&self, other: &SavedState) -> bool {
+        (self.epoch, self.seq) > (other.epoch, other.seq)
+    }
+
+    /// Whether a store holding `held` takes this save: `Ok(true)` to write it,
+    /// `Ok(false)` if it holds this save or a later one of the same activation already,
+    /// `Err` if it holds a save of a newer activation (this one was replaced: fencing).
+    pub fn admit(&self, held: Option<&SavedState>) -> Result<bool, Fenced> {
+        match held {
+            Some(h) if h.epoch > self.epoch => Err(Fenced { epoch: h.epoch }),
+            Some(h) => Ok(self.is_newer_than(h)),
+            None => Ok(true),
+        }
+    }
+}
+
+/// A copy of an actor's state for its replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateCopy {
+    /// `TYPE/KEY`.
+    pub actor: String,
+    /// The state.
+    pub saved: SavedState,
+}
+
+/// Why a replica refused a copy: it holds a save of a newer activation (the sender's
+/// activation was replaced and must stop).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("a newer activation (epoch {epoch}) of this actor exists")]
+pub struct Fenced {
+    /// The newer epoch.
+    pub epoch: u64,
+}
+
+/// The answer to a message for an actor.
+pub type ActorReply = Wire<Result<Value, crate::actor::ActorCallError>>;
+
+/// Messages of a node's actor host (registered as [`actor_host_name`], in
+/// [`ACTOR_HOSTS_GROUP`] and in [`actor_type_group`] of each type it serves).
+#[derive(RactorClusterMessage)]
+pub enum ActorHostMessage {
+    /// A message for an actor; answers its reply.
+    #[rpc]
+    Deliver(Wire<ActorEnvelope>, RpcReplyPort<ActorReply>),
+    /// Keep a copy of an actor's state (from the host of its activation); answers once
+    /// it is saved here.
+    #[rpc]
+    KeepCopy(Wire<StateCopy>, RpcReplyPort<Wire<Result<(), Fenced>>>),
+    /// The newest state this host holds of an actor (`TYPE/KEY`).
+    #[rpc]
+    FetchState(String, RpcReplyPort<Wire<Option<SavedState>>>),
+    /// This host's activations.
+    #[rpc]
+    List(RpcReplyPort<Wire<Vec<crate::actor::ActivationInfo>>>),
+    /// Every host's activations (this host asks the others).
+    #[rpc]
+    ListAll(RpcReplyPort<Wire<Vec<crate::actor::ActivationInfo>>>),
+    /// An activation of this host's was claimed (local): the core group's answer and,
+    /// when granted, the state to start from.
+    Claimed(Wire<crate::actor::route::Claim>),
+    /// An activation of `TYPE/KEY` ended and its lease is released (or was not this
+    /// node's): pass on the messages that waited (local).
+    Ended(String),
+    /// Look for idle activations and for ones another node should own (local, periodic).
+    Sweep,
+}
+
 /// Messages of a client's watcher.
 #[derive(RactorClusterMessage)]
 pub enum WatcherMessage {

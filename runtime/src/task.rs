@@ -253,11 +253,15 @@ impl<T: Task> ErasedTask for Typed<T> {
 #[derive(Clone, Default)]
 pub struct TaskRegistry {
     tasks: BTreeMap<String, (Arc<dyn ErasedTask>, TaskProps)>,
+    actors: crate::actor::ActorTypes,
 }
 
 impl std::fmt::Debug for TaskRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.tasks.keys()).finish()
+        f.debug_struct("TaskRegistry")
+            .field("tasks", &self.tasks.keys().collect::<Vec<_>>())
+            .field("actors", &self.actors)
+            .finish()
     }
 }
 
@@ -311,5 +315,21 @@ impl TaskRegistry {
     /// Names of all registered tasks, sorted.
     pub fn names(&self) -> Vec<String> {
         self.tasks.keys().cloned().collect()
+    }
+
+    /// Registers keyed actor type `actor` under `name` (see [`crate::actor`]): nodes built
+    /// with this registry host its actors.
+    pub fn register_actor<A: crate::actor::KeyedActor>(
+        &mut self,
+        name: impl Into<String>,
+        actor: A,
+    ) -> &mut Self {
+        self.actors.register(name, actor);
+        self
+    }
+
+    /// The registered actor types.
+    pub fn actors(&self) -> &crate::actor::ActorTypes {
+        &self.actors
     }
 }

@@ -134,6 +134,8 @@ struct Node {
     group: usize,
     task: String,
     input: Option<Value>,
+    /// The actor (type, key) a step that targets an actor sends its input to.
+    actor: Option<(String, String)>,
     retry: RetryPolicy,
     timeout_ms: Option<u64>,
     when: Option<String>,
@@ -169,6 +171,7 @@ impl Node {
             group,
             task,
             input: None,
+            actor: None,
             retry,
             timeout_ms: None,
             when: None,
@@ -270,10 +273,11 @@ impl JobRun {
                 format!("{prefix}{}", s.id),
                 s.id.clone(),
                 g,
-                s.task.clone(),
+                s.task_name().to_string(),
                 retry,
             );
             n.input = s.input.clone();
+            n.actor = s.actor.clone().zip(s.key.clone());
             n.timeout_ms = s.timeout_ms;
             n.when = s.when.clone();
             n.for_each = s.for_each.clone();
@@ -498,6 +502,12 @@ impl JobRun {
             .input
             .clone()
             .unwrap_or_else(|| self.groups[g].input.clone());
+        let input = match &self.nodes[i].actor {
+            Some((actor, key)) => {
+                serde_json::json!({ "actor": actor, "key": key, "message": input })
+            }
+            None => input,
+        };
         let depth = self.groups[g].depth;
         let n = &mut self.nodes[i];
         // Continuing work: anything but a first attempt of a step of the job's own file

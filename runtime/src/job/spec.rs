@@ -63,8 +63,16 @@ impl RetryPolicy {
 pub struct StepSpec {
     /// Unique within the job.
     pub id: String,
-    /// The task to run, by registered name.
+    /// The task to run, by registered name (empty for a step that targets an actor).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub task: String,
+    /// The actor type this step sends its input to, as a message (instead of a task);
+    /// its output is the actor's reply. Needs `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The key of the actor (with `actor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// The step's own input; without it the step gets the job's input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,
@@ -95,6 +103,8 @@ impl StepSpec {
         Self {
             id: id.into(),
             task: task.into(),
+            actor: None,
+            key: None,
             input: None,
             after: Vec::new(),
             retry: None,
@@ -104,6 +114,30 @@ impl StepSpec {
             optional: Vec::new(),
         }
     }
+    /// A step that sends `message` to actor `key` of type `actor_type`.
+    pub fn actor(
+        id: impl Into<String>,
+        actor_type: impl Into<String>,
+        key: impl Into<String>,
+        message: Value,
+    ) -> Self {
+        let mut s = Self::new(id, "");
+        s.actor = Some(actor_type.into());
+        s.key = Some(key.into());
+        s.input = Some(message);
+        s
+    }
+
+    /// The task that runs the step: its own, or [`crate::actor::ACTOR_STEP_TASK`] for a
+    /// step that targets an actor.
+    pub fn task_name(&self) -> &str {
+        if self.actor.is_some() {
+            crate::actor::ACTOR_STEP_TASK
+        } else {
+            &self.task
+        }
+    }
+
     /// Sets the step's own input.
     pub fn input(mut self, input: Value) -> Self {
         self.input = Some(input);

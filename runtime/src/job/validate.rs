@@ -87,8 +87,17 @@ pub fn validate_with(spec: &JobSpec, limits: &Limits) -> Result<Graph, Validatio
         if index.insert(s.id.clone(), i).is_some() {
             return Err(ValidationError::DuplicateStep(s.id.clone()));
         }
-        if s.task.trim().is_empty() {
-            return Err(ValidationError::NoTask(s.id.clone()));
+        match (&s.actor, &s.key) {
+            (Some(_), _) if !s.task.trim().is_empty() => {
+                return Err(ValidationError::ActorAndTask(s.id.clone()));
+            }
+            (Some(a), Some(k)) if !a.trim().is_empty() && !k.is_empty() => {}
+            (Some(_), _) => return Err(ValidationError::ActorWithoutKey(s.id.clone())),
+            (None, Some(_)) => return Err(ValidationError::KeyWithoutActor(s.id.clone())),
+            (None, None) if s.task.trim().is_empty() => {
+                return Err(ValidationError::NoTask(s.id.clone()));
+            }
+            (None, None) => {}
         }
         if spec.retry_for(s).max_attempts == 0 {
             return Err(ValidationError::NoAttempts(s.id.clone()));

@@ -1,0 +1,655 @@
+//! The actor host: a node's supervisor of keyed-actor activations, and the door through
+//! which messages reach them.
+//!
+//! Every message for (T, K) comes here as [`ActorHostMessage::Deliver`]. If the actor is
+//! active on this node, the message goes to its [`Activation`] (a child of this actor).
+//! If not, and another host owns the key by rendezvous in this node's view, it is
+//! forwarded there (at most [`MAX_ACTOR_HOPS`] times, so views that disagree cannot bounce
+//! a message forever). Otherwise this host *claims* the actor from the core group (Raft):
+//! the claim is granted if nobody holds the actor's lease, if this node does, or if the
+//! holder no longer serves T; the grant's log index is the activation's epoch. Messages
+//! that arrive meanwhile queue in order. A claim denied because another live host holds
+//! the lease sends the messages there. So two hosts that both think they own a key (a
+//! node joining, views differing for a moment) never both activate it.
+//!
+//! Granted, the host gathers the newest saved state of the actor, from its own store and
+//! from every other host of T (a replica holds the copies of a host that died), and
+//! starts the activation from it. Every second it stops activations that have been idle
+//! for `actors.idle_ms` and those whose key now belongs to another host (a node joined):
+//! they finish their saves, stop, and the host releases their lease, then passes on any
+//! message that arrived meanwhile.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+use troupe_runtime::actor::route::{self, Claim, ClaimOutcome};
+use troupe_runtime::actor::{actor_name, ActivationInfo, ActorCallError, ActorLink};
+use troupe_runtime::core::{CoreCommand, CoreDecision};
+use troupe_runtime::job::spec::JobSpec;
+use troupe_runtime::job::status::JobState;
+use troupe_runtime::protocol::{
+    actor_type_group, ActorEnvelope, ActorHostMessage, ActorReply, JobManagerMessage, SavedState,
+    SubmitRequest, ACTOR_HOSTS_GROUP, CORE_VOTERS_GROUP, MAX_ACTOR_HOPS,
+};
+use troupe_runtime::task::TaskError;
+use troupe_runtime::wire::Wire;
+
+use crate::NodeContext;
+
+pub mod activation;
+pub mod store;
+
+use activation::{reason, Activation, ActivationArgs, ActivationMessage, ActivationStats};
+use store::ActorStore;
+
+/// How long a claim keeps asking the core group (an election, a group still forming).
+const CLAIM_FOR: Duration = Duration::from_secs(5);
+/// How long gathering an actor's state waits for each other host.
+const FETCH_WAIT: Duration = Duration::from_secs(1);
+/// How often the host looks for idle and moved activations.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The replica of (T, K) for a save by `me`: the first other host of T in the key's
+/// rendezvous order (the one that owns the key if `me` goes).
+pub fn replica(actor_type: &str, key: &str, me: &str) -> Option<ActorRef<ActorHostMessage>> {
+    let hosts = route::hosts(actor_type);
+    let ranked = troupe_runtime::merge::ranked(
+        &route::owner_key(actor_type, key),
+        hosts.iter().map(|(n, _)| n.as_str()),
+    );
+    let next = ranked.into_iter().find(|n| *n != me)?.to_string();
+    hosts.into_iter().find(|(n, _)| *n == next).map(|(_, r)| r)
+}
+
+type Pending = (ActorEnvelope, RpcReplyPort<ActorReply>);
+
+struct Active {
+    actor: ActorRef<ActivationMessage>,
+    actor_type: String,
+    key: String,
+    epoch: u64,
+    last_used: Instant,
+    stats: Arc<ActivationStats>,
+}
+
+enum Slot {
+    /// Claiming the lease, or releasing it: messages wait.
+    Waiting(Vec<Pending>),
+    /// Running.
+    Active(Active),
+    /// Told to stop: messages wait for it to end.
+    Leaving(Active, Vec<Pending>),
+}
+
+/// The actor host.
+pub struct ActorHost;
+
+/// The host's state.
+pub struct HostState {
+    ctx: NodeContext,
+    store: ActorStore,
+    link: Arc<dyn ActorLink>,
+    slots: HashMap<String, Slot>,
+    by_cell: HashMap<ActorId, String>,
+    stopped: HashMap<String, (Instant, String)>,
+}
+
+impl HostState {
+    fn me(&self) -> &str {
+        &self.ctx.config.name
+    }
+
+    /// Routes one message: to its activation, to the owner, or into a claim.
+    fn deliver(
+        &mut self,
+        myself: &ActorRef<ActorHostMessage>,
+        env: ActorEnvelope,
+        reply: RpcReplyPort<ActorReply>,
+    ) {
+        let id = actor_name(&env.actor_type, &env.key);
+        if self.ctx.registry.actors().get(&env.actor_type).is_none() {
+            let _ = reply.send(Wire::new(Err(ActorCallError::UnknownType(env.actor_type))));
+            return;
+        }
+        if let Some((until, why)) = self.stopped.get(&id) {
+            if Instant::now() < *until {
+                let e = ActorCallError::Stopped {
+                    actor: id.clone(),
+                    reason: why.clone(),
+                };
+                let _ = reply.send(Wire::new(Err(e)));
+                return;
+            }
+            self.stopped.remove(&id);
+        }
+        match self.slots.get_mut(&id) {
+            Some(Slot::Active(a)) => {
+                a.last_used = Instant::now();
+                if let Err(e) = a.actor.cast(ActivationMessage::Handle(env.message, reply)) {
+                    tracing::warn!(actor = %id, error = %e, "an activation stopped under a message");
+                }
+            }
+            Some(Slot::Waiting(p)) | Some(Slot::Leaving(_, p)) => p.push((env, reply)),
+            None => {
+                let hosts = route::hosts(&env.actor_type);
+                if env.hops < MAX_ACTOR_HOPS {
+                    if let Some((owner, host)) = route::owner(&env.actor_type, &env.key, &hosts) {
+                        if owner != self.me() {
+                            relay(host.clone(), env, reply);
+                            return;
+                        }
+                    }
+                }
+                let live: Vec<String> = hosts.into_iter().map(|(n, _)| n).collect();
+                self.slots
+                    .insert(id.clone(), Slot::Waiting(vec![(env, reply)]));
+                let (ctx, store, me) = (self.ctx.clone(), self.store.clone(), myself.clone());
+                tokio::spawn(async move {
+                    let outcome = claim(&ctx, &store, &id, live).await;
+                    let _ = me.cast(ActorHostMessage::Claimed(Wire::new(Claim {
+                        actor: id,
+                        outcome,
+                    })));
+                });
+            }
+        }
+    }
+
+    async fn claimed(&mut self, myself: &ActorRef<ActorHostMessage>, claim: Claim) {
+        let Some(Slot::Waiting(pending)) = self.slots.remove(&claim.actor) else {
+            return;
+        };
+        let Some((actor_type, key)) = claim
+            .actor
+            .split_once('/')
+            .map(|(t, k)| (t.to_string(), k.to_string()))
+        else {
+            return;
+        };
+        let (actor_type, key) = (actor_type.as_str(), key.as_str());
+        match claim.outcome {
+            ClaimOutcome::Granted { epoch, state } => {
+                let Some(kind) = self.ctx.registry.actors().get(actor_type) else {
+                    return;
+                };
+                let stats = Arc::new(ActivationStats::default());
+                let args = ActivationArgs {
+                    actor_type: actor_type.to_string(),
+                    key: key.to_string(),
+                    node: self.me().to_string(),
+                    epoch,
+                    kind,
+                    saved: state,
+                    store: self.store.clone(),
+                    link: self.link.clone(),
+                    limits: self.ctx.config.actors,
+                    stats: stats.clone(),
+                };
+                match Actor::spawn_linked(None, Activation, args, myself.get_cell()).await {
+                    Ok((actor, _)) => {
+                        metrics::counter!(troupe_runtime::observe::metric::ACTOR_ACTIVATIONS)
+                            .increment(1);
+                        self.by_cell.insert(actor.get_id(), claim.actor.clone());
+                        for (env, reply) in pending {
+                            let _ = actor.cast(ActivationMessage::Handle(env.message, reply));
+                        }
+                        self.slots.insert(
+                            claim.actor,
+                            Slot::Active(Active {
+                                actor,
+                                actor_type: actor_type.to_string(),
+                                key: key.to_string(),
+                                epoch,
+                                last_used: Instant::now(),
+                                stats,
+                            }),
+                        );
+                        self.gauge();
+                    }
+                    Err(e) => {
+                        tracing::error!(actor = %claim.actor, error = %e, "cannot activate an actor");
+                        fail_all(
+                            pending,
+                            &claim.actor,
+                            &format!("it cannot be activated: {e}"),
+                        );
+                        self.release(myself, claim.actor.clone(), epoch, Vec::new());
+                    }
+                }
+            }
+            ClaimOutcome::Held { node } => {
+                let host = route::hosts(actor_type)
+                    .into_iter()
+                    .find(|(n, _)| *n == node);
+                match host {
+                    // The holder is the authority: it handles them whatever its view.
+                    Some((_, host)) => {
+                        for (mut env, reply) in pending {
+                            env.hops = MAX_ACTOR_HOPS;
+                            relay(host.clone(), env, reply);
+                        }
+                    }
+                    None => fail_all(
+                        pending,
+                        &claim.actor,
+                        &format!("it runs on {node}, which cannot be reached"),
+                    ),
+                }
+            }
+            ClaimOutcome::Failed(why) => fail_all(pending, &claim.actor, &why),
+        }
+    }
+
+    /// Releases `actor`'s lease, then passes on `pending` (cast back as `Ended`).
+    fn release(
+        &mut self,
+        myself: &ActorRef<ActorHostMessage>,
+        actor: String,
+        epoch: u64,
+        pending: Vec<Pending>,
+    ) {
+        self.slots.insert(actor.clone(), Slot::Waiting(pending));
+        let (me, node) = (myself.clone(), self.me().to_string());
+        tokio::spawn(async move {
+            let cmd = CoreCommand::ReleaseActor {
+                actor: actor.clone(),
+                node: node.clone(),
+                epoch,
+            };
+            if let Err(e) = crate::core::decide(&node, cmd).await {
+                // The lease stays ours: a claim elsewhere is sent here, and claimed anew.
+                tracing::debug!(actor = %actor, error = %e, "could not release an actor's lease");
+            }
+            let _ = me.cast(ActorHostMessage::Ended(actor));
+        });
+    }
+
+    /// An activation ended with `why`.
+    fn ended(
+        &mut self,
+        myself: &ActorRef<ActorHostMessage>,
+        cell: &ActorCell,
+        why: Option<String>,
+    ) {
+        let Some(id) = self.by_cell.remove(&cell.get_id()) else {
+            return;
+        };
+        let (epoch, pending) = match self.slots.remove(&id) {
+            Some(Slot::Active(a)) => (a.epoch, Vec::new()),
+            Some(Slot::Leaving(a, p)) => (a.epoch, p),
+            Some(other) => {
+                self.slots.insert(id, other);
+                return;
+            }
+            None => return,
+        };
+        self.gauge();
+        let why = why.unwrap_or_default();
+        if let Some(stopped) = why.strip_prefix(reason::STOPPED) {
+            let until =
+                Instant::now() + Duration::from_millis(self.ctx.config.actors.stopped_for_ms);
+            self.stopped
+                .insert(id.clone(), (until, stopped.to_string()));
+        }
+        if why == reason::FENCED {
+            self.slots.insert(id.clone(), Slot::Waiting(pending));
+            let _ = myself.cast(ActorHostMessage::Ended(id));
+        } else {
+            self.release(myself, id, epoch, pending);
+        }
+    }
+
+    /// The lease is released (or was not ours): pass on what waited.
+    fn reroute(&mut self, myself: &ActorRef<ActorHostMessage>, actor: &str) {
+        if let Some(Slot::Waiting(pending)) = self.slots.remove(actor) {
+            for (env, reply) in pending {
+                self.deliver(myself, env, reply);
+            }
+        }
+    }
+
+    /// Stops idle activations and those whose key another host owns now.
+    fn sweep(&mut self) {
+        let idle = Duration::from_millis(self.ctx.config.actors.idle_ms);
+        let me = self.me().to_string();
+        let mut hosts_of: HashMap<String, Vec<(String, ActorRef<ActorHostMessage>)>> =
+            HashMap::new();
+        let ids: Vec<String> = self.slots.keys().cloned().collect();
+        for id in ids {
+            let Some(Slot::Active(a)) = self.slots.get(&id) else {
+                continue;
+            };
+            let hosts = hosts_of
+                .entry(a.actor_type.clone())
+                .or_insert_with(|| route::hosts(&a.actor_type));
+            let moved = hosts.iter().any(|(n, _)| *n == me)
+                && route::owner(&a.actor_type, &a.key, hosts).is_some_and(|(o, _)| *o != me);
+            if a.last_used.elapsed() < idle && !moved {
+                continue;
+            }
+            if let Some(Slot::Active(a)) = self.slots.remove(&id) {
+                tracing::debug!(actor = %id, moved, "deactivating");
+                let _ = a.actor.cast(ActivationMessage::Stop);
+                self.slots.insert(id, Slot::Leaving(a, Vec::new()));
+            }
+        }
+        let now = Instant::now();
+        self.stopped.retain(|_, (until, _)| *until > now);
+    }
+
+    fn list(&self) -> Vec<ActivationInfo> {
+        self.slots
+            .values()
+            .filter_map(|s| match s {
+                Slot::Active(a) | Slot::Leaving(a, _) => Some(ActivationInfo {
+                    actor_type: a.actor_type.clone(),
+                    key: a.key.clone(),
+                    node: self.me().to_string(),
+                    epoch: a.epoch,
+                    handled: a.stats.handled.load(Ordering::Relaxed),
+                    restarts: a.stats.restarts.load(Ordering::Relaxed),
+                }),
+                Slot::Waiting(_) => None,
+            })
+            .collect()
+    }
+
+    fn gauge(&self) {
+        let n = self.by_cell.len();
+        metrics::gauge!(troupe_runtime::observe::metric::ACTORS_ACTIVE).set(n as f64);
+    }
+}
+
+fn fail_all(pending: Vec<Pending>, actor: &str, why: &str) {
+    for (_, reply) in pending {
+        let e = ActorCallError::Unavailable {
+            actor: actor.to_string(),
+            reason: why.to_string(),
+        };
+        let _ = reply.send(Wire::new(Err(e)));
+    }
+}
+
+/// Passes a message to another host and its reply back.
+fn relay(
+    host: ActorRef<ActorHostMessage>,
+    mut env: ActorEnvelope,
+    reply: RpcReplyPort<ActorReply>,
+) {
+    env.hops += 1;
+    tokio::spawn(async move {
+        let r = route::deliver(&host, env, route::CALL_TIMEOUT).await;
+        let _ = reply.send(Wire::new(r));
+    });
+}
+
+/// Asks the core group for `actor`'s lease and, granted, gathers its newest state.
+async fn claim(
+    ctx: &NodeContext,
+    store: &ActorStore,
+    actor: &str,
+    live: Vec<String>,
+) -> ClaimOutcome {
+    let me = ctx.config.name.clone();
+    let give_up = Instant::now() + CLAIM_FOR;
+    let cmd = CoreCommand::ClaimActor {
+        actor: actor.to_string(),
+        node: me.clone(),
+        live: live.clone(),
+    };
+    let epoch = loop {
+        match crate::core::decide(&me, cmd.clone()).await {
+            Ok(CoreDecision::Granted { epoch }) => break Some(epoch),
+            Ok(CoreDecision::Denied { owner }) => return ClaimOutcome::Held { node: owner.node },
+            Ok(other) => return ClaimOutcome::Failed(format!("the core group answered {other:?}")),
+            Err(e) if no_core_expected(ctx) => {
+                tracing::debug!(actor, error = %e, "no core group in a cluster this small: the owner activates on its own");
+                break None;
+            }
+            Err(e) if Instant::now() >= give_up => {
+                return ClaimOutcome::Failed(format!("the core group gave no lease: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let state = newest_state(store, actor, &me, &live).await;
+    // Without a core group the epoch is the newest save's: saves go on from there.
+    let epoch = epoch.unwrap_or_else(|| state.as_ref().map_or(0, |s| s.epoch));
+    ClaimOutcome::Granted { epoch, state }
+}
+
+/// True when no core group exists and none will form (fewer nodes than `core.size`, none
+/// named): the cluster is too small for one, and the owner by rendezvous activates alone.
+fn no_core_expected(ctx: &NodeContext) -> bool {
+    let cfg = &ctx.config.core;
+    cfg.nodes.is_empty()
+        && ractor::pg::get_members(&CORE_VOTERS_GROUP.to_string()).is_empty()
+        && crate::live_nodes(&ctx.view).len() < cfg.size
+}
+
+/// The newest state of `actor` here and on the other hosts in `live`.
+async fn newest_state(
+    store: &ActorStore,
+    actor: &str,
+    me: &str,
+    live: &[String],
+) -> Option<SavedState> {
+    let actor_type = actor.split_once('/').map_or(actor, |(t, _)| t);
+    let asks = route::hosts(actor_type)
+        .into_iter()
+        .filter(|(n, _)| n != me && live.contains(n))
+        .map(|(_, host)| {
+            let actor = actor.to_string();
+            async move {
+                match host
+                    .call(|r| ActorHostMessage::FetchState(actor, r), Some(FETCH_WAIT))
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(w)) => w.into_inner().ok().flatten(),
+                    _ => None,
+                }
+            }
+        });
+    let theirs = futures::future::join_all(asks).await;
+    theirs
+        .into_iter()
+        .flatten()
+        .chain(store.get(actor))
+        .reduce(|a, b| if b.is_newer_than(&a) { b } else { a })
+}
+
+/// Jobs for handlers: submitted to this node's job manager, followed by status.
+struct NodeJobs {
+    node: String,
+}
+
+impl ActorLink for NodeJobs {
+    fn run_job(
+        &self,
+        spec: JobSpec,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<serde_json::Value, TaskError>> + Send>,
+    > {
+        let node = self.node.clone();
+        Box::pin(async move {
+            let jm = crate::find_on::<JobManagerMessage>(crate::names::JOB_MANAGER, &node)
+                .ok_or_else(|| TaskError::transient("this node's job manager is not running"))?;
+            let req = SubmitRequest {
+                spec,
+                watch: None,
+                unique: None,
+                wait_for_workers: false,
+                waited: false,
+            };
+            let id = match jm
+                .call(
+                    |r| JobManagerMessage::Submit(Wire::new(req), r),
+                    Some(route::CALL_TIMEOUT),
+                )
+                .await
+            {
+                Ok(ractor::rpc::CallResult::Success(w)) => match w.into_inner() {
+                    Ok(Ok(id)) => id,
+                    Ok(Err(e)) => {
+                        return Err(TaskError::permanent(format!("the job was refused: {e:?}")))
+                    }
+                    Err(e) => return Err(TaskError::transient(e.to_string())),
+                },
+                _ => {
+                    return Err(TaskError::transient(
+                        "the job manager did not answer the submission",
+                    ))
+                }
+            };
+            // Followed by polling its status: a handler's job is rare next to its
+            // messages, and this keeps the host free of a watcher of its own.
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let answer = jm
+                    .call(
+                        |r| JobManagerMessage::Status(id.clone(), r),
+                        Some(route::CALL_TIMEOUT),
+                    )
+                    .await;
+                let Ok(ractor::rpc::CallResult::Success(w)) = answer else {
+                    continue;
+                };
+                let Ok(Ok(status)) = w.into_inner() else {
+                    continue;
+                };
+                match status.state {
+                    JobState::Succeeded => return Ok(status.output.unwrap_or_default()),
+                    s if s.is_terminal() => {
+                        return Err(TaskError::permanent(format!(
+                            "job {id} {}: {}",
+                            s.as_str(),
+                            status.error.unwrap_or_default()
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+        })
+    }
+}
+
+impl Actor for ActorHost {
+    type Msg = ActorHostMessage;
+    type State = HostState;
+    type Arguments = NodeContext;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        ctx: NodeContext,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(ACTOR_HOSTS_GROUP.to_string(), vec![myself.get_cell()]);
+        for t in ctx.registry.actors().names() {
+            ractor::pg::join(actor_type_group(&t), vec![myself.get_cell()]);
+        }
+        myself.send_interval(SWEEP_EVERY, || ActorHostMessage::Sweep);
+        Ok(HostState {
+            store: ActorStore::new(ctx.journal.clone()),
+            link: Arc::new(NodeJobs {
+                node: ctx.config.name.clone(),
+            }),
+            ctx,
+            slots: HashMap::new(),
+            by_cell: HashMap::new(),
+            stopped: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ActorHostMessage::Deliver(env, reply) => match env.into_inner() {
+                Ok(env) => st.deliver(&myself, env, reply),
+                Err(e) => {
+                    let e = ActorCallError::BadMessage {
+                        actor_type: "?".into(),
+                        reason: e.to_string(),
+                    };
+                    let _ = reply.send(Wire::new(Err(e)));
+                }
+            },
+            ActorHostMessage::KeepCopy(copy, reply) => {
+                let Ok(copy) = copy.into_inner() else {
+                    return Ok(());
+                };
+                let store = st.store.clone();
+                tokio::spawn(async move {
+                    if let Some(r) = store.save(&copy.actor, copy.saved).await {
+                        let _ = reply.send(Wire::new(r));
+                    }
+                });
+            }
+            ActorHostMessage::FetchState(actor, reply) => {
+                let _ = reply.send(Wire::new(st.store.get(&actor)));
+            }
+            ActorHostMessage::List(reply) => {
+                let _ = reply.send(Wire::new(st.list()));
+            }
+            ActorHostMessage::ListAll(reply) => {
+                let mine = st.list();
+                let me = myself.get_id();
+                let others: Vec<ActorRef<ActorHostMessage>> =
+                    ractor::pg::get_members(&ACTOR_HOSTS_GROUP.to_string())
+                        .into_iter()
+                        .filter(|c| c.get_id() != me)
+                        .map(Into::into)
+                        .collect();
+                tokio::spawn(async move {
+                    let asks = others.into_iter().map(|h| async move {
+                        match h.call(ActorHostMessage::List, Some(FETCH_WAIT * 2)).await {
+                            Ok(ractor::rpc::CallResult::Success(w)) => {
+                                w.into_inner().unwrap_or_default()
+                            }
+                            _ => Vec::new(),
+                        }
+                    });
+                    let mut all = mine;
+                    all.extend(futures::future::join_all(asks).await.into_iter().flatten());
+                    all.sort_by(|a, b| {
+                        (&a.actor_type, &a.key, &a.node).cmp(&(&b.actor_type, &b.key, &b.node))
+                    });
+                    let _ = reply.send(Wire::new(all));
+                });
+            }
+            ActorHostMessage::Claimed(claim) => {
+                if let Ok(claim) = claim.into_inner() {
+                    st.claimed(&myself, claim).await;
+                }
+            }
+            ActorHostMessage::Ended(actor) => st.reroute(&myself, &actor),
+            ActorHostMessage::Sweep => st.sweep(),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorTerminated(cell, _, why) => st.ended(&myself, &cell, why),
+            SupervisionEvent::ActorFailed(cell, e) => {
+                tracing::error!(error = %e, "an activation crashed; its next message activates it again");
+                st.ended(&myself, &cell, None)
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

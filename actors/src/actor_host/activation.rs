@@ -1,0 +1,385 @@
+//! One activation of a keyed actor: its state, its mailbox, its saves.
+//!
+//! The activation handles one message at a time, in mailbox order. The handler runs under
+//! `catch_unwind`; a failure or panic restores the state from the last good snapshot and
+//! counts as a restart (OTP restart intensity, `actors.max_restarts`). This is a restart
+//! inside the activation rather than a ractor respawn on purpose: a respawn would drop
+//! the messages queued behind the failing one, while here they are handled next, against
+//! the restored state. Past the limit the activation refuses messages and stops; its
+//! host keeps the actor stopped for `actors.stopped_for_ms`.
+//!
+//! A persistent type's replies wait for the save of the state they produced: on this
+//! node's journal and on one replica (the next host in the key's rendezvous order), both
+//! at once. Saves are pipelined: while one is in flight the activation goes on handling
+//! messages, and the next save carries the newest state for all of them (a group commit
+//! per actor, so a busy key is not bounded by one fsync per message).
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorMessage;
+use serde_json::Value;
+use troupe_runtime::actor::{
+    actor_name, ActorCallError, ActorContext, ActorError, ActorLink, ErasedActor, ErasedState,
+    HandleError,
+};
+use troupe_runtime::config::ActorsConfig;
+use troupe_runtime::protocol::{ActorHostMessage, ActorReply, SavedState, StateCopy};
+use troupe_runtime::wire::Wire;
+
+use super::store::ActorStore;
+use crate::supervision::RestartIntensity;
+
+/// How long a save waits for its replica's answer before the reply goes out on the
+/// strength of the local commit alone (as a job submission does, `journal::ACK_WAIT`).
+const COPY_WAIT: Duration = crate::journal::ACK_WAIT;
+
+/// Why an activation stopped (its host acts on it).
+pub mod reason {
+    /// Idle, or its key moved to another node: the lease is released.
+    pub const RELEASED: &str = "released";
+    /// A newer activation exists elsewhere: nothing to release.
+    pub const FENCED: &str = "fenced";
+    /// Its state could not be saved: released, the next activation reloads.
+    pub const SAVE_FAILED: &str = "save failed";
+    /// Prefix of a stop by restart intensity.
+    pub const STOPPED: &str = "stopped: ";
+}
+
+/// Counters an activation keeps for `troupe-node actors`.
+#[derive(Debug, Default)]
+pub struct ActivationStats {
+    /// Messages handled.
+    pub handled: AtomicU64,
+    /// Restarts.
+    pub restarts: AtomicU32,
+}
+
+/// Messages of an activation (local).
+#[derive(RactorMessage)]
+pub enum ActivationMessage {
+    /// A message for the actor, and where its reply goes.
+    Handle(Value, RpcReplyPort<ActorReply>),
+    /// A save ended (from the save's task).
+    Saved(u64, SaveOutcome),
+    /// Stop once the saves in flight are done (idle, or the key moved).
+    Stop,
+}
+
+/// How a save ended.
+#[derive(Debug)]
+pub enum SaveOutcome {
+    /// Saved here (and on the replica, or the replica did not answer in time).
+    Kept,
+    /// A store holds a newer activation's state: this one was replaced.
+    Fenced(u64),
+    /// The local commit failed.
+    Failed(String),
+}
+
+/// What an activation starts from.
+pub struct ActivationArgs {
+    /// The actor's type.
+    pub actor_type: String,
+    /// Its key.
+    pub key: String,
+    /// This node.
+    pub node: String,
+    /// The lease's epoch.
+    pub epoch: u64,
+    /// The type's handler.
+    pub kind: Arc<dyn ErasedActor>,
+    /// The newest saved state found (none: a new actor).
+    pub saved: Option<SavedState>,
+    /// Where states are saved.
+    pub store: ActorStore,
+    /// How handlers reach the node.
+    pub link: Arc<dyn ActorLink>,
+    /// Restart limits.
+    pub limits: ActorsConfig,
+    /// Counters shared with the host.
+    pub stats: Arc<ActivationStats>,
+}
+
+/// An activation.
+pub struct Activation;
+
+/// The state of an activation.
+pub struct ActivationState {
+    args: ActivationArgs,
+    name: String,
+    ctx: ActorContext,
+    state: ErasedState,
+    /// The state after the last message that succeeded (what a failure restores).
+    snapshot: Vec<u8>,
+    /// Saves made (the seq of `snapshot`).
+    seq: u64,
+    /// The seq of the newest save started.
+    sent: u64,
+    saving: bool,
+    /// Replies waiting for the save of the state they produced.
+    waiting: VecDeque<(u64, RpcReplyPort<ActorReply>, Value)>,
+    intensity: RestartIntensity,
+    /// Set once the activation refuses messages (stopped by restart intensity).
+    refusing: Option<String>,
+    /// Stop with this reason once no save is in flight.
+    stop_after: Option<String>,
+}
+
+impl ActivationState {
+    fn error(&self, make: impl FnOnce(String) -> ActorCallError) -> ActorCallError {
+        make(self.name.clone())
+    }
+
+    fn restore(&mut self) {
+        match self.args.kind.load(Some(&self.snapshot)) {
+            Ok(s) => self.state = s,
+            Err(e) => {
+                tracing::error!(actor = %self.name, error = %e, "cannot restore the saved state")
+            }
+        }
+    }
+
+    /// Starts a save of the newest state if none is in flight.
+    fn save_next(&mut self, myself: &ActorRef<ActivationMessage>) {
+        if self.saving || self.sent >= self.seq {
+            return;
+        }
+        self.saving = true;
+        self.sent = self.seq;
+        let saved = SavedState {
+            epoch: self.args.epoch,
+            seq: self.seq,
+            state: self.snapshot.clone(),
+        };
+        let store = self.args.store.clone();
+        let name = self.name.clone();
+        let replica = super::replica(&self.args.actor_type, &self.args.key, &self.args.node);
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let seq = saved.seq;
+            let local = store.save(&name, saved.clone());
+            let copy = async {
+                let Some(r) = replica else {
+                    return Ok(());
+                };
+                let copy = StateCopy {
+                    actor: name.clone(),
+                    saved,
+                };
+                match r
+                    .call(
+                        |p| ActorHostMessage::KeepCopy(Wire::new(copy), p),
+                        Some(COPY_WAIT),
+                    )
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(w)) => match w.into_inner() {
+                        Ok(Err(f)) => Err(f),
+                        _ => Ok(()),
+                    },
+                    _ => {
+                        metrics::counter!(troupe_runtime::observe::metric::ACTOR_COPY_TIMEOUTS)
+                            .increment(1);
+                        tracing::debug!(actor = %name, "the replica did not keep the copy in time");
+                        Ok(())
+                    }
+                }
+            };
+            let (local, copy) = tokio::join!(local, copy);
+            let outcome = match (local, copy) {
+                (Some(Err(f)), _) | (_, Err(f)) => SaveOutcome::Fenced(f.epoch),
+                (None, _) => SaveOutcome::Failed("the journal commit failed".into()),
+                (Some(Ok(())), Ok(())) => SaveOutcome::Kept,
+            };
+            let _ = me.cast(ActivationMessage::Saved(seq, outcome));
+        });
+    }
+
+    /// Stops now if nothing waits for a save, else once it is done.
+    fn stop_when_saved(&mut self, myself: &ActorRef<ActivationMessage>, why: &str) {
+        if self.stop_after.is_none() {
+            self.stop_after = Some(why.to_string());
+        }
+        if !self.saving && self.waiting.is_empty() {
+            myself.stop(self.stop_after.clone());
+        }
+    }
+
+    /// The handler failed or panicked: restore, count, maybe stop.
+    fn restart(&mut self, myself: &ActorRef<ActivationMessage>, why: String) -> ActorCallError {
+        self.restore();
+        self.args.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(troupe_runtime::observe::metric::ACTOR_RESTARTS).increment(1);
+        if self.intensity.allow(Instant::now()) {
+            tracing::warn!(actor = %self.name, reason = %why, "actor handler failed; restarted from its saved state");
+            return self.error(|actor| ActorCallError::Failed { actor, reason: why });
+        }
+        let l = self.args.limits;
+        let stopped = format!(
+            "its handler failed more than {} times within {} ms (last: {why}); it takes messages again after {} ms",
+            l.max_restarts, l.restart_window_ms, l.stopped_for_ms
+        );
+        tracing::error!(actor = %self.name, reason = %stopped, "actor stopped");
+        self.refusing = Some(stopped.clone());
+        self.stop_when_saved(myself, &format!("{}{stopped}", reason::STOPPED));
+        self.error(|actor| ActorCallError::Stopped {
+            actor,
+            reason: stopped,
+        })
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .map(|m| format!("panicked: {m}"))
+        .unwrap_or_else(|| "panicked".into())
+}
+
+impl Actor for Activation {
+    type Msg = ActivationMessage;
+    type State = ActivationState;
+    type Arguments = ActivationArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: ActivationArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let name = actor_name(&args.actor_type, &args.key);
+        let state = args
+            .kind
+            .load(args.saved.as_ref().map(|s| s.state.as_slice()))
+            .map_err(|e| format!("cannot load the saved state of {name}: {e}"))?;
+        let snapshot = match &args.saved {
+            Some(s) => s.state.clone(),
+            None => args.kind.save(&state).map_err(|e| format!("{name}: {e}"))?,
+        };
+        let seq = args.saved.as_ref().map_or(0, |s| s.seq);
+        let ctx = ActorContext::new(&args.actor_type, &args.key, &args.node)
+            .attach(args.epoch, args.link.clone());
+        let intensity = RestartIntensity::new(
+            args.limits.max_restarts,
+            Duration::from_millis(args.limits.restart_window_ms),
+        );
+        tracing::debug!(actor = %name, epoch = args.epoch, seq, "activated");
+        Ok(ActivationState {
+            name,
+            ctx,
+            state,
+            snapshot,
+            seq,
+            sent: seq,
+            saving: false,
+            waiting: VecDeque::new(),
+            intensity,
+            refusing: None,
+            stop_after: None,
+            args,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ActivationMessage::Handle(message, reply) => {
+                if let Some(why) = &st.refusing {
+                    let e = st.error(|actor| ActorCallError::Stopped {
+                        actor,
+                        reason: why.clone(),
+                    });
+                    let _ = reply.send(Wire::new(Err(e)));
+                    return Ok(());
+                }
+                let kind = st.args.kind.clone();
+                let outcome = AssertUnwindSafe(kind.handle_json(&st.ctx, &mut st.state, message))
+                    .catch_unwind()
+                    .await;
+                st.args.stats.handled.fetch_add(1, Ordering::Relaxed);
+                let result = match outcome {
+                    Ok(Ok(v)) => match kind.save(&st.state) {
+                        Ok(bytes) => {
+                            st.snapshot = bytes;
+                            if kind.persistent() {
+                                st.seq += 1;
+                                st.waiting.push_back((st.seq, reply, v));
+                                st.save_next(&myself);
+                                return Ok(());
+                            }
+                            Ok(v)
+                        }
+                        Err(e) => {
+                            Err(st.restart(&myself, format!("its state cannot be saved: {e}")))
+                        }
+                    },
+                    Ok(Err(HandleError::BadMessage(reason))) => Err(ActorCallError::BadMessage {
+                        actor_type: st.args.actor_type.clone(),
+                        reason,
+                    }),
+                    Ok(Err(HandleError::Actor(ActorError::Refused(reason)))) => {
+                        st.restore();
+                        Err(st.error(|actor| ActorCallError::Refused { actor, reason }))
+                    }
+                    Ok(Err(HandleError::Actor(ActorError::Failed(why)))) => {
+                        Err(st.restart(&myself, why))
+                    }
+                    Err(p) => Err(st.restart(&myself, panic_message(p.as_ref()))),
+                };
+                let _ = reply.send(Wire::new(result));
+            }
+            ActivationMessage::Saved(seq, outcome) => {
+                st.saving = false;
+                match outcome {
+                    SaveOutcome::Kept => {
+                        while st.waiting.front().is_some_and(|(s, _, _)| *s <= seq) {
+                            if let Some((_, reply, v)) = st.waiting.pop_front() {
+                                let _ = reply.send(Wire::new(Ok(v)));
+                            }
+                        }
+                        st.save_next(&myself);
+                        if let Some(why) = st.stop_after.clone() {
+                            st.stop_when_saved(&myself, &why);
+                        }
+                    }
+                    SaveOutcome::Fenced(epoch) => {
+                        tracing::warn!(actor = %st.name, epoch = st.args.epoch, newer = epoch, "a newer activation exists; this one stops");
+                        for (_, reply, _) in st.waiting.drain(..) {
+                            let e = ActorCallError::Unavailable {
+                                actor: st.name.clone(),
+                                reason: format!(
+                                    "it moved (a newer activation, epoch {epoch}, exists)"
+                                ),
+                            };
+                            let _ = reply.send(Wire::new(Err(e)));
+                        }
+                        myself.stop(Some(reason::FENCED.into()));
+                    }
+                    SaveOutcome::Failed(why) => {
+                        tracing::error!(actor = %st.name, error = %why, "cannot save an actor's state; deactivating it");
+                        for (_, reply, _) in st.waiting.drain(..) {
+                            let e = ActorCallError::Unavailable {
+                                actor: st.name.clone(),
+                                reason: format!("its state could not be saved: {why}"),
+                            };
+                            let _ = reply.send(Wire::new(Err(e)));
+                        }
+                        myself.stop(Some(reason::SAVE_FAILED.into()));
+                    }
+                }
+            }
+            ActivationMessage::Stop => st.stop_when_saved(&myself, reason::RELEASED),
+        }
+        Ok(())
+    }
+}

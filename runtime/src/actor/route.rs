@@ -1,0 +1,157 @@
+//! Where an actor lives, and sending it a message from anywhere (a client, a job step, another
+//! actor).
+//!
+//! The owner of (T, K) is chosen by rendezvous hashing of `actor:T/K` over the nodes whose
+//! actor host serves T (the members of [`actor_type_group`]), the same rule as for merged
+//! requests: every process computes the same owner from the same membership, and when a
+//! node leaves or joins only the keys it loses or wins move. The sender sends straight to
+//! the owner it computes; a host whose view differs forwards (see
+//! `troupe_actors::actor_host`), and which host really runs the actor is settled by the
+//! core group, not by this rule, so views that differ for a moment cost a hop, never a
+//! second activation.
+
+use std::time::{Duration, Instant};
+
+use ractor::ActorRef;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{actor_name, ActorCallError};
+use crate::protocol::{
+    actor_type_group, node_of_actor_host, ActorEnvelope, ActorHostMessage, SavedState,
+};
+use crate::wire::Wire;
+
+/// How long a call waits for its reply, retries included, unless told otherwise.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The rendezvous key of an actor.
+pub fn owner_key(actor_type: &str, key: &str) -> String {
+    format!("actor:{actor_type}/{key}")
+}
+
+/// The hosts serving `actor_type` that this process sees, with their node names.
+pub fn hosts(actor_type: &str) -> Vec<(String, ActorRef<ActorHostMessage>)> {
+    ractor::pg::get_members(&actor_type_group(actor_type))
+        .into_iter()
+        .filter_map(|cell| {
+            let node = node_of_actor_host(&cell.get_name()?)?.to_string();
+            Some((node, cell.into()))
+        })
+        .collect()
+}
+
+/// The host that owns (`actor_type`, `key`) among `hosts`.
+pub fn owner<'a>(
+    actor_type: &str,
+    key: &str,
+    hosts: &'a [(String, ActorRef<ActorHostMessage>)],
+) -> Option<&'a (String, ActorRef<ActorHostMessage>)> {
+    let name = crate::merge::owner(
+        &owner_key(actor_type, key),
+        hosts.iter().map(|(n, _)| n.as_str()),
+    )?;
+    hosts.iter().find(|(n, _)| n == name)
+}
+
+/// Sends one message to `host` and waits at most `timeout` for the reply.
+pub async fn deliver(
+    host: &ActorRef<ActorHostMessage>,
+    envelope: ActorEnvelope,
+    timeout: Duration,
+) -> Result<Value, ActorCallError> {
+    let actor = actor_name(&envelope.actor_type, &envelope.key);
+    let unavailable = |reason: String| ActorCallError::Unavailable {
+        actor: actor.clone(),
+        reason,
+    };
+    match host
+        .call(
+            |r| ActorHostMessage::Deliver(Wire::new(envelope), r),
+            Some(timeout),
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(w)) => w
+            .into_inner()
+            .unwrap_or_else(|e| Err(unavailable(format!("unreadable reply: {e}")))),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(unavailable(format!(
+            "no reply within {} ms",
+            timeout.as_millis()
+        ))),
+        Ok(ractor::rpc::CallResult::SenderError) => Err(unavailable(
+            "its host dropped the message (it stopped or left)".into(),
+        )),
+        Err(e) => Err(unavailable(format!("its host cannot be reached: {e}"))),
+    }
+}
+
+/// Sends `message` to actor `key` of type `actor_type` and waits for the reply, trying
+/// again while the actor is unavailable (moving, its host went down) until `timeout`.
+///
+/// A message is handled at least once: if a host dies after handling a message but
+/// before its reply arrives, the retry handles it again on the next activation. Give
+/// messages that must not apply twice an id the actor remembers (as `examples/accounts`
+/// does).
+pub async fn call(
+    actor_type: &str,
+    key: &str,
+    message: Value,
+    timeout: Duration,
+) -> Result<Value, ActorCallError> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let hosts = hosts(actor_type);
+        let result = match owner(actor_type, key, &hosts) {
+            Some((_, host)) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let envelope = ActorEnvelope {
+                    actor_type: actor_type.to_string(),
+                    key: key.to_string(),
+                    message: message.clone(),
+                    hops: 0,
+                };
+                deliver(host, envelope, left.max(Duration::from_millis(1))).await
+            }
+            None => Err(ActorCallError::UnknownType(actor_type.to_string())),
+        };
+        match result {
+            Err(e) if e.is_transient() && Instant::now() + pause < deadline => {
+                tracing::debug!(error = %e, "actor call: trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The outcome of an activation's claim, from the task that asked the core group to the
+/// host that waits for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claim {
+    /// `TYPE/KEY`.
+    pub actor: String,
+    /// What was decided.
+    pub outcome: ClaimOutcome,
+}
+
+/// What a claim got.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ClaimOutcome {
+    /// The actor is this host's at `epoch`; it starts from `state` (none: a new actor).
+    Granted {
+        /// The fencing epoch.
+        epoch: u64,
+        /// The newest saved state found.
+        state: Option<SavedState>,
+    },
+    /// Another live host runs it.
+    Held {
+        /// That host's node.
+        node: String,
+    },
+    /// No decision (no core quorum, the state could not be read).
+    Failed(String),
+}
