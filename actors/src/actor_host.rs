@@ -51,6 +51,8 @@ use store::ActorStore;
 const CLAIM_FOR: Duration = Duration::from_secs(5);
 /// How long gathering an actor's state waits for each other host.
 const FETCH_WAIT: Duration = Duration::from_secs(1);
+/// How long a new node waits before it concludes that no core group exists.
+const NEW_NODE: Duration = Duration::from_secs(3);
 /// How often the host looks for idle and moved activations.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -145,12 +147,11 @@ impl HostState {
                         }
                     }
                 }
-                let live: Vec<String> = hosts.into_iter().map(|(n, _)| n).collect();
                 self.slots
                     .insert(id.clone(), Slot::Waiting(vec![(env, reply)]));
                 let (ctx, store, me) = (self.ctx.clone(), self.store.clone(), myself.clone());
                 tokio::spawn(async move {
-                    let outcome = claim(&ctx, &store, &id, live).await;
+                    let outcome = claim(&ctx, &store, &id).await;
                     let _ = me.cast(ActorHostMessage::Claimed(Wire::new(Claim {
                         actor: id,
                         outcome,
@@ -218,7 +219,7 @@ impl HostState {
                             &claim.actor,
                             &format!("it cannot be activated: {e}"),
                         );
-                        self.release(myself, claim.actor.clone(), epoch, Vec::new());
+                        self.release(myself, claim.actor.clone(), epoch, None, Vec::new());
                     }
                 }
             }
@@ -245,12 +246,14 @@ impl HostState {
         }
     }
 
-    /// Releases `actor`'s lease, then passes on `pending` (cast back as `Ended`).
+    /// Releases `actor`'s lease (its last save was `saved`), then passes on `pending`
+    /// (cast back as `Ended`).
     fn release(
         &mut self,
         myself: &ActorRef<ActorHostMessage>,
         actor: String,
         epoch: u64,
+        saved: Option<(u64, u64)>,
         pending: Vec<Pending>,
     ) {
         self.slots.insert(actor.clone(), Slot::Waiting(pending));
@@ -260,6 +263,7 @@ impl HostState {
                 actor: actor.clone(),
                 node: node.clone(),
                 epoch,
+                saved,
             };
             if let Err(e) = crate::core::decide(&node, cmd).await {
                 // The lease stays ours: a claim elsewhere is sent here, and claimed anew.
@@ -279,9 +283,9 @@ impl HostState {
         let Some(id) = self.by_cell.remove(&cell.get_id()) else {
             return;
         };
-        let (epoch, pending) = match self.slots.remove(&id) {
-            Some(Slot::Active(a)) => (a.epoch, Vec::new()),
-            Some(Slot::Leaving(a, p)) => (a.epoch, p),
+        let (a, pending) = match self.slots.remove(&id) {
+            Some(Slot::Active(a)) => (a, Vec::new()),
+            Some(Slot::Leaving(a, p)) => (a, p),
             Some(other) => {
                 self.slots.insert(id, other);
                 return;
@@ -300,7 +304,9 @@ impl HostState {
             self.slots.insert(id.clone(), Slot::Waiting(pending));
             let _ = myself.cast(ActorHostMessage::Ended(id));
         } else {
-            self.release(myself, id, epoch, pending);
+            let seq = a.stats.saved_seq.load(Ordering::Relaxed);
+            let saved = (seq > 0).then_some((a.epoch, seq));
+            self.release(myself, id, a.epoch, saved, pending);
         }
     }
 
@@ -389,27 +395,30 @@ fn relay(
 }
 
 /// Asks the core group for `actor`'s lease and, granted, gathers its newest state.
-async fn claim(
-    ctx: &NodeContext,
-    store: &ActorStore,
-    actor: &str,
-    live: Vec<String>,
-) -> ClaimOutcome {
+async fn claim(ctx: &NodeContext, store: &ActorStore, actor: &str) -> ClaimOutcome {
     let me = ctx.config.name.clone();
     let give_up = Instant::now() + CLAIM_FOR;
-    let cmd = CoreCommand::ClaimActor {
-        actor: actor.to_string(),
-        node: me.clone(),
-        live: live.clone(),
-    };
-    let epoch = loop {
-        match crate::core::decide(&me, cmd.clone()).await {
-            Ok(CoreDecision::Granted { epoch }) => break Some(epoch),
+    let mut replaces = None;
+    let (epoch, at_least) = loop {
+        let cmd = CoreCommand::ClaimActor {
+            actor: actor.to_string(),
+            node: me.clone(),
+            replaces: replaces.clone(),
+        };
+        match crate::core::decide(&me, cmd).await {
+            Ok(CoreDecision::ActorGranted { epoch, at_least }) => break (Some(epoch), at_least),
+            // Its holder went down: claim it from that holder (compare-and-set).
+            Ok(CoreDecision::Denied { owner })
+                if ctx.view.is_down(&owner.node) && replaces.as_ref() != Some(&owner) =>
+            {
+                tracing::info!(actor, from = %owner.node, "taking over an actor whose node is down");
+                replaces = Some(owner);
+            }
             Ok(CoreDecision::Denied { owner }) => return ClaimOutcome::Held { node: owner.node },
             Ok(other) => return ClaimOutcome::Failed(format!("the core group answered {other:?}")),
             Err(e) if no_core_expected(ctx) => {
                 tracing::debug!(actor, error = %e, "no core group in a cluster this small: the owner activates on its own");
-                break None;
+                break (None, None);
             }
             Err(e) if Instant::now() >= give_up => {
                 return ClaimOutcome::Failed(format!("the core group gave no lease: {e}"))
@@ -417,7 +426,24 @@ async fn claim(
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };
-    let state = newest_state(store, actor, &me, &live).await;
+    // The activation that released the actor last saved `at_least`: wait (a node that
+    // just joined may not see every host yet) until a state that new is found.
+    let state = loop {
+        let state = newest_state(store, actor, &me).await;
+        let found = state.as_ref().map(|s| (s.epoch, s.seq));
+        match at_least {
+            Some(need) if found < Some(need) => {
+                if Instant::now() >= give_up {
+                    return ClaimOutcome::Failed(format!(
+                        "its newest state (epoch {}, save {}) is on a node this one cannot reach yet",
+                        need.0, need.1
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => break state,
+        }
+    };
     // Without a core group the epoch is the newest save's: saves go on from there.
     let epoch = epoch.unwrap_or_else(|| state.as_ref().map_or(0, |s| s.epoch));
     ClaimOutcome::Granted { epoch, state }
@@ -425,24 +451,21 @@ async fn claim(
 
 /// True when no core group exists and none will form (fewer nodes than `core.size`, none
 /// named): the cluster is too small for one, and the owner by rendezvous activates alone.
+/// A node that started moments ago does not judge: it may not see the group yet.
 fn no_core_expected(ctx: &NodeContext) -> bool {
     let cfg = &ctx.config.core;
-    cfg.nodes.is_empty()
+    ctx.view.started.elapsed() > NEW_NODE
+        && cfg.nodes.is_empty()
         && ractor::pg::get_members(&CORE_VOTERS_GROUP.to_string()).is_empty()
         && crate::live_nodes(&ctx.view).len() < cfg.size
 }
 
-/// The newest state of `actor` here and on the other hosts in `live`.
-async fn newest_state(
-    store: &ActorStore,
-    actor: &str,
-    me: &str,
-    live: &[String],
-) -> Option<SavedState> {
+/// The newest state of `actor` here and on the other hosts this node sees.
+async fn newest_state(store: &ActorStore, actor: &str, me: &str) -> Option<SavedState> {
     let actor_type = actor.split_once('/').map_or(actor, |(t, _)| t);
     let asks = route::hosts(actor_type)
         .into_iter()
-        .filter(|(n, _)| n != me && live.contains(n))
+        .filter(|(n, _)| n != me)
         .map(|(_, host)| {
             let actor = actor.to_string();
             async move {

@@ -178,6 +178,8 @@ pub struct ClusterView {
     pub owned_jobs: AtomicU32,
     /// What the journal held at start, until the job manager resumes it.
     pub recovered: Mutex<Option<journal::Recovered>>,
+    /// When the node started.
+    pub started: std::time::Instant,
 }
 
 impl ClusterView {
@@ -204,6 +206,7 @@ impl ClusterView {
             draining: std::sync::atomic::AtomicBool::new(false),
             owned_jobs: AtomicU32::new(0),
             recovered: Mutex::default(),
+            started: std::time::Instant::now(),
         }
     }
 

@@ -63,17 +63,19 @@ pub enum CoreCommand {
         jobs: Vec<String>,
     },
     /// Let `node` run actor `actor` (`TYPE/KEY`): granted if nobody holds its lease, if
-    /// `node` does, or if its holder is not among `live` (the hosts of the type that the
-    /// asker sees).
+    /// `node` does (it restarted: a new epoch fences its old activation), or if the holder
+    /// is `replaces` (the asker saw that holder go down).
     ClaimActor {
         /// `TYPE/KEY`.
         actor: String,
         /// The asker.
         node: String,
-        /// The nodes the asker sees serving the type.
-        live: Vec<String>,
+        /// The holder the asker saw go down.
+        replaces: Option<JobOwner>,
     },
-    /// `node` stopped running `actor` at `epoch` (idle, or moved to its new owner).
+    /// `node` stopped running `actor` at `epoch` (idle, or moved to its new owner), its
+    /// last save being `saved` (epoch, seq): the next activation must start from that
+    /// save or a later one.
     ReleaseActor {
         /// `TYPE/KEY`.
         actor: String,
@@ -81,6 +83,8 @@ pub enum CoreCommand {
         node: String,
         /// Its epoch.
         epoch: u64,
+        /// Its last save, if the type saves its state.
+        saved: Option<(u64, u64)>,
     },
 }
 
@@ -99,6 +103,14 @@ pub enum CoreDecision {
     },
     /// The owner of each job asked about; `None`: still the node that accepted it.
     Owners(Vec<Option<JobOwner>>),
+    /// The actor is the asker's at `epoch`; it must start from the save `at_least`
+    /// (epoch, seq) or a later one (the last save of the activation that released it).
+    ActorGranted {
+        /// The new epoch.
+        epoch: u64,
+        /// The oldest save the new activation may start from.
+        at_least: Option<(u64, u64)>,
+    },
     /// A log entry with no command (a leader's blank entry, a membership change).
     Nothing,
 }
@@ -120,6 +132,9 @@ pub struct Ownership {
     /// Actor (`TYPE/KEY`) -> the node running it and its epoch.
     #[serde(default)]
     actors: BTreeMap<String, JobOwner>,
+    /// Actor -> the last save (epoch, seq) of its last released activation.
+    #[serde(default)]
+    released: BTreeMap<String, (u64, u64)>,
 }
 
 impl Ownership {
@@ -157,8 +172,12 @@ impl Ownership {
             CoreCommand::Owners { jobs } => {
                 CoreDecision::Owners(jobs.iter().map(|j| self.moved.get(j).cloned()).collect())
             }
-            CoreCommand::ClaimActor { actor, node, live } => match self.actors.get(actor) {
-                Some(holder) if holder.node != *node && live.contains(&holder.node) => {
+            CoreCommand::ClaimActor {
+                actor,
+                node,
+                replaces,
+            } => match self.actors.get(actor) {
+                Some(holder) if holder.node != *node && Some(holder) != replaces.as_ref() => {
                     CoreDecision::Denied {
                         owner: holder.clone(),
                     }
@@ -171,16 +190,27 @@ impl Ownership {
                             epoch: index,
                         },
                     );
-                    CoreDecision::Granted { epoch: index }
+                    CoreDecision::ActorGranted {
+                        epoch: index,
+                        at_least: self.released.get(actor).copied(),
+                    }
                 }
             },
-            CoreCommand::ReleaseActor { actor, node, epoch } => {
+            CoreCommand::ReleaseActor {
+                actor,
+                node,
+                epoch,
+                saved,
+            } => {
                 if self
                     .actors
                     .get(actor)
                     .is_some_and(|h| h.node == *node && h.epoch == *epoch)
                 {
                     self.actors.remove(actor);
+                    if let Some(saved) = saved {
+                        self.released.insert(actor.clone(), *saved);
+                    }
                 }
                 CoreDecision::Nothing
             }
@@ -287,46 +317,45 @@ mod tests {
     }
 
     #[test]
-    fn an_actor_lease_goes_to_one_node_until_its_holder_leaves_or_releases() {
+    fn an_actor_lease_goes_to_one_node_until_its_holder_is_replaced_or_releases() {
         let mut o = Ownership::default();
-        let claim = |node: &str, live: &[&str]| CoreCommand::ClaimActor {
+        let claim = |node: &str, replaces: Option<(&str, u64)>| CoreCommand::ClaimActor {
             actor: "t/k".into(),
             node: node.into(),
-            live: live.iter().map(|s| s.to_string()).collect(),
+            replaces: replaces.map(|(n, e)| JobOwner {
+                node: n.into(),
+                epoch: e,
+            }),
         };
-        assert_eq!(
-            o.apply(3, &claim("n1", &["n1", "n2"])),
-            CoreDecision::Granted { epoch: 3 }
-        );
-        // n2 races for the same key while n1 is alive: denied, told who holds it.
+        let granted = |epoch, at_least| CoreDecision::ActorGranted { epoch, at_least };
+        assert_eq!(o.apply(3, &claim("n1", None)), granted(3, None));
+        // n2 races for the same key (a node joining sees itself as the owner): denied,
+        // told who holds it.
         assert!(matches!(
-            o.apply(4, &claim("n2", &["n1", "n2"])),
+            o.apply(4, &claim("n2", None)),
             CoreDecision::Denied { owner } if owner.node == "n1" && owner.epoch == 3
         ));
         // n1 claims again (it restarted): a new epoch fences its old activation.
-        assert_eq!(
-            o.apply(5, &claim("n1", &["n1", "n2"])),
-            CoreDecision::Granted { epoch: 5 }
-        );
-        // n1 gone: n2 gets it.
-        assert_eq!(
-            o.apply(6, &claim("n2", &["n2"])),
-            CoreDecision::Granted { epoch: 6 }
-        );
-        // A stale release (n1 at 5) changes nothing; n2's own release frees the key.
-        let release = |node: &str, epoch| CoreCommand::ReleaseActor {
+        assert_eq!(o.apply(5, &claim("n1", None)), granted(5, None));
+        // n2 saw n1 go down, but names an epoch that is no longer current: denied.
+        assert!(matches!(
+            o.apply(6, &claim("n2", Some(("n1", 3)))),
+            CoreDecision::Denied { .. }
+        ));
+        assert_eq!(o.apply(7, &claim("n2", Some(("n1", 5)))), granted(7, None));
+        // A stale release (n1 at 5) changes nothing; n2's own release frees the key and
+        // records its last save, which the next activation must start from.
+        let release = |node: &str, epoch, saved| CoreCommand::ReleaseActor {
             actor: "t/k".into(),
             node: node.into(),
             epoch,
+            saved,
         };
-        o.apply(7, &release("n1", 5));
+        o.apply(8, &release("n1", 5, Some((5, 1))));
         assert_eq!(o.actor_lease("t/k").map(|l| l.node.as_str()), Some("n2"));
-        o.apply(8, &release("n2", 6));
+        o.apply(9, &release("n2", 7, Some((7, 40))));
         assert_eq!(o.actor_lease("t/k"), None);
-        assert_eq!(
-            o.apply(9, &claim("n1", &["n1", "n2"])),
-            CoreDecision::Granted { epoch: 9 }
-        );
+        assert_eq!(o.apply(10, &claim("n3", None)), granted(10, Some((7, 40))));
     }
 
     #[test]

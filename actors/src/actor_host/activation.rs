@@ -58,6 +58,8 @@ pub struct ActivationStats {
     pub handled: AtomicU64,
     /// Restarts.
     pub restarts: AtomicU32,
+    /// The seq of the newest save kept (persistent types; 0: none yet).
+    pub saved_seq: AtomicU64,
 }
 
 /// Messages of an activation (local).
@@ -263,6 +265,7 @@ impl Actor for Activation {
             None => args.kind.save(&state).map_err(|e| format!("{name}: {e}"))?,
         };
         let seq = args.saved.as_ref().map_or(0, |s| s.seq);
+        args.stats.saved_seq.store(seq, Ordering::Relaxed);
         let ctx = ActorContext::new(&args.actor_type, &args.key, &args.node)
             .attach(args.epoch, args.link.clone());
         let intensity = RestartIntensity::new(
@@ -342,6 +345,7 @@ impl Actor for Activation {
                 st.saving = false;
                 match outcome {
                     SaveOutcome::Kept => {
+                        st.args.stats.saved_seq.store(seq, Ordering::Relaxed);
                         while st.waiting.front().is_some_and(|(s, _, _)| *s <= seq) {
                             if let Some((_, reply, v)) = st.waiting.pop_front() {
                                 let _ = reply.send(Wire::new(Ok(v)));

@@ -1,0 +1,225 @@
+//! Keyed actors on real node processes: exactly-once counting from several clients, a
+//! persistent actor's state after kill -9 of its host, restarts of a panicking handler,
+//! and one activation per key while a node joins.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use troupe_integration::{cargo_bin, core_formed, run_with_timeout, texts, Cluster};
+use troupe_runtime::actor::ActivationInfo;
+use troupe_runtime::Client;
+
+/// Runs an `actor-client` process through node `via` only, adding 1 `adds` times to each
+/// of `keys`; returns its JSON summary (on a thread, so several run at once).
+fn actor_client(
+    c: &Cluster,
+    via: usize,
+    keys: &[String],
+    adds: usize,
+) -> std::thread::JoinHandle<Value> {
+    let exe = cargo_bin("troupe-integration", "actor-client");
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        &c.addrs[via],
+        &c.cookie,
+        "troupe.counter",
+        &keys.join(","),
+        &adds.to_string(),
+    ]);
+    std::thread::spawn(move || {
+        let out = run_with_timeout(cmd, Duration::from_secs(120));
+        let (stdout, stderr) = texts(&out);
+        assert!(out.status.success(), "actor-client failed: {stderr}");
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    })
+}
+
+async fn total(client: &Client, key: &str) -> i64 {
+    let v = client
+        .call_actor("troupe.counter", key, json!({"op": "get"}))
+        .await
+        .unwrap_or_else(|e| panic!("get {key}: {e}"));
+    v["total"].as_i64().expect("a total")
+}
+
+fn activations_of<'a>(list: &'a [ActivationInfo], key: &str) -> Vec<&'a ActivationInfo> {
+    list.iter()
+        .filter(|a| a.actor_type == "troupe.counter" && a.key == key)
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_thousand_adds_from_three_clients_on_three_nodes_count_exactly_once() {
+    let mut c = Cluster::plan(3);
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    let client = c.settled_client(&[0, 1, 2]).await;
+    core_formed(3).await;
+    let key = vec!["shared".to_string()];
+    let runs: Vec<_> = [(0, 334), (1, 333), (2, 333)]
+        .into_iter()
+        .map(|(via, adds)| actor_client(&c, via, &key, adds))
+        .collect();
+    let mut acked = 0;
+    for r in runs {
+        let v = r.join().expect("client thread");
+        assert_eq!(v["errors"], json!([]), "{v}");
+        acked += v["acked"].as_u64().expect("acked");
+    }
+    assert_eq!(acked, 1000);
+    assert_eq!(total(&client, "shared").await, 1000);
+    let list = client.actors().await.expect("actors");
+    let here = activations_of(&list, "shared");
+    assert_eq!(here.len(), 1, "{list:?}");
+    assert_eq!(here[0].handled, 1001, "{list:?}");
+    // The CLI's view of the same.
+    let out = c.cli(&["actors", "--json"], true);
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let row = v["actors"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["key"] == "shared"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no row for the key: {v}"));
+    assert_eq!(row["type"], "troupe.counter");
+    assert_eq!(row["node"], json!(here[0].node));
+    assert!(row["epoch"].as_u64().is_some(), "{row}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn kill_9_of_a_persistent_counters_host_loses_no_acknowledged_add() {
+    let mut c = Cluster::plan(3);
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    let client = c.settled_client(&[0, 1, 2]).await;
+    core_formed(3).await;
+    for i in 1..=50 {
+        let v = client
+            .call_actor("troupe.counter", "durable", json!({"op": "add", "n": 1}))
+            .await
+            .expect("add");
+        assert_eq!(v["total"], i);
+    }
+    let list = client.actors().await.expect("actors");
+    let before = activations_of(&list, "durable")[0].clone();
+    let host: usize = before.node[1..].parse::<usize>().expect("node name nN") - 1;
+    c.node(host).kill();
+    let killed = Instant::now();
+    // `get` through another node, by the command line.
+    let other = (host + 1) % 3;
+    let out = c.cli(
+        &[
+            "call",
+            "--seeds",
+            &c.addrs[other],
+            "--cookie",
+            &c.cookie,
+            "troupe.counter",
+            "durable",
+            r#"{"op": "get"}"#,
+        ],
+        false,
+    );
+    let took = killed.elapsed();
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    let v: Value = serde_json::from_str(stdout.trim()).expect("reply JSON");
+    assert_eq!(v, json!({"total": 50}), "an acknowledged add was lost");
+    eprintln!("first reply {took:?} after the kill of {}", before.node);
+    assert!(
+        took < Duration::from_secs(3),
+        "the reply took {took:?}: more than failure detection (2 s) + 1 s"
+    );
+    let list = client.actors().await.expect("actors");
+    let after = activations_of(&list, "durable");
+    assert_eq!(after.len(), 1, "{list:?}");
+    assert_ne!(after[0].node, before.node);
+    assert!(after[0].epoch > before.epoch, "{after:?} vs {before:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_panicking_handler_restarts_with_its_state_until_it_restarts_too_often() {
+    let mut c = Cluster::plan(3);
+    c.env
+        .push(("TROUPE_ACTORS__STOPPED_FOR_MS".into(), "2000".into()));
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    let _client = c.settled_client(&[0, 1, 2]).await;
+    core_formed(3).await;
+    let call = |msg: &str| {
+        let out = c.cli(&["call", "troupe.counter", "p", msg], true);
+        let (stdout, stderr) = texts(&out);
+        (out.status.code(), stdout.trim().to_string(), stderr)
+    };
+    assert_eq!(call(r#"{"op":"add","n":5}"#).1, r#"{"total":5}"#);
+    // Three panics within the window are restarts (actors.max_restarts = 3): each caller
+    // gets an error (exit 1), and the state survives.
+    for i in 0..3 {
+        let (code, _, stderr) = call(r#"{"op":"panic"}"#);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains("panicked") && stderr.contains("restarted"),
+            "{stderr}"
+        );
+        assert_eq!(
+            call(r#"{"op":"add","n":1}"#).1,
+            format!(r#"{{"total":{}}}"#, 6 + i)
+        );
+    }
+    // A message that does not fit is bad input, not a failure.
+    let (code, _, stderr) = call(r#"{"op":"multiply"}"#);
+    assert_eq!(code, Some(2), "{stderr}");
+    // The fourth panic within the window stops the actor.
+    let (code, _, stderr) = call(r#"{"op":"panic"}"#);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+    let (code, _, stderr) = call(r#"{"op":"get"}"#);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is stopped"), "{stderr}");
+    // After actors.stopped_for_ms it is activated again, from its saved state.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(call(r#"{"op":"get"}"#).1, r#"{"total":8}"#);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn clients_racing_to_activate_keys_while_a_node_joins_get_one_activation_each() {
+    let mut c = Cluster::plan(4);
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    let client = c.client_via(&[0, 1, 2]).await;
+    client
+        .wait_for_nodes(3, Duration::from_secs(20))
+        .await
+        .expect("three nodes");
+    core_formed(3).await;
+    let keys: Vec<String> = (0..48).map(|i| format!("race-{i}")).collect();
+    // A client through n4 waits for n4 and starts the moment n4 answers, while n4 does
+    // not see the others yet; one through n1 activates the same new keys meanwhile.
+    let through_n4 = actor_client(&c, 3, &keys, 5);
+    c.start_node(3);
+    let through_n1 = actor_client(&c, 0, &keys, 5);
+    for r in [through_n1, through_n4] {
+        let v = r.join().expect("client thread");
+        assert_eq!(v["errors"], json!([]), "{v}");
+        assert_eq!(v["acked"], 5 * keys.len(), "{v}");
+    }
+    // Two activations of one key would each have counted from their own state: every
+    // total would fall short of 10.
+    for k in &keys {
+        assert_eq!(total(&client, k).await, 10, "key {k}");
+    }
+    let list = client.actors().await.expect("actors");
+    for k in &keys {
+        assert_eq!(activations_of(&list, k).len(), 1, "{k}: {list:?}");
+    }
+    // Some keys moved to (or were first activated on) the node that joined.
+    assert!(
+        list.iter().any(|a| a.node == "n4"),
+        "no key is on n4: {list:?}"
+    );
+}
