@@ -155,3 +155,78 @@ async fn pricing_prices_each_shared_instrument_once() {
         "{last}"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn accounts_program_conserves_money_and_refunds_failed_deposits() {
+    let c = Cluster::start_with_binary(3, &cargo_bin("troupe-example-accounts", "accounts"));
+    c.ready().await;
+    let run = cargo_bin("troupe-example-accounts", "accounts-run");
+    let out = c.run_program(
+        &run,
+        &["--transfers", "80", "--initial", "200", "--seed", "3"],
+    );
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["total_before"], 1600, "{v}");
+    assert_eq!(v["total_after"], 1600, "{v}");
+    assert!(v["refunded"].as_u64() > Some(0), "no refund ran: {v}");
+    assert!(
+        v["refused"].as_u64() > Some(0),
+        "no overdraft was refused: {v}"
+    );
+    assert!(stderr.contains("80/80 transfers ended"), "{stderr}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn accounts_conserve_money_over_200_transfers_with_a_node_killed_in_the_middle() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use troupe_example_accounts as accounts;
+    let exe = cargo_bin("troupe-example-accounts", "accounts");
+    let mut c = Cluster::plan(3);
+    // Jobs owned by the killed node are taken over after 1 s rather than 10.
+    c.env
+        .push(("TROUPE_FAILURE__TAKEOVER_AFTER_MS".into(), "1000".into()));
+    for i in 0..3 {
+        let spec = c.spec(i);
+        c.start_with(i, &exe, &spec);
+    }
+    let client = c.settled_client(&[0, 1, 2]).await;
+    troupe_integration::core_formed(3).await;
+    let names: Vec<String> = (0..8).map(|i| format!("acc-{i}")).collect();
+    accounts::open_all(&client, &names, 1000)
+        .await
+        .expect("open");
+    assert_eq!(accounts::total(&client, &names).await.unwrap(), 8000);
+    let hosted = client.actors().await.expect("actors");
+    assert!(
+        hosted.iter().any(|a| a.node == "n3"),
+        "n3 hosts no account, so its death would test nothing: {hosted:?}"
+    );
+    let done = AtomicUsize::new(0);
+    let plan = accounts::plan(&names, 200, 11);
+    let run = accounts::run_transfers(&client, plan, 8, |n| done.store(n, Ordering::Relaxed));
+    let kill = async {
+        while done.load(Ordering::Relaxed) < 100 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        c.node(2).kill();
+        eprintln!("killed n3 after {} transfers", done.load(Ordering::Relaxed));
+    };
+    let (outcome, ()) = tokio::join!(run, kill);
+    eprintln!("{outcome:?}");
+    assert!(outcome.other.is_empty(), "{outcome:?}");
+    assert_eq!(
+        outcome.succeeded + outcome.refused + outcome.refunded,
+        200,
+        "{outcome:?}"
+    );
+    assert!(outcome.refunded > 0, "{outcome:?}");
+    assert_eq!(
+        accounts::total(&client, &names).await.unwrap(),
+        8000,
+        "money was made or lost"
+    );
+    let hosted = client.actors().await.expect("actors");
+    assert!(hosted.iter().all(|a| a.node != "n3"), "{hosted:?}");
+}
