@@ -25,7 +25,7 @@ async fn malformed_and_cyclic_job_files_exit_2_naming_the_problem() {
     let out = c.cli(&["submit", &f], true);
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("missing field `task`"), "{stderr}");
+    assert!(stderr.contains("step \"a\" names no task"), "{stderr}");
 
     let f = c.job_file(
         "cycle.toml",

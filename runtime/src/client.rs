@@ -717,20 +717,23 @@ impl Client {
             .map_err(ClientError::Actor)
     }
 
-    /// The activations of keyed actors on every node, as one node gathers them.
+    /// The activations of keyed actors on every node, as one node gathers them (the next
+    /// node is asked if one does not answer).
     pub async fn actors(&self) -> Result<Vec<crate::actor::ActivationInfo>, ClientError> {
-        let host: ActorRef<crate::protocol::ActorHostMessage> =
-            ractor::pg::get_members(&crate::protocol::ACTOR_HOSTS_GROUP.to_string())
-                .into_iter()
-                .next()
-                .map(Into::into)
-                .ok_or_else(|| ClientError::Connection("no node's actor host is visible".into()))?;
         let timeout = self.inner.opts.request_timeout;
-        rpc_reply(
-            host.call(crate::protocol::ActorHostMessage::ListAll, Some(timeout))
-                .await,
-            timeout,
-        )
+        let mut last = ClientError::Connection("no node's actor host is visible".into());
+        for host in ractor::pg::get_members(&crate::protocol::ACTOR_HOSTS_GROUP.to_string()) {
+            let host: ActorRef<crate::protocol::ActorHostMessage> = host.into();
+            match rpc_reply(
+                host.call(crate::protocol::ActorHostMessage::ListAll, Some(timeout))
+                    .await,
+                timeout,
+            ) {
+                Ok(list) => return Ok(list),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Waits until at least `n` nodes are up, as the cluster sees it.

@@ -200,7 +200,8 @@ impl ClientError {
             | ClientError::Rejected(_) => 2,
             ClientError::JobFailed(_) => 1,
             ClientError::Actor(e) => match e {
-                crate::actor::ActorCallError::BadMessage { .. } => 2,
+                crate::actor::ActorCallError::BadMessage { .. }
+                | crate::actor::ActorCallError::UnknownType(_) => 2,
                 e if e.is_transient() => 3,
                 _ => 1,
             },

@@ -25,6 +25,9 @@ use crate::wire::Wire;
 /// How long a call waits for its reply, retries included, unless told otherwise.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a call waits for some node to serve an actor type it has not seen.
+pub const UNKNOWN_TYPE_WAIT: Duration = Duration::from_secs(2);
+
 /// The rendezvous key of an actor.
 pub fn owner_key(actor_type: &str, key: &str) -> String {
     format!("actor:{actor_type}/{key}")
@@ -99,7 +102,8 @@ pub async fn call(
     message: Value,
     timeout: Duration,
 ) -> Result<Value, ActorCallError> {
-    let deadline = Instant::now() + timeout;
+    let start = Instant::now();
+    let deadline = start + timeout;
     let mut pause = Duration::from_millis(10);
     loop {
         let hosts = hosts(actor_type);
@@ -117,6 +121,11 @@ pub async fn call(
             None => Err(ActorCallError::UnknownType(actor_type.to_string())),
         };
         match result {
+            // An unknown type gets a short wait (nodes may still be joining), not the
+            // whole timeout: it is more likely a typo.
+            Err(ActorCallError::UnknownType(t)) if start.elapsed() >= UNKNOWN_TYPE_WAIT => {
+                return Err(ActorCallError::UnknownType(t))
+            }
             Err(e) if e.is_transient() && Instant::now() + pause < deadline => {
                 tracing::debug!(error = %e, "actor call: trying again");
                 tokio::time::sleep(pause).await;
