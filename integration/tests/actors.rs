@@ -310,3 +310,38 @@ async fn job_steps_target_actors_and_bad_actor_input_gets_clear_errors() {
     );
     c.assert_serves().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_handler_calls_tasks_and_other_actors_through_its_context() {
+    let (_c, client) = started(3, &[]).await;
+    let call = |key: &'static str, msg: Value| {
+        let client = client.clone();
+        async move { client.call_actor("troupe.counter", key, msg).await }
+    };
+    // A task, run as a one-step job by the handler.
+    let v = call(
+        "ctx-a",
+        json!({"op": "add_from", "task": "troupe.sum", "input": {"add": 5}}),
+    )
+    .await
+    .expect("add_from");
+    assert_eq!(v, json!({"total": 5}));
+    // A task that fails: the handler refuses, and the state is unchanged.
+    let e = call(
+        "ctx-a",
+        json!({"op": "add_from", "task": "troupe.fail", "input": {"message": "no"}}),
+    )
+    .await
+    .expect_err("refused");
+    assert!(e.to_string().contains("refused"), "{e}");
+    // Another actor, from the handler.
+    let v = call(
+        "ctx-a",
+        json!({"op": "forward", "key": "ctx-b", "message": {"op": "add", "n": 3}}),
+    )
+    .await
+    .expect("forward");
+    assert_eq!(v, json!({"total": 3}));
+    assert_eq!(total(&client, "ctx-b").await, 3);
+    assert_eq!(total(&client, "ctx-a").await, 5);
+}

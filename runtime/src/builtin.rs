@@ -39,6 +39,22 @@ pub enum CounterMessage {
     Get,
     /// Panics in the handler (the activation restarts from its saved state).
     Panic,
+    /// Runs `task` with `input` in the cluster (a one-step job, from the handler's
+    /// context) and adds its output, a number.
+    AddFrom {
+        /// The task.
+        task: String,
+        /// Its input.
+        input: Value,
+    },
+    /// Sends `message` to the counter `key` of the same type and replies its reply (a
+    /// call from one actor to another).
+    Forward {
+        /// The other counter.
+        key: String,
+        /// The message for it.
+        message: Value,
+    },
 }
 
 /// The state of a counter.
@@ -58,19 +74,37 @@ impl<const P: bool> KeyedActor for Counter<P> {
     const PERSISTENT: bool = P;
     async fn handle(
         &self,
-        _ctx: &ActorContext,
+        ctx: &ActorContext,
         state: &mut CounterState,
         msg: CounterMessage,
     ) -> Result<Value, ActorError> {
+        let add = |state: &mut CounterState, n: i64| {
+            state.total = state
+                .total
+                .checked_add(n)
+                .ok_or_else(|| ActorError::refused("the total would overflow"))?;
+            Ok::<(), ActorError>(())
+        };
         match msg {
-            CounterMessage::Add { n } => {
-                state.total = state
-                    .total
-                    .checked_add(n)
-                    .ok_or_else(|| ActorError::refused("the total would overflow"))?;
-            }
+            CounterMessage::Add { n } => add(state, n)?,
             CounterMessage::Get => {}
             CounterMessage::Panic => panic!("the counter was asked to panic"),
+            CounterMessage::AddFrom { task, input } => {
+                let out = ctx
+                    .call(&task, input)
+                    .await
+                    .map_err(|e| ActorError::refused(format!("task {task}: {e}")))?;
+                let n = out.as_i64().ok_or_else(|| {
+                    ActorError::refused(format!("task {task} returned {out}, not an integer"))
+                })?;
+                add(state, n)?;
+            }
+            CounterMessage::Forward { key, message } => {
+                return ctx
+                    .call_actor(&ctx.actor_type, &key, message)
+                    .await
+                    .map_err(|e| ActorError::refused(e.to_string()));
+            }
         }
         Ok(json!({ "total": state.total }))
     }
