@@ -6,15 +6,16 @@
 //! If not, and another host owns the key by rendezvous in this node's view, it is
 //! forwarded there (at most [`MAX_ACTOR_HOPS`] times, so views that disagree cannot bounce
 //! a message forever). Otherwise this host *claims* the actor from the core group (Raft):
-//! the claim is granted if nobody holds the actor's lease, if this node does, or if the
-//! holder no longer serves T; the grant's log index is the activation's epoch. Messages
+//! the claim is granted if nobody holds the actor's lease, if this node does, or if this
+//! node names the holder (and its epoch) after seeing it go down; the grant's log index
+//! is the activation's epoch. Messages
 //! that arrive meanwhile queue in order. A claim denied because another live host holds
 //! the lease sends the messages there. So two hosts that both think they own a key (a
 //! node joining, views differing for a moment) never both activate it.
 //!
 //! Granted, the host gathers the newest saved state of the actor, from its own store and
-//! from every other host of T (a replica holds the copies of a host that died), and
-//! starts the activation from it. Every second it stops activations that have been idle
+//! from every other host of T (a replica holds the copies of a host that died), fencing
+//! each store at the new epoch as it reads it, and starts the activation from it. Every second it stops activations that have been idle
 //! for `actors.idle_ms` and those whose key now belongs to another host (a node joined):
 //! they finish their saves, stop, and the host releases their lease, then passes on any
 //! message that arrived meanwhile.
@@ -132,8 +133,11 @@ impl HostState {
         match self.slots.get_mut(&id) {
             Some(Slot::Active(a)) => {
                 a.last_used = Instant::now();
-                if let Err(e) = a.actor.cast(ActivationMessage::Handle(env.message, reply)) {
-                    tracing::warn!(actor = %id, error = %e, "an activation stopped under a message");
+                if let Err(ractor::MessagingErr::SendErr(ActivationMessage::Handle(_, reply))) =
+                    a.actor.cast(ActivationMessage::Handle(env.message, reply))
+                {
+                    // It is ending; its host hears of it next and routes anew.
+                    fail_all_ports(vec![reply], &id, "it is being deactivated");
                 }
             }
             Some(Slot::Waiting(p)) | Some(Slot::Leaving(_, p)) => p.push((env, reply)),
@@ -170,12 +174,14 @@ impl HostState {
             .split_once('/')
             .map(|(t, k)| (t.to_string(), k.to_string()))
         else {
+            fail_all(pending, &claim.actor, "its name is not TYPE/KEY");
             return;
         };
         let (actor_type, key) = (actor_type.as_str(), key.as_str());
         match claim.outcome {
             ClaimOutcome::Granted { epoch, state } => {
                 let Some(kind) = self.ctx.registry.actors().get(actor_type) else {
+                    fail_all(pending, &claim.actor, "this node does not serve its type");
                     return;
                 };
                 let stats = Arc::new(ActivationStats::default());
@@ -293,7 +299,10 @@ impl HostState {
             None => return,
         };
         self.gauge();
-        let why = why.unwrap_or_default();
+        let why = crate::locked(&a.stats.end)
+            .take()
+            .or(why)
+            .unwrap_or_default();
         if let Some(stopped) = why.strip_prefix(reason::STOPPED) {
             let until =
                 Instant::now() + Duration::from_millis(self.ctx.config.actors.stopped_for_ms);
@@ -304,8 +313,7 @@ impl HostState {
             self.slots.insert(id.clone(), Slot::Waiting(pending));
             let _ = myself.cast(ActorHostMessage::Ended(id));
         } else {
-            let seq = a.stats.saved_seq.load(Ordering::Relaxed);
-            let saved = (seq > 0).then_some((a.epoch, seq));
+            let saved = *crate::locked(&a.stats.last_save);
             self.release(myself, id, a.epoch, saved, pending);
         }
     }
@@ -313,7 +321,10 @@ impl HostState {
     /// The lease is released (or was not ours): pass on what waited.
     fn reroute(&mut self, myself: &ActorRef<ActorHostMessage>, actor: &str) {
         if let Some(Slot::Waiting(pending)) = self.slots.remove(actor) {
-            for (env, reply) in pending {
+            for (mut env, reply) in pending {
+                // Routed afresh: a message once relayed to the holder must not make this
+                // node claim the key again after it let it go.
+                env.hops = 0;
                 self.deliver(myself, env, reply);
             }
         }
@@ -372,7 +383,12 @@ impl HostState {
 }
 
 fn fail_all(pending: Vec<Pending>, actor: &str, why: &str) {
-    for (_, reply) in pending {
+    fail_all_ports(pending.into_iter().map(|(_, r)| r).collect(), actor, why);
+}
+
+/// Answers each caller that `actor` is unavailable, `why` (they try again).
+fn fail_all_ports(replies: Vec<RpcReplyPort<ActorReply>>, actor: &str, why: &str) {
+    for reply in replies {
         let e = ActorCallError::Unavailable {
             actor: actor.to_string(),
             reason: why.to_string(),
@@ -428,12 +444,24 @@ async fn claim(ctx: &NodeContext, store: &ActorStore, actor: &str) -> ClaimOutco
     };
     // The activation that released the actor last saved `at_least`: wait (a node that
     // just joined may not see every host yet) until a state that new is found.
+    let fence = epoch.unwrap_or(0);
     let state = loop {
-        let state = newest_state(store, actor, &me).await;
+        let state = newest_state(store, actor, &me, fence).await;
         let found = state.as_ref().map(|s| (s.epoch, s.seq));
         match at_least {
             Some(need) if found < Some(need) => {
                 if Instant::now() >= give_up {
+                    // Give the lease back (keeping what the core group knows of the last
+                    // save): the next message claims it again.
+                    if let Some(epoch) = epoch {
+                        let cmd = CoreCommand::ReleaseActor {
+                            actor: actor.to_string(),
+                            node: me.clone(),
+                            epoch,
+                            saved: None,
+                        };
+                        let _ = crate::core::decide(&me, cmd).await;
+                    }
                     return ClaimOutcome::Failed(format!(
                         "its newest state (epoch {}, save {}) is on a node this one cannot reach yet",
                         need.0, need.1
@@ -460,8 +488,10 @@ fn no_core_expected(ctx: &NodeContext) -> bool {
         && crate::live_nodes(&ctx.view).len() < cfg.size
 }
 
-/// The newest state of `actor` here and on the other hosts this node sees.
-async fn newest_state(store: &ActorStore, actor: &str, me: &str) -> Option<SavedState> {
+/// The newest state of `actor` here and on the other hosts this node sees, each store
+/// fenced at `epoch` first (the new activation's: from then on they refuse the saves of
+/// any older one, so none can be acknowledged after this read and lost).
+async fn newest_state(store: &ActorStore, actor: &str, me: &str, epoch: u64) -> Option<SavedState> {
     let actor_type = actor.split_once('/').map_or(actor, |(t, _)| t);
     let asks = route::hosts(actor_type)
         .into_iter()
@@ -470,7 +500,10 @@ async fn newest_state(store: &ActorStore, actor: &str, me: &str) -> Option<Saved
             let actor = actor.to_string();
             async move {
                 match host
-                    .call(|r| ActorHostMessage::FetchState(actor, r), Some(FETCH_WAIT))
+                    .call(
+                        |r| ActorHostMessage::FetchState(actor, epoch, r),
+                        Some(FETCH_WAIT),
+                    )
                     .await
                 {
                     Ok(ractor::rpc::CallResult::Success(w)) => w.into_inner().ok().flatten(),
@@ -478,11 +511,14 @@ async fn newest_state(store: &ActorStore, actor: &str, me: &str) -> Option<Saved
                 }
             }
         });
-    let theirs = futures::future::join_all(asks).await;
+    let (theirs, mine) = tokio::join!(
+        futures::future::join_all(asks),
+        store.fetch_and_fence(actor, epoch)
+    );
     theirs
         .into_iter()
         .flatten()
-        .chain(store.get(actor))
+        .chain(mine)
         .reduce(|a, b| if b.is_newer_than(&a) { b } else { a })
 }
 
@@ -542,8 +578,14 @@ impl ActorLink for NodeJobs {
                 let Ok(ractor::rpc::CallResult::Success(w)) = answer else {
                     continue;
                 };
-                let Ok(Ok(status)) = w.into_inner() else {
-                    continue;
+                let status = match w.into_inner() {
+                    Ok(Ok(status)) => status,
+                    Ok(Err(e)) => {
+                        return Err(TaskError::transient(format!(
+                            "job {id} is no longer known: {e:?}"
+                        )))
+                    }
+                    Err(_) => continue,
                 };
                 match status.state {
                     JobState::Succeeded => return Ok(status.output.unwrap_or_default()),
@@ -616,8 +658,12 @@ impl Actor for ActorHost {
                     }
                 });
             }
-            ActorHostMessage::FetchState(actor, reply) => {
-                let _ = reply.send(Wire::new(st.store.get(&actor)));
+            ActorHostMessage::FetchState(actor, epoch, reply) => {
+                let store = st.store.clone();
+                tokio::spawn(async move {
+                    let held = store.fetch_and_fence(&actor, epoch).await;
+                    let _ = reply.send(Wire::new(held));
+                });
             }
             ActorHostMessage::List(reply) => {
                 let _ = reply.send(Wire::new(st.list()));

@@ -55,6 +55,9 @@ const ENDED_ORDER: TableDefinition<u64, &str> = TableDefinition::new("ended_orde
 const COPIES: TableDefinition<&str, &[u8]> = TableDefinition::new("copies");
 const COPY_INPUTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("copy_inputs");
 const ACTOR_STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("actor_states");
+/// Actor -> the epoch of the newest activation that read its state here (older saves are
+/// refused).
+const ACTOR_FENCES: TableDefinition<&str, u64> = TableDefinition::new("actor_fences");
 
 /// Someone waiting for an actor's state to be saved: told whether it was, or that a
 /// newer activation's save is already here.
@@ -95,6 +98,8 @@ enum Write {
     /// An actor's state (this node's activation's, or a copy of another node's). Urgent:
     /// somebody waits for it.
     ActorState(String, SavedState, StateWaiter),
+    /// Fence an actor at an epoch and read its state, in one transaction (urgent).
+    ActorFetch(String, u64, oneshot::Sender<Option<SavedState>>),
 }
 
 /// Someone waiting for a job's start to be durable.
@@ -421,26 +426,17 @@ impl Journal {
         rx
     }
 
-    /// The newest state saved here of `actor` (`TYPE/KEY`).
-    pub fn actor_state(&self, actor: &str) -> Result<Option<SavedState>, JournalError> {
-        let err = |e: redb::Error| JournalError::Read {
-            path: self.path.clone(),
-            source: Box::new(e),
-        };
-        let rtx = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let table = match rtx.open_table(ACTOR_STATES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(err(e.into())),
-        };
-        let Some(v) = table.get(actor).map_err(|e| err(e.into()))? else {
-            return Ok(None);
-        };
-        wire::decode(v.value()).map(Some).map_err(|e| {
-            err(redb::Error::Corrupted(format!(
-                "state of actor {actor}: {e}"
-            )))
-        })
+    /// Fences `actor` at `epoch` (saves of older activations are refused from now on)
+    /// and reads the newest state saved here, both in one commit of the writer, so no save
+    /// slips in between. `None` from the receiver's error: the commit failed.
+    pub fn fetch_and_fence(
+        &self,
+        actor: &str,
+        epoch: u64,
+    ) -> oneshot::Receiver<Option<SavedState>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Write::ActorFetch(actor.to_string(), epoch, tx));
+        rx
     }
 
     fn send(&self, w: Write) {
@@ -605,7 +601,18 @@ fn writer(
         };
         let committing = Instant::now();
         let mut saved: Vec<(StateWaiter, Result<(), Fenced>)> = Vec::new();
-        let committed = commit(&db, batch, &mut next_order, retain, &mut saved);
+        let mut fetched: Vec<(oneshot::Sender<Option<SavedState>>, Option<SavedState>)> =
+            Vec::new();
+        let committed = commit(
+            &db,
+            batch,
+            &mut next_order,
+            retain,
+            &mut Outcomes {
+                saved: &mut saved,
+                fetched: &mut fetched,
+            },
+        );
         let took = committing.elapsed();
         metrics::histogram!(troupe_runtime::observe::metric::JOURNAL_COMMIT_SECONDS)
             .record(took.as_secs_f64());
@@ -623,6 +630,9 @@ fn writer(
                     }
                 }
                 for (w, r) in saved {
+                    let _ = w.send(r);
+                }
+                for (w, r) in fetched {
                     let _ = w.send(r);
                 }
                 // Durable here, and no replica to wait for (or not asked to).
@@ -655,7 +665,7 @@ impl Write {
         match self {
             Write::Start(_, _, _, w) => w.is_some(),
             Write::Keep(b) => b.ack.is_some(),
-            Write::ActorState(..) => true,
+            Write::ActorState(..) | Write::ActorFetch(..) => true,
             _ => false,
         }
     }
@@ -903,16 +913,23 @@ fn next_order(db: &Database) -> Result<u64, redb::Error> {
     }
 }
 
+/// What a commit answers once it is durable.
+struct Outcomes<'a> {
+    saved: &'a mut Vec<(StateWaiter, Result<(), Fenced>)>,
+    fetched: &'a mut Vec<(oneshot::Sender<Option<SavedState>>, Option<SavedState>)>,
+}
+
 fn commit(
     db: &Database,
     batch: Vec<Write>,
     next_order: &mut u64,
     retain: usize,
-    saved: &mut Vec<(StateWaiter, Result<(), Fenced>)>,
+    out: &mut Outcomes<'_>,
 ) -> Result<(), redb::Error> {
     let tx = db.begin_write()?;
     {
         let mut states = tx.open_table(ACTOR_STATES)?;
+        let mut fences = tx.open_table(ACTOR_FENCES)?;
         let mut jobs = tx.open_table(JOBS)?;
         let mut inputs = tx.open_table(INPUTS)?;
         let mut ended = tx.open_table(ENDED)?;
@@ -966,7 +983,8 @@ fn commit(
                         Some(v) => wire::decode::<SavedState>(v.value()).ok(),
                         None => None,
                     };
-                    let result = match state.admit(held.as_ref()) {
+                    let fence = fences.get(actor.as_str())?.map_or(0, |v| v.value());
+                    let result = match state.admit(held.as_ref(), fence) {
                         Err(f) => Err(f),
                         Ok(false) => Ok(()),
                         Ok(true) => match wire::encode(&state) {
@@ -980,7 +998,18 @@ fn commit(
                             }
                         },
                     };
-                    saved.push((waiter, result));
+                    out.saved.push((waiter, result));
+                }
+                Write::ActorFetch(actor, epoch, reply) => {
+                    let fence = fences.get(actor.as_str())?.map_or(0, |v| v.value());
+                    if epoch > fence {
+                        fences.insert(actor.as_str(), epoch)?;
+                    }
+                    let held = match states.get(actor.as_str())? {
+                        Some(v) => wire::decode::<SavedState>(v.value()).ok(),
+                        None => None,
+                    };
+                    out.fetched.push((reply, held));
                 }
                 Write::Input(id, seq, b) => {
                     inputs.insert((id.as_str(), seq), b.as_slice())?;

@@ -268,6 +268,19 @@ async fn job_steps_target_actors_and_bad_actor_input_gets_clear_errors() {
         assert_eq!(st["state"], "succeeded", "{st}");
         assert_eq!(st["output"], json!({ "total": expected }), "{st}");
     }
+    // A `for_each` over messages: one message per item, to the same actor.
+    let each = c.job_file(
+        "each.json",
+        r#"{"name": "each", "input": {"items": [{"op": "add", "n": 1}, {"op": "add", "n": 2}]},
+            "steps": [{"id": "each", "actor": "troupe.counter", "key": "fe", "for_each": "input.items"}]}"#,
+    );
+    let st = c.submit_wait_via(0, &each);
+    assert_eq!(st["state"], "succeeded", "{st}");
+    let totals: Vec<i64> = st["output"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v["total"].as_i64()).collect())
+        .unwrap_or_default();
+    assert!(totals == [1, 3] || totals == [3, 2], "{st}");
     // A step naming an actor without a key, or both a task and an actor: exit 2.
     let no_key = c.job_file(
         "no_key.toml",

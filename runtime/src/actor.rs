@@ -38,8 +38,9 @@ pub enum ActorError {
     /// was and the activation carries on. The caller gets the message.
     #[error("refused: {0}")]
     Refused(String),
-    /// The handler hit a fault: the activation restarts from its last saved state (and
-    /// stops after too many restarts, see `actors.max_restarts`).
+    /// The handler hit a fault: the activation restarts from the state after the last
+    /// message that succeeded (and stops after too many restarts, see
+    /// `actors.max_restarts`).
     #[error("failed: {0}")]
     Failed(String),
 }
@@ -67,7 +68,8 @@ pub enum ActorCallError {
         /// The handler's reason.
         reason: String,
     },
-    /// The handler failed or panicked; the activation restarted from its saved state.
+    /// The handler failed or panicked; the activation restarted from the state after the
+    /// last message that succeeded.
     #[error("{actor} failed on the message: {reason} (the actor restarted from its saved state)")]
     Failed {
         /// `TYPE/KEY`.

@@ -797,12 +797,19 @@ impl SavedState {
         (self.epoch, self.seq) > (other.epoch, other.seq)
     }
 
-    /// Whether a store holding `held` takes this save: `Ok(true)` to write it,
-    /// `Ok(false)` if it holds this save or a later one of the same activation already,
-    /// `Err` if it holds a save of a newer activation (this one was replaced: fencing).
-    pub fn admit(&self, held: Option<&SavedState>) -> Result<bool, Fenced> {
+    /// Whether a store holding `held`, and fenced at epoch `fence` (a newer activation
+    /// read its state there), takes this save: `Ok(true)` to write it, `Ok(false)` if it
+    /// holds this very save already, `Err` if this save comes from an activation that was
+    /// replaced (fencing). Two saves of one epoch with the save count going back can only
+    /// come from two activations without a core group: the later one is refused too.
+    pub fn admit(&self, held: Option<&SavedState>, fence: u64) -> Result<bool, Fenced> {
+        if self.epoch < fence {
+            return Err(Fenced { epoch: fence });
+        }
         match held {
-            Some(h) if h.epoch > self.epoch => Err(Fenced { epoch: h.epoch }),
+            Some(h) if h.epoch > self.epoch || (h.epoch == self.epoch && h.seq > self.seq) => {
+                Err(Fenced { epoch: h.epoch })
+            }
             Some(h) => Ok(self.is_newer_than(h)),
             None => Ok(true),
         }
@@ -841,9 +848,11 @@ pub enum ActorHostMessage {
     /// it is saved here.
     #[rpc]
     KeepCopy(Wire<StateCopy>, RpcReplyPort<Wire<Result<(), Fenced>>>),
-    /// The newest state this host holds of an actor (`TYPE/KEY`).
+    /// The newest state this host holds of an actor (`TYPE/KEY`), read after fencing
+    /// the actor at the given epoch (a new activation's: older saves are refused from
+    /// then on; 0 fences nothing).
     #[rpc]
-    FetchState(String, RpcReplyPort<Wire<Option<SavedState>>>),
+    FetchState(String, u64, RpcReplyPort<Wire<Option<SavedState>>>),
     /// This host's activations.
     #[rpc]
     List(RpcReplyPort<Wire<Vec<crate::actor::ActivationInfo>>>),

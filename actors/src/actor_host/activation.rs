@@ -58,8 +58,10 @@ pub struct ActivationStats {
     pub handled: AtomicU64,
     /// Restarts.
     pub restarts: AtomicU32,
-    /// The seq of the newest save kept (persistent types; 0: none yet).
-    pub saved_seq: AtomicU64,
+    /// The newest save kept, (epoch, seq): the one it started from until it saves.
+    pub last_save: std::sync::Mutex<Option<(u64, u64)>>,
+    /// Why it ended (see [`reason`]), set just before it stops.
+    pub end: std::sync::Mutex<Option<String>>,
 }
 
 /// Messages of an activation (local).
@@ -108,6 +110,14 @@ pub struct ActivationArgs {
     pub stats: Arc<ActivationStats>,
 }
 
+/// Why an activation refuses messages.
+enum Refusal {
+    /// Stopped by restart intensity: callers get "stopped".
+    Stopped(String),
+    /// Ending (idle, moved, fenced): callers get "unavailable" and try again elsewhere.
+    Moving(String),
+}
+
 /// An activation.
 pub struct Activation;
 
@@ -127,8 +137,8 @@ pub struct ActivationState {
     /// Replies waiting for the save of the state they produced.
     waiting: VecDeque<(u64, RpcReplyPort<ActorReply>, Value)>,
     intensity: RestartIntensity,
-    /// Set once the activation refuses messages (stopped by restart intensity).
-    refusing: Option<String>,
+    /// Set once the activation refuses messages (stopped by restart intensity, or ending).
+    refusing: Option<Refusal>,
     /// Stop with this reason once no save is in flight.
     stop_after: Option<String>,
 }
@@ -209,7 +219,21 @@ impl ActivationState {
             self.stop_after = Some(why.to_string());
         }
         if !self.saving && self.waiting.is_empty() {
-            myself.stop(self.stop_after.clone());
+            let why = self.stop_after.clone().unwrap_or_default();
+            self.end(myself, &why);
+        }
+    }
+
+    /// Ends the activation with `why` (for its host). Messages already in its mailbox are
+    /// still handled (and answered: `refusing` says how), so no caller is left without an
+    /// answer.
+    fn end(&mut self, myself: &ActorRef<ActivationMessage>, why: &str) {
+        *crate::locked(&self.args.stats.end) = Some(why.to_string());
+        if self.refusing.is_none() {
+            self.refusing = Some(Refusal::Moving("it is being deactivated".into()));
+        }
+        if myself.drain().is_err() {
+            myself.stop(Some(why.to_string()));
         }
     }
 
@@ -228,7 +252,7 @@ impl ActivationState {
             l.max_restarts, l.restart_window_ms, l.stopped_for_ms
         );
         tracing::error!(actor = %self.name, reason = %stopped, "actor stopped");
-        self.refusing = Some(stopped.clone());
+        self.refusing = Some(Refusal::Stopped(stopped.clone()));
         self.stop_when_saved(myself, &format!("{}{stopped}", reason::STOPPED));
         self.error(|actor| ActorCallError::Stopped {
             actor,
@@ -265,7 +289,7 @@ impl Actor for Activation {
             None => args.kind.save(&state).map_err(|e| format!("{name}: {e}"))?,
         };
         let seq = args.saved.as_ref().map_or(0, |s| s.seq);
-        args.stats.saved_seq.store(seq, Ordering::Relaxed);
+        *crate::locked(&args.stats.last_save) = args.saved.as_ref().map(|s| (s.epoch, s.seq));
         let ctx = ActorContext::new(&args.actor_type, &args.key, &args.node)
             .attach(args.epoch, args.link.clone());
         let intensity = RestartIntensity::new(
@@ -297,11 +321,17 @@ impl Actor for Activation {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ActivationMessage::Handle(message, reply) => {
-                if let Some(why) = &st.refusing {
-                    let e = st.error(|actor| ActorCallError::Stopped {
-                        actor,
-                        reason: why.clone(),
-                    });
+                if let Some(r) = &st.refusing {
+                    let e = match r {
+                        Refusal::Stopped(why) => st.error(|actor| ActorCallError::Stopped {
+                            actor,
+                            reason: why.clone(),
+                        }),
+                        Refusal::Moving(why) => st.error(|actor| ActorCallError::Unavailable {
+                            actor,
+                            reason: why.clone(),
+                        }),
+                    };
                     let _ = reply.send(Wire::new(Err(e)));
                     return Ok(());
                 }
@@ -313,9 +343,15 @@ impl Actor for Activation {
                 let result = match outcome {
                     Ok(Ok(v)) => match kind.save(&st.state) {
                         Ok(bytes) => {
+                            let changed = bytes != st.snapshot;
                             st.snapshot = bytes;
-                            if kind.persistent() {
-                                st.seq += 1;
+                            if kind.persistent() && (changed || !st.waiting.is_empty()) {
+                                // A message that changed nothing (a read) saves nothing,
+                                // but waits behind the saves in flight: its reply may
+                                // show their state, which must be durable first.
+                                if changed {
+                                    st.seq += 1;
+                                }
                                 st.waiting.push_back((st.seq, reply, v));
                                 st.save_next(&myself);
                                 return Ok(());
@@ -345,7 +381,7 @@ impl Actor for Activation {
                 st.saving = false;
                 match outcome {
                     SaveOutcome::Kept => {
-                        st.args.stats.saved_seq.store(seq, Ordering::Relaxed);
+                        *crate::locked(&st.args.stats.last_save) = Some((st.args.epoch, seq));
                         while st.waiting.front().is_some_and(|(s, _, _)| *s <= seq) {
                             if let Some((_, reply, v)) = st.waiting.pop_front() {
                                 let _ = reply.send(Wire::new(Ok(v)));
@@ -367,7 +403,10 @@ impl Actor for Activation {
                             };
                             let _ = reply.send(Wire::new(Err(e)));
                         }
-                        myself.stop(Some(reason::FENCED.into()));
+                        st.refusing = Some(Refusal::Moving(format!(
+                            "it moved (a newer activation, epoch {epoch}, exists)"
+                        )));
+                        st.end(&myself, reason::FENCED);
                     }
                     SaveOutcome::Failed(why) => {
                         tracing::error!(actor = %st.name, error = %why, "cannot save an actor's state; deactivating it");
@@ -378,7 +417,10 @@ impl Actor for Activation {
                             };
                             let _ = reply.send(Wire::new(Err(e)));
                         }
-                        myself.stop(Some(reason::SAVE_FAILED.into()));
+                        st.refusing = Some(Refusal::Moving(format!(
+                            "its state could not be saved: {why}"
+                        )));
+                        st.end(&myself, reason::SAVE_FAILED);
                     }
                 }
             }

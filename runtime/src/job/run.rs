@@ -478,6 +478,7 @@ impl JobRun {
                 p.retry,
             );
             c.timeout_ms = p.timeout_ms;
+            c.actor = p.actor.clone();
             c.input = Some(item);
             c.fan_parent = Some(i);
             c.required = p.required.clone();
