@@ -9,7 +9,11 @@
 //!
 //! A transfer is a job ([`transfer_job`]): `withdraw` from one account, then `deposit` to
 //! the other; if the deposit fails (the account is not open), the compensating step
-//! `refund` puts the money back. So money is neither made nor lost, whatever fails.
+//! `refund` puts the money back. So money is neither made nor lost when nodes fail. One
+//! assumption: a deposit fails only by refusal. A deposit retried 20 times (with doubling
+//! backoff) while its account stays unreachable would fail too and be refunded, even if
+//! an early attempt had been applied; a production transfer would first ask the
+//! receiving account whether `TX:d` was applied.
 
 use std::collections::VecDeque;
 
