@@ -1,8 +1,8 @@
 //! `cargo bench -p troupe-integration --bench actors`
 //!
-//! Three real `troupe-node` processes (release build) on loopback and a client in this
-//! process connected to all three (so every message crosses to another process: the node
-//! that hosts the actor). Measures:
+//! Four real `troupe-node` processes (release build) on loopback (the core group is
+//! n1-n3) and a client in this process connected to all four (so every message crosses
+//! to another process: the node that hosts the actor). Measures:
 //! - `msg_p50_us` / `msg_p99_us`: the round trip of one message (`add`) to a keyed actor
 //!   held in memory (`troupe.memory_counter`), sent one after the other;
 //! - `persistent_msg_p50_us`: the same for `troupe.counter`, whose reply waits until the
@@ -10,8 +10,10 @@
 //! - `msgs_per_s`: messages to `ACTORS_KEYS` in-memory actors with `ACTORS_INFLIGHT` in
 //!   flight, for `ACTORS_SECS`; `persistent_msgs_per_s` the same for persistent counters;
 //! - `reactivate_ms`: from kill -9 of the node hosting a persistent counter to the first
-//!   reply of its new activation elsewhere (median of `ACTORS_KILLS` kills; the node is
-//!   restarted between them);
+//!   reply of its new activation elsewhere (median of `ACTORS_KILLS` kills of n4, which is
+//!   not in the core group; the node is restarted between them);
+//!   `reactivate_core_host_ms` the same once for a host in the core group (it includes a
+//!   Raft election when that node led the group);
 //! - `rpc_p50_us`: the baseline, a bare ractor_cluster call from the client to a node's
 //!   membership actor, measured in the same run, and the message's ratio to it.
 //!
@@ -98,9 +100,23 @@ async fn rpc_baseline(client: &Client, n: usize) -> Vec<u64> {
     out
 }
 
-/// Kills the host of a persistent counter and times the first reply from elsewhere.
-async fn reactivate(cluster: &mut Cluster, client: &Client, run: usize) -> f64 {
-    let key = format!("re-{run}");
+/// A key of a persistent counter whose owner, over nodes n1..n4, is `node`.
+fn key_owned_by(node: &str, tag: &str) -> String {
+    (0..)
+        .map(|i| format!("re-{tag}-{i}"))
+        .find(|k| {
+            troupe_runtime::merge::owner(
+                &troupe_runtime::actor::route::owner_key("troupe.counter", k),
+                ["n1", "n2", "n3", "n4"],
+            ) == Some(node)
+        })
+        .expect("some key")
+}
+
+/// Kills `node`, the host of a persistent counter, and times the first reply of the
+/// counter's new activation elsewhere; then starts the node again.
+async fn reactivate(cluster: &mut Cluster, client: &Client, node: &str, tag: &str) -> f64 {
+    let key = key_owned_by(node, tag);
     for _ in 0..10 {
         add(client, "troupe.counter", &key).await;
     }
@@ -110,6 +126,7 @@ async fn reactivate(cluster: &mut Cluster, client: &Client, run: usize) -> f64 {
         .find(|a| a.actor_type == "troupe.counter" && a.key == key)
         .map(|a| a.node.clone())
         .expect("the counter is active");
+    assert_eq!(host, node, "the key is active on another node");
     let i: usize = host[1..].parse::<usize>().expect("nN") - 1;
     cluster.node(i).kill();
     let killed = Instant::now();
@@ -119,10 +136,10 @@ async fn reactivate(cluster: &mut Cluster, client: &Client, run: usize) -> f64 {
         .expect("get after the kill");
     let ms = killed.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(v["total"], 10, "an acknowledged add was lost");
-    eprintln!("run {run}: kill -9 of {host} -> first reply {ms:.1} ms");
+    eprintln!("kill -9 of {host} -> first reply {ms:.1} ms");
     cluster.start_node(i);
     client
-        .wait_for_nodes(3, Duration::from_secs(20))
+        .wait_for_nodes(4, Duration::from_secs(20))
         .await
         .expect("the node is back");
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -140,12 +157,12 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut cluster = Cluster::plan(3);
-        for i in 0..3 {
+        let mut cluster = Cluster::plan(4);
+        for i in 0..4 {
             cluster.start_node(i);
         }
-        let client = cluster.quiet_client_via(&[0, 1, 2]).await;
-        client.wait_for_nodes(3, Duration::from_secs(20)).await.expect("3 nodes");
+        let client = cluster.quiet_client_via(&[0, 1, 2, 3]).await;
+        client.wait_for_nodes(4, Duration::from_secs(20)).await.expect("4 nodes");
         core_formed(3).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -154,10 +171,13 @@ fn main() {
         let pmsg = latency(&client, "troupe.counter", "lat", calls / 4).await;
         let msgs_per_s = throughput(&client, "troupe.memory_counter", keys, inflight, secs).await;
         let pmsgs_per_s = throughput(&client, "troupe.counter", keys, inflight, secs).await;
+        // n4 is outside the core group (n1-n3): its death costs no Raft election.
         let mut re: Vec<f64> = Vec::new();
         for run in 0..kills {
-            re.push(reactivate(&mut cluster, &client, run).await);
+            re.push(reactivate(&mut cluster, &client, "n4", &run.to_string()).await);
         }
+        // A core node's death may cost an election first (if it led the group).
+        let core_host = reactivate(&mut cluster, &client, "n2", "core").await;
         re.sort_by(f64::total_cmp);
         let reactivate_ms = re.get(re.len() / 2).copied();
         let (m50, r50) = (pct(&msg, 0.5), pct(&rpc, 0.5));
@@ -169,7 +189,7 @@ fn main() {
         );
         eprintln!("message to a persistent actor: p50 {} us, p99 {} us", pct(&pmsg, 0.5), pct(&pmsg, 0.99));
         eprintln!("throughput: {msgs_per_s:.0} msgs/s in memory, {pmsgs_per_s:.0} msgs/s persistent ({keys} keys, {inflight} in flight, {secs} s)");
-        eprintln!("reactivation after kill -9: {re:?} ms");
+        eprintln!("reactivation after kill -9 of a non-core host: {re:?} ms; of a core host: {core_host:.1} ms");
         println!(
             "{}",
             json!({
@@ -181,6 +201,7 @@ fn main() {
                 "persistent_msgs_per_s": pmsgs_per_s.round(),
                 "msg_p50_us": m50,
                 "msgs_per_s": msgs_per_s.round(),
+                "reactivate_core_host_ms": (core_host * 10.0).round() / 10.0,
                 "reactivate_ms": reactivate_ms.map(|v| (v * 10.0).round() / 10.0),
             })
         );
