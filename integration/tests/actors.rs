@@ -257,6 +257,56 @@ async fn clients_racing_to_activate_keys_while_a_node_joins_get_one_activation_e
         list.iter().any(|a| a.node == "n4"),
         "no key is on n4: {list:?}"
     );
+    // Views that disagree, forced: every host is handed messages for the same new keys
+    // at once, each told to handle them itself (as a host does once a message has used up
+    // its hops). Only the core group's lease keeps them from all activating the key.
+    let hosts = troupe_runtime::actor::route::hosts("troupe.counter");
+    assert!(hosts.len() >= 3, "{} hosts seen", hosts.len());
+    let forced: Vec<String> = (0..16).map(|i| format!("forced-{i}")).collect();
+    let sends = forced.iter().flat_map(|k| {
+        hosts.iter().map(move |(_, host)| async move {
+            for _ in 0..3 {
+                let env = troupe_runtime::protocol::ActorEnvelope {
+                    actor_type: "troupe.counter".into(),
+                    key: k.clone(),
+                    message: json!({"op": "add", "n": 1}),
+                    hops: troupe_runtime::protocol::MAX_ACTOR_HOPS,
+                };
+                // An activation moving to n4 meanwhile answers "unavailable": try again
+                // (that message was not applied).
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    match troupe_runtime::actor::route::deliver(
+                        host,
+                        env.clone(),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    {
+                        Ok(_) => break,
+                        Err(e) if e.is_transient() && Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(20)).await
+                        }
+                        Err(e) => panic!("{k}: {e}"),
+                    }
+                }
+            }
+        })
+    });
+    futures::future::join_all(sends).await;
+    let list = client.actors().await.expect("actors");
+    for k in &forced {
+        assert_eq!(total(&client, k).await, 3 * hosts.len() as i64, "key {k}");
+        assert_eq!(activations_of(&list, k).len(), 1, "{k}: {list:?}");
+    }
+    // No activation ever ran beside another of its key: none was fenced by a newer one.
+    for i in 0..4 {
+        assert!(
+            !c.log(i).contains("a newer activation exists"),
+            "two activations of a key overlapped (n{} was fenced)",
+            i + 1
+        );
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]
