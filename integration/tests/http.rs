@@ -65,6 +65,24 @@ fn every_route_answers_for_the_whole_cluster() {
     let c = http_cluster(3);
     let (u1, u2, u3) = (c.http_url(0), c.http_url(1), c.http_url(2));
 
+    // Actors, from any node, in the shape of `actors --json`.
+    let out = c.cli(
+        &["call", "troupe.counter", "web", r#"{"op":"add","n":2}"#],
+        true,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let actors = get(&format!("{u3}/api/actors")).json();
+    let row = actors["actors"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["key"] == "web"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no activation listed: {actors}"));
+    assert_eq!(row["type"], "troupe.counter");
+    assert!(
+        row["node"].as_str().is_some_and(|n| n.starts_with('n')),
+        "{row}"
+    );
+
     // Nodes, from any node, in the shape of `nodes --json`.
     let nodes = get(&format!("{u2}/api/nodes")).json();
     let mut names: Vec<&str> = nodes["nodes"]

@@ -113,6 +113,18 @@ pub async fn nodes(State(ctx): State<NodeContext>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "nodes": nodes })))
 }
 
+/// `GET /api/actors`: the cluster's keyed-actor activations, as `troupe-node actors
+/// --json` prints them.
+pub async fn actors(State(ctx): State<NodeContext>) -> ApiResult<Json<Value>> {
+    let host: ActorRef<troupe_runtime::protocol::ActorHostMessage> =
+        find_on(names::ACTOR_HOST, &ctx.config.name).ok_or_else(|| unavailable("actor host"))?;
+    let list = ask(&host, troupe_runtime::protocol::ActorHostMessage::ListAll)
+        .await?
+        .into_inner()
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({ "actors": list })))
+}
+
 fn parse_state(s: &str) -> ApiResult<JobState> {
     serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
         bad_request(format!(

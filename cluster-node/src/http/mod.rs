@@ -38,6 +38,7 @@ pub fn router(ctx: NodeContext) -> Router {
     Router::new()
         .route("/", get(|| async { Html(DASHBOARD) }))
         .route("/api/nodes", get(api::nodes))
+        .route("/api/actors", get(api::actors))
         .route("/api/jobs", get(api::jobs).post(api::submit))
         .route("/api/jobs/{id}", get(api::job))
         .route("/api/jobs/{id}/cancel", post(api::cancel))
