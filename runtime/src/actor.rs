@@ -356,8 +356,17 @@ impl std::fmt::Debug for ActorTypes {
 
 impl ActorTypes {
     /// Registers `actor` under `name`, replacing a type of the same name.
+    ///
+    /// # Panics
+    /// If `name` is empty or contains `/` (`TYPE/KEY` names an actor): a mistake in the
+    /// node binary's code, reported when it starts, like an invalid route in axum.
     pub fn register<A: KeyedActor>(&mut self, name: impl Into<String>, actor: A) {
-        self.types.insert(name.into(), Arc::new(TypedActor(actor)));
+        let name = name.into();
+        assert!(
+            !name.is_empty() && !name.contains('/'),
+            "actor type name {name:?} must be non-empty and must not contain '/'"
+        );
+        self.types.insert(name, Arc::new(TypedActor(actor)));
     }
 
     /// The type registered under `name`.
