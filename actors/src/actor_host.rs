@@ -100,6 +100,9 @@ pub struct HostState {
     slots: HashMap<String, Slot>,
     by_cell: HashMap<ActorId, String>,
     stopped: HashMap<String, (Instant, String)>,
+    /// Set when the node leaves: it activates nothing more; answered once no
+    /// activation is left, with how many there were.
+    leaving: Option<(Option<RpcReplyPort<u64>>, u64)>,
 }
 
 impl HostState {
@@ -141,6 +144,14 @@ impl HostState {
                 }
             }
             Some(Slot::Waiting(p)) | Some(Slot::Leaving(_, p)) => p.push((env, reply)),
+            None if self.leaving.is_some() => {
+                // Leaving: activate nothing; the owner among the hosts that stay takes it.
+                let hosts = route::hosts(&env.actor_type);
+                match route::owner(&env.actor_type, &env.key, &hosts) {
+                    Some((owner, host)) if owner != self.me() => relay(host.clone(), env, reply),
+                    _ => fail_all_ports(vec![reply], &id, "its node is leaving"),
+                }
+            }
             None => {
                 let hosts = route::hosts(&env.actor_type);
                 if env.hops < MAX_ACTOR_HOPS {
@@ -205,17 +216,22 @@ impl HostState {
                         for (env, reply) in pending {
                             let _ = actor.cast(ActivationMessage::Handle(env.message, reply));
                         }
-                        self.slots.insert(
-                            claim.actor,
-                            Slot::Active(Active {
-                                actor,
-                                actor_type: actor_type.to_string(),
-                                key: key.to_string(),
-                                epoch,
-                                last_used: Instant::now(),
-                                stats,
-                            }),
-                        );
+                        let a = Active {
+                            actor,
+                            actor_type: actor_type.to_string(),
+                            key: key.to_string(),
+                            epoch,
+                            last_used: Instant::now(),
+                            stats,
+                        };
+                        let slot = if self.leaving.is_some() {
+                            // Granted as the node started leaving: hand it off at once.
+                            let _ = a.actor.cast(ActivationMessage::Stop);
+                            Slot::Leaving(a, Vec::new())
+                        } else {
+                            Slot::Active(a)
+                        };
+                        self.slots.insert(claim.actor, slot);
                         self.gauge();
                     }
                     Err(e) => {
@@ -250,6 +266,7 @@ impl HostState {
             }
             ClaimOutcome::Failed(why) => fail_all(pending, &claim.actor, &why),
         }
+        self.answer_leave();
     }
 
     /// Releases `actor`'s lease (its last save was `saved`), then passes on `pending`
@@ -326,6 +343,40 @@ impl HostState {
                 // node claim the key again after it let it go.
                 env.hops = 0;
                 self.deliver(myself, env, reply);
+            }
+        }
+        self.answer_leave();
+    }
+
+    /// Starts leaving: out of the actor types' groups (senders route elsewhere), every
+    /// activation told to stop; `reply` is answered once none is left.
+    fn leave(&mut self, myself: &ActorRef<ActorHostMessage>, reply: RpcReplyPort<u64>) {
+        for t in self.ctx.registry.actors().names() {
+            ractor::pg::leave(actor_type_group(&t), vec![myself.get_cell()]);
+        }
+        let ids: Vec<String> = self.slots.keys().cloned().collect();
+        let mut n = 0;
+        for id in ids {
+            if let Some(Slot::Active(a)) = self.slots.remove(&id) {
+                let _ = a.actor.cast(ActivationMessage::Stop);
+                self.slots.insert(id, Slot::Leaving(a, Vec::new()));
+            }
+            n += 1;
+        }
+        tracing::info!(activations = n, "leaving: handing actors off");
+        self.leaving = Some((Some(reply), n));
+        self.answer_leave();
+    }
+
+    /// Answers the drain once no activation, claim or release is left.
+    fn answer_leave(&mut self) {
+        if !self.slots.is_empty() {
+            return;
+        }
+        if let Some((reply @ Some(_), n)) = self.leaving.as_mut() {
+            if let Some(r) = reply.take() {
+                tracing::info!(activations = *n, "actors handed off");
+                let _ = r.send(*n);
             }
         }
     }
@@ -492,11 +543,17 @@ fn no_core_expected(ctx: &NodeContext) -> bool {
 /// fenced at `epoch` first (the new activation's: from then on they refuse the saves of
 /// any older one, so none can be acknowledged after this read and lost).
 async fn newest_state(store: &ActorStore, actor: &str, me: &str, epoch: u64) -> Option<SavedState> {
-    let actor_type = actor.split_once('/').map_or(actor, |(t, _)| t);
-    let asks = route::hosts(actor_type)
+    // Every host, not only those of the type: a node that is leaving has left the type's
+    // group but still holds the states it saved.
+    let asks = ractor::pg::get_members(&ACTOR_HOSTS_GROUP.to_string())
         .into_iter()
-        .filter(|(n, _)| n != me)
-        .map(|(_, host)| {
+        .filter(|c| {
+            c.get_name()
+                .and_then(|n| troupe_runtime::protocol::node_of_actor_host(&n).map(|n| n != me))
+                .unwrap_or(false)
+        })
+        .map(|cell| {
+            let host: ActorRef<ActorHostMessage> = cell.into();
             let actor = actor.to_string();
             async move {
                 match host
@@ -627,6 +684,7 @@ impl Actor for ActorHost {
             slots: HashMap::new(),
             by_cell: HashMap::new(),
             stopped: HashMap::new(),
+            leaving: None,
         })
     }
 
@@ -701,6 +759,7 @@ impl Actor for ActorHost {
             }
             ActorHostMessage::Ended(actor) => st.reroute(&myself, &actor),
             ActorHostMessage::Sweep => st.sweep(),
+            ActorHostMessage::Leave(reply) => st.leave(&myself, reply),
         }
         Ok(())
     }

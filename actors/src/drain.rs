@@ -1,4 +1,5 @@
-//! Graceful leave. On SIGTERM a node stops taking work, lets the attempts it runs finish
+//! Graceful leave. On SIGTERM a node stops taking work, hands its keyed actors off (each
+//! activation saves, stops and releases its lease), lets the attempts it runs finish
 //! within `drain_timeout_ms`, hands back everything else to the jobs' owners (which run
 //! it elsewhere as new attempts, without using retries), and waits for the jobs it owns
 //! to end (while another node is up to run their steps), so that nothing is lost; then
@@ -9,7 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use troupe_runtime::protocol::{
-    task_group, worker_pool_group, AttemptRef, JobManagerMessage, LostAttempt, MembershipMessage,
+    task_group, worker_pool_group, ActorHostMessage, AttemptRef, JobManagerMessage, LostAttempt,
+    MembershipMessage,
 };
 use troupe_runtime::wire::Wire;
 
@@ -25,6 +27,8 @@ pub struct DrainReport {
     pub finished: usize,
     /// Running attempts stopped at the timeout and handed back.
     pub stopped: usize,
+    /// Keyed-actor activations handed off (stopped after their saves, leases released).
+    pub actors_handed_off: u64,
     /// Jobs owned here still running at the timeout (they stay in the journal: they
     /// resume when the node starts again, or move to a node holding a copy; without a
     /// journal they end with the node).
@@ -74,6 +78,15 @@ pub async fn drain(ctx: &NodeContext, timeout: Duration) -> DrainReport {
     }
     if let Some(m) = crate::find_on::<MembershipMessage>(crate::names::MEMBERSHIP, &view.node) {
         let _ = m.cast(MembershipMessage::Announce);
+    }
+    // Keyed actors: every activation saves, stops and releases its lease; their next
+    // messages activate them on the nodes that stay (from those saves).
+    if let Some(host) = crate::find_on::<ActorHostMessage>(crate::names::ACTOR_HOST, &view.node) {
+        let wait = timeout.min(Duration::from_secs(10));
+        match host.call(ActorHostMessage::Leave, Some(wait)).await {
+            Ok(ractor::rpc::CallResult::Success(n)) => report.actors_handed_off = n,
+            _ => tracing::warn!("actors were not all handed off in time; the others are taken over from their saved copies"),
+        }
     }
     let waiting = locked(&view.work.waiting).take_where(|_| true);
     view.queued.store(0, Ordering::Relaxed);

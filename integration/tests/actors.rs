@@ -105,15 +105,7 @@ async fn kill_9_of_a_persistent_counters_host_loses_no_acknowledged_add() {
     // leader, the new activation waits for a Raft election too: the actors benchmark
     // measures that case.)
     let (mut c, client) = started(4, &[]).await;
-    let key = (0..)
-        .map(|i| format!("durable-{i}"))
-        .find(|k| {
-            troupe_runtime::merge::owner(
-                &troupe_runtime::actor::route::owner_key("troupe.counter", k),
-                ["n1", "n2", "n3", "n4"],
-            ) == Some("n4")
-        })
-        .expect("some key is n4's");
+    let key = key_owned_by("n4", "durable");
     let key = key.as_str();
     for i in 1..=50 {
         let v = client
@@ -158,6 +150,59 @@ async fn kill_9_of_a_persistent_counters_host_loses_no_acknowledged_add() {
     assert_eq!(after.len(), 1, "{list:?}");
     assert_ne!(after[0].node, before.node);
     assert!(after[0].epoch > before.epoch, "{after:?} vs {before:?}");
+}
+
+/// A key of `troupe.counter` whose owner among n1..n4 is `node`.
+fn key_owned_by(node: &str, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|k| {
+            troupe_runtime::merge::owner(
+                &troupe_runtime::actor::route::owner_key("troupe.counter", k),
+                ["n1", "n2", "n3", "n4"],
+            ) == Some(node)
+        })
+        .expect("some key")
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sigterm_hands_a_nodes_actors_off_and_loses_no_acknowledged_add() {
+    let (mut c, client) = started(4, &[]).await;
+    let key = key_owned_by("n4", "leaving");
+    for i in 1..=30 {
+        let v = client
+            .call_actor("troupe.counter", &key, json!({"op": "add", "n": 1}))
+            .await
+            .expect("add");
+        assert_eq!(v["total"], i);
+    }
+    let before = client.actors().await.expect("actors");
+    assert_eq!(activations_of(&before, &key)[0].node, "n4");
+    // SIGTERM: the node drains, handing its activation off before it exits.
+    let st = c.node(3).stop(Duration::from_secs(15));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "n4 did not exit cleanly: {st:?}"
+    );
+    assert!(c.log(3).contains("actors handed off"), "{}", c.log(3));
+    let v = client
+        .call_actor("troupe.counter", &key, json!({"op": "get"}))
+        .await
+        .expect("get after the leave");
+    assert_eq!(v, json!({"total": 30}));
+    let after = client.actors().await.expect("actors");
+    let now = activations_of(&after, &key);
+    assert_eq!(now.len(), 1, "{after:?}");
+    assert_ne!(now[0].node, "n4");
+    // Handed off, not taken over from a node seen down.
+    for i in 0..3 {
+        assert!(
+            !c.log(i).contains("taking over an actor whose node is down"),
+            "n{} took the actor over instead: {}",
+            i + 1,
+            c.log(i)
+        );
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -867,6 +867,11 @@ pub enum ActorHostMessage {
     Ended(String),
     /// Look for idle activations and for ones another node should own (local, periodic).
     Sweep,
+    /// The node is leaving (SIGTERM): stop serving actor types, end every activation
+    /// (saves done, leases released, messages passed on); answers how many ended, once
+    /// none is left (local, from the drain).
+    #[rpc]
+    Leave(RpcReplyPort<u64>),
 }
 
 /// Messages of a client's watcher.
