@@ -118,6 +118,17 @@ impl HostState {
         reply: RpcReplyPort<ActorReply>,
     ) {
         let id = actor_name(&env.actor_type, &env.key);
+        // The common case first: the actor runs here.
+        if let Some(Slot::Active(a)) = self.slots.get_mut(&id) {
+            a.last_used = Instant::now();
+            if let Err(ractor::MessagingErr::SendErr(ActivationMessage::Handle(_, reply))) =
+                a.actor.cast(ActivationMessage::Handle(env.message, reply))
+            {
+                // It is ending; its host hears of it next and routes anew.
+                fail_all_ports(vec![reply], &id, "it is being deactivated");
+            }
+            return;
+        }
         if self.ctx.registry.actors().get(&env.actor_type).is_none() {
             let _ = reply.send(Wire::new(Err(ActorCallError::UnknownType(env.actor_type))));
             return;
@@ -134,16 +145,8 @@ impl HostState {
             self.stopped.remove(&id);
         }
         match self.slots.get_mut(&id) {
-            Some(Slot::Active(a)) => {
-                a.last_used = Instant::now();
-                if let Err(ractor::MessagingErr::SendErr(ActivationMessage::Handle(_, reply))) =
-                    a.actor.cast(ActivationMessage::Handle(env.message, reply))
-                {
-                    // It is ending; its host hears of it next and routes anew.
-                    fail_all_ports(vec![reply], &id, "it is being deactivated");
-                }
-            }
             Some(Slot::Waiting(p)) | Some(Slot::Leaving(_, p)) => p.push((env, reply)),
+            Some(Slot::Active(_)) => {} // handled above
             None if self.leaving.is_some() => {
                 // Leaving: activate nothing; the owner among the hosts that stay takes it.
                 let hosts = route::hosts(&env.actor_type);
@@ -595,13 +598,7 @@ impl ActorLink for NodeJobs {
         Box::pin(async move {
             let jm = crate::find_on::<JobManagerMessage>(crate::names::JOB_MANAGER, &node)
                 .ok_or_else(|| TaskError::transient("this node's job manager is not running"))?;
-            let req = SubmitRequest {
-                spec,
-                watch: None,
-                unique: None,
-                wait_for_workers: false,
-                waited: false,
-            };
+            let req = SubmitRequest::new(spec);
             let id = match jm
                 .call(
                     |r| JobManagerMessage::Submit(Wire::new(req), r),

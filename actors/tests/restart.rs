@@ -45,13 +45,8 @@ async fn wait_for_new(name: &str, old: ractor::ActorId) -> ractor::ActorCell {
 }
 
 async fn run_job(jm: &ActorRef<JobManagerMessage>) -> JobState {
-    let req = SubmitRequest {
-        spec: JobSpec::new("after-restart").step(StepSpec::new("a", "troupe.echo")),
-        watch: None,
-        unique: None,
-        wait_for_workers: false,
-        waited: false,
-    };
+    let req =
+        SubmitRequest::new(JobSpec::new("after-restart").step(StepSpec::new("a", "troupe.echo")));
     let id = match jm
         .call(
             |r| JobManagerMessage::Submit(Wire::new(req), r),

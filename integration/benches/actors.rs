@@ -100,23 +100,15 @@ async fn rpc_baseline(client: &Client, n: usize) -> Vec<u64> {
     out
 }
 
-/// A key of a persistent counter whose owner, over nodes n1..n4, is `node`.
-fn key_owned_by(node: &str, tag: &str) -> String {
-    (0..)
-        .map(|i| format!("re-{tag}-{i}"))
-        .find(|k| {
-            troupe_runtime::merge::owner(
-                &troupe_runtime::actor::route::owner_key("troupe.counter", k),
-                ["n1", "n2", "n3", "n4"],
-            ) == Some(node)
-        })
-        .expect("some key")
-}
-
 /// Kills `node`, the host of a persistent counter, and times the first reply of the
 /// counter's new activation elsewhere; then starts the node again.
 async fn reactivate(cluster: &mut Cluster, client: &Client, node: &str, tag: &str) -> f64 {
-    let key = key_owned_by(node, tag);
+    let key = troupe_integration::key_owned_by(
+        "troupe.counter",
+        node,
+        &["n1", "n2", "n3", "n4"],
+        &format!("re-{tag}"),
+    );
     for _ in 0..10 {
         add(client, "troupe.counter", &key).await;
     }

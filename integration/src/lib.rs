@@ -457,12 +457,17 @@ pub async fn submit_owned_by(
 /// `takeover_after_ms`, and a client through all of them once the core group (three
 /// voters) has formed.
 pub async fn start_for_takeover(n: usize, takeover_after_ms: u64) -> (Cluster, Client) {
+    let grace = takeover_after_ms.to_string();
+    start_with_core(n, &[("TROUPE_FAILURE__TAKEOVER_AFTER_MS", &grace)]).await
+}
+
+/// Starts `n` nodes (two slots each) with the environment `env`, and a client through
+/// all of them once the core group (three voters) has formed.
+pub async fn start_with_core(n: usize, env: &[(&str, &str)]) -> (Cluster, Client) {
     let mut c = Cluster::plan(n);
     c.slots = 2;
-    c.env.push((
-        "TROUPE_FAILURE__TAKEOVER_AFTER_MS".into(),
-        takeover_after_ms.to_string(),
-    ));
+    c.env
+        .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     for i in 0..n {
         c.start_node(i);
     }
@@ -470,6 +475,19 @@ pub async fn start_for_takeover(n: usize, takeover_after_ms: u64) -> (Cluster, C
     let client = c.settled_client(&all).await;
     core_formed(3).await;
     (c, client)
+}
+
+/// A key (`PREFIX-N`) of actor type `actor_type` whose owner among `nodes` is `node`.
+pub fn key_owned_by(actor_type: &str, node: &str, nodes: &[&str], prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|k| {
+            troupe_runtime::merge::owner(
+                &troupe_runtime::actor::route::owner_key(actor_type, k),
+                nodes.iter().copied(),
+            ) == Some(node)
+        })
+        .unwrap_or_default()
 }
 
 /// Waits (at most 20 s) until this process sees `n` voters of the core group; panics if

@@ -6,7 +6,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use troupe_integration::{cargo_bin, core_formed, run_with_timeout, texts, Cluster};
+use troupe_integration::{
+    cargo_bin, core_formed, run_with_timeout, start_with_core, texts, Cluster,
+};
 use troupe_runtime::actor::ActivationInfo;
 use troupe_runtime::Client;
 
@@ -49,24 +51,9 @@ fn activations_of<'a>(list: &'a [ActivationInfo], key: &str) -> Vec<&'a Activati
         .collect()
 }
 
-/// `n` nodes with `env`, started, with a client through all of them once the core group
-/// (three voters) has formed.
-async fn started(n: usize, env: &[(&str, &str)]) -> (Cluster, Client) {
-    let mut c = Cluster::plan(n);
-    c.env
-        .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    for i in 0..n {
-        c.start_node(i);
-    }
-    let all: Vec<usize> = (0..n).collect();
-    let client = c.settled_client(&all).await;
-    core_formed(3).await;
-    (c, client)
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn a_thousand_adds_from_three_clients_on_three_nodes_count_exactly_once() {
-    let (c, client) = started(3, &[]).await;
+    let (c, client) = start_with_core(3, &[]).await;
     let key = vec!["shared".to_string()];
     let runs: Vec<_> = [(0, 334), (1, 333), (2, 333)]
         .into_iter()
@@ -104,7 +91,7 @@ async fn kill_9_of_a_persistent_counters_host_loses_no_acknowledged_add() {
     // the kill tests the actor's failover alone. (When the host is also the core group's
     // leader, the new activation waits for a Raft election too: the actors benchmark
     // measures that case.)
-    let (mut c, client) = started(4, &[]).await;
+    let (mut c, client) = start_with_core(4, &[]).await;
     let key = key_owned_by("n4", "durable");
     let key = key.as_str();
     for i in 1..=50 {
@@ -154,20 +141,12 @@ async fn kill_9_of_a_persistent_counters_host_loses_no_acknowledged_add() {
 
 /// A key of `troupe.counter` whose owner among n1..n4 is `node`.
 fn key_owned_by(node: &str, prefix: &str) -> String {
-    (0..)
-        .map(|i| format!("{prefix}-{i}"))
-        .find(|k| {
-            troupe_runtime::merge::owner(
-                &troupe_runtime::actor::route::owner_key("troupe.counter", k),
-                ["n1", "n2", "n3", "n4"],
-            ) == Some(node)
-        })
-        .expect("some key")
+    troupe_integration::key_owned_by("troupe.counter", node, &["n1", "n2", "n3", "n4"], prefix)
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn sigterm_hands_a_nodes_actors_off_and_loses_no_acknowledged_add() {
-    let (mut c, client) = started(4, &[]).await;
+    let (mut c, client) = start_with_core(4, &[]).await;
     let key = key_owned_by("n4", "leaving");
     for i in 1..=30 {
         let v = client
@@ -207,7 +186,7 @@ async fn sigterm_hands_a_nodes_actors_off_and_loses_no_acknowledged_add() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_panicking_handler_restarts_with_its_state_until_it_restarts_too_often() {
-    let (c, _client) = started(
+    let (c, _client) = start_with_core(
         3,
         &[
             ("TROUPE_ACTORS__STOPPED_FOR_MS", "2000"),
@@ -360,7 +339,7 @@ async fn clients_racing_to_activate_keys_while_a_node_joins_get_one_activation_e
 
 #[tokio::test(flavor = "current_thread")]
 async fn job_steps_target_actors_and_bad_actor_input_gets_clear_errors() {
-    let (c, _client) = started(3, &[]).await;
+    let (c, _client) = start_with_core(3, &[]).await;
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/jobs/counter.toml");
     for expected in [1, 2] {
         let st = c.submit_wait_via(1, file);
@@ -425,7 +404,7 @@ async fn job_steps_target_actors_and_bad_actor_input_gets_clear_errors() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_handler_calls_tasks_and_other_actors_through_its_context() {
-    let (_c, client) = started(3, &[]).await;
+    let (_c, client) = start_with_core(3, &[]).await;
     let call = |key: &'static str, msg: Value| {
         let client = client.clone();
         async move { client.call_actor("troupe.counter", key, msg).await }

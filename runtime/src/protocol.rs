@@ -382,6 +382,20 @@ pub struct SubmitRequest {
     pub waited: bool,
 }
 
+impl SubmitRequest {
+    /// A plain submission of `spec`: nobody watches it, no unique key, its tasks must be
+    /// served somewhere.
+    pub fn new(spec: JobSpec) -> Self {
+        Self {
+            spec,
+            watch: None,
+            unique: None,
+            wait_for_workers: false,
+            waited: false,
+        }
+    }
+}
+
 /// The node among `nodes` that coalesces submissions with unique id `unique`
 /// (rendezvous hashing, as for request keys).
 pub fn unique_owner<'a>(unique: &str, nodes: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {

@@ -221,13 +221,7 @@ pub async fn submit(
     validate_with(&spec, &ctx.config.limits)
         .map_err(|e| bad_request(format!("invalid job: {e}")))?;
     let jm = job_manager(&ctx)?;
-    let req = Wire::new(SubmitRequest {
-        spec,
-        watch: None,
-        unique: None,
-        wait_for_workers: false,
-        waited: false,
-    });
+    let req = Wire::new(SubmitRequest::new(spec));
     // Unknown tasks wait up to task_wait_ms inside the job manager.
     let wait = ASK_TIMEOUT + Duration::from_millis(ctx.config.task_wait_ms);
     let answer = match jm
