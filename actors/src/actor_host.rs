@@ -25,12 +25,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::core::{CoreCommand, CoreDecision};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
 use troupe_runtime::actor::route::{self, Claim, ClaimOutcome};
 use troupe_runtime::actor::{actor_name, ActivationInfo, ActorCallError, ActorLink};
-use troupe_runtime::core::{CoreCommand, CoreDecision};
 use troupe_runtime::job::spec::JobSpec;
 use troupe_runtime::job::status::JobState;
 use troupe_runtime::protocol::{

@@ -9,7 +9,12 @@
 //! data path (dispatch, results) never waits on this actor.
 
 mod network;
+pub mod ownership;
 pub mod store;
+
+pub use ownership::{
+    node_id, CoreCommand, CoreDecision, CoreTypes, Ownership, RaftRpc, RaftRpcReply,
+};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,14 +22,40 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
+use ractor::RpcReplyPort;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use troupe_runtime::core::{node_id, CoreCommand, CoreDecision, CoreTypes, RaftRpc, RaftRpcReply};
-use troupe_runtime::protocol::{
-    core_group, first_member, CoreMessage, CoreRefusal, CORE_VOTERS_GROUP,
-};
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+use troupe_runtime::protocol::{core_group, first_member, CORE_VOTERS_GROUP};
 use troupe_runtime::wire::Wire;
 
 use crate::NodeContext;
+
+/// Why the core group gave no decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct CoreRefusal {
+    /// What happened, for a log line.
+    pub message: String,
+    /// The leader to ask instead, when known.
+    pub leader: Option<String>,
+}
+
+/// Messages of a node's core member (in `troupe.core.NODE`).
+#[derive(RactorClusterMessage)]
+pub enum CoreMessage {
+    /// A Raft message from another core node; answers Raft's reply.
+    #[rpc]
+    Raft(Wire<RaftRpc>, RpcReplyPort<Wire<RaftRpcReply>>),
+    /// Ask the core group for a decision (forwarded to its leader).
+    #[rpc]
+    Decide(
+        Wire<CoreCommand>,
+        RpcReplyPort<Wire<Result<CoreDecision, CoreRefusal>>>,
+    ),
+    /// Periodic upkeep: forming the group, joining the voters' group (local).
+    Tick,
+}
 
 /// How long one decision may take, forwarding included.
 pub const DECIDE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -16,9 +16,9 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::core::{CoreCommand, CoreDecision};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::oneshot;
-use troupe_runtime::core::{CoreCommand, CoreDecision, JobOwner};
 use troupe_runtime::error::ValidationError;
 use troupe_runtime::job::run::JobRun;
 use troupe_runtime::job::status::JobStatus;
@@ -29,6 +29,7 @@ use troupe_runtime::protocol::{
     ReplicaWhat, ResumeRequest, SubmitError, SubmitRequest, UniqueJob, WorkerPoolMessage,
 };
 use troupe_runtime::task::TaskError;
+use troupe_runtime::vocab::Holder;
 use troupe_runtime::wire::Wire;
 
 use crate::job_supervisor::{JobSupervisor, JobSupervisorArgs, JobSupervisorMessage};
@@ -108,9 +109,9 @@ pub struct JobManagerState {
     /// The owner epoch of each live job taken over here (absent: 0).
     epochs: HashMap<String, u64>,
     /// Copies of other nodes' jobs kept here: the owner and its epoch.
-    copies: HashMap<String, JobOwner>,
+    copies: HashMap<String, Holder>,
     /// Jobs known to have moved to another node (bounded like `finished`).
-    moved: HashMap<String, JobOwner>,
+    moved: HashMap<String, Holder>,
     moved_order: VecDeque<String>,
     /// Jobs whose takeover is being asked for.
     taking: HashSet<String>,
@@ -460,7 +461,7 @@ impl JobManagerState {
         for c in rec.copies {
             self.copies.insert(
                 c.job,
-                JobOwner {
+                Holder {
                     node: c.owner,
                     epoch: c.epoch,
                 },
@@ -570,7 +571,7 @@ impl JobManagerState {
             .moved
             .insert(
                 m.job.clone(),
-                JobOwner {
+                Holder {
                     node: m.owner,
                     epoch: m.epoch,
                 },
@@ -587,15 +588,15 @@ impl JobManagerState {
     }
 
     /// The epoch this node knows for `job`: its own run's, a copy's, or a move's.
-    fn known_epoch(&self, job: &str) -> Option<JobOwner> {
-        let mut best: Option<JobOwner> = None;
-        let mut consider = |o: JobOwner| {
+    fn known_epoch(&self, job: &str) -> Option<Holder> {
+        let mut best: Option<Holder> = None;
+        let mut consider = |o: Holder| {
             if best.as_ref().is_none_or(|b| o.epoch > b.epoch) {
                 best = Some(o);
             }
         };
         if self.live.contains_key(job) {
-            consider(JobOwner {
+            consider(Holder {
                 node: self.ctx.config.name.clone(),
                 epoch: self.epochs.get(job).copied().unwrap_or(0),
             });
@@ -614,7 +615,7 @@ impl JobManagerState {
         let Some(journal) = self.ctx.journal.clone() else {
             return;
         };
-        let mut fenced: HashMap<String, JobOwner> = HashMap::new();
+        let mut fenced: HashMap<String, Holder> = HashMap::new();
         let mut kept = Vec::with_capacity(batch.writes.len());
         for w in batch.writes {
             if let Some(now) = self.known_epoch(&w.job) {
@@ -627,7 +628,7 @@ impl JobManagerState {
                 ReplicaWhat::Start(_) => {
                     self.copies.insert(
                         w.job.clone(),
-                        JobOwner {
+                        Holder {
                             node: batch.owner.clone(),
                             epoch: w.epoch,
                         },
@@ -724,7 +725,12 @@ impl JobManagerState {
             };
             let (myself, me, job) = (myself.clone(), me.clone(), job.clone());
             tokio::spawn(async move {
-                let d = crate::core::decide(&me, cmd).await.map_err(|r| r.message);
+                let d = match crate::core::decide(&me, cmd).await {
+                    Ok(CoreDecision::Granted { epoch }) => Ok(Holder { node: me, epoch }),
+                    Ok(CoreDecision::Denied { owner }) => Ok(owner),
+                    Ok(other) => Err(format!("unexpected answer to a takeover: {other:?}")),
+                    Err(refusal) => Err(refusal.message),
+                };
                 let _ = myself.cast(JobManagerMessage::TakeoverDecided(job, Wire::new(d)));
             });
         }
@@ -736,19 +742,18 @@ impl JobManagerState {
         &mut self,
         myself: &ActorRef<JobManagerMessage>,
         job: String,
-        decision: Result<CoreDecision, String>,
+        decision: Result<Holder, String>,
     ) {
         self.taking.remove(&job);
         let me = self.ctx.config.name.clone();
         match decision {
-            Ok(CoreDecision::Granted { epoch }) => self.adopt(myself, job, epoch).await,
-            Ok(CoreDecision::Denied { owner }) if owner.node == me => {
-                // Granted before, answer lost (a retry after a timeout).
+            // Granted now, or before with the answer lost (a retry after a timeout).
+            Ok(owner) if owner.node == me => {
                 if !self.live.contains_key(&job) {
                     self.adopt(myself, job, owner.epoch).await;
                 }
             }
-            Ok(CoreDecision::Denied { owner }) => {
+            Ok(owner) => {
                 metrics::counter!(troupe_runtime::observe::metric::TAKEOVERS, "outcome" => "denied").increment(1);
                 tracing::info!(job = %job, owner = %owner.node, epoch = owner.epoch, "another node owns the job now");
                 self.job_moved(JobMoved {
@@ -756,9 +761,6 @@ impl JobManagerState {
                     owner: owner.node,
                     epoch: owner.epoch,
                 });
-            }
-            Ok(other) => {
-                tracing::warn!(job = %job, answer = ?other, "unexpected answer to a takeover")
             }
             Err(why) => {
                 metrics::counter!(troupe_runtime::observe::metric::TAKEOVERS, "outcome" => "failed").increment(1);

@@ -26,7 +26,7 @@ use serde_json::Value;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use troupe_runtime::config::TaskLimit;
-use troupe_runtime::job::run::SpawnKind;
+use troupe_runtime::job::spec::SpawnKind;
 use troupe_runtime::lanes::{lane_of, Lanes, Policy};
 use troupe_runtime::protocol::{
     first_member, job_manager_group, merger_group, task_group, worker_pool_group, AttemptMoved,

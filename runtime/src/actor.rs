@@ -27,10 +27,6 @@ use crate::task::TaskError;
 
 pub mod route;
 
-/// The task that runs a job step which targets an actor (`actor` and `key` in a job
-/// file): its input is `{"actor", "key", "message"}`. Every node serves it.
-pub const ACTOR_STEP_TASK: &str = "troupe.actor";
-
 /// How a handler turns a message down.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ActorError {

@@ -20,7 +20,7 @@ pub fn register(r: &mut TaskRegistry) {
         .register("troupe.needs_action", NeedsAction)
         .register_with("troupe.fib", Fib, crate::merge::TaskProps::PURE)
         .register("troupe.tree", Tree)
-        .register(crate::actor::ACTOR_STEP_TASK, ActorStep)
+        .register(crate::vocab::ACTOR_STEP_TASK, ActorStep)
         .register_actor("troupe.counter", Counter::<true>)
         .register_actor("troupe.memory_counter", Counter::<false>);
 }
@@ -110,7 +110,7 @@ impl<const P: bool> KeyedActor for Counter<P> {
     }
 }
 
-/// The input of [`crate::actor::ACTOR_STEP_TASK`].
+/// The input of [`crate::vocab::ACTOR_STEP_TASK`].
 #[derive(Deserialize)]
 pub struct ActorStepInput {
     /// The actor type.

@@ -31,20 +31,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::job::spec::Priority;
+use crate::vocab::Stage;
 
 /// Number of lanes.
 pub const LANES: usize = 6;
-
-/// Whether an attempt continues a job already under way.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// A later step, a fan-out child, a call or sub-job, a retry.
-    Continuing,
-    /// A first step of a job.
-    #[default]
-    New,
-}
 
 /// The lane of an attempt of class `priority` at stage `stage`.
 pub fn lane_of(priority: Priority, stage: Stage) -> usize {

@@ -22,7 +22,6 @@ pub mod builtin;
 pub mod client;
 pub mod cluster;
 pub mod config;
-pub mod core;
 pub mod error;
 pub mod gearman;
 pub mod job;
@@ -33,6 +32,7 @@ pub mod placement;
 pub mod protocol;
 pub mod task;
 pub mod tls;
+pub mod vocab;
 pub mod wire;
 
 pub use actor::{ActorContext, ActorError, KeyedActor};

@@ -19,7 +19,7 @@ use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::job::run::SpawnKind;
+use crate::job::spec::SpawnKind;
 use crate::job::spec::{JobSpec, Priority};
 use crate::job::status::{JobEvent, JobStatus};
 use crate::merge::CacheMode;
@@ -36,35 +36,6 @@ pub fn core_group(node: &str) -> String {
 
 /// The core members that vote in the core group's Raft.
 pub const CORE_VOTERS_GROUP: &str = "troupe.core_voters";
-
-/// Why the core group gave no decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{message}")]
-pub struct CoreRefusal {
-    /// What happened, for a log line.
-    pub message: String,
-    /// The leader to ask instead, when known.
-    pub leader: Option<String>,
-}
-
-/// Messages of a node's core member (in `troupe.core.NODE`).
-#[derive(RactorClusterMessage)]
-pub enum CoreMessage {
-    /// A Raft message from another core node; answers Raft's reply.
-    #[rpc]
-    Raft(
-        Wire<crate::core::RaftRpc>,
-        RpcReplyPort<Wire<crate::core::RaftRpcReply>>,
-    ),
-    /// Ask the core group for a decision (forwarded to its leader).
-    #[rpc]
-    Decide(
-        Wire<crate::core::CoreCommand>,
-        RpcReplyPort<Wire<Result<crate::core::CoreDecision, CoreRefusal>>>,
-    ),
-    /// Periodic upkeep: forming the group, joining the voters' group (local).
-    Tick,
-}
 
 /// A slice of an owner's journal for a node that keeps a copy (see `journal_replicas`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -221,7 +192,7 @@ pub struct StepRequest {
     /// Whether it continues a job under way or starts one (with `priority`, its lane in
     /// the worker pool's queue; see [`crate::lanes`]).
     #[serde(default)]
-    pub stage: crate::lanes::Stage,
+    pub stage: crate::vocab::Stage,
     /// For sub-work: the node of the attempt that made it (it runs there if that node has
     /// room; see [`crate::placement`]).
     #[serde(default)]
@@ -535,8 +506,8 @@ pub enum JobManagerMessage {
     NodeUp(String),
     /// Look for copies whose owner has been down for the grace period (local, periodic).
     SweepCopies,
-    /// The core group's answer to a takeover of a job (local).
-    TakeoverDecided(String, Wire<Result<crate::core::CoreDecision, String>>),
+    /// The core group's answer to a takeover of a job: who holds it now (local).
+    TakeoverDecided(String, Wire<Result<crate::vocab::Holder, String>>),
     /// The journaled jobs may resume, but these, taken over meanwhile (local).
     ResumeJournaled(Wire<Vec<JobMoved>>),
 }

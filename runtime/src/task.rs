@@ -13,8 +13,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::job::run::SpawnKind;
 use crate::job::spec::JobSpec;
+use crate::job::spec::SpawnKind;
 pub use crate::merge::TaskProps;
 
 /// How a task failed, which decides what the job supervisor does next.

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::{CoreTypes, RaftRpc, RaftRpcReply};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
@@ -13,8 +14,9 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{AnyError, BasicNode, RPCTypes};
-use troupe_runtime::core::{CoreTypes, RaftRpc, RaftRpcReply};
-use troupe_runtime::protocol::{core_group, first_member, CoreMessage};
+use troupe_runtime::protocol::{core_group, first_member};
+
+use super::CoreMessage;
 use troupe_runtime::wire::Wire;
 
 /// Makes a [`PeerLink`] per core peer.

@@ -16,6 +16,7 @@ use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use super::{CoreDecision, CoreTypes, Ownership};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader,
@@ -23,7 +24,6 @@ use openraft::{
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use troupe_runtime::core::{CoreDecision, CoreTypes, Ownership};
 use troupe_runtime::wire;
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");

@@ -11,8 +11,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::run::{Action, JobRun, SpawnKind};
+use super::run::{Action, JobRun};
 use super::spec::JobSpec;
+use super::spec::SpawnKind;
 use super::validate::{validate_with, Limits};
 use crate::protocol::ResultSource;
 use crate::task::TaskError;
@@ -164,7 +165,7 @@ pub fn replay(
 mod tests {
     use super::*;
     use crate::job::run::tests::dispatched;
-    use crate::job::run::SpawnKind;
+    use crate::job::spec::SpawnKind;
     use crate::job::spec::{RetryPolicy, StepSpec};
     use crate::job::status::StepState;
     use serde_json::json;

@@ -14,18 +14,17 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::expr;
-use super::spec::{JobSpec, Priority, RetryPolicy};
+use super::spec::{JobSpec, Priority, RetryPolicy, SpawnKind};
 use super::status::{JobEvent, JobState, JobStats, JobStatus, StepState, StepStatus};
 use super::validate::{validate_with, Graph, Limits};
-use crate::lanes::Stage;
 use crate::merge::CacheMode;
 use crate::protocol::JobQueryError;
 use crate::protocol::ResultSource;
 use crate::task::TaskError;
+use crate::vocab::Stage;
 
 /// An attempt to hand to a worker.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,20 +88,6 @@ pub enum Action {
         /// The result.
         result: Result<Value, TaskError>,
     },
-}
-
-/// Sub-work asked for by a running attempt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum SpawnKind {
-    /// Run `task` once per input (re-entrant calls); the result is the list of outputs.
-    Calls {
-        /// The task.
-        task: String,
-        /// One call per input.
-        inputs: Vec<Value>,
-    },
-    /// Run a sub-job; the result is its output.
-    Job(JobSpec),
 }
 
 #[derive(Debug, Clone)]

@@ -128,11 +128,11 @@ impl StepSpec {
         s
     }
 
-    /// The task that runs the step: its own, or [`crate::actor::ACTOR_STEP_TASK`] for a
+    /// The task that runs the step: its own, or [`crate::vocab::ACTOR_STEP_TASK`] for a
     /// step that targets an actor.
     pub fn task_name(&self) -> &str {
         if self.actor.is_some() {
-            crate::actor::ACTOR_STEP_TASK
+            crate::vocab::ACTOR_STEP_TASK
         } else {
             &self.task
         }
@@ -314,6 +314,20 @@ impl JobSpec {
     pub fn retry_for(&self, step: &StepSpec) -> RetryPolicy {
         step.retry.unwrap_or(self.retry)
     }
+}
+
+/// Sub-work asked for by a running attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SpawnKind {
+    /// Run `task` once per input (re-entrant calls); the result is the list of outputs.
+    Calls {
+        /// The task.
+        task: String,
+        /// One call per input.
+        inputs: Vec<Value>,
+    },
+    /// Run a sub-job; the result is its output.
+    Job(JobSpec),
 }
 
 #[cfg(test)]

@@ -9,12 +9,13 @@
 //! node wins. The winner's epoch is the Raft log index of the decision: unique and
 //! increasing across the whole group, so it fences every earlier owner (the Raft term alone
 //! would not: one leader's term sees many decisions). Nothing here does I/O; the Raft node,
-//! its redb store and its network live in `troupe_actors::core`.
+//! its redb store and its network are its siblings in [`crate::core`].
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
+use troupe_runtime::vocab::Holder;
 
 openraft::declare_raft_types!(
     /// The core group's Raft types: commands in, decisions out, node ids from names.
@@ -31,16 +32,6 @@ pub fn node_id(name: &str) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
-}
-
-/// Who owns a job, and since which decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobOwner {
-    /// The node.
-    pub node: String,
-    /// The fencing epoch: 0 for the node that accepted the job, the log index of the
-    /// decision for a node that took it over.
-    pub epoch: u64,
 }
 
 /// What a node asks the core group.
@@ -71,7 +62,7 @@ pub enum CoreCommand {
         /// The asker.
         node: String,
         /// The holder the asker saw go down.
-        replaces: Option<JobOwner>,
+        replaces: Option<Holder>,
     },
     /// `node` stopped running `actor` at `epoch` (idle, or moved to its new owner), its
     /// last save being `saved` (epoch, seq): the next activation must start from that
@@ -99,10 +90,10 @@ pub enum CoreDecision {
     /// Someone else owns the job.
     Denied {
         /// Its owner now.
-        owner: JobOwner,
+        owner: Holder,
     },
     /// The owner of each job asked about; `None`: still the node that accepted it.
-    Owners(Vec<Option<JobOwner>>),
+    Owners(Vec<Option<Holder>>),
     /// The actor is the asker's at `epoch`; it must start from the save `at_least`
     /// (epoch, seq) or a later one (the last save of the activation that released it).
     ActorGranted {
@@ -116,9 +107,9 @@ pub enum CoreDecision {
 }
 
 /// The owner of `job` when no takeover was ever decided: the node its id names.
-pub fn first_owner(job: &str) -> JobOwner {
-    JobOwner {
-        node: crate::protocol::owner_of(job)
+pub fn first_owner(job: &str) -> Holder {
+    Holder {
+        node: troupe_runtime::protocol::owner_of(job)
             .unwrap_or_default()
             .to_string(),
         epoch: 0,
@@ -128,10 +119,10 @@ pub fn first_owner(job: &str) -> JobOwner {
 /// The state machine: jobs that changed owner, and the leases of running actors.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ownership {
-    moved: BTreeMap<String, JobOwner>,
+    moved: BTreeMap<String, Holder>,
     /// Actor (`TYPE/KEY`) -> the node running it and its epoch.
     #[serde(default)]
-    actors: BTreeMap<String, JobOwner>,
+    actors: BTreeMap<String, Holder>,
     /// Actor -> the last save (epoch, seq) of its last released activation.
     #[serde(default)]
     released: BTreeMap<String, (u64, u64)>,
@@ -139,7 +130,7 @@ pub struct Ownership {
 
 impl Ownership {
     /// The owner of `job` now.
-    pub fn owner(&self, job: &str) -> JobOwner {
+    pub fn owner(&self, job: &str) -> Holder {
         self.moved
             .get(job)
             .cloned()
@@ -159,7 +150,7 @@ impl Ownership {
                 if now.node == *from && now.epoch == *epoch {
                     self.moved.insert(
                         job.clone(),
-                        JobOwner {
+                        Holder {
                             node: to.clone(),
                             epoch: index,
                         },
@@ -185,7 +176,7 @@ impl Ownership {
                 _ => {
                     self.actors.insert(
                         actor.clone(),
-                        JobOwner {
+                        Holder {
                             node: node.clone(),
                             epoch: index,
                         },
@@ -218,7 +209,7 @@ impl Ownership {
     }
 
     /// The lease of `actor`, if one is held.
-    pub fn actor_lease(&self, actor: &str) -> Option<&JobOwner> {
+    pub fn actor_lease(&self, actor: &str) -> Option<&Holder> {
         self.actors.get(actor)
     }
 
@@ -233,7 +224,7 @@ impl Ownership {
     }
 }
 
-/// A Raft message between core nodes (carried in a [`crate::wire::Wire`]).
+/// A Raft message between core nodes (carried in a [`troupe_runtime::wire::Wire`]).
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RaftRpc {
     /// Log replication and heartbeats.
@@ -288,7 +279,7 @@ mod tests {
         assert_eq!(
             lost,
             CoreDecision::Denied {
-                owner: JobOwner {
+                owner: Holder {
                     node: "n2".into(),
                     epoch: 7
                 }
@@ -307,7 +298,7 @@ mod tests {
                 }
             ),
             CoreDecision::Owners(vec![
-                Some(JobOwner {
+                Some(Holder {
                     node: "n3".into(),
                     epoch: 9
                 }),
@@ -322,7 +313,7 @@ mod tests {
         let claim = |node: &str, replaces: Option<(&str, u64)>| CoreCommand::ClaimActor {
             actor: "t/k".into(),
             node: node.into(),
-            replaces: replaces.map(|(n, e)| JobOwner {
+            replaces: replaces.map(|(n, e)| Holder {
                 node: n.into(),
                 epoch: e,
             }),
