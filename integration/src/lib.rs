@@ -51,10 +51,14 @@ pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
     path
 }
 
-/// The `troupe-node` binary.
+/// The `troupe-node` binary: `TROUPE_NODE_BIN` if set (a benchmark comparing two builds in
+/// one run), else built by cargo in this test's profile.
 pub fn troupe_node() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| cargo_bin("troupe-cluster-node", "troupe-node"))
+    BIN.get_or_init(|| match std::env::var_os("TROUPE_NODE_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => cargo_bin("troupe-cluster-node", "troupe-node"),
+    })
 }
 
 /// The example `wordcount` node binary (built with the cluster-node library entry point).
