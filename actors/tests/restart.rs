@@ -31,7 +31,7 @@ fn config(name: &str) -> NodeConfig {
 async fn wait_for_new(name: &str, old: ractor::ActorId) -> ractor::ActorCell {
     let start = Instant::now();
     loop {
-        if let Some(c) = ractor::registry::where_is(name.to_string()) {
+        if let Some(c) = ractor::registry::where_is(name) {
             if c.get_id() != old {
                 return c;
             }
@@ -87,7 +87,7 @@ async fn killed_system_actors_are_restarted_and_the_node_keeps_working() {
 
     for base in [names::DISPATCHER, names::WORKER_POOL, names::MEMBERSHIP] {
         let name = &names::of(base, "restart-test");
-        let old = ractor::registry::where_is(name.to_string()).unwrap();
+        let old = ractor::registry::where_is(name).unwrap();
         old.kill();
         let new = wait_for_new(name, old.get_id()).await;
         assert_ne!(new.get_id(), old.get_id());

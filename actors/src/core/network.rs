@@ -87,6 +87,8 @@ impl PeerLink {
         }
     }
 
+    // openraft's RPC error type is what its network trait requires; it is not ours to box.
+    #[allow(clippy::result_large_err)]
     fn remote<R, E: std::error::Error>(&self, r: Result<R, RaftError<u64, E>>) -> Rpc<R, E> {
         r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }

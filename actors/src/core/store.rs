@@ -8,7 +8,7 @@
 //!
 //! redb is blocking. The calls here run on the node's runtime; they are rare (one append
 //! per decision, not per heartbeat) and a durable commit costs about 0.3-0.8 ms here
-//! (notes/floors.md), so they are not moved to a thread.
+//! (measured on the 2-core build machine), so they are not moved to a thread.
 
 use std::fmt::Debug;
 use std::io::Cursor;
@@ -70,6 +70,8 @@ pub struct LogStore {
 }
 
 impl LogStore {
+    // openraft's storage traits return its `StorageError`; helpers return it as it is.
+    #[allow(clippy::result_large_err)]
     fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, SE> {
         let rtx = self
             .db
@@ -86,6 +88,8 @@ impl LogStore {
         }
     }
 
+    // openraft's storage traits return its `StorageError`; helpers return it as it is.
+    #[allow(clippy::result_large_err)]
     fn set_meta<T: Serialize>(&self, key: &str, v: &T) -> Result<(), SE> {
         let b = wire::encode(v).map_err(|e| StorageIOError::write(io(e)))?;
         let w = |e: redb::Error| -> SE { StorageIOError::write(io(e)).into() };
@@ -234,6 +238,8 @@ impl StateMachine {
         crate::locked(&self.inner).ownership.clone()
     }
 
+    // openraft's storage traits return its `StorageError`; helpers return it as it is.
+    #[allow(clippy::result_large_err)]
     fn store(&self, s: &StoredSnapshot) -> Result<(), SE> {
         LogStore {
             db: self.db.clone(),

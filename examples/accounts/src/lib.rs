@@ -171,12 +171,12 @@ pub fn transfer_job(tx: &str, from: &str, to: &str, amount: i64) -> JobSpec {
     let mut job = JobSpec::new(format!("transfer {tx}"))
         .step(
             StepSpec::actor("withdraw", ACCOUNTS, from, msg("withdraw", "w"))
-                .retry(patient.clone()),
+                .retry(patient),
         )
         .step(
             StepSpec::actor("deposit", ACCOUNTS, to, msg("deposit", "d"))
                 .after(["withdraw"])
-                .retry(patient.clone()),
+                .retry(patient),
         )
         .step(
             StepSpec::actor("refund", ACCOUNTS, from, msg("deposit", "r"))

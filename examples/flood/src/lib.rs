@@ -186,10 +186,10 @@ pub async fn flood(client: &Client, ms: u64, rate: f64, secs: f64) -> (f64, f64,
             while let Some(ev) = h.next_event().await {
                 match ev {
                     // Its first stage ran: the job is under way.
-                    JobEvent::StepFinished { step, .. } if step == "fetch" => {
-                        if Instant::now() <= end {
-                            started.fetch_add(1, Ordering::Relaxed);
-                        }
+                    JobEvent::StepFinished { step, .. }
+                        if step == "fetch" && Instant::now() <= end =>
+                    {
+                        started.fetch_add(1, Ordering::Relaxed);
                     }
                     JobEvent::JobFinished { status } => {
                         let (t, t_ms) = (Instant::now(), now_ms());
