@@ -20,9 +20,9 @@ use super::CoreMessage;
 use troupe_runtime::wire::Wire;
 
 /// Makes a [`PeerLink`] per core peer.
-pub struct CoreNetwork {
+pub(crate) struct CoreNetwork {
     /// This node's Raft id.
-    pub me: u64,
+    pub(crate) me: u64,
 }
 
 impl RaftNetworkFactory<CoreTypes> for CoreNetwork {
@@ -38,7 +38,7 @@ impl RaftNetworkFactory<CoreTypes> for CoreNetwork {
 }
 
 /// Raft's line to one peer (`BasicNode::addr` holds the peer's node name).
-pub struct PeerLink {
+pub(crate) struct PeerLink {
     me: u64,
     target: u64,
     name: String,

@@ -12,11 +12,11 @@ use troupe_runtime::observe::{now_ms, EventKind};
 use troupe_runtime::JobEvent;
 
 /// Seconds of history kept.
-pub const SPAN_S: u64 = 300;
+pub(crate) const SPAN_S: u64 = 300;
 
 /// Rolling series of the cluster's finished steps and jobs.
 #[derive(Default)]
-pub struct History {
+pub(crate) struct History {
     inner: Mutex<Series>,
 }
 
@@ -42,7 +42,7 @@ impl Series {
 
 impl History {
     /// Starts following `ctx`'s event stream.
-    pub fn follow(ctx: &NodeContext) -> Arc<History> {
+    pub(crate) fn follow(ctx: &NodeContext) -> Arc<History> {
         let h = Arc::new(History::default());
         let mut rx = ctx.view.events.subscribe();
         let weak = Arc::downgrade(&h);
@@ -77,7 +77,7 @@ impl History {
     }
 
     /// `{"span_s", "steps_per_s": [[unix_s, n], ...], "jobs": [[unix_ms, duration_ms], ...]}`.
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         s.trim(now_ms() / 1000);
         json!({
