@@ -249,6 +249,9 @@ mod tests {
         assert!(back.is_err(), "a malformed id is refused when decoded");
         let step = StepId::new("fib").call(0).child("leaf").item(3);
         assert_eq!(step.as_str(), "fib/call-0/leaf[3]");
-        assert_eq!(serde_json::to_string(&step).unwrap(), "\"fib/call-0/leaf[3]\"");
+        assert_eq!(
+            serde_json::to_string(&step).unwrap(),
+            "\"fib/call-0/leaf[3]\""
+        );
     }
 }

@@ -169,10 +169,7 @@ pub fn transfer_job(tx: &str, from: &str, to: &str, amount: i64) -> JobSpec {
     let msg =
         |op: &str, part: &str| json!({"op": op, "tx": format!("{tx}:{part}"), "amount": amount});
     let mut job = JobSpec::new(format!("transfer {tx}"))
-        .step(
-            StepSpec::actor("withdraw", ACCOUNTS, from, msg("withdraw", "w"))
-                .retry(patient),
-        )
+        .step(StepSpec::actor("withdraw", ACCOUNTS, from, msg("withdraw", "w")).retry(patient))
         .step(
             StepSpec::actor("deposit", ACCOUNTS, to, msg("deposit", "d"))
                 .after(["withdraw"])
