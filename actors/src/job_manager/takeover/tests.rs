@@ -422,3 +422,21 @@ fn an_old_owner_is_not_told_of_a_taken_over_job_that_already_ended() {
         WriteVerdict::Fenced(holder("n2", 7))
     );
 }
+
+/// Copies found in the journal at start are watched like copies sent since: their owner
+/// gone for the grace period, they are asked for.
+#[test]
+fn copies_recovered_from_the_journal_are_asked_for() {
+    let mut t = Takeovers::new("n2", GRACE, 100);
+    let job = job_of("n1");
+    t.copy_recovered(job.clone(), holder("n1", 4));
+    let t0 = Instant::now();
+    assert!(t.tick(t0, &live(&["n2"])).is_empty());
+    assert_eq!(
+        t.tick(t0 + GRACE, &live(&["n2"])),
+        vec![Effect::AskCore {
+            job,
+            from: holder("n1", 4)
+        }]
+    );
+}
