@@ -11,10 +11,12 @@
 //!   `troupe.membership` group, so a new node learns the whole cluster in one round trip;
 //! - closes connections that have not passed the cookie handshake within
 //!   `handshake_timeout_ms` (ractor_cluster has no such deadline);
-//! - logs one line per cluster event: node joined, node left, connection refused.
-//!
-//! Silent-peer detection (heartbeat deadlines) belongs to the failure detector and is not
-//! here yet: a peer is down when its connection closes.
+//! - logs one line per cluster event: node joined, node left, connection refused;
+//! - marks a peer down when its connection closes, or when it has been silent too long
+//!   (the rules are the pure `detector::SilenceDetector`; this actor closes the silent
+//!   peer's connections and tells the others).
+
+mod detector;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -33,6 +35,7 @@ use troupe_runtime::protocol::{
 use troupe_runtime::wire::Wire;
 
 use crate::{find_on, names, NodeContext};
+use detector::{Round, SilenceDetector, Transition};
 
 /// How long a node that left stays listed as down before it drops out.
 const FORGET_AFTER: Duration = Duration::from_secs(60);
@@ -52,10 +55,9 @@ struct Session {
 
 struct Peer {
     info: NodeInfo,
+    /// Its state; every change is told to the silence detector too.
     state: NodeState,
     since: Instant,
-    /// When its gossip last arrived (the failure detector's clock).
-    heard: Instant,
 }
 
 /// State of the membership actor.
@@ -73,8 +75,8 @@ pub struct MembershipState {
     unauthenticated_log: Throttle,
     /// Failed TLS handshakes with peers we dial, logged at most once a second.
     tls_log: Arc<Throttle>,
-    /// When the last tick ran (a late tick means this node stalled, not its peers).
-    last_tick: Instant,
+    /// Each peer's silence, judged every tick.
+    detector: SilenceDetector,
 }
 
 impl MembershipState {
@@ -341,12 +343,11 @@ impl MembershipState {
         };
         match self.peers.get_mut(&info.name) {
             Some(p) => {
-                let quiet = now.duration_since(p.heard);
-                p.heard = now;
+                let recovered = self.detector.heard(&info.name, now, state);
                 if state == NodeState::Draining && p.state != NodeState::Draining {
                     tracing::info!(node = %info.name, "node is leaving (draining)");
-                } else if p.state == NodeState::Suspect && state == NodeState::Up {
-                    tracing::info!(node = %info.name, silent_ms = quiet.as_millis() as u64, "node no longer suspect: heard from again");
+                } else if let Some(Transition::Recovered { silent, .. }) = recovered {
+                    tracing::info!(node = %info.name, silent_ms = silent.as_millis() as u64, "node no longer suspect: heard from again");
                     metrics::counter!(metric::MEMBERSHIP_EVENTS, "event" => "recovered")
                         .increment(1);
                 } else if p.state != NodeState::Up && state == NodeState::Up {
@@ -369,6 +370,7 @@ impl MembershipState {
                 p.info = info;
             }
             None => {
+                self.detector.heard(&info.name, now, state);
                 if state == NodeState::Up {
                     tracing::info!(node = %info.name, address = %info.address, tasks = info.tasks.len(), "node joined");
                     report(
@@ -386,7 +388,6 @@ impl MembershipState {
                         info,
                         state,
                         since: now,
-                        heard: now,
                     },
                 );
             }
@@ -404,6 +405,7 @@ impl MembershipState {
         }
         p.state = NodeState::Down;
         p.since = Instant::now();
+        self.detector.down(name);
         tracing::info!(node = %name, address = %p.info.address, reason, "node left: {reason}");
         report(
             &self.ctx.view.node,
@@ -424,42 +426,39 @@ impl MembershipState {
     /// (ractor_cluster keeps a silent connection open for as long as TCP does, which is
     /// minutes). Skips a round in which this node itself stalled.
     fn detect_silent(&mut self, now: Instant) {
-        let f = self.ctx.config.failure;
-        let (suspect_after, down_after) = (
-            Duration::from_millis(f.suspect_after_ms),
-            Duration::from_millis(f.down_after_ms),
-        );
-        let gap = now.duration_since(self.last_tick);
-        self.last_tick = now;
-        if gap >= suspect_after {
-            tracing::warn!(
-                stalled_ms = gap.as_millis() as u64,
-                "this node's membership work ran late (an overloaded or paused process); not judging peers this round"
-            );
-            for p in self.peers.values_mut() {
-                p.heard = now;
+        let transitions = match self.detector.tick(now) {
+            Round::Stalled { late_by } => {
+                tracing::warn!(
+                    stalled_ms = late_by.as_millis() as u64,
+                    "this node's membership work ran late (an overloaded or paused process); not judging peers this round"
+                );
+                return;
             }
-            return;
-        }
+            Round::Judged(transitions) => transitions,
+        };
         let mut silent = Vec::new();
-        for (name, p) in self.peers.iter_mut() {
-            let quiet = now.duration_since(p.heard);
-            match p.state {
-                NodeState::Down => {}
-                _ if quiet >= down_after => silent.push((name.clone(), quiet)),
-                NodeState::Up if quiet >= suspect_after => {
+        for t in transitions {
+            match t {
+                Transition::Suspect { node, silent } => {
+                    let Some(p) = self.peers.get_mut(&node) else {
+                        continue;
+                    };
                     p.state = NodeState::Suspect;
-                    tracing::warn!(node = %name, address = %p.info.address, silent_ms = quiet.as_millis() as u64, "node suspect: not heard from");
+                    tracing::warn!(node = %node, address = %p.info.address, silent_ms = silent.as_millis() as u64, "node suspect: not heard from");
                     report(
                         &self.ctx.view.node,
                         NodeEvent::NodeSuspect {
-                            node: name.clone(),
+                            node: node.clone(),
                             address: p.info.address.clone(),
-                            silent_ms: quiet.as_millis() as u64,
+                            silent_ms: silent.as_millis() as u64,
                         },
                     );
                 }
-                _ => {}
+                Transition::Down {
+                    node,
+                    silent: quiet,
+                } => silent.push((node, quiet)),
+                Transition::Recovered { .. } => {}
             }
         }
         for (name, quiet) in silent {
@@ -504,8 +503,14 @@ impl MembershipState {
         }
 
         // Peers marked down long enough drop out; so do addresses nobody mentions any more.
-        self.peers
-            .retain(|_, p| p.state == NodeState::Up || now.duration_since(p.since) < FORGET_AFTER);
+        let detector = &mut self.detector;
+        self.peers.retain(|name, p| {
+            let keep = p.state == NodeState::Up || now.duration_since(p.since) < FORGET_AFTER;
+            if !keep {
+                detector.forget(name);
+            }
+            keep
+        });
         self.heard
             .retain(|_, t| now.duration_since(*t) < FORGET_AFTER);
 
@@ -515,7 +520,7 @@ impl MembershipState {
             if connected.contains(&p.info.name) && p.state == NodeState::Down {
                 p.state = NodeState::Up;
                 p.since = now;
-                p.heard = now;
+                self.detector.heard(&p.info.name, now, NodeState::Up);
                 self.ctx.view.set_down(&p.info.name, false);
                 tracing::info!(node = %p.info.name, address = %p.info.address, "node joined (reconnected)");
                 report(
@@ -700,6 +705,11 @@ impl Actor for Membership {
             .collect();
         ractor::pg::join(MEMBERSHIP_GROUP.to_string(), vec![myself.get_cell()]);
         ractor::pg::monitor(MEMBERSHIP_GROUP.to_string(), myself.get_cell());
+        let detector = SilenceDetector::new(
+            Duration::from_millis(ctx.config.failure.suspect_after_ms),
+            Duration::from_millis(ctx.config.failure.down_after_ms),
+            Instant::now(),
+        );
         let period = Duration::from_millis(ctx.config.gossip_interval_ms.max(10));
         myself.send_interval(period, || MembershipMessage::Tick);
         let mut state = MembershipState {
@@ -713,7 +723,7 @@ impl Actor for Membership {
             dialing: HashMap::new(),
             unauthenticated_log: Throttle::default(),
             tls_log: Arc::default(),
-            last_tick: Instant::now(),
+            detector,
         };
         state.tick(&myself);
         Ok(state)

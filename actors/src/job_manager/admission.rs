@@ -1,0 +1,245 @@
+//! Admission: what a submission goes through before it becomes a job.
+//!
+//! A submission is validated (the step graph, against the node's limits), coalesced into
+//! a job in flight with the same unique key, made to wait off the mailbox for a task's
+//! worker group that is not there yet (`task_wait_ms`), and refused when the cluster or its
+//! submitter has too much in flight (`admission.max_waiting_steps`,
+//! `limits.max_jobs_per_client`). An accepted job is named `NODE-EPOCH-SEQ` and answered
+//! once the journal says it is durable. The per-submitter counts and unique keys kept for
+//! this live here too.
+
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorRef, RpcReplyPort};
+use tokio::sync::oneshot;
+use troupe_runtime::error::ValidationError;
+use troupe_runtime::job::run::JobRun;
+use troupe_runtime::job::validate::validate_with;
+use troupe_runtime::protocol::{
+    task_group, task_of_group, JobManagerMessage, SubmitError, SubmitRequest, UniqueJob,
+};
+use troupe_runtime::wire::Wire;
+
+use super::JobManagerState;
+use crate::job_supervisor::{JobSupervisor, JobSupervisorArgs, JobSupervisorMessage};
+
+/// Where a submission's answer goes.
+pub(super) type SubmitReply = RpcReplyPort<Wire<Result<String, SubmitError>>>;
+
+/// Answers a submission with its job id once the journal says the job is durable
+/// (`journal_ack`), waiting at most [`crate::journal::ACK_WAIT`] for a replica: the job
+/// runs meanwhile, and a replica that does not answer must not stall the client.
+fn answer_when_durable(id: String, durable: Option<oneshot::Receiver<()>>, reply: SubmitReply) {
+    let Some(durable) = durable else {
+        let _ = reply.send(Wire::new(Ok(id)));
+        return;
+    };
+    tokio::spawn(async move {
+        match tokio::time::timeout(crate::journal::ACK_WAIT, durable).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                tracing::warn!(job = %id, "the journal could not record this job; it runs, but a crash of this node loses it")
+            }
+            Err(_) => {
+                metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "ack_timeout")
+                    .increment(1);
+                tracing::warn!(job = %id, "no replica confirmed its copy of this job within {:?}; accepted with the owner's journal alone", crate::journal::ACK_WAIT)
+            }
+        }
+        let _ = reply.send(Wire::new(Ok(id)));
+    });
+}
+
+/// The steps whose task no worker group in view serves, as (step, task).
+fn missing_tasks(req: &SubmitRequest) -> Vec<(String, String)> {
+    req.spec
+        .steps
+        .iter()
+        .filter(|s| ractor::pg::get_members(&task_group(s.task_name())).is_empty())
+        .map(|s| (s.id.clone(), s.task_name().to_string()))
+        .collect()
+}
+
+/// The tasks some node in view serves, sorted, for an error message.
+fn known_tasks() -> String {
+    let mut t: Vec<String> = ractor::pg::which_groups()
+        .iter()
+        .filter_map(|g| task_of_group(g).map(str::to_string))
+        .collect();
+    t.sort();
+    t.dedup();
+    t.join(", ")
+}
+
+impl JobManagerState {
+    /// Accepts a job: validates it, waits for missing worker groups, applies admission
+    /// limits, names it and starts its supervisor; answers once the job is durable.
+    pub(super) async fn submit(
+        &mut self,
+        myself: &ActorRef<JobManagerMessage>,
+        req: SubmitRequest,
+        reply: SubmitReply,
+    ) {
+        if self.ctx.view.is_draining() {
+            let m = format!(
+                "node {} is leaving (draining); submit to another node",
+                self.ctx.view.node
+            );
+            let _ = reply.send(Wire::new(Err(SubmitError::Unavailable(m))));
+            return;
+        }
+        let graph = match validate_with(&req.spec, &self.ctx.config.limits) {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = reply.send(Wire::new(Err(SubmitError::Invalid(e.to_string()))));
+                return;
+            }
+        };
+        if let Some(key) = &req.unique {
+            if let Some(u) = self.unique.get_mut(key) {
+                if let Some(sup) = self.live.get(&u.job) {
+                    u.submitters = u.submitters.saturating_add(1);
+                    if let Some(mut w) = req.watch {
+                        w.job = u.job.clone();
+                        let _ = sup.cast(JobSupervisorMessage::AddWatcher(w));
+                    }
+                    tracing::debug!(job = %u.job, unique = %key, "submission coalesced into a job in flight");
+                    let _ = reply.send(Wire::new(Ok(u.job.clone())));
+                    return;
+                }
+            }
+        }
+        let missing = if req.wait_for_workers {
+            Vec::new()
+        } else {
+            missing_tasks(&req)
+        };
+        if let Some((step, task)) = missing.first() {
+            if req.waited {
+                let e = ValidationError::UnknownTask {
+                    step: step.clone(),
+                    task: task.clone(),
+                    waited_ms: self.ctx.config.task_wait_ms,
+                    known: known_tasks(),
+                };
+                let _ = reply.send(Wire::new(Err(SubmitError::Invalid(e.to_string()))));
+                return;
+            }
+            // A worker group may be about to appear (a node still joining): wait for it
+            // off the mailbox, then submit again.
+            let wait = Duration::from_millis(self.ctx.config.task_wait_ms);
+            let me = myself.clone();
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let mut req = req;
+                while start.elapsed() < wait && !missing_tasks(&req).is_empty() {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                req.waited = true;
+                let _ = me.cast(JobManagerMessage::Submit(Wire::new(req), reply));
+            });
+            return;
+        }
+        let adm = self.ctx.config.admission;
+        if adm.max_waiting_steps > 0 {
+            let waiting = self.ctx.view.waiting_in_cluster();
+            if waiting >= adm.max_waiting_steps as u64 {
+                metrics::counter!(troupe_runtime::observe::metric::REFUSED, "reason" => "overloaded")
+                    .increment(1);
+                let _ = reply.send(Wire::new(Err(SubmitError::Overloaded {
+                    message: format!(
+                        "{waiting} steps wait for worker slots in the cluster, the most \
+                         admitted (admission.max_waiting_steps)"
+                    ),
+                    retry_after_ms: adm.retry_after_ms,
+                })));
+                return;
+            }
+        }
+        let client = req
+            .watch
+            .as_ref()
+            .map(|w| w.group.clone())
+            .unwrap_or_default();
+        let max = self.ctx.config.limits.max_jobs_per_client;
+        let live = self.per_client.get(&client).copied().unwrap_or(0);
+        if live >= max {
+            metrics::counter!(troupe_runtime::observe::metric::REFUSED, "reason" => "too_many_jobs")
+                .increment(1);
+            let who = client
+                .strip_prefix("troupe.client.")
+                .map(|c| format!("client {c}"))
+                .unwrap_or_else(|| "the HTTP API".into());
+            let _ = reply.send(Wire::new(Err(SubmitError::Unavailable(format!(
+                "{who} has {live} jobs in flight on node {}, the most allowed \
+                 (limits.max_jobs_per_client); wait for some to end, then submit again",
+                self.ctx.config.name
+            )))));
+            return;
+        }
+        self.seq += 1;
+        let id = format!("{}-{}-{}", self.ctx.config.name, self.epoch, self.seq);
+        let mut watchers = Vec::new();
+        if let Some(mut w) = req.watch {
+            w.job = id.clone();
+            watchers.push(w);
+        }
+        let durable = self
+            .ctx
+            .journal
+            .as_ref()
+            .and_then(|j| j.accept(&id, &req.spec, &self.ctx.config.limits));
+        let args = JobSupervisorArgs {
+            run: JobRun::with_limits(id.clone(), req.spec, graph, self.ctx.config.limits),
+            owner: self.ctx.config.name.clone(),
+            watchers,
+            journal: self.ctx.journal.clone(),
+            resumed: None,
+            epoch: 0,
+        };
+        match Actor::spawn_linked(None, JobSupervisor, args, myself.get_cell()).await {
+            Ok((sup, _)) => {
+                tracing::debug!(job = %id, "job accepted");
+                self.by_actor.insert(sup.get_id(), id.clone());
+                self.live.insert(id.clone(), sup);
+                self.takeovers.run_started(&id, 0);
+                self.count_owned();
+                *self.per_client.entry(client.clone()).or_insert(0) += 1;
+                self.client_of.insert(id.clone(), client);
+                if let Some(key) = req.unique {
+                    self.unique_of.insert(id.clone(), key.clone());
+                    self.unique.insert(
+                        key,
+                        UniqueJob {
+                            job: id.clone(),
+                            submitters: 1,
+                        },
+                    );
+                }
+                answer_when_durable(id, durable, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Wire::new(Err(SubmitError::Unavailable(format!(
+                    "cannot start a job supervisor: {e}"
+                )))));
+            }
+        }
+    }
+
+    /// Forgets a job's submitter and unique key (the job ended or moved away).
+    pub(super) fn forget_client(&mut self, job: &str) {
+        if let Some(key) = self.unique_of.remove(job) {
+            if self.unique.get(&key).is_some_and(|u| u.job == job) {
+                self.unique.remove(&key);
+            }
+        }
+        if let Some(c) = self.client_of.remove(job) {
+            if let Some(n) = self.per_client.get_mut(&c) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_client.remove(&c);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Copies and takeovers, the job manager's side: it carries out what the takeover rules
+//! ([`super::takeover`]) decide.
+//!
+//! Other nodes copy their journal writes here (`journal_replicas`): they are kept in this
+//! node's journal unless fenced (from an epoch that is over), and a fenced writer is told
+//! who owns the job now. Every `SWEEP_EVERY` the rules look for copies whose owner stayed
+//! gone; this asks the core group for them off the mailbox, rebuilds a granted job from its
+//! copy and runs it at the new epoch, tells every node (`JobMoved`), stops this node's own
+//! run of a job another node holds at a newer epoch, and tells a node that comes back of
+//! the jobs taken from it.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use crate::core::{CoreCommand, CoreDecision};
+use ractor::ActorRef;
+use troupe_runtime::protocol::{
+    first_member, job_manager_group, JobManagerMessage, JobMoved, ReplicaBatch, ReplicaWhat,
+};
+use troupe_runtime::vocab::Holder;
+use troupe_runtime::wire::Wire;
+
+use super::takeover::{Effect, WriteKind, WriteVerdict};
+use super::JobManagerState;
+
+impl JobManagerState {
+    /// Keeps another node's journal writes, refusing those from an epoch that is over.
+    pub(super) fn keep(&mut self, batch: ReplicaBatch) {
+        let Some(journal) = self.ctx.journal.clone() else {
+            return;
+        };
+        let mut fenced: HashMap<String, Holder> = HashMap::new();
+        let mut kept = Vec::with_capacity(batch.writes.len());
+        for w in batch.writes {
+            let kind = match &w.what {
+                ReplicaWhat::Start(_) => WriteKind::Start,
+                ReplicaWhat::Input(..) => WriteKind::Input,
+                ReplicaWhat::End => WriteKind::End,
+            };
+            match self
+                .takeovers
+                .replica_write(&batch.owner, &w.job, w.epoch, kind)
+            {
+                WriteVerdict::Keep => kept.push(w),
+                WriteVerdict::Fenced(holder) => {
+                    fenced.insert(w.job.clone(), holder);
+                }
+            }
+        }
+        let n = kept.len() as u64;
+        if n > 0 {
+            journal.keep(ReplicaBatch {
+                owner: batch.owner.clone(),
+                writes: kept,
+                ack: batch.ack,
+            });
+            metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "kept")
+                .increment(n);
+        }
+        if !fenced.is_empty() {
+            metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "fenced")
+                .increment(fenced.len() as u64);
+            if let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(&batch.owner)) {
+                for (job, o) in fenced {
+                    tracing::info!(job = %job, from = %batch.owner, owner = %o.node, epoch = o.epoch, "fenced journal writes from a former owner");
+                    let _ = jm.cast(JobManagerMessage::JobMoved(Wire::new(JobMoved {
+                        job,
+                        owner: o.node,
+                        epoch: o.epoch,
+                    })));
+                }
+            }
+        }
+    }
+
+    /// Another node owns `m.job` now: stop this node's run of it, if any (fenced).
+    pub(super) async fn job_moved(&mut self, myself: &ActorRef<JobManagerMessage>, m: JobMoved) {
+        let effects = self.takeovers.job_moved(m);
+        self.carry_out(myself, effects).await;
+    }
+
+    /// A node came (back) up: tell it of the jobs this node took over from it.
+    pub(super) async fn node_up(&mut self, myself: &ActorRef<JobManagerMessage>, node: &str) {
+        let effects = self.takeovers.node_up(node);
+        self.carry_out(myself, effects).await;
+    }
+
+    /// Asks the core group for the jobs whose owner has been gone for the grace period.
+    pub(super) async fn sweep_copies(&mut self, myself: &ActorRef<JobManagerMessage>) {
+        // Only nodes that own copied jobs matter; most sweeps have none to look at.
+        let live: HashSet<String> = if self.takeovers.keeps_copies() {
+            crate::live_nodes(&self.ctx.view).into_iter().collect()
+        } else {
+            HashSet::new()
+        };
+        let effects = self.takeovers.tick(Instant::now(), &live);
+        self.carry_out(myself, effects).await;
+    }
+
+    /// The core group answered a takeover.
+    pub(super) async fn takeover_decided(
+        &mut self,
+        myself: &ActorRef<JobManagerMessage>,
+        job: String,
+        decision: Result<Holder, String>,
+    ) {
+        let effects = self.takeovers.decided(&job, decision);
+        self.carry_out(myself, effects).await;
+    }
+
+    /// Does what the takeover rules ask, in order.
+    async fn carry_out(&mut self, myself: &ActorRef<JobManagerMessage>, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::AskCore { job, from } => self.ask_core(myself, job, from),
+                Effect::Adopt { job, epoch } => self.adopt(myself, job, epoch).await,
+                Effect::Denied { job, holder } => {
+                    metrics::counter!(troupe_runtime::observe::metric::TAKEOVERS, "outcome" => "denied").increment(1);
+                    tracing::info!(job = %job, owner = %holder.node, epoch = holder.epoch, "another node owns the job now");
+                }
+                Effect::Undecided { job, reason } => {
+                    metrics::counter!(troupe_runtime::observe::metric::TAKEOVERS, "outcome" => "failed").increment(1);
+                    tracing::warn!(job = %job, reason = %reason, "no takeover decision yet; asking again");
+                }
+                Effect::StopRun { job, holder } => self.stop_run(&job, &holder),
+                Effect::ForgetCopy { job } => {
+                    if let Some(j) = &self.ctx.journal {
+                        j.forget(&job);
+                    }
+                }
+                Effect::TellMoved { to, job, holder } => {
+                    if let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(&to)) {
+                        let _ = jm.cast(JobManagerMessage::JobMoved(Wire::new(JobMoved {
+                            job,
+                            owner: holder.node,
+                            epoch: holder.epoch,
+                        })));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks the core group, off the mailbox, to hand `job` over from `from` to this node;
+    /// the answer comes back as `TakeoverDecided`.
+    fn ask_core(&self, myself: &ActorRef<JobManagerMessage>, job: String, from: Holder) {
+        tracing::info!(job = %job, owner = %from.node, "the job's owner stayed down; asking the core group for the job");
+        let me = self.ctx.config.name.clone();
+        let cmd = CoreCommand::Takeover {
+            job: job.clone(),
+            from: from.node,
+            epoch: from.epoch,
+            to: me.clone(),
+        };
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let d = match crate::core::decide(&me, cmd).await {
+                Ok(CoreDecision::Granted { epoch }) => Ok(Holder { node: me, epoch }),
+                Ok(CoreDecision::Denied { owner }) => Ok(owner),
+                Ok(other) => Err(format!("unexpected answer to a takeover: {other:?}")),
+                Err(refusal) => Err(refusal.message),
+            };
+            let _ = myself.cast(JobManagerMessage::TakeoverDecided(job, Wire::new(d)));
+        });
+    }
+
+    /// Stops this node's run of `job`, which `holder` owns at a newer epoch, and drops it
+    /// from the journal.
+    fn stop_run(&mut self, job: &str, holder: &Holder) {
+        let Some(sup) = self.live.remove(job) else {
+            return;
+        };
+        tracing::warn!(job = %job, owner = %holder.node, epoch = holder.epoch, "job taken over by another node while this one was cut off; stopping this node's run of it");
+        self.by_actor.remove(&sup.get_id());
+        sup.stop(None);
+        if let Some(j) = &self.ctx.journal {
+            j.drop_job(job);
+        }
+        self.forget_client(job);
+        crate::locked(&self.ctx.view.placement).job_ended(job);
+        self.count_owned();
+    }
+
+    /// Runs `job` here from its copy, at `epoch`, and tells every node.
+    async fn adopt(&mut self, myself: &ActorRef<JobManagerMessage>, job: String, epoch: u64) {
+        let Some(journal) = self.ctx.journal.clone() else {
+            return;
+        };
+        let (mut record, inputs) = match journal.copy(&job) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                tracing::error!(job = %job, "granted a job whose copy is gone; it cannot run here");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(job = %job, error = %e, "cannot read the copy of a job granted to this node");
+                return;
+            }
+        };
+        let from = self
+            .takeovers
+            .take_copy(&job)
+            .map(|o| o.node)
+            .unwrap_or_default();
+        record.epoch = epoch;
+        journal.start(&job, epoch, &record.spec, &record.limits);
+        for (i, input) in inputs.iter().enumerate() {
+            journal.input(&job, i as u64 + 1, input);
+        }
+        journal.forget(&job);
+        let seq = inputs.len() as u64;
+        let mut run = match troupe_runtime::job::journal::replay(record, inputs) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "a job taken over cannot be rebuilt");
+                return;
+            }
+        };
+        let actions = run.recover(&format!(
+            "job taken over by {} from {from}, which stayed down; its attempts run again",
+            self.ctx.config.name
+        ));
+        if !self
+            .start_supervisor(myself, run, epoch, Some((seq, actions)))
+            .await
+        {
+            return;
+        }
+        self.count_owned();
+        metrics::counter!(troupe_runtime::observe::metric::TAKEOVERS, "outcome" => "taken")
+            .increment(1);
+        tracing::info!(job = %job, from = %from, epoch, "took the job over");
+        let prefix = job_manager_group("");
+        let moved = JobMoved {
+            job,
+            owner: self.ctx.config.name.clone(),
+            epoch,
+        };
+        for g in ractor::pg::which_groups() {
+            if g.starts_with(&prefix) && g != job_manager_group(&self.ctx.config.name) {
+                if let Some(jm) = first_member::<JobManagerMessage>(&g) {
+                    let _ = jm.cast(JobManagerMessage::JobMoved(Wire::new(moved.clone())));
+                }
+            }
+        }
+    }
+}

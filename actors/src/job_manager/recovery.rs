@@ -1,0 +1,138 @@
+//! Recovery: what a node learns from its own journal when it starts.
+//!
+//! The journal holds the statuses of jobs that ended (answered as finished), copies of
+//! other nodes' jobs (handed to the takeover rules), and this node's jobs that had not
+//! ended. Those resume, rebuilt from their inputs, once the core group says which of them
+//! another node took over while this one was down (`moved_while_away`): a job taken over
+//! is dropped from the journal and not resumed, so it does not run twice.
+
+use std::time::{Duration, Instant};
+
+use crate::core::{CoreCommand, CoreDecision};
+use ractor::ActorRef;
+use troupe_runtime::protocol::{JobManagerMessage, JobMoved};
+use troupe_runtime::vocab::Holder;
+use troupe_runtime::wire::Wire;
+
+use super::takeover::taken_from;
+use super::JobManagerState;
+
+/// How long a restarted node waits for the core group to say which of its journaled jobs
+/// were taken over, once a core group is visible.
+const ASK_CORE_FOR: Duration = Duration::from_secs(5);
+/// Without a visible core group, how long a restarted node looks for one.
+const LOOK_FOR_CORE: Duration = Duration::from_millis(1500);
+
+/// The journaled jobs of this node that another node took over while it was down.
+async fn moved_while_away(me: &str, jobs: Vec<String>) -> Vec<JobMoved> {
+    let start = Instant::now();
+    loop {
+        let core_visible =
+            !ractor::pg::get_members(&troupe_runtime::protocol::CORE_VOTERS_GROUP.to_string())
+                .is_empty();
+        if core_visible {
+            match crate::core::decide(me, CoreCommand::Owners { jobs: jobs.clone() }).await {
+                Ok(CoreDecision::Owners(owners)) => return taken_from(me, jobs, owners),
+                Ok(other) => {
+                    tracing::warn!(answer = ?other, "unexpected answer from the core group")
+                }
+                Err(r) => tracing::debug!(reason = %r, "the core group has not answered yet"),
+            }
+        }
+        let limit = if core_visible {
+            ASK_CORE_FOR
+        } else {
+            LOOK_FOR_CORE
+        };
+        if start.elapsed() >= limit {
+            tracing::warn!(jobs = jobs.len(), core_visible, "resuming journaled jobs without word from the core group (none reachable): a job another node took over meanwhile runs twice until it is fenced");
+            return Vec::new();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl JobManagerState {
+    /// Learns what the journal held: statuses of ended jobs and copies of other nodes'
+    /// jobs now; the jobs that had not ended resume once the core group says which of
+    /// them are still this node's ([`JobManagerMessage::Resume`] is for users; this comes
+    /// back as `ResumeJournaled`).
+    pub(super) fn recover_journal(&mut self, myself: &ActorRef<JobManagerMessage>) {
+        let Some(rec) = crate::locked(&self.ctx.view.recovered).take() else {
+            return;
+        };
+        for st in rec.ended {
+            self.finished_order.push_back(st.id.clone());
+            self.finished.insert(st.id.clone(), st);
+        }
+        for c in rec.copies {
+            self.takeovers.copy_recovered(
+                c.job,
+                Holder {
+                    node: c.owner,
+                    epoch: c.epoch,
+                },
+            );
+        }
+        if rec.jobs.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = rec.jobs.iter().map(|(r, _)| r.id.clone()).collect();
+        *crate::locked(&self.ctx.view.recovered) = Some(crate::journal::Recovered {
+            jobs: rec.jobs,
+            ..Default::default()
+        });
+        let me = self.ctx.config.name.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let moved = moved_while_away(&me, ids).await;
+            let _ = myself.cast(JobManagerMessage::ResumeJournaled(Wire::new(moved)));
+        });
+    }
+
+    /// Starts again the jobs the journal held that had not ended, but those that another
+    /// node took over meanwhile (`moved`), which are dropped.
+    pub(super) async fn resume_journaled(
+        &mut self,
+        myself: &ActorRef<JobManagerMessage>,
+        moved: Vec<JobMoved>,
+    ) {
+        let Some(rec) = crate::locked(&self.ctx.view.recovered).take() else {
+            return;
+        };
+        let mut n = 0;
+        for (record, inputs) in rec.jobs {
+            if let Some(m) = moved.iter().find(|m| m.job == record.id) {
+                tracing::warn!(job = %record.id, owner = %m.owner, epoch = m.epoch, "a journaled job was taken over by another node while this one was down; not resuming it");
+                if let Some(j) = &self.ctx.journal {
+                    j.drop_job(&record.id);
+                }
+                self.takeovers.taken_while_away(m.clone());
+                continue;
+            }
+            let seq = inputs.len() as u64;
+            let epoch = record.epoch;
+            let mut run = match troupe_runtime::job::journal::replay(record, inputs) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "a journaled job cannot resume");
+                    continue;
+                }
+            };
+            let actions = run.recover(&format!(
+                "node {} restarted; attempts it had in flight run again",
+                self.ctx.view.node
+            ));
+            if self
+                .start_supervisor(myself, run, epoch, Some((seq, actions)))
+                .await
+            {
+                n += 1;
+            }
+        }
+        self.count_owned();
+        if n > 0 {
+            tracing::info!(jobs = n, "resumed jobs from the journal");
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Routing: questions and reports about one job, taken to whoever holds it.
+//!
+//! A job's supervisor answers for a live job, the finished-jobs table for a recent one;
+//! any other job belongs to another node: the node in its id, or the one a takeover moved
+//! it to (a `JobMoved` heard, or, when the owner is unreachable, the core group's ownership
+//! map), and the question is forwarded there off the mailbox. Reports from workers
+//! (progress, spawn requests, moved attempts) go to the job's supervisor the same way.
+
+use std::time::Duration;
+
+use crate::core::{CoreCommand, CoreDecision};
+use ractor::RpcReplyPort;
+use troupe_runtime::protocol::{
+    first_member, job_manager_group, owner_of, worker_pool_group, AttemptMoved, CallReply,
+    InvalidateRequest, JobAnswer, JobManagerMessage, JobQueryError, ResumeRequest, SpawnRequest,
+    WatchRequest, WorkerPoolMessage,
+};
+use troupe_runtime::task::TaskError;
+use troupe_runtime::wire::Wire;
+
+use super::JobManagerState;
+use crate::job_supervisor::JobSupervisorMessage;
+
+/// How long a forwarded question may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A question about one job, answered by whoever holds it.
+pub(super) enum Request {
+    /// Its status.
+    Status,
+    /// Cancel it; answers its status.
+    Cancel,
+    /// Resume this step, waiting for a user; answers its status.
+    Resume(String),
+}
+
+/// Where the answer to a question about one job goes.
+pub(super) type StatusReply = RpcReplyPort<JobAnswer>;
+
+impl JobManagerState {
+    /// Answers the status of `job`, wherever it is.
+    pub(super) fn status(&self, job: String, reply: StatusReply) {
+        self.to_job(job, reply, Request::Status);
+    }
+
+    /// Hands a question about `job` to its supervisor, the finished-jobs table, or the
+    /// owner node's job manager.
+    pub(super) fn to_job(&self, job: String, reply: StatusReply, req: Request) {
+        if let Some(sup) = self.live.get(&job) {
+            let msg = match req {
+                Request::Status => JobSupervisorMessage::Status(reply),
+                Request::Cancel => JobSupervisorMessage::Cancel(reply),
+                Request::Resume(step) => JobSupervisorMessage::Resume(step, reply),
+            };
+            if let Err(ractor::MessagingErr::SendErr(
+                JobSupervisorMessage::Status(reply)
+                | JobSupervisorMessage::Cancel(reply)
+                | JobSupervisorMessage::Resume(_, reply),
+            )) = sup.cast(msg)
+            {
+                let _ = reply.send(Wire::new(Err(JobQueryError::Unavailable(format!(
+                    "job {job} is ending; ask again"
+                )))));
+            }
+            return;
+        }
+        if let Some(st) = self.finished.get(&job) {
+            let answer = match req {
+                Request::Resume(step) => Err(JobQueryError::Conflict(format!(
+                    "job {job} has ended ({:?}); step {step:?} cannot be resumed",
+                    st.state
+                ))),
+                _ => Ok(st.clone()),
+            };
+            let _ = reply.send(Wire::new(answer));
+            return;
+        }
+        let owner = match self.takeovers.moved_to(&job) {
+            Some(m) => Some(m.node.clone()),
+            None => owner_of(&job).map(str::to_string),
+        };
+        match owner {
+            Some(owner) if owner != self.ctx.config.name => {
+                let me = self.ctx.config.name.clone();
+                let down = self.ctx.view.is_down(&owner);
+                tokio::spawn(async move {
+                    let mut owner = owner;
+                    let mut jm = first_member::<JobManagerMessage>(&job_manager_group(&owner))
+                        .filter(|_| !down);
+                    if jm.is_none() {
+                        // Gone: the core group knows whether another node took the job.
+                        if let Ok(CoreDecision::Owners(o)) = crate::core::decide(
+                            &me,
+                            CoreCommand::Owners {
+                                jobs: vec![job.clone()],
+                            },
+                        )
+                        .await
+                        {
+                            if let Some(Some(o)) = o.into_iter().next() {
+                                owner = o.node;
+                                jm = first_member(&job_manager_group(&owner));
+                            }
+                        }
+                    }
+                    let answer = match jm {
+                        None => Err(JobQueryError::Unavailable(format!(
+                            "the node {owner} that owns job {job} is not reachable"
+                        ))),
+                        Some(jm) => {
+                            let call = jm.call(
+                                |r| match req {
+                                    Request::Status => JobManagerMessage::Status(job.clone(), r),
+                                    Request::Cancel => JobManagerMessage::Cancel(job.clone(), r),
+                                    Request::Resume(step) => JobManagerMessage::Resume(
+                                        Wire::new(ResumeRequest {
+                                            job: job.clone(),
+                                            step,
+                                        }),
+                                        r,
+                                    ),
+                                },
+                                Some(FORWARD_TIMEOUT),
+                            );
+                            match call.await {
+                                Ok(ractor::rpc::CallResult::Success(w)) => {
+                                    w.into_inner().unwrap_or_else(|e| {
+                                        Err(JobQueryError::Unavailable(e.to_string()))
+                                    })
+                                }
+                                _ => Err(JobQueryError::Unavailable(format!(
+                                    "no answer from {owner} about job {job}"
+                                ))),
+                            }
+                        }
+                    };
+                    let _ = reply.send(Wire::new(answer));
+                });
+            }
+            _ => {
+                let _ = reply.send(Wire::new(Err(JobQueryError::no_such_job(&job))));
+            }
+        }
+    }
+
+    /// Follows a live job (its supervisor answers and sends later events to the
+    /// watcher), or answers the status of any other.
+    pub(super) fn watch(&self, req: WatchRequest, reply: StatusReply) {
+        match self.live.get(&req.job) {
+            Some(sup) => {
+                if let Err(ractor::MessagingErr::SendErr(JobSupervisorMessage::Watch(req, reply))) =
+                    sup.cast(JobSupervisorMessage::Watch(req, reply))
+                {
+                    let _ = reply.send(Wire::new(Err(JobQueryError::Unavailable(format!(
+                        "job {} is ending; ask again",
+                        req.job
+                    )))));
+                }
+            }
+            None => self.status(req.job, reply),
+        }
+    }
+
+    /// Hands a running attempt's request for sub-work to its job's supervisor, or tells
+    /// the attempt its job is no longer running.
+    pub(super) fn spawn(&self, r: SpawnRequest) {
+        match self.live.get(&r.from.job) {
+            Some(sup) => {
+                let _ = sup.cast(JobSupervisorMessage::Spawn(r));
+            }
+            None => {
+                let answer = CallReply {
+                    call_id: r.call_id,
+                    result: Err(TaskError::permanent(format!(
+                        "job {} is no longer running",
+                        r.from.job
+                    ))),
+                };
+                if let Some(pool) =
+                    first_member::<WorkerPoolMessage>(&worker_pool_group(&r.reply_to))
+                {
+                    let _ = pool.cast(WorkerPoolMessage::CallReply(Wire::new(answer)));
+                }
+            }
+        }
+    }
+
+    /// Asks the merger that owns the request's key to drop its cached result; answers
+    /// whether there was one.
+    pub(super) fn invalidate(&self, req: InvalidateRequest, reply: RpcReplyPort<bool>) {
+        let key = troupe_runtime::merge::request_key(&req.task, &req.input, &Default::default());
+        let owner = crate::dispatcher::key_owner(&self.ctx.view, &req.task, &key);
+        tokio::spawn(async move {
+            let had = match owner {
+                Some((m, _)) => matches!(
+                    m.call(
+                        |r| troupe_runtime::protocol::MergerMessage::Invalidate(key, r),
+                        Some(FORWARD_TIMEOUT)
+                    )
+                    .await,
+                    Ok(ractor::rpc::CallResult::Success(true))
+                ),
+                None => false,
+            };
+            let _ = reply.send(had);
+        });
+    }
+
+    /// Tells a job's supervisor where its attempt runs now.
+    pub(super) fn moved(&self, m: AttemptMoved) {
+        if let Some(sup) = self.live.get(&m.attempt.job) {
+            let _ = sup.cast(JobSupervisorMessage::Assigned {
+                step: m.attempt.step,
+                attempt: m.attempt.attempt,
+                node: m.node,
+            });
+        }
+    }
+}

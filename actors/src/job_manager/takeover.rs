@@ -1,0 +1,397 @@
+//! The takeover and fencing rules, as a plain state machine: events in, effects out.
+//!
+//! A node keeps copies of other nodes' journals (`journal_replicas`). When a copy's owner
+//! stays gone for `failure.takeover_after_ms`, this node asks the core group for the job;
+//! the core group hands each job over at most once per epoch (compare-and-set), and its
+//! answer names who holds the job now. Every node remembers the newest holder it heard of,
+//! so it can refuse journal writes from an owner whose epoch is over (fencing), stop its own
+//! run of a job another node took over, and route questions to the holder.
+//!
+//! [`Takeovers`] holds those rules and nothing else: no actor references, no journal, no
+//! clock (time comes in with [`Takeovers::tick`]). The job manager feeds it what happens
+//! and carries out the [`Effect`]s it returns, so each rule is a unit test
+//! (`takeover/tests.rs`). The shape follows raft-rs's `RawNode`: one owner of the state,
+//! time passed in, effects handed back.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use troupe_runtime::protocol::{owner_of, JobMoved};
+use troupe_runtime::vocab::Holder;
+
+/// What the job manager must do for the takeover rules. Effects about different jobs come
+/// in no particular order; those about one job come in the order they are to be done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Ask the core group to hand `job` to this node from `from`, its owner gone past the
+    /// grace period; answer with [`Takeovers::decided`].
+    AskCore {
+        /// The job.
+        job: String,
+        /// The holder the copy names, which the core group compares with its own.
+        from: Holder,
+    },
+    /// The core group named this node: rebuild `job` from its copy, run it at `epoch`, and
+    /// tell every node (then [`Takeovers::take_copy`] and [`Takeovers::run_started`]).
+    Adopt {
+        /// The job.
+        job: String,
+        /// The epoch the core group granted.
+        epoch: u64,
+    },
+    /// The core group named another node (counted and logged; the effects that follow
+    /// act on it).
+    Denied {
+        /// The job.
+        job: String,
+        /// Who holds it.
+        holder: Holder,
+    },
+    /// No decision came (the core group did not answer, or refused): the next tick asks
+    /// again (counted and logged).
+    Undecided {
+        /// The job.
+        job: String,
+        /// Why there was no decision.
+        reason: String,
+    },
+    /// Stop this node's run of `job` and drop it from the journal: `holder` owns it at a
+    /// newer epoch. The run is already forgotten here.
+    StopRun {
+        /// The job.
+        job: String,
+        /// Who owns it now.
+        holder: Holder,
+    },
+    /// Drop the journal's copy of `job`: its owner now is newer than the copy's.
+    ForgetCopy {
+        /// The job.
+        job: String,
+    },
+    /// Tell node `to` that a job it owned belongs to another node now (a `JobMoved`).
+    TellMoved {
+        /// The node to tell (the job's former owner).
+        to: String,
+        /// The job.
+        job: String,
+        /// Who holds it now, at which epoch.
+        holder: Holder,
+    },
+}
+
+/// What a journal write of another node's job contains, as far as fencing cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteKind {
+    /// The job's record: the copy starts (or starts again at a new epoch).
+    Start,
+    /// One of the job's inputs.
+    Input,
+    /// The job ended: the copy is dropped.
+    End,
+}
+
+/// The answer to one journal write from another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WriteVerdict {
+    /// Keep it in the journal's copy.
+    Keep,
+    /// Refuse it: its epoch is over. The writer is to be told this holder.
+    Fenced(Holder),
+}
+
+/// The takeover and fencing state of one node's job manager.
+#[derive(Debug)]
+pub(crate) struct Takeovers {
+    /// This node's name.
+    me: String,
+    /// How long a copy's owner must stay gone before this node asks for the job.
+    takeover_after: Duration,
+    /// How many moves are remembered (the newest).
+    retain_moves: usize,
+    /// This node's runs of jobs, by the epoch each runs at (0: accepted here).
+    runs: HashMap<String, u64>,
+    /// Copies of other nodes' jobs kept here: the owner and its epoch.
+    copies: HashMap<String, Holder>,
+    /// Jobs known to have moved to another node, and in which order they were learnt.
+    moved: HashMap<String, Holder>,
+    moved_order: VecDeque<String>,
+    /// Jobs whose takeover the core group is being asked for.
+    asking: HashSet<String>,
+    /// Since when each copy's owner has been seen gone.
+    absent_since: HashMap<String, Instant>,
+}
+
+impl Takeovers {
+    /// The rules for node `me`, asking for a job after its owner was gone for
+    /// `takeover_after`, remembering the newest `retain_moves` moves (at least one).
+    pub(crate) fn new(
+        me: impl Into<String>,
+        takeover_after: Duration,
+        retain_moves: usize,
+    ) -> Self {
+        Takeovers {
+            me: me.into(),
+            takeover_after,
+            retain_moves: retain_moves.max(1),
+            runs: HashMap::new(),
+            copies: HashMap::new(),
+            moved: HashMap::new(),
+            moved_order: VecDeque::new(),
+            asking: HashSet::new(),
+            absent_since: HashMap::new(),
+        }
+    }
+
+    /// This node started running `job` at `epoch` (0 for a job it accepted).
+    pub(crate) fn run_started(&mut self, job: &str, epoch: u64) {
+        self.runs.insert(job.to_string(), epoch);
+    }
+
+    /// This node's run of `job` ended (the job finished, or its supervisor crashed).
+    pub(crate) fn run_ended(&mut self, job: &str) {
+        self.runs.remove(job);
+    }
+
+    /// The journal held a copy of `job` when this node started.
+    pub(crate) fn copy_recovered(&mut self, job: String, owner: Holder) {
+        self.copies.insert(job, owner);
+    }
+
+    /// The holder `job` moved to, if this node heard of a move.
+    pub(crate) fn moved_to(&self, job: &str) -> Option<&Holder> {
+        self.moved.get(job)
+    }
+
+    /// Whether this node keeps copies of other nodes' jobs (if not, a tick has nothing to
+    /// look at and needs no live set).
+    pub(crate) fn keeps_copies(&self) -> bool {
+        !self.copies.is_empty()
+    }
+
+    /// Whether this node keeps a copy of `job` for another node.
+    #[cfg(test)]
+    pub(crate) fn has_copy(&self, job: &str) -> bool {
+        self.copies.contains_key(job)
+    }
+
+    /// Whether this node runs `job`.
+    #[cfg(test)]
+    pub(crate) fn runs(&self, job: &str) -> bool {
+        self.runs.contains_key(job)
+    }
+
+    /// Time passed: asks for each copied job whose owner (not in `live_nodes`) has been
+    /// gone for the grace period and is not asked for already. A job this node runs, or
+    /// whose owner is live, restarts its grace period.
+    pub(crate) fn tick(&mut self, now: Instant, live_nodes: &HashSet<String>) -> Vec<Effect> {
+        if self.copies.is_empty() {
+            self.absent_since.clear();
+            return Vec::new();
+        }
+        let mut effects = Vec::new();
+        for (job, owner) in &self.copies {
+            if live_nodes.contains(&owner.node) || self.runs.contains_key(job) {
+                self.absent_since.remove(job);
+                continue;
+            }
+            let since = *self.absent_since.entry(job.clone()).or_insert(now);
+            if now.duration_since(since) < self.takeover_after || self.asking.contains(job) {
+                continue;
+            }
+            self.asking.insert(job.clone());
+            effects.push(Effect::AskCore {
+                job: job.clone(),
+                from: owner.clone(),
+            });
+        }
+        let copies = &self.copies;
+        self.absent_since.retain(|job, _| copies.contains_key(job));
+        effects
+    }
+
+    /// The core group answered the takeover of `job`: the job's holder now, or why there
+    /// is no decision.
+    pub(crate) fn decided(&mut self, job: &str, decision: Result<Holder, String>) -> Vec<Effect> {
+        self.asking.remove(job);
+        match decision {
+            // Granted now, or before with the answer lost (a retry after a timeout).
+            Ok(holder) if holder.node == self.me => {
+                if self.runs.contains_key(job) {
+                    Vec::new()
+                } else {
+                    vec![Effect::Adopt {
+                        job: job.to_string(),
+                        epoch: holder.epoch,
+                    }]
+                }
+            }
+            Ok(holder) => {
+                let mut effects = vec![Effect::Denied {
+                    job: job.to_string(),
+                    holder: holder.clone(),
+                }];
+                effects.extend(self.job_moved(JobMoved {
+                    job: job.to_string(),
+                    owner: holder.node,
+                    epoch: holder.epoch,
+                }));
+                effects
+            }
+            Err(reason) => vec![Effect::Undecided {
+                job: job.to_string(),
+                reason,
+            }],
+        }
+    }
+
+    /// The copy of `job` is being turned into this node's run (an [`Effect::Adopt`] whose
+    /// copy could be read): it is no longer a copy. Returns the owner it named.
+    pub(crate) fn take_copy(&mut self, job: &str) -> Option<Holder> {
+        self.copies.remove(job)
+    }
+
+    /// Another node holds `m.job` now (it said so, or the core group did): stop this
+    /// node's run of it if that run's epoch is older, drop an older copy, and remember the
+    /// move. A move naming this node changes nothing.
+    pub(crate) fn job_moved(&mut self, m: JobMoved) -> Vec<Effect> {
+        if m.owner == self.me {
+            return Vec::new();
+        }
+        let holder = Holder {
+            node: m.owner.clone(),
+            epoch: m.epoch,
+        };
+        let mut effects = Vec::new();
+        if self.runs.get(&m.job).is_some_and(|mine| *mine < m.epoch) {
+            self.runs.remove(&m.job);
+            effects.push(Effect::StopRun {
+                job: m.job.clone(),
+                holder,
+            });
+        }
+        if self.copies.get(&m.job).is_some_and(|c| c.epoch < m.epoch) {
+            self.copies.remove(&m.job);
+            effects.push(Effect::ForgetCopy { job: m.job.clone() });
+        }
+        self.note_moved(m);
+        effects
+    }
+
+    /// A journaled job of this node was taken over while this node was down (the core
+    /// group said so at start): it is not resumed, and questions about it go to `m.owner`.
+    pub(crate) fn taken_while_away(&mut self, m: JobMoved) {
+        self.note_moved(m);
+    }
+
+    /// Node `node` came (back) up: tell it of the jobs this node took over from it and
+    /// still runs.
+    pub(crate) fn node_up(&self, node: &str) -> Vec<Effect> {
+        self.runs
+            .iter()
+            .filter(|(job, epoch)| **epoch > 0 && owner_of(job) == Some(node))
+            .map(|(job, epoch)| Effect::TellMoved {
+                to: node.to_string(),
+                job: job.clone(),
+                holder: Holder {
+                    node: self.me.clone(),
+                    epoch: *epoch,
+                },
+            })
+            .collect()
+    }
+
+    /// A journal write from `writer` about `job` at `epoch`: refused if this node knows a
+    /// newer epoch for the job (its own run, a copy, a move); else kept, and a `Start`
+    /// makes (or renews) the copy, an `End` drops it.
+    pub(crate) fn replica_write(
+        &mut self,
+        writer: &str,
+        job: &str,
+        epoch: u64,
+        kind: WriteKind,
+    ) -> WriteVerdict {
+        if let Some(newest) = self.known_holder(job) {
+            if newest.epoch > epoch {
+                return WriteVerdict::Fenced(newest);
+            }
+        }
+        match kind {
+            WriteKind::Start => {
+                self.copies.insert(
+                    job.to_string(),
+                    Holder {
+                        node: writer.to_string(),
+                        epoch,
+                    },
+                );
+            }
+            WriteKind::End => {
+                self.copies.remove(job);
+            }
+            WriteKind::Input => {}
+        }
+        WriteVerdict::Keep
+    }
+
+    /// The holder with the newest epoch this node knows for `job`: its own run's, a
+    /// copy's, or a move's (the first of those on a tie).
+    fn known_holder(&self, job: &str) -> Option<Holder> {
+        let mine = self.runs.get(job).map(|epoch| Holder {
+            node: self.me.clone(),
+            epoch: *epoch,
+        });
+        [
+            mine,
+            self.copies.get(job).cloned(),
+            self.moved.get(job).cloned(),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(None, |best: Option<Holder>, h| match best {
+            Some(b) if h.epoch <= b.epoch => Some(b),
+            _ => Some(h),
+        })
+    }
+
+    /// Remembers that `m.job` belongs to another node now, unless a move at an epoch as
+    /// new is known; keeps the newest `retain_moves`.
+    fn note_moved(&mut self, m: JobMoved) {
+        if self.moved.get(&m.job).is_some_and(|o| o.epoch >= m.epoch) {
+            return;
+        }
+        let holder = Holder {
+            node: m.owner,
+            epoch: m.epoch,
+        };
+        if self.moved.insert(m.job.clone(), holder).is_none() {
+            self.moved_order.push_back(m.job);
+        }
+        while self.moved_order.len() > self.retain_moves {
+            if let Some(old) = self.moved_order.pop_front() {
+                self.moved.remove(&old);
+            }
+        }
+    }
+}
+
+/// The jobs among `jobs` (journaled here) that the core group says another node holds,
+/// given its answer `owners` (one per job, in order; `None`: never handed over).
+pub(crate) fn taken_from(
+    me: &str,
+    jobs: Vec<String>,
+    owners: Vec<Option<Holder>>,
+) -> Vec<JobMoved> {
+    jobs.into_iter()
+        .zip(owners)
+        .filter_map(|(job, o)| {
+            o.filter(|o| o.node != me).map(|o| JobMoved {
+                job,
+                owner: o.node,
+                epoch: o.epoch,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
