@@ -237,3 +237,211 @@ impl Journal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The handle and its writer thread together; the fixtures the submodules' tests share.
+
+    use super::*;
+    use troupe_runtime::job::status::JobState;
+    use troupe_runtime::protocol::ReplicaWhat;
+
+    /// A fresh folder for one test's journal, removed when dropped.
+    pub(super) struct Scratch(pub(super) PathBuf);
+
+    impl Scratch {
+        pub(super) fn new(test: &str) -> Scratch {
+            let dir =
+                std::env::temp_dir().join(format!("troupe-journal-{test}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A one-step job file.
+    pub(super) fn spec() -> JobSpec {
+        JobSpec::parse("[[steps]]\nid = \"a\"\ntask = \"troupe.echo\"\n", "t.toml")
+            .expect("a valid job file")
+    }
+
+    /// The record of job `id` started from [`spec`] at `epoch`.
+    pub(super) fn record(id: &str, epoch: u64) -> JobRecord {
+        JobRecord {
+            id: id.to_string(),
+            spec: spec(),
+            limits: Limits::default(),
+            epoch,
+        }
+    }
+
+    /// An input of step `a`.
+    pub(super) fn input(attempt: u32) -> Input {
+        Input::TimedOut {
+            step: "a".to_string(),
+            attempt,
+        }
+    }
+
+    /// The final status of job `id`.
+    pub(super) fn status(id: &str) -> JobStatus {
+        JobStatus {
+            id: id.to_string(),
+            name: String::new(),
+            state: JobState::Succeeded,
+            steps: Default::default(),
+            output: None,
+            error: None,
+            stats: Default::default(),
+            elapsed_ms: Some(1),
+        }
+    }
+
+    /// `value` as the journal stores it.
+    pub(super) fn encoded<T: serde::Serialize>(value: &T) -> Vec<u8> {
+        wire::encode(value).expect("test values encode")
+    }
+
+    /// Waits until every write sent before it is committed (a fetch is urgent, and the
+    /// writer commits in order).
+    async fn committed(journal: &Journal) {
+        journal
+            .fetch_and_fence("barrier", 0)
+            .await
+            .expect("the writer answers");
+    }
+
+    fn open(scratch: &Scratch, ack: JournalAck) -> Journal {
+        Journal::open(&scratch.0, 10, None, ack)
+            .expect("the journal opens")
+            .0
+    }
+
+    /// A submission with `journal_ack = "local"` is answered once its start is committed.
+    #[tokio::test]
+    async fn a_locally_acked_submission_is_answered_once_its_start_is_durable() {
+        let scratch = Scratch::new("local-ack");
+        let journal = open(&scratch, JournalAck::Local);
+        let durable = journal
+            .accept("n1-1-1", &spec(), &Limits::default())
+            .expect("a receiver to wait on");
+        durable.await.expect("answered, not dropped");
+        let held = journal.store.read_all().expect("readable");
+        assert_eq!(held.jobs, vec![(record("n1-1-1", 0), Vec::new())]);
+    }
+
+    /// With `journal_ack = "none"` a submission is answered at once, and still journaled.
+    #[tokio::test]
+    async fn an_unacked_submission_is_answered_at_once_and_still_journaled() {
+        let scratch = Scratch::new("no-ack");
+        let journal = open(&scratch, JournalAck::None);
+        assert!(journal
+            .accept("n1-1-1", &spec(), &Limits::default())
+            .is_none());
+        committed(&journal).await;
+        let held = journal.store.read_all().expect("readable");
+        assert_eq!(held.jobs, vec![(record("n1-1-1", 0), Vec::new())]);
+    }
+
+    /// A node without replicas answers a `copied` submission on its own commit (as a
+    /// submission whose replicas are all down would be).
+    #[tokio::test]
+    async fn a_copied_submission_without_replication_is_answered_by_the_local_commit() {
+        let scratch = Scratch::new("copied-alone");
+        let journal = open(&scratch, JournalAck::Copied);
+        let durable = journal
+            .accept("n1-1-1", &spec(), &Limits::default())
+            .expect("a receiver to wait on");
+        durable.await.expect("answered, not dropped");
+    }
+
+    /// A job's inputs are kept in order until it ends; then only its status is kept.
+    #[tokio::test]
+    async fn a_job_keeps_its_inputs_until_it_ends_and_then_only_its_status() {
+        let scratch = Scratch::new("inputs-end");
+        let journal = open(&scratch, JournalAck::None);
+        journal.start("n1-1-1", 2, &spec(), &Limits::default());
+        journal.input("n1-1-1", 1, &input(1));
+        journal.input("n1-1-1", 2, &input(2));
+        committed(&journal).await;
+        let held = journal.store.read_all().expect("readable");
+        assert_eq!(
+            held.jobs,
+            vec![(record("n1-1-1", 2), vec![input(1), input(2)])]
+        );
+        journal.end(&status("n1-1-1"));
+        committed(&journal).await;
+        let held = journal.store.read_all().expect("readable");
+        assert!(held.jobs.is_empty());
+        assert_eq!(held.ended, vec![status("n1-1-1")]);
+    }
+
+    /// A job another node took over is dropped from the journal without a status.
+    #[tokio::test]
+    async fn a_job_taken_over_elsewhere_is_dropped_without_a_status() {
+        let scratch = Scratch::new("drop");
+        let journal = open(&scratch, JournalAck::None);
+        journal.start("n1-1-1", 0, &spec(), &Limits::default());
+        journal.input("n1-1-1", 1, &input(1));
+        journal.drop_job("n1-1-1");
+        committed(&journal).await;
+        let held = journal.store.read_all().expect("readable");
+        assert!(held.jobs.is_empty());
+        assert!(held.ended.is_empty());
+    }
+
+    /// A copy kept for another node is read back for a takeover, and gone once forgotten.
+    #[tokio::test]
+    async fn a_kept_copy_is_read_back_until_it_is_forgotten() {
+        let scratch = Scratch::new("copy");
+        let journal = open(&scratch, JournalAck::None);
+        let write = |what| troupe_runtime::protocol::ReplicaWrite {
+            job: "n2-1-1".to_string(),
+            epoch: 0,
+            what,
+        };
+        journal.keep(ReplicaBatch {
+            owner: "n2".to_string(),
+            writes: vec![
+                write(ReplicaWhat::Start(encoded(&record("n2-1-1", 0)))),
+                write(ReplicaWhat::Input(1, encoded(&input(1)))),
+            ],
+            ack: None,
+        });
+        committed(&journal).await;
+        assert_eq!(
+            journal.copy("n2-1-1").expect("readable"),
+            Some((record("n2-1-1", 0), vec![input(1)]))
+        );
+        journal.forget("n2-1-1");
+        committed(&journal).await;
+        assert_eq!(journal.copy("n2-1-1").expect("readable"), None);
+    }
+
+    /// The writer thread lets go of the file once the last handle is dropped, so the
+    /// journal can be opened again (as a restarted node does).
+    #[tokio::test]
+    async fn the_journal_opens_again_once_its_last_handle_is_dropped() {
+        let scratch = Scratch::new("reopen");
+        let journal = open(&scratch, JournalAck::None);
+        journal.start("n1-1-1", 0, &spec(), &Limits::default());
+        committed(&journal).await;
+        drop(journal);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let recovered = loop {
+            match Journal::open(&scratch.0, 10, None, JournalAck::None) {
+                Ok((_, recovered)) => break recovered,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("the journal did not open again: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        assert_eq!(recovered.jobs, vec![(record("n1-1-1", 0), Vec::new())]);
+    }
+}

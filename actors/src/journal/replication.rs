@@ -436,3 +436,308 @@ pub(super) fn answer_acks(acks: Vec<(String, u64)>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use tokio::sync::oneshot;
+    use troupe_runtime::protocol::ReplicaBatch;
+
+    fn nodes(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// The replica set of node `a` keeping `copies` copies, with `live` nodes up.
+    fn set(copies: usize, live: &[&str]) -> ReplicaSet {
+        ReplicaSet {
+            me: "a".to_string(),
+            copies,
+            epochs: HashMap::new(),
+            targets: HashMap::new(),
+            live: nodes(live),
+        }
+    }
+
+    fn outgoing(job: &str, epoch: Option<u64>, what: ReplicaWhat) -> Outgoing {
+        Outgoing {
+            job: job.to_string(),
+            epoch,
+            what,
+        }
+    }
+
+    fn start(job: &str) -> Outgoing {
+        outgoing(job, Some(4), ReplicaWhat::Start(Vec::new()))
+    }
+
+    fn input(job: &str, seq: u64) -> Outgoing {
+        outgoing(job, None, ReplicaWhat::Input(seq, Vec::new()))
+    }
+
+    /// What a replica write says, for comparing.
+    fn summary(w: &ReplicaWrite) -> (String, u64, String) {
+        let what = match &w.what {
+            ReplicaWhat::Start(_) => "start".to_string(),
+            ReplicaWhat::Input(seq, _) => format!("input {seq}"),
+            ReplicaWhat::End => "end".to_string(),
+        };
+        (w.job.clone(), w.epoch, what)
+    }
+
+    /// Each node's writes, summarized, by node name.
+    fn sent(out: ToSend) -> Vec<(String, Vec<(String, u64, String)>)> {
+        let mut v: Vec<_> = out
+            .into_iter()
+            .map(|(node, writes)| (node, writes.iter().map(summary).collect()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A history that records which jobs were asked for and returns a marker write.
+    fn history(
+        asked: &RefCell<Vec<(String, u64)>>,
+    ) -> impl Fn(&str, u64) -> Vec<ReplicaWrite> + '_ {
+        move |job, epoch| {
+            asked.borrow_mut().push((job.to_string(), epoch));
+            vec![ReplicaWrite {
+                job: job.to_string(),
+                epoch,
+                what: ReplicaWhat::Input(99, Vec::new()),
+            }]
+        }
+    }
+
+    /// A job's replicas are live nodes other than its owner, as many as asked for (or as
+    /// there are), whatever order the live nodes are listed in.
+    #[test]
+    fn a_jobs_replicas_are_live_nodes_other_than_its_owner() {
+        let two = set(2, &["a", "b", "c", "d"]).targets_for("n1-1-1");
+        assert_eq!(two.len(), 2);
+        assert!(two.iter().all(|n| ["b", "c", "d"].contains(&n.as_str())));
+        assert_eq!(set(2, &["d", "c", "b", "a"]).targets_for("n1-1-1"), two);
+        // Rendezvous order: one copy is the first of two.
+        assert_eq!(
+            set(1, &["a", "b", "c", "d"]).targets_for("n1-1-1"),
+            two[..1]
+        );
+        assert_eq!(set(5, &["a", "b", "c"]).targets_for("n1-1-1").len(), 2);
+        assert!(set(1, &["a"]).targets_for("n1-1-1").is_empty());
+    }
+
+    /// After a commit each replica gets the job's new write, and a known replica gets
+    /// nothing more.
+    #[test]
+    fn known_replicas_get_each_write_once() {
+        let asked = RefCell::new(Vec::new());
+        let mut set = set(1, &["a", "b"]);
+        let out = set.route(vec![start("j"), input("j", 1)], history(&asked));
+        let out2 = set.route(vec![input("j", 2)], history(&asked));
+        let row = |what: &str| ("j".to_string(), 4, what.to_string());
+        assert_eq!(
+            sent(out),
+            vec![("b".to_string(), vec![row("start"), row("input 1")])]
+        );
+        assert_eq!(sent(out2), vec![("b".to_string(), vec![row("input 2")])]);
+        assert!(asked.borrow().is_empty());
+    }
+
+    /// A node that becomes a job's replica while it runs gets the job's whole journal
+    /// rather than the write alone.
+    #[test]
+    fn a_node_that_becomes_a_replica_mid_job_gets_the_whole_journal() {
+        let asked = RefCell::new(Vec::new());
+        let mut set = set(1, &["a", "b"]);
+        set.route(vec![start("j")], history(&asked));
+        set.live = nodes(&["a", "c"]);
+        let out = set.route(vec![input("j", 1)], history(&asked));
+        assert_eq!(
+            sent(out),
+            vec![(
+                "c".to_string(),
+                vec![("j".to_string(), 4, "input 99".to_string())]
+            )]
+        );
+        assert_eq!(*asked.borrow(), vec![("j".to_string(), 4)]);
+    }
+
+    /// A job's end reaches its replicas, and the job leaves the replica set.
+    #[test]
+    fn an_end_reaches_the_replicas_and_the_job_leaves_the_set() {
+        let asked = RefCell::new(Vec::new());
+        let mut set = set(1, &["a", "b"]);
+        set.route(vec![start("j")], history(&asked));
+        let out = set.route(vec![outgoing("j", None, ReplicaWhat::End)], history(&asked));
+        assert_eq!(
+            sent(out),
+            vec![(
+                "b".to_string(),
+                vec![("j".to_string(), 4, "end".to_string())]
+            )]
+        );
+        assert!(set.targets.is_empty() && set.epochs.is_empty());
+        assert!(sent(set.rehome(nodes(&["a", "c"]), history(&asked))).is_empty());
+        assert!(asked.borrow().is_empty());
+    }
+
+    /// When the live nodes change, each job's journal goes to its new replicas only; when
+    /// nothing changed, nothing is sent.
+    #[test]
+    fn a_change_of_live_nodes_sends_each_job_to_its_new_replicas_only() {
+        let asked = RefCell::new(Vec::new());
+        let mut set = set(1, &["a", "b"]);
+        set.route(vec![start("j")], history(&asked));
+        assert!(sent(set.rehome(nodes(&["a", "b"]), history(&asked))).is_empty());
+        let out = set.rehome(nodes(&["a", "c"]), history(&asked));
+        assert_eq!(
+            sent(out),
+            vec![(
+                "c".to_string(),
+                vec![("j".to_string(), 4, "input 99".to_string())]
+            )]
+        );
+        assert!(sent(set.rehome(nodes(&["a", "c"]), history(&asked))).is_empty());
+        assert_eq!(*asked.borrow(), vec![("j".to_string(), 4)]);
+    }
+
+    /// The jobs a node resumes from its journal get replicas at the first check, even if
+    /// the live nodes did not change.
+    #[test]
+    fn resumed_jobs_are_copied_at_the_first_check() {
+        let asked = RefCell::new(Vec::new());
+        let mut set = set(1, &["a", "b"]);
+        set.epochs.insert("j".to_string(), 2);
+        let out = set.rehome(nodes(&["a", "b"]), history(&asked));
+        assert_eq!(
+            sent(out),
+            vec![(
+                "b".to_string(),
+                vec![("j".to_string(), 2, "input 99".to_string())]
+            )]
+        );
+    }
+
+    /// A pending wait ids `ids`, carried by the batch with ack token `token`.
+    fn pending_with(token: u64, ids: &[u64]) -> (Pending, Vec<oneshot::Receiver<()>>) {
+        let mut p = Pending::default();
+        let mut receivers = Vec::new();
+        for id in ids {
+            let (done, rx) = oneshot::channel();
+            p.waits.insert(
+                *id,
+                Wait {
+                    done,
+                    local: false,
+                    copy: false,
+                    since: Instant::now(),
+                },
+            );
+            receivers.push(rx);
+        }
+        p.by_token.insert(token, ids.to_vec());
+        (p, receivers)
+    }
+
+    /// A `copied` submission is answered once its start is committed here and a replica
+    /// acked it, in either order.
+    #[test]
+    fn a_copied_submission_is_answered_once_committed_here_and_on_a_replica() {
+        let (mut p, mut rx) = pending_with(7, &[1, 2]);
+        p.mark(1, true);
+        assert!(rx[0].try_recv().is_err());
+        p.acked(7);
+        assert_eq!(rx[0].try_recv(), Ok(()));
+        assert!(rx[1].try_recv().is_err());
+        p.mark(2, true);
+        assert_eq!(rx[1].try_recv(), Ok(()));
+        assert!(p.waits.is_empty());
+    }
+
+    /// With copies on two replicas, the first ack answers; the second finds nothing.
+    #[test]
+    fn the_first_replica_to_ack_answers_the_submission() {
+        let (mut p, mut rx) = pending_with(7, &[1]);
+        p.by_token.insert(8, vec![1]);
+        p.mark(1, true);
+        p.acked(8);
+        assert_eq!(rx[0].try_recv(), Ok(()));
+        p.acked(7);
+        p.acked(7);
+        assert!(p.waits.is_empty() && p.by_token.is_empty());
+    }
+
+    /// Waits whose submitter stopped waiting are dropped, with the tokens that carried
+    /// only them.
+    #[test]
+    fn waits_nobody_waits_for_are_purged_with_their_tokens() {
+        let (mut p, rx) = pending_with(7, &[1]);
+        let (mut p2, _kept) = pending_with(8, &[2]);
+        drop(rx);
+        p.purge();
+        assert!(p.waits.is_empty() && p.by_token.is_empty());
+        p2.purge();
+        assert_eq!(p2.waits.len(), 1);
+        assert_eq!(p2.by_token.len(), 1);
+    }
+
+    /// After a commit, this node's jobs' starts (but those already sent ahead), inputs
+    /// and ends are copied; a job dropped here ends its copies; copies and actor saves
+    /// are not.
+    #[test]
+    fn what_a_commit_copies_to_replicas() {
+        let batch = vec![
+            Write::Start("ahead".to_string(), 0, Vec::new(), None),
+            Write::Start("j".to_string(), 2, Vec::new(), None),
+            Write::Input("j".to_string(), 1, Vec::new()),
+            Write::Drop("moved".to_string()),
+            Write::End("done".to_string(), Vec::new()),
+            Write::Forget("copy".to_string()),
+            Write::Keep(ReplicaBatch {
+                owner: "n2".to_string(),
+                writes: Vec::new(),
+                ack: None,
+            }),
+            Write::ActorFetch("t/k".to_string(), 0, oneshot::channel().0),
+        ];
+        let ahead = HashSet::from(["ahead".to_string()]);
+        let copied: Vec<_> = writes_to_copy(&batch, &ahead)
+            .into_iter()
+            .map(|o| {
+                let w = ReplicaWrite {
+                    job: o.job,
+                    epoch: o.epoch.unwrap_or(0),
+                    what: o.what,
+                };
+                (summary(&w), o.epoch.is_some())
+            })
+            .collect();
+        let row = |job: &str, epoch, what: &str| (job.to_string(), epoch, what.to_string());
+        assert_eq!(
+            copied,
+            vec![
+                (row("j", 2, "start"), true),
+                (row("j", 0, "input 1"), false),
+                (row("moved", 0, "end"), false),
+                (row("done", 0, "end"), false),
+            ]
+        );
+    }
+
+    /// The owners that wait for a copy's commit here are those whose batch has a token.
+    #[test]
+    fn owners_waiting_for_a_copy_are_found_by_their_token() {
+        let keep = |owner: &str, ack| {
+            Write::Keep(ReplicaBatch {
+                owner: owner.to_string(),
+                writes: Vec::new(),
+                ack,
+            })
+        };
+        let batch = vec![keep("n2", Some(7)), keep("n3", None), keep("n4", Some(1))];
+        assert_eq!(
+            acks_asked(&batch),
+            vec![("n2".to_string(), 7), ("n4".to_string(), 1)]
+        );
+    }
+}

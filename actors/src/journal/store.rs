@@ -398,3 +398,178 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::tests::{encoded, input, record, status, Scratch};
+    use troupe_runtime::protocol::ReplicaBatch;
+
+    fn start(id: &str, epoch: u64) -> Write {
+        let b = encode_record(id, epoch, &record(id, epoch).spec, &Limits::default())
+            .expect("a record encodes");
+        Write::Start(id.to_string(), epoch, b, None)
+    }
+
+    fn input_write(id: &str, seq: u64) -> Write {
+        Write::Input(id.to_string(), seq, encoded(&input(seq as u32)))
+    }
+
+    fn end(id: &str) -> Write {
+        Write::End(id.to_string(), encoded(&status(id)))
+    }
+
+    fn commit(store: &Store, batch: Vec<Write>, retain: usize) -> Answers {
+        let mut next = store.next_order().expect("readable");
+        store
+            .commit(batch, &mut next, retain)
+            .expect("the commit succeeds")
+    }
+
+    fn saved(epoch: u64, seq: u64) -> SavedState {
+        SavedState {
+            epoch,
+            seq,
+            state: vec![seq as u8],
+        }
+    }
+
+    /// What a replica write says, for comparing.
+    fn summary(w: &ReplicaWrite) -> (String, u64, String) {
+        let what = match &w.what {
+            ReplicaWhat::Start(_) => "start".to_string(),
+            ReplicaWhat::Input(seq, _) => format!("input {seq}"),
+            ReplicaWhat::End => "end".to_string(),
+        };
+        (w.job.clone(), w.epoch, what)
+    }
+
+    /// A store opened again holds the jobs that had not ended, each with its inputs in
+    /// order.
+    #[test]
+    fn unended_jobs_are_recovered_with_their_inputs_in_order() {
+        let scratch = Scratch::new("store-recover");
+        let (store, held) = Store::open(&scratch.0).expect("opens");
+        assert!(held.jobs.is_empty() && held.ended.is_empty() && held.copies.is_empty());
+        commit(
+            &store,
+            vec![
+                start("j1", 0),
+                input_write("j1", 2),
+                input_write("j1", 1),
+                start("j2", 3),
+                input_write("j2", 1),
+            ],
+            10,
+        );
+        drop(store);
+        let (_, held) = Store::open(&scratch.0).expect("opens again");
+        assert_eq!(
+            held.jobs,
+            vec![
+                (record("j1", 0), vec![input(1), input(2)]),
+                (record("j2", 3), vec![input(1)]),
+            ]
+        );
+    }
+
+    /// An ended job leaves its status only, and only the newest `retain` statuses stay,
+    /// oldest first.
+    #[test]
+    fn only_the_newest_retained_statuses_of_ended_jobs_stay() {
+        let scratch = Scratch::new("store-retain");
+        let (store, _) = Store::open(&scratch.0).expect("opens");
+        commit(
+            &store,
+            vec![start("j1", 0), input_write("j1", 1), end("j1")],
+            2,
+        );
+        commit(&store, vec![start("j2", 0), end("j2")], 2);
+        commit(&store, vec![start("j3", 0), end("j3")], 2);
+        let held = store.read_all().expect("readable");
+        assert!(held.jobs.is_empty());
+        assert_eq!(held.ended, vec![status("j2"), status("j3")]);
+    }
+
+    /// A kept copy is read back up to its first missing input, listed at start with its
+    /// owner and epoch, and gone once forgotten.
+    #[test]
+    fn a_copy_is_read_back_up_to_its_first_gap() {
+        let scratch = Scratch::new("store-copy");
+        let (store, _) = Store::open(&scratch.0).expect("opens");
+        let write = |what| ReplicaWrite {
+            job: "j".to_string(),
+            epoch: 3,
+            what,
+        };
+        let batch = ReplicaBatch {
+            owner: "n2".to_string(),
+            writes: vec![
+                write(ReplicaWhat::Start(encoded(&record("j", 3)))),
+                write(ReplicaWhat::Input(1, encoded(&input(1)))),
+                write(ReplicaWhat::Input(2, encoded(&input(2)))),
+                write(ReplicaWhat::Input(4, encoded(&input(4)))),
+            ],
+            ack: None,
+        };
+        commit(&store, vec![Write::Keep(batch)], 10);
+        assert_eq!(
+            store.copy("j").expect("readable"),
+            Some((record("j", 3), vec![input(1), input(2)]))
+        );
+        assert_eq!(
+            store.read_all().expect("readable").copies,
+            vec![CopyInfo {
+                job: "j".to_string(),
+                owner: "n2".to_string(),
+                epoch: 3,
+            }]
+        );
+        commit(&store, vec![Write::Forget("j".to_string())], 10);
+        assert_eq!(store.copy("j").expect("readable"), None);
+        assert!(store.read_all().expect("readable").copies.is_empty());
+    }
+
+    /// A job's history for a new replica is its start, then every input in order, at the
+    /// epoch asked for; an unknown job has none.
+    #[test]
+    fn a_jobs_history_is_its_start_then_its_inputs_in_order() {
+        let scratch = Scratch::new("store-history");
+        let (store, _) = Store::open(&scratch.0).expect("opens");
+        commit(
+            &store,
+            vec![start("j", 5), input_write("j", 1), input_write("j", 2)],
+            10,
+        );
+        let history: Vec<_> = store.history("j", 5).iter().map(summary).collect();
+        let row = |what: &str| ("j".to_string(), 5, what.to_string());
+        assert_eq!(history, vec![row("start"), row("input 1"), row("input 2")]);
+        assert!(store.history("other", 0).is_empty());
+    }
+
+    /// A fetch fences the actor in the commit that reads it: a save of the older
+    /// activation later in the same batch is refused, and one of the newer is kept.
+    #[test]
+    fn a_fetch_fences_the_saves_that_follow_it_in_the_same_commit() {
+        let scratch = Scratch::new("store-fence");
+        let (store, _) = Store::open(&scratch.0).expect("opens");
+        let (s1, _r1) = oneshot::channel();
+        let (fetch, _rf) = oneshot::channel();
+        let (s2, _r2) = oneshot::channel();
+        let (s3, _r3) = oneshot::channel();
+        let answers = commit(
+            &store,
+            vec![
+                Write::ActorState("t/k".to_string(), saved(3, 1), s1),
+                Write::ActorFetch("t/k".to_string(), 7, fetch),
+                Write::ActorState("t/k".to_string(), saved(3, 2), s2),
+                Write::ActorState("t/k".to_string(), saved(7, 2), s3),
+            ],
+            10,
+        );
+        let verdicts: Vec<_> = answers.saved.into_iter().map(|(_, r)| r).collect();
+        assert_eq!(verdicts, vec![Ok(()), Err(Fenced { epoch: 7 }), Ok(())]);
+        let fetched: Vec<_> = answers.fetched.into_iter().map(|(_, s)| s).collect();
+        assert_eq!(fetched, vec![Some(saved(3, 1))]);
+    }
+}

@@ -199,3 +199,126 @@ fn take_waiters(batch: &mut [Write]) -> Vec<(String, Waiter)> {
     }
     waiting
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(seq: u64) -> Write {
+        Write::Input("j".to_string(), seq, Vec::new())
+    }
+
+    fn fetch() -> Write {
+        Write::ActorFetch("t/k".to_string(), 0, oneshot::channel().0)
+    }
+
+    fn save() -> Write {
+        let state = SavedState {
+            epoch: 1,
+            seq: 1,
+            state: Vec::new(),
+        };
+        Write::ActorState("t/k".to_string(), state, oneshot::channel().0)
+    }
+
+    /// Only writes somebody waits for cut the commit window short.
+    #[test]
+    fn only_writes_somebody_waits_for_are_urgent() {
+        let start = |waiter: Option<Waiter>| Write::Start("j".to_string(), 0, Vec::new(), waiter);
+        let keep = |ack| {
+            Write::Keep(ReplicaBatch {
+                owner: "n2".to_string(),
+                writes: Vec::new(),
+                ack,
+            })
+        };
+        let waiter = Waiter {
+            done: oneshot::channel().0,
+            copied: false,
+        };
+        assert!(start(Some(waiter)).is_urgent());
+        assert!(keep(Some(7)).is_urgent());
+        assert!(save().is_urgent());
+        assert!(fetch().is_urgent());
+        assert!(!start(None).is_urgent());
+        assert!(!keep(None).is_urgent());
+        assert!(!input(1).is_urgent());
+        assert!(!Write::End("j".to_string(), Vec::new()).is_urgent());
+        assert!(!Write::Drop("j".to_string()).is_urgent());
+        assert!(!Write::Forget("j".to_string()).is_urgent());
+    }
+
+    /// Writes that arrive within the commit window of the first share its commit.
+    #[test]
+    fn writes_within_the_commit_window_share_a_commit() {
+        let (tx, rx) = mpsc::channel();
+        let later = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = tx.send(input(2));
+        });
+        let batch = gather(input(1), &rx, Duration::from_millis(500));
+        assert_eq!(batch.len(), 2);
+        later.join().expect("the sender thread ends");
+    }
+
+    /// An urgent first write is committed with what is already queued, without waiting
+    /// for the window.
+    #[test]
+    fn an_urgent_write_takes_only_what_is_already_queued() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(input(1)).expect("queued");
+        tx.send(input(2)).expect("queued");
+        let began = Instant::now();
+        let batch = gather(fetch(), &rx, Duration::from_secs(60));
+        assert!(began.elapsed() < Duration::from_secs(30));
+        assert_eq!(batch.len(), 3);
+    }
+
+    /// An urgent write arriving in a lingering batch ends the wait: the batch takes what
+    /// is queued behind it and goes.
+    #[test]
+    fn an_urgent_write_ends_the_commit_window_early() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(save()).expect("queued");
+        tx.send(input(2)).expect("queued");
+        let began = Instant::now();
+        let batch = gather(input(1), &rx, Duration::from_secs(60));
+        assert!(began.elapsed() < Duration::from_secs(30));
+        assert_eq!(batch.len(), 3);
+    }
+
+    /// A batch is bounded: what is past [`MAX_BATCH`] waits for the next commit.
+    #[test]
+    fn a_commit_takes_at_most_max_batch_writes() {
+        let (tx, rx) = mpsc::channel();
+        for seq in 2..=(MAX_BATCH as u64 + 3) {
+            tx.send(input(seq)).expect("queued");
+        }
+        let batch = gather(input(1), &rx, Duration::from_secs(60));
+        assert_eq!(batch.len(), MAX_BATCH);
+        assert_eq!(rx.try_iter().count(), 3);
+    }
+
+    /// The submissions waiting on a batch are taken out by job, and their writes stay.
+    #[test]
+    fn the_waiting_submissions_are_taken_out_of_a_batch() {
+        let waiter = |copied| Waiter {
+            done: oneshot::channel().0,
+            copied,
+        };
+        let mut batch = vec![
+            Write::Start("j1".to_string(), 0, Vec::new(), Some(waiter(true))),
+            Write::Start("j2".to_string(), 0, Vec::new(), None),
+            input(1),
+            Write::Start("j3".to_string(), 0, Vec::new(), Some(waiter(false))),
+        ];
+        let waiting = take_waiters(&mut batch);
+        let taken: Vec<_> = waiting
+            .iter()
+            .map(|(j, w)| (j.as_str(), w.copied))
+            .collect();
+        assert_eq!(taken, vec![("j1", true), ("j3", false)]);
+        assert_eq!(batch.len(), 4);
+        assert!(batch.iter().all(|w| !w.is_urgent()));
+    }
+}
