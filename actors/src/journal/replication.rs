@@ -475,8 +475,10 @@ mod tests {
         outgoing(job, None, ReplicaWhat::Input(seq, Vec::new()))
     }
 
-    /// What a replica write says, for comparing.
-    fn summary(w: &ReplicaWrite) -> (String, u64, String) {
+    /// A replica write as (job, epoch, what), for comparing.
+    type Summary = (String, u64, String);
+
+    fn summary(w: &ReplicaWrite) -> Summary {
         let what = match &w.what {
             ReplicaWhat::Start(_) => "start".to_string(),
             ReplicaWhat::Input(seq, _) => format!("input {seq}"),
@@ -486,7 +488,7 @@ mod tests {
     }
 
     /// Each node's writes, summarized, by node name.
-    fn sent(out: ToSend) -> Vec<(String, Vec<(String, u64, String)>)> {
+    fn sent(out: ToSend) -> Vec<(String, Vec<Summary>)> {
         let mut v: Vec<_> = out
             .into_iter()
             .map(|(node, writes)| (node, writes.iter().map(summary).collect()))
