@@ -1,0 +1,745 @@
+//! Copies of this node's journal on other nodes (`journal_replicas`), so that a job whose
+//! owner stays down can be taken over by a node that holds its inputs.
+//!
+//! The replica set of a job is the next `journal_replicas` live nodes in the job's
+//! rendezvous order, the owner left out ([`ReplicaSet`]). After each commit the writer
+//! thread sends what it committed to each job's replicas; a node that becomes a job's
+//! replica (a replica left, a node joined) first gets the job's whole journal, and every
+//! [`CHECK_EVERY`] the writer looks whether the live nodes changed. Copies are
+//! asynchronous: they trail the owner by one commit window and a message.
+//!
+//! Acks. A submission with `journal_ack = "copied"` is answered once its job's start is
+//! committed here and on one replica. Its start goes to the replicas ahead of the local
+//! commit, in a batch with an ack token ([`Replicator::send_ahead`]); the replica commits
+//! it at once and answers the token ([`answer_acks`], on the replica's writer thread);
+//! [`Pending`] matches the tokens to the submissions.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use troupe_runtime::protocol::{
+    first_member, job_manager_group, JobManagerMessage, ReplicaWhat, ReplicaWrite,
+};
+use troupe_runtime::wire::Wire;
+
+use super::store::{Recovered, Store};
+use super::writer::{Waiter, Write};
+use crate::ClusterView;
+
+/// Where the writer sends copies of what it commits.
+pub struct Replication {
+    /// Who is alive.
+    pub view: Arc<ClusterView>,
+    /// Copies per job.
+    pub copies: usize,
+}
+
+/// How often the writer checks that every job's replicas are still the right nodes.
+pub(super) const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a wait stays pending at most (its submission was answered at
+/// [`super::ACK_WAIT`]).
+const PENDING_FOR: Duration = Duration::from_secs(5);
+
+/// A submission waiting for its job's start to be committed here and on a replica.
+struct Wait {
+    done: tokio::sync::oneshot::Sender<()>,
+    local: bool,
+    copy: bool,
+    since: Instant,
+}
+
+/// Submissions whose job's start went to replicas ahead of the local commit, and the ack
+/// tokens of the batches that carried them (a job's copies may go to more than one node:
+/// the first ack counts).
+#[derive(Default)]
+pub(super) struct Pending {
+    next_token: u64,
+    by_token: HashMap<u64, Vec<u64>>,
+    waits: HashMap<u64, Wait>,
+    next_wait: u64,
+}
+
+impl Pending {
+    /// Marks wait `id` committed here (`local`) or on a replica; answers it once both are.
+    fn mark(&mut self, id: u64, local: bool) {
+        let Some(w) = self.waits.get_mut(&id) else {
+            return;
+        };
+        if local {
+            w.local = true;
+        } else {
+            w.copy = true;
+        }
+        if w.local && w.copy {
+            if let Some(w) = self.waits.remove(&id) {
+                let _ = w.done.send(());
+            }
+        }
+    }
+
+    /// Drops waits nobody waits for any more (the job manager answered at `ACK_WAIT`).
+    fn purge(&mut self) {
+        self.waits
+            .retain(|_, w| !w.done.is_closed() && w.since.elapsed() < PENDING_FOR);
+        let waits = &self.waits;
+        self.by_token
+            .retain(|_, ids| ids.iter().any(|id| waits.contains_key(id)));
+    }
+
+    /// A replica committed the batch that carried `token`: its submissions are copied.
+    pub(super) fn acked(&mut self, token: u64) {
+        if let Some(ids) = self.by_token.remove(&token) {
+            for id in ids {
+                self.mark(id, false);
+            }
+        }
+    }
+}
+
+/// Which nodes hold copies of which of this node's jobs: bookkeeping only, no I/O.
+struct ReplicaSet {
+    me: String,
+    copies: usize,
+    /// This node's epoch of each job it journals.
+    epochs: HashMap<String, u64>,
+    /// The replicas each live job's writes went to last.
+    targets: HashMap<String, Vec<String>>,
+    /// The live nodes at the last look.
+    live: Vec<String>,
+}
+
+/// A write the writer committed about one of this node's jobs, to copy to its replicas.
+pub(super) struct Outgoing {
+    job: String,
+    /// Set by a start: this node's epoch for the job.
+    epoch: Option<u64>,
+    what: ReplicaWhat,
+}
+
+/// Copies per replica node.
+type ToSend = HashMap<String, Vec<ReplicaWrite>>;
+
+impl ReplicaSet {
+    /// The replicas of `job` among the live nodes.
+    fn targets_for(&self, job: &str) -> Vec<String> {
+        troupe_runtime::merge::ranked(
+            job,
+            self.live
+                .iter()
+                .map(String::as_str)
+                .filter(|n| *n != self.me),
+        )
+        .into_iter()
+        .take(self.copies)
+        .map(str::to_string)
+        .collect()
+    }
+
+    /// Who gets which of `writes`: each job's replicas its write, a job's new replica its
+    /// whole journal (`history`, this write included, it is committed).
+    fn route(
+        &mut self,
+        writes: Vec<Outgoing>,
+        history: impl Fn(&str, u64) -> Vec<ReplicaWrite>,
+    ) -> ToSend {
+        let mut out = ToSend::new();
+        for Outgoing { job, epoch, what } in writes {
+            if let Some(e) = epoch {
+                self.epochs.insert(job.clone(), e);
+            }
+            let epoch = self.epochs.get(&job).copied().unwrap_or(0);
+            let now = self.targets_for(&job);
+            let before = self.targets.get(&job);
+            let is_start = matches!(what, ReplicaWhat::Start(_));
+            let is_end = matches!(what, ReplicaWhat::End);
+            for node in &now {
+                let had = before.is_some_and(|b| b.contains(node));
+                if had || is_start || is_end {
+                    out.entry(node.clone()).or_default().push(ReplicaWrite {
+                        job: job.clone(),
+                        epoch,
+                        what: what.clone(),
+                    });
+                } else {
+                    out.entry(node.clone())
+                        .or_default()
+                        .extend(history(&job, epoch));
+                }
+            }
+            if is_end {
+                self.targets.remove(&job);
+                self.epochs.remove(&job);
+            } else {
+                self.targets.insert(job, now);
+            }
+        }
+        out
+    }
+
+    /// With the live nodes now `live`: the whole journal (`history`) of every job for
+    /// each of its replicas that is new. Nothing if neither the nodes nor the jobs changed.
+    fn rehome(
+        &mut self,
+        live: Vec<String>,
+        history: impl Fn(&str, u64) -> Vec<ReplicaWrite>,
+    ) -> ToSend {
+        let mut out = ToSend::new();
+        if live == self.live && self.targets.len() == self.epochs.len() {
+            return out;
+        }
+        self.live = live;
+        let jobs: Vec<(String, u64)> = self.epochs.iter().map(|(j, e)| (j.clone(), *e)).collect();
+        for (job, epoch) in jobs {
+            let now = self.targets_for(&job);
+            let before = self.targets.get(&job).cloned().unwrap_or_default();
+            for node in now.iter().filter(|n| !before.contains(n)) {
+                out.entry(node.clone())
+                    .or_default()
+                    .extend(history(&job, epoch));
+            }
+            self.targets.insert(job, now);
+        }
+        out
+    }
+}
+
+/// Sends what the writer committed to each job's replicas (runs on the writer thread).
+pub(super) struct Replicator {
+    /// Submissions waiting for a replica's commit (shared with the journal's handle).
+    pending: Arc<Mutex<Pending>>,
+    view: Arc<ClusterView>,
+    set: ReplicaSet,
+    checked: Instant,
+}
+
+impl Replicator {
+    /// A replicator for a journal that held `recovered`, sharing `pending` with its
+    /// handle; `None` if no copies are asked for.
+    pub(super) fn new(
+        replication: Option<Replication>,
+        pending: Arc<Mutex<Pending>>,
+        recovered: &Recovered,
+    ) -> Option<Replicator> {
+        replication.filter(|r| r.copies > 0).map(|r| Replicator {
+            pending,
+            set: ReplicaSet {
+                me: r.view.node.clone(),
+                copies: r.copies,
+                epochs: recovered
+                    .jobs
+                    .iter()
+                    .map(|(r, _)| (r.id.clone(), r.epoch))
+                    .collect(),
+                targets: HashMap::new(),
+                live: Vec::new(),
+            },
+            view: r.view,
+            checked: Instant::now(),
+        })
+    }
+
+    /// Sends `writes` to their jobs' replicas (a job's new replica gets its whole journal).
+    pub(super) fn after_commit(&mut self, store: &Store, writes: Vec<Outgoing>) {
+        if writes.is_empty() {
+            return;
+        }
+        self.set.live = crate::live_nodes(&self.view);
+        let out = self
+            .set
+            .route(writes, |job, epoch| store.history(job, epoch));
+        self.send(out);
+    }
+
+    /// Sends the starts of the submissions in `waiting` that want a copy to their jobs'
+    /// replicas before the local commit, each batch with an ack token. Those with a
+    /// replica to wait for leave `waiting`; returns their wait ids and jobs.
+    pub(super) fn send_ahead(
+        &mut self,
+        batch: &[Write],
+        waiting: &mut Vec<(String, Waiter)>,
+    ) -> (Vec<u64>, HashSet<String>) {
+        let mut ids = Vec::new();
+        let mut jobs = HashSet::new();
+        if !waiting.iter().any(|(_, w)| w.copied) {
+            return (ids, jobs);
+        }
+        self.set.live = crate::live_nodes(&self.view);
+        let mut p = crate::locked(&self.pending);
+        p.purge();
+        let mut carried: HashMap<String, Vec<u64>> = HashMap::new();
+        for (job, w) in std::mem::take(waiting) {
+            let targets = if w.copied {
+                self.set.targets_for(&job)
+            } else {
+                Vec::new()
+            };
+            if targets.is_empty() {
+                waiting.push((job, w));
+                continue;
+            }
+            p.next_wait += 1;
+            let id = p.next_wait;
+            p.waits.insert(
+                id,
+                Wait {
+                    done: w.done,
+                    local: false,
+                    copy: false,
+                    since: Instant::now(),
+                },
+            );
+            for node in &targets {
+                carried.entry(node.clone()).or_default().push(id);
+            }
+            ids.push(id);
+            self.set.epochs.insert(job.clone(), 0);
+            self.set.targets.insert(job.clone(), targets);
+            jobs.insert(job);
+        }
+        let mut out = ToSend::new();
+        for w in batch {
+            if let Write::Start(job, epoch, b, _) = w {
+                if !jobs.contains(job) {
+                    continue;
+                }
+                for node in self.set.targets.get(job).into_iter().flatten() {
+                    out.entry(node.clone()).or_default().push(ReplicaWrite {
+                        job: job.clone(),
+                        epoch: *epoch,
+                        what: ReplicaWhat::Start(b.clone()),
+                    });
+                }
+            }
+        }
+        let mut tokens = HashMap::new();
+        for (node, carried) in carried {
+            let token = p.next_token;
+            p.next_token += 1;
+            p.by_token.insert(token, carried);
+            tokens.insert(node, token);
+        }
+        drop(p);
+        self.send_with(out, &tokens);
+        (ids, jobs)
+    }
+
+    /// The starts sent ahead as `ids` are committed here: those also copied are answered.
+    pub(super) fn committed_here(&self, ids: &[u64]) {
+        let mut p = crate::locked(&self.pending);
+        for id in ids {
+            p.mark(*id, true);
+        }
+    }
+
+    /// The commit of the starts sent ahead as `ids` failed: nobody is answered for them.
+    pub(super) fn commit_failed(&self, ids: &[u64]) {
+        let mut p = crate::locked(&self.pending);
+        for id in ids {
+            p.waits.remove(id);
+        }
+    }
+
+    /// [`Replicator::check`], if it has not run for [`CHECK_EVERY`].
+    pub(super) fn check_if_due(&mut self, store: &Store) {
+        if self.checked.elapsed() >= CHECK_EVERY {
+            self.check(store);
+        }
+    }
+
+    /// Gives every live job whose replicas changed its whole journal at the new ones.
+    pub(super) fn check(&mut self, store: &Store) {
+        self.checked = Instant::now();
+        let live = crate::live_nodes(&self.view);
+        let out = self
+            .set
+            .rehome(live, |job, epoch| store.history(job, epoch));
+        self.send(out);
+    }
+
+    fn send(&self, out: ToSend) {
+        self.send_with(out, &HashMap::new());
+    }
+
+    /// Sends each node its writes, asking those in `tokens` to ack with their token.
+    fn send_with(&self, out: ToSend, tokens: &HashMap<String, u64>) {
+        for (node, writes) in out {
+            if writes.is_empty() {
+                continue;
+            }
+            let n = writes.len() as u64;
+            match first_member::<JobManagerMessage>(&job_manager_group(&node)) {
+                Some(jm) => {
+                    let batch = troupe_runtime::protocol::ReplicaBatch {
+                        owner: self.set.me.clone(),
+                        writes,
+                        ack: tokens.get(&node).copied(),
+                    };
+                    if jm
+                        .cast(JobManagerMessage::Replicate(Wire::new(batch)))
+                        .is_ok()
+                    {
+                        metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "out")
+                            .increment(n);
+                    }
+                }
+                None => {
+                    tracing::debug!(node = %node, "a replica is not reachable; its copy catches up when it is")
+                }
+            }
+        }
+    }
+}
+
+/// The writes of `batch` to copy once it is committed: this node's jobs' starts (except
+/// those of `sent_ahead`, already sent), inputs and ends (a job dropped here ends its
+/// copies too).
+pub(super) fn writes_to_copy(batch: &[Write], sent_ahead: &HashSet<String>) -> Vec<Outgoing> {
+    let outgoing = |job: &String, epoch, what| Outgoing {
+        job: job.clone(),
+        epoch,
+        what,
+    };
+    batch
+        .iter()
+        .filter_map(|w| match w {
+            Write::Start(id, _, _, _) if sent_ahead.contains(id) => None,
+            Write::Start(id, epoch, b, _) => {
+                Some(outgoing(id, Some(*epoch), ReplicaWhat::Start(b.clone())))
+            }
+            Write::Input(id, seq, b) => {
+                Some(outgoing(id, None, ReplicaWhat::Input(*seq, b.clone())))
+            }
+            Write::End(id, _) | Write::Drop(id) => Some(outgoing(id, None, ReplicaWhat::End)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The owners (and their tokens) that wait for the copies in `batch` to be committed here.
+pub(super) fn acks_asked(batch: &[Write]) -> Vec<(String, u64)> {
+    batch
+        .iter()
+        .filter_map(|w| match w {
+            Write::Keep(b) => b.ack.map(|token| (b.owner.clone(), token)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Tells each owner in `acks` that the copies it waits for are committed here.
+pub(super) fn answer_acks(acks: Vec<(String, u64)>) {
+    for (owner, token) in acks {
+        if let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(&owner)) {
+            let _ = jm.cast(JobManagerMessage::ReplicaAcked(token));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use tokio::sync::oneshot;
+    use troupe_runtime::protocol::ReplicaBatch;
+
+    fn nodes(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// The replica set of node `a` keeping `copies` copies, with `live` nodes up.
+    fn set(copies: usize, live: &[&str]) -> ReplicaSet {
+        ReplicaSet {
+            me: "a".to_string(),
+            copies,
+            epochs: HashMap::new(),
+            targets: HashMap::new(),
+            live: nodes(live),
+        }
+    }
+
+    fn outgoing(job: &str, epoch: Option<u64>, what: ReplicaWhat) -> Outgoing {
+        Outgoing {
+            job: job.to_string(),
+            epoch,
+            what,
+        }
+    }
+
+    fn start(job: &str) -> Outgoing {
+        outgoing(job, Some(4), ReplicaWhat::Start(Vec::new()))
+    }
+
+    fn input(job: &str, seq: u64) -> Outgoing {
+        outgoing(job, None, ReplicaWhat::Input(seq, Vec::new()))
+    }
+
+    /// A replica write as (job, epoch, what), for comparing.
+    type Summary = (String, u64, String);
+
+    fn summary(w: &ReplicaWrite) -> Summary {
+        let what = match &w.what {
+            ReplicaWhat::Start(_) => "start".to_string(),
+            ReplicaWhat::Input(seq, _) => format!("input {seq}"),
+            ReplicaWhat::End => "end".to_string(),
+        };
+        (w.job.clone(), w.epoch, what)
+    }
+
+    /// Each node's writes, summarized, by node name.
+    fn sent(out: ToSend) -> Vec<(String, Vec<Summary>)> {
+        let mut v: Vec<_> = out
+            .into_iter()
+            .map(|(node, writes)| (node, writes.iter().map(summary).collect()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A history that records which jobs were asked for and returns a marker write.
+    fn history(
+        asked: &RefCell<Vec<(String, u64)>>,
+    ) -> impl Fn(&str, u64) -> Vec<ReplicaWrite> + '_ {
+        move |job, epoch| {
+            asked.borrow_mut().push((job.to_string(), epoch));
+            vec![ReplicaWrite {
+                job: job.to_string(),
+                epoch,
+                what: ReplicaWhat::Input(99, Vec::new()),
+            }]
+        }
+    }
+
+    /// A job's replicas are live nodes other than its owner, as many as asked for (or as
+    /// there are), whatever order the live nodes are listed in.
+    #[test]
+    fn a_jobs_replicas_are_live_nodes_other_than_its_owner() {
+        let two = set(2, &["a", "b", "c", "d"]).targets_for("n1-1-1");
+        assert_eq!(two.len(), 2);
+        assert!(two.iter().all(|n| ["b", "c", "d"].contains(&n.as_str())));
+        assert_eq!(set(2, &["d", "c", "b", "a"]).targets_for("n1-1-1"), two);
+        // Rendezvous order: one copy is the first of two.
+        assert_eq!(
+            set(1, &["a", "b", "c", "d"]).targets_for("n1-1-1"),
+            two[..1]
+        );
+        assert_eq!(set(5, &["a", "b", "c"]).targets_for("n1-1-1").len(), 2);
+        assert!(set(1, &["a"]).targets_for("n1-1-1").is_empty());
+    }
+
+    /// After a commit each replica gets the job's new write, and a known replica gets
+    /// nothing more.
+    #[test]
+    fn known_replicas_get_each_write_once() {
+        let asked = RefCell::new(Vec::new());
+        let mut set = set(1, &["a", "b"]);
+        let out = set.route(vec![start("j"), input("j", 1)], history(&asked));
+        let out2 = set.route(vec![input("j", 2)], history(&asked));
+        let row = |what: &str| ("j".to_string(), 4, what.to_string());
+        assert_eq!(
+            sent(out),
+            vec![("b".to_string(), vec![row("start"), row("input 1")])]
+        );
+        assert_eq!(sent(out2), vec![("b".to_string(), vec![row("input 2")])]);
+        assert!(asked.borrow().is_empty());
+    }
+
+    /// A node that becomes a job's replica while it runs gets the job's whole journal
+    /// rather than the write alone.
+    #[test]
+    fn a_node_that_becomes_a_replica_mid_job_gets_the_whole_journal() {
+        let asked = RefCell::new(Vec::new());
+        let mut set = set(1, &["a", "b"]);
+        set.route(vec![start("j")], history(&asked));
+        set.live = nodes(&["a", "c"]);
+        let out = set.route(vec![input("j", 1)], history(&asked));
+        assert_eq!(
+            sent(out),
+            vec![(
+                "c".to_string(),
+                vec![("j".to_string(), 4, "input 99".to_string())]
+            )]
+        );
+        assert_eq!(*asked.borrow(), vec![("j".to_string(), 4)]);
+    }
+
+    /// A job's end reaches its replicas, and the job leaves the replica set.
+    #[test]
+    fn an_end_reaches_the_replicas_and_the_job_leaves_the_set() {
+        let asked = RefCell::new(Vec::new());
+        let mut set = set(1, &["a", "b"]);
+        set.route(vec![start("j")], history(&asked));
+        let out = set.route(vec![outgoing("j", None, ReplicaWhat::End)], history(&asked));
+        assert_eq!(
+            sent(out),
+            vec![(
+                "b".to_string(),
+                vec![("j".to_string(), 4, "end".to_string())]
+            )]
+        );
+        assert!(set.targets.is_empty() && set.epochs.is_empty());
+        assert!(sent(set.rehome(nodes(&["a", "c"]), history(&asked))).is_empty());
+        assert!(asked.borrow().is_empty());
+    }
+
+    /// When the live nodes change, each job's journal goes to its new replicas only; when
+    /// nothing changed, nothing is sent.
+    #[test]
+    fn a_change_of_live_nodes_sends_each_job_to_its_new_replicas_only() {
+        let asked = RefCell::new(Vec::new());
+        let mut set = set(1, &["a", "b"]);
+        set.route(vec![start("j")], history(&asked));
+        assert!(sent(set.rehome(nodes(&["a", "b"]), history(&asked))).is_empty());
+        let out = set.rehome(nodes(&["a", "c"]), history(&asked));
+        assert_eq!(
+            sent(out),
+            vec![(
+                "c".to_string(),
+                vec![("j".to_string(), 4, "input 99".to_string())]
+            )]
+        );
+        assert!(sent(set.rehome(nodes(&["a", "c"]), history(&asked))).is_empty());
+        assert_eq!(*asked.borrow(), vec![("j".to_string(), 4)]);
+    }
+
+    /// The jobs a node resumes from its journal get replicas at the first check, even if
+    /// the live nodes did not change.
+    #[test]
+    fn resumed_jobs_are_copied_at_the_first_check() {
+        let asked = RefCell::new(Vec::new());
+        let mut set = set(1, &["a", "b"]);
+        set.epochs.insert("j".to_string(), 2);
+        let out = set.rehome(nodes(&["a", "b"]), history(&asked));
+        assert_eq!(
+            sent(out),
+            vec![(
+                "b".to_string(),
+                vec![("j".to_string(), 2, "input 99".to_string())]
+            )]
+        );
+    }
+
+    /// A pending wait ids `ids`, carried by the batch with ack token `token`.
+    fn pending_with(token: u64, ids: &[u64]) -> (Pending, Vec<oneshot::Receiver<()>>) {
+        let mut p = Pending::default();
+        let mut receivers = Vec::new();
+        for id in ids {
+            let (done, rx) = oneshot::channel();
+            p.waits.insert(
+                *id,
+                Wait {
+                    done,
+                    local: false,
+                    copy: false,
+                    since: Instant::now(),
+                },
+            );
+            receivers.push(rx);
+        }
+        p.by_token.insert(token, ids.to_vec());
+        (p, receivers)
+    }
+
+    /// A `copied` submission is answered once its start is committed here and a replica
+    /// acked it, in either order.
+    #[test]
+    fn a_copied_submission_is_answered_once_committed_here_and_on_a_replica() {
+        let (mut p, mut rx) = pending_with(7, &[1, 2]);
+        p.mark(1, true);
+        assert!(rx[0].try_recv().is_err());
+        p.acked(7);
+        assert_eq!(rx[0].try_recv(), Ok(()));
+        assert!(rx[1].try_recv().is_err());
+        p.mark(2, true);
+        assert_eq!(rx[1].try_recv(), Ok(()));
+        assert!(p.waits.is_empty());
+    }
+
+    /// With copies on two replicas, the first ack answers; the second finds nothing.
+    #[test]
+    fn the_first_replica_to_ack_answers_the_submission() {
+        let (mut p, mut rx) = pending_with(7, &[1]);
+        p.by_token.insert(8, vec![1]);
+        p.mark(1, true);
+        p.acked(8);
+        assert_eq!(rx[0].try_recv(), Ok(()));
+        p.acked(7);
+        p.acked(7);
+        assert!(p.waits.is_empty() && p.by_token.is_empty());
+    }
+
+    /// Waits whose submitter stopped waiting are dropped, with the tokens that carried
+    /// only them.
+    #[test]
+    fn waits_nobody_waits_for_are_purged_with_their_tokens() {
+        let (mut p, rx) = pending_with(7, &[1]);
+        let (mut p2, _kept) = pending_with(8, &[2]);
+        drop(rx);
+        p.purge();
+        assert!(p.waits.is_empty() && p.by_token.is_empty());
+        p2.purge();
+        assert_eq!(p2.waits.len(), 1);
+        assert_eq!(p2.by_token.len(), 1);
+    }
+
+    /// After a commit, this node's jobs' starts (but those already sent ahead), inputs
+    /// and ends are copied; a job dropped here ends its copies; copies and actor saves
+    /// are not.
+    #[test]
+    fn what_a_commit_copies_to_replicas() {
+        let batch = vec![
+            Write::Start("ahead".to_string(), 0, Vec::new(), None),
+            Write::Start("j".to_string(), 2, Vec::new(), None),
+            Write::Input("j".to_string(), 1, Vec::new()),
+            Write::Drop("moved".to_string()),
+            Write::End("done".to_string(), Vec::new()),
+            Write::Forget("copy".to_string()),
+            Write::Keep(ReplicaBatch {
+                owner: "n2".to_string(),
+                writes: Vec::new(),
+                ack: None,
+            }),
+            Write::ActorFetch("t/k".to_string(), 0, oneshot::channel().0),
+        ];
+        let ahead = HashSet::from(["ahead".to_string()]);
+        let copied: Vec<_> = writes_to_copy(&batch, &ahead)
+            .into_iter()
+            .map(|o| {
+                let w = ReplicaWrite {
+                    job: o.job,
+                    epoch: o.epoch.unwrap_or(0),
+                    what: o.what,
+                };
+                (summary(&w), o.epoch.is_some())
+            })
+            .collect();
+        let row = |job: &str, epoch, what: &str| (job.to_string(), epoch, what.to_string());
+        assert_eq!(
+            copied,
+            vec![
+                (row("j", 2, "start"), true),
+                (row("j", 0, "input 1"), false),
+                (row("moved", 0, "end"), false),
+                (row("done", 0, "end"), false),
+            ]
+        );
+    }
+
+    /// The owners that wait for a copy's commit here are those whose batch has a token.
+    #[test]
+    fn owners_waiting_for_a_copy_are_found_by_their_token() {
+        let keep = |owner: &str, ack| {
+            Write::Keep(ReplicaBatch {
+                owner: owner.to_string(),
+                writes: Vec::new(),
+                ack,
+            })
+        };
+        let batch = vec![keep("n2", Some(7)), keep("n3", None), keep("n4", Some(1))];
+        assert_eq!(
+            acks_asked(&batch),
+            vec![("n2".to_string(), 7), ("n4".to_string(), 1)]
+        );
+    }
+}

@@ -1,0 +1,575 @@
+//! The journal's file (`journal.redb` in the node's data folder): its tables, opening it
+//! and reading what it held, the reads a takeover and a new replica need, and the one
+//! transaction in which the writer thread applies a batch of writes.
+//!
+//! Tables: `jobs` (id -> the job's [`JobRecord`]), `inputs` ((id, seq) -> [`Input`]),
+//! `ended` (id -> final status) and `ended_order` (n -> id), which keeps the newest
+//! `retain_finished_jobs` ended statuses. The copies this node keeps of other nodes' jobs
+//! are `copies` (id -> owner, epoch, record) and `copy_inputs` ((id, seq) -> input).
+//! Keyed actors' saves are `actor_states` (actor -> [`SavedState`]) and `actor_fences`.
+//!
+//! Only the writer thread writes here (redb is blocking and a durable commit waits for
+//! fsync); reads take a read transaction and may run anywhere.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::sync::oneshot;
+use troupe_runtime::job::journal::{Input, JobRecord};
+use troupe_runtime::job::spec::JobSpec;
+use troupe_runtime::job::status::JobStatus;
+use troupe_runtime::job::validate::Limits;
+use troupe_runtime::protocol::{Fenced, ReplicaWhat, ReplicaWrite, SavedState};
+use troupe_runtime::wire;
+
+use super::writer::{StateWaiter, Write};
+use super::JournalError;
+
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+const INPUTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inputs");
+const ENDED: TableDefinition<&str, &[u8]> = TableDefinition::new("ended");
+const ENDED_ORDER: TableDefinition<u64, &str> = TableDefinition::new("ended_order");
+const COPIES: TableDefinition<&str, &[u8]> = TableDefinition::new("copies");
+const COPY_INPUTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("copy_inputs");
+const ACTOR_STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("actor_states");
+/// Actor -> the epoch of the newest activation that read its state here (older saves are
+/// refused).
+const ACTOR_FENCES: TableDefinition<&str, u64> = TableDefinition::new("actor_fences");
+
+/// A copy this node keeps of another node's job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyInfo {
+    /// The job.
+    pub job: String,
+    /// Its owner when the copy was last written.
+    pub owner: String,
+    /// That owner's epoch.
+    pub epoch: u64,
+}
+
+/// What the journal held when the node started.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Jobs that had not ended, with their inputs in order.
+    pub jobs: Vec<(JobRecord, Vec<Input>)>,
+    /// Statuses of ended jobs, oldest first.
+    pub ended: Vec<JobStatus>,
+    /// Copies of other nodes' jobs.
+    pub copies: Vec<CopyInfo>,
+}
+
+/// The fields of a [`JobRecord`], borrowed (so that starting a job does not copy its file).
+#[derive(serde::Serialize)]
+struct RecordRef<'a> {
+    id: &'a str,
+    spec: &'a JobSpec,
+    limits: &'a Limits,
+    epoch: u64,
+}
+
+/// The head of a kept copy.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CopyHead {
+    owner: String,
+    epoch: u64,
+    #[serde(with = "serde_bytes")]
+    record: Vec<u8>,
+}
+
+/// The row of table `jobs` for a job that starts: its [`JobRecord`], encoded.
+pub(super) fn encode_record(
+    id: &str,
+    epoch: u64,
+    spec: &JobSpec,
+    limits: &Limits,
+) -> Result<Vec<u8>, impl std::error::Error> {
+    wire::encode(&RecordRef {
+        id,
+        spec,
+        limits,
+        epoch,
+    })
+}
+
+/// What a commit answers once it is durable: each actor save's verdict and each fetch's
+/// state, with who waits for them.
+#[derive(Default)]
+pub(super) struct Answers {
+    /// Saves of actor states: kept (or already older than what is here), or fenced.
+    pub(super) saved: Vec<(StateWaiter, Result<(), Fenced>)>,
+    /// Fetches (with their fence): the newest state held here.
+    pub(super) fetched: Vec<(oneshot::Sender<Option<SavedState>>, Option<SavedState>)>,
+}
+
+/// The journal's redb database and where it is.
+pub(super) struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) `journal.redb` in `dir` and reads what it holds.
+    pub(super) fn open(dir: &Path) -> Result<(Store, Recovered), JournalError> {
+        let path = dir.join("journal.redb");
+        let open_err = |e: redb::Error| JournalError::Open {
+            path: path.clone(),
+            source: Box::new(e),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
+        let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
+        let store = Store { db, path };
+        let recovered = store.read_all().map_err(|e| store.read_error(e))?;
+        Ok((store, recovered))
+    }
+
+    /// The file.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read_error(&self, e: redb::Error) -> JournalError {
+        JournalError::Read {
+            path: self.path.clone(),
+            source: Box::new(e),
+        }
+    }
+
+    /// Everything the journal holds: jobs that had not ended, ended statuses, copies.
+    pub(super) fn read_all(&self) -> Result<Recovered, redb::Error> {
+        let mut out = Recovered::default();
+        let rtx = self.db.begin_read()?;
+        if let Ok(copies) = rtx.open_table(COPIES) {
+            for row in copies.iter()? {
+                let (id, v) = row?;
+                if let Ok(h) = wire::decode::<CopyHead>(v.value()) {
+                    out.copies.push(CopyInfo {
+                        job: id.value().to_string(),
+                        owner: h.owner,
+                        epoch: h.epoch,
+                    });
+                }
+            }
+        }
+        let jobs = match rtx.open_table(JOBS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
+            Err(e) => return Err(e.into()),
+        };
+        let inputs = rtx.open_table(INPUTS)?;
+        for row in jobs.iter()? {
+            let (id, rec) = row?;
+            let id = id.value().to_string();
+            let record: JobRecord = match wire::decode(rec.value()) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(job = %id, error = %e, "unreadable journaled job; skipped");
+                    continue;
+                }
+            };
+            let mut ins = Vec::new();
+            for row in inputs.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
+                let (_, v) = row?;
+                match wire::decode::<Input>(v.value()) {
+                    Ok(i) => ins.push(i),
+                    Err(e) => {
+                        tracing::error!(job = %id, error = %e, "unreadable journaled input; the job resumes from before it");
+                        break;
+                    }
+                }
+            }
+            out.jobs.push((record, ins));
+        }
+        let ended = rtx.open_table(ENDED)?;
+        let order = rtx.open_table(ENDED_ORDER)?;
+        for row in order.iter()? {
+            let (_, id) = row?;
+            if let Some(v) = ended.get(id.value())? {
+                if let Ok(st) = wire::decode::<JobStatus>(v.value()) {
+                    out.ended.push(st);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The copy kept of another node's job: its record and inputs in order (up to the
+    /// first gap).
+    pub(super) fn copy(&self, job: &str) -> Result<Option<(JobRecord, Vec<Input>)>, JournalError> {
+        let err = |e: redb::Error| self.read_error(e);
+        let rtx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let copies = match rtx.open_table(COPIES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(e.into())),
+        };
+        let Some(head) = copies.get(job).map_err(|e| err(e.into()))? else {
+            return Ok(None);
+        };
+        let bad = |what: &str, e: wire::WireError| {
+            err(redb::Error::Corrupted(format!(
+                "copy of job {job}: {what}: {e}"
+            )))
+        };
+        let head: CopyHead = wire::decode(head.value()).map_err(|e| bad("head", e))?;
+        let record: JobRecord = wire::decode(&head.record).map_err(|e| bad("record", e))?;
+        let inputs_t = rtx.open_table(COPY_INPUTS).map_err(|e| err(e.into()))?;
+        let mut inputs = Vec::new();
+        let mut next = 1;
+        for row in inputs_t
+            .range((job, 0)..=(job, u64::MAX))
+            .map_err(|e| err(e.into()))?
+        {
+            let (k, v) = row.map_err(|e| err(e.into()))?;
+            if k.value().1 != next {
+                // A gap: what follows it cannot be applied in order.
+                tracing::warn!(
+                    job,
+                    missing = next,
+                    "the copy of this job has a gap; it resumes from before it"
+                );
+                break;
+            }
+            next += 1;
+            inputs.push(wire::decode::<Input>(v.value()).map_err(|e| bad("input", e))?);
+        }
+        Ok(Some((record, inputs)))
+    }
+
+    /// The whole journal of this node's `job` as replica writes, for a node that becomes
+    /// one of its replicas (empty if it cannot be read).
+    pub(super) fn history(&self, job: &str, epoch: u64) -> Vec<ReplicaWrite> {
+        let read = || -> Result<Vec<ReplicaWrite>, redb::Error> {
+            let rtx = self.db.begin_read()?;
+            let jobs = rtx.open_table(JOBS)?;
+            let Some(rec) = jobs.get(job)? else {
+                return Ok(Vec::new());
+            };
+            let mut out = vec![ReplicaWrite {
+                job: job.to_string(),
+                epoch,
+                what: ReplicaWhat::Start(rec.value().to_vec()),
+            }];
+            let inputs = rtx.open_table(INPUTS)?;
+            for row in inputs.range((job, 0)..=(job, u64::MAX))? {
+                let (k, v) = row?;
+                out.push(ReplicaWrite {
+                    job: job.to_string(),
+                    epoch,
+                    what: ReplicaWhat::Input(k.value().1, v.value().to_vec()),
+                });
+            }
+            Ok(out)
+        };
+        read().unwrap_or_else(|e| {
+            tracing::error!(job, error = %e, "cannot read a job's journal to copy it");
+            Vec::new()
+        })
+    }
+
+    /// The number the next ended job gets in `ended_order`.
+    pub(super) fn next_order(&self) -> Result<u64, redb::Error> {
+        let rtx = self.db.begin_read()?;
+        match rtx.open_table(ENDED_ORDER) {
+            Ok(t) => Ok(t.last()?.map_or(0, |(k, _)| k.value() + 1)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Applies `batch` in one durable transaction, keeping the newest `retain` ended
+    /// statuses; `next_order` numbers the jobs that end. Returns what to answer once it is
+    /// committed (nothing is answered if it fails: the waiters are dropped).
+    pub(super) fn commit(
+        &self,
+        batch: Vec<Write>,
+        next_order: &mut u64,
+        retain: usize,
+    ) -> Result<Answers, redb::Error> {
+        let mut out = Answers::default();
+        let tx = self.db.begin_write()?;
+        {
+            let mut states = tx.open_table(ACTOR_STATES)?;
+            let mut fences = tx.open_table(ACTOR_FENCES)?;
+            let mut jobs = tx.open_table(JOBS)?;
+            let mut inputs = tx.open_table(INPUTS)?;
+            let mut ended = tx.open_table(ENDED)?;
+            let mut order = tx.open_table(ENDED_ORDER)?;
+            let mut copies = tx.open_table(COPIES)?;
+            let mut copy_inputs = tx.open_table(COPY_INPUTS)?;
+            for w in batch {
+                match w {
+                    Write::Keep(batch) => {
+                        for r in batch.writes {
+                            match r.what {
+                                ReplicaWhat::Start(record) => {
+                                    let head = CopyHead {
+                                        owner: batch.owner.clone(),
+                                        epoch: r.epoch,
+                                        record,
+                                    };
+                                    if let Ok(b) = wire::encode(&head) {
+                                        copies.insert(r.job.as_str(), b.as_slice())?;
+                                    }
+                                }
+                                ReplicaWhat::Input(seq, b) => {
+                                    copy_inputs.insert((r.job.as_str(), seq), b.as_slice())?;
+                                }
+                                ReplicaWhat::End => {
+                                    copies.remove(r.job.as_str())?;
+                                    copy_inputs.retain_in(
+                                        (r.job.as_str(), 0)..=(r.job.as_str(), u64::MAX),
+                                        |_, _| false,
+                                    )?;
+                                }
+                            }
+                        }
+                    }
+                    Write::Drop(id) => {
+                        jobs.remove(id.as_str())?;
+                        inputs
+                            .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
+                    }
+                    Write::Forget(id) => {
+                        copies.remove(id.as_str())?;
+                        copy_inputs
+                            .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
+                    }
+                    Write::Start(id, _, b, _) => {
+                        jobs.insert(id.as_str(), b.as_slice())?;
+                    }
+                    Write::ActorState(actor, state, waiter) => {
+                        // Fencing: a save older than the one here (an activation that was
+                        // replaced) is refused, and its activation learns it must stop.
+                        let held = match states.get(actor.as_str())? {
+                            Some(v) => wire::decode::<SavedState>(v.value()).ok(),
+                            None => None,
+                        };
+                        let fence = fences.get(actor.as_str())?.map_or(0, |v| v.value());
+                        let result = match state.admit(held.as_ref(), fence) {
+                            Err(f) => Err(f),
+                            Ok(false) => Ok(()),
+                            Ok(true) => match wire::encode(&state) {
+                                Ok(b) => {
+                                    states.insert(actor.as_str(), b.as_slice())?;
+                                    Ok(())
+                                }
+                                Err(e) => {
+                                    tracing::error!(actor, error = %e, "cannot encode an actor's state");
+                                    continue;
+                                }
+                            },
+                        };
+                        out.saved.push((waiter, result));
+                    }
+                    Write::ActorFetch(actor, epoch, reply) => {
+                        let fence = fences.get(actor.as_str())?.map_or(0, |v| v.value());
+                        if epoch > fence {
+                            fences.insert(actor.as_str(), epoch)?;
+                        }
+                        let held = match states.get(actor.as_str())? {
+                            Some(v) => wire::decode::<SavedState>(v.value()).ok(),
+                            None => None,
+                        };
+                        out.fetched.push((reply, held));
+                    }
+                    Write::Input(id, seq, b) => {
+                        inputs.insert((id.as_str(), seq), b.as_slice())?;
+                    }
+                    Write::End(id, b) => {
+                        jobs.remove(id.as_str())?;
+                        inputs
+                            .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
+                        ended.insert(id.as_str(), b.as_slice())?;
+                        order.insert(*next_order, id.as_str())?;
+                        *next_order += 1;
+                    }
+                }
+            }
+            // Keep the newest `retain` ended statuses.
+            let excess = (order.len()? as usize).saturating_sub(retain.max(1));
+            for _ in 0..excess {
+                let Some((_, id)) = order.pop_first()? else {
+                    break;
+                };
+                ended.remove(id.value())?;
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::tests::{encoded, input, record, status, Scratch};
+    use troupe_runtime::protocol::ReplicaBatch;
+
+    fn start(id: &str, epoch: u64) -> Write {
+        let b = encode_record(id, epoch, &record(id, epoch).spec, &Limits::default())
+            .expect("a record encodes");
+        Write::Start(id.to_string(), epoch, b, None)
+    }
+
+    fn input_write(id: &str, seq: u64) -> Write {
+        Write::Input(id.to_string(), seq, encoded(&input(seq as u32)))
+    }
+
+    fn end(id: &str) -> Write {
+        Write::End(id.to_string(), encoded(&status(id)))
+    }
+
+    fn commit(store: &Store, batch: Vec<Write>, retain: usize) -> Answers {
+        let mut next = store.next_order().expect("readable");
+        store
+            .commit(batch, &mut next, retain)
+            .expect("the commit succeeds")
+    }
+
+    fn saved(epoch: u64, seq: u64) -> SavedState {
+        SavedState {
+            epoch,
+            seq,
+            state: vec![seq as u8],
+        }
+    }
+
+    /// What a replica write says, for comparing.
+    fn summary(w: &ReplicaWrite) -> (String, u64, String) {
+        let what = match &w.what {
+            ReplicaWhat::Start(_) => "start".to_string(),
+            ReplicaWhat::Input(seq, _) => format!("input {seq}"),
+            ReplicaWhat::End => "end".to_string(),
+        };
+        (w.job.clone(), w.epoch, what)
+    }
+
+    /// A store opened again holds the jobs that had not ended, each with its inputs in
+    /// order.
+    #[test]
+    fn unended_jobs_are_recovered_with_their_inputs_in_order() {
+        let scratch = Scratch::new("store-recover");
+        let (store, held) = Store::open(&scratch.0).expect("opens");
+        assert!(held.jobs.is_empty() && held.ended.is_empty() && held.copies.is_empty());
+        commit(
+            &store,
+            vec![
+                start("j1", 0),
+                input_write("j1", 2),
+                input_write("j1", 1),
+                start("j2", 3),
+                input_write("j2", 1),
+            ],
+            10,
+        );
+        drop(store);
+        let (_, held) = Store::open(&scratch.0).expect("opens again");
+        assert_eq!(
+            held.jobs,
+            vec![
+                (record("j1", 0), vec![input(1), input(2)]),
+                (record("j2", 3), vec![input(1)]),
+            ]
+        );
+    }
+
+    /// An ended job leaves its status only, and only the newest `retain` statuses stay,
+    /// oldest first.
+    #[test]
+    fn only_the_newest_retained_statuses_of_ended_jobs_stay() {
+        let scratch = Scratch::new("store-retain");
+        let (store, _) = Store::open(&scratch.0).expect("opens");
+        commit(
+            &store,
+            vec![start("j1", 0), input_write("j1", 1), end("j1")],
+            2,
+        );
+        commit(&store, vec![start("j2", 0), end("j2")], 2);
+        commit(&store, vec![start("j3", 0), end("j3")], 2);
+        let held = store.read_all().expect("readable");
+        assert!(held.jobs.is_empty());
+        assert_eq!(held.ended, vec![status("j2"), status("j3")]);
+    }
+
+    /// A kept copy is read back up to its first missing input, listed at start with its
+    /// owner and epoch, and gone once forgotten.
+    #[test]
+    fn a_copy_is_read_back_up_to_its_first_gap() {
+        let scratch = Scratch::new("store-copy");
+        let (store, _) = Store::open(&scratch.0).expect("opens");
+        let write = |what| ReplicaWrite {
+            job: "j".to_string(),
+            epoch: 3,
+            what,
+        };
+        let batch = ReplicaBatch {
+            owner: "n2".to_string(),
+            writes: vec![
+                write(ReplicaWhat::Start(encoded(&record("j", 3)))),
+                write(ReplicaWhat::Input(1, encoded(&input(1)))),
+                write(ReplicaWhat::Input(2, encoded(&input(2)))),
+                write(ReplicaWhat::Input(4, encoded(&input(4)))),
+            ],
+            ack: None,
+        };
+        commit(&store, vec![Write::Keep(batch)], 10);
+        assert_eq!(
+            store.copy("j").expect("readable"),
+            Some((record("j", 3), vec![input(1), input(2)]))
+        );
+        assert_eq!(
+            store.read_all().expect("readable").copies,
+            vec![CopyInfo {
+                job: "j".to_string(),
+                owner: "n2".to_string(),
+                epoch: 3,
+            }]
+        );
+        commit(&store, vec![Write::Forget("j".to_string())], 10);
+        assert_eq!(store.copy("j").expect("readable"), None);
+        assert!(store.read_all().expect("readable").copies.is_empty());
+    }
+
+    /// A job's history for a new replica is its start, then every input in order, at the
+    /// epoch asked for; an unknown job has none.
+    #[test]
+    fn a_jobs_history_is_its_start_then_its_inputs_in_order() {
+        let scratch = Scratch::new("store-history");
+        let (store, _) = Store::open(&scratch.0).expect("opens");
+        commit(
+            &store,
+            vec![start("j", 5), input_write("j", 1), input_write("j", 2)],
+            10,
+        );
+        let history: Vec<_> = store.history("j", 5).iter().map(summary).collect();
+        let row = |what: &str| ("j".to_string(), 5, what.to_string());
+        assert_eq!(history, vec![row("start"), row("input 1"), row("input 2")]);
+        assert!(store.history("other", 0).is_empty());
+    }
+
+    /// A fetch fences the actor in the commit that reads it: a save of the older
+    /// activation later in the same batch is refused, and one of the newer is kept.
+    #[test]
+    fn a_fetch_fences_the_saves_that_follow_it_in_the_same_commit() {
+        let scratch = Scratch::new("store-fence");
+        let (store, _) = Store::open(&scratch.0).expect("opens");
+        let (s1, _r1) = oneshot::channel();
+        let (fetch, _rf) = oneshot::channel();
+        let (s2, _r2) = oneshot::channel();
+        let (s3, _r3) = oneshot::channel();
+        let answers = commit(
+            &store,
+            vec![
+                Write::ActorState("t/k".to_string(), saved(3, 1), s1),
+                Write::ActorFetch("t/k".to_string(), 7, fetch),
+                Write::ActorState("t/k".to_string(), saved(3, 2), s2),
+                Write::ActorState("t/k".to_string(), saved(7, 2), s3),
+            ],
+            10,
+        );
+        let verdicts: Vec<_> = answers.saved.into_iter().map(|(_, r)| r).collect();
+        assert_eq!(verdicts, vec![Ok(()), Err(Fenced { epoch: 7 }), Ok(())]);
+        let fetched: Vec<_> = answers.fetched.into_iter().map(|(_, s)| s).collect();
+        assert_eq!(fetched, vec![Some(saved(3, 1))]);
+    }
+}

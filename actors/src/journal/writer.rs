@@ -1,0 +1,324 @@
+//! The journal's writer thread: the one place that commits to the journal's file.
+//!
+//! A thread rather than a task: redb is blocking, and a durable commit waits for fsync,
+//! which must not stall the node's async runtime. The handle sends it [`Write`]s down a
+//! channel; it gathers what arrives within [`LINGER`] of the first and commits it in one
+//! transaction (a group commit, written by hand: a redb commit costs 0.3-0.8 ms whatever
+//! its size). A write that somebody waits for (a submission's start, an actor's save, an
+//! owner waiting for its copy's ack) is urgent: the writer takes only what is already
+//! queued and commits at once, so contention rather than the timer sets the batch size.
+//!
+//! Around each commit it hands replication what to send (see `replication`), and once the
+//! commit is durable it answers those who wait.
+
+use std::collections::HashSet;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use troupe_runtime::protocol::{Fenced, ReplicaBatch, SavedState};
+
+use super::replication::{self, Replicator};
+use super::store::Store;
+
+/// What the journal's handle asks the writer thread to commit.
+pub(super) enum Write {
+    /// A job of this node's started: its id, this node's epoch for it, its record
+    /// (encoded), and who waits for it to be durable.
+    Start(String, u64, Vec<u8>, Option<Waiter>),
+    /// A job's input: its id, its number (from 1), the input (encoded).
+    Input(String, u64, Vec<u8>),
+    /// A job ended: its id and its final status (encoded).
+    End(String, Vec<u8>),
+    /// Another node's writes, kept as a copy.
+    Keep(ReplicaBatch),
+    /// Drop the copy of a job (taken over here, or ended).
+    Forget(String),
+    /// Drop a job of this node's that another node took over (no status kept).
+    Drop(String),
+    /// An actor's state (this node's activation's, or a copy of another node's). Urgent:
+    /// somebody waits for it.
+    ActorState(String, SavedState, StateWaiter),
+    /// Fence an actor at an epoch and read its state, in one transaction (urgent).
+    ActorFetch(String, u64, oneshot::Sender<Option<SavedState>>),
+}
+
+/// Someone waiting for a job's start to be durable.
+pub(super) struct Waiter {
+    /// Fired once it is.
+    pub(super) done: oneshot::Sender<()>,
+    /// Wait for a replica's commit too.
+    pub(super) copied: bool,
+}
+
+/// Someone waiting for an actor's state to be saved: told whether it was, or that a
+/// newer activation's save is already here.
+pub(super) type StateWaiter = oneshot::Sender<Result<(), Fenced>>;
+
+impl Write {
+    /// Somebody waits for this write's commit.
+    pub(super) fn is_urgent(&self) -> bool {
+        match self {
+            Write::Start(_, _, _, w) => w.is_some(),
+            Write::Keep(b) => b.ack.is_some(),
+            Write::ActorState(..) | Write::ActorFetch(..) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Most writes one commit takes (a bound on a transaction's size).
+const MAX_BATCH: usize = 4096;
+
+/// How long the writer gathers writes before it commits them (notes/floors.md: 2 ms
+/// batches halved the overhead benchmark's steps/s, 10 ms cost 30%).
+const LINGER: Duration = Duration::from_millis(10);
+
+/// Starts the writer thread on `store`; it keeps the newest `retain` ended statuses and,
+/// with a `replicator`, copies what it commits. It stops when every sender is dropped.
+pub(super) fn spawn(
+    store: Arc<Store>,
+    retain: usize,
+    replicator: Option<Replicator>,
+) -> std::io::Result<mpsc::Sender<Write>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("troupe-journal".into())
+        .spawn(move || run(&store, rx, retain, replicator))?;
+    Ok(tx)
+}
+
+fn run(
+    store: &Store,
+    rx: mpsc::Receiver<Write>,
+    retain: usize,
+    mut replicator: Option<Replicator>,
+) {
+    let mut next_order = match store.next_order() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the journal's ended jobs; numbering anew");
+            0
+        }
+    };
+    loop {
+        let first = match rx.recv_timeout(replication::CHECK_EVERY) {
+            Ok(w) => w,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(r) = &mut replicator {
+                    r.check(store);
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch = gather(first, &rx, LINGER);
+        let n = batch.len();
+        let mut waiting = take_waiters(&mut batch);
+        let acks = replication::acks_asked(&batch);
+        // Submissions waiting for a copy: their starts go to the replicas now, so that
+        // both disks commit at once (one fsync's wait instead of two in a row).
+        let (ahead, ahead_jobs) = match &mut replicator {
+            Some(r) => r.send_ahead(&batch, &mut waiting),
+            None => (Vec::new(), HashSet::new()),
+        };
+        let outgoing = match &replicator {
+            Some(_) => replication::writes_to_copy(&batch, &ahead_jobs),
+            None => Vec::new(),
+        };
+        let committing = Instant::now();
+        let committed = store.commit(batch, &mut next_order, retain);
+        let took = committing.elapsed();
+        metrics::histogram!(troupe_runtime::observe::metric::JOURNAL_COMMIT_SECONDS)
+            .record(took.as_secs_f64());
+        tracing::trace!(writes = n, us = took.as_micros() as u64, "journal commit");
+        match committed {
+            Ok(answers) => {
+                if let Some(r) = &mut replicator {
+                    r.after_commit(store, outgoing);
+                    r.check_if_due(store);
+                    r.committed_here(&ahead);
+                }
+                for (w, r) in answers.saved {
+                    let _ = w.send(r);
+                }
+                for (w, r) in answers.fetched {
+                    let _ = w.send(r);
+                }
+                // Durable here, and no replica to wait for (or not asked to).
+                for (_, w) in waiting {
+                    let _ = w.done.send(());
+                }
+                replication::answer_acks(acks);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = n, "journal commit failed; these jobs may not resume after a restart");
+                if let Some(r) = &replicator {
+                    r.commit_failed(&ahead);
+                }
+            }
+        }
+    }
+}
+
+/// The batch that starts with `first`: what arrives within `linger` of it, or, once a
+/// write in it is urgent, only what is already queued; at most [`MAX_BATCH`] writes.
+fn gather(first: Write, rx: &mpsc::Receiver<Write>, linger: Duration) -> Vec<Write> {
+    // A commit costs the same for one input or hundreds, and nobody waits for it. Once
+    // somebody waits (a submission, an owner's ack), take only what is already queued.
+    let until = Instant::now() + linger;
+    let mut urgent = first.is_urgent();
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        let next = if urgent {
+            rx.try_recv().ok()
+        } else {
+            let left = until.saturating_duration_since(Instant::now());
+            rx.recv_timeout(left).ok()
+        };
+        match next {
+            Some(w) => {
+                urgent |= w.is_urgent();
+                batch.push(w);
+            }
+            None => break,
+        }
+    }
+    batch
+}
+
+/// Takes out of `batch` the submissions that wait for their job's start, by job.
+fn take_waiters(batch: &mut [Write]) -> Vec<(String, Waiter)> {
+    let mut waiting = Vec::new();
+    for w in batch.iter_mut() {
+        if let Write::Start(id, _, _, waiter) = w {
+            if let Some(waiter) = waiter.take() {
+                waiting.push((id.clone(), waiter));
+            }
+        }
+    }
+    waiting
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(seq: u64) -> Write {
+        Write::Input("j".to_string(), seq, Vec::new())
+    }
+
+    fn fetch() -> Write {
+        Write::ActorFetch("t/k".to_string(), 0, oneshot::channel().0)
+    }
+
+    fn save() -> Write {
+        let state = SavedState {
+            epoch: 1,
+            seq: 1,
+            state: Vec::new(),
+        };
+        Write::ActorState("t/k".to_string(), state, oneshot::channel().0)
+    }
+
+    /// Only writes somebody waits for cut the commit window short.
+    #[test]
+    fn only_writes_somebody_waits_for_are_urgent() {
+        let start = |waiter: Option<Waiter>| Write::Start("j".to_string(), 0, Vec::new(), waiter);
+        let keep = |ack| {
+            Write::Keep(ReplicaBatch {
+                owner: "n2".to_string(),
+                writes: Vec::new(),
+                ack,
+            })
+        };
+        let waiter = Waiter {
+            done: oneshot::channel().0,
+            copied: false,
+        };
+        assert!(start(Some(waiter)).is_urgent());
+        assert!(keep(Some(7)).is_urgent());
+        assert!(save().is_urgent());
+        assert!(fetch().is_urgent());
+        assert!(!start(None).is_urgent());
+        assert!(!keep(None).is_urgent());
+        assert!(!input(1).is_urgent());
+        assert!(!Write::End("j".to_string(), Vec::new()).is_urgent());
+        assert!(!Write::Drop("j".to_string()).is_urgent());
+        assert!(!Write::Forget("j".to_string()).is_urgent());
+    }
+
+    /// Writes that arrive within the commit window of the first share its commit.
+    #[test]
+    fn writes_within_the_commit_window_share_a_commit() {
+        let (tx, rx) = mpsc::channel();
+        let later = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = tx.send(input(2));
+        });
+        let batch = gather(input(1), &rx, Duration::from_millis(500));
+        assert_eq!(batch.len(), 2);
+        later.join().expect("the sender thread ends");
+    }
+
+    /// An urgent first write is committed with what is already queued, without waiting
+    /// for the window.
+    #[test]
+    fn an_urgent_write_takes_only_what_is_already_queued() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(input(1)).expect("queued");
+        tx.send(input(2)).expect("queued");
+        let began = Instant::now();
+        let batch = gather(fetch(), &rx, Duration::from_secs(60));
+        assert!(began.elapsed() < Duration::from_secs(30));
+        assert_eq!(batch.len(), 3);
+    }
+
+    /// An urgent write arriving in a lingering batch ends the wait: the batch takes what
+    /// is queued behind it and goes.
+    #[test]
+    fn an_urgent_write_ends_the_commit_window_early() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(save()).expect("queued");
+        tx.send(input(2)).expect("queued");
+        let began = Instant::now();
+        let batch = gather(input(1), &rx, Duration::from_secs(60));
+        assert!(began.elapsed() < Duration::from_secs(30));
+        assert_eq!(batch.len(), 3);
+    }
+
+    /// A batch is bounded: what is past [`MAX_BATCH`] waits for the next commit.
+    #[test]
+    fn a_commit_takes_at_most_max_batch_writes() {
+        let (tx, rx) = mpsc::channel();
+        for seq in 2..=(MAX_BATCH as u64 + 3) {
+            tx.send(input(seq)).expect("queued");
+        }
+        let batch = gather(input(1), &rx, Duration::from_secs(60));
+        assert_eq!(batch.len(), MAX_BATCH);
+        assert_eq!(rx.try_iter().count(), 3);
+    }
+
+    /// The submissions waiting on a batch are taken out by job, and their writes stay.
+    #[test]
+    fn the_waiting_submissions_are_taken_out_of_a_batch() {
+        let waiter = |copied| Waiter {
+            done: oneshot::channel().0,
+            copied,
+        };
+        let mut batch = vec![
+            Write::Start("j1".to_string(), 0, Vec::new(), Some(waiter(true))),
+            Write::Start("j2".to_string(), 0, Vec::new(), None),
+            input(1),
+            Write::Start("j3".to_string(), 0, Vec::new(), Some(waiter(false))),
+        ];
+        let waiting = take_waiters(&mut batch);
+        let taken: Vec<_> = waiting
+            .iter()
+            .map(|(j, w)| (j.as_str(), w.copied))
+            .collect();
+        assert_eq!(taken, vec![("j1", true), ("j3", false)]);
+        assert_eq!(batch.len(), 4);
+        assert!(batch.iter().all(|w| !w.is_urgent()));
+    }
+}
