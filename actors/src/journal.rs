@@ -28,6 +28,7 @@
 
 mod replication;
 mod store;
+mod write;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -48,7 +49,7 @@ pub use store::{CopyInfo, Recovered};
 
 use replication::{Pending, Replicator};
 use store::Store;
-use writer::{Waiter, Write};
+use write::{Waiter, Write};
 
 /// How long a submission waits for a replica to commit its job's copy.
 pub const ACK_WAIT: Duration = Duration::from_secs(1);

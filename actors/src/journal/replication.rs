@@ -24,7 +24,7 @@ use troupe_runtime::protocol::{
 use troupe_runtime::wire::Wire;
 
 use super::store::{Recovered, Store};
-use super::writer::{Waiter, Write};
+use super::write::{Waiter, Write};
 use crate::ClusterView;
 
 /// Where the writer sends copies of what it commits.

@@ -22,7 +22,7 @@ use troupe_runtime::job::validate::Limits;
 use troupe_runtime::protocol::{Fenced, ReplicaWhat, ReplicaWrite, SavedState};
 use troupe_runtime::wire;
 
-use super::writer::{StateWaiter, Write};
+use super::write::{StateWaiter, Write};
 use super::JournalError;
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");

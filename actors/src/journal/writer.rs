@@ -15,57 +15,9 @@ use std::collections::HashSet;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-use troupe_runtime::protocol::{Fenced, ReplicaBatch, SavedState};
-
 use super::replication::{self, Replicator};
 use super::store::Store;
-
-/// What the journal's handle asks the writer thread to commit.
-pub(super) enum Write {
-    /// A job of this node's started: its id, this node's epoch for it, its record
-    /// (encoded), and who waits for it to be durable.
-    Start(String, u64, Vec<u8>, Option<Waiter>),
-    /// A job's input: its id, its number (from 1), the input (encoded).
-    Input(String, u64, Vec<u8>),
-    /// A job ended: its id and its final status (encoded).
-    End(String, Vec<u8>),
-    /// Another node's writes, kept as a copy.
-    Keep(ReplicaBatch),
-    /// Drop the copy of a job (taken over here, or ended).
-    Forget(String),
-    /// Drop a job of this node's that another node took over (no status kept).
-    Drop(String),
-    /// An actor's state (this node's activation's, or a copy of another node's). Urgent:
-    /// somebody waits for it.
-    ActorState(String, SavedState, StateWaiter),
-    /// Fence an actor at an epoch and read its state, in one transaction (urgent).
-    ActorFetch(String, u64, oneshot::Sender<Option<SavedState>>),
-}
-
-/// Someone waiting for a job's start to be durable.
-pub(super) struct Waiter {
-    /// Fired once it is.
-    pub(super) done: oneshot::Sender<()>,
-    /// Wait for a replica's commit too.
-    pub(super) copied: bool,
-}
-
-/// Someone waiting for an actor's state to be saved: told whether it was, or that a
-/// newer activation's save is already here.
-pub(super) type StateWaiter = oneshot::Sender<Result<(), Fenced>>;
-
-impl Write {
-    /// Somebody waits for this write's commit.
-    pub(super) fn is_urgent(&self) -> bool {
-        match self {
-            Write::Start(_, _, _, w) => w.is_some(),
-            Write::Keep(b) => b.ack.is_some(),
-            Write::ActorState(..) | Write::ActorFetch(..) => true,
-            _ => false,
-        }
-    }
-}
+use super::write::{Waiter, Write};
 
 /// Most writes one commit takes (a bound on a transaction's size).
 const MAX_BATCH: usize = 4096;
@@ -203,6 +155,8 @@ fn take_waiters(batch: &mut [Write]) -> Vec<(String, Waiter)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::oneshot;
+    use troupe_runtime::protocol::{ReplicaBatch, SavedState};
 
     fn input(seq: u64) -> Write {
         Write::Input("j".to_string(), seq, Vec::new())
