@@ -1,7 +1,7 @@
 //! The dispatcher: hands each ready attempt of this node's jobs to a worker pool that
 //! serves its task, and tells the job supervisor which node took it.
 //!
-//! Placement is pull-based (see [`troupe_runtime::placement`]): an attempt goes to its home
+//! Placement is pull-based (see [`crate::scheduler::placement`]): an attempt goes to its home
 //! (the node of the attempt that made it, for a call or sub-job; this node otherwise) if
 //! that node has room, else to the node with the most room; when no node has room it waits
 //! in this node's priority lanes, and [`spill`] hands it on when room appears (a result
@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
+use troupe_runtime::config::PlacementMode;
 use troupe_runtime::merge::{self, request_key, CacheMode};
-use troupe_runtime::placement::Mode;
 use troupe_runtime::protocol::{
     first_member, merger_group, task_group, AttemptMoved, MergerMessage, StepRequest,
     WorkerPoolMessage,
@@ -123,7 +123,7 @@ fn candidates(view: &crate::ClusterView, task: &str) -> Vec<(ActorCell, String)>
 /// serves its task.
 fn place(ctx: &NodeContext, request: StepRequest, turn: &mut usize) -> Result<String, StepRequest> {
     let view = &ctx.view;
-    if ctx.config.scheduling.placement == Mode::RoundRobin {
+    if ctx.config.scheduling.placement == PlacementMode::RoundRobin {
         let Some((pool, node)) = pick_worker(view, &request.task, turn) else {
             return Err(request);
         };
@@ -190,7 +190,7 @@ pub fn spill(ctx: &NodeContext, node: &str) -> Vec<AttemptMoved> {
     let view = &ctx.view;
     if node == view.node
         || view.is_down(node)
-        || ctx.config.scheduling.placement == Mode::RoundRobin
+        || ctx.config.scheduling.placement == PlacementMode::RoundRobin
     {
         return Vec::new();
     }

@@ -46,6 +46,7 @@ pub mod journal;
 pub mod membership;
 pub mod merger;
 pub mod node_root;
+pub mod scheduler;
 pub mod supervision;
 pub mod telemetry;
 pub mod tls_listener;
@@ -160,7 +161,7 @@ pub struct ClusterView {
     /// Attempts waiting for a slot on each peer, as last gossiped.
     peer_waiting: RwLock<HashMap<String, u32>>,
     /// This node's jobs' attempts on peers, and the peers' load (see [`dispatcher`]).
-    pub placement: Mutex<troupe_runtime::placement::Placement>,
+    pub placement: Mutex<scheduler::placement::Placement>,
     sessions: Mutex<HashMap<u64, ActorRef<NodeSessionMessage>>>,
     /// Sessions still in their handshake, oldest first.
     pub(crate) pending_handshakes: Mutex<std::collections::VecDeque<u64>>,
@@ -198,7 +199,7 @@ impl ClusterView {
             down: RwLock::default(),
             saturated: RwLock::default(),
             peer_waiting: RwLock::default(),
-            placement: Mutex::new(troupe_runtime::placement::Placement::new(1)),
+            placement: Mutex::new(scheduler::placement::Placement::new(1)),
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
             pending_handshakes: Mutex::default(),
             gearman: Arc::new(gearman::GearmanShared::new(node)),

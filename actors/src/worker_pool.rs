@@ -25,9 +25,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use troupe_runtime::config::TaskLimit;
+use troupe_runtime::config::{LanePolicy, TaskLimit};
 use troupe_runtime::job::spec::SpawnKind;
-use troupe_runtime::lanes::{lane_of, Lanes, Policy};
 use troupe_runtime::protocol::{
     first_member, job_manager_group, merger_group, task_group, worker_pool_group, AttemptMoved,
     AttemptRef, Executed, JobManagerMessage, MergerMessage, ResultSource, SpawnRequest,
@@ -36,6 +35,7 @@ use troupe_runtime::protocol::{
 use troupe_runtime::task::{SubWork, TaskContext, TaskError};
 use troupe_runtime::wire::Wire;
 
+use crate::scheduler::lanes::{lane_of, Lanes, LANES};
 use crate::NodeContext;
 
 /// The worker pool.
@@ -266,7 +266,7 @@ impl Default for WorkState {
             running: Mutex::default(),
             calls: Mutex::default(),
             next_call: AtomicU64::new(0),
-            waiting: Mutex::new(Lanes::new(Policy::Priority, Duration::from_secs(1))),
+            waiting: Mutex::new(Lanes::new(LanePolicy::Priority, Duration::from_secs(1))),
             gates: Mutex::default(),
             last_steal: Mutex::default(),
         }
@@ -275,7 +275,7 @@ impl Default for WorkState {
 
 impl WorkState {
     /// Attempts waiting for a slot, by lane.
-    pub fn depths(&self) -> [usize; troupe_runtime::lanes::LANES] {
+    pub fn depths(&self) -> [usize; LANES] {
         locked(&self.waiting).depths()
     }
 }

@@ -283,7 +283,7 @@ pub async fn metrics(State(ctx): State<NodeContext>) -> impl IntoResponse {
     metrics::gauge!(metric::SLOTS).set(v.slot_count as f64);
     metrics::gauge!(metric::SLOTS_BUSY).set(v.busy() as f64);
     for (lane, depth) in v.work.depths().into_iter().enumerate() {
-        metrics::gauge!(metric::QUEUE_DEPTH, "lane" => troupe_runtime::lanes::lane_name(lane))
+        metrics::gauge!(metric::QUEUE_DEPTH, "lane" => troupe_actors::scheduler::lanes::lane_name(lane))
             .set(depth as f64);
     }
     (
