@@ -241,7 +241,7 @@ impl JobManagerState {
         }
         let adm = self.ctx.config.admission;
         if adm.max_waiting_steps > 0 {
-            let waiting = self.ctx.view.waiting_in_cluster();
+            let waiting = self.ctx.scheduler.waiting_in_cluster();
             if waiting >= adm.max_waiting_steps as u64 {
                 metrics::counter!(troupe_runtime::observe::metric::REFUSED, "reason" => "overloaded")
                     .increment(1);
@@ -683,7 +683,7 @@ impl JobManagerState {
                     j.drop_job(&m.job);
                 }
                 self.forget_client(&m.job);
-                crate::locked(&self.ctx.view.placement).job_ended(&m.job);
+                self.ctx.scheduler.job_ended(&m.job);
                 self.count_owned();
             }
         }
@@ -865,7 +865,7 @@ impl JobManagerState {
         if let Some(j) = &self.ctx.journal {
             j.end(&st);
         }
-        crate::locked(&self.ctx.view.placement).job_ended(&st.id);
+        self.ctx.scheduler.job_ended(&st.id);
         let gone = self.live.remove(&st.id);
         self.epochs.remove(&st.id);
         self.count_owned();
@@ -978,13 +978,13 @@ impl Actor for JobManager {
             },
             JobManagerMessage::StepFinished(r) => match r.into_inner() {
                 Ok(r) => {
-                    let from = crate::locked(&state.ctx.view.placement)
-                        .finished(&r.job, &r.step, r.attempt);
-                    if let Some(node) = from {
-                        // Room came free there: hand it work waiting here.
-                        for m in crate::dispatcher::spill(&state.ctx, &node) {
-                            state.moved(m);
-                        }
+                    // Room came free where it ran: work waiting here goes there.
+                    for m in state
+                        .ctx
+                        .scheduler
+                        .result_came_back(&r.job, &r.step, r.attempt)
+                    {
+                        state.moved(m);
                     }
                     match state.live.get(&r.job) {
                         Some(sup) => {
@@ -1063,12 +1063,7 @@ impl Actor for JobManager {
                 Ok(m) => {
                     // Stolen by an idle node: counted there now.
                     if m.node != state.ctx.view.node && state.live.contains_key(&m.attempt.job) {
-                        crate::locked(&state.ctx.view.placement).placed(
-                            &m.attempt.job,
-                            &m.attempt.step,
-                            m.attempt.attempt,
-                            &m.node,
-                        );
+                        state.ctx.scheduler.attempt_moved(&m.attempt, &m.node);
                     }
                     state.moved(m);
                 }
@@ -1083,7 +1078,7 @@ impl Actor for JobManager {
                 let _ = reply.send(Wire::new(found));
             }
             JobManagerMessage::NodeDown(node) => {
-                crate::locked(&state.ctx.view.placement).node_down(&node);
+                state.ctx.scheduler.node_down(&node);
                 tracing::debug!(node = %node, jobs = state.live.len(), "node down: telling the job supervisors");
                 for sup in state.live.values() {
                     let _ = sup.cast(JobSupervisorMessage::NodeDown(node.clone()));
