@@ -17,7 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef};
 use ractor_cluster::RactorMessage;
 use troupe_runtime::merge::{self, request_key, CacheMode};
 use troupe_runtime::protocol::{
@@ -25,11 +25,21 @@ use troupe_runtime::protocol::{
 };
 use troupe_runtime::wire::Wire;
 
-use crate::job_supervisor::JobSupervisorMessage;
 use crate::NodeContext;
 
 /// How often attempts waiting for a worker group look again.
 const RETRY_EVERY: Duration = Duration::from_millis(50);
+
+/// The dispatcher's answer to whoever dispatched an attempt: the node that took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    /// The step.
+    pub step: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// Where it runs (or the node of the merger that owns its request key).
+    pub node: String,
+}
 
 /// Messages of the dispatcher.
 #[derive(RactorMessage)]
@@ -38,8 +48,9 @@ pub enum DispatcherMessage {
     Dispatch {
         /// The attempt.
         request: StepRequest,
-        /// Who to tell.
-        supervisor: ActorRef<JobSupervisorMessage>,
+        /// Who to tell: the job's supervisor, seen only as taking [`Assigned`] (so the
+        /// dispatcher does not depend on the supervisor's messages).
+        supervisor: DerivedActorRef<Assigned>,
     },
     /// Look again at attempts that had no worker.
     RetryWaiting,
@@ -52,7 +63,7 @@ pub struct Dispatcher;
 pub struct DispatcherState {
     ctx: NodeContext,
     next: HashMap<String, usize>,
-    waiting: VecDeque<(StepRequest, ActorRef<JobSupervisorMessage>)>,
+    waiting: VecDeque<(StepRequest, DerivedActorRef<Assigned>)>,
     retry_armed: bool,
 }
 
@@ -102,8 +113,8 @@ impl DispatcherState {
     fn try_dispatch(
         &mut self,
         mut request: StepRequest,
-        supervisor: ActorRef<JobSupervisorMessage>,
-    ) -> Option<(StepRequest, ActorRef<JobSupervisorMessage>)> {
+        supervisor: DerivedActorRef<Assigned>,
+    ) -> Option<(StepRequest, DerivedActorRef<Assigned>)> {
         let (step, attempt) = (request.step.clone(), request.attempt);
         let node = if let Some((merger, owner)) = self.merger_for(&mut request) {
             if merger
@@ -128,7 +139,7 @@ impl DispatcherState {
                 Err(request) => return Some((request, supervisor)),
             }
         };
-        let _ = supervisor.cast(JobSupervisorMessage::Assigned {
+        let _ = supervisor.send_message(Assigned {
             step,
             attempt,
             node,

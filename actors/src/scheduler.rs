@@ -606,4 +606,3 @@ impl Scheduler {
         }
     }
 }
-
