@@ -606,3 +606,6 @@ impl Scheduler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
