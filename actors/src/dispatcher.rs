@@ -2,7 +2,7 @@
 //! serves its task, and tells the job supervisor which node took it.
 //!
 //! Where an attempt goes is the [`Scheduler`](crate::scheduler::Scheduler)'s decision
-//! ([`place`](crate::scheduler::Scheduler::place), pull-based): its home (the node of the
+//! (`Scheduler::place`, pull-based): its home (the node of the
 //! attempt that made it, for a call or sub-job; this node otherwise) if that node has room,
 //! else the node with the most room; when no node has room it waits in this node's
 //! priority lanes, and goes on when room appears (a result comes back from a node, gossip

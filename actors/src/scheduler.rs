@@ -7,12 +7,12 @@
 //! - the attempts waiting for a slot, in priority [`lanes`], and the gates of tasks with
 //!   limits (`limits`) that may hold some of them back;
 //! - [`placement`]: this node's count of its own attempts on each peer and the peers'
-//!   gossiped load, from which [`Scheduler::place`] chooses a node (home if it has room,
+//!   gossiped load, from which `Scheduler::place` chooses a node (home if it has room,
 //!   else the node with the most room, else the attempt waits here);
 //! - spilling: attempts waiting here go to a node as room appears there
-//!   ([`Scheduler::result_came_back`], [`Scheduler::spill`]);
-//! - stealing: an idle node asks the busiest peer for work ([`Scheduler::steal`]) and a
-//!   loaded one gives some ([`Scheduler::give_work`]).
+//!   (`Scheduler::result_came_back`, `Scheduler::spill`);
+//! - stealing: an idle node asks the busiest peer for work (`Scheduler::steal`) and a
+//!   loaded one gives some (`Scheduler::give_work`).
 //!
 //! Who calls it: the dispatcher places attempts; the worker pool queues the attempts other
 //! nodes send, answers steal requests and cancels, and gives slots back; the job manager
@@ -26,8 +26,9 @@
 //! in a finishing task), and an actor would add a mailbox hop to each and make the
 //! dispatcher wait for an answer. Its state is a few maps behind mutexes held for one
 //! method, never across an `.await`, and it outlives a restart of any actor that uses it.
-//! How an attempt that got a slot runs is the worker pool's business: the pool gives its
-//! [`Launch`] when the node starts, so this module does not depend on the pool.
+//! How an attempt that got a slot runs is the worker pool's business: the node's wiring
+//! (`node_root`) hands the scheduler the pool's `Launch` when the node starts, so this
+//! module does not depend on the pool.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -56,7 +57,7 @@ use placement::Placement;
 
 /// How an attempt that got a slot here starts: given the scheduler, the attempt, its slot
 /// (held until it ends) and its cancel token. The worker pool's, set when the node starts.
-pub type Launch =
+pub(crate) type Launch =
     dyn Fn(&Arc<Scheduler>, StepRequest, OwnedSemaphorePermit, CancellationToken) + Send + Sync;
 
 /// How long a steal request counts as in flight (a loaded peer answers with `Run`s at
@@ -130,7 +131,7 @@ fn candidates(view: &ClusterView, task: &str) -> Vec<(ActorCell, String)> {
 
 /// A worker pool of `task`, round-robin over the nodes that serve it (`next` is the
 /// caller's counter), with the node it is on.
-pub fn pick_worker(
+pub(crate) fn pick_worker(
     view: &ClusterView,
     task: &str,
     next: &mut usize,
@@ -147,7 +148,7 @@ pub fn pick_worker(
 impl Scheduler {
     /// The scheduler of the node `view` describes: `config.slots` slots, lanes and placement
     /// as `config.scheduling` says; attempts that get a slot start through `launch`.
-    pub fn new(
+    pub(crate) fn new(
         view: Arc<ClusterView>,
         config: Arc<NodeConfig>,
         registry: TaskRegistry,
@@ -220,7 +221,7 @@ impl Scheduler {
     }
 
     /// Queues an attempt in this node's lanes and starts what the free slots allow.
-    pub fn enqueue(self: &Arc<Self>, req: StepRequest) {
+    pub(crate) fn enqueue(self: &Arc<Self>, req: StepRequest) {
         let lane = lane_of(req.priority, req.stage);
         locked(&self.lanes).push(req, lane, Instant::now());
         self.pump();
@@ -228,7 +229,7 @@ impl Scheduler {
 
     /// Starts waiting attempts, the next by lane order each time, while slots are free (and
     /// the limits of limited tasks allow); asks a peer for work when nothing waits.
-    pub fn pump(self: &Arc<Self>) {
+    pub(crate) fn pump(self: &Arc<Self>) {
         let limits = &self.config.task_limits;
         let limited = !limits.is_empty();
         let mut rate_wait: Option<Duration> = None;
@@ -329,7 +330,7 @@ impl Scheduler {
     }
 
     /// Drops a waiting attempt, or stops a running one; false if it is neither.
-    pub fn cancel(&self, a: &AttemptRef) -> bool {
+    pub(crate) fn cancel(&self, a: &AttemptRef) -> bool {
         let dropped = locked(&self.lanes)
             .take_where(|r| r.job == a.job && r.step == a.step && r.attempt == a.attempt);
         if !dropped.is_empty() {
@@ -347,7 +348,7 @@ impl Scheduler {
     }
 
     /// Takes every attempt waiting here out of the lanes (a leaving node hands them back).
-    pub fn take_waiting(&self) -> Vec<StepRequest> {
+    pub(crate) fn take_waiting(&self) -> Vec<StepRequest> {
         let waiting = locked(&self.lanes).take_where(|_| true);
         self.queued.store(0, Ordering::Relaxed);
         waiting
@@ -355,7 +356,7 @@ impl Scheduler {
 
     /// Stops every attempt running here (at its next await point); answers each with the
     /// node that owns its job.
-    pub fn stop_running(&self) -> Vec<(AttemptRef, String)> {
+    pub(crate) fn stop_running(&self) -> Vec<(AttemptRef, String)> {
         locked(&self.running)
             .iter()
             .map(|(a, r)| {
@@ -367,7 +368,7 @@ impl Scheduler {
 
     /// Tells `owner` that attempt `a` will not run here (this node is leaving); the owner
     /// runs it elsewhere as a new attempt, without using a retry.
-    pub fn hand_back(&self, owner: &str, a: AttemptRef) {
+    pub(crate) fn hand_back(&self, owner: &str, a: AttemptRef) {
         let lost = LostAttempt {
             attempt: a,
             reason: format!("node {} left (drained)", self.view.node),
@@ -388,7 +389,7 @@ impl Scheduler {
     /// waits in this node's lanes if this node serves its task, else it queues on the least
     /// loaded node. With `round_robin` placement, to the next node serving it. Answers the
     /// node; gives the request back if no node serves its task.
-    pub fn place(
+    pub(crate) fn place(
         self: &Arc<Self>,
         request: StepRequest,
         turn: &mut usize,
@@ -453,7 +454,7 @@ impl Scheduler {
     /// Hands attempts of this node's jobs waiting in its lanes to `node` while it has room
     /// (room appeared there: a result came back from it, or its gossip shows free slots).
     /// Returns what moved, for the job supervisors.
-    pub fn spill(self: &Arc<Self>, node: &str) -> Vec<AttemptMoved> {
+    pub(crate) fn spill(self: &Arc<Self>, node: &str) -> Vec<AttemptMoved> {
         let view = &self.view;
         if node == view.node
             || view.is_down(node)
@@ -498,8 +499,8 @@ impl Scheduler {
 
     /// The result of attempt `(job, step, attempt)` of this node's job came back: if it ran
     /// on a peer, its room there is free again and work waiting here goes there
-    /// ([`Scheduler::spill`]). Returns what moved, for the job supervisors.
-    pub fn result_came_back(
+    /// (`Scheduler::spill`). Returns what moved, for the job supervisors.
+    pub(crate) fn result_came_back(
         self: &Arc<Self>,
         job: &str,
         step: &str,
@@ -513,30 +514,30 @@ impl Scheduler {
     }
 
     /// Attempt `a` of this node's job now runs on `node` (an idle node stole it).
-    pub fn attempt_moved(&self, a: &AttemptRef, node: &str) {
+    pub(crate) fn attempt_moved(&self, a: &AttemptRef, node: &str) {
         locked(&self.placement).placed(&a.job, &a.step, a.attempt, node);
     }
 
     /// Forgets every attempt of an ended job of this node (cancelled attempts send no
     /// result).
-    pub fn job_ended(&self, job: &str) {
+    pub(crate) fn job_ended(&self, job: &str) {
         locked(&self.placement).job_ended(job);
     }
 
     /// Forgets a node that left: this node's attempts there and its load.
-    pub fn node_down(&self, node: &str) {
+    pub(crate) fn node_down(&self, node: &str) {
         locked(&self.placement).node_down(node);
     }
 
     /// Records a peer's gossiped load: `slots`, and `busy + queued` attempts of every owner.
-    pub fn peer_load(&self, node: &str, slots: u32, busy: u32, queued: u32) {
+    pub(crate) fn peer_load(&self, node: &str, slots: u32, busy: u32, queued: u32) {
         locked(&self.placement).gossip(node, slots, busy, queued);
     }
 
     /// Asks the most loaded peer (by its gossiped queue) for waiting attempts, if this node
     /// has free slots and nothing waiting. Called when the node goes idle and when gossip
     /// shows a peer with waiting work: an idle node is woken by events, never polls.
-    pub fn steal(&self) {
+    pub(crate) fn steal(&self) {
         let view = &self.view;
         let free = self.slots.available_permits();
         if free == 0 || view.is_draining() || !locked(&self.lanes).is_empty() {
@@ -565,7 +566,7 @@ impl Scheduler {
 
     /// Gives an idle peer up to `max` of the attempts waiting here (those that would run
     /// next), if this node is loaded (no free slot); tells each job's owner where it went.
-    pub fn give_work(&self, req: StealRequest) {
+    pub(crate) fn give_work(&self, req: StealRequest) {
         let view = &self.view;
         if self.slots.available_permits() > 0 || req.thief == view.node {
             return;

@@ -3,14 +3,14 @@
 //! It joins one process group per registered task (`troupe.task.NAME`), which is how
 //! every node's dispatcher finds it, and `troupe.worker_pool.NODE`, where job supervisors
 //! send answers to calls and cancels. Which waiting attempt gets a slot, and when, is the
-//! [`Scheduler`]'s: the pool queues the attempts it is sent there and gives the scheduler
-//! its [`launcher`]. Each attempt runs as its own tokio task holding its slot (a semaphore
-//! permit), so a slow task never blocks the pool's mailbox. A
-//! task waiting on its calls or sub-jobs gives its slot back until the answer comes
-//! (so a recursion deeper than the slots cannot deadlock). A panic inside a task is caught
-//! and fails that attempt with a permanent error; a cancel stops the task at its next
-//! await point (and tells it through `ctx.cancelled()`). The result goes straight to the
-//! job manager of the job's owner node.
+//! [`Scheduler`]'s: the pool queues the attempts it is sent there, and the scheduler
+//! starts each attempt that gets a slot through the pool's `launcher`. Each attempt runs
+//! as its own tokio task holding its slot (a semaphore permit), so a slow task never
+//! blocks the pool's mailbox. A task waiting on its calls or sub-jobs gives its slot back
+//! until the answer comes (so a recursion deeper than the slots cannot deadlock). A panic
+//! inside a task is caught and fails that attempt with a permanent error; a cancel stops
+//! the task at its next await point (and tells it through `ctx.cancelled()`). The result
+//! goes straight to the job manager of the job's owner node.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -192,7 +192,11 @@ impl WorkerPoolState {
 }
 /// How this node's attempts run once the scheduler gives them a slot: [`launch`] with the
 /// node's tasks, for the scheduler to call.
-pub fn launcher(registry: TaskRegistry, node: String, calls: Arc<PendingCalls>) -> Box<Launch> {
+pub(crate) fn launcher(
+    registry: TaskRegistry,
+    node: String,
+    calls: Arc<PendingCalls>,
+) -> Box<Launch> {
     Box::new(move |scheduler, req, permit, cancel| {
         launch(scheduler, &registry, &node, &calls, req, permit, cancel)
     })
