@@ -10,13 +10,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use troupe_runtime::protocol::{
-    task_group, worker_pool_group, ActorHostMessage, AttemptRef, JobManagerMessage, LostAttempt,
-    MembershipMessage,
+    task_group, worker_pool_group, ActorHostMessage, MembershipMessage,
 };
-use troupe_runtime::wire::Wire;
 
-use crate::worker_pool::{attempt_of, job_manager};
-use crate::{locked, NodeContext};
+use crate::scheduler::attempt_of;
+use crate::NodeContext;
 
 /// What a drain did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -33,23 +31,6 @@ pub struct DrainReport {
     /// resume when the node starts again, or move to a node holding a copy; without a
     /// journal they end with the node).
     pub jobs_left: u32,
-}
-
-/// Tells `owner` that attempt `a` will not run here (the node `node` is leaving).
-pub(crate) fn hand_back(node: &str, owner: &str, a: AttemptRef) {
-    let lost = LostAttempt {
-        attempt: a,
-        reason: format!("node {node} left (drained)"),
-        counts: false,
-    };
-    match job_manager(owner) {
-        Some(jm) => {
-            let _ = jm.cast(JobManagerMessage::AttemptLost(Wire::new(lost)));
-        }
-        None => {
-            tracing::warn!(owner, job = %lost.attempt.job, "cannot hand an attempt back: its owner is unreachable")
-        }
-    }
 }
 
 /// True if some other node is up (its membership actor visible and not declared down).
@@ -88,13 +69,13 @@ pub async fn drain(ctx: &NodeContext, timeout: Duration) -> DrainReport {
             _ => tracing::warn!("actors were not all handed off in time; the others are taken over from their saved copies"),
         }
     }
-    let waiting = locked(&view.work.waiting).take_where(|_| true);
-    view.queued.store(0, Ordering::Relaxed);
+    let scheduler = &ctx.scheduler;
+    let waiting = scheduler.take_waiting();
     report.handed_back = waiting.len();
     for r in waiting {
-        hand_back(&view.node, &r.owner, attempt_of(&r));
+        scheduler.hand_back(&r.owner, attempt_of(&r));
     }
-    let running_at_start = locked(&view.work.running).len();
+    let running_at_start = scheduler.running();
     tracing::info!(
         handed_back = report.handed_back,
         running = running_at_start,
@@ -105,7 +86,7 @@ pub async fn drain(ctx: &NodeContext, timeout: Duration) -> DrainReport {
     let start = Instant::now();
     let mut last_log = start;
     loop {
-        let running = locked(&view.work.running).len();
+        let running = scheduler.running();
         // The jobs owned here can only go on if another node runs their steps.
         let owned = if peers_up(ctx) {
             view.owned_jobs.load(Ordering::Relaxed)
@@ -125,17 +106,11 @@ pub async fn drain(ctx: &NodeContext, timeout: Duration) -> DrainReport {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Whatever still runs is stopped and handed back.
-    let left: Vec<(AttemptRef, String)> = locked(&view.work.running)
-        .iter()
-        .map(|(a, (t, owner))| {
-            t.cancel();
-            (a.clone(), owner.clone())
-        })
-        .collect();
+    let left = scheduler.stop_running();
     report.stopped = left.len();
     report.finished = running_at_start.saturating_sub(report.stopped);
     for (a, owner) in left {
-        hand_back(&view.node, &owner, a);
+        scheduler.hand_back(&owner, a);
     }
     report.jobs_left = view.owned_jobs.load(Ordering::Relaxed);
     if report.jobs_left > 0 {

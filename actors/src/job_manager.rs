@@ -119,7 +119,7 @@ impl JobManagerState {
         if let Some(j) = &self.ctx.journal {
             j.end(&st);
         }
-        crate::locked(&self.ctx.view.placement).job_ended(&st.id);
+        self.ctx.scheduler.job_ended(&st.id);
         let gone = self.live.remove(&st.id);
         self.takeovers.run_ended(&st.id);
         self.count_owned();
@@ -219,13 +219,13 @@ impl Actor for JobManager {
             },
             JobManagerMessage::StepFinished(r) => match r.into_inner() {
                 Ok(r) => {
-                    let from = crate::locked(&state.ctx.view.placement)
-                        .finished(&r.job, &r.step, r.attempt);
-                    if let Some(node) = from {
-                        // Room came free there: hand it work waiting here.
-                        for m in crate::dispatcher::spill(&state.ctx, &node) {
-                            state.moved(m);
-                        }
+                    // Room came free where it ran: work waiting here goes there.
+                    for m in state
+                        .ctx
+                        .scheduler
+                        .result_came_back(&r.job, &r.step, r.attempt)
+                    {
+                        state.moved(m);
                     }
                     match state.live.get(&r.job) {
                         Some(sup) => {
@@ -269,12 +269,7 @@ impl Actor for JobManager {
                 Ok(m) => {
                     // Stolen by an idle node: counted there now.
                     if m.node != state.ctx.view.node && state.live.contains_key(&m.attempt.job) {
-                        crate::locked(&state.ctx.view.placement).placed(
-                            &m.attempt.job,
-                            &m.attempt.step,
-                            m.attempt.attempt,
-                            &m.node,
-                        );
+                        state.ctx.scheduler.attempt_moved(&m.attempt, &m.node);
                     }
                     state.moved(m);
                 }
@@ -289,7 +284,7 @@ impl Actor for JobManager {
                 let _ = reply.send(Wire::new(found));
             }
             JobManagerMessage::NodeDown(node) => {
-                crate::locked(&state.ctx.view.placement).node_down(&node);
+                state.ctx.scheduler.node_down(&node);
                 tracing::debug!(node = %node, jobs = state.live.len(), "node down: telling the job supervisors");
                 for sup in state.live.values() {
                     let _ = sup.cast(JobSupervisorMessage::NodeDown(node.clone()));

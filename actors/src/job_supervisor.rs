@@ -21,7 +21,7 @@ use troupe_runtime::protocol::{
 };
 use troupe_runtime::wire::Wire;
 
-use crate::dispatcher::DispatcherMessage;
+use crate::dispatcher::{Assigned, DispatcherMessage};
 use crate::{find_on, names};
 
 /// Messages of a job supervisor (local to its node).
@@ -132,6 +132,35 @@ pub struct JobSupervisorState {
     span: tracing::Span,
 }
 
+impl From<Assigned> for JobSupervisorMessage {
+    fn from(a: Assigned) -> Self {
+        Self::Assigned {
+            step: a.step,
+            attempt: a.attempt,
+            node: a.node,
+        }
+    }
+}
+
+impl TryFrom<JobSupervisorMessage> for Assigned {
+    type Error = JobSupervisorMessage;
+
+    fn try_from(m: JobSupervisorMessage) -> Result<Self, Self::Error> {
+        match m {
+            JobSupervisorMessage::Assigned {
+                step,
+                attempt,
+                node,
+            } => Ok(Self {
+                step,
+                attempt,
+                node,
+            }),
+            other => Err(other),
+        }
+    }
+}
+
 /// The job supervisor.
 pub struct JobSupervisor;
 
@@ -141,7 +170,7 @@ fn dispatch(myself: &ActorRef<JobSupervisorMessage>, request: StepRequest) {
         Some(d) => {
             if let Err(e) = d.cast(DispatcherMessage::Dispatch {
                 request,
-                supervisor: myself.clone(),
+                supervisor: myself.get_derived(),
             }) {
                 // The dispatcher is stopping; get the request back and try again shortly.
                 if let ractor::MessagingErr::SendErr(DispatcherMessage::Dispatch {

@@ -6,8 +6,8 @@
 //! NodeRoot (one_for_one, restart intensity from config)
 //! ├── NodeServer     ractor_cluster: listener + one NodeSession per peer or client
 //! ├── TlsListener    (with TLS only) accepts, TLS handshake under a deadline, hands to NodeServer
-//! ├── WorkerPool     runs steps in `slots` concurrent tasks; joins troupe.task.<name>
-//! ├── Dispatcher     hands ready steps to a worker pool of the step's task, on any node
+//! ├── WorkerPool     runs the attempts the scheduler gives a slot; joins troupe.task.<name>
+//! ├── Dispatcher     sends ready steps where the scheduler places them (or to a merger)
 //! ├── EventHub       job summaries, metrics, the event stream (local and to HTTP nodes)
 //! ├── JobManager     accepts jobs, answers status; one JobSupervisor child per job
 //! │   └── JobSupervisor*  owns one job: DAG state, retries, timeouts, watchers
@@ -22,16 +22,21 @@
 //!
 //! Actors find each other through ractor's registry by the per-node names of [`names`],
 //! so a restarted actor is found again without anyone holding a stale reference.
+//!
+//! Beside the tree, in the [`NodeContext`] every actor gets: the [`ClusterView`] (what this
+//! node knows of the cluster: who is up, down or saturated, sessions, task properties) and
+//! the [`scheduler::Scheduler`] (this node's slots, waiting attempts, placement and
+//! stealing), both plain structs that outlive a restart of any actor.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, RwLock};
 
-use ractor::{ActorId, ActorRef};
+use ractor::{ActorCell, ActorId, ActorRef};
 use ractor_cluster::NodeSessionMessage;
-use tokio::sync::Semaphore;
 use troupe_runtime::config::NodeConfig;
 use troupe_runtime::merge::TaskProps;
+use troupe_runtime::protocol::{first_member, task_group, JobManagerMessage};
 use troupe_runtime::TaskRegistry;
 
 pub mod actor_host;
@@ -46,6 +51,7 @@ pub mod journal;
 pub mod membership;
 pub mod merger;
 pub mod node_root;
+pub mod scheduler;
 pub mod supervision;
 pub mod telemetry;
 pub mod tls_listener;
@@ -106,8 +112,12 @@ pub fn find_on<M: ractor::Message>(base: &str, node: &str) -> Option<ActorRef<M>
     find(&names::of(base, node))
 }
 
-/// Locks a mutex of shared node state; a panic elsewhere while holding it does not make
-/// the state unusable (every holder leaves it consistent between statements).
+/// The job manager of node `node`, if reachable (through its process group, so a peer's
+/// too).
+pub(crate) fn job_manager_of(node: &str) -> Option<ActorRef<JobManagerMessage>> {
+    first_member(&job_manager_group_of(node))
+}
+
 /// The nodes whose job manager is visible and that membership has not marked down,
 /// this node included.
 pub fn live_nodes(view: &ClusterView) -> Vec<String> {
@@ -128,6 +138,8 @@ fn job_manager_group_of(node: &str) -> String {
     troupe_runtime::protocol::job_manager_group(node)
 }
 
+/// Locks a mutex of shared node state; a panic elsewhere while holding it does not make
+/// the state unusable (every holder leaves it consistent between statements).
 pub(crate) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -141,14 +153,6 @@ pub struct ClusterView {
     /// This node's name.
     pub node: String,
     names: RwLock<HashMap<u64, String>>,
-    /// The worker slots: a permit per task that may run at once.
-    pub slots: Arc<Semaphore>,
-    /// Configured number of slots.
-    pub slot_count: usize,
-    /// Attempts waiting for a slot.
-    pub queued: AtomicU32,
-    /// Running attempts and waiting calls of the worker pool.
-    pub work: Arc<worker_pool::WorkState>,
     /// Properties of tasks that merge or cache, from this node and its peers' gossip.
     props: RwLock<HashMap<String, TaskProps>>,
     /// Counters of this node's merger.
@@ -159,8 +163,6 @@ pub struct ClusterView {
     saturated: RwLock<HashMap<String, std::collections::HashSet<String>>>,
     /// Attempts waiting for a slot on each peer, as last gossiped.
     peer_waiting: RwLock<HashMap<String, u32>>,
-    /// This node's jobs' attempts on peers, and the peers' load (see [`dispatcher`]).
-    pub placement: Mutex<troupe_runtime::placement::Placement>,
     sessions: Mutex<HashMap<u64, ActorRef<NodeSessionMessage>>>,
     /// Sessions still in their handshake, oldest first.
     pub(crate) pending_handshakes: Mutex<std::collections::VecDeque<u64>>,
@@ -183,22 +185,17 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    /// A view for the node `node` with `slots` worker slots.
-    pub fn new(node: &str, slots: usize) -> Self {
+    /// A view for the node `node`.
+    pub fn new(node: &str) -> Self {
         Self {
             node: node.to_string(),
             names: RwLock::default(),
-            slots: Arc::new(Semaphore::new(slots)),
-            slot_count: slots,
-            queued: AtomicU32::new(0),
-            work: Arc::default(),
             sessions: Mutex::default(),
             props: RwLock::default(),
             cache: merger::CacheCounters::default(),
             down: RwLock::default(),
             saturated: RwLock::default(),
             peer_waiting: RwLock::default(),
-            placement: Mutex::new(troupe_runtime::placement::Placement::new(1)),
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
             pending_handshakes: Mutex::default(),
             gearman: Arc::new(gearman::GearmanShared::new(node)),
@@ -208,12 +205,6 @@ impl ClusterView {
             recovered: Mutex::default(),
             started: std::time::Instant::now(),
         }
-    }
-
-    /// Slots in use.
-    pub fn busy(&self) -> u32 {
-        self.slot_count
-            .saturating_sub(self.slots.available_permits()) as u32
     }
 
     /// The node name of the process an actor lives in.
@@ -278,18 +269,28 @@ impl ClusterView {
             .insert(node.to_string(), waiting);
     }
 
-    /// Attempts waiting for a slot in the cluster: this node's now, its live peers' as
-    /// last gossiped.
-    pub fn waiting_in_cluster(&self) -> u64 {
-        let peers: u64 = self
-            .peer_waiting
+    /// Attempts waiting for a slot on the live peers, as last gossiped.
+    pub fn peers_waiting(&self) -> u64 {
+        self.peer_waiting
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|(n, _)| !self.is_down(n))
             .map(|(_, &w)| w as u64)
-            .sum();
-        peers + self.queued.load(std::sync::atomic::Ordering::Relaxed) as u64
+            .sum()
+    }
+
+    /// The worker pools of `task` with their nodes, leaving out nodes membership saw leave
+    /// (their process-group entries can outlive the connection by a moment).
+    pub fn live_pools(&self, task: &str) -> Vec<(ActorCell, String)> {
+        ractor::pg::get_members(&task_group(task))
+            .into_iter()
+            .map(|c| {
+                let n = self.node_of(c.get_id());
+                (c, n)
+            })
+            .filter(|(_, n)| !self.is_down(n))
+            .collect()
     }
 
     /// The live peer with the most attempts waiting (as gossiped), if any has some.
@@ -349,6 +350,10 @@ pub struct NodeContext {
     pub registry: TaskRegistry,
     /// Shared knowledge of the cluster.
     pub view: Arc<ClusterView>,
+    /// This node's scheduling: slots, waiting attempts, placement, stealing.
+    pub scheduler: Arc<scheduler::Scheduler>,
+    /// Calls and sub-jobs of running attempts waiting for their answers.
+    pub calls: Arc<worker_pool::PendingCalls>,
     /// Mutual TLS settings, when the node uses TLS.
     pub tls: Option<troupe_runtime::tls::TlsConfig>,
     /// The journal of the jobs this node owns (off with `journal = false`).

@@ -119,8 +119,8 @@ impl MembershipState {
                 t
             },
             slots: self.ctx.config.slots as u32,
-            busy: v.busy(),
-            queued: v.queued.load(std::sync::atomic::Ordering::Relaxed),
+            busy: self.ctx.scheduler.busy(),
+            queued: self.ctx.scheduler.waiting(),
             peers: self
                 .peers
                 .values()
@@ -134,7 +134,7 @@ impl MembershipState {
                 .filter(|(_, p)| *p != troupe_runtime::merge::TaskProps::PLAIN)
                 .collect(),
             cache: v.cache.stats(),
-            saturated: crate::worker_pool::saturated_tasks(&self.ctx),
+            saturated: self.ctx.scheduler.saturated_tasks(),
         }
     }
 
@@ -312,17 +312,13 @@ impl MembershipState {
             .view
             .set_saturated(&info.name, info.saturated.iter().cloned().collect());
         self.ctx.view.set_peer_waiting(&info.name, info.queued);
-        crate::locked(&self.ctx.view.placement).gossip(
-            &info.name,
-            info.slots,
-            info.busy,
-            info.queued,
-        );
+        let scheduler = &self.ctx.scheduler;
+        scheduler.peer_load(&info.name, info.slots, info.busy, info.queued);
         if info.queued > 0 {
-            crate::worker_pool::maybe_steal(&self.ctx);
+            scheduler.steal();
         }
         // Room there: hand it work waiting here (a node that just joined takes work now).
-        let moved = crate::dispatcher::spill(&self.ctx, &info.name);
+        let moved = scheduler.spill(&info.name);
         if !moved.is_empty() {
             if let Some(jm) =
                 crate::find_on::<JobManagerMessage>(crate::names::JOB_MANAGER, &self.ctx.view.node)
@@ -416,7 +412,7 @@ impl MembershipState {
             },
         );
         self.ctx.view.set_down(name, true);
-        crate::locked(&self.ctx.view.placement).node_down(name);
+        self.ctx.scheduler.node_down(name);
         crate::merger::announce_node_down(&self.ctx.view.node, name);
         self.publish_node_counts();
     }

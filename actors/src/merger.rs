@@ -28,7 +28,7 @@ use troupe_runtime::protocol::{
 use troupe_runtime::task::TaskError;
 use troupe_runtime::wire::Wire;
 
-use crate::dispatcher::pick_worker;
+use crate::scheduler::pick_worker;
 use crate::worker_pool::send_result;
 use crate::NodeContext;
 

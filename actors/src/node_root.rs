@@ -19,9 +19,10 @@ use crate::gearman::workers::GearmanWorkers;
 use crate::job_manager::JobManager;
 use crate::membership::Membership;
 use crate::merger::Merger;
+use crate::scheduler::Scheduler;
 use crate::supervision::RestartIntensity;
 use crate::tls_listener::TlsListener;
-use crate::worker_pool::WorkerPool;
+use crate::worker_pool::{PendingCalls, WorkerPool};
 use crate::{locked, names, ClusterView, NodeContext};
 
 /// The system actors the root supervises.
@@ -355,8 +356,7 @@ pub async fn start_node_with_context(
         source: e,
     })?;
     let tls = config.tls_files()?.map(|f| f.load()).transpose()?;
-    let view = Arc::new(ClusterView::new(&config.name, config.slots));
-    locked(&view.placement).set_prefetch(config.scheduling.prefetch);
+    let view = Arc::new(ClusterView::new(&config.name));
     view.learn_props(registry.props());
     let journal = if config.journal {
         let (j, recovered) = crate::journal::Journal::open(
@@ -379,10 +379,17 @@ pub async fn start_node_with_context(
     let core = crate::core::CoreNode::open(&config)
         .await
         .map_err(StartError::Core)?;
+    let config = Arc::new(config);
+    // The scheduler starts attempts that get a slot the way the worker pool runs them.
+    let calls = Arc::new(PendingCalls::default());
+    let launch = crate::worker_pool::launcher(registry.clone(), config.name.clone(), calls.clone());
+    let scheduler = Scheduler::new(view.clone(), config.clone(), registry.clone(), launch);
     let ctx = NodeContext {
         tls,
         view,
-        config: Arc::new(config),
+        scheduler,
+        calls,
+        config,
         registry,
         journal,
         core,

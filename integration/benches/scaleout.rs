@@ -10,7 +10,7 @@
 //! process start to its first completed step and the throughput while that many nodes
 //! ran: `{"bench":"scaleout","nodes":N,"first_step_ms":..,"steps_per_s":..,"placement":..}`.
 //! It runs twice, with `scheduling.placement = "round_robin"` (push to each node in turn,
-//! the baseline) and then `"pull"` (the default; see `troupe_runtime::placement`);
+//! the baseline) and then `"pull"` (the default; see `troupe_actors::scheduler::placement`);
 //! `SCALEOUT_PLACEMENTS` (comma-separated) picks others.
 
 use std::sync::atomic::{AtomicBool, Ordering};

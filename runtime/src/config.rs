@@ -274,28 +274,55 @@ pub struct TaskLimit {
     pub rate_per_s: Option<f64>,
 }
 
-/// The order of waiting work (see [`crate::lanes`]).
+/// How a node orders the attempts waiting for its worker slots (the scheduler's lanes in
+/// `troupe-actors`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LanePolicy {
+    /// Lanes by stage (continuing work before new work) and job class, classes aging.
+    #[default]
+    Priority,
+    /// Arrival order only.
+    Fifo,
+}
+
+/// How a node's dispatcher chooses the node of an attempt (the scheduler's placement in
+/// `troupe-actors`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementMode {
+    /// Home first, then the node with the most room; nothing pushed into full nodes.
+    #[default]
+    Pull,
+    /// Every attempt to the next node in turn, full or not (the baseline benchmarks
+    /// compare against).
+    RoundRobin,
+}
+
+/// The order of waiting work and where attempts go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SchedulingConfig {
     /// `priority` (lanes by job class and stage, with aging) or `fifo` (arrival order).
-    pub policy: crate::lanes::Policy,
+    pub policy: LanePolicy,
     /// An attempt moves up one lane for every this many milliseconds it waits.
     pub aging_ms: u64,
     /// Attempts a dispatcher may send to a node beyond its free slots, so that a worker
-    /// has its next attempt at hand when it finishes one (see [`crate::placement`]).
+    /// has its next attempt at hand when it finishes one (a node has room while its
+    /// running and queued attempts are fewer than its slots plus this).
     pub prefetch: u32,
-    /// `pull` (see [`crate::placement`]) or `round_robin` (push to each node in turn).
-    pub placement: crate::placement::Mode,
+    /// `pull` (only to nodes with room, home first) or `round_robin` (push to each node
+    /// in turn).
+    pub placement: PlacementMode,
 }
 
 impl Default for SchedulingConfig {
     fn default() -> Self {
         Self {
-            policy: crate::lanes::Policy::Priority,
+            policy: LanePolicy::Priority,
             aging_ms: 1_000,
             prefetch: 1,
-            placement: crate::placement::Mode::Pull,
+            placement: PlacementMode::Pull,
         }
     }
 }

@@ -142,7 +142,7 @@ impl JobManagerState {
         }
         let adm = self.ctx.config.admission;
         if adm.max_waiting_steps > 0 {
-            let waiting = self.ctx.view.waiting_in_cluster();
+            let waiting = self.ctx.scheduler.waiting_in_cluster();
             if waiting >= adm.max_waiting_steps as u64 {
                 metrics::counter!(troupe_runtime::observe::metric::REFUSED, "reason" => "overloaded")
                     .increment(1);

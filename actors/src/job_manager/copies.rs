@@ -177,7 +177,7 @@ impl JobManagerState {
             j.drop_job(job);
         }
         self.forget_client(job);
-        crate::locked(&self.ctx.view.placement).job_ended(job);
+        self.ctx.scheduler.job_ended(job);
         self.count_owned();
     }
 

@@ -278,12 +278,12 @@ pub async fn events(
 
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(ctx): State<NodeContext>) -> impl IntoResponse {
-    // Gauges read off the node's shared view when scraped.
-    let v = &ctx.view;
-    metrics::gauge!(metric::SLOTS).set(v.slot_count as f64);
-    metrics::gauge!(metric::SLOTS_BUSY).set(v.busy() as f64);
-    for (lane, depth) in v.work.depths().into_iter().enumerate() {
-        metrics::gauge!(metric::QUEUE_DEPTH, "lane" => troupe_runtime::lanes::lane_name(lane))
+    // Gauges read off the node's scheduler when scraped.
+    let s = &ctx.scheduler;
+    metrics::gauge!(metric::SLOTS).set(s.slot_count() as f64);
+    metrics::gauge!(metric::SLOTS_BUSY).set(s.busy() as f64);
+    for (lane, depth) in s.depths().into_iter().enumerate() {
+        metrics::gauge!(metric::QUEUE_DEPTH, "lane" => troupe_actors::scheduler::lanes::lane_name(lane))
             .set(depth as f64);
     }
     (

@@ -28,10 +28,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use crate::job::spec::Priority;
-use crate::vocab::Stage;
+use troupe_runtime::config::LanePolicy;
+use troupe_runtime::job::spec::Priority;
+use troupe_runtime::vocab::Stage;
 
 /// Number of lanes.
 pub const LANES: usize = 6;
@@ -61,17 +60,6 @@ pub fn lane_name(lane: usize) -> &'static str {
     .unwrap_or("unknown")
 }
 
-/// How waiting work is ordered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Policy {
-    /// Lanes with aging (see the module docs).
-    #[default]
-    Priority,
-    /// Arrival order only.
-    Fifo,
-}
-
 #[derive(Debug)]
 struct Entry<T> {
     item: T,
@@ -84,13 +72,13 @@ struct Entry<T> {
 pub struct Lanes<T> {
     lanes: [VecDeque<Entry<T>>; LANES],
     seq: u64,
-    policy: Policy,
+    policy: LanePolicy,
     aging: Duration,
 }
 
 impl<T> Lanes<T> {
     /// Empty lanes ordered by `policy`, aging one lane per `aging`.
-    pub fn new(policy: Policy, aging: Duration) -> Self {
+    pub fn new(policy: LanePolicy, aging: Duration) -> Self {
         Self {
             lanes: Default::default(),
             seq: 0,
@@ -100,7 +88,7 @@ impl<T> Lanes<T> {
     }
 
     /// Changes the order of what waits and of what comes.
-    pub fn set_policy(&mut self, policy: Policy, aging: Duration) {
+    pub fn set_policy(&mut self, policy: LanePolicy, aging: Duration) {
         self.policy = policy;
         self.aging = aging.max(Duration::from_millis(1));
     }
@@ -133,8 +121,8 @@ impl<T> Lanes<T> {
     /// Rank of an entry of lane `lane` at `now` (lower runs first), then its arrival.
     fn rank(&self, lane: usize, e: &Entry<T>, now: Instant) -> (i64, u64) {
         match self.policy {
-            Policy::Fifo => (0, e.seq),
-            Policy::Priority => {
+            LanePolicy::Fifo => (0, e.seq),
+            LanePolicy::Priority => {
                 let aged = now.saturating_duration_since(e.at).as_millis() / self.aging.as_millis();
                 let class = (lane % 3).saturating_sub(aged.min(LANES as u128) as usize);
                 (((lane / 3) * 3 + class) as i64, e.seq)
@@ -196,7 +184,7 @@ mod tests {
 
     #[test]
     fn continuing_work_goes_before_new_work_then_by_class() {
-        let mut l = Lanes::new(Policy::Priority, ms(1000));
+        let mut l = Lanes::new(LanePolicy::Priority, ms(1000));
         let t = Instant::now();
         l.push("normal-new", lane_of(Priority::Normal, Stage::New), t);
         l.push(
@@ -230,7 +218,7 @@ mod tests {
 
     #[test]
     fn aging_bounds_the_wait_of_the_lowest_class() {
-        let mut l = Lanes::new(Policy::Priority, ms(100));
+        let mut l = Lanes::new(LanePolicy::Priority, ms(100));
         let t0 = Instant::now();
         l.push("old-low-new", lane_of(Priority::Low, Stage::New), t0);
         // A steady stream of new high work arrives afterwards.
@@ -250,7 +238,7 @@ mod tests {
 
     #[test]
     fn aged_new_work_still_yields_to_continuing_work() {
-        let mut l = Lanes::new(Policy::Priority, ms(10));
+        let mut l = Lanes::new(LanePolicy::Priority, ms(10));
         let t0 = Instant::now();
         l.push("old-normal-new", lane_of(Priority::Normal, Stage::New), t0);
         let later = t0 + ms(1000);
@@ -265,7 +253,7 @@ mod tests {
 
     #[test]
     fn fifo_ignores_lanes() {
-        let mut l = Lanes::new(Policy::Fifo, ms(1000));
+        let mut l = Lanes::new(LanePolicy::Fifo, ms(1000));
         let t = Instant::now();
         l.push("a", 5, t);
         l.push("b", 0, t);
@@ -278,7 +266,7 @@ mod tests {
     fn fairness_between_classes_under_equal_age() {
         // With all three classes always waiting, high is served first, but a low item
         // waiting long enough is served before newer normal items.
-        let mut l = Lanes::new(Policy::Priority, ms(10));
+        let mut l = Lanes::new(LanePolicy::Priority, ms(10));
         let t = Instant::now();
         l.push("low", lane_of(Priority::Low, Stage::New), t);
         l.push("normal", lane_of(Priority::Normal, Stage::New), t + ms(25));
@@ -291,7 +279,7 @@ mod tests {
 
     #[test]
     fn pop_where_skips_items_at_a_limit_without_blocking_the_lane() {
-        let mut l = Lanes::new(Policy::Priority, ms(1000));
+        let mut l = Lanes::new(LanePolicy::Priority, ms(1000));
         let t = Instant::now();
         l.push(("limited", 1), 0, t);
         l.push(("free", 2), 0, t);

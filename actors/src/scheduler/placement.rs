@@ -21,20 +21,6 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
-/// How a dispatcher chooses the node of an attempt.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Home first, then the node with the most room; nothing pushed into full nodes.
-    #[default]
-    Pull,
-    /// Every attempt to the next node in turn, full or not (the baseline benchmarks
-    /// compare against).
-    RoundRobin,
-}
-
 /// A node's load as the dispatcher counts it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct PeerLoad {

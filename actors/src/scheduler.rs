@@ -1,0 +1,612 @@
+//! Scheduling on this node, with one owner: which waiting attempt gets a worker slot here,
+//! and which node takes an attempt of a job this node owns.
+//!
+//! The [`Scheduler`] owns
+//! - the worker slots (a semaphore permit per attempt that runs here) and the attempts
+//!   holding them, with their cancel tokens;
+//! - the attempts waiting for a slot, in priority [`lanes`], and the gates of tasks with
+//!   limits (`limits`) that may hold some of them back;
+//! - [`placement`]: this node's count of its own attempts on each peer and the peers'
+//!   gossiped load, from which `Scheduler::place` chooses a node (home if it has room,
+//!   else the node with the most room, else the attempt waits here);
+//! - spilling: attempts waiting here go to a node as room appears there
+//!   (`Scheduler::result_came_back`, `Scheduler::spill`);
+//! - stealing: an idle node asks the busiest peer for work (`Scheduler::steal`) and a
+//!   loaded one gives some (`Scheduler::give_work`).
+//!
+//! Who calls it: the dispatcher places attempts; the worker pool queues the attempts other
+//! nodes send, answers steal requests and cancels, and gives slots back; the job manager
+//! reports results, moves and ended jobs; membership reports peers' load and departures
+//! and gossips this node's (`busy`, `waiting`, `saturated_tasks`); the drain empties the
+//! lanes and stops what runs; the HTTP server reads the gauges. None of them calls another
+//! one's scheduling functions.
+//!
+//! A plain struct shared in the [`NodeContext`](crate::NodeContext), not an actor: its
+//! callers sit on the path of every attempt (a dispatcher placing one, a slot coming free
+//! in a finishing task), and an actor would add a mailbox hop to each and make the
+//! dispatcher wait for an answer. Its state is a few maps behind mutexes held for one
+//! method, never across an `.await`, and it outlives a restart of any actor that uses it.
+//! How an attempt that got a slot runs is the worker pool's business: the node's wiring
+//! (`node_root`) hands the scheduler the pool's `Launch` when the node starts, so this
+//! module does not depend on the pool.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ractor::{ActorCell, ActorId, ActorRef};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use troupe_runtime::config::{NodeConfig, PlacementMode};
+use troupe_runtime::protocol::{
+    first_member, worker_pool_group, AttemptMoved, AttemptRef, JobManagerMessage, LostAttempt,
+    MembershipMessage, StealRequest, StepRequest, WorkerPoolMessage,
+};
+use troupe_runtime::wire::Wire;
+use troupe_runtime::TaskRegistry;
+
+use crate::{locked, ClusterView};
+
+pub mod lanes;
+mod limits;
+pub mod placement;
+
+use lanes::{lane_of, Lanes, LANES};
+use placement::Placement;
+
+/// How an attempt that got a slot here starts: given the scheduler, the attempt, its slot
+/// (held until it ends) and its cancel token. The worker pool's, set when the node starts.
+pub(crate) type Launch =
+    dyn Fn(&Arc<Scheduler>, StepRequest, OwnedSemaphorePermit, CancellationToken) + Send + Sync;
+
+/// How long a steal request counts as in flight (a loaded peer answers with `Run`s at
+/// once; one with nothing to give does not answer).
+const STEAL_EVERY: Duration = Duration::from_millis(100);
+
+/// An attempt running here.
+#[derive(Debug)]
+struct Running {
+    /// Stops it at its next await point.
+    cancel: CancellationToken,
+    /// The node that owns its job.
+    owner: String,
+}
+
+/// This node's scheduling: slots, lanes, placement, limits, stealing (see the module docs).
+pub struct Scheduler {
+    view: Arc<ClusterView>,
+    config: Arc<NodeConfig>,
+    registry: TaskRegistry,
+    /// The worker slots: a permit per attempt that may run at once.
+    slots: Arc<Semaphore>,
+    slot_count: usize,
+    /// Attempts waiting for a slot.
+    lanes: Mutex<Lanes<StepRequest>>,
+    /// How many wait, as last counted (read without the lanes' lock: gossip, admission).
+    queued: AtomicU32,
+    running: Mutex<HashMap<AttemptRef, Running>>,
+    placement: Mutex<Placement>,
+    limits: Mutex<limits::Gates>,
+    /// When this node last asked a peer for work (one request at a time).
+    last_steal: Mutex<Option<Instant>>,
+    launch: Box<Launch>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("slot_count", &self.slot_count)
+            .field("queued", &self.queued)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The attempt a request is.
+pub(crate) fn attempt_of(r: &StepRequest) -> AttemptRef {
+    AttemptRef {
+        job: r.job.clone(),
+        step: r.step.clone(),
+        attempt: r.attempt,
+    }
+}
+
+fn order_key(c: &ActorCell) -> (u64, u64) {
+    match c.get_id() {
+        ActorId::Local(p) => (0, p),
+        ActorId::Remote { node_id, pid } => (node_id, pid),
+    }
+}
+
+/// The nodes that serve `task` now with their pools, leaving out those at their
+/// concurrency limit for it (unless all are), in a stable order.
+fn candidates(view: &ClusterView, task: &str) -> Vec<(ActorCell, String)> {
+    let mut members = view.live_pools(task);
+    if members.iter().any(|(_, n)| !view.is_saturated(n, task)) {
+        members.retain(|(_, n)| !view.is_saturated(n, task));
+    }
+    members.sort_by_key(|(c, _)| order_key(c));
+    members
+}
+
+/// A worker pool of `task`, round-robin over the nodes that serve it (`next` is the
+/// caller's counter), with the node it is on.
+pub(crate) fn pick_worker(
+    view: &ClusterView,
+    task: &str,
+    next: &mut usize,
+) -> Option<(ActorRef<WorkerPoolMessage>, String)> {
+    let mut members = candidates(view, task);
+    if members.is_empty() {
+        return None;
+    }
+    let (pick, node) = members.swap_remove(*next % members.len());
+    *next = next.wrapping_add(1);
+    Some((pick.into(), node))
+}
+
+impl Scheduler {
+    /// The scheduler of the node `view` describes: `config.slots` slots, lanes and placement
+    /// as `config.scheduling` says; attempts that get a slot start through `launch`.
+    pub(crate) fn new(
+        view: Arc<ClusterView>,
+        config: Arc<NodeConfig>,
+        registry: TaskRegistry,
+        launch: Box<Launch>,
+    ) -> Arc<Self> {
+        let sched = config.scheduling;
+        let mut placement = Placement::new(1);
+        placement.set_prefetch(sched.prefetch);
+        Arc::new(Self {
+            slots: Arc::new(Semaphore::new(config.slots)),
+            slot_count: config.slots,
+            lanes: Mutex::new(Lanes::new(
+                sched.policy,
+                Duration::from_millis(sched.aging_ms),
+            )),
+            queued: AtomicU32::new(0),
+            running: Mutex::default(),
+            placement: Mutex::new(placement),
+            limits: Mutex::default(),
+            last_steal: Mutex::default(),
+            view,
+            config,
+            registry,
+            launch,
+        })
+    }
+
+    /// Configured number of slots.
+    pub fn slot_count(&self) -> usize {
+        self.slot_count
+    }
+
+    /// Slots in use.
+    pub fn busy(&self) -> u32 {
+        self.slot_count
+            .saturating_sub(self.slots.available_permits()) as u32
+    }
+
+    /// Attempts waiting for a slot here, as last counted.
+    pub fn waiting(&self) -> u32 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Attempts waiting for a slot here, by lane.
+    pub fn depths(&self) -> [usize; LANES] {
+        locked(&self.lanes).depths()
+    }
+
+    /// Attempts waiting for a slot in the cluster: this node's now, its live peers' as
+    /// last gossiped.
+    pub fn waiting_in_cluster(&self) -> u64 {
+        self.view.peers_waiting() + u64::from(self.waiting())
+    }
+
+    /// Attempts running here.
+    pub fn running(&self) -> usize {
+        locked(&self.running).len()
+    }
+
+    /// Tasks at their concurrency limit on this node now (gossiped to the other nodes,
+    /// whose dispatchers skip this node for them).
+    pub fn saturated_tasks(&self) -> Vec<String> {
+        locked(&self.limits).saturated.clone()
+    }
+
+    /// Attempts this node can start now: free slots not already claimed by waiting attempts.
+    fn local_room(&self) -> u32 {
+        let free = self.slots.available_permits();
+        free.saturating_sub(locked(&self.lanes).len()) as u32
+    }
+
+    /// Queues an attempt in this node's lanes and starts what the free slots allow.
+    pub(crate) fn enqueue(self: &Arc<Self>, req: StepRequest) {
+        let lane = lane_of(req.priority, req.stage);
+        locked(&self.lanes).push(req, lane, Instant::now());
+        self.pump();
+    }
+
+    /// Starts waiting attempts, the next by lane order each time, while slots are free (and
+    /// the limits of limited tasks allow); asks a peer for work when nothing waits.
+    pub(crate) fn pump(self: &Arc<Self>) {
+        let limits = &self.config.task_limits;
+        let limited = !limits.is_empty();
+        let mut rate_wait: Option<Duration> = None;
+        loop {
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let now = Instant::now();
+            let next = if limited {
+                let mut gates = locked(&self.limits);
+                let next = locked(&self.lanes).pop_where(now, |r| {
+                    match gates.check(&self.view, limits, &r.task, now) {
+                        Ok(()) => true,
+                        Err(wait) => {
+                            if let Some(w) = wait {
+                                rate_wait = Some(rate_wait.map_or(w, |x| x.min(w)));
+                            }
+                            false
+                        }
+                    }
+                });
+                if let Some(r) = &next {
+                    gates.started(&r.task);
+                }
+                next
+            } else {
+                locked(&self.lanes).pop(now)
+            };
+            let Some(req) = next else {
+                break;
+            };
+            let cancel = CancellationToken::new();
+            locked(&self.running).insert(
+                attempt_of(&req),
+                Running {
+                    cancel: cancel.clone(),
+                    owner: req.owner.clone(),
+                },
+            );
+            (self.launch)(self, req, permit, cancel);
+        }
+        let waiting = locked(&self.lanes).len();
+        self.queued.store(waiting as u32, Ordering::Relaxed);
+        if limited {
+            self.after_limits_changed(rate_wait);
+        }
+        if waiting == 0 {
+            self.steal();
+        }
+    }
+
+    /// Arms a timer for the next rate token, and tells the cluster when the set of tasks at
+    /// their concurrency limit changed.
+    fn after_limits_changed(self: &Arc<Self>, rate_wait: Option<Duration>) {
+        let mut gates = locked(&self.limits);
+        if let Some(wait) = rate_wait {
+            if !gates.timer_armed {
+                gates.timer_armed = true;
+                let me = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    locked(&me.limits).timer_armed = false;
+                    me.pump();
+                });
+            }
+        }
+        let now = gates.at_cap();
+        if now != gates.saturated {
+            gates.saturated = now.clone();
+            drop(gates);
+            self.view
+                .set_saturated(&self.view.node, now.into_iter().collect());
+            if let Some(m) =
+                crate::find_on::<MembershipMessage>(crate::names::MEMBERSHIP, &self.view.node)
+            {
+                let _ = m.cast(MembershipMessage::Announce);
+            }
+        }
+    }
+
+    /// A slot taken again by a running attempt whose calls were answered; waits for one.
+    pub(crate) async fn acquire_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.ok()
+    }
+
+    /// An attempt that ran here ended: it no longer runs, its slot (if it still held one)
+    /// goes to the next waiting attempt.
+    pub(crate) fn attempt_ended(
+        self: &Arc<Self>,
+        attempt: &AttemptRef,
+        task: &str,
+        slot: Option<OwnedSemaphorePermit>,
+    ) {
+        locked(&self.running).remove(attempt);
+        locked(&self.limits).finished(task);
+        drop(slot);
+        self.pump();
+    }
+
+    /// Drops a waiting attempt, or stops a running one; false if it is neither.
+    pub(crate) fn cancel(&self, a: &AttemptRef) -> bool {
+        let dropped = locked(&self.lanes)
+            .take_where(|r| r.job == a.job && r.step == a.step && r.attempt == a.attempt);
+        if !dropped.is_empty() {
+            self.queued
+                .fetch_sub(dropped.len() as u32, Ordering::Relaxed);
+            return true;
+        }
+        match locked(&self.running).get(a) {
+            Some(r) => {
+                r.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes every attempt waiting here out of the lanes (a leaving node hands them back).
+    pub(crate) fn take_waiting(&self) -> Vec<StepRequest> {
+        let waiting = locked(&self.lanes).take_where(|_| true);
+        self.queued.store(0, Ordering::Relaxed);
+        waiting
+    }
+
+    /// Stops every attempt running here (at its next await point); answers each with the
+    /// node that owns its job.
+    pub(crate) fn stop_running(&self) -> Vec<(AttemptRef, String)> {
+        locked(&self.running)
+            .iter()
+            .map(|(a, r)| {
+                r.cancel.cancel();
+                (a.clone(), r.owner.clone())
+            })
+            .collect()
+    }
+
+    /// Tells `owner` that attempt `a` will not run here (this node is leaving); the owner
+    /// runs it elsewhere as a new attempt, without using a retry.
+    pub(crate) fn hand_back(&self, owner: &str, a: AttemptRef) {
+        let lost = LostAttempt {
+            attempt: a,
+            reason: format!("node {} left (drained)", self.view.node),
+            counts: false,
+        };
+        match crate::job_manager_of(owner) {
+            Some(jm) => {
+                let _ = jm.cast(JobManagerMessage::AttemptLost(Wire::new(lost)));
+            }
+            None => {
+                tracing::warn!(owner, job = %lost.attempt.job, "cannot hand an attempt back: its owner is unreachable")
+            }
+        }
+    }
+
+    /// Sends `request`, an attempt of this node's job, where it should run: home if it has
+    /// room, else the node with the most room (ties in `turn`); when none has room it
+    /// waits in this node's lanes if this node serves its task, else it queues on the least
+    /// loaded node. With `round_robin` placement, to the next node serving it. Answers the
+    /// node; gives the request back if no node serves its task.
+    pub(crate) fn place(
+        self: &Arc<Self>,
+        request: StepRequest,
+        turn: &mut usize,
+    ) -> Result<String, StepRequest> {
+        let view = &self.view;
+        if self.config.scheduling.placement == PlacementMode::RoundRobin {
+            let Some((pool, node)) = pick_worker(view, &request.task, turn) else {
+                return Err(request);
+            };
+            return self.send_to(&pool, &node, request).map(|()| node);
+        }
+        let members = candidates(view, &request.task);
+        if members.is_empty() {
+            return Err(request);
+        }
+        let names: Vec<String> = members.iter().map(|(_, n)| n.clone()).collect();
+        // This node's own worker pool serves the task (its external Gearman workers, if they
+        // are the only local member, are reached like a peer's pool).
+        let serves_here = self.registry.get(&request.task).is_some() && names.contains(&view.node);
+        let local_room = if serves_here { self.local_room() } else { 0 };
+        let home = request.near.as_deref().unwrap_or(&view.node);
+        let pick = {
+            let placement = locked(&self.placement);
+            placement
+                .choose(&names, home, &view.node, local_room, turn)
+                .or(if serves_here {
+                    Some(view.node.as_str())
+                } else {
+                    placement.least_loaded(&names, turn)
+                })
+                .map(str::to_string)
+        };
+        let Some(node) = pick else {
+            return Err(request);
+        };
+        if node == view.node && serves_here {
+            self.enqueue(request);
+            return Ok(node);
+        }
+        let Some((cell, _)) = members.into_iter().find(|(_, n)| *n == node) else {
+            return Err(request);
+        };
+        let pool: ActorRef<WorkerPoolMessage> = cell.into();
+        self.send_to(&pool, &node, request).map(|()| node)
+    }
+
+    /// Sends an attempt of this node's job to `node`'s pool and counts it there.
+    fn send_to(
+        &self,
+        pool: &ActorRef<WorkerPoolMessage>,
+        node: &str,
+        request: StepRequest,
+    ) -> Result<(), StepRequest> {
+        if let Err(e) = pool.cast(WorkerPoolMessage::Run(Wire::new(request.clone()))) {
+            tracing::debug!(error = %e, node = %node, "worker pool gone; attempt waits");
+            return Err(request);
+        }
+        locked(&self.placement).placed(&request.job, &request.step, request.attempt, node);
+        Ok(())
+    }
+
+    /// Hands attempts of this node's jobs waiting in its lanes to `node` while it has room
+    /// (room appeared there: a result came back from it, or its gossip shows free slots).
+    /// Returns what moved, for the job supervisors.
+    pub(crate) fn spill(self: &Arc<Self>, node: &str) -> Vec<AttemptMoved> {
+        let view = &self.view;
+        if node == view.node
+            || view.is_down(node)
+            || self.config.scheduling.placement == PlacementMode::RoundRobin
+        {
+            return Vec::new();
+        }
+        let mut moved = Vec::new();
+        let Some(pool) = first_member::<WorkerPoolMessage>(&worker_pool_group(node)) else {
+            return moved;
+        };
+        let mut serves: HashMap<String, bool> = HashMap::new();
+        loop {
+            if locked(&self.placement).room(node) == 0 {
+                break;
+            }
+            let next = locked(&self.lanes).pop_where(Instant::now(), |r| {
+                r.owner == view.node
+                    && r.merger.is_none()
+                    && *serves.entry(r.task.clone()).or_insert_with(|| {
+                        !view.is_saturated(node, &r.task)
+                            && view.live_pools(&r.task).iter().any(|(_, n)| n == node)
+                    })
+            });
+            let Some(r) = next else { break };
+            let attempt = attempt_of(&r);
+            if let Err(r) = self.send_to(&pool, node, r) {
+                self.enqueue(r);
+                break;
+            }
+            moved.push(AttemptMoved {
+                attempt,
+                node: node.to_string(),
+            });
+        }
+        if !moved.is_empty() {
+            self.pump();
+            tracing::debug!(node = %node, n = moved.len(), "waiting attempts handed to a node with room");
+        }
+        moved
+    }
+
+    /// The result of attempt `(job, step, attempt)` of this node's job came back: if it ran
+    /// on a peer, its room there is free again and work waiting here goes there
+    /// (`Scheduler::spill`). Returns what moved, for the job supervisors.
+    pub(crate) fn result_came_back(
+        self: &Arc<Self>,
+        job: &str,
+        step: &str,
+        attempt: u32,
+    ) -> Vec<AttemptMoved> {
+        let from = locked(&self.placement).finished(job, step, attempt);
+        match from {
+            Some(node) => self.spill(&node),
+            None => Vec::new(),
+        }
+    }
+
+    /// Attempt `a` of this node's job now runs on `node` (an idle node stole it).
+    pub(crate) fn attempt_moved(&self, a: &AttemptRef, node: &str) {
+        locked(&self.placement).placed(&a.job, &a.step, a.attempt, node);
+    }
+
+    /// Forgets every attempt of an ended job of this node (cancelled attempts send no
+    /// result).
+    pub(crate) fn job_ended(&self, job: &str) {
+        locked(&self.placement).job_ended(job);
+    }
+
+    /// Forgets a node that left: this node's attempts there and its load.
+    pub(crate) fn node_down(&self, node: &str) {
+        locked(&self.placement).node_down(node);
+    }
+
+    /// Records a peer's gossiped load: `slots`, and `busy + queued` attempts of every owner.
+    pub(crate) fn peer_load(&self, node: &str, slots: u32, busy: u32, queued: u32) {
+        locked(&self.placement).gossip(node, slots, busy, queued);
+    }
+
+    /// Asks the most loaded peer (by its gossiped queue) for waiting attempts, if this node
+    /// has free slots and nothing waiting. Called when the node goes idle and when gossip
+    /// shows a peer with waiting work: an idle node is woken by events, never polls.
+    pub(crate) fn steal(&self) {
+        let view = &self.view;
+        let free = self.slots.available_permits();
+        if free == 0 || view.is_draining() || !locked(&self.lanes).is_empty() {
+            return;
+        }
+        let Some((victim, _)) = view.busiest_peer() else {
+            return;
+        };
+        {
+            let mut last = locked(&self.last_steal);
+            if last.is_some_and(|t| t.elapsed() < STEAL_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let req = StealRequest {
+            thief: view.node.clone(),
+            max: free as u32,
+            tasks: self.registry.names(),
+        };
+        if let Some(pool) = first_member::<WorkerPoolMessage>(&worker_pool_group(&victim)) {
+            tracing::debug!(victim = %victim, free, "idle: asking a loaded peer for work");
+            let _ = pool.cast(WorkerPoolMessage::Steal(Wire::new(req)));
+        }
+    }
+
+    /// Gives an idle peer up to `max` of the attempts waiting here (those that would run
+    /// next), if this node is loaded (no free slot); tells each job's owner where it went.
+    pub(crate) fn give_work(&self, req: StealRequest) {
+        let view = &self.view;
+        if self.slots.available_permits() > 0 || req.thief == view.node {
+            return;
+        }
+        let Some(thief) = first_member::<WorkerPoolMessage>(&worker_pool_group(&req.thief)) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut given = Vec::new();
+        {
+            let mut waiting = locked(&self.lanes);
+            // Leave this node the work its own slots will take next.
+            let spare = waiting.len().saturating_sub(self.slot_count);
+            for _ in 0..(req.max as usize).min(spare) {
+                match waiting.pop_where(now, |r| req.tasks.contains(&r.task)) {
+                    Some(r) => given.push(r),
+                    None => break,
+                }
+            }
+        }
+        if given.is_empty() {
+            return;
+        }
+        self.queued
+            .store(locked(&self.lanes).len() as u32, Ordering::Relaxed);
+        tracing::debug!(thief = %req.thief, n = given.len(), "gave waiting attempts to an idle peer");
+        for r in given {
+            let moved = AttemptMoved {
+                attempt: attempt_of(&r),
+                node: req.thief.clone(),
+            };
+            let owner = r.owner.clone();
+            if thief.cast(WorkerPoolMessage::Run(Wire::new(r))).is_ok() {
+                if let Some(jm) = crate::job_manager_of(&owner) {
+                    let _ = jm.cast(JobManagerMessage::Moved(Wire::new(moved)));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
