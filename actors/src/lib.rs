@@ -1,24 +1,9 @@
 //! # troupe-actors
 //!
-//! The system actors of a Troupe node, one per module, each with its messages beside it:
-//!
-//! ```text
-//! NodeRoot (one_for_one, restart intensity from config)
-//! ├── NodeServer     ractor_cluster: listener + one NodeSession per peer or client
-//! ├── TlsListener    (with TLS only) accepts, TLS handshake under a deadline, hands to NodeServer
-//! ├── WorkerPool     runs the attempts the scheduler gives a slot; joins troupe.task.<name>
-//! ├── Dispatcher     sends ready steps where the scheduler places them (or to a merger)
-//! ├── EventHub       job summaries, metrics, the event stream (local and to HTTP nodes)
-//! ├── JobManager     accepts jobs, answers status; one JobSupervisor child per job
-//! │   └── JobSupervisor*  owns one job: DAG state, retries, timeouts, watchers
-//! ├── Merger         owner of request keys: merges identical requests, caches pure results
-//! ├── ActorHost      keyed actors: routes their messages, claims leases, saves state
-//! │   └── Activation*  one per active (type, key): its state and mailbox
-//! ├── Membership     full mesh from the seeds, gossip of node info, handshake deadlines
-//! ├── GearmanWorkers   (with --gearman) external Gearman workers' stand-in in task groups
-//! ├── GearmanClients   (with --gearman) turns job events into WORK_* packets for clients
-//! └── GearmanListener  (with --gearman) accepts Gearman connections, a task per connection
-//! ```
+//! The system actors of a Troupe node, one per module, each with its messages beside it.
+//! [`node_root::NodeRoot`] starts and supervises them; the drawing of the tree, with what
+//! each actor does, is in the repository's `ARCHITECTURE.md` ("Actor tree"), kept in one
+//! place so that it cannot drift from a second copy.
 //!
 //! Actors find each other through ractor's registry by the per-node names of [`names`],
 //! so a restarted actor is found again without anyone holding a stale reference.
