@@ -54,7 +54,10 @@ pub struct JobManager;
 /// State of the job manager.
 pub struct JobManagerState {
     ctx: NodeContext,
-    epoch: String,
+    /// This node's boot stamp in the ids of the jobs it accepts (hex ms since the Unix
+    /// epoch at start): not a fencing epoch, which the core group hands out.
+    boot: String,
+    /// The number of the last job accepted in this boot.
     seq: u64,
     live: HashMap<String, ActorRef<JobSupervisorMessage>>,
     by_actor: HashMap<ActorId, String>,
@@ -149,7 +152,7 @@ impl Actor for JobManager {
         ctx: NodeContext,
     ) -> Result<Self::State, ActorProcessingErr> {
         ractor::pg::join(job_manager_group(&ctx.config.name), vec![myself.get_cell()]);
-        let epoch = SystemTime::now()
+        let boot = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
@@ -161,7 +164,7 @@ impl Actor for JobManager {
         Ok(JobManagerState {
             takeovers,
             ctx,
-            epoch: format!("{epoch:x}"),
+            boot: format!("{boot:x}"),
             seq: 0,
             live: HashMap::new(),
             by_actor: HashMap::new(),
@@ -225,7 +228,7 @@ impl Actor for JobManager {
                         .scheduler
                         .result_came_back(&r.job, &r.step, r.attempt)
                     {
-                        state.moved(m);
+                        state.attempt_moved(m);
                     }
                     match state.live.get(&r.job) {
                         Some(sup) => {
@@ -271,7 +274,7 @@ impl Actor for JobManager {
                     if m.node != state.ctx.view.node && state.live.contains_key(&m.attempt.job) {
                         state.ctx.scheduler.attempt_moved(&m.attempt, &m.node);
                     }
-                    state.moved(m);
+                    state.attempt_moved(m);
                 }
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable move"),
             },

@@ -18,6 +18,7 @@ use troupe_runtime::job::validate::validate_with;
 use troupe_runtime::protocol::{
     task_group, task_of_group, JobManagerMessage, SubmitError, SubmitRequest, UniqueJob,
 };
+use troupe_runtime::vocab::JobId;
 use troupe_runtime::wire::Wire;
 
 use super::JobManagerState;
@@ -178,7 +179,7 @@ impl JobManagerState {
             return;
         }
         self.seq += 1;
-        let id = format!("{}-{}-{}", self.ctx.config.name, self.epoch, self.seq);
+        let id = JobId::new(&self.ctx.config.name, &self.boot, self.seq).to_string();
         let mut watchers = Vec::new();
         if let Some(mut w) = req.watch {
             w.job = id.clone();

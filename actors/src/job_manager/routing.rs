@@ -206,8 +206,8 @@ impl JobManagerState {
         });
     }
 
-    /// Tells a job's supervisor where its attempt runs now.
-    pub(super) fn moved(&self, m: AttemptMoved) {
+    /// Tells a job's supervisor where its attempt runs now (it was spilled or stolen).
+    pub(super) fn attempt_moved(&self, m: AttemptMoved) {
         if let Some(sup) = self.live.get(&m.attempt.job) {
             let _ = sup.cast(JobSupervisorMessage::Assigned {
                 step: m.attempt.step,
