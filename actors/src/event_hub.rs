@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use troupe_runtime::job::status::{is_child_step, JobEvent, JobState};
 use troupe_runtime::observe::{
-    cluster_jobs, metric, newest_first, ClusterEvent, EventKind, JobList, JobQuery, JobSummary,
+    metric, newest_first, ClusterEvent, EventKind, JobList, JobQuery, JobSummary,
 };
-use troupe_runtime::protocol::{event_hub_group, EventHubMessage, EVENT_HUBS_GROUP};
+use troupe_runtime::protocol::{cluster_jobs, event_hub_group, EventHubMessage, EVENT_HUBS_GROUP};
 use troupe_runtime::wire::Wire;
 
 use crate::NodeContext;

@@ -22,10 +22,14 @@ use std::sync::Arc;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::job::spec::JobSpec;
-use crate::task::TaskError;
+use crate::error::TaskError;
+use crate::job::spec::{JobSpec, StepSpec};
 
 pub mod route;
+
+pub use crate::error::ActorCallError;
+pub use crate::protocol::actor_host::ActivationInfo;
+pub use route::actor_name;
 
 /// How a handler turns a message down.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -50,81 +54,6 @@ impl ActorError {
     pub fn failed(msg: impl Into<String>) -> Self {
         ActorError::Failed(msg.into())
     }
-}
-
-/// What a caller of an actor gets instead of a reply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
-pub enum ActorCallError {
-    /// The handler refused the message; nothing changed.
-    #[error("{actor} refused the message: {reason}")]
-    Refused {
-        /// `TYPE/KEY`.
-        actor: String,
-        /// The handler's reason.
-        reason: String,
-    },
-    /// The handler failed or panicked; the activation restarted from the state after the
-    /// last message that succeeded.
-    #[error("{actor} failed on the message: {reason} (the actor restarted from its saved state)")]
-    Failed {
-        /// `TYPE/KEY`.
-        actor: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The actor restarted too often and is stopped for a while.
-    #[error("{actor} is stopped: {reason}")]
-    Stopped {
-        /// `TYPE/KEY`.
-        actor: String,
-        /// Why, and until when.
-        reason: String,
-    },
-    /// The message does not fit the actor type's message type.
-    #[error("the message does not fit actor type {actor_type}: {reason}")]
-    BadMessage {
-        /// The type.
-        actor_type: String,
-        /// The decoding error.
-        reason: String,
-    },
-    /// No node serves this actor type.
-    #[error("no node serves actor type {0:?}: register it on a node (TaskRegistry::register_actor) or check the name")]
-    UnknownType(String),
-    /// The actor could not be reached just now (it is moving, its node went down, the
-    /// core group is electing): worth trying again.
-    #[error("{actor} is unavailable: {reason}")]
-    Unavailable {
-        /// `TYPE/KEY`.
-        actor: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl ActorCallError {
-    /// Worth trying again (the actor is moving or its host is unreachable).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            ActorCallError::Unavailable { .. } | ActorCallError::UnknownType(_)
-        )
-    }
-
-    /// The error a job step that called the actor fails with.
-    pub fn into_task_error(self) -> TaskError {
-        if self.is_transient() {
-            TaskError::transient(self.to_string())
-        } else {
-            TaskError::permanent(self.to_string())
-        }
-    }
-}
-
-/// The name of actor `key` of type `actor_type`, as messages and logs write it.
-pub fn actor_name(actor_type: &str, key: &str) -> String {
-    format!("{actor_type}/{key}")
 }
 
 /// How an actor's handler reaches the rest of the cluster: the node implements it.
@@ -219,7 +148,7 @@ impl ActorContext {
         let input = serde_json::to_value(input)
             .map_err(|e| TaskError::permanent(format!("call input is not JSON: {e}")))?;
         let spec = JobSpec::new(format!("{}.call", self.actor_type))
-            .step(crate::StepSpec::new("call", task).input(input));
+            .step(StepSpec::new("call", task).input(input));
         self.run_job(spec).await
     }
 }
@@ -376,26 +305,6 @@ impl ActorTypes {
     }
 }
 
-/// One activation, as `troupe-node actors --json` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActivationInfo {
-    /// The actor type.
-    #[serde(rename = "type")]
-    pub actor_type: String,
-    /// The key.
-    pub key: String,
-    /// The hosting node.
-    pub node: String,
-    /// The activation's fencing epoch.
-    pub epoch: u64,
-    /// Messages handled by this activation.
-    #[serde(default)]
-    pub handled: u64,
-    /// Restarts of this activation (handler failures and panics).
-    #[serde(default)]
-    pub restarts: u32,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,21 +356,5 @@ mod tests {
         );
         assert!(a.persistent());
         assert_eq!(types.names(), vec!["tally".to_string()]);
-    }
-
-    #[test]
-    fn call_errors_say_whether_to_try_again() {
-        let moving = ActorCallError::Unavailable {
-            actor: actor_name("t", "k"),
-            reason: "moving".into(),
-        };
-        assert!(moving.clone().into_task_error().is_transient());
-        let refused = ActorCallError::Refused {
-            actor: "t/k".into(),
-            reason: "no".into(),
-        };
-        assert!(!refused.is_transient());
-        assert!(!refused.into_task_error().is_transient());
-        assert!(moving.to_string().contains("t/k"));
     }
 }

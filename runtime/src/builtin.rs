@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::actor::{ActorContext, ActorError, KeyedActor};
+use crate::job::spec::{JobSpec, StepSpec};
 use crate::task::{Task, TaskContext, TaskError, TaskRegistry};
 
 /// Adds every built-in task to `r`.
@@ -23,6 +24,17 @@ pub fn register(r: &mut TaskRegistry) {
         .register(crate::vocab::ACTOR_STEP_TASK, ActorStep)
         .register_actor("troupe.counter", Counter::<true>)
         .register_actor("troupe.memory_counter", Counter::<false>);
+}
+
+// Here rather than beside `TaskRegistry::new`: the registry knows nothing of the built-in
+// tasks, which are ordinary tasks registered like a user's.
+impl TaskRegistry {
+    /// A registry holding the built-in diagnostic tasks (those [`register`] adds).
+    pub fn with_builtins() -> Self {
+        let mut r = Self::new();
+        register(&mut r);
+        r
+    }
 }
 
 /// A message of `troupe.counter` (DESIGN.md): `{"op": "add", "n": N}`, `{"op": "get"}`,
@@ -343,8 +355,8 @@ impl Task for Tree {
         if i.depth == 0 {
             return Ok(1);
         }
-        let child = crate::JobSpec::new("tree").step(
-            crate::StepSpec::new("tree", "troupe.tree")
+        let child = JobSpec::new("tree").step(
+            StepSpec::new("tree", "troupe.tree")
                 .input(json!({"depth": i.depth - 1, "fanout": i.fanout})),
         );
         let runs = (0..i.fanout).map(|_| ctx.sub_job(child.clone()));

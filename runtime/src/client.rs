@@ -7,6 +7,10 @@
 //! actor, in its own process group, to which job managers push the events of the jobs it
 //! follows.
 //!
+//! This file is the API ([`Client`], [`JobHandle`]); [`ClientOptions`] says how to reach
+//! the cluster, `connection` opens the client's place in it (endpoint, seeds, sessions,
+//! re-dialling) and `watcher` is the actor that receives the pushed events.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), troupe_runtime::ClientError> {
 //! use troupe_runtime::{Client, ClientOptions, JobSpec, StepSpec};
@@ -18,206 +22,48 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+mod connection;
+mod options;
+mod watcher;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use ractor_cluster::NodeServerMessage;
+use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 
-use crate::cluster::{node_name_of, start_server, ServerOptions, SessionEvents};
 use crate::error::ClientError;
-use crate::job::spec::JobSpec;
-use crate::job::status::{JobEvent, JobStatus};
-use crate::protocol::{
-    client_group, first_member, job_manager_group, owner_of, JobManagerMessage, MembershipMessage,
-    NodeInfo, ResumeRequest, SessionEventKind, SubmitError, SubmitRequest, WatchRequest,
-    WatcherMessage, MEMBERSHIP_GROUP,
+use crate::job::spec::{JobSpec, StepSpec};
+use crate::job::status::{JobEvent, JobState, JobStatus};
+use crate::observe::JobsPage;
+use crate::protocol::actor_host::{ActivationInfo, ActorHostMessage};
+use crate::protocol::event_hub::{ClusterJobsQuery, EventHubMessage};
+use crate::protocol::groups::{
+    client_group, first_member, job_manager_group, ACTOR_HOSTS_GROUP, EVENT_HUBS_GROUP,
+    MEMBERSHIP_GROUP,
 };
+use crate::protocol::job_manager::{
+    owner_of, InvalidateRequest, JobManagerMessage, ResumeRequest, SubmitError, SubmitRequest,
+    WatchRequest,
+};
+use crate::protocol::membership::{MembershipMessage, NodeInfo, NodeState};
 use crate::wire::Wire;
+use connection::Connection;
 
-/// How to reach a cluster.
-#[derive(Debug, Clone)]
-pub struct ClientOptions {
-    /// `HOST:PORT` of one or more nodes.
-    pub seeds: Vec<String>,
-    /// The cluster's cookie.
-    pub cookie: String,
-    /// How long to try the seeds before giving up.
-    pub connect_timeout: Duration,
-    /// Limit on one request (submit, status, nodes).
-    pub request_timeout: Duration,
-    /// Push every step event to handles (false: only the end of each job).
-    pub progress: bool,
-    /// Mutual TLS, required when the nodes use TLS (see [`crate::tls::TlsFiles::load`]).
-    pub tls: Option<crate::tls::TlsConfig>,
-    /// When the cluster says it is overloaded: wait and submit again for up to this long
-    /// (backpressure: the submitter slows down to what the cluster runs), then fail with
-    /// [`ClientError::Overloaded`]. Zero fails at once.
-    pub overloaded_wait: Duration,
-}
-
-impl ClientOptions {
-    /// Seeds and cookie, with default timeouts (5 s to connect, 10 s per request).
-    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(seeds: I, cookie: &str) -> Self {
-        Self {
-            seeds: seeds.into_iter().map(Into::into).collect(),
-            cookie: cookie.to_string(),
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
-            overloaded_wait: Duration::from_secs(300),
-            progress: true,
-            tls: None,
-        }
-    }
-}
-
-/// Where the watcher sends a job's events: the handle, or a buffer until the handle exists.
-enum Sub {
-    Buffer(Vec<JobEvent>),
-    Handle(mpsc::UnboundedSender<JobEvent>),
-}
-
-type Subs = Arc<Mutex<HashMap<String, Sub>>>;
-
-fn lock(subs: &Subs) -> std::sync::MutexGuard<'_, HashMap<String, Sub>> {
-    // A poisoned map only means a panic elsewhere while routing; the map itself is fine.
-    subs.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The client's actor that receives pushed job events.
-struct Watcher;
-
-impl Actor for Watcher {
-    type Msg = WatcherMessage;
-    type State = Subs;
-    type Arguments = Subs;
-
-    async fn pre_start(
-        &self,
-        _me: ActorRef<Self::Msg>,
-        subs: Subs,
-    ) -> Result<Subs, ActorProcessingErr> {
-        Ok(subs)
-    }
-
-    async fn handle(
-        &self,
-        _me: ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        subs: &mut Subs,
-    ) -> Result<(), ActorProcessingErr> {
-        let WatcherMessage::Event(ev) = msg;
-        let ev = match ev.into_inner() {
-            Ok(ev) => ev,
-            Err(e) => {
-                tracing::warn!(error = %e, "dropping an unreadable job event");
-                return Ok(());
-            }
-        };
-        let job = event_job(&ev).to_string();
-        let mut map = lock(subs);
-        match map.get_mut(&job) {
-            Some(Sub::Handle(tx)) => {
-                let ended = matches!(ev, JobEvent::JobFinished { .. });
-                if tx.send(ev).is_err() || ended {
-                    map.remove(&job);
-                }
-            }
-            Some(Sub::Buffer(b)) => b.push(ev),
-            None => {
-                map.insert(job, Sub::Buffer(vec![ev]));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The job an event is about.
-pub fn event_job(ev: &JobEvent) -> &str {
-    match ev {
-        JobEvent::Queued { job, .. }
-        | JobEvent::StepStarted { job, .. }
-        | JobEvent::StepRetrying { job, .. }
-        | JobEvent::StepNeedsAction { job, .. }
-        | JobEvent::StepProgress { job, .. }
-        | JobEvent::StepData { job, .. }
-        | JobEvent::StepFinished { job, .. } => job,
-        JobEvent::JobFinished { status } => &status.id,
-    }
-}
-
-struct Inner {
-    name: String,
-    opts: ClientOptions,
-    server: ActorRef<NodeServerMessage>,
-    watcher: ActorRef<WatcherMessage>,
-    subs: Subs,
-    /// Node names with a ready session, in the order they became ready.
-    ready: Arc<Mutex<Vec<String>>>,
-    /// Round-robin counter of submissions.
-    next_submit: std::sync::atomic::AtomicUsize,
-}
-
-/// How often a client looks for seeds whose session closed.
-const REDIAL_EVERY: Duration = Duration::from_secs(1);
-
-/// Keeps dialling the seeds that have no session (a node that restarted, or one that was
-/// down when the client connected), while the client lives. By hand: ractor_cluster does
-/// not reconnect (notes section 6).
-fn redial_lost_seeds(client: &Client, live_addrs: Arc<Mutex<HashMap<u64, String>>>) {
-    let weak = Arc::downgrade(&client.inner);
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(REDIAL_EVERY).await;
-            let Some(inner) = weak.upgrade() else {
-                return;
-            };
-            let live: HashSet<String> = live_addrs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .cloned()
-                .collect();
-            for seed in &inner.opts.seeds {
-                let addr = crate::config::resolve(seed)
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|_| seed.clone());
-                if live.contains(&addr) || live.contains(seed) {
-                    continue;
-                }
-                let dial = crate::tls::dial(
-                    &inner.server,
-                    seed,
-                    inner.opts.tls.as_ref(),
-                    inner.opts.connect_timeout,
-                );
-                if let Err(e) = dial.await {
-                    tracing::debug!(seed = %seed, error = %e, "seed still unreachable");
-                }
-            }
-        }
-    });
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.watcher.stop(None);
-        self.server.stop(None);
-    }
-}
+pub use options::ClientOptions;
+pub use watcher::event_job;
 
 /// A connection to a cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    connection: Arc<Connection>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("name", &self.inner.name)
+            .field("name", &self.connection.name)
             .finish()
     }
 }
@@ -225,156 +71,19 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Connects to the seeds; returns once one node accepted this client.
     pub async fn connect(opts: ClientOptions) -> Result<Client, ClientError> {
-        if opts.seeds.is_empty() {
-            return Err(ClientError::BadInput(
-                "no seeds given: pass --seeds HOST:PORT (or set TROUPE_SEEDS)".into(),
-            ));
-        }
-        let seeds_text = opts.seeds.join(",");
-        let name = format!("client-{}-{:x}", std::process::id(), rand::random::<u32>());
-        let server = start_server(
-            &ServerOptions {
-                name: name.clone(),
-                host: "127.0.0.1".into(),
-                bind: [127, 0, 0, 1].into(),
-                port: 0,
-                cookie: opts.cookie.clone(),
-                max_frame_bytes: ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
-                tls: opts.tls.clone(),
-            },
-            None,
-            None,
-        )
-        .await
-        .map_err(|e| ClientError::Connection(format!("cannot start the client's endpoint: {e}")))?;
-
-        let subs: Subs = Arc::default();
-        let (watcher, _) = Actor::spawn(None, Watcher, subs.clone())
-            .await
-            .map_err(|e| ClientError::Connection(format!("cannot start the watcher: {e}")))?;
-        ractor::pg::join(client_group(&name), vec![watcher.get_cell()]);
-
-        let ready: Arc<Mutex<Vec<String>>> = Arc::default();
-        // Addresses with a live session, by session id (for re-dialling seeds).
-        let live_addrs: Arc<Mutex<HashMap<u64, String>>> = Arc::default();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        {
-            let ready = ready.clone();
-            let live_addrs = live_addrs.clone();
-            SessionEvents(move |ev: crate::protocol::SessionEvent, _| {
-                {
-                    let mut a = live_addrs.lock().unwrap_or_else(|p| p.into_inner());
-                    match ev.kind {
-                        SessionEventKind::Disconnected => {
-                            a.remove(&ev.node_id);
-                        }
-                        _ => {
-                            a.insert(ev.node_id, ev.peer_addr.clone());
-                        }
-                    }
-                }
-                if let Some(peer) = &ev.peer_name {
-                    let node = node_name_of(peer).to_string();
-                    let mut r = ready.lock().unwrap_or_else(|p| p.into_inner());
-                    match ev.kind {
-                        SessionEventKind::Ready if !r.contains(&node) => r.push(node),
-                        SessionEventKind::Disconnected => r.retain(|n| *n != node),
-                        _ => {}
-                    }
-                }
-                let _ = tx.send(ev);
-            })
-            .subscribe(&server, "troupe.client");
-        }
-
-        let client = Client {
-            inner: Arc::new(Inner {
-                name,
-                opts: opts.clone(),
-                server: server.clone(),
-                watcher,
-                subs,
-                ready,
-                next_submit: std::sync::atomic::AtomicUsize::new(0),
-            }),
-        };
-
-        let mut failures: Vec<String> = Vec::new();
-        let mut tls_failures = 0;
-        for seed in &opts.seeds {
-            let dial = crate::tls::dial(&server, seed, opts.tls.as_ref(), opts.connect_timeout);
-            if let Err(e) = dial.await {
-                tls_failures += usize::from(e.is_tls());
-                failures.push(format!("{seed}: {e}"));
-            }
-        }
-        if failures.len() == opts.seeds.len() {
-            let reason = failures.join("; ");
-            return Err(if tls_failures > 0 {
-                ClientError::Tls {
-                    seeds: seeds_text,
-                    reason,
-                }
-            } else {
-                ClientError::Unreachable {
-                    seeds: seeds_text,
-                    reason,
-                }
-            });
-        }
-        let dialled = opts.seeds.len() - failures.len();
-        let mut authenticated = HashSet::new();
-        let mut refused = 0usize;
-        let deadline = tokio::time::Instant::now() + opts.connect_timeout;
-        loop {
-            let ev = match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(ev)) => ev,
-                Ok(None) => break,
-                Err(_) => {
-                    return Err(ClientError::Unreachable {
-                        seeds: seeds_text,
-                        reason: format!(
-                            "no node finished the handshake within {:?}",
-                            opts.connect_timeout
-                        ),
-                    })
-                }
-            };
-            match ev.kind {
-                SessionEventKind::Authenticated => {
-                    authenticated.insert(ev.node_id);
-                }
-                SessionEventKind::Ready => {
-                    redial_lost_seeds(&client, live_addrs);
-                    return Ok(client);
-                }
-                SessionEventKind::Disconnected if !authenticated.contains(&ev.node_id) => {
-                    refused += 1;
-                    if refused >= dialled {
-                        return Err(ClientError::Refused { seeds: seeds_text });
-                    }
-                }
-                _ => {}
-            }
-        }
-        Err(ClientError::Unreachable {
-            seeds: seeds_text,
-            reason: "the client's endpoint stopped".into(),
+        Ok(Client {
+            connection: Connection::open(opts).await?,
         })
     }
 
     /// This client's member name.
     pub fn name(&self) -> &str {
-        &self.inner.name
+        &self.connection.name
     }
 
     /// Names of the nodes this client has a session with.
     pub fn connected_nodes(&self) -> Vec<String> {
-        self.inner
-            .ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.connection.connected_nodes()
     }
 
     /// The job manager of `node`, if this client sees it.
@@ -409,27 +118,16 @@ impl Client {
         to: &ActorRef<M>,
         msg: impl FnOnce(RpcReplyPort<Wire<T>>) -> M,
     ) -> Result<T, ClientError> {
-        let timeout = self.inner.opts.request_timeout;
+        let timeout = self.connection.opts.request_timeout;
         rpc_reply(to.call(msg, Some(timeout)).await, timeout)
     }
 
+    /// A handle on `job`, with the events that arrived for it before.
     fn handle_for(&self, job: &str) -> JobHandle {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut map = lock(&self.inner.subs);
-        let mut ended = false;
-        if let Some(Sub::Buffer(buffered)) = map.remove(job) {
-            for ev in buffered {
-                ended |= matches!(ev, JobEvent::JobFinished { .. });
-                let _ = tx.send(ev);
-            }
-        }
-        if !ended {
-            map.insert(job.to_string(), Sub::Handle(tx));
-        }
         JobHandle {
             id: job.to_string(),
             client: self.clone(),
-            events: rx,
+            events: self.connection.subs.follow(job),
             last: None,
         }
     }
@@ -441,12 +139,11 @@ impl Client {
     /// When the cluster is overloaded (`admission.max_waiting_steps`), it waits and submits
     /// again, as the cluster says, for up to `ClientOptions::overloaded_wait`.
     pub async fn submit(&self, spec: JobSpec) -> Result<JobHandle, ClientError> {
-        let give_up = std::time::Instant::now() + self.inner.opts.overloaded_wait;
+        let give_up = Instant::now() + self.connection.opts.overloaded_wait;
         loop {
             match self.submit_once(spec.clone()).await {
                 Err(ClientError::Overloaded { retry_after_ms, .. })
-                    if std::time::Instant::now() + Duration::from_millis(retry_after_ms)
-                        <= give_up =>
+                    if Instant::now() + Duration::from_millis(retry_after_ms) <= give_up =>
                 {
                     tokio::time::sleep(Duration::from_millis(retry_after_ms)).await;
                 }
@@ -471,10 +168,7 @@ impl Client {
         if nodes.is_empty() {
             return Err(ClientError::Connection("not connected to any node".into()));
         }
-        let first = self
-            .inner
-            .next_submit
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let first = self.connection.next_submit.fetch_add(1, Ordering::Relaxed);
         let mut last_err = None;
         for k in 0..nodes.len() {
             let node = &nodes[(first + k) % nodes.len()];
@@ -482,16 +176,13 @@ impl Client {
                 continue;
             };
             let req = SubmitRequest {
-                spec: spec.clone(),
                 watch: Some(WatchRequest {
                     job: String::new(),
-                    group: client_group(&self.inner.name),
-                    progress: self.inner.opts.progress,
+                    group: client_group(&self.connection.name),
+                    progress: self.connection.opts.progress,
                     reports_only: false,
                 }),
-                unique: None,
-                wait_for_workers: false,
-                waited: false,
+                ..SubmitRequest::new(spec.clone())
             };
             match self
                 .call(&jm, |reply| {
@@ -526,11 +217,11 @@ impl Client {
         input: &serde_json::Value,
     ) -> Result<bool, ClientError> {
         let (_, jm) = self.pick_job_manager(None)?;
-        let req = crate::protocol::InvalidateRequest {
+        let req = InvalidateRequest {
             task: task.to_string(),
             input: input.clone(),
         };
-        let timeout = self.inner.opts.request_timeout;
+        let timeout = self.connection.opts.request_timeout;
         match jm
             .call(
                 |r| JobManagerMessage::Invalidate(Wire::new(req), r),
@@ -566,11 +257,10 @@ impl Client {
     /// `unanswered` list.
     pub async fn jobs(
         &self,
-        state: Option<crate::JobState>,
+        state: Option<JobState>,
         offset: usize,
         limit: usize,
-    ) -> Result<crate::observe::JobsPage, ClientError> {
-        use crate::protocol::{ClusterJobsQuery, EventHubMessage, EVENT_HUBS_GROUP};
+    ) -> Result<JobsPage, ClientError> {
         // A client sees only the nodes it is connected to; one of their hubs gathers.
         let hubs = ractor::pg::get_members(&EVENT_HUBS_GROUP.to_string());
         let mut last = ClientError::Connection("no node's event hub is visible".into());
@@ -630,10 +320,10 @@ impl Client {
         let n = inputs.len();
         let spec = JobSpec::new("dmap")
             .with_input(serde_json::Value::Array(inputs))
-            .step(crate::StepSpec::new("map", task).for_each("input"));
+            .step(StepSpec::new("map", task).for_each("input"));
         let mut h = self.submit(spec).await?;
         let st = h.wait().await?;
-        if st.state != crate::JobState::Succeeded {
+        if st.state != JobState::Succeeded {
             return Err(ClientError::JobFailed(
                 st.error
                     .unwrap_or_else(|| format!("dmap job {} {:?}", st.id, st.state)),
@@ -674,8 +364,8 @@ impl Client {
         if let Some(jm) = self.job_manager_of(owner) {
             let req = WatchRequest {
                 job: job.to_string(),
-                group: client_group(&self.inner.name),
-                progress: self.inner.opts.progress,
+                group: client_group(&self.connection.name),
+                progress: self.connection.opts.progress,
                 reports_only: false,
             };
             let st = self
@@ -696,7 +386,7 @@ impl Client {
             members.into_iter().next().map(Into::into).ok_or_else(|| {
                 ClientError::Connection("no node's membership actor is visible".into())
             })?;
-        let timeout = self.inner.opts.request_timeout;
+        let timeout = self.connection.opts.request_timeout;
         rpc_reply(
             m.call(MembershipMessage::ListNodes, Some(timeout)).await,
             timeout,
@@ -712,21 +402,25 @@ impl Client {
         key: &str,
         message: serde_json::Value,
     ) -> Result<serde_json::Value, ClientError> {
-        crate::actor::route::call(actor_type, key, message, self.inner.opts.request_timeout)
-            .await
-            .map_err(ClientError::Actor)
+        crate::actor::route::call(
+            actor_type,
+            key,
+            message,
+            self.connection.opts.request_timeout,
+        )
+        .await
+        .map_err(ClientError::Actor)
     }
 
     /// The activations of keyed actors on every node, as one node gathers them (the next
     /// node is asked if one does not answer).
-    pub async fn actors(&self) -> Result<Vec<crate::actor::ActivationInfo>, ClientError> {
-        let timeout = self.inner.opts.request_timeout;
+    pub async fn actors(&self) -> Result<Vec<ActivationInfo>, ClientError> {
+        let timeout = self.connection.opts.request_timeout;
         let mut last = ClientError::Connection("no node's actor host is visible".into());
-        for host in ractor::pg::get_members(&crate::protocol::ACTOR_HOSTS_GROUP.to_string()) {
-            let host: ActorRef<crate::protocol::ActorHostMessage> = host.into();
+        for host in ractor::pg::get_members(&ACTOR_HOSTS_GROUP.to_string()) {
+            let host: ActorRef<ActorHostMessage> = host.into();
             match rpc_reply(
-                host.call(crate::protocol::ActorHostMessage::ListAll, Some(timeout))
-                    .await,
+                host.call(ActorHostMessage::ListAll, Some(timeout)).await,
                 timeout,
             ) {
                 Ok(list) => return Ok(list),
@@ -745,10 +439,7 @@ impl Client {
         let start = Instant::now();
         loop {
             let nodes = self.nodes().await?;
-            let up = nodes
-                .iter()
-                .filter(|i| i.state == crate::protocol::NodeState::Up)
-                .count();
+            let up = nodes.iter().filter(|i| i.state == NodeState::Up).count();
             if up >= n {
                 return Ok(nodes);
             }
@@ -759,6 +450,9 @@ impl Client {
         }
     }
 }
+
+/// What a client says of a request its node dropped.
+const DROPPED: &str = "the node dropped the request (its session closed)";
 
 fn parse_owner(job: &str) -> Result<&str, ClientError> {
     owner_of(job).ok_or_else(|| {
@@ -778,9 +472,7 @@ fn rpc_reply<T, E: std::fmt::Display>(
             .into_inner()
             .map_err(|e| ClientError::Connection(e.to_string())),
         Ok(ractor::rpc::CallResult::Timeout) => Err(ClientError::Timeout(timeout)),
-        Ok(ractor::rpc::CallResult::SenderError) => Err(ClientError::Connection(
-            "the node dropped the request (its session closed)".into(),
-        )),
+        Ok(ractor::rpc::CallResult::SenderError) => Err(ClientError::Connection(DROPPED.into())),
         Err(e) => Err(ClientError::Connection(e.to_string())),
     }
 }

@@ -1,4 +1,10 @@
 //! Errors that reach users. Each says what went wrong and, where it can, what to do.
+//!
+//! A leaf of the crate: it imports nothing of it, so every module can name these errors.
+//! [`TaskError`] and [`ActorCallError`] are also exported where their users look for them
+//! (`task::TaskError`, `actor::ActorCallError`).
+
+use serde::{Deserialize, Serialize};
 
 /// A job file that cannot be read or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +184,7 @@ pub enum ClientError {
     BadInput(String),
     /// An actor gave no reply (refused, failed, stopped, unavailable).
     #[error("{0}")]
-    Actor(crate::actor::ActorCallError),
+    Actor(ActorCallError),
     /// The cluster has too much work waiting and the client does not wait
     /// (`ClientOptions::overloaded`).
     #[error("the cluster is overloaded: {message}; retry after {retry_after_ms} ms")]
@@ -200,12 +206,143 @@ impl ClientError {
             | ClientError::Rejected(_) => 2,
             ClientError::JobFailed(_) => 1,
             ClientError::Actor(e) => match e {
-                crate::actor::ActorCallError::BadMessage { .. }
-                | crate::actor::ActorCallError::UnknownType(_) => 2,
+                ActorCallError::BadMessage { .. } | ActorCallError::UnknownType(_) => 2,
                 e if e.is_transient() => 3,
                 _ => 1,
             },
             _ => 3,
         }
+    }
+}
+
+/// How a task failed, which decides what the job supervisor does next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
+pub enum TaskError {
+    /// Worth retrying (a timeout, a busy database): retried under the step's retry policy.
+    #[error("transient error: {0}")]
+    Transient(String),
+    /// Retrying will not help (bad input, a bug, a panic): the step fails at once.
+    #[error("permanent error: {0}")]
+    Permanent(String),
+    /// A person must act first (a revoked token, a missing approval): the step stops with
+    /// this message and waits for `resume`.
+    #[error("needs action: {0}")]
+    NeedsAction(String),
+}
+
+impl TaskError {
+    /// A transient error with this message.
+    pub fn transient(msg: impl Into<String>) -> Self {
+        TaskError::Transient(msg.into())
+    }
+    /// A permanent error with this message.
+    pub fn permanent(msg: impl Into<String>) -> Self {
+        TaskError::Permanent(msg.into())
+    }
+    /// A needs-action stop with this message for the user.
+    pub fn needs_action(msg: impl Into<String>) -> Self {
+        TaskError::NeedsAction(msg.into())
+    }
+    /// The message without the class.
+    pub fn message(&self) -> &str {
+        match self {
+            TaskError::Transient(m) | TaskError::Permanent(m) | TaskError::NeedsAction(m) => m,
+        }
+    }
+    /// True for errors that the retry policy may retry.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TaskError::Transient(_))
+    }
+}
+
+/// What a caller of an actor gets instead of a reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
+pub enum ActorCallError {
+    /// The handler refused the message; nothing changed.
+    #[error("{actor} refused the message: {reason}")]
+    Refused {
+        /// `TYPE/KEY`.
+        actor: String,
+        /// The handler's reason.
+        reason: String,
+    },
+    /// The handler failed or panicked; the activation restarted from the state after the
+    /// last message that succeeded.
+    #[error("{actor} failed on the message: {reason} (the actor restarted from its saved state)")]
+    Failed {
+        /// `TYPE/KEY`.
+        actor: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The actor restarted too often and is stopped for a while.
+    #[error("{actor} is stopped: {reason}")]
+    Stopped {
+        /// `TYPE/KEY`.
+        actor: String,
+        /// Why, and until when.
+        reason: String,
+    },
+    /// The message does not fit the actor type's message type.
+    #[error("the message does not fit actor type {actor_type}: {reason}")]
+    BadMessage {
+        /// The type.
+        actor_type: String,
+        /// The decoding error.
+        reason: String,
+    },
+    /// No node serves this actor type.
+    #[error("no node serves actor type {0:?}: register it on a node (TaskRegistry::register_actor) or check the name")]
+    UnknownType(String),
+    /// The actor could not be reached just now (it is moving, its node went down, the
+    /// core group is electing): worth trying again.
+    #[error("{actor} is unavailable: {reason}")]
+    Unavailable {
+        /// `TYPE/KEY`.
+        actor: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ActorCallError {
+    /// Worth trying again (the actor is moving or its host is unreachable).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ActorCallError::Unavailable { .. } | ActorCallError::UnknownType(_)
+        )
+    }
+
+    /// The error a job step that called the actor fails with.
+    pub fn into_task_error(self) -> TaskError {
+        if self.is_transient() {
+            TaskError::transient(self.to_string())
+        } else {
+            TaskError::permanent(self.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_errors_say_whether_to_try_again() {
+        let moving = ActorCallError::Unavailable {
+            actor: "t/k".into(),
+            reason: "moving".into(),
+        };
+        assert!(moving.clone().into_task_error().is_transient());
+        let refused = ActorCallError::Refused {
+            actor: "t/k".into(),
+            reason: "no".into(),
+        };
+        assert!(!refused.is_transient());
+        assert!(!refused.into_task_error().is_transient());
+        assert!(moving.to_string().contains("t/k"));
     }
 }

@@ -1,21 +1,33 @@
 //! # troupe-runtime
 //!
-//! The library every other Troupe crate depends on. It holds the vocabulary of the
-//! system and the pieces that both nodes and clients need:
+//! The library every other Troupe crate depends on: what task authors, clients and the
+//! wire share. The system actors themselves live in the `troupe-actors` crate.
 //!
-//! - [`task`]: the [`Task`](task::Task) trait users implement, the [`TaskRegistry`](task::TaskRegistry),
-//!   and the typed [`TaskError`](task::TaskError) classes (transient, permanent).
+//! # Layout
+//!
+//! - [`vocab`]: the shared words (ids, stages, the holder of a job); imports nothing of
+//!   the crate.
+//! - [`error`]: the errors that reach users: job files, validation, clients, and the
+//!   [`TaskError`] and [`ActorCallError`](error::ActorCallError) classes.
+//! - [`task`]: the [`Task`] trait users implement and the [`TaskRegistry`].
+//! - [`actor`]: the [`KeyedActor`] trait of user actors and their type
+//!   erasure; [`actor::route`] finds where an actor lives and sends it a message.
 //! - [`builtin`]: the diagnostic tasks every node serves (`troupe.echo`, `troupe.sum`, ...).
-//! - [`job`]: job files (parsing), validation of the step DAG, the scheduling state
-//!   machine that a job supervisor folds events into, and the status JSON.
+//! - [`job`]: job files (parsing), validation of the step DAG, CEL expressions, the
+//!   status JSON.
+//! - [`merge`]: rendezvous ranking of nodes for a key; task properties (merge, cache).
 //! - [`wire`]: rmp-serde encoding of every payload that crosses a node boundary.
-//! - [`protocol`]: the messages of the remotely reachable actors and the process-group names.
+//! - [`protocol`]: the messages of the remotely reachable actors, one submodule per actor,
+//!   and the process-group names.
+//! - [`observe`]: the cluster event stream, job summaries, metric names.
 //! - [`config`]: the node configuration, layered file < environment < flags.
 //! - [`cluster`]: starting a ractor_cluster `NodeServer` and watching its sessions.
-//! - [`observe`]: the cluster event stream, job summaries, metric names.
-//! - [`client`]: the supervisor handle: connect to a cluster, submit jobs, follow them.
+//! - [`tls`]: mutual TLS: certificates, dialling, accepting.
+//! - [`gearman`]: the Gearman protocol's vocabulary (packets, framing, workloads).
+//! - [`client`]: connect to a cluster, submit jobs, follow them.
 //!
-//! The system actors themselves live in the `troupe-actors` crate.
+//! Modules depend on each other in one direction only (no import cycles between files):
+//! the errors and words at the bottom, the client at the top.
 
 pub mod actor;
 pub mod builtin;

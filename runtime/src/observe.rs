@@ -2,12 +2,17 @@
 //!
 //! Every node's `EventHub` (troupe-actors) sees the events of the jobs its node owns and
 //! the membership changes its node sees. A node that serves HTTP subscribes to every other
-//! hub, so its `/api/events` stream and `/api/jobs` list cover the whole cluster.
+//! hub, so its `/api/events` stream and `/api/jobs` list cover the whole cluster. Asking
+//! the hubs is the event hub's protocol
+//! ([`cluster_jobs`](crate::protocol::event_hub::cluster_jobs)); this module holds only
+//! what the answers are made of.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::job::status::{JobEvent, JobState};
+
+pub mod metric;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
@@ -167,77 +172,6 @@ pub struct JobList {
     pub by_state: std::collections::BTreeMap<String, u64>,
 }
 
-/// Metric names (Prometheus, all prefixed `troupe_`), in one place so that code, docs and
-/// tests agree.
-pub mod metric {
-    /// Counter: activations of keyed actors started on this node.
-    pub const ACTOR_ACTIVATIONS: &str = "troupe_actor_activations_total";
-    /// Gauge: activations of keyed actors running on this node.
-    pub const ACTORS_ACTIVE: &str = "troupe_actors_active";
-    /// Counter: restarts of activations (handler failures and panics).
-    pub const ACTOR_RESTARTS: &str = "troupe_actor_restarts_total";
-    /// Counter: saves of actor state answered without the replica's copy (it did not
-    /// answer within a second).
-    pub const ACTOR_COPY_TIMEOUTS: &str = "troupe_actor_copy_timeouts_total";
-    /// Counter: jobs accepted, and jobs ended by `state`.
-    pub const JOBS: &str = "troupe_jobs_total";
-    /// Gauge: jobs of this node not ended yet.
-    pub const JOBS_ACTIVE: &str = "troupe_jobs_active";
-    /// Histogram: job duration from acceptance to end, seconds.
-    pub const JOB_SECONDS: &str = "troupe_job_duration_seconds";
-    /// Counter: step attempts started, by `task`.
-    pub const STEPS_STARTED: &str = "troupe_steps_started_total";
-    /// Counter: steps ended, by `task` and `state`.
-    pub const STEPS_FINISHED: &str = "troupe_steps_finished_total";
-    /// Counter: step attempts that failed and were retried, by `task`.
-    pub const STEPS_RETRIED: &str = "troupe_steps_retried_total";
-    /// Histogram: execution time of one attempt on a worker, seconds, by `task`.
-    pub const STEP_SECONDS: &str = "troupe_step_duration_seconds";
-    /// Gauge: attempts waiting for a worker slot, by priority `lane`.
-    pub const QUEUE_DEPTH: &str = "troupe_queue_depth";
-    /// Gauge: worker slots of this node.
-    pub const SLOTS: &str = "troupe_slots";
-    /// Gauge: worker slots busy.
-    pub const SLOTS_BUSY: &str = "troupe_slots_busy";
-    /// Gauge: nodes this node sees, by `state`.
-    pub const NODES: &str = "troupe_nodes";
-    /// Counter: membership changes, by `event` (up, down).
-    pub const MEMBERSHIP_EVENTS: &str = "troupe_membership_events_total";
-    /// Counter: requests that joined an identical one in flight.
-    pub const MERGED: &str = "troupe_requests_merged_total";
-    /// Counter: requests answered from the result cache.
-    pub const CACHE_HITS: &str = "troupe_cache_hits_total";
-    /// Counter: requests of pure tasks the cache could not answer.
-    pub const CACHE_MISSES: &str = "troupe_cache_misses_total";
-    /// Counter: payload bytes encoded for or decoded from the wire, by `direction`.
-    pub const WIRE_BYTES: &str = "troupe_wire_bytes_total";
-    /// Counter: payloads encoded for or decoded from the wire, by `direction`.
-    pub const WIRE_MESSAGES: &str = "troupe_wire_messages_total";
-    /// Counter: input refused by a limit, by `reason` (too_many_connections,
-    /// handshake_evicted, not_authenticated, too_many_jobs, tls_plaintext, tls_handshake,
-    /// tls_timeout).
-    pub const REFUSED: &str = "troupe_refused_total";
-    /// Counter: HTTP requests, by `status` class.
-    pub const HTTP_REQUESTS: &str = "troupe_http_requests_total";
-    /// Gauge: open Gearman connections (clients and workers).
-    pub const GEARMAN_CONNECTIONS: &str = "troupe_gearman_connections";
-    /// Counter: jobs submitted by Gearman clients, by `mode` (foreground, background).
-    pub const GEARMAN_JOBS: &str = "troupe_gearman_jobs_total";
-    /// Counter: Gearman input refused, by `reason` (bad_magic, too_large, line_too_long,
-    /// unknown_type, wrong_direction, arguments, argument, unsupported, unknown_handle).
-    pub const GEARMAN_ERRORS: &str = "troupe_gearman_errors_total";
-    /// Gauge: jobs the core group moved to a new owner, as this node has applied.
-    pub const CORE_MOVED_JOBS: &str = "troupe_core_moved_jobs";
-    /// Counter: jobs taken over from an owner that stayed down, by `outcome` (taken,
-    /// denied, failed).
-    pub const TAKEOVERS: &str = "troupe_takeovers_total";
-    /// Counter: journal writes sent to or kept for replicas, by `direction` (out, kept,
-    /// fenced), and submissions answered without a replica's ack (`ack_timeout`).
-    pub const REPLICA_WRITES: &str = "troupe_replica_writes_total";
-    /// Histogram: seconds a journal commit (one durable redb transaction) takes.
-    pub const JOURNAL_COMMIT_SECONDS: &str = "troupe_journal_commit_seconds";
-}
-
 /// Logs a refusal at most once a second, with how many were not logged.
 #[derive(Debug, Default)]
 pub struct Throttle {
@@ -277,65 +211,4 @@ pub struct JobsPage {
     /// state name.
     #[serde(default)]
     pub by_state: std::collections::BTreeMap<String, u64>,
-}
-
-/// Asks every node's event hub for its newest jobs in `state` and merges them into one
-/// page, newest first. A hub that does not answer within `timeout` is named in
-/// [`JobsPage::unanswered`] rather than failing the whole list.
-pub async fn cluster_jobs(
-    state: Option<JobState>,
-    offset: usize,
-    limit: usize,
-    timeout: std::time::Duration,
-) -> JobsPage {
-    use crate::protocol::{
-        event_hub_group, first_member, node_of_event_hub_group, EventHubMessage,
-    };
-    use crate::wire::Wire;
-    let hubs = ractor::pg::which_groups()
-        .into_iter()
-        .filter_map(|g| node_of_event_hub_group(&g).map(str::to_string))
-        .filter_map(|node| {
-            first_member::<EventHubMessage>(&event_hub_group(&node)).map(|h| (node, h))
-        });
-    let query = JobQuery {
-        state,
-        limit: offset.saturating_add(limit),
-    };
-    let asks = hubs.map(|(node, hub)| {
-        let q = query.clone();
-        async move {
-            let r = hub
-                .call(
-                    |reply| EventHubMessage::ListJobs(Wire::new(q), reply),
-                    Some(timeout),
-                )
-                .await;
-            match r {
-                Ok(ractor::rpc::CallResult::Success(w)) => w.into_inner().map_err(|_| node),
-                _ => Err(node),
-            }
-        }
-    });
-    let mut page = JobsPage {
-        offset,
-        limit,
-        ..Default::default()
-    };
-    let mut all = Vec::new();
-    for r in futures::future::join_all(asks).await {
-        match r {
-            Ok(list) => {
-                page.total += list.total;
-                for (k, n) in list.by_state {
-                    *page.by_state.entry(k).or_insert(0) += n;
-                }
-                all.extend(list.jobs);
-            }
-            Err(node) => page.unanswered.push(node),
-        }
-    }
-    all.sort_by(newest_first);
-    page.jobs = all.into_iter().skip(offset).take(limit).collect();
-    page
 }

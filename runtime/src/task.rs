@@ -9,54 +9,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::error::TaskError;
 use crate::job::spec::JobSpec;
 use crate::job::spec::SpawnKind;
 pub use crate::merge::TaskProps;
-
-/// How a task failed, which decides what the job supervisor does next.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
-pub enum TaskError {
-    /// Worth retrying (a timeout, a busy database): retried under the step's retry policy.
-    #[error("transient error: {0}")]
-    Transient(String),
-    /// Retrying will not help (bad input, a bug, a panic): the step fails at once.
-    #[error("permanent error: {0}")]
-    Permanent(String),
-    /// A person must act first (a revoked token, a missing approval): the step stops with
-    /// this message and waits for `resume`.
-    #[error("needs action: {0}")]
-    NeedsAction(String),
-}
-
-impl TaskError {
-    /// A transient error with this message.
-    pub fn transient(msg: impl Into<String>) -> Self {
-        TaskError::Transient(msg.into())
-    }
-    /// A permanent error with this message.
-    pub fn permanent(msg: impl Into<String>) -> Self {
-        TaskError::Permanent(msg.into())
-    }
-    /// A needs-action stop with this message for the user.
-    pub fn needs_action(msg: impl Into<String>) -> Self {
-        TaskError::NeedsAction(msg.into())
-    }
-    /// The message without the class.
-    pub fn message(&self) -> &str {
-        match self {
-            TaskError::Transient(m) | TaskError::Permanent(m) | TaskError::NeedsAction(m) => m,
-        }
-    }
-    /// True for errors that the retry policy may retry.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, TaskError::Transient(_))
-    }
-}
 
 /// How a running task reaches its job's supervisor for sub-work. The worker pool
 /// implements it; a [`TaskContext`] made with [`TaskContext::new`] has none.
@@ -269,13 +229,6 @@ impl TaskRegistry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// A registry holding the built-in diagnostic tasks (see [`crate::builtin`]).
-    pub fn with_builtins() -> Self {
-        let mut r = Self::new();
-        crate::builtin::register(&mut r);
-        r
     }
 
     /// Registers `task` under `name`, replacing a task of the same name. It is neither

@@ -20,10 +20,10 @@ use tokio_stream::StreamExt;
 use troupe_actors::{find_on, names, NodeContext};
 use troupe_runtime::job::status::{JobState, JobStatus};
 use troupe_runtime::job::validate::validate_with;
-use troupe_runtime::observe::{cluster_jobs, metric, EventKind};
+use troupe_runtime::observe::{metric, EventKind};
 use troupe_runtime::protocol::{
-    JobAnswer, JobManagerMessage, JobQueryError, MembershipMessage, ResumeRequest, SubmitError,
-    SubmitRequest,
+    cluster_jobs, JobAnswer, JobManagerMessage, JobQueryError, MembershipMessage, ResumeRequest,
+    SubmitError, SubmitRequest,
 };
 use troupe_runtime::wire::Wire;
 use troupe_runtime::JobSpec;

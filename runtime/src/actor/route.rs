@@ -13,20 +13,25 @@
 use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{actor_name, ActorCallError};
-use crate::protocol::{
-    actor_type_group, node_of_actor_host, ActorEnvelope, ActorHostMessage, SavedState,
-};
+use crate::error::ActorCallError;
+use crate::protocol::actor_host::{ActorEnvelope, ActorHostMessage};
+use crate::protocol::groups::{actor_type_group, node_of_actor_host};
 use crate::wire::Wire;
+
+pub use crate::protocol::actor_host::{Claim, ClaimOutcome};
 
 /// How long a call waits for its reply, retries included, unless told otherwise.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a call waits for some node to serve an actor type it has not seen.
 pub const UNKNOWN_TYPE_WAIT: Duration = Duration::from_secs(2);
+
+/// The name of actor `key` of type `actor_type`, as messages and logs write it.
+pub fn actor_name(actor_type: &str, key: &str) -> String {
+    format!("{actor_type}/{key}")
+}
 
 /// The rendezvous key of an actor.
 pub fn owner_key(actor_type: &str, key: &str) -> String {
@@ -134,33 +139,4 @@ pub async fn call(
             other => return other,
         }
     }
-}
-
-/// The outcome of an activation's claim, from the task that asked the core group to the
-/// host that waits for it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claim {
-    /// `TYPE/KEY`.
-    pub actor: String,
-    /// What was decided.
-    pub outcome: ClaimOutcome,
-}
-
-/// What a claim got.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum ClaimOutcome {
-    /// The actor is this host's at `epoch`; it starts from `state` (none: a new actor).
-    Granted {
-        /// The fencing epoch.
-        epoch: u64,
-        /// The newest saved state found.
-        state: Option<SavedState>,
-    },
-    /// Another live host runs it.
-    Held {
-        /// That host's node.
-        node: String,
-    },
-    /// No decision (no core quorum, the state could not be read).
-    Failed(String),
 }

@@ -1,0 +1,330 @@
+//! The job manager's messages (one per node, in `troupe.job_manager.NODE`): the front door
+//! for jobs (submit, status, watch, cancel, resume), step results and sub-work from worker
+//! pools, and the copies and takeovers of jobs between nodes.
+
+use ractor::RpcReplyPort;
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::replica::ReplicaBatch;
+use super::worker_pool::AttemptRef;
+use crate::error::TaskError;
+use crate::job::spec::{JobSpec, SpawnKind};
+use crate::job::status::JobStatus;
+use crate::vocab::Holder;
+use crate::wire::Wire;
+
+/// Messages of the job manager (one per node, in `troupe.job_manager.NODE`).
+#[derive(RactorClusterMessage)]
+pub enum JobManagerMessage {
+    /// Accept a job; answers its id.
+    #[rpc]
+    Submit(
+        Wire<SubmitRequest>,
+        RpcReplyPort<Wire<Result<String, SubmitError>>>,
+    ),
+    /// The status of a job (forwarded to its owner if that is another node).
+    #[rpc]
+    Status(String, RpcReplyPort<JobAnswer>),
+    /// Follow a job: answers its status now; events after it go to the watcher.
+    #[rpc]
+    Watch(Wire<WatchRequest>, RpcReplyPort<JobAnswer>),
+    /// An attempt ended (from a worker pool).
+    StepFinished(Wire<StepResult>),
+    /// A running attempt asks for calls or a sub-job (from a worker pool).
+    Spawn(Wire<SpawnRequest>),
+    /// Cancel a job; answers its status (forwarded to the owner).
+    #[rpc]
+    Cancel(String, RpcReplyPort<JobAnswer>),
+    /// Resume a step waiting for a user; answers the job's status (forwarded to the owner).
+    #[rpc]
+    Resume(Wire<ResumeRequest>, RpcReplyPort<JobAnswer>),
+    /// A job supervisor of this node finished its job (local).
+    JobEnded(Wire<JobStatus>),
+    /// Membership lost a node: attempts there are dispatched again (local).
+    NodeDown(String),
+    /// Drop the cached result of a request (task, input) at its key's owner; answers
+    /// whether there was one.
+    #[rpc]
+    Invalidate(Wire<InvalidateRequest>, RpcReplyPort<bool>),
+    /// A running attempt's progress, partial data or warning (from a Gearman worker).
+    Progress(Wire<StepProgress>),
+    /// An attempt ended without a result: run it again (from a Gearman front door).
+    AttemptLost(Wire<LostAttempt>),
+    /// An attempt was stolen by another node: it runs there (from a worker pool).
+    Moved(Wire<AttemptMoved>),
+    /// A job in flight whose unique key starts with this prefix, if this node holds one
+    /// (the whole key finds that job).
+    #[rpc]
+    FindUnique(String, RpcReplyPort<Wire<Option<UniqueJob>>>),
+    /// Journal writes of another node's jobs, to keep as a copy (from that node).
+    Replicate(Wire<ReplicaBatch>),
+    /// A replica committed the batch with this ack token (see [`ReplicaBatch::ack`]).
+    ReplicaAcked(u64),
+    /// A job changed owner (from the node that took it over).
+    JobMoved(Wire<JobMoved>),
+    /// Membership saw a node come up or back (local): tell it of the jobs taken from it.
+    NodeUp(String),
+    /// Look for copies whose owner has been down for the grace period (local, periodic).
+    SweepCopies,
+    /// The core group's answer to a takeover of a job: who holds it now (local).
+    TakeoverDecided(String, Wire<Result<Holder, String>>),
+    /// The journaled jobs may resume, but these, taken over meanwhile (local).
+    ResumeJournaled(Wire<Vec<JobMoved>>),
+}
+
+/// A job submission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// The job.
+    pub spec: JobSpec,
+    /// Push events of this job to the watcher in this group.
+    pub watch: Option<WatchRequest>,
+    /// Jobs submitted with the same key while one is in flight coalesce into it: the
+    /// submission answers the id of the job in flight and its watcher joins it (Gearman's
+    /// function + unique id). Only the node that owns the key coalesces; see
+    /// [`unique_owner`].
+    #[serde(default)]
+    pub unique: Option<String>,
+    /// Accept the job even if no node serves a task yet: its steps wait for a worker
+    /// (Gearman clients may submit before any worker connects).
+    #[serde(default)]
+    pub wait_for_workers: bool,
+    /// Set by the job manager itself once it waited for unknown tasks; never from the wire.
+    #[serde(skip)]
+    pub waited: bool,
+}
+
+impl SubmitRequest {
+    /// A plain submission of `spec`: nobody watches it, no unique key, its tasks must be
+    /// served somewhere.
+    pub fn new(spec: JobSpec) -> Self {
+        Self {
+            spec,
+            watch: None,
+            unique: None,
+            wait_for_workers: false,
+            waited: false,
+        }
+    }
+}
+
+/// Why a submission was refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SubmitError {
+    /// The job is not valid; the message names the step.
+    Invalid(String),
+    /// The node cannot take jobs now.
+    Unavailable(String),
+    /// The cluster has too much work waiting (`admission.max_waiting_steps`): submit
+    /// again after this many milliseconds.
+    Overloaded {
+        /// What the node saw.
+        message: String,
+        /// When to try again.
+        retry_after_ms: u64,
+    },
+}
+
+/// The node among `nodes` that coalesces submissions with unique id `unique`
+/// (rendezvous hashing, as for request keys).
+pub fn unique_owner<'a>(unique: &str, nodes: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    crate::merge::owner(&format!("unique:{unique}"), nodes)
+}
+
+/// A job in flight found by its unique key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UniqueJob {
+    /// The job's id.
+    pub job: String,
+    /// Submissions that joined it, the first included.
+    pub submitters: u32,
+}
+
+/// A request to follow a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatchRequest {
+    /// The job (empty in a submission: the new job).
+    pub job: String,
+    /// The watcher's group ([`client_group`](super::groups::client_group)).
+    pub group: String,
+    /// Every step event, or only the end of the job.
+    pub progress: bool,
+    /// With `progress`: leave out the step state changes (queued, started, retrying,
+    /// finished) and send only what running attempts report (progress, data) and the end
+    /// (the Gearman front door needs no more, and a job's events are most of its cost).
+    #[serde(default)]
+    pub reports_only: bool,
+}
+
+/// Why a question about one job (status, watch, cancel, resume) has no status answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum JobQueryError {
+    /// No such job (or step) on its owner.
+    #[error("{0}")]
+    NotFound(String),
+    /// The job is not in a state that allows it (resuming a step that is not waiting).
+    #[error("{0}")]
+    Conflict(String),
+    /// The owner is out of reach, or the job's supervisor is busy ending: ask again.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl JobQueryError {
+    /// The answer about a job that its owner does not know.
+    pub fn no_such_job(job: &str) -> Self {
+        JobQueryError::NotFound(format!("no job {job} on this node"))
+    }
+}
+
+/// The answer to a question about one job.
+pub type JobAnswer = Wire<Result<JobStatus, JobQueryError>>;
+
+/// The node that owns a job, from its id (`NODE-EPOCH-SEQ`).
+pub fn owner_of(job_id: &str) -> Option<&str> {
+    let (rest, seq) = job_id.rsplit_once('-')?;
+    let (node, epoch) = rest.rsplit_once('-')?;
+    (!node.is_empty()
+        && seq.chars().all(|c| c.is_ascii_digit())
+        && epoch.chars().all(|c| c.is_ascii_hexdigit()))
+    .then_some(node)
+}
+
+/// Resume a step waiting for a user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResumeRequest {
+    /// The job.
+    pub job: String,
+    /// The step.
+    pub step: String,
+}
+
+/// The end of one attempt, sent back to the owner's job manager.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepResult {
+    /// The job.
+    pub job: String,
+    /// The step.
+    pub step: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// The node that ran it.
+    pub node: String,
+    /// Output or error.
+    pub result: Result<Value, TaskError>,
+    /// Whether it ran, joined one in flight, or came from the cache.
+    #[serde(default)]
+    pub source: ResultSource,
+    /// The epoch of the request it answers (a result for an older owner is discarded).
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+/// Where a step result came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultSource {
+    /// The attempt ran the task.
+    #[default]
+    Executed,
+    /// The attempt joined an identical request in flight.
+    Merged,
+    /// The attempt was answered from the cache.
+    Cached,
+}
+
+/// A running attempt asks its job's supervisor for sub-work.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpawnRequest {
+    /// The attempt asking.
+    pub from: AttemptRef,
+    /// Its id for the request, echoed in the reply.
+    pub call_id: u64,
+    /// The node the attempt runs on (where the reply goes).
+    pub reply_to: String,
+    /// What to run.
+    pub kind: SpawnKind,
+}
+
+/// What a running attempt tells its job's watchers before its result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProgressKind {
+    /// How far it is.
+    Status {
+        /// Done so far.
+        numerator: u64,
+        /// Out of.
+        denominator: u64,
+    },
+    /// Partial data.
+    Data(Vec<u8>),
+    /// A warning.
+    Warning(Vec<u8>),
+}
+
+/// Progress of an attempt, sent to its owner's job manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepProgress {
+    /// The attempt.
+    pub attempt: AttemptRef,
+    /// What it says.
+    pub kind: ProgressKind,
+}
+
+/// An attempt that ended without a result (its external worker went away).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostAttempt {
+    /// The attempt.
+    pub attempt: AttemptRef,
+    /// Why, for the status.
+    pub reason: String,
+    /// A worker held it and vanished (counts against the step's cap on lost attempts);
+    /// false for an attempt that only waited for a worker that went away.
+    #[serde(default)]
+    pub counts: bool,
+}
+
+/// An attempt moved to another node's worker pool before it started (stolen).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptMoved {
+    /// The attempt.
+    pub attempt: AttemptRef,
+    /// Where it runs now.
+    pub node: String,
+}
+
+/// A cached result to drop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvalidateRequest {
+    /// The task.
+    pub task: String,
+    /// The request's input.
+    pub input: Value,
+}
+
+/// A job has a new owner (the core group decided it); sent to every job manager.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobMoved {
+    /// The job.
+    pub job: String,
+    /// Its owner now.
+    pub owner: String,
+    /// The owner's epoch.
+    pub epoch: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_name_their_owner() {
+        assert_eq!(owner_of("n1-19a8f3c2b11-42"), Some("n1"));
+        assert_eq!(owner_of("my-node-2-ff-0"), Some("my-node-2"));
+        assert_eq!(owner_of("garbage"), None);
+        assert_eq!(owner_of("-ff-1"), None);
+        assert_eq!(owner_of("n1-zz-1"), None);
+    }
+}

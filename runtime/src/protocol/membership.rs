@@ -1,0 +1,112 @@
+//! The membership actor's messages (one per node, in `troupe.membership`): gossip of what
+//! each node says about itself, the list of nodes, and this node's session events.
+
+use std::collections::BTreeMap;
+
+use ractor::RpcReplyPort;
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+
+use super::merger::CacheStats;
+use crate::wire::Wire;
+
+/// Messages of the membership actor (one per node, in `troupe.membership`).
+#[derive(RactorClusterMessage)]
+pub enum MembershipMessage {
+    /// A peer's info (gossip).
+    Hello(Wire<NodeInfo>),
+    /// Every node this node knows of, itself first.
+    #[rpc]
+    ListNodes(RpcReplyPort<Wire<Vec<NodeInfo>>>),
+    /// A session event of this node (local).
+    Session(Wire<SessionEvent>),
+    /// Periodic work: dial missing peers, close stalled handshakes, gossip (local).
+    Tick,
+    /// Tell the peers this node's info now, not at the next tick (local: a task reached
+    /// or left its concurrency limit).
+    Announce,
+}
+
+/// Liveness of a node as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Connected.
+    Up,
+    /// Doubtful (reserved for the failure detector).
+    Suspect,
+    /// Its connection dropped; reconnection is being tried.
+    Down,
+    /// Leaving (SIGTERM): finishing its attempts, taking no new work.
+    Draining,
+}
+
+impl NodeState {
+    /// The name in `nodes --json` (`up`, `suspect`, `down`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Up => "up",
+            NodeState::Suspect => "suspect",
+            NodeState::Down => "down",
+            NodeState::Draining => "draining",
+        }
+    }
+}
+
+/// What a node says about itself, gossiped to its peers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its name.
+    pub name: String,
+    /// The address peers dial.
+    pub address: String,
+    /// As seen by the node that answers.
+    pub state: NodeState,
+    /// Task groups it serves.
+    pub tasks: Vec<String>,
+    /// Tasks it runs at once.
+    pub slots: u32,
+    /// Slots busy.
+    pub busy: u32,
+    /// Steps waiting for a slot.
+    pub queued: u32,
+    /// Addresses of the nodes it knows (for the mesh).
+    pub peers: Vec<String>,
+    /// Properties of the tasks it serves (only those that merge or cache).
+    #[serde(default)]
+    pub task_props: BTreeMap<String, crate::merge::TaskProps>,
+    /// Its merger's counters.
+    #[serde(default)]
+    pub cache: CacheStats,
+    /// Tasks at their concurrency limit on it right now (dispatchers skip it for them).
+    #[serde(default)]
+    pub saturated: Vec<String>,
+}
+
+/// A session event of this node's `NodeServer`, passed to the membership actor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionEvent {
+    /// What happened.
+    pub kind: SessionEventKind,
+    /// ractor_cluster's per-process id of the session.
+    pub node_id: u64,
+    /// `name@host` of the peer, once known.
+    pub peer_name: Option<String>,
+    /// The peer's socket address.
+    pub peer_addr: String,
+    /// True if the peer dialled us.
+    pub is_server: bool,
+}
+
+/// Kinds of [`SessionEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionEventKind {
+    /// TCP connection opened, handshake not done.
+    Opened,
+    /// Cookie handshake passed.
+    Authenticated,
+    /// Actors and groups exchanged.
+    Ready,
+    /// Closed.
+    Disconnected,
+}

@@ -1,0 +1,40 @@
+//! Copies of an owner's journal kept by other nodes (`journal_replicas`): the batches an
+//! owner's journal sends to a replica's job manager.
+
+use serde::{Deserialize, Serialize};
+
+/// A slice of an owner's journal for a node that keeps a copy (see `journal_replicas`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicaBatch {
+    /// The owner that sends it.
+    pub owner: String,
+    /// The writes, in the owner's commit order.
+    pub writes: Vec<ReplicaWrite>,
+    /// Set when the owner waits for this batch to be durable here (a submission is
+    /// answered once its job is copied, `journal_ack = "copied"`): the replica commits
+    /// it at once and answers [`JobManagerMessage::ReplicaAcked`](super::job_manager::JobManagerMessage::ReplicaAcked) with this token.
+    #[serde(default)]
+    pub ack: Option<u64>,
+}
+
+/// One journal write about one job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicaWrite {
+    /// The job.
+    pub job: String,
+    /// The owner's epoch for the job (writes from an older epoch are refused).
+    pub epoch: u64,
+    /// What was written.
+    pub what: ReplicaWhat,
+}
+
+/// What a [`ReplicaWrite`] records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ReplicaWhat {
+    /// The job's record (its file and limits), encoded.
+    Start(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Input number `seq`, encoded.
+    Input(u64, #[serde(with = "serde_bytes")] Vec<u8>),
+    /// The job ended: the copy is dropped.
+    End,
+}
