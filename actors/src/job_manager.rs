@@ -20,7 +20,6 @@ use crate::core::{CoreCommand, CoreDecision};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::oneshot;
 use troupe_runtime::error::ValidationError;
-use troupe_runtime::job::run::JobRun;
 use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::job::validate::validate_with;
 use troupe_runtime::protocol::{
@@ -32,6 +31,7 @@ use troupe_runtime::task::TaskError;
 use troupe_runtime::vocab::Holder;
 use troupe_runtime::wire::Wire;
 
+use crate::job_supervisor::run::JobRun;
 use crate::job_supervisor::{JobSupervisor, JobSupervisorArgs, JobSupervisorMessage};
 use crate::NodeContext;
 
@@ -505,7 +505,7 @@ impl JobManagerState {
             }
             let seq = inputs.len() as u64;
             let epoch = record.epoch;
-            let mut run = match troupe_runtime::job::journal::replay(record, inputs) {
+            let mut run = match crate::job_supervisor::replay::replay(record, inputs) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "a journaled job cannot resume");
@@ -535,7 +535,7 @@ impl JobManagerState {
         myself: &ActorRef<JobManagerMessage>,
         run: JobRun,
         epoch: u64,
-        resumed: Option<(u64, Vec<troupe_runtime::job::run::Action>)>,
+        resumed: Option<(u64, Vec<crate::job_supervisor::run::Action>)>,
     ) -> bool {
         let id = run.id().to_string();
         let args = JobSupervisorArgs {
@@ -793,7 +793,7 @@ impl JobManagerState {
         }
         journal.forget(&job);
         let seq = inputs.len() as u64;
-        let mut run = match troupe_runtime::job::journal::replay(record, inputs) {
+        let mut run = match crate::job_supervisor::replay::replay(record, inputs) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "a job taken over cannot be rebuilt");

@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
-use troupe_runtime::job::journal::Input;
-use troupe_runtime::job::run::{Action, JobRun};
 use troupe_runtime::job::status::JobEvent;
 use troupe_runtime::job::status::JobState;
 use troupe_runtime::observe::ClusterEvent;
@@ -23,6 +21,12 @@ use troupe_runtime::wire::Wire;
 
 use crate::dispatcher::DispatcherMessage;
 use crate::{find_on, names};
+
+pub mod replay;
+pub mod run;
+
+use replay::Input;
+use run::{Action, JobRun};
 
 /// Messages of a job supervisor (local to its node).
 #[derive(RactorMessage)]

@@ -1,5 +1,5 @@
 //! The node's journal: the inputs of the jobs it owns, in redb, so that a node that
-//! restarts resumes its jobs (see [`troupe_runtime::job::journal`] for the fold).
+//! restarts resumes its jobs (see [`crate::job_supervisor::replay`] for the fold).
 //!
 //! Writes are group commits by hand: the job supervisors serialize each input on their
 //! own task and send the bytes down a channel; one writer thread (redb is blocking, and a
@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
 use troupe_runtime::config::JournalAck;
-use troupe_runtime::job::journal::{Input, JobRecord};
 use troupe_runtime::job::spec::JobSpec;
 use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::job::validate::Limits;
@@ -46,6 +45,7 @@ use troupe_runtime::protocol::{
 };
 use troupe_runtime::wire::{self, Wire};
 
+use crate::job_supervisor::replay::{Input, JobRecord};
 use crate::ClusterView;
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");

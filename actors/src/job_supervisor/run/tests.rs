@@ -1,7 +1,7 @@
 use super::*;
-use crate::job::spec::{RetryPolicy, StepSpec};
-use crate::job::validate::validate;
 use serde_json::json;
+use troupe_runtime::job::spec::{RetryPolicy, StepSpec};
+use troupe_runtime::job::validate::validate;
 
 fn run(spec: JobSpec) -> JobRun {
     let g = validate(&spec).unwrap();

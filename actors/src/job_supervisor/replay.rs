@@ -11,12 +11,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use troupe_runtime::job::spec::JobSpec;
+use troupe_runtime::job::spec::SpawnKind;
+use troupe_runtime::job::validate::{validate_with, Limits};
+use troupe_runtime::protocol::ResultSource;
+use troupe_runtime::task::TaskError;
+
 use super::run::{Action, JobRun};
-use super::spec::JobSpec;
-use super::spec::SpawnKind;
-use super::validate::{validate_with, Limits};
-use crate::protocol::ResultSource;
-use crate::task::TaskError;
 
 /// How a job started: enough to build its [`JobRun`] again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,11 +165,10 @@ pub fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::run::tests::dispatched;
-    use crate::job::spec::SpawnKind;
-    use crate::job::spec::{RetryPolicy, StepSpec};
-    use crate::job::status::StepState;
+    use crate::job_supervisor::run::tests::dispatched;
     use serde_json::json;
+    use troupe_runtime::job::spec::{RetryPolicy, StepSpec};
+    use troupe_runtime::job::status::StepState;
 
     fn record() -> JobRecord {
         let mut spec = JobSpec::new("d")

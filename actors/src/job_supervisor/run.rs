@@ -16,15 +16,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::expr;
-use super::spec::{JobSpec, Priority, RetryPolicy, SpawnKind};
-use super::status::{JobEvent, JobState, JobStats, JobStatus, StepState, StepStatus};
-use super::validate::{validate_with, Graph, Limits};
-use crate::merge::CacheMode;
-use crate::protocol::JobQueryError;
-use crate::protocol::ResultSource;
-use crate::task::TaskError;
-use crate::vocab::Stage;
+use troupe_runtime::job::expr;
+use troupe_runtime::job::spec::{JobSpec, Priority, RetryPolicy, SpawnKind, StepSpec};
+use troupe_runtime::job::status::{JobEvent, JobState, JobStats, JobStatus, StepState, StepStatus};
+use troupe_runtime::job::validate::{validate_with, Graph, Limits};
+use troupe_runtime::merge::CacheMode;
+use troupe_runtime::protocol::JobQueryError;
+use troupe_runtime::protocol::ResultSource;
+use troupe_runtime::task::TaskError;
+use troupe_runtime::vocab::Stage;
 
 /// An attempt to hand to a worker.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +50,7 @@ pub struct Dispatch {
     /// Whether it continues the job or starts it (its priority lane, with the job's class).
     pub stage: Stage,
     /// For sub-work (a call, a sub-job): the node of the attempt that made it, where it
-    /// runs if that node has room (see [`crate::placement`]).
+    /// runs if that node has room (see the placement of [`crate::dispatcher`]).
     pub near: Option<String>,
 }
 
@@ -210,7 +210,7 @@ pub struct JobRun {
 }
 
 impl JobRun {
-    /// A job accepted with id `id`; `graph` is what [`super::validate::validate`] returned.
+    /// A job accepted with id `id`; `graph` is what [`troupe_runtime::job::validate::validate`] returned.
     pub fn new(id: String, spec: JobSpec, graph: Graph) -> Self {
         Self::with_limits(id, spec, graph, Limits::default())
     }
@@ -497,7 +497,7 @@ impl JobRun {
         let depth = self.groups[g].depth;
         let n = &mut self.nodes[i];
         // Continuing work: anything but a first attempt of a step of the job's own file
-        // that waits on nothing (see `crate::lanes`).
+        // that waits on nothing (see the priority lanes of the worker pool).
         let stage = if depth > 0
             || n.attempts > 0
             || n.fan_parent.is_some()
@@ -528,7 +528,7 @@ impl JobRun {
         })
     }
 
-    /// After a replay (see [`crate::job::journal`]): every attempt that was in flight runs
+    /// After a replay (see [`super::replay`]): every attempt that was in flight runs
     /// again as a new attempt (it may have died with the owner node), without counting
     /// against retries or lost-attempt limits; results of the old attempts are late. A
     /// step waiting for a retry's backoff runs now (its timer died with the node).
@@ -1021,7 +1021,7 @@ impl JobRun {
                 for input in inputs {
                     let id = format!("call-{}", self.next_call);
                     self.next_call += 1;
-                    spec = spec.step(super::spec::StepSpec::new(id, task.clone()).input(input));
+                    spec = spec.step(StepSpec::new(id, task.clone()).input(input));
                 }
                 (spec, true)
             }
