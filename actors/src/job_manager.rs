@@ -31,7 +31,8 @@ use troupe_runtime::task::TaskError;
 use troupe_runtime::vocab::Holder;
 use troupe_runtime::wire::Wire;
 
-use crate::job_supervisor::run::JobRun;
+use crate::job_supervisor::replay;
+use crate::job_supervisor::run::{Input, JobRun};
 use crate::job_supervisor::{JobSupervisor, JobSupervisorArgs, JobSupervisorMessage};
 use crate::NodeContext;
 
@@ -505,17 +506,18 @@ impl JobManagerState {
             }
             let seq = inputs.len() as u64;
             let epoch = record.epoch;
-            let mut run = match crate::job_supervisor::replay::replay(record, inputs) {
+            let mut run = match replay::replay(record, inputs, Instant::now()) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "a journaled job cannot resume");
                     continue;
                 }
             };
-            let actions = run.recover(&format!(
+            let reason = format!(
                 "node {} restarted; attempts it had in flight run again",
                 self.ctx.view.node
-            ));
+            );
+            let actions = run.step(Input::Recover { reason }, Instant::now());
             if self
                 .start_supervisor(myself, run, epoch, Some((seq, actions)))
                 .await
@@ -793,17 +795,18 @@ impl JobManagerState {
         }
         journal.forget(&job);
         let seq = inputs.len() as u64;
-        let mut run = match crate::job_supervisor::replay::replay(record, inputs) {
+        let mut run = match replay::replay(record, inputs, Instant::now()) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "a job taken over cannot be rebuilt");
                 return;
             }
         };
-        let actions = run.recover(&format!(
+        let reason = format!(
             "job taken over by {} from {from}, which stayed down; its attempts run again",
             self.ctx.config.name
-        ));
+        );
+        let actions = run.step(Input::Recover { reason }, Instant::now());
         if !self
             .start_supervisor(myself, run, epoch, Some((seq, actions)))
             .await

@@ -1,11 +1,21 @@
 //! The job supervisor: one actor per job, the job's single point of control.
 //!
-//! It folds what happens to the job (an attempt assigned, finished, timed out; a retry
-//! due) into the job's [`JobRun`] state machine and carries out the actions that come back:
-//! dispatch an attempt, arm a timer, tell the watchers. When the job ends it hands the
-//! final status to its job manager and stops.
+//! It turns what happens to the job (an attempt assigned, finished, timed out; a retry
+//! due; sub-work asked for; a node lost; a user's cancel or resume) into an [`Input`] of
+//! the job's [`JobRun`] state machine, journals it if a replay needs it, steps the run
+//! with the time now, and carries out the actions that come back: dispatch an attempt,
+//! arm a timer, tell the watchers, answer a caller. When the job ends it hands the final
+//! status to its job manager and stops. It never runs a task, never decides that a node
+//! is dead, and never talks HTTP.
+//!
+//! - [`run`]: the state machine itself, pure (no I/O, no clock, no global randomness).
+//! - [`replay`]: what the journal keeps of a job and how the job manager rebuilds a run
+//!   from it after a restart or a takeover.
 
-use std::time::Duration;
+pub mod replay;
+pub mod run;
+
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
@@ -21,12 +31,7 @@ use troupe_runtime::wire::Wire;
 
 use crate::dispatcher::DispatcherMessage;
 use crate::{find_on, names};
-
-pub mod replay;
-pub mod run;
-
-use replay::Input;
-use run::{Action, JobRun};
+use run::{Action, Input, JobRun};
 
 /// Messages of a job supervisor (local to its node).
 #[derive(RactorMessage)]
@@ -89,7 +94,7 @@ pub struct JobSupervisorArgs {
     /// Where its inputs are journaled.
     pub journal: Option<crate::journal::Journal>,
     /// For a job resumed from the journal: the inputs already journaled, and the actions
-    /// of its recovery ([`JobRun::recover`]).
+    /// of its recovery ([`Input::Recover`]).
     pub resumed: Option<(u64, Vec<Action>)>,
     /// The owner's epoch for this job: 0 for the node that accepted it, the core group's
     /// decision for a node that took it over. Carried by every attempt it sends.
@@ -360,7 +365,7 @@ impl Actor for JobSupervisor {
                     tracing::info!(job = %state.run.id(), "job resumed from the journal");
                     actions
                 }
-                None => state.run.start(),
+                None => state.feed(Input::Start),
             };
             state.apply(&myself, actions);
         });
@@ -380,13 +385,16 @@ impl Actor for JobSupervisor {
 }
 
 impl JobSupervisorState {
-    /// Journals an input, then applies it.
+    /// Journals an input if a replay needs it, then steps the run with it: the one way
+    /// this actor changes its job.
     fn feed(&mut self, input: Input) -> Vec<Action> {
-        self.seq += 1;
-        if let Some(j) = &self.journal {
-            j.input(self.run.id(), self.seq, &input);
+        if input.is_journaled() {
+            self.seq += 1;
+            if let Some(j) = &self.journal {
+                j.input(self.run.id(), self.seq, &input);
+            }
         }
-        input.apply(&mut self.run)
+        self.run.step(input, Instant::now())
     }
 
     fn handle(&mut self, myself: &ActorRef<JobSupervisorMessage>, msg: JobSupervisorMessage) {
@@ -396,11 +404,11 @@ impl JobSupervisorState {
                 step,
                 attempt,
                 node,
-            } => {
-                // Not journaled: where an attempt runs matters only while it runs, and a
-                // resumed job runs its attempts in flight again anyway.
-                state.run.assigned(&step, attempt, &node)
-            }
+            } => state.feed(Input::Assigned {
+                step,
+                attempt,
+                node,
+            }),
             JobSupervisorMessage::Finished(r) if r.epoch != state.epoch => {
                 // Sent for this job's previous owner (fenced): its attempt is not ours.
                 tracing::debug!(step = %r.step, attempt = r.attempt, epoch = r.epoch, "result for another epoch of this job; discarded");
@@ -444,17 +452,30 @@ impl JobSupervisorState {
                 Vec::new()
             }
             JobSupervisorMessage::Progress(p) => {
-                let a = &p.attempt;
-                match p.kind {
+                let (step, attempt) = (p.attempt.step, p.attempt.attempt);
+                state.feed(match p.kind {
                     ProgressKind::Status {
                         numerator,
                         denominator,
-                    } => state
-                        .run
-                        .progress(&a.step, a.attempt, numerator, denominator),
-                    ProgressKind::Data(d) => state.run.data(&a.step, a.attempt, d, false),
-                    ProgressKind::Warning(d) => state.run.data(&a.step, a.attempt, d, true),
-                }
+                    } => Input::Progress {
+                        step,
+                        attempt,
+                        numerator,
+                        denominator,
+                    },
+                    ProgressKind::Data(data) => Input::Data {
+                        step,
+                        attempt,
+                        data,
+                        warning: false,
+                    },
+                    ProgressKind::Warning(data) => Input::Data {
+                        step,
+                        attempt,
+                        data,
+                        warning: true,
+                    },
+                })
             }
             JobSupervisorMessage::AttemptLost(l) => {
                 tracing::info!(step = %l.attempt.step, attempt = l.attempt.attempt, reason = %l.reason, "attempt lost; running it again");
@@ -483,13 +504,10 @@ impl JobSupervisorState {
                 let _ = reply.send(Wire::new(Ok(state.run.status())));
                 actions
             }
-            JobSupervisorMessage::Resume(step, reply) => match state.run.resume(&step) {
-                Ok(actions) => {
-                    // Journaled after it applied (it can be refused, and then is not an input).
-                    state.seq += 1;
-                    if let Some(j) = &state.journal {
-                        j.input(state.run.id(), state.seq, &Input::Resume { step });
-                    }
+            // Checked first: a refused resume is answered, and is not an input.
+            JobSupervisorMessage::Resume(step, reply) => match state.run.check_resume(&step) {
+                Ok(()) => {
+                    let actions = state.feed(Input::Resume { step });
                     let _ = reply.send(Wire::new(Ok(state.run.status())));
                     actions
                 }

@@ -45,7 +45,8 @@ use troupe_runtime::protocol::{
 };
 use troupe_runtime::wire::{self, Wire};
 
-use crate::job_supervisor::replay::{Input, JobRecord};
+use crate::job_supervisor::replay::JobRecord;
+use crate::job_supervisor::run::Input;
 use crate::ClusterView;
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");

@@ -1,23 +1,23 @@
 //! What a job's journal holds, and how a job is rebuilt from it.
 //!
-//! A [`JobRun`] is a deterministic fold of its inputs: the job file, then every result,
-//! timer, call, loss, cancel and resume the job's supervisor handed it, in order. The
-//! supervisor journals each input ([`Input`]) after it applies it; a node that restarts
-//! replays the inputs of every job that had not ended ([`replay`]) and gets the same
-//! state, then runs again the attempts that were in flight ([`JobRun::recover`]): they
-//! may have died with the node, and a result that still comes from one is discarded as
-//! late. Nothing here touches the disk (see `troupe_actors::journal` for the store).
+//! A [`JobRun`] is a deterministic fold of its inputs ([`JobRun::step`]): the job file,
+//! then every result, timer, call, loss, cancel and resume the job's supervisor handed
+//! it, in order. The supervisor journals each input a replay needs
+//! ([`Input::is_journaled`]) as it applies it; a node that restarts (or takes a job over
+//! from its copy) replays the inputs of every job that had not ended ([`replay`]) and gets
+//! the same state, then feeds [`Input::Recover`]: the attempts that were in flight run
+//! again (they may have died with the node), and a result that still comes from one is
+//! discarded as late. Nothing here touches the disk (see [`crate::journal`] for the
+//! store).
+
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use troupe_runtime::job::spec::JobSpec;
-use troupe_runtime::job::spec::SpawnKind;
 use troupe_runtime::job::validate::{validate_with, Limits};
-use troupe_runtime::protocol::ResultSource;
-use troupe_runtime::task::TaskError;
 
-use super::run::{Action, JobRun};
+use super::run::{Input, JobRun};
 
 /// How a job started: enough to build its [`JobRun`] again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,107 +33,6 @@ pub struct JobRecord {
     pub epoch: u64,
 }
 
-/// One input the supervisor applied to its job, in the order it applied them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Input {
-    /// An attempt's result.
-    Finished {
-        /// The step.
-        step: String,
-        /// The attempt.
-        attempt: u32,
-        /// Where it ran.
-        node: String,
-        /// What it gave.
-        result: Result<Value, TaskError>,
-        /// Executed, merged or cached.
-        source: ResultSource,
-    },
-    /// An attempt ran past its timeout.
-    TimedOut {
-        /// The step.
-        step: String,
-        /// The attempt.
-        attempt: u32,
-    },
-    /// A retry's delay passed.
-    RetryDue {
-        /// The step.
-        step: String,
-        /// The attempt that runs now.
-        attempt: u32,
-    },
-    /// An attempt was lost (its worker vanished, or its node was drained).
-    AttemptLost {
-        /// The step.
-        step: String,
-        /// The attempt.
-        attempt: u32,
-        /// Why.
-        reason: String,
-        /// Whether it counts against `limits.max_lost_attempts`.
-        counts: bool,
-    },
-    /// A node left; its attempts run again.
-    NodeLost {
-        /// The node.
-        node: String,
-    },
-    /// A running attempt asked for sub-work.
-    Spawn {
-        /// The calling step.
-        step: String,
-        /// Its attempt.
-        attempt: u32,
-        /// The call's id on the caller's node.
-        call_id: u64,
-        /// The caller's node.
-        reply_to: String,
-        /// What it asked for.
-        kind: SpawnKind,
-    },
-    /// The user cancelled the job.
-    Cancel,
-    /// The user resumed a step that waited for them.
-    Resume {
-        /// The step.
-        step: String,
-    },
-}
-
-impl Input {
-    /// Applies the input to `run`, as the supervisor did; returns the actions.
-    pub fn apply(self, run: &mut JobRun) -> Vec<Action> {
-        match self {
-            Input::Finished {
-                step,
-                attempt,
-                node,
-                result,
-                source,
-            } => run.finished_from(&step, attempt, &node, result, source),
-            Input::TimedOut { step, attempt } => run.timed_out(&step, attempt),
-            Input::RetryDue { step, attempt } => run.retry_due(&step, attempt),
-            Input::AttemptLost {
-                step,
-                attempt,
-                reason,
-                counts,
-            } => run.attempt_lost(&step, attempt, &reason, counts),
-            Input::NodeLost { node } => run.node_lost(&node),
-            Input::Spawn {
-                step,
-                attempt,
-                call_id,
-                reply_to,
-                kind,
-            } => run.spawn(&step, attempt, call_id, &reply_to, kind),
-            Input::Cancel => run.cancel(),
-            Input::Resume { step } => run.resume(&step).unwrap_or_default(),
-        }
-    }
-}
-
 /// Why a journaled job cannot be rebuilt.
 #[derive(Debug, thiserror::Error)]
 #[error("job {job}: its journaled job file no longer validates: {reason}")]
@@ -144,20 +43,24 @@ pub struct ReplayError {
     pub reason: String,
 }
 
-/// Rebuilds a job from its record and its inputs, in order. The returned run has started
-/// and seen every input; call [`JobRun::recover`] before running it on.
+/// Rebuilds a job from its record and its inputs, in order, as if each happened at `now`
+/// (the journal keeps no times: a replayed job's elapsed time counts from its replay). The
+/// returned run has started and seen every input; feed it [`Input::Recover`] before
+/// running it on. The actions of the replayed inputs were carried out before; they are
+/// dropped.
 pub fn replay(
     record: JobRecord,
     inputs: impl IntoIterator<Item = Input>,
+    now: Instant,
 ) -> Result<JobRun, ReplayError> {
     let graph = validate_with(&record.spec, &record.limits).map_err(|e| ReplayError {
         job: record.id.clone(),
         reason: e.to_string(),
     })?;
     let mut run = JobRun::with_limits(record.id, record.spec, graph, record.limits);
-    let _ = run.start();
+    let _ = run.step(Input::Start, now);
     for input in inputs {
-        let _ = input.apply(&mut run);
+        let _ = run.step(input, now);
     }
     Ok(run)
 }
@@ -167,8 +70,10 @@ mod tests {
     use super::*;
     use crate::job_supervisor::run::tests::dispatched;
     use serde_json::json;
-    use troupe_runtime::job::spec::{RetryPolicy, StepSpec};
+    use troupe_runtime::job::spec::{RetryPolicy, SpawnKind, StepSpec};
     use troupe_runtime::job::status::StepState;
+    use troupe_runtime::protocol::ResultSource;
+    use troupe_runtime::task::TaskError;
 
     fn record() -> JobRecord {
         let mut spec = JobSpec::new("d")
@@ -194,12 +99,13 @@ mod tests {
         let r = record();
         let graph = validate_with(&r.spec, &r.limits).unwrap();
         let mut run = JobRun::with_limits(r.id, r.spec, graph, r.limits);
-        let _ = run.start();
+        let now = Instant::now();
+        let _ = run.step(Input::Start, now);
         let mut journal = Vec::new();
         for i in inputs {
-            let _ = i.clone().apply(&mut run);
-            let bytes = serde_json::to_vec(i).unwrap();
-            journal.push(serde_json::from_slice(&bytes).unwrap());
+            let _ = run.step(i.clone(), now);
+            let bytes = troupe_runtime::wire::encode(i).unwrap();
+            journal.push(troupe_runtime::wire::decode(&bytes).unwrap());
         }
         (run, journal)
     }
@@ -251,10 +157,17 @@ mod tests {
         ]
     }
 
+    fn recover() -> Input {
+        Input::Recover {
+            reason: "the owner restarted".into(),
+        }
+    }
+
+    /// A replay of the journaled inputs gives the state the live run had.
     #[test]
     fn a_replay_rebuilds_the_same_state() {
         let (live, journal) = drive(&inputs());
-        let replayed = replay(record(), journal).unwrap();
+        let replayed = replay(record(), journal, Instant::now()).unwrap();
         assert_eq!(replayed.status(), live.status());
         let st = replayed.status();
         assert_eq!(st.steps["b"].attempts, 2);
@@ -263,36 +176,130 @@ mod tests {
         assert!(st.steps.contains_key("c/call-1"));
     }
 
+    /// After a replay, recovery runs the attempts in flight again and retries now.
     #[test]
     fn recovery_runs_attempts_in_flight_again_and_due_retries_now() {
         // c's call-1 was in flight; b waits for its retry.
         let mut ins = inputs();
         ins.truncate(2);
         let (_, journal) = drive(&ins);
-        let mut run = replay(record(), journal).unwrap();
+        let mut run = replay(record(), journal, Instant::now()).unwrap();
         assert_eq!(
-            dispatched(&run.recover("the owner restarted")),
+            dispatched(&run.step(recover(), Instant::now())),
             vec![("b".to_string(), 2)]
         );
         // In the longer journal c was in flight, waiting on its calls: c runs again (as
         // attempt 2, which makes its calls again); the old calls go with attempt 1.
         let (_, journal) = drive(&inputs());
-        let mut run = replay(record(), journal).unwrap();
+        let mut run = replay(record(), journal, Instant::now()).unwrap();
         assert_eq!(
-            dispatched(&run.recover("the owner restarted")),
+            dispatched(&run.step(recover(), Instant::now())),
             vec![("c".to_string(), 2)]
         );
         // A late result of the recovered attempt is discarded.
         let before = run.status().stats.late_results;
-        let _ = Input::Finished {
+        let late = Input::Finished {
             step: "c".into(),
             attempt: 1,
             node: "n3".into(),
             result: Ok(json!(2)),
             source: ResultSource::Executed,
-        }
-        .apply(&mut run);
+        };
+        assert!(run.step(late, Instant::now()).is_empty());
         assert_eq!(run.status().stats.late_results, before + 1);
         assert_eq!(run.status().steps["c"].attempts, 2);
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Journals written before the inputs moved beside the job supervisor (and became the
+    /// input of `JobRun::step`) still decode, to the same inputs.
+    #[test]
+    fn journaled_inputs_of_earlier_versions_still_decode() {
+        // Encoded by the code of commit 80e2e01 (`runtime::job::journal::Input`).
+        let golden = [
+            "81a846696e697368656485a473746570a161a7617474656d707401a46e6f6465a26e32a6726573756c7481a24f6b81a1789201a179a6736f75726365a66d6572676564",
+            "81a846696e697368656485a473746570a162a7617474656d707402a46e6f6465a26e33a6726573756c7481a345727282a46b696e64a97472616e7369656e74a76d657373616765a5666c616b79a6736f75726365a86578656375746564",
+            "81a854696d65644f757482a473746570a163a7617474656d707403",
+            "81a8526574727944756582a473746570a163a7617474656d707404",
+            "81ab417474656d70744c6f737484a473746570a164a7617474656d707401a6726561736f6ea4676f6e65a6636f756e7473c3",
+            "81a84e6f64654c6f737481a46e6f6465a26e34",
+            "81a5537061776e85a473746570a165a7617474656d707401a763616c6c5f696407a87265706c795f746fa26e31a46b696e6481a543616c6c7382a47461736ba174a6696e70757473920102",
+            "81a5537061776e85a473746570a165a7617474656d707401a763616c6c5f696408a87265706c795f746fa26e31a46b696e6481a34a6f6286a46e616d65a3737562a87072696f72697479a66e6f726d616ca5696e707574c0a5726574727982ac6d61785f617474656d70747303aa6261636b6f66665f6d7364a573746570739182a26964a178a47461736ba174a56361636865a3757365",
+            "a643616e63656c",
+            "81a6526573756d6581a473746570a166",
+        ];
+        let want = vec![
+            Input::Finished {
+                step: "a".into(),
+                attempt: 1,
+                node: "n2".into(),
+                result: Ok(json!({"x": [1, "y"]})),
+                source: ResultSource::Merged,
+            },
+            Input::Finished {
+                step: "b".into(),
+                attempt: 2,
+                node: "n3".into(),
+                result: Err(TaskError::transient("flaky")),
+                source: ResultSource::Executed,
+            },
+            Input::TimedOut {
+                step: "c".into(),
+                attempt: 3,
+            },
+            Input::RetryDue {
+                step: "c".into(),
+                attempt: 4,
+            },
+            Input::AttemptLost {
+                step: "d".into(),
+                attempt: 1,
+                reason: "gone".into(),
+                counts: true,
+            },
+            Input::NodeLost { node: "n4".into() },
+            Input::Spawn {
+                step: "e".into(),
+                attempt: 1,
+                call_id: 7,
+                reply_to: "n1".into(),
+                kind: SpawnKind::Calls {
+                    task: "t".into(),
+                    inputs: vec![json!(1), json!(2)],
+                },
+            },
+            Input::Spawn {
+                step: "e".into(),
+                attempt: 1,
+                call_id: 8,
+                reply_to: "n1".into(),
+                kind: SpawnKind::Job(JobSpec::new("sub").step(StepSpec::new("x", "t"))),
+            },
+            Input::Cancel,
+            Input::Resume { step: "f".into() },
+        ];
+        for (bytes, want) in golden.iter().zip(want) {
+            let bytes = hex(bytes);
+            let got: Input = troupe_runtime::wire::decode(&bytes).unwrap();
+            assert_eq!(got, want);
+            assert!(got.is_journaled());
+            // And the same bytes today: an older node can still read a newer journal.
+            assert_eq!(troupe_runtime::wire::encode(&got).unwrap(), bytes);
+        }
+        let record = JobRecord {
+            id: "n1-1-1".into(),
+            spec: JobSpec::new("d").step(StepSpec::new("a", "t")),
+            limits: Limits::default(),
+            epoch: 3,
+        };
+        let old = hex("84a26964a66e312d312d31a47370656386a46e616d65a164a87072696f72697479a66e6f726d616ca5696e707574c0a5726574727982ac6d61785f617474656d70747303aa6261636b6f66665f6d7364a573746570739182a26964a161a47461736ba174a56361636865a3757365a66c696d69747385a96d61785f7374657073ce000186a0b26d61785f666f725f656163685f6974656d73cd2710a96d61785f646570746820b36d61785f6a6f62735f7065725f636c69656e74cd2710b16d61785f6c6f73745f617474656d70747305a565706f636803");
+        let got: JobRecord = troupe_runtime::wire::decode(&old).unwrap();
+        assert_eq!(got, record);
     }
 }
