@@ -824,3 +824,5 @@ mod properties {
         r.nodes[r.by_id[id]].output.clone().unwrap_or(Value::Null)
     }
 }
+
+mod histories;
