@@ -32,7 +32,7 @@ use troupe_runtime::vocab::Holder;
 use troupe_runtime::wire::Wire;
 
 use crate::job_supervisor::replay;
-use crate::job_supervisor::run::{Input, JobRun};
+use crate::job_supervisor::run::JobRun;
 use crate::job_supervisor::{JobSupervisor, JobSupervisorArgs, JobSupervisorMessage};
 use crate::NodeContext;
 
@@ -506,7 +506,7 @@ impl JobManagerState {
             }
             let seq = inputs.len() as u64;
             let epoch = record.epoch;
-            let mut run = match replay::replay(record, inputs, Instant::now()) {
+            let run = match replay::replay(record, inputs, Instant::now()) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "a journaled job cannot resume");
@@ -517,9 +517,8 @@ impl JobManagerState {
                 "node {} restarted; attempts it had in flight run again",
                 self.ctx.view.node
             );
-            let actions = run.step(Input::Recover { reason }, Instant::now());
             if self
-                .start_supervisor(myself, run, epoch, Some((seq, actions)))
+                .start_supervisor(myself, run, epoch, Some((seq, reason)))
                 .await
             {
                 n += 1;
@@ -537,7 +536,7 @@ impl JobManagerState {
         myself: &ActorRef<JobManagerMessage>,
         run: JobRun,
         epoch: u64,
-        resumed: Option<(u64, Vec<crate::job_supervisor::run::Action>)>,
+        resumed: Option<(u64, String)>,
     ) -> bool {
         let id = run.id().to_string();
         let args = JobSupervisorArgs {
@@ -795,7 +794,7 @@ impl JobManagerState {
         }
         journal.forget(&job);
         let seq = inputs.len() as u64;
-        let mut run = match replay::replay(record, inputs, Instant::now()) {
+        let run = match replay::replay(record, inputs, Instant::now()) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "a job taken over cannot be rebuilt");
@@ -806,9 +805,8 @@ impl JobManagerState {
             "job taken over by {} from {from}, which stayed down; its attempts run again",
             self.ctx.config.name
         );
-        let actions = run.step(Input::Recover { reason }, Instant::now());
         if !self
-            .start_supervisor(myself, run, epoch, Some((seq, actions)))
+            .start_supervisor(myself, run, epoch, Some((seq, reason)))
             .await
         {
             return;

@@ -93,9 +93,10 @@ pub struct JobSupervisorArgs {
     pub watchers: Vec<WatchRequest>,
     /// Where its inputs are journaled.
     pub journal: Option<crate::journal::Journal>,
-    /// For a job resumed from the journal: the inputs already journaled, and the actions
-    /// of its recovery ([`Input::Recover`]).
-    pub resumed: Option<(u64, Vec<Action>)>,
+    /// For a job rebuilt from a journal ([`replay`]): the inputs already journaled, and
+    /// why its attempts in flight run again (the supervisor feeds and journals its
+    /// [`JobRun::recovery_inputs`] first).
+    pub resumed: Option<(u64, String)>,
     /// The owner's epoch for this job: 0 for the node that accepted it, the core group's
     /// decision for a node that took it over. Carried by every attempt it sends.
     pub epoch: u64,
@@ -130,8 +131,9 @@ pub struct JobSupervisorState {
     journal: Option<crate::journal::Journal>,
     /// Inputs applied so far (the journal's sequence numbers).
     seq: u64,
-    /// For a job resumed from the journal: what to do first, instead of starting it.
-    resume: Option<Vec<Action>>,
+    /// For a job rebuilt from a journal: why its attempts in flight run again (it is
+    /// recovered instead of started).
+    recover: Option<String>,
     reported: bool,
     owner: String,
     epoch: u64,
@@ -330,15 +332,15 @@ impl Actor for JobSupervisor {
             trace_id = %trace.trace_id,
             span_id = %trace.parent_id,
         );
-        let (seq, resume) = match args.resumed {
-            Some((seq, actions)) => (seq, Some(actions)),
+        let (seq, recover) = match args.resumed {
+            Some((seq, reason)) => (seq, Some(reason)),
             None => (0, None),
         };
         Ok(JobSupervisorState {
             run: args.run,
             journal: args.journal,
             seq,
-            resume,
+            recover,
             reported: false,
             owner: args.owner,
             epoch: args.epoch,
@@ -360,9 +362,13 @@ impl Actor for JobSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         let span = state.span.clone();
         span.in_scope(|| {
-            let actions = match state.resume.take() {
-                Some(actions) => {
+            let actions = match state.recover.take() {
+                Some(reason) => {
                     tracing::info!(job = %state.run.id(), "job resumed from the journal");
+                    let mut actions = Vec::new();
+                    for input in state.run.recovery_inputs(&reason) {
+                        actions.extend(state.feed(input));
+                    }
                     actions
                 }
                 None => state.feed(Input::Start),
@@ -487,7 +493,11 @@ impl JobSupervisorState {
                 })
             }
             JobSupervisorMessage::NodeDown(n) => {
-                let actions = state.feed(Input::NodeLost { node: n.clone() });
+                // Journaled as the attempts it loses (see `JobRun::node_lost_inputs`).
+                let mut actions = Vec::new();
+                for input in state.run.node_lost_inputs(&n) {
+                    actions.extend(state.feed(input));
+                }
                 tracing::debug!(job = %state.run.id(), node = %n, actions = actions.len(), "node lost");
                 actions
             }

@@ -5,10 +5,13 @@
 //! it, in order. The supervisor journals each input a replay needs
 //! ([`Input::is_journaled`]) as it applies it; a node that restarts (or takes a job over
 //! from its copy) replays the inputs of every job that had not ended ([`replay`]) and gets
-//! the same state, then feeds [`Input::Recover`]: the attempts that were in flight run
-//! again (they may have died with the node), and a result that still comes from one is
-//! discarded as late. Nothing here touches the disk (see [`crate::journal`] for the
-//! store).
+//! the same state, then its supervisor feeds and journals the run's
+//! [`JobRun::recovery_inputs`]: the attempts that were in flight run again (they may have
+//! died with the node), and a result that still comes from one is discarded as late.
+//! Being journaled, a recovery replays too, so a second restart rebuilds the same job.
+//! For the same reason a node's loss is journaled as the attempts it lost
+//! ([`JobRun::node_lost_inputs`]): where attempts run is not journaled. Nothing here
+//! touches the disk (see [`crate::journal`] for the store).
 
 use std::time::Instant;
 
@@ -45,8 +48,8 @@ pub struct ReplayError {
 
 /// Rebuilds a job from its record and its inputs, in order, as if each happened at `now`
 /// (the journal keeps no times: a replayed job's elapsed time counts from its replay). The
-/// returned run has started and seen every input; feed it [`Input::Recover`] before
-/// running it on. The actions of the replayed inputs were carried out before; they are
+/// returned run has started and seen every input; feed it its
+/// [`JobRun::recovery_inputs`] before running it on. The actions of the replayed inputs were carried out before; they are
 /// dropped.
 pub fn replay(
     record: JobRecord,
@@ -69,6 +72,7 @@ pub fn replay(
 mod tests {
     use super::*;
     use crate::job_supervisor::run::tests::dispatched;
+    use crate::job_supervisor::run::Action;
     use serde_json::json;
     use troupe_runtime::job::spec::{RetryPolicy, SpawnKind, StepSpec};
     use troupe_runtime::job::status::StepState;
@@ -104,8 +108,10 @@ mod tests {
         let mut journal = Vec::new();
         for i in inputs {
             let _ = run.step(i.clone(), now);
-            let bytes = troupe_runtime::wire::encode(i).unwrap();
-            journal.push(troupe_runtime::wire::decode(&bytes).unwrap());
+            if i.is_journaled() {
+                let bytes = troupe_runtime::wire::encode(i).unwrap();
+                journal.push(troupe_runtime::wire::decode(&bytes).unwrap());
+            }
         }
         (run, journal)
     }
@@ -157,10 +163,15 @@ mod tests {
         ]
     }
 
-    fn recover() -> Input {
-        Input::Recover {
-            reason: "the owner restarted".into(),
+    /// Feeds `run` its recovery, as the supervisor does; returns the actions and the inputs
+    /// it journaled.
+    fn recover(run: &mut JobRun) -> (Vec<Action>, Vec<Input>) {
+        let inputs = run.recovery_inputs("the owner restarted");
+        let mut actions = Vec::new();
+        for input in inputs.clone() {
+            actions.extend(run.step(input, Instant::now()));
         }
+        (actions, inputs)
     }
 
     /// A replay of the journaled inputs gives the state the live run had.
@@ -184,18 +195,12 @@ mod tests {
         ins.truncate(2);
         let (_, journal) = drive(&ins);
         let mut run = replay(record(), journal, Instant::now()).unwrap();
-        assert_eq!(
-            dispatched(&run.step(recover(), Instant::now())),
-            vec![("b".to_string(), 2)]
-        );
+        assert_eq!(dispatched(&recover(&mut run).0), vec![("b".to_string(), 2)]);
         // In the longer journal c was in flight, waiting on its calls: c runs again (as
         // attempt 2, which makes its calls again); the old calls go with attempt 1.
         let (_, journal) = drive(&inputs());
         let mut run = replay(record(), journal, Instant::now()).unwrap();
-        assert_eq!(
-            dispatched(&run.step(recover(), Instant::now())),
-            vec![("c".to_string(), 2)]
-        );
+        assert_eq!(dispatched(&recover(&mut run).0), vec![("c".to_string(), 2)]);
         // A late result of the recovered attempt is discarded.
         let before = run.status().stats.late_results;
         let late = Input::Finished {
@@ -208,6 +213,93 @@ mod tests {
         assert!(run.step(late, Instant::now()).is_empty());
         assert_eq!(run.status().stats.late_results, before + 1);
         assert_eq!(run.status().steps["c"].attempts, 2);
+    }
+
+    /// A recovery is journaled like any input: after a second restart, the attempts the
+    /// first recovery started are still the live ones, and what they did counts.
+    #[test]
+    fn a_second_restart_replays_the_first_recovery() {
+        let now = Instant::now();
+        let (_, mut journal) = drive(&inputs());
+        let mut run = replay(record(), journal.clone(), now).unwrap();
+        let (_, recovery) = recover(&mut run);
+        journal.extend(recovery);
+        // c's attempt 2 makes a call, which answers; then c ends and d runs.
+        let after = [
+            Input::Spawn {
+                step: "c".into(),
+                attempt: 2,
+                call_id: 9,
+                reply_to: "n3".into(),
+                kind: SpawnKind::Calls {
+                    task: "t".into(),
+                    inputs: vec![json!(3)],
+                },
+            },
+            Input::Finished {
+                step: "c/call-2".into(),
+                attempt: 1,
+                node: "n2".into(),
+                result: Ok(json!(3)),
+                source: ResultSource::Executed,
+            },
+            Input::Finished {
+                step: "c".into(),
+                attempt: 2,
+                node: "n3".into(),
+                result: Ok(json!(30)),
+                source: ResultSource::Executed,
+            },
+        ];
+        for input in after {
+            let actions = run.step(input.clone(), now);
+            assert!(!actions.is_empty(), "{input:?} was live");
+            journal.push(input);
+        }
+        let again = replay(record(), journal, now).unwrap();
+        assert_eq!(again.status(), run.status());
+        let st = again.status();
+        assert_eq!(st.steps["c"].state, StepState::Succeeded);
+        assert_eq!(st.steps["c/call-2"].state, StepState::Succeeded);
+        assert_eq!(st.steps["d"].attempts, 1);
+    }
+
+    /// A node's loss is journaled as the attempts it lost: a replay, which does not know
+    /// where attempts ran, runs them again all the same, and takes the result of the new
+    /// attempt, not the late one of the old.
+    #[test]
+    fn a_lost_node_replays_as_the_attempts_it_lost() {
+        let now = Instant::now();
+        let (mut live, mut journal) = drive(&[Input::Assigned {
+            step: "a".into(),
+            attempt: 1,
+            node: "n2".into(),
+        }]);
+        assert!(journal.is_empty(), "assignments are not journaled");
+        for input in live.node_lost_inputs("n2") {
+            assert!(matches!(input, Input::AttemptLost { counts: true, .. }));
+            assert_eq!(
+                dispatched(&live.step(input.clone(), now)),
+                vec![("a".into(), 2)]
+            );
+            journal.push(input);
+        }
+        let results = [("a", 1, json!("late")), ("a", 2, json!(10))];
+        for (step, attempt, value) in results {
+            let input = Input::Finished {
+                step: step.into(),
+                attempt,
+                node: "n1".into(),
+                result: Ok(value),
+                source: ResultSource::Executed,
+            };
+            let _ = live.step(input.clone(), now);
+            journal.push(input);
+        }
+        let replayed = replay(record(), journal, now).unwrap();
+        assert_eq!(replayed.status(), live.status());
+        assert_eq!(replayed.status().stats.late_results, 1);
+        assert_eq!(replayed.status().stats.lost_attempts, 1);
     }
 
     fn hex(s: &str) -> Vec<u8> {

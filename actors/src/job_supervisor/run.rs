@@ -89,7 +89,10 @@ pub enum Input {
         /// Whether it counts against `limits.max_lost_attempts`.
         counts: bool,
     },
-    /// A node left; its attempts run again.
+    /// A node left; the attempts it ran run again. Journals written before kept this
+    /// input; the supervisor now feeds (and journals) [`JobRun::node_lost_inputs`]
+    /// instead, since where an attempt runs is not journaled and a replay of this input
+    /// would find no attempt on the node.
     NodeLost {
         /// The node.
         node: String,
@@ -139,13 +142,6 @@ pub enum Input {
         /// The step.
         step: String,
     },
-    /// After a replay: every attempt in flight runs again as a new attempt (it may have
-    /// died with the owner node) and retries waiting for their backoff run now (their
-    /// timers died with it). Not journaled.
-    Recover {
-        /// Why, for the step events.
-        reason: String,
-    },
 }
 
 impl Input {
@@ -154,11 +150,7 @@ impl Input {
     pub fn is_journaled(&self) -> bool {
         !matches!(
             self,
-            Input::Start
-                | Input::Assigned { .. }
-                | Input::Progress { .. }
-                | Input::Data { .. }
-                | Input::Recover { .. }
+            Input::Start | Input::Assigned { .. } | Input::Progress { .. } | Input::Data { .. }
         )
     }
 }
@@ -530,7 +522,7 @@ impl JobRun {
                 reason,
                 counts,
             } => self.attempt_lost(&step, attempt, &reason, counts),
-            Input::NodeLost { node } => self.node_lost(&node),
+            Input::NodeLost { node } => self.node_lost(&node, now),
             Input::Spawn {
                 step,
                 attempt,
@@ -555,7 +547,6 @@ impl JobRun {
                 Ok(()) => self.resume(&step),
                 Err(_) => Vec::new(),
             },
-            Input::Recover { reason } => self.recover(&reason),
         }
     }
 
@@ -788,34 +779,56 @@ impl JobRun {
         })
     }
 
-    /// After a replay (see [`super::replay`]): every attempt that was in flight runs
-    /// again as a new attempt (it may have died with the owner node), without counting
-    /// against retries or lost-attempt limits; results of the old attempts are late. A
-    /// step waiting for a retry's backoff runs now (its timer died with the node).
-    fn recover(&mut self, reason: &str) -> Vec<Action> {
+    /// The inputs that recover a job after a replay (see [`super::replay`]), to feed and
+    /// journal in order: every attempt that was in flight is lost (it may have died with
+    /// the owner node) and runs again as a new attempt, without counting against retries
+    /// or lost-attempt limits, so results of the old attempts are late; a step waiting for
+    /// a retry's backoff is due now (its timer died with the node). As inputs rather than
+    /// one step, so that the journal holds them and a second restart replays them too.
+    pub fn recovery_inputs(&self, reason: &str) -> Vec<Input> {
         if self.state.is_terminal() {
             return Vec::new();
         }
-        let live: Vec<(String, u32)> = self
-            .nodes
-            .iter()
-            .filter_map(|n| Some((n.id.clone(), n.live_attempt?)))
-            .collect();
-        let mut out = Vec::new();
-        for (step, attempt) in live {
-            out.extend(self.attempt_lost(&step, attempt, reason, false));
-        }
-        // Steps waiting for a retry's backoff: their timer died with the node; run now.
-        let due: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| {
-                let n = &self.nodes[i];
-                n.state == StepState::Pending && n.attempts > 0 && n.live_attempt.is_none()
+        let lost = self.nodes.iter().filter_map(|n| {
+            Some(Input::AttemptLost {
+                step: n.id.clone(),
+                attempt: n.live_attempt?,
+                reason: reason.to_string(),
+                counts: false,
             })
-            .collect();
-        for i in due {
-            out.push(self.dispatch(i));
+        });
+        // Losing an attempt runs it again or ends its step: no step becomes due meanwhile.
+        let due = self.nodes.iter().filter_map(|n| {
+            (n.state == StepState::Pending && n.attempts > 0 && n.live_attempt.is_none()).then(
+                || Input::RetryDue {
+                    step: n.id.clone(),
+                    attempt: n.attempts + 1,
+                },
+            )
+        });
+        lost.chain(due).collect()
+    }
+
+    /// The inputs that say the node `lost` left the cluster, to feed and journal in order:
+    /// every live attempt that ran there is lost and runs again as a new attempt, without
+    /// using up the step's retry budget. As [`Input::AttemptLost`]s rather than one
+    /// [`Input::NodeLost`], because where attempts run is not journaled.
+    pub fn node_lost_inputs(&self, lost: &str) -> Vec<Input> {
+        if self.state.is_terminal() {
+            return Vec::new();
         }
-        out
+        self.nodes
+            .iter()
+            .filter(|n| n.node.as_deref() == Some(lost))
+            .filter_map(|n| {
+                Some(Input::AttemptLost {
+                    step: n.id.clone(),
+                    attempt: n.live_attempt?,
+                    reason: format!("node {lost} left the cluster"),
+                    counts: true,
+                })
+            })
+            .collect()
     }
 
     /// Sets a terminal state and queues the consequences (see [`JobRun::drain`]).
@@ -1326,28 +1339,12 @@ impl JobRun {
         out
     }
 
-    /// The node `lost` left the cluster: every attempt that ran there runs again as a new
-    /// attempt, without using up the step's retry budget.
-    fn node_lost(&mut self, lost: &str) -> Vec<Action> {
-        if self.state.is_terminal() {
-            return Vec::new();
-        }
+    /// The node `lost` left the cluster (an input of journals written before; see
+    /// [`JobRun::node_lost_inputs`]).
+    fn node_lost(&mut self, lost: &str, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
-        for i in 0..self.nodes.len() {
-            let n = &self.nodes[i];
-            let Some(attempt) = n.live_attempt else {
-                continue;
-            };
-            if n.node.as_deref() != Some(lost) {
-                continue;
-            }
-            let step = self.nodes[i].id.clone();
-            out.extend(self.attempt_lost(
-                &step,
-                attempt,
-                &format!("node {lost} left the cluster"),
-                true,
-            ));
+        for input in self.node_lost_inputs(lost) {
+            out.extend(self.step(input, now));
         }
         out
     }

@@ -636,8 +636,8 @@ fn elapsed_time_comes_from_the_inputs_not_the_clock() {
     assert_eq!(r.status().elapsed_ms, Some(42_000));
 }
 
-/// A refused resume changes nothing; only results, timers, losses, sub-work, cancel and
-/// resume are journaled.
+/// A refused resume changes nothing; results, timers, losses, sub-work, cancel and resume
+/// are journaled, the rest is not.
 #[test]
 fn a_resume_is_checked_before_it_is_fed_and_what_is_journaled() {
     let mut r = run(JobSpec::new("n").step(StepSpec::new("a", "t")));
@@ -657,7 +657,7 @@ fn a_resume_is_checked_before_it_is_fed_and_what_is_journaled() {
     assert_eq!(r.status().steps["a"].attempts, 1);
     assert!(!Input::Start.is_journaled());
     assert!(!assigned("a", 1, "n").is_journaled());
-    assert!(!Input::Recover { reason: "r".into() }.is_journaled());
+    assert!(Input::NodeLost { node: "n".into() }.is_journaled());
     assert!(finished("a", 1, "n", Ok(json!(1))).is_journaled());
     assert!(resume("a").is_journaled());
 }
