@@ -798,14 +798,14 @@ impl JobRun {
             })
         });
         // Losing an attempt runs it again or ends its step: no step becomes due meanwhile.
-        let due = self.nodes.iter().filter_map(|n| {
-            (n.state == StepState::Pending && n.attempts > 0 && n.live_attempt.is_none()).then(
-                || Input::RetryDue {
-                    step: n.id.clone(),
-                    attempt: n.attempts + 1,
-                },
-            )
-        });
+        let due = self
+            .nodes
+            .iter()
+            .filter(|n| n.state == StepState::Pending && n.attempts > 0 && n.live_attempt.is_none())
+            .map(|n| Input::RetryDue {
+                step: n.id.clone(),
+                attempt: n.attempts + 1,
+            });
         lost.chain(due).collect()
     }
 

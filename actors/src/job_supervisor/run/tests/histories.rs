@@ -402,10 +402,10 @@ impl Sim {
                 None => self.feed(resume("s0")),
             },
             // Cancel is rare: one choice in 256.
-            14 if (choice >> 4) % 16 == 0 => self.feed(Input::Cancel),
+            14 if (choice >> 4) & 15 == 0 => self.feed(Input::Cancel),
             // A restart replays the journal: not after a bare `NodeLost`, which a replay
             // cannot rebuild (the supervisor journals the attempts lost instead).
-            15 if (choice >> 4) % 4 == 0 && !self.ended() && !self.direct_node_loss => {
+            15 if (choice >> 4) & 3 == 0 && !self.ended() && !self.direct_node_loss => {
                 self.restart()
             }
             _ => Ok(()),
