@@ -32,8 +32,8 @@ mod takeover;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::job_supervisor::run::JobRun;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use troupe_runtime::job::run::JobRun;
 use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::protocol::{
     job_manager_group, JobManagerMessage, JobQueryError, SubmitError, UniqueJob,
@@ -91,7 +91,7 @@ impl JobManagerState {
         myself: &ActorRef<JobManagerMessage>,
         run: JobRun,
         epoch: u64,
-        resumed: Option<(u64, Vec<troupe_runtime::job::run::Action>)>,
+        resumed: Option<(u64, String)>,
     ) -> bool {
         let id = run.id().to_string();
         let args = JobSupervisorArgs {

@@ -1,16 +1,24 @@
 //! The job supervisor: one actor per job, the job's single point of control.
 //!
-//! It folds what happens to the job (an attempt assigned, finished, timed out; a retry
-//! due) into the job's [`JobRun`] state machine and carries out the actions that come back:
-//! dispatch an attempt, arm a timer, tell the watchers. When the job ends it hands the
-//! final status to its job manager and stops.
+//! It turns what happens to the job (an attempt assigned, finished, timed out; a retry
+//! due; sub-work asked for; a node lost; a user's cancel or resume) into an [`Input`] of
+//! the job's [`JobRun`] state machine, journals it if a replay needs it, steps the run
+//! with the time now, and carries out the actions that come back: dispatch an attempt,
+//! arm a timer, tell the watchers, answer a caller. When the job ends it hands the final
+//! status to its job manager and stops. It never runs a task, never decides that a node
+//! is dead, and never talks HTTP.
+//!
+//! - [`run`]: the state machine itself, pure (no I/O, no clock, no global randomness).
+//! - [`replay`]: what the journal keeps of a job and how the job manager rebuilds a run
+//!   from it after a restart or a takeover.
 
-use std::time::Duration;
+pub mod replay;
+pub mod run;
+
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
-use troupe_runtime::job::journal::Input;
-use troupe_runtime::job::run::{Action, JobRun};
 use troupe_runtime::job::status::JobEvent;
 use troupe_runtime::job::status::JobState;
 use troupe_runtime::observe::ClusterEvent;
@@ -23,6 +31,7 @@ use troupe_runtime::wire::Wire;
 
 use crate::dispatcher::{Assigned, DispatcherMessage};
 use crate::{find_on, names};
+use run::{Action, Input, JobRun};
 
 /// Messages of a job supervisor (local to its node).
 #[derive(RactorMessage)]
@@ -84,9 +93,10 @@ pub struct JobSupervisorArgs {
     pub watchers: Vec<WatchRequest>,
     /// Where its inputs are journaled.
     pub journal: Option<crate::journal::Journal>,
-    /// For a job resumed from the journal: the inputs already journaled, and the actions
-    /// of its recovery ([`JobRun::recover`]).
-    pub resumed: Option<(u64, Vec<Action>)>,
+    /// For a job rebuilt from a journal ([`replay`]): the inputs already journaled, and
+    /// why its attempts in flight run again (the supervisor feeds and journals its
+    /// [`JobRun::recovery_inputs`] first).
+    pub resumed: Option<(u64, String)>,
     /// The owner's epoch for this job: 0 for the node that accepted it, the core group's
     /// decision for a node that took it over. Carried by every attempt it sends.
     pub epoch: u64,
@@ -121,8 +131,9 @@ pub struct JobSupervisorState {
     journal: Option<crate::journal::Journal>,
     /// Inputs applied so far (the journal's sequence numbers).
     seq: u64,
-    /// For a job resumed from the journal: what to do first, instead of starting it.
-    resume: Option<Vec<Action>>,
+    /// For a job rebuilt from a journal: why its attempts in flight run again (it is
+    /// recovered instead of started).
+    recover: Option<String>,
     reported: bool,
     owner: String,
     epoch: u64,
@@ -350,15 +361,15 @@ impl Actor for JobSupervisor {
             trace_id = %trace.trace_id,
             span_id = %trace.parent_id,
         );
-        let (seq, resume) = match args.resumed {
-            Some((seq, actions)) => (seq, Some(actions)),
+        let (seq, recover) = match args.resumed {
+            Some((seq, reason)) => (seq, Some(reason)),
             None => (0, None),
         };
         Ok(JobSupervisorState {
             run: args.run,
             journal: args.journal,
             seq,
-            resume,
+            recover,
             reported: false,
             owner: args.owner,
             epoch: args.epoch,
@@ -380,12 +391,16 @@ impl Actor for JobSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         let span = state.span.clone();
         span.in_scope(|| {
-            let actions = match state.resume.take() {
-                Some(actions) => {
+            let actions = match state.recover.take() {
+                Some(reason) => {
                     tracing::info!(job = %state.run.id(), "job resumed from the journal");
+                    let mut actions = Vec::new();
+                    for input in state.run.recovery_inputs(&reason) {
+                        actions.extend(state.feed(input));
+                    }
                     actions
                 }
-                None => state.run.start(),
+                None => state.feed(Input::Start),
             };
             state.apply(&myself, actions);
         });
@@ -405,13 +420,16 @@ impl Actor for JobSupervisor {
 }
 
 impl JobSupervisorState {
-    /// Journals an input, then applies it.
+    /// Journals an input if a replay needs it, then steps the run with it: the one way
+    /// this actor changes its job.
     fn feed(&mut self, input: Input) -> Vec<Action> {
-        self.seq += 1;
-        if let Some(j) = &self.journal {
-            j.input(self.run.id(), self.seq, &input);
+        if input.is_journaled() {
+            self.seq += 1;
+            if let Some(j) = &self.journal {
+                j.input(self.run.id(), self.seq, &input);
+            }
         }
-        input.apply(&mut self.run)
+        self.run.step(input, Instant::now())
     }
 
     fn handle(&mut self, myself: &ActorRef<JobSupervisorMessage>, msg: JobSupervisorMessage) {
@@ -421,11 +439,11 @@ impl JobSupervisorState {
                 step,
                 attempt,
                 node,
-            } => {
-                // Not journaled: where an attempt runs matters only while it runs, and a
-                // resumed job runs its attempts in flight again anyway.
-                state.run.assigned(&step, attempt, &node)
-            }
+            } => state.feed(Input::Assigned {
+                step,
+                attempt,
+                node,
+            }),
             JobSupervisorMessage::Finished(r) if r.epoch != state.epoch => {
                 // Sent for this job's previous owner (fenced): its attempt is not ours.
                 tracing::debug!(step = %r.step, attempt = r.attempt, epoch = r.epoch, "result for another epoch of this job; discarded");
@@ -469,17 +487,30 @@ impl JobSupervisorState {
                 Vec::new()
             }
             JobSupervisorMessage::Progress(p) => {
-                let a = &p.attempt;
-                match p.kind {
+                let (step, attempt) = (p.attempt.step, p.attempt.attempt);
+                state.feed(match p.kind {
                     ProgressKind::Status {
                         numerator,
                         denominator,
-                    } => state
-                        .run
-                        .progress(&a.step, a.attempt, numerator, denominator),
-                    ProgressKind::Data(d) => state.run.data(&a.step, a.attempt, d, false),
-                    ProgressKind::Warning(d) => state.run.data(&a.step, a.attempt, d, true),
-                }
+                    } => Input::Progress {
+                        step,
+                        attempt,
+                        numerator,
+                        denominator,
+                    },
+                    ProgressKind::Data(data) => Input::Data {
+                        step,
+                        attempt,
+                        data,
+                        warning: false,
+                    },
+                    ProgressKind::Warning(data) => Input::Data {
+                        step,
+                        attempt,
+                        data,
+                        warning: true,
+                    },
+                })
             }
             JobSupervisorMessage::AttemptLost(l) => {
                 tracing::info!(step = %l.attempt.step, attempt = l.attempt.attempt, reason = %l.reason, "attempt lost; running it again");
@@ -491,7 +522,11 @@ impl JobSupervisorState {
                 })
             }
             JobSupervisorMessage::NodeDown(n) => {
-                let actions = state.feed(Input::NodeLost { node: n.clone() });
+                // Journaled as the attempts it loses (see `JobRun::node_lost_inputs`).
+                let mut actions = Vec::new();
+                for input in state.run.node_lost_inputs(&n) {
+                    actions.extend(state.feed(input));
+                }
                 tracing::debug!(job = %state.run.id(), node = %n, actions = actions.len(), "node lost");
                 actions
             }
@@ -508,13 +543,10 @@ impl JobSupervisorState {
                 let _ = reply.send(Wire::new(Ok(state.run.status())));
                 actions
             }
-            JobSupervisorMessage::Resume(step, reply) => match state.run.resume(&step) {
-                Ok(actions) => {
-                    // Journaled after it applied (it can be refused, and then is not an input).
-                    state.seq += 1;
-                    if let Some(j) = &state.journal {
-                        j.input(state.run.id(), state.seq, &Input::Resume { step });
-                    }
+            // Checked first: a refused resume is answered, and is not an input.
+            JobSupervisorMessage::Resume(step, reply) => match state.run.check_resume(&step) {
+                Ok(()) => {
+                    let actions = state.feed(Input::Resume { step });
                     let _ = reply.send(Wire::new(Ok(state.run.status())));
                     actions
                 }

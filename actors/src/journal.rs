@@ -1,5 +1,5 @@
 //! The node's journal: the inputs of the jobs it owns, in redb, so that a node that
-//! restarts resumes its jobs (see [`troupe_runtime::job::journal`] for the fold), and a
+//! restarts resumes its jobs (see [`crate::job_supervisor::replay`] for the fold), and a
 //! node that holds a copy can take over the jobs of one that stays down.
 //!
 //! What it guarantees:
@@ -35,9 +35,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+use crate::job_supervisor::replay::JobRecord;
+use crate::job_supervisor::run::Input;
 use tokio::sync::oneshot;
 use troupe_runtime::config::JournalAck;
-use troupe_runtime::job::journal::{Input, JobRecord};
 use troupe_runtime::job::spec::JobSpec;
 use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::job::validate::Limits;

@@ -2,13 +2,13 @@
 //!
 //! - [`spec`]: the job file (TOML or JSON) as Rust types.
 //! - [`validate`]: checks that run before anything is dispatched.
-//! - [`run`]: the scheduling state machine a job supervisor folds events into. It does no
-//!   I/O, so its order of dispatch is unit-tested directly.
+//! - [`expr`]: the CEL conditions and lists a job file's steps may carry.
 //! - [`status`]: the status JSON and the events a handle follows.
+//!
+//! How a job runs (its scheduling state machine, its journal records and their replay) is
+//! the job supervisor's business and lives beside it in `troupe-actors`.
 
 pub mod expr;
-pub mod journal;
-pub mod run;
 pub mod spec;
 pub mod status;
 pub mod validate;

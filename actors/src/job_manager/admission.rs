@@ -10,10 +10,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::job_supervisor::run::JobRun;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use tokio::sync::oneshot;
 use troupe_runtime::error::ValidationError;
-use troupe_runtime::job::run::JobRun;
 use troupe_runtime::job::validate::validate_with;
 use troupe_runtime::protocol::{
     task_group, task_of_group, JobManagerMessage, SubmitError, SubmitRequest, UniqueJob,

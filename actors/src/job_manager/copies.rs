@@ -209,19 +209,19 @@ impl JobManagerState {
         }
         journal.forget(&job);
         let seq = inputs.len() as u64;
-        let mut run = match troupe_runtime::job::journal::replay(record, inputs) {
+        let run = match crate::job_supervisor::replay::replay(record, inputs, Instant::now()) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "a job taken over cannot be rebuilt");
                 return;
             }
         };
-        let actions = run.recover(&format!(
+        let reason = format!(
             "job taken over by {} from {from}, which stayed down; its attempts run again",
             self.ctx.config.name
-        ));
+        );
         if !self
-            .start_supervisor(myself, run, epoch, Some((seq, actions)))
+            .start_supervisor(myself, run, epoch, Some((seq, reason)))
             .await
         {
             return;

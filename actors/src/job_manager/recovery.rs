@@ -112,19 +112,19 @@ impl JobManagerState {
             }
             let seq = inputs.len() as u64;
             let epoch = record.epoch;
-            let mut run = match troupe_runtime::job::journal::replay(record, inputs) {
+            let run = match crate::job_supervisor::replay::replay(record, inputs, Instant::now()) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "a journaled job cannot resume");
                     continue;
                 }
             };
-            let actions = run.recover(&format!(
+            let reason = format!(
                 "node {} restarted; attempts it had in flight run again",
                 self.ctx.view.node
-            ));
+            );
             if self
-                .start_supervisor(myself, run, epoch, Some((seq, actions)))
+                .start_supervisor(myself, run, epoch, Some((seq, reason)))
                 .await
             {
                 n += 1;

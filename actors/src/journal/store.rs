@@ -13,9 +13,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::job_supervisor::replay::JobRecord;
+use crate::job_supervisor::run::Input;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
-use troupe_runtime::job::journal::{Input, JobRecord};
 use troupe_runtime::job::spec::JobSpec;
 use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::job::validate::Limits;

@@ -49,11 +49,13 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The delay before attempt `next` (2, 3, ...): `backoff_ms * 2^(next-2)`, capped at
     /// one minute, with +-25% jitter so that retries of many steps do not move in lockstep.
-    pub fn delay_before(&self, next: u32) -> std::time::Duration {
+    /// `jitter` is a uniform draw in [0, 1), passed in so that a job's replay computes the
+    /// same delays (the job supervisor draws it from the job id, the step and the attempt).
+    pub fn delay_before(&self, next: u32, jitter: f64) -> std::time::Duration {
         let exp = next.saturating_sub(2).min(16);
         let base = self.backoff_ms.saturating_mul(1u64 << exp).min(60_000) as f64;
-        let jitter = 0.75 + rand::random::<f64>() * 0.5;
-        std::time::Duration::from_millis((base * jitter) as u64)
+        let factor = 0.75 + jitter.clamp(0.0, 1.0) * 0.5;
+        std::time::Duration::from_millis((base * factor) as u64)
     }
 }
 
@@ -389,9 +391,10 @@ timeout_ms = 5000
             max_attempts: 5,
             backoff_ms: 100,
         };
-        let d2 = p.delay_before(2).as_millis();
-        let d4 = p.delay_before(4).as_millis();
-        assert!((75..=125).contains(&d2), "{d2}");
+        assert_eq!(p.delay_before(2, 0.5).as_millis(), 100);
+        assert_eq!(p.delay_before(2, 0.0).as_millis(), 75);
+        assert_eq!(p.delay_before(4, 0.5).as_millis(), 400);
+        let d4 = p.delay_before(4, 0.999).as_millis();
         assert!((300..=500).contains(&d4), "{d4}");
     }
 }

@@ -1,9 +1,13 @@
-//! The scheduling state machine of one job.
+//! The scheduling state machine of one job: the pure core inside the job supervisor.
 //!
-//! A job supervisor feeds it what happens (an attempt assigned to a node, an attempt
-//! finished, a timer fired, a running task asked for sub-work, a user cancelled or
-//! resumed) and carries out the [`Action`]s it returns. It does no I/O, so its rules are
-//! unit- and property-tested directly, and a journal can later replay the same inputs.
+//! One door, as raft-rs's `RawNode::step`: the supervisor hands [`JobRun::step`] each
+//! [`Input`] (the job starts, an attempt is assigned or finishes, a timer fires, a running
+//! task asks for sub-work, a node is lost, a user cancels or resumes) with the time it
+//! happened, and carries out the [`Action`]s that come back. Nothing in here reads the
+//! clock or a global random source: the time comes with the input and the retry jitter is
+//! a function of the job id, the step and the attempt. So the same inputs give the same
+//! actions, which is what lets [`super::replay`] rebuild a job from its journal, and the
+//! rules are unit- and property-tested directly.
 //!
 //! Every step is a node: the job file's steps, the items of a `for_each` (`ID[i]`), and
 //! the steps of sub-jobs and re-entrant calls started by a running attempt (`ID/CHILD`).
@@ -14,17 +18,181 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use troupe_runtime::job::expr;
+use troupe_runtime::job::spec::{JobSpec, Priority, RetryPolicy, SpawnKind, StepSpec};
+use troupe_runtime::job::status::{JobEvent, JobState, JobStats, JobStatus, StepState, StepStatus};
+use troupe_runtime::job::validate::{validate_with, Graph, Limits};
+use troupe_runtime::merge::CacheMode;
+use troupe_runtime::protocol::JobQueryError;
+use troupe_runtime::protocol::ResultSource;
+use troupe_runtime::task::TaskError;
+use troupe_runtime::vocab::Stage;
 
-use super::expr;
-use super::spec::{JobSpec, Priority, RetryPolicy, SpawnKind};
-use super::status::{JobEvent, JobState, JobStats, JobStatus, StepState, StepStatus};
-use super::validate::{validate_with, Graph, Limits};
-use crate::merge::CacheMode;
-use crate::protocol::JobQueryError;
-use crate::protocol::ResultSource;
-use crate::task::TaskError;
-use crate::vocab::Stage;
+/// Everything that can happen to a job: what [`JobRun::step`] takes, one at a time.
+///
+/// The supervisor journals the inputs a replay needs ([`Input::is_journaled`]); the others
+/// matter only while the node that saw them runs. The journal encodes inputs by variant and
+/// field names (rmp-serde, named fields): a journaled variant keeps its name and its fields,
+/// or the journals written before no longer decode (`replay`'s tests pin the bytes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Input {
+    /// The job starts: the steps without dependencies become ready. Not journaled (a job's
+    /// record means it started).
+    Start,
+    /// A worker on `node` took an attempt. Not journaled: where an attempt runs matters
+    /// only while it runs, and a resumed job runs its attempts in flight again anyway.
+    Assigned {
+        /// The step.
+        step: String,
+        /// The attempt.
+        attempt: u32,
+        /// Where it runs.
+        node: String,
+    },
+    /// An attempt's result.
+    Finished {
+        /// The step.
+        step: String,
+        /// The attempt.
+        attempt: u32,
+        /// Where it ran.
+        node: String,
+        /// What it gave.
+        result: Result<Value, TaskError>,
+        /// Executed, merged or cached.
+        source: ResultSource,
+    },
+    /// An attempt ran past its timeout.
+    TimedOut {
+        /// The step.
+        step: String,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// A retry's delay passed.
+    RetryDue {
+        /// The step.
+        step: String,
+        /// The attempt that runs now.
+        attempt: u32,
+    },
+    /// An attempt was lost (its worker vanished, or its node was drained).
+    AttemptLost {
+        /// The step.
+        step: String,
+        /// The attempt.
+        attempt: u32,
+        /// Why.
+        reason: String,
+        /// Whether it counts against `limits.max_lost_attempts`.
+        counts: bool,
+    },
+    /// A node left; the attempts it ran run again. Journals written before kept this
+    /// input; the supervisor now feeds (and journals) [`JobRun::node_lost_inputs`]
+    /// instead, since where an attempt runs is not journaled and a replay of this input
+    /// would find no attempt on the node.
+    NodeLost {
+        /// The node.
+        node: String,
+    },
+    /// A running attempt asked for sub-work.
+    Spawn {
+        /// The calling step.
+        step: String,
+        /// Its attempt.
+        attempt: u32,
+        /// The call's id on the caller's node.
+        call_id: u64,
+        /// The caller's node.
+        reply_to: String,
+        /// What it asked for.
+        kind: SpawnKind,
+    },
+    /// A running attempt reports how far it is (`numerator` of `denominator`). Not
+    /// journaled.
+    Progress {
+        /// The step.
+        step: String,
+        /// The attempt.
+        attempt: u32,
+        /// Work done.
+        numerator: u64,
+        /// Work in all.
+        denominator: u64,
+    },
+    /// A running attempt sends partial data, or a warning, to the job's watchers. Not
+    /// journaled (nor kept).
+    Data {
+        /// The step.
+        step: String,
+        /// The attempt.
+        attempt: u32,
+        /// The bytes.
+        data: Vec<u8>,
+        /// A warning rather than data.
+        warning: bool,
+    },
+    /// The user cancelled the job.
+    Cancel,
+    /// The user resumed a step that waited for them (see [`JobRun::check_resume`]); for a
+    /// step that does not wait, nothing happens.
+    Resume {
+        /// The step.
+        step: String,
+    },
+}
+
+impl Input {
+    /// Whether the supervisor journals this input: those a replay needs to rebuild the
+    /// job's state (results, timers, losses, sub-work, cancel, resume).
+    pub fn is_journaled(&self) -> bool {
+        !matches!(
+            self,
+            Input::Start | Input::Assigned { .. } | Input::Progress { .. } | Input::Data { .. }
+        )
+    }
+}
+
+/// The retry jitter of one job: a draw in [0, 1) for each (step, attempt), a pure function
+/// of a seed (the job id), so that a replay, a restart or a takeover computes the same
+/// delays and the retries of many steps still do not move in lockstep.
+///
+/// Written by hand (FNV-1a, then SplitMix64's finalizer) rather than with `rand` or std's
+/// hasher: neither promises the same numbers across versions, and a journal written by one
+/// build is replayed by the next.
+#[derive(Debug, Clone, Copy)]
+struct Jitter {
+    seed: u64,
+}
+
+impl Jitter {
+    /// The jitter of the job `id`.
+    fn for_job(id: &str) -> Self {
+        Jitter {
+            seed: fnv1a(id.as_bytes()),
+        }
+    }
+
+    /// The draw for attempt `attempt` of `step`, in [0, 1).
+    fn draw(&self, step: &str, attempt: u32) -> f64 {
+        let mut z = self.seed ^ fnv1a(step.as_bytes()) ^ u64::from(attempt).rotate_left(32);
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        // The top 53 bits, as an f64 in [0, 1).
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
 
 /// An attempt to hand to a worker.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +218,7 @@ pub struct Dispatch {
     /// Whether it continues the job or starts it (its priority lane, with the job's class).
     pub stage: Stage,
     /// For sub-work (a call, a sub-job): the node of the attempt that made it, where it
-    /// runs if that node has room (see [`crate::placement`]).
+    /// runs if that node has room (see the placement of [`crate::dispatcher`]).
     pub near: Option<String>,
 }
 
@@ -59,7 +227,7 @@ pub struct Dispatch {
 pub enum Action {
     /// Hand this attempt to a worker.
     Dispatch(Dispatch),
-    /// Call [`JobRun::retry_due`] for `step` after `delay`.
+    /// Feed [`Input::RetryDue`] for `step` after `delay`.
     RetryLater {
         /// The step.
         step: String,
@@ -186,7 +354,8 @@ impl Node {
     }
 }
 
-/// One job's scheduling state.
+/// One job's scheduling state. It changes only through [`JobRun::step`]; the other
+/// methods read it.
 #[derive(Debug)]
 pub struct JobRun {
     id: String,
@@ -203,20 +372,27 @@ pub struct JobRun {
     output: Option<Value>,
     error: Option<String>,
     stats: JobStats,
-    accepted: Instant,
+    /// When the job started (the time of [`Input::Start`]).
+    accepted: Option<Instant>,
     ended: Option<Instant>,
+    /// The time of the input being applied: the only clock in here.
+    now: Option<Instant>,
+    jitter: Jitter,
     next_call: u64,
     settle: VecDeque<usize>,
 }
 
 impl JobRun {
-    /// A job accepted with id `id`; `graph` is what [`super::validate::validate`] returned.
+    /// A job accepted with id `id`; `graph` is what
+    /// [`troupe_runtime::job::validate::validate`] returned. Its retry jitter is seeded by
+    /// `id`. Nothing happens until it gets [`Input::Start`].
     pub fn new(id: String, spec: JobSpec, graph: Graph) -> Self {
         Self::with_limits(id, spec, graph, Limits::default())
     }
 
     /// As [`JobRun::new`], with explicit limits on growth.
     pub fn with_limits(id: String, spec: JobSpec, graph: Graph, limits: Limits) -> Self {
+        let jitter = Jitter::for_job(&id);
         let mut run = JobRun {
             id,
             name: spec.name.clone(),
@@ -232,8 +408,10 @@ impl JobRun {
             output: None,
             error: None,
             stats: JobStats::default(),
-            accepted: Instant::now(),
+            accepted: None,
             ended: None,
+            now: None,
+            jitter,
             next_call: 0,
             settle: VecDeque::new(),
         };
@@ -316,8 +494,81 @@ impl JobRun {
         self.stats.late_results
     }
 
+    /// Applies one input that happened at `now` and returns what the supervisor must do.
+    /// The one way to change a job: the same inputs, at the same times, give the same
+    /// actions. An input about an attempt that is no longer live (a late result, an old
+    /// timer) changes nothing but the count of late results.
+    pub fn step(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        self.now = Some(now);
+        match input {
+            Input::Start => self.start(now),
+            Input::Assigned {
+                step,
+                attempt,
+                node,
+            } => self.assigned(&step, attempt, &node),
+            Input::Finished {
+                step,
+                attempt,
+                node,
+                result,
+                source,
+            } => self.finished_from(&step, attempt, &node, result, source),
+            Input::TimedOut { step, attempt } => self.timed_out(&step, attempt),
+            Input::RetryDue { step, attempt } => self.retry_due(&step, attempt),
+            Input::AttemptLost {
+                step,
+                attempt,
+                reason,
+                counts,
+            } => self.attempt_lost(&step, attempt, &reason, counts),
+            Input::NodeLost { node } => self.node_lost(&node, now),
+            Input::Spawn {
+                step,
+                attempt,
+                call_id,
+                reply_to,
+                kind,
+            } => self.spawn(&step, attempt, call_id, &reply_to, kind),
+            Input::Progress {
+                step,
+                attempt,
+                numerator,
+                denominator,
+            } => self.progress(&step, attempt, numerator, denominator),
+            Input::Data {
+                step,
+                attempt,
+                data,
+                warning,
+            } => self.data(&step, attempt, data, warning),
+            Input::Cancel => self.cancel(),
+            Input::Resume { step } => match self.check_resume(&step) {
+                Ok(()) => self.resume(&step),
+                Err(_) => Vec::new(),
+            },
+        }
+    }
+
+    /// Whether [`Input::Resume`] for `step` would resume it: the step exists and waits for
+    /// a user. A supervisor asks first, to answer the user; a resume it refuses is not an
+    /// input.
+    pub fn check_resume(&self, step: &str) -> Result<(), JobQueryError> {
+        let i = *self.by_id.get(step).ok_or_else(|| {
+            JobQueryError::NotFound(format!("job {} has no step {step:?}", self.id))
+        })?;
+        if self.nodes[i].state != StepState::WaitingForUser {
+            return Err(JobQueryError::Conflict(format!(
+                "step {step:?} is {}, not waiting for a user",
+                self.nodes[i].state.as_str()
+            )));
+        }
+        Ok(())
+    }
+
     /// Starts the job: the steps without dependencies become ready.
-    pub fn start(&mut self) -> Vec<Action> {
+    fn start(&mut self, now: Instant) -> Vec<Action> {
+        self.accepted = Some(now);
         let mut out = vec![Action::Notify(JobEvent::Queued {
             job: self.id.clone(),
             name: self.name.clone(),
@@ -497,7 +748,7 @@ impl JobRun {
         let depth = self.groups[g].depth;
         let n = &mut self.nodes[i];
         // Continuing work: anything but a first attempt of a step of the job's own file
-        // that waits on nothing (see `crate::lanes`).
+        // that waits on nothing (see the priority lanes of the worker pool).
         let stage = if depth > 0
             || n.attempts > 0
             || n.fan_parent.is_some()
@@ -528,34 +779,56 @@ impl JobRun {
         })
     }
 
-    /// After a replay (see [`crate::job::journal`]): every attempt that was in flight runs
-    /// again as a new attempt (it may have died with the owner node), without counting
-    /// against retries or lost-attempt limits; results of the old attempts are late. A
-    /// step waiting for a retry's backoff runs now (its timer died with the node).
-    pub fn recover(&mut self, reason: &str) -> Vec<Action> {
+    /// The inputs that recover a job after a replay (see [`super::replay`]), to feed and
+    /// journal in order: every attempt that was in flight is lost (it may have died with
+    /// the owner node) and runs again as a new attempt, without counting against retries
+    /// or lost-attempt limits, so results of the old attempts are late; a step waiting for
+    /// a retry's backoff is due now (its timer died with the node). As inputs rather than
+    /// one step, so that the journal holds them and a second restart replays them too.
+    pub fn recovery_inputs(&self, reason: &str) -> Vec<Input> {
         if self.state.is_terminal() {
             return Vec::new();
         }
-        let live: Vec<(String, u32)> = self
+        let lost = self.nodes.iter().filter_map(|n| {
+            Some(Input::AttemptLost {
+                step: n.id.clone(),
+                attempt: n.live_attempt?,
+                reason: reason.to_string(),
+                counts: false,
+            })
+        });
+        // Losing an attempt runs it again or ends its step: no step becomes due meanwhile.
+        let due = self
             .nodes
             .iter()
-            .filter_map(|n| Some((n.id.clone(), n.live_attempt?)))
-            .collect();
-        let mut out = Vec::new();
-        for (step, attempt) in live {
-            out.extend(self.attempt_lost(&step, attempt, reason, false));
+            .filter(|n| n.state == StepState::Pending && n.attempts > 0 && n.live_attempt.is_none())
+            .map(|n| Input::RetryDue {
+                step: n.id.clone(),
+                attempt: n.attempts + 1,
+            });
+        lost.chain(due).collect()
+    }
+
+    /// The inputs that say the node `lost` left the cluster, to feed and journal in order:
+    /// every live attempt that ran there is lost and runs again as a new attempt, without
+    /// using up the step's retry budget. As [`Input::AttemptLost`]s rather than one
+    /// [`Input::NodeLost`], because where attempts run is not journaled.
+    pub fn node_lost_inputs(&self, lost: &str) -> Vec<Input> {
+        if self.state.is_terminal() {
+            return Vec::new();
         }
-        // Steps waiting for a retry's backoff: their timer died with the node; run now.
-        let due: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| {
-                let n = &self.nodes[i];
-                n.state == StepState::Pending && n.attempts > 0 && n.live_attempt.is_none()
+        self.nodes
+            .iter()
+            .filter(|n| n.node.as_deref() == Some(lost))
+            .filter_map(|n| {
+                Some(Input::AttemptLost {
+                    step: n.id.clone(),
+                    attempt: n.live_attempt?,
+                    reason: format!("node {lost} left the cluster"),
+                    counts: true,
+                })
             })
-            .collect();
-        for i in due {
-            out.push(self.dispatch(i));
-        }
-        out
+            .collect()
     }
 
     /// Sets a terminal state and queues the consequences (see [`JobRun::drain`]).
@@ -802,7 +1075,7 @@ impl JobRun {
         for i in 0..self.nodes.len() {
             self.cancel_node(i, out);
         }
-        self.ended = Some(Instant::now());
+        self.ended = self.now;
         if ok {
             self.state = JobState::Succeeded;
             self.output = Some(self.group_output(0));
@@ -830,7 +1103,7 @@ impl JobRun {
     }
 
     /// A worker on `node` took attempt `attempt` of `step`.
-    pub fn assigned(&mut self, step: &str, attempt: u32, node: &str) -> Vec<Action> {
+    fn assigned(&mut self, step: &str, attempt: u32, node: &str) -> Vec<Action> {
         let Some(i) = self.live(step, attempt) else {
             return Vec::new();
         };
@@ -849,7 +1122,7 @@ impl JobRun {
     }
 
     /// Attempt `attempt` of `step` ended on `node` with `result`, which it ran itself.
-    pub fn finished(
+    fn finished(
         &mut self,
         step: &str,
         attempt: u32,
@@ -861,7 +1134,7 @@ impl JobRun {
 
     /// Attempt `attempt` of `step` ended on `node` with `result`, which came from `source`
     /// (its own execution, an identical request in flight, or the cache).
-    pub fn finished_from(
+    fn finished_from(
         &mut self,
         step: &str,
         attempt: u32,
@@ -907,7 +1180,8 @@ impl JobRun {
                 if e.is_transient() && n.attempts < n.retry.max_attempts {
                     n.live_attempt = None;
                     n.state = StepState::Pending;
-                    let delay = n.retry.delay_before(n.attempts + 1);
+                    let next = n.attempts + 1;
+                    let delay = n.retry.delay_before(next, self.jitter.draw(step, next));
                     self.close_open_groups(i, &mut out);
                     out.push(Action::Notify(JobEvent::StepRetrying {
                         job: self.id.clone(),
@@ -938,7 +1212,7 @@ impl JobRun {
 
     /// The timer of attempt `attempt` of `step` fired: if it still runs it fails (transient)
     /// and the worker is told to stop it.
-    pub fn timed_out(&mut self, step: &str, attempt: u32) -> Vec<Action> {
+    fn timed_out(&mut self, step: &str, attempt: u32) -> Vec<Action> {
         let Some(i) = self.live(step, attempt) else {
             return Vec::new();
         };
@@ -961,7 +1235,7 @@ impl JobRun {
     }
 
     /// The backoff before attempt `attempt` of `step` is over: dispatch it.
-    pub fn retry_due(&mut self, step: &str, attempt: u32) -> Vec<Action> {
+    fn retry_due(&mut self, step: &str, attempt: u32) -> Vec<Action> {
         let Some(&i) = self.by_id.get(step) else {
             return Vec::new();
         };
@@ -978,7 +1252,7 @@ impl JobRun {
 
     /// A running attempt asks for sub-work; its result goes back to `reply_to` under
     /// `call_id`.
-    pub fn spawn(
+    fn spawn(
         &mut self,
         step: &str,
         attempt: u32,
@@ -1021,7 +1295,7 @@ impl JobRun {
                 for input in inputs {
                     let id = format!("call-{}", self.next_call);
                     self.next_call += 1;
-                    spec = spec.step(super::spec::StepSpec::new(id, task.clone()).input(input));
+                    spec = spec.step(StepSpec::new(id, task.clone()).input(input));
                 }
                 (spec, true)
             }
@@ -1065,28 +1339,12 @@ impl JobRun {
         out
     }
 
-    /// The node `lost` left the cluster: every attempt that ran there runs again as a new
-    /// attempt, without using up the step's retry budget.
-    pub fn node_lost(&mut self, lost: &str) -> Vec<Action> {
-        if self.state.is_terminal() {
-            return Vec::new();
-        }
+    /// The node `lost` left the cluster (an input of journals written before; see
+    /// [`JobRun::node_lost_inputs`]).
+    fn node_lost(&mut self, lost: &str, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
-        for i in 0..self.nodes.len() {
-            let n = &self.nodes[i];
-            let Some(attempt) = n.live_attempt else {
-                continue;
-            };
-            if n.node.as_deref() != Some(lost) {
-                continue;
-            }
-            let step = self.nodes[i].id.clone();
-            out.extend(self.attempt_lost(
-                &step,
-                attempt,
-                &format!("node {lost} left the cluster"),
-                true,
-            ));
+        for input in self.node_lost_inputs(lost) {
+            out.extend(self.step(input, now));
         }
         out
     }
@@ -1098,7 +1356,7 @@ impl JobRun {
     ///
     /// `counts` is false for an attempt no worker had started (it only waited for one
     /// that went away): it runs again without counting.
-    pub fn attempt_lost(
+    fn attempt_lost(
         &mut self,
         step: &str,
         attempt: u32,
@@ -1147,7 +1405,7 @@ impl JobRun {
 
     /// A running attempt reports how far it is (`numerator` of `denominator`); kept in the
     /// step's status and told to watchers. Stale attempts are ignored.
-    pub fn progress(
+    fn progress(
         &mut self,
         step: &str,
         attempt: u32,
@@ -1168,7 +1426,7 @@ impl JobRun {
 
     /// A running attempt sends partial data (or a warning) to the job's watchers; not
     /// kept. Stale attempts are ignored.
-    pub fn data(&mut self, step: &str, attempt: u32, data: Vec<u8>, warning: bool) -> Vec<Action> {
+    fn data(&mut self, step: &str, attempt: u32, data: Vec<u8>, warning: bool) -> Vec<Action> {
         if self.live(step, attempt).is_none() {
             return Vec::new();
         }
@@ -1182,7 +1440,7 @@ impl JobRun {
 
     /// Cancels the job: every step not yet ended is cancelled, running attempts are told
     /// to stop.
-    pub fn cancel(&mut self) -> Vec<Action> {
+    fn cancel(&mut self) -> Vec<Action> {
         if self.state.is_terminal() {
             return Vec::new();
         }
@@ -1194,7 +1452,7 @@ impl JobRun {
             g.done = true;
         }
         self.state = JobState::Cancelled;
-        self.ended = Some(Instant::now());
+        self.ended = self.now;
         self.error = Some("cancelled by a user".into());
         out.push(Action::Notify(JobEvent::JobFinished {
             status: Box::new(self.status()),
@@ -1202,17 +1460,12 @@ impl JobRun {
         out
     }
 
-    /// Resumes a step that waits for a user: it runs again as a new attempt.
-    pub fn resume(&mut self, step: &str) -> Result<Vec<Action>, JobQueryError> {
-        let i = *self.by_id.get(step).ok_or_else(|| {
-            JobQueryError::NotFound(format!("job {} has no step {step:?}", self.id))
-        })?;
-        if self.nodes[i].state != StepState::WaitingForUser {
-            return Err(JobQueryError::Conflict(format!(
-                "step {step:?} is {}, not waiting for a user",
-                self.nodes[i].state.as_str()
-            )));
-        }
+    /// Resumes a step that waits for a user (checked by [`JobRun::check_resume`]): it runs
+    /// again as a new attempt.
+    fn resume(&mut self, step: &str) -> Vec<Action> {
+        let Some(&i) = self.by_id.get(step) else {
+            return Vec::new();
+        };
         self.nodes[i].state = StepState::Pending;
         self.nodes[i].resumed = true;
         self.nodes[i].message = None;
@@ -1223,7 +1476,7 @@ impl JobRun {
             .saturating_add(self.nodes[i].attempts);
         let out = vec![self.dispatch(i)];
         self.update_state();
-        Ok(out)
+        out
     }
 
     /// The status JSON as of now.
@@ -1265,7 +1518,7 @@ impl JobRun {
             stats: self.stats.clone(),
             elapsed_ms: self
                 .ended
-                .map(|e| e.duration_since(self.accepted).as_millis() as u64),
+                .map(|e| e.duration_since(self.accepted.unwrap_or(e)).as_millis() as u64),
         }
     }
 }

@@ -1,7 +1,60 @@
 use super::*;
-use crate::job::spec::{RetryPolicy, StepSpec};
-use crate::job::validate::validate;
 use serde_json::json;
+use std::collections::HashSet;
+use troupe_runtime::job::spec::{RetryPolicy, StepSpec};
+use troupe_runtime::job::validate::validate;
+
+/// The time of an input; `JobRun` only compares the times it is given.
+fn now() -> Instant {
+    Instant::now()
+}
+
+fn assigned(step: &str, attempt: u32, node: &str) -> Input {
+    Input::Assigned {
+        step: step.into(),
+        attempt,
+        node: node.into(),
+    }
+}
+
+/// An attempt's result, from its own execution.
+fn finished(step: &str, attempt: u32, node: &str, result: Result<Value, TaskError>) -> Input {
+    Input::Finished {
+        step: step.into(),
+        attempt,
+        node: node.into(),
+        result,
+        source: ResultSource::Executed,
+    }
+}
+
+fn retry_due(step: &str, attempt: u32) -> Input {
+    Input::RetryDue {
+        step: step.into(),
+        attempt,
+    }
+}
+
+fn timed_out(step: &str, attempt: u32) -> Input {
+    Input::TimedOut {
+        step: step.into(),
+        attempt,
+    }
+}
+
+fn spawn(step: &str, attempt: u32, call_id: u64, reply_to: &str, kind: SpawnKind) -> Input {
+    Input::Spawn {
+        step: step.into(),
+        attempt,
+        call_id,
+        reply_to: reply_to.into(),
+        kind,
+    }
+}
+
+fn resume(step: &str) -> Input {
+    Input::Resume { step: step.into() }
+}
 
 fn run(spec: JobSpec) -> JobRun {
     let g = validate(&spec).unwrap();
@@ -41,25 +94,25 @@ fn diamond() -> JobSpec {
 #[test]
 fn dispatches_in_dependency_order() {
     let mut r = run(diamond());
-    let first = r.start();
+    let first = r.step(Input::Start, now());
     assert_eq!(dispatched(&first), vec![("a".into(), 1), ("b".into(), 1)]);
     // The step without its own input gets the job's input.
     assert_eq!(find_dispatch(&first, "b").input, json!({"job": true}));
-    r.assigned("a", 1, "n1");
+    r.step(assigned("a", 1, "n1"), now());
     assert_eq!(r.state(), JobState::Running);
     // c waits for both a and b.
-    assert!(dispatched(&r.finished("a", 1, "n1", Ok(json!(10)))).is_empty());
-    let after_b = r.finished("b", 1, "n2", Ok(json!(5)));
+    assert!(dispatched(&r.step(finished("a", 1, "n1", Ok(json!(10))), now())).is_empty());
+    let after_b = r.step(finished("b", 1, "n2", Ok(json!(5))), now());
     assert_eq!(dispatched(&after_b), vec![("c".into(), 1)]);
     assert_eq!(
         find_dispatch(&after_b, "c").deps,
         BTreeMap::from([("a".into(), json!(10)), ("b".into(), json!(5))])
     );
     assert_eq!(
-        dispatched(&r.finished("c", 1, "n3", Ok(json!(15)))),
+        dispatched(&r.step(finished("c", 1, "n3", Ok(json!(15))), now())),
         vec![("d".into(), 1)]
     );
-    let end = r.finished("d", 1, "n1", Ok(json!("done")));
+    let end = r.step(finished("d", 1, "n1", Ok(json!("done"))), now());
     assert!(matches!(
         end.last(),
         Some(Action::Notify(JobEvent::JobFinished { .. }))
@@ -79,20 +132,31 @@ fn transient_errors_retry_then_give_up_and_fail_dependents() {
         backoff_ms: 1,
     };
     let mut r = run(spec);
-    r.start();
-    let a = r.finished("a", 1, "n1", Err(TaskError::transient("busy")));
+    r.step(Input::Start, now());
+    let a = r.step(
+        finished("a", 1, "n1", Err(TaskError::transient("busy"))),
+        now(),
+    );
     assert!(matches!(
         a.last(),
         Some(Action::RetryLater { attempt: 2, .. })
     ));
     // A stale retry timer does nothing; the due one dispatches attempt 2.
-    assert!(r.retry_due("a", 3).is_empty());
-    assert_eq!(dispatched(&r.retry_due("a", 2)), vec![("a".into(), 2)]);
+    assert!(r.step(retry_due("a", 3), now()).is_empty());
+    assert_eq!(
+        dispatched(&r.step(retry_due("a", 2), now())),
+        vec![("a".into(), 2)]
+    );
     // A late result of attempt 1 is discarded.
-    assert!(r.finished("a", 1, "n1", Ok(json!(1))).is_empty());
+    assert!(r
+        .step(finished("a", 1, "n1", Ok(json!(1))), now())
+        .is_empty());
     assert_eq!(r.late_results(), 1);
-    r.finished("b", 1, "n2", Ok(json!(1)));
-    let end = r.finished("a", 2, "n1", Err(TaskError::transient("still busy")));
+    r.step(finished("b", 1, "n2", Ok(json!(1))), now());
+    let end = r.step(
+        finished("a", 2, "n1", Err(TaskError::transient("still busy"))),
+        now(),
+    );
     assert!(matches!(
         end.last(),
         Some(Action::Notify(JobEvent::JobFinished { .. }))
@@ -110,11 +174,14 @@ fn permanent_error_does_not_retry_and_timeouts_are_transient() {
     let mut r = run(JobSpec::new("p")
         .step(StepSpec::new("x", "t"))
         .step(StepSpec::new("y", "t").timeout_ms(5)));
-    r.start();
-    r.finished("x", 1, "n1", Err(TaskError::permanent("bad")));
+    r.step(Input::Start, now());
+    r.step(
+        finished("x", 1, "n1", Err(TaskError::permanent("bad"))),
+        now(),
+    );
     assert_eq!(r.status().steps["x"].state, StepState::Failed);
-    r.assigned("y", 1, "n2");
-    let t = r.timed_out("y", 1);
+    r.step(assigned("y", 1, "n2"), now());
+    let t = r.step(timed_out("y", 1), now());
     assert!(
         matches!(&t[0], Action::CancelAttempt { node: Some(n), .. } if n == "n2"),
         "the worker is told to stop"
@@ -124,7 +191,7 @@ fn permanent_error_does_not_retry_and_timeouts_are_transient() {
         Some(Action::RetryLater { attempt: 2, .. })
     ));
     assert!(
-        r.timed_out("y", 1).is_empty(),
+        r.step(timed_out("y", 1), now()).is_empty(),
         "a fired timer of an old attempt is stale"
     );
 }
@@ -134,9 +201,9 @@ fn output_of_several_finals_is_an_object() {
     let mut r = run(JobSpec::new("f")
         .step(StepSpec::new("a", "t"))
         .step(StepSpec::new("b", "t")));
-    r.start();
-    r.finished("a", 1, "n", Ok(json!(1)));
-    r.finished("b", 1, "n", Ok(json!(2)));
+    r.step(Input::Start, now());
+    r.step(finished("a", 1, "n", Ok(json!(1))), now());
+    r.step(finished("b", 1, "n", Ok(json!(2))), now());
     assert_eq!(r.status().output, Some(json!({"a": 1, "b": 2})));
 }
 
@@ -154,7 +221,7 @@ fn conditions_skip_and_optional_dependencies_do_not_block() {
         )
         .step(StepSpec::new("tweets", "t").after(["twitter"]));
     let mut r = run(spec);
-    let first = r.start();
+    let first = r.step(Input::Start, now());
     assert_eq!(dispatched(&first), vec![("facebook".into(), 1)]);
     let st = r.status();
     assert_eq!(st.steps["twitter"].state, StepState::Skipped);
@@ -163,10 +230,10 @@ fn conditions_skip_and_optional_dependencies_do_not_block() {
         StepState::Skipped,
         "a required dependency was skipped"
     );
-    let next = r.finished("facebook", 1, "n1", Ok(json!(3)));
+    let next = r.step(finished("facebook", 1, "n1", Ok(json!(3))), now());
     let agg = find_dispatch(&next, "agg");
     assert_eq!(agg.deps, BTreeMap::from([("facebook".into(), json!(3))]));
-    r.finished("agg", 1, "n1", Ok(json!(3)));
+    r.step(finished("agg", 1, "n1", Ok(json!(3))), now());
     let st = r.status();
     assert_eq!(st.state, JobState::Succeeded);
     assert_eq!(st.output, Some(json!({"agg": 3, "tweets": null})));
@@ -189,14 +256,17 @@ fn conditions_see_dependency_outputs_and_failed_optionals_do_not_fail_the_depend
         .step(StepSpec::new("flaky", "t"))
         .step(StepSpec::new("end", "t").optional(["big", "small", "flaky"]));
     let mut r = run(spec);
-    r.start();
-    let next = r.finished("a", 1, "n", Ok(json!(4)));
+    r.step(Input::Start, now());
+    let next = r.step(finished("a", 1, "n", Ok(json!(4))), now());
     assert_eq!(dispatched(&next), vec![("small".into(), 1)]);
-    r.finished("small", 1, "n", Ok(json!("s")));
-    let next = r.finished("flaky", 1, "n", Err(TaskError::permanent("down")));
+    r.step(finished("small", 1, "n", Ok(json!("s"))), now());
+    let next = r.step(
+        finished("flaky", 1, "n", Err(TaskError::permanent("down"))),
+        now(),
+    );
     let end = find_dispatch(&next, "end");
     assert_eq!(end.deps, BTreeMap::from([("small".into(), json!("s"))]));
-    r.finished("end", 1, "n", Ok(json!(1)));
+    r.step(finished("end", 1, "n", Ok(json!(1))), now());
     // A failed step fails the job, even when its dependent ran without it.
     assert_eq!(r.status().state, JobState::Failed);
 }
@@ -208,7 +278,7 @@ fn for_each_runs_items_and_joins_in_item_order() {
         .step(StepSpec::new("each", "t").for_each("input.xs"))
         .step(StepSpec::new("join", "t").after(["each"]));
     let mut r = run(spec);
-    let first = r.start();
+    let first = r.step(Input::Start, now());
     assert_eq!(
         dispatched(&first),
         vec![
@@ -219,11 +289,14 @@ fn for_each_runs_items_and_joins_in_item_order() {
     );
     assert_eq!(find_dispatch(&first, "each[1]").input, json!(20));
     // Out of order completion, one retry.
-    r.finished("each[2]", 1, "n", Ok(json!(3)));
-    r.finished("each[0]", 1, "n", Err(TaskError::transient("x")));
-    r.retry_due("each[0]", 2);
-    assert!(dispatched(&r.finished("each[1]", 1, "n", Ok(json!(2)))).is_empty());
-    let next = r.finished("each[0]", 2, "n", Ok(json!(1)));
+    r.step(finished("each[2]", 1, "n", Ok(json!(3))), now());
+    r.step(
+        finished("each[0]", 1, "n", Err(TaskError::transient("x"))),
+        now(),
+    );
+    r.step(retry_due("each[0]", 2), now());
+    assert!(dispatched(&r.step(finished("each[1]", 1, "n", Ok(json!(2))), now())).is_empty());
+    let next = r.step(finished("each[0]", 2, "n", Ok(json!(1))), now());
     assert_eq!(find_dispatch(&next, "join").deps["each"], json!([1, 2, 3]));
     let st = r.status();
     assert_eq!(st.steps["each"].state, StepState::Succeeded);
@@ -243,8 +316,8 @@ fn for_each_from_a_dependency_and_over_the_limit() {
         ..Limits::default()
     };
     let mut r = JobRun::with_limits("j".into(), spec.clone(), g.clone(), limits);
-    r.start();
-    r.finished("list", 1, "n", Ok(json!([1, 2, 3, 4])));
+    r.step(Input::Start, now());
+    r.step(finished("list", 1, "n", Ok(json!([1, 2, 3, 4]))), now());
     let st = r.status();
     assert_eq!(st.state, JobState::Failed);
     assert!(st.steps["each"]
@@ -254,8 +327,11 @@ fn for_each_from_a_dependency_and_over_the_limit() {
         .contains("max_for_each_items"));
 
     let mut r = JobRun::new("j".into(), spec.clone(), g.clone());
-    r.start();
-    r.finished("list", 1, "n", Ok(json!({"not": "a list"})));
+    r.step(Input::Start, now());
+    r.step(
+        finished("list", 1, "n", Ok(json!({"not": "a list"}))),
+        now(),
+    );
     assert!(r.status().steps["each"]
         .error
         .as_deref()
@@ -263,8 +339,8 @@ fn for_each_from_a_dependency_and_over_the_limit() {
         .contains("not a list"));
 
     let mut r = JobRun::new("j".into(), spec, g);
-    r.start();
-    r.finished("list", 1, "n", Ok(json!([])));
+    r.step(Input::Start, now());
+    r.step(finished("list", 1, "n", Ok(json!([]))), now());
     assert_eq!(
         r.status().output,
         Some(json!([])),
@@ -284,17 +360,20 @@ fn reply_of(actions: &[Action]) -> Option<(u64, Result<Value, TaskError>)> {
 #[test]
 fn calls_from_a_running_attempt_are_child_steps_that_answer_it() {
     let mut r = run(JobSpec::new("fib").step(StepSpec::new("root", "fib").input(json!(3))));
-    r.start();
-    r.assigned("root", 1, "n1");
-    let a = r.spawn(
-        "root",
-        1,
-        7,
-        "n1",
-        SpawnKind::Calls {
-            task: "fib".into(),
-            inputs: vec![json!(2), json!(1)],
-        },
+    r.step(Input::Start, now());
+    r.step(assigned("root", 1, "n1"), now());
+    let a = r.step(
+        spawn(
+            "root",
+            1,
+            7,
+            "n1",
+            SpawnKind::Calls {
+                task: "fib".into(),
+                inputs: vec![json!(2), json!(1)],
+            },
+        ),
+        now(),
     );
     assert_eq!(
         dispatched(&a),
@@ -302,24 +381,27 @@ fn calls_from_a_running_attempt_are_child_steps_that_answer_it() {
     );
     assert_eq!(find_dispatch(&a, "root/call-0").depth, 1);
     // A nested call from a child.
-    let b = r.spawn(
-        "root/call-0",
-        1,
-        1,
-        "n2",
-        SpawnKind::Calls {
-            task: "fib".into(),
-            inputs: vec![json!(1)],
-        },
+    let b = r.step(
+        spawn(
+            "root/call-0",
+            1,
+            1,
+            "n2",
+            SpawnKind::Calls {
+                task: "fib".into(),
+                inputs: vec![json!(1)],
+            },
+        ),
+        now(),
     );
     assert_eq!(dispatched(&b), vec![("root/call-0/call-2".into(), 1)]);
-    let done = r.finished("root/call-0/call-2", 1, "n3", Ok(json!(1)));
+    let done = r.step(finished("root/call-0/call-2", 1, "n3", Ok(json!(1))), now());
     assert_eq!(reply_of(&done), Some((1, Ok(json!([1])))));
-    r.finished("root/call-0", 1, "n2", Ok(json!(1)));
-    let done = r.finished("root/call-1", 1, "n2", Ok(json!(1)));
+    r.step(finished("root/call-0", 1, "n2", Ok(json!(1))), now());
+    let done = r.step(finished("root/call-1", 1, "n2", Ok(json!(1))), now());
     assert_eq!(reply_of(&done), Some((7, Ok(json!([1, 1])))));
     assert_eq!(r.state(), JobState::Running, "the job waits for the root");
-    r.finished("root", 1, "n1", Ok(json!(2)));
+    r.step(finished("root", 1, "n1", Ok(json!(2))), now());
     let st = r.status();
     assert_eq!(st.state, JobState::Succeeded);
     assert_eq!(st.steps.len(), 4);
@@ -329,18 +411,24 @@ fn calls_from_a_running_attempt_are_child_steps_that_answer_it() {
 #[test]
 fn a_failing_call_carries_the_chain_and_stops_its_siblings() {
     let mut r = run(JobSpec::new("c").step(StepSpec::new("p", "t")));
-    r.start();
-    r.spawn(
-        "p",
-        1,
-        1,
-        "n1",
-        SpawnKind::Calls {
-            task: "leaf".into(),
-            inputs: vec![json!(1), json!(2)],
-        },
+    r.step(Input::Start, now());
+    r.step(
+        spawn(
+            "p",
+            1,
+            1,
+            "n1",
+            SpawnKind::Calls {
+                task: "leaf".into(),
+                inputs: vec![json!(1), json!(2)],
+            },
+        ),
+        now(),
     );
-    let failed = r.finished("p/call-1", 1, "n2", Err(TaskError::permanent("disk full")));
+    let failed = r.step(
+        finished("p/call-1", 1, "n2", Err(TaskError::permanent("disk full"))),
+        now(),
+    );
     let (_, res) = reply_of(&failed).unwrap();
     let msg = res.unwrap_err().to_string();
     assert!(
@@ -351,51 +439,59 @@ fn a_failing_call_carries_the_chain_and_stops_its_siblings() {
     assert!(failed
         .iter()
         .any(|a| matches!(a, Action::CancelAttempt { step, .. } if step == "p/call-0")));
-    r.finished("p", 1, "n1", Err(TaskError::permanent(msg)));
+    r.step(
+        finished("p", 1, "n1", Err(TaskError::permanent(msg))),
+        now(),
+    );
     let st = r.status();
     assert_eq!(st.state, JobState::Failed);
     assert_eq!(st.steps["p/call-0"].state, StepState::Cancelled);
 
     // An attempt that ends while its calls run (here: it times out) cancels them.
     let mut r = run(JobSpec::new("c").step(StepSpec::new("p", "t").timeout_ms(10)));
-    r.start();
-    r.assigned("p", 1, "n1");
-    r.spawn(
-        "p",
-        1,
-        1,
-        "n1",
-        SpawnKind::Calls {
-            task: "leaf".into(),
-            inputs: vec![json!(1)],
-        },
+    r.step(Input::Start, now());
+    r.step(assigned("p", 1, "n1"), now());
+    r.step(
+        spawn(
+            "p",
+            1,
+            1,
+            "n1",
+            SpawnKind::Calls {
+                task: "leaf".into(),
+                inputs: vec![json!(1)],
+            },
+        ),
+        now(),
     );
-    r.assigned("p/call-0", 1, "n2");
-    let t = r.timed_out("p", 1);
+    r.step(assigned("p/call-0", 1, "n2"), now());
+    let t = r.step(timed_out("p", 1), now());
     assert!(t.iter().any(|a| matches!(a, Action::CancelAttempt { step, node: Some(n), .. } if step == "p/call-0" && n == "n2")));
     assert!(st.error.unwrap().contains("disk full"));
     // A late result of the cancelled child changes nothing.
-    assert!(r.finished("p/call-0", 1, "n2", Ok(json!(1))).is_empty());
+    assert!(r
+        .step(finished("p/call-0", 1, "n2", Ok(json!(1))), now())
+        .is_empty());
 }
 
 #[test]
 fn sub_jobs_have_their_own_dag_and_depth_is_bounded() {
     let mut r = run(JobSpec::new("tree").step(StepSpec::new("t", "tree")));
-    r.start();
+    r.step(Input::Start, now());
     let sub = JobSpec::new("child")
         .with_input(json!({"depth": 1}))
         .step(StepSpec::new("x", "tree"))
         .step(StepSpec::new("y", "sum").after(["x"]));
-    let a = r.spawn("t", 1, 3, "n1", SpawnKind::Job(sub.clone()));
+    let a = r.step(spawn("t", 1, 3, "n1", SpawnKind::Job(sub.clone())), now());
     assert_eq!(dispatched(&a), vec![("t/x".into(), 1)]);
     assert_eq!(find_dispatch(&a, "t/x").input, json!({"depth": 1}));
     // A second sub-job of the same attempt with the same step ids gets its own prefix.
-    let b = r.spawn("t", 1, 4, "n1", SpawnKind::Job(sub));
+    let b = r.step(spawn("t", 1, 4, "n1", SpawnKind::Job(sub)), now());
     assert_eq!(dispatched(&b).len(), 1);
     assert!(dispatched(&b)[0].0.starts_with("t/job-"), "{b:?}");
-    let next = r.finished("t/x", 1, "n2", Ok(json!(5)));
+    let next = r.step(finished("t/x", 1, "n2", Ok(json!(5))), now());
     assert_eq!(find_dispatch(&next, "t/y").deps["x"], json!(5));
-    let done = r.finished("t/y", 1, "n2", Ok(json!(6)));
+    let done = r.step(finished("t/y", 1, "n2", Ok(json!(6))), now());
     assert_eq!(reply_of(&done), Some((3, Ok(json!(6)))));
 
     let mut deep = JobRun::with_limits(
@@ -407,26 +503,32 @@ fn sub_jobs_have_their_own_dag_and_depth_is_bounded() {
             ..Limits::default()
         },
     );
-    deep.start();
-    deep.spawn(
-        "s",
-        1,
-        1,
-        "n",
-        SpawnKind::Calls {
-            task: "t".into(),
-            inputs: vec![json!(0)],
-        },
+    deep.step(Input::Start, now());
+    deep.step(
+        spawn(
+            "s",
+            1,
+            1,
+            "n",
+            SpawnKind::Calls {
+                task: "t".into(),
+                inputs: vec![json!(0)],
+            },
+        ),
+        now(),
     );
-    let refused = deep.spawn(
-        "s/call-0",
-        1,
-        2,
-        "n",
-        SpawnKind::Calls {
-            task: "t".into(),
-            inputs: vec![json!(0)],
-        },
+    let refused = deep.step(
+        spawn(
+            "s/call-0",
+            1,
+            2,
+            "n",
+            SpawnKind::Calls {
+                task: "t".into(),
+                inputs: vec![json!(0)],
+            },
+        ),
+        now(),
     );
     assert!(reply_of(&refused)
         .unwrap()
@@ -441,12 +543,15 @@ fn needs_action_waits_for_resume_and_cancel_ends_everything() {
     let mut r = run(JobSpec::new("n")
         .step(StepSpec::new("auth", "t"))
         .step(StepSpec::new("after", "t").after(["auth"])));
-    r.start();
-    let a = r.finished(
-        "auth",
-        1,
-        "n1",
-        Err(TaskError::needs_action("re-link your account")),
+    r.step(Input::Start, now());
+    let a = r.step(
+        finished(
+            "auth",
+            1,
+            "n1",
+            Err(TaskError::needs_action("re-link your account")),
+        ),
+        now(),
     );
     assert!(a.iter().any(|x| matches!(x, Action::Notify(JobEvent::StepNeedsAction { message, .. }) if message == "re-link your account")));
     assert_eq!(r.state(), JobState::WaitingForUser);
@@ -454,20 +559,107 @@ fn needs_action_waits_for_resume_and_cancel_ends_everything() {
         r.status().steps["auth"].message.as_deref(),
         Some("re-link your account")
     );
-    assert!(r.resume("after").is_err(), "only a waiting step resumes");
-    let again = r.resume("auth").unwrap();
+    assert!(
+        r.check_resume("after").is_err(),
+        "only a waiting step resumes"
+    );
+    let again = r.step(resume("auth"), now());
     let d = find_dispatch(&again, "auth");
     assert!(d.resumed && d.attempt == 2);
     assert_eq!(r.state(), JobState::Queued.max_running());
-    r.assigned("auth", 2, "n1");
-    r.finished("auth", 2, "n1", Ok(json!(1)));
-    r.assigned("after", 1, "n3");
-    let c = r.cancel();
+    r.step(assigned("auth", 2, "n1"), now());
+    r.step(finished("auth", 2, "n1", Ok(json!(1))), now());
+    r.step(assigned("after", 1, "n3"), now());
+    let c = r.step(Input::Cancel, now());
     assert!(c.iter().any(|x| matches!(x, Action::CancelAttempt { step, node: Some(n), .. } if step == "after" && n == "n3")));
     let st = r.status();
     assert_eq!(st.state, JobState::Cancelled);
     assert_eq!(st.steps["after"].state, StepState::Cancelled);
-    assert!(r.cancel().is_empty(), "cancelling twice is a no-op");
+    assert!(
+        r.step(Input::Cancel, now()).is_empty(),
+        "cancelling twice is a no-op"
+    );
+}
+
+/// The delay of the first retry of `step` in job `job` (backoff 1000 ms).
+fn first_retry_delay(job: &str, step: &str) -> Duration {
+    let mut spec = JobSpec::new("r").step(StepSpec::new(step, "t"));
+    spec.retry = RetryPolicy {
+        max_attempts: 2,
+        backoff_ms: 1000,
+    };
+    let g = validate(&spec).unwrap();
+    let mut r = JobRun::new(job.into(), spec, g);
+    r.step(Input::Start, now());
+    let actions = r.step(
+        finished(step, 1, "n", Err(TaskError::transient("busy"))),
+        now(),
+    );
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::RetryLater { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no retry in {actions:?}"))
+}
+
+/// The retry jitter comes from the job id, the step and the attempt: a replay gets the
+/// same delay, other jobs and steps get others, all within +-25% of the backoff.
+#[test]
+fn retry_delays_are_a_function_of_the_job_the_step_and_the_attempt() {
+    assert_eq!(
+        first_retry_delay("n1-0-1", "a"),
+        first_retry_delay("n1-0-1", "a")
+    );
+    let mut delays = HashSet::new();
+    for k in 0..20 {
+        delays.insert(first_retry_delay(&format!("n1-0-{k}"), "a"));
+        delays.insert(first_retry_delay("n1-0-1", &format!("s{k}")));
+    }
+    assert!(delays.len() > 20, "jitter spreads retries: {delays:?}");
+    for d in delays {
+        assert!((750..=1250).contains(&d.as_millis()), "{d:?}");
+    }
+}
+
+/// A job's elapsed time is measured between the times its inputs carried.
+#[test]
+fn elapsed_time_comes_from_the_inputs_not_the_clock() {
+    let mut r = run(JobSpec::new("e").step(StepSpec::new("a", "t")));
+    let t0 = now();
+    r.step(Input::Start, t0);
+    r.step(
+        finished("a", 1, "n", Ok(json!(1))),
+        t0 + Duration::from_secs(42),
+    );
+    assert_eq!(r.status().elapsed_ms, Some(42_000));
+}
+
+/// A refused resume changes nothing; results, timers, losses, sub-work, cancel and resume
+/// are journaled, the rest is not.
+#[test]
+fn a_resume_is_checked_before_it_is_fed_and_what_is_journaled() {
+    let mut r = run(JobSpec::new("n").step(StepSpec::new("a", "t")));
+    r.step(Input::Start, now());
+    assert!(matches!(
+        r.check_resume("a"),
+        Err(JobQueryError::Conflict(_))
+    ));
+    assert!(matches!(
+        r.check_resume("zz"),
+        Err(JobQueryError::NotFound(_))
+    ));
+    assert!(
+        r.step(resume("a"), now()).is_empty(),
+        "a refused resume does nothing"
+    );
+    assert_eq!(r.status().steps["a"].attempts, 1);
+    assert!(!Input::Start.is_journaled());
+    assert!(!assigned("a", 1, "n").is_journaled());
+    assert!(Input::NodeLost { node: "n".into() }.is_journaled());
+    assert!(finished("a", 1, "n", Ok(json!(1))).is_journaled());
+    assert!(resume("a").is_journaled());
 }
 
 trait MaxRunning {
@@ -483,7 +675,6 @@ impl MaxRunning for JobState {
 mod properties {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::HashSet;
 
     #[derive(Debug, Clone)]
     struct Plan {
@@ -560,7 +751,7 @@ mod properties {
             let spec = spec_of(&p);
             let graph = validate(&spec).unwrap();
             let mut r = JobRun::new("p".into(), spec.clone(), graph);
-            let mut queue: VecDeque<Action> = r.start().into();
+            let mut queue: VecDeque<Action> = r.step(Input::Start, now()).into();
             // Steps can succeed without a dispatch (an empty for_each), so read the states.
             let mut succeeded: HashSet<String> = r.status().steps.iter()
                 .filter(|(_, s)| s.state == StepState::Succeeded).map(|(k, _)| k.clone()).collect();
@@ -588,8 +779,8 @@ mod properties {
                             _ => Ok(json!(d.input)),
                         };
                         let ok = result.is_ok();
-                        queue.extend(r.assigned(&d.step, d.attempt, "n"));
-                        let next = r.finished(&d.step, d.attempt, "n", result);
+                        queue.extend(r.step(assigned(&d.step, d.attempt, "n"), now()));
+                        let next = r.step(finished(&d.step, d.attempt, "n", result), now());
                         if ok && !d.step.contains('[') {
                             succeeded.insert(d.step.clone());
                         }
@@ -599,7 +790,7 @@ mod properties {
                         }
                         queue.extend(next);
                     }
-                    Action::RetryLater { step, attempt, .. } => queue.extend(r.retry_due(&step, attempt)),
+                    Action::RetryLater { step, attempt, .. } => queue.extend(r.step(retry_due(&step, attempt), now())),
                     _ => {}
                 }
             }
@@ -633,3 +824,5 @@ mod properties {
         r.nodes[r.by_id[id]].output.clone().unwrap_or(Value::Null)
     }
 }
+
+mod histories;
