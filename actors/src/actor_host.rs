@@ -34,8 +34,8 @@ use troupe_runtime::actor::{actor_name, ActivationInfo, ActorCallError, ActorLin
 use troupe_runtime::job::spec::JobSpec;
 use troupe_runtime::job::status::JobState;
 use troupe_runtime::protocol::{
-    actor_type_group, ActorEnvelope, ActorHostMessage, ActorReply, JobManagerMessage, SavedState,
-    SubmitRequest, ACTOR_HOSTS_GROUP, CORE_VOTERS_GROUP, MAX_ACTOR_HOPS,
+    actor_type_group, submit, ActorEnvelope, ActorHostMessage, ActorReply, JobManagerMessage,
+    SavedState, SubmitRequest, ACTOR_HOSTS_GROUP, CORE_VOTERS_GROUP, MAX_ACTOR_HOPS,
 };
 use troupe_runtime::task::TaskError;
 use troupe_runtime::wire::Wire;
@@ -598,27 +598,7 @@ impl ActorLink for NodeJobs {
         Box::pin(async move {
             let jm = crate::find_on::<JobManagerMessage>(crate::names::JOB_MANAGER, &node)
                 .ok_or_else(|| TaskError::transient("this node's job manager is not running"))?;
-            let req = SubmitRequest::new(spec);
-            let id = match jm
-                .call(
-                    |r| JobManagerMessage::Submit(Wire::new(req), r),
-                    Some(route::CALL_TIMEOUT),
-                )
-                .await
-            {
-                Ok(ractor::rpc::CallResult::Success(w)) => match w.into_inner() {
-                    Ok(Ok(id)) => id,
-                    Ok(Err(e)) => {
-                        return Err(TaskError::permanent(format!("the job was refused: {e:?}")))
-                    }
-                    Err(e) => return Err(TaskError::transient(e.to_string())),
-                },
-                _ => {
-                    return Err(TaskError::transient(
-                        "the job manager did not answer the submission",
-                    ))
-                }
-            };
+            let id = submit(&jm, SubmitRequest::new(spec), route::CALL_TIMEOUT).await?;
             // Followed by polling its status: a handler's job is rare next to its
             // messages, and this keeps the host free of a watcher of its own.
             loop {

@@ -44,8 +44,8 @@ use crate::protocol::groups::{
     MEMBERSHIP_GROUP,
 };
 use crate::protocol::job_manager::{
-    owner_of, InvalidateRequest, JobManagerMessage, ResumeRequest, SubmitError, SubmitRequest,
-    WatchRequest,
+    owner_of, submit, InvalidateRequest, JobManagerMessage, ResumeRequest, SubmitError,
+    SubmitFailure, SubmitRequest, WatchRequest,
 };
 use crate::protocol::membership::{MembershipMessage, NodeInfo, NodeState};
 use crate::wire::Wire;
@@ -184,24 +184,12 @@ impl Client {
                 }),
                 ..SubmitRequest::new(spec.clone())
             };
-            match self
-                .call(&jm, |reply| {
-                    JobManagerMessage::Submit(Wire::new(req), reply)
-                })
+            match submit(&jm, req, self.connection.opts.request_timeout)
                 .await
+                .map_err(ClientError::from)
             {
-                Ok(Ok(id)) => return Ok(self.handle_for(&id)),
-                Ok(Err(SubmitError::Invalid(m))) => return Err(ClientError::Invalid(m)),
-                Ok(Err(SubmitError::Unavailable(m))) => last_err = Some(ClientError::Connection(m)),
-                Ok(Err(SubmitError::Overloaded {
-                    message,
-                    retry_after_ms,
-                })) => {
-                    return Err(ClientError::Overloaded {
-                        message,
-                        retry_after_ms,
-                    })
-                }
+                Ok(id) => return Ok(self.handle_for(&id)),
+                // Not reached, or it cannot take jobs now: the next node may.
                 Err(e @ ClientError::Connection(_)) => last_err = Some(e),
                 Err(e) => return Err(e),
             }
@@ -451,6 +439,38 @@ impl Client {
     }
 }
 
+/// A refusal from the job manager, as a client reports it: an invalid job is the caller's
+/// fault, a node that cannot take jobs is as good as unreachable (the next node is tried).
+impl From<SubmitError> for ClientError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Invalid(m) => ClientError::Invalid(m),
+            SubmitError::Unavailable(m) => ClientError::Connection(m),
+            SubmitError::Overloaded {
+                message,
+                retry_after_ms,
+            } => ClientError::Overloaded {
+                message,
+                retry_after_ms,
+            },
+        }
+    }
+}
+
+/// A submission without a job id, as a client reports it (the same errors as any other
+/// request of the client's).
+impl From<SubmitFailure> for ClientError {
+    fn from(e: SubmitFailure) -> Self {
+        match e {
+            SubmitFailure::Refused(e) => e.into(),
+            SubmitFailure::Timeout(t) => ClientError::Timeout(t),
+            SubmitFailure::Dropped => ClientError::Connection(DROPPED.into()),
+            SubmitFailure::Unreachable(m) => ClientError::Connection(m),
+            SubmitFailure::Unreadable(e) => ClientError::Connection(e.to_string()),
+        }
+    }
+}
+
 /// What a client says of a request its node dropped.
 const DROPPED: &str = "the node dropped the request (its session closed)";
 
@@ -551,5 +571,48 @@ impl JobHandle {
     /// Cancels the job; running tasks are told to stop.
     pub async fn cancel(&self) -> Result<JobStatus, ClientError> {
         self.client.cancel(&self.id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client reports a refused or unanswered submission as it reports any request:
+    /// the node that cannot take jobs now as a lost connection (so the next node is
+    /// tried), the rest with the texts users and tests know.
+    #[test]
+    fn submit_failures_become_the_client_errors_they_always_were() {
+        let e = |f: SubmitFailure| ClientError::from(f).to_string();
+        assert_eq!(
+            e(SubmitError::Invalid("step \"a\": bad".into()).into()),
+            "job refused: step \"a\": bad"
+        );
+        assert!(matches!(
+            ClientError::from(SubmitFailure::Refused(SubmitError::Unavailable("busy".into()))),
+            ClientError::Connection(m) if m == "busy"
+        ));
+        assert!(matches!(
+            ClientError::from(SubmitFailure::Refused(SubmitError::Overloaded {
+                message: "admission.max_waiting_steps".into(),
+                retry_after_ms: 100,
+            })),
+            ClientError::Overloaded {
+                retry_after_ms: 100,
+                ..
+            }
+        ));
+        assert!(matches!(
+            ClientError::from(SubmitFailure::Timeout(Duration::from_secs(10))),
+            ClientError::Timeout(t) if t == Duration::from_secs(10)
+        ));
+        assert_eq!(
+            e(SubmitFailure::Dropped),
+            "lost the connection to the cluster: the node dropped the request (its session closed)"
+        );
+        assert!(matches!(
+            ClientError::from(SubmitFailure::Unreachable("closed".into())),
+            ClientError::Connection(m) if m == "closed"
+        ));
     }
 }

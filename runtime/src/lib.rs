@@ -18,7 +18,8 @@
 //! - [`merge`]: rendezvous ranking of nodes for a key; task properties (merge, cache).
 //! - [`wire`]: rmp-serde encoding of every payload that crosses a node boundary.
 //! - [`protocol`]: the messages of the remotely reachable actors, one submodule per actor,
-//!   and the process-group names.
+//!   the process-group names, and the one way to submit a job
+//!   ([`protocol::submit`]).
 //! - [`observe`]: the cluster event stream, job summaries, metric names.
 //! - [`config`]: the node configuration, layered file < environment < flags.
 //! - [`cluster`]: starting a ractor_cluster `NodeServer` and watching its sessions.

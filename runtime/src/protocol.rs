@@ -43,9 +43,9 @@ pub use groups::{
     MEMBERSHIP_GROUP,
 };
 pub use job_manager::{
-    owner_of, unique_owner, AttemptMoved, InvalidateRequest, JobAnswer, JobManagerMessage,
+    owner_of, submit, unique_owner, AttemptMoved, InvalidateRequest, JobAnswer, JobManagerMessage,
     JobMoved, JobQueryError, LostAttempt, ProgressKind, ResultSource, ResumeRequest, SpawnRequest,
-    StepProgress, StepResult, SubmitError, SubmitRequest, UniqueJob, WatchRequest,
+    StepProgress, StepResult, SubmitError, SubmitFailure, SubmitRequest, UniqueJob, WatchRequest,
 };
 pub use membership::{MembershipMessage, NodeInfo, NodeState, SessionEvent, SessionEventKind};
 pub use merger::{CacheStats, Executed, MergerMessage};

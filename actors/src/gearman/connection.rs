@@ -24,8 +24,9 @@ use troupe_runtime::gearman::{CodecError, Frame, GearmanCodec, Request};
 use troupe_runtime::job::spec::{JobSpec, RetryPolicy, StepSpec};
 use troupe_runtime::observe::metric;
 use troupe_runtime::protocol::{
-    first_member, job_manager_group, unique_owner, JobManagerMessage, JobQueryError, ProgressKind,
-    StepProgress, StepResult, SubmitError, SubmitRequest, UniqueJob, WatchRequest,
+    first_member, job_manager_group, submit as submit_job, unique_owner, JobManagerMessage,
+    JobQueryError, ProgressKind, StepProgress, StepResult, SubmitError, SubmitFailure,
+    SubmitRequest, UniqueJob, WatchRequest,
 };
 use troupe_runtime::task::TaskError;
 use troupe_runtime::wire::Wire;
@@ -515,38 +516,11 @@ impl Connection {
             );
             return;
         };
-        let answer = jm
-            .call(
-                |r| JobManagerMessage::Submit(Wire::new(req), r),
-                Some(ASK_TIMEOUT),
-            )
-            .await;
-        let id = match answer {
-            Ok(CallResult::Success(w)) => match w.into_inner() {
-                Ok(Ok(id)) => id,
-                Ok(Err(SubmitError::Invalid(m))) => {
-                    self.refuse("INVALID_JOB", "invalid_job", &m);
-                    return;
-                }
-                Ok(Err(SubmitError::Overloaded { message, .. })) => {
-                    self.refuse("SERVER_BUSY", "overloaded", &message);
-                    return;
-                }
-                Ok(Err(SubmitError::Unavailable(m))) => {
-                    self.refuse("SERVER_BUSY", "unavailable", &m);
-                    return;
-                }
-                Err(e) => {
-                    self.refuse("SERVER_BUSY", "unavailable", &e.to_string());
-                    return;
-                }
-            },
-            _ => {
-                self.refuse(
-                    "SERVER_BUSY",
-                    "unavailable",
-                    "the job manager did not answer in time; try again",
-                );
+        let id = match submit_job(&jm, req, ASK_TIMEOUT).await {
+            Ok(id) => id,
+            Err(e) => {
+                let refusal = Refusal::from(e);
+                self.refuse(refusal.code, refusal.reason, &refusal.text);
                 return;
             }
         };
@@ -623,6 +597,44 @@ impl Connection {
     }
 }
 
+/// The `ERROR` packet for a submission that got no job id: its code, the reason it is
+/// counted under in `troupe_gearman_errors_total`, and its text.
+struct Refusal {
+    code: &'static str,
+    reason: &'static str,
+    text: String,
+}
+
+/// A refusal from the job manager, as a Gearman client is told it.
+impl From<SubmitError> for Refusal {
+    fn from(e: SubmitError) -> Self {
+        let (code, reason, text) = match e {
+            SubmitError::Invalid(m) => ("INVALID_JOB", "invalid_job", m),
+            SubmitError::Overloaded { message, .. } => ("SERVER_BUSY", "overloaded", message),
+            SubmitError::Unavailable(m) => ("SERVER_BUSY", "unavailable", m),
+        };
+        Refusal { code, reason, text }
+    }
+}
+
+/// A submission without a job id, as a Gearman client is told it: the server is busy.
+impl From<SubmitFailure> for Refusal {
+    fn from(e: SubmitFailure) -> Self {
+        let text = match e {
+            SubmitFailure::Refused(e) => return e.into(),
+            SubmitFailure::Unreadable(e) => e.to_string(),
+            SubmitFailure::Timeout(_) | SubmitFailure::Dropped | SubmitFailure::Unreachable(_) => {
+                "the job manager did not answer in time; try again".to_string()
+            }
+        };
+        Refusal {
+            code: "SERVER_BUSY",
+            reason: "unavailable",
+            text,
+        }
+    }
+}
+
 /// The status of `job`, asked of node `node`'s job manager (which forwards to the owner).
 async fn ask_status(node: &str, job: &str) -> Option<JobStatus> {
     let jm = first_member::<JobManagerMessage>(&job_manager_group(node))?;
@@ -638,5 +650,46 @@ async fn ask_status(node: &str, job: &str) -> Option<JobStatus> {
             Ok(Err(JobQueryError::NotFound(_))) | Ok(Err(_)) | Err(_) => None,
         },
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Gearman client is told of a refused or unanswered submission with the `ERROR`
+    /// code, counted reason and text it always got.
+    #[test]
+    fn submit_failures_keep_their_error_codes_and_texts() {
+        let told = |f: SubmitFailure| {
+            let r = Refusal::from(f);
+            (r.code, r.reason, r.text)
+        };
+        assert_eq!(
+            told(SubmitError::Invalid("bad".into()).into()),
+            ("INVALID_JOB", "invalid_job", "bad".into())
+        );
+        assert_eq!(
+            told(
+                SubmitError::Overloaded {
+                    message: "full".into(),
+                    retry_after_ms: 100,
+                }
+                .into()
+            ),
+            ("SERVER_BUSY", "overloaded", "full".into())
+        );
+        assert_eq!(
+            told(SubmitError::Unavailable("draining".into()).into()),
+            ("SERVER_BUSY", "unavailable", "draining".into())
+        );
+        assert_eq!(
+            told(SubmitFailure::Timeout(ASK_TIMEOUT)),
+            (
+                "SERVER_BUSY",
+                "unavailable",
+                "the job manager did not answer in time; try again".into()
+            )
+        );
     }
 }

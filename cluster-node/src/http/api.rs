@@ -22,8 +22,8 @@ use troupe_runtime::job::status::{JobState, JobStatus};
 use troupe_runtime::job::validate::validate_with;
 use troupe_runtime::observe::{metric, EventKind};
 use troupe_runtime::protocol::{
-    cluster_jobs, JobAnswer, JobManagerMessage, JobQueryError, MembershipMessage, ResumeRequest,
-    SubmitError, SubmitRequest,
+    cluster_jobs, submit as submit_job, JobAnswer, JobManagerMessage, JobQueryError,
+    MembershipMessage, ResumeRequest, SubmitError, SubmitFailure, SubmitRequest,
 };
 use troupe_runtime::wire::Wire;
 use troupe_runtime::JobSpec;
@@ -221,28 +221,42 @@ pub async fn submit(
     validate_with(&spec, &ctx.config.limits)
         .map_err(|e| bad_request(format!("invalid job: {e}")))?;
     let jm = job_manager(&ctx)?;
-    let req = Wire::new(SubmitRequest::new(spec));
     // Unknown tasks wait up to task_wait_ms inside the job manager.
     let wait = ASK_TIMEOUT + Duration::from_millis(ctx.config.task_wait_ms);
-    let answer = match jm
-        .call(|r| JobManagerMessage::Submit(req, r), Some(wait))
-        .await
-    {
-        Ok(CallResult::Success(a)) => a,
-        _ => return Err(unavailable("job manager")),
-    };
-    match answer.into_inner() {
-        Ok(Ok(id)) => Ok((StatusCode::CREATED, Json(json!({ "id": id })))),
-        Ok(Err(SubmitError::Invalid(e))) => Err(bad_request(format!("invalid job: {e}"))),
-        Ok(Err(SubmitError::Unavailable(e))) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e)),
-        Ok(Err(SubmitError::Overloaded {
-            message,
-            retry_after_ms,
-        })) => Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("overloaded: {message}; retry after {retry_after_ms} ms"),
-        )),
-        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    let id = submit_job(&jm, SubmitRequest::new(spec), wait).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+}
+
+/// A refusal from the job manager, as HTTP answers it.
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Invalid(e) => bad_request(format!("invalid job: {e}")),
+            SubmitError::Unavailable(e) => ApiError(StatusCode::SERVICE_UNAVAILABLE, e),
+            SubmitError::Overloaded {
+                message,
+                retry_after_ms,
+            } => ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("overloaded: {message}; retry after {retry_after_ms} ms"),
+            ),
+        }
+    }
+}
+
+/// A submission without a job id, as HTTP answers it: no answer is a 503, an unreadable
+/// one a 500.
+impl From<SubmitFailure> for ApiError {
+    fn from(e: SubmitFailure) -> Self {
+        match e {
+            SubmitFailure::Refused(e) => e.into(),
+            SubmitFailure::Unreadable(e) => {
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }
+            SubmitFailure::Timeout(_) | SubmitFailure::Dropped | SubmitFailure::Unreachable(_) => {
+                unavailable("job manager")
+            }
+        }
     }
 }
 
@@ -290,4 +304,57 @@ pub async fn metrics(State(ctx): State<NodeContext>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         troupe_actors::telemetry::render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `POST /api/jobs` answers a refused or unanswered submission with the status and
+    /// text it always gave: 400 for an invalid job, 503 when the node cannot take it or
+    /// does not answer, 500 for an unreadable answer.
+    #[test]
+    fn submit_failures_keep_their_statuses_and_texts() {
+        let answer = |f: SubmitFailure| {
+            let ApiError(code, text) = ApiError::from(f);
+            (code, text)
+        };
+        assert_eq!(
+            answer(SubmitError::Invalid("step \"a\": bad".into()).into()),
+            (
+                StatusCode::BAD_REQUEST,
+                "invalid job: step \"a\": bad".into()
+            )
+        );
+        assert_eq!(
+            answer(SubmitError::Unavailable("draining".into()).into()),
+            (StatusCode::SERVICE_UNAVAILABLE, "draining".into())
+        );
+        assert_eq!(
+            answer(
+                SubmitError::Overloaded {
+                    message: "too much waits".into(),
+                    retry_after_ms: 100,
+                }
+                .into()
+            ),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded: too much waits; retry after 100 ms".into()
+            )
+        );
+        for missing in [
+            SubmitFailure::Timeout(Duration::from_secs(5)),
+            SubmitFailure::Dropped,
+            SubmitFailure::Unreachable("closed".into()),
+        ] {
+            assert_eq!(
+                answer(missing),
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the node's job manager is not running (restarting?); ask again shortly".into()
+                )
+            );
+        }
+    }
 }

@@ -1,8 +1,14 @@
 //! The job manager's messages (one per node, in `troupe.job_manager.NODE`): the front door
 //! for jobs (submit, status, watch, cancel, resume), step results and sub-work from worker
 //! pools, and the copies and takeovers of jobs between nodes.
+//!
+//! [`submit`] is the one way the front doors (the client, HTTP, Gearman, the actor host)
+//! send a submission; each maps a [`SubmitFailure`] to its own error with `From`.
 
-use ractor::RpcReplyPort;
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,7 +19,7 @@ use crate::error::TaskError;
 use crate::job::spec::{JobSpec, SpawnKind};
 use crate::job::status::JobStatus;
 use crate::vocab::Holder;
-use crate::wire::Wire;
+use crate::wire::{Wire, WireError};
 
 /// Messages of the job manager (one per node, in `troupe.job_manager.NODE`).
 #[derive(RactorClusterMessage)]
@@ -125,6 +131,74 @@ pub enum SubmitError {
         /// When to try again.
         retry_after_ms: u64,
     },
+}
+
+/// Why [`submit`] got no job id: the job manager refused the job, or its answer did not
+/// arrive. Each front door turns it into its own error with `From`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubmitFailure {
+    /// The job manager answered and refused the job.
+    #[error("the job was refused: {0:?}")]
+    Refused(SubmitError),
+    /// No answer within the timeout.
+    #[error("the job manager did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The job manager dropped the request (it stopped, or the session to it closed).
+    #[error("the job manager dropped the request")]
+    Dropped,
+    /// The request could not be sent to the job manager.
+    #[error("the job manager cannot be reached: {0}")]
+    Unreachable(String),
+    /// The answer could not be decoded.
+    #[error(transparent)]
+    Unreadable(WireError),
+}
+
+impl From<SubmitError> for SubmitFailure {
+    fn from(e: SubmitError) -> Self {
+        SubmitFailure::Refused(e)
+    }
+}
+
+/// A job submitted on behalf of a running task or actor handler that got no id: a refusal
+/// is permanent (submitting it again would be refused again), no answer is transient.
+impl From<SubmitFailure> for TaskError {
+    fn from(e: SubmitFailure) -> Self {
+        match e {
+            SubmitFailure::Refused(e) => {
+                TaskError::permanent(format!("the job was refused: {e:?}"))
+            }
+            SubmitFailure::Unreadable(e) => TaskError::transient(e.to_string()),
+            SubmitFailure::Timeout(_) | SubmitFailure::Dropped | SubmitFailure::Unreachable(_) => {
+                TaskError::transient("the job manager did not answer the submission")
+            }
+        }
+    }
+}
+
+/// Sends `request` to `manager` and waits up to `timeout` for the id of the job it
+/// accepted. The one way the front doors (the client, HTTP, Gearman, the actor host)
+/// submit a job.
+pub async fn submit(
+    manager: &ActorRef<JobManagerMessage>,
+    request: SubmitRequest,
+    timeout: Duration,
+) -> Result<String, SubmitFailure> {
+    let answer = manager
+        .call(
+            |reply| JobManagerMessage::Submit(Wire::new(request), reply),
+            Some(timeout),
+        )
+        .await;
+    match answer {
+        Ok(CallResult::Success(answer)) => answer
+            .into_inner()
+            .map_err(SubmitFailure::Unreadable)?
+            .map_err(SubmitFailure::Refused),
+        Ok(CallResult::Timeout) => Err(SubmitFailure::Timeout(timeout)),
+        Ok(CallResult::SenderError) => Err(SubmitFailure::Dropped),
+        Err(e) => Err(SubmitFailure::Unreachable(e.to_string())),
+    }
 }
 
 /// The node among `nodes` that coalesces submissions with unique id `unique`
@@ -317,7 +391,120 @@ pub struct JobMoved {
 
 #[cfg(test)]
 mod tests {
+    use ractor::{Actor, ActorProcessingErr};
+
     use super::*;
+
+    /// What the stand-in job manager does with a submission.
+    #[derive(Clone)]
+    enum Answer {
+        Reply(Result<String, SubmitError>),
+        /// Keeps the reply port and never answers.
+        Silence,
+        /// Drops the reply port.
+        Drop,
+    }
+
+    struct StandIn;
+
+    impl Actor for StandIn {
+        type Msg = JobManagerMessage;
+        type State = (Answer, Vec<RpcReplyPort<Wire<Result<String, SubmitError>>>>);
+        type Arguments = Answer;
+
+        async fn pre_start(
+            &self,
+            _me: ActorRef<Self::Msg>,
+            answer: Answer,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok((answer, Vec::new()))
+        }
+
+        async fn handle(
+            &self,
+            _me: ActorRef<Self::Msg>,
+            msg: Self::Msg,
+            (answer, kept): &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            if let JobManagerMessage::Submit(_, reply) = msg {
+                match answer.clone() {
+                    Answer::Reply(r) => {
+                        let _ = reply.send(Wire::new(r));
+                    }
+                    Answer::Silence => kept.push(reply),
+                    Answer::Drop => drop(reply),
+                }
+            }
+            Ok(())
+        }
+    }
+
+    async fn submit_to(answer: Answer) -> Result<String, SubmitFailure> {
+        let (manager, _) = Actor::spawn(None, StandIn, answer).await.expect("spawns");
+        let spec = JobSpec::new("j").step(crate::job::spec::StepSpec::new("a", "troupe.echo"));
+        let r = submit(
+            &manager,
+            SubmitRequest::new(spec),
+            Duration::from_millis(50),
+        )
+        .await;
+        manager.stop(None);
+        r
+    }
+
+    /// `submit` answers the accepted job's id, the manager's refusal as it is, and tells
+    /// apart no answer in time from a request the manager dropped or never got.
+    #[tokio::test]
+    async fn submit_tells_an_id_a_refusal_and_each_kind_of_missing_answer_apart() {
+        let id = submit_to(Answer::Reply(Ok("n1-ff-1".into()))).await;
+        assert_eq!(id.expect("accepted"), "n1-ff-1");
+        let refused = submit_to(Answer::Reply(Err(SubmitError::Invalid("bad".into())))).await;
+        assert!(matches!(
+            refused,
+            Err(SubmitFailure::Refused(SubmitError::Invalid(m))) if m == "bad"
+        ));
+        let silent = submit_to(Answer::Silence).await;
+        assert!(matches!(silent, Err(SubmitFailure::Timeout(t)) if t == Duration::from_millis(50)));
+        assert!(matches!(
+            submit_to(Answer::Drop).await,
+            Err(SubmitFailure::Dropped)
+        ));
+
+        let (stopped, handle) = Actor::spawn(None, StandIn, Answer::Silence)
+            .await
+            .expect("spawns");
+        stopped.stop(None);
+        handle.await.expect("stops");
+        let spec = JobSpec::new("j").step(crate::job::spec::StepSpec::new("a", "troupe.echo"));
+        let r = submit(
+            &stopped,
+            SubmitRequest::new(spec),
+            Duration::from_millis(50),
+        )
+        .await;
+        assert!(matches!(r, Err(SubmitFailure::Unreachable(_))), "{r:?}");
+    }
+
+    /// A job submitted for a task or handler: a refusal is permanent (the same job would be
+    /// refused again), a missing answer transient; the texts are the actor host's.
+    #[test]
+    fn a_refused_submission_is_a_permanent_task_error_and_no_answer_a_transient_one() {
+        let refused = TaskError::from(SubmitFailure::Refused(SubmitError::Invalid("x".into())));
+        assert_eq!(
+            refused,
+            TaskError::permanent("the job was refused: Invalid(\"x\")")
+        );
+        for missing in [
+            SubmitFailure::Timeout(Duration::from_secs(1)),
+            SubmitFailure::Dropped,
+            SubmitFailure::Unreachable("gone".into()),
+        ] {
+            assert_eq!(
+                TaskError::from(missing),
+                TaskError::transient("the job manager did not answer the submission")
+            );
+        }
+    }
 
     #[test]
     fn job_ids_name_their_owner() {
