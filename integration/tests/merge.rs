@@ -181,7 +181,7 @@ async fn submissions_spread_over_nodes_and_fail_over_when_one_is_down() {
             .await
             .unwrap();
         owners.insert(
-            troupe_runtime::protocol::owner_of(h.id())
+            troupe_runtime::vocab::JobId::owner_of(h.id())
                 .unwrap()
                 .to_string(),
         );

@@ -44,10 +44,11 @@ use crate::protocol::groups::{
     MEMBERSHIP_GROUP,
 };
 use crate::protocol::job_manager::{
-    owner_of, submit, InvalidateRequest, JobManagerMessage, ResumeRequest, SubmitError,
-    SubmitFailure, SubmitRequest, WatchRequest,
+    submit, InvalidateRequest, JobManagerMessage, ResumeRequest, SubmitError, SubmitFailure,
+    SubmitRequest, WatchRequest,
 };
 use crate::protocol::membership::{MembershipMessage, NodeInfo, NodeState};
+use crate::vocab::JobId;
 use crate::wire::Wire;
 use connection::Connection;
 
@@ -228,7 +229,7 @@ impl Client {
 
     /// The status of a job, from any node.
     pub async fn status(&self, job: &str) -> Result<JobStatus, ClientError> {
-        let owner = owner_of(job).ok_or_else(|| {
+        let owner = JobId::owner_of(job).ok_or_else(|| {
             ClientError::BadInput(format!(
                 "{job:?} is not a job id (ids look like NODE-EPOCH-SEQ)"
             ))
@@ -343,7 +344,7 @@ impl Client {
     /// A handle on a job submitted earlier (by anyone). Events flow if this client is
     /// connected to the job's owner; [`JobHandle::wait`] works either way.
     pub async fn watch(&self, job: &str) -> Result<JobHandle, ClientError> {
-        let owner = owner_of(job).ok_or_else(|| {
+        let owner = JobId::owner_of(job).ok_or_else(|| {
             ClientError::BadInput(format!(
                 "{job:?} is not a job id (ids look like NODE-EPOCH-SEQ)"
             ))
@@ -475,7 +476,7 @@ impl From<SubmitFailure> for ClientError {
 const DROPPED: &str = "the node dropped the request (its session closed)";
 
 fn parse_owner(job: &str) -> Result<&str, ClientError> {
-    owner_of(job).ok_or_else(|| {
+    JobId::owner_of(job).ok_or_else(|| {
         ClientError::BadInput(format!(
             "{job:?} is not a job id (ids look like NODE-EPOCH-SEQ)"
         ))

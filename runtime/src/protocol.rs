@@ -43,8 +43,8 @@ pub use groups::{
     MEMBERSHIP_GROUP,
 };
 pub use job_manager::{
-    owner_of, submit, unique_owner, AttemptMoved, InvalidateRequest, JobAnswer, JobManagerMessage,
-    JobMoved, JobQueryError, LostAttempt, ProgressKind, ResultSource, ResumeRequest, SpawnRequest,
+    submit, unique_owner, AttemptMoved, InvalidateRequest, JobAnswer, JobManagerMessage, JobMoved,
+    JobQueryError, LostAttempt, ProgressKind, ResultSource, ResumeRequest, SpawnRequest,
     StepProgress, StepResult, SubmitError, SubmitFailure, SubmitRequest, UniqueJob, WatchRequest,
 };
 pub use membership::{MembershipMessage, NodeInfo, NodeState, SessionEvent, SessionEventKind};

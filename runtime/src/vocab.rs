@@ -60,6 +60,11 @@ impl JobId {
         JobId::try_from(s.to_string())
     }
 
+    /// The node named by `id`, a job id given as text, if it is one.
+    pub fn owner_of(id: &str) -> Option<&str> {
+        Self::split(id).map(|(node, _, _)| node)
+    }
+
     /// Node, boot stamp and sequence number of a well-formed id.
     fn split(s: &str) -> Option<(&str, &str, &str)> {
         let (rest, seq) = s.rsplit_once('-')?;
@@ -157,8 +162,19 @@ impl StepId {
     }
 
     /// Call number `n` made by this step's running attempt.
-    pub fn call(&self, n: usize) -> StepId {
-        StepId(format!("{}/call-{n}", self.0))
+    pub fn call(&self, n: u64) -> StepId {
+        self.child(&Self::call_name(n))
+    }
+
+    /// The local name of call number `n` within the calls' group (`call-N`).
+    pub fn call_name(n: u64) -> String {
+        format!("call-{n}")
+    }
+
+    /// The `n`th sub-job of this step, when its step names would clash with earlier ones
+    /// (`STEP/job-N`); its steps are children of it.
+    pub fn sub_job(&self, n: usize) -> StepId {
+        self.child(&format!("job-{n}"))
     }
 
     /// Step `local` of a sub-job started by this step's running attempt.
@@ -229,7 +245,10 @@ mod tests {
         let id = JobId::new("my-node-2", "19a8f3c2b11", 42);
         assert_eq!(id.as_str(), "my-node-2-19a8f3c2b11-42");
         assert_eq!(id.owner(), "my-node-2");
+        assert_eq!(JobId::owner_of(id.as_str()), Some("my-node-2"));
         assert_eq!(JobId::parse(id.as_str()), Ok(id));
+        assert_eq!(JobId::owner_of("n1-19a8f3c2b11-42"), Some("n1"));
+        assert_eq!(JobId::owner_of("garbage"), None);
     }
 
     #[test]

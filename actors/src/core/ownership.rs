@@ -109,7 +109,7 @@ pub enum CoreDecision {
 /// The owner of `job` when no takeover was ever decided: the node its id names.
 pub fn first_owner(job: &str) -> Holder {
     Holder {
-        node: troupe_runtime::protocol::owner_of(job)
+        node: troupe_runtime::vocab::JobId::owner_of(job)
             .unwrap_or_default()
             .to_string(),
         epoch: 0,

@@ -11,11 +11,12 @@ use std::time::Duration;
 use crate::core::{CoreCommand, CoreDecision};
 use ractor::RpcReplyPort;
 use troupe_runtime::protocol::{
-    first_member, job_manager_group, owner_of, worker_pool_group, AttemptMoved, CallReply,
-    InvalidateRequest, JobAnswer, JobManagerMessage, JobQueryError, ResumeRequest, SpawnRequest,
-    WatchRequest, WorkerPoolMessage,
+    first_member, job_manager_group, worker_pool_group, AttemptMoved, CallReply, InvalidateRequest,
+    JobAnswer, JobManagerMessage, JobQueryError, ResumeRequest, SpawnRequest, WatchRequest,
+    WorkerPoolMessage,
 };
 use troupe_runtime::task::TaskError;
+use troupe_runtime::vocab::JobId;
 use troupe_runtime::wire::Wire;
 
 use super::JobManagerState;
@@ -77,7 +78,7 @@ impl JobManagerState {
         }
         let owner = match self.takeovers.moved_to(&job) {
             Some(m) => Some(m.node.clone()),
-            None => owner_of(&job).map(str::to_string),
+            None => JobId::owner_of(&job).map(str::to_string),
         };
         match owner {
             Some(owner) if owner != self.ctx.config.name => {

@@ -16,8 +16,9 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use troupe_runtime::protocol::{owner_of, JobMoved};
+use troupe_runtime::protocol::JobMoved;
 use troupe_runtime::vocab::Holder;
+use troupe_runtime::vocab::JobId;
 
 /// What the job manager must do for the takeover rules. Effects about different jobs come
 /// in no particular order; those about one job come in the order they are to be done.
@@ -288,7 +289,7 @@ impl Takeovers {
     pub(crate) fn node_up(&self, node: &str) -> Vec<Effect> {
         self.runs
             .iter()
-            .filter(|(job, epoch)| **epoch > 0 && owner_of(job) == Some(node))
+            .filter(|(job, epoch)| **epoch > 0 && JobId::owner_of(job) == Some(node))
             .map(|(job, epoch)| Effect::TellMoved {
                 to: node.to_string(),
                 job: job.clone(),

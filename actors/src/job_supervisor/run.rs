@@ -28,7 +28,7 @@ use troupe_runtime::merge::CacheMode;
 use troupe_runtime::protocol::JobQueryError;
 use troupe_runtime::protocol::ResultSource;
 use troupe_runtime::task::TaskError;
-use troupe_runtime::vocab::Stage;
+use troupe_runtime::vocab::{Stage, StepId};
 
 /// Everything that can happen to a job: what [`JobRun::step`] takes, one at a time.
 ///
@@ -260,7 +260,8 @@ pub enum Action {
 
 #[derive(Debug, Clone)]
 struct Caller {
-    node: usize,
+    /// The calling step (its index in `steps`).
+    step: usize,
     attempt: u32,
     call_id: u64,
     reply_to: String,
@@ -280,8 +281,9 @@ struct Group {
     local: HashMap<String, usize>,
 }
 
+/// One step of the run (a node of the DAG): where it sits, its attempts and its end.
 #[derive(Debug)]
-struct Node {
+struct StepRecord {
     id: String,
     local: String,
     group: usize,
@@ -300,7 +302,8 @@ struct Node {
     state: StepState,
     attempts: u32,
     live_attempt: Option<u32>,
-    node: Option<String>,
+    /// The cluster node running (or that ran) the live attempt.
+    worker_node: Option<String>,
     error: Option<String>,
     failure: Option<TaskError>,
     message: Option<String>,
@@ -316,9 +319,9 @@ struct Node {
     lost: u32,
 }
 
-impl Node {
+impl StepRecord {
     fn new(id: String, local: String, group: usize, task: String, retry: RetryPolicy) -> Self {
-        Node {
+        StepRecord {
             id,
             local,
             group,
@@ -336,7 +339,7 @@ impl Node {
             state: StepState::Pending,
             attempts: 0,
             live_attempt: None,
-            node: None,
+            worker_node: None,
             error: None,
             failure: None,
             message: None,
@@ -364,7 +367,7 @@ pub struct JobRun {
     job_retry: RetryPolicy,
     cache: CacheMode,
     limits: Limits,
-    nodes: Vec<Node>,
+    steps: Vec<StepRecord>,
     by_id: HashMap<String, usize>,
     groups: Vec<Group>,
     state: JobState,
@@ -400,7 +403,7 @@ impl JobRun {
             job_retry: spec.retry,
             cache: spec.cache,
             limits,
-            nodes: Vec::new(),
+            steps: Vec::new(),
             by_id: HashMap::new(),
             groups: Vec::new(),
             state: JobState::Queued,
@@ -415,7 +418,7 @@ impl JobRun {
             next_call: 0,
             settle: VecDeque::new(),
         };
-        run.add_group(None, spec, graph, "", 0);
+        run.add_group(None, spec, graph, None, 0);
         run
     }
 
@@ -425,15 +428,17 @@ impl JobRun {
         caller: Option<Caller>,
         spec: JobSpec,
         graph: Graph,
-        prefix: &str,
+        parent: Option<&StepId>,
         depth: usize,
     ) -> usize {
         let g = self.groups.len();
-        let base = self.nodes.len();
+        let base = self.steps.len();
         for s in &spec.steps {
             let retry = spec.retry_for(s);
-            let mut n = Node::new(
-                format!("{prefix}{}", s.id),
+            let mut n = StepRecord::new(
+                parent
+                    .map_or_else(|| StepId::new(s.id.clone()), |p| p.child(&s.id))
+                    .to_string(),
                 s.id.clone(),
                 g,
                 s.task_name().to_string(),
@@ -444,11 +449,11 @@ impl JobRun {
             n.timeout_ms = s.timeout_ms;
             n.when = s.when.clone();
             n.for_each = s.for_each.clone();
-            self.by_id.insert(n.id.clone(), self.nodes.len());
-            self.nodes.push(n);
+            self.by_id.insert(n.id.clone(), self.steps.len());
+            self.steps.push(n);
         }
         for i in 0..spec.steps.len() {
-            let n = &mut self.nodes[base + i];
+            let n = &mut self.steps[base + i];
             n.required = graph.required[i].iter().map(|&j| base + j).collect();
             n.optional = graph.optional[i].iter().map(|&j| base + j).collect();
             n.dependents = graph.dependents[i].iter().map(|&j| base + j).collect();
@@ -557,10 +562,10 @@ impl JobRun {
         let i = *self.by_id.get(step).ok_or_else(|| {
             JobQueryError::NotFound(format!("job {} has no step {step:?}", self.id))
         })?;
-        if self.nodes[i].state != StepState::WaitingForUser {
+        if self.steps[i].state != StepState::WaitingForUser {
             return Err(JobQueryError::Conflict(format!(
                 "step {step:?} is {}, not waiting for a user",
-                self.nodes[i].state.as_str()
+                self.steps[i].state.as_str()
             )));
         }
         Ok(())
@@ -572,13 +577,13 @@ impl JobRun {
         let mut out = vec![Action::Notify(JobEvent::Queued {
             job: self.id.clone(),
             name: self.name.clone(),
-            steps: self.nodes.len() as u32,
+            steps: self.steps.len() as u32,
         })];
         let roots: Vec<usize> = self.groups[0]
             .members
             .iter()
             .copied()
-            .filter(|&i| self.nodes[i].waiting_on == 0)
+            .filter(|&i| self.steps[i].waiting_on == 0)
             .collect();
         for i in roots {
             self.ready(i, &mut out);
@@ -589,14 +594,14 @@ impl JobRun {
 
     fn live(&self, step: &str, attempt: u32) -> Option<usize> {
         let i = *self.by_id.get(step)?;
-        (self.nodes[i].live_attempt == Some(attempt)).then_some(i)
+        (self.steps[i].live_attempt == Some(attempt)).then_some(i)
     }
 
     /// The `steps` variable of CEL expressions in group `g`.
     fn steps_var(&self, g: usize) -> Value {
         let mut m = serde_json::Map::new();
         for (local, &i) in &self.groups[g].local {
-            if let Some(o) = &self.nodes[i].output {
+            if let Some(o) = &self.steps[i].output {
                 m.insert(local.clone(), serde_json::json!({ "output": o }));
             }
         }
@@ -605,14 +610,14 @@ impl JobRun {
 
     /// All dependencies of `i` are done: skip, fail, expand or dispatch it.
     fn ready(&mut self, i: usize, out: &mut Vec<Action>) {
-        if self.nodes[i].state != StepState::Pending
-            || self.nodes[i].attempts > 0
-            || self.nodes[i].expanded
+        if self.steps[i].state != StepState::Pending
+            || self.steps[i].attempts > 0
+            || self.steps[i].expanded
         {
             return;
         }
-        for &d in &self.nodes[i].required.clone() {
-            let dep = &self.nodes[d];
+        for &d in &self.steps[i].required.clone() {
+            let dep = &self.steps[d];
             match dep.state {
                 StepState::Failed => {
                     let msg = format!("not run: its dependency {:?} failed", dep.local);
@@ -629,19 +634,19 @@ impl JobRun {
                             "cancelled"
                         }
                     );
-                    self.nodes[i].message = Some(msg);
+                    self.steps[i].message = Some(msg);
                     self.mark(i, StepState::Skipped, None, None, out);
                     return;
                 }
                 _ => {}
             }
         }
-        let g = self.nodes[i].group;
-        if let Some(w) = self.nodes[i].when.clone() {
+        let g = self.steps[i].group;
+        if let Some(w) = self.steps[i].when.clone() {
             match expr::eval_bool(&w, &self.groups[g].input, &self.steps_var(g)) {
                 Ok(true) => {}
                 Ok(false) => {
-                    self.nodes[i].message = Some(format!("condition {w:?} is false"));
+                    self.steps[i].message = Some(format!("condition {w:?} is false"));
                     self.mark(i, StepState::Skipped, None, None, out);
                     return;
                 }
@@ -657,7 +662,7 @@ impl JobRun {
                 }
             }
         }
-        if let Some(f) = self.nodes[i].for_each.clone() {
+        if let Some(f) = self.steps[i].for_each.clone() {
             self.expand(i, &f, out);
             return;
         }
@@ -665,7 +670,7 @@ impl JobRun {
     }
 
     fn expand(&mut self, i: usize, list: &str, out: &mut Vec<Action>) {
-        let g = self.nodes[i].group;
+        let g = self.steps[i].group;
         let items = match expr::eval_list(list, &self.groups[g].input, &self.steps_var(g)) {
             Ok(items) => items,
             Err(e) => {
@@ -680,7 +685,7 @@ impl JobRun {
             }
         };
         if items.len() > self.limits.max_for_each_items
-            || self.nodes.len() + items.len() > self.limits.max_steps
+            || self.steps.len() + items.len() > self.limits.max_steps
         {
             let msg = format!(
                 "for_each gives {} items; the limits are {} items per step (limits.max_for_each_items) and {} steps per job (limits.max_steps)",
@@ -691,7 +696,7 @@ impl JobRun {
             self.mark(i, StepState::Failed, Some(msg), None, out);
             return;
         }
-        self.nodes[i].expanded = true;
+        self.steps[i].expanded = true;
         if items.is_empty() {
             self.mark(
                 i,
@@ -702,13 +707,13 @@ impl JobRun {
             );
             return;
         }
-        self.nodes[i].state = StepState::Running;
-        self.nodes[i].fan_remaining = items.len();
+        self.steps[i].state = StepState::Running;
+        self.steps[i].fan_remaining = items.len();
         for (k, item) in items.into_iter().enumerate() {
-            let p = &self.nodes[i];
-            let mut c = Node::new(
-                format!("{}[{k}]", p.id),
-                format!("{}[{k}]", p.local),
+            let p = &self.steps[i];
+            let mut c = StepRecord::new(
+                StepId::new(p.id.clone()).item(k).to_string(),
+                StepId::new(p.local.clone()).item(k).to_string(),
                 g,
                 p.task.clone(),
                 p.retry,
@@ -719,34 +724,34 @@ impl JobRun {
             c.fan_parent = Some(i);
             c.required = p.required.clone();
             c.optional = p.optional.clone();
-            let c_idx = self.nodes.len();
+            let c_idx = self.steps.len();
             self.by_id.insert(c.id.clone(), c_idx);
-            self.nodes.push(c);
-            self.nodes[i].fan_children.push(c_idx);
+            self.steps.push(c);
+            self.steps[i].fan_children.push(c_idx);
             out.push(self.dispatch(c_idx));
         }
     }
 
     fn dispatch(&mut self, i: usize) -> Action {
-        let deps = self.nodes[i]
+        let deps = self.steps[i]
             .required
             .iter()
-            .chain(&self.nodes[i].optional)
-            .filter_map(|&d| Some((self.nodes[d].local.clone(), self.nodes[d].output.clone()?)))
+            .chain(&self.steps[i].optional)
+            .filter_map(|&d| Some((self.steps[d].local.clone(), self.steps[d].output.clone()?)))
             .collect();
-        let g = self.nodes[i].group;
-        let input = self.nodes[i]
+        let g = self.steps[i].group;
+        let input = self.steps[i]
             .input
             .clone()
             .unwrap_or_else(|| self.groups[g].input.clone());
-        let input = match &self.nodes[i].actor {
+        let input = match &self.steps[i].actor {
             Some((actor, key)) => {
                 serde_json::json!({ "actor": actor, "key": key, "message": input })
             }
             None => input,
         };
         let depth = self.groups[g].depth;
-        let n = &mut self.nodes[i];
+        let n = &mut self.steps[i];
         // Continuing work: anything but a first attempt of a step of the job's own file
         // that waits on nothing (see the priority lanes of the worker pool).
         let stage = if depth > 0
@@ -789,7 +794,7 @@ impl JobRun {
         if self.state.is_terminal() {
             return Vec::new();
         }
-        let lost = self.nodes.iter().filter_map(|n| {
+        let lost = self.steps.iter().filter_map(|n| {
             Some(Input::AttemptLost {
                 step: n.id.clone(),
                 attempt: n.live_attempt?,
@@ -799,7 +804,7 @@ impl JobRun {
         });
         // Losing an attempt runs it again or ends its step: no step becomes due meanwhile.
         let due = self
-            .nodes
+            .steps
             .iter()
             .filter(|n| n.state == StepState::Pending && n.attempts > 0 && n.live_attempt.is_none())
             .map(|n| Input::RetryDue {
@@ -817,9 +822,9 @@ impl JobRun {
         if self.state.is_terminal() {
             return Vec::new();
         }
-        self.nodes
+        self.steps
             .iter()
-            .filter(|n| n.node.as_deref() == Some(lost))
+            .filter(|n| n.worker_node.as_deref() == Some(lost))
             .filter_map(|n| {
                 Some(Input::AttemptLost {
                     step: n.id.clone(),
@@ -840,7 +845,7 @@ impl JobRun {
         output: Option<Value>,
         out: &mut Vec<Action>,
     ) {
-        let n = &mut self.nodes[i];
+        let n = &mut self.steps[i];
         if n.state.is_terminal() {
             return;
         }
@@ -855,11 +860,11 @@ impl JobRun {
         n.output = output;
         out.push(self.step_event(i));
         if state == StepState::Failed
-            && self.nodes[i].group == 0
-            && self.nodes[i].fan_parent.is_none()
+            && self.steps[i].group == 0
+            && self.steps[i].fan_parent.is_none()
             && self.error.is_none()
         {
-            let n = &self.nodes[i];
+            let n = &self.steps[i];
             self.error = Some(format!(
                 "step {:?} ({}) failed: {}",
                 n.id,
@@ -876,24 +881,24 @@ impl JobRun {
     fn drain(&mut self, out: &mut Vec<Action>) {
         while let Some(i) = self.settle.pop_front() {
             self.close_open_groups(i, out);
-            if let Some(p) = self.nodes[i].fan_parent {
-                self.nodes[p].fan_remaining -= 1;
-                if self.nodes[p].fan_remaining == 0 {
+            if let Some(p) = self.steps[i].fan_parent {
+                self.steps[p].fan_remaining -= 1;
+                if self.steps[p].fan_remaining == 0 {
                     self.finish_fan(p, out);
                 }
                 continue;
             }
-            for k in self.nodes[i].dependents.clone() {
-                self.nodes[k].waiting_on -= 1;
-                if self.nodes[k].waiting_on == 0 {
+            for k in self.steps[i].dependents.clone() {
+                self.steps[k].waiting_on -= 1;
+                if self.steps[k].waiting_on == 0 {
                     self.ready(k, out);
                 }
             }
-            let g = self.nodes[i].group;
+            let g = self.steps[i].group;
             self.groups[g].remaining -= 1;
             if self.groups[g].remaining == 0 {
                 self.group_done(g, out);
-            } else if g != 0 && self.nodes[i].state == StepState::Failed && !self.groups[g].done {
+            } else if g != 0 && self.steps[i].state == StepState::Failed && !self.groups[g].done {
                 // Sub-work fails fast: answer the caller now and stop the rest.
                 self.group_done(g, out);
                 self.cancel_members(g, out);
@@ -903,13 +908,13 @@ impl JobRun {
     }
 
     fn finish_fan(&mut self, p: usize, out: &mut Vec<Action>) {
-        let children = self.nodes[p].fan_children.clone();
+        let children = self.steps[p].fan_children.clone();
         if let Some((k, &c)) = children
             .iter()
             .enumerate()
-            .find(|(_, &c)| self.nodes[c].state != StepState::Succeeded)
+            .find(|(_, &c)| self.steps[c].state != StepState::Succeeded)
         {
-            let child = &self.nodes[c];
+            let child = &self.steps[c];
             let (state, msg) = match child.state {
                 StepState::Cancelled => (StepState::Cancelled, format!("item {k} was cancelled")),
                 StepState::Skipped => (StepState::Skipped, format!("item {k} was skipped")),
@@ -925,7 +930,7 @@ impl JobRun {
         } else {
             let outputs = children
                 .iter()
-                .map(|&c| self.nodes[c].output.clone().unwrap_or(Value::Null))
+                .map(|&c| self.steps[c].output.clone().unwrap_or(Value::Null))
                 .collect();
             self.mark(
                 p,
@@ -941,7 +946,7 @@ impl JobRun {
     /// step's, else an object of the final steps' outputs.
     fn group_output(&self, g: usize) -> Value {
         let grp = &self.groups[g];
-        let out = |i: usize| self.nodes[i].output.clone().unwrap_or(Value::Null);
+        let out = |i: usize| self.steps[i].output.clone().unwrap_or(Value::Null);
         if grp.calls {
             return Value::Array(grp.members.iter().map(|&i| out(i)).collect());
         }
@@ -952,7 +957,7 @@ impl JobRun {
             [one] => out(*one),
             many => Value::Object(
                 many.iter()
-                    .map(|&i| (self.nodes[i].local.clone(), out(i)))
+                    .map(|&i| (self.steps[i].local.clone(), out(i)))
                     .collect(),
             ),
         }
@@ -965,7 +970,7 @@ impl JobRun {
         self.groups[g].done = true;
         let failed = self.groups[g].members.iter().copied().find(|&i| {
             matches!(
-                self.nodes[i].state,
+                self.steps[i].state,
                 StepState::Failed | StepState::Cancelled
             )
         });
@@ -976,14 +981,14 @@ impl JobRun {
         let Some(caller) = self.groups[g].caller.clone() else {
             return;
         };
-        self.nodes[caller.node].open_groups.retain(|&x| x != g);
-        if self.nodes[caller.node].live_attempt != Some(caller.attempt) {
+        self.steps[caller.step].open_groups.retain(|&x| x != g);
+        if self.steps[caller.step].live_attempt != Some(caller.attempt) {
             return;
         }
         let result = match failed {
             None => Ok(self.group_output(g)),
             Some(i) => {
-                let n = &self.nodes[i];
+                let n = &self.steps[i];
                 let why = n.error.clone().unwrap_or_else(|| "cancelled".into());
                 let msg = format!(
                     "{} {:?} (task {}) failed: {why}",
@@ -1010,7 +1015,7 @@ impl JobRun {
 
     /// The attempt of `i` ended: cancel the sub-work it started.
     fn close_open_groups(&mut self, i: usize, out: &mut Vec<Action>) {
-        for g in std::mem::take(&mut self.nodes[i].open_groups) {
+        for g in std::mem::take(&mut self.steps[i].open_groups) {
             self.cancel_group(g, out);
         }
     }
@@ -1027,8 +1032,8 @@ impl JobRun {
         // groups their attempts opened.
         let mut stack: Vec<usize> = self.groups[g].members.clone();
         while let Some(i) = stack.pop() {
-            stack.extend(self.nodes[i].fan_children.iter().copied());
-            for sub in std::mem::take(&mut self.nodes[i].open_groups) {
+            stack.extend(self.steps[i].fan_children.iter().copied());
+            for sub in std::mem::take(&mut self.steps[i].open_groups) {
                 self.groups[sub].done = true;
                 stack.extend(self.groups[sub].members.iter().copied());
             }
@@ -1038,7 +1043,7 @@ impl JobRun {
     }
 
     fn cancel_node(&mut self, i: usize, out: &mut Vec<Action>) {
-        let n = &mut self.nodes[i];
+        let n = &mut self.steps[i];
         if n.state.is_terminal() {
             return;
         }
@@ -1046,7 +1051,7 @@ impl JobRun {
             out.push(Action::CancelAttempt {
                 step: n.id.clone(),
                 attempt: a,
-                node: n.node.clone(),
+                node: n.worker_node.clone(),
             });
         }
         n.state = StepState::Cancelled;
@@ -1058,7 +1063,7 @@ impl JobRun {
             return;
         }
         self.state = if self
-            .nodes
+            .steps
             .iter()
             .any(|n| n.state == StepState::WaitingForUser)
         {
@@ -1072,7 +1077,7 @@ impl JobRun {
 
     fn end(&mut self, ok: bool, out: &mut Vec<Action>) {
         // Sub-work still open when the job's own steps are all done has no one to answer.
-        for i in 0..self.nodes.len() {
+        for i in 0..self.steps.len() {
             self.cancel_node(i, out);
         }
         self.ended = self.now;
@@ -1091,13 +1096,13 @@ impl JobRun {
     }
 
     fn step_event(&self, i: usize) -> Action {
-        let n = &self.nodes[i];
+        let n = &self.steps[i];
         Action::Notify(JobEvent::StepFinished {
             job: self.id.clone(),
             step: n.id.clone(),
             task: n.task.clone(),
             state: n.state,
-            node: n.node.clone(),
+            node: n.worker_node.clone(),
             error: n.error.clone(),
         })
     }
@@ -1107,15 +1112,15 @@ impl JobRun {
         let Some(i) = self.live(step, attempt) else {
             return Vec::new();
         };
-        let n = &mut self.nodes[i];
+        let n = &mut self.steps[i];
         n.state = StepState::Running;
-        n.node = Some(node.to_string());
+        n.worker_node = Some(node.to_string());
         self.started = true;
         self.update_state();
         vec![Action::Notify(JobEvent::StepStarted {
             job: self.id.clone(),
             step: step.to_string(),
-            task: self.nodes[i].task.clone(),
+            task: self.steps[i].task.clone(),
             attempt,
             node: node.to_string(),
         })]
@@ -1154,16 +1159,16 @@ impl JobRun {
             ResultSource::Merged => self.stats.merged += 1,
             ResultSource::Cached => self.stats.cache_hits += 1,
         }
-        self.nodes[i].source = source;
-        self.nodes[i].node = Some(node.to_string());
+        self.steps[i].source = source;
+        self.steps[i].worker_node = Some(node.to_string());
         self.started = true;
         let mut out = Vec::new();
         match result {
             Ok(v) => self.mark(i, StepState::Succeeded, None, Some(v), &mut out),
             Err(TaskError::NeedsAction(msg)) => {
-                self.nodes[i].live_attempt = None;
+                self.steps[i].live_attempt = None;
                 self.close_open_groups(i, &mut out);
-                let n = &mut self.nodes[i];
+                let n = &mut self.steps[i];
                 n.state = StepState::WaitingForUser;
                 n.message = Some(msg.clone());
                 n.error = None;
@@ -1174,7 +1179,7 @@ impl JobRun {
                 }));
             }
             Err(e) => {
-                let n = &mut self.nodes[i];
+                let n = &mut self.steps[i];
                 n.error = Some(e.to_string());
                 n.failure = Some(e.clone());
                 if e.is_transient() && n.attempts < n.retry.max_attempts {
@@ -1186,7 +1191,7 @@ impl JobRun {
                     out.push(Action::Notify(JobEvent::StepRetrying {
                         job: self.id.clone(),
                         step: step.to_string(),
-                        task: self.nodes[i].task.clone(),
+                        task: self.steps[i].task.clone(),
                         attempt,
                         error: e.to_string(),
                         delay_ms: delay.as_millis() as u64,
@@ -1216,8 +1221,8 @@ impl JobRun {
         let Some(i) = self.live(step, attempt) else {
             return Vec::new();
         };
-        let ms = self.nodes[i].timeout_ms.unwrap_or(0);
-        let node = self.nodes[i].node.clone();
+        let ms = self.steps[i].timeout_ms.unwrap_or(0);
+        let node = self.steps[i].worker_node.clone();
         let mut out = vec![Action::CancelAttempt {
             step: step.to_string(),
             attempt,
@@ -1239,7 +1244,7 @@ impl JobRun {
         let Some(&i) = self.by_id.get(step) else {
             return Vec::new();
         };
-        let n = &self.nodes[i];
+        let n = &self.steps[i];
         if self.state.is_terminal()
             || n.state != StepState::Pending
             || n.live_attempt.is_some()
@@ -1275,7 +1280,7 @@ impl JobRun {
         if self.state.is_terminal() {
             return reply(Err(TaskError::permanent("the job has ended")));
         }
-        let depth = self.groups[self.nodes[i].group].depth + 1;
+        let depth = self.groups[self.steps[i].group].depth + 1;
         if depth > self.limits.max_depth {
             return reply(Err(TaskError::permanent(format!(
                 "sub-work nested {depth} deep; the limit is {} (limits.max_depth)",
@@ -1283,7 +1288,7 @@ impl JobRun {
             ))));
         }
         let caller = Some(Caller {
-            node: i,
+            step: i,
             attempt,
             call_id,
             reply_to: reply_to.to_string(),
@@ -1293,7 +1298,7 @@ impl JobRun {
                 let mut spec = JobSpec::new("calls");
                 spec.retry = self.job_retry;
                 for input in inputs {
-                    let id = format!("call-{}", self.next_call);
+                    let id = StepId::call_name(self.next_call);
                     self.next_call += 1;
                     spec = spec.step(StepSpec::new(id, task.clone()).input(input));
                 }
@@ -1304,7 +1309,7 @@ impl JobRun {
         if spec.steps.is_empty() && calls {
             return reply(Ok(Value::Array(Vec::new())));
         }
-        if self.nodes.len() + spec.steps.len() > self.limits.max_steps {
+        if self.steps.len() + spec.steps.len() > self.limits.max_steps {
             return reply(Err(TaskError::permanent(format!(
                 "the job would exceed {} steps (limits.max_steps)",
                 self.limits.max_steps
@@ -1314,23 +1319,23 @@ impl JobRun {
             Ok(g) => g,
             Err(e) => return reply(Err(TaskError::permanent(format!("invalid sub-job: {e}")))),
         };
-        let mut prefix = format!("{}/", self.nodes[i].id);
+        let mut parent = StepId::new(self.steps[i].id.clone());
         if spec
             .steps
             .iter()
-            .any(|s| self.by_id.contains_key(&format!("{prefix}{}", s.id)))
+            .any(|s| self.by_id.contains_key(parent.child(&s.id).as_str()))
         {
-            prefix = format!("{}/job-{}/", self.nodes[i].id, self.groups.len());
+            parent = parent.sub_job(self.groups.len());
         }
-        let g = self.add_group(caller, spec, graph, &prefix, depth);
+        let g = self.add_group(caller, spec, graph, Some(&parent), depth);
         self.groups[g].calls = calls;
-        self.nodes[i].open_groups.push(g);
+        self.steps[i].open_groups.push(g);
         let mut out = Vec::new();
         let roots: Vec<usize> = self.groups[g]
             .members
             .iter()
             .copied()
-            .filter(|&m| self.nodes[m].waiting_on == 0)
+            .filter(|&m| self.steps[m].waiting_on == 0)
             .collect();
         for m in roots {
             self.ready(m, &mut out);
@@ -1369,10 +1374,10 @@ impl JobRun {
         if self.state.is_terminal() {
             return Vec::new();
         }
-        self.nodes[i].lost += u32::from(counts);
+        self.steps[i].lost += u32::from(counts);
         let cap = self.limits.max_lost_attempts.max(1);
-        if self.nodes[i].lost >= cap {
-            let node = self.nodes[i].node.clone().unwrap_or_default();
+        if self.steps[i].lost >= cap {
+            let node = self.steps[i].worker_node.clone().unwrap_or_default();
             let e = TaskError::permanent(format!(
                 "{reason}; the step lost {cap} attempts this way and is given up (limits.max_lost_attempts)"
             ));
@@ -1386,7 +1391,7 @@ impl JobRun {
 
     /// Dispatches step `i` again after its live attempt `attempt` was lost.
     fn run_again(&mut self, i: usize, attempt: u32, error: String, out: &mut Vec<Action>) {
-        let n = &self.nodes[i];
+        let n = &self.steps[i];
         out.push(Action::Notify(JobEvent::StepRetrying {
             job: self.id.clone(),
             step: n.id.clone(),
@@ -1396,7 +1401,7 @@ impl JobRun {
             delay_ms: 0,
         }));
         self.close_open_groups(i, out);
-        let n = &mut self.nodes[i];
+        let n = &mut self.steps[i];
         n.retry.max_attempts = n.retry.max_attempts.saturating_add(1);
         n.live_attempt = None;
         n.progress = None;
@@ -1415,7 +1420,7 @@ impl JobRun {
         let Some(i) = self.live(step, attempt) else {
             return Vec::new();
         };
-        self.nodes[i].progress = Some([numerator, denominator]);
+        self.steps[i].progress = Some([numerator, denominator]);
         vec![Action::Notify(JobEvent::StepProgress {
             job: self.id.clone(),
             step: step.to_string(),
@@ -1445,7 +1450,7 @@ impl JobRun {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for i in 0..self.nodes.len() {
+        for i in 0..self.steps.len() {
             self.cancel_node(i, &mut out);
         }
         for g in &mut self.groups {
@@ -1466,14 +1471,14 @@ impl JobRun {
         let Some(&i) = self.by_id.get(step) else {
             return Vec::new();
         };
-        self.nodes[i].state = StepState::Pending;
-        self.nodes[i].resumed = true;
-        self.nodes[i].message = None;
+        self.steps[i].state = StepState::Pending;
+        self.steps[i].resumed = true;
+        self.steps[i].message = None;
         // A resumed step gets the attempts of its policy again.
-        self.nodes[i].retry.max_attempts = self.nodes[i]
+        self.steps[i].retry.max_attempts = self.steps[i]
             .retry
             .max_attempts
-            .saturating_add(self.nodes[i].attempts);
+            .saturating_add(self.steps[i].attempts);
         let out = vec![self.dispatch(i)];
         self.update_state();
         out
@@ -1486,7 +1491,7 @@ impl JobRun {
             name: self.name.clone(),
             state: self.state,
             steps: self
-                .nodes
+                .steps
                 .iter()
                 .map(|n| {
                     (
@@ -1494,7 +1499,7 @@ impl JobRun {
                         StepStatus {
                             state: n.state,
                             attempts: n.attempts,
-                            node: n.node.clone(),
+                            node: n.worker_node.clone(),
                             error: n.error.clone(),
                             message: n.message.clone(),
                             task: n.task.clone(),
@@ -1502,7 +1507,7 @@ impl JobRun {
                                 .required
                                 .iter()
                                 .chain(&n.optional)
-                                .map(|&d| self.nodes[d].id.clone())
+                                .map(|&d| self.steps[d].id.clone())
                                 .collect(),
                             cache_hit: n.source == ResultSource::Cached
                                 && n.state == StepState::Succeeded,

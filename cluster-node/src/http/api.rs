@@ -90,7 +90,7 @@ fn job_answer(answer: JobAnswer) -> ApiResult<Json<JobStatus>> {
 }
 
 fn check_job_id(id: &str) -> ApiResult<()> {
-    if troupe_runtime::protocol::owner_of(id).is_none() {
+    if troupe_runtime::vocab::JobId::parse(id).is_err() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!(

@@ -256,16 +256,6 @@ impl JobQueryError {
 /// The answer to a question about one job.
 pub type JobAnswer = Wire<Result<JobStatus, JobQueryError>>;
 
-/// The node that owns a job, from its id (`NODE-EPOCH-SEQ`).
-pub fn owner_of(job_id: &str) -> Option<&str> {
-    let (rest, seq) = job_id.rsplit_once('-')?;
-    let (node, epoch) = rest.rsplit_once('-')?;
-    (!node.is_empty()
-        && seq.chars().all(|c| c.is_ascii_digit())
-        && epoch.chars().all(|c| c.is_ascii_hexdigit()))
-    .then_some(node)
-}
-
 /// Resume a step waiting for a user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResumeRequest {
@@ -504,14 +494,5 @@ mod tests {
                 TaskError::transient("the job manager did not answer the submission")
             );
         }
-    }
-
-    #[test]
-    fn job_ids_name_their_owner() {
-        assert_eq!(owner_of("n1-19a8f3c2b11-42"), Some("n1"));
-        assert_eq!(owner_of("my-node-2-ff-0"), Some("my-node-2"));
-        assert_eq!(owner_of("garbage"), None);
-        assert_eq!(owner_of("-ff-1"), None);
-        assert_eq!(owner_of("n1-zz-1"), None);
     }
 }

@@ -821,7 +821,7 @@ mod properties {
     }
 
     fn r_outputs(r: &JobRun, id: &str) -> Value {
-        r.nodes[r.by_id[id]].output.clone().unwrap_or(Value::Null)
+        r.steps[r.by_id[id]].output.clone().unwrap_or(Value::Null)
     }
 }
 
