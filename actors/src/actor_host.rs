@@ -42,8 +42,8 @@ use troupe_runtime::wire::Wire;
 
 use crate::NodeContext;
 
-pub mod activation;
-pub mod store;
+pub(crate) mod activation;
+pub(crate) mod store;
 
 use activation::{reason, Activation, ActivationArgs, ActivationMessage, ActivationStats};
 use store::ActorStore;
@@ -59,7 +59,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The replica of (T, K) for a save by `me`: the first other host of T in the key's
 /// rendezvous order (the one that owns the key if `me` goes).
-pub fn replica(actor_type: &str, key: &str, me: &str) -> Option<ActorRef<ActorHostMessage>> {
+pub(crate) fn replica(actor_type: &str, key: &str, me: &str) -> Option<ActorRef<ActorHostMessage>> {
     let hosts = route::hosts(actor_type);
     let ranked = troupe_runtime::merge::ranked(
         &route::owner_key(actor_type, key),
@@ -90,10 +90,10 @@ enum Slot {
 }
 
 /// The actor host.
-pub struct ActorHost;
+pub(crate) struct ActorHost;
 
 /// The host's state.
-pub struct HostState {
+pub(crate) struct HostState {
     ctx: NodeContext,
     store: ActorStore,
     link: Arc<dyn ActorLink>,

@@ -9,10 +9,10 @@
 //! data path (dispatch, results) never waits on this actor.
 
 mod network;
-pub mod ownership;
-pub mod store;
+pub(crate) mod ownership;
+pub(crate) mod store;
 
-pub use ownership::{
+pub(crate) use ownership::{
     node_id, CoreCommand, CoreDecision, CoreTypes, Ownership, RaftRpc, RaftRpcReply,
 };
 
@@ -34,7 +34,7 @@ use crate::NodeContext;
 /// Why the core group gave no decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
-pub struct CoreRefusal {
+pub(crate) struct CoreRefusal {
     /// What happened, for a log line.
     pub message: String,
     /// The leader to ask instead, when known.
@@ -43,7 +43,7 @@ pub struct CoreRefusal {
 
 /// Messages of a node's core member (in `troupe.core.NODE`).
 #[derive(RactorClusterMessage)]
-pub enum CoreMessage {
+pub(crate) enum CoreMessage {
     /// A Raft message from another core node; answers Raft's reply.
     #[rpc]
     Raft(Wire<RaftRpc>, RpcReplyPort<Wire<RaftRpcReply>>),
@@ -58,13 +58,13 @@ pub enum CoreMessage {
 }
 
 /// How long one decision may take, forwarding included.
-pub const DECIDE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DECIDE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the core member looks after its group.
 const TICK: Duration = Duration::from_millis(300);
 
 /// The node's core member.
-pub struct Core;
+pub(crate) struct Core;
 
 /// This node's Raft node and the state machine it drives, opened once per node (the
 /// core member actor may restart; the store and Raft node outlive it).
@@ -116,7 +116,7 @@ impl std::fmt::Debug for CoreNode {
 }
 
 /// State of the core member.
-pub struct CoreState {
+pub(crate) struct CoreState {
     ctx: NodeContext,
     raft: Raft<CoreTypes>,
     sm: store::StateMachine,
@@ -174,7 +174,7 @@ async fn initialize(raft: &Raft<CoreTypes>, names: &[String]) {
 }
 
 /// Asks the core group for a decision, through this node's core member.
-pub async fn decide(node: &str, cmd: CoreCommand) -> Result<CoreDecision, CoreRefusal> {
+pub(crate) async fn decide(node: &str, cmd: CoreCommand) -> Result<CoreDecision, CoreRefusal> {
     let Some(core) = first_member::<CoreMessage>(&core_group(node)) else {
         return Err(refusal("this node's core member is not running", None));
     };

@@ -32,7 +32,7 @@ const RETRY_EVERY: Duration = Duration::from_millis(50);
 
 /// The dispatcher's answer to whoever dispatched an attempt: the node that took it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assigned {
+pub(crate) struct Assigned {
     /// The step.
     pub step: String,
     /// The attempt.
@@ -42,8 +42,10 @@ pub struct Assigned {
 }
 
 /// Messages of the dispatcher.
+// `Dispatch` is the common message and the large one (see `WorkerPoolMessage`).
+#[allow(clippy::large_enum_variant)]
 #[derive(RactorMessage)]
-pub enum DispatcherMessage {
+pub(crate) enum DispatcherMessage {
     /// Run this attempt somewhere and report the node to `supervisor`.
     Dispatch {
         /// The attempt.
@@ -57,10 +59,10 @@ pub enum DispatcherMessage {
 }
 
 /// The dispatcher.
-pub struct Dispatcher;
+pub(crate) struct Dispatcher;
 
 /// State of the dispatcher.
-pub struct DispatcherState {
+pub(crate) struct DispatcherState {
     ctx: NodeContext,
     next: HashMap<String, usize>,
     waiting: VecDeque<(StepRequest, DerivedActorRef<Assigned>)>,
@@ -69,7 +71,7 @@ pub struct DispatcherState {
 
 /// The merger that owns `key` (a request of `task`): rendezvous hashing over the live
 /// nodes that serve the task.
-pub fn key_owner(
+pub(crate) fn key_owner(
     view: &crate::ClusterView,
     task: &str,
     key: &str,
@@ -77,7 +79,7 @@ pub fn key_owner(
     let nodes: Vec<String> = view.live_pools(task).into_iter().map(|(_, n)| n).collect();
     let owner = merge::owner(key, nodes.iter().map(String::as_str))?.to_string();
     let m = first_member(&merger_group(&owner))?;
-    Some((m.into(), owner))
+    Some((m, owner))
 }
 
 impl DispatcherState {

@@ -26,18 +26,18 @@ use troupe_runtime::wire::Wire;
 use crate::NodeContext;
 
 /// How often the hub sends batched events on and renews its subscriptions.
-pub const TICK: Duration = Duration::from_millis(50);
+pub(crate) const TICK: Duration = Duration::from_millis(50);
 /// How often a node that serves HTTP renews its subscription at every other hub.
-pub const RENEW_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// A subscriber that has not renewed for this long is dropped.
-pub const SUBSCRIPTION_TTL: Duration = Duration::from_secs(5);
+pub(crate) const SUBSCRIPTION_TTL: Duration = Duration::from_secs(5);
 /// How long gathering the cluster's jobs waits for each hub.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most events held for one subscriber between two ticks (older ones are dropped).
 const MAX_BATCH: usize = 10_000;
 
 /// The event hub.
-pub struct EventHub;
+pub(crate) struct EventHub;
 
 /// One job's summary; `steps` and `running_steps` are filled from the sets when listed.
 struct JobEntry {
@@ -71,7 +71,7 @@ struct Subscriber {
 }
 
 /// State of the event hub.
-pub struct EventHubState {
+pub(crate) struct EventHubState {
     ctx: NodeContext,
     jobs: HashMap<String, JobEntry>,
     finished: VecDeque<String>,

@@ -27,22 +27,22 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use troupe_runtime::observe::Throttle;
 
-pub mod admin;
-pub mod board;
-pub mod clients;
-pub mod connection;
-pub mod listener;
-pub mod routes;
-pub mod workers;
+pub(crate) mod admin;
+pub(crate) mod board;
+pub(crate) mod clients;
+pub(crate) mod connection;
+pub(crate) mod listener;
+pub(crate) mod routes;
+pub(crate) mod workers;
 
 use board::{Board, ConnId};
 use routes::Routes;
 
 /// Packets a connection may have waiting to be written before it counts as stuck and is
 /// closed (a client that never reads must not make the node hold its output for ever).
-pub const OUTBOX_PACKETS: usize = 8192;
+pub(crate) const OUTBOX_PACKETS: usize = 8192;
 /// Bytes a connection may have waiting to be written before it is closed, likewise.
-pub const OUTBOX_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const OUTBOX_BYTES: usize = 32 * 1024 * 1024;
 
 /// The way to one connection's socket.
 #[derive(Debug, Clone)]
@@ -125,7 +125,7 @@ pub struct GearmanShared {
 
 /// Locks `m`, also if a panic elsewhere poisoned it (the data stays consistent: every
 /// change under these locks is a single method call of plain data).
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -49,10 +49,10 @@ use takeover::Takeovers;
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// The job manager.
-pub struct JobManager;
+pub(crate) struct JobManager;
 
 /// State of the job manager.
-pub struct JobManagerState {
+pub(crate) struct JobManagerState {
     ctx: NodeContext,
     /// This node's boot stamp in the ids of the jobs it accepts (hex ms since the Unix
     /// epoch at start): not a fencing epoch, which the core group hands out.

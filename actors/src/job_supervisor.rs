@@ -12,8 +12,8 @@
 //! - [`replay`]: what the journal keeps of a job and how the job manager rebuilds a run
 //!   from it after a restart or a takeover.
 
-pub mod replay;
-pub mod run;
+pub(crate) mod replay;
+pub(crate) mod run;
 
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ use run::{Action, Input, JobRun};
 
 /// Messages of a job supervisor (local to its node).
 #[derive(RactorMessage)]
-pub enum JobSupervisorMessage {
+pub(crate) enum JobSupervisorMessage {
     /// The dispatcher gave an attempt to a worker on `node`.
     Assigned {
         /// The step.
@@ -84,7 +84,7 @@ pub enum JobSupervisorMessage {
 }
 
 /// What a job supervisor starts with.
-pub struct JobSupervisorArgs {
+pub(crate) struct JobSupervisorArgs {
     /// The job, validated.
     pub run: JobRun,
     /// This node's name (the job's owner).
@@ -126,7 +126,7 @@ struct Watcher {
 }
 
 /// State of a job supervisor.
-pub struct JobSupervisorState {
+pub(crate) struct JobSupervisorState {
     run: JobRun,
     journal: Option<crate::journal::Journal>,
     /// Inputs applied so far (the journal's sequence numbers).
@@ -173,26 +173,23 @@ impl TryFrom<JobSupervisorMessage> for Assigned {
 }
 
 /// The job supervisor.
-pub struct JobSupervisor;
+pub(crate) struct JobSupervisor;
 
 fn dispatch(myself: &ActorRef<JobSupervisorMessage>, request: StepRequest) {
     let owner = request.owner.clone();
     match find_on::<DispatcherMessage>(names::DISPATCHER, &owner) {
         Some(d) => {
-            if let Err(e) = d.cast(DispatcherMessage::Dispatch {
+            // The dispatcher is stopping: get the request back and try again shortly.
+            if let Err(ractor::MessagingErr::SendErr(DispatcherMessage::Dispatch {
+                request: r,
+                ..
+            })) = d.cast(DispatcherMessage::Dispatch {
                 request,
                 supervisor: myself.get_derived(),
             }) {
-                // The dispatcher is stopping; get the request back and try again shortly.
-                if let ractor::MessagingErr::SendErr(DispatcherMessage::Dispatch {
-                    request, ..
-                }) = e
-                {
-                    let r = request;
-                    myself.send_after(Duration::from_millis(10), move || {
-                        JobSupervisorMessage::Redispatch(r)
-                    });
-                }
+                myself.send_after(Duration::from_millis(10), move || {
+                    JobSupervisorMessage::Redispatch(r)
+                });
             }
         }
         None => {

@@ -45,15 +45,15 @@ use troupe_runtime::job::validate::Limits;
 use troupe_runtime::protocol::{Fenced, ReplicaBatch, SavedState};
 use troupe_runtime::wire;
 
-pub use replication::Replication;
-pub use store::{CopyInfo, Recovered};
+pub(crate) use replication::Replication;
+pub(crate) use store::Recovered;
 
 use replication::{Pending, Replicator};
 use store::Store;
 use write::{Waiter, Write};
 
 /// How long a submission waits for a replica to commit its job's copy.
-pub const ACK_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const ACK_WAIT: Duration = Duration::from_secs(1);
 
 /// Why the journal cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -24,25 +24,26 @@ use troupe_runtime::merge::TaskProps;
 use troupe_runtime::protocol::{first_member, task_group, JobManagerMessage};
 use troupe_runtime::TaskRegistry;
 
-pub mod actor_host;
-pub mod core;
-pub mod dispatcher;
+mod actor_host;
+mod core;
+mod dispatcher;
 pub mod drain;
-pub mod event_hub;
-pub mod gearman;
-pub mod job_manager;
-pub mod job_supervisor;
-pub mod journal;
-pub mod membership;
-pub mod merger;
-pub mod node_root;
+mod event_hub;
+mod gearman;
+mod job_manager;
+mod job_supervisor;
+mod journal;
+mod membership;
+mod merger;
+mod node_root;
 pub mod scheduler;
-pub mod supervision;
+mod supervision;
 pub mod telemetry;
-pub mod tls_listener;
-pub mod worker_pool;
+mod tls_listener;
+mod worker_pool;
 
 pub use node_root::{start_node, start_node_with_context, NodeRoot, NodeRootMessage, StartError};
+pub use worker_pool::panic_message;
 
 /// Registered names of the system actors: a base name, made per-node by [`names::of`].
 ///
@@ -89,7 +90,7 @@ pub mod names {
 
 /// The registered actor `name`, if it runs, as a typed reference.
 pub fn find<M: ractor::Message>(name: &str) -> Option<ActorRef<M>> {
-    ractor::registry::where_is(name.to_string()).map(Into::into)
+    ractor::registry::where_is(name).map(Into::into)
 }
 
 /// System actor `base` of node `node`, if it runs.

@@ -43,7 +43,7 @@ const FORGET_AFTER: Duration = Duration::from_secs(60);
 const DIAL_RETRY: Duration = Duration::from_secs(1);
 
 /// The membership actor.
-pub struct Membership;
+pub(crate) struct Membership;
 
 struct Session {
     opened: Instant,
@@ -61,7 +61,7 @@ struct Peer {
 }
 
 /// State of the membership actor.
-pub struct MembershipState {
+pub(crate) struct MembershipState {
     ctx: NodeContext,
     address: String,
     seeds: Vec<String>,

@@ -56,7 +56,7 @@ impl CacheCounters {
 }
 
 /// The merger.
-pub struct Merger;
+pub(crate) struct Merger;
 
 struct InFlight {
     leader: StepRequest,
@@ -65,7 +65,7 @@ struct InFlight {
 }
 
 /// State of the merger.
-pub struct MergerState {
+pub(crate) struct MergerState {
     ctx: NodeContext,
     inflight: HashMap<String, InFlight>,
     cache: moka::sync::Cache<String, Arc<Value>>,
@@ -300,7 +300,7 @@ impl Actor for Merger {
 }
 
 /// Tells the job manager and merger of `this` node that `node` left.
-pub fn announce_node_down(this: &str, node: &str) {
+pub(crate) fn announce_node_down(this: &str, node: &str) {
     let local = |group: String| ractor::pg::get_local_members(&group).into_iter().next();
     match local(troupe_runtime::protocol::job_manager_group(this)) {
         Some(jm) => {

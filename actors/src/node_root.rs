@@ -27,7 +27,7 @@ use crate::{locked, names, ClusterView, NodeContext};
 
 /// The system actors the root supervises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Child {
+pub(crate) enum Child {
     /// ractor_cluster's node server.
     NodeServer,
     /// [`TlsListener`], only when the node uses TLS.
@@ -60,7 +60,7 @@ impl Child {
     /// Start order: transport first, membership (which dials peers) last.
     /// (The TLS listener binds the node's address before the node server binds its
     /// ephemeral loopback port, so that one cannot take the other's.)
-    pub const ALL: [Child; 13] = [
+    pub(crate) const ALL: [Child; 13] = [
         Child::TlsListener,
         Child::NodeServer,
         Child::WorkerPool,
@@ -78,7 +78,7 @@ impl Child {
 
     /// Whether the node runs this child (the TLS listener only with TLS, the Gearman
     /// front door only with `--gearman`).
-    pub fn runs_on(self, ctx: &NodeContext) -> bool {
+    pub(crate) fn runs_on(self, ctx: &NodeContext) -> bool {
         match self {
             Child::TlsListener => ctx.tls.is_some(),
             Child::GearmanWorkers | Child::GearmanClients | Child::GearmanListener => {
@@ -89,7 +89,7 @@ impl Child {
     }
 
     /// The registered name of the child.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Child::NodeServer => names::NODE_SERVER,
             Child::TlsListener => names::TLS_LISTENER,

@@ -389,6 +389,8 @@ impl Scheduler {
     /// waits in this node's lanes if this node serves its task, else it queues on the least
     /// loaded node. With `round_robin` placement, to the next node serving it. Answers the
     /// node; gives the request back if no node serves its task.
+    // The `Err` hands the request back as it came; boxing it would allocate per attempt.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn place(
         self: &Arc<Self>,
         request: StepRequest,
@@ -437,6 +439,8 @@ impl Scheduler {
     }
 
     /// Sends an attempt of this node's job to `node`'s pool and counts it there.
+    // The `Err` hands the request back as it came (see `place`).
+    #[allow(clippy::result_large_err)]
     fn send_to(
         &self,
         pool: &ActorRef<WorkerPoolMessage>,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 /// Counts restarts in a sliding window: more than `max` within `window` means the
 /// supervisor should give up and stop (escalate) instead of restarting in a loop.
 #[derive(Debug, Clone)]
-pub struct RestartIntensity {
+pub(crate) struct RestartIntensity {
     max: u32,
     window: Duration,
     recent: VecDeque<Instant>,
@@ -17,7 +17,7 @@ pub struct RestartIntensity {
 
 impl RestartIntensity {
     /// At most `max` restarts within `window`.
-    pub fn new(max: u32, window: Duration) -> Self {
+    pub(crate) fn new(max: u32, window: Duration) -> Self {
         Self {
             max,
             window,
@@ -27,7 +27,7 @@ impl RestartIntensity {
     }
 
     /// Records a restart at `now`; false if it goes over the limit.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         while let Some(&t) = self.recent.front() {
             if now.duration_since(t) > self.window {
                 self.recent.pop_front();
@@ -41,7 +41,7 @@ impl RestartIntensity {
     }
 
     /// Restarts recorded since the start.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.total
     }
 }

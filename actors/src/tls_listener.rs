@@ -27,17 +27,17 @@ use crate::{find_on, names, NodeContext};
 
 /// Messages of the TLS listener.
 #[derive(RactorMessage)]
-pub enum TlsListenerMessage {
+pub(crate) enum TlsListenerMessage {
     /// The accept loop hit an error it cannot go on from; the actor fails, and the root
     /// supervisor restarts it (binding again).
     AcceptFailed(String),
 }
 
 /// The TLS listener actor (see the module docs).
-pub struct TlsListener;
+pub(crate) struct TlsListener;
 
 /// Its state: the accept loop, ended when the actor stops.
-pub struct TlsListenerState {
+pub(crate) struct TlsListenerState {
     accept_loop: JoinHandle<()>,
 }
 

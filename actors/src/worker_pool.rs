@@ -40,7 +40,7 @@ use crate::scheduler::{attempt_of, Launch, Scheduler};
 use crate::{job_manager_of, locked, NodeContext};
 
 /// The worker pool.
-pub struct WorkerPool;
+pub(crate) struct WorkerPool;
 
 /// Calls and sub-jobs of running attempts waiting for their answers. Kept in the node's
 /// [`NodeContext`] so that it outlives a restart of the pool actor.
@@ -69,7 +69,7 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Sends a step result to the job manager of its owner node.
-pub fn send_result(result: StepResult, owner: &str) {
+pub(crate) fn send_result(result: StepResult, owner: &str) {
     match job_manager_of(owner) {
         Some(jm) => {
             if let Err(e) = jm.cast(JobManagerMessage::StepFinished(Wire::new(result))) {
@@ -175,7 +175,7 @@ impl SubWork for AttemptLink {
 }
 
 /// State of the worker pool actor.
-pub struct WorkerPoolState {
+pub(crate) struct WorkerPoolState {
     ctx: NodeContext,
 }
 

@@ -25,7 +25,7 @@ pub fn init(json: bool, default: &str) {
     // Panics inside tasks are caught and reported as failed steps; log them through tracing
     // instead of the default hook's raw stderr text.
     std::panic::set_hook(Box::new(|info| {
-        let msg = troupe_actors::worker_pool::panic_message(info.payload());
+        let msg = troupe_actors::panic_message(info.payload());
         let at = info.location().map(|l| l.to_string()).unwrap_or_default();
         tracing::error!(panic = %msg, location = %at, "panic");
     }));

@@ -40,20 +40,20 @@ use crate::supervision::RestartIntensity;
 const COPY_WAIT: Duration = crate::journal::ACK_WAIT;
 
 /// Why an activation stopped (its host acts on it).
-pub mod reason {
+pub(crate) mod reason {
     /// Idle, or its key moved to another node: the lease is released.
-    pub const RELEASED: &str = "released";
+    pub(crate) const RELEASED: &str = "released";
     /// A newer activation exists elsewhere: nothing to release.
-    pub const FENCED: &str = "fenced";
+    pub(crate) const FENCED: &str = "fenced";
     /// Its state could not be saved: released, the next activation reloads.
-    pub const SAVE_FAILED: &str = "save failed";
+    pub(crate) const SAVE_FAILED: &str = "save failed";
     /// Prefix of a stop by restart intensity.
-    pub const STOPPED: &str = "stopped: ";
+    pub(crate) const STOPPED: &str = "stopped: ";
 }
 
 /// Counters an activation keeps for `troupe-node actors`.
 #[derive(Debug, Default)]
-pub struct ActivationStats {
+pub(crate) struct ActivationStats {
     /// Messages handled.
     pub handled: AtomicU64,
     /// Restarts.
@@ -66,7 +66,7 @@ pub struct ActivationStats {
 
 /// Messages of an activation (local).
 #[derive(RactorMessage)]
-pub enum ActivationMessage {
+pub(crate) enum ActivationMessage {
     /// A message for the actor, and where its reply goes.
     Handle(Value, RpcReplyPort<ActorReply>),
     /// A save ended (from the save's task).
@@ -77,7 +77,7 @@ pub enum ActivationMessage {
 
 /// How a save ended.
 #[derive(Debug)]
-pub enum SaveOutcome {
+pub(crate) enum SaveOutcome {
     /// Saved here (and on the replica, or the replica did not answer in time).
     Kept,
     /// A store holds a newer activation's state: this one was replaced.
@@ -87,7 +87,7 @@ pub enum SaveOutcome {
 }
 
 /// What an activation starts from.
-pub struct ActivationArgs {
+pub(crate) struct ActivationArgs {
     /// The actor's type.
     pub actor_type: String,
     /// Its key.
@@ -119,10 +119,10 @@ enum Refusal {
 }
 
 /// An activation.
-pub struct Activation;
+pub(crate) struct Activation;
 
 /// The state of an activation.
-pub struct ActivationState {
+pub(crate) struct ActivationState {
     args: ActivationArgs,
     name: String,
     ctx: ActorContext,

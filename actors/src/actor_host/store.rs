@@ -16,7 +16,7 @@ type MemoryEntry = (Option<SavedState>, u64);
 
 /// A node's actor states.
 #[derive(Clone, Debug)]
-pub enum ActorStore {
+pub(crate) enum ActorStore {
     /// In the journal (durable).
     Journal(Journal),
     /// In memory (`journal = false`: states live as long as the node).
@@ -25,7 +25,7 @@ pub enum ActorStore {
 
 impl ActorStore {
     /// The store of a node with this journal (none: memory).
-    pub fn new(journal: Option<Journal>) -> Self {
+    pub(crate) fn new(journal: Option<Journal>) -> Self {
         match journal {
             Some(j) => ActorStore::Journal(j),
             None => ActorStore::Memory(Arc::default()),
@@ -34,7 +34,7 @@ impl ActorStore {
 
     /// Fences `actor` at `epoch` (0: no fence) and returns the newest state held, in one
     /// step: no save can land between the two.
-    pub async fn fetch_and_fence(&self, actor: &str, epoch: u64) -> Option<SavedState> {
+    pub(crate) async fn fetch_and_fence(&self, actor: &str, epoch: u64) -> Option<SavedState> {
         match self {
             ActorStore::Journal(j) => j.fetch_and_fence(actor, epoch).await.ok().flatten(),
             ActorStore::Memory(m) => {
@@ -48,7 +48,7 @@ impl ActorStore {
 
     /// Saves `saved`; resolves once it is durable: `None` if the commit failed,
     /// `Some(Err)` if a newer activation's save or fence is held.
-    pub async fn save(&self, actor: &str, saved: SavedState) -> Option<Result<(), Fenced>> {
+    pub(crate) async fn save(&self, actor: &str, saved: SavedState) -> Option<Result<(), Fenced>> {
         match self {
             ActorStore::Journal(j) => j.save_actor(actor, saved).await.ok(),
             ActorStore::Memory(m) => {

@@ -25,7 +25,7 @@ openraft::declare_raft_types!(
 );
 
 /// The Raft node id of a node name (FNV-1a, stable across builds and versions).
-pub fn node_id(name: &str) -> u64 {
+pub(crate) fn node_id(name: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.as_bytes() {
         h ^= u64::from(*b);
@@ -35,6 +35,8 @@ pub fn node_id(name: &str) -> u64 {
 }
 
 /// What a node asks the core group.
+// `pub`, not `pub(crate)`: openraft's `declare_raft_types!` names it in a public type.
+#[allow(unreachable_pub)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CoreCommand {
     /// Hand `job` to `to`, if `from` at `epoch` still owns it.
@@ -80,6 +82,8 @@ pub enum CoreCommand {
 }
 
 /// The core group's answer.
+// `pub` for the same reason as `CoreCommand`.
+#[allow(unreachable_pub)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CoreDecision {
     /// The job is the asker's, at this epoch.
@@ -107,7 +111,7 @@ pub enum CoreDecision {
 }
 
 /// The owner of `job` when no takeover was ever decided: the node its id names.
-pub fn first_owner(job: &str) -> Holder {
+pub(crate) fn first_owner(job: &str) -> Holder {
     Holder {
         node: troupe_runtime::vocab::JobId::owner_of(job)
             .unwrap_or_default()
@@ -118,7 +122,7 @@ pub fn first_owner(job: &str) -> Holder {
 
 /// The state machine: jobs that changed owner, and the leases of running actors.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ownership {
+pub(crate) struct Ownership {
     moved: BTreeMap<String, Holder>,
     /// Actor (`TYPE/KEY`) -> the node running it and its epoch.
     #[serde(default)]
@@ -130,7 +134,7 @@ pub struct Ownership {
 
 impl Ownership {
     /// The owner of `job` now.
-    pub fn owner(&self, job: &str) -> Holder {
+    pub(crate) fn owner(&self, job: &str) -> Holder {
         self.moved
             .get(job)
             .cloned()
@@ -138,7 +142,7 @@ impl Ownership {
     }
 
     /// Applies the command at log `index`.
-    pub fn apply(&mut self, index: u64, cmd: &CoreCommand) -> CoreDecision {
+    pub(crate) fn apply(&mut self, index: u64, cmd: &CoreCommand) -> CoreDecision {
         match cmd {
             CoreCommand::Takeover {
                 job,
@@ -209,24 +213,20 @@ impl Ownership {
     }
 
     /// The lease of `actor`, if one is held.
-    pub fn actor_lease(&self, actor: &str) -> Option<&Holder> {
+    #[cfg(test)]
+    pub(crate) fn actor_lease(&self, actor: &str) -> Option<&Holder> {
         self.actors.get(actor)
     }
 
     /// How many jobs changed owner.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.moved.len()
-    }
-
-    /// Whether no job changed owner.
-    pub fn is_empty(&self) -> bool {
-        self.moved.is_empty()
     }
 }
 
 /// A Raft message between core nodes (carried in a [`troupe_runtime::wire::Wire`]).
 #[derive(Debug, Serialize, Deserialize)]
-pub enum RaftRpc {
+pub(crate) enum RaftRpc {
     /// Log replication and heartbeats.
     AppendEntries(openraft::raft::AppendEntriesRequest<CoreTypes>),
     /// An election.
@@ -237,7 +237,7 @@ pub enum RaftRpc {
 
 /// The answer to a [`RaftRpc`].
 #[derive(Debug, Serialize, Deserialize)]
-pub enum RaftRpcReply {
+pub(crate) enum RaftRpcReply {
     /// To `AppendEntries`.
     AppendEntries(
         Result<openraft::raft::AppendEntriesResponse<u64>, openraft::error::RaftError<u64>>,

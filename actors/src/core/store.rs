@@ -36,7 +36,7 @@ fn io(e: impl std::error::Error + 'static) -> AnyError {
 }
 
 /// Opens (or creates) the core store in `dir`.
-pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), redb::Error> {
+pub(crate) fn open(dir: &Path) -> Result<(LogStore, StateMachine), redb::Error> {
     std::fs::create_dir_all(dir).map_err(redb::Error::Io)?;
     let db = Arc::new(Database::create(dir.join("core.redb"))?);
     let tx = db.begin_write()?;
@@ -65,7 +65,7 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), redb::Error> {
 
 /// The Raft log (also its reader: redb gives every reader a consistent view).
 #[derive(Clone)]
-pub struct LogStore {
+pub(crate) struct LogStore {
     db: Arc<Database>,
 }
 
@@ -226,7 +226,7 @@ struct Machine {
 
 /// The state machine: who owns the jobs that changed owner. Cloning shares it.
 #[derive(Clone)]
-pub struct StateMachine {
+pub(crate) struct StateMachine {
     db: Arc<Database>,
     inner: Arc<Mutex<Machine>>,
 }
@@ -234,7 +234,7 @@ pub struct StateMachine {
 impl StateMachine {
     /// A copy of the ownership table as applied here (may lag the leader; ask the group
     /// through the log for a current answer).
-    pub fn ownership(&self) -> Ownership {
+    pub(crate) fn ownership(&self) -> Ownership {
         crate::locked(&self.inner).ownership.clone()
     }
 

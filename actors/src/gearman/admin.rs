@@ -8,7 +8,7 @@ use super::board::Board;
 
 /// The answer to one admin line.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct AdminAnswer {
+pub(crate) struct AdminAnswer {
     /// Text to send back.
     pub text: String,
     /// `maxqueue FUNCTION N` to apply.
@@ -26,7 +26,7 @@ fn text(t: impl Into<String>) -> AdminAnswer {
 
 /// Answers `line`; `loopback` tells whether the peer is on this machine (only it may
 /// shut the node down).
-pub fn answer(line: &str, board: &Board, loopback: bool) -> AdminAnswer {
+pub(crate) fn answer(line: &str, board: &Board, loopback: bool) -> AdminAnswer {
     let mut words = line.split_whitespace();
     match words.next().unwrap_or("") {
         "status" => {

@@ -14,7 +14,7 @@ use troupe_runtime::job::spec::Priority;
 use troupe_runtime::protocol::{AttemptRef, StepRequest};
 
 /// A connection's number on this node (what `workers` lists as its file descriptor).
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// One connection, client or worker.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ struct Queued {
 
 /// An attempt a worker holds.
 #[derive(Debug, Clone)]
-pub struct Assignment {
+pub(crate) struct Assignment {
     /// The attempt.
     pub request: StepRequest,
     /// The worker.
@@ -247,6 +247,8 @@ impl Board {
 
     /// An attempt for an external worker. `Err` gives it back when no worker here can do
     /// its task. `Ok` holds the sleeping workers to wake with `NOOP`.
+    // The `Err` hands the request back as it came; boxing it would allocate per attempt.
+    #[allow(clippy::result_large_err)]
     pub fn enqueue(&mut self, request: StepRequest) -> Result<Vec<ConnId>, StepRequest> {
         if !self.serves(&request.task) {
             return Err(request);
@@ -444,7 +446,7 @@ impl Board {
 }
 
 /// The attempt a request is.
-pub fn attempt_of(r: &StepRequest) -> AttemptRef {
+pub(crate) fn attempt_of(r: &StepRequest) -> AttemptRef {
     AttemptRef {
         job: r.job.clone(),
         step: r.step.clone(),

@@ -18,15 +18,15 @@ use super::{lock, GearmanShared, Outbox};
 use crate::NodeContext;
 
 /// The watcher group of node `node`'s Gearman clients.
-pub fn watcher_group(node: &str) -> String {
+pub(crate) fn watcher_group(node: &str) -> String {
     client_group(&format!("gearman@{node}"))
 }
 
 /// The actor (see the module docs).
-pub struct GearmanClients;
+pub(crate) struct GearmanClients;
 
 /// Why a job did not succeed, in words.
-pub fn failure_text(st: &JobStatus) -> String {
+pub(crate) fn failure_text(st: &JobStatus) -> String {
     st.steps
         .values()
         .find_map(|s| s.error.clone())
@@ -36,7 +36,7 @@ pub fn failure_text(st: &JobStatus) -> String {
 
 /// The packets that tell a client about `ev`, for a connection that did (`exceptions`)
 /// or did not ask for exceptions.
-pub fn packets_for(ev: &JobEvent, exceptions: bool) -> Vec<Bytes> {
+pub(crate) fn packets_for(ev: &JobEvent, exceptions: bool) -> Vec<Bytes> {
     match ev {
         JobEvent::StepProgress {
             job,
@@ -80,7 +80,7 @@ pub fn packets_for(ev: &JobEvent, exceptions: bool) -> Vec<Bytes> {
 }
 
 /// Writes `ev` to `outbox`.
-pub fn send_event(outbox: &Outbox, ev: &JobEvent) {
+pub(crate) fn send_event(outbox: &Outbox, ev: &JobEvent) {
     for p in packets_for(ev, outbox.exceptions.load(Ordering::Relaxed)) {
         outbox.send(p);
     }
@@ -88,7 +88,7 @@ pub fn send_event(outbox: &Outbox, ev: &JobEvent) {
 
 /// Writes `ev` to the connections waiting on its job (under the routes lock, so that
 /// events reach each connection in order; see `Routes`).
-pub fn deliver(shared: &GearmanShared, ev: &JobEvent) {
+pub(crate) fn deliver(shared: &GearmanShared, ev: &JobEvent) {
     let mut routes = lock(&shared.routes);
     for c in routes.deliver(ev, Instant::now()) {
         if let Some(o) = shared.outbox(c) {

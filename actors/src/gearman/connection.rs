@@ -45,23 +45,23 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one write may wait for a peer that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest function name accepted (gearmand's limit).
-pub const MAX_FUNCTION: usize = 512;
+pub(crate) const MAX_FUNCTION: usize = 512;
 /// Longest unique id accepted (gearmand's limit).
-pub const MAX_UNIQUE: usize = 64;
+pub(crate) const MAX_UNIQUE: usize = 64;
 /// Longest client id accepted.
-pub const MAX_CLIENT_ID: usize = 64;
+pub(crate) const MAX_CLIENT_ID: usize = 64;
 /// Functions one worker connection may announce.
-pub const MAX_ABILITIES: usize = 256;
+pub(crate) const MAX_ABILITIES: usize = 256;
 /// Largest workload, result or data chunk, as the JSON it becomes (so that it fits in
 /// a node-to-node message).
-pub const MAX_DATA: usize = troupe_runtime::job::spec::MAX_JOB_BYTES as usize;
+pub(crate) const MAX_DATA: usize = troupe_runtime::job::spec::MAX_JOB_BYTES as usize;
 /// The step id of a job submitted by a Gearman client.
-pub const STEP: &str = "gearman";
+pub(crate) const STEP: &str = "gearman";
 /// Most bytes the writer puts into one write.
 const WRITE_BATCH: usize = 256 * 1024;
 
 /// Serves one connection until it closes.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: NodeContext) {
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, ctx: NodeContext) {
     let _ = stream.set_nodelay(true);
     let shared = ctx.view.gearman.clone();
     let (outbox, drain) = Outbox::new();

@@ -17,21 +17,21 @@ use crate::NodeContext;
 
 /// Messages of the listener.
 #[derive(RactorMessage)]
-pub enum GearmanListenerMessage {
+pub(crate) enum GearmanListenerMessage {
     /// The accept loop cannot go on; the actor fails and its supervisor restarts it.
     AcceptFailed(String),
 }
 
 /// The listener (see the module docs).
-pub struct GearmanListener;
+pub(crate) struct GearmanListener;
 
 /// Its state: the accept loop, ended with the actor.
-pub struct GearmanListenerState {
+pub(crate) struct GearmanListenerState {
     accept_loop: JoinHandle<()>,
 }
 
 /// The address of `--gearman`.
-pub fn gearman_addr(ctx: &NodeContext) -> Result<SocketAddr, String> {
+pub(crate) fn gearman_addr(ctx: &NodeContext) -> Result<SocketAddr, String> {
     let a = ctx
         .config
         .gearman

@@ -29,10 +29,10 @@ use crate::{find_on, names, NodeContext};
 const EXPIRY_EVERY: Duration = Duration::from_millis(200);
 
 /// The actor (see the module docs).
-pub struct GearmanWorkers;
+pub(crate) struct GearmanWorkers;
 
 /// Its state.
-pub struct GearmanWorkersState {
+pub(crate) struct GearmanWorkersState {
     shared: Arc<GearmanShared>,
     node: String,
     expiry: JoinHandle<()>,
@@ -41,7 +41,7 @@ pub struct GearmanWorkersState {
 /// Tells the owner of `request`'s job that the attempt ended without a result, so that
 /// it runs again elsewhere. `counts`: a worker held it (it counts against the step's
 /// cap on lost attempts); an attempt that only waited here does not.
-pub fn report_lost(request: &StepRequest, reason: String, counts: bool) {
+pub(crate) fn report_lost(request: &StepRequest, reason: String, counts: bool) {
     let lost = LostAttempt {
         attempt: attempt_of(request),
         reason,
@@ -59,7 +59,7 @@ pub fn report_lost(request: &StepRequest, reason: String, counts: bool) {
 
 /// Carries out a change of the node's Gearman abilities: join or leave task groups, and
 /// send attempts that waited for a function nobody here does any more elsewhere.
-pub fn apply_change(change: AbilityChange, node: &str) {
+pub(crate) fn apply_change(change: AbilityChange, node: &str) {
     if let Some(me) = find_on::<WorkerPoolMessage>(names::GEARMAN_WORKERS, node) {
         for f in &change.joined {
             tracing::info!(function = %f, "a Gearman worker serves this function here");

@@ -39,7 +39,7 @@ pub struct JobRecord {
 /// Why a journaled job cannot be rebuilt.
 #[derive(Debug, thiserror::Error)]
 #[error("job {job}: its journaled job file no longer validates: {reason}")]
-pub struct ReplayError {
+pub(crate) struct ReplayError {
     /// The job.
     pub job: String,
     /// The validation error.
@@ -51,7 +51,7 @@ pub struct ReplayError {
 /// returned run has started and seen every input; feed it its
 /// [`JobRun::recovery_inputs`] before running it on. The actions of the replayed inputs were carried out before; they are
 /// dropped.
-pub fn replay(
+pub(crate) fn replay(
     record: JobRecord,
     inputs: impl IntoIterator<Item = Input>,
     now: Instant,

@@ -196,7 +196,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// An attempt to hand to a worker.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Dispatch {
+pub(crate) struct Dispatch {
     /// The step's id (a path for sub-work).
     pub step: String,
     /// Its task.
@@ -224,7 +224,7 @@ pub struct Dispatch {
 
 /// What a job supervisor must do next.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Hand this attempt to a worker.
     Dispatch(Dispatch),
     /// Feed [`Input::RetryDue`] for `step` after `delay`.
@@ -360,7 +360,7 @@ impl StepRecord {
 /// One job's scheduling state. It changes only through [`JobRun::step`]; the other
 /// methods read it.
 #[derive(Debug)]
-pub struct JobRun {
+pub(crate) struct JobRun {
     id: String,
     name: String,
     priority: Priority,
@@ -388,13 +388,14 @@ pub struct JobRun {
 impl JobRun {
     /// A job accepted with id `id`; `graph` is what
     /// [`troupe_runtime::job::validate::validate`] returned. Its retry jitter is seeded by
-    /// `id`. Nothing happens until it gets [`Input::Start`].
-    pub fn new(id: String, spec: JobSpec, graph: Graph) -> Self {
+    /// `id`. Nothing happens until it gets [`Input::Start`]. (Nodes use `with_limits`.)
+    #[cfg(test)]
+    pub(crate) fn new(id: String, spec: JobSpec, graph: Graph) -> Self {
         Self::with_limits(id, spec, graph, Limits::default())
     }
 
     /// As [`JobRun::new`], with explicit limits on growth.
-    pub fn with_limits(id: String, spec: JobSpec, graph: Graph, limits: Limits) -> Self {
+    pub(crate) fn with_limits(id: String, spec: JobSpec, graph: Graph, limits: Limits) -> Self {
         let jitter = Jitter::for_job(&id);
         let mut run = JobRun {
             id,
@@ -480,22 +481,23 @@ impl JobRun {
     }
 
     /// The job's priority class.
-    pub fn priority(&self) -> Priority {
+    pub(crate) fn priority(&self) -> Priority {
         self.priority
     }
 
     /// The job's id.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.id
     }
 
     /// The job's state.
-    pub fn state(&self) -> JobState {
+    pub(crate) fn state(&self) -> JobState {
         self.state
     }
 
     /// Results that arrived for an attempt already given up, and were discarded.
-    pub fn late_results(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn late_results(&self) -> u64 {
         self.stats.late_results
     }
 
@@ -503,7 +505,7 @@ impl JobRun {
     /// The one way to change a job: the same inputs, at the same times, give the same
     /// actions. An input about an attempt that is no longer live (a late result, an old
     /// timer) changes nothing but the count of late results.
-    pub fn step(&mut self, input: Input, now: Instant) -> Vec<Action> {
+    pub(crate) fn step(&mut self, input: Input, now: Instant) -> Vec<Action> {
         self.now = Some(now);
         match input {
             Input::Start => self.start(now),
@@ -558,7 +560,7 @@ impl JobRun {
     /// Whether [`Input::Resume`] for `step` would resume it: the step exists and waits for
     /// a user. A supervisor asks first, to answer the user; a resume it refuses is not an
     /// input.
-    pub fn check_resume(&self, step: &str) -> Result<(), JobQueryError> {
+    pub(crate) fn check_resume(&self, step: &str) -> Result<(), JobQueryError> {
         let i = *self.by_id.get(step).ok_or_else(|| {
             JobQueryError::NotFound(format!("job {} has no step {step:?}", self.id))
         })?;
@@ -790,7 +792,7 @@ impl JobRun {
     /// or lost-attempt limits, so results of the old attempts are late; a step waiting for
     /// a retry's backoff is due now (its timer died with the node). As inputs rather than
     /// one step, so that the journal holds them and a second restart replays them too.
-    pub fn recovery_inputs(&self, reason: &str) -> Vec<Input> {
+    pub(crate) fn recovery_inputs(&self, reason: &str) -> Vec<Input> {
         if self.state.is_terminal() {
             return Vec::new();
         }
@@ -818,7 +820,7 @@ impl JobRun {
     /// every live attempt that ran there is lost and runs again as a new attempt, without
     /// using up the step's retry budget. As [`Input::AttemptLost`]s rather than one
     /// [`Input::NodeLost`], because where attempts run is not journaled.
-    pub fn node_lost_inputs(&self, lost: &str) -> Vec<Input> {
+    pub(crate) fn node_lost_inputs(&self, lost: &str) -> Vec<Input> {
         if self.state.is_terminal() {
             return Vec::new();
         }
@@ -1485,7 +1487,7 @@ impl JobRun {
     }
 
     /// The status JSON as of now.
-    pub fn status(&self) -> JobStatus {
+    pub(crate) fn status(&self) -> JobStatus {
         JobStatus {
             id: self.id.clone(),
             name: self.name.clone(),

@@ -215,11 +215,11 @@ impl Store {
         let record: JobRecord = wire::decode(&head.record).map_err(|e| bad("record", e))?;
         let inputs_t = rtx.open_table(COPY_INPUTS).map_err(|e| err(e.into()))?;
         let mut inputs = Vec::new();
-        let mut next = 1;
-        for row in inputs_t
-            .range((job, 0)..=(job, u64::MAX))
-            .map_err(|e| err(e.into()))?
-        {
+        for (next, row) in (1u64..).zip(
+            inputs_t
+                .range((job, 0)..=(job, u64::MAX))
+                .map_err(|e| err(e.into()))?,
+        ) {
             let (k, v) = row.map_err(|e| err(e.into()))?;
             if k.value().1 != next {
                 // A gap: what follows it cannot be applied in order.
@@ -230,7 +230,6 @@ impl Store {
                 );
                 break;
             }
-            next += 1;
             inputs.push(wire::decode::<Input>(v.value()).map_err(|e| bad("input", e))?);
         }
         Ok(Some((record, inputs)))

@@ -102,7 +102,7 @@ fn check_job_id(id: &str) -> ApiResult<()> {
 }
 
 /// `GET /api/nodes`: every node this node knows, as `troupe-node nodes --json` prints them.
-pub async fn nodes(State(ctx): State<NodeContext>) -> ApiResult<Json<Value>> {
+pub(super) async fn nodes(State(ctx): State<NodeContext>) -> ApiResult<Json<Value>> {
     let m: ActorRef<MembershipMessage> =
         find_on(names::MEMBERSHIP, &ctx.config.name).ok_or_else(|| unavailable("membership"))?;
     let list = ask(&m, MembershipMessage::ListNodes)
@@ -115,7 +115,7 @@ pub async fn nodes(State(ctx): State<NodeContext>) -> ApiResult<Json<Value>> {
 
 /// `GET /api/actors`: the cluster's keyed-actor activations, as `troupe-node actors
 /// --json` prints them.
-pub async fn actors(State(ctx): State<NodeContext>) -> ApiResult<Json<Value>> {
+pub(super) async fn actors(State(ctx): State<NodeContext>) -> ApiResult<Json<Value>> {
     let host: ActorRef<troupe_runtime::protocol::ActorHostMessage> =
         find_on(names::ACTOR_HOST, &ctx.config.name).ok_or_else(|| unavailable("actor host"))?;
     let list = ask(&host, troupe_runtime::protocol::ActorHostMessage::ListAll)
@@ -134,7 +134,7 @@ fn parse_state(s: &str) -> ApiResult<JobState> {
 }
 
 /// `GET /api/jobs?state=S&limit=N&offset=M`: the cluster's jobs, newest first.
-pub async fn jobs(Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+pub(super) async fn jobs(Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
     let mut state = None;
     let mut limit = DEFAULT_LIMIT;
     let mut offset = 0;
@@ -167,7 +167,7 @@ pub async fn jobs(Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Va
 }
 
 /// `GET /api/jobs/ID`: the status JSON, from the job's owner.
-pub async fn job(
+pub(super) async fn job(
     State(ctx): State<NodeContext>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobStatus>> {
@@ -177,7 +177,7 @@ pub async fn job(
 }
 
 /// `POST /api/jobs/ID/cancel`: cancels the job; answers its status.
-pub async fn cancel(
+pub(super) async fn cancel(
     State(ctx): State<NodeContext>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobStatus>> {
@@ -187,7 +187,7 @@ pub async fn cancel(
 }
 
 /// `POST /api/jobs/ID/steps/STEP/resume`: resumes a step waiting for a user.
-pub async fn resume(
+pub(super) async fn resume(
     State(ctx): State<NodeContext>,
     Path((id, step)): Path<(String, String)>,
 ) -> ApiResult<Json<JobStatus>> {
@@ -198,7 +198,7 @@ pub async fn resume(
 }
 
 /// `POST /api/jobs`: a job as JSON (the job file's fields); answers `{"id": ...}`.
-pub async fn submit(
+pub(super) async fn submit(
     State(ctx): State<NodeContext>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -264,7 +264,7 @@ impl From<SubmitFailure> for ApiError {
 /// field says what happened), job events of every node and this node's membership
 /// changes. A client that falls behind by more than the buffer gets a `lagged` event
 /// saying how many it missed.
-pub async fn events(
+pub(super) async fn events(
     State(ctx): State<NodeContext>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
@@ -291,7 +291,7 @@ pub async fn events(
 }
 
 /// `GET /metrics`: Prometheus text.
-pub async fn metrics(State(ctx): State<NodeContext>) -> impl IntoResponse {
+pub(super) async fn metrics(State(ctx): State<NodeContext>) -> impl IntoResponse {
     // Gauges read off the node's scheduler when scraped.
     let s = &ctx.scheduler;
     metrics::gauge!(metric::SLOTS).set(s.slot_count() as f64);

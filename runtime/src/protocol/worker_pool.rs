@@ -16,6 +16,9 @@ use crate::wire::Wire;
 
 /// Messages of a worker pool (one per node, in `troupe.task.TASK` for each task it serves
 /// and in `troupe.worker_pool.NODE`).
+// `Run` is the common message and the large one: boxing it would allocate once more per
+// attempt to make the rare ones smaller.
+#[allow(clippy::large_enum_variant)]
 #[derive(RactorClusterMessage)]
 pub enum WorkerPoolMessage {
     /// Run an attempt (it waits for a free slot).
