@@ -1,6 +1,7 @@
 //! The node's member of the core group: a Raft node (openraft, its log in redb) that
 //! decides what must be unique cluster-wide, today which node takes over a job whose
-//! owner is gone (see [`troupe_runtime::core`] for the state machine).
+//! owner is gone, and which node holds a keyed actor's lease (see [`ownership`] for the
+//! state machine).
 //!
 //! Every node runs one, so that any node can ask for a decision; only the core nodes vote.
 //! The core is named by `core.nodes`, or else formed once by the smallest-named node when

@@ -2,7 +2,8 @@
 //!
 //! It validates a submission (the step graph, and that every task is served by some node,
 //! waiting `task_wait_ms` for a worker group that is not there yet), names the job
-//! (`NODE-EPOCH-SEQ`, so any node can tell the owner from the id), and starts one
+//! (`NODE-BOOT-SEQ` with this node's boot stamp, so any node can tell the owner from
+//! the id), and starts one
 //! [`JobSupervisor`] for it. It routes step results to the supervisors, answers status for
 //! live and recently finished jobs, and forwards questions about other nodes' jobs to
 //! their owners.

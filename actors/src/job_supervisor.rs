@@ -1,12 +1,12 @@
 //! The job supervisor: one actor per job, the job's single point of control.
 //!
 //! It turns what happens to the job (an attempt assigned, finished, timed out; a retry
-//! due; sub-work asked for; a node lost; a user's cancel or resume) into an [`Input`] of
-//! the job's [`JobRun`] state machine, journals it if a replay needs it, steps the run
-//! with the time now, and carries out the actions that come back: dispatch an attempt,
-//! arm a timer, tell the watchers, answer a caller. When the job ends it hands the final
-//! status to its job manager and stops. It never runs a task, never decides that a node
-//! is dead, and never talks HTTP.
+//! due; sub-work asked for; a node lost, as an `AttemptLost` for each attempt it ran; a
+//! user's cancel or resume) into [`Input`]s of the job's [`JobRun`] state machine,
+//! journals each if a replay needs it, steps the run with the time now, and carries out
+//! the actions that come back: dispatch an attempt, arm a timer, tell the watchers,
+//! answer a caller. When the job ends it hands the final status to its job manager and
+//! stops. It never runs a task, never decides that a node is dead, and never talks HTTP.
 //!
 //! - [`run`]: the state machine itself, pure (no I/O, no clock, no global randomness).
 //! - [`replay`]: what the journal keeps of a job and how the job manager rebuilds a run

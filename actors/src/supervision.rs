@@ -1,6 +1,7 @@
 //! OTP-style restart intensity, written here because `ractor-supervisor` does not compile
 //! with ractor_cluster in the build (its messages lack the `Message` impl that the
-//! `cluster` feature requires; see notes/ractor-cluster.md section 9).
+//! `cluster` feature requires, and its matches on `SupervisionEvent` miss the cluster-only
+//! variant).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

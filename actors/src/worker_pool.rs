@@ -147,7 +147,7 @@ impl SubWork for AttemptLink {
             // Take a slot again before the task goes on, once its last call is answered
             // (concurrent calls of one task share one slot). Waiting here goes ahead of
             // the attempts in the lanes: the semaphore hands a freed slot to its waiters
-            // first, and `pump` only takes slots nobody waits for.
+            // first, and `Scheduler::pump` only takes slots nobody waits for.
             let last = outstanding.fetch_sub(1, Ordering::AcqRel) == 1;
             if last && locked(&permit).is_none() {
                 if let Some(p) = scheduler.acquire_slot().await {

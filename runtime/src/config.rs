@@ -44,7 +44,8 @@ pub enum JournalAck {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuntimeFlavor {
-    /// One thread: the lowest latency per step on small machines (see floors.md).
+    /// One thread: the lowest latency per step on small machines (on the 2-core build
+    /// machine the multi-thread runtime added 50-130 us per step).
     #[default]
     CurrentThread,
     /// A thread per core.

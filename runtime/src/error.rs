@@ -186,7 +186,7 @@ pub enum ClientError {
     #[error("{0}")]
     Actor(ActorCallError),
     /// The cluster has too much work waiting and the client does not wait
-    /// (`ClientOptions::overloaded`).
+    /// (`ClientOptions::overloaded_wait`).
     #[error("the cluster is overloaded: {message}; retry after {retry_after_ms} ms")]
     Overloaded {
         /// What the node said.

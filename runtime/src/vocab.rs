@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 /// file): its input is `{"actor", "key", "message"}`. Every node serves it.
 pub const ACTOR_STEP_TASK: &str = "troupe.actor";
 
-/// Whether an attempt continues a job already under way (see the worker pool's lanes).
+/// Whether an attempt continues a job already under way (see the scheduler's priority
+/// lanes in `troupe_actors::scheduler::lanes`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {

@@ -4,7 +4,7 @@
 //! a job in flight with the same unique key, made to wait off the mailbox for a task's
 //! worker group that is not there yet (`task_wait_ms`), and refused when the cluster or its
 //! submitter has too much in flight (`admission.max_waiting_steps`,
-//! `limits.max_jobs_per_client`). An accepted job is named `NODE-EPOCH-SEQ` and answered
+//! `limits.max_jobs_per_client`). An accepted job is named `NODE-BOOT-SEQ` and answered
 //! once the journal says it is durable. The per-submitter counts and unique keys kept for
 //! this live here too.
 

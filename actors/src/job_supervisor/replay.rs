@@ -313,7 +313,8 @@ mod tests {
     /// input of `JobRun::step`) still decode, to the same inputs.
     #[test]
     fn journaled_inputs_of_earlier_versions_still_decode() {
-        // Encoded by the code of commit 80e2e01 (`runtime::job::journal::Input`).
+        // Encoded by the code of commit 80e2e01, where `Input` was
+        // `runtime::job::journal::Input` (it is `run::Input` now).
         let golden = [
             "81a846696e697368656485a473746570a161a7617474656d707401a46e6f6465a26e32a6726573756c7481a24f6b81a1789201a179a6736f75726365a66d6572676564",
             "81a846696e697368656485a473746570a162a7617474656d707402a46e6f6465a26e33a6726573756c7481a345727282a46b696e64a97472616e7369656e74a76d657373616765a5666c616b79a6736f75726365a86578656375746564",

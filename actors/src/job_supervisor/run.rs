@@ -218,7 +218,7 @@ pub(crate) struct Dispatch {
     /// Whether it continues the job or starts it (its priority lane, with the job's class).
     pub stage: Stage,
     /// For sub-work (a call, a sub-job): the node of the attempt that made it, where it
-    /// runs if that node has room (see the placement of [`crate::dispatcher`]).
+    /// runs if that node has room (see the placement of [`crate::scheduler`]).
     pub near: Option<String>,
 }
 
@@ -755,7 +755,7 @@ impl JobRun {
         let depth = self.groups[g].depth;
         let n = &mut self.steps[i];
         // Continuing work: anything but a first attempt of a step of the job's own file
-        // that waits on nothing (see the priority lanes of the worker pool).
+        // that waits on nothing (see the scheduler's priority lanes).
         let stage = if depth > 0
             || n.attempts > 0
             || n.fan_parent.is_some()

@@ -22,8 +22,8 @@ use super::write::{Waiter, Write};
 /// Most writes one commit takes (a bound on a transaction's size).
 const MAX_BATCH: usize = 4096;
 
-/// How long the writer gathers writes before it commits them (notes/floors.md: 2 ms
-/// batches halved the overhead benchmark's steps/s, 10 ms cost 30%).
+/// How long the writer gathers writes before it commits them (measured with the overhead
+/// benchmark on the 2-core build machine: 2 ms batches halved its steps/s, 10 ms cost 30%).
 const LINGER: Duration = Duration::from_millis(10);
 
 /// Starts the writer thread on `store`; it keeps the newest `retain` ended statuses and,

@@ -197,7 +197,7 @@ impl Connection {
 
 /// Keeps dialling the seeds that have no session (a node that restarted, or one that was
 /// down when the client connected), while the connection lives. By hand: ractor_cluster
-/// does not reconnect (notes section 6).
+/// does not reconnect a session that closed.
 fn redial_lost_seeds(connection: Weak<Connection>, live_addrs: Arc<Mutex<HashMap<u64, String>>>) {
     tokio::spawn(async move {
         loop {

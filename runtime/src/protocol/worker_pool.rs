@@ -70,11 +70,11 @@ pub struct StepRequest {
     #[serde(default)]
     pub priority: Priority,
     /// Whether it continues a job under way or starts one (with `priority`, its lane in
-    /// the worker pool's queue; see the lanes of `troupe_actors`).
+    /// the queue of the node's scheduler; see `troupe_actors::scheduler::lanes`).
     #[serde(default)]
     pub stage: Stage,
     /// For sub-work: the node of the attempt that made it (it runs there if that node has
-    /// room; see the placement of `troupe_actors`).
+    /// room; see `troupe_actors::scheduler::placement`).
     #[serde(default)]
     pub near: Option<String>,
 }

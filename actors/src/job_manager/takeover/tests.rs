@@ -5,7 +5,7 @@ use super::*;
 
 const GRACE: Duration = Duration::from_millis(3000);
 
-/// A job id as `owner` names its jobs (`NODE-EPOCH-SEQ`).
+/// A job id as `owner` names its jobs (`NODE-BOOT-SEQ`).
 fn job_of(owner: &str) -> String {
     format!("{owner}-18c0ffee-1")
 }
