@@ -231,7 +231,7 @@ impl Client {
     pub async fn status(&self, job: &str) -> Result<JobStatus, ClientError> {
         let owner = JobId::owner_of(job).ok_or_else(|| {
             ClientError::BadInput(format!(
-                "{job:?} is not a job id (ids look like NODE-EPOCH-SEQ)"
+                "{job:?} is not a job id (ids look like NODE-BOOT-SEQ)"
             ))
         })?;
         let (_, jm) = self.pick_job_manager(Some(owner))?;
@@ -346,7 +346,7 @@ impl Client {
     pub async fn watch(&self, job: &str) -> Result<JobHandle, ClientError> {
         let owner = JobId::owner_of(job).ok_or_else(|| {
             ClientError::BadInput(format!(
-                "{job:?} is not a job id (ids look like NODE-EPOCH-SEQ)"
+                "{job:?} is not a job id (ids look like NODE-BOOT-SEQ)"
             ))
         })?;
         let mut handle = self.handle_for(job);
@@ -478,7 +478,7 @@ const DROPPED: &str = "the node dropped the request (its session closed)";
 fn parse_owner(job: &str) -> Result<&str, ClientError> {
     JobId::owner_of(job).ok_or_else(|| {
         ClientError::BadInput(format!(
-            "{job:?} is not a job id (ids look like NODE-EPOCH-SEQ)"
+            "{job:?} is not a job id (ids look like NODE-BOOT-SEQ)"
         ))
     })
 }

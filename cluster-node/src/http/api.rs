@@ -93,9 +93,7 @@ fn check_job_id(id: &str) -> ApiResult<()> {
     if troupe_runtime::vocab::JobId::parse(id).is_err() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
-            format!(
-                "{id:?} is not a job id (ids look like NODE-EPOCH-SEQ, e.g. n1-19a8f3c2b11-42)"
-            ),
+            format!("{id:?} is not a job id (ids look like NODE-BOOT-SEQ, e.g. n1-19a8f3c2b11-42)"),
         ));
     }
     Ok(())
