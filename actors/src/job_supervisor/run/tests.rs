@@ -672,6 +672,22 @@ impl MaxRunning for JobState {
     }
 }
 
+/// Random dependency lists made into a DAG by construction: step `i` may depend only on
+/// earlier steps (an index `d` becomes `d % i`), so the first step has none. The bool says
+/// whether the dependency is required.
+fn earlier_deps(raw: Vec<Vec<(usize, bool)>>) -> Vec<Vec<(usize, bool)>> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, ds)| {
+            if i == 0 {
+                vec![]
+            } else {
+                ds.into_iter().map(|(d, r)| (d % i, r)).collect()
+            }
+        })
+        .collect()
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
@@ -699,17 +715,7 @@ mod properties {
             )
                 .prop_map(move |(raw, conditions, fan, outcomes, max_attempts)| Plan {
                     // Only edges to earlier steps: a DAG by construction.
-                    deps: raw
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, ds)| {
-                            if i == 0 {
-                                vec![]
-                            } else {
-                                ds.into_iter().map(|(d, r)| (d % i, r)).collect()
-                            }
-                        })
-                        .collect(),
+                    deps: earlier_deps(raw),
                     conditions,
                     fan,
                     outcomes,

@@ -46,17 +46,7 @@ fn plans() -> impl Strategy<Value = Plan> {
             .prop_map(
                 |(raw, conditions, fan, timeouts, max_attempts, script)| Plan {
                     // Only edges to earlier steps: a DAG by construction.
-                    deps: raw
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, ds)| {
-                            if i == 0 {
-                                vec![]
-                            } else {
-                                ds.into_iter().map(|(d, r)| (d % i, r)).collect()
-                            }
-                        })
-                        .collect(),
+                    deps: earlier_deps(raw),
                     conditions,
                     fan,
                     timeouts,
