@@ -675,6 +675,31 @@ impl MaxRunning for JobState {
 /// Random dependency lists made into a DAG by construction: step `i` may depend only on
 /// earlier steps (an index `d` becomes `d % i`), so the first step has none. The bool says
 /// whether the dependency is required.
+/// Step `s{i}` of a random plan: task `t`, its dependencies (`true`: required), an
+/// optional condition and an optional fan-out over `0..k`.
+fn random_step(
+    i: usize,
+    deps: &[(usize, bool)],
+    condition: Option<bool>,
+    fan: Option<usize>,
+) -> StepSpec {
+    let mut s = StepSpec::new(format!("s{i}"), "t");
+    for &(d, required) in deps {
+        if required {
+            s = s.after([format!("s{d}")]);
+        } else {
+            s = s.optional([format!("s{d}")]);
+        }
+    }
+    if let Some(c) = condition {
+        s = s.when(c.to_string());
+    }
+    if let Some(k) = fan {
+        s = s.for_each(format!("{:?}", (0..k).collect::<Vec<_>>()));
+    }
+    s
+}
+
 fn earlier_deps(raw: Vec<Vec<(usize, bool)>>) -> Vec<Vec<(usize, bool)>> {
     raw.into_iter()
         .enumerate()
@@ -731,20 +756,7 @@ mod properties {
             backoff_ms: 1,
         };
         for (i, ds) in p.deps.iter().enumerate() {
-            let mut s = StepSpec::new(format!("s{i}"), "t");
-            for &(d, required) in ds {
-                if required {
-                    s = s.after([format!("s{d}")]);
-                } else {
-                    s = s.optional([format!("s{d}")]);
-                }
-            }
-            if let Some(c) = p.conditions[i] {
-                s = s.when(c.to_string());
-            }
-            if let Some(k) = p.fan[i] {
-                s = s.for_each(format!("{:?}", (0..k).collect::<Vec<_>>()));
-            }
+            let s = random_step(i, ds, p.conditions[i], p.fan[i]);
             j = j.step(s);
         }
         j

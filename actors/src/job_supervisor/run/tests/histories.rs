@@ -68,20 +68,7 @@ fn spec_of(p: &Plan) -> JobSpec {
     let mut j = JobSpec::new("history");
     j.retry = retry_of(p);
     for (i, ds) in p.deps.iter().enumerate() {
-        let mut s = StepSpec::new(format!("s{i}"), "t");
-        for &(d, required) in ds {
-            if required {
-                s = s.after([format!("s{d}")]);
-            } else {
-                s = s.optional([format!("s{d}")]);
-            }
-        }
-        if let Some(c) = p.conditions[i] {
-            s = s.when(c.to_string());
-        }
-        if let Some(k) = p.fan[i] {
-            s = s.for_each(format!("{:?}", (0..k).collect::<Vec<_>>()));
-        }
+        let mut s = random_step(i, ds, p.conditions[i], p.fan[i]);
         if p.timeouts[i] {
             s = s.timeout_ms(50);
         }
