@@ -533,11 +533,13 @@ async fn claim(ctx: &NodeContext, store: &ActorStore, actor: &str) -> ClaimOutco
 
 /// True when no core group exists and none will form (fewer nodes than `core.size`, none
 /// named): the cluster is too small for one, and the owner by rendezvous activates alone.
-/// A node that started moments ago does not judge: it may not see the group yet.
+/// A node that started moments ago does not judge: it may not see the group yet; nor does
+/// a node that knows a group exists (its folder names the cluster): it may be cut off.
 fn no_core_expected(ctx: &NodeContext) -> bool {
     let cfg = &ctx.config.core;
     ctx.view.started.elapsed() > NEW_NODE
         && cfg.nodes.is_empty()
+        && !ctx.core.group_exists()
         && ractor::pg::get_members(&CORE_VOTERS_GROUP.to_string()).is_empty()
         && crate::live_nodes(&ctx.view).len() < cfg.size
 }

@@ -8,6 +8,12 @@
 //! it sees `core.size` nodes up and no core yet. A decision is a Raft log entry: a node
 //! that is not a voter hands its question to a voter, which hands it to the leader. The
 //! data path (dispatch, results) never waits on this actor.
+//!
+//! One cluster, one core group: once formed, the group names the cluster (a log entry,
+//! see [`crate::cluster_identity`]) and every node writes that id to its data folder. A
+//! node that knows an id, or whose log holds a group, never forms one, nor does a node
+//! while any live peer knows an id or a group (it asks each first). The leader replaces a
+//! voter down for `core.replace_after_ms` by a live node that does not vote.
 
 mod network;
 pub(crate) mod ownership;
@@ -17,9 +23,10 @@ pub(crate) use ownership::{
     node_id, CoreCommand, CoreDecision, CoreTypes, Ownership, RaftRpc, RaftRpcReply,
 };
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
@@ -30,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use troupe_runtime::protocol::{core_group, first_member, CORE_VOTERS_GROUP};
 use troupe_runtime::wire::Wire;
 
+use crate::cluster_identity::{new_cluster_id, Identity};
 use crate::NodeContext;
 
 /// Why the core group gave no decision.
@@ -54,9 +62,24 @@ pub(crate) enum CoreMessage {
         Wire<CoreCommand>,
         RpcReplyPort<Wire<Result<CoreDecision, CoreRefusal>>>,
     ),
+    /// Which cluster this node belongs to, and whether its log holds a core group.
+    #[rpc]
+    Identity(RpcReplyPort<Wire<PeerIdentity>>),
     /// Periodic upkeep: forming the group, joining the voters' group (local).
     Tick,
 }
+
+/// A node's answer to [`CoreMessage::Identity`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PeerIdentity {
+    /// Its cluster id, if it knows one.
+    pub cluster: Option<String>,
+    /// Whether its Raft log holds a core group's membership.
+    pub in_group: bool,
+}
+
+/// How long a peer may take to say which cluster it belongs to.
+const IDENTITY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long one decision may take, forwarding included.
 pub(crate) const DECIDE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,11 +96,16 @@ pub(crate) struct Core;
 pub struct CoreNode {
     raft: Raft<CoreTypes>,
     sm: store::StateMachine,
+    identity: Identity,
 }
 
 impl CoreNode {
-    /// Opens the store in the node's data folder and starts the Raft node.
-    pub async fn open(config: &troupe_runtime::config::NodeConfig) -> Result<CoreNode, String> {
+    /// Opens the store in the node's data folder and starts the Raft node; `identity` is
+    /// the folder's cluster (checked before anything else in the folder is read).
+    pub async fn open(
+        config: &troupe_runtime::config::NodeConfig,
+        identity: Identity,
+    ) -> Result<CoreNode, String> {
         let dir = config.data_dir();
         let (log, sm) = store::open(&dir).map_err(|e| {
             format!(
@@ -106,7 +134,34 @@ impl CoreNode {
         )
         .await
         .map_err(|e| format!("cannot start the core group's Raft node: {e}"))?;
-        Ok(CoreNode { raft, sm })
+        Ok(CoreNode { raft, sm, identity })
+    }
+
+    /// Whether this node knows that its cluster has a core group: it knows the cluster's
+    /// id (written when the group formed), or its own log holds the group.
+    pub(crate) fn group_exists(&self) -> bool {
+        self.identity.cluster().is_some() || self.in_group()
+    }
+
+    /// The cluster's id, once this node knows it.
+    pub(crate) fn cluster_id(&self) -> Option<String> {
+        self.identity.cluster()
+    }
+
+    /// Whether this node's Raft log holds a core group's membership.
+    fn in_group(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let mem = m.membership_config.membership();
+        let any = mem.voter_ids().next().is_some();
+        any
+    }
+
+    fn identity_answer(&self) -> PeerIdentity {
+        PeerIdentity {
+            cluster: self.identity.cluster().or_else(|| self.sm.summary().0),
+            in_group: self.in_group(),
+        }
     }
 }
 
@@ -119,44 +174,203 @@ impl std::fmt::Debug for CoreNode {
 /// State of the core member.
 pub(crate) struct CoreState {
     ctx: NodeContext,
+    node: CoreNode,
     raft: Raft<CoreTypes>,
     sm: store::StateMachine,
     voter: bool,
-    formed: bool,
+    /// A formation, a cluster naming or a voter replacement is under way (one at a time).
+    busy: Arc<AtomicBool>,
+    /// Voters this leader sees down, since when.
+    voters_down: HashMap<String, Instant>,
+    /// The cluster id this node's log named, when it differs from the folder's (logged once).
+    conflict_logged: bool,
 }
 
 impl CoreState {
-    /// Whether this node votes, and whether any group exists in its log.
+    /// Whether this node votes, and whether it leads.
     fn roles(&self) -> (bool, bool) {
         let m = self.raft.metrics();
         let m = m.borrow();
         let mem = m.membership_config.membership();
         let me = node_id(&self.ctx.config.name);
         let voter = mem.voter_ids().any(|v| v == me);
-        let any = mem.voter_ids().next().is_some();
-        (voter, any)
+        (voter, m.current_leader == Some(me))
     }
 
-    /// Forms the group from the first `core.size` live nodes by name, if this node is the
-    /// smallest of them and no group is visible anywhere.
-    async fn form_if_first(&mut self) {
+    /// Starts `job` in the background unless another one runs.
+    fn spawn_exclusive(&self, job: impl std::future::Future<Output = ()> + Send + 'static) {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let busy = self.busy.clone();
+        tokio::spawn(async move {
+            job.await;
+            busy.store(false, Ordering::Release);
+        });
+    }
+
+    /// Keeps the folder's cluster id in step with the group's: writes the id the log
+    /// named, or, as the leader of a group not yet named, names it.
+    fn keep_cluster_id(&mut self, leader: bool) {
+        let (named, _) = self.sm.summary();
+        let held = self.node.identity.cluster();
+        match (named, held) {
+            (Some(n), None) => match self.node.identity.adopt(&n) {
+                Ok(_) => tracing::info!(cluster = %n, "this node belongs to cluster {n}"),
+                Err(e) => tracing::error!(error = %e, "cannot record the cluster id"),
+            },
+            (Some(n), Some(h)) if n != h && !self.conflict_logged => {
+                self.conflict_logged = true;
+                tracing::error!(log = %n, folder = %h, "the core group's log names another cluster than the data folder");
+            }
+            (None, held) if leader => {
+                let raft = self.raft.clone();
+                let id = held.unwrap_or_else(new_cluster_id);
+                self.spawn_exclusive(async move {
+                    if let Err(e) = raft.client_write(CoreCommand::NameCluster { id }).await {
+                        tracing::debug!(error = %e, "cannot name the cluster yet");
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Without a cluster id or a group of its own, asks the live peers which cluster they
+    /// belong to: adopts the id one of them knows, or, if none knows one nor is in a group
+    /// and this node is the smallest-named of `core.size` live nodes, forms the group.
+    fn learn_or_form(&mut self) {
+        if self.node.group_exists() {
+            return;
+        }
         let cfg = &self.ctx.config.core;
-        if !cfg.nodes.is_empty() || self.formed {
+        let me = self.ctx.config.name.clone();
+        let live = crate::live_nodes(&self.ctx.view);
+        let may_form = cfg.nodes.is_empty()
+            && live.len() >= cfg.size
+            && live.first() == Some(&me)
+            && ractor::pg::get_members(&CORE_VOTERS_GROUP.to_string()).is_empty();
+        let peers: Vec<String> = live.iter().filter(|n| **n != me).cloned().collect();
+        if peers.is_empty() && !may_form {
             return;
         }
-        if !ractor::pg::get_members(&CORE_VOTERS_GROUP.to_string()).is_empty() {
-            self.formed = true;
+        let size = cfg.size;
+        let node = self.node.clone();
+        let view = self.ctx.view.clone();
+        self.spawn_exclusive(async move {
+            let answers = futures::future::join_all(peers.iter().map(|p| peer_identity(p))).await;
+            let mut unsure = false;
+            for (peer, a) in peers.iter().zip(answers) {
+                match a {
+                    Some(PeerIdentity {
+                        cluster: Some(id), ..
+                    }) => {
+                        match node.identity.adopt(&id) {
+                            Ok(_) => tracing::info!(cluster = %id, from = %peer, "this node belongs to cluster {id}"),
+                            Err(e) => tracing::error!(error = %e, "cannot record the cluster id"),
+                        }
+                        return;
+                    }
+                    Some(PeerIdentity { in_group: true, .. }) | None => unsure = true,
+                    Some(_) => {}
+                }
+            }
+            if !may_form || unsure || node.group_exists() {
+                return;
+            }
+            // Still the smallest of enough live nodes, and still no voter in sight.
+            let mut live = crate::live_nodes(&view);
+            if live.len() < size
+                || live.first() != Some(&me)
+                || !ractor::pg::get_members(&CORE_VOTERS_GROUP.to_string()).is_empty()
+            {
+                return;
+            }
+            live.truncate(size);
+            tracing::info!(core = ?live, "forming the core group");
+            initialize(&node.raft, &live).await;
+        });
+    }
+
+    /// As the leader: replaces a voter down for `core.replace_after_ms` by the first live
+    /// node by name that does not vote, while the other voters keep a majority.
+    fn replace_lost_voters(&mut self, leader: bool) {
+        let cfg = &self.ctx.config.core;
+        if !leader || !cfg.nodes.is_empty() {
+            self.voters_down.clear();
             return;
         }
-        let mut live = crate::live_nodes(&self.ctx.view);
-        live.sort();
-        if live.len() < cfg.size || live.first() != Some(&self.ctx.config.name) {
-            return;
+        let m = self.raft.metrics().borrow().clone();
+        let mem = m.membership_config.membership();
+        if mem.get_joint_config().len() > 1 {
+            return; // a change is under way
         }
-        live.truncate(cfg.size);
-        tracing::info!(core = ?live, "forming the core group");
-        self.formed = true;
-        initialize(&self.raft, &live).await;
+        let voters: BTreeMap<u64, String> = mem
+            .voter_ids()
+            .filter_map(|id| mem.get_node(&id).map(|n| (id, n.addr.clone())))
+            .collect();
+        let live = crate::live_nodes(&self.ctx.view);
+        let now = Instant::now();
+        self.voters_down
+            .retain(|n, _| voters.values().any(|v| v == n) && !live.contains(n));
+        for name in voters.values().filter(|n| !live.contains(*n)) {
+            self.voters_down.entry(name.clone()).or_insert(now);
+        }
+        let after = Duration::from_millis(cfg.replace_after_ms);
+        let Some(lost) = self
+            .voters_down
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= after)
+            .map(|(n, _)| n.clone())
+            .min()
+        else {
+            return;
+        };
+        let alive = voters.len() - self.voters_down.len();
+        if alive <= voters.len() / 2 {
+            return; // no majority to agree on a change
+        }
+        let Some(newcomer) = live
+            .iter()
+            .find(|n| !voters.values().any(|v| v == *n))
+            .cloned()
+        else {
+            return;
+        };
+        let new_id = node_id(&newcomer);
+        let new_voters: BTreeSet<u64> = voters
+            .keys()
+            .copied()
+            .filter(|id| *id != node_id(&lost))
+            .chain([new_id])
+            .collect();
+        let raft = self.raft.clone();
+        self.spawn_exclusive(async move {
+            tracing::info!(lost = %lost, by = %newcomer, "replacing a core voter that stayed down");
+            if let Err(e) = raft
+                .add_learner(new_id, BasicNode::new(&newcomer), true)
+                .await
+            {
+                tracing::warn!(error = %e, node = %newcomer, "cannot add a core learner");
+                return;
+            }
+            match raft.change_membership(new_voters, true).await {
+                Ok(_) => tracing::info!(lost = %lost, by = %newcomer, "core voter replaced"),
+                Err(e) => tracing::warn!(error = %e, "cannot change the core group's voters"),
+            }
+        });
+    }
+}
+
+/// What peer `node`'s core member says of its cluster, `None` if it does not answer.
+async fn peer_identity(node: &str) -> Option<PeerIdentity> {
+    let core = first_member::<CoreMessage>(&core_group(node))?;
+    match core
+        .call(CoreMessage::Identity, Some(IDENTITY_TIMEOUT))
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(w)) => w.into_inner().ok(),
+        _ => None,
     }
 }
 
@@ -265,7 +479,8 @@ impl Actor for Core {
         myself: ActorRef<Self::Msg>,
         ctx: NodeContext,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let CoreNode { raft, sm } = ctx.core.clone();
+        let node = ctx.core.clone();
+        let (raft, sm) = (node.raft.clone(), node.sm.clone());
         ractor::pg::join(core_group(&ctx.config.name), vec![myself.get_cell()]);
         let named = &ctx.config.core.nodes;
         if named.contains(&ctx.config.name) {
@@ -274,10 +489,13 @@ impl Actor for Core {
         myself.send_interval(TICK, || CoreMessage::Tick);
         Ok(CoreState {
             ctx,
+            node,
             raft,
             sm,
             voter: false,
-            formed: false,
+            busy: Arc::new(AtomicBool::new(false)),
+            voters_down: HashMap::new(),
+            conflict_logged: false,
         })
     }
 
@@ -313,8 +531,11 @@ impl Actor for Core {
                     ))));
                 }
             },
+            CoreMessage::Identity(reply) => {
+                let _ = reply.send(Wire::new(state.node.identity_answer()));
+            }
             CoreMessage::Tick => {
-                let (voter, any) = state.roles();
+                let (voter, leader) = state.roles();
                 if voter != state.voter {
                     let group = CORE_VOTERS_GROUP.to_string();
                     if voter {
@@ -325,11 +546,11 @@ impl Actor for Core {
                     }
                     state.voter = voter;
                 }
-                if !any {
-                    state.form_if_first().await;
-                }
+                state.keep_cluster_id(leader);
+                state.learn_or_form();
+                state.replace_lost_voters(leader);
                 metrics::gauge!(troupe_runtime::observe::metric::CORE_MOVED_JOBS)
-                    .set(state.sm.ownership().len() as f64);
+                    .set(state.sm.summary().1 as f64);
             }
         }
         Ok(())

@@ -25,6 +25,7 @@ use troupe_runtime::protocol::{first_member, task_group, JobManagerMessage};
 use troupe_runtime::TaskRegistry;
 
 mod actor_host;
+pub mod cluster_identity;
 mod core;
 mod dispatcher;
 pub mod drain;

@@ -135,6 +135,7 @@ impl MembershipState {
                 .collect(),
             cache: v.cache.stats(),
             saturated: self.ctx.scheduler.saturated_tasks(),
+            cluster: self.ctx.core.cluster_id(),
         }
     }
 
@@ -303,7 +304,7 @@ impl MembershipState {
     }
 
     fn on_hello(&mut self, info: NodeInfo) {
-        if info.name == self.ctx.config.name {
+        if info.name == self.ctx.config.name || self.refuse_other_cluster(&info) {
             return;
         }
         let now = Instant::now();
@@ -389,6 +390,35 @@ impl MembershipState {
             }
         }
         self.publish_node_counts();
+    }
+
+    /// True (and its sessions closed) if `info` comes from a node of another cluster: both
+    /// know their cluster's id and the ids differ (two clusters sharing a cookie).
+    fn refuse_other_cluster(&mut self, info: &NodeInfo) -> bool {
+        let (Some(mine), Some(theirs)) = (self.ctx.core.cluster_id(), info.cluster.as_ref()) else {
+            return false;
+        };
+        if mine == *theirs {
+            return false;
+        }
+        self.unauthenticated_log.warn(
+            &format!(
+                "refused node {}: it belongs to cluster {theirs}, this node to cluster {mine} (give each cluster its own cookie)",
+                info.name
+            ),
+            &info.name,
+        );
+        let sessions = self.ctx.view.sessions();
+        for (id, s) in &self.sessions {
+            if s.peer.as_deref() == Some(info.name.as_str()) {
+                if let Some(a) = sessions.get(id) {
+                    a.stop(Some("a node of another cluster".into()));
+                }
+            }
+        }
+        drop(sessions);
+        self.mark_down(&info.name, "it belongs to another cluster");
+        true
     }
 
     /// Marks a peer that was up (or suspect) down: its work goes elsewhere.

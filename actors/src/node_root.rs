@@ -323,6 +323,9 @@ pub enum StartError {
     /// The core group's store or Raft node cannot be opened.
     #[error("{0}")]
     Core(String),
+    /// The data folder belongs to another cluster, or its identity cannot be read.
+    #[error(transparent)]
+    Identity(#[from] crate::cluster_identity::IdentityError),
 }
 
 /// Starts a node: checks the listen address, then spawns the root supervisor and its tree.
@@ -356,6 +359,8 @@ pub async fn start_node_with_context(
         source: e,
     })?;
     let tls = config.tls_files()?.map(|f| f.load()).transpose()?;
+    // Before anything else in the data folder is read: is it this cluster's?
+    let identity = crate::cluster_identity::Identity::load(&config.data_dir(), &config.cookie)?;
     let view = Arc::new(ClusterView::new(&config.name));
     view.learn_props(registry.props());
     let journal = if config.journal {
@@ -376,7 +381,7 @@ pub async fn start_node_with_context(
     } else {
         None
     };
-    let core = crate::core::CoreNode::open(&config)
+    let core = crate::core::CoreNode::open(&config, identity)
         .await
         .map_err(StartError::Core)?;
     let config = Arc::new(config);

@@ -197,6 +197,10 @@ pub struct CoreConfig {
     pub nodes: Vec<String>,
     /// How many nodes an automatically formed core has (1 to 5).
     pub size: usize,
+    /// A voter of an automatically formed core that stays down this long is replaced by a
+    /// live node that does not vote, if the group still has its majority (sooner: a node
+    /// restarting slowly loses its vote; later: a second loss meanwhile stops decisions).
+    pub replace_after_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -204,6 +208,7 @@ impl Default for CoreConfig {
         Self {
             nodes: Vec::new(),
             size: 3,
+            replace_after_ms: 30_000,
         }
     }
 }
@@ -631,7 +636,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
     ];
     const CACHE_KEYS: &[&str] = &["max_bytes", "ttl_ms"];
     const FAILURE_KEYS: &[&str] = &["suspect_after_ms", "down_after_ms", "takeover_after_ms"];
-    const CORE_KEYS: &[&str] = &["nodes", "size"];
+    const CORE_KEYS: &[&str] = &["nodes", "size", "replace_after_ms"];
     const ACTORS_KEYS: &[&str] = &[
         "idle_ms",
         "max_restarts",

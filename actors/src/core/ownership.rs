@@ -79,6 +79,11 @@ pub enum CoreCommand {
         /// Its last save, if the type saves its state.
         saved: Option<(u64, u64)>,
     },
+    /// Name the cluster `id`, unless it has a name already (see `crate::cluster_identity`).
+    NameCluster {
+        /// The proposed id.
+        id: String,
+    },
 }
 
 /// The core group's answer.
@@ -106,6 +111,11 @@ pub enum CoreDecision {
         /// The oldest save the new activation may start from.
         at_least: Option<(u64, u64)>,
     },
+    /// The cluster's id (the first one proposed).
+    Cluster {
+        /// The id.
+        id: String,
+    },
     /// A log entry with no command (a leader's blank entry, a membership change).
     Nothing,
 }
@@ -130,6 +140,9 @@ pub(crate) struct Ownership {
     /// Actor -> the last save (epoch, seq) of its last released activation.
     #[serde(default)]
     released: BTreeMap<String, (u64, u64)>,
+    /// The cluster's id, named once after the group formed.
+    #[serde(default)]
+    pub(crate) cluster: Option<String>,
 }
 
 impl Ownership {
@@ -209,6 +222,9 @@ impl Ownership {
                 }
                 CoreDecision::Nothing
             }
+            CoreCommand::NameCluster { id } => CoreDecision::Cluster {
+                id: self.cluster.get_or_insert_with(|| id.clone()).clone(),
+            },
         }
     }
 
@@ -347,6 +363,16 @@ mod tests {
         o.apply(9, &release("n2", 7, Some((7, 40))));
         assert_eq!(o.actor_lease("t/k"), None);
         assert_eq!(o.apply(10, &claim("n3", None)), granted(10, Some((7, 40))));
+    }
+
+    #[test]
+    fn the_cluster_keeps_its_first_name() {
+        let mut o = Ownership::default();
+        let name = |id: &str| CoreCommand::NameCluster { id: id.into() };
+        let named = |id: &str| CoreDecision::Cluster { id: id.into() };
+        assert_eq!(o.apply(1, &name("a")), named("a"));
+        assert_eq!(o.apply(2, &name("b")), named("a"));
+        assert_eq!(o.cluster.as_deref(), Some("a"));
     }
 
     #[test]

@@ -232,10 +232,10 @@ pub(crate) struct StateMachine {
 }
 
 impl StateMachine {
-    /// A copy of the ownership table as applied here (may lag the leader; ask the group
-    /// through the log for a current answer).
-    pub(crate) fn ownership(&self) -> Ownership {
-        crate::locked(&self.inner).ownership.clone()
+    /// The cluster's id as applied here, once named; and how many jobs changed owner.
+    pub(crate) fn summary(&self) -> (Option<String>, usize) {
+        let m = crate::locked(&self.inner);
+        (m.ownership.cluster.clone(), m.ownership.len())
     }
 
     // openraft's storage traits return its `StorageError`; helpers return it as it is.

@@ -81,6 +81,10 @@ pub struct NodeInfo {
     /// Tasks at their concurrency limit on it right now (dispatchers skip it for them).
     #[serde(default)]
     pub saturated: Vec<String>,
+    /// The cluster it belongs to, once its core group named it (a peer of another
+    /// cluster is not admitted).
+    #[serde(default)]
+    pub cluster: Option<String>,
 }
 
 /// A session event of this node's `NodeServer`, passed to the membership actor.
