@@ -30,6 +30,16 @@ async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The nodes among `among` that vote in the core group, once `n` of them say so.
+async fn voters(c: &Cluster, among: &[usize], n: usize) -> Vec<usize> {
+    let says = |i: &usize| c.log(*i).contains("this node votes in the core group");
+    until(Duration::from_secs(20), "the core group's voters", || {
+        among.iter().filter(|i| says(i)).count() >= n
+    })
+    .await;
+    among.iter().copied().filter(|i| says(i)).collect()
+}
+
 /// `troupe-node call` of a counter through the nodes `via`: exit code, stdout, stderr.
 fn add_one(c: &Cluster, via: &[usize], key: &str, timeout_s: &str) -> (Option<i32>, String) {
     let seeds: Vec<String> = via.iter().map(|&i| c.addrs[i].clone()).collect();
@@ -99,7 +109,7 @@ async fn a_node_started_on_another_clusters_folder_refuses_and_names_it() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_new_node_meeting_only_non_voters_does_not_form_a_second_core_group() {
-    // n2..n6 form a cluster: core {n2, n3, n4}; n5 and n6 do not vote.
+    // n2..n6 form a cluster: three of them vote, two do not.
     let mut c = Cluster::plan(6);
     for i in 1..6 {
         c.start_node(i);
@@ -110,15 +120,18 @@ async fn a_new_node_meeting_only_non_voters_does_not_form_a_second_core_group() 
         .await
         .expect("five nodes up");
     core_formed(3).await;
+    let all = [1, 2, 3, 4, 5];
+    let voting = voters(&c, &all, 3).await;
+    let others: Vec<usize> = all.into_iter().filter(|i| !voting.contains(i)).collect();
     until(
         Duration::from_secs(20),
-        "n5 and n6 learn the cluster id",
-        || cluster_id(&c, 4).is_some() && cluster_id(&c, 5).is_some(),
+        "the non-voters learn the cluster id",
+        || others.iter().all(|&i| cluster_id(&c, i).is_some()),
     )
     .await;
-    let id = cluster_id(&c, 4);
-    // The voters go; n1 (first by name) starts and meets only n5 and n6.
-    for i in 1..4 {
+    let id = cluster_id(&c, others[0]);
+    // The voters go; n1 (first by name) starts and meets only the two non-voters.
+    for &i in &voting {
         c.node(i).kill();
     }
     c.start_node(0);
@@ -131,7 +144,7 @@ async fn a_new_node_meeting_only_non_voters_does_not_form_a_second_core_group() 
     assert_eq!(cluster_id(&c, 0), id, "n1 joined the existing cluster");
     // Past the time a formation takes (it happens within a tick of n1 seeing n5 and n6).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for i in [0, 4, 5] {
+    for i in [0, others[0], others[1]] {
         assert!(
             !c.log(i).contains("forming the core group"),
             "a second core group formed: {}",
@@ -142,7 +155,7 @@ async fn a_new_node_meeting_only_non_voters_does_not_form_a_second_core_group() 
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_node_cut_off_from_the_core_group_activates_no_actor_without_a_lease() {
-    // Needs root: four nodes in their own network namespaces; core {n1, n2, n3}.
+    // Needs root: four nodes in their own network namespaces; three vote.
     let mut c = Cluster::plan_in_netns(4)
         .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
     for i in 0..4 {
@@ -150,27 +163,33 @@ async fn a_node_cut_off_from_the_core_group_activates_no_actor_without_a_lease()
     }
     let _client = c.settled_client(&[0, 1, 2, 3]).await;
     core_formed(3).await;
-    until(Duration::from_secs(20), "n4 learns the cluster id", || {
-        cluster_id(&c, 3).is_some()
-    })
+    let voting = voters(&c, &[0, 1, 2, 3], 3).await;
+    let cut = (0..4).find(|i| !voting.contains(i)).expect("a non-voter");
+    until(
+        Duration::from_secs(20),
+        "the non-voter learns the cluster id",
+        || cluster_id(&c, cut).is_some(),
+    )
     .await;
-    let (code, out) = add_one(&c, &[0], "before", "20");
+    let (code, out) = add_one(&c, &[voting[0]], "before", "20");
     assert_eq!(code, Some(0), "the counter works before the cut: {out}");
-    // Cut n4 off; it sees the others go down (2 s of silence).
-    c.cut(3).expect("cut n4");
-    until(Duration::from_secs(15), "n4 sees the others down", || {
-        c.log(3).matches("node left").count() >= 3
-    })
+    // Cut the non-voter off; it sees the others go down (2 s of silence).
+    c.cut(cut).expect("cut");
+    until(
+        Duration::from_secs(15),
+        "the cut node sees the others down",
+        || c.log(cut).matches("node left").count() >= 3,
+    )
     .await;
-    // A call through n4 alone (from inside its namespace): "unavailable", exit 3.
-    let ns = c.spec(3).netns.expect("netns");
+    // A call through it alone (from inside its namespace): "unavailable", exit 3.
+    let ns = c.spec(cut).netns.expect("netns");
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &ns])
         .arg(troupe_integration::troupe_node())
         .args([
             "call",
             "--seeds",
-            &c.addrs[3],
+            &c.addrs[cut],
             "--cookie",
             &c.cookie,
             "--timeout",
@@ -185,29 +204,80 @@ async fn a_node_cut_off_from_the_core_group_activates_no_actor_without_a_lease()
         out.status.code(),
         Some(3),
         "a cut-off node must not activate a key on its own: {stdout}{stderr}\n{}",
-        c.log(3)
+        c.log(cut)
     );
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_voter_that_stays_down_is_replaced_so_a_second_loss_keeps_a_majority() {
-    // Four nodes, core {n1, n2, n3}; a voter down for 2 s is replaced.
+    // Four nodes, three voters; a voter down for 2 s is replaced.
     let (mut c, _client) = start_with_core(4, &[("TROUPE_CORE__REPLACE_AFTER_MS", "2000")]).await;
-    let (code, out) = add_one(&c, &[0], "k", "20");
+    let voting = voters(&c, &[0, 1, 2, 3], 3).await;
+    let spare = (0..4).find(|i| !voting.contains(i)).expect("a non-voter");
+    let (code, out) = add_one(&c, &[voting[0]], "k", "20");
     assert_eq!(code, Some(0), "{out}");
-    c.node(2).kill();
-    until(Duration::from_secs(30), "n4 becomes a voter", || {
-        c.log(3).contains("this node votes in the core group")
-    })
+    c.node(voting[2]).kill();
+    until(
+        Duration::from_secs(30),
+        "the spare node becomes a voter",
+        || c.log(spare).contains("this node votes in the core group"),
+    )
     .await;
-    c.node(1).kill();
-    // The group {n1, n4, (n2)} keeps its majority: a counter call still gets a lease.
-    let (code, out) = add_one(&c, &[0, 3], "after", "30");
+    c.node(voting[1]).kill();
+    // The group {first voter, spare, (second voter)} keeps its majority: a counter call
+    // still gets a lease.
+    let (code, out) = add_one(&c, &[voting[0], spare], "after", "30");
     assert_eq!(
         code,
         Some(0),
-        "no lease after losing two voters: {out}\nn1: {}\nn4: {}",
-        c.log(0),
-        c.log(3)
+        "no lease after losing two voters: {out}\n{}\n{}",
+        c.log(voting[0]),
+        c.log(spare)
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_of_another_cluster_with_the_same_cookie_is_refused() {
+    // Cluster A: n1..n3, core {n1, n2, n3}.
+    let mut c = Cluster::plan(4);
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    let client = c.client_via(&[0, 1, 2]).await;
+    client
+        .wait_for_nodes(3, Duration::from_secs(20))
+        .await
+        .expect("three nodes up");
+    until(Duration::from_secs(20), "cluster A is named", || {
+        cluster_id(&c, 0).is_some()
+    })
+    .await;
+    // Cluster B: n4 alone (a core of one), same cookie, seeing nobody.
+    let mut spec = c.spec(3);
+    spec.seeds.clear();
+    spec.env.push(("TROUPE_CORE__SIZE".into(), "1".into()));
+    c.start_with(3, troupe_integration::troupe_node(), &spec);
+    until(Duration::from_secs(20), "cluster B is named", || {
+        cluster_id(&c, 3).is_some()
+    })
+    .await;
+    let b = cluster_id(&c, 3);
+    assert_ne!(b, cluster_id(&c, 0), "two clusters");
+    c.node(3).stop(Duration::from_secs(5));
+    // n4 comes back with cluster A as its seeds: refused on both sides, never merged.
+    let mut spec = c.spec(3);
+    spec.env.push(("TROUPE_CORE__SIZE".into(), "1".into()));
+    c.start_with(3, troupe_integration::troupe_node(), &spec);
+    until(Duration::from_secs(20), "cluster A refuses n4", || {
+        c.log(0).contains("refused node n4") && c.log(3).contains("refused node n")
+    })
+    .await;
+    assert_eq!(cluster_id(&c, 3), b, "n4 kept its own cluster");
+    let nodes = client.nodes().await.expect("nodes");
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.name != "n4" || n.state.as_str() != "up"),
+        "n4 must not be up in cluster A: {nodes:?}"
     );
 }
