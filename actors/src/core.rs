@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
 use ractor::RpcReplyPort;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -425,6 +425,7 @@ fn refusal(message: &str, leader: Option<String>) -> CoreRefusal {
 /// Decides `cmd` here if this node leads, else hands it to the leader (or to a voter).
 async fn decide_here(
     raft: Raft<CoreTypes>,
+    sm: store::StateMachine,
     me: String,
     voter: bool,
     cmd: CoreCommand,
@@ -440,6 +441,29 @@ async fn decide_here(
                 )
             })?;
         return ask(&voter.into(), cmd).await;
+    }
+    if let CoreCommand::Owners { jobs } = &cmd {
+        // A read: the leader confirms it leads (a heartbeat round), then reads its state
+        // machine. No log entry, so asking about made-up jobs costs the log nothing.
+        return match raft.ensure_linearizable().await {
+            Ok(_) => Ok(CoreDecision::Owners(sm.read(|o| o.owners(jobs)))),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                match f.leader_node {
+                    Some(leader) if leader.addr != me => {
+                        let Some(core) = first_member::<CoreMessage>(&core_group(&leader.addr))
+                        else {
+                            return Err(refusal(
+                                "the core group's leader is not connected",
+                                Some(leader.addr),
+                            ));
+                        };
+                        ask(&core, cmd).await
+                    }
+                    _ => Err(refusal("the core group has no leader yet", None)),
+                }
+            }
+            Err(e) => Err(refusal(&e.to_string(), None)),
+        };
     }
     match raft.client_write(cmd.clone()).await {
         Ok(r) => Ok(r.data),
@@ -518,10 +542,11 @@ impl Actor for Core {
             CoreMessage::Decide(cmd, reply) => match cmd.into_inner() {
                 Ok(cmd) => {
                     let raft = state.raft.clone();
+                    let sm = state.sm.clone();
                     let me = state.ctx.config.name.clone();
                     let voter = state.voter;
                     tokio::spawn(async move {
-                        let _ = reply.send(Wire::new(decide_here(raft, me, voter, cmd).await));
+                        let _ = reply.send(Wire::new(decide_here(raft, sm, me, voter, cmd).await));
                     });
                 }
                 Err(e) => {
@@ -551,6 +576,8 @@ impl Actor for Core {
                 state.replace_lost_voters(leader);
                 metrics::gauge!(troupe_runtime::observe::metric::CORE_MOVED_JOBS)
                     .set(state.sm.summary().1 as f64);
+                let last = state.raft.metrics().borrow().last_log_index.unwrap_or(0);
+                metrics::gauge!(troupe_runtime::observe::metric::CORE_LOG_INDEX).set(last as f64);
             }
         }
         Ok(())

@@ -9,7 +9,10 @@
 //!   asked for them ([`EventHubMessage::Subscribe`], renewed every second, dropped after
 //!   [`SUBSCRIPTION_TTL`] without renewal), so any node's stream covers the cluster.
 //!
-//! Nothing on a job's path waits for the hub: supervisors only cast to it.
+//! Nothing on a job's path waits for the hub: supervisors only cast to it. A job that
+//! leaves without an end of its own is told by the job manager: its supervisor crashed (a
+//! `JobFinished` with the failed status) or another node took it over (`JobLeft`), so no
+//! summary stays "running" for ever.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -189,6 +192,15 @@ impl EventHubState {
         }
     }
 
+    /// Job `job` left this node unended (taken over elsewhere): its summary goes, so it
+    /// is not shown running here for ever.
+    fn job_left(&mut self, job: &str) {
+        let finished = self.finished.iter().any(|j| j == job);
+        if !finished && self.jobs.remove(job).is_some() {
+            metrics::gauge!(metric::JOBS_ACTIVE).decrement(1.0);
+        }
+    }
+
     fn list(&self, q: &JobQuery) -> JobList {
         let mut matching: Vec<&JobEntry> = self
             .jobs
@@ -352,6 +364,7 @@ impl Actor for EventHub {
             }
             EventHubMessage::Tick => state.flush(),
             EventHubMessage::Renew => state.renew(&myself),
+            EventHubMessage::JobLeft(job) => state.job_left(&job),
         }
         Ok(())
     }

@@ -75,6 +75,9 @@ pub(crate) struct JobManagerState {
     /// for other nodes, the moves heard of, the takeovers asked for. Every change to
     /// `live` is told to it (`run_started`, `run_ended`).
     takeovers: Takeovers,
+    /// Nodes that run attempts of this node's jobs but are not live members, since when
+    /// (see `lost_nodes`).
+    absent: HashMap<String, std::time::Instant>,
 }
 
 impl JobManagerState {
@@ -125,6 +128,9 @@ impl JobManagerState {
         }
         self.ctx.scheduler.job_ended(&st.id);
         let gone = self.live.remove(&st.id);
+        if let Some(epoch) = self.takeovers.run_epoch(&st.id).filter(|e| *e > 0) {
+            self.tell_core_ended(st.id.clone(), epoch);
+        }
         self.takeovers.run_ended(&st.id);
         self.count_owned();
         if let Some(sup) = gone {
@@ -140,6 +146,76 @@ impl JobManagerState {
             }
         }
     }
+}
+
+impl JobManagerState {
+    /// Node `node` is gone: its attempts of this node's jobs run again elsewhere.
+    fn node_down(&mut self, node: &str) {
+        self.ctx.scheduler.node_down(node);
+        self.absent.remove(node);
+        tracing::debug!(node = %node, jobs = self.live.len(), "node down: telling the job supervisors");
+        for sup in self.live.values() {
+            let _ = sup.cast(JobSupervisorMessage::NodeDown(node.to_string()));
+        }
+    }
+
+    /// The safety net under membership's `NodeDown`: a node that runs attempts of this
+    /// node's jobs but has not been a live member (up, with a job manager) for
+    /// `failure.down_after_ms` is taken as down, whatever membership said or missed (a
+    /// node of the same name came and went, an attempt was sent as its node left).
+    fn lost_nodes(&mut self, now: std::time::Instant) {
+        let nodes = self.ctx.scheduler.nodes_with_attempts();
+        if nodes.is_empty() {
+            self.absent.clear();
+            return;
+        }
+        let live: std::collections::HashSet<String> =
+            crate::live_nodes(&self.ctx.view).into_iter().collect();
+        let after = Duration::from_millis(self.ctx.config.failure.down_after_ms);
+        let lost = absent_past(&mut self.absent, &nodes, &live, now, after);
+        for node in lost {
+            tracing::warn!(node = %node, "a node running attempts of this node's jobs is no live member; its attempts run again");
+            self.node_down(&node);
+        }
+    }
+
+    /// Tells the core group, off the mailbox, that the run of `job` this node took over at
+    /// `epoch` ended: it is never handed over again, and its entry is pruned later. Only
+    /// jobs taken over cost this write; a lost one leaves the entry unpruned, no more.
+    fn tell_core_ended(&self, job: String, epoch: u64) {
+        let me = self.ctx.config.name.clone();
+        tokio::spawn(async move {
+            let cmd = crate::core::CoreCommand::JobEnded {
+                job: job.clone(),
+                node: me.clone(),
+                epoch,
+            };
+            if let Err(r) = crate::core::decide(&me, cmd).await {
+                tracing::debug!(job = %job, reason = %r.message, "the core group was not told of a taken-over job's end");
+            }
+        });
+    }
+}
+
+/// Of `nodes` (running attempts here), those not in `live` for `after` by `now`; `absent`
+/// keeps since when each was seen gone (a node seen live again starts over).
+fn absent_past(
+    absent: &mut HashMap<String, std::time::Instant>,
+    nodes: &[String],
+    live: &std::collections::HashSet<String>,
+    now: std::time::Instant,
+    after: Duration,
+) -> Vec<String> {
+    absent.retain(|n, _| nodes.contains(n) && !live.contains(n));
+    let mut lost = Vec::new();
+    for n in nodes.iter().filter(|n| !live.contains(*n)) {
+        let since = *absent.entry(n.clone()).or_insert(now);
+        if now.duration_since(since) >= after {
+            lost.push(n.clone());
+        }
+    }
+    lost.sort();
+    lost
 }
 
 impl Actor for JobManager {
@@ -175,6 +251,7 @@ impl Actor for JobManager {
             client_of: HashMap::new(),
             unique: HashMap::new(),
             unique_of: HashMap::new(),
+            absent: HashMap::new(),
         })
     }
 
@@ -287,13 +364,7 @@ impl Actor for JobManager {
                     .map(|(_, j)| j.clone());
                 let _ = reply.send(Wire::new(found));
             }
-            JobManagerMessage::NodeDown(node) => {
-                state.ctx.scheduler.node_down(&node);
-                tracing::debug!(node = %node, jobs = state.live.len(), "node down: telling the job supervisors");
-                for sup in state.live.values() {
-                    let _ = sup.cast(JobSupervisorMessage::NodeDown(node.clone()));
-                }
-            }
+            JobManagerMessage::NodeDown(node) => state.node_down(&node),
             JobManagerMessage::Resume(req, reply) => match req.into_inner() {
                 Ok(r) => state.to_job(r.job, reply, Request::Resume(r.step)),
                 Err(e) => {
@@ -316,7 +387,10 @@ impl Actor for JobManager {
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable job move"),
             },
             JobManagerMessage::NodeUp(node) => state.node_up(&myself, &node).await,
-            JobManagerMessage::SweepCopies => state.sweep_copies(&myself).await,
+            JobManagerMessage::SweepCopies => {
+                state.lost_nodes(std::time::Instant::now());
+                state.sweep_copies(&myself).await
+            }
             JobManagerMessage::TakeoverDecided(job, d) => {
                 let d = d.into_inner().unwrap_or_else(|e| Err(e.to_string()));
                 state.takeover_decided(&myself, job, d).await;
@@ -356,9 +430,63 @@ impl Actor for JobManager {
                     stats: Default::default(),
                     elapsed_ms: None,
                 };
+                // The supervisor cannot say it ended: the hub hears it from here.
+                if let Some(hub) = troupe_runtime::protocol::first_member::<
+                    troupe_runtime::protocol::EventHubMessage,
+                >(&troupe_runtime::protocol::event_hub_group(
+                    &state.ctx.config.name,
+                )) {
+                    let ev = troupe_runtime::observe::ClusterEvent::job(
+                        &state.ctx.config.name,
+                        troupe_runtime::job::status::JobEvent::JobFinished {
+                            status: Box::new(st.clone()),
+                        },
+                        troupe_runtime::JobState::Failed,
+                    );
+                    let _ = hub.cast(troupe_runtime::protocol::EventHubMessage::Publish(
+                        Wire::new(ev),
+                    ));
+                }
                 state.ended(st);
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::time::Instant;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// A node running attempts that is not live for the down delay is lost; one seen live
+    /// again starts its delay over; one without attempts is not watched.
+    #[test]
+    fn attempts_on_a_node_that_is_no_live_member_are_lost_after_the_delay() {
+        let mut absent = HashMap::new();
+        let after = Duration::from_millis(2000);
+        let t0 = Instant::now();
+        let live: HashSet<String> = names(&["n1", "n3"]).into_iter().collect();
+        let nodes = names(&["n2", "n3"]);
+        assert!(absent_past(&mut absent, &nodes, &live, t0, after).is_empty());
+        let almost = t0 + after - Duration::from_millis(1);
+        assert!(absent_past(&mut absent, &nodes, &live, almost, after).is_empty());
+        // n2 was seen live for a moment: its delay starts again.
+        let with_n2: HashSet<String> = names(&["n1", "n2", "n3"]).into_iter().collect();
+        assert!(absent_past(&mut absent, &nodes, &with_n2, almost, after).is_empty());
+        let t1 = t0 + after;
+        assert!(absent_past(&mut absent, &nodes, &live, t1, after).is_empty());
+        assert_eq!(
+            absent_past(&mut absent, &nodes, &live, t1 + after, after),
+            names(&["n2"])
+        );
+        // No attempts there any more: forgotten.
+        assert!(absent_past(&mut absent, &names(&["n3"]), &live, t1 + after, after).is_empty());
+        assert!(absent.is_empty());
     }
 }

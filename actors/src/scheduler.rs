@@ -528,6 +528,11 @@ impl Scheduler {
         locked(&self.placement).job_ended(job);
     }
 
+    /// The peers that run attempts of this node's jobs now.
+    pub(crate) fn nodes_with_attempts(&self) -> Vec<String> {
+        locked(&self.placement).nodes_with_attempts()
+    }
+
     /// Forgets a node that left: this node's attempts there and its load.
     pub(crate) fn node_down(&self, node: &str) {
         locked(&self.placement).node_down(node);

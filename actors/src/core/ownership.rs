@@ -10,8 +10,13 @@
 //! increasing across the whole group, so it fences every earlier owner (the Raft term alone
 //! would not: one leader's term sees many decisions). Nothing here does I/O; the Raft node,
 //! its redb store and its network are its siblings in [`crate::core`].
+//!
+//! Decided entries are pruned so the state does not grow without end: a moved job whose
+//! run ended (its holder says so, [`CoreCommand::JobEnded`]) and the last save of a released
+//! lease are forgotten [`KEEP_DECIDED`] log entries later. Until then an ended job is never
+//! handed over again; after that, no copy of it is left to ask (copies end with the job).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +28,11 @@ openraft::declare_raft_types!(
         D = CoreCommand,
         R = CoreDecision,
 );
+
+/// How many log entries a decided entry (an ended move, a released lease's last save)
+/// outlives its decision before it is pruned. Counted in log indexes, so every member
+/// prunes the same entries at the same point of the log.
+pub(crate) const KEEP_DECIDED: u64 = 100_000;
 
 /// The Raft node id of a node name (FNV-1a, stable across builds and versions).
 pub(crate) fn node_id(name: &str) -> u64 {
@@ -84,6 +94,16 @@ pub enum CoreCommand {
         /// The proposed id.
         id: String,
     },
+    /// The run of `job` that `node` took over at `epoch` ended: the job is never handed
+    /// over again (and its entry is pruned later).
+    JobEnded {
+        /// The job.
+        job: String,
+        /// Its holder.
+        node: String,
+        /// The holder's epoch.
+        epoch: u64,
+    },
 }
 
 /// The core group's answer.
@@ -143,6 +163,25 @@ pub(crate) struct Ownership {
     /// The cluster's id, named once after the group formed.
     #[serde(default)]
     pub(crate) cluster: Option<String>,
+    /// Actor -> the log index of its last release (which `decided` prunes).
+    #[serde(default)]
+    released_at: BTreeMap<String, u64>,
+    /// Moved jobs whose run ended (-> the log index of the end): never handed over again.
+    #[serde(default)]
+    ended: BTreeMap<String, u64>,
+    /// Decided entries to prune, oldest first: (log index of the decision, what).
+    #[serde(default)]
+    decided: VecDeque<(u64, Decided)>,
+}
+
+/// An entry of the state machine that is pruned [`KEEP_DECIDED`] entries after it was
+/// decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Decided {
+    /// A moved job ended.
+    Ended(String),
+    /// An actor's lease was released.
+    Released(String),
 }
 
 impl Ownership {
@@ -154,8 +193,49 @@ impl Ownership {
             .unwrap_or_else(|| first_owner(job))
     }
 
+    /// The owner of each of `jobs` that changed owner (`None`: still the node that
+    /// accepted it). A read: the core answers it without a log entry.
+    pub(crate) fn owners(&self, jobs: &[String]) -> Vec<Option<Holder>> {
+        jobs.iter().map(|j| self.moved.get(j).cloned()).collect()
+    }
+
     /// Applies the command at log `index`.
     pub(crate) fn apply(&mut self, index: u64, cmd: &CoreCommand) -> CoreDecision {
+        let decision = self.decide(index, cmd);
+        self.prune(index);
+        decision
+    }
+
+    /// Forgets the decided entries older than [`KEEP_DECIDED`] entries before `index`.
+    fn prune(&mut self, index: u64) {
+        while let Some((at, _)) = self.decided.front() {
+            if at.saturating_add(KEEP_DECIDED) > index {
+                break;
+            }
+            let Some((at, what)) = self.decided.pop_front() else {
+                break;
+            };
+            match what {
+                Decided::Ended(job) => {
+                    if self.ended.get(&job) == Some(&at) {
+                        self.ended.remove(&job);
+                        self.moved.remove(&job);
+                    }
+                }
+                // Unless released again since, or held now (its next release decides).
+                Decided::Released(actor) => {
+                    if self.released_at.get(&actor) == Some(&at) {
+                        self.released_at.remove(&actor);
+                        if !self.actors.contains_key(&actor) {
+                            self.released.remove(&actor);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn decide(&mut self, index: u64, cmd: &CoreCommand) -> CoreDecision {
         match cmd {
             CoreCommand::Takeover {
                 job,
@@ -164,6 +244,9 @@ impl Ownership {
                 to,
             } => {
                 let now = self.owner(job);
+                if self.ended.contains_key(job) {
+                    return CoreDecision::Denied { owner: now };
+                }
                 if now.node == *from && now.epoch == *epoch {
                     self.moved.insert(
                         job.clone(),
@@ -177,9 +260,7 @@ impl Ownership {
                     CoreDecision::Denied { owner: now }
                 }
             }
-            CoreCommand::Owners { jobs } => {
-                CoreDecision::Owners(jobs.iter().map(|j| self.moved.get(j).cloned()).collect())
-            }
+            CoreCommand::Owners { jobs } => CoreDecision::Owners(self.owners(jobs)),
             CoreCommand::ClaimActor {
                 actor,
                 node,
@@ -218,6 +299,9 @@ impl Ownership {
                     self.actors.remove(actor);
                     if let Some(saved) = saved {
                         self.released.insert(actor.clone(), *saved);
+                        self.released_at.insert(actor.clone(), index);
+                        self.decided
+                            .push_back((index, Decided::Released(actor.clone())));
                     }
                 }
                 CoreDecision::Nothing
@@ -225,6 +309,17 @@ impl Ownership {
             CoreCommand::NameCluster { id } => CoreDecision::Cluster {
                 id: self.cluster.get_or_insert_with(|| id.clone()).clone(),
             },
+            CoreCommand::JobEnded { job, node, epoch } => {
+                let holder = Holder {
+                    node: node.clone(),
+                    epoch: *epoch,
+                };
+                if self.moved.get(job) == Some(&holder) && !self.ended.contains_key(job) {
+                    self.ended.insert(job.clone(), index);
+                    self.decided.push_back((index, Decided::Ended(job.clone())));
+                }
+                CoreDecision::Nothing
+            }
         }
     }
 
@@ -373,6 +468,80 @@ mod tests {
         assert_eq!(o.apply(1, &name("a")), named("a"));
         assert_eq!(o.apply(2, &name("b")), named("a"));
         assert_eq!(o.cluster.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn an_ended_job_is_not_handed_over_and_is_pruned_later() {
+        let mut o = Ownership::default();
+        assert_eq!(
+            o.apply(7, &takeover("n1-a-1", "n1", 0, "n2")),
+            CoreDecision::Granted { epoch: 7 }
+        );
+        // A stale end (another holder) changes nothing.
+        let ended = |node: &str, epoch| CoreCommand::JobEnded {
+            job: "n1-a-1".into(),
+            node: node.into(),
+            epoch,
+        };
+        o.apply(8, &ended("n3", 7));
+        assert_eq!(
+            o.apply(9, &takeover("n1-a-1", "n2", 7, "n3")),
+            CoreDecision::Granted { epoch: 9 }
+        );
+        o.apply(10, &ended("n3", 9));
+        // Ended: nobody gets it, even naming its holder and epoch.
+        let n2_denied = o.apply(11, &takeover("n1-a-1", "n3", 9, "n2"));
+        assert!(matches!(n2_denied, CoreDecision::Denied { owner } if owner.node == "n3"));
+        assert_eq!(o.len(), 1);
+        // Still there just before the pruning point, gone after it.
+        o.apply(10 + KEEP_DECIDED - 1, &CoreCommand::Owners { jobs: vec![] });
+        assert_eq!(o.len(), 1);
+        o.apply(10 + KEEP_DECIDED, &CoreCommand::Owners { jobs: vec![] });
+        assert_eq!(o.len(), 0);
+        assert!(o.ended.is_empty() && o.decided.is_empty());
+    }
+
+    #[test]
+    fn released_leases_are_pruned_long_after_unless_released_again_or_held() {
+        let mut o = Ownership::default();
+        let claim = |actor: &str, node: &str| CoreCommand::ClaimActor {
+            actor: actor.into(),
+            node: node.into(),
+            replaces: None,
+        };
+        let release = |actor: &str, node: &str, epoch| CoreCommand::ReleaseActor {
+            actor: actor.into(),
+            node: node.into(),
+            epoch,
+            saved: Some((epoch, 3)),
+        };
+        // 1000 keys, each claimed and released once: 1000 released entries.
+        for k in 0..1000u64 {
+            let actor = format!("t/{k}");
+            o.apply(10 + 2 * k, &claim(&actor, "n1"));
+            o.apply(11 + 2 * k, &release(&actor, "n1", 10 + 2 * k));
+        }
+        assert_eq!(o.released.len(), 1000);
+        // t/0 is claimed and released again later; t/1 is held when its entry expires.
+        o.apply(5000, &claim("t/0", "n2"));
+        o.apply(5001, &release("t/0", "n2", 5000));
+        o.apply(5002, &claim("t/1", "n2"));
+        o.apply(
+            11 + 2 * 999 + KEEP_DECIDED,
+            &CoreCommand::Owners { jobs: vec![] },
+        );
+        let left: Vec<&String> = o.released.keys().collect();
+        assert_eq!(left, vec!["t/0", "t/1"]);
+        // The new release of t/0 gives the next claim its save.
+        assert_eq!(
+            o.apply(11 + 2 * 999 + KEEP_DECIDED + 1, &claim("t/0", "n3")),
+            CoreDecision::ActorGranted {
+                epoch: 11 + 2 * 999 + KEEP_DECIDED + 1,
+                at_least: Some((5000, 3))
+            }
+        );
+        o.apply(5001 + KEEP_DECIDED, &CoreCommand::Owners { jobs: vec![] });
+        assert!(o.decided.is_empty());
     }
 
     #[test]

@@ -238,6 +238,11 @@ impl StateMachine {
         (m.ownership.cluster.clone(), m.ownership.len())
     }
 
+    /// Reads the ownership state in place (no copy of it).
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&Ownership) -> R) -> R {
+        f(&crate::locked(&self.inner).ownership)
+    }
+
     // openraft's storage traits return its `StorageError`; helpers return it as it is.
     #[allow(clippy::result_large_err)]
     fn store(&self, s: &StoredSnapshot) -> Result<(), SE> {

@@ -75,6 +75,7 @@ impl JobManagerState {
 
     /// Another node owns `m.job` now: stop this node's run of it, if any (fenced).
     pub(super) async fn job_moved(&mut self, myself: &ActorRef<JobManagerMessage>, m: JobMoved) {
+        self.not_resuming(&m);
         let effects = self.takeovers.job_moved(m);
         self.carry_out(myself, effects).await;
     }
@@ -179,6 +180,13 @@ impl JobManagerState {
         self.forget_client(job);
         self.ctx.scheduler.job_ended(job);
         self.count_owned();
+        if let Some(hub) = first_member::<troupe_runtime::protocol::EventHubMessage>(
+            &troupe_runtime::protocol::event_hub_group(&self.ctx.config.name),
+        ) {
+            let _ = hub.cast(troupe_runtime::protocol::EventHubMessage::JobLeft(
+                job.to_string(),
+            ));
+        }
     }
 
     /// Runs `job` here from its copy, at `epoch`, and tells every node.

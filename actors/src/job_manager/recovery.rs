@@ -4,7 +4,9 @@
 //! other nodes' jobs (handed to the takeover rules), and this node's jobs that had not
 //! ended. Those resume, rebuilt from their inputs, once the core group says which of them
 //! another node took over while this one was down (`moved_while_away`): a job taken over
-//! is dropped from the journal and not resumed, so it does not run twice.
+//! is dropped from the journal and not resumed, so it does not run twice. With a core
+//! group in sight nothing resumes before its answer; a successor's `JobMoved` (it tells a
+//! node that comes up, ended jobs included) drops a job at once (`not_resuming`).
 
 use std::time::{Duration, Instant};
 
@@ -17,19 +19,27 @@ use troupe_runtime::wire::Wire;
 use super::takeover::taken_from;
 use super::JobManagerState;
 
-/// How long a restarted node waits for the core group to say which of its journaled jobs
-/// were taken over, once a core group is visible.
-const ASK_CORE_FOR: Duration = Duration::from_secs(5);
-/// Without a visible core group, how long a restarted node looks for one.
+/// Without a visible core group, how long a restarted node looks for one before it takes
+/// the cluster for one too small to have a core group and resumes its jobs.
 const LOOK_FOR_CORE: Duration = Duration::from_millis(1500);
+/// How often a node waiting for the core group's answer says so in its log.
+const WAITING_NOTE_EVERY: Duration = Duration::from_secs(5);
 
 /// The journaled jobs of this node that another node took over while it was down.
+///
+/// Once a core group is visible this waits for its answer however long it takes: a job
+/// resumed without it may be one a successor already finished, which would run twice.
+/// Jobs a successor names meanwhile (`JobMoved` when this node comes up) are dropped
+/// without waiting (`JobManagerState::not_resuming`).
 async fn moved_while_away(me: &str, jobs: Vec<String>) -> Vec<JobMoved> {
     let start = Instant::now();
+    let mut seen_core = false;
+    let mut noted = Instant::now();
     loop {
         let core_visible =
             !ractor::pg::get_members(&troupe_runtime::protocol::CORE_VOTERS_GROUP.to_string())
                 .is_empty();
+        seen_core |= core_visible;
         if core_visible {
             match crate::core::decide(me, CoreCommand::Owners { jobs: jobs.clone() }).await {
                 Ok(CoreDecision::Owners(owners)) => return taken_from(me, jobs, owners),
@@ -39,14 +49,16 @@ async fn moved_while_away(me: &str, jobs: Vec<String>) -> Vec<JobMoved> {
                 Err(r) => tracing::debug!(reason = %r, "the core group has not answered yet"),
             }
         }
-        let limit = if core_visible {
-            ASK_CORE_FOR
-        } else {
-            LOOK_FOR_CORE
-        };
-        if start.elapsed() >= limit {
-            tracing::warn!(jobs = jobs.len(), core_visible, "resuming journaled jobs without word from the core group (none reachable): a job another node took over meanwhile runs twice until it is fenced");
+        if !seen_core && start.elapsed() >= LOOK_FOR_CORE {
+            tracing::info!(
+                jobs = jobs.len(),
+                "no core group in sight: resuming journaled jobs"
+            );
             return Vec::new();
+        }
+        if seen_core && noted.elapsed() >= WAITING_NOTE_EVERY {
+            noted = Instant::now();
+            tracing::warn!(jobs = jobs.len(), waited_s = start.elapsed().as_secs(), "journaled jobs wait for the core group to say which are still this node's (it needs a majority of its voters)");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -102,7 +114,17 @@ impl JobManagerState {
         };
         let mut n = 0;
         for (record, inputs) in rec.jobs {
-            if let Some(m) = moved.iter().find(|m| m.job == record.id) {
+            // Named by the core group, or by a successor since (a `JobMoved`).
+            let heard = self
+                .takeovers
+                .moved_to(&record.id)
+                .filter(|h| h.epoch > record.epoch)
+                .map(|h| JobMoved {
+                    job: record.id.clone(),
+                    owner: h.node.clone(),
+                    epoch: h.epoch,
+                });
+            if let Some(m) = moved.iter().find(|m| m.job == record.id).or(heard.as_ref()) {
                 tracing::warn!(job = %record.id, owner = %m.owner, epoch = m.epoch, "a journaled job was taken over by another node while this one was down; not resuming it");
                 if let Some(j) = &self.ctx.journal {
                     j.drop_job(&record.id);
@@ -133,6 +155,26 @@ impl JobManagerState {
         self.count_owned();
         if n > 0 {
             tracing::info!(jobs = n, "resumed jobs from the journal");
+        }
+    }
+
+    /// A successor says it holds `m.job` (it came up and told this node): a journaled job
+    /// still waiting to resume is dropped now, without waiting for the core group.
+    pub(super) fn not_resuming(&mut self, m: &JobMoved) {
+        let mut recovered = crate::locked(&self.ctx.view.recovered);
+        let Some(rec) = recovered.as_mut() else {
+            return;
+        };
+        let before = rec.jobs.len();
+        rec.jobs
+            .retain(|(record, _)| !(record.id == m.job && record.epoch < m.epoch));
+        if rec.jobs.len() == before {
+            return;
+        }
+        drop(recovered);
+        tracing::warn!(job = %m.job, owner = %m.owner, epoch = m.epoch, "a journaled job was taken over by another node while this one was down; not resuming it");
+        if let Some(j) = &self.ctx.journal {
+            j.drop_job(&m.job);
         }
     }
 }

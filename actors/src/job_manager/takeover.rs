@@ -116,6 +116,10 @@ pub(crate) struct Takeovers {
     /// Jobs known to have moved to another node, and in which order they were learnt.
     moved: HashMap<String, Holder>,
     moved_order: VecDeque<String>,
+    /// Jobs this node took over (epoch > 0) whose run here ended, by epoch, oldest first:
+    /// their former owner is still told of the move, and its writes are still fenced.
+    ended_here: HashMap<String, u64>,
+    ended_order: VecDeque<String>,
     /// Jobs whose takeover the core group is being asked for.
     asking: HashSet<String>,
     /// Since when each copy's owner has been seen gone.
@@ -138,6 +142,8 @@ impl Takeovers {
             copies: HashMap::new(),
             moved: HashMap::new(),
             moved_order: VecDeque::new(),
+            ended_here: HashMap::new(),
+            ended_order: VecDeque::new(),
             asking: HashSet::new(),
             absent_since: HashMap::new(),
         }
@@ -148,9 +154,29 @@ impl Takeovers {
         self.runs.insert(job.to_string(), epoch);
     }
 
-    /// This node's run of `job` ended (the job finished, or its supervisor crashed).
+    /// This node's run of `job` ended (the job finished, or its supervisor crashed). A
+    /// job it took over is remembered (the newest `retain_moves`), so that its former
+    /// owner, coming back, learns of the move even though the run is over.
     pub(crate) fn run_ended(&mut self, job: &str) {
-        self.runs.remove(job);
+        let Some(epoch) = self.runs.remove(job) else {
+            return;
+        };
+        if epoch == 0 {
+            return;
+        }
+        if self.ended_here.insert(job.to_string(), epoch).is_none() {
+            self.ended_order.push_back(job.to_string());
+        }
+        while self.ended_order.len() > self.retain_moves {
+            if let Some(old) = self.ended_order.pop_front() {
+                self.ended_here.remove(&old);
+            }
+        }
+    }
+
+    /// The epoch of this node's run of `job`, if it runs it (0: accepted here).
+    pub(crate) fn run_epoch(&self, job: &str) -> Option<u64> {
+        self.runs.get(job).copied()
     }
 
     /// The journal held a copy of `job` when this node started.
@@ -284,11 +310,12 @@ impl Takeovers {
         self.note_moved(m);
     }
 
-    /// Node `node` came (back) up: tell it of the jobs this node took over from it and
-    /// still runs.
+    /// Node `node` came (back) up: tell it of the jobs this node took over from it, those
+    /// it still runs and those that ended here (it may hold them in its journal still).
     pub(crate) fn node_up(&self, node: &str) -> Vec<Effect> {
         self.runs
             .iter()
+            .chain(self.ended_here.iter())
             .filter(|(job, epoch)| **epoch > 0 && JobId::owner_of(job) == Some(node))
             .map(|(job, epoch)| Effect::TellMoved {
                 to: node.to_string(),
@@ -337,10 +364,14 @@ impl Takeovers {
     /// The holder with the newest epoch this node knows for `job`: its own run's, a
     /// copy's, or a move's (the first of those on a tie).
     fn known_holder(&self, job: &str) -> Option<Holder> {
-        let mine = self.runs.get(job).map(|epoch| Holder {
-            node: self.me.clone(),
-            epoch: *epoch,
-        });
+        let mine = self
+            .runs
+            .get(job)
+            .or_else(|| self.ended_here.get(job))
+            .map(|epoch| Holder {
+                node: self.me.clone(),
+                epoch: *epoch,
+            });
         [
             mine,
             self.copies.get(job).cloned(),

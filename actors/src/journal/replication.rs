@@ -8,6 +8,11 @@
 //! [`CHECK_EVERY`] the writer looks whether the live nodes changed. Copies are
 //! asynchronous: they trail the owner by one commit window and a message.
 //!
+//! A node that leaves a job's replica set (it was thought down, or a joining node ranks
+//! before it) is owed an `End` for the job: sent when it is live (at once, or when it comes
+//! back), so that no stale copy stays behind to be taken over after the job ended
+//! elsewhere. Owed ends are kept in memory, at most [`MAX_OWED`].
+//!
 //! Acks. A submission with `journal_ack = "copied"` is answered once its job's start is
 //! committed here and on one replica. Its start goes to the replicas ahead of the local
 //! commit, in a batch with an ack token ([`Replicator::send_ahead`]); the replica commits
@@ -26,6 +31,9 @@ use troupe_runtime::wire::Wire;
 use super::store::{Recovered, Store};
 use super::write::{Waiter, Write};
 use crate::ClusterView;
+
+/// The most ends owed to former replicas that are remembered (the oldest job's go first).
+const MAX_OWED: usize = 10_000;
 
 /// Where the writer sends copies of what it commits.
 pub struct Replication {
@@ -108,6 +116,11 @@ struct ReplicaSet {
     targets: HashMap<String, Vec<String>>,
     /// The live nodes at the last look.
     live: Vec<String>,
+    /// Former replicas of jobs, owed an `End` for each (by job, its epoch): they hold a
+    /// copy they must drop. Sent when they are live.
+    owed: HashMap<String, HashMap<String, u64>>,
+    /// How many ends are owed in all.
+    owed_count: usize,
 }
 
 /// A write the writer committed about one of this node's jobs, to copy to its replicas.
@@ -168,14 +181,80 @@ impl ReplicaSet {
                         .extend(history(&job, epoch));
                 }
             }
+            let left: Vec<String> = before
+                .map(|b| b.iter().filter(|n| !now.contains(n)).cloned().collect())
+                .unwrap_or_default();
+            self.now_replicas(&job, &now);
+            for node in left {
+                self.owe(node, &job, epoch);
+            }
             if is_end {
                 self.targets.remove(&job);
                 self.epochs.remove(&job);
+                // Every former replica still holding a copy is owed this end.
+                let owed: Vec<String> = self
+                    .owed
+                    .iter()
+                    .filter(|(_, jobs)| jobs.contains_key(&job))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for node in owed {
+                    self.owe(node, &job, epoch);
+                }
             } else {
                 self.targets.insert(job, now);
             }
         }
+        self.settle(&mut out);
         out
+    }
+
+    /// `nodes` are `job`'s replicas now: they owe nothing for it (they get its journal).
+    fn now_replicas(&mut self, job: &str, nodes: &[String]) {
+        for node in nodes {
+            if let Some(jobs) = self.owed.get_mut(node) {
+                if jobs.remove(job).is_some() {
+                    self.owed_count -= 1;
+                }
+                if jobs.is_empty() {
+                    self.owed.remove(node);
+                }
+            }
+        }
+    }
+
+    /// `node` left the replicas of `job` (at `epoch`): it is owed an end.
+    fn owe(&mut self, node: String, job: &str, epoch: u64) {
+        if self.owed_count >= MAX_OWED {
+            tracing::warn!(node = %node, job = %job, "too many ends owed to former replicas; this one is not remembered");
+            return;
+        }
+        let jobs = self.owed.entry(node).or_default();
+        if jobs.insert(job.to_string(), epoch).is_none() {
+            self.owed_count += 1;
+        }
+    }
+
+    /// Adds to `out` the ends owed to the nodes that are live, and forgets them.
+    fn settle(&mut self, out: &mut ToSend) {
+        let live: Vec<String> = self
+            .owed
+            .keys()
+            .filter(|n| self.live.contains(n))
+            .cloned()
+            .collect();
+        for node in live {
+            if let Some(jobs) = self.owed.remove(&node) {
+                self.owed_count -= jobs.len();
+                out.entry(node)
+                    .or_default()
+                    .extend(jobs.into_iter().map(|(job, epoch)| ReplicaWrite {
+                        job,
+                        epoch,
+                        what: ReplicaWhat::End,
+                    }));
+            }
+        }
     }
 
     /// With the live nodes now `live`: the whole journal (`history`) of every job for
@@ -199,8 +278,13 @@ impl ReplicaSet {
                     .or_default()
                     .extend(history(&job, epoch));
             }
+            self.now_replicas(&job, &now);
+            for node in before.into_iter().filter(|n| !now.contains(n)) {
+                self.owe(node, &job, epoch);
+            }
             self.targets.insert(job, now);
         }
+        self.settle(&mut out);
         out
     }
 }
@@ -234,6 +318,8 @@ impl Replicator {
                     .collect(),
                 targets: HashMap::new(),
                 live: Vec::new(),
+                owed: HashMap::new(),
+                owed_count: 0,
             },
             view: r.view,
             checked: Instant::now(),
@@ -456,6 +542,8 @@ mod tests {
             epochs: HashMap::new(),
             targets: HashMap::new(),
             live: nodes(live),
+            owed: HashMap::new(),
+            owed_count: 0,
         }
     }
 
@@ -601,6 +689,55 @@ mod tests {
         );
         assert!(sent(set.rehome(nodes(&["a", "c"]), history(&asked))).is_empty());
         assert_eq!(*asked.borrow(), vec![("j".to_string(), 4)]);
+    }
+
+    /// A replica thought down is replaced; when it is back it is told to drop its copy
+    /// (an end), and so is one that a returning replica displaces. A former replica not
+    /// live when the job ends gets the end when it comes back: no stale copy is left.
+    #[test]
+    fn a_former_replica_is_owed_an_end_until_it_is_live() {
+        let asked = RefCell::new(Vec::new());
+        // With b and c live, j's first replica is one of them: call it r, the other o.
+        let mut set = set(1, &["a", "b", "c"]);
+        set.route(vec![start("j")], history(&asked));
+        let r = set.targets["j"][0].clone();
+        let o = if r == "b" { "c" } else { "b" }.to_string();
+        // r is thought down: o gets the whole journal, r nothing (it is not live).
+        let out = set.rehome(nodes(&["a", &o]), history(&asked));
+        assert_eq!(
+            sent(out),
+            vec![(
+                o.clone(),
+                vec![("j".to_string(), 4, "input 99".to_string())]
+            )]
+        );
+        // r is back: it is j's replica again (its whole journal), and o is told to drop.
+        let out = set.rehome(nodes(&["a", "b", "c"]), history(&asked));
+        let mut expected = vec![
+            (
+                r.clone(),
+                vec![("j".to_string(), 4, "input 99".to_string())],
+            ),
+            (o.clone(), vec![("j".to_string(), 4, "end".to_string())]),
+        ];
+        expected.sort();
+        assert_eq!(sent(out), expected);
+        assert_eq!(set.owed_count, 0);
+        // r is thought down again and the job ends: only o is live to hear it; r, the
+        // former replica, gets the end once it is live.
+        set.rehome(nodes(&["a", &o]), history(&asked));
+        let out = set.route(vec![outgoing("j", None, ReplicaWhat::End)], history(&asked));
+        assert_eq!(
+            sent(out),
+            vec![(o.clone(), vec![("j".to_string(), 4, "end".to_string())])]
+        );
+        let out = set.rehome(nodes(&["a", "b", "c"]), history(&asked));
+        assert_eq!(
+            sent(out),
+            vec![(r, vec![("j".to_string(), 4, "end".to_string())])]
+        );
+        assert_eq!(set.owed_count, 0);
+        assert!(set.owed.is_empty());
     }
 
     /// The jobs a node resumes from its journal get replicas at the first check, even if

@@ -81,6 +81,11 @@ impl Placement {
         self.own.get(node).copied().unwrap_or(0)
     }
 
+    /// The nodes that run attempts of this node's jobs now.
+    pub fn nodes_with_attempts(&self) -> Vec<String> {
+        self.own.keys().cloned().collect()
+    }
+
     /// Records that attempt `(job, step, attempt)` went to `node`.
     pub fn placed(&mut self, job: &str, step: &str, attempt: u32, node: &str) {
         let prev = self

@@ -60,6 +60,8 @@ pub const GEARMAN_JOBS: &str = "troupe_gearman_jobs_total";
 pub const GEARMAN_ERRORS: &str = "troupe_gearman_errors_total";
 /// Gauge: jobs the core group moved to a new owner, as this node has applied.
 pub const CORE_MOVED_JOBS: &str = "troupe_core_moved_jobs";
+/// Gauge: the index of the last entry in this node's core-group log (0: none yet).
+pub const CORE_LOG_INDEX: &str = "troupe_core_log_index";
 /// Counter: jobs taken over from an owner that stayed down, by `outcome` (taken,
 /// denied, failed).
 pub const TAKEOVERS: &str = "troupe_takeovers_total";

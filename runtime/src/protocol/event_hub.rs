@@ -33,6 +33,9 @@ pub enum EventHubMessage {
     Tick,
     /// Renew this node's subscriptions at the other hubs (local timer, HTTP nodes only).
     Renew,
+    /// Job NAME left this node without ending here (another node took it over): its
+    /// summary goes (local, from the job manager).
+    JobLeft(String),
 }
 
 /// A question for [`EventHubMessage::ListClusterJobs`].

@@ -400,20 +400,26 @@ fn a_run_at_an_older_takeover_epoch_is_stopped_by_a_newer_one() {
     assert!(t.node_up("n1").is_empty());
 }
 
-/// Pins today's gap (reported, not fixed here): once the job taken over has ended at its
-/// new holder, the holder no longer tells the old owner when it comes back, and accepts
-/// the old owner's writes as a fresh copy. Only a third replica, which remembers the
-/// move, fences it.
+/// Once a job taken over has ended at its new holder, the holder still tells the old
+/// owner when it comes back (so a restarted old owner does not resume it), and still
+/// fences the old owner's writes, not only a third replica that remembers the move.
 #[test]
-fn an_old_owner_is_not_told_of_a_taken_over_job_that_already_ended() {
+fn an_old_owner_is_told_of_a_taken_over_job_that_already_ended() {
     let job = job_of("n1");
     let mut new = Takeovers::new("n2", GRACE, 100);
     new.run_started(&job, 7);
     new.run_ended(&job);
-    assert!(new.node_up("n1").is_empty());
+    assert_eq!(
+        new.node_up("n1"),
+        vec![Effect::TellMoved {
+            to: "n1".into(),
+            job: job.clone(),
+            holder: holder("n2", 7)
+        }]
+    );
     assert_eq!(
         new.replica_write("n1", &job, 0, WriteKind::Input),
-        WriteVerdict::Keep
+        WriteVerdict::Fenced(holder("n2", 7))
     );
     let mut third = Takeovers::new("n3", GRACE, 100);
     third.job_moved(moved(&job, "n2", 7));
@@ -421,6 +427,36 @@ fn an_old_owner_is_not_told_of_a_taken_over_job_that_already_ended() {
         third.replica_write("n1", &job, 0, WriteKind::Input),
         WriteVerdict::Fenced(holder("n2", 7))
     );
+    // A job this node accepted itself (epoch 0) is not remembered when it ends.
+    let own = "n2-18c0ffee-9";
+    new.run_started(own, 0);
+    new.run_ended(own);
+    assert_eq!(
+        new.replica_write("n1", own, 0, WriteKind::Input),
+        WriteVerdict::Keep
+    );
+}
+
+/// Ended takeovers are remembered up to the bound, the oldest forgotten first.
+#[test]
+fn only_the_newest_ended_takeovers_are_remembered() {
+    let mut t = Takeovers::new("n2", GRACE, 2);
+    for seq in 1..=3 {
+        let job = format!("n1-18c0ffee-{seq}");
+        t.run_started(&job, 10 + seq);
+        t.run_ended(&job);
+    }
+    let told: Vec<String> = t
+        .node_up("n1")
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::TellMoved { job, .. } => Some(job),
+            _ => None,
+        })
+        .collect();
+    let mut told = told;
+    told.sort();
+    assert_eq!(told, vec!["n1-18c0ffee-2", "n1-18c0ffee-3"]);
 }
 
 /// Copies found in the journal at start are watched like copies sent since: their owner
