@@ -210,6 +210,7 @@ impl HostState {
                     link: self.link.clone(),
                     limits: self.ctx.config.actors,
                     stats: stats.clone(),
+                    tasks: self.ctx.tasks.clone(),
                 };
                 match Actor::spawn_linked(None, Activation, args, myself.get_cell()).await {
                     Ok((actor, _)) => {

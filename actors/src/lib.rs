@@ -39,6 +39,7 @@ mod merger;
 mod node_root;
 pub mod scheduler;
 mod supervision;
+pub mod task_runtime;
 pub mod telemetry;
 mod tls_listener;
 mod worker_pool;
@@ -341,6 +342,8 @@ pub struct NodeContext {
     pub scheduler: Arc<scheduler::Scheduler>,
     /// Calls and sub-jobs of running attempts waiting for their answers.
     pub calls: Arc<worker_pool::PendingCalls>,
+    /// The runtime user code (tasks, keyed actors' handlers) runs on, apart from the actors.
+    pub tasks: task_runtime::TaskRuntime,
     /// Mutual TLS settings, when the node uses TLS.
     pub tls: Option<troupe_runtime::tls::TlsConfig>,
     /// The journal of the jobs this node owns (off with `journal = false`).

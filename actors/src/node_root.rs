@@ -326,6 +326,9 @@ pub enum StartError {
     /// The data folder belongs to another cluster, or its identity cannot be read.
     #[error(transparent)]
     Identity(#[from] crate::cluster_identity::IdentityError),
+    /// The runtime that runs tasks cannot start.
+    #[error(transparent)]
+    TaskRuntime(#[from] crate::task_runtime::TaskRuntimeError),
 }
 
 /// Starts a node: checks the listen address, then spawns the root supervisor and its tree.
@@ -387,13 +390,21 @@ pub async fn start_node_with_context(
     let config = Arc::new(config);
     // The scheduler starts attempts that get a slot the way the worker pool runs them.
     let calls = Arc::new(PendingCalls::default());
-    let launch = crate::worker_pool::launcher(registry.clone(), config.name.clone(), calls.clone());
+    // User code runs on its own runtime, one thread per slot, apart from the actors.
+    let tasks = crate::task_runtime::TaskRuntime::new(&config.name, config.slots)?;
+    let launch = crate::worker_pool::launcher(
+        registry.clone(),
+        config.name.clone(),
+        calls.clone(),
+        tasks.clone(),
+    );
     let scheduler = Scheduler::new(view.clone(), config.clone(), registry.clone(), launch);
     let ctx = NodeContext {
         tls,
         view,
         scheduler,
         calls,
+        tasks,
         config,
         registry,
         journal,

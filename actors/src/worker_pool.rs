@@ -6,7 +6,9 @@
 //! [`Scheduler`]'s: the pool queues the attempts it is sent there, and the scheduler
 //! starts each attempt that gets a slot through the pool's `launcher`. Each attempt runs
 //! as its own tokio task holding its slot (a semaphore permit), so a slow task never
-//! blocks the pool's mailbox. A task waiting on its calls or sub-jobs gives its slot back
+//! blocks the pool's mailbox; the task's own future runs on the node's task runtime
+//! ([`crate::task_runtime`]), so a task that computes without yielding never blocks the
+//! node's actors either. A task waiting on its calls or sub-jobs gives its slot back
 //! until the answer comes (so a recursion deeper than the slots cannot deadlock). A panic
 //! inside a task is caught and fails that attempt with a permanent error; a cancel stops
 //! the task at its next await point (and tells it through `ctx.cancelled()`). The result
@@ -37,6 +39,7 @@ use troupe_runtime::wire::Wire;
 use troupe_runtime::TaskRegistry;
 
 use crate::scheduler::{attempt_of, Launch, Scheduler};
+use crate::task_runtime::{AbortOnDrop, TaskRuntime};
 use crate::{job_manager_of, locked, NodeContext};
 
 /// The worker pool.
@@ -196,25 +199,31 @@ pub(crate) fn launcher(
     registry: TaskRegistry,
     node: String,
     calls: Arc<PendingCalls>,
+    tasks: TaskRuntime,
 ) -> Box<Launch> {
     Box::new(move |scheduler, req, permit, cancel| {
-        launch(scheduler, &registry, &node, &calls, req, permit, cancel)
+        launch(
+            scheduler, &registry, &node, &calls, &tasks, req, permit, cancel,
+        )
     })
 }
 
-/// Runs one attempt in its own task, holding `permit` (its slot) until it ends; `token`
-/// stops it.
+/// Runs one attempt in its own task, holding `permit` (its slot) until it ends, the
+/// task's own future on `tasks`; `token` stops it.
+#[allow(clippy::too_many_arguments)]
 fn launch(
     scheduler: &Arc<Scheduler>,
     registry: &TaskRegistry,
     node: &str,
     calls: &Arc<PendingCalls>,
+    tasks: &TaskRuntime,
     req: StepRequest,
     permit: OwnedSemaphorePermit,
     token: CancellationToken,
 ) {
     let scheduler = scheduler.clone();
     let calls = calls.clone();
+    let user_rt = tasks.clone();
     let node = node.to_string();
     let task = registry.get(&req.task);
     let key = attempt_of(&req);
@@ -248,15 +257,34 @@ fn launch(
             token.clone(),
             req.resumed,
         );
+        // The task's future runs on the task runtime, apart from the control plane (a
+        // task that computes without yielding holds a task thread, not the node); the
+        // guard aborts it when this attempt stops waiting (a cancel).
         let run = async {
             match task {
-                    None => Err(TaskError::permanent(format!("task {:?} is not registered on node {node}", req.task))),
-                    Some(t) => AssertUnwindSafe(t.run_json(ctx, req.input)).catch_unwind().await.unwrap_or_else(|p| {
+                None => Err(TaskError::permanent(format!(
+                    "task {:?} is not registered on node {node}",
+                    req.task
+                ))),
+                Some(t) => {
+                    let user = t.run_json(ctx, req.input);
+                    let mut user = AbortOnDrop(
+                        user_rt.spawn(AssertUnwindSafe(user).catch_unwind().in_current_span()),
+                    );
+                    let outcome = match (&mut user.0).await {
+                        Ok(caught) => caught,
+                        Err(e) if e.is_panic() => Err(e.into_panic()),
+                        Err(e) => Ok(Err(TaskError::transient(format!(
+                            "the task's runtime stopped it: {e}"
+                        )))),
+                    };
+                    outcome.unwrap_or_else(|p| {
                         let msg = panic_message(p.as_ref());
                         tracing::error!(task = %req.task, job = %req.job, step = %req.step, panic = %msg, "task panicked; failing its step");
                         Err(TaskError::permanent(format!("task panicked: {msg}")))
-                    }),
+                    })
                 }
+            }
         };
         let began = std::time::Instant::now();
         tracing::debug!("attempt started");
@@ -300,7 +328,8 @@ fn launch(
             send_result(result, &req.owner);
         }
     };
-    tokio::spawn(fut.instrument(span));
+    // On the node's runtime even when a slot is handed on from inside a task.
+    tasks.spawn_control(fut.instrument(span));
 }
 
 impl Actor for WorkerPool {

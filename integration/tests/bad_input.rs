@@ -197,3 +197,115 @@ async fn a_panicking_task_fails_its_step_and_the_node_survives() {
     // The same node again, twice, to be sure its worker slots were given back.
     c.assert_serves().await;
 }
+
+/// Node `i`'s `VmSize` (virtual memory) in KiB, from `/proc`.
+fn vm_size_kib(c: &mut Cluster, i: usize) -> u64 {
+    let pid = c.node(i).pid().expect("the node runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize in /proc status")
+}
+
+#[tokio::test]
+async fn gearman_headers_claiming_big_bodies_do_not_make_the_node_reserve_them() {
+    use troupe_integration::gearman::Conn;
+    use troupe_runtime::gearman::packet::{request, PacketType};
+    let mut c = Cluster::plan(1);
+    c.serve_gearman = true;
+    c.start_node(0);
+    c.ready().await;
+    let addr = c.gearman_addrs[0].clone();
+    let before = vm_size_kib(&mut c, 0);
+    // 64 connections, each a header claiming a body just under the limit (16 MiB) and
+    // one byte of it: 1 GiB if the node set aside what the headers claim.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let mut g = Conn::connect(&addr).unwrap();
+        let mut p = request(PacketType::SUBMIT_JOB, &[]).to_vec();
+        p[8..12].copy_from_slice(&(16 * 1024 * 1024u32 - 1).to_be_bytes());
+        p.push(b'f');
+        g.send_raw(&p).unwrap();
+        held.push(g);
+    }
+    // Every connection's bytes have been read once a later connection answers an echo.
+    let mut probe = Conn::connect(&addr).unwrap();
+    probe.send(PacketType::ECHO_REQ, &[b"ok"]).unwrap();
+    let echo = probe
+        .expect(&[PacketType::ECHO_RES], Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(echo.text(0), "ok");
+    std::thread::sleep(Duration::from_millis(200));
+    let grew_mib = vm_size_kib(&mut c, 0).saturating_sub(before) / 1024;
+    assert!(
+        grew_mib < 256,
+        "64 headers made the node's memory grow by {grew_mib} MiB"
+    );
+    drop(held);
+    c.assert_serves().await;
+}
+
+#[tokio::test]
+async fn gearman_maxqueue_from_another_machine_is_refused() {
+    use troupe_integration::gearman::Conn;
+    use troupe_runtime::gearman::packet::PacketType;
+    // The node in its own network namespace: this test reaches it from the bridge's
+    // address, not from loopback.
+    let mut c = Cluster::plan_in_netns(1).expect("network namespaces (run as root)");
+    let ip = c.addrs[0].split(':').next().unwrap().to_string();
+    c.gearman_addrs[0] = format!("{ip}:7300");
+    c.serve_gearman = true;
+    c.start_node(0);
+    c.ready().await;
+    let addr = c.gearman_addrs[0].clone();
+    let t = Duration::from_secs(10);
+    // A worker for `f` that takes nothing, so jobs wait on the node's board.
+    let mut w = Conn::connect(&addr).unwrap();
+    w.can_do("f").unwrap();
+    let mut admin = TcpStream::connect(&addr).unwrap();
+    admin.set_read_timeout(Some(t)).unwrap();
+    admin.write_all(b"maxqueue f 1\n").unwrap();
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while admin.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    let line = String::from_utf8_lossy(&line).to_string();
+    assert!(line.starts_with("ERR NOT_ALLOWED"), "{line}");
+    // No limit was set: three jobs wait for `f` (each on the board before the next).
+    let mut cl = Conn::connect(&addr).unwrap();
+    for (n, data) in [&b"a"[..], b"b", b"c"].into_iter().enumerate() {
+        cl.submit(PacketType::SUBMIT_JOB_BG, "f", "", data)
+            .unwrap_or_else(|e| panic!("a submission of f was refused: {e}"));
+        let deadline = std::time::Instant::now() + t;
+        while waiting_for(&mut admin, "f") < n as u64 + 1 {
+            assert!(std::time::Instant::now() < deadline, "job {n} never waited");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    drop(w);
+}
+
+/// The jobs of `function` on the node's board (admin `status`), over `admin`.
+fn waiting_for(admin: &mut TcpStream, function: &str) -> u64 {
+    admin.write_all(b"status\n").unwrap();
+    let mut text = Vec::new();
+    let mut b = [0u8; 1];
+    while !text.ends_with(b".\n") {
+        assert_eq!(
+            admin.read(&mut b).unwrap(),
+            1,
+            "the admin connection closed"
+        );
+        text.push(b[0]);
+    }
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split('\t');
+            (f.next() == Some(function)).then(|| f.next().and_then(|t| t.parse().ok()))?
+        })
+        .unwrap_or(0)
+}

@@ -13,6 +13,7 @@ use crate::task::{Task, TaskContext, TaskError, TaskRegistry};
 pub fn register(r: &mut TaskRegistry) {
     r.register("troupe.echo", Echo)
         .register("troupe.sleep", Sleep)
+        .register("troupe.spin", Spin)
         .register("troupe.node", NodeName)
         .register("troupe.sum", Sum)
         .register("troupe.flaky", Flaky)
@@ -176,6 +177,31 @@ impl Task for Sleep {
     type Output = Value;
     async fn run(&self, ctx: TaskContext, input: SleepInput) -> Result<Value, TaskError> {
         tokio::time::sleep(std::time::Duration::from_millis(input.ms)).await;
+        Ok(json!({"node": ctx.node, "ms": input.ms}))
+    }
+}
+
+/// Input of `troupe.spin`.
+#[derive(Deserialize)]
+pub struct SpinInput {
+    /// How long to keep a CPU busy, in milliseconds.
+    pub ms: u64,
+}
+
+/// `troupe.spin`: keeps one CPU busy for `ms` milliseconds without yielding (a CPU-bound
+/// task, as pricing or parsing is), returns `{"node", "ms"}`.
+pub struct Spin;
+impl Task for Spin {
+    type Input = SpinInput;
+    type Output = Value;
+    async fn run(&self, ctx: TaskContext, input: SpinInput) -> Result<Value, TaskError> {
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(input.ms);
+        let mut x: u64 = 1;
+        while std::time::Instant::now() < until {
+            for _ in 0..1_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
         Ok(json!({"node": ctx.node, "ms": input.ms}))
     }
 }

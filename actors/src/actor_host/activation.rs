@@ -108,6 +108,8 @@ pub(crate) struct ActivationArgs {
     pub limits: ActorsConfig,
     /// Counters shared with the host.
     pub stats: Arc<ActivationStats>,
+    /// Where the handler runs (apart from the node's actors).
+    pub tasks: crate::task_runtime::TaskRuntime,
 }
 
 /// Why an activation refuses messages.
@@ -154,6 +156,35 @@ impl ActivationState {
             Err(e) => {
                 tracing::error!(actor = %self.name, error = %e, "cannot restore the saved state")
             }
+        }
+    }
+
+    /// Runs the user's handler on the task runtime (apart from the node's actors, so a
+    /// handler that computes without yielding does not stop the node), the state moved
+    /// there and back. A panic comes back as `Err`; the state is then restored by the
+    /// restart that follows.
+    async fn run_handler(
+        &mut self,
+        message: Value,
+    ) -> Result<Result<Value, HandleError>, Box<dyn std::any::Any + Send>> {
+        let kind = self.args.kind.clone();
+        let ctx = self.ctx.clone();
+        let mut state = std::mem::replace(&mut self.state, Box::new(()));
+        let run = self.args.tasks.spawn(async move {
+            let out = AssertUnwindSafe(kind.handle_json(&ctx, &mut state, message))
+                .catch_unwind()
+                .await;
+            (state, out)
+        });
+        match run.await {
+            Ok((state, out)) => {
+                self.state = state;
+                out
+            }
+            Err(e) if e.is_panic() => Err(e.into_panic()),
+            Err(e) => Err(Box::new(format!(
+                "the task runtime stopped the handler: {e}"
+            ))),
         }
     }
 
@@ -336,9 +367,7 @@ impl Actor for Activation {
                     return Ok(());
                 }
                 let kind = st.args.kind.clone();
-                let outcome = AssertUnwindSafe(kind.handle_json(&st.ctx, &mut st.state, message))
-                    .catch_unwind()
-                    .await;
+                let outcome = st.run_handler(message).await;
                 st.args.stats.handled.fetch_add(1, Ordering::Relaxed);
                 let result = match outcome {
                     Ok(Ok(v)) => match kind.save(&st.state) {

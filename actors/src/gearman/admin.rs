@@ -25,7 +25,7 @@ fn text(t: impl Into<String>) -> AdminAnswer {
 }
 
 /// Answers `line`; `loopback` tells whether the peer is on this machine (only it may
-/// shut the node down).
+/// shut the node down or set a `maxqueue`).
 pub(crate) fn answer(line: &str, board: &Board, loopback: bool) -> AdminAnswer {
     let mut words = line.split_whitespace();
     match words.next().unwrap_or("") {
@@ -67,6 +67,11 @@ pub(crate) fn answer(line: &str, board: &Board, loopback: bool) -> AdminAnswer {
         "version" => text(format!("OK troupe-{}\n", env!("CARGO_PKG_VERSION"))),
         "getpid" => text(format!("OK {}\n", std::process::id())),
         "maxqueue" => {
+            // It refuses a function's jobs: an operator's command, not any peer's (the
+            // port has no authentication).
+            if !loopback {
+                return text("ERR NOT_ALLOWED maxqueue+is+accepted+only+from+this+machine\n");
+            }
             let Some(f) = words.next() else {
                 return text(
                     "ERR INCOMPLETE_ARGS An+incomplete+set+of+arguments+was+sent+to+this+command\n",
@@ -125,6 +130,8 @@ mod tests {
             answer("maxqueue rev 10", &b, true).max_queue,
             Some(("rev".into(), 10))
         );
+        let a = answer("maxqueue rev 1", &b, false);
+        assert!(a.max_queue.is_none() && a.text.starts_with("ERR NOT_ALLOWED"));
         assert!(answer("version", &b, true).text.starts_with("OK troupe-"));
     }
 }

@@ -93,6 +93,9 @@ fn lane(p: Priority) -> usize {
     }
 }
 
+/// Most functions that may have a `maxqueue` limit at once (each is kept until lifted).
+pub(crate) const MAX_QUEUE_LIMITS: usize = 1024;
+
 /// The board (see the module docs).
 #[derive(Debug, Default)]
 pub struct Board {
@@ -387,13 +390,17 @@ impl Board {
     }
 
     /// Admin `maxqueue FUNCTION N`: at most N attempts wait here for `function`
-    /// (0: no limit).
-    pub fn set_max_queue(&mut self, function: &str, max: usize) {
+    /// (0: no limit). False (nothing set) if [`MAX_QUEUE_LIMITS`] functions have a limit.
+    pub fn set_max_queue(&mut self, function: &str, max: usize) -> bool {
         if max == 0 {
             self.max_queue.remove(function);
+        } else if self.max_queue.len() >= MAX_QUEUE_LIMITS && !self.max_queue.contains_key(function)
+        {
+            return false;
         } else {
             self.max_queue.insert(function.to_string(), max);
         }
+        true
     }
 
     /// True if `function`'s queue here is at its `maxqueue` limit.
@@ -592,19 +599,28 @@ mod tests {
         let mut b = Board::new("n1");
         b.connect(1, "w1".into());
         b.can_do(1, "f", None);
-        b.set_max_queue("f", 1);
+        assert!(b.set_max_queue("f", 1));
         assert!(!b.queue_full("f"));
+        for i in 1..MAX_QUEUE_LIMITS {
+            assert!(b.set_max_queue(&format!("g{i}"), 5));
+        }
+        assert!(
+            !b.set_max_queue("one-too-many", 5),
+            "the limits are bounded"
+        );
+        assert!(b.set_max_queue("f", 2), "an existing limit can change");
         b.enqueue(req("a", "f", Priority::Normal)).unwrap();
+        b.enqueue(req("b", "f", Priority::Normal)).unwrap();
         assert!(b.queue_full("f"));
         let s = b.status();
         assert_eq!(
             s,
             vec![FunctionStatus {
                 function: "f".into(),
-                total: 1,
+                total: 2,
                 running: 0,
                 workers: 1,
-                queued: [0, 1, 0],
+                queued: [0, 2, 0],
             }]
         );
     }

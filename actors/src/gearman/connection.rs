@@ -215,11 +215,17 @@ impl Connection {
             self.peer.ip().is_loopback(),
         );
         let mut board = lock(&self.shared.board);
+        let mut reply = a.text;
         if let Some((f, n)) = a.max_queue {
-            board.set_max_queue(&f, n);
+            if !board.set_max_queue(&f, n) {
+                reply = format!(
+                    "ERR TOO_MANY_LIMITS {}+functions+have+a+maxqueue+already;+lift+one+with+maxqueue+FUNCTION+0\n",
+                    super::board::MAX_QUEUE_LIMITS
+                );
+            }
         }
         drop(board);
-        self.send(Bytes::from(a.text));
+        self.send(Bytes::from(reply));
         if a.shutdown {
             tracing::info!(peer = %self.peer, "Gearman admin asked the node to shut down");
             self.ctx.view.shutdown.notify_one();

@@ -13,6 +13,9 @@ use super::packet::{Magic, RawPacket};
 /// Longest admin command line accepted.
 pub const MAX_ADMIN_LINE: usize = 8 * 1024;
 
+/// Most the decoder sets aside for a packet body still arriving, beyond what arrived.
+pub const READ_AHEAD: usize = 64 * 1024;
+
 /// One unit read from a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -29,7 +32,7 @@ pub enum CodecError {
     #[error("bad magic {0:?}: not a Gearman packet")]
     BadMagic([u8; 4]),
     /// A body larger than the node accepts.
-    #[error("packet of {size} bytes is over the limit of {max} (max_message_bytes)")]
+    #[error("packet of {size} bytes is over the limit of {max} bytes: send less data per job, or raise max_message_bytes on the node")]
     TooLarge {
         /// The size announced.
         size: u64,
@@ -114,7 +117,9 @@ impl Decoder for GearmanCodec {
         }
         let total = 12 + size as usize;
         if src.len() < total {
-            src.reserve(total - src.len());
+            // Room for what the next read may bring, not for the size the header
+            // claims: a header alone must not make the node set aside megabytes.
+            src.reserve((total - src.len()).min(READ_AHEAD));
             return Ok(None);
         }
         src.advance(12);
@@ -170,6 +175,31 @@ mod tests {
         let b = request(PacketType::ECHO_REQ, &[b"hello"]);
         let (f, e) = decode_all(&b[..14]);
         assert!(f.is_empty() && e.is_none());
+    }
+
+    #[test]
+    fn a_header_alone_sets_aside_no_more_than_a_read_ahead() {
+        let max = 16 * 1024 * 1024;
+        let mut c = GearmanCodec::new(max);
+        let mut b = request(PacketType::ECHO_REQ, &[]).to_vec();
+        b[8..12].copy_from_slice(&(max as u32).to_be_bytes());
+        b.push(b'x');
+        let mut buf = BytesMut::from(&b[..]);
+        assert!(matches!(c.decode(&mut buf), Ok(None)));
+        assert!(
+            buf.capacity() <= b.len() + READ_AHEAD,
+            "reserved {} bytes for a 13-byte arrival",
+            buf.capacity()
+        );
+        // The body still decodes once it has all arrived, read by read.
+        let body = vec![b'y'; max as usize - 1];
+        for chunk in body.chunks(READ_AHEAD) {
+            buf.extend_from_slice(chunk);
+        }
+        match c.decode(&mut buf) {
+            Ok(Some(Frame::Packet(p))) => assert_eq!(p.body.len(), max as usize),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

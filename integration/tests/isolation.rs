@@ -1,0 +1,131 @@
+//! Keeping a node whole: user code runs apart from the control plane (a node whose every
+//! slot runs a task that computes without yielding stays a healthy member).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use troupe_integration::{http, Cluster};
+use troupe_runtime::{JobSpec, JobState, StepSpec, StepState};
+
+/// How long each task spins.
+const SPIN_MS: u64 = 10_000;
+/// How fast `GET /api/nodes` must answer on the spinning node, throughout.
+const ANSWER_WITHIN: Duration = Duration::from_millis(100);
+
+/// Lines of the core group's elections (openraft's) in every node's log: a vote asked for,
+/// a leader elected.
+fn election_lines(c: &Cluster) -> usize {
+    (0..c.addrs.len())
+        .map(|i| {
+            let log = c.log(i);
+            log.matches("Engine::handle_vote_req").count() + log.matches("become leader").count()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn tasks_spinning_on_every_slot_do_not_freeze_their_node() {
+    let mut c = Cluster::plan(3);
+    c.slots = 2;
+    c.serve_http = true;
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    // Through n2 only: n2 owns the job, and its attempts go home first (n2 has room for
+    // both), so both of n2's slots spin.
+    let client = c.settled_client(&[1]).await;
+    // The core group has its leader before the spin, so a later election is news.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(0..3).any(|i| c.log(i).contains("become leader")) {
+        assert!(
+            Instant::now() < deadline,
+            "the core group elected no leader"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elections = election_lines(&c);
+    let steps = c.slots;
+    let mut job = JobSpec::new("spin");
+    for s in 0..steps {
+        job = job.step(StepSpec::new(format!("s{s}"), "troupe.spin").input(json!({"ms": SPIN_MS})));
+    }
+    let mut h = client.submit(job).await.expect("submitted");
+
+    // Until every step runs on n2.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = client.status(h.id()).await.expect("status");
+        let on_n2 = st
+            .steps
+            .values()
+            .filter(|s| s.state == StepState::Running && s.node.as_deref() == Some("n2"))
+            .count();
+        if on_n2 == steps {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the spinning steps did not all start on n2: {:?}",
+            st.steps
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Poll n2's HTTP API while its slots spin (from a thread: the client is blocking).
+    let url = format!("{}/api/nodes", c.http_url(1));
+    let done = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut slowest = Duration::ZERO;
+            let mut answers = 0u32;
+            while !done.load(Ordering::Relaxed) {
+                let began = Instant::now();
+                let a = http::try_get(&url);
+                let took = began.elapsed();
+                match a {
+                    Ok(a) if a.status == 200 => answers += 1,
+                    other => panic!("GET /api/nodes on n2 failed after {took:?}: {other:?}"),
+                }
+                slowest = slowest.max(took);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (answers, slowest)
+        })
+    };
+    let st = h.wait().await.expect("the job ends");
+    done.store(true, Ordering::Relaxed);
+    let (answers, slowest) = poller.join().expect("the poller ran");
+
+    assert_eq!(st.state, JobState::Succeeded, "{st:?}");
+    for (id, s) in &st.steps {
+        assert_eq!(s.attempts, 1, "step {id} ran more than once: {s:?}");
+        assert_eq!(s.node.as_deref(), Some("n2"), "step {id}: {s:?}");
+    }
+    assert_eq!(st.stats.lost_attempts, 0);
+    assert!(
+        answers > 50,
+        "n2 answered only {answers} times in {SPIN_MS} ms"
+    );
+    assert!(
+        slowest < ANSWER_WITHIN,
+        "GET /api/nodes on n2 took {slowest:?} while its slots spun"
+    );
+    assert_eq!(
+        election_lines(&c),
+        elections,
+        "the core group held an election while n2's slots spun"
+    );
+    for i in 0..3 {
+        let log = c.log(i);
+        for bad in ["node suspect", "node left", "membership work ran late"] {
+            assert!(
+                !log.contains(bad),
+                "n{} logged {bad:?} while n2's slots spun:\n{log}",
+                i + 1
+            );
+        }
+    }
+}
