@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod gearman;
 pub mod http;
+pub mod nemesis;
 pub mod netns;
 
 use std::path::{Path, PathBuf};
@@ -163,6 +164,11 @@ impl Cluster {
     /// Drops all of node `i`'s traffic silently (its connections stay open).
     pub fn cut(&self, i: usize) -> Result<(), String> {
         self.net.as_ref().ok_or("not planned in namespaces")?.cut(i)
+    }
+
+    /// The namespaces the nodes run in, if planned with [`Cluster::plan_in_netns`].
+    pub fn netns(&self) -> Option<&netns::Netns> {
+        self.net.as_ref()
     }
 
     /// Lets node `i`'s traffic through again.

@@ -2,8 +2,12 @@
 //! a veth pair to a bridge in the test's own namespace, on a /24 of 10.213.0.0/16 chosen
 //! from the test's PID. Cutting a node sets its bridge port down: its packets are
 //! dropped silently in both directions and its TCP connections stay open, as in a real
-//! partition or a frozen host (nothing is reset, nothing errors). Everything is removed on
-//! drop. Needs root (CI runs as root) and iproute2's `ip`.
+//! partition or a frozen host (nothing is reset, nothing errors). Finer cuts (a
+//! majority/minority split, a one-way cut) drop a peer's packets on arrival with a
+//! policy rule `from PEER blackhole` in the receiver's namespace; each namespace's `local`
+//! lookup rule is moved behind those rules (priority 1000), else it would deliver the
+//! packet first. Everything is removed on drop. Needs root (CI runs as root) and
+//! iproute2's `ip`.
 
 use std::process::Command;
 
@@ -73,6 +77,11 @@ impl Netns {
                 &inner,
             ])?;
             ip(&["netns", "exec", &ns, "ip", "link", "set", &inner, "up"])?;
+            // Drop rules (priority 100) must come before local delivery.
+            ip(&[
+                "-n", &ns, "rule", "add", "priority", "1000", "lookup", "local",
+            ])?;
+            ip(&["-n", &ns, "rule", "del", "priority", "0"])?;
         }
         Ok(net)
     }
@@ -107,6 +116,64 @@ impl Netns {
     /// Lets node `i`'s traffic through again.
     pub fn heal(&self, i: usize) -> Result<(), String> {
         ip(&["link", "set", &self.host_end(i), "up"])
+    }
+
+    /// Drops, silently, every packet node `at` receives from node `from` (one direction
+    /// only), until [`Netns::heal_all`].
+    pub fn drop_from(&self, at: usize, from: usize) -> Result<(), String> {
+        ip(&[
+            "-n",
+            &self.ns(at),
+            "rule",
+            "add",
+            "from",
+            &self.ip(from),
+            "blackhole",
+            "priority",
+            "100",
+        ])
+    }
+
+    /// Splits the nodes in two: the nodes in `side` and the others see each other on
+    /// their own side only.
+    pub fn split(&self, side: &[usize]) -> Result<(), String> {
+        for a in side {
+            for b in (0..self.n).filter(|b| !side.contains(b)) {
+                self.drop_from(*a, b)?;
+                self.drop_from(b, *a)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A one-way cut: node `to` no longer receives what node `from` sends; `from` still
+    /// hears `to`.
+    pub fn one_way(&self, from: usize, to: usize) -> Result<(), String> {
+        self.drop_from(to, from)
+    }
+
+    /// Undoes every [`Netns::cut`], [`Netns::split`] and [`Netns::one_way`].
+    pub fn heal_all(&self) -> Result<(), String> {
+        for at in 0..self.n {
+            self.heal(at)?;
+            for from in 0..self.n {
+                // A rule is added at most once per pair by a split; delete until none.
+                while ip(&[
+                    "-n",
+                    &self.ns(at),
+                    "rule",
+                    "del",
+                    "from",
+                    &self.ip(from),
+                    "blackhole",
+                    "priority",
+                    "100",
+                ])
+                .is_ok()
+                {}
+            }
+        }
+        Ok(())
     }
 
     /// Removes what this test made (also what a killed earlier run with the same tag left).
