@@ -37,6 +37,8 @@ mod membership;
 mod merger;
 mod node_root;
 pub mod scheduler;
+#[cfg(any(test, feature = "simulation"))]
+pub mod simulation;
 mod supervision;
 pub mod telemetry;
 mod tls_listener;
