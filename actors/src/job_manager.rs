@@ -28,7 +28,7 @@ mod admission;
 mod copies;
 mod recovery;
 mod routing;
-mod takeover;
+pub(crate) mod takeover;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

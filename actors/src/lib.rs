@@ -38,6 +38,8 @@ mod membership;
 mod merger;
 mod node_root;
 pub mod scheduler;
+#[cfg(any(test, feature = "simulation"))]
+pub mod simulation;
 mod supervision;
 pub mod task_runtime;
 pub mod telemetry;

@@ -16,7 +16,7 @@
 //!   (the rules are the pure `detector::SilenceDetector`; this actor closes the silent
 //!   peer's connections and tells the others).
 
-mod detector;
+pub(crate) mod detector;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
