@@ -9,6 +9,7 @@ pub mod browser;
 pub mod gearman;
 pub mod http;
 pub mod netns;
+pub mod tinyfs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
