@@ -193,7 +193,11 @@ impl HostState {
         };
         let (actor_type, key) = (actor_type.as_str(), key.as_str());
         match claim.outcome {
-            ClaimOutcome::Granted { epoch, state } => {
+            ClaimOutcome::Granted {
+                epoch,
+                state,
+                leased,
+            } => {
                 let Some(kind) = self.ctx.registry.actors().get(actor_type) else {
                     fail_all(pending, &claim.actor, "this node does not serve its type");
                     return;
@@ -206,6 +210,7 @@ impl HostState {
                     epoch,
                     kind,
                     saved: state,
+                    copy_required: leased,
                     store: self.store.clone(),
                     link: self.link.clone(),
                     limits: self.ctx.config.actors,
@@ -528,8 +533,13 @@ async fn claim(ctx: &NodeContext, store: &ActorStore, actor: &str) -> ClaimOutco
         }
     };
     // Without a core group the epoch is the newest save's: saves go on from there.
+    let leased = epoch.is_some();
     let epoch = epoch.unwrap_or_else(|| state.as_ref().map_or(0, |s| s.epoch));
-    ClaimOutcome::Granted { epoch, state }
+    ClaimOutcome::Granted {
+        epoch,
+        state,
+        leased,
+    }
 }
 
 /// True when no core group exists and none will form (fewer nodes than `core.size`, none

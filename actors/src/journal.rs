@@ -10,11 +10,15 @@
 //!   gives a receiver that fires when the job's start is committed here and, for `copied`,
 //!   when a replica answers that it committed its copy too
 //!   ([`JobManagerMessage::ReplicaAcked`](troupe_runtime::protocol::JobManagerMessage::ReplicaAcked)),
-//!   waited for at most [`ACK_WAIT`].
+//!   waited for at most [`ACK_WAIT`]. If the commit fails (a full disk) the receiver says
+//!   why ([`write::CommitFailed`]) and the submission is refused; the writer reopens the
+//!   file, which redb requires after an I/O error, so commits succeed again once there is
+//!   space.
 //! - Copies for other nodes (`journal_replicas`) trail the owner by one commit window and
 //!   a message; a takeover replays the copy up to its first gap.
 //! - A keyed actor's save is answered once committed, and refused if a newer activation
-//!   read the state here first (fencing, see `actor_host`).
+//!   read the state here first (fencing, see `actor_host`); a failed commit drops its
+//!   waiter, and the activation stops.
 //!
 //! How the parts fit. [`Journal`] is the handle the job manager, the job supervisors and
 //! the actor host share: it encodes each write on the caller's task and sends it down a
@@ -47,6 +51,7 @@ use troupe_runtime::wire;
 
 pub(crate) use replication::Replication;
 pub(crate) use store::Recovered;
+pub(crate) use write::Durable;
 
 use replication::{Pending, Replicator};
 use store::Store;
@@ -131,14 +136,14 @@ impl Journal {
     }
 
     /// Records a newly submitted job; the receiver fires when it is as durable as
-    /// `journal_ack` asks (`None`: answer at once). It is dropped unfired if the commit
-    /// fails.
+    /// `journal_ack` asks (`None`: answer at once), or with why not if the commit fails
+    /// (dropped unfired if the writer has stopped).
     pub fn accept(
         &self,
         id: &str,
         spec: &JobSpec,
         limits: &Limits,
-    ) -> Option<oneshot::Receiver<()>> {
+    ) -> Option<oneshot::Receiver<Durable>> {
         let copied = match self.ack {
             JournalAck::None => {
                 self.start(id, 0, spec, limits);
@@ -332,7 +337,7 @@ mod tests {
         let durable = journal
             .accept("n1-1-1", &spec(), &Limits::default())
             .expect("a receiver to wait on");
-        durable.await.expect("answered, not dropped");
+        assert_eq!(durable.await, Ok(Ok(())));
         let held = journal.store.read_all().expect("readable");
         assert_eq!(held.jobs, vec![(record("n1-1-1", 0), Vec::new())]);
     }
@@ -359,7 +364,7 @@ mod tests {
         let durable = journal
             .accept("n1-1-1", &spec(), &Limits::default())
             .expect("a receiver to wait on");
-        durable.await.expect("answered, not dropped");
+        assert_eq!(durable.await, Ok(Ok(())));
     }
 
     /// A job's inputs are kept in order until it ends; then only its status is kept.

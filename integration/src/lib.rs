@@ -10,6 +10,7 @@ pub mod gearman;
 pub mod http;
 pub mod nemesis;
 pub mod netns;
+pub mod tinyfs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

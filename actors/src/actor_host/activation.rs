@@ -13,6 +13,12 @@
 //! at once. Saves are pipelined: while one is in flight the activation goes on handling
 //! messages, and the next save carries the newest state for all of them (a group commit
 //! per actor, so a busy key is not bounded by one fsync per message).
+//!
+//! An activation leased by the core group acknowledges nothing that only its own disk
+//! holds: a save whose replica does not confirm within [`COPY_WAIT`], or that has no
+//! replica in view (this node is cut off), is refused. Its callers get "unavailable" and
+//! the activation rolls back to its last save both copies hold: in memory, and on its own
+//! disk by a save of that state (so a later activation cannot read the refused one here).
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -29,14 +35,15 @@ use troupe_runtime::actor::{
     HandleError,
 };
 use troupe_runtime::config::ActorsConfig;
-use troupe_runtime::protocol::{ActorHostMessage, ActorReply, SavedState, StateCopy};
+use troupe_runtime::protocol::{ActorHostMessage, ActorReply, Fenced, SavedState, StateCopy};
 use troupe_runtime::wire::Wire;
 
 use super::store::ActorStore;
 use crate::supervision::RestartIntensity;
 
-/// How long a save waits for its replica's answer before the reply goes out on the
-/// strength of the local commit alone (as a job submission does, `journal::ACK_WAIT`).
+/// How long a save waits for its replica's answer (as a job submission does,
+/// `journal::ACK_WAIT`); then it is refused (leased activations) or answered on the
+/// strength of the local commit alone (a cluster too small for a core group).
 const COPY_WAIT: Duration = crate::journal::ACK_WAIT;
 
 /// Why an activation stopped (its host acts on it).
@@ -78,8 +85,10 @@ pub(crate) enum ActivationMessage {
 /// How a save ended.
 #[derive(Debug)]
 pub(crate) enum SaveOutcome {
-    /// Saved here (and on the replica, or the replica did not answer in time).
+    /// Saved here and on the replica (or, where no copy is required, here alone).
     Kept,
+    /// Saved here, but no replica confirmed its copy (why): not durable as promised.
+    NotCopied(String),
     /// A store holds a newer activation's state: this one was replaced.
     Fenced(u64),
     /// The local commit failed.
@@ -100,6 +109,9 @@ pub(crate) struct ActivationArgs {
     pub kind: Arc<dyn ErasedActor>,
     /// The newest saved state found (none: a new actor).
     pub saved: Option<SavedState>,
+    /// A save counts only once the replica holds it too (the core group leased the actor;
+    /// false in a cluster too small for a core group, where the replica is best effort).
+    pub copy_required: bool,
     /// Where states are saved.
     pub store: ActorStore,
     /// How handlers reach the node.
@@ -136,6 +148,14 @@ pub(crate) struct ActivationState {
     /// The seq of the newest save started.
     sent: u64,
     saving: bool,
+    /// The state of the save in flight.
+    in_flight: Vec<u8>,
+    /// The state of the last save kept as promised (both copies): what a refused save
+    /// rolls back to.
+    durable: Vec<u8>,
+    /// The next save writes `durable` back after a refused save: this node's commit
+    /// suffices (no caller waits on it).
+    rollback: bool,
     /// Replies waiting for the save of the state they produced.
     waiting: VecDeque<(u64, RpcReplyPort<ActorReply>, Value)>,
     intensity: RestartIntensity,
@@ -195,6 +215,8 @@ impl ActivationState {
         }
         self.saving = true;
         self.sent = self.seq;
+        let required = self.args.copy_required && !std::mem::take(&mut self.rollback);
+        self.in_flight = self.snapshot.clone();
         let saved = SavedState {
             epoch: self.args.epoch,
             seq: self.seq,
@@ -202,46 +224,58 @@ impl ActivationState {
         };
         let store = self.args.store.clone();
         let name = self.name.clone();
+        let actor_type = self.args.actor_type.clone();
         let replica = super::replica(&self.args.actor_type, &self.args.key, &self.args.node);
         let me = myself.clone();
         tokio::spawn(async move {
             let seq = saved.seq;
             let local = store.save(&name, saved.clone());
-            let copy = async {
-                let Some(r) = replica else {
-                    return Ok(());
-                };
-                let copy = StateCopy {
-                    actor: name.clone(),
-                    saved,
-                };
-                match r
-                    .call(
-                        |p| ActorHostMessage::KeepCopy(Wire::new(copy), p),
-                        Some(COPY_WAIT),
-                    )
-                    .await
-                {
-                    Ok(ractor::rpc::CallResult::Success(w)) => match w.into_inner() {
-                        Ok(Err(f)) => Err(f),
-                        _ => Ok(()),
-                    },
-                    _ => {
-                        metrics::counter!(troupe_runtime::observe::metric::ACTOR_COPY_TIMEOUTS)
-                            .increment(1);
-                        tracing::debug!(actor = %name, "the replica did not keep the copy in time");
-                        Ok(())
-                    }
-                }
-            };
+            let copy = copy_to(replica, &name, &actor_type, saved);
             let (local, copy) = tokio::join!(local, copy);
             let outcome = match (local, copy) {
-                (Some(Err(f)), _) | (_, Err(f)) => SaveOutcome::Fenced(f.epoch),
+                (Some(Err(f)), _) | (_, Copy::Fenced(f)) => SaveOutcome::Fenced(f.epoch),
                 (None, _) => SaveOutcome::Failed("the journal commit failed".into()),
-                (Some(Ok(())), Ok(())) => SaveOutcome::Kept,
+                (Some(Ok(())), Copy::Missing(why)) if required => SaveOutcome::NotCopied(why),
+                (Some(Ok(())), Copy::Missing(why)) => {
+                    tracing::debug!(actor = %name, reason = %why, "saved without a copy (no core group: best effort)");
+                    SaveOutcome::Kept
+                }
+                (Some(Ok(())), Copy::Kept) => SaveOutcome::Kept,
             };
             let _ = me.cast(ActivationMessage::Saved(seq, outcome));
         });
+    }
+
+    /// A save was not copied: every caller waiting on a save is refused, and the state
+    /// goes back to the last one both copies hold, in memory and, by a save of it, on
+    /// this node's disk (which holds the refused state).
+    fn roll_back(&mut self, myself: &ActorRef<ActivationMessage>, why: &str) {
+        tracing::warn!(actor = %self.name, reason = %why, "an actor's update was not copied to a second node; refused and rolled back");
+        for (_, reply, _) in self.waiting.drain(..) {
+            let e = ActorCallError::Unavailable {
+                actor: self.name.clone(),
+                reason: format!(
+                    "its update could not be copied to a second node ({why}); nothing changed, try again"
+                ),
+            };
+            let _ = reply.send(Wire::new(Err(e)));
+        }
+        match self.args.kind.load(Some(&self.durable)) {
+            Ok(s) => self.state = s,
+            Err(e) => {
+                tracing::error!(actor = %self.name, error = %e, "cannot roll back to the saved state; deactivating");
+                self.refusing = Some(Refusal::Moving(format!(
+                    "its state could not be rolled back: {e}"
+                )));
+                self.end(myself, reason::SAVE_FAILED);
+                return;
+            }
+        }
+        self.snapshot = self.durable.clone();
+        // Above every seq written, so that it replaces the refused save on this disk.
+        self.seq += 1;
+        self.rollback = true;
+        self.save_next(myself);
     }
 
     /// Stops now if nothing waits for a save, else once it is done.
@@ -292,6 +326,56 @@ impl ActivationState {
     }
 }
 
+/// How a save's copy went.
+enum Copy {
+    /// The replica committed it (or holds a newer save of this activation).
+    Kept,
+    /// The replica holds a newer activation's save or fence.
+    Fenced(Fenced),
+    /// No replica confirmed it: none in view, no answer in time, or an unreadable answer.
+    Missing(String),
+}
+
+/// Sends `saved` to `replica` and waits (at most [`COPY_WAIT`]) for it to be committed.
+async fn copy_to(
+    replica: Option<ActorRef<ActorHostMessage>>,
+    actor: &str,
+    actor_type: &str,
+    saved: SavedState,
+) -> Copy {
+    let Some(r) = replica else {
+        return Copy::Missing(format!("no other node serving {actor_type} is in view"));
+    };
+    let node = r
+        .get_name()
+        .and_then(|n| troupe_runtime::protocol::node_of_actor_host(&n).map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    let copy = StateCopy {
+        actor: actor.to_string(),
+        saved,
+    };
+    match r
+        .call(
+            |p| ActorHostMessage::KeepCopy(Wire::new(copy), p),
+            Some(COPY_WAIT),
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(w)) => match w.into_inner() {
+            Ok(Ok(())) => Copy::Kept,
+            Ok(Err(f)) => Copy::Fenced(f),
+            Err(e) => Copy::Missing(format!("node {node} answered unreadably: {e}")),
+        },
+        _ => {
+            metrics::counter!(troupe_runtime::observe::metric::ACTOR_COPY_TIMEOUTS).increment(1);
+            Copy::Missing(format!(
+                "node {node} did not confirm its copy within {} ms",
+                COPY_WAIT.as_millis()
+            ))
+        }
+    }
+}
+
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -319,6 +403,7 @@ impl Actor for Activation {
             Some(s) => s.state.clone(),
             None => args.kind.save(&state).map_err(|e| format!("{name}: {e}"))?,
         };
+        let durable = snapshot.clone();
         let seq = args.saved.as_ref().map_or(0, |s| s.seq);
         *crate::locked(&args.stats.last_save) = args.saved.as_ref().map(|s| (s.epoch, s.seq));
         let ctx = ActorContext::new(&args.actor_type, &args.key, &args.node)
@@ -336,6 +421,9 @@ impl Actor for Activation {
             seq,
             sent: seq,
             saving: false,
+            in_flight: Vec::new(),
+            durable,
+            rollback: false,
             waiting: VecDeque::new(),
             intensity,
             refusing: None,
@@ -411,12 +499,21 @@ impl Actor for Activation {
                 match outcome {
                     SaveOutcome::Kept => {
                         *crate::locked(&st.args.stats.last_save) = Some((st.args.epoch, seq));
+                        st.durable = std::mem::take(&mut st.in_flight);
                         while st.waiting.front().is_some_and(|(s, _, _)| *s <= seq) {
                             if let Some((_, reply, v)) = st.waiting.pop_front() {
                                 let _ = reply.send(Wire::new(Ok(v)));
                             }
                         }
                         st.save_next(&myself);
+                        if let Some(why) = st.stop_after.clone() {
+                            st.stop_when_saved(&myself, &why);
+                        }
+                    }
+                    SaveOutcome::NotCopied(why) => {
+                        // This node committed it: it is the newest save here.
+                        *crate::locked(&st.args.stats.last_save) = Some((st.args.epoch, seq));
+                        st.roll_back(&myself, &why);
                         if let Some(why) = st.stop_after.clone() {
                             st.stop_when_saved(&myself, &why);
                         }
@@ -456,5 +553,119 @@ impl Actor for Activation {
             ActivationMessage::Stop => st.stop_when_saved(&myself, reason::RELEASED),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use troupe_runtime::job::spec::JobSpec;
+    use troupe_runtime::task::{TaskError, TaskRegistry};
+
+    struct NoJobs;
+
+    impl ActorLink for NoJobs {
+        fn run_job(
+            &self,
+            _spec: JobSpec,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, TaskError>> + Send>>
+        {
+            Box::pin(async { Err(TaskError::permanent("no jobs in this test")) })
+        }
+    }
+
+    /// A counter activation at epoch 5 (no other host exists in this process, so no
+    /// replica is in view), on `store`.
+    async fn counter(store: &ActorStore, copy_required: bool) -> ActorRef<ActivationMessage> {
+        let registry = TaskRegistry::with_builtins();
+        let kind = registry
+            .actors()
+            .get("troupe.counter")
+            .expect("the built-in counter");
+        let args = ActivationArgs {
+            actor_type: "troupe.counter".into(),
+            key: format!("k-{copy_required}"),
+            node: "n1".into(),
+            epoch: 5,
+            kind,
+            saved: None,
+            copy_required,
+            store: store.clone(),
+            link: Arc::new(NoJobs),
+            limits: ActorsConfig::default(),
+            stats: Arc::default(),
+        };
+        Actor::spawn(None, Activation, args)
+            .await
+            .expect("the activation starts")
+            .0
+    }
+
+    async fn send(a: &ActorRef<ActivationMessage>, msg: Value) -> Result<Value, ActorCallError> {
+        let r = a
+            .call(
+                |p| ActivationMessage::Handle(msg, p),
+                Some(Duration::from_secs(5)),
+            )
+            .await
+            .expect("the activation answers");
+        match r {
+            ractor::rpc::CallResult::Success(w) => w.into_inner().expect("a readable reply"),
+            other => panic!("no reply: {other:?}"),
+        }
+    }
+
+    /// A leased activation with no replica in view acknowledges no update: the caller gets
+    /// "unavailable", and the state, in memory and on this node's disk, is the last one
+    /// acknowledged.
+    #[tokio::test]
+    async fn an_update_no_replica_holds_is_refused_and_rolled_back() {
+        let store = ActorStore::new(None);
+        let a = counter(&store, true).await;
+        let add = json!({"op": "add", "n": 7});
+        match send(&a, add.clone()).await {
+            Err(ActorCallError::Unavailable { reason, .. }) => {
+                assert!(reason.contains("second node"), "{reason}")
+            }
+            other => panic!("an update no replica holds was answered {other:?}"),
+        }
+        assert_eq!(
+            send(&a, json!({"op": "get"})).await,
+            Ok(json!({"total": 0}))
+        );
+        // The refused save (seq 1) is overwritten here by the rolled-back state (seq 2).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let held = loop {
+            let held = store.fetch_and_fence("troupe.counter/k-true", 0).await;
+            if held.as_ref().is_some_and(|s| s.seq >= 2) || Instant::now() > deadline {
+                break held.expect("a save here");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let kind = TaskRegistry::with_builtins()
+            .actors()
+            .get("troupe.counter")
+            .expect("the built-in counter");
+        let state = kind.load(Some(&held.state)).expect("a readable state");
+        let saved = kind.save(&state).expect("encodes");
+        let fresh = kind
+            .save(&kind.load(None).expect("a new state"))
+            .expect("encodes");
+        assert_eq!((held.epoch, held.seq, saved), (5, 2, fresh));
+        a.stop(None);
+    }
+
+    /// Without a core group's lease (a cluster too small for one) the replica is best
+    /// effort: the local commit acknowledges.
+    #[tokio::test]
+    async fn without_a_lease_the_local_commit_acknowledges() {
+        let store = ActorStore::new(None);
+        let a = counter(&store, false).await;
+        assert_eq!(
+            send(&a, json!({"op": "add", "n": 7})).await,
+            Ok(json!({"total": 7}))
+        );
+        a.stop(None);
     }
 }

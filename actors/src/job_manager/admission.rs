@@ -29,23 +29,43 @@ pub(super) type SubmitReply = RpcReplyPort<Wire<Result<String, SubmitError>>>;
 
 /// Answers a submission with its job id once the journal says the job is durable
 /// (`journal_ack`), waiting at most [`crate::journal::ACK_WAIT`] for a replica: the job
-/// runs meanwhile, and a replica that does not answer must not stall the client.
-fn answer_when_durable(id: String, durable: Option<oneshot::Receiver<()>>, reply: SubmitReply) {
+/// runs meanwhile, and a replica that does not answer must not stall the client. A job
+/// the journal could not record is refused (`Unavailable`) and cancelled: an accepted
+/// job must survive a crash of its node.
+fn answer_when_durable(
+    myself: ActorRef<JobManagerMessage>,
+    id: String,
+    durable: Option<oneshot::Receiver<crate::journal::Durable>>,
+    reply: SubmitReply,
+) {
     let Some(durable) = durable else {
         let _ = reply.send(Wire::new(Ok(id)));
         return;
     };
     tokio::spawn(async move {
-        match tokio::time::timeout(crate::journal::ACK_WAIT, durable).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                tracing::warn!(job = %id, "the journal could not record this job; it runs, but a crash of this node loses it")
-            }
+        let not_durable = match tokio::time::timeout(crate::journal::ACK_WAIT, durable).await {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(e))) => Some(e.to_string()),
+            Ok(Err(_)) => Some("its journal's writer has stopped; restart the node".into()),
             Err(_) => {
                 metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "ack_timeout")
                     .increment(1);
-                tracing::warn!(job = %id, "no replica confirmed its copy of this job within {:?}; accepted with the owner's journal alone", crate::journal::ACK_WAIT)
+                tracing::warn!(job = %id, "no replica confirmed its copy of this job within {:?}; accepted with the owner's journal alone", crate::journal::ACK_WAIT);
+                None
             }
+        };
+        if let Some(why) = not_durable {
+            let node = JobId::owner_of(&id).unwrap_or_default().to_string();
+            tracing::error!(job = %id, reason = %why, "job refused: the journal could not record it");
+            metrics::counter!(troupe_runtime::observe::metric::REFUSED, "reason" => "journal")
+                .increment(1);
+            // Started already: stop it (its status says cancelled).
+            let (cancelled, _) = ractor::concurrency::oneshot();
+            let _ = myself.cast(JobManagerMessage::Cancel(id, cancelled.into()));
+            let _ = reply.send(Wire::new(Err(SubmitError::Unavailable(format!(
+                "node {node} refused the job: {why}"
+            )))));
+            return;
         }
         let _ = reply.send(Wire::new(Ok(id)));
     });
@@ -217,7 +237,7 @@ impl JobManagerState {
                         },
                     );
                 }
-                answer_when_durable(id, durable, reply);
+                answer_when_durable(myself.clone(), id, durable, reply);
             }
             Err(e) => {
                 let _ = reply.send(Wire::new(Err(SubmitError::Unavailable(format!(

@@ -52,7 +52,7 @@ const PENDING_FOR: Duration = Duration::from_secs(5);
 
 /// A submission waiting for its job's start to be committed here and on a replica.
 struct Wait {
-    done: tokio::sync::oneshot::Sender<()>,
+    done: tokio::sync::oneshot::Sender<super::write::Durable>,
     local: bool,
     copy: bool,
     since: Instant,
@@ -82,7 +82,7 @@ impl Pending {
         }
         if w.local && w.copy {
             if let Some(w) = self.waits.remove(&id) {
-                let _ = w.done.send(());
+                let _ = w.done.send(Ok(()));
             }
         }
     }
@@ -419,11 +419,13 @@ impl Replicator {
         }
     }
 
-    /// The commit of the starts sent ahead as `ids` failed: nobody is answered for them.
-    pub(super) fn commit_failed(&self, ids: &[u64]) {
+    /// The commit of the starts sent ahead as `ids` failed: their submitters are told why.
+    pub(super) fn commit_failed(&self, ids: &[u64], why: &super::write::CommitFailed) {
         let mut p = crate::locked(&self.pending);
         for id in ids {
-            p.waits.remove(id);
+            if let Some(w) = p.waits.remove(id) {
+                let _ = w.done.send(Err(why.clone()));
+            }
         }
     }
 
@@ -758,7 +760,13 @@ mod tests {
     }
 
     /// A pending wait ids `ids`, carried by the batch with ack token `token`.
-    fn pending_with(token: u64, ids: &[u64]) -> (Pending, Vec<oneshot::Receiver<()>>) {
+    fn pending_with(
+        token: u64,
+        ids: &[u64],
+    ) -> (
+        Pending,
+        Vec<oneshot::Receiver<super::super::write::Durable>>,
+    ) {
         let mut p = Pending::default();
         let mut receivers = Vec::new();
         for id in ids {
@@ -786,10 +794,10 @@ mod tests {
         p.mark(1, true);
         assert!(rx[0].try_recv().is_err());
         p.acked(7);
-        assert_eq!(rx[0].try_recv(), Ok(()));
+        assert_eq!(rx[0].try_recv(), Ok(Ok(())));
         assert!(rx[1].try_recv().is_err());
         p.mark(2, true);
-        assert_eq!(rx[1].try_recv(), Ok(()));
+        assert_eq!(rx[1].try_recv(), Ok(Ok(())));
         assert!(p.waits.is_empty());
     }
 
@@ -800,7 +808,7 @@ mod tests {
         p.by_token.insert(8, vec![1]);
         p.mark(1, true);
         p.acked(8);
-        assert_eq!(rx[0].try_recv(), Ok(()));
+        assert_eq!(rx[0].try_recv(), Ok(Ok(())));
         p.acked(7);
         p.acked(7);
         assert!(p.waits.is_empty() && p.by_token.is_empty());

@@ -12,6 +12,7 @@
 //! fsync); reads take a read transaction and may run anywhere.
 
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use crate::job_supervisor::replay::JobRecord;
 use crate::job_supervisor::run::Input;
@@ -104,7 +105,9 @@ pub(super) struct Answers {
 
 /// The journal's redb database and where it is.
 pub(super) struct Store {
-    db: Database,
+    /// None between a failed commit and a successful reopen: redb fails every operation
+    /// after an I/O error until the database is opened again.
+    db: RwLock<Option<Database>>,
     path: PathBuf,
 }
 
@@ -118,7 +121,10 @@ impl Store {
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
         let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
-        let store = Store { db, path };
+        let store = Store {
+            db: RwLock::new(Some(db)),
+            path,
+        };
         let recovered = store.read_all().map_err(|e| store.read_error(e))?;
         Ok((store, recovered))
     }
@@ -126,6 +132,34 @@ impl Store {
     /// The file.
     pub(super) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The database, unless it is closed after an I/O error and could not be reopened.
+    fn db(&self) -> Result<RwLockReadGuard<'_, Option<Database>>, redb::Error> {
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        if db.is_none() {
+            return Err(redb::Error::DatabaseClosed);
+        }
+        Ok(db)
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, redb::Error> {
+        match &*self.db()? {
+            Some(db) => Ok(db.begin_read()?),
+            None => Err(redb::Error::DatabaseClosed),
+        }
+    }
+
+    /// Closes the database and opens it again: after an I/O error (a full disk) redb
+    /// refuses every operation until then. Fails while the cause lasts (opening may need to
+    /// write, to repair the file) or while a read still holds the old one; the next commit
+    /// tries again.
+    pub(super) fn reopen(&self) -> Result<(), redb::Error> {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        // The old one lets go of the file (and its lock) first.
+        *db = None;
+        *db = Some(Database::create(&self.path)?);
+        Ok(())
     }
 
     fn read_error(&self, e: redb::Error) -> JournalError {
@@ -138,7 +172,7 @@ impl Store {
     /// Everything the journal holds: jobs that had not ended, ended statuses, copies.
     pub(super) fn read_all(&self) -> Result<Recovered, redb::Error> {
         let mut out = Recovered::default();
-        let rtx = self.db.begin_read()?;
+        let rtx = self.begin_read()?;
         if let Ok(copies) = rtx.open_table(COPIES) {
             for row in copies.iter()? {
                 let (id, v) = row?;
@@ -197,7 +231,7 @@ impl Store {
     /// first gap).
     pub(super) fn copy(&self, job: &str) -> Result<Option<(JobRecord, Vec<Input>)>, JournalError> {
         let err = |e: redb::Error| self.read_error(e);
-        let rtx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let rtx = self.begin_read().map_err(err)?;
         let copies = match rtx.open_table(COPIES) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -239,7 +273,7 @@ impl Store {
     /// one of its replicas (empty if it cannot be read).
     pub(super) fn history(&self, job: &str, epoch: u64) -> Vec<ReplicaWrite> {
         let read = || -> Result<Vec<ReplicaWrite>, redb::Error> {
-            let rtx = self.db.begin_read()?;
+            let rtx = self.begin_read()?;
             let jobs = rtx.open_table(JOBS)?;
             let Some(rec) = jobs.get(job)? else {
                 return Ok(Vec::new());
@@ -268,7 +302,7 @@ impl Store {
 
     /// The number the next ended job gets in `ended_order`.
     pub(super) fn next_order(&self) -> Result<u64, redb::Error> {
-        let rtx = self.db.begin_read()?;
+        let rtx = self.begin_read()?;
         match rtx.open_table(ENDED_ORDER) {
             Ok(t) => Ok(t.last()?.map_or(0, |(k, _)| k.value() + 1)),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
@@ -286,7 +320,19 @@ impl Store {
         retain: usize,
     ) -> Result<Answers, redb::Error> {
         let mut out = Answers::default();
-        let tx = self.db.begin_write()?;
+        if self
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+        {
+            self.reopen()?;
+        }
+        let guard = self.db()?;
+        let Some(db) = &*guard else {
+            return Err(redb::Error::DatabaseClosed);
+        };
+        let tx = db.begin_write()?;
         {
             let mut states = tx.open_table(ACTOR_STATES)?;
             let mut fences = tx.open_table(ACTOR_FENCES)?;

@@ -3,6 +3,8 @@
 //! Its own module because every part of the journal speaks it: the handle sends these,
 //! the writer batches them, the store commits them and replication copies them.
 
+use std::path::PathBuf;
+
 use tokio::sync::oneshot;
 use troupe_runtime::protocol::{Fenced, ReplicaBatch, SavedState};
 
@@ -28,10 +30,24 @@ pub(super) enum Write {
     ActorFetch(String, u64, oneshot::Sender<Option<SavedState>>),
 }
 
+/// Why a write somebody waited for is not durable: the journal's commit failed (a full
+/// disk, a folder gone read-only).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("its journal in {folder} cannot be written ({reason}); free space there (or fix the folder), then try again")]
+pub struct CommitFailed {
+    /// The node's data folder.
+    pub folder: PathBuf,
+    /// The error redb (and the OS under it) gave.
+    pub reason: String,
+}
+
+/// What a waiter for a job's start hears: durable, or why not.
+pub(crate) type Durable = Result<(), CommitFailed>;
+
 /// Someone waiting for a job's start to be durable.
 pub(super) struct Waiter {
-    /// Fired once it is.
-    pub(super) done: oneshot::Sender<()>,
+    /// Fired once it is, or once its commit failed.
+    pub(super) done: oneshot::Sender<Durable>,
     /// Wait for a replica's commit too.
     pub(super) copied: bool,
 }

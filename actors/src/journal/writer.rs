@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::replication::{self, Replicator};
 use super::store::Store;
-use super::write::{Waiter, Write};
+use super::write::{CommitFailed, Waiter, Write};
 
 /// Most writes one commit takes (a bound on a transaction's size).
 const MAX_BATCH: usize = 4096;
@@ -99,14 +99,27 @@ fn run(
                 }
                 // Durable here, and no replica to wait for (or not asked to).
                 for (_, w) in waiting {
-                    let _ = w.done.send(());
+                    let _ = w.done.send(Ok(()));
                 }
                 replication::answer_acks(acks);
             }
             Err(e) => {
-                tracing::error!(error = %e, writes = n, "journal commit failed; these jobs may not resume after a restart");
+                let why = CommitFailed {
+                    folder: store.path().parent().unwrap_or(store.path()).to_path_buf(),
+                    reason: e.to_string(),
+                };
+                tracing::error!(folder = %why.folder.display(), error = %e, writes = n, "journal commit failed: submissions are refused until a commit succeeds again, and jobs running now may not resume after a restart; free space in that folder");
+                // Nothing of the batch is durable: those who wait are told so (an actor's
+                // save by its dropped waiter), and a submission is refused.
+                for (_, w) in waiting {
+                    let _ = w.done.send(Err(why.clone()));
+                }
                 if let Some(r) = &replicator {
-                    r.commit_failed(&ahead);
+                    r.commit_failed(&ahead, &why);
+                }
+                // redb refuses everything after an I/O error until it is opened again.
+                if let Err(e) = store.reopen() {
+                    tracing::warn!(folder = %why.folder.display(), error = %e, "cannot reopen the journal yet; the next commit tries again");
                 }
             }
         }

@@ -164,6 +164,9 @@ pub enum ClaimOutcome {
         epoch: u64,
         /// The newest saved state found.
         state: Option<SavedState>,
+        /// The core group granted the lease (not a cluster too small for one): its saves
+        /// must reach the replica before a reply goes out.
+        leased: bool,
     },
     /// Another live host runs it.
     Held {

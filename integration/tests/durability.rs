@@ -1,0 +1,248 @@
+//! Acknowledged means durable, on real node processes: a keyed actor's update that no
+//! second node holds is refused (and its node's state rolled back), and a job whose start
+//! the journal cannot commit (a full disk) is refused with a clear error, the node
+//! accepting again once there is space. Both need root (network namespaces, tmpfs).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use troupe_integration::http::{get, post};
+use troupe_integration::tinyfs::TinyFs;
+use troupe_integration::{
+    core_formed, key_owned_by, node_state, run_with_timeout, texts, troupe_node, Cluster,
+};
+use troupe_runtime::Client;
+
+/// `add n` to the counter `key`; the new total, or the error as text.
+async fn add(client: &Client, key: &str, n: i64) -> Result<i64, String> {
+    client
+        .call_actor("troupe.counter", key, json!({"op": "add", "n": n}))
+        .await
+        .map(|v| v["total"].as_i64().unwrap_or(-1))
+        .map_err(|e| e.to_string())
+}
+
+/// The counter's total, asked until it answers (at most 20 s).
+async fn total(client: &Client, key: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client
+            .call_actor("troupe.counter", key, json!({"op": "get"}))
+            .await
+        {
+            Ok(v) => return v["total"].as_i64().expect("a total"),
+            Err(e) => assert!(Instant::now() < deadline, "get {key}: {e}"),
+        }
+    }
+}
+
+/// `troupe-node call ... add n` to run inside node `i`'s network namespace, so that it
+/// reaches node `i` even while `i` is cut off from the others.
+fn add_from_inside(c: &Cluster, i: usize, key: &str, n: i64) -> Command {
+    let ns = c.spec(i).netns.expect("planned in namespaces");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns]).arg(troupe_node()).args([
+        "call",
+        "--seeds",
+        &c.addrs[i],
+        "--cookie",
+        &c.cookie,
+        "--timeout",
+        "4",
+        "troupe.counter",
+        key,
+        &json!({"op": "add", "n": n}).to_string(),
+    ]);
+    cmd
+}
+
+/// Waits until `client` sees node `name` in `state` (at most 20 s).
+async fn until_state(client: &Client, name: &str, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node_state(client, name).await.as_deref() != Some(state) {
+        assert!(
+            Instant::now() < deadline,
+            "{name} is {:?}, not {state}",
+            node_state(client, name).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts that an add from inside the cut-off node was refused as unavailable.
+fn assert_refused(out: &std::process::Output) {
+    let (stdout, stderr) = texts(out);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "an add on a node cut off from every replica was not refused (exit {:?}); stdout: {stdout} stderr: {stderr}",
+        out.status.code()
+    );
+    assert!(
+        stderr.contains("unavailable") && stderr.contains("second node"),
+        "the refusal does not say why: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_actor_update_no_second_node_holds_is_refused_and_no_acknowledged_update_is_lost() {
+    let mut c = Cluster::plan_in_netns(3)
+        .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    let all = c.settled_client(&[0, 1, 2]).await;
+    core_formed(3).await;
+    let key = key_owned_by("troupe.counter", "n1", &["n1", "n2", "n3"], "durable");
+    let mut acked = 0;
+    for _ in 0..5 {
+        acked += 1;
+        assert_eq!(add(&all, &key, 1).await, Ok(acked));
+    }
+
+    // 1. n1 alone, nobody takes the key over: its update reaches no second node, so it is
+    // refused, and n1's state goes back to what was acknowledged.
+    c.cut(0).unwrap();
+    assert_refused(&run_with_timeout(
+        add_from_inside(&c, 0, &key, 100),
+        Duration::from_secs(30),
+    ));
+    c.heal(0).unwrap();
+    let via_n2 = c.client_via(&[1]).await;
+    until_state(&via_n2, "n1", "up").await;
+    assert_eq!(
+        total(&all, &key).await,
+        acked,
+        "the refused add is in n1's state"
+    );
+    acked += 1;
+    assert_eq!(add(&all, &key, 1).await, Ok(acked), "n1 took adds again");
+
+    // 2. n1 cut off while the others take the key over and go on: n1 acknowledges
+    // nothing meanwhile, and after the heal every acknowledged add is counted.
+    c.cut(0).unwrap();
+    let cmd = add_from_inside(&c, 0, &key, 1000);
+    let refused = std::thread::spawn(move || run_with_timeout(cmd, Duration::from_secs(30)));
+    // While the key moves, delivery is at-least-once (a relay that timed out is tried
+    // again, and both may be applied): adds of 1 may count twice, never n1's refused 1000.
+    let (mut majority, mut unknown) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while majority < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the majority side took {majority} adds in 30 s"
+        );
+        match add(&via_n2, &key, 1).await {
+            Ok(_) => majority += 1,
+            Err(_) => unknown += 1,
+        }
+    }
+    acked += majority;
+    assert_refused(&refused.join().expect("the call's thread"));
+    c.heal(0).unwrap();
+    until_state(&via_n2, "n1", "up").await;
+    // The first add after the heal may meet n1's old activation, which then learns it
+    // was replaced; it is acknowledged only by the current one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match add(&all, &key, 1).await {
+            Ok(_) => break,
+            Err(e) => {
+                unknown += 1;
+                assert!(Instant::now() < deadline, "no add after the heal: {e}")
+            }
+        }
+    }
+    acked += 1;
+    let after = total(&all, &key).await;
+    eprintln!("acknowledged {acked}, failed (applied or not) {unknown}, total {after}");
+    assert!(
+        after >= acked,
+        "acknowledged adds were lost: total {after}, acknowledged {acked}"
+    );
+    assert!(
+        after < acked + 100,
+        "an add n1 refused counts: total {after}, acknowledged {acked}, failed {unknown}"
+    );
+    assert_eq!(total(&via_n2, &key).await, after);
+}
+
+/// Submits a one-step job with the CLI through node 0; the output.
+fn submit(c: &Cluster, file: &str) -> std::process::Output {
+    c.cli(&["submit", "--wait", "--timeout", "20", file], true)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_disk_refuses_jobs_with_a_clear_error_and_the_node_accepts_again_once_freed() {
+    let mut c = Cluster::plan(1);
+    c.serve_http = true;
+    let disk = TinyFs::mount(&c.dir.join("tiny"), 16)
+        .expect("a tmpfs (this test needs root; CI runs as root)");
+    let data = disk.path().join("data-n1");
+    let mut spec = c.spec(0);
+    let at = spec
+        .extra
+        .iter()
+        .position(|a| a == "--data")
+        .expect("a --data flag");
+    spec.extra[at + 1] = data.display().to_string();
+    c.start_with(0, troupe_node(), &spec);
+    c.ready().await;
+    let file = c.job_file(
+        "one.toml",
+        "[[steps]]\nid = \"a\"\ntask = \"troupe.echo\"\ninput = { v = 1 }\n",
+    );
+    let out = submit(&c, &file);
+    assert!(
+        out.status.success(),
+        "before the disk is full: {:?}",
+        texts(&out)
+    );
+
+    let filler = disk.fill("filler").expect("fill the tmpfs");
+    let out = submit(&c, &file);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a job was accepted on a full disk; stdout: {stdout} stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(&data.display().to_string()) && stderr.contains("space"),
+        "the refusal does not name the folder and the cause: {stderr}"
+    );
+    let url = c.http_url(0);
+    let answer = post(
+        &format!("{url}/api/jobs"),
+        &json!({"steps": [{"id": "a", "task": "troupe.echo"}]}).to_string(),
+    );
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(answer.body.contains("journal"), "{}", answer.body);
+    let log = c.log(0);
+    assert!(
+        log.contains("journal commit failed")
+            && log.contains(&data.display().to_string())
+            && log.contains("No space left on device"),
+        "the log does not name the folder and the OS error:\n{log}"
+    );
+    // The node runs on.
+    let nodes: Value = get(&format!("{url}/api/nodes")).json();
+    assert!(nodes.to_string().contains("n1"), "{nodes}");
+
+    std::fs::remove_file(&filler).expect("free the space");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = submit(&c, &file);
+        if out.status.success() {
+            let st: Value = serde_json::from_slice(&out.stdout).expect("a status");
+            assert_eq!(st["state"], "succeeded", "{st}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no job accepted 20 s after the space was freed: {:?}",
+            texts(&out)
+        );
+    }
+}
