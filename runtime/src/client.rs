@@ -191,7 +191,9 @@ impl Client {
             {
                 Ok(id) => return Ok(self.handle_for(&id)),
                 // Not reached, or it cannot take jobs now: the next node may.
-                Err(e @ ClientError::Connection(_)) => last_err = Some(e),
+                Err(e @ (ClientError::Connection(_) | ClientError::Unavailable(_))) => {
+                    last_err = Some(e)
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -446,7 +448,7 @@ impl From<SubmitError> for ClientError {
     fn from(e: SubmitError) -> Self {
         match e {
             SubmitError::Invalid(m) => ClientError::Invalid(m),
-            SubmitError::Unavailable(m) => ClientError::Connection(m),
+            SubmitError::Unavailable(m) => ClientError::Unavailable(m),
             SubmitError::Overloaded {
                 message,
                 retry_after_ms,
@@ -591,7 +593,7 @@ mod tests {
         );
         assert!(matches!(
             ClientError::from(SubmitFailure::Refused(SubmitError::Unavailable("busy".into()))),
-            ClientError::Connection(m) if m == "busy"
+            ClientError::Unavailable(m) if m == "busy"
         ));
         assert!(matches!(
             ClientError::from(SubmitFailure::Refused(SubmitError::Overloaded {

@@ -179,6 +179,12 @@ pub enum ClientError {
     /// The connection to the node dropped or a reply was unreadable.
     #[error("lost the connection to the cluster: {0}")]
     Connection(String),
+    /// A node was reached but cannot take the request now (its journal cannot commit, it
+    /// is draining, no core group answers); another node, or a later try, may.
+    #[error(
+        "the cluster cannot take this now: {0}. Retry later; if it persists, check the node's log"
+    )]
+    Unavailable(String),
     /// Bad arguments from the caller.
     #[error("{0}")]
     BadInput(String),
