@@ -207,9 +207,11 @@ async fn questions_about_made_up_jobs_do_not_grow_the_core_log() {
     );
 }
 
-/// Item 11. A node of the same name as n2 joins and leaves; then the real n2 dies while it
-/// runs attempts of n1's job. Those attempts must run again elsewhere, not stay "running
-/// on n2" for ever.
+/// Item 11, the reported sequence. A node of the same name as n2 joins and leaves; then the
+/// real n2 dies while it runs attempts of n1's job. Those attempts must run again
+/// elsewhere, not stay "running on n2" for ever. (This sequence did not reproduce the hang
+/// before the job manager's safety net; it guards the path. The net's rule is unit-tested
+/// in `job_manager::tests`.)
 #[tokio::test(flavor = "current_thread")]
 async fn attempts_on_a_node_that_vanished_run_again() {
     let mut c = Cluster::plan(4);
