@@ -4,9 +4,9 @@
 //! other nodes' jobs (handed to the takeover rules), and this node's jobs that had not
 //! ended. Those resume, rebuilt from their inputs, once the core group says which of them
 //! another node took over while this one was down (`moved_while_away`): a job taken over
-//! is dropped from the journal and not resumed, so it does not run twice. With a core
-//! group in sight nothing resumes before its answer; a successor's `JobMoved` (it tells a
-//! node that comes up, ended jobs included) drops a job at once (`not_resuming`).
+//! is dropped from the journal and not resumed, so it does not run twice. A successor's
+//! `JobMoved` (it tells a node that comes up, ended jobs included) drops a job at once
+//! (`not_resuming`), whether or not the core group answered.
 
 use std::time::{Duration, Instant};
 
@@ -19,27 +19,25 @@ use troupe_runtime::wire::Wire;
 use super::takeover::taken_from;
 use super::JobManagerState;
 
-/// Without a visible core group, how long a restarted node looks for one before it takes
-/// the cluster for one too small to have a core group and resumes its jobs.
+/// How long a restarted node waits for the core group to say which of its journaled jobs
+/// were taken over, once a core group is visible.
+const ASK_CORE_FOR: Duration = Duration::from_secs(5);
+/// Without a visible core group, how long a restarted node looks for one.
 const LOOK_FOR_CORE: Duration = Duration::from_millis(1500);
-/// How often a node waiting for the core group's answer says so in its log.
-const WAITING_NOTE_EVERY: Duration = Duration::from_secs(5);
 
 /// The journaled jobs of this node that another node took over while it was down.
 ///
-/// Once a core group is visible this waits for its answer however long it takes: a job
-/// resumed without it may be one a successor already finished, which would run twice.
-/// Jobs a successor names meanwhile (`JobMoved` when this node comes up) are dropped
-/// without waiting (`JobManagerState::not_resuming`).
+/// Waits for the core group's answer for a while only: a node restarted in a cluster
+/// whose core group is electing (or lost its majority) must not hold its jobs for ever.
+/// What it resumes without the answer is corrected when a successor says it holds the job
+/// (`JobMoved`: it tells a node that comes up of the jobs it took from it, ended ones
+/// included), which drops a job still waiting to resume (`not_resuming`) or stops its run.
 async fn moved_while_away(me: &str, jobs: Vec<String>) -> Vec<JobMoved> {
     let start = Instant::now();
-    let mut seen_core = false;
-    let mut noted = Instant::now();
     loop {
         let core_visible =
             !ractor::pg::get_members(&troupe_runtime::protocol::CORE_VOTERS_GROUP.to_string())
                 .is_empty();
-        seen_core |= core_visible;
         if core_visible {
             match crate::core::decide(me, CoreCommand::Owners { jobs: jobs.clone() }).await {
                 Ok(CoreDecision::Owners(owners)) => return taken_from(me, jobs, owners),
@@ -49,16 +47,14 @@ async fn moved_while_away(me: &str, jobs: Vec<String>) -> Vec<JobMoved> {
                 Err(r) => tracing::debug!(reason = %r, "the core group has not answered yet"),
             }
         }
-        if !seen_core && start.elapsed() >= LOOK_FOR_CORE {
-            tracing::info!(
-                jobs = jobs.len(),
-                "no core group in sight: resuming journaled jobs"
-            );
+        let limit = if core_visible {
+            ASK_CORE_FOR
+        } else {
+            LOOK_FOR_CORE
+        };
+        if start.elapsed() >= limit {
+            tracing::warn!(jobs = jobs.len(), core_visible, "resuming journaled jobs without word from the core group (none reachable): a job another node took over meanwhile is stopped when its holder says so");
             return Vec::new();
-        }
-        if seen_core && noted.elapsed() >= WAITING_NOTE_EVERY {
-            noted = Instant::now();
-            tracing::warn!(jobs = jobs.len(), waited_s = start.elapsed().as_secs(), "journaled jobs wait for the core group to say which are still this node's (it needs a majority of its voters)");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
