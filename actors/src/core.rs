@@ -150,11 +150,12 @@ impl CoreNode {
 
     /// Whether this node's Raft log holds a core group's membership.
     fn in_group(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        let mem = m.membership_config.membership();
-        let any = mem.voter_ids().next().is_some();
-        any
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_some()
     }
 
     fn identity_answer(&self) -> PeerIdentity {
