@@ -595,6 +595,7 @@ mod tests {
             link: Arc::new(NoJobs),
             limits: ActorsConfig::default(),
             stats: Arc::default(),
+            tasks: crate::task_runtime::TaskRuntime::new("n1", 1).expect("a task runtime"),
         };
         Actor::spawn(None, Activation, args)
             .await
