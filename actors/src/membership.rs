@@ -87,6 +87,8 @@ pub(crate) struct MembershipState {
     detector: SilenceDetector,
     /// Sessions refused for a duplicate node name (their close is not news).
     refused: Arc<std::sync::Mutex<HashSet<u64>>>,
+    /// Which session holds which node name (shared with the session callback).
+    claims: Arc<std::sync::Mutex<NameClaims>>,
     /// Our connections closed by the peer right after the handshake, logged at most once
     /// a second.
     dropped_log: Throttle,
@@ -181,7 +183,9 @@ impl MembershipState {
         let clash_log = Throttle::default();
         let me_member =
             troupe_runtime::cluster::member_name(&self.ctx.config.name, &view.incarnation);
-        let claims = Arc::new(std::sync::Mutex::new(NameClaims::default()));
+        // A new node server: the old one's sessions are gone.
+        *crate::locked(&self.claims) = NameClaims::default();
+        let claims = self.claims.clone();
         let relearn = (claims.clone(), me_member.clone());
         let refused = self.refused.clone();
         SessionEvents(move |ev: SessionEvent, actor| {
@@ -316,6 +320,21 @@ impl MembershipState {
                     return; // logged by the session callback, with the clash
                 }
                 if !s.authenticated {
+                    let me = troupe_runtime::cluster::member_name(
+                        &self.ctx.config.name,
+                        &self.ctx.view.incarnation,
+                    );
+                    if let Some(clash) = ev
+                        .peer_name
+                        .as_deref()
+                        .and_then(|p| crate::locked(&self.claims).clash(ev.node_id, p, &me))
+                    {
+                        // A duplicate's connection that lost to its refused twin.
+                        metrics::counter!(metric::REFUSED, "reason" => "duplicate_name")
+                            .increment(1);
+                        tracing::debug!(peer = %s.addr, %clash, "connection of a refused duplicate closed during its handshake");
+                        return;
+                    }
                     if s.is_server {
                         metrics::counter!(metric::REFUSED, "reason" => "not_authenticated")
                             .increment(1);
@@ -784,6 +803,7 @@ impl Actor for Membership {
             tls_log: Arc::default(),
             detector,
             refused: Arc::default(),
+            claims: Arc::default(),
             dropped_log: Throttle::default(),
         };
         state.tick(&myself);

@@ -63,6 +63,17 @@ impl NameClaims {
     /// Session `id` authenticated with peer name `peer` (`NAME~INC@host`); `me` is this
     /// node's process name. `Err` if the session must be refused (nothing is recorded).
     pub(crate) fn claim(&mut self, id: u64, peer: &str, me: &str) -> Result<(), Clash> {
+        if let Some(clash) = self.clash(id, peer, me) {
+            return Err(clash);
+        }
+        self.held.insert(id, member_of(peer).to_string());
+        Ok(())
+    }
+
+    /// Whether session `id`, with peer name `peer`, clashes with a name held (without
+    /// claiming it): also asked of a session that closed during its handshake, which a
+    /// duplicate's second connection does while its first is being refused.
+    pub(crate) fn clash(&self, id: u64, peer: &str, me: &str) -> Option<Clash> {
         let member = member_of(peer);
         let node = node_name_of(peer);
         let clash = |holder| Clash {
@@ -71,18 +82,12 @@ impl NameClaims {
             holder,
         };
         if node == node_name_of(me) && member != me {
-            return Err(clash(Holder::Us));
+            return Some(clash(Holder::Us));
         }
-        if let Some(other) = self
-            .held
+        self.held
             .iter()
             .find(|(i, m)| **i != id && node_name_of(m) == node && m.as_str() != member)
-            .map(|(_, m)| m.clone())
-        {
-            return Err(clash(Holder::Peer(other)));
-        }
-        self.held.insert(id, member.to_string());
-        Ok(())
+            .map(|(_, m)| clash(Holder::Peer(m.clone())))
     }
 
     /// Session `id` closed.
@@ -121,6 +126,8 @@ mod tests {
         assert!(e.to_string().contains("duplicate node name n2"), "{e}");
         // A second session of the same process (a duplicate connection) is no clash.
         assert_eq!(c.claim(3, "n2~a@127.0.0.1", "n1~x"), Ok(()));
+        assert!(c.clash(9, "n2~b@127.0.0.1", "n1~x").is_some());
+        assert!(c.clash(9, "n2~a@127.0.0.1", "n1~x").is_none());
         // Once the first process's sessions closed, a restarted one takes the name.
         c.release(1);
         assert!(
