@@ -142,6 +142,9 @@ pub const EVENT_BUFFER: usize = 4096;
 pub struct ClusterView {
     /// This node's name.
     pub node: String,
+    /// What tells this process from another started under the same name (its cluster
+    /// name is `NODE~INCARNATION`, see `troupe_runtime::cluster::member_name`).
+    pub incarnation: String,
     names: RwLock<HashMap<u64, String>>,
     /// Properties of tasks that merge or cache, from this node and its peers' gossip.
     props: RwLock<HashMap<String, TaskProps>>,
@@ -179,6 +182,7 @@ impl ClusterView {
     pub fn new(node: &str) -> Self {
         Self {
             node: node.to_string(),
+            incarnation: membership::new_incarnation(),
             names: RwLock::default(),
             sessions: Mutex::default(),
             props: RwLock::default(),

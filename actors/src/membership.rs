@@ -12,11 +12,14 @@
 //! - closes connections that have not passed the cookie handshake within
 //!   `handshake_timeout_ms` (ractor_cluster has no such deadline);
 //! - logs one line per cluster event: node joined, node left, connection refused;
+//! - refuses a second process started under a live node's name (`name_claims`), so that the
+//!   first keeps its sessions;
 //! - marks a peer down when its connection closes, or when it has been silent too long
 //!   (the rules are the pure `detector::SilenceDetector`; this actor closes the silent
 //!   peer's connections and tells the others).
 
 pub(crate) mod detector;
+mod name_claims;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -36,11 +39,16 @@ use troupe_runtime::wire::Wire;
 
 use crate::{find_on, names, NodeContext};
 use detector::{Round, SilenceDetector, Transition};
+pub(crate) use name_claims::new_incarnation;
+use name_claims::NameClaims;
 
 /// How long a node that left stays listed as down before it drops out.
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 /// How long to wait for a dial before trying the address again.
 const DIAL_RETRY: Duration = Duration::from_secs(1);
+/// An outgoing connection the peer closes within this time of opening, before any gossip
+/// from it, was refused (a duplicate node name).
+const REFUSAL_WINDOW: Duration = Duration::from_secs(2);
 
 /// The membership actor.
 pub(crate) struct Membership;
@@ -77,6 +85,13 @@ pub(crate) struct MembershipState {
     tls_log: Arc<Throttle>,
     /// Each peer's silence, judged every tick.
     detector: SilenceDetector,
+    /// Sessions refused for a duplicate node name (their close is not news).
+    refused: Arc<std::sync::Mutex<HashSet<u64>>>,
+    /// Which session holds which node name (shared with the session callback).
+    claims: Arc<std::sync::Mutex<NameClaims>>,
+    /// Our connections closed by the peer right after the handshake, logged at most once
+    /// a second.
+    dropped_log: Throttle,
 }
 
 impl MembershipState {
@@ -166,6 +181,14 @@ impl MembershipState {
             self.ctx.config.max_pending_handshakes.max(1),
         );
         let throttle = Throttle::default();
+        let clash_log = Throttle::default();
+        let me_member =
+            troupe_runtime::cluster::member_name(&self.ctx.config.name, &view.incarnation);
+        // A new node server: the old one's sessions are gone.
+        *crate::locked(&self.claims) = NameClaims::default();
+        let claims = self.claims.clone();
+        let relearn = (claims.clone(), me_member.clone());
+        let refused = self.refused.clone();
         SessionEvents(move |ev: SessionEvent, actor| {
             match ev.kind {
                 SessionEventKind::Opened => {
@@ -175,6 +198,20 @@ impl MembershipState {
                 }
                 SessionEventKind::Authenticated => {
                     forget_pending(&view, ev.node_id);
+                    // Here, inside the node server, so that a duplicate is stopped before
+                    // anything is sent to it or through it.
+                    if let Some(peer) = ev.peer_name.as_deref() {
+                        let claimed = crate::locked(&claims).claim(ev.node_id, peer, &me_member);
+                        if let Err(clash) = claimed {
+                            crate::locked(&refused).insert(ev.node_id);
+                            view.sessions().remove(&ev.node_id);
+                            actor.stop(Some("duplicate node name".into()));
+                            metrics::counter!(metric::REFUSED, "reason" => "duplicate_name")
+                                .increment(1);
+                            clash_log.warn(&format!("refused a node: {clash}"), &ev.peer_addr);
+                            return;
+                        }
+                    }
                     view.set_session_name(
                         ev.node_id,
                         ev.peer_name.as_deref().map(|p| node_name_of(p).to_string()),
@@ -182,9 +219,14 @@ impl MembershipState {
                 }
                 SessionEventKind::Disconnected => {
                     forget_pending(&view, ev.node_id);
+                    crate::locked(&claims).release(ev.node_id);
                     view.sessions().remove(&ev.node_id);
                 }
-                SessionEventKind::Ready => {}
+                SessionEventKind::Ready => {
+                    if crate::locked(&refused).contains(&ev.node_id) {
+                        return;
+                    }
+                }
             }
             let _ = me.cast(MembershipMessage::Session(Wire::new(ev)));
         })
@@ -199,8 +241,13 @@ impl MembershipState {
             else {
                 return;
             };
+            let (claims, me_member) = relearn;
             for (id, s) in sessions {
                 let peer = s.peer_name.as_ref().map(|p| p.name.clone());
+                if let Some(p) = &peer {
+                    // Sessions that stand hold their names (they passed this check).
+                    let _ = crate::locked(&claims).claim(id, p, &me_member);
+                }
                 view.sessions().insert(id, s.actor.clone());
                 view.set_session_name(id, peer.as_deref().map(|p| node_name_of(p).to_string()));
                 for kind in [SessionEventKind::Opened, SessionEventKind::Authenticated] {
@@ -262,6 +309,7 @@ impl MembershipState {
                 }
             }
             SessionEventKind::Disconnected => {
+                let refused = crate::locked(&self.refused).remove(&ev.node_id);
                 let Some(s) = self.sessions.remove(&ev.node_id) else {
                     return;
                 };
@@ -269,7 +317,25 @@ impl MembershipState {
                 if !s.is_server {
                     self.dialing.remove(&s.addr);
                 }
+                if refused {
+                    return; // logged by the session callback, with the clash
+                }
                 if !s.authenticated {
+                    let me = troupe_runtime::cluster::member_name(
+                        &self.ctx.config.name,
+                        &self.ctx.view.incarnation,
+                    );
+                    if let Some(clash) = ev
+                        .peer_name
+                        .as_deref()
+                        .and_then(|p| crate::locked(&self.claims).clash(ev.node_id, p, &me))
+                    {
+                        // A duplicate's connection that lost to its refused twin.
+                        metrics::counter!(metric::REFUSED, "reason" => "duplicate_name")
+                            .increment(1);
+                        tracing::debug!(peer = %s.addr, %clash, "connection of a refused duplicate closed during its handshake");
+                        return;
+                    }
                     if s.is_server {
                         metrics::counter!(metric::REFUSED, "reason" => "not_authenticated")
                             .increment(1);
@@ -285,6 +351,22 @@ impl MembershipState {
                 let Some(name) = s.peer else { return };
                 if self.connected_names().contains(&name) {
                     return; // a duplicate session lost the election; the other one stands
+                }
+                if !s.is_server
+                    && !self.peers.contains_key(&name)
+                    && s.opened.elapsed() < REFUSAL_WINDOW
+                {
+                    // We dialled, it authenticated us, and closed before any gossip: what
+                    // a node does to a second process under a live node's name.
+                    metrics::counter!(metric::REFUSED, "reason" => "closed_by_peer").increment(1);
+                    self.dropped_log.warn(
+                        &format!(
+                            "node {name} closed our connection right after the handshake: it refuses this process, most likely because a live node named {me} is already a member (duplicate node name); node names must be unique. Start this node under another --name; a restarted node is admitted once its old process is gone",
+                            me = self.ctx.config.name
+                        ),
+                        &s.addr,
+                    );
+                    return;
                 }
                 if self
                     .peers
@@ -750,6 +832,9 @@ impl Actor for Membership {
             unauthenticated_log: Throttle::default(),
             tls_log: Arc::default(),
             detector,
+            refused: Arc::default(),
+            claims: Arc::default(),
+            dropped_log: Throttle::default(),
         };
         state.tick(&myself);
         Ok(state)

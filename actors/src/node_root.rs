@@ -158,7 +158,7 @@ async fn spawn_child(
             };
             start_server(
                 &ServerOptions {
-                    name: c.name.clone(),
+                    name: troupe_runtime::cluster::member_name(&c.name, &ctx.view.incarnation),
                     host: advertised.ip().to_string(),
                     bind,
                     port,

@@ -1,12 +1,14 @@
 //! Keeping a node whole: user code runs apart from the control plane (a node whose every
-//! slot runs a task that computes without yielding stays a healthy member).
+//! slot runs a task that computes without yielding stays a healthy member), and a second
+//! process started under a live node's name is refused (the first keeps its place).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use troupe_integration::{http, Cluster};
+use troupe_integration::{free_port, http, Cluster, NodeProcess};
+use troupe_runtime::protocol::NodeState;
 use troupe_runtime::{JobSpec, JobState, StepSpec, StepState};
 
 /// How long each task spins.
@@ -128,4 +130,86 @@ async fn tasks_spinning_on_every_slot_do_not_freeze_their_node() {
             );
         }
     }
+}
+
+/// Waits until `check` holds, for up to `within`; panics with `what` and `detail()`.
+async fn until(
+    what: &str,
+    within: Duration,
+    check: impl Fn() -> bool,
+    detail: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}:\n{}", detail());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_second_process_under_a_live_nodes_name_is_refused() {
+    let mut c = Cluster::plan(3);
+    let client = c.start_all_settled().await;
+    // A second `n2`, on its own port and data folder, with every node as a seed (n2's
+    // own address included).
+    let mut spec = c.spec(1);
+    spec.addr = format!("127.0.0.1:{}", free_port().expect("a free port"));
+    spec.seeds = c.addrs.clone();
+    spec.extra[1] = c.dir.join("data-n2-second").display().to_string();
+    let log = c.dir.join("n2-second.log");
+    // What the nodes logged from here on (their own start can log a refused duplicate
+    // connection between two of them).
+    let from: Vec<usize> = (0..3).map(|i| c.log(i).len()).collect();
+    let _second = NodeProcess::spawn(troupe_integration::troupe_node(), &spec, log.clone())
+        .expect("start the second n2");
+    let second_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // Both sides say so, naming the clash.
+    until(
+        "n1 did not log the refusal",
+        Duration::from_secs(15),
+        || c.log(0).contains("duplicate node name n2"),
+        || c.log(0),
+    )
+    .await;
+    until(
+        "n2 did not log the process under its name",
+        Duration::from_secs(15),
+        || c.log(1).contains("uses this node's name n2"),
+        || c.log(1),
+    )
+    .await;
+    until(
+        "the second n2 did not log its refusal",
+        Duration::from_secs(15),
+        || second_log().contains("duplicate node name"),
+        second_log,
+    )
+    .await;
+
+    // Meanwhile and after, the first n2 keeps its place: it serves, nobody sees it leave.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let nodes = client.nodes().await.expect("nodes");
+    let n2 = nodes.iter().find(|n| n.name == "n2").expect("n2 listed");
+    assert_eq!(n2.state, NodeState::Up, "{nodes:?}");
+    assert_eq!(n2.address, c.addrs[1], "{nodes:?}");
+    let via_n2 = c.client_via(&[1]).await;
+    let mut job = JobSpec::new("names");
+    for s in 0..6 {
+        job = job.step(StepSpec::new(format!("s{s}"), "troupe.node"));
+    }
+    let st = via_n2.submit(job).await.unwrap().wait().await.unwrap();
+    assert_eq!(st.state, JobState::Succeeded, "{st:?}");
+    for i in [0, 2] {
+        let log = c.log(i)[from[i]..].to_string();
+        for flap in ["node left", "rejoined", "wrong cookie"] {
+            assert!(
+                !log.contains(flap),
+                "n{} logged {flap:?} while a second n2 tried to join:\n{log}",
+                i + 1
+            );
+        }
+    }
+    let n2_log = c.log(1)[from[1]..].to_string();
+    assert!(!n2_log.contains("node left"), "{n2_log}");
 }

@@ -61,8 +61,31 @@ pub async fn start_server(
     Ok(r)
 }
 
-/// The node name in a ractor_cluster peer name (`name@host`).
+/// The node name in a ractor_cluster peer name (`name~incarnation@host`, or `name@host`
+/// for a client).
 pub fn node_name_of(peer: &str) -> &str {
+    let member = member_of(peer);
+    member
+        .split_once(INCARNATION_SEP)
+        .map(|(n, _)| n)
+        .unwrap_or(member)
+}
+
+/// Between a node's name and its incarnation in its cluster name (`NAME~INCARNATION`); not
+/// a character node names may hold.
+pub const INCARNATION_SEP: char = '~';
+
+/// The name a node's process goes by in ractor_cluster: its node name and an incarnation
+/// that differs from process to process. Two processes started under one node name then
+/// differ, so ractor_cluster does not take the second for a reconnection of the first
+/// (dropping the live one's sessions); membership refuses the second instead.
+pub fn member_name(node: &str, incarnation: &str) -> String {
+    format!("{node}{INCARNATION_SEP}{incarnation}")
+}
+
+/// A session's peer name without its `@host`: `NAME~INCARNATION` for a node, the name
+/// for a client.
+pub fn member_of(peer: &str) -> &str {
     peer.split_once('@').map(|(n, _)| n).unwrap_or(peer)
 }
 
@@ -110,5 +133,19 @@ where
     }
     fn node_session_ready(&self, ses: NodeServerSessionInformation) {
         self.emit(SessionEventKind::Ready, ses)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_come_out_of_peer_names_with_or_without_an_incarnation() {
+        let peer = format!("{}@127.0.0.1", member_name("n2", "1a2b"));
+        assert_eq!(node_name_of(&peer), "n2");
+        assert_eq!(member_of(&peer), "n2~1a2b");
+        assert_eq!(node_name_of("client-7@127.0.0.1"), "client-7");
+        assert_eq!(node_name_of("n3"), "n3");
     }
 }

@@ -47,7 +47,8 @@ pub const WIRE_BYTES: &str = "troupe_wire_bytes_total";
 pub const WIRE_MESSAGES: &str = "troupe_wire_messages_total";
 /// Counter: input refused by a limit, by `reason` (too_many_connections,
 /// handshake_evicted, not_authenticated, too_many_jobs, tls_plaintext, tls_handshake,
-/// tls_timeout).
+/// tls_timeout, duplicate_name: a second process under a live node's name,
+/// closed_by_peer: our connection closed right after the handshake).
 pub const REFUSED: &str = "troupe_refused_total";
 /// Counter: HTTP requests, by `status` class.
 pub const HTTP_REQUESTS: &str = "troupe_http_requests_total";
