@@ -248,6 +248,7 @@ async fn jobs_loop(
     stop: Arc<AtomicBool>,
     deadline: Arc<Mutex<Instant>>,
     seed: u64,
+    acked: Arc<AtomicUsize>,
     ended: Arc<AtomicUsize>,
 ) {
     let mut rng = faults::Rng::new(seed);
@@ -267,6 +268,7 @@ async fn jobs_loop(
             continue;
         };
         let id = h.id().to_string();
+        acked.fetch_add(1, Ordering::Relaxed);
         let (hist, deadline, ended) = (hist.clone(), deadline.clone(), ended.clone());
         waiters.push(tokio::spawn(async move {
             let mut rec = JobRec {
@@ -333,6 +335,7 @@ async fn counters_loop(
 /// Runs batches of transfers until `stop` (the batch under way finishes).
 async fn transfers_loop(
     client: Client,
+    hist: Arc<Mutex<History>>,
     names: Vec<String>,
     stop: Arc<AtomicBool>,
     seed: u64,
@@ -345,10 +348,11 @@ async fn transfers_loop(
         let plan = accounts::plan(&names, 8, seed * 10_000 + batch);
         submitted.fetch_add(plan.len(), Ordering::Relaxed);
         let ended = ended.clone();
-        accounts::run_transfers(&client, plan, 4, move |_| {
+        let outcome = accounts::run_transfers(&client, plan, 4, move |_| {
             ended.fetch_add(1, Ordering::Relaxed);
         })
         .await;
+        hist.lock().unwrap().transfers_odd.extend(outcome.other);
     }
 }
 
@@ -454,7 +458,8 @@ async fn main() -> std::process::ExitCode {
     let deadline = Arc::new(Mutex::new(
         Instant::now() + Duration::from_secs(secs) + GRACE * 2,
     ));
-    let (jobs_ended, tr_submitted, tr_ended) = (
+    let (jobs_acked, jobs_ended, tr_submitted, tr_ended) = (
+        Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),
@@ -467,6 +472,7 @@ async fn main() -> std::process::ExitCode {
             stop.clone(),
             deadline.clone(),
             seed * 10 + k,
+            jobs_acked.clone(),
             jobs_ended.clone(),
         )));
     }
@@ -485,6 +491,7 @@ async fn main() -> std::process::ExitCode {
     )));
     let transfers = tokio::spawn(transfers_loop(
         client.clone(),
+        hist.clone(),
         names.clone(),
         stop.clone(),
         seed,
@@ -506,7 +513,7 @@ async fn main() -> std::process::ExitCode {
         eprintln!(
             "nemesis: {:6.1}s {what} | jobs acked {} ended {}, adds {} acked {}, transfers {}/{}",
             start.elapsed().as_secs_f64(),
-            h.jobs.iter().filter(|j| j.acked).count(),
+            jobs_acked.load(Ordering::Relaxed),
             jobs_ended.load(Ordering::Relaxed),
             h.adds.len(),
             h.adds.iter().filter(|a| a.acked).count(),
@@ -654,6 +661,7 @@ async fn main() -> std::process::ExitCode {
         );
         l.insert("transfers".into(), json!(h.transfers));
         l.insert("transfers_unfinished".into(), json!(h.transfers_unfinished));
+        l.insert("transfers_odd".into(), json!(h.transfers_odd.len()));
     }
     println!("{line}");
     if f.clean() || report_only {

@@ -103,6 +103,8 @@ pub struct History {
     pub transfers: usize,
     /// Transfers that had not ended by the end of the grace period.
     pub transfers_unfinished: usize,
+    /// Transfers that ended neither moved, refused nor refunded (with why).
+    pub transfers_odd: Vec<String>,
     /// Ownership claims from logs and activation lists.
     pub claims: Vec<Claim>,
     /// The faults, as `(offset ms, description)`.
