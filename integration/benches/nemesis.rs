@@ -528,7 +528,7 @@ async fn main() -> std::process::ExitCode {
             // Through node i's HTTP API, so the job is owned there and its steps start
             // there while it has free slots.
             let steps: Vec<Value> = (0..4)
-                .map(|s| json!({"id": format!("spin{s}"), "task": "nemesis.spin", "input": {"ms": p.hold_ms}}))
+                .map(|s| json!({"id": format!("spin{s}"), "task": "troupe.spin", "input": {"ms": p.hold_ms}}))
                 .collect();
             let body = json!({"name": "nemesis-spin", "steps": steps}).to_string();
             let url = format!("{}/api/jobs", run.cluster.http_url(i));

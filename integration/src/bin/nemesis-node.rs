@@ -2,12 +2,10 @@
 //! tasks of its own. `nemesis.effect` (input `{"ms": N}`) appends one line
 //! `{"job","step","attempt","node","ts_ms"}` to `$NEMESIS_LEDGER/<node>.jsonl` when an
 //! attempt starts, then sleeps N ms and returns `{"node", "attempt"}`: the ledger is how
-//! the checker counts a step's effects. `nemesis.spin` (input `{"ms": N}`) keeps one CPU
-//! busy for N ms without yielding (a stand-in for the built-in `troupe.spin` until it
-//! lands).
+//! the checker counts a step's effects. The spin fault uses the built-in `troupe.spin`.
 
 use std::io::Write;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -53,25 +51,9 @@ impl Task for Effect {
     }
 }
 
-struct Spin;
-
-impl Task for Spin {
-    type Input = Ms;
-    type Output = Value;
-    async fn run(&self, ctx: TaskContext, input: Ms) -> Result<Value, TaskError> {
-        let end = Instant::now() + Duration::from_millis(input.ms);
-        let mut x = 0u64;
-        while Instant::now() < end {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-        }
-        Ok(json!({ "node": ctx.node, "ms": input.ms }))
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let mut tasks = TaskRegistry::with_builtins();
     troupe_example_accounts::register(&mut tasks);
     tasks.register("nemesis.effect", Effect);
-    tasks.register("nemesis.spin", Spin);
     troupe_cluster_node::main_with(tasks)
 }
