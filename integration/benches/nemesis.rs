@@ -36,10 +36,13 @@ use troupe_example_accounts as accounts;
 use troupe_integration::nemesis::checker;
 use troupe_integration::nemesis::faults::{self, Fault, DISK_NODE};
 use troupe_integration::nemesis::history::{self, Add, Claim, EndSeen, History, JobRec};
+use troupe_integration::tinyfs::TinyFs;
 use troupe_integration::{cargo_bin, core_formed, env_or, Cluster};
 use troupe_runtime::{Client, JobSpec, JobStatus, RetryPolicy, StepSpec};
 
 const NODES: usize = 5;
+/// The file that fills the full-disk node's folder.
+const FILLER: &str = "nemesis-filler";
 const COUNTER_KEYS: u64 = 8;
 const MAX_ATTEMPTS: u32 = 3;
 /// `limits.max_lost_attempts`: lost attempts run again without using a retry.
@@ -52,53 +55,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
-}
-
-/// A tmpfs mounted for the run, unmounted (lazily, so also while a node holds it) on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(path).expect("tmpfs mount point");
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("run mount");
-        assert!(
-            st.success(),
-            "mount a tmpfs on {} (needs root)",
-            path.display()
-        );
-        Tmpfs(path.to_path_buf())
-    }
-
-    fn filler(&self) -> PathBuf {
-        self.0.join("nemesis-filler")
-    }
-
-    /// Writes a file until the filesystem is full.
-    fn fill(&self) {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::File::create(self.filler()) {
-            let chunk = vec![0u8; 64 * 1024];
-            while f.write_all(&chunk).is_ok() {}
-            let _ = f.sync_all();
-        }
-    }
-
-    fn unfill(&self) {
-        let _ = std::fs::remove_file(self.filler());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
 }
 
 /// What the nemesis needs besides the cluster.
@@ -134,7 +90,7 @@ impl Run {
         self.down[i] = false;
     }
 
-    fn apply(&mut self, f: &Fault, disk: &Tmpfs) {
+    fn apply(&mut self, f: &Fault, disk: &TinyFs) {
         let net = self.cluster.netns().expect("namespaces");
         let r = match f {
             Fault::Kill(i) => {
@@ -151,7 +107,9 @@ impl Run {
             Fault::Isolate(i) => net.cut(*i),
             Fault::OneWay(a, b) => net.one_way(*a, *b),
             Fault::DiskFull(_) => {
-                disk.fill();
+                if let Err(e) = disk.fill(FILLER) {
+                    eprintln!("nemesis: cannot fill the disk: {e}");
+                }
                 Ok(())
             }
             Fault::Spin(_) => Ok(()), // submitted by the caller, through the node
@@ -162,7 +120,7 @@ impl Run {
     }
 
     /// Heals everything: network, paused and killed nodes, the full disk.
-    fn heal_all(&mut self, disk: &Tmpfs) {
+    fn heal_all(&mut self, disk: &TinyFs) {
         if let Err(e) = self.cluster.netns().expect("namespaces").heal_all() {
             eprintln!("nemesis: heal: {e}");
         }
@@ -172,7 +130,7 @@ impl Run {
                 self.paused[i] = false;
             }
         }
-        disk.unfill();
+        let _ = std::fs::remove_file(disk.path().join(FILLER));
         for i in 0..NODES {
             if self.down[i] || !self.cluster.node(i).is_running() {
                 if !self.down[i] {
@@ -423,12 +381,13 @@ async fn main() -> std::process::ExitCode {
             "4000".to_string(),
         ),
     ]);
-    let disk = Tmpfs::mount(
+    let disk = TinyFs::mount(
         &cluster
             .dir
             .join(format!("data-{}", Cluster::name(DISK_NODE))),
-        "64m",
-    );
+        64,
+    )
+    .expect("a tmpfs for the full-disk fault (needs root)");
     for i in 0..NODES {
         let spec = cluster.spec(i);
         cluster.start_with(i, &exe, &spec);

@@ -122,7 +122,16 @@ async fn dmap_returns_results_in_input_order() {
 
 #[tokio::test]
 async fn pricing_prices_each_shared_instrument_once() {
-    let c = Cluster::start_with_binary(3, &cargo_bin("troupe-example-pricing", "pricing"));
+    // Slots for every portfolio at once: instrument calls go ahead of portfolios not yet
+    // started (re-entrant work first), so with fewer slots a portfolio could start after
+    // the pricing it shares has ended, and with the cache bypassed it would run again.
+    let exe = cargo_bin("troupe-example-pricing", "pricing");
+    let mut c = Cluster::plan(3);
+    c.slots = 8;
+    for i in 0..3 {
+        let spec = c.spec(i);
+        c.start_with(i, &exe, &spec);
+    }
     c.ready().await;
     let run = cargo_bin("troupe-example-pricing", "pricing-run");
     let out = c.run_program(
