@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p troupe-actors --features simulation --bench simulation`; `SIM_SEEDS`
 //! seeds (default 200) from `SIM_FIRST_SEED` (default 0). The last line is the JSON the
-//! bench contract fixes: `{"bench": "simulation", "seeds", "seeds_per_s", "steps_per_s"}`.
+//! bench contract fixes: `{"bench": "simulation", "seeds", "seeds_per_s", "steps_per_s"}`, plus
+//! `failed` (seeds that broke an invariant; then the exit status is 1).
 
 use std::time::Instant;
 

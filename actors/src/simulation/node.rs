@@ -7,7 +7,7 @@
 //! It never reads a clock or a global random source: time comes with each call, and its
 //! random choices come from a generator the world seeded.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -120,6 +120,8 @@ struct Memory {
     runs: BTreeMap<String, Live>,
     waiting: BTreeMap<u64, Waiting>,
     host: Host,
+    /// Takeovers asked for whose answer never came (a grant may hide there).
+    undecided: BTreeSet<String>,
     /// Until the core group answered (or did not in time) at start: jobs not resumed yet.
     recovering: bool,
 }
@@ -184,6 +186,7 @@ impl SimNode {
             runs: BTreeMap::new(),
             waiting: BTreeMap::new(),
             host: Host::default(),
+            undecided: BTreeSet::new(),
             recovering: false,
         }
     }
@@ -655,6 +658,9 @@ impl SimNode {
                 if let Some(w) = self.mem.waiting.remove(&req) {
                     match w {
                         Waiting::Takeover(job) => {
+                            if self.rules.adopt_when_told {
+                                self.mem.undecided.insert(job.clone());
+                            }
                             let effects = self
                                 .mem
                                 .takeovers
@@ -671,11 +677,8 @@ impl SimNode {
                             out.push(Out::Note("no answer to Owners: resuming".into()));
                             self.resume(jobs, now, &mut out);
                         }
-                        Waiting::CopyOwners(jobs) => {
-                            let cmd = CoreReq::Command(CoreCommand::Owners { jobs: jobs.clone() });
-                            let req = self.ask(&mut out, cmd);
-                            self.mem.waiting.insert(req, Waiting::CopyOwners(jobs));
-                        }
+                        // The next tick asks again.
+                        Waiting::CopyOwners(jobs) => self.mem.undecided.extend(jobs),
                         Waiting::Ended(_) => {}
                         Waiting::Claim(actor) => self.actor_claimed(&actor, None, &mut out),
                     }
@@ -708,6 +711,21 @@ impl SimNode {
         let live = self.live();
         let effects = self.mem.takeovers.tick(at, &live);
         self.effects(effects, now, out);
+        // Ask who holds the jobs whose takeover was left undecided (the core group may
+        // have granted one here), until it answers.
+        let asking = self
+            .mem
+            .waiting
+            .values()
+            .any(|w| matches!(w, Waiting::CopyOwners(_)));
+        let copies = &self.disk.copies;
+        self.mem.undecided.retain(|j| copies.contains_key(j));
+        if !asking && !self.mem.undecided.is_empty() {
+            let jobs: Vec<String> = self.mem.undecided.iter().cloned().collect();
+            let cmd = CoreReq::Command(CoreCommand::Owners { jobs: jobs.clone() });
+            let req = self.ask(out, cmd);
+            self.mem.waiting.insert(req, Waiting::CopyOwners(jobs));
+        }
         let jobs: Vec<String> = self.mem.runs.keys().cloned().collect();
         for job in jobs {
             self.sync_replica(&job, out);
@@ -943,6 +961,7 @@ impl SimNode {
         };
         match (w, reply) {
             (Waiting::Takeover(job), CoreReply::Decision(d)) => {
+                self.mem.undecided.remove(&job);
                 let decision = match d {
                     CoreDecision::Granted { epoch } => Ok(Holder {
                         node: self.name.clone(),
@@ -955,6 +974,7 @@ impl SimNode {
                 self.effects(effects, now, &mut out);
             }
             (Waiting::Takeover(job), CoreReply::AlreadyEnded { holder }) => {
+                self.mem.undecided.remove(&job);
                 let effects = self
                     .mem
                     .takeovers
@@ -1003,8 +1023,10 @@ impl SimNode {
             (Waiting::CopyOwners(jobs), CoreReply::Decision(CoreDecision::Owners(owners))) => {
                 // A grant to this node whose answer was lost: adopt it now.
                 for (job, owner) in jobs.into_iter().zip(owners) {
+                    self.mem.undecided.remove(&job);
                     let Some(h) = owner else { continue };
-                    let effects = if h.node == self.name {
+                    // (Not a job this node ran and ended itself: its copy is stale.)
+                    let effects = if h.node == self.name && !self.disk.own.contains_key(&job) {
                         out.push(Out::Note(format!("{job}: granted here before: adopting")));
                         self.mem.takeovers.decided(&job, Ok(h))
                     } else {
@@ -1090,8 +1112,11 @@ impl SimNode {
         }
     }
 
-    /// Carries out the takeover rules' effects, as the job manager does.
-    fn effects(&mut self, effects: Vec<Effect>, now: Ms, out: &mut Vec<Out>) {
+    /// Carries out the takeover rules' effects, as the job manager does. Effects about
+    /// different jobs come in hash-map order: sorted by job (stably, keeping each job's
+    /// order) so that a seed replays the same run.
+    fn effects(&mut self, mut effects: Vec<Effect>, now: Ms, out: &mut Vec<Out>) {
+        effects.sort_by(|a, b| effect_job(a).cmp(effect_job(b)));
         for e in effects {
             match e {
                 Effect::AskCore { job, from } => {
@@ -1182,5 +1207,18 @@ fn end_write(job: &str, epoch: u64, replica: Option<String>, out: &mut Vec<Out>)
                 inputs: Vec::new(),
             },
         });
+    }
+}
+
+/// The job an effect is about.
+fn effect_job(e: &Effect) -> &str {
+    match e {
+        Effect::AskCore { job, .. }
+        | Effect::Adopt { job, .. }
+        | Effect::Denied { job, .. }
+        | Effect::Undecided { job, .. }
+        | Effect::StopRun { job, .. }
+        | Effect::ForgetCopy { job }
+        | Effect::TellMoved { job, .. } => job,
     }
 }
