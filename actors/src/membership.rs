@@ -14,11 +14,14 @@
 //! - logs one line per cluster event: node joined, node left, connection refused;
 //! - refuses a second process started under a live node's name (`name_claims`), so that the
 //!   first keeps its sessions;
+//! - announces a node lost when a new process of it joins before its old one was seen to
+//!   leave (`incarnations`), so the old process's attempts run again;
 //! - marks a peer down when its connection closes, or when it has been silent too long
 //!   (the rules are the pure `detector::SilenceDetector`; this actor closes the silent
 //!   peer's connections and tells the others).
 
 pub(crate) mod detector;
+mod incarnations;
 mod name_claims;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,6 +42,7 @@ use troupe_runtime::wire::Wire;
 
 use crate::{find_on, names, NodeContext};
 use detector::{Round, SilenceDetector, Transition};
+use incarnations::Incarnations;
 pub(crate) use name_claims::new_incarnation;
 use name_claims::NameClaims;
 
@@ -92,6 +96,8 @@ pub(crate) struct MembershipState {
     /// Our connections closed by the peer right after the handshake, logged at most once
     /// a second.
     dropped_log: Throttle,
+    /// The process last seen for each peer: a new one means the old one is gone.
+    incarnations: Incarnations,
 }
 
 impl MembershipState {
@@ -307,6 +313,9 @@ impl MembershipState {
                         self.dialing.remove(&s.addr);
                     }
                 }
+                if let Some(peer) = ev.peer_name.as_deref() {
+                    self.on_process(peer);
+                }
             }
             SessionEventKind::Disconnected => {
                 let refused = crate::locked(&self.refused).remove(&ev.node_id);
@@ -382,6 +391,27 @@ impl MembershipState {
                     tracing::debug!(client = %name, "client disconnected");
                 }
             }
+        }
+    }
+
+    /// A session with process `peer` (`NAME~INC@host`) authenticated. A new process under
+    /// the name of a member not yet seen to leave (killed and restarted at once): the old
+    /// one is lost, its work goes elsewhere; the new one joins as any returning node.
+    fn on_process(&mut self, peer: &str) {
+        let Some(old) = self.incarnations.seen(peer) else {
+            return;
+        };
+        let name = node_name_of(peer).to_string();
+        if self
+            .peers
+            .get(&name)
+            .is_some_and(|p| p.state != NodeState::Down)
+        {
+            let new = troupe_runtime::cluster::member_of(peer);
+            self.mark_down(
+                &name,
+                &format!("restarted: its process {old} was replaced by {new}"),
+            );
         }
     }
 
@@ -619,6 +649,9 @@ impl MembershipState {
             }
             keep
         });
+        let (peers, connected) = (&self.peers, self.connected_names());
+        self.incarnations
+            .retain(|n| peers.contains_key(n) || connected.contains(n));
         self.heard
             .retain(|_, t| now.duration_since(*t) < FORGET_AFTER);
 
@@ -835,6 +868,7 @@ impl Actor for Membership {
             refused: Arc::default(),
             claims: Arc::default(),
             dropped_log: Throttle::default(),
+            incarnations: Incarnations::default(),
         };
         state.tick(&myself);
         Ok(state)
