@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::NodeServerMessage;
-use troupe_runtime::cluster::{node_name_of, SessionEvents};
+use troupe_runtime::cluster::{member_of, node_name_of, SessionEvents};
 use troupe_runtime::config::resolve;
 use troupe_runtime::observe::{metric, ClusterEvent, EventKind, NodeEvent, Throttle};
 use troupe_runtime::protocol::{
@@ -61,6 +61,8 @@ struct Session {
     opened: Instant,
     authenticated: bool,
     peer: Option<String>,
+    /// The peer's process (`NAME~INCARNATION`, or a client's name), once authenticated.
+    process: Option<String>,
     addr: String,
     is_server: bool,
 }
@@ -270,10 +272,11 @@ impl MembershipState {
         });
     }
 
-    /// True if the node server still has an authenticated session with `name` (a
-    /// duplicate connection that lost ractor_cluster's election closes while the other
-    /// stands, and its events can arrive before the winner's).
-    async fn still_connected(this: &str, name: &str) -> bool {
+    /// True if the node server still has an authenticated session with process `process`
+    /// (`NAME~INCARNATION`: a duplicate connection that lost ractor_cluster's election
+    /// closes while the other stands, and its events can arrive before the winner's; a new
+    /// process under the name is no such session).
+    async fn still_connected(this: &str, process: &str) -> bool {
         let Some(server) = find_on::<NodeServerMessage>(names::NODE_SERVER, this) else {
             return false;
         };
@@ -284,7 +287,7 @@ impl MembershipState {
             Ok(ractor::rpc::CallResult::Success(sessions)) => sessions.values().any(|s| {
                 s.peer_name
                     .as_ref()
-                    .is_some_and(|p| node_name_of(&p.name) == name)
+                    .is_some_and(|p| member_of(&p.name) == process)
             }),
             _ => false,
         }
@@ -300,6 +303,7 @@ impl MembershipState {
                         opened: Instant::now(),
                         authenticated: false,
                         peer: None,
+                        process: None,
                         addr: ev.peer_addr,
                         is_server: ev.is_server,
                     },
@@ -309,6 +313,7 @@ impl MembershipState {
                 if let Some(s) = self.sessions.get_mut(&ev.node_id) {
                     s.authenticated = true;
                     s.peer = ev.peer_name.as_deref().map(|p| node_name_of(p).to_string());
+                    s.process = ev.peer_name.as_deref().map(|p| member_of(p).to_string());
                     if !s.is_server {
                         self.dialing.remove(&s.addr);
                     }
@@ -358,7 +363,15 @@ impl MembershipState {
                     return;
                 }
                 let Some(name) = s.peer else { return };
-                if self.connected_names().contains(&name) {
+                if s.process
+                    .as_deref()
+                    .is_some_and(|p| !self.incarnations.is_current(p))
+                {
+                    return; // an old process, marked down when its successor joined
+                }
+                if self.sessions.values().any(|o| {
+                    o.authenticated && o.peer.as_ref() == Some(&name) && o.process == s.process
+                }) {
                     return; // a duplicate session lost the election; the other one stands
                 }
                 if !s.is_server
@@ -381,7 +394,11 @@ impl MembershipState {
                     .peers
                     .get(&name)
                     .is_some_and(|p| p.state == NodeState::Up)
-                    && Self::still_connected(&self.ctx.view.node, &name).await
+                    && Self::still_connected(
+                        &self.ctx.view.node,
+                        s.process.as_deref().unwrap_or(&name),
+                    )
+                    .await
                 {
                     return;
                 }
@@ -407,7 +424,7 @@ impl MembershipState {
             .get(&name)
             .is_some_and(|p| p.state != NodeState::Down)
         {
-            let new = troupe_runtime::cluster::member_of(peer);
+            let new = member_of(peer);
             self.mark_down(
                 &name,
                 &format!("restarted: its process {old} was replaced by {new}"),
@@ -663,7 +680,7 @@ impl MembershipState {
                 p.since = now;
                 self.detector.heard(&p.info.name, now, NodeState::Up);
                 self.ctx.view.set_down(&p.info.name, false);
-                tracing::info!(node = %p.info.name, address = %p.info.address, "node joined (reconnected)");
+                tracing::info!(node = %p.info.name, address = %p.info.address, "node joined (rejoined)");
                 report(
                     &self.ctx.view.node,
                     NodeEvent::NodeUp {

@@ -1,6 +1,8 @@
 //! Keeping a node whole: user code runs apart from the control plane (a node whose every
-//! slot runs a task that computes without yielding stays a healthy member), and a second
-//! process started under a live node's name is refused (the first keeps its place).
+//! slot runs a task that computes without yielding stays a healthy member), a second
+//! process started under a live node's name is refused (the first keeps its place), and a
+//! node killed and started again at once under its name has its old process's attempts
+//! run again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -34,6 +34,13 @@ impl Incarnations {
         }
     }
 
+    /// False if `process` (`NAME~INCARNATION`) was replaced by a later process of its node.
+    pub(crate) fn is_current(&self, process: &str) -> bool {
+        self.by_node
+            .get(node_name_of(process))
+            .is_none_or(|p| p == member_of(process))
+    }
+
     /// Drops nodes for which `keep` is false (nodes forgotten by membership).
     pub(crate) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.by_node.retain(|n, _| keep(n));
@@ -52,6 +59,9 @@ mod tests {
         assert_eq!(i.seen("n3~x@127.0.0.1"), None, "another node");
         assert_eq!(i.seen("n2~b@127.0.0.1"), Some("n2~a".into()));
         assert_eq!(i.seen("n2~b@127.0.0.1"), None, "the new process again");
+        assert!(!i.is_current("n2~a"), "the old process was replaced");
+        assert!(i.is_current("n2~b"));
+        assert!(i.is_current("n4~z"), "a node never seen");
     }
 
     #[test]
