@@ -14,11 +14,14 @@
 //! - logs one line per cluster event: node joined, node left, connection refused;
 //! - refuses a second process started under a live node's name (`name_claims`), so that the
 //!   first keeps its sessions;
+//! - announces a node lost when a new process of it joins before its old one was seen to
+//!   leave (`incarnations`), so the old process's attempts run again;
 //! - marks a peer down when its connection closes, or when it has been silent too long
 //!   (the rules are the pure `detector::SilenceDetector`; this actor closes the silent
 //!   peer's connections and tells the others).
 
 pub(crate) mod detector;
+mod incarnations;
 mod name_claims;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::NodeServerMessage;
-use troupe_runtime::cluster::{node_name_of, SessionEvents};
+use troupe_runtime::cluster::{member_of, node_name_of, SessionEvents};
 use troupe_runtime::config::resolve;
 use troupe_runtime::observe::{metric, ClusterEvent, EventKind, NodeEvent, Throttle};
 use troupe_runtime::protocol::{
@@ -39,6 +42,7 @@ use troupe_runtime::wire::Wire;
 
 use crate::{find_on, names, NodeContext};
 use detector::{Round, SilenceDetector, Transition};
+use incarnations::Incarnations;
 pub(crate) use name_claims::new_incarnation;
 use name_claims::NameClaims;
 
@@ -57,6 +61,8 @@ struct Session {
     opened: Instant,
     authenticated: bool,
     peer: Option<String>,
+    /// The peer's process (`NAME~INCARNATION`, or a client's name), once authenticated.
+    process: Option<String>,
     addr: String,
     is_server: bool,
 }
@@ -92,6 +98,8 @@ pub(crate) struct MembershipState {
     /// Our connections closed by the peer right after the handshake, logged at most once
     /// a second.
     dropped_log: Throttle,
+    /// The process last seen for each peer: a new one means the old one is gone.
+    incarnations: Incarnations,
 }
 
 impl MembershipState {
@@ -264,10 +272,11 @@ impl MembershipState {
         });
     }
 
-    /// True if the node server still has an authenticated session with `name` (a
-    /// duplicate connection that lost ractor_cluster's election closes while the other
-    /// stands, and its events can arrive before the winner's).
-    async fn still_connected(this: &str, name: &str) -> bool {
+    /// True if the node server still has an authenticated session with process `process`
+    /// (`NAME~INCARNATION`: a duplicate connection that lost ractor_cluster's election
+    /// closes while the other stands, and its events can arrive before the winner's; a new
+    /// process under the name is no such session).
+    async fn still_connected(this: &str, process: &str) -> bool {
         let Some(server) = find_on::<NodeServerMessage>(names::NODE_SERVER, this) else {
             return false;
         };
@@ -278,7 +287,7 @@ impl MembershipState {
             Ok(ractor::rpc::CallResult::Success(sessions)) => sessions.values().any(|s| {
                 s.peer_name
                     .as_ref()
-                    .is_some_and(|p| node_name_of(&p.name) == name)
+                    .is_some_and(|p| member_of(&p.name) == process)
             }),
             _ => false,
         }
@@ -294,6 +303,7 @@ impl MembershipState {
                         opened: Instant::now(),
                         authenticated: false,
                         peer: None,
+                        process: None,
                         addr: ev.peer_addr,
                         is_server: ev.is_server,
                     },
@@ -303,9 +313,13 @@ impl MembershipState {
                 if let Some(s) = self.sessions.get_mut(&ev.node_id) {
                     s.authenticated = true;
                     s.peer = ev.peer_name.as_deref().map(|p| node_name_of(p).to_string());
+                    s.process = ev.peer_name.as_deref().map(|p| member_of(p).to_string());
                     if !s.is_server {
                         self.dialing.remove(&s.addr);
                     }
+                }
+                if let Some(peer) = ev.peer_name.as_deref() {
+                    self.on_process(peer);
                 }
             }
             SessionEventKind::Disconnected => {
@@ -349,7 +363,15 @@ impl MembershipState {
                     return;
                 }
                 let Some(name) = s.peer else { return };
-                if self.connected_names().contains(&name) {
+                if s.process
+                    .as_deref()
+                    .is_some_and(|p| !self.incarnations.is_current(p))
+                {
+                    return; // an old process, marked down when its successor joined
+                }
+                if self.sessions.values().any(|o| {
+                    o.authenticated && o.peer.as_ref() == Some(&name) && o.process == s.process
+                }) {
                     return; // a duplicate session lost the election; the other one stands
                 }
                 if !s.is_server
@@ -372,7 +394,11 @@ impl MembershipState {
                     .peers
                     .get(&name)
                     .is_some_and(|p| p.state == NodeState::Up)
-                    && Self::still_connected(&self.ctx.view.node, &name).await
+                    && Self::still_connected(
+                        &self.ctx.view.node,
+                        s.process.as_deref().unwrap_or(&name),
+                    )
+                    .await
                 {
                     return;
                 }
@@ -382,6 +408,27 @@ impl MembershipState {
                     tracing::debug!(client = %name, "client disconnected");
                 }
             }
+        }
+    }
+
+    /// A session with process `peer` (`NAME~INC@host`) authenticated. A new process under
+    /// the name of a member not yet seen to leave (killed and restarted at once): the old
+    /// one is lost, its work goes elsewhere; the new one joins as any returning node.
+    fn on_process(&mut self, peer: &str) {
+        let Some(old) = self.incarnations.seen(peer) else {
+            return;
+        };
+        let name = node_name_of(peer).to_string();
+        if self
+            .peers
+            .get(&name)
+            .is_some_and(|p| p.state != NodeState::Down)
+        {
+            let new = member_of(peer);
+            self.mark_down(
+                &name,
+                &format!("restarted: its process {old} was replaced by {new}"),
+            );
         }
     }
 
@@ -619,6 +666,9 @@ impl MembershipState {
             }
             keep
         });
+        let (peers, connected) = (&self.peers, self.connected_names());
+        self.incarnations
+            .retain(|n| peers.contains_key(n) || connected.contains(n));
         self.heard
             .retain(|_, t| now.duration_since(*t) < FORGET_AFTER);
 
@@ -630,7 +680,7 @@ impl MembershipState {
                 p.since = now;
                 self.detector.heard(&p.info.name, now, NodeState::Up);
                 self.ctx.view.set_down(&p.info.name, false);
-                tracing::info!(node = %p.info.name, address = %p.info.address, "node joined (reconnected)");
+                tracing::info!(node = %p.info.name, address = %p.info.address, "node joined (rejoined)");
                 report(
                     &self.ctx.view.node,
                     NodeEvent::NodeUp {
@@ -835,6 +885,7 @@ impl Actor for Membership {
             refused: Arc::default(),
             claims: Arc::default(),
             dropped_log: Throttle::default(),
+            incarnations: Incarnations::default(),
         };
         state.tick(&myself);
         Ok(state)

@@ -1,6 +1,8 @@
 //! Keeping a node whole: user code runs apart from the control plane (a node whose every
-//! slot runs a task that computes without yielding stays a healthy member), and a second
-//! process started under a live node's name is refused (the first keeps its place).
+//! slot runs a task that computes without yielding stays a healthy member), a second
+//! process started under a live node's name is refused (the first keeps its place), and a
+//! node killed and started again at once under its name has its old process's attempts
+//! run again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -212,4 +214,99 @@ async fn a_second_process_under_a_live_nodes_name_is_refused() {
     }
     let n2_log = c.log(1)[from[1]..].to_string();
     assert!(!n2_log.contains("node left"), "{n2_log}");
+}
+
+/// Item 11. A node killed and started again at once under its name and data folder, before
+/// the others saw it leave: the attempt its old process was running must run again (the
+/// old process is announced lost when the new one joins), and the job succeed.
+#[tokio::test(flavor = "current_thread")]
+async fn an_attempt_on_a_node_restarted_under_its_name_runs_again() {
+    let mut c = Cluster::plan(3);
+    restarted_attempt_runs_again(&mut c, |c| {
+        // n1 (the job's owner) is held still while n2 dies and its new process starts, so
+        // that n1 sees the old process's connections close and the new one's open together.
+        c.node(0).signal(libc::SIGSTOP);
+        c.node(1).kill();
+        c.start_node(1);
+        std::thread::sleep(Duration::from_millis(800));
+        c.node(0).signal(libc::SIGCONT);
+    })
+    .await;
+}
+
+/// Item 11, as the nemesis saw it: n2 is cut off (the others suspect it), killed, started
+/// again and let through before anyone declared it down; its old connections are still
+/// open on the others when its new process dials in.
+#[tokio::test(flavor = "current_thread")]
+async fn an_attempt_on_a_node_restarted_behind_a_cut_runs_again() {
+    let mut c = Cluster::plan_in_netns(3)
+        .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
+    restarted_attempt_runs_again(&mut c, |c| {
+        c.cut(1).expect("cut n2");
+        std::thread::sleep(Duration::from_millis(1100));
+        c.node(1).kill();
+        c.start_node(1);
+        c.heal(1).expect("heal n2");
+    })
+    .await;
+}
+
+/// Runs three long steps on three one-slot nodes owned by n1, calls `restart` once one
+/// runs on n2, then checks that this step runs again within a few seconds and the job
+/// succeeds.
+async fn restarted_attempt_runs_again(c: &mut Cluster, restart: impl FnOnce(&mut Cluster)) {
+    c.slots = 1;
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    c.settled_client(&[0]).await;
+    let client = c.client_via(&[0]).await;
+    let mut job = JobSpec::new("restarted");
+    for s in 0..3 {
+        job = job.step(StepSpec::new(format!("s{s}"), "troupe.sleep").input(json!({"ms": 4000})));
+    }
+    let mut h = troupe_integration::submit_owned_by(&client, &job, "n1").await;
+    let id = h.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let step = loop {
+        let st = client.status(&id).await.expect("status");
+        if let Some((s, _)) = st
+            .steps
+            .iter()
+            .find(|(_, s)| s.state == StepState::Running && s.node.as_deref() == Some("n2"))
+        {
+            break s.clone();
+        }
+        assert!(Instant::now() < deadline, "no step ran on n2: {st:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    restart(c);
+    let restarted = Instant::now();
+    // Its attempt runs again (or the step ends) within a few seconds, not never.
+    let deadline = restarted + Duration::from_secs(8);
+    loop {
+        let st = client.status(&id).await.expect("status");
+        let s = &st.steps[&step];
+        if s.attempts >= 2 || matches!(s.state, StepState::Succeeded | StepState::Failed) {
+            eprintln!(
+                "{step} ran again {:?} after n2's restart",
+                restarted.elapsed()
+            );
+            let log = c.log(0);
+            let left = log
+                .lines()
+                .filter(|l| l.contains("node left") && l.contains("n2"));
+            eprintln!("n1 logged: {:?}", left.collect::<Vec<_>>());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{step}, running on n2's killed process, was not run again:\n{st:?}\nn1's log:\n{}",
+            c.log(0)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let st = h.wait().await.expect("the job ends");
+    assert_eq!(st.state, JobState::Succeeded, "{st:?}");
 }
