@@ -114,6 +114,7 @@ impl JobManagerState {
         for effect in effects {
             match effect {
                 Effect::AskCore { job, from } => self.ask_core(myself, job, from),
+                Effect::AskOwner { job, from } => self.ask_owner(myself, job, from),
                 Effect::Adopt { job, epoch } => self.adopt(myself, job, epoch).await,
                 Effect::Denied { job, holder } => {
                     metrics::counter!(troupe_runtime::observe::metric::TAKEOVERS, "outcome" => "denied").increment(1);
@@ -159,6 +160,27 @@ impl JobManagerState {
                 Ok(CoreDecision::Granted { epoch }) => Ok(Holder { node: me, epoch }),
                 Ok(CoreDecision::Denied { owner }) => Ok(owner),
                 Ok(other) => Err(format!("unexpected answer to a takeover: {other:?}")),
+                Err(refusal) => Err(refusal.message),
+            };
+            let _ = myself.cast(JobManagerMessage::TakeoverDecided(job, Wire::new(d)));
+        });
+    }
+
+    /// Asks the core group, off the mailbox and without changing anything, who holds
+    /// `job` (an earlier takeover got no answer); the answer comes back as
+    /// `TakeoverDecided`, `from` when the job was never handed over.
+    fn ask_owner(&self, myself: &ActorRef<JobManagerMessage>, job: String, from: Holder) {
+        let me = self.ctx.config.name.clone();
+        let cmd = CoreCommand::Owners {
+            jobs: vec![job.clone()],
+        };
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let d = match crate::core::decide(&me, cmd).await {
+                Ok(CoreDecision::Owners(owners)) => {
+                    Ok(owners.into_iter().next().flatten().unwrap_or(from))
+                }
+                Ok(other) => Err(format!("unexpected answer to an owner query: {other:?}")),
                 Err(refusal) => Err(refusal.message),
             };
             let _ = myself.cast(JobManagerMessage::TakeoverDecided(job, Wire::new(d)));

@@ -105,9 +105,9 @@ struct Live {
 #[derive(Debug, Clone)]
 enum Waiting {
     Takeover(String),
+    Owner(String, Holder),
     Ended(String),
     Owners(Vec<String>),
-    CopyOwners(Vec<String>),
     Claim(String),
 }
 
@@ -241,12 +241,6 @@ impl SimNode {
             CoreReq::Command(CoreCommand::Owners { jobs: jobs.clone() }),
         );
         self.mem.waiting.insert(req, Waiting::Owners(jobs));
-        if self.rules.adopt_when_told && !self.disk.copies.is_empty() {
-            let jobs: Vec<String> = self.disk.copies.keys().cloned().collect();
-            let cmd = CoreReq::Command(CoreCommand::Owners { jobs: jobs.clone() });
-            let req = self.ask(&mut out, cmd);
-            self.mem.waiting.insert(req, Waiting::CopyOwners(jobs));
-        }
         out
     }
 
@@ -654,7 +648,7 @@ impl SimNode {
             Timer::CoreTimeout { req } => {
                 if let Some(w) = self.mem.waiting.remove(&req) {
                     match w {
-                        Waiting::Takeover(job) => {
+                        Waiting::Takeover(job) | Waiting::Owner(job, _) => {
                             let effects = self
                                 .mem
                                 .takeovers
@@ -670,11 +664,6 @@ impl SimNode {
                             // As the job manager does: resume without the answer.
                             out.push(Out::Note("no answer to Owners: resuming".into()));
                             self.resume(jobs, now, &mut out);
-                        }
-                        Waiting::CopyOwners(jobs) => {
-                            let cmd = CoreReq::Command(CoreCommand::Owners { jobs: jobs.clone() });
-                            let req = self.ask(&mut out, cmd);
-                            self.mem.waiting.insert(req, Waiting::CopyOwners(jobs));
                         }
                         Waiting::Ended(_) => {}
                         Waiting::Claim(actor) => self.actor_claimed(&actor, None, &mut out),
@@ -857,20 +846,7 @@ impl SimNode {
                 },
             },
             Msg::Moved(m) => {
-                let lost_grant = m.owner == self.name
-                    && !self.mem.runs.contains_key(&m.job)
-                    && self.disk.copies.contains_key(&m.job)
-                    && !self.disk.own.contains_key(&m.job);
-                let effects = if lost_grant && self.rules.adopt_when_told {
-                    out.push(Out::Note(format!("{}: told it holds it: adopting", m.job)));
-                    let holder = Holder {
-                        node: m.owner,
-                        epoch: m.epoch,
-                    };
-                    self.mem.takeovers.decided(&m.job, Ok(holder))
-                } else {
-                    self.mem.takeovers.job_moved(m)
-                };
+                let effects = self.mem.takeovers.job_moved(m);
                 self.effects(effects, now, &mut out);
             }
             Msg::ActorAdd { actor, add, hops } => out = self.actor_add(&actor, add, hops),
@@ -1000,22 +976,10 @@ impl SimNode {
                 let rest = jobs.into_iter().filter(|j| !gone.contains(j)).collect();
                 self.resume(rest, now, &mut out);
             }
-            (Waiting::CopyOwners(jobs), CoreReply::Decision(CoreDecision::Owners(owners))) => {
-                // A grant to this node whose answer was lost: adopt it now.
-                for (job, owner) in jobs.into_iter().zip(owners) {
-                    let Some(h) = owner else { continue };
-                    let effects = if h.node == self.name {
-                        out.push(Out::Note(format!("{job}: granted here before: adopting")));
-                        self.mem.takeovers.decided(&job, Ok(h))
-                    } else {
-                        self.mem.takeovers.job_moved(JobMoved {
-                            job,
-                            owner: h.node,
-                            epoch: h.epoch,
-                        })
-                    };
-                    self.effects(effects, now, &mut out);
-                }
+            (Waiting::Owner(job, from), CoreReply::Decision(CoreDecision::Owners(owners))) => {
+                let holder = owners.into_iter().next().flatten().unwrap_or(from);
+                let effects = self.mem.takeovers.decided(&job, Ok(holder));
+                self.effects(effects, now, &mut out);
             }
             (Waiting::Claim(actor), CoreReply::Decision(d)) => {
                 self.actor_claimed(&actor, Some(d), &mut out);
@@ -1103,6 +1067,13 @@ impl SimNode {
                     };
                     let req = self.ask(out, CoreReq::Command(cmd));
                     self.mem.waiting.insert(req, Waiting::Takeover(job));
+                }
+                Effect::AskOwner { job, from } => {
+                    let cmd = CoreCommand::Owners {
+                        jobs: vec![job.clone()],
+                    };
+                    let req = self.ask(out, CoreReq::Command(cmd));
+                    self.mem.waiting.insert(req, Waiting::Owner(job, from));
                 }
                 Effect::Adopt { job, epoch } => {
                     let _ = self.mem.takeovers.take_copy(&job);
