@@ -111,10 +111,11 @@ impl JobManagerState {
 
     /// Does what the takeover rules ask, in order.
     async fn carry_out(&mut self, myself: &ActorRef<JobManagerMessage>, effects: Vec<Effect>) {
+        let mut questions = Vec::new();
         for effect in effects {
             match effect {
                 Effect::AskCore { job, from } => self.ask_core(myself, job, from),
-                Effect::AskOwner { job, from } => self.ask_owner(myself, job, from),
+                Effect::AskOwner { job, from } => questions.push((job, from)),
                 Effect::Adopt { job, epoch } => self.adopt(myself, job, epoch).await,
                 Effect::Denied { job, holder } => {
                     metrics::counter!(troupe_runtime::observe::metric::TAKEOVERS, "outcome" => "denied").increment(1);
@@ -141,6 +142,9 @@ impl JobManagerState {
                 }
             }
         }
+        if !questions.is_empty() {
+            self.ask_owners(myself, questions);
+        }
     }
 
     /// Asks the core group, off the mailbox, to hand `job` over from `from` to this node;
@@ -166,24 +170,32 @@ impl JobManagerState {
         });
     }
 
-    /// Asks the core group, off the mailbox and without changing anything, who holds
-    /// `job` (an earlier takeover got no answer); the answer comes back as
-    /// `TakeoverDecided`, `from` when the job was never handed over.
-    fn ask_owner(&self, myself: &ActorRef<JobManagerMessage>, job: String, from: Holder) {
+    /// Asks the core group in one read, off the mailbox, who holds each job of
+    /// `questions` (an earlier takeover of it got no answer); each answer comes back as
+    /// `TakeoverDecided`, the copy's holder (`from`) when the job was never handed over.
+    fn ask_owners(&self, myself: &ActorRef<JobManagerMessage>, questions: Vec<(String, Holder)>) {
         let me = self.ctx.config.name.clone();
         let cmd = CoreCommand::Owners {
-            jobs: vec![job.clone()],
+            jobs: questions.iter().map(|(job, _)| job.clone()).collect(),
         };
         let myself = myself.clone();
         tokio::spawn(async move {
-            let d = match crate::core::decide(&me, cmd).await {
-                Ok(CoreDecision::Owners(owners)) => {
-                    Ok(owners.into_iter().next().flatten().unwrap_or(from))
-                }
-                Ok(other) => Err(format!("unexpected answer to an owner query: {other:?}")),
-                Err(refusal) => Err(refusal.message),
+            let (mut owners, failed) = match crate::core::decide(&me, cmd).await {
+                Ok(CoreDecision::Owners(o)) => (o.into_iter(), None),
+                Ok(other) => (
+                    Vec::new().into_iter(),
+                    Some(format!("unexpected answer to an owner query: {other:?}")),
+                ),
+                Err(refusal) => (Vec::new().into_iter(), Some(refusal.message)),
             };
-            let _ = myself.cast(JobManagerMessage::TakeoverDecided(job, Wire::new(d)));
+            for (job, from) in questions {
+                let d = match (&failed, owners.next()) {
+                    (Some(why), _) => Err(why.clone()),
+                    (None, Some(owner)) => Ok(owner.unwrap_or(from)),
+                    (None, None) => Err("the core group answered for fewer jobs".to_string()),
+                };
+                let _ = myself.cast(JobManagerMessage::TakeoverDecided(job, Wire::new(d)));
+            }
         });
     }
 
