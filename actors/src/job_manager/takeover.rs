@@ -193,6 +193,19 @@ impl Takeovers {
         }
     }
 
+    /// The journal held `job`'s end when this node started (its epoch is not kept): a
+    /// copy of it is stale and never adopted, whatever the core group says.
+    pub(crate) fn ended_before_restart(&mut self, job: &str) {
+        if self.ended_here.insert(job.to_string(), 0).is_none() {
+            self.ended_order.push_back(job.to_string());
+        }
+        while self.ended_order.len() > self.retain_moves {
+            if let Some(old) = self.ended_order.pop_front() {
+                self.ended_here.remove(&old);
+            }
+        }
+    }
+
     /// The epoch of this node's run of `job`, if it runs it (0: accepted here).
     pub(crate) fn run_epoch(&self, job: &str) -> Option<u64> {
         self.runs.get(job).copied()
@@ -287,6 +300,8 @@ impl Takeovers {
             Ok(holder) if holder.node == self.me => {
                 if self.runs.contains_key(job) {
                     Vec::new()
+                } else if self.ended_here.contains_key(job) {
+                    self.drop_stale_copy(job)
                 } else {
                     vec![Effect::Adopt {
                         job: job.to_string(),
@@ -318,6 +333,18 @@ impl Takeovers {
         }
     }
 
+    /// Drops the copy of `job`, which ended here: adopting it would run it again.
+    fn drop_stale_copy(&mut self, job: &str) -> Vec<Effect> {
+        self.asking.remove(job);
+        self.undecided.remove(job);
+        match self.copies.remove(job) {
+            Some(_) => vec![Effect::ForgetCopy {
+                job: job.to_string(),
+            }],
+            None => Vec::new(),
+        }
+    }
+
     /// The copy of `job` is being turned into this node's run (an [`Effect::Adopt`] whose
     /// copy could be read): it is no longer a copy. Returns the owner it named.
     pub(crate) fn take_copy(&mut self, job: &str) -> Option<Holder> {
@@ -334,6 +361,9 @@ impl Takeovers {
                 && self.copies.get(&m.job).is_some_and(|c| c.epoch < m.epoch);
             if !adopt {
                 return Vec::new();
+            }
+            if self.ended_here.contains_key(&m.job) {
+                return self.drop_stale_copy(&m.job);
             }
             self.asking.remove(&m.job);
             self.undecided.remove(&m.job);

@@ -223,6 +223,9 @@ impl SimNode {
         self.boot += 1;
         self.mem = Self::fresh(&self.name, &self.params, self.at(now));
         let mut out = self.boot_timers();
+        for (job, _) in self.disk.own.iter().filter(|(_, e)| e.end.is_some()) {
+            self.mem.takeovers.ended_before_restart(job);
+        }
         for (job, c) in &self.disk.copies {
             self.mem
                 .takeovers

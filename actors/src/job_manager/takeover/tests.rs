@@ -639,3 +639,29 @@ fn copies_recovered_with_their_owner_live_are_asked_about() {
     assert!(t.decided(&job, Ok(holder("n1", 4))).is_empty());
     assert!(t.tick(t0 + GRACE, &back).is_empty());
 }
+
+/// A node that ran a job it took over, ended it, and restarted knows only that it ended
+/// (the journal keeps the status, not the epoch). A stale copy of it, told or answered
+/// that the job is this node's, is dropped, never adopted: that would run it again.
+#[test]
+fn a_job_that_ended_here_before_a_restart_is_never_adopted_from_a_stale_copy() {
+    let job = job_of("n1");
+    let mut t = Takeovers::new("n2", GRACE, 100);
+    t.ended_before_restart(&job);
+    // A late epoch-0 Start from the old owner made a copy after the restart.
+    t.copy_recovered(job.clone(), holder("n1", 0));
+    assert_eq!(
+        t.job_moved(moved(&job, "n2", 57)),
+        vec![Effect::ForgetCopy { job: job.clone() }]
+    );
+    assert!(!t.has_copy(&job));
+    t.copy_recovered(job.clone(), holder("n1", 0));
+    let back = live(&["n1", "n2"]);
+    assert_eq!(asks(&t.tick(Instant::now(), &back)), Vec::<&str>::new());
+    assert_eq!(
+        t.decided(&job, Ok(holder("n2", 57))),
+        vec![Effect::ForgetCopy { job: job.clone() }]
+    );
+    assert!(!t.has_copy(&job));
+    assert!(t.tick(Instant::now(), &back).is_empty());
+}
