@@ -111,9 +111,11 @@ impl JobManagerState {
 
     /// Does what the takeover rules ask, in order.
     async fn carry_out(&mut self, myself: &ActorRef<JobManagerMessage>, effects: Vec<Effect>) {
+        let mut questions = Vec::new();
         for effect in effects {
             match effect {
                 Effect::AskCore { job, from } => self.ask_core(myself, job, from),
+                Effect::AskOwner { job, from } => questions.push((job, from)),
                 Effect::Adopt { job, epoch } => self.adopt(myself, job, epoch).await,
                 Effect::Denied { job, holder } => {
                     metrics::counter!(troupe_runtime::observe::metric::TAKEOVERS, "outcome" => "denied").increment(1);
@@ -140,6 +142,9 @@ impl JobManagerState {
                 }
             }
         }
+        if !questions.is_empty() {
+            self.ask_owners(myself, questions);
+        }
     }
 
     /// Asks the core group, off the mailbox, to hand `job` over from `from` to this node;
@@ -162,6 +167,35 @@ impl JobManagerState {
                 Err(refusal) => Err(refusal.message),
             };
             let _ = myself.cast(JobManagerMessage::TakeoverDecided(job, Wire::new(d)));
+        });
+    }
+
+    /// Asks the core group in one read, off the mailbox, who holds each job of
+    /// `questions` (an earlier takeover of it got no answer); each answer comes back as
+    /// `TakeoverDecided`, the copy's holder (`from`) when the job was never handed over.
+    fn ask_owners(&self, myself: &ActorRef<JobManagerMessage>, questions: Vec<(String, Holder)>) {
+        let me = self.ctx.config.name.clone();
+        let cmd = CoreCommand::Owners {
+            jobs: questions.iter().map(|(job, _)| job.clone()).collect(),
+        };
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let (mut owners, failed) = match crate::core::decide(&me, cmd).await {
+                Ok(CoreDecision::Owners(o)) => (o.into_iter(), None),
+                Ok(other) => (
+                    Vec::new().into_iter(),
+                    Some(format!("unexpected answer to an owner query: {other:?}")),
+                ),
+                Err(refusal) => (Vec::new().into_iter(), Some(refusal.message)),
+            };
+            for (job, from) in questions {
+                let d = match (&failed, owners.next()) {
+                    (Some(why), _) => Err(why.clone()),
+                    (None, Some(owner)) => Ok(owner.unwrap_or(from)),
+                    (None, None) => Err("the core group answered for fewer jobs".to_string()),
+                };
+                let _ = myself.cast(JobManagerMessage::TakeoverDecided(job, Wire::new(d)));
+            }
         });
     }
 

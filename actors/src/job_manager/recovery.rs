@@ -70,6 +70,7 @@ impl JobManagerState {
             return;
         };
         for st in rec.ended {
+            self.takeovers.ended_before_restart(&st.id);
             self.finished_order.push_back(st.id.clone());
             self.finished.insert(st.id.clone(), st);
         }

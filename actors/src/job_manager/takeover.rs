@@ -48,8 +48,17 @@ pub(crate) enum Effect {
         /// Who holds it.
         holder: Holder,
     },
+    /// Ask the core group (read-only) who holds `job` now: an earlier ask got no answer,
+    /// and its owner is back, so a grant may have been made and lost. Answer with
+    /// [`Takeovers::decided`]: the holder, or `from` if the job was never handed over.
+    AskOwner {
+        /// The job.
+        job: String,
+        /// The holder the copy names (the answer when nothing moved).
+        from: Holder,
+    },
     /// No decision came (the core group did not answer, or refused): the next tick asks
-    /// again (counted and logged).
+    /// again, until an answer comes (counted and logged).
     Undecided {
         /// The job.
         job: String,
@@ -120,6 +129,13 @@ pub(crate) struct Takeovers {
     /// their former owner is still told of the move, and its writes are still fenced.
     ended_here: HashMap<String, u64>,
     ended_order: VecDeque<String>,
+    /// Copies dropped because the job ended, by the epoch it ended at, oldest first:
+    /// a late or repeated write from that epoch or an older one is refused.
+    ended_copies: HashMap<String, Holder>,
+    ended_copies_order: VecDeque<String>,
+    /// Jobs whose takeover was asked for with no answer yet: asked again (read-only once
+    /// the owner is back) until the core group answers, so a lost grant is not lost.
+    undecided: HashSet<String>,
     /// Jobs whose takeover the core group is being asked for.
     asking: HashSet<String>,
     /// Since when each copy's owner has been seen gone.
@@ -144,6 +160,9 @@ impl Takeovers {
             moved_order: VecDeque::new(),
             ended_here: HashMap::new(),
             ended_order: VecDeque::new(),
+            ended_copies: HashMap::new(),
+            ended_copies_order: VecDeque::new(),
+            undecided: HashSet::new(),
             asking: HashSet::new(),
             absent_since: HashMap::new(),
         }
@@ -174,13 +193,29 @@ impl Takeovers {
         }
     }
 
+    /// The journal held `job`'s end when this node started (its epoch is not kept): a
+    /// copy of it is stale and never adopted, whatever the core group says.
+    pub(crate) fn ended_before_restart(&mut self, job: &str) {
+        if self.ended_here.insert(job.to_string(), 0).is_none() {
+            self.ended_order.push_back(job.to_string());
+        }
+        while self.ended_order.len() > self.retain_moves {
+            if let Some(old) = self.ended_order.pop_front() {
+                self.ended_here.remove(&old);
+            }
+        }
+    }
+
     /// The epoch of this node's run of `job`, if it runs it (0: accepted here).
     pub(crate) fn run_epoch(&self, job: &str) -> Option<u64> {
         self.runs.get(job).copied()
     }
 
-    /// The journal held a copy of `job` when this node started.
+    /// The journal held a copy of `job` when this node started. A takeover of it may
+    /// have been asked for before the restart, its answer lost: its holder is asked for
+    /// (read-only) at the first tick that sees its owner live.
     pub(crate) fn copy_recovered(&mut self, job: String, owner: Holder) {
+        self.undecided.insert(job.clone());
         self.copies.insert(job, owner);
     }
 
@@ -209,16 +244,28 @@ impl Takeovers {
 
     /// Time passed: asks for each copied job whose owner (not in `live_nodes`) has been
     /// gone for the grace period and is not asked for already. A job this node runs, or
-    /// whose owner is live, restarts its grace period.
+    /// whose owner is live, restarts its grace period; one whose earlier ask got no
+    /// answer is asked about again (read-only) while its owner is live.
     pub(crate) fn tick(&mut self, now: Instant, live_nodes: &HashSet<String>) -> Vec<Effect> {
         if self.copies.is_empty() {
             self.absent_since.clear();
+            self.undecided.clear();
             return Vec::new();
         }
         let mut effects = Vec::new();
         for (job, owner) in &self.copies {
-            if live_nodes.contains(&owner.node) || self.runs.contains_key(job) {
+            if self.runs.contains_key(job) {
                 self.absent_since.remove(job);
+                continue;
+            }
+            if live_nodes.contains(&owner.node) {
+                self.absent_since.remove(job);
+                if self.undecided.contains(job) && self.asking.insert(job.clone()) {
+                    effects.push(Effect::AskOwner {
+                        job: job.clone(),
+                        from: owner.clone(),
+                    });
+                }
                 continue;
             }
             let since = *self.absent_since.entry(job.clone()).or_insert(now);
@@ -233,6 +280,9 @@ impl Takeovers {
         }
         let copies = &self.copies;
         self.absent_since.retain(|job, _| copies.contains_key(job));
+        self.undecided.retain(|job| copies.contains_key(job));
+        // In job order, not the map's, so that one run replays the same (the simulation).
+        effects.sort_by(|a, b| effect_job(a).cmp(effect_job(b)));
         effects
     }
 
@@ -240,11 +290,18 @@ impl Takeovers {
     /// is no decision.
     pub(crate) fn decided(&mut self, job: &str, decision: Result<Holder, String>) -> Vec<Effect> {
         self.asking.remove(job);
+        if decision.is_ok() {
+            self.undecided.remove(job);
+        }
         match decision {
+            // The copy's owner holds it still: nothing moved.
+            Ok(holder) if self.copies.get(job) == Some(&holder) => Vec::new(),
             // Granted now, or before with the answer lost (a retry after a timeout).
             Ok(holder) if holder.node == self.me => {
                 if self.runs.contains_key(job) {
                     Vec::new()
+                } else if self.ended_here.contains_key(job) {
+                    self.drop_stale_copy(job)
                 } else {
                     vec![Effect::Adopt {
                         job: job.to_string(),
@@ -264,10 +321,27 @@ impl Takeovers {
                 }));
                 effects
             }
-            Err(reason) => vec![Effect::Undecided {
+            Err(reason) => {
+                if self.copies.contains_key(job) {
+                    self.undecided.insert(job.to_string());
+                }
+                vec![Effect::Undecided {
+                    job: job.to_string(),
+                    reason,
+                }]
+            }
+        }
+    }
+
+    /// Drops the copy of `job`, which ended here: adopting it would run it again.
+    fn drop_stale_copy(&mut self, job: &str) -> Vec<Effect> {
+        self.asking.remove(job);
+        self.undecided.remove(job);
+        match self.copies.remove(job) {
+            Some(_) => vec![Effect::ForgetCopy {
                 job: job.to_string(),
-                reason,
             }],
+            None => Vec::new(),
         }
     }
 
@@ -279,10 +353,24 @@ impl Takeovers {
 
     /// Another node holds `m.job` now (it said so, or the core group did): stop this
     /// node's run of it if that run's epoch is older, drop an older copy, and remember the
-    /// move. A move naming this node changes nothing.
+    /// move. A move naming this node is a grant whose answer was lost: the job is adopted
+    /// from the copy kept here, if it does not run here already.
     pub(crate) fn job_moved(&mut self, m: JobMoved) -> Vec<Effect> {
         if m.owner == self.me {
-            return Vec::new();
+            let adopt = !self.runs.contains_key(&m.job)
+                && self.copies.get(&m.job).is_some_and(|c| c.epoch < m.epoch);
+            if !adopt {
+                return Vec::new();
+            }
+            if self.ended_here.contains_key(&m.job) {
+                return self.drop_stale_copy(&m.job);
+            }
+            self.asking.remove(&m.job);
+            self.undecided.remove(&m.job);
+            return vec![Effect::Adopt {
+                job: m.job,
+                epoch: m.epoch,
+            }];
         }
         let holder = Holder {
             node: m.owner.clone(),
@@ -343,6 +431,19 @@ impl Takeovers {
                 return WriteVerdict::Fenced(newest);
             }
         }
+        // A job that ended here, or whose copy ended, at this epoch: a late or repeated
+        // write (a Start would bring back a copy of an ended job).
+        let ended = self
+            .ended_here
+            .get(job)
+            .map(|e| Holder {
+                node: self.me.clone(),
+                epoch: *e,
+            })
+            .or_else(|| self.ended_copies.get(job).cloned());
+        if let Some(end) = ended.filter(|e| e.epoch >= epoch && kind != WriteKind::End) {
+            return WriteVerdict::Fenced(end);
+        }
         match kind {
             WriteKind::Start => {
                 self.copies.insert(
@@ -355,14 +456,35 @@ impl Takeovers {
             }
             WriteKind::End => {
                 self.copies.remove(job);
+                self.note_ended_copy(job, writer, epoch);
             }
             WriteKind::Input => {}
         }
         WriteVerdict::Keep
     }
 
+    /// Remembers that the copy of `job` ended at `epoch` (its writer `writer`), keeping
+    /// the newest `retain_moves` such ends.
+    fn note_ended_copy(&mut self, job: &str, writer: &str, epoch: u64) {
+        if self.ended_copies.get(job).is_some_and(|e| e.epoch > epoch) {
+            return;
+        }
+        let holder = Holder {
+            node: writer.to_string(),
+            epoch,
+        };
+        if self.ended_copies.insert(job.to_string(), holder).is_none() {
+            self.ended_copies_order.push_back(job.to_string());
+        }
+        while self.ended_copies_order.len() > self.retain_moves {
+            if let Some(old) = self.ended_copies_order.pop_front() {
+                self.ended_copies.remove(&old);
+            }
+        }
+    }
+
     /// The holder with the newest epoch this node knows for `job`: its own run's, a
-    /// copy's, or a move's (the first of those on a tie).
+    /// copy's, a move's, or an ended copy's (the first of those on a tie).
     fn known_holder(&self, job: &str) -> Option<Holder> {
         let mine = self
             .runs
@@ -376,6 +498,7 @@ impl Takeovers {
             mine,
             self.copies.get(job).cloned(),
             self.moved.get(job).cloned(),
+            self.ended_copies.get(job).cloned(),
         ]
         .into_iter()
         .flatten()
@@ -403,6 +526,14 @@ impl Takeovers {
                 self.moved.remove(&old);
             }
         }
+    }
+}
+
+/// The job an ask is about.
+fn effect_job(e: &Effect) -> &str {
+    match e {
+        Effect::AskCore { job, .. } | Effect::AskOwner { job, .. } => job,
+        _ => "",
     }
 }
 

@@ -7,7 +7,7 @@
 //! It never reads a clock or a global random source: time comes with each call, and its
 //! random choices come from a generator the world seeded.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -105,9 +105,9 @@ struct Live {
 #[derive(Debug, Clone)]
 enum Waiting {
     Takeover(String),
+    Owner(String, Holder),
     Ended(String),
     Owners(Vec<String>),
-    CopyOwners(Vec<String>),
     Claim(String),
 }
 
@@ -120,8 +120,6 @@ struct Memory {
     runs: BTreeMap<String, Live>,
     waiting: BTreeMap<u64, Waiting>,
     host: Host,
-    /// Takeovers asked for whose answer never came (a grant may hide there).
-    undecided: BTreeSet<String>,
     /// Until the core group answered (or did not in time) at start: jobs not resumed yet.
     recovering: bool,
 }
@@ -186,7 +184,6 @@ impl SimNode {
             runs: BTreeMap::new(),
             waiting: BTreeMap::new(),
             host: Host::default(),
-            undecided: BTreeSet::new(),
             recovering: false,
         }
     }
@@ -226,6 +223,9 @@ impl SimNode {
         self.boot += 1;
         self.mem = Self::fresh(&self.name, &self.params, self.at(now));
         let mut out = self.boot_timers();
+        for (job, _) in self.disk.own.iter().filter(|(_, e)| e.end.is_some()) {
+            self.mem.takeovers.ended_before_restart(job);
+        }
         for (job, c) in &self.disk.copies {
             self.mem
                 .takeovers
@@ -244,12 +244,6 @@ impl SimNode {
             CoreReq::Command(CoreCommand::Owners { jobs: jobs.clone() }),
         );
         self.mem.waiting.insert(req, Waiting::Owners(jobs));
-        if self.rules.adopt_when_told && !self.disk.copies.is_empty() {
-            let jobs: Vec<String> = self.disk.copies.keys().cloned().collect();
-            let cmd = CoreReq::Command(CoreCommand::Owners { jobs: jobs.clone() });
-            let req = self.ask(&mut out, cmd);
-            self.mem.waiting.insert(req, Waiting::CopyOwners(jobs));
-        }
         out
     }
 
@@ -657,10 +651,7 @@ impl SimNode {
             Timer::CoreTimeout { req } => {
                 if let Some(w) = self.mem.waiting.remove(&req) {
                     match w {
-                        Waiting::Takeover(job) => {
-                            if self.rules.adopt_when_told {
-                                self.mem.undecided.insert(job.clone());
-                            }
+                        Waiting::Takeover(job) | Waiting::Owner(job, _) => {
                             let effects = self
                                 .mem
                                 .takeovers
@@ -677,8 +668,6 @@ impl SimNode {
                             out.push(Out::Note("no answer to Owners: resuming".into()));
                             self.resume(jobs, now, &mut out);
                         }
-                        // The next tick asks again.
-                        Waiting::CopyOwners(jobs) => self.mem.undecided.extend(jobs),
                         Waiting::Ended(_) => {}
                         Waiting::Claim(actor) => self.actor_claimed(&actor, None, &mut out),
                     }
@@ -711,21 +700,6 @@ impl SimNode {
         let live = self.live();
         let effects = self.mem.takeovers.tick(at, &live);
         self.effects(effects, now, out);
-        // Ask who holds the jobs whose takeover was left undecided (the core group may
-        // have granted one here), until it answers.
-        let asking = self
-            .mem
-            .waiting
-            .values()
-            .any(|w| matches!(w, Waiting::CopyOwners(_)));
-        let copies = &self.disk.copies;
-        self.mem.undecided.retain(|j| copies.contains_key(j));
-        if !asking && !self.mem.undecided.is_empty() {
-            let jobs: Vec<String> = self.mem.undecided.iter().cloned().collect();
-            let cmd = CoreReq::Command(CoreCommand::Owners { jobs: jobs.clone() });
-            let req = self.ask(out, cmd);
-            self.mem.waiting.insert(req, Waiting::CopyOwners(jobs));
-        }
         let jobs: Vec<String> = self.mem.runs.keys().cloned().collect();
         for job in jobs {
             self.sync_replica(&job, out);
@@ -875,20 +849,7 @@ impl SimNode {
                 },
             },
             Msg::Moved(m) => {
-                let lost_grant = m.owner == self.name
-                    && !self.mem.runs.contains_key(&m.job)
-                    && self.disk.copies.contains_key(&m.job)
-                    && !self.disk.own.contains_key(&m.job);
-                let effects = if lost_grant && self.rules.adopt_when_told {
-                    out.push(Out::Note(format!("{}: told it holds it: adopting", m.job)));
-                    let holder = Holder {
-                        node: m.owner,
-                        epoch: m.epoch,
-                    };
-                    self.mem.takeovers.decided(&m.job, Ok(holder))
-                } else {
-                    self.mem.takeovers.job_moved(m)
-                };
+                let effects = self.mem.takeovers.job_moved(m);
                 self.effects(effects, now, &mut out);
             }
             Msg::ActorAdd { actor, add, hops } => out = self.actor_add(&actor, add, hops),
@@ -961,7 +922,6 @@ impl SimNode {
         };
         match (w, reply) {
             (Waiting::Takeover(job), CoreReply::Decision(d)) => {
-                self.mem.undecided.remove(&job);
                 let decision = match d {
                     CoreDecision::Granted { epoch } => Ok(Holder {
                         node: self.name.clone(),
@@ -974,7 +934,6 @@ impl SimNode {
                 self.effects(effects, now, &mut out);
             }
             (Waiting::Takeover(job), CoreReply::AlreadyEnded { holder }) => {
-                self.mem.undecided.remove(&job);
                 let effects = self
                     .mem
                     .takeovers
@@ -1020,24 +979,10 @@ impl SimNode {
                 let rest = jobs.into_iter().filter(|j| !gone.contains(j)).collect();
                 self.resume(rest, now, &mut out);
             }
-            (Waiting::CopyOwners(jobs), CoreReply::Decision(CoreDecision::Owners(owners))) => {
-                // A grant to this node whose answer was lost: adopt it now.
-                for (job, owner) in jobs.into_iter().zip(owners) {
-                    self.mem.undecided.remove(&job);
-                    let Some(h) = owner else { continue };
-                    // (Not a job this node ran and ended itself: its copy is stale.)
-                    let effects = if h.node == self.name && !self.disk.own.contains_key(&job) {
-                        out.push(Out::Note(format!("{job}: granted here before: adopting")));
-                        self.mem.takeovers.decided(&job, Ok(h))
-                    } else {
-                        self.mem.takeovers.job_moved(JobMoved {
-                            job,
-                            owner: h.node,
-                            epoch: h.epoch,
-                        })
-                    };
-                    self.effects(effects, now, &mut out);
-                }
+            (Waiting::Owner(job, from), CoreReply::Decision(CoreDecision::Owners(owners))) => {
+                let holder = owners.into_iter().next().flatten().unwrap_or(from);
+                let effects = self.mem.takeovers.decided(&job, Ok(holder));
+                self.effects(effects, now, &mut out);
             }
             (Waiting::Claim(actor), CoreReply::Decision(d)) => {
                 self.actor_claimed(&actor, Some(d), &mut out);
@@ -1129,6 +1074,13 @@ impl SimNode {
                     let req = self.ask(out, CoreReq::Command(cmd));
                     self.mem.waiting.insert(req, Waiting::Takeover(job));
                 }
+                Effect::AskOwner { job, from } => {
+                    let cmd = CoreCommand::Owners {
+                        jobs: vec![job.clone()],
+                    };
+                    let req = self.ask(out, CoreReq::Command(cmd));
+                    self.mem.waiting.insert(req, Waiting::Owner(job, from));
+                }
                 Effect::Adopt { job, epoch } => {
                     let _ = self.mem.takeovers.take_copy(&job);
                     let Some(copy) = self.disk.copies.remove(&job) else {
@@ -1214,6 +1166,7 @@ fn end_write(job: &str, epoch: u64, replica: Option<String>, out: &mut Vec<Out>)
 fn effect_job(e: &Effect) -> &str {
     match e {
         Effect::AskCore { job, .. }
+        | Effect::AskOwner { job, .. }
         | Effect::Adopt { job, .. }
         | Effect::Denied { job, .. }
         | Effect::Undecided { job, .. }

@@ -180,12 +180,16 @@ fn without_a_quorum_of_stores_read_a_seed_loses_an_acknowledged_add() {
 }
 
 #[test]
-fn without_telling_the_new_holder_a_seed_leaves_a_job_nobody_runs() {
-    // The core group's grant is lost on its way, and the old owner comes back.
+fn a_lost_grant_leaves_no_job_unrun_even_without_telling_the_new_holder() {
+    // The core group's grant is lost on its way and the old owner comes back: the takeover
+    // rules ask the core again (`Effect::AskOwner`) and adopt the job, so even without the
+    // simulation-only step that tells the new holder, no seed leaves a job nobody runs
+    // (before that fix, seed 20 did).
     let rules = Rules {
         adopt_when_told: false,
         ..Rules::default()
     };
-    let (seed, what) = first_violation(rules, 100).expect("no seed orphaned a job");
-    assert!(what.contains("never ended"), "seed {seed}: {what}");
+    if let Some((seed, what)) = first_violation(rules, 100) {
+        panic!("seed {seed}: {what}");
+    }
 }

@@ -44,10 +44,10 @@ pub(crate) struct Rules {
     /// core group does not answer in time, as today.
     pub resume_waits_for_core: bool,
     /// A node that learns a job moved to another (its end refused, or the core group's
-    /// answer at restart) tells that node, and a node told it holds a job it does not run
-    /// adopts it from its copy (proposed by the simulation: the core group's grant of a
-    /// takeover can be lost, and once the old owner is back nothing asks again, so nobody
-    /// runs the job). Off: as today.
+    /// answer at restart) tells that node. The node told adopts it from its copy, and a
+    /// takeover asked for with no answer is asked about again until one comes: those are
+    /// the takeover rules' own (`Takeovers::job_moved`, `Takeovers::tick`), always on.
+    /// Off: nobody tells the holder.
     pub adopt_when_told: bool,
 }
 

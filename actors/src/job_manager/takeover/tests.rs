@@ -476,3 +476,192 @@ fn copies_recovered_from_the_journal_are_asked_for() {
         }]
     );
 }
+
+/// Finding C of the simulation: once a copy's job ended (at the new holder's epoch), a
+/// late Start from the old owner's epoch, or a repeated one, does not bring the copy back.
+#[test]
+fn a_late_start_does_not_bring_back_the_copy_of_an_ended_job() {
+    let (mut t, job) = keeping_copy("n3", "n1");
+    // n2 took the job over at epoch 57, copied it here, and ended it.
+    assert_eq!(
+        t.replica_write("n2", &job, 57, WriteKind::Start),
+        WriteVerdict::Keep
+    );
+    assert_eq!(
+        t.replica_write("n2", &job, 57, WriteKind::End),
+        WriteVerdict::Keep
+    );
+    assert!(!t.has_copy(&job));
+    // The old owner, restarted, writes its epoch-0 Start again; a repeat of n2's arrives.
+    assert_eq!(
+        t.replica_write("n1", &job, 0, WriteKind::Start),
+        WriteVerdict::Fenced(holder("n2", 57))
+    );
+    assert_eq!(
+        t.replica_write("n2", &job, 57, WriteKind::Start),
+        WriteVerdict::Fenced(holder("n2", 57))
+    );
+    assert!(!t.has_copy(&job));
+    // An older end does not lower the remembered one.
+    t.replica_write("n1", &job, 0, WriteKind::End);
+    assert_eq!(
+        t.replica_write("n1", &job, 0, WriteKind::Start),
+        WriteVerdict::Fenced(holder("n2", 57))
+    );
+    let t0 = Instant::now();
+    t.tick(t0, &live(&["n3"]));
+    assert!(t.tick(t0 + GRACE, &live(&["n3"])).is_empty());
+}
+
+/// Finding C, at the holder: after this node ran the job at epoch 57 and it ended, the
+/// old owner's epoch-0 Start is refused and keeps no copy.
+#[test]
+fn a_start_from_the_old_owner_after_the_run_here_ended_keeps_no_copy() {
+    let job = job_of("n1");
+    let mut t = Takeovers::new("n2", GRACE, 100);
+    t.run_started(&job, 57);
+    t.run_ended(&job);
+    assert_eq!(
+        t.replica_write("n1", &job, 0, WriteKind::Start),
+        WriteVerdict::Fenced(holder("n2", 57))
+    );
+    assert!(!t.has_copy(&job));
+}
+
+/// Ended copies are remembered up to the bound, the oldest forgotten first.
+#[test]
+fn only_the_newest_ended_copies_are_remembered() {
+    let mut t = Takeovers::new("n3", GRACE, 2);
+    let jobs: Vec<String> = (1..=3).map(|s| format!("n1-18c0ffee-{s}")).collect();
+    for job in &jobs {
+        t.replica_write("n2", job, 9, WriteKind::Start);
+        t.replica_write("n2", job, 9, WriteKind::End);
+    }
+    assert_eq!(
+        t.replica_write("n1", &jobs[0], 0, WriteKind::Start),
+        WriteVerdict::Keep
+    );
+    for job in &jobs[1..] {
+        assert_eq!(
+            t.replica_write("n1", job, 0, WriteKind::Start),
+            WriteVerdict::Fenced(holder("n2", 9))
+        );
+    }
+}
+
+/// Finding B of the simulation: a takeover granted with its answer lost, then the old
+/// owner back: the holder of the copy asks the core group (read-only) until it answers,
+/// and adopts the job the answer says it holds.
+#[test]
+fn a_lost_grant_is_asked_about_again_once_the_owner_is_back() {
+    let (mut t, job) = keeping_copy("n2", "n1");
+    let t0 = Instant::now();
+    t.tick(t0, &live(&["n2"]));
+    assert_eq!(
+        asks(&t.tick(t0 + GRACE, &live(&["n2"]))),
+        vec![job.as_str()]
+    );
+    assert_eq!(t.decided(&job, Err("timed out".into())).len(), 1);
+    // The old owner is back before the next ask: no takeover, but a question.
+    let back = live(&["n1", "n2"]);
+    let ask = vec![Effect::AskOwner {
+        job: job.clone(),
+        from: holder("n1", 0),
+    }];
+    assert_eq!(t.tick(t0 + GRACE * 2, &back), ask);
+    // Not asked twice while the question is open; asked again if it gets no answer.
+    assert!(t.tick(t0 + GRACE * 3, &back).is_empty());
+    assert_eq!(t.decided(&job, Err("timed out".into())).len(), 1);
+    assert_eq!(t.tick(t0 + GRACE * 4, &back), ask);
+    // The first ask was granted at epoch 7.
+    assert_eq!(
+        t.decided(&job, Ok(holder("n2", 7))),
+        vec![Effect::Adopt {
+            job: job.clone(),
+            epoch: 7
+        }]
+    );
+    t.take_copy(&job);
+    t.run_started(&job, 7);
+    assert!(t.tick(t0 + GRACE * 5, &back).is_empty());
+}
+
+/// An owner query that finds the job never handed over (the copy's owner named) ends
+/// the questions; nothing is adopted or recorded as moved.
+#[test]
+fn an_answer_naming_the_copys_owner_ends_the_questions() {
+    let (mut t, job) = keeping_copy("n2", "n1");
+    let t0 = Instant::now();
+    t.tick(t0, &live(&["n2"]));
+    t.tick(t0 + GRACE, &live(&["n2"]));
+    t.decided(&job, Err("timed out".into()));
+    let back = live(&["n1", "n2"]);
+    assert_eq!(t.tick(t0 + GRACE * 2, &back).len(), 1);
+    assert!(t.decided(&job, Ok(holder("n1", 0))).is_empty());
+    assert!(t.tick(t0 + GRACE * 3, &back).is_empty());
+    assert_eq!(t.moved_to(&job), None);
+    assert!(t.has_copy(&job));
+}
+
+/// A holder of a copy told that the job moved to itself (a grant whose answer it lost)
+/// adopts it, once.
+#[test]
+fn a_copy_holder_told_it_holds_the_job_adopts_it() {
+    let (mut t, job) = keeping_copy("n2", "n1");
+    assert_eq!(
+        t.job_moved(moved(&job, "n2", 7)),
+        vec![Effect::Adopt {
+            job: job.clone(),
+            epoch: 7
+        }]
+    );
+    t.take_copy(&job);
+    t.run_started(&job, 7);
+    assert!(t.job_moved(moved(&job, "n2", 7)).is_empty());
+}
+
+/// Copies found in the journal at start may have had a takeover asked for before the
+/// restart: with their owner live, the core group is asked who holds them.
+#[test]
+fn copies_recovered_with_their_owner_live_are_asked_about() {
+    let mut t = Takeovers::new("n2", GRACE, 100);
+    let job = job_of("n1");
+    t.copy_recovered(job.clone(), holder("n1", 4));
+    let back = live(&["n1", "n2"]);
+    let t0 = Instant::now();
+    assert_eq!(
+        t.tick(t0, &back),
+        vec![Effect::AskOwner {
+            job: job.clone(),
+            from: holder("n1", 4)
+        }]
+    );
+    assert!(t.decided(&job, Ok(holder("n1", 4))).is_empty());
+    assert!(t.tick(t0 + GRACE, &back).is_empty());
+}
+
+/// A node that ran a job it took over, ended it, and restarted knows only that it ended
+/// (the journal keeps the status, not the epoch). A stale copy of it, told or answered
+/// that the job is this node's, is dropped, never adopted: that would run it again.
+#[test]
+fn a_job_that_ended_here_before_a_restart_is_never_adopted_from_a_stale_copy() {
+    let job = job_of("n1");
+    let mut t = Takeovers::new("n2", GRACE, 100);
+    t.ended_before_restart(&job);
+    // A late epoch-0 Start from the old owner made a copy after the restart.
+    t.copy_recovered(job.clone(), holder("n1", 0));
+    assert_eq!(
+        t.job_moved(moved(&job, "n2", 57)),
+        vec![Effect::ForgetCopy { job: job.clone() }]
+    );
+    assert!(!t.has_copy(&job));
+    t.copy_recovered(job.clone(), holder("n1", 0));
+    let back = live(&["n1", "n2"]);
+    assert_eq!(asks(&t.tick(Instant::now(), &back)), Vec::<&str>::new());
+    assert_eq!(
+        t.decided(&job, Ok(holder("n2", 57))),
+        vec![Effect::ForgetCopy { job: job.clone() }]
+    );
+    assert!(!t.has_copy(&job));
+    assert!(t.tick(Instant::now(), &back).is_empty());
+}
