@@ -95,6 +95,9 @@ async fn accept_loop(
     let deadline = ctx.config.handshake_timeout();
     let max_pending = ctx.config.max_pending_handshakes.max(1);
     let log = Arc::new(Throttle::default());
+    // Its own throttle: a peer refused every second must not hide that handshakes are
+    // being evicted (a flood), nor the other way round.
+    let evictions = Throttle::default();
     let mut pending: VecDeque<AbortHandle> = VecDeque::new();
     let mut errors_in_a_row = 0u32;
     loop {
@@ -130,7 +133,7 @@ async fn accept_loop(
             if let Some(oldest) = pending.pop_front() {
                 oldest.abort();
                 metrics::counter!(metric::REFUSED, "reason" => "handshake_evicted").increment(1);
-                log.warn(
+                evictions.warn(
                     &format!("closed the oldest connection still in its TLS handshake: {max_pending} handshakes in progress (max_pending_handshakes)"),
                     &peer.to_string(),
                 );

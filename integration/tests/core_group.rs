@@ -238,10 +238,14 @@ async fn a_voter_that_stays_down_is_replaced_so_a_second_loss_keeps_a_majority()
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_node_of_another_cluster_with_the_same_cookie_is_refused() {
-    // Cluster A: n1..n3, core {n1, n2, n3}.
+    // Cluster A: n1..n3, core {n1, n2, n3}; their seeds leave n4 out (else they would
+    // dial it and it would join cluster A before it forms its own).
     let mut c = Cluster::plan(4);
     for i in 0..3 {
-        c.start_node(i);
+        let mut spec = c.spec(i);
+        let n4 = c.addrs[3].clone();
+        spec.seeds.retain(|a| *a != n4);
+        c.start_with(i, troupe_integration::troupe_node(), &spec);
     }
     let client = c.client_via(&[0, 1, 2]).await;
     client
