@@ -176,6 +176,13 @@ impl Journal {
         crate::locked(&self.pending).acked(token);
     }
 
+    /// Takes the ends of this node's jobs that some holder of a copy did not ack within
+    /// `CONFIRM_WITHIN` (job, epoch): the core group is to record them, so that no stale
+    /// copy is handed the job.
+    pub fn unconfirmed_ends(&self) -> Vec<(String, u64)> {
+        crate::locked(&self.pending).take_unconfirmed()
+    }
+
     /// Keeps another node's journal writes as a copy.
     pub fn keep(&self, batch: ReplicaBatch) {
         self.send(Write::Keep(batch));

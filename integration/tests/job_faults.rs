@@ -49,6 +49,48 @@ fn index(name: &str) -> usize {
     name[1..].parse::<usize>().expect("a node name nN") - 1
 }
 
+/// A gated job owned by n1, waiting for its user, whose replica `r` (of n2 and n3) has
+/// been paused until n1 declared it down and copied the job to the other, `o`: returns
+/// the job's id, `r` and `o` (`r` is still stopped).
+async fn job_with_a_paused_replica(
+    c: &mut Cluster,
+    client: &Client,
+    via_n1: &Client,
+) -> (String, String, String) {
+    let h = submit_owned_by(client, &gated(), "n1").await;
+    let id = h.id().to_string();
+    until_state(via_n1, &id, JobState::WaitingForUser).await;
+    let ranked = troupe_runtime::merge::ranked(&id, ["n2", "n3"]);
+    let (r, o) = (ranked[0].to_string(), ranked[1].to_string());
+    // (n1's log, not `nodes()`: that asks whichever membership actor the test process
+    // sees first, the paused node's among them.)
+    c.node(index(&r)).signal(libc::SIGSTOP);
+    until(&format!("n1 sees {r} down"), || {
+        std::future::ready(logged_about(&*c, 0, &r, "node left"))
+    })
+    .await;
+    // The writer looks at the live nodes every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    (id, r, o)
+}
+
+/// The nodes of `names` that logged taking job `id` over, with the lines.
+fn took_over(c: &Cluster, id: &str, names: &[&String]) -> Vec<(String, Vec<String>)> {
+    names
+        .iter()
+        .map(|n| {
+            let took = c
+                .log(index(n))
+                .lines()
+                .filter(|l| l.contains(id) && l.contains("took the job over"))
+                .map(str::to_string)
+                .collect::<Vec<_>>();
+            (n.to_string(), took)
+        })
+        .filter(|(_, took)| !took.is_empty())
+        .collect()
+}
+
 /// Item 1. A replica thought down (paused past `failure.down_after_ms`) is replaced; it
 /// comes back holding its copy, the job ends, and its owner dies for good. The former
 /// replica must not take the ended job over (and run its steps again).
@@ -56,22 +98,7 @@ fn index(name: &str) -> usize {
 async fn an_ended_job_is_not_taken_over_by_a_former_replica() {
     let (mut c, client) = troupe_integration::start_for_takeover(3, 1500).await;
     let via_n1 = c.client_via(&[0]).await;
-    let h = submit_owned_by(&client, &gated(), "n1").await;
-    let id = h.id().to_string();
-    until_state(&via_n1, &id, JobState::WaitingForUser).await;
-    let ranked = troupe_runtime::merge::ranked(&id, ["n2", "n3"].into_iter());
-    let (r, o) = (ranked[0].to_string(), ranked[1].to_string());
-
-    // r, the job's replica, is paused until n1 declares it down: n1 copies the job to o.
-    // (n1's log, not `nodes()`: that asks whichever membership actor the test process
-    // sees first, the paused node's among them.)
-    c.node(index(&r)).signal(libc::SIGSTOP);
-    until(&format!("n1 sees {r} down"), || {
-        std::future::ready(logged_about(&c, 0, &r, "node left"))
-    })
-    .await;
-    // The writer looks at the live nodes every second.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (id, r, o) = job_with_a_paused_replica(&mut c, &client, &via_n1).await;
     c.node(index(&r)).signal(libc::SIGCONT);
     until(&format!("n1 sees {r} up again"), || {
         std::future::ready(logged_about(&c, 0, &r, "node joined ("))
@@ -87,17 +114,38 @@ async fn an_ended_job_is_not_taken_over_by_a_former_replica() {
 
     // Past the takeover grace (1.5 s) and then some: nobody takes the ended job over.
     tokio::time::sleep(Duration::from_millis(6000)).await;
-    for n in [&r, &o] {
-        let log = c.log(index(n));
-        let took: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains(&id) && l.contains("took the job over"))
-            .collect();
-        assert!(
-            took.is_empty(),
-            "{n} took over job {id}, which had ended: {took:?}"
-        );
-    }
+    let took = took_over(&c, &id, &[&r, &o]);
+    assert!(
+        took.is_empty(),
+        "job {id} was taken over after it ended: {took:?}"
+    );
+}
+
+/// Item 1, the end that never reached a copy. A replica is paused past
+/// `failure.down_after_ms` (its owner copies the job elsewhere), the job ends while it is
+/// still paused, and the owner dies before it wakes: the paused node's copy never hears the
+/// end. The owner had the core group record the end (it went unacked), so the woken node
+/// is refused the takeover and the job's steps do not run again.
+#[tokio::test(flavor = "current_thread")]
+async fn a_copy_that_missed_the_end_is_not_taken_over_after_the_owner_dies() {
+    let (mut c, client) = troupe_integration::start_for_takeover(3, 1500).await;
+    let via_n1 = c.client_via(&[0]).await;
+    let (id, r, o) = job_with_a_paused_replica(&mut c, &client, &via_n1).await;
+    // The job ends while r sleeps; n1 lives long enough to see its end unacked by r.
+    via_n1.resume(&id, "gate").await.expect("resume");
+    until_state(&via_n1, &id, JobState::Succeeded).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    c.node(0).kill();
+    c.node(index(&r)).signal(libc::SIGCONT);
+
+    // r wakes with its copy and sees n1 gone past the takeover grace (1.5 s): it may ask
+    // for the job, and must be refused.
+    tokio::time::sleep(Duration::from_millis(9000)).await;
+    let took = took_over(&c, &id, &[&r, &o]);
+    assert!(
+        took.is_empty(),
+        "job {id} was taken over after it ended: {took:?}"
+    );
 }
 
 /// Item 9. The owner of a job dies; a replica takes the job over and finishes it; the

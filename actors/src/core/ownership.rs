@@ -11,8 +11,9 @@
 //! would not: one leader's term sees many decisions). Nothing here does I/O; the Raft node,
 //! its redb store and its network are its siblings in [`crate::core`].
 //!
-//! Decided entries are pruned so the state does not grow without end: a moved job whose
-//! run ended (its holder says so, [`CoreCommand::JobEnded`]) and the last save of a released
+//! Decided entries are pruned so the state does not grow without end: a job whose run
+//! ended (its holder says so, [`CoreCommand::JobEnded`] for a moved job,
+//! [`CoreCommand::JobsEnded`] for one whose end a copy may have missed) and the last save of a released
 //! lease are forgotten [`KEEP_DECIDED`] log entries later. Until then an ended job is never
 //! handed over again; after that, no copy of it is left to ask (copies end with the job).
 
@@ -104,6 +105,17 @@ pub enum CoreCommand {
         /// The holder's epoch.
         epoch: u64,
     },
+    /// The runs of `jobs` (each with `node`'s epoch for it) ended at `node`, and some
+    /// holder of a copy has not acked the end: the jobs are never handed over again (a
+    /// job that never moved gets a new epoch, the end's log index, which makes every copy
+    /// stale). Answers [`CoreDecision::Owners`]: `None` for each job recorded, its holder
+    /// for one another node holds now (the asker's end is stale).
+    JobsEnded {
+        /// The node whose runs ended.
+        node: String,
+        /// Each job and the node's epoch for it.
+        jobs: Vec<(String, u64)>,
+    },
 }
 
 /// The core group's answer.
@@ -166,7 +178,7 @@ pub(crate) struct Ownership {
     /// Actor -> the log index of its last release (which `decided` prunes).
     #[serde(default)]
     released_at: BTreeMap<String, u64>,
-    /// Moved jobs whose run ended (-> the log index of the end): never handed over again.
+    /// Jobs whose run ended (-> the log index of the end): never handed over again.
     #[serde(default)]
     ended: BTreeMap<String, u64>,
     /// Decided entries to prune, oldest first: (log index of the decision, what).
@@ -320,7 +332,38 @@ impl Ownership {
                 }
                 CoreDecision::Nothing
             }
+            CoreCommand::JobsEnded { node, jobs } => CoreDecision::Owners(
+                jobs.iter()
+                    .map(|(job, epoch)| self.record_end(index, job, node, *epoch))
+                    .collect(),
+            ),
         }
+    }
+
+    /// Records that `node`'s run of `job` at `epoch` ended; `None` if it did (or had),
+    /// else the holder that owns the job now.
+    fn record_end(&mut self, index: u64, job: &str, node: &str, epoch: u64) -> Option<Holder> {
+        let now = self.owner(job);
+        if self.ended.contains_key(job) {
+            return (now.node != node).then_some(now);
+        }
+        if now.node != node || now.epoch != epoch {
+            return Some(now);
+        }
+        self.ended.insert(job.to_string(), index);
+        self.decided
+            .push_back((index, Decided::Ended(job.to_string())));
+        if epoch == 0 {
+            // Never moved: the end is a new epoch, so a copy naming epoch 0 is stale.
+            self.moved.insert(
+                job.to_string(),
+                Holder {
+                    node: node.to_string(),
+                    epoch: index,
+                },
+            );
+        }
+        None
     }
 
     /// The lease of `actor`, if one is held.
@@ -499,6 +542,43 @@ mod tests {
         o.apply(10 + KEEP_DECIDED, &CoreCommand::Owners { jobs: vec![] });
         assert_eq!(o.len(), 0);
         assert!(o.ended.is_empty() && o.decided.is_empty());
+    }
+
+    /// An end the owner records for a job that never moved fences every copy: a takeover
+    /// naming the owner at epoch 0 is denied with a newer epoch; a stale end is told the
+    /// holder; both are pruned later.
+    #[test]
+    fn a_recorded_end_refuses_every_takeover_of_a_job_that_never_moved() {
+        let mut o = Ownership::default();
+        let ended = |node: &str, jobs: &[(&str, u64)]| CoreCommand::JobsEnded {
+            node: node.into(),
+            jobs: jobs.iter().map(|(j, e)| (j.to_string(), *e)).collect(),
+        };
+        assert_eq!(
+            o.apply(7, &takeover("n1-a-2", "n1", 0, "n2")),
+            CoreDecision::Granted { epoch: 7 }
+        );
+        let n2 = Holder {
+            node: "n2".into(),
+            epoch: 7,
+        };
+        assert_eq!(
+            o.apply(8, &ended("n1", &[("n1-a-1", 0), ("n1-a-2", 0)])),
+            CoreDecision::Owners(vec![None, Some(n2)])
+        );
+        // Recorded twice: still recorded.
+        assert_eq!(
+            o.apply(9, &ended("n1", &[("n1-a-1", 0)])),
+            CoreDecision::Owners(vec![None])
+        );
+        let denied = o.apply(10, &takeover("n1-a-1", "n1", 0, "n3"));
+        assert!(
+            matches!(&denied, CoreDecision::Denied { owner } if owner.node == "n1" && owner.epoch == 8),
+            "{denied:?}"
+        );
+        o.apply(8 + KEEP_DECIDED, &CoreCommand::Owners { jobs: vec![] });
+        assert_eq!(o.owner("n1-a-1").epoch, 0);
+        assert!(o.ended.is_empty());
     }
 
     #[test]

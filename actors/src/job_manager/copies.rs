@@ -23,6 +23,49 @@ use troupe_runtime::wire::Wire;
 use super::takeover::{Effect, WriteKind, WriteVerdict};
 use super::JobManagerState;
 
+/// The most job ends one core group entry records.
+const MAX_ENDS_PER_RECORD: usize = 1_000;
+
+/// How often recording ends is tried before it is given up (every 500 ms: as long as a
+/// takeover's grace period by default).
+const RECORD_TRIES: u32 = 20;
+
+/// Has the core group record that `node`'s runs of `ends` (job, epoch) ended, trying again
+/// while it does not answer; tells `myself` of each job another node holds now.
+async fn record_ends(node: &str, ends: Vec<(String, u64)>, myself: &ActorRef<JobManagerMessage>) {
+    let jobs: Vec<String> = ends.iter().map(|(j, _)| j.clone()).collect();
+    let cmd = CoreCommand::JobsEnded {
+        node: node.to_string(),
+        jobs: ends,
+    };
+    for _ in 0..RECORD_TRIES {
+        match crate::core::decide(node, cmd.clone()).await {
+            Ok(CoreDecision::Owners(holders)) => {
+                for (job, holder) in jobs.into_iter().zip(holders) {
+                    if let Some(h) = holder {
+                        tracing::warn!(job = %job, owner = %h.node, epoch = h.epoch, "a job that ended here was taken over meanwhile; its holder answers for it");
+                        let _ = myself.cast(JobManagerMessage::JobMoved(Wire::new(JobMoved {
+                            job,
+                            owner: h.node,
+                            epoch: h.epoch,
+                        })));
+                    }
+                }
+                return;
+            }
+            Ok(other) => {
+                tracing::warn!(answer = ?other, "unexpected answer to recording job ends");
+                return;
+            }
+            Err(r) => {
+                tracing::debug!(reason = %r.message, "the core group did not record job ends yet; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+    tracing::warn!(jobs = jobs.len(), "the core group did not record the ends of jobs whose copies may be stale; a copy might be taken over after its owner goes down");
+}
+
 impl JobManagerState {
     /// Keeps another node's journal writes, refusing those from an epoch that is over.
     pub(super) fn keep(&mut self, batch: ReplicaBatch) {
@@ -48,7 +91,9 @@ impl JobManagerState {
             }
         }
         let n = kept.len() as u64;
-        if n > 0 {
+        // A batch that asks for an ack is answered even if nothing of it is kept: its
+        // owner sends its ends until they are acked.
+        if n > 0 || batch.ack.is_some() {
             journal.keep(ReplicaBatch {
                 owner: batch.owner.clone(),
                 writes: kept,
@@ -96,6 +141,27 @@ impl JobManagerState {
         };
         let effects = self.takeovers.tick(Instant::now(), &live);
         self.carry_out(myself, effects).await;
+        self.confirm_ends(myself);
+    }
+
+    /// Has the core group record the ends of this node's jobs that some holder of a copy
+    /// did not ack in time, off the mailbox; a job another node holds now is a `JobMoved`
+    /// here (questions about it go there).
+    pub(super) fn confirm_ends(&self, myself: &ActorRef<JobManagerMessage>) {
+        let Some(journal) = &self.ctx.journal else {
+            return;
+        };
+        let ends = journal.unconfirmed_ends();
+        if ends.is_empty() {
+            return;
+        }
+        let me = self.ctx.config.name.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            for chunk in ends.chunks(MAX_ENDS_PER_RECORD) {
+                record_ends(&me, chunk.to_vec(), &myself).await;
+            }
+        });
     }
 
     /// The core group answered a takeover.

@@ -65,7 +65,13 @@ impl JobManagerState {
             }
             return;
         }
-        if let Some(st) = self.finished.get(&job) {
+        // A job that ended here but moved on (a successor ran it too) is answered by its
+        // holder, so every node describes it alike.
+        if let Some(st) = self
+            .finished
+            .get(&job)
+            .filter(|_| self.takeovers.newer_holder(&job).is_none())
+        {
             let answer = match req {
                 Request::Resume(step) => Err(JobQueryError::Conflict(format!(
                     "job {job} has ended ({:?}); step {step:?} cannot be resumed",

@@ -219,6 +219,21 @@ impl Takeovers {
         self.copies.insert(job, owner);
     }
 
+    /// The holder of `job` if it moved to another node at an epoch newer than this node's
+    /// run of it (running or ended here; epoch 0 for a job accepted here): that holder
+    /// answers for the job.
+    pub(crate) fn newer_holder(&self, job: &str) -> Option<&Holder> {
+        let mine = self
+            .runs
+            .get(job)
+            .or_else(|| self.ended_here.get(job))
+            .copied()
+            .unwrap_or(0);
+        self.moved
+            .get(job)
+            .filter(|h| h.node != self.me && h.epoch > mine)
+    }
+
     /// The holder `job` moved to, if this node heard of a move.
     pub(crate) fn moved_to(&self, job: &str) -> Option<&Holder> {
         self.moved.get(job)

@@ -8,10 +8,16 @@
 //! [`CHECK_EVERY`] the writer looks whether the live nodes changed. Copies are
 //! asynchronous: they trail the owner by one commit window and a message.
 //!
-//! A node that leaves a job's replica set (it was thought down, or a joining node ranks
-//! before it) is owed an `End` for the job: sent when it is live (at once, or when it comes
-//! back), so that no stale copy stays behind to be taken over after the job ended
-//! elsewhere. Owed ends are kept in memory, at most [`MAX_OWED`].
+//! Ends are acknowledged. A job's end is owed to every node that holds a copy of it: its
+//! replicas when it ends, and every node that left its replica set before (it was thought
+//! down, or a joining node ranks before it). An owed end is sent while its node is live,
+//! again every [`RESEND_AFTER`] until the node acks it (a paused node, a one-way cut), so
+//! that no stale copy stays behind to be taken over after the job ended. An end that some
+//! holder has not acked within [`CONFIRM_WITHIN`] is handed to the job manager, which has
+//! the core group record it ([`Journal::unconfirmed_ends`](super::Journal)): the core
+//! group then hands the job to nobody, whatever copy asks. Owed ends are kept in memory,
+//! at most [`MAX_OWED`]; an owner that restarts forgets them (the core group's record,
+//! made within [`CONFIRM_WITHIN`], still stands).
 //!
 //! Acks. A submission with `journal_ack = "copied"` is answered once its job's start is
 //! committed here and on one replica. Its start goes to the replicas ahead of the local
@@ -32,8 +38,17 @@ use super::store::{Recovered, Store};
 use super::write::{Waiter, Write};
 use crate::ClusterView;
 
-/// The most ends owed to former replicas that are remembered (the oldest job's go first).
-const MAX_OWED: usize = 10_000;
+/// The most ends owed to holders of copies that are remembered (past it, new ones are
+/// not: the core group's record of the end still guards them).
+const MAX_OWED: usize = 100_000;
+
+/// How long an owed end waits for its ack before it is sent again.
+const RESEND_AFTER: Duration = CHECK_EVERY;
+
+/// How long a job's end may wait for the acks of every holder of a copy before the core
+/// group is asked to record it (well under `failure.takeover_after_ms`, so that a copy
+/// whose owner then goes down is refused the takeover).
+pub(super) const CONFIRM_WITHIN: Duration = Duration::from_secs(1);
 
 /// Where the writer sends copies of what it commits.
 pub struct Replication {
@@ -58,6 +73,13 @@ struct Wait {
     since: Instant,
 }
 
+/// A batch of ends sent to one node, waiting for its ack.
+struct EndToken {
+    node: String,
+    jobs: Vec<String>,
+    sent: Instant,
+}
+
 /// Submissions whose job's start went to replicas ahead of the local commit, and the ack
 /// tokens of the batches that carried them (a job's copies may go to more than one node:
 /// the first ack counts).
@@ -67,6 +89,12 @@ pub(super) struct Pending {
     by_token: HashMap<u64, Vec<u64>>,
     waits: HashMap<u64, Wait>,
     next_wait: u64,
+    /// The ends carried by each token of an end batch.
+    end_tokens: HashMap<u64, EndToken>,
+    /// Ends acked since the writer last looked, by node.
+    acked_ends: Vec<(String, Vec<String>)>,
+    /// Ends not acked within [`CONFIRM_WITHIN`], for the core group to record (job, epoch).
+    unconfirmed: Vec<(String, u64)>,
 }
 
 impl Pending {
@@ -96,13 +124,28 @@ impl Pending {
             .retain(|_, ids| ids.iter().any(|id| waits.contains_key(id)));
     }
 
-    /// A replica committed the batch that carried `token`: its submissions are copied.
+    /// A replica committed the batch that carried `token`: its submissions are copied,
+    /// or its ends are held.
     pub(super) fn acked(&mut self, token: u64) {
         if let Some(ids) = self.by_token.remove(&token) {
             for id in ids {
                 self.mark(id, false);
             }
         }
+        if let Some(t) = self.end_tokens.remove(&token) {
+            self.acked_ends.push((t.node, t.jobs));
+        }
+    }
+
+    /// Forgets end tokens too old to be acked still (their ends are sent again).
+    fn purge_end_tokens(&mut self) {
+        self.end_tokens
+            .retain(|_, t| t.sent.elapsed() < RESEND_AFTER * 10);
+    }
+
+    /// Takes the ends the core group is to record (job, epoch).
+    pub(super) fn take_unconfirmed(&mut self) -> Vec<(String, u64)> {
+        std::mem::take(&mut self.unconfirmed)
     }
 }
 
@@ -116,11 +159,24 @@ struct ReplicaSet {
     targets: HashMap<String, Vec<String>>,
     /// The live nodes at the last look.
     live: Vec<String>,
-    /// Former replicas of jobs, owed an `End` for each (by job, its epoch): they hold a
-    /// copy they must drop. Sent when they are live.
-    owed: HashMap<String, HashMap<String, u64>>,
+    /// Nodes holding copies they must drop, owed an `End` for each (by job): the
+    /// replicas of jobs that ended, and former replicas. Kept until acked.
+    owed: HashMap<String, HashMap<String, Owed>>,
     /// How many ends are owed in all.
     owed_count: usize,
+    /// Ended jobs whose end was handed to the core group to record.
+    confirming: HashSet<String>,
+}
+
+/// An `End` owed to one node for one job.
+#[derive(Debug, Clone, Copy)]
+struct Owed {
+    /// The job's epoch here.
+    epoch: u64,
+    /// Since when the job has ended (`None`: it runs on; the node left its replicas).
+    ended: Option<Instant>,
+    /// When the end was last sent.
+    sent: Option<Instant>,
 }
 
 /// A write the writer committed about one of this node's jobs, to copy to its replicas.
@@ -151,11 +207,13 @@ impl ReplicaSet {
     }
 
     /// Who gets which of `writes`: each job's replicas its write, a job's new replica its
-    /// whole journal (`history`, this write included, it is committed).
+    /// whole journal (`history`, this write included, it is committed). An end is owed to
+    /// every holder of a copy (see [`ReplicaSet::settle`]), not sent here.
     fn route(
         &mut self,
         writes: Vec<Outgoing>,
         history: impl Fn(&str, u64) -> Vec<ReplicaWrite>,
+        at: Instant,
     ) -> ToSend {
         let mut out = ToSend::new();
         for Outgoing { job, epoch, what } in writes {
@@ -167,9 +225,9 @@ impl ReplicaSet {
             let before = self.targets.get(&job);
             let is_start = matches!(what, ReplicaWhat::Start(_));
             let is_end = matches!(what, ReplicaWhat::End);
-            for node in &now {
+            for node in now.iter().filter(|_| !is_end) {
                 let had = before.is_some_and(|b| b.contains(node));
-                if had || is_start || is_end {
+                if had || is_start {
                     out.entry(node.clone()).or_default().push(ReplicaWrite {
                         job: job.clone(),
                         epoch,
@@ -184,28 +242,27 @@ impl ReplicaSet {
             let left: Vec<String> = before
                 .map(|b| b.iter().filter(|n| !now.contains(n)).cloned().collect())
                 .unwrap_or_default();
-            self.now_replicas(&job, &now);
-            for node in left {
-                self.owe(node, &job, epoch);
-            }
             if is_end {
                 self.targets.remove(&job);
                 self.epochs.remove(&job);
-                // Every former replica still holding a copy is owed this end.
-                let owed: Vec<String> = self
-                    .owed
-                    .iter()
-                    .filter(|(_, jobs)| jobs.contains_key(&job))
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                for node in owed {
-                    self.owe(node, &job, epoch);
+                // Every holder of a copy, replica now or before, is owed this end.
+                for node in now.into_iter().chain(left) {
+                    self.owe(node, &job, epoch, None);
+                }
+                for jobs in self.owed.values_mut() {
+                    if let Some(o) = jobs.get_mut(&job) {
+                        o.ended = Some(at);
+                        o.epoch = epoch;
+                    }
                 }
             } else {
+                self.now_replicas(&job, &now);
+                for node in left {
+                    self.owe(node, &job, epoch, None);
+                }
                 self.targets.insert(job, now);
             }
         }
-        self.settle(&mut out);
         out
     }
 
@@ -223,38 +280,84 @@ impl ReplicaSet {
         }
     }
 
-    /// `node` left the replicas of `job` (at `epoch`): it is owed an end.
-    fn owe(&mut self, node: String, job: &str, epoch: u64) {
+    /// `node` holds a copy of `job` (at `epoch`) that it must drop: it is owed an end
+    /// (`ended`: since when the job has ended, `None` if it runs on).
+    fn owe(&mut self, node: String, job: &str, epoch: u64, ended: Option<Instant>) {
         if self.owed_count >= MAX_OWED {
-            tracing::warn!(node = %node, job = %job, "too many ends owed to former replicas; this one is not remembered");
+            tracing::warn!(node = %node, job = %job, "too many ends owed to holders of copies; this one is not remembered (the core group's record of the end still guards the copy)");
             return;
         }
         let jobs = self.owed.entry(node).or_default();
-        if jobs.insert(job.to_string(), epoch).is_none() {
+        if !jobs.contains_key(job) {
             self.owed_count += 1;
+            jobs.insert(
+                job.to_string(),
+                Owed {
+                    epoch,
+                    ended,
+                    sent: None,
+                },
+            );
         }
     }
 
-    /// Adds to `out` the ends owed to the nodes that are live, and forgets them.
-    fn settle(&mut self, out: &mut ToSend) {
-        let live: Vec<String> = self
-            .owed
-            .keys()
-            .filter(|n| self.live.contains(n))
-            .cloned()
-            .collect();
-        for node in live {
-            if let Some(jobs) = self.owed.remove(&node) {
-                self.owed_count -= jobs.len();
-                out.entry(node)
-                    .or_default()
-                    .extend(jobs.into_iter().map(|(job, epoch)| ReplicaWrite {
-                        job,
-                        epoch,
-                        what: ReplicaWhat::End,
-                    }));
+    /// The ends owed to live nodes that are due (never sent, or sent [`RESEND_AFTER`] ago
+    /// with no ack), by node; they stay owed until acked ([`ReplicaSet::acked`]).
+    fn settle(&mut self, at: Instant) -> ToSend {
+        let mut out = ToSend::new();
+        for (node, jobs) in &mut self.owed {
+            if !self.live.contains(node) {
+                continue;
+            }
+            for (job, o) in jobs.iter_mut() {
+                if o.sent.is_some_and(|s| at.duration_since(s) < RESEND_AFTER) {
+                    continue;
+                }
+                o.sent = Some(at);
+                out.entry(node.clone()).or_default().push(ReplicaWrite {
+                    job: job.clone(),
+                    epoch: o.epoch,
+                    what: ReplicaWhat::End,
+                });
             }
         }
+        out
+    }
+
+    /// `node` holds the ends of `jobs`: they are owed no more.
+    fn acked(&mut self, node: &str, jobs: &[String]) {
+        let Some(owed) = self.owed.get_mut(node) else {
+            return;
+        };
+        for job in jobs {
+            if owed.remove(job).is_some() {
+                self.owed_count -= 1;
+            }
+        }
+        if owed.is_empty() {
+            self.owed.remove(node);
+        }
+        let owed = &self.owed;
+        self.confirming
+            .retain(|job| owed.values().any(|jobs| jobs.contains_key(job)));
+    }
+
+    /// The ended jobs (and their epochs) some holder has not acked the end of within
+    /// [`CONFIRM_WITHIN`], not handed over before: the core group is to record them.
+    fn unconfirmed(&mut self, at: Instant) -> Vec<(String, u64)> {
+        let mut due = Vec::new();
+        for jobs in self.owed.values() {
+            for (job, o) in jobs {
+                let late = o
+                    .ended
+                    .is_some_and(|e| at.duration_since(e) >= CONFIRM_WITHIN);
+                if late && self.confirming.insert(job.clone()) {
+                    due.push((job.clone(), o.epoch));
+                }
+            }
+        }
+        due.sort();
+        due
     }
 
     /// With the live nodes now `live`: the whole journal (`history`) of every job for
@@ -280,11 +383,10 @@ impl ReplicaSet {
             }
             self.now_replicas(&job, &now);
             for node in before.into_iter().filter(|n| !now.contains(n)) {
-                self.owe(node, &job, epoch);
+                self.owe(node, &job, epoch, None);
             }
             self.targets.insert(job, now);
         }
-        self.settle(&mut out);
         out
     }
 }
@@ -320,22 +422,26 @@ impl Replicator {
                 live: Vec::new(),
                 owed: HashMap::new(),
                 owed_count: 0,
+                confirming: HashSet::new(),
             },
             view: r.view,
             checked: Instant::now(),
         })
     }
 
-    /// Sends `writes` to their jobs' replicas (a job's new replica gets its whole journal).
+    /// Sends `writes` to their jobs' replicas (a job's new replica gets its whole journal),
+    /// and the ends owed to live nodes.
     pub(super) fn after_commit(&mut self, store: &Store, writes: Vec<Outgoing>) {
         if writes.is_empty() {
             return;
         }
-        self.set.live = crate::live_nodes(&self.view);
-        let out = self
-            .set
-            .route(writes, |job, epoch| store.history(job, epoch));
+        let history = |job: &str, epoch| store.history(job, epoch);
+        let mut out = self.set.rehome(crate::live_nodes(&self.view), history);
+        for (node, w) in self.set.route(writes, history, Instant::now()) {
+            out.entry(node).or_default().extend(w);
+        }
         self.send(out);
+        self.send_ends();
     }
 
     /// Sends the starts of the submissions in `waiting` that want a copy to their jobs'
@@ -343,6 +449,7 @@ impl Replicator {
     /// replica to wait for leave `waiting`; returns their wait ids and jobs.
     pub(super) fn send_ahead(
         &mut self,
+        store: &Store,
         batch: &[Write],
         waiting: &mut Vec<(String, Waiter)>,
     ) -> (Vec<u64>, HashSet<String>) {
@@ -351,7 +458,13 @@ impl Replicator {
         if !waiting.iter().any(|(_, w)| w.copied) {
             return (ids, jobs);
         }
-        self.set.live = crate::live_nodes(&self.view);
+        // The live nodes first: jobs whose replicas changed get their journals there.
+        let out = self
+            .set
+            .rehome(crate::live_nodes(&self.view), |job, epoch| {
+                store.history(job, epoch)
+            });
+        self.send(out);
         let mut p = crate::locked(&self.pending);
         p.purge();
         let mut carried: HashMap<String, Vec<u64>> = HashMap::new();
@@ -436,7 +549,9 @@ impl Replicator {
         }
     }
 
-    /// Gives every live job whose replicas changed its whole journal at the new ones.
+    /// Gives every live job whose replicas changed its whole journal at the new ones,
+    /// sends the ends that are due again, and hands the core group the ends not acked
+    /// in time.
     pub(super) fn check(&mut self, store: &Store) {
         self.checked = Instant::now();
         let live = crate::live_nodes(&self.view);
@@ -444,6 +559,47 @@ impl Replicator {
             .set
             .rehome(live, |job, epoch| store.history(job, epoch));
         self.send(out);
+        self.send_ends();
+        let late = self.set.unconfirmed(Instant::now());
+        if !late.is_empty() {
+            tracing::debug!(
+                jobs = late.len(),
+                "ends not acked by every holder of a copy in time; the core group records them"
+            );
+            crate::locked(&self.pending).unconfirmed.extend(late);
+        }
+    }
+
+    /// Sends the ends that are due, each node's batch with an ack token; takes in the
+    /// acks that came meanwhile first.
+    fn send_ends(&mut self) {
+        let acked = std::mem::take(&mut crate::locked(&self.pending).acked_ends);
+        for (node, jobs) in acked {
+            self.set.acked(&node, &jobs);
+        }
+        let due = self.set.settle(Instant::now());
+        if due.is_empty() {
+            return;
+        }
+        let mut tokens = HashMap::new();
+        {
+            let mut p = crate::locked(&self.pending);
+            p.purge_end_tokens();
+            for (node, writes) in &due {
+                let token = p.next_token;
+                p.next_token += 1;
+                p.end_tokens.insert(
+                    token,
+                    EndToken {
+                        node: node.clone(),
+                        jobs: writes.iter().map(|w| w.job.clone()).collect(),
+                        sent: Instant::now(),
+                    },
+                );
+                tokens.insert(node.clone(), token);
+            }
+        }
+        self.send_with(due, &tokens);
     }
 
     fn send(&self, out: ToSend) {
@@ -546,6 +702,7 @@ mod tests {
             live: nodes(live),
             owed: HashMap::new(),
             owed_count: 0,
+            confirming: HashSet::new(),
         }
     }
 
@@ -624,8 +781,12 @@ mod tests {
     fn known_replicas_get_each_write_once() {
         let asked = RefCell::new(Vec::new());
         let mut set = set(1, &["a", "b"]);
-        let out = set.route(vec![start("j"), input("j", 1)], history(&asked));
-        let out2 = set.route(vec![input("j", 2)], history(&asked));
+        let out = set.route(
+            vec![start("j"), input("j", 1)],
+            history(&asked),
+            Instant::now(),
+        );
+        let out2 = set.route(vec![input("j", 2)], history(&asked), Instant::now());
         let row = |what: &str| ("j".to_string(), 4, what.to_string());
         assert_eq!(
             sent(out),
@@ -641,9 +802,9 @@ mod tests {
     fn a_node_that_becomes_a_replica_mid_job_gets_the_whole_journal() {
         let asked = RefCell::new(Vec::new());
         let mut set = set(1, &["a", "b"]);
-        set.route(vec![start("j")], history(&asked));
+        set.route(vec![start("j")], history(&asked), Instant::now());
         set.live = nodes(&["a", "c"]);
-        let out = set.route(vec![input("j", 1)], history(&asked));
+        let out = set.route(vec![input("j", 1)], history(&asked), Instant::now());
         assert_eq!(
             sent(out),
             vec![(
@@ -654,23 +815,58 @@ mod tests {
         assert_eq!(*asked.borrow(), vec![("j".to_string(), 4)]);
     }
 
-    /// A job's end reaches its replicas, and the job leaves the replica set.
+    /// A job's end is owed to its replicas: sent at the next settle, again after
+    /// `RESEND_AFTER` with no ack, no more once acked; the job leaves the replica set.
     #[test]
-    fn an_end_reaches_the_replicas_and_the_job_leaves_the_set() {
+    fn an_end_is_sent_to_the_replicas_until_they_ack_it() {
         let asked = RefCell::new(Vec::new());
         let mut set = set(1, &["a", "b"]);
-        set.route(vec![start("j")], history(&asked));
-        let out = set.route(vec![outgoing("j", None, ReplicaWhat::End)], history(&asked));
-        assert_eq!(
-            sent(out),
+        let t0 = Instant::now();
+        set.route(vec![start("j")], history(&asked), t0);
+        let out = set.route(
+            vec![outgoing("j", None, ReplicaWhat::End)],
+            history(&asked),
+            t0,
+        );
+        assert!(sent(out).is_empty());
+        let end = || {
             vec![(
                 "b".to_string(),
-                vec![("j".to_string(), 4, "end".to_string())]
+                vec![("j".to_string(), 4, "end".to_string())],
             )]
-        );
+        };
+        assert_eq!(sent(set.settle(t0)), end());
+        assert!(sent(set.settle(t0 + RESEND_AFTER / 2)).is_empty());
+        assert_eq!(sent(set.settle(t0 + RESEND_AFTER)), end());
         assert!(set.targets.is_empty() && set.epochs.is_empty());
+        set.acked("b", &["j".to_string()]);
+        assert!(sent(set.settle(t0 + RESEND_AFTER * 3)).is_empty());
+        assert_eq!(set.owed_count, 0);
         assert!(sent(set.rehome(nodes(&["a", "c"]), history(&asked))).is_empty());
         assert!(asked.borrow().is_empty());
+    }
+
+    /// An end some holder has not acked within `CONFIRM_WITHIN` goes to the core group,
+    /// once; a former replica's copy of a job that runs on does not.
+    #[test]
+    fn an_end_not_acked_in_time_is_handed_to_the_core_group_once() {
+        let asked = RefCell::new(Vec::new());
+        let mut set = set(1, &["a", "b"]);
+        let t0 = Instant::now();
+        set.route(vec![start("j"), start("k")], history(&asked), t0);
+        // b is cut off: k runs on with another replica, b owed a drop; j ends.
+        set.rehome(nodes(&["a", "c"]), history(&asked));
+        set.route(
+            vec![outgoing("j", None, ReplicaWhat::End)],
+            history(&asked),
+            t0,
+        );
+        assert!(set.unconfirmed(t0 + CONFIRM_WITHIN / 2).is_empty());
+        assert_eq!(
+            set.unconfirmed(t0 + CONFIRM_WITHIN),
+            vec![("j".to_string(), 4)]
+        );
+        assert!(set.unconfirmed(t0 + CONFIRM_WITHIN * 2).is_empty());
     }
 
     /// When the live nodes change, each job's journal goes to its new replicas only; when
@@ -679,7 +875,7 @@ mod tests {
     fn a_change_of_live_nodes_sends_each_job_to_its_new_replicas_only() {
         let asked = RefCell::new(Vec::new());
         let mut set = set(1, &["a", "b"]);
-        set.route(vec![start("j")], history(&asked));
+        set.route(vec![start("j")], history(&asked), Instant::now());
         assert!(sent(set.rehome(nodes(&["a", "b"]), history(&asked))).is_empty());
         let out = set.rehome(nodes(&["a", "c"]), history(&asked));
         assert_eq!(
@@ -697,13 +893,15 @@ mod tests {
     /// (an end), and so is one that a returning replica displaces. A former replica not
     /// live when the job ends gets the end when it comes back: no stale copy is left.
     #[test]
-    fn a_former_replica_is_owed_an_end_until_it_is_live() {
+    fn a_former_replica_is_owed_an_end_until_it_acks_it() {
         let asked = RefCell::new(Vec::new());
+        let t0 = Instant::now();
         // With b and c live, j's first replica is one of them: call it r, the other o.
         let mut set = set(1, &["a", "b", "c"]);
-        set.route(vec![start("j")], history(&asked));
+        set.route(vec![start("j")], history(&asked), t0);
         let r = set.targets["j"][0].clone();
         let o = if r == "b" { "c" } else { "b" }.to_string();
+        let end = |n: &str| (n.to_string(), vec![("j".to_string(), 4, "end".to_string())]);
         // r is thought down: o gets the whole journal, r nothing (it is not live).
         let out = set.rehome(nodes(&["a", &o]), history(&asked));
         assert_eq!(
@@ -713,33 +911,34 @@ mod tests {
                 vec![("j".to_string(), 4, "input 99".to_string())]
             )]
         );
+        assert!(sent(set.settle(t0)).is_empty());
         // r is back: it is j's replica again (its whole journal), and o is told to drop.
         let out = set.rehome(nodes(&["a", "b", "c"]), history(&asked));
-        let mut expected = vec![
-            (
+        assert_eq!(
+            sent(out),
+            vec![(
                 r.clone(),
-                vec![("j".to_string(), 4, "input 99".to_string())],
-            ),
-            (o.clone(), vec![("j".to_string(), 4, "end".to_string())]),
-        ];
-        expected.sort();
-        assert_eq!(sent(out), expected);
+                vec![("j".to_string(), 4, "input 99".to_string())]
+            )]
+        );
+        assert_eq!(sent(set.settle(t0)), vec![end(&o)]);
+        set.acked(&o, &["j".to_string()]);
         assert_eq!(set.owed_count, 0);
         // r is thought down again and the job ends: only o is live to hear it; r, the
-        // former replica, gets the end once it is live.
+        // former replica, gets the end once it is live, until it acks.
         set.rehome(nodes(&["a", &o]), history(&asked));
-        let out = set.route(vec![outgoing("j", None, ReplicaWhat::End)], history(&asked));
-        assert_eq!(
-            sent(out),
-            vec![(o.clone(), vec![("j".to_string(), 4, "end".to_string())])]
+        set.route(
+            vec![outgoing("j", None, ReplicaWhat::End)],
+            history(&asked),
+            t0,
         );
-        let out = set.rehome(nodes(&["a", "b", "c"]), history(&asked));
-        assert_eq!(
-            sent(out),
-            vec![(r, vec![("j".to_string(), 4, "end".to_string())])]
-        );
+        assert_eq!(sent(set.settle(t0)), vec![end(&o)]);
+        set.acked(&o, &["j".to_string()]);
+        set.rehome(nodes(&["a", "b", "c"]), history(&asked));
+        assert_eq!(sent(set.settle(t0 + RESEND_AFTER)), vec![end(&r)]);
+        set.acked(&r, &["j".to_string()]);
         assert_eq!(set.owed_count, 0);
-        assert!(set.owed.is_empty());
+        assert!(set.owed.is_empty() && set.confirming.is_empty());
     }
 
     /// The jobs a node resumes from its journal get replicas at the first check, even if

@@ -71,7 +71,7 @@ fn run(
         // Submissions waiting for a copy: their starts go to the replicas now, so that
         // both disks commit at once (one fsync's wait instead of two in a row).
         let (ahead, ahead_jobs) = match &mut replicator {
-            Some(r) => r.send_ahead(&batch, &mut waiting),
+            Some(r) => r.send_ahead(store, &batch, &mut waiting),
             None => (Vec::new(), HashSet::new()),
         };
         let outgoing = match &replicator {
