@@ -292,6 +292,20 @@ impl World {
         }));
     }
 
+    /// Schedules `event` again after a random delay in `delays`, while faults last.
+    fn again(&mut self, delays: std::ops::Range<Ms>, event: Event) {
+        if self.now < self.config.faults_for {
+            let d = self.rng.random_range(delays);
+            self.at(d, event);
+        }
+    }
+
+    /// A node that is up, drawn at random (`None` if all are down).
+    fn random_up(&mut self) -> Option<usize> {
+        let up: Vec<usize> = (0..NODES.len()).filter(|&i| self.nodes[i].up).collect();
+        (!up.is_empty()).then(|| up[self.rng.random_range(0..up.len())])
+    }
+
     fn note(&mut self, line: impl FnOnce() -> String) {
         if self.config.trace {
             let line = line();
@@ -437,25 +451,18 @@ impl World {
                 if self.now >= self.config.faults_for {
                     return Ok(());
                 }
-                let up: Vec<usize> = (0..NODES.len()).filter(|&i| self.nodes[i].up).collect();
-                if !up.is_empty() {
-                    let i = up[self.rng.random_range(0..up.len())];
+                if let Some(i) = self.random_up() {
                     let outs = self.nodes[i].submit(self.now);
                     self.apply(i, outs)?;
                 }
-                if self.now < self.config.faults_for {
-                    let d = self.rng.random_range(200..1_500);
-                    self.at(d, Event::Submit);
-                }
+                self.again(200..1_500, Event::Submit);
                 Ok(())
             }
             Event::Add => {
                 if self.now >= self.config.faults_for {
                     return Ok(());
                 }
-                let up: Vec<usize> = (0..NODES.len()).filter(|&i| self.nodes[i].up).collect();
-                if !up.is_empty() {
-                    let i = up[self.rng.random_range(0..up.len())];
+                if let Some(i) = self.random_up() {
                     let actor = format!("counter/k{}", self.rng.random_range(0..3));
                     self.next_add += 1;
                     let add = self.next_add;
@@ -463,10 +470,7 @@ impl World {
                     let outs = self.nodes[i].actor_add(&actor, add, 0);
                     self.apply(i, outs)?;
                 }
-                if self.now < self.config.faults_for {
-                    let d = self.rng.random_range(50..600);
-                    self.at(d, Event::Add);
-                }
+                self.again(50..600, Event::Add);
                 Ok(())
             }
             Event::Nemesis => {
@@ -474,10 +478,7 @@ impl World {
                     return Ok(());
                 }
                 self.nemesis();
-                if self.now < self.config.faults_for {
-                    let d = self.rng.random_range(500..5_000);
-                    self.at(d, Event::Nemesis);
-                }
+                self.again(500..5_000, Event::Nemesis);
                 Ok(())
             }
             Event::Restart { node } => {

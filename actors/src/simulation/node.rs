@@ -251,6 +251,26 @@ impl SimNode {
         ask(&mut self.next_req, self.params.core_timeout, out, cmd)
     }
 
+    /// Calls `f` with this node's view for the actor host, the host, its store, and a way
+    /// to ask the core group.
+    fn with_host<R>(
+        &mut self,
+        f: impl FnOnce(&View, &mut Host, &mut Store, &mut dyn FnMut(&mut Vec<Out>, CoreReq) -> u64) -> R,
+    ) -> R {
+        let live = self.live_sorted();
+        let down = self.down_peers();
+        let v = View {
+            me: &self.name,
+            live: &live,
+            down: &down,
+            cluster: self.all.len(),
+            rules: self.rules,
+        };
+        let (next_req, wait) = (&mut self.next_req, self.params.core_timeout);
+        let mut asker = |o: &mut Vec<Out>, c: CoreReq| ask(next_req, wait, o, c);
+        f(&v, &mut self.mem.host, &mut self.disk.store, &mut asker)
+    }
+
     /// The peers seen go down, for the host.
     fn down_peers(&self) -> Vec<String> {
         self.mem
@@ -271,26 +291,8 @@ impl SimNode {
     /// A client's add to `actor` reached this node.
     pub(crate) fn actor_add(&mut self, actor: &str, add: u64, hops: u32) -> Vec<Out> {
         let mut out = Vec::new();
-        let live = self.live_sorted();
-        let down = self.down_peers();
-        let v = View {
-            me: &self.name,
-            live: &live,
-            down: &down,
-            cluster: self.all.len(),
-            rules: self.rules,
-        };
-        let (next_req, wait) = (&mut self.next_req, self.params.core_timeout);
-        let mut asker = |o: &mut Vec<Out>, c: CoreReq| ask(next_req, wait, o, c);
-        let req = self.mem.host.add(
-            &v,
-            &mut self.disk.store,
-            actor,
-            add,
-            hops,
-            &mut out,
-            &mut asker,
-        );
+        let req = self
+            .with_host(|v, host, store, ask| host.add(v, store, actor, add, hops, &mut out, ask));
         if let Some(req) = req {
             self.mem
                 .waiting
@@ -301,21 +303,8 @@ impl SimNode {
 
     /// The claim of `actor` was answered (`None`: not in time).
     fn actor_claimed(&mut self, actor: &str, answer: Option<CoreDecision>, out: &mut Vec<Out>) {
-        let live = self.live_sorted();
-        let down = self.down_peers();
-        let v = View {
-            me: &self.name,
-            live: &live,
-            down: &down,
-            cluster: self.all.len(),
-            rules: self.rules,
-        };
-        let (next_req, wait) = (&mut self.next_req, self.params.core_timeout);
-        let mut asker = |o: &mut Vec<Out>, c: CoreReq| ask(next_req, wait, o, c);
-        let req = self
-            .mem
-            .host
-            .claimed(&v, &mut self.disk.store, actor, answer, out, &mut asker);
+        let req =
+            self.with_host(|v, host, store, ask| host.claimed(v, store, actor, answer, out, ask));
         if let Some(req) = req {
             self.mem
                 .waiting
@@ -615,38 +604,14 @@ impl SimNode {
                 });
             }
             Timer::CopyWait { actor, epoch, seq } => {
-                let live = self.live_sorted();
-                let down = self.down_peers();
-                let v = View {
-                    me: &self.name,
-                    live: &live,
-                    down: &down,
-                    cluster: self.all.len(),
-                    rules: self.rules,
-                };
-                self.mem
-                    .host
-                    .copied(&v, &mut self.disk.store, &actor, epoch, seq, None, &mut out);
+                self.with_host(|v, host, store, _| {
+                    host.copied(v, store, &actor, epoch, seq, None, &mut out)
+                });
             }
             Timer::GatherWait { actor, epoch } => {
-                let live = self.live_sorted();
-                let down = self.down_peers();
-                let v = View {
-                    me: &self.name,
-                    live: &live,
-                    down: &down,
-                    cluster: self.all.len(),
-                    rules: self.rules,
-                };
-                self.mem.host.gathered(
-                    &v,
-                    &mut self.disk.store,
-                    &actor,
-                    epoch,
-                    None,
-                    None,
-                    &mut out,
-                );
+                self.with_host(|v, host, store, _| {
+                    host.gathered(v, store, &actor, epoch, None, None, &mut out)
+                });
             }
             Timer::CoreTimeout { req } => {
                 if let Some(w) = self.mem.waiting.remove(&req) {
@@ -714,16 +679,7 @@ impl SimNode {
         for job in ends {
             self.publish(&job, out);
         }
-        let live = self.live_sorted();
-        let down = self.down_peers();
-        let v = View {
-            me: &self.name,
-            live: &live,
-            down: &down,
-            cluster: self.all.len(),
-            rules: self.rules,
-        };
-        self.mem.host.sweep(&v, out);
+        self.with_host(|v, host, _, _| host.sweep(v, out));
     }
 
     /// Peer `node` is down (its connection closed, or it was silent): the attempts it ran
@@ -862,24 +818,9 @@ impl SimNode {
                 epoch,
                 saved,
             } => {
-                let live = self.live_sorted();
-                let down = self.down_peers();
-                let v = View {
-                    me: &self.name,
-                    live: &live,
-                    down: &down,
-                    cluster: self.all.len(),
-                    rules: self.rules,
-                };
-                self.mem.host.gathered(
-                    &v,
-                    &mut self.disk.store,
-                    &actor,
-                    epoch,
-                    Some(from),
-                    saved,
-                    &mut out,
-                );
+                self.with_host(|v, host, store, _| {
+                    host.gathered(v, store, &actor, epoch, Some(from), saved, &mut out)
+                });
             }
             Msg::KeepCopy { actor, saved } => out.push(Out::Send {
                 to: from.to_string(),
@@ -891,24 +832,9 @@ impl SimNode {
                 seq,
                 ok,
             } => {
-                let live = self.live_sorted();
-                let down = self.down_peers();
-                let v = View {
-                    me: &self.name,
-                    live: &live,
-                    down: &down,
-                    cluster: self.all.len(),
-                    rules: self.rules,
-                };
-                self.mem.host.copied(
-                    &v,
-                    &mut self.disk.store,
-                    &actor,
-                    epoch,
-                    seq,
-                    Some(ok),
-                    &mut out,
-                );
+                self.with_host(|v, host, store, _| {
+                    host.copied(v, store, &actor, epoch, seq, Some(ok), &mut out)
+                });
             }
         }
         out
