@@ -122,14 +122,16 @@ impl JobManagerState {
 
     /// Records the end of one of this node's jobs: its status is kept (the newest
     /// `retain_finished_jobs`), its supervisor stopped, its journal entry closed.
-    fn ended(&mut self, st: JobStatus) {
+    fn ended(&mut self, myself: &ActorRef<JobManagerMessage>, st: JobStatus) {
         if let Some(j) = &self.ctx.journal {
             j.end(&st);
         }
         self.ctx.scheduler.job_ended(&st.id);
         let gone = self.live.remove(&st.id);
         if let Some(epoch) = self.takeovers.run_epoch(&st.id).filter(|e| *e > 0) {
-            self.tell_core_ended(st.id.clone(), epoch);
+            // Never handed over again; its entry is pruned later. Only jobs taken over
+            // (and ends a copy did not ack, `copies::confirm_ends`) cost this write.
+            copies::record_ends_later(&self.ctx.config.name, vec![(st.id.clone(), epoch)], myself);
         }
         self.takeovers.run_ended(&st.id);
         self.count_owned();
@@ -177,23 +179,6 @@ impl JobManagerState {
             tracing::warn!(node = %node, "a node running attempts of this node's jobs is no live member; its attempts run again");
             self.node_down(&node);
         }
-    }
-
-    /// Tells the core group, off the mailbox, that the run of `job` this node took over at
-    /// `epoch` ended: it is never handed over again, and its entry is pruned later. Only
-    /// jobs taken over cost this write; a lost one leaves the entry unpruned, no more.
-    fn tell_core_ended(&self, job: String, epoch: u64) {
-        let me = self.ctx.config.name.clone();
-        tokio::spawn(async move {
-            let cmd = crate::core::CoreCommand::JobEnded {
-                job: job.clone(),
-                node: me.clone(),
-                epoch,
-            };
-            if let Err(r) = crate::core::decide(&me, cmd).await {
-                tracing::debug!(job = %job, reason = %r.message, "the core group was not told of a taken-over job's end");
-            }
-        });
     }
 }
 
@@ -400,7 +385,7 @@ impl Actor for JobManager {
                 state.resume_journaled(&myself, moved).await;
             }
             JobManagerMessage::JobEnded(st) => match st.into_inner() {
-                Ok(st) => state.ended(st),
+                Ok(st) => state.ended(&myself, st),
                 Err(e) => tracing::warn!(error = %e, "unreadable job status"),
             },
         }
@@ -409,7 +394,7 @@ impl Actor for JobManager {
 
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         evt: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -447,7 +432,7 @@ impl Actor for JobManager {
                         Wire::new(ev),
                     ));
                 }
-                state.ended(st);
+                state.ended(&myself, st);
             }
         }
         Ok(())

@@ -96,7 +96,8 @@ pub enum CoreCommand {
         id: String,
     },
     /// The run of `job` that `node` took over at `epoch` ended: the job is never handed
-    /// over again (and its entry is pruned later).
+    /// over again (and its entry is pruned later). Nodes now send [`CoreCommand::JobsEnded`];
+    /// this stays so that logs written before still apply.
     JobEnded {
         /// The job.
         job: String,

@@ -30,6 +30,21 @@ const MAX_ENDS_PER_RECORD: usize = 1_000;
 /// takeover's grace period by default).
 const RECORD_TRIES: u32 = 20;
 
+/// [`record_ends`], off the mailbox, in entries of at most [`MAX_ENDS_PER_RECORD`] jobs.
+pub(super) fn record_ends_later(
+    node: &str,
+    ends: Vec<(String, u64)>,
+    myself: &ActorRef<JobManagerMessage>,
+) {
+    let me = node.to_string();
+    let myself = myself.clone();
+    tokio::spawn(async move {
+        for chunk in ends.chunks(MAX_ENDS_PER_RECORD) {
+            record_ends(&me, chunk.to_vec(), &myself).await;
+        }
+    });
+}
+
 /// Has the core group record that `node`'s runs of `ends` (job, epoch) ended, trying again
 /// while it does not answer; tells `myself` of each job another node holds now.
 async fn record_ends(node: &str, ends: Vec<(String, u64)>, myself: &ActorRef<JobManagerMessage>) {
@@ -155,13 +170,7 @@ impl JobManagerState {
         if ends.is_empty() {
             return;
         }
-        let me = self.ctx.config.name.clone();
-        let myself = myself.clone();
-        tokio::spawn(async move {
-            for chunk in ends.chunks(MAX_ENDS_PER_RECORD) {
-                record_ends(&me, chunk.to_vec(), &myself).await;
-            }
-        });
+        record_ends_later(&self.ctx.config.name, ends, myself);
     }
 
     /// The core group answered a takeover.
