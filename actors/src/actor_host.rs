@@ -14,8 +14,18 @@
 //! node joining, views differing for a moment) never both activate it.
 //!
 //! Granted, the host gathers the newest saved state of the actor, from its own store and
-//! from every other host of T (a replica holds the copies of a host that died), fencing
-//! each store at the new epoch as it reads it, and starts the activation from it. Every second it stops activations that have been idle
+//! from every other host it reaches (a replica holds the copies of a host that died),
+//! fencing each store at the new epoch as it reads it, and starts the activation from it
+//! only once it has read a majority of the N hosts of T ([`quorum`]; N never shrinks when
+//! hosts are cut off). Saves are acknowledged once a majority of the N hosts hold them
+//! ([`activation`]), so this read sees every acknowledged save, and the stores it fenced
+//! leave the old activation (on the other side of a partition, say) too few to
+//! acknowledge anything more. If it cannot read a majority within the claim's time, the
+//! claim fails ("can read only k of N stores of T"), the lease is given back and callers
+//! get "unavailable": a keyed actor is unavailable while a majority of its type's hosts
+//! cannot be reached, rather than losing acknowledged updates. In a cluster too small for
+//! a core group (no lease) the host reads what it reaches and one replica is written,
+//! best effort. Every second it stops activations that have been idle
 //! for `actors.idle_ms` and those whose key now belongs to another host (a node joined):
 //! they finish their saves, stop, and the host releases their lease, then passes on any
 //! message that arrived meanwhile.

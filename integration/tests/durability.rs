@@ -127,18 +127,21 @@ async fn an_actor_update_no_second_node_holds_is_refused_and_no_acknowledged_upd
     let refused = std::thread::spawn(move || run_with_timeout(cmd, Duration::from_secs(30)));
     // While the key moves, delivery is at-least-once (a relay that timed out is tried
     // again, and both may be applied): adds of 1 may count twice, never n1's refused 1000.
-    let (mut majority, mut unknown) = (0, 0);
+    let (mut majority, mut unknown, mut last) = (0, 0, String::new());
     // Generous: the key moves only once n1 is declared down and the core group grants
     // the lease, which a loaded 2-core CI machine can slow down a lot.
     let deadline = Instant::now() + Duration::from_secs(60);
     while majority < 10 {
         assert!(
             Instant::now() < deadline,
-            "the majority side took {majority} adds in 60 s"
+            "the majority side took {majority} adds in 60 s (last error: {last})"
         );
         match add(&via_n2, &key, 1).await {
             Ok(_) => majority += 1,
-            Err(_) => unknown += 1,
+            Err(e) => {
+                unknown += 1;
+                last = e;
+            }
         }
     }
     acked += majority;
