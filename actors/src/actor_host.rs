@@ -549,17 +549,27 @@ async fn claim(
     // waited for until `give_up`. Without a core group, what is in view is read.
     let fence = epoch.unwrap_or(0);
     let actor_type = actor.split_once('/').map_or(actor, |(t, _)| t);
+    // Stores read in earlier rounds count too: each stays fenced at this epoch, so what
+    // it held when read is still its newest save of any older activation.
+    let mut gathered: Option<Gathered> = None;
     let state = loop {
-        let gathered = newest_state(store, known, actor_type, actor, &me, fence).await;
-        let found = gathered.newest.as_ref().map(|s| (s.epoch, s.seq));
-        let short = epoch.and_then(|_| gathered.too_few(actor_type).err());
+        let round = newest_state(store, known, actor_type, actor, &me, fence).await;
+        let g = match gathered.take() {
+            Some(mut before) => {
+                before.merge(round);
+                gathered.insert(before)
+            }
+            None => gathered.insert(round),
+        };
+        let found = g.newest.as_ref().map(|s| (s.epoch, s.seq));
+        let short = epoch.and_then(|_| g.too_few(actor_type).err());
         let why = match (short, at_least) {
             (Some(short), _) => short.to_string(),
             (None, Some(need)) if found < Some(need) => format!(
                 "its newest state (epoch {}, save {}) is on a node this one cannot reach yet",
                 need.0, need.1
             ),
-            (None, _) => break gathered.newest,
+            (None, _) => break g.newest.take(),
         };
         if Instant::now() >= give_up {
             // Give the lease back (keeping what the core group knows of the last save):
@@ -630,6 +640,17 @@ struct Gathered {
 }
 
 impl Gathered {
+    /// Adds a later round of reads (at the same epoch) to this one.
+    fn merge(&mut self, later: Gathered) {
+        self.read.extend(later.read);
+        self.hosts.extend(later.hosts);
+        if let Some(l) = later.newest {
+            if self.newest.as_ref().is_none_or(|n| l.is_newer_than(n)) {
+                self.newest = Some(l);
+            }
+        }
+    }
+
     /// Whether a read quorum of the type's hosts answered.
     fn too_few(&self, actor_type: &str) -> Result<(), TooFewStores> {
         let read = self.read.intersection(&self.hosts).count();
@@ -975,5 +996,28 @@ mod tests {
             read.too_few(t).is_err(),
             "2 of 5 stores were taken for a majority"
         );
+    }
+
+    /// Stores read in two rounds of a claim count together (each stays fenced at the
+    /// epoch): one store answering only in the first round, another only in the second,
+    /// make a majority with this node's.
+    #[tokio::test]
+    async fn stores_read_in_earlier_rounds_count_towards_the_majority() {
+        let (t, actor) = ("test.read-rounds", "test.read-rounds/k");
+        let known = KnownHosts::default();
+        known.learn(t, ["n1", "m2", "m3", "m4", "m5"]);
+        let mine = ActorStore::new(None);
+        let (_, m2) = fake_host::start("m2", t, true).await;
+        let mut first = newest_state(&mine, &known, t, actor, "n1", 9).await;
+        m2.stop_and_wait(None, None)
+            .await
+            .expect("the fake host stops");
+        let (m3, _) = fake_host::start("m3", t, true).await;
+        assert_eq!(m3.save(actor, saved(3, 4, &[])).await, Some(Ok(())));
+        let second = newest_state(&mine, &known, t, actor, "n1", 9).await;
+        assert!(second.too_few(t).is_err(), "two of five are not a majority");
+        first.merge(second);
+        assert_eq!(first.too_few(t), Ok(()));
+        assert_eq!(first.newest, Some(saved(3, 4, &[])));
     }
 }
