@@ -14,8 +14,18 @@
 //! node joining, views differing for a moment) never both activate it.
 //!
 //! Granted, the host gathers the newest saved state of the actor, from its own store and
-//! from every other host of T (a replica holds the copies of a host that died), fencing
-//! each store at the new epoch as it reads it, and starts the activation from it. Every second it stops activations that have been idle
+//! from every other host it reaches (a replica holds the copies of a host that died),
+//! fencing each store at the new epoch as it reads it, and starts the activation from it
+//! only once it has read a majority of the N hosts of T ([`quorum`]; N never shrinks when
+//! hosts are cut off). Saves are acknowledged once a majority of the N hosts hold them
+//! ([`activation`]), so this read sees every acknowledged save, and the stores it fenced
+//! leave the old activation (on the other side of a partition, say) too few to
+//! acknowledge anything more. If it cannot read a majority within the claim's time, the
+//! claim fails ("can read only k of N stores of T"), the lease is given back and callers
+//! get "unavailable": a keyed actor is unavailable while a majority of its type's hosts
+//! cannot be reached, rather than losing acknowledged updates. In a cluster too small for
+//! a core group (no lease) the host reads what it reaches and one replica is written,
+//! best effort. Every second it stops activations that have been idle
 //! for `actors.idle_ms` and those whose key now belongs to another host (a node joined):
 //! they finish their saves, stop, and the host releases their lease, then passes on any
 //! message that arrived meanwhile.
@@ -43,9 +53,13 @@ use troupe_runtime::wire::Wire;
 use crate::NodeContext;
 
 pub(crate) mod activation;
+#[cfg(test)]
+pub(crate) mod fake_host;
+pub(crate) mod quorum;
 pub(crate) mod store;
 
 use activation::{reason, Activation, ActivationArgs, ActivationMessage, ActivationStats};
+use quorum::{read_quorum, KnownHosts};
 use store::ActorStore;
 
 /// How long a claim keeps asking the core group (an election, a group still forming).
@@ -57,16 +71,28 @@ const NEW_NODE: Duration = Duration::from_secs(3);
 /// How often the host looks for idle and moved activations.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// The replica of (T, K) for a save by `me`: the first other host of T in the key's
-/// rendezvous order (the one that owns the key if `me` goes).
-pub(crate) fn replica(actor_type: &str, key: &str, me: &str) -> Option<ActorRef<ActorHostMessage>> {
-    let hosts = route::hosts(actor_type);
-    let ranked = troupe_runtime::merge::ranked(
+/// The replicas of (T, K) for a save by `me`: the first `count` other hosts of T among
+/// `hosts` (those in view) in the key's rendezvous order (the first is the one that owns
+/// the key if `me` goes). Fewer if fewer are in view.
+pub(crate) fn replicas(
+    actor_type: &str,
+    key: &str,
+    me: &str,
+    hosts: &[(String, ActorRef<ActorHostMessage>)],
+    count: usize,
+) -> Vec<(String, ActorRef<ActorHostMessage>)> {
+    let mut ranked = troupe_runtime::merge::ranked(
         &route::owner_key(actor_type, key),
         hosts.iter().map(|(n, _)| n.as_str()),
     );
-    let next = ranked.into_iter().find(|n| *n != me)?.to_string();
-    hosts.into_iter().find(|(n, _)| *n == next).map(|(_, r)| r)
+    // A node seen twice (a session being replaced) is one replica.
+    ranked.dedup();
+    ranked
+        .into_iter()
+        .filter(|n| *n != me)
+        .take(count)
+        .filter_map(|n| hosts.iter().find(|(h, _)| h == n).cloned())
+        .collect()
 }
 
 type Pending = (ActorEnvelope, RpcReplyPort<ActorReply>);
@@ -96,6 +122,8 @@ pub(crate) struct ActorHost;
 pub(crate) struct HostState {
     ctx: NodeContext,
     store: ActorStore,
+    /// The hosts of each type this node has seen: the N of its quorums.
+    known: KnownHosts,
     link: Arc<dyn ActorLink>,
     slots: HashMap<String, Slot>,
     by_cell: HashMap<ActorId, String>,
@@ -168,8 +196,9 @@ impl HostState {
                 self.slots
                     .insert(id.clone(), Slot::Waiting(vec![(env, reply)]));
                 let (ctx, store, me) = (self.ctx.clone(), self.store.clone(), myself.clone());
+                let known = self.known.clone();
                 tokio::spawn(async move {
-                    let outcome = claim(&ctx, &store, &id).await;
+                    let outcome = claim(&ctx, &store, &known, &id).await;
                     let _ = me.cast(ActorHostMessage::Claimed(Wire::new(Claim {
                         actor: id,
                         outcome,
@@ -210,7 +239,8 @@ impl HostState {
                     epoch,
                     kind,
                     saved: state,
-                    copy_required: leased,
+                    quorum_required: leased,
+                    known: self.known.clone(),
                     store: self.store.clone(),
                     link: self.link.clone(),
                     limits: self.ctx.config.actors,
@@ -390,8 +420,13 @@ impl HostState {
         }
     }
 
-    /// Stops idle activations and those whose key another host owns now.
+    /// Stops idle activations and those whose key another host owns now; learns the
+    /// hosts of every type in view (the N of the quorums).
     fn sweep(&mut self) {
+        for t in self.ctx.registry.actors().names() {
+            self.known
+                .learn(&t, route::hosts(&t).into_iter().map(|(n, _)| n));
+        }
         let idle = Duration::from_millis(self.ctx.config.actors.idle_ms);
         let me = self.me().to_string();
         let mut hosts_of: HashMap<String, Vec<(String, ActorRef<ActorHostMessage>)>> =
@@ -470,8 +505,14 @@ fn relay(
     });
 }
 
-/// Asks the core group for `actor`'s lease and, granted, gathers its newest state.
-async fn claim(ctx: &NodeContext, store: &ActorStore, actor: &str) -> ClaimOutcome {
+/// Asks the core group for `actor`'s lease and, granted, gathers its newest state from a
+/// read quorum of the type's stores.
+async fn claim(
+    ctx: &NodeContext,
+    store: &ActorStore,
+    known: &KnownHosts,
+    actor: &str,
+) -> ClaimOutcome {
     let me = ctx.config.name.clone();
     let give_up = Instant::now() + CLAIM_FOR;
     let mut replaces = None;
@@ -502,35 +543,50 @@ async fn claim(ctx: &NodeContext, store: &ActorStore, actor: &str) -> ClaimOutco
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };
-    // The activation that released the actor last saved `at_least`: wait (a node that
-    // just joined may not see every host yet) until a state that new is found.
+    // Leased, the activation starts only from a read quorum of the type's stores (see
+    // `quorum`), and (the activation that released the actor last saved `at_least`; a
+    // node that just joined may not see every host yet) from a state that new. Both are
+    // waited for until `give_up`. Without a core group, what is in view is read.
     let fence = epoch.unwrap_or(0);
+    let actor_type = actor.split_once('/').map_or(actor, |(t, _)| t);
+    // Stores read in earlier rounds count too: each stays fenced at this epoch, so what
+    // it held when read is still its newest save of any older activation.
+    let mut gathered: Option<Gathered> = None;
     let state = loop {
-        let state = newest_state(store, actor, &me, fence).await;
-        let found = state.as_ref().map(|s| (s.epoch, s.seq));
-        match at_least {
-            Some(need) if found < Some(need) => {
-                if Instant::now() >= give_up {
-                    // Give the lease back (keeping what the core group knows of the last
-                    // save): the next message claims it again.
-                    if let Some(epoch) = epoch {
-                        let cmd = CoreCommand::ReleaseActor {
-                            actor: actor.to_string(),
-                            node: me.clone(),
-                            epoch,
-                            saved: None,
-                        };
-                        let _ = crate::core::decide(&me, cmd).await;
-                    }
-                    return ClaimOutcome::Failed(format!(
-                        "its newest state (epoch {}, save {}) is on a node this one cannot reach yet",
-                        need.0, need.1
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        let round = newest_state(store, known, actor_type, actor, &me, fence).await;
+        let g = match gathered.take() {
+            Some(mut before) => {
+                before.merge(round);
+                gathered.insert(before)
             }
-            _ => break state,
+            None => gathered.insert(round),
+        };
+        let found = g.newest.as_ref().map(|s| (s.epoch, s.seq));
+        let short = epoch.and_then(|_| g.too_few(actor_type).err());
+        let why = match (short, at_least) {
+            (Some(short), _) => short.to_string(),
+            (None, Some(need)) if found < Some(need) => format!(
+                "its newest state (epoch {}, save {}) is on a node this one cannot reach yet",
+                need.0, need.1
+            ),
+            (None, _) => break g.newest.take(),
+        };
+        if Instant::now() >= give_up {
+            // Give the lease back (keeping what the core group knows of the last save):
+            // the next message claims it again.
+            if let Some(epoch) = epoch {
+                let cmd = CoreCommand::ReleaseActor {
+                    actor: actor.to_string(),
+                    node: me.clone(),
+                    epoch,
+                    saved: None,
+                };
+                let _ = crate::core::decide(&me, cmd).await;
+            }
+            tracing::warn!(actor, reason = %why, "not activating an actor");
+            return ClaimOutcome::Failed(why);
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // Without a core group the epoch is the newest save's: saves go on from there.
     let leased = epoch.is_some();
@@ -555,20 +611,84 @@ fn no_core_expected(ctx: &NodeContext) -> bool {
         && crate::live_nodes(&ctx.view).len() < cfg.size
 }
 
+/// Too few of an actor type's stores answered for a new activation to start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "can read only {read} of {hosts} stores of {actor_type} ({needed} needed, so \
+     that no acknowledged update is missed); it activates once a majority of its hosts can be reached"
+)]
+pub(crate) struct TooFewStores {
+    /// The actor type.
+    pub actor_type: String,
+    /// Stores read and fenced (this node's included).
+    pub read: usize,
+    /// The hosts of the type (N).
+    pub hosts: usize,
+    /// The read quorum of N.
+    pub needed: usize,
+}
+
+/// What a new activation read: the newest state, and which stores were read and fenced.
+#[derive(Debug)]
+struct Gathered {
+    /// The newest save among the stores read.
+    newest: Option<SavedState>,
+    /// The nodes whose store answered (read and fenced).
+    read: std::collections::BTreeSet<String>,
+    /// The hosts of the type: those known, and those named in the states read (N).
+    hosts: std::collections::BTreeSet<String>,
+}
+
+impl Gathered {
+    /// Adds a later round of reads (at the same epoch) to this one.
+    fn merge(&mut self, later: Gathered) {
+        self.read.extend(later.read);
+        self.hosts.extend(later.hosts);
+        if let Some(l) = later.newest {
+            if self.newest.as_ref().is_none_or(|n| l.is_newer_than(n)) {
+                self.newest = Some(l);
+            }
+        }
+    }
+
+    /// Whether a read quorum of the type's hosts answered.
+    fn too_few(&self, actor_type: &str) -> Result<(), TooFewStores> {
+        let read = self.read.intersection(&self.hosts).count();
+        let needed = read_quorum(self.hosts.len());
+        if read >= needed {
+            Ok(())
+        } else {
+            Err(TooFewStores {
+                actor_type: actor_type.to_string(),
+                read,
+                hosts: self.hosts.len(),
+                needed,
+            })
+        }
+    }
+}
+
 /// The newest state of `actor` here and on the other hosts this node sees, each store
 /// fenced at `epoch` first (the new activation's: from then on they refuse the saves of
-/// any older one, so none can be acknowledged after this read and lost).
-async fn newest_state(store: &ActorStore, actor: &str, me: &str, epoch: u64) -> Option<SavedState> {
+/// any older one, so none can be acknowledged after this read and lost). `me` counts as
+/// a host of `actor_type` (it is about to run the actor).
+async fn newest_state(
+    store: &ActorStore,
+    known: &KnownHosts,
+    actor_type: &str,
+    actor: &str,
+    me: &str,
+    epoch: u64,
+) -> Gathered {
     // Every host, not only those of the type: a node that is leaving has left the type's
     // group but still holds the states it saved.
     let asks = ractor::pg::get_members(&ACTOR_HOSTS_GROUP.to_string())
         .into_iter()
-        .filter(|c| {
-            c.get_name()
-                .and_then(|n| troupe_runtime::protocol::node_of_actor_host(&n).map(|n| n != me))
-                .unwrap_or(false)
+        .filter_map(|c| {
+            let node = troupe_runtime::protocol::node_of_actor_host(&c.get_name()?)?.to_string();
+            (node != me).then_some((node, c))
         })
-        .map(|cell| {
+        .map(|(node, cell)| {
             let host: ActorRef<ActorHostMessage> = cell.into();
             let actor = actor.to_string();
             async move {
@@ -579,7 +699,9 @@ async fn newest_state(store: &ActorStore, actor: &str, me: &str, epoch: u64) -> 
                     )
                     .await
                 {
-                    Ok(ractor::rpc::CallResult::Success(w)) => w.into_inner().ok().flatten(),
+                    Ok(ractor::rpc::CallResult::Success(w)) => {
+                        w.into_inner().ok().map(|held| (node, held))
+                    }
                     _ => None,
                 }
             }
@@ -588,11 +710,35 @@ async fn newest_state(store: &ActorStore, actor: &str, me: &str, epoch: u64) -> 
         futures::future::join_all(asks),
         store.fetch_and_fence(actor, epoch)
     );
-    theirs
-        .into_iter()
-        .flatten()
-        .chain(mine)
-        .reduce(|a, b| if b.is_newer_than(&a) { b } else { a })
+    let mine = match mine {
+        Ok(held) => Some((me.to_string(), held)),
+        Err(e) => {
+            tracing::warn!(actor, error = %e, "cannot read this node's store for a new activation");
+            None
+        }
+    };
+    let answers: Vec<(String, Option<SavedState>)> =
+        theirs.into_iter().flatten().chain(mine).collect();
+    let in_view = route::hosts(actor_type).into_iter().map(|(n, _)| n);
+    let named = answers
+        .iter()
+        .filter_map(|(_, s)| s.as_ref())
+        .flat_map(|s| s.hosts.iter().cloned());
+    let hosts = known.learn(
+        actor_type,
+        in_view.chain(named).chain(std::iter::once(me.to_string())),
+    );
+    let read = answers.iter().map(|(n, _)| n.clone()).collect();
+    let newest =
+        answers
+            .into_iter()
+            .filter_map(|(_, s)| s)
+            .reduce(|a, b| if b.is_newer_than(&a) { b } else { a });
+    Gathered {
+        newest,
+        read,
+        hosts,
+    }
 }
 
 /// Jobs for handlers: submitted to this node's job manager, followed by status.
@@ -667,6 +813,7 @@ impl Actor for ActorHost {
         myself.send_interval(SWEEP_EVERY, || ActorHostMessage::Sweep);
         Ok(HostState {
             store: ActorStore::new(ctx.journal.clone()),
+            known: KnownHosts::default(),
             link: Arc::new(NodeJobs {
                 node: ctx.config.name.clone(),
             }),
@@ -709,8 +856,15 @@ impl Actor for ActorHost {
             ActorHostMessage::FetchState(actor, epoch, reply) => {
                 let store = st.store.clone();
                 tokio::spawn(async move {
-                    let held = store.fetch_and_fence(&actor, epoch).await;
-                    let _ = reply.send(Wire::new(held));
+                    match store.fetch_and_fence(&actor, epoch).await {
+                        Ok(held) => {
+                            let _ = reply.send(Wire::new(held));
+                        }
+                        // No answer: the asker must not count this store as fenced.
+                        Err(e) => {
+                            tracing::warn!(actor = %actor, error = %e, "cannot fence an actor's state for a new activation")
+                        }
+                    }
                 });
             }
             ActorHostMessage::List(reply) => {
@@ -769,5 +923,101 @@ impl Actor for ActorHost {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(epoch: u64, seq: u64, hosts: &[&str]) -> SavedState {
+        SavedState {
+            epoch,
+            seq,
+            state: vec![seq as u8],
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
+    /// A new activation starts only from a majority of its type's stores, each fenced at
+    /// its epoch: with two of five answering (this node's and one other) it does not start,
+    /// saying how many it could read; with three it starts from the newest of them.
+    #[tokio::test]
+    async fn a_new_activation_reads_and_fences_a_majority_of_the_stores_first() {
+        let (t, actor) = ("test.read-quorum", "test.read-quorum/k");
+        let known = KnownHosts::default();
+        known.learn(t, ["n1", "q2", "q3", "q4", "q5"]);
+        let mine = ActorStore::new(None);
+        let (q2, _) = fake_host::start("q2", t, true).await;
+        assert_eq!(q2.save(actor, saved(3, 4, &[])).await, Some(Ok(())));
+
+        let two = newest_state(&mine, &known, t, actor, "n1", 9).await;
+        assert_eq!(
+            two.too_few(t),
+            Err(TooFewStores {
+                actor_type: t.into(),
+                read: 2,
+                hosts: 5,
+                needed: 3,
+            })
+        );
+        assert!(two
+            .too_few(t)
+            .expect_err("too few")
+            .to_string()
+            .contains("can read only 2 of 5 stores of test.read-quorum"));
+
+        let (q3, _) = fake_host::start("q3", t, true).await;
+        let three = newest_state(&mine, &known, t, actor, "n1", 9).await;
+        assert_eq!(three.too_few(t), Ok(()));
+        assert_eq!(three.newest, Some(saved(3, 4, &[])));
+        // Every store read is fenced: the activation at epoch 3 can save there no more.
+        for s in [&mine, &q2, &q3] {
+            assert_eq!(
+                s.save(actor, saved(3, 5, &[])).await,
+                Some(Err(troupe_runtime::protocol::Fenced { epoch: 9 }))
+            );
+        }
+    }
+
+    /// A node that has just started and sees few hosts learns N from the hosts named in
+    /// the states it reads, so it does not take a minority for a majority.
+    #[tokio::test]
+    async fn hosts_named_in_a_saved_state_count_towards_the_majority() {
+        let (t, actor) = ("test.named-hosts", "test.named-hosts/k");
+        let known = KnownHosts::default();
+        let mine = ActorStore::new(None);
+        let five = ["n1", "h2", "h3", "h4", "h5"];
+        assert_eq!(mine.save(actor, saved(3, 4, &five)).await, Some(Ok(())));
+        fake_host::start("h2", t, true).await;
+        let read = newest_state(&mine, &known, t, actor, "n1", 9).await;
+        assert_eq!(read.hosts.len(), 5);
+        assert!(
+            read.too_few(t).is_err(),
+            "2 of 5 stores were taken for a majority"
+        );
+    }
+
+    /// Stores read in two rounds of a claim count together (each stays fenced at the
+    /// epoch): one store answering only in the first round, another only in the second,
+    /// make a majority with this node's.
+    #[tokio::test]
+    async fn stores_read_in_earlier_rounds_count_towards_the_majority() {
+        let (t, actor) = ("test.read-rounds", "test.read-rounds/k");
+        let known = KnownHosts::default();
+        known.learn(t, ["n1", "m2", "m3", "m4", "m5"]);
+        let mine = ActorStore::new(None);
+        let (_, m2) = fake_host::start("m2", t, true).await;
+        let mut first = newest_state(&mine, &known, t, actor, "n1", 9).await;
+        m2.stop_and_wait(None, None)
+            .await
+            .expect("the fake host stops");
+        let (m3, _) = fake_host::start("m3", t, true).await;
+        assert_eq!(m3.save(actor, saved(3, 4, &[])).await, Some(Ok(())));
+        let second = newest_state(&mine, &known, t, actor, "n1", 9).await;
+        assert!(second.too_few(t).is_err(), "two of five are not a majority");
+        first.merge(second);
+        assert_eq!(first.too_few(t), Ok(()));
+        assert_eq!(first.newest, Some(saved(3, 4, &[])));
     }
 }

@@ -8,17 +8,24 @@
 //! the restored state. Past the limit the activation refuses messages and stops; its
 //! host keeps the actor stopped for `actors.stopped_for_ms`.
 //!
-//! A persistent type's replies wait for the save of the state they produced: on this
-//! node's journal and on one replica (the next host in the key's rendezvous order), both
-//! at once. Saves are pipelined: while one is in flight the activation goes on handling
-//! messages, and the next save carries the newest state for all of them (a group commit
-//! per actor, so a busy key is not bounded by one fsync per message).
+//! A persistent type's replies wait for the save of the state they produced. Saves are
+//! pipelined: while one is in flight the activation goes on handling messages, and the
+//! next save carries the newest state for all of them (a group commit per actor, so a
+//! busy key is not bounded by one fsync per message).
 //!
-//! An activation leased by the core group acknowledges nothing that only its own disk
-//! holds: a save whose replica does not confirm within [`COPY_WAIT`], or that has no
-//! replica in view (this node is cut off), is refused. Its callers get "unavailable" and
-//! the activation rolls back to its last save both copies hold: in memory, and on its own
+//! An activation leased by the core group acknowledges a save only once a write quorum of
+//! the N hosts of its type hold it ([`super::quorum`]: a majority, at least two): this
+//! node's journal and the next hosts in the key's rendezvous order, all written at once,
+//! each given at most [`COPY_WAIT`]. Since a new activation reads a majority of the stores
+//! first, it sees every acknowledged save, wherever a partition falls; and once it has
+//! fenced them the old activation cannot gather a quorum and acknowledges nothing more.
+//! N is every host of the type this process has seen ([`super::quorum::KnownHosts`]), not
+//! the hosts in view, so a node cut off with a few others does not take them for a
+//! majority. A save too few hosts confirmed is refused: its callers get "unavailable" and
+//! the activation rolls back to its last save a quorum holds: in memory, and on its own
 //! disk by a save of that state (so a later activation cannot read the refused one here).
+//! Without a lease (a cluster too small for a core group) one replica is written, best
+//! effort.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -38,12 +45,12 @@ use troupe_runtime::config::ActorsConfig;
 use troupe_runtime::protocol::{ActorHostMessage, ActorReply, Fenced, SavedState, StateCopy};
 use troupe_runtime::wire::Wire;
 
+use super::quorum::{write_quorum, KnownHosts};
 use super::store::ActorStore;
 use crate::supervision::RestartIntensity;
 
-/// How long a save waits for its replica's answer (as a job submission does,
-/// `journal::ACK_WAIT`); then it is refused (leased activations) or answered on the
-/// strength of the local commit alone (a cluster too small for a core group).
+/// How long a save waits for each replica's answer (as a job submission does,
+/// `journal::ACK_WAIT`); a replica silent that long does not count towards the quorum.
 const COPY_WAIT: Duration = crate::journal::ACK_WAIT;
 
 /// Why an activation stopped (its host acts on it).
@@ -85,9 +92,10 @@ pub(crate) enum ActivationMessage {
 /// How a save ended.
 #[derive(Debug)]
 pub(crate) enum SaveOutcome {
-    /// Saved here and on the replica (or, where no copy is required, here alone).
+    /// Saved on a write quorum of the type's hosts (or, where no quorum is required, here).
     Kept,
-    /// Saved here, but no replica confirmed its copy (why): not durable as promised.
+    /// Saved here, but too few replicas confirmed their copy (why): not durable as
+    /// promised.
     NotCopied(String),
     /// A store holds a newer activation's state: this one was replaced.
     Fenced(u64),
@@ -109,9 +117,12 @@ pub(crate) struct ActivationArgs {
     pub kind: Arc<dyn ErasedActor>,
     /// The newest saved state found (none: a new actor).
     pub saved: Option<SavedState>,
-    /// A save counts only once the replica holds it too (the core group leased the actor;
-    /// false in a cluster too small for a core group, where the replica is best effort).
-    pub copy_required: bool,
+    /// A save counts only once a write quorum of the type's hosts holds it (the core group
+    /// leased the actor; false in a cluster too small for a core group, where one replica
+    /// is written, best effort).
+    pub quorum_required: bool,
+    /// The hosts of each type this node has seen: the N of the quorum.
+    pub known: KnownHosts,
     /// Where states are saved.
     pub store: ActorStore,
     /// How handlers reach the node.
@@ -150,8 +161,8 @@ pub(crate) struct ActivationState {
     saving: bool,
     /// The state of the save in flight.
     in_flight: Vec<u8>,
-    /// The state of the last save kept as promised (both copies): what a refused save
-    /// rolls back to.
+    /// The state of the last save kept as promised (by a write quorum): what a refused
+    /// save rolls back to.
     durable: Vec<u8>,
     /// The next save writes `durable` back after a refused save: this node's commit
     /// suffices (no caller waits on it).
@@ -215,47 +226,96 @@ impl ActivationState {
         }
         self.saving = true;
         self.sent = self.seq;
-        let required = self.args.copy_required && !std::mem::take(&mut self.rollback);
+        // A rollback is written to a quorum too, but nobody waits on it.
+        let required = self.args.quorum_required && !std::mem::take(&mut self.rollback);
         self.in_flight = self.snapshot.clone();
+        let (actor_type, key, node) = (&self.args.actor_type, &self.args.key, &self.args.node);
+        let in_view = troupe_runtime::actor::route::hosts(actor_type);
+        let mut known = self
+            .args
+            .known
+            .learn(actor_type, in_view.iter().map(|(n, _)| n.as_str()));
+        if self.args.quorum_required {
+            known.insert(node.clone());
+        }
+        let n = known.len();
+        let quorum = write_quorum(n);
+        let wanted = if self.args.quorum_required {
+            quorum - 1
+        } else {
+            1
+        };
+        let replicas = super::replicas(actor_type, key, node, &in_view, wanted);
+        let short = (replicas.len() < wanted).then(|| {
+            format!(
+                "only {} other of the {n} nodes serving {actor_type} in view",
+                replicas.len()
+            )
+        });
         let saved = SavedState {
             epoch: self.args.epoch,
             seq: self.seq,
             state: self.snapshot.clone(),
+            hosts: known.into_iter().collect(),
         };
         let store = self.args.store.clone();
         let name = self.name.clone();
-        let actor_type = self.args.actor_type.clone();
-        let replica = super::replica(&self.args.actor_type, &self.args.key, &self.args.node);
+        let actor_type = actor_type.clone();
         let me = myself.clone();
         tokio::spawn(async move {
             let seq = saved.seq;
             let local = store.save(&name, saved.clone());
-            let copy = copy_to(replica, &name, &actor_type, saved);
-            let (local, copy) = tokio::join!(local, copy);
-            let outcome = match (local, copy) {
-                (Some(Err(f)), _) | (_, Copy::Fenced(f)) => SaveOutcome::Fenced(f.epoch),
-                (None, _) => SaveOutcome::Failed("the journal commit failed".into()),
-                (Some(Ok(())), Copy::Missing(why)) if required => SaveOutcome::NotCopied(why),
-                (Some(Ok(())), Copy::Missing(why)) => {
-                    tracing::debug!(actor = %name, reason = %why, "saved without a copy (no core group: best effort)");
-                    SaveOutcome::Kept
+            let copies = futures::future::join_all(
+                replicas
+                    .into_iter()
+                    .map(|r| copy_to(r, &name, saved.clone())),
+            );
+            let (local, copies) = tokio::join!(local, copies);
+            let outcome = match local {
+                Some(Err(f)) => SaveOutcome::Fenced(f.epoch),
+                None => SaveOutcome::Failed("the journal commit failed".into()),
+                Some(Ok(())) => {
+                    let held = 1 + copies.iter().filter(|c| matches!(c, Copy::Kept)).count();
+                    let mut missing: Vec<String> = copies
+                        .iter()
+                        .filter_map(|c| match c {
+                            Copy::Missing(why) => Some(why.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    missing.extend(short);
+                    match copies.into_iter().find_map(|c| match c {
+                        Copy::Fenced(f) => Some(f),
+                        _ => None,
+                    }) {
+                        Some(f) => SaveOutcome::Fenced(f.epoch),
+                        None if !required || held >= quorum => {
+                            if !missing.is_empty() {
+                                tracing::debug!(actor = %name, reason = %missing.join("; "), "saved without every copy (best effort)");
+                            }
+                            SaveOutcome::Kept
+                        }
+                        None => SaveOutcome::NotCopied(format!(
+                            "{held} of the {quorum} nodes it needs hold it, a majority of the {n} serving {actor_type}: {}",
+                            missing.join("; ")
+                        )),
+                    }
                 }
-                (Some(Ok(())), Copy::Kept) => SaveOutcome::Kept,
             };
             let _ = me.cast(ActivationMessage::Saved(seq, outcome));
         });
     }
 
-    /// A save was not copied: every caller waiting on a save is refused, and the state
-    /// goes back to the last one both copies hold, in memory and, by a save of it, on
-    /// this node's disk (which holds the refused state).
+    /// A save was not copied to a quorum: every caller waiting on a save is refused, and
+    /// the state goes back to the last one a quorum holds, in memory and, by a save of
+    /// it, on this node's disk (which holds the refused state).
     fn roll_back(&mut self, myself: &ActorRef<ActivationMessage>, why: &str) {
-        tracing::warn!(actor = %self.name, reason = %why, "an actor's update was not copied to a second node; refused and rolled back");
+        tracing::warn!(actor = %self.name, reason = %why, "an actor's update was not copied to enough nodes; refused and rolled back");
         for (_, reply, _) in self.waiting.drain(..) {
             let e = ActorCallError::Unavailable {
                 actor: self.name.clone(),
                 reason: format!(
-                    "its update could not be copied to a second node ({why}); nothing changed, try again"
+                    "its update could not be copied to enough nodes ({why}); nothing changed, try again"
                 ),
             };
             let _ = reply.send(Wire::new(Err(e)));
@@ -332,24 +392,17 @@ enum Copy {
     Kept,
     /// The replica holds a newer activation's save or fence.
     Fenced(Fenced),
-    /// No replica confirmed it: none in view, no answer in time, or an unreadable answer.
+    /// The replica did not confirm it: no answer in time, or an unreadable answer.
     Missing(String),
 }
 
-/// Sends `saved` to `replica` and waits (at most [`COPY_WAIT`]) for it to be committed.
+/// Sends `saved` to `replica` (a node, its host) and waits (at most [`COPY_WAIT`]) for it
+/// to be committed.
 async fn copy_to(
-    replica: Option<ActorRef<ActorHostMessage>>,
+    (node, r): (String, ActorRef<ActorHostMessage>),
     actor: &str,
-    actor_type: &str,
     saved: SavedState,
 ) -> Copy {
-    let Some(r) = replica else {
-        return Copy::Missing(format!("no other node serving {actor_type} is in view"));
-    };
-    let node = r
-        .get_name()
-        .and_then(|n| troupe_runtime::protocol::node_of_actor_host(&n).map(str::to_string))
-        .unwrap_or_else(|| "?".into());
     let copy = StateCopy {
         actor: actor.to_string(),
         saved,
@@ -404,6 +457,11 @@ impl Actor for Activation {
             None => args.kind.save(&state).map_err(|e| format!("{name}: {e}"))?,
         };
         let durable = snapshot.clone();
+        if let Some(saved) = &args.saved {
+            // The hosts its last writer counted: N never falls below what that one used.
+            args.known
+                .learn(&args.actor_type, saved.hosts.iter().map(String::as_str));
+        }
         let seq = args.saved.as_ref().map_or(0, |s| s.seq);
         *crate::locked(&args.stats.last_save) = args.saved.as_ref().map(|s| (s.epoch, s.seq));
         let ctx = ActorContext::new(&args.actor_type, &args.key, &args.node)
@@ -575,22 +633,43 @@ mod tests {
         }
     }
 
-    /// A counter activation at epoch 5 (no other host exists in this process, so no
-    /// replica is in view), on `store`.
-    async fn counter(store: &ActorStore, copy_required: bool) -> ActorRef<ActivationMessage> {
+    /// A counter activation at epoch 5 on node n1 (no other host exists in this process,
+    /// so no replica is in view), on `store`.
+    async fn counter(store: &ActorStore, quorum_required: bool) -> ActorRef<ActivationMessage> {
+        let key = format!("k-{quorum_required}");
+        counter_of(
+            "troupe.counter",
+            &key,
+            store,
+            KnownHosts::default(),
+            quorum_required,
+        )
+        .await
+    }
+
+    /// A counter activation at epoch 5 on node n1, of type `actor_type` (a counter under
+    /// another name: each test its own type, so that their fake hosts do not meet).
+    async fn counter_of(
+        actor_type: &str,
+        key: &str,
+        store: &ActorStore,
+        known: KnownHosts,
+        quorum_required: bool,
+    ) -> ActorRef<ActivationMessage> {
         let registry = TaskRegistry::with_builtins();
         let kind = registry
             .actors()
             .get("troupe.counter")
             .expect("the built-in counter");
         let args = ActivationArgs {
-            actor_type: "troupe.counter".into(),
-            key: format!("k-{copy_required}"),
+            actor_type: actor_type.into(),
+            key: key.into(),
             node: "n1".into(),
             epoch: 5,
             kind,
             saved: None,
-            copy_required,
+            quorum_required,
+            known,
             store: store.clone(),
             link: Arc::new(NoJobs),
             limits: ActorsConfig::default(),
@@ -627,7 +706,7 @@ mod tests {
         let add = json!({"op": "add", "n": 7});
         match send(&a, add.clone()).await {
             Err(ActorCallError::Unavailable { reason, .. }) => {
-                assert!(reason.contains("second node"), "{reason}")
+                assert!(reason.contains("enough nodes"), "{reason}")
             }
             other => panic!("an update no replica holds was answered {other:?}"),
         }
@@ -638,7 +717,10 @@ mod tests {
         // The refused save (seq 1) is overwritten here by the rolled-back state (seq 2).
         let deadline = Instant::now() + Duration::from_secs(5);
         let held = loop {
-            let held = store.fetch_and_fence("troupe.counter/k-true", 0).await;
+            let held = store
+                .fetch_and_fence("troupe.counter/k-true", 0)
+                .await
+                .expect("a memory store reads");
             if held.as_ref().is_some_and(|s| s.seq >= 2) || Instant::now() > deadline {
                 break held.expect("a save here");
             }
@@ -667,6 +749,100 @@ mod tests {
             send(&a, json!({"op": "add", "n": 7})).await,
             Ok(json!({"total": 7}))
         );
+        a.stop(None);
+    }
+
+    /// Starts fake hosts `names` of `actor_type`, the first `answering` of them (in the
+    /// rendezvous order of `actor_type/key`) answering, the others silent; returns their
+    /// stores in that order.
+    async fn hosts_ranked(
+        actor_type: &str,
+        key: &str,
+        names: &[&str],
+        answering: usize,
+    ) -> Vec<ActorStore> {
+        let ranked = troupe_runtime::merge::ranked(
+            &troupe_runtime::actor::route::owner_key(actor_type, key),
+            names.iter().copied(),
+        );
+        let mut stores = Vec::new();
+        for (i, node) in ranked.into_iter().enumerate() {
+            stores.push(
+                super::super::fake_host::start(node, actor_type, i < answering)
+                    .await
+                    .0,
+            );
+        }
+        stores
+    }
+
+    /// With five hosts of the type (this node and four in view), an update only one other
+    /// host holds is refused and rolled back: two of five stores are not a majority, and
+    /// a new activation reading the three others would miss it. (Before quorums, the one
+    /// replica's copy acknowledged it.)
+    #[tokio::test]
+    async fn an_update_fewer_than_a_majority_of_hosts_hold_is_refused_and_rolled_back() {
+        let t = "test.quorum-refused";
+        let stores = hosts_ranked(t, "k", &["r2", "r3", "r4", "r5"], 1).await;
+        let store = ActorStore::new(None);
+        let a = counter_of(t, "k", &store, KnownHosts::default(), true).await;
+        match send(&a, json!({"op": "add", "n": 7})).await {
+            Err(ActorCallError::Unavailable { reason, .. }) => {
+                assert!(reason.contains("2 of the 3 nodes"), "{reason}")
+            }
+            other => panic!("an update two of five hosts hold was answered {other:?}"),
+        }
+        assert_eq!(
+            send(&a, json!({"op": "get"})).await,
+            Ok(json!({"total": 0}))
+        );
+        // The replica that answered got the refused save; nothing was acknowledged.
+        let copy = stores[0]
+            .fetch_and_fence(&format!("{t}/k"), 0)
+            .await
+            .expect("a memory store reads");
+        assert_eq!(copy.map(|s| s.hosts.len()), Some(5), "the save names its N");
+        a.stop(None);
+    }
+
+    /// With five hosts of the type, an update three hold (this node and the next two in
+    /// the key's order) is acknowledged, though the two others are silent.
+    #[tokio::test]
+    async fn an_update_a_majority_of_hosts_hold_is_acknowledged() {
+        let t = "test.quorum-acked";
+        let stores = hosts_ranked(t, "k", &["a2", "a3", "a4", "a5"], 2).await;
+        let store = ActorStore::new(None);
+        let a = counter_of(t, "k", &store, KnownHosts::default(), true).await;
+        assert_eq!(
+            send(&a, json!({"op": "add", "n": 7})).await,
+            Ok(json!({"total": 7}))
+        );
+        for s in &stores[..2] {
+            let held = s
+                .fetch_and_fence(&format!("{t}/k"), 0)
+                .await
+                .expect("a memory store reads");
+            assert_eq!(held.map(|s| (s.epoch, s.seq)), Some((5, 1)));
+        }
+        a.stop(None);
+    }
+
+    /// Hosts once seen still count when they are out of view: a node cut off with one
+    /// other of five hosts is not a majority, and acknowledges nothing.
+    #[tokio::test]
+    async fn hosts_out_of_view_still_count_towards_the_majority() {
+        let t = "test.quorum-cut-off";
+        hosts_ranked(t, "k", &["c2"], 1).await;
+        let known = KnownHosts::default();
+        known.learn(t, ["n1", "c2", "c3", "c4", "c5"]);
+        let store = ActorStore::new(None);
+        let a = counter_of(t, "k", &store, known, true).await;
+        match send(&a, json!({"op": "add", "n": 7})).await {
+            Err(ActorCallError::Unavailable { reason, .. }) => {
+                assert!(reason.contains("only 1 other of the 5"), "{reason}")
+            }
+            other => panic!("an update two of five hosts hold was answered {other:?}"),
+        }
         a.stop(None);
     }
 }

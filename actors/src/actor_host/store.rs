@@ -11,6 +11,16 @@ use troupe_runtime::protocol::{Fenced, SavedState};
 
 use crate::journal::Journal;
 
+/// A store could not read and fence an actor's state (its journal commit failed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the journal did not commit the read and fence of {actor} at epoch {epoch}; see the journal's error above")]
+pub(crate) struct FenceFailed {
+    /// `TYPE/KEY`.
+    pub actor: String,
+    /// The fence asked for.
+    pub epoch: u64,
+}
+
 /// An actor's entry in memory: its newest save and its fence.
 type MemoryEntry = (Option<SavedState>, u64);
 
@@ -33,15 +43,27 @@ impl ActorStore {
     }
 
     /// Fences `actor` at `epoch` (0: no fence) and returns the newest state held, in one
-    /// step: no save can land between the two.
-    pub(crate) async fn fetch_and_fence(&self, actor: &str, epoch: u64) -> Option<SavedState> {
+    /// step: no save can land between the two. An error when the journal did not commit
+    /// the fence: this store must not count as read (its fence may not hold).
+    pub(crate) async fn fetch_and_fence(
+        &self,
+        actor: &str,
+        epoch: u64,
+    ) -> Result<Option<SavedState>, FenceFailed> {
         match self {
-            ActorStore::Journal(j) => j.fetch_and_fence(actor, epoch).await.ok().flatten(),
+            ActorStore::Journal(j) => {
+                j.fetch_and_fence(actor, epoch)
+                    .await
+                    .map_err(|_| FenceFailed {
+                        actor: actor.to_string(),
+                        epoch,
+                    })
+            }
             ActorStore::Memory(m) => {
                 let mut m = crate::locked(m);
                 let e = m.entry(actor.to_string()).or_default();
                 e.1 = e.1.max(epoch);
-                e.0.clone()
+                Ok(e.0.clone())
             }
         }
     }
@@ -73,6 +95,7 @@ mod tests {
             epoch,
             seq,
             state: vec![seq as u8],
+            hosts: Vec::new(),
         }
     }
 
@@ -92,14 +115,14 @@ mod tests {
             );
             // A new activation (epoch 7) reads the state and fences the key: the old one's
             // next save is refused before the new one ever saved.
-            assert_eq!(store.fetch_and_fence("t/k", 7).await, Some(save(3, 2)));
+            assert_eq!(store.fetch_and_fence("t/k", 7).await, Ok(Some(save(3, 2))));
             assert_eq!(
                 store.save("t/k", save(3, 3)).await,
                 Some(Err(Fenced { epoch: 7 }))
             );
             assert_eq!(store.save("t/k", save(7, 3)).await, Some(Ok(())));
-            assert_eq!(store.fetch_and_fence("t/k", 0).await, Some(save(7, 3)));
-            assert_eq!(store.fetch_and_fence("t/other", 0).await, None);
+            assert_eq!(store.fetch_and_fence("t/k", 0).await, Ok(Some(save(7, 3))));
+            assert_eq!(store.fetch_and_fence("t/other", 0).await, Ok(None));
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

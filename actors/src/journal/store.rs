@@ -477,6 +477,7 @@ mod tests {
             epoch,
             seq,
             state: vec![seq as u8],
+            hosts: Vec::new(),
         }
     }
 

@@ -184,6 +184,7 @@ mod tests {
             epoch: 1,
             seq: 1,
             state: Vec::new(),
+            hosts: Vec::new(),
         };
         Write::ActorState("t/k".to_string(), state, oneshot::channel().0)
     }

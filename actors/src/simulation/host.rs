@@ -417,6 +417,7 @@ impl Host {
                 epoch: a.epoch,
                 seq,
                 state: bytes_of(&adds),
+                hosts: Vec::new(),
             };
             if !store.save(actor, saved.clone()) {
                 out.push(Out::Note(format!("{actor}: fenced at its own store")));

@@ -79,6 +79,11 @@ pub struct SavedState {
     /// The state (rmp-serde of the actor type's state).
     #[serde(with = "serde_bytes")]
     pub state: Vec<u8>,
+    /// The hosts of the actor's type its writer counted for its quorum (N): a reader
+    /// that does not see them all yet (it has just started) counts them too, so its N
+    /// does not shrink. Empty in saves written before quorums.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 impl SavedState {
