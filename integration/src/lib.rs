@@ -257,6 +257,18 @@ impl Cluster {
         self.start_with(i, troupe_node(), &spec);
     }
 
+    /// Starts node `i` with `troupe-node` and its data folder at `data` (on a small
+    /// tmpfs, say).
+    pub fn start_node_on(&mut self, i: usize, data: &Path) {
+        let mut spec = self.spec(i);
+        let data = data.display().to_string();
+        match spec.extra.iter().position(|a| a == "--data") {
+            Some(at) if at + 1 < spec.extra.len() => spec.extra[at + 1] = data,
+            _ => spec.extra.extend(["--data".to_string(), data]),
+        }
+        self.start_with(i, troupe_node(), &spec);
+    }
+
     /// Starts node `i` from `exe` with `spec`.
     pub fn start_with(&mut self, i: usize, exe: &Path, spec: &NodeSpec) {
         let log = self.dir.join(format!("{}.log", spec.name));

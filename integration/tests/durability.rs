@@ -319,14 +319,7 @@ async fn a_full_disk_refuses_jobs_with_a_clear_error_and_the_node_accepts_again_
     let disk = TinyFs::mount(&c.dir.join("tiny"), 16)
         .expect("a tmpfs (this test needs root; CI runs as root)");
     let data = disk.path().join("data-n1");
-    let mut spec = c.spec(0);
-    let at = spec
-        .extra
-        .iter()
-        .position(|a| a == "--data")
-        .expect("a --data flag");
-    spec.extra[at + 1] = data.display().to_string();
-    c.start_with(0, troupe_node(), &spec);
+    c.start_node_on(0, &data);
     c.ready().await;
     let file = c.job_file(
         "one.toml",

@@ -148,6 +148,40 @@ async fn a_copy_that_missed_the_end_is_not_taken_over_after_the_owner_dies() {
     );
 }
 
+/// Item 8, the other writes of a failed commit. A job ends while its owner's disk is
+/// full: the end's commit fails. Once space is freed the end is committed after all, so a
+/// restart of the node does not run the job again (it was lost, and the job resumed).
+#[tokio::test(flavor = "current_thread")]
+async fn a_job_that_ends_on_a_full_disk_keeps_its_end_once_space_is_freed() {
+    let mut c = Cluster::plan(1);
+    let disk = troupe_integration::tinyfs::TinyFs::mount(&c.dir.join("tiny"), 16)
+        .expect("a tmpfs (this test needs root; CI runs as root)");
+    let data = disk.path().join("data-n1");
+    c.start_node_on(0, &data);
+    let client = c.settled_client(&[0]).await;
+    let h = client
+        .submit(gated())
+        .await
+        .expect("submit before the disk is full");
+    let id = h.id().to_string();
+    until_state(&client, &id, JobState::WaitingForUser).await;
+
+    let filler = disk.fill("filler").expect("fill the tmpfs");
+    client.resume(&id, "gate").await.expect("resume");
+    until_state(&client, &id, JobState::Succeeded).await;
+    until("the end's commit fails", || {
+        std::future::ready(c.log(0).contains("journal commit failed"))
+    })
+    .await;
+    std::fs::remove_file(&filler).expect("free the space");
+    // The writer tries again at its next commit or check (every second).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.node(0).kill();
+    c.start_node_on(0, &data);
+    let client = c.settled_client(&[0]).await;
+    until_state(&client, &id, JobState::Succeeded).await;
+}
+
 /// Item 9. The owner of a job dies; a replica takes the job over and finishes it; the
 /// core group then loses its majority, and the old owner restarts with the job still in
 /// its journal. It must not resume the job (run its steps a second time) for want of the

@@ -57,6 +57,23 @@ pub(super) struct Waiter {
 pub(super) type StateWaiter = oneshot::Sender<Result<(), Fenced>>;
 
 impl Write {
+    /// This write again, for the next commit if this one fails: what nobody waits for (a
+    /// job's inputs and end, copies, drops). A write somebody waits for is not: its waiter
+    /// hears of the failure (a submission is refused, a save rolled back).
+    pub(super) fn again(&self) -> Option<Write> {
+        match self {
+            Write::Start(id, epoch, b, None) => {
+                Some(Write::Start(id.clone(), *epoch, b.clone(), None))
+            }
+            Write::Input(id, seq, b) => Some(Write::Input(id.clone(), *seq, b.clone())),
+            Write::End(id, b) => Some(Write::End(id.clone(), b.clone())),
+            Write::Keep(b) => Some(Write::Keep(b.clone())),
+            Write::Forget(id) => Some(Write::Forget(id.clone())),
+            Write::Drop(id) => Some(Write::Drop(id.clone())),
+            Write::Start(_, _, _, Some(_)) | Write::ActorState(..) | Write::ActorFetch(..) => None,
+        }
+    }
+
     /// Somebody waits for this write's commit.
     pub(super) fn is_urgent(&self) -> bool {
         match self {

@@ -22,6 +22,10 @@ use super::write::{CommitFailed, Waiter, Write};
 /// Most writes one commit takes (a bound on a transaction's size).
 const MAX_BATCH: usize = 4096;
 
+/// Most writes of failed commits kept for the next one (past it the oldest are lost,
+/// logged): a full disk must not grow the node's memory without end.
+const MAX_RETRY: usize = 100_000;
+
 /// How long the writer gathers writes before it commits them (measured with the overhead
 /// benchmark on the 2-core build machine: 2 ms batches halved its steps/s, 10 ms cost 30%).
 const LINGER: Duration = Duration::from_millis(10);
@@ -53,18 +57,28 @@ fn run(
             0
         }
     };
+    // The writes of a failed commit that nobody waits for (a job's inputs and end,
+    // copies): they go first into the next commit, so a full disk delays them, no more.
+    let mut retry: Vec<Write> = Vec::new();
     loop {
         let first = match rx.recv_timeout(replication::CHECK_EVERY) {
-            Ok(w) => w,
+            Ok(w) => Some(w),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if let Some(r) = &mut replicator {
                     r.check(store);
                 }
-                continue;
+                if retry.is_empty() {
+                    continue;
+                }
+                None
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        let mut batch = gather(first, &rx, LINGER);
+        let mut batch = std::mem::take(&mut retry);
+        if let Some(first) = first {
+            batch.extend(gather(first, &rx, LINGER));
+        }
+        let again: Vec<Write> = batch.iter().filter_map(Write::again).collect();
         let n = batch.len();
         let mut waiting = take_waiters(&mut batch);
         let acks = replication::acks_asked(&batch);
@@ -108,14 +122,21 @@ fn run(
                     folder: store.path().parent().unwrap_or(store.path()).to_path_buf(),
                     reason: e.to_string(),
                 };
-                tracing::error!(folder = %why.folder.display(), error = %e, writes = n, "journal commit failed: submissions are refused until a commit succeeds again, and jobs running now may not resume after a restart; free space in that folder");
+                tracing::error!(folder = %why.folder.display(), error = %e, writes = n, "journal commit failed: submissions are refused until a commit succeeds again (the other writes are kept and committed then); free space in that folder");
                 // Nothing of the batch is durable: those who wait are told so (an actor's
-                // save by its dropped waiter), and a submission is refused.
+                // save by its dropped waiter), and a submission is refused; the rest is
+                // kept for the next commit.
                 for (_, w) in waiting {
                     let _ = w.done.send(Err(why.clone()));
                 }
                 if let Some(r) = &replicator {
                     r.commit_failed(&ahead, &why);
+                }
+                retry = again;
+                if retry.len() > MAX_RETRY {
+                    let lost = retry.len() - MAX_RETRY;
+                    tracing::error!(folder = %why.folder.display(), lost, "journal writes of failed commits dropped, the oldest first: the commits kept failing");
+                    retry.drain(..lost);
                 }
                 // redb refuses everything after an I/O error until it is opened again.
                 if let Err(e) = store.reopen() {
