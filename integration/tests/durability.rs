@@ -25,6 +25,22 @@ async fn add(client: &Client, key: &str, n: i64) -> Result<i64, String> {
 }
 
 /// The counter's total, asked until it answers (at most 20 s).
+/// Adds 1 to `key` until an add is acknowledged (at most 20 s); returns how many failed
+/// first (each may have been applied or not).
+async fn add_after_heal(client: &Client, key: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut failed = 0;
+    loop {
+        match add(client, key, 1).await {
+            Ok(_) => return failed,
+            Err(e) => {
+                failed += 1;
+                assert!(Instant::now() < deadline, "no add after the heal: {e}")
+            }
+        }
+    }
+}
+
 async fn total(client: &Client, key: &str) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -150,16 +166,7 @@ async fn an_actor_update_no_second_node_holds_is_refused_and_no_acknowledged_upd
     until_state(&via_n2, "n1", "up").await;
     // The first add after the heal may meet n1's old activation, which then learns it
     // was replaced; it is acknowledged only by the current one.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match add(&all, &key, 1).await {
-            Ok(_) => break,
-            Err(e) => {
-                unknown += 1;
-                assert!(Instant::now() < deadline, "no add after the heal: {e}")
-            }
-        }
-    }
+    unknown += add_after_heal(&all, &key).await;
     acked += 1;
     let after = total(&all, &key).await;
     eprintln!("acknowledged {acked}, failed (applied or not) {unknown}, total {after}");
@@ -278,17 +285,8 @@ async fn an_actor_cut_off_with_its_replica_on_the_minority_side_loses_no_acknowl
     until_state(&all, "n5", "up").await;
     // The first add after the heal may meet n4's old activation, which then learns it was
     // replaced; it is acknowledged only by the current one.
-    let deadline = Instant::now() + Duration::from_secs(20);
     let mut unknown = failed.len();
-    loop {
-        match add(&all, &key, 1).await {
-            Ok(_) => break,
-            Err(e) => {
-                unknown += 1;
-                assert!(Instant::now() < deadline, "no add after the heal: {e}")
-            }
-        }
-    }
+    unknown += add_after_heal(&all, &key).await;
     acked += 1;
     let after = total(&all, &key).await;
     eprintln!("acknowledged {acked}, failed (applied or not) {unknown}, total {after}");
