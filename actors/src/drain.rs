@@ -10,7 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use troupe_runtime::protocol::{
-    task_group, worker_pool_group, ActorHostMessage, MembershipMessage,
+    first_member, job_manager_group, task_group, worker_pool_group, ActorHostMessage,
+    JobManagerMessage, MembershipMessage,
 };
 
 use crate::scheduler::attempt_of;
@@ -126,6 +127,9 @@ pub async fn drain(ctx: &NodeContext, timeout: Duration) -> DrainReport {
             );
         }
     }
+    if ctx.journal.is_some() {
+        drop_copies(ctx).await;
+    }
     tracing::info!(
         handed_back = report.handed_back,
         finished = report.finished,
@@ -135,4 +139,49 @@ pub async fn drain(ctx: &NodeContext, timeout: Duration) -> DrainReport {
         "drained"
     );
     report
+}
+
+/// Drops the copies of other nodes' jobs kept here and tells their owners, so that their
+/// jobs' ends wait for no ack from a node that is gone, and no copy here can be taken
+/// over when this node starts again. (Owners that do not hear it wait for the core group
+/// to record their ends instead, as for a node that died.)
+async fn drop_copies(ctx: &NodeContext) {
+    let me = &ctx.view.node;
+    let dropped = match crate::find_on::<JobManagerMessage>(crate::names::JOB_MANAGER, me) {
+        Some(jm) => matches!(
+            jm.call(JobManagerMessage::DropCopies, Some(Duration::from_secs(5)))
+                .await,
+            Ok(ractor::rpc::CallResult::Success(true))
+        ),
+        None => false,
+    };
+    if !dropped {
+        tracing::warn!("the copies of other nodes' jobs kept here could not be dropped; their owners wait for the core group to record those jobs' ends");
+        return;
+    }
+    let owners: Vec<String> = crate::live_nodes(&ctx.view)
+        .into_iter()
+        .filter(|n| n != me)
+        .collect();
+    let told = futures::future::join_all(owners.iter().map(|owner| async move {
+        let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(owner)) else {
+            return false;
+        };
+        let me = me.clone();
+        matches!(
+            jm.call(
+                move |reply| JobManagerMessage::CopiesDropped(me, reply),
+                Some(Duration::from_secs(2))
+            )
+            .await,
+            Ok(ractor::rpc::CallResult::Success(true))
+        )
+    }))
+    .await;
+    let told = told.into_iter().filter(|t| *t).count();
+    tracing::info!(
+        owners = told,
+        of = owners.len(),
+        "dropped the copies of other nodes' jobs kept here and told their owners"
+    );
 }

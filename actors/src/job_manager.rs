@@ -78,6 +78,8 @@ pub(crate) struct JobManagerState {
     /// Nodes that run attempts of this node's jobs but are not live members, since when
     /// (see `lost_nodes`).
     absent: HashMap<String, std::time::Instant>,
+    /// This node leaves and dropped its copies of other nodes' jobs: it keeps no more.
+    copies_dropped: bool,
 }
 
 impl JobManagerState {
@@ -121,17 +123,22 @@ impl JobManagerState {
     }
 
     /// Records the end of one of this node's jobs: its status is kept (the newest
-    /// `retain_finished_jobs`), its supervisor stopped, its journal entry closed.
+    /// `retain_finished_jobs`), its supervisor stopped.
+    /// (Its supervisor journaled the end; a crashed one's end is journaled by the caller.)
     fn ended(&mut self, myself: &ActorRef<JobManagerMessage>, st: JobStatus) {
-        if let Some(j) = &self.ctx.journal {
-            j.end(&st);
-        }
         self.ctx.scheduler.job_ended(&st.id);
         let gone = self.live.remove(&st.id);
         if let Some(epoch) = self.takeovers.run_epoch(&st.id).filter(|e| *e > 0) {
             // Never handed over again; its entry is pruned later. Only jobs taken over
             // (and ends a copy did not ack, `copies::confirm_ends`) cost this write.
-            copies::record_ends_later(&self.ctx.config.name, vec![(st.id.clone(), epoch)], myself);
+            if let Some(j) = &self.ctx.journal {
+                copies::record_ends_later(
+                    &self.ctx.config.name,
+                    vec![(st.id.clone(), epoch)],
+                    j.clone(),
+                    myself,
+                );
+            }
         }
         self.takeovers.run_ended(&st.id);
         self.count_owned();
@@ -237,6 +244,7 @@ impl Actor for JobManager {
             unique: HashMap::new(),
             unique_of: HashMap::new(),
             absent: HashMap::new(),
+            copies_dropped: false,
         })
     }
 
@@ -380,6 +388,15 @@ impl Actor for JobManager {
                 let d = d.into_inner().unwrap_or_else(|e| Err(e.to_string()));
                 state.takeover_decided(&myself, job, d).await;
             }
+            JobManagerMessage::DropCopies(reply) => {
+                let _ = reply.send(state.drop_copies().await);
+            }
+            JobManagerMessage::CopiesDropped(node, reply) => {
+                if let Some(j) = &state.ctx.journal {
+                    j.copies_dropped_by(&node);
+                }
+                let _ = reply.send(true);
+            }
             JobManagerMessage::ResumeJournaled(moved) => {
                 let moved = moved.into_inner().unwrap_or_default();
                 state.resume_journaled(&myself, moved).await;
@@ -431,6 +448,9 @@ impl Actor for JobManager {
                     let _ = hub.cast(troupe_runtime::protocol::EventHubMessage::Publish(
                         Wire::new(ev),
                     ));
+                }
+                if let Some(j) = &state.ctx.journal {
+                    j.end(&st);
                 }
                 state.ended(&myself, st);
             }

@@ -81,6 +81,9 @@ pub(crate) enum JobSupervisorMessage {
     AttemptLost(LostAttempt),
     /// Another submission joined the job (same unique key): follow it too.
     AddWatcher(WatchRequest),
+    /// What the journal's replicas (or the core group) say of the job's end, held until
+    /// now (see [`JobSupervisorState::report_end`]).
+    EndConfirmed(crate::journal::EndConfirmation),
 }
 
 /// What a job supervisor starts with.
@@ -135,6 +138,9 @@ pub(crate) struct JobSupervisorState {
     /// recovered instead of started).
     recover: Option<String>,
     reported: bool,
+    /// The job's end event, held until the end is confirmed: published once no copy of
+    /// the job can be taken over, so that the end a client sees is the job's only one.
+    held_end: Option<JobEvent>,
     owner: String,
     epoch: u64,
     watchers: Vec<Watcher>,
@@ -289,6 +295,9 @@ impl JobSupervisorState {
                         attempt,
                     });
                 }
+                Action::Notify(ev @ JobEvent::JobFinished { .. }) if self.ends_wait() => {
+                    self.held_end = Some(ev);
+                }
                 Action::Notify(ev) => self.notify(&ev),
                 Action::CancelAttempt {
                     step,
@@ -327,15 +336,51 @@ impl JobSupervisorState {
             self.reported = true;
             let status = self.run.status();
             tracing::debug!(job = %status.id, state = ?status.state, "job ended");
-            // The job manager stops this actor when it has the final status, so that a
-            // question it forwarded here meanwhile is still answered.
-            match find_on::<JobManagerMessage>(names::JOB_MANAGER, &self.owner) {
-                Some(jm) => {
-                    let _ = jm.cast(JobManagerMessage::JobEnded(Wire::new(status)));
+            let confirming = self.journal.as_ref().and_then(|j| j.end_confirmed(&status));
+            match confirming {
+                Some(rx) => {
+                    let me = myself.clone();
+                    tokio::spawn(async move {
+                        // The journal's writer gone (the node stops): nothing can confirm.
+                        if let Ok(what) = rx.await {
+                            let _ = me.cast(JobSupervisorMessage::EndConfirmed(what));
+                        }
+                    });
                 }
-                None => myself.stop(None),
+                None => self.report_end(myself),
             }
         }
+    }
+
+    /// Whether the job's end waits to be confirmed before it is published (its journal
+    /// is copied to replicas).
+    fn ends_wait(&self) -> bool {
+        self.journal.as_ref().is_some_and(|j| j.confirms_ends())
+    }
+
+    /// Publishes the held end, if any, and reports the end to the job manager.
+    fn report_end(&mut self, myself: &ActorRef<JobSupervisorMessage>) {
+        if let Some(ev) = self.held_end.take() {
+            self.notify(&ev);
+        }
+        // The job manager stops this actor when it has the final status, so that a
+        // question it forwarded here meanwhile is still answered.
+        match find_on::<JobManagerMessage>(names::JOB_MANAGER, &self.owner) {
+            Some(jm) => {
+                let _ = jm.cast(JobManagerMessage::JobEnded(Wire::new(self.run.status())));
+            }
+            None => myself.stop(None),
+        }
+    }
+
+    /// The job's status as others may see it: while its end waits to be confirmed, it
+    /// still runs.
+    fn status(&self) -> troupe_runtime::job::status::JobStatus {
+        let mut st = self.run.status();
+        if self.held_end.is_some() {
+            st.state = JobState::Running;
+        }
+        st
     }
 }
 
@@ -368,6 +413,7 @@ impl Actor for JobSupervisor {
             seq,
             recover,
             reported: false,
+            held_end: None,
             owner: args.owner,
             epoch: args.epoch,
             watchers: args
@@ -471,11 +517,30 @@ impl JobSupervisorState {
                 Vec::new()
             }
             JobSupervisorMessage::Status(reply) => {
-                let _ = reply.send(Wire::new(Ok(state.run.status())));
+                let _ = reply.send(Wire::new(Ok(state.status())));
+                Vec::new()
+            }
+            JobSupervisorMessage::EndConfirmed(crate::journal::EndConfirmation::Confirmed) => {
+                state.report_end(myself);
+                Vec::new()
+            }
+            JobSupervisorMessage::EndConfirmed(crate::journal::EndConfirmation::Moved(h)) => {
+                // Taken over while this node was cut off: the holder's end is the job's.
+                tracing::warn!(job = %state.run.id(), owner = %h.node, epoch = h.epoch, "this job was taken over while its end here waited to be confirmed; the holder's end stands");
+                state.held_end = None;
+                if let Some(jm) = find_on::<JobManagerMessage>(names::JOB_MANAGER, &state.owner) {
+                    let _ = jm.cast(JobManagerMessage::JobMoved(Wire::new(
+                        troupe_runtime::protocol::JobMoved {
+                            job: state.run.id().to_string(),
+                            owner: h.node,
+                            epoch: h.epoch,
+                        },
+                    )));
+                }
                 Vec::new()
             }
             JobSupervisorMessage::Watch(req, reply) => {
-                let _ = reply.send(Wire::new(Ok(state.run.status())));
+                let _ = reply.send(Wire::new(Ok(state.status())));
                 state.watch(req);
                 Vec::new()
             }
@@ -537,14 +602,14 @@ impl JobSupervisorState {
             JobSupervisorMessage::Cancel(reply) => {
                 let actions = state.feed(Input::Cancel);
                 tracing::info!(job = %state.run.id(), "job cancelled");
-                let _ = reply.send(Wire::new(Ok(state.run.status())));
+                let _ = reply.send(Wire::new(Ok(state.status())));
                 actions
             }
             // Checked first: a refused resume is answered, and is not an input.
             JobSupervisorMessage::Resume(step, reply) => match state.run.check_resume(&step) {
                 Ok(()) => {
                     let actions = state.feed(Input::Resume { step });
-                    let _ = reply.send(Wire::new(Ok(state.run.status())));
+                    let _ = reply.send(Wire::new(Ok(state.status())));
                     actions
                 }
                 Err(e) => {

@@ -47,8 +47,15 @@ use troupe_runtime::job::spec::JobSpec;
 use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::job::validate::Limits;
 use troupe_runtime::protocol::{Fenced, ReplicaBatch, SavedState};
+use troupe_runtime::vocab::Holder;
 use troupe_runtime::wire;
 
+pub(crate) use replication::EndConfirmation;
+
+/// Tells `owner` that this node holds the copies its batch `token` carried.
+pub(crate) fn ack_to(owner: &str, token: u64) {
+    replication::answer_acks(vec![(owner.to_string(), token)]);
+}
 pub(crate) use replication::Replication;
 pub(crate) use store::Recovered;
 pub(crate) use write::Durable;
@@ -90,6 +97,8 @@ pub struct Journal {
     ack: JournalAck,
     /// Submissions waiting for a replica's ack (shared with the writer's replicator).
     pending: Arc<Mutex<Pending>>,
+    /// Whether what is committed is copied to replicas (then ends wait to be confirmed).
+    copied: bool,
 }
 
 impl std::fmt::Debug for Journal {
@@ -114,6 +123,7 @@ impl Journal {
         let store = Arc::new(store);
         let pending = Arc::new(Mutex::new(Pending::default()));
         let replicator = Replicator::new(replication, pending.clone(), &recovered);
+        let copied = replicator.is_some();
         let tx =
             writer::spawn(store.clone(), retain, replicator).map_err(|e| JournalError::Open {
                 path: store.path().to_path_buf(),
@@ -125,6 +135,7 @@ impl Journal {
                 store,
                 ack,
                 pending,
+                copied,
             },
             recovered,
         ))
@@ -171,9 +182,45 @@ impl Journal {
         }
     }
 
-    /// A replica committed the batch that carried `token`: its submissions are durable.
+    /// A replica committed the batch that carried `token`: its submissions are durable,
+    /// or it holds the ends it carried.
     pub fn acked(&self, token: u64) {
-        crate::locked(&self.pending).acked(token);
+        let ends = crate::locked(&self.pending).acked(token);
+        if ends {
+            self.send(Write::Flush);
+        }
+    }
+
+    /// Records that a job ended with `status`, as [`Journal::end`] does, and, when this
+    /// journal is copied to replicas, returns what they say of the end: confirmed once
+    /// every holder of a copy acked it or the core group recorded it, or moved (another
+    /// node holds the job now). `None`: nothing is copied, the end stands at once.
+    pub fn end_confirmed(&self, status: &JobStatus) -> Option<oneshot::Receiver<EndConfirmation>> {
+        let rx = self.copied.then(|| {
+            let (tx, rx) = oneshot::channel();
+            crate::locked(&self.pending).wait_for_end(&status.id, tx);
+            rx
+        });
+        self.end(status);
+        if rx.is_some() {
+            self.send(Write::Flush);
+        }
+        rx
+    }
+
+    /// Whether ends wait to be confirmed ([`Journal::end_confirmed`]).
+    pub fn confirms_ends(&self) -> bool {
+        self.copied
+    }
+
+    /// The core group recorded the end of `job` (`None`), or says `holder` holds the job
+    /// now: tells whoever waits for the end; false if nobody does.
+    pub fn end_recorded(&self, job: &str, holder: Option<Holder>) -> bool {
+        let what = match holder {
+            None => EndConfirmation::Confirmed,
+            Some(h) => EndConfirmation::Moved(h),
+        };
+        crate::locked(&self.pending).end_is(job, what)
     }
 
     /// Takes the ends of this node's jobs that some holder of a copy did not ack within
@@ -181,6 +228,23 @@ impl Journal {
     /// copy is handed the job.
     pub fn unconfirmed_ends(&self) -> Vec<(String, u64)> {
         crate::locked(&self.pending).take_unconfirmed()
+    }
+
+    /// Drops every copy of other nodes' jobs kept here (this node leaves); the receiver
+    /// answers once that is committed, and fails if the commit did.
+    pub fn forget_all(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Write::ForgetAll(tx));
+        rx
+    }
+
+    /// `node` dropped every copy it kept of this node's jobs (it drained): no end waits
+    /// for its ack any more, and it gets no new copy while it stays up.
+    pub fn copies_dropped_by(&self, node: &str) {
+        crate::locked(&self.pending)
+            .dropped_by
+            .push(node.to_string());
+        self.send(Write::Flush);
     }
 
     /// Keeps another node's journal writes as a copy.

@@ -395,6 +395,40 @@ impl Cluster {
         run_with_timeout(cmd, Duration::from_secs(60))
     }
 
+    /// `troupe-node ARGS --seeds <node i> --cookie ...` run inside node `i`'s network
+    /// namespace (planned with [`Cluster::plan_in_netns`]): it sees what node `i` sees.
+    pub fn cli_inside(&self, i: usize, args: &[&str]) -> Command {
+        let ns = self.spec(i).netns.expect("planned in namespaces");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns])
+            .arg(troupe_node())
+            .args(args)
+            .args(["--seeds", &self.addrs[i], "--cookie", &self.cookie])
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts n1..n3 first, so that they form the core group (the first three nodes by
+    /// name that n1 sees), then the others. Returns a client through n1..n3 (the core's
+    /// voters are seen through it; keep it) and one through every node.
+    pub async fn start_core_then_others(&mut self) -> (Client, Client) {
+        for i in 0..3 {
+            self.start_node(i);
+        }
+        let first = self.client_via(&[0, 1, 2]).await;
+        first
+            .wait_for_nodes(3, Duration::from_secs(20))
+            .await
+            .expect("n1..n3 up");
+        core_formed(3).await;
+        for i in 3..self.addrs.len() {
+            self.start_node(i);
+        }
+        let all: Vec<usize> = (0..self.addrs.len()).collect();
+        let every = self.settled_client(&all).await;
+        (first, every)
+    }
+
     /// Panics unless a fresh client can still run a one-step job (after bad input).
     pub async fn assert_serves(&self) {
         use troupe_runtime::{JobSpec, JobState, StepSpec};

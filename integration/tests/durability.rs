@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use troupe_integration::http::{get, post};
 use troupe_integration::tinyfs::TinyFs;
-use troupe_integration::{
-    core_formed, key_owned_by, node_state, run_with_timeout, texts, troupe_node, Cluster,
-};
+use troupe_integration::{core_formed, key_owned_by, node_state, run_with_timeout, texts, Cluster};
 use troupe_runtime::Client;
 
 /// `add n` to the counter `key`; the new total, or the error as text.
@@ -57,21 +55,8 @@ async fn total(client: &Client, key: &str) -> i64 {
 /// `troupe-node call ... add n` to run inside node `i`'s network namespace, so that it
 /// reaches node `i` even while `i` is cut off from the others.
 fn add_from_inside(c: &Cluster, i: usize, key: &str, n: i64) -> Command {
-    let ns = c.spec(i).netns.expect("planned in namespaces");
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns]).arg(troupe_node()).args([
-        "call",
-        "--seeds",
-        &c.addrs[i],
-        "--cookie",
-        &c.cookie,
-        "--timeout",
-        "4",
-        "troupe.counter",
-        key,
-        &json!({"op": "add", "n": n}).to_string(),
-    ]);
-    cmd
+    let add = json!({"op": "add", "n": n}).to_string();
+    c.cli_inside(i, &["call", "--timeout", "4", "troupe.counter", key, &add])
 }
 
 /// Waits until `client` sees node `name` in `state` (at most 20 s).
@@ -206,21 +191,8 @@ fn key_first_on_n4_then_n5() -> String {
 async fn an_actor_cut_off_with_its_replica_on_the_minority_side_loses_no_acknowledged_update() {
     let mut c = Cluster::plan_in_netns(5)
         .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
-    // n1..n3 first, so that they form the core group (the first three nodes by name that
-    // n1 sees): the 3-node side of the split holds its majority.
-    for i in 0..3 {
-        c.start_node(i);
-    }
-    let first = c.client_via(&[0, 1, 2]).await;
-    first
-        .wait_for_nodes(3, Duration::from_secs(20))
-        .await
-        .expect("n1..n3 up");
-    core_formed(3).await;
-    for i in 3..5 {
-        c.start_node(i);
-    }
-    let all = c.settled_client(&[0, 1, 2, 3, 4]).await;
+    // n1..n3 form the core group: the 3-node side of the split holds its majority.
+    let (_first, all) = c.start_core_then_others().await;
     let key = key_first_on_n4_then_n5();
     let mut acked = 0;
     for _ in 0..5 {

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use troupe_integration::{submit_owned_by, Cluster};
+use troupe_integration::{run_with_timeout, submit_owned_by, texts, Cluster};
 use troupe_runtime::{Client, JobSpec, JobState, StepSpec};
 
 /// A job that waits for the user at `gate`, then runs `after` (`troupe.node`).
@@ -148,9 +148,87 @@ async fn a_copy_that_missed_the_end_is_not_taken_over_after_the_owner_dies() {
     );
 }
 
+/// Item 1, the end published before any copy held it (seen by the nemesis as jobs ended
+/// twice). A job's owner is cut off from the others, its copy and the core group's
+/// majority among them, just as the job ends. Its end must not be published: the other
+/// side takes the job over, and the end it reaches is the job's only one.
+#[tokio::test(flavor = "current_thread")]
+async fn an_owner_cut_off_as_its_job_ends_publishes_no_end_the_other_side_can_contradict() {
+    let mut c = Cluster::plan_in_netns(4)
+        .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
+    c.slots = 2;
+    c.env
+        .push(("TROUPE_FAILURE__TAKEOVER_AFTER_MS".into(), "1500".into()));
+    // n1..n3 form the core group; n4 owns the job and is cut off alone.
+    let (_first, all) = c.start_core_then_others().await;
+    let h = submit_owned_by(&all, &gated(), "n4").await;
+    let id = h.id().to_string();
+    until_state(&all, &id, JobState::WaitingForUser).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let net = c.netns().expect("planned in namespaces");
+    net.split(&[3]).expect("split");
+    // Seen from inside n4, the job is resumed and its last step runs there (once n4 sees
+    // the others gone); its end must wait for a copy or the core group to hold it.
+    let resumed = run_with_timeout(
+        c.cli_inside(3, &["resume", &id, "gate"]),
+        Duration::from_secs(20),
+    );
+    assert!(
+        resumed.status.success(),
+        "resume on n4: {:?}",
+        texts(&resumed)
+    );
+    let split_for = Duration::from_secs(8);
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < split_for {
+        let out = run_with_timeout(c.cli_inside(3, &["status", &id]), Duration::from_secs(10));
+        let (stdout, _) = texts(&out);
+        if let Ok(st) = serde_json::from_str::<serde_json::Value>(&stdout) {
+            let state = st["state"].as_str().unwrap_or("?").to_string();
+            if seen.last() != Some(&state) {
+                seen.push(state);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !seen.iter().any(|s| s == "succeeded"),
+        "n4, cut off, published the end of job {id} (states seen there: {seen:?})"
+    );
+    net.heal_all().expect("heal");
+
+    // The other side took the job over; n4 learns it and answers as the holder does.
+    let holder = (0..3).find(|&i| {
+        c.log(i)
+            .lines()
+            .any(|l| l.contains(&id) && l.contains("took the job over"))
+    });
+    let holder =
+        holder.unwrap_or_else(|| panic!("nobody took job {id} over (states on n4: {seen:?})"));
+    let via_holder = c.client_via(&[holder]).await;
+    until("the holder resumes the gate", || async {
+        via_holder.resume(&id, "gate").await.is_ok()
+    })
+    .await;
+    until_state(&via_holder, &id, JobState::Succeeded).await;
+    let via_n4 = c.client_via(&[3]).await;
+    until_state(&via_n4, &id, JobState::Succeeded).await;
+    let (a, b) = (
+        via_holder.status(&id).await.expect("status at the holder"),
+        via_n4.status(&id).await.expect("status via n4"),
+    );
+    assert_eq!(
+        a.steps["after"].node, b.steps["after"].node,
+        "two ends of job {id}: {a:?} and {b:?}"
+    );
+}
+
 /// Item 8, the other writes of a failed commit. A job ends while its owner's disk is
-/// full: the end's commit fails. Once space is freed the end is committed after all, so a
-/// restart of the node does not run the job again (it was lost, and the job resumed).
+/// full: the end's commit fails, and the end is not published (nothing holds it). Once
+/// space is freed the end is committed after all and published, so a restart of the node
+/// does not run the job again (it was lost, and the job resumed).
 #[tokio::test(flavor = "current_thread")]
 async fn a_job_that_ends_on_a_full_disk_keeps_its_end_once_space_is_freed() {
     let mut c = Cluster::plan(1);
@@ -168,14 +246,19 @@ async fn a_job_that_ends_on_a_full_disk_keeps_its_end_once_space_is_freed() {
 
     let filler = disk.fill("filler").expect("fill the tmpfs");
     client.resume(&id, "gate").await.expect("resume");
-    until_state(&client, &id, JobState::Succeeded).await;
     until("the end's commit fails", || {
         std::future::ready(c.log(0).contains("journal commit failed"))
     })
     .await;
+    let st = client.status(&id).await.expect("status on a full disk");
+    assert_ne!(
+        st.state,
+        JobState::Succeeded,
+        "the end was published though no disk holds it"
+    );
     std::fs::remove_file(&filler).expect("free the space");
     // The writer tries again at its next commit or check (every second).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    until_state(&client, &id, JobState::Succeeded).await;
     c.node(0).kill();
     c.start_node_on(0, &data);
     let client = c.settled_client(&[0]).await;

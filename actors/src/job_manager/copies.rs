@@ -34,20 +34,26 @@ const RECORD_TRIES: u32 = 20;
 pub(super) fn record_ends_later(
     node: &str,
     ends: Vec<(String, u64)>,
+    journal: crate::journal::Journal,
     myself: &ActorRef<JobManagerMessage>,
 ) {
     let me = node.to_string();
     let myself = myself.clone();
     tokio::spawn(async move {
         for chunk in ends.chunks(MAX_ENDS_PER_RECORD) {
-            record_ends(&me, chunk.to_vec(), &myself).await;
+            record_ends(&me, chunk.to_vec(), &journal, &myself).await;
         }
     });
 }
 
 /// Has the core group record that `node`'s runs of `ends` (job, epoch) ended, trying again
 /// while it does not answer; tells `myself` of each job another node holds now.
-async fn record_ends(node: &str, ends: Vec<(String, u64)>, myself: &ActorRef<JobManagerMessage>) {
+async fn record_ends(
+    node: &str,
+    ends: Vec<(String, u64)>,
+    journal: &crate::journal::Journal,
+    myself: &ActorRef<JobManagerMessage>,
+) {
     let jobs: Vec<String> = ends.iter().map(|(j, _)| j.clone()).collect();
     let cmd = CoreCommand::JobsEnded {
         node: node.to_string(),
@@ -57,6 +63,11 @@ async fn record_ends(node: &str, ends: Vec<(String, u64)>, myself: &ActorRef<Job
         match crate::core::decide(node, cmd.clone()).await {
             Ok(CoreDecision::Owners(holders)) => {
                 for (job, holder) in jobs.into_iter().zip(holders) {
+                    // A supervisor waiting to publish the end hears it; else the job
+                    // manager learns of a move.
+                    if journal.end_recorded(&job, holder.clone()) {
+                        continue;
+                    }
                     if let Some(h) = holder {
                         tracing::warn!(job = %job, owner = %h.node, epoch = h.epoch, "a job that ended here was taken over meanwhile; its holder answers for it");
                         let _ = myself.cast(JobManagerMessage::JobMoved(Wire::new(JobMoved {
@@ -82,11 +93,43 @@ async fn record_ends(node: &str, ends: Vec<(String, u64)>, myself: &ActorRef<Job
 }
 
 impl JobManagerState {
+    /// This node leaves: drops every copy it keeps, and keeps no new one. True once the
+    /// drop is committed (then owners may be told, [`JobManagerMessage::CopiesDropped`]).
+    pub(super) async fn drop_copies(&mut self) -> bool {
+        let Some(journal) = self.ctx.journal.clone() else {
+            return false;
+        };
+        self.copies_dropped = true;
+        self.takeovers.drop_copies();
+        journal.forget_all().await.is_ok()
+    }
+
     /// Keeps another node's journal writes, refusing those from an epoch that is over.
-    pub(super) fn keep(&mut self, batch: ReplicaBatch) {
+    pub(super) fn keep(&mut self, mut batch: ReplicaBatch) {
         let Some(journal) = self.ctx.journal.clone() else {
             return;
         };
+        // A batch of ends is acked once the takeover rules here know of them (below),
+        // before the commit: its owner waits to publish the ends, and from now on this
+        // node asks for none of those jobs. (A crash before the commit brings the copies
+        // back; the owner's record in the core group, made when an end goes unacked,
+        // does not cover that window.)
+        let ends_only = !batch.writes.is_empty()
+            && batch
+                .writes
+                .iter()
+                .all(|w| matches!(w.what, ReplicaWhat::End));
+        let ack_now = batch.ack.filter(|_| ends_only);
+        if self.copies_dropped {
+            // Leaving: keeps nothing, and an end asks nothing of a node with no copy.
+            if let Some(token) = ack_now {
+                crate::journal::ack_to(&batch.owner, token);
+            }
+            return;
+        }
+        if ack_now.is_some() {
+            batch.ack = None;
+        }
         let mut fenced: HashMap<String, Holder> = HashMap::new();
         let mut kept = Vec::with_capacity(batch.writes.len());
         for w in batch.writes {
@@ -116,6 +159,9 @@ impl JobManagerState {
             });
             metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "kept")
                 .increment(n);
+        }
+        if let Some(token) = ack_now {
+            crate::journal::ack_to(&batch.owner, token);
         }
         if !fenced.is_empty() {
             metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "fenced")
@@ -170,7 +216,7 @@ impl JobManagerState {
         if ends.is_empty() {
             return;
         }
-        record_ends_later(&self.ctx.config.name, ends, myself);
+        record_ends_later(&self.ctx.config.name, ends, journal.clone(), myself);
     }
 
     /// The core group answered a takeover.

@@ -245,6 +245,15 @@ impl Takeovers {
         !self.copies.is_empty()
     }
 
+    /// This node leaves and dropped every copy it kept: it asks for none of those jobs.
+    pub(crate) fn drop_copies(&mut self) {
+        for job in std::mem::take(&mut self.copies).into_keys() {
+            self.undecided.remove(&job);
+            self.asking.remove(&job);
+            self.absent_since.remove(&job);
+        }
+    }
+
     /// Whether this node keeps a copy of `job` for another node.
     #[cfg(test)]
     pub(crate) fn has_copy(&self, job: &str) -> bool {

@@ -95,6 +95,22 @@ pub(super) struct Pending {
     acked_ends: Vec<(String, Vec<String>)>,
     /// Ends not acked within [`CONFIRM_WITHIN`], for the core group to record (job, epoch).
     unconfirmed: Vec<(String, u64)>,
+    /// Who waits for each job's end to be confirmed (see [`EndConfirmation`]).
+    end_waiters: HashMap<String, tokio::sync::oneshot::Sender<EndConfirmation>>,
+    /// Nodes that dropped every copy of this node's jobs (they drained), not yet told
+    /// to the replica set.
+    pub(super) dropped_by: Vec<String>,
+}
+
+/// What the owner of a job learns about its end before it publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndConfirmation {
+    /// Every holder of a copy acked the end, or the core group recorded it: no copy can
+    /// be taken over, the end stands.
+    Confirmed,
+    /// The core group says this node holds the job no more (it was taken over while this
+    /// node was cut off): the holder's end is the job's, not this one.
+    Moved(troupe_runtime::vocab::Holder),
 }
 
 impl Pending {
@@ -125,15 +141,19 @@ impl Pending {
     }
 
     /// A replica committed the batch that carried `token`: its submissions are copied,
-    /// or its ends are held.
-    pub(super) fn acked(&mut self, token: u64) {
+    /// or its ends are held (then true: the writer is to take them in).
+    pub(super) fn acked(&mut self, token: u64) -> bool {
         if let Some(ids) = self.by_token.remove(&token) {
             for id in ids {
                 self.mark(id, false);
             }
         }
-        if let Some(t) = self.end_tokens.remove(&token) {
-            self.acked_ends.push((t.node, t.jobs));
+        match self.end_tokens.remove(&token) {
+            Some(t) => {
+                self.acked_ends.push((t.node, t.jobs));
+                true
+            }
+            None => false,
         }
     }
 
@@ -146,6 +166,26 @@ impl Pending {
     /// Takes the ends the core group is to record (job, epoch).
     pub(super) fn take_unconfirmed(&mut self) -> Vec<(String, u64)> {
         std::mem::take(&mut self.unconfirmed)
+    }
+
+    /// `done` waits for the end of `job` to be confirmed.
+    pub(super) fn wait_for_end(
+        &mut self,
+        job: &str,
+        done: tokio::sync::oneshot::Sender<EndConfirmation>,
+    ) {
+        self.end_waiters.insert(job.to_string(), done);
+    }
+
+    /// Tells whoever waits for the end of `job`; false if nobody does.
+    pub(super) fn end_is(&mut self, job: &str, what: EndConfirmation) -> bool {
+        match self.end_waiters.remove(job) {
+            Some(w) => {
+                let _ = w.send(what);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -166,6 +206,11 @@ struct ReplicaSet {
     owed_count: usize,
     /// Ended jobs whose end was handed to the core group to record.
     confirming: HashSet<String>,
+    /// Ended jobs that no holder of a copy owes an ack any more, not yet told.
+    confirmed: Vec<String>,
+    /// Live nodes that dropped every copy they kept (they drain): they get no new copy
+    /// and are owed no end. Forgotten once they are not live.
+    dropped: HashSet<String>,
 }
 
 /// An `End` owed to one node for one job.
@@ -198,7 +243,7 @@ impl ReplicaSet {
             self.live
                 .iter()
                 .map(String::as_str)
-                .filter(|n| *n != self.me),
+                .filter(|n| *n != self.me && !self.dropped.contains(*n)),
         )
         .into_iter()
         .take(self.copies)
@@ -249,11 +294,17 @@ impl ReplicaSet {
                 for node in now.into_iter().chain(left) {
                     self.owe(node, &job, epoch, None);
                 }
+                let mut holders = 0;
                 for jobs in self.owed.values_mut() {
                     if let Some(o) = jobs.get_mut(&job) {
                         o.ended = Some(at);
                         o.epoch = epoch;
+                        holders += 1;
                     }
+                }
+                if holders == 0 {
+                    // No copy anywhere: nothing to take over.
+                    self.confirmed.push(job);
                 }
             } else {
                 self.now_replicas(&job, &now);
@@ -324,14 +375,19 @@ impl ReplicaSet {
         out
     }
 
-    /// `node` holds the ends of `jobs`: they are owed no more.
+    /// `node` holds the ends of `jobs`: they are owed no more. A job that ended and that
+    /// no node owes an ack any more is confirmed.
     fn acked(&mut self, node: &str, jobs: &[String]) {
         let Some(owed) = self.owed.get_mut(node) else {
             return;
         };
+        let mut ended = Vec::new();
         for job in jobs {
-            if owed.remove(job).is_some() {
+            if let Some(o) = owed.remove(job) {
                 self.owed_count -= 1;
+                if o.ended.is_some() {
+                    ended.push(job.clone());
+                }
             }
         }
         if owed.is_empty() {
@@ -340,6 +396,33 @@ impl ReplicaSet {
         let owed = &self.owed;
         self.confirming
             .retain(|job| owed.values().any(|jobs| jobs.contains_key(job)));
+        for job in ended {
+            if !owed.values().any(|jobs| jobs.contains_key(&job)) {
+                self.confirmed.push(job);
+            }
+        }
+    }
+
+    /// `node` dropped every copy it kept (it drains): it is owed no end, is a replica of
+    /// nothing, and gets no new copy while it is live. Ended jobs nobody else owes an
+    /// ack are confirmed.
+    fn dropped_by(&mut self, node: &str) {
+        self.dropped.insert(node.to_string());
+        for targets in self.targets.values_mut() {
+            targets.retain(|n| n != node);
+        }
+        let Some(owed) = self.owed.remove(node) else {
+            return;
+        };
+        self.owed_count -= owed.len();
+        let still = &self.owed;
+        self.confirming
+            .retain(|job| still.values().any(|jobs| jobs.contains_key(job)));
+        for (job, o) in owed {
+            if o.ended.is_some() && !still.values().any(|jobs| jobs.contains_key(&job)) {
+                self.confirmed.push(job);
+            }
+        }
     }
 
     /// The ended jobs (and their epochs) some holder has not acked the end of within
@@ -368,6 +451,7 @@ impl ReplicaSet {
         history: impl Fn(&str, u64) -> Vec<ReplicaWrite>,
     ) -> ToSend {
         let mut out = ToSend::new();
+        self.dropped.retain(|n| live.contains(n));
         if live == self.live && self.targets.len() == self.epochs.len() {
             return out;
         }
@@ -423,15 +507,17 @@ impl Replicator {
                 owed: HashMap::new(),
                 owed_count: 0,
                 confirming: HashSet::new(),
+                confirmed: Vec::new(),
+                dropped: HashSet::new(),
             },
             view: r.view,
             checked: Instant::now(),
         })
     }
 
-    /// Sends `writes` to their jobs' replicas (a job's new replica gets its whole journal),
-    /// and the ends owed to live nodes.
-    pub(super) fn after_commit(&mut self, store: &Store, writes: Vec<Outgoing>) {
+    /// Sends `writes` (committed, or ends about to be) to their jobs' replicas (a job's
+    /// new replica gets its whole journal), and the ends owed to live nodes.
+    pub(super) fn send_copies(&mut self, store: &Store, writes: Vec<Outgoing>) {
         if writes.is_empty() {
             return;
         }
@@ -442,6 +528,28 @@ impl Replicator {
         }
         self.send(out);
         self.send_ends();
+    }
+
+    /// Whether another node holds (or was sent) a copy of `job`.
+    pub(super) fn has_copies(&self, job: &str) -> bool {
+        self.set.targets.get(job).is_some_and(|t| !t.is_empty())
+            || self.set.owed.values().any(|jobs| jobs.contains_key(job))
+    }
+
+    /// Takes in the ends replicas acked, tells who waits for them, and sends the ends due.
+    pub(super) fn ends_acked(&mut self) {
+        self.send_ends();
+    }
+
+    /// Tells those who wait for the ends the replica set confirmed.
+    fn tell_confirmed(&mut self) {
+        if self.set.confirmed.is_empty() {
+            return;
+        }
+        let mut p = crate::locked(&self.pending);
+        for job in self.set.confirmed.drain(..) {
+            p.end_is(&job, EndConfirmation::Confirmed);
+        }
     }
 
     /// Sends the starts of the submissions in `waiting` that want a copy to their jobs'
@@ -573,10 +681,20 @@ impl Replicator {
     /// Sends the ends that are due, each node's batch with an ack token; takes in the
     /// acks that came meanwhile first.
     fn send_ends(&mut self) {
-        let acked = std::mem::take(&mut crate::locked(&self.pending).acked_ends);
+        let (acked, dropped) = {
+            let mut p = crate::locked(&self.pending);
+            (
+                std::mem::take(&mut p.acked_ends),
+                std::mem::take(&mut p.dropped_by),
+            )
+        };
         for (node, jobs) in acked {
             self.set.acked(&node, &jobs);
         }
+        for node in dropped {
+            self.set.dropped_by(&node);
+        }
+        self.tell_confirmed();
         let due = self.set.settle(Instant::now());
         if due.is_empty() {
             return;
@@ -661,6 +779,27 @@ pub(super) fn writes_to_copy(batch: &[Write], sent_ahead: &HashSet<String>) -> V
         .collect()
 }
 
+/// Takes out of `outgoing` the ends of jobs that some other node holds a copy of
+/// (`copied`) and that have no other write in it: those are sent before the commit. An
+/// end after its job's start or input in one batch keeps its place, and so does the end
+/// of a job nobody else holds (it is confirmed by the local commit alone).
+pub(super) fn take_ends(
+    outgoing: &mut Vec<Outgoing>,
+    copied: impl Fn(&str) -> bool,
+) -> Vec<Outgoing> {
+    let busy: HashSet<String> = outgoing
+        .iter()
+        .filter(|o| !matches!(o.what, ReplicaWhat::End))
+        .map(|o| o.job.clone())
+        .collect();
+    let (ends, rest): (Vec<Outgoing>, Vec<Outgoing>) =
+        std::mem::take(outgoing).into_iter().partition(|o| {
+            matches!(o.what, ReplicaWhat::End) && !busy.contains(&o.job) && copied(&o.job)
+        });
+    *outgoing = rest;
+    ends
+}
+
 /// The owners (and their tokens) that wait for the copies in `batch` to be committed here.
 pub(super) fn acks_asked(batch: &[Write]) -> Vec<(String, u64)> {
     batch
@@ -703,6 +842,8 @@ mod tests {
             owed: HashMap::new(),
             owed_count: 0,
             confirming: HashSet::new(),
+            confirmed: Vec::new(),
+            dropped: HashSet::new(),
         }
     }
 
@@ -844,6 +985,34 @@ mod tests {
         assert_eq!(set.owed_count, 0);
         assert!(sent(set.rehome(nodes(&["a", "c"]), history(&asked))).is_empty());
         assert!(asked.borrow().is_empty());
+    }
+
+    /// An end is confirmed once every holder of a copy acked it; a holder that drains and
+    /// drops its copies is owed nothing, gets no new copy while it is up, and is a
+    /// replica again once it came back.
+    #[test]
+    fn an_end_waits_for_every_holder_but_not_for_one_that_dropped_its_copies() {
+        let asked = RefCell::new(Vec::new());
+        let mut set = set(2, &["a", "b", "c"]);
+        let t0 = Instant::now();
+        set.route(vec![start("j")], history(&asked), t0);
+        set.route(
+            vec![outgoing("j", None, ReplicaWhat::End)],
+            history(&asked),
+            t0,
+        );
+        set.acked("b", &["j".to_string()]);
+        assert!(set.confirmed.is_empty(), "c has not acked the end");
+        set.dropped_by("c");
+        assert_eq!(set.confirmed, vec!["j".to_string()]);
+        assert_eq!(set.owed_count, 0);
+
+        // c, still up, gets no copy of a new job; it does after it left and came back.
+        let out = sent(set.route(vec![start("k")], history(&asked), t0));
+        assert!(out.iter().all(|(n, _)| n != "c"), "{out:?}");
+        set.rehome(nodes(&["a", "b"]), history(&asked));
+        set.rehome(nodes(&["a", "b", "c"]), history(&asked));
+        assert!(set.targets_for("k").contains(&"c".to_string()));
     }
 
     /// An end some holder has not acked within `CONFIRM_WITHIN` goes to the core group,

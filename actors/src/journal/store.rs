@@ -101,6 +101,8 @@ pub(super) struct Answers {
     pub(super) saved: Vec<(StateWaiter, Result<(), Fenced>)>,
     /// Fetches (with their fence): the newest state held here.
     pub(super) fetched: Vec<(oneshot::Sender<Option<SavedState>>, Option<SavedState>)>,
+    /// Drops of every copy, committed.
+    pub(super) forgot: Vec<oneshot::Sender<()>>,
 }
 
 /// The journal's redb database and where it is.
@@ -374,6 +376,12 @@ impl Store {
                         jobs.remove(id.as_str())?;
                         inputs
                             .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
+                    }
+                    Write::Flush => {}
+                    Write::ForgetAll(done) => {
+                        copies.retain(|_, _| false)?;
+                        copy_inputs.retain(|_, _| false)?;
+                        out.forgot.push(done);
                     }
                     Write::Forget(id) => {
                         copies.remove(id.as_str())?;

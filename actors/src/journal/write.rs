@@ -28,6 +28,12 @@ pub(super) enum Write {
     ActorState(String, SavedState, StateWaiter),
     /// Fence an actor at an epoch and read its state, in one transaction (urgent).
     ActorFetch(String, u64, oneshot::Sender<Option<SavedState>>),
+    /// Nothing to commit itself: ends the commit window at once and has the writer take
+    /// in the ends replicas acked (urgent: an owner waits to publish an end, for it to be
+    /// sent to the replicas or for their acks).
+    Flush,
+    /// Drop every copy of other nodes' jobs (this node leaves); answered once committed.
+    ForgetAll(oneshot::Sender<()>),
 }
 
 /// Why a write somebody waited for is not durable: the journal's commit failed (a full
@@ -70,7 +76,11 @@ impl Write {
             Write::Keep(b) => Some(Write::Keep(b.clone())),
             Write::Forget(id) => Some(Write::Forget(id.clone())),
             Write::Drop(id) => Some(Write::Drop(id.clone())),
-            Write::Start(_, _, _, Some(_)) | Write::ActorState(..) | Write::ActorFetch(..) => None,
+            Write::Start(_, _, _, Some(_))
+            | Write::ActorState(..)
+            | Write::ActorFetch(..)
+            | Write::Flush
+            | Write::ForgetAll(_) => None,
         }
     }
 
@@ -79,7 +89,9 @@ impl Write {
         match self {
             Write::Start(_, _, _, w) => w.is_some(),
             Write::Keep(b) => b.ack.is_some(),
-            Write::ActorState(..) | Write::ActorFetch(..) => true,
+            Write::ActorState(..) | Write::ActorFetch(..) | Write::Flush | Write::ForgetAll(_) => {
+                true
+            }
             _ => false,
         }
     }

@@ -78,6 +78,16 @@ fn run(
         if let Some(first) = first {
             batch.extend(gather(first, &rx, LINGER));
         }
+        let acked = batch.iter().any(|w| matches!(w, Write::Flush));
+        if acked {
+            batch.retain(|w| !matches!(w, Write::Flush));
+            if let Some(r) = &mut replicator {
+                r.ends_acked();
+            }
+            if batch.is_empty() {
+                continue;
+            }
+        }
         let again: Vec<Write> = batch.iter().filter_map(Write::again).collect();
         let n = batch.len();
         let mut waiting = take_waiters(&mut batch);
@@ -88,10 +98,17 @@ fn run(
             Some(r) => r.send_ahead(store, &batch, &mut waiting),
             None => (Vec::new(), HashSet::new()),
         };
-        let outgoing = match &replicator {
+        let mut outgoing = match &replicator {
             Some(_) => replication::writes_to_copy(&batch, &ahead_jobs),
             None => Vec::new(),
         };
+        // Ends go to the replicas ahead of the commit too: an owner waits for their acks
+        // to publish them (a crash before the commit resumes the job here, as it did
+        // before ends were copied).
+        if let Some(r) = &mut replicator {
+            let ends = replication::take_ends(&mut outgoing, |job| r.has_copies(job));
+            r.send_copies(store, ends);
+        }
         let committing = Instant::now();
         let committed = store.commit(batch, &mut next_order, retain);
         let took = committing.elapsed();
@@ -101,7 +118,7 @@ fn run(
         match committed {
             Ok(answers) => {
                 if let Some(r) = &mut replicator {
-                    r.after_commit(store, outgoing);
+                    r.send_copies(store, outgoing);
                     r.check_if_due(store);
                     r.committed_here(&ahead);
                 }
@@ -110,6 +127,9 @@ fn run(
                 }
                 for (w, r) in answers.fetched {
                     let _ = w.send(r);
+                }
+                for w in answers.forgot {
+                    let _ = w.send(());
                 }
                 // Durable here, and no replica to wait for (or not asked to).
                 for (_, w) in waiting {

@@ -78,6 +78,14 @@ pub enum JobManagerMessage {
     TakeoverDecided(String, Wire<Result<Holder, String>>),
     /// The journaled jobs may resume, but these, taken over meanwhile (local).
     ResumeJournaled(Wire<Vec<JobMoved>>),
+    /// This node leaves: drop every copy of other nodes' jobs it keeps and keep no new
+    /// one; answers whether the drop was committed (local, from the drain).
+    #[rpc]
+    DropCopies(RpcReplyPort<bool>),
+    /// The named node (draining) dropped every copy of this node's jobs it kept: no end
+    /// waits for its ack any more, and it gets no new copy until it comes back.
+    #[rpc]
+    CopiesDropped(String, RpcReplyPort<bool>),
 }
 
 /// A job submission.
