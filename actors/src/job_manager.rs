@@ -80,6 +80,9 @@ pub(crate) struct JobManagerState {
     absent: HashMap<String, std::time::Instant>,
     /// This node leaves and dropped its copies of other nodes' jobs: it keeps no more.
     copies_dropped: bool,
+    /// Ends journaled before a restart but never confirmed (see `Journal::end_confirmed`):
+    /// answered as running until the core group records them or says the job moved.
+    held_ends: HashMap<String, JobStatus>,
 }
 
 impl JobManagerState {
@@ -127,8 +130,18 @@ impl JobManagerState {
     /// (Its supervisor journaled the end; a crashed one's end is journaled by the caller.)
     fn ended(&mut self, myself: &ActorRef<JobManagerMessage>, st: JobStatus) {
         self.ctx.scheduler.job_ended(&st.id);
+        if let Some(j) = &self.ctx.journal {
+            j.confirmed(&st.id);
+        }
         let gone = self.live.remove(&st.id);
-        if let Some(epoch) = self.takeovers.run_epoch(&st.id).filter(|e| *e > 0) {
+        // (With ends confirmed before they are published, a taken-over job's end was
+        // recorded by the core group already.)
+        let recorded = self.ctx.journal.as_ref().is_some_and(|j| j.confirms_ends());
+        if let Some(epoch) = self
+            .takeovers
+            .run_epoch(&st.id)
+            .filter(|e| *e > 0 && !recorded)
+        {
             // Never handed over again; its entry is pruned later. Only jobs taken over
             // (and ends a copy did not ack, `copies::confirm_ends`) cost this write.
             if let Some(j) = &self.ctx.journal {
@@ -245,6 +258,7 @@ impl Actor for JobManager {
             unique_of: HashMap::new(),
             absent: HashMap::new(),
             copies_dropped: false,
+            held_ends: HashMap::new(),
         })
     }
 
@@ -388,6 +402,15 @@ impl Actor for JobManager {
                 let d = d.into_inner().unwrap_or_else(|e| Err(e.to_string()));
                 state.takeover_decided(&myself, job, d).await;
             }
+            JobManagerMessage::EndRecorded(job) => {
+                if let Some(st) = state.held_ends.remove(&job) {
+                    tracing::info!(job = %job, "the end journaled before the restart is recorded; published");
+                    state.finished.insert(job.clone(), st);
+                }
+                if let Some(j) = &state.ctx.journal {
+                    j.confirmed(&job);
+                }
+            }
             JobManagerMessage::DropCopies(reply) => {
                 let _ = reply.send(state.drop_copies().await);
             }
@@ -450,7 +473,7 @@ impl Actor for JobManager {
                     ));
                 }
                 if let Some(j) = &state.ctx.journal {
-                    j.end(&st);
+                    j.end(&st, state.takeovers.run_epoch(&st.id).unwrap_or(0));
                 }
                 state.ended(&myself, st);
             }

@@ -336,7 +336,13 @@ impl JobSupervisorState {
             self.reported = true;
             let status = self.run.status();
             tracing::debug!(job = %status.id, state = ?status.state, "job ended");
-            let confirming = self.journal.as_ref().and_then(|j| j.end_confirmed(&status));
+            // A job resumed after a restart or taken over may have stale copies on nodes
+            // this one does not know of: only the core group's record confirms its end.
+            let core_only = self.recover.is_some() || self.epoch > 0;
+            let confirming = self
+                .journal
+                .as_ref()
+                .and_then(|j| j.end_confirmed(&status, self.epoch, core_only));
             match confirming {
                 Some(rx) => {
                     let me = myself.clone();
@@ -528,6 +534,9 @@ impl JobSupervisorState {
                 // Taken over while this node was cut off: the holder's end is the job's.
                 tracing::warn!(job = %state.run.id(), owner = %h.node, epoch = h.epoch, "this job was taken over while its end here waited to be confirmed; the holder's end stands");
                 state.held_end = None;
+                if let Some(j) = &state.journal {
+                    j.confirmed(state.run.id());
+                }
                 if let Some(jm) = find_on::<JobManagerMessage>(names::JOB_MANAGER, &state.owner) {
                     let _ = jm.cast(JobManagerMessage::JobMoved(Wire::new(
                         troupe_runtime::protocol::JobMoved {

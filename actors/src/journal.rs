@@ -194,18 +194,43 @@ impl Journal {
     /// Records that a job ended with `status`, as [`Journal::end`] does, and, when this
     /// journal is copied to replicas, returns what they say of the end: confirmed once
     /// every holder of a copy acked it or the core group recorded it, or moved (another
-    /// node holds the job now). `None`: nothing is copied, the end stands at once.
-    pub fn end_confirmed(&self, status: &JobStatus) -> Option<oneshot::Receiver<EndConfirmation>> {
+    /// node holds the job now). `None`: nothing is copied, the end stands at once. The
+    /// end is journaled as unconfirmed (at `epoch`, the job's here) until
+    /// [`Journal::confirmed`], so that a restart does not publish it.
+    ///
+    /// With `core_only` (a job resumed after a restart, or taken over: stale copies may
+    /// be held by nodes this one does not know of) only the core group's record confirms.
+    pub fn end_confirmed(
+        &self,
+        status: &JobStatus,
+        epoch: u64,
+        core_only: bool,
+    ) -> Option<oneshot::Receiver<EndConfirmation>> {
         let rx = self.copied.then(|| {
             let (tx, rx) = oneshot::channel();
-            crate::locked(&self.pending).wait_for_end(&status.id, tx);
+            let mut p = crate::locked(&self.pending);
+            p.wait_for_end(&status.id, tx);
+            if core_only {
+                p.core_only.insert(status.id.clone());
+                p.unconfirmed.push((status.id.clone(), epoch));
+            }
+            drop(p);
+            self.send(Write::Unconfirmed(status.id.clone(), epoch));
             rx
         });
-        self.end(status);
+        self.end(status, epoch);
         if rx.is_some() {
             self.send(Write::Flush);
         }
         rx
+    }
+
+    /// The end of `job` is confirmed, or the job moved on: a restart publishes it (or
+    /// forgets it) without asking the core group.
+    pub fn confirmed(&self, job: &str) {
+        if self.copied {
+            self.send(Write::Confirmed(job.to_string()));
+        }
     }
 
     /// Whether ends wait to be confirmed ([`Journal::end_confirmed`]).
@@ -216,11 +241,20 @@ impl Journal {
     /// The core group recorded the end of `job` (`None`), or says `holder` holds the job
     /// now: tells whoever waits for the end; false if nobody does.
     pub fn end_recorded(&self, job: &str, holder: Option<Holder>) -> bool {
+        let mut p = crate::locked(&self.pending);
+        p.core_only.remove(job);
         let what = match holder {
             None => EndConfirmation::Confirmed,
-            Some(h) => EndConfirmation::Moved(h),
+            Some(h) => {
+                // No holder of a copy is owed this node's end any more.
+                p.moved_away.push(job.to_string());
+                EndConfirmation::Moved(h)
+            }
         };
-        crate::locked(&self.pending).end_is(job, what)
+        let told = p.end_is(job, what);
+        drop(p);
+        self.send(Write::Flush);
+        told
     }
 
     /// Takes the ends of this node's jobs that some holder of a copy did not ack within
@@ -275,10 +309,11 @@ impl Journal {
         }
     }
 
-    /// Records that a job ended with `status` (its inputs are dropped).
-    pub fn end(&self, status: &JobStatus) {
+    /// Records that a job ended with `status`, run here at `epoch` (its inputs are
+    /// dropped).
+    pub fn end(&self, status: &JobStatus, epoch: u64) {
         match wire::encode(status) {
-            Ok(b) => self.send(Write::End(status.id.clone(), b)),
+            Ok(b) => self.send(Write::End(status.id.clone(), b, epoch)),
             Err(e) => tracing::error!(job = %status.id, error = %e, "cannot journal a job's end"),
         }
     }
@@ -452,7 +487,7 @@ mod tests {
             held.jobs,
             vec![(record("n1-1-1", 2), vec![input(1), input(2)])]
         );
-        journal.end(&status("n1-1-1"));
+        journal.end(&status("n1-1-1"), 0);
         committed(&journal).await;
         let held = journal.store.read_all().expect("readable");
         assert!(held.jobs.is_empty());

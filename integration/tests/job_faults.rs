@@ -150,8 +150,9 @@ async fn a_copy_that_missed_the_end_is_not_taken_over_after_the_owner_dies() {
 
 /// Item 1, the end published before any copy held it (seen by the nemesis as jobs ended
 /// twice). A job's owner is cut off from the others, its copy and the core group's
-/// majority among them, just as the job ends. Its end must not be published: the other
-/// side takes the job over, and the end it reaches is the job's only one.
+/// majority among them, just as the job ends. Its end must not be published, neither
+/// then nor after the owner restarts still cut off: the other side takes the job over,
+/// and the end it reaches is the job's only one.
 #[tokio::test(flavor = "current_thread")]
 async fn an_owner_cut_off_as_its_job_ends_publishes_no_end_the_other_side_can_contradict() {
     let mut c = Cluster::plan_in_netns(4)
@@ -166,8 +167,10 @@ async fn an_owner_cut_off_as_its_job_ends_publishes_no_end_the_other_side_can_co
     until_state(&all, &id, JobState::WaitingForUser).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let net = c.netns().expect("planned in namespaces");
-    net.split(&[3]).expect("split");
+    c.netns()
+        .expect("planned in namespaces")
+        .split(&[3])
+        .expect("split");
     // Seen from inside n4, the job is resumed and its last step runs there (once n4 sees
     // the others gone); its end must wait for a copy or the core group to hold it.
     let resumed = run_with_timeout(
@@ -197,7 +200,31 @@ async fn an_owner_cut_off_as_its_job_ends_publishes_no_end_the_other_side_can_co
         !seen.iter().any(|s| s == "succeeded"),
         "n4, cut off, published the end of job {id} (states seen there: {seen:?})"
     );
-    net.heal_all().expect("heal");
+    // n4 dies and starts again, still cut off: its journal holds the end, unconfirmed,
+    // which it must not publish either.
+    c.node(3).kill();
+    c.start_node(3);
+    let restarted = Instant::now();
+    let mut after_restart = Vec::new();
+    while restarted.elapsed() < Duration::from_secs(5) {
+        let out = run_with_timeout(c.cli_inside(3, &["status", &id]), Duration::from_secs(10));
+        if let Ok(st) = serde_json::from_str::<serde_json::Value>(&texts(&out).0) {
+            after_restart.push(st["state"].as_str().unwrap_or("?").to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !after_restart.is_empty(),
+        "n4 answered no status after its restart"
+    );
+    assert!(
+        !after_restart.iter().any(|s| s == "succeeded"),
+        "n4, restarted while cut off, published the unconfirmed end of job {id}: {after_restart:?}"
+    );
+    c.netns()
+        .expect("planned in namespaces")
+        .heal_all()
+        .expect("heal");
 
     // The other side took the job over; n4 learns it and answers as the holder does.
     let holder = (0..3).find(|&i| {

@@ -26,8 +26,8 @@ use super::JobManagerState;
 /// The most job ends one core group entry records.
 const MAX_ENDS_PER_RECORD: usize = 1_000;
 
-/// How often recording ends is tried before it is given up (every 500 ms: as long as a
-/// takeover's grace period by default).
+/// How often recording ends is tried every 500 ms (as long as a takeover's grace period
+/// by default) before it is logged and tried every 2 s.
 const RECORD_TRIES: u32 = 20;
 
 /// [`record_ends`], off the mailbox, in entries of at most [`MAX_ENDS_PER_RECORD`] jobs.
@@ -59,7 +59,9 @@ async fn record_ends(
         node: node.to_string(),
         jobs: ends,
     };
-    for _ in 0..RECORD_TRIES {
+    // Ends wait for this answer to be published: asked until the core group answers
+    // (a minority side waits for the heal).
+    for tries in 1u32.. {
         match crate::core::decide(node, cmd.clone()).await {
             Ok(CoreDecision::Owners(holders)) => {
                 for (job, holder) in jobs.into_iter().zip(holders) {
@@ -68,14 +70,17 @@ async fn record_ends(
                     if journal.end_recorded(&job, holder.clone()) {
                         continue;
                     }
-                    if let Some(h) = holder {
-                        tracing::warn!(job = %job, owner = %h.node, epoch = h.epoch, "a job that ended here was taken over meanwhile; its holder answers for it");
-                        let _ = myself.cast(JobManagerMessage::JobMoved(Wire::new(JobMoved {
-                            job,
-                            owner: h.node,
-                            epoch: h.epoch,
-                        })));
-                    }
+                    let _ = match holder {
+                        Some(h) => {
+                            tracing::warn!(job = %job, owner = %h.node, epoch = h.epoch, "a job that ended here was taken over meanwhile; its holder answers for it");
+                            myself.cast(JobManagerMessage::JobMoved(Wire::new(JobMoved {
+                                job,
+                                owner: h.node,
+                                epoch: h.epoch,
+                            })))
+                        }
+                        None => myself.cast(JobManagerMessage::EndRecorded(job)),
+                    };
                 }
                 return;
             }
@@ -84,12 +89,14 @@ async fn record_ends(
                 return;
             }
             Err(r) => {
-                tracing::debug!(reason = %r.message, "the core group did not record job ends yet; trying again");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                if tries == RECORD_TRIES {
+                    tracing::warn!(jobs = jobs.len(), reason = %r.message, "the core group does not answer; the ends of these jobs are not published until it records them (asked again every 2 s)");
+                }
+                let wait = if tries < RECORD_TRIES { 500 } else { 2000 };
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
             }
         }
     }
-    tracing::warn!(jobs = jobs.len(), "the core group did not record the ends of jobs whose copies may be stale; a copy might be taken over after its owner goes down");
 }
 
 impl JobManagerState {
@@ -119,16 +126,12 @@ impl JobManagerState {
                 .writes
                 .iter()
                 .all(|w| matches!(w.what, ReplicaWhat::End));
-        let ack_now = batch.ack.filter(|_| ends_only);
         if self.copies_dropped {
             // Leaving: keeps nothing, and an end asks nothing of a node with no copy.
-            if let Some(token) = ack_now {
+            if let Some(token) = batch.ack.filter(|_| ends_only) {
                 crate::journal::ack_to(&batch.owner, token);
             }
             return;
-        }
-        if ack_now.is_some() {
-            batch.ack = None;
         }
         let mut fenced: HashMap<String, Holder> = HashMap::new();
         let mut kept = Vec::with_capacity(batch.writes.len());
@@ -148,6 +151,12 @@ impl JobManagerState {
                 }
             }
         }
+        // Ends are acked here, unless one is fenced: its owner lost the job (told below)
+        // and must not publish that end; the others come again without it.
+        let ack_now = batch.ack.filter(|_| ends_only && fenced.is_empty());
+        if ends_only {
+            batch.ack = None;
+        }
         let n = kept.len() as u64;
         // A batch that asks for an ack is answered even if nothing of it is kept: its
         // owner sends its ends until they are acked.
@@ -159,9 +168,6 @@ impl JobManagerState {
             });
             metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "kept")
                 .increment(n);
-        }
-        if let Some(token) = ack_now {
-            crate::journal::ack_to(&batch.owner, token);
         }
         if !fenced.is_empty() {
             metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "fenced")
@@ -177,11 +183,34 @@ impl JobManagerState {
                 }
             }
         }
+        if let Some(token) = ack_now {
+            crate::journal::ack_to(&batch.owner, token);
+        }
     }
 
     /// Another node owns `m.job` now: stop this node's run of it, if any (fenced).
     pub(super) async fn job_moved(&mut self, myself: &ActorRef<JobManagerMessage>, m: JobMoved) {
         self.not_resuming(&m);
+        let newer = self
+            .takeovers
+            .run_epoch(&m.job)
+            .is_some_and(|e| e < m.epoch);
+        if let (Some(j), true) = (&self.ctx.journal, newer && m.owner != self.ctx.config.name) {
+            // A run here whose end waits to be confirmed gives way to the holder's end.
+            j.end_recorded(
+                &m.job,
+                Some(Holder {
+                    node: m.owner.clone(),
+                    epoch: m.epoch,
+                }),
+            );
+        }
+        if self.held_ends.remove(&m.job).is_some() {
+            // Its end here was never confirmed: the holder's end is the job's.
+            if let Some(j) = &self.ctx.journal {
+                j.confirmed(&m.job);
+            }
+        }
         let effects = self.takeovers.job_moved(m);
         self.carry_out(myself, effects).await;
     }

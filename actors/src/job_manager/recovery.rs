@@ -8,6 +8,7 @@
 //! `JobMoved` (it tells a node that comes up, ended jobs included) drops a job at once
 //! (`not_resuming`), whether or not the core group answered.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::core::{CoreCommand, CoreDecision};
@@ -69,10 +70,27 @@ impl JobManagerState {
         let Some(rec) = crate::locked(&self.ctx.view.recovered).take() else {
             return;
         };
-        for st in rec.ended {
-            self.takeovers.ended_before_restart(&st.id);
+        let unconfirmed: HashSet<&str> = rec.unconfirmed.iter().map(|(j, _)| j.as_str()).collect();
+        for mut st in rec.ended {
+            let epoch = rec.ended_epochs.get(&st.id).copied().unwrap_or(0);
+            self.takeovers.ended_before_restart(&st.id, epoch);
             self.finished_order.push_back(st.id.clone());
+            if unconfirmed.contains(st.id.as_str()) {
+                // Not published before the stop: it still runs, for all anyone knows,
+                // until the core group records the end (below).
+                self.held_ends.insert(st.id.clone(), st.clone());
+                st.state = troupe_runtime::JobState::Running;
+            }
             self.finished.insert(st.id.clone(), st);
+        }
+        if let (Some(j), false) = (&self.ctx.journal, rec.unconfirmed.is_empty()) {
+            tracing::info!(jobs = rec.unconfirmed.len(), "ends journaled before the restart were not confirmed; the core group records them before they are published");
+            super::copies::record_ends_later(
+                &self.ctx.config.name,
+                rec.unconfirmed,
+                j.clone(),
+                myself,
+            );
         }
         for c in rec.copies {
             self.takeovers.copy_recovered(

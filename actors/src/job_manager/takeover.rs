@@ -193,10 +193,11 @@ impl Takeovers {
         }
     }
 
-    /// The journal held `job`'s end when this node started (its epoch is not kept): a
-    /// copy of it is stale and never adopted, whatever the core group says.
-    pub(crate) fn ended_before_restart(&mut self, job: &str) {
-        if self.ended_here.insert(job.to_string(), 0).is_none() {
+    /// The journal held `job`'s end, run here at `epoch`, when this node started: a copy
+    /// of it is stale and never adopted, whatever the core group says, and a former
+    /// owner's writes (from an older epoch) are fenced.
+    pub(crate) fn ended_before_restart(&mut self, job: &str, epoch: u64) {
+        if self.ended_here.insert(job.to_string(), epoch).is_none() {
             self.ended_order.push_back(job.to_string());
         }
         while self.ended_order.len() > self.retain_moves {
@@ -456,7 +457,9 @@ impl Takeovers {
             }
         }
         // A job that ended here, or whose copy ended, at this epoch: a late or repeated
-        // write (a Start would bring back a copy of an ended job).
+        // write (a Start would bring back a copy of an ended job); a repeated End is
+        // kept (acked again). An End from an older epoch is a former owner's, whose run
+        // lost the job: it is fenced, so that owner does not count its end as the job's.
         let ended = self
             .ended_here
             .get(job)
@@ -465,7 +468,9 @@ impl Takeovers {
                 epoch: *e,
             })
             .or_else(|| self.ended_copies.get(job).cloned());
-        if let Some(end) = ended.filter(|e| e.epoch >= epoch && kind != WriteKind::End) {
+        if let Some(end) =
+            ended.filter(|e| e.epoch > epoch || (e.epoch == epoch && kind != WriteKind::End))
+        {
             return WriteVerdict::Fenced(end);
         }
         match kind {

@@ -94,12 +94,17 @@ pub(super) struct Pending {
     /// Ends acked since the writer last looked, by node.
     acked_ends: Vec<(String, Vec<String>)>,
     /// Ends not acked within [`CONFIRM_WITHIN`], for the core group to record (job, epoch).
-    unconfirmed: Vec<(String, u64)>,
+    pub(super) unconfirmed: Vec<(String, u64)>,
     /// Who waits for each job's end to be confirmed (see [`EndConfirmation`]).
     end_waiters: HashMap<String, tokio::sync::oneshot::Sender<EndConfirmation>>,
     /// Nodes that dropped every copy of this node's jobs (they drained), not yet told
     /// to the replica set.
     pub(super) dropped_by: Vec<String>,
+    /// Jobs another node holds now, not yet told to the replica set (their ends are owed
+    /// no more).
+    pub(super) moved_away: Vec<String>,
+    /// Ended jobs whose end only the core group's record confirms (acks do not).
+    pub(super) core_only: HashSet<String>,
 }
 
 /// What the owner of a job learns about its end before it publishes it.
@@ -425,6 +430,17 @@ impl ReplicaSet {
         }
     }
 
+    /// Another node holds `job` now: nobody is owed this node's end of it.
+    fn moved_away(&mut self, job: &str) {
+        for jobs in self.owed.values_mut() {
+            if jobs.remove(job).is_some() {
+                self.owed_count -= 1;
+            }
+        }
+        self.owed.retain(|_, jobs| !jobs.is_empty());
+        self.confirming.remove(job);
+    }
+
     /// The ended jobs (and their epochs) some holder has not acked the end of within
     /// [`CONFIRM_WITHIN`], not handed over before: the core group is to record them.
     fn unconfirmed(&mut self, at: Instant) -> Vec<(String, u64)> {
@@ -548,7 +564,9 @@ impl Replicator {
         }
         let mut p = crate::locked(&self.pending);
         for job in self.set.confirmed.drain(..) {
-            p.end_is(&job, EndConfirmation::Confirmed);
+            if !p.core_only.contains(&job) {
+                p.end_is(&job, EndConfirmation::Confirmed);
+            }
         }
     }
 
@@ -681,11 +699,12 @@ impl Replicator {
     /// Sends the ends that are due, each node's batch with an ack token; takes in the
     /// acks that came meanwhile first.
     fn send_ends(&mut self) {
-        let (acked, dropped) = {
+        let (acked, dropped, moved) = {
             let mut p = crate::locked(&self.pending);
             (
                 std::mem::take(&mut p.acked_ends),
                 std::mem::take(&mut p.dropped_by),
+                std::mem::take(&mut p.moved_away),
             )
         };
         for (node, jobs) in acked {
@@ -693,6 +712,9 @@ impl Replicator {
         }
         for node in dropped {
             self.set.dropped_by(&node);
+        }
+        for job in moved {
+            self.set.moved_away(&job);
         }
         self.tell_confirmed();
         let due = self.set.settle(Instant::now());
@@ -773,7 +795,7 @@ pub(super) fn writes_to_copy(batch: &[Write], sent_ahead: &HashSet<String>) -> V
             Write::Input(id, seq, b) => {
                 Some(outgoing(id, None, ReplicaWhat::Input(*seq, b.clone())))
             }
-            Write::End(id, _) | Write::Drop(id) => Some(outgoing(id, None, ReplicaWhat::End)),
+            Write::End(id, ..) | Write::Drop(id) => Some(outgoing(id, None, ReplicaWhat::End)),
             _ => None,
         })
         .collect()
@@ -1206,7 +1228,7 @@ mod tests {
             Write::Start("j".to_string(), 2, Vec::new(), None),
             Write::Input("j".to_string(), 1, Vec::new()),
             Write::Drop("moved".to_string()),
-            Write::End("done".to_string(), Vec::new()),
+            Write::End("done".to_string(), Vec::new(), 0),
             Write::Forget("copy".to_string()),
             Write::Keep(ReplicaBatch {
                 owner: "n2".to_string(),

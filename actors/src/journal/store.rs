@@ -33,6 +33,11 @@ const ENDED: TableDefinition<&str, &[u8]> = TableDefinition::new("ended");
 const ENDED_ORDER: TableDefinition<u64, &str> = TableDefinition::new("ended_order");
 const COPIES: TableDefinition<&str, &[u8]> = TableDefinition::new("copies");
 const COPY_INPUTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("copy_inputs");
+/// Ends of this node's jobs not confirmed yet (job, its epoch here): see `Write::Unconfirmed`.
+const UNCONFIRMED: TableDefinition<&str, u64> = TableDefinition::new("unconfirmed_ends");
+/// The epoch each ended job (of those kept in `ended`) ran at here, if not 0: a taken-over
+/// job's former owner's writes stay fenced after a restart.
+const ENDED_EPOCHS: TableDefinition<&str, u64> = TableDefinition::new("ended_epochs");
 const ACTOR_STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("actor_states");
 /// Actor -> the epoch of the newest activation that read its state here (older saves are
 /// refused).
@@ -58,6 +63,11 @@ pub struct Recovered {
     pub ended: Vec<JobStatus>,
     /// Copies of other nodes' jobs.
     pub copies: Vec<CopyInfo>,
+    /// The epochs ended jobs ran at here, where not 0.
+    pub ended_epochs: std::collections::HashMap<String, u64>,
+    /// Ended jobs whose end was not confirmed before the node stopped (job, epoch): their
+    /// ends are not published until the core group records them.
+    pub unconfirmed: Vec<(String, u64)>,
 }
 
 /// The fields of a [`JobRecord`], borrowed (so that starting a job does not copy its file).
@@ -216,6 +226,20 @@ impl Store {
             }
             out.jobs.push((record, ins));
         }
+        if let Ok(t) = rtx.open_table(ENDED_EPOCHS) {
+            for row in t.iter()? {
+                let (id, epoch) = row?;
+                out.ended_epochs
+                    .insert(id.value().to_string(), epoch.value());
+            }
+        }
+        if let Ok(t) = rtx.open_table(UNCONFIRMED) {
+            for row in t.iter()? {
+                let (id, epoch) = row?;
+                out.unconfirmed
+                    .push((id.value().to_string(), epoch.value()));
+            }
+        }
         let ended = rtx.open_table(ENDED)?;
         let order = rtx.open_table(ENDED_ORDER)?;
         for row in order.iter()? {
@@ -344,6 +368,8 @@ impl Store {
             let mut order = tx.open_table(ENDED_ORDER)?;
             let mut copies = tx.open_table(COPIES)?;
             let mut copy_inputs = tx.open_table(COPY_INPUTS)?;
+            let mut unconfirmed = tx.open_table(UNCONFIRMED)?;
+            let mut ended_epochs = tx.open_table(ENDED_EPOCHS)?;
             for w in batch {
                 match w {
                     Write::Keep(batch) => {
@@ -378,6 +404,12 @@ impl Store {
                             .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
                     }
                     Write::Flush => {}
+                    Write::Unconfirmed(id, epoch) => {
+                        unconfirmed.insert(id.as_str(), epoch)?;
+                    }
+                    Write::Confirmed(id) => {
+                        unconfirmed.remove(id.as_str())?;
+                    }
                     Write::ForgetAll(done) => {
                         copies.retain(|_, _| false)?;
                         copy_inputs.retain(|_, _| false)?;
@@ -429,7 +461,10 @@ impl Store {
                     Write::Input(id, seq, b) => {
                         inputs.insert((id.as_str(), seq), b.as_slice())?;
                     }
-                    Write::End(id, b) => {
+                    Write::End(id, b, epoch) => {
+                        if epoch > 0 {
+                            ended_epochs.insert(id.as_str(), epoch)?;
+                        }
                         jobs.remove(id.as_str())?;
                         inputs
                             .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
@@ -446,6 +481,7 @@ impl Store {
                     break;
                 };
                 ended.remove(id.value())?;
+                ended_epochs.remove(id.value())?;
             }
         }
         tx.commit()?;
@@ -470,7 +506,7 @@ mod tests {
     }
 
     fn end(id: &str) -> Write {
-        Write::End(id.to_string(), encoded(&status(id)))
+        Write::End(id.to_string(), encoded(&status(id)), 0)
     }
 
     fn commit(store: &Store, batch: Vec<Write>, retain: usize) -> Answers {

@@ -15,8 +15,13 @@ pub(super) enum Write {
     Start(String, u64, Vec<u8>, Option<Waiter>),
     /// A job's input: its id, its number (from 1), the input (encoded).
     Input(String, u64, Vec<u8>),
-    /// A job ended: its id and its final status (encoded).
-    End(String, Vec<u8>),
+    /// A job ended: its id, its final status (encoded) and the epoch it ran at here.
+    End(String, Vec<u8>, u64),
+    /// The end of a job (at its epoch here) that waits to be confirmed: kept until
+    /// `Confirmed`, so that a restart does not publish it unconfirmed.
+    Unconfirmed(String, u64),
+    /// The end of a job is confirmed (or the job moved on): nothing waits for it.
+    Confirmed(String),
     /// Another node's writes, kept as a copy.
     Keep(ReplicaBatch),
     /// Drop the copy of a job (taken over here, or ended).
@@ -72,7 +77,9 @@ impl Write {
                 Some(Write::Start(id.clone(), *epoch, b.clone(), None))
             }
             Write::Input(id, seq, b) => Some(Write::Input(id.clone(), *seq, b.clone())),
-            Write::End(id, b) => Some(Write::End(id.clone(), b.clone())),
+            Write::End(id, b, epoch) => Some(Write::End(id.clone(), b.clone(), *epoch)),
+            Write::Unconfirmed(id, epoch) => Some(Write::Unconfirmed(id.clone(), *epoch)),
+            Write::Confirmed(id) => Some(Write::Confirmed(id.clone())),
             Write::Keep(b) => Some(Write::Keep(b.clone())),
             Write::Forget(id) => Some(Write::Forget(id.clone())),
             Write::Drop(id) => Some(Write::Drop(id.clone())),

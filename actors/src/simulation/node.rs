@@ -7,7 +7,7 @@
 //! It never reads a clock or a global random source: time comes with each call, and its
 //! random choices come from a generator the world seeded.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -99,6 +99,18 @@ struct Live {
     epoch: u64,
     /// The replica that has the whole journal.
     synced: Option<String>,
+    /// Every node sent the job's journal in this run (the holders of its copies).
+    holders: BTreeSet<String>,
+    /// Resumed after a restart or taken over: only the core group confirms its end.
+    core_only: bool,
+}
+
+/// An end owed to the holders of a job's copies.
+#[derive(Debug)]
+struct OwedEnd {
+    epoch: u64,
+    holders: BTreeSet<String>,
+    since: Ms,
 }
 
 /// What a request to the core group was for.
@@ -122,6 +134,8 @@ struct Memory {
     host: Host,
     /// Until the core group answered (or did not in time) at start: jobs not resumed yet.
     recovering: bool,
+    /// Ends waiting for their holders' acks (see [`Rules::end_acked_by_holders`]).
+    owed: BTreeMap<String, OwedEnd>,
 }
 
 /// One simulated node.
@@ -185,6 +199,7 @@ impl SimNode {
             waiting: BTreeMap::new(),
             host: Host::default(),
             recovering: false,
+            owed: BTreeMap::new(),
         }
     }
 
@@ -223,8 +238,8 @@ impl SimNode {
         self.boot += 1;
         self.mem = Self::fresh(&self.name, &self.params, self.at(now));
         let mut out = self.boot_timers();
-        for (job, _) in self.disk.own.iter().filter(|(_, e)| e.end.is_some()) {
-            self.mem.takeovers.ended_before_restart(job);
+        for (job, e) in self.disk.own.iter().filter(|(_, e)| e.end.is_some()) {
+            self.mem.takeovers.ended_before_restart(job, e.record.epoch);
         }
         for (job, c) in &self.disk.copies {
             self.mem
@@ -379,6 +394,8 @@ impl SimNode {
                 run,
                 epoch: 0,
                 synced: None,
+                holders: BTreeSet::new(),
+                core_only: false,
             },
         );
         self.mem.takeovers.run_started(&job, 0);
@@ -401,6 +418,7 @@ impl SimNode {
         let (Some(to), Some(entry)) = (replica, self.disk.own.get(job)) else {
             return;
         };
+        live.holders.insert(to.clone());
         out.push(Out::Send {
             to,
             msg: Msg::Write {
@@ -494,13 +512,13 @@ impl SimNode {
             }
         }
         if ended {
-            self.job_ended(job, out);
+            self.job_ended(job, now, out);
         }
     }
 
     /// This node's run of `job` ended: journal the end, copy it to the replica, and make
     /// it count (at once, or once the core group recorded it).
-    fn job_ended(&mut self, job: &str, out: &mut Vec<Out>) {
+    fn job_ended(&mut self, job: &str, now: Ms, out: &mut Vec<Out>) {
         let Some(live) = self.mem.runs.remove(job) else {
             return;
         };
@@ -513,7 +531,22 @@ impl SimNode {
         if !self.rules.core_refuses_ended {
             end_write(job, live.epoch, live.synced, out);
         }
-        if self.rules.core_refuses_ended {
+        let by_acks = !live.core_only || !self.rules.resumed_ends_need_core;
+        if self.rules.core_refuses_ended && self.rules.end_acked_by_holders && by_acks {
+            if live.holders.is_empty() {
+                self.count(job, out);
+            } else {
+                end_owed(job, live.epoch, &live.holders, out);
+                self.mem.owed.insert(
+                    job.to_string(),
+                    OwedEnd {
+                        epoch: live.epoch,
+                        holders: live.holders,
+                        since: now,
+                    },
+                );
+            }
+        } else if self.rules.core_refuses_ended {
             self.publish(job, out);
         } else {
             if let Some(e) = self.disk.own.get_mut(job) {
@@ -526,6 +559,24 @@ impl SimNode {
                 summary,
             }));
         }
+    }
+
+    /// The end of `job` counts: every holder of a copy acked it.
+    fn count(&mut self, job: &str, out: &mut Vec<Out>) {
+        self.mem.owed.remove(job);
+        let Some(e) = self.disk.own.get_mut(job).filter(|e| !e.published) else {
+            return;
+        };
+        let Some(summary) = e.end.clone() else {
+            return;
+        };
+        e.published = true;
+        out.push(Out::Observe(Obs::Published {
+            job: job.to_string(),
+            node: self.name.clone(),
+            epoch: e.record.epoch,
+            summary,
+        }));
     }
 
     /// Asks the core group to record the end of `job`, unless a request is out.
@@ -669,11 +720,18 @@ impl SimNode {
         for job in jobs {
             self.sync_replica(&job, out);
         }
+        // Ends owed to holders go again; those not all acked within 1 s (and every
+        // other end not counted yet) go to the core group.
+        for (job, o) in &self.mem.owed {
+            end_owed(job, o.epoch, &o.holders, out);
+        }
+        let owed = &self.mem.owed;
         let ends: Vec<String> = self
             .disk
             .own
             .iter()
             .filter(|(_, e)| e.end.is_some() && !e.published)
+            .filter(|(j, _)| owed.get(*j).is_none_or(|o| now >= o.since + 1_000))
             .map(|(j, _)| j.clone())
             .collect();
         for job in ends {
@@ -805,8 +863,60 @@ impl SimNode {
                 },
             },
             Msg::Moved(m) => {
+                // An end here not counted yet gives way to the holder's.
+                let held =
+                    self.disk.own.get(&m.job).is_some_and(|e| {
+                        e.end.is_some() && !e.published && e.record.epoch < m.epoch
+                    });
+                if held && m.owner != self.name {
+                    self.disk.own.remove(&m.job);
+                    self.mem.owed.remove(&m.job);
+                }
                 let effects = self.mem.takeovers.job_moved(m);
                 self.effects(effects, now, &mut out);
+            }
+            Msg::EndOwed { job, epoch } => {
+                match self
+                    .mem
+                    .takeovers
+                    .replica_write(from, &job, epoch, WriteKind::End)
+                {
+                    WriteVerdict::Fenced(holder) => {
+                        if !self.rules.fenced_ends_unacked {
+                            out.push(Out::Send {
+                                to: from.to_string(),
+                                msg: Msg::EndAcked { job: job.clone() },
+                            });
+                        }
+                        out.push(Out::Send {
+                            to: from.to_string(),
+                            msg: Msg::Moved(JobMoved {
+                                job,
+                                owner: holder.node,
+                                epoch: holder.epoch,
+                            }),
+                        });
+                    }
+                    WriteVerdict::Keep => {
+                        self.disk.copies.remove(&job);
+                        out.push(Out::Send {
+                            to: from.to_string(),
+                            msg: Msg::EndAcked { job },
+                        });
+                    }
+                }
+            }
+            Msg::EndAcked { job } => {
+                let all = match self.mem.owed.get_mut(&job) {
+                    Some(o) => {
+                        o.holders.remove(from);
+                        o.holders.is_empty()
+                    }
+                    None => false,
+                };
+                if all {
+                    self.count(&job, &mut out);
+                }
             }
             Msg::ActorAdd { actor, add, hops } => out = self.actor_add(&actor, add, hops),
             Msg::FetchState { actor, epoch } => out.push(Out::Send {
@@ -875,6 +985,7 @@ impl SimNode {
                 self.disk.copies.remove(&job);
             }
             (Waiting::Ended(job), CoreReply::EndRecorded { ok, holder }) => {
+                self.mem.owed.remove(&job);
                 if ok {
                     // The replica hears of the end once it counts.
                     let replica = self.replica(&job);
@@ -970,11 +1081,13 @@ impl SimNode {
                 run,
                 epoch,
                 synced: None,
+                holders: BTreeSet::new(),
+                core_only: true,
             },
         );
         self.mem.takeovers.run_started(job, epoch);
         if ended {
-            self.job_ended(job, out);
+            self.job_ended(job, now, out);
             return;
         }
         self.sync_replica(job, out);
@@ -1070,6 +1183,19 @@ fn ask(next: &mut u64, wait: Ms, out: &mut Vec<Out>, cmd: CoreReq) -> u64 {
         timer: Timer::CoreTimeout { req },
     });
     req
+}
+
+/// The end of `job` at `epoch`, to each of its copies' `holders`.
+fn end_owed(job: &str, epoch: u64, holders: &BTreeSet<String>, out: &mut Vec<Out>) {
+    for to in holders {
+        out.push(Out::Send {
+            to: to.clone(),
+            msg: Msg::EndOwed {
+                job: job.to_string(),
+                epoch,
+            },
+        });
+    }
 }
 
 /// The end of `job` at `epoch`, to its replica.

@@ -49,6 +49,18 @@ pub(crate) struct Rules {
     /// the takeover rules' own (`Takeovers::job_moved`, `Takeovers::tick`), always on.
     /// Off: nobody tells the holder.
     pub adopt_when_told: bool,
+    /// An end counts once every node the owner sent the job's journal to acked it (a
+    /// holder acks an end its copy is not fenced for, and drops the copy), as the
+    /// nodes do; the core group records it only when an ack is late (1 s), and for jobs
+    /// resumed after a restart or taken over (stale copies may be held by nodes their
+    /// run does not know of). Off: the core group records every end first.
+    pub end_acked_by_holders: bool,
+    /// A holder whose copy is fenced (the job moved on) does not ack the owner's end, it
+    /// tells the owner of the move. Off (a mutation): it acks it too.
+    pub fenced_ends_unacked: bool,
+    /// Ends of jobs resumed after a restart or taken over wait for the core group's
+    /// record. Off (a mutation): acks of the holders this run knows of confirm them.
+    pub resumed_ends_need_core: bool,
 }
 
 impl Default for Rules {
@@ -61,6 +73,9 @@ impl Default for Rules {
             gather_quorum: true,
             resume_waits_for_core: true,
             adopt_when_told: true,
+            end_acked_by_holders: true,
+            fenced_ends_unacked: true,
+            resumed_ends_need_core: true,
         }
     }
 }
@@ -109,6 +124,18 @@ pub(crate) enum Msg {
     },
     /// The job belongs to another node now.
     Moved(JobMoved),
+    /// The end of `job` at `epoch`, to a node that may hold a copy (acked, unless fenced).
+    EndOwed {
+        /// The job.
+        job: String,
+        /// The owner's epoch.
+        epoch: u64,
+    },
+    /// This node holds the end of `job` (its copy is gone).
+    EndAcked {
+        /// The job.
+        job: String,
+    },
     /// A client's add to a keyed actor, routed to its host.
     ActorAdd {
         /// `TYPE/KEY`.

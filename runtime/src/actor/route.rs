@@ -62,6 +62,14 @@ pub fn owner<'a>(
     hosts.iter().find(|(n, _)| n == name)
 }
 
+/// How the reason of a call that timed out waiting for its reply starts.
+const NO_REPLY: &str = "no reply within";
+
+/// Whether `e` says only that the reply did not come in time.
+fn no_reply(e: &ActorCallError) -> bool {
+    matches!(e, ActorCallError::Unavailable { reason, .. } if reason.starts_with(NO_REPLY))
+}
+
 /// Sends one message to `host` and waits at most `timeout` for the reply.
 pub async fn deliver(
     host: &ActorRef<ActorHostMessage>,
@@ -84,7 +92,7 @@ pub async fn deliver(
             .into_inner()
             .unwrap_or_else(|e| Err(unavailable(format!("unreadable reply: {e}")))),
         Ok(ractor::rpc::CallResult::Timeout) => Err(unavailable(format!(
-            "no reply within {} ms",
+            "{NO_REPLY} {} ms",
             timeout.as_millis()
         ))),
         Ok(ractor::rpc::CallResult::SenderError) => Err(unavailable(
@@ -110,6 +118,8 @@ pub async fn call(
     let start = Instant::now();
     let deadline = start + timeout;
     let mut pause = Duration::from_millis(10);
+    // The last refusal that said why: a last try cut short by the deadline says less.
+    let mut why: Option<ActorCallError> = None;
     loop {
         let hosts = hosts(actor_type);
         let result = match owner(actor_type, key, &hosts) {
@@ -133,9 +143,13 @@ pub async fn call(
             }
             Err(e) if e.is_transient() && Instant::now() + pause < deadline => {
                 tracing::debug!(error = %e, "actor call: trying again");
+                if !no_reply(&e) {
+                    why = Some(e);
+                }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(200));
             }
+            Err(e) if no_reply(&e) => return Err(why.unwrap_or(e)),
             other => return other,
         }
     }

@@ -78,6 +78,9 @@ pub enum JobManagerMessage {
     TakeoverDecided(String, Wire<Result<Holder, String>>),
     /// The journaled jobs may resume, but these, taken over meanwhile (local).
     ResumeJournaled(Wire<Vec<JobMoved>>),
+    /// The core group recorded the end of this job of this node's, journaled before a
+    /// restart and not confirmed then: it is published now (local).
+    EndRecorded(String),
     /// This node leaves: drop every copy of other nodes' jobs it keeps and keep no new
     /// one; answers whether the drop was committed (local, from the drain).
     #[rpc]

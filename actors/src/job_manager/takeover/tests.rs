@@ -268,6 +268,30 @@ fn a_node_running_a_job_it_took_over_fences_the_former_owner() {
     );
 }
 
+/// Once the run of a job taken over has ended here, the former owner's end (it was cut
+/// off as its own run ended) is fenced, not acked: two ends must not both count. A
+/// repeated end of the copy this node held is kept (acked again).
+#[test]
+fn the_former_owners_end_is_fenced_after_the_taken_over_run_ended() {
+    let (mut t, job) = keeping_copy("n2", "n1");
+    t.take_copy(&job);
+    t.run_started(&job, 7);
+    t.run_ended(&job);
+    assert_eq!(
+        t.replica_write("n1", &job, 0, WriteKind::End),
+        WriteVerdict::Fenced(holder("n2", 7))
+    );
+    let (mut r, other) = keeping_copy("n3", "n1");
+    assert_eq!(
+        r.replica_write("n1", &other, 0, WriteKind::End),
+        WriteVerdict::Keep
+    );
+    assert_eq!(
+        r.replica_write("n1", &other, 0, WriteKind::End),
+        WriteVerdict::Keep
+    );
+}
+
 /// A move heard with an epoch no newer than this node's run leaves the run alone.
 #[test]
 fn a_stale_move_does_not_stop_a_newer_run() {
@@ -647,7 +671,7 @@ fn copies_recovered_with_their_owner_live_are_asked_about() {
 fn a_job_that_ended_here_before_a_restart_is_never_adopted_from_a_stale_copy() {
     let job = job_of("n1");
     let mut t = Takeovers::new("n2", GRACE, 100);
-    t.ended_before_restart(&job);
+    t.ended_before_restart(&job, 0);
     // A late epoch-0 Start from the old owner made a copy after the restart.
     t.copy_recovered(job.clone(), holder("n1", 0));
     assert_eq!(
