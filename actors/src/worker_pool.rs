@@ -79,11 +79,36 @@ pub(crate) fn send_result(result: StepResult, owner: &str) {
                 tracing::warn!(owner = %owner, error = %e, "cannot deliver a step result");
             }
         }
-        None => tracing::warn!(
-            owner = %owner, job = %result.job, step = %result.step,
-            "the job's owner node is not reachable; dropping the result"
-        ),
+        None => {
+            tracing::warn!(
+                owner = %owner, job = %result.job, step = %result.step,
+                "the job's owner node is not reachable; holding the result and trying again"
+            );
+            tokio::spawn(deliver_later(result, owner.to_string()));
+        }
     }
+}
+
+/// How long a result whose owner is unreachable is held and offered again.
+const HOLD_RESULT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Offers `result` to its owner every 250 ms until the owner is reachable again, for at
+/// most [`HOLD_RESULT_FOR`]. A cut shorter than `down_after_ms` makes nobody declare
+/// anybody down, so the owner would wait for this result for ever if it were dropped.
+async fn deliver_later(result: StepResult, owner: String) {
+    let until = std::time::Instant::now() + HOLD_RESULT_FOR;
+    while std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if let Some(jm) = job_manager_of(&owner) {
+            tracing::info!(owner = %owner, job = %result.job, step = %result.step, "delivered a held step result");
+            let _ = jm.cast(JobManagerMessage::StepFinished(Wire::new(result)));
+            return;
+        }
+    }
+    tracing::warn!(
+        owner = %owner, job = %result.job, step = %result.step,
+        "dropping a step result: its owner stayed unreachable for 60 s (it runs the attempt again once it sees this node down)"
+    );
 }
 
 /// A running attempt's way to its job's supervisor; shares the attempt's slot so that it
