@@ -308,14 +308,16 @@ impl ActivationState {
 
     /// A save was not copied to a quorum: every caller waiting on a save is refused, and
     /// the state goes back to the last one a quorum holds, in memory and, by a save of
-    /// it, on this node's disk (which holds the refused state).
+    /// it, on this node's disk (which holds the refused state). A replica that took the
+    /// refused save and misses the rollback may still serve it to a later activation: a
+    /// refused update is not acknowledged, but it is not known to be undone either.
     fn roll_back(&mut self, myself: &ActorRef<ActivationMessage>, why: &str) {
         tracing::warn!(actor = %self.name, reason = %why, "an actor's update was not copied to enough nodes; refused and rolled back");
         for (_, reply, _) in self.waiting.drain(..) {
             let e = ActorCallError::Unavailable {
                 actor: self.name.clone(),
                 reason: format!(
-                    "its update could not be copied to enough nodes ({why}); nothing changed, try again"
+                    "its update could not be copied to enough nodes ({why}); it is not acknowledged, and a node that took the copy may still bring it back: try again with the same transaction id (it applies once)"
                 ),
             };
             let _ = reply.send(Wire::new(Err(e)));

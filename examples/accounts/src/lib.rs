@@ -9,11 +9,14 @@
 //!
 //! A transfer is a job ([`transfer_job`]): `withdraw` from one account, then `deposit` to
 //! the other; if the deposit fails (the account is not open), the compensating step
-//! `refund` puts the money back. So money is neither made nor lost when nodes fail. One
-//! assumption: a deposit fails only by refusal. A deposit retried 20 times (with doubling
-//! backoff) while its account stays unreachable would fail too and be refunded, even if
-//! an early attempt had been applied; a production transfer would first ask the
-//! receiving account whether `TX:d` was applied.
+//! `refund` puts the money back. So money is neither made nor lost when nodes fail, with
+//! one assumption: a step fails only by refusal. A step retried 20 times (with doubling
+//! backoff) while its account stays unavailable fails too, and an attempt it made may
+//! still take effect (an update refused for want of copies is not acknowledged, but a
+//! node that took a copy can bring it back): a withdrawal that failed so destroys its
+//! amount, a deposit refunded so creates it. The nemesis's 20-minute run sees this
+//! (ARCHITECTURE.md, "The nemesis test"); a production transfer would ask the account
+//! whether `TX:w` (or `TX:d`) was applied before it gives up.
 
 use std::collections::VecDeque;
 
