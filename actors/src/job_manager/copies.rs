@@ -134,6 +134,7 @@ impl JobManagerState {
             return;
         }
         let mut fenced: HashMap<String, Holder> = HashMap::new();
+        let mut later = false;
         let mut kept = Vec::with_capacity(batch.writes.len());
         for w in batch.writes {
             let kind = match &w.what {
@@ -146,6 +147,7 @@ impl JobManagerState {
                 .replica_write(&batch.owner, &w.job, w.epoch, kind)
             {
                 WriteVerdict::Keep => kept.push(w),
+                WriteVerdict::Later => later = true,
                 WriteVerdict::Fenced(holder) => {
                     fenced.insert(w.job.clone(), holder);
                 }
@@ -153,7 +155,9 @@ impl JobManagerState {
         }
         // Ends are acked here, unless one is fenced: its owner lost the job (told below)
         // and must not publish that end; the others come again without it.
-        let ack_now = batch.ack.filter(|_| ends_only && fenced.is_empty());
+        let ack_now = batch
+            .ack
+            .filter(|_| ends_only && fenced.is_empty() && !later);
         if ends_only {
             batch.ack = None;
         }

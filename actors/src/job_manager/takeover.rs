@@ -107,6 +107,9 @@ pub(crate) enum WriteVerdict {
     Keep,
     /// Refuse it: its epoch is over. The writer is to be told this holder.
     Fenced(Holder),
+    /// Not now: this node asked the core group for the job and has no answer yet (an
+    /// end is neither kept nor acked; its owner sends it again).
+    Later,
 }
 
 /// The takeover and fencing state of one node's job manager.
@@ -468,6 +471,11 @@ impl Takeovers {
                 epoch: *e,
             })
             .or_else(|| self.ended_copies.get(job).cloned());
+        // An end while this node's takeover of the job is asked for: acked now, it could
+        // count while the core group grants the job here (the grant's answer on its way).
+        if kind == WriteKind::End && (self.asking.contains(job) || self.undecided.contains(job)) {
+            return WriteVerdict::Later;
+        }
         if let Some(end) =
             ended.filter(|e| e.epoch > epoch || (e.epoch == epoch && kind != WriteKind::End))
         {

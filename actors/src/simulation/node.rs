@@ -833,6 +833,7 @@ impl SimNode {
                         epoch: holder.epoch,
                     }),
                 }),
+                WriteVerdict::Later => {}
                 WriteVerdict::Keep => match kind {
                     WriteKind::Start => {
                         if let Some(record) = record {
@@ -897,6 +898,7 @@ impl SimNode {
                             }),
                         });
                     }
+                    WriteVerdict::Later => {}
                     WriteVerdict::Keep => {
                         self.disk.copies.remove(&job);
                         out.push(Out::Send {
