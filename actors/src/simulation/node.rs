@@ -825,14 +825,7 @@ impl SimNode {
                 record,
                 inputs,
             } => match self.mem.takeovers.replica_write(from, &job, epoch, kind) {
-                WriteVerdict::Fenced(holder) => out.push(Out::Send {
-                    to: from.to_string(),
-                    msg: Msg::Moved(JobMoved {
-                        job,
-                        owner: holder.node,
-                        epoch: holder.epoch,
-                    }),
-                }),
+                WriteVerdict::Fenced(holder) => out.push(moved_to(from, job, holder)),
                 WriteVerdict::Later => {}
                 WriteVerdict::Keep => match kind {
                     WriteKind::Start => {
@@ -889,14 +882,7 @@ impl SimNode {
                                 msg: Msg::EndAcked { job: job.clone() },
                             });
                         }
-                        out.push(Out::Send {
-                            to: from.to_string(),
-                            msg: Msg::Moved(JobMoved {
-                                job,
-                                owner: holder.node,
-                                epoch: holder.epoch,
-                            }),
-                        });
+                        out.push(moved_to(from, job, holder));
                     }
                     WriteVerdict::Later => {}
                     WriteVerdict::Keep => {
@@ -1185,6 +1171,18 @@ fn ask(next: &mut u64, wait: Ms, out: &mut Vec<Out>, cmd: CoreReq) -> u64 {
         timer: Timer::CoreTimeout { req },
     });
     req
+}
+
+/// Tells `to`, a former owner whose write was fenced, that `holder` holds `job` now.
+fn moved_to(to: &str, job: String, holder: Holder) -> Out {
+    Out::Send {
+        to: to.to_string(),
+        msg: Msg::Moved(JobMoved {
+            job,
+            owner: holder.node,
+            epoch: holder.epoch,
+        }),
+    }
 }
 
 /// The end of `job` at `epoch`, to each of its copies' `holders`.
