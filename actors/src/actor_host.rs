@@ -95,7 +95,8 @@ pub(crate) fn replicas(
         .collect()
 }
 
-type Pending = (ActorEnvelope, RpcReplyPort<ActorReply>);
+/// A message waiting for its activation, with when its sender stops waiting.
+type Pending = (ActorEnvelope, RpcReplyPort<ActorReply>, Option<Instant>);
 
 struct Active {
     actor: ActorRef<ActivationMessage>,
@@ -144,13 +145,15 @@ impl HostState {
         myself: &ActorRef<ActorHostMessage>,
         env: ActorEnvelope,
         reply: RpcReplyPort<ActorReply>,
+        deadline: Option<Instant>,
     ) {
         let id = actor_name(&env.actor_type, &env.key);
         // The common case first: the actor runs here.
         if let Some(Slot::Active(a)) = self.slots.get_mut(&id) {
             a.last_used = Instant::now();
-            if let Err(ractor::MessagingErr::SendErr(ActivationMessage::Handle(_, reply))) =
-                a.actor.cast(ActivationMessage::Handle(env.message, reply))
+            if let Err(ractor::MessagingErr::SendErr(ActivationMessage::Handle(_, reply, _))) = a
+                .actor
+                .cast(ActivationMessage::Handle(env.message, reply, deadline))
             {
                 // It is ending; its host hears of it next and routes anew.
                 fail_all_ports(vec![reply], &id, "it is being deactivated");
@@ -173,13 +176,15 @@ impl HostState {
             self.stopped.remove(&id);
         }
         match self.slots.get_mut(&id) {
-            Some(Slot::Waiting(p)) | Some(Slot::Leaving(_, p)) => p.push((env, reply)),
+            Some(Slot::Waiting(p)) | Some(Slot::Leaving(_, p)) => p.push((env, reply, deadline)),
             Some(Slot::Active(_)) => {} // handled above
             None if self.leaving.is_some() => {
                 // Leaving: activate nothing; the owner among the hosts that stay takes it.
                 let hosts = route::hosts(&env.actor_type);
                 match route::owner(&env.actor_type, &env.key, &hosts) {
-                    Some((owner, host)) if owner != self.me() => relay(host.clone(), env, reply),
+                    Some((owner, host)) if owner != self.me() => {
+                        relay(host.clone(), env, reply, deadline)
+                    }
                     _ => fail_all_ports(vec![reply], &id, "its node is leaving"),
                 }
             }
@@ -188,13 +193,13 @@ impl HostState {
                 if env.hops < MAX_ACTOR_HOPS {
                     if let Some((owner, host)) = route::owner(&env.actor_type, &env.key, &hosts) {
                         if owner != self.me() {
-                            relay(host.clone(), env, reply);
+                            relay(host.clone(), env, reply, deadline);
                             return;
                         }
                     }
                 }
                 self.slots
-                    .insert(id.clone(), Slot::Waiting(vec![(env, reply)]));
+                    .insert(id.clone(), Slot::Waiting(vec![(env, reply, deadline)]));
                 let (ctx, store, me) = (self.ctx.clone(), self.store.clone(), myself.clone());
                 let known = self.known.clone();
                 tokio::spawn(async move {
@@ -252,8 +257,9 @@ impl HostState {
                         metrics::counter!(troupe_runtime::observe::metric::ACTOR_ACTIVATIONS)
                             .increment(1);
                         self.by_cell.insert(actor.get_id(), claim.actor.clone());
-                        for (env, reply) in pending {
-                            let _ = actor.cast(ActivationMessage::Handle(env.message, reply));
+                        for (env, reply, deadline) in pending {
+                            let _ =
+                                actor.cast(ActivationMessage::Handle(env.message, reply, deadline));
                         }
                         let a = Active {
                             actor,
@@ -291,9 +297,9 @@ impl HostState {
                 match host {
                     // The holder is the authority: it handles them whatever its view.
                     Some((_, host)) => {
-                        for (mut env, reply) in pending {
+                        for (mut env, reply, deadline) in pending {
                             env.hops = MAX_ACTOR_HOPS;
-                            relay(host.clone(), env, reply);
+                            relay(host.clone(), env, reply, deadline);
                         }
                     }
                     None => fail_all(
@@ -377,11 +383,11 @@ impl HostState {
     /// The lease is released (or was not ours): pass on what waited.
     fn reroute(&mut self, myself: &ActorRef<ActorHostMessage>, actor: &str) {
         if let Some(Slot::Waiting(pending)) = self.slots.remove(actor) {
-            for (mut env, reply) in pending {
+            for (mut env, reply, deadline) in pending {
                 // Routed afresh: a message once relayed to the holder must not make this
                 // node claim the key again after it let it go.
                 env.hops = 0;
-                self.deliver(myself, env, reply);
+                self.deliver(myself, env, reply, deadline);
             }
         }
         self.answer_leave();
@@ -478,7 +484,7 @@ impl HostState {
 }
 
 fn fail_all(pending: Vec<Pending>, actor: &str, why: &str) {
-    fail_all_ports(pending.into_iter().map(|(_, r)| r).collect(), actor, why);
+    fail_all_ports(pending.into_iter().map(|(_, r, _)| r).collect(), actor, why);
 }
 
 /// Answers each caller that `actor` is unavailable, `why` (they try again).
@@ -492,13 +498,19 @@ fn fail_all_ports(replies: Vec<RpcReplyPort<ActorReply>>, actor: &str, why: &str
     }
 }
 
-/// Passes a message to another host and its reply back.
+/// Passes a message to another host (with the time its sender still waits) and its reply
+/// back.
 fn relay(
     host: ActorRef<ActorHostMessage>,
     mut env: ActorEnvelope,
     reply: RpcReplyPort<ActorReply>,
+    deadline: Option<Instant>,
 ) {
     env.hops += 1;
+    env.wait_ms = deadline.map(|d| {
+        let left = d.saturating_duration_since(Instant::now());
+        left.as_millis().try_into().unwrap_or(u64::MAX)
+    });
     tokio::spawn(async move {
         let r = route::deliver(&host, env, route::CALL_TIMEOUT).await;
         let _ = reply.send(Wire::new(r));
@@ -833,7 +845,13 @@ impl Actor for ActorHost {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ActorHostMessage::Deliver(env, reply) => match env.into_inner() {
-                Ok(env) => st.deliver(&myself, env, reply),
+                Ok(env) => {
+                    // From the sender's clock-free "still waits N ms"; an absurd N is no limit.
+                    let deadline = env
+                        .wait_ms
+                        .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
+                    st.deliver(&myself, env, reply, deadline)
+                }
                 Err(e) => {
                     let e = ActorCallError::BadMessage {
                         actor_type: "?".into(),

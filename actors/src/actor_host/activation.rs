@@ -22,10 +22,17 @@
 //! N is every host of the type this process has seen ([`super::quorum::KnownHosts`]), not
 //! the hosts in view, so a node cut off with a few others does not take them for a
 //! majority. A save too few hosts confirmed is refused: its callers get "unavailable" and
-//! the activation rolls back to its last save a quorum holds: in memory, and on its own
-//! disk by a save of that state (so a later activation cannot read the refused one here).
-//! Without a lease (a cluster too small for a core group) one replica is written, best
-//! effort.
+//! the activation rolls back to its last save a quorum holds.
+//!
+//! No reply goes out on a state a write quorum does not hold, not even a read or a
+//! refusal: an activation first writes the state it read back to a quorum at its own
+//! epoch, and after a refused save it writes the rolled-back state the same way before
+//! it answers again (if either is refused, it ends). So a refused save that reached a
+//! store somewhere either shows in the next answer on the key or never comes back: no
+//! caller sees a state without it and a later one with it (a withdrawal refused for want
+//! of money, then an earlier refused withdrawal back, which the nemesis's 20-minute run
+//! found as money destroyed). Without a lease (a cluster too small for a core group) one
+//! replica is written, best effort.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -81,8 +88,9 @@ pub(crate) struct ActivationStats {
 /// Messages of an activation (local).
 #[derive(RactorMessage)]
 pub(crate) enum ActivationMessage {
-    /// A message for the actor, and where its reply goes.
-    Handle(Value, RpcReplyPort<ActorReply>),
+    /// A message for the actor, where its reply goes, and when its sender stops waiting
+    /// (a message whose sender stopped waiting is not handled: see `ActorEnvelope::wait_ms`).
+    Handle(Value, RpcReplyPort<ActorReply>, Option<Instant>),
     /// A save ended (from the save's task).
     Saved(u64, SaveOutcome),
     /// Stop once the saves in flight are done (idle, or the key moved).
@@ -164,11 +172,16 @@ pub(crate) struct ActivationState {
     /// The state of the last save kept as promised (by a write quorum): what a refused
     /// save rolls back to.
     durable: Vec<u8>,
-    /// The next save writes `durable` back after a refused save: this node's commit
-    /// suffices (no caller waits on it).
-    rollback: bool,
-    /// Replies waiting for the save of the state they produced.
-    waiting: VecDeque<(u64, RpcReplyPort<ActorReply>, Value)>,
+    /// The seq of the newest save kept as promised: no reply goes out on a state newer
+    /// than this one (a reply waits, a refusal and a read included, for the save of the
+    /// state it saw).
+    acked: u64,
+    /// The save in flight writes the state this activation starts from, or rolls back to,
+    /// at its epoch (see [`ActivationState::establish`]): if it is refused too, the
+    /// activation ends rather than answer from a state no quorum holds.
+    establishing: bool,
+    /// Replies waiting for the save of the state they produced (or saw).
+    waiting: VecDeque<(u64, RpcReplyPort<ActorReply>, Result<Value, ActorCallError>)>,
     intensity: RestartIntensity,
     /// Set once the activation refuses messages (stopped by restart intensity, or ending).
     refusing: Option<Refusal>,
@@ -226,8 +239,7 @@ impl ActivationState {
         }
         self.saving = true;
         self.sent = self.seq;
-        // A rollback is written to a quorum too, but nobody waits on it.
-        let required = self.args.quorum_required && !std::mem::take(&mut self.rollback);
+        let required = self.args.quorum_required;
         self.in_flight = self.snapshot.clone();
         let (actor_type, key, node) = (&self.args.actor_type, &self.args.key, &self.args.node);
         let in_view = troupe_runtime::actor::route::hosts(actor_type);
@@ -306,38 +318,63 @@ impl ActivationState {
         });
     }
 
+    /// Writes the state in memory at this activation's epoch, above every seq written so
+    /// far, to a write quorum before any reply goes out on it (`acked` stays below `seq`
+    /// until then). Done as an activation starts (the state it read) and after a refused
+    /// save (the state it rolls back to). Why: a refused save may sit on a store outside
+    /// the quorum this activation read, or missed by the rollback; a later activation that
+    /// reads that store would bring it back, after callers were answered from a state
+    /// without it (a withdrawal refused for want of money, then the earlier withdrawal
+    /// back). Once a quorum holds this epoch's state, every later read quorum sees it,
+    /// and it is newer than the refused save, which so can never come back. (A quorum
+    /// register's write-back, as in ABD.)
+    fn establish(&mut self, myself: &ActorRef<ActivationMessage>) {
+        self.seq += 1;
+        self.establishing = true;
+        self.save_next(myself);
+    }
+
     /// A save was not copied to a quorum: every caller waiting on a save is refused, and
-    /// the state goes back to the last one a quorum holds, in memory and, by a save of
-    /// it, on this node's disk (which holds the refused state). A replica that took the
-    /// refused save and misses the rollback may still serve it to a later activation: a
-    /// refused update is not acknowledged, but it is not known to be undone either.
+    /// the state goes back to the last one a quorum holds, in memory at once and, before
+    /// any further reply, on a write quorum ([`Self::establish`]). Until that holds, a
+    /// replica that took the refused save may still serve it to a later activation: a
+    /// refused update is not acknowledged, and is known undone only once a later call on
+    /// the key is answered.
     fn roll_back(&mut self, myself: &ActorRef<ActivationMessage>, why: &str) {
         tracing::warn!(actor = %self.name, reason = %why, "an actor's update was not copied to enough nodes; refused and rolled back");
-        for (_, reply, _) in self.waiting.drain(..) {
-            let e = ActorCallError::Unavailable {
-                actor: self.name.clone(),
-                reason: format!(
-                    "its update could not be copied to enough nodes ({why}); it is not acknowledged, and a node that took the copy may still bring it back: try again with the same transaction id (it applies once)"
-                ),
-            };
-            let _ = reply.send(Wire::new(Err(e)));
-        }
+        self.refuse_waiting(&format!(
+            "its update could not be copied to enough nodes ({why}); it is not acknowledged, and a node that took the copy may still bring it back: try again with the same transaction id (it applies once)"
+        ));
         match self.args.kind.load(Some(&self.durable)) {
             Ok(s) => self.state = s,
             Err(e) => {
                 tracing::error!(actor = %self.name, error = %e, "cannot roll back to the saved state; deactivating");
-                self.refusing = Some(Refusal::Moving(format!(
-                    "its state could not be rolled back: {e}"
-                )));
-                self.end(myself, reason::SAVE_FAILED);
+                let why = format!("its state could not be rolled back: {e}");
+                self.give_up(myself, why, reason::SAVE_FAILED);
                 return;
             }
         }
         self.snapshot = self.durable.clone();
-        // Above every seq written, so that it replaces the refused save on this disk.
-        self.seq += 1;
-        self.rollback = true;
-        self.save_next(myself);
+        self.establish(myself);
+    }
+
+    /// Answers every caller waiting on a save "unavailable" (`reason`).
+    fn refuse_waiting(&mut self, reason: &str) {
+        for (_, reply, _) in self.waiting.drain(..) {
+            let e = ActorCallError::Unavailable {
+                actor: self.name.clone(),
+                reason: reason.to_string(),
+            };
+            let _ = reply.send(Wire::new(Err(e)));
+        }
+    }
+
+    /// Ends the activation, refusing its waiting callers and any message still in its
+    /// mailbox "unavailable" (`why`; its host releases the lease).
+    fn give_up(&mut self, myself: &ActorRef<ActivationMessage>, why: String, end: &str) {
+        self.refuse_waiting(&why);
+        self.refusing = Some(Refusal::Moving(why));
+        self.end(myself, end);
     }
 
     /// Stops now if nothing waits for a save, else once it is done.
@@ -483,13 +520,25 @@ impl Actor for Activation {
             saving: false,
             in_flight: Vec::new(),
             durable,
-            rollback: false,
+            acked: seq,
+            establishing: false,
             waiting: VecDeque::new(),
             intensity,
             refusing: None,
             stop_after: None,
             args,
         })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if st.args.quorum_required && st.args.kind.persistent() {
+            st.establish(&myself);
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -499,7 +548,16 @@ impl Actor for Activation {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ActivationMessage::Handle(message, reply) => {
+            ActivationMessage::Handle(message, reply, deadline) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    let e = st.error(|actor| ActorCallError::Unavailable {
+                        actor,
+                        reason: "its caller stopped waiting before it was handled; not applied"
+                            .into(),
+                    });
+                    let _ = reply.send(Wire::new(Err(e)));
+                    return Ok(());
+                }
                 if let Some(r) = &st.refusing {
                     let e = match r {
                         Refusal::Stopped(why) => st.error(|actor| ActorCallError::Stopped {
@@ -522,14 +580,14 @@ impl Actor for Activation {
                         Ok(bytes) => {
                             let changed = bytes != st.snapshot;
                             st.snapshot = bytes;
-                            if kind.persistent() && (changed || !st.waiting.is_empty()) {
+                            if kind.persistent() && (changed || st.acked < st.seq) {
                                 // A message that changed nothing (a read) saves nothing,
                                 // but waits behind the saves in flight: its reply may
                                 // show their state, which must be durable first.
                                 if changed {
                                     st.seq += 1;
                                 }
-                                st.waiting.push_back((st.seq, reply, v));
+                                st.waiting.push_back((st.seq, reply, Ok(v)));
                                 st.save_next(&myself);
                                 return Ok(());
                             }
@@ -545,7 +603,14 @@ impl Actor for Activation {
                     }),
                     Ok(Err(HandleError::Actor(ActorError::Refused(reason)))) => {
                         st.restore();
-                        Err(st.error(|actor| ActorCallError::Refused { actor, reason }))
+                        let e = st.error(|actor| ActorCallError::Refused { actor, reason });
+                        if kind.persistent() && st.acked < st.seq {
+                            // Refused on a state not yet durable: the refusal waits too
+                            // (were that state's save refused, so would this answer be).
+                            st.waiting.push_back((st.seq, reply, Err(e)));
+                            return Ok(());
+                        }
+                        Err(e)
                     }
                     Ok(Err(HandleError::Actor(ActorError::Failed(why)))) => {
                         Err(st.restart(&myself, why))
@@ -560,15 +625,31 @@ impl Actor for Activation {
                     SaveOutcome::Kept => {
                         *crate::locked(&st.args.stats.last_save) = Some((st.args.epoch, seq));
                         st.durable = std::mem::take(&mut st.in_flight);
+                        st.acked = st.acked.max(seq);
+                        st.establishing = false;
                         while st.waiting.front().is_some_and(|(s, _, _)| *s <= seq) {
                             if let Some((_, reply, v)) = st.waiting.pop_front() {
-                                let _ = reply.send(Wire::new(Ok(v)));
+                                let _ = reply.send(Wire::new(v));
                             }
                         }
                         st.save_next(&myself);
                         if let Some(why) = st.stop_after.clone() {
                             st.stop_when_saved(&myself, &why);
                         }
+                    }
+                    SaveOutcome::NotCopied(why) if st.establishing => {
+                        // The state it starts from (or rolled back to) is not on a
+                        // quorum: answer nothing from it; the next activation reads
+                        // a quorum afresh.
+                        *crate::locked(&st.args.stats.last_save) = Some((st.args.epoch, seq));
+                        tracing::warn!(actor = %st.name, reason = %why, "an actor's state could not be written to enough nodes; deactivating it");
+                        st.give_up(
+                            &myself,
+                            format!(
+                                "its state could not be written to enough nodes ({why}); try again"
+                            ),
+                            reason::SAVE_FAILED,
+                        );
                     }
                     SaveOutcome::NotCopied(why) => {
                         // This node committed it: it is the newest save here.
@@ -580,33 +661,19 @@ impl Actor for Activation {
                     }
                     SaveOutcome::Fenced(epoch) => {
                         tracing::warn!(actor = %st.name, epoch = st.args.epoch, newer = epoch, "a newer activation exists; this one stops");
-                        for (_, reply, _) in st.waiting.drain(..) {
-                            let e = ActorCallError::Unavailable {
-                                actor: st.name.clone(),
-                                reason: format!(
-                                    "it moved (a newer activation, epoch {epoch}, exists)"
-                                ),
-                            };
-                            let _ = reply.send(Wire::new(Err(e)));
-                        }
-                        st.refusing = Some(Refusal::Moving(format!(
-                            "it moved (a newer activation, epoch {epoch}, exists)"
-                        )));
-                        st.end(&myself, reason::FENCED);
+                        st.give_up(
+                            &myself,
+                            format!("it moved (a newer activation, epoch {epoch}, exists)"),
+                            reason::FENCED,
+                        );
                     }
                     SaveOutcome::Failed(why) => {
                         tracing::error!(actor = %st.name, error = %why, "cannot save an actor's state; deactivating it");
-                        for (_, reply, _) in st.waiting.drain(..) {
-                            let e = ActorCallError::Unavailable {
-                                actor: st.name.clone(),
-                                reason: format!("its state could not be saved: {why}"),
-                            };
-                            let _ = reply.send(Wire::new(Err(e)));
-                        }
-                        st.refusing = Some(Refusal::Moving(format!(
-                            "its state could not be saved: {why}"
-                        )));
-                        st.end(&myself, reason::SAVE_FAILED);
+                        st.give_up(
+                            &myself,
+                            format!("its state could not be saved: {why}"),
+                            reason::SAVE_FAILED,
+                        );
                     }
                 }
             }
@@ -658,18 +725,33 @@ mod tests {
         known: KnownHosts,
         quorum_required: bool,
     ) -> ActorRef<ActivationMessage> {
-        let registry = TaskRegistry::with_builtins();
-        let kind = registry
+        counter_from(actor_type, key, store, known, quorum_required, None).await
+    }
+
+    /// The built-in counter's type.
+    fn counter_kind() -> Arc<dyn ErasedActor> {
+        TaskRegistry::with_builtins()
             .actors()
             .get("troupe.counter")
-            .expect("the built-in counter");
+            .expect("the built-in counter")
+    }
+
+    /// As [`counter_of`], starting from `saved` (what its host read).
+    async fn counter_from(
+        actor_type: &str,
+        key: &str,
+        store: &ActorStore,
+        known: KnownHosts,
+        quorum_required: bool,
+        saved: Option<SavedState>,
+    ) -> ActorRef<ActivationMessage> {
         let args = ActivationArgs {
             actor_type: actor_type.into(),
             key: key.into(),
             node: "n1".into(),
             epoch: 5,
-            kind,
-            saved: None,
+            kind: counter_kind(),
+            saved,
             quorum_required,
             known,
             store: store.clone(),
@@ -684,61 +766,78 @@ mod tests {
             .0
     }
 
-    async fn send(a: &ActorRef<ActivationMessage>, msg: Value) -> Result<Value, ActorCallError> {
+    /// Sends `msg`; `None` if the activation is gone (it ended).
+    async fn answer(
+        a: &ActorRef<ActivationMessage>,
+        msg: Value,
+    ) -> Option<Result<Value, ActorCallError>> {
         let r = a
             .call(
-                |p| ActivationMessage::Handle(msg, p),
+                |p| ActivationMessage::Handle(msg, p, None),
                 Some(Duration::from_secs(5)),
             )
             .await
-            .expect("the activation answers");
+            .ok()?;
         match r {
-            ractor::rpc::CallResult::Success(w) => w.into_inner().expect("a readable reply"),
+            ractor::rpc::CallResult::Success(w) => Some(w.into_inner().expect("a readable reply")),
+            ractor::rpc::CallResult::SenderError => None,
             other => panic!("no reply: {other:?}"),
         }
     }
 
-    /// A leased activation with no replica in view acknowledges no update: the caller gets
-    /// "unavailable", and the state, in memory and on this node's disk, is the last one
-    /// acknowledged.
+    async fn send(a: &ActorRef<ActivationMessage>, msg: Value) -> Result<Value, ActorCallError> {
+        answer(a, msg).await.expect("the activation answers")
+    }
+
+    /// Sends `msg` to a counter's `state` directly (no activation).
+    async fn apply(state: &mut ErasedState, msg: Value) -> Value {
+        let ctx = ActorContext::new("troupe.counter", "k", "n1");
+        counter_kind()
+            .handle_json(&ctx, state, msg)
+            .await
+            .expect("the counter handles it")
+    }
+
+    /// The counter's total in a save.
+    async fn total_in(saved: &SavedState) -> Value {
+        let mut state = counter_kind()
+            .load(Some(&saved.state))
+            .expect("a readable state");
+        apply(&mut state, json!({"op": "get"})).await["total"].clone()
+    }
+
+    /// What `store` holds for `actor`, as (epoch, seq, total).
+    async fn held(store: &ActorStore, actor: &str) -> Option<(u64, u64, Value)> {
+        let held = store
+            .fetch_and_fence(actor, 0)
+            .await
+            .expect("a memory store reads")?;
+        Some((held.epoch, held.seq, total_in(&held).await))
+    }
+
+    /// A leased activation with no replica in view answers nothing: the state it starts
+    /// from cannot be written to a quorum, so the update is "unavailable", and so is the
+    /// read after it (before, the read was answered from memory). Only the state it
+    /// started from was written here, never the update's.
     #[tokio::test]
-    async fn an_update_no_replica_holds_is_refused_and_rolled_back() {
+    async fn a_leased_activation_with_no_replica_in_view_answers_nothing() {
         let store = ActorStore::new(None);
         let a = counter(&store, true).await;
-        let add = json!({"op": "add", "n": 7});
-        match send(&a, add.clone()).await {
+        match send(&a, json!({"op": "add", "n": 7})).await {
             Err(ActorCallError::Unavailable { reason, .. }) => {
                 assert!(reason.contains("enough nodes"), "{reason}")
             }
             other => panic!("an update no replica holds was answered {other:?}"),
         }
-        assert_eq!(
-            send(&a, json!({"op": "get"})).await,
-            Ok(json!({"total": 0}))
+        let read = answer(&a, json!({"op": "get"})).await;
+        assert!(
+            !matches!(read, Some(Ok(_))),
+            "answered {read:?} from a state no quorum holds"
         );
-        // The refused save (seq 1) is overwritten here by the rolled-back state (seq 2).
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let held = loop {
-            let held = store
-                .fetch_and_fence("troupe.counter/k-true", 0)
-                .await
-                .expect("a memory store reads");
-            if held.as_ref().is_some_and(|s| s.seq >= 2) || Instant::now() > deadline {
-                break held.expect("a save here");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        let kind = TaskRegistry::with_builtins()
-            .actors()
-            .get("troupe.counter")
-            .expect("the built-in counter");
-        let state = kind.load(Some(&held.state)).expect("a readable state");
-        let saved = kind.save(&state).expect("encodes");
-        let fresh = kind
-            .save(&kind.load(None).expect("a new state"))
-            .expect("encodes");
-        assert_eq!((held.epoch, held.seq, saved), (5, 2, fresh));
-        a.stop(None);
+        assert_eq!(
+            held(&store, "troupe.counter/k-true").await,
+            Some((5, 1, json!(0)))
+        );
     }
 
     /// Without a core group's lease (a cluster too small for one) the replica is best
@@ -754,26 +853,56 @@ mod tests {
         a.stop(None);
     }
 
+    /// A message whose sender stopped waiting is not applied (say, one that sat in a claim
+    /// until a partition healed, after its caller had been told "unavailable").
+    #[tokio::test]
+    async fn a_message_whose_sender_stopped_waiting_is_not_applied() {
+        let store = ActorStore::new(None);
+        let a = counter(&store, false).await;
+        let past = Instant::now()
+            .checked_sub(Duration::from_millis(1))
+            .expect("a past instant");
+        let late = a
+            .call(
+                |p| ActivationMessage::Handle(json!({"op": "add", "n": 7}), p, Some(past)),
+                Some(Duration::from_secs(5)),
+            )
+            .await
+            .expect("the activation answers");
+        match late {
+            ractor::rpc::CallResult::Success(w) => match w.into_inner().expect("readable") {
+                Err(ActorCallError::Unavailable { reason, .. }) => {
+                    assert!(reason.contains("stopped waiting"), "{reason}")
+                }
+                other => panic!("a message past its deadline was answered {other:?}"),
+            },
+            other => panic!("no reply: {other:?}"),
+        }
+        assert_eq!(
+            send(&a, json!({"op": "get"})).await,
+            Ok(json!({"total": 0}))
+        );
+        a.stop(None);
+    }
+
     /// Starts fake hosts `names` of `actor_type`, the first `answering` of them (in the
     /// rendezvous order of `actor_type/key`) answering, the others silent; returns their
-    /// stores in that order.
+    /// stores and switches in that order.
     async fn hosts_ranked(
         actor_type: &str,
         key: &str,
         names: &[&str],
         answering: usize,
-    ) -> Vec<ActorStore> {
+    ) -> Vec<(ActorStore, Arc<std::sync::atomic::AtomicBool>)> {
         let ranked = troupe_runtime::merge::ranked(
             &troupe_runtime::actor::route::owner_key(actor_type, key),
             names.iter().copied(),
         );
         let mut stores = Vec::new();
         for (i, node) in ranked.into_iter().enumerate() {
-            stores.push(
-                super::super::fake_host::start(node, actor_type, i < answering)
-                    .await
-                    .0,
-            );
+            let (store, _, switch) =
+                super::super::fake_host::start_switchable(node, actor_type, i < answering).await;
+            stores.push((store, switch));
         }
         stores
     }
@@ -781,29 +910,86 @@ mod tests {
     /// With five hosts of the type (this node and four in view), an update only one other
     /// host holds is refused and rolled back: two of five stores are not a majority, and
     /// a new activation reading the three others would miss it. (Before quorums, the one
-    /// replica's copy acknowledged it.)
+    /// replica's copy acknowledged it.) The rollback cannot reach a quorum either, so the
+    /// activation answers nothing more: before, a read after the refused update was
+    /// answered from memory while the refused save sat on a replica, from which a later
+    /// activation could bring it back (answers that saw a state without it, then with it:
+    /// money destroyed in the nemesis's 20-minute run).
     #[tokio::test]
-    async fn an_update_fewer_than_a_majority_of_hosts_hold_is_refused_and_rolled_back() {
+    async fn an_update_fewer_than_a_majority_of_hosts_hold_is_refused_and_nothing_more_answered() {
         let t = "test.quorum-refused";
-        let stores = hosts_ranked(t, "k", &["r2", "r3", "r4", "r5"], 1).await;
+        let hosts = hosts_ranked(t, "k", &["r2", "r3", "r4", "r5"], 2).await;
         let store = ActorStore::new(None);
         let a = counter_of(t, "k", &store, KnownHosts::default(), true).await;
+        assert_eq!(
+            send(&a, json!({"op": "get"})).await,
+            Ok(json!({"total": 0}))
+        );
+        hosts[1]
+            .1
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         match send(&a, json!({"op": "add", "n": 7})).await {
             Err(ActorCallError::Unavailable { reason, .. }) => {
                 assert!(reason.contains("2 of the 3 nodes"), "{reason}")
             }
             other => panic!("an update two of five hosts hold was answered {other:?}"),
         }
-        assert_eq!(
-            send(&a, json!({"op": "get"})).await,
-            Ok(json!({"total": 0}))
+        let read = answer(&a, json!({"op": "get"})).await;
+        assert!(
+            !matches!(read, Some(Ok(_))),
+            "answered {read:?} from a rolled-back state no quorum holds"
         );
-        // The replica that answered got the refused save; nothing was acknowledged.
-        let copy = stores[0]
-            .fetch_and_fence(&format!("{t}/k"), 0)
+        // The replica that answered got the refused save, then the rollback over it.
+        let actor = format!("{t}/k");
+        assert_eq!(held(&hosts[0].0, &actor).await, Some((5, 3, json!(0))));
+        let copy = hosts[0]
+            .0
+            .fetch_and_fence(&actor, 0)
             .await
             .expect("a memory store reads");
         assert_eq!(copy.map(|s| s.hosts.len()), Some(5), "the save names its N");
+    }
+
+    /// A new activation writes the state it read back to a quorum, at its own epoch,
+    /// before it answers: a refused save of an older activation left on a store outside
+    /// the quorum it read (epoch 3, seq 11 below) is then older than what every later
+    /// read quorum finds, and never comes back after this answer.
+    #[tokio::test]
+    async fn a_new_activation_writes_what_it_read_back_to_a_quorum_before_it_answers() {
+        let t = "test.quorum-write-back";
+        let hosts = hosts_ranked(t, "k", &["w2", "w3", "w4", "w5"], 2).await;
+        let kind = counter_kind();
+        let mut state = kind.load(None).expect("a new state");
+        apply(&mut state, json!({"op": "add", "n": 7})).await;
+        let read = SavedState {
+            epoch: 3,
+            seq: 9,
+            state: kind.save(&state).expect("encodes"),
+            hosts: Vec::new(),
+        };
+        let store = ActorStore::new(None);
+        let a = counter_from(t, "k", &store, KnownHosts::default(), true, Some(read)).await;
+        assert_eq!(
+            send(&a, json!({"op": "get"})).await,
+            Ok(json!({"total": 7}))
+        );
+        let actor = format!("{t}/k");
+        for (s, _) in &hosts[..2] {
+            assert_eq!(held(s, &actor).await, Some((5, 10, json!(7))));
+        }
+        let refused_elsewhere = SavedState {
+            epoch: 3,
+            seq: 11,
+            state: Vec::new(),
+            hosts: Vec::new(),
+        };
+        let written = hosts[0]
+            .0
+            .fetch_and_fence(&actor, 0)
+            .await
+            .expect("reads")
+            .expect("held");
+        assert!(written.is_newer_than(&refused_elsewhere));
         a.stop(None);
     }
 
@@ -812,19 +998,16 @@ mod tests {
     #[tokio::test]
     async fn an_update_a_majority_of_hosts_hold_is_acknowledged() {
         let t = "test.quorum-acked";
-        let stores = hosts_ranked(t, "k", &["a2", "a3", "a4", "a5"], 2).await;
+        let hosts = hosts_ranked(t, "k", &["a2", "a3", "a4", "a5"], 2).await;
         let store = ActorStore::new(None);
         let a = counter_of(t, "k", &store, KnownHosts::default(), true).await;
         assert_eq!(
             send(&a, json!({"op": "add", "n": 7})).await,
             Ok(json!({"total": 7}))
         );
-        for s in &stores[..2] {
-            let held = s
-                .fetch_and_fence(&format!("{t}/k"), 0)
-                .await
-                .expect("a memory store reads");
-            assert_eq!(held.map(|s| (s.epoch, s.seq)), Some((5, 1)));
+        // Seq 1 is the state it started from, written back; seq 2 the update.
+        for (s, _) in &hosts[..2] {
+            assert_eq!(held(s, &format!("{t}/k")).await, Some((5, 2, json!(7))));
         }
         a.stop(None);
     }
@@ -845,6 +1028,5 @@ mod tests {
             }
             other => panic!("an update two of five hosts hold was answered {other:?}"),
         }
-        a.stop(None);
     }
 }

@@ -1,7 +1,10 @@
 //! A stand-in for another node's actor host, for unit tests of quorums: registered under
 //! the host name of a made-up node and in the group of one actor type, it keeps copies in
 //! a store of its own and answers state reads, or, silent, drops every request (its
-//! caller counts it as not answering).
+//! caller counts it as not answering). A test may silence it half-way ([`start_switchable`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use troupe_runtime::protocol::{
@@ -16,7 +19,7 @@ pub(crate) struct FakeHost;
 
 /// Its settings: whether it answers, and its store.
 pub(crate) struct FakeHostState {
-    answers: bool,
+    answers: Arc<AtomicBool>,
     store: ActorStore,
 }
 
@@ -27,12 +30,23 @@ pub(crate) async fn start(
     actor_type: &str,
     answers: bool,
 ) -> (ActorStore, ActorRef<ActorHostMessage>) {
+    let (store, host, _) = start_switchable(node, actor_type, answers).await;
+    (store, host)
+}
+
+/// As [`start`], with the switch that says whether it answers (true: it answers).
+pub(crate) async fn start_switchable(
+    node: &str,
+    actor_type: &str,
+    answers: bool,
+) -> (ActorStore, ActorRef<ActorHostMessage>, Arc<AtomicBool>) {
+    let answers = Arc::new(AtomicBool::new(answers));
     let store = ActorStore::new(None);
     let (host, _) = Actor::spawn(
         Some(actor_host_name(node)),
         FakeHost,
         FakeHostState {
-            answers,
+            answers: answers.clone(),
             store: store.clone(),
         },
     )
@@ -40,7 +54,7 @@ pub(crate) async fn start(
     .expect("the fake host starts");
     ractor::pg::join(actor_type_group(actor_type), vec![host.get_cell()]);
     ractor::pg::join(ACTOR_HOSTS_GROUP.to_string(), vec![host.get_cell()]);
-    (store, host)
+    (store, host, answers)
 }
 
 impl Actor for FakeHost {
@@ -62,7 +76,7 @@ impl Actor for FakeHost {
         msg: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if !st.answers {
+        if !st.answers.load(Ordering::Relaxed) {
             return Ok(());
         }
         match msg {

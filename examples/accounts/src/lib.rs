@@ -11,12 +11,16 @@
 //! the other; if the deposit fails (the account is not open), the compensating step
 //! `refund` puts the money back. So money is neither made nor lost when nodes fail, with
 //! one assumption: a step fails only by refusal. A step retried 20 times (with doubling
-//! backoff) while its account stays unavailable fails too, and an attempt it made may
-//! still take effect (an update refused for want of copies is not acknowledged, but a
-//! node that took a copy can bring it back): a withdrawal that failed so destroys its
-//! amount, a deposit refunded so creates it. The nemesis's 20-minute run sees this
-//! (ARCHITECTURE.md, "The nemesis test"); a production transfer would ask the account
-//! whether `TX:w` (or `TX:d`) was applied before it gives up.
+//! backoff, capped at a minute: about ten minutes) while its account stays unavailable
+//! fails too. An update refused for want of copies is either in the next answer on its
+//! account or gone for good (the node answers nothing from a state a quorum does not
+//! hold), so each retry settles the attempts before it; but after the last one nobody
+//! asks again, and its update may come back at the account's next activation: a
+//! withdrawal that failed so destroys its amount, a deposit refunded so creates it. A
+//! production transfer would ask the account whether `TX:w` (or `TX:d`) was applied
+//! before it gives up. (Before that rule, a withdrawal refused once could come back
+//! after a retry had been refused for want of money: the nemesis's 20-minute run
+//! destroyed 177 so; see ARCHITECTURE.md, "The nemesis test".)
 
 use std::collections::VecDeque;
 

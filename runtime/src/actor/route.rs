@@ -130,6 +130,7 @@ pub async fn call(
                     key: key.to_string(),
                     message: message.clone(),
                     hops: 0,
+                    wait_ms: Some(left.as_millis().try_into().unwrap_or(u64::MAX)),
                 };
                 deliver(host, envelope, left.max(Duration::from_millis(1))).await
             }
@@ -149,7 +150,23 @@ pub async fn call(
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(200));
             }
-            Err(e) if no_reply(&e) => return Err(why.unwrap_or(e)),
+            Err(e) if no_reply(&e) => {
+                return Err(match why {
+                    // The refusal that says why, and that the last try is not settled: a
+                    // host does not start it once the deadline passed, but one that had
+                    // started it may still apply it.
+                    Some(ActorCallError::Unavailable { actor, reason }) => {
+                        ActorCallError::Unavailable {
+                            actor,
+                            reason: format!(
+                                "{reason} (and the last try got no reply before the deadline: if it had started, it may still apply)"
+                            ),
+                        }
+                    }
+                    Some(other) => other,
+                    None => e,
+                });
+            }
             other => return other,
         }
     }

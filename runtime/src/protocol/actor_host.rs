@@ -61,6 +61,11 @@ pub struct ActorEnvelope {
     /// How many hosts passed it on already (a host that is not the actor's owner forwards
     /// it; past [`MAX_ACTOR_HOPS`] the host that has it activates the actor itself).
     pub hops: u8,
+    /// How long its sender waits for the reply, counted from when it was sent (`None`: no
+    /// limit). An activation does not start a message its sender stopped waiting for, so
+    /// a call that gave up is not applied later (say, once a claim that waited out a
+    /// partition is granted) behind the back of a caller told "unavailable".
+    pub wait_ms: Option<u64>,
 }
 
 /// Forwards of one actor message at most.
