@@ -427,3 +427,58 @@ fn metrics_parse_and_move_when_jobs_run() {
     assert!(steps >= 11, "{stats}");
     assert!(stats["jobs"].as_array().unwrap().len() >= 7, "{stats}");
 }
+
+/// `POST /api/jobs?wait=SECS`: the final status of a job that ends within SECS (200, as
+/// `GET /api/jobs/ID` shows it), the id and state of one that does not (202), and a clear
+/// 400 for a wait that is not a number of seconds.
+#[test]
+fn a_submission_waits_for_its_jobs_end_when_asked() {
+    let c = http_cluster(2);
+    let (u1, u2) = (c.http_url(0), c.http_url(1));
+    let chain = json!({"name": "waited", "input": {"add": 1}, "steps": [
+        {"id": "a", "task": "troupe.echo", "input": {"value": 2}},
+        {"id": "b", "task": "troupe.sum", "after": ["a"]}]});
+    let a = post(&format!("{u2}/api/jobs?wait=20"), &chain.to_string());
+    assert_eq!(a.status, 200, "{}", a.body);
+    let st = a.json();
+    assert_eq!(st["state"], "succeeded", "{st}");
+    assert_eq!(st["output"], json!(3));
+    let id = st["id"].as_str().expect("an id").to_string();
+    assert_eq!(
+        get(&format!("{u1}/api/jobs/{id}")).json()["output"],
+        json!(3)
+    );
+
+    // A failed job ends too: its failed status comes back.
+    let failing = json!({"steps": [{"id": "f", "task": "troupe.fail"}]});
+    let a = post(&format!("{u1}/api/jobs?wait=20"), &failing.to_string());
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["state"], "failed", "{}", a.body);
+
+    // Longer than the wait: 202 with the id and its state; it ends later.
+    let slow = json!({"steps": [{"id": "s", "task": "troupe.sleep", "input": {"ms": 1500}}]});
+    let started = Instant::now();
+    let a = post(&format!("{u1}/api/jobs?wait=0.3"), &slow.to_string());
+    assert_eq!(a.status, 202, "{}", a.body);
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "the wait was not cut at 0.3 s: {:?}",
+        started.elapsed()
+    );
+    let v = a.json();
+    assert!(
+        matches!(v["state"].as_str(), Some("queued" | "running")),
+        "{v}"
+    );
+    let id = v["id"].as_str().expect("an id");
+    wait_state(&u2, id, "succeeded");
+
+    for bad in ["abc", "-1", "301", "NaN"] {
+        let a = post(&format!("{u1}/api/jobs?wait={bad}"), &chain.to_string());
+        assert_eq!(a.status, 400, "wait={bad}: {}", a.body);
+        assert!(error_of(&a).contains("seconds"), "{}", a.body);
+    }
+    let a = post(&format!("{u1}/api/jobs?timeout=3"), &chain.to_string());
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(error_of(&a).contains("use wait"), "{}", a.body);
+}

@@ -195,11 +195,37 @@ pub(super) async fn resume(
     job_answer(ask(&jm, |r| JobManagerMessage::Resume(req, r)).await?)
 }
 
-/// `POST /api/jobs`: a job as JSON (the job file's fields); answers `{"id": ...}`.
+/// The longest `POST /api/jobs?wait=SECS` holds a request.
+const MAX_WAIT_SECS: f64 = 300.0;
+
+/// `wait` of `POST /api/jobs?wait=SECS`: seconds, fractions allowed, 0 to [`MAX_WAIT_SECS`].
+fn wait_param(q: &HashMap<String, String>) -> ApiResult<Option<Duration>> {
+    if let Some(bad) = q.keys().find(|k| k.as_str() != "wait") {
+        return Err(bad_request(format!("unknown parameter {bad:?}; use wait")));
+    }
+    let Some(w) = q.get("wait") else {
+        return Ok(None);
+    };
+    match w.parse::<f64>() {
+        Ok(secs) if (0.0..=MAX_WAIT_SECS).contains(&secs) => {
+            Ok(Some(Duration::from_secs_f64(secs)))
+        }
+        _ => Err(bad_request(format!(
+            "wait={w:?}: give the seconds to wait for the job's end, 0 to {MAX_WAIT_SECS}"
+        ))),
+    }
+}
+
+/// `POST /api/jobs`: a job as JSON (the job file's fields); answers 201 `{"id": ...}`.
+/// With `?wait=SECS`: 200 and the job's final status if it ends within SECS, else 202
+/// `{"id": ..., "state": ...}` (ask `GET /api/jobs/ID` later), so a plain HTTP client needs
+/// no event stream.
 pub(super) async fn submit(
     State(ctx): State<NodeContext>,
+    Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let wait = wait_param(&q)?;
     if body.len() as u64 > MAX_JOB_BYTES {
         return Err(ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -219,10 +245,78 @@ pub(super) async fn submit(
     validate_with(&spec, &ctx.config.limits)
         .map_err(|e| bad_request(format!("invalid job: {e}")))?;
     let jm = job_manager(&ctx)?;
+    // Subscribed before the submission, so that an end right after it is not missed.
+    let events = wait.map(|w| (w, ctx.view.events.subscribe()));
     // Unknown tasks wait up to task_wait_ms inside the job manager.
-    let wait = ASK_TIMEOUT + Duration::from_millis(ctx.config.task_wait_ms);
-    let id = submit_job(&jm, SubmitRequest::new(spec), wait).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+    let ask_for = ASK_TIMEOUT + Duration::from_millis(ctx.config.task_wait_ms);
+    let id = submit_job(&jm, SubmitRequest::new(spec), ask_for).await?;
+    let Some((wait, events)) = events else {
+        return Ok((StatusCode::CREATED, Json(json!({ "id": id }))));
+    };
+    match wait_for_end(&jm, &id, wait, events).await {
+        Ok(status) => Ok((
+            StatusCode::OK,
+            Json(serde_json::to_value(status).unwrap_or(Value::Null)),
+        )),
+        Err(state) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": id, "state": state.map(JobState::as_str) })),
+        )),
+    }
+}
+
+/// Waits up to `wait` for job `id` to end, on this node's event stream (which carries the
+/// events of every node's jobs while the node serves HTTP); the final status, or the
+/// state last known. The stream is shared by every waiter and by `GET /api/events`: a
+/// waiter that falls behind asks the job's owner instead. (One subscription per waiter
+/// costs a filter per event and waiter; fine for long polls, and it needs no watcher
+/// group of its own.)
+async fn wait_for_end(
+    jm: &ActorRef<JobManagerMessage>,
+    id: &str,
+    wait: Duration,
+    mut events: tokio::sync::broadcast::Receiver<
+        std::sync::Arc<troupe_runtime::observe::ClusterEvent>,
+    >,
+) -> Result<JobStatus, Option<JobState>> {
+    use tokio::sync::broadcast::error::RecvError;
+    let deadline = tokio::time::Instant::now() + wait;
+    let ask_owner = || async {
+        let answer = ask(jm, |r| JobManagerMessage::Status(id.to_string(), r)).await;
+        answer
+            .ok()
+            .and_then(|a| job_answer(a).ok())
+            .map(|Json(st)| st)
+    };
+    let mut last = None;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(ev)) => match &ev.kind {
+                EventKind::Job(troupe_runtime::JobEvent::JobFinished { status })
+                    if status.id == id =>
+                {
+                    return Ok((**status).clone());
+                }
+                EventKind::Job(e) if troupe_runtime::client::event_job(e) == id => {
+                    last = ev.job_state.or(last);
+                }
+                _ => {}
+            },
+            Ok(Err(RecvError::Lagged(_))) => match ask_owner().await {
+                Some(st) if st.state.is_terminal() => return Ok(st),
+                Some(st) => last = Some(st.state),
+                None => {}
+            },
+            Ok(Err(RecvError::Closed)) | Err(_) => {
+                // Time is up (or the stream closed): the owner's word is the last one.
+                return match ask_owner().await {
+                    Some(st) if st.state.is_terminal() => Ok(st),
+                    Some(st) => Err(Some(st.state)),
+                    None => Err(last),
+                };
+            }
+        }
+    }
 }
 
 /// A refusal from the job manager, as HTTP answers it.
