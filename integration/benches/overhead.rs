@@ -8,9 +8,11 @@
 //!   some node -> job supervisor -> client), sequentially;
 //! - `chain3_p50_us`: the same for a three-step chain a -> b -> c;
 //! - `steps_per_s`: echo steps through the cluster with many small jobs in flight;
-//! - `reentrant_call_p50_us`: what a re-entrant call adds: the p50 of a `troupe.fib` n=2
+//! - `reentrant_call_p50_us`: what a re-entrant call adds to a call: a `troupe.fib` n=2
 //!   job with the cache off (its task calls fib(1) and fib(0) in parallel, round-robin over
-//!   the nodes, and waits) minus the p50 of the one-step job;
+//!   the nodes, and waits) and the one-step job, run in alternation, and the p50 of the
+//!   pairwise differences (signed: drift of a noisy machine between two blocks of
+//!   measurements no longer hides it, and a negative figure shows noise, not a clamp to 0);
 //! - `fanout_items_per_s`: a `for_each` of 10,000 `troupe.echo` items over three nodes,
 //!   from submit to the job's end;
 //! - `spread_call_p50_us`: the one-step round trip for a second client connected to all
@@ -67,16 +69,43 @@ async fn tcp_rtt(n: usize) -> Vec<u64> {
 async fn job_latency(client: &Client, job: &JobSpec, n: usize) -> Vec<u64> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n + n / 10 {
-        let t = Instant::now();
-        let mut h = client.submit(job.clone()).await.expect("submit");
-        let st = h.wait().await.expect("wait");
-        assert_eq!(st.state, JobState::Succeeded, "{st:?}");
+        let t = job_latency_once(client, job).await;
         if i >= n / 10 {
-            out.push(t.elapsed().as_micros() as u64);
+            out.push(t);
         }
     }
     out.sort_unstable();
     out
+}
+
+/// Runs `job` and `base` in alternation `n` times (after a tenth as warm-up); returns the
+/// sorted latencies of `job` and the p50 of `job - base` taken pair by pair, in us.
+async fn paired_extra(client: &Client, job: &JobSpec, base: &JobSpec, n: usize) -> (Vec<u64>, i64) {
+    let mut times = Vec::with_capacity(n);
+    let mut diffs = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let b = job_latency_once(client, base).await;
+        let j = job_latency_once(client, job).await;
+        if i >= n / 10 {
+            times.push(j);
+            diffs.push(j as i64 - b as i64);
+        }
+    }
+    times.sort_unstable();
+    diffs.sort_unstable();
+    let p50 = diffs
+        .get(diffs.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(0);
+    (times, p50)
+}
+
+async fn job_latency_once(client: &Client, job: &JobSpec) -> u64 {
+    let t = Instant::now();
+    let mut h = client.submit(job.clone()).await.expect("submit");
+    let st = h.wait().await.expect("wait");
+    assert_eq!(st.state, JobState::Succeeded, "{st:?}");
+    t.elapsed().as_micros() as u64
 }
 
 async fn throughput(client: &Client, secs: u64, in_flight: usize, steps_per_job: usize) -> f64 {
@@ -143,8 +172,7 @@ fn main() {
         // troupe.fib is pure: with the cache on, the calls would be cache hits.
         let mut fib2 = JobSpec::new("fib2").step(StepSpec::new("fib", "troupe.fib").input(json!({"n": 2})));
         fib2.cache = troupe_runtime::merge::CacheMode::Off;
-        let reentrant = job_latency(&client, &fib2, calls / 2).await;
-        let reentrant_call_p50_us = pct(&reentrant, 0.5).saturating_sub(pct(&call, 0.5));
+        let (reentrant, reentrant_call_p50_us) = paired_extra(&client, &fib2, &one, calls / 2).await;
         let fan = JobSpec::new("fan")
             .with_input(json!({"items": (0..10_000).collect::<Vec<u32>>()}))
             .step(StepSpec::new("each", "troupe.echo").for_each("input.items"));
@@ -172,7 +200,7 @@ fn main() {
         eprintln!("one-step job, client spreading submissions over 3 nodes: p50 {spread_call_p50_us} us");
         eprintln!("3-step chain: p50 {} us, p99 {} us", pct(&chain3, 0.5), pct(&chain3, 0.99));
         eprintln!("throughput: {steps_per_s:.0} steps/s (64 jobs of 4 steps in flight, {secs} s)");
-        eprintln!("re-entrant call: +{reentrant_call_p50_us} us p50 (fib(2) job p50 {} us)", pct(&reentrant, 0.5));
+        eprintln!("re-entrant call: {reentrant_call_p50_us:+} us p50 of fib(2) minus the one-step job, paired (fib(2) job p50 {} us)", pct(&reentrant, 0.5));
         eprintln!("for_each of 10,000 echo items: {fanout_items_per_s:.0} items/s (median of 3)");
         println!(
             "{}",

@@ -591,3 +591,70 @@ fn grab_variants_can_do_timeout_and_maxqueue() {
         .unwrap_err();
     assert!(e.to_string().contains("QUEUE_FULL"), "{e}");
 }
+
+/// Submissions are pipelined: 100 `SUBMIT_JOB`s written at once, an `ECHO_REQ` and a
+/// refused submission among them, are answered in the order they were sent (each
+/// `WORK_COMPLETE` carries the workload of the submission whose `JOB_CREATED` came in its
+/// place), with no `WORK_COMPLETE` before its `JOB_CREATED`.
+#[test]
+fn pipelined_submissions_on_one_connection_are_answered_in_order() {
+    use troupe_runtime::gearman::packet::request;
+    let c = gearman_cluster(2);
+    let mut conn = Conn::connect(&c.gearman_addrs[1]).expect("connect");
+    let mut burst = Vec::new();
+    // What each answer (other than WORK_*) should be, in order: Some(workload) for a job.
+    let mut expected: Vec<Option<String>> = Vec::new();
+    for i in 0..100 {
+        if i == 50 {
+            burst.extend_from_slice(&request(PacketType::ECHO_REQ, &[b"marker"]));
+            expected.push(Some("echo".into()));
+        }
+        if i == 70 {
+            burst.extend_from_slice(&request(PacketType::SUBMIT_JOB, &[b"", b"", b"1"]));
+            expected.push(Some("error".into()));
+        }
+        let data = format!("{}", 1000 + i);
+        burst.extend_from_slice(&request(
+            PacketType::SUBMIT_JOB,
+            &[b"troupe.echo", b"", data.as_bytes()],
+        ));
+        expected.push(Some(data));
+    }
+    conn.send_raw(&burst).expect("send the burst");
+    let mut handles: std::collections::HashMap<String, String> = Default::default();
+    let mut answers = expected.iter();
+    let mut completed = 0;
+    while completed < 100 || answers.len() > 0 {
+        let p = conn
+            .read(T)
+            .expect("read")
+            .expect("the node keeps the connection");
+        match p.kind {
+            PacketType::WORK_COMPLETE => {
+                let want = handles
+                    .get(&p.text(0))
+                    .unwrap_or_else(|| panic!("WORK_COMPLETE before JOB_CREATED: {p:?}"));
+                assert_eq!(&p.text(1), want, "the answers came out of order");
+                completed += 1;
+            }
+            PacketType::JOB_CREATED => {
+                let want = answers.next().cloned().flatten().expect("an answer is due");
+                handles.insert(p.text(0), want);
+            }
+            PacketType::ECHO_RES => {
+                assert_eq!(answers.next().cloned().flatten().as_deref(), Some("echo"));
+                assert_eq!(p.text(0), "marker");
+            }
+            PacketType::ERROR => {
+                assert_eq!(
+                    answers.next().cloned().flatten().as_deref(),
+                    Some("error"),
+                    "{p:?}"
+                );
+                assert_eq!(p.text(0), "INVALID_ARGUMENT");
+            }
+            other => panic!("unexpected {other:?}: {p:?}"),
+        }
+    }
+    assert_eq!(handles.len(), 100);
+}

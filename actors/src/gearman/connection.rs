@@ -1,17 +1,23 @@
 //! One Gearman connection: reads packets and admin lines, answers them, and cleans up
 //! when it closes (a worker's held attempts are lost and run again elsewhere).
 //!
-//! Requests of one connection are served in order, one at a time, because Gearman
-//! clients match each `JOB_CREATED` to their submissions by order. Writes go through the
-//! connection's [`Outbox`], drained by a writer task that batches whatever is queued
-//! into one write.
+//! Answers go out in the order of the requests, because Gearman clients match each
+//! `JOB_CREATED` to their submissions by order. Submissions are pipelined: the connection
+//! keeps reading and submitting while earlier submissions wait for their job ids (up to
+//! [`MAX_PIPELINED`]), and answers them in order as they come back; any other request
+//! first waits for the submissions before it (few clients mix them, and it keeps every
+//! other request as simple as it was). Writes go through the connection's [`Outbox`],
+//! drained by a writer task that batches whatever is queued into one write.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use ractor::rpc::CallResult;
 use tokio::io::AsyncWriteExt;
@@ -59,6 +65,19 @@ pub(crate) const MAX_DATA: usize = troupe_runtime::job::spec::MAX_JOB_BYTES as u
 pub(crate) const STEP: &str = "gearman";
 /// Most bytes the writer puts into one write.
 const WRITE_BATCH: usize = 256 * 1024;
+/// Most submissions of one connection waiting for their job ids at once; past it the
+/// connection reads nothing more until the oldest is answered (backpressure).
+pub(crate) const MAX_PIPELINED: usize = 256;
+
+/// A submission on its way to a job manager, answered in order.
+type Submitting = Pin<Box<dyn Future<Output = Submitted> + Send>>;
+
+/// A submission's answer: its job id, or why it got none.
+struct Submitted {
+    background: bool,
+    unique: bool,
+    outcome: Result<String, Refusal>,
+}
 
 /// Serves one connection until it closes.
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, ctx: NodeContext) {
@@ -78,17 +97,26 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, ctx: NodeContext)
         shared: shared.clone(),
         outbox,
     };
+    let mut submitting: FuturesOrdered<Submitting> = FuturesOrdered::new();
     loop {
         tokio::select! {
             _ = conn.outbox.closed().cancelled() => {
                 shared.throttle.warn("closed a Gearman connection that does not read its answers", &peer.to_string());
                 break;
             }
-            f = frames.next() => match f {
-                None => break,
-                Some(Ok(Frame::Packet(p))) => conn.packet(p).await,
-                Some(Ok(Frame::Admin(line))) => conn.admin(&line),
+            Some(done) = submitting.next(), if !submitting.is_empty() => conn.submitted(done),
+            f = frames.next(), if submitting.len() < MAX_PIPELINED => match f {
+                None => {
+                    conn.answer_submissions(&mut submitting).await;
+                    break;
+                }
+                Some(Ok(Frame::Packet(p))) => conn.packet(p, &mut submitting).await,
+                Some(Ok(Frame::Admin(line))) => {
+                    conn.answer_submissions(&mut submitting).await;
+                    conn.admin(&line)
+                }
                 Some(Err(e)) => {
+                    conn.answer_submissions(&mut submitting).await;
                     conn.framing_error(e);
                     break;
                 }
@@ -232,8 +260,16 @@ impl Connection {
         }
     }
 
-    async fn packet(&mut self, p: RawPacket) {
-        match Request::parse(&p) {
+    /// Serves one packet: a submission joins `submitting`; anything else is answered once
+    /// the submissions before it are.
+    async fn packet(&mut self, p: RawPacket, submitting: &mut FuturesOrdered<Submitting>) {
+        let parsed = Request::parse(&p);
+        if let Ok(Request::Submit(s)) = parsed {
+            submitting.push_back(self.start_submit(s));
+            return;
+        }
+        self.answer_submissions(submitting).await;
+        match parsed {
             Err(e) => {
                 metrics::counter!(metric::GEARMAN_ERRORS, "reason" => e.reason()).increment(1);
                 self.shared.throttle.warn(
@@ -366,7 +402,11 @@ impl Connection {
             }
             Request::WorkData(h, d) => self.progress(&h, ProgressKind::Data(d.to_vec())),
             Request::WorkWarning(h, d) => self.progress(&h, ProgressKind::Warning(d.to_vec())),
-            Request::Submit(s) => self.submit(s).await,
+            // Handled by `packet` (pipelined).
+            Request::Submit(s) => {
+                let done = self.start_submit(s).await;
+                self.submitted(done)
+            }
             Request::GetStatus(h) => {
                 let (known, running, n, d) = match ask_status(&node, &h).await {
                     Some(st) => status_numbers(&st),
@@ -455,35 +495,51 @@ impl Connection {
         first_member(&job_manager_group(owner))
     }
 
-    async fn submit(&mut self, s: Submit) {
+    /// Answers the submissions in flight, in order.
+    async fn answer_submissions(&mut self, submitting: &mut FuturesOrdered<Submitting>) {
+        while let Some(done) = submitting.next().await {
+            self.submitted(done);
+        }
+    }
+
+    /// Checks a submission and starts it; the future answers its job id or its refusal.
+    /// (The `maxqueue` check counts the jobs queued when it is read, so a pipelined burst
+    /// may pass a limit by up to [`MAX_PIPELINED`].)
+    fn start_submit(&self, s: Submit) -> Submitting {
+        let (background, unique) = (s.background, !s.unique.is_empty());
+        let refused = |code, reason, text: String| -> Submitting {
+            let outcome = Err(Refusal { code, reason, text });
+            Box::pin(std::future::ready(Submitted {
+                background,
+                unique,
+                outcome,
+            }))
+        };
         if s.function.is_empty() || s.function.len() > MAX_FUNCTION || s.unique.len() > MAX_UNIQUE {
-            self.refuse(
+            return refused(
                 "INVALID_ARGUMENT",
                 "argument",
-                &format!(
+                format!(
                     "a function name is 1 to {MAX_FUNCTION} bytes and a unique id at most {MAX_UNIQUE}"
                 ),
             );
-            return;
         }
         let Some(input) = workload(&s.data) else {
-            self.refuse(
+            return refused(
                 "INVALID_ARGUMENT",
                 "too_large",
-                &format!("the workload is over the limit of {MAX_DATA} bytes (as JSON)"),
+                format!("the workload is over the limit of {MAX_DATA} bytes (as JSON)"),
             );
-            return;
         };
         if lock(&self.shared.board).queue_full(&s.function) {
-            self.refuse(
+            return refused(
                 "QUEUE_FULL",
                 "queue_full",
-                &format!(
+                format!(
                     "the queue of {} on this node is full (maxqueue)",
                     s.function
                 ),
             );
-            return;
         }
         let node = self.ctx.view.node.clone();
         let spec = JobSpec::new(format!("gearman {}", s.function))
@@ -504,40 +560,52 @@ impl Connection {
                 progress: true,
                 reports_only: true,
             }),
-            unique: (!s.unique.is_empty())
-                .then(|| format!("gearman\0{}\0{}", s.unique, s.function)),
+            unique: unique.then(|| format!("gearman\0{}\0{}", s.unique, s.function)),
             wait_for_workers: true,
             waited: false,
         };
-        let jm = if s.unique.is_empty() {
-            first_member::<JobManagerMessage>(&job_manager_group(&node))
-        } else {
+        let jm = if unique {
             self.unique_manager(&s.unique)
+        } else {
+            first_member::<JobManagerMessage>(&job_manager_group(&node))
         };
         let Some(jm) = jm else {
-            self.refuse(
+            return refused(
                 "SERVER_BUSY",
                 "unavailable",
-                "no job manager is reachable; try again",
+                "no job manager is reachable; try again".into(),
             );
-            return;
         };
-        let id = match submit_job(&jm, req, ASK_TIMEOUT).await {
+        Box::pin(async move {
+            let outcome = submit_job(&jm, req, ASK_TIMEOUT)
+                .await
+                .map_err(Refusal::from);
+            Submitted {
+                background,
+                unique,
+                outcome,
+            }
+        })
+    }
+
+    /// Answers a submission: `JOB_CREATED` (and, for a foreground job, the events it
+    /// missed meanwhile), or the `ERROR` that says why it got no job.
+    fn submitted(&self, done: Submitted) {
+        let id = match done.outcome {
             Ok(id) => id,
-            Err(e) => {
-                let refusal = Refusal::from(e);
+            Err(refusal) => {
                 self.refuse(refusal.code, refusal.reason, &refusal.text);
                 return;
             }
         };
-        let mode = if s.background {
+        let mode = if done.background {
             "background"
         } else {
             "foreground"
         };
         metrics::counter!(metric::GEARMAN_JOBS, "mode" => mode).increment(1);
         self.send(response(PacketType::JOB_CREATED, &[id.as_bytes()]));
-        if s.background {
+        if done.background {
             return;
         }
         // Replayed under the routes lock, so that no later event of the job (delivered
@@ -552,7 +620,7 @@ impl Connection {
                 .iter()
                 .any(|e| matches!(e, JobEvent::JobFinished { .. }))
         };
-        if !ended && !s.unique.is_empty() {
+        if !ended && done.unique {
             // A submission that coalesced into a job may have joined it just as it ended
             // (its watcher added after the last event): ask once.
             let (ctx, shared) = (self.ctx.clone(), self.shared.clone());
