@@ -9,7 +9,10 @@
 //! Troupe, clients and workers are spread evenly over the three nodes; against gearmand
 //! they all use the one server. Prints one line per server:
 //! `{"bench":"gearman","server":"gearmand"|"troupe","jobs_per_s":..,"p50_us":..,"p99_us":..}`
-//! and a last line with Troupe's figures as ratios of gearmand's.
+//! and a last line with Troupe's figures as ratios of gearmand's. Then a pipelined bulk on
+//! each server: one connection writes `GEARMAN_BULK` (default 5,000) `SUBMIT_JOB_BG` at
+//! once and reads their `JOB_CREATED`s (`{"bench":"gearman_bulk","server":..,"jobs_per_s":..}`;
+//! the jobs run after, on the workers).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,8 +168,54 @@ fn measure(server: &str, addrs: &[String], clients: usize, workers: usize, secs:
     f
 }
 
+/// One connection submits `n` background jobs written at once; jobs/s until the last
+/// `JOB_CREATED` is read.
+fn bulk(server: &str, addr: &str, n: usize) -> f64 {
+    use troupe_runtime::gearman::packet::request;
+    let mut c = Conn::connect(addr).expect("bulk client connects");
+    let mut burst = Vec::new();
+    for i in 0..n {
+        let data = format!("bulk-{i}");
+        burst.extend_from_slice(&request(
+            PacketType::SUBMIT_JOB_BG,
+            &[FUNCTION.as_bytes(), b"", data.as_bytes()],
+        ));
+    }
+    let t = Instant::now();
+    c.send_raw(&burst).expect("send the bulk");
+    for _ in 0..n {
+        let p = c
+            .expect(
+                &[PacketType::JOB_CREATED, PacketType::ERROR],
+                Duration::from_secs(60),
+            )
+            .expect("an answer");
+        assert_eq!(p.kind, PacketType::JOB_CREATED, "{p:?}");
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"bench": "gearman_bulk", "server": server, "jobs": n, "jobs_per_s": rate.round()})
+    );
+    rate
+}
+
+/// The bulk against `addr` with workers running (so the queue drains afterwards).
+fn measure_bulk(server: &str, addrs: &[String], workers: usize, n: usize) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ws = start_workers(addrs, workers, &stop);
+    std::thread::sleep(Duration::from_millis(500));
+    let rate = bulk(server, &addrs[0], n);
+    stop.store(true, Ordering::Relaxed);
+    for w in ws {
+        let _ = w.join();
+    }
+    rate
+}
+
 fn main() {
     let clients: usize = env_or("GEARMAN_CLIENTS", 12);
+    let bulk_n: usize = env_or("GEARMAN_BULK", 5000);
     let workers: usize = env_or("GEARMAN_WORKERS", 6);
     let secs: u64 = env_or("GEARMAN_SECS", 5);
     eprintln!("{clients} clients, {workers} workers, {secs} s per server");
@@ -182,6 +231,7 @@ fn main() {
         workers,
         secs,
     );
+    let gm_bulk = measure_bulk("gearmand", std::slice::from_ref(&g.addr), workers, bulk_n);
     drop(g);
 
     for i in 0..3 {
@@ -195,11 +245,15 @@ fn main() {
     // Let the mesh settle (every node sees every other).
     std::thread::sleep(Duration::from_millis(1000));
     let tr = measure("troupe", &cluster.gearman_addrs, clients, workers, secs);
+    // Let the load's jobs finish before the bulk.
+    std::thread::sleep(Duration::from_millis(1000));
+    let tr_bulk = measure_bulk("troupe", &cluster.gearman_addrs, workers, bulk_n);
     println!(
         "{}",
         json!({"bench": "gearman", "ratio": "troupe/gearmand",
                "jobs_per_s": (tr.jobs_per_s / gm.jobs_per_s * 100.0).round() / 100.0,
                "p50": (tr.p50_us as f64 / gm.p50_us.max(1) as f64 * 100.0).round() / 100.0,
-               "p99": (tr.p99_us as f64 / gm.p99_us.max(1) as f64 * 100.0).round() / 100.0})
+               "p99": (tr.p99_us as f64 / gm.p99_us.max(1) as f64 * 100.0).round() / 100.0,
+               "bulk_jobs_per_s": (tr_bulk / gm_bulk.max(1.0) * 100.0).round() / 100.0})
     );
 }
