@@ -72,11 +72,9 @@ fn the_core_group_is_asked_once_the_owner_was_gone_for_the_grace_period() {
     );
 }
 
-/// While this node's takeover of a job is asked for, the owner's end is neither kept nor
-/// acked (the grant may be on its way: the simulation found an end counted by acks while
-/// the core group granted the job to the acking node); once denied, it is kept.
-#[test]
-fn an_end_waits_while_a_takeover_of_the_job_is_asked_for() {
+/// n2 keeps a copy of an n1 job and, n1 gone past the grace, asks for its takeover:
+/// the takeovers, the job and when n1 was first missed.
+fn asking_for_takeover() -> (Takeovers, String, Instant) {
     let (mut t, job) = keeping_copy("n2", "n1");
     let t0 = Instant::now();
     assert!(t.tick(t0, &live(&["n2"])).is_empty());
@@ -84,6 +82,15 @@ fn an_end_waits_while_a_takeover_of_the_job_is_asked_for() {
         asks(&t.tick(t0 + GRACE, &live(&["n2"]))),
         vec![job.as_str()]
     );
+    (t, job, t0)
+}
+
+/// While this node's takeover of a job is asked for, the owner's end is neither kept nor
+/// acked (the grant may be on its way: the simulation found an end counted by acks while
+/// the core group granted the job to the acking node); once denied, it is kept.
+#[test]
+fn an_end_waits_while_a_takeover_of_the_job_is_asked_for() {
+    let (mut t, job, t0) = asking_for_takeover();
     assert_eq!(
         t.replica_write("n1", &job, 0, WriteKind::End),
         WriteVerdict::Later
@@ -98,13 +105,7 @@ fn an_end_waits_while_a_takeover_of_the_job_is_asked_for() {
 /// While an ask is in flight the job is not asked for again.
 #[test]
 fn a_job_is_not_asked_for_twice_while_an_answer_is_awaited() {
-    let (mut t, job) = keeping_copy("n2", "n1");
-    let t0 = Instant::now();
-    assert!(t.tick(t0, &live(&["n2"])).is_empty());
-    assert_eq!(
-        asks(&t.tick(t0 + GRACE, &live(&["n2"]))),
-        vec![job.as_str()]
-    );
+    let (mut t, job, t0) = asking_for_takeover();
     for ms in [250, 500, 10_000] {
         let later = t0 + GRACE + Duration::from_millis(ms);
         assert!(t.tick(later, &live(&["n2"])).is_empty());
