@@ -90,7 +90,7 @@ fn asking_for_takeover() -> (Takeovers, String, Instant) {
 /// the core group granted the job to the acking node); once denied, it is kept.
 #[test]
 fn an_end_waits_while_a_takeover_of_the_job_is_asked_for() {
-    let (mut t, job, t0) = asking_for_takeover();
+    let (mut t, job, _) = asking_for_takeover();
     assert_eq!(
         t.replica_write("n1", &job, 0, WriteKind::End),
         WriteVerdict::Later
@@ -105,7 +105,7 @@ fn an_end_waits_while_a_takeover_of_the_job_is_asked_for() {
 /// While an ask is in flight the job is not asked for again.
 #[test]
 fn a_job_is_not_asked_for_twice_while_an_answer_is_awaited() {
-    let (mut t, job, t0) = asking_for_takeover();
+    let (mut t, _, t0) = asking_for_takeover();
     for ms in [250, 500, 10_000] {
         let later = t0 + GRACE + Duration::from_millis(ms);
         assert!(t.tick(later, &live(&["n2"])).is_empty());
