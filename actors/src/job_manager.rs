@@ -394,6 +394,14 @@ impl Actor for JobManager {
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable job move"),
             },
             JobManagerMessage::NodeUp(node) => state.node_up(&myself, &node).await,
+            JobManagerMessage::Unknown(jobs, reply) => {
+                let unknown = state.unknown(jobs.into_inner().unwrap_or_default());
+                let _ = reply.send(Wire::new(unknown));
+            }
+            JobManagerMessage::Forsaken(owner, jobs) => {
+                let jobs = jobs.into_inner().unwrap_or_default();
+                state.forsaken(&myself, &owner, jobs).await;
+            }
             JobManagerMessage::SweepCopies => {
                 state.lost_nodes(std::time::Instant::now());
                 state.sweep_copies(&myself).await

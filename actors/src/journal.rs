@@ -97,6 +97,9 @@ pub struct Journal {
     ack: JournalAck,
     /// Submissions waiting for a replica's ack (shared with the writer's replicator).
     pending: Arc<Mutex<Pending>>,
+    /// The copies to replicas (shared with the writer thread): submitted starts are sent
+    /// from here, ahead of the commit.
+    replicator: writer::SharedReplicator,
     /// Whether what is committed is copied to replicas (then ends wait to be confirmed).
     copied: bool,
 }
@@ -111,30 +114,35 @@ impl std::fmt::Debug for Journal {
 
 impl Journal {
     /// Opens (or creates) the journal in `dir`, reads what it holds, and starts its writer
-    /// thread. `retain` ended statuses are kept; with `replication`, what is committed is
-    /// also sent to the jobs' replicas.
+    /// thread, which commits what nobody waits for every `commit_window`. `retain` ended
+    /// statuses are kept; with `replication`, what is committed is also sent to the jobs'
+    /// replicas.
     pub fn open(
         dir: &Path,
         retain: usize,
         replication: Option<Replication>,
         ack: JournalAck,
+        commit_window: Duration,
     ) -> Result<(Journal, Recovered), JournalError> {
         let (store, recovered) = Store::open(dir)?;
         let store = Arc::new(store);
         let pending = Arc::new(Mutex::new(Pending::default()));
         let replicator = Replicator::new(replication, pending.clone(), &recovered);
         let copied = replicator.is_some();
-        let tx =
-            writer::spawn(store.clone(), retain, replicator).map_err(|e| JournalError::Open {
+        let replicator = Arc::new(Mutex::new(replicator));
+        let tx = writer::spawn(store.clone(), retain, replicator.clone(), commit_window).map_err(
+            |e| JournalError::Open {
                 path: store.path().to_path_buf(),
                 source: Box::new(redb::Error::Io(e)),
-            })?;
+            },
+        )?;
         Ok((
             Journal {
                 tx,
                 store,
                 ack,
                 pending,
+                replicator,
                 copied,
             },
             recovered,
@@ -149,22 +157,48 @@ impl Journal {
     /// Records a newly submitted job; the receiver fires when it is as durable as
     /// `journal_ack` asks (`None`: answer at once), or with why not if the commit fails
     /// (dropped unfired if the writer has stopped).
+    ///
+    /// `copied` (the default): the job's start goes to its replicas from here, before the
+    /// writer's commit, and the receiver fires once a replica holds it in memory; both
+    /// sides then commit it in their next group commit. A job with no live replica waits
+    /// for the local commit instead, as with `local`.
     pub fn accept(
         &self,
         id: &str,
         spec: &JobSpec,
         limits: &Limits,
     ) -> Option<oneshot::Receiver<Durable>> {
-        let copied = match self.ack {
-            JournalAck::None => {
-                self.start(id, 0, spec, limits);
+        if self.ack == JournalAck::None {
+            self.start(id, 0, spec, limits);
+            return None;
+        }
+        let b = match store::encode_record(id, 0, spec, limits) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(job = id, error = %e, "cannot journal a job's start");
                 return None;
             }
-            JournalAck::Local => false,
-            JournalAck::Copied => true,
         };
         let (done, rx) = oneshot::channel();
-        self.record_start(id, 0, spec, limits, Some(Waiter { done, copied }));
+        let done = match self.ack {
+            JournalAck::Copied => {
+                let mut r = crate::locked(&self.replicator);
+                match r.as_mut() {
+                    Some(r) => match r.start_ahead(&self.store, id, 0, &b, done, true) {
+                        Ok(_) => {
+                            // Queued before the lock is let go: the writer copies what
+                            // follows (inputs, the end) after this start.
+                            self.send(Write::StartSent(id.to_string(), 0, b));
+                            return Some(rx);
+                        }
+                        Err(done) => done,
+                    },
+                    None => done,
+                }
+            }
+            JournalAck::Local | JournalAck::None => done,
+        };
+        self.send(Write::Start(id.to_string(), 0, b, Some(Waiter { done })));
         Some(rx)
     }
 
@@ -294,6 +328,15 @@ impl Journal {
     /// Drops the copy of `job`.
     pub fn forget(&self, job: &str) {
         self.send(Write::Forget(job.to_string()));
+    }
+
+    /// Whether this node's journal holds its job `job`, running or ended. A journal that
+    /// cannot be read says it does (a job is then not taken over on its word).
+    pub fn holds(&self, job: &str) -> bool {
+        self.store.holds(job).unwrap_or_else(|e| {
+            tracing::warn!(job, error = %e, "cannot read the journal; the job is taken as held");
+            true
+        })
     }
 
     /// The copy kept of another node's job: its record and inputs in order.
@@ -430,7 +473,7 @@ mod tests {
     }
 
     fn open(scratch: &Scratch, ack: JournalAck) -> Journal {
-        Journal::open(&scratch.0, 10, None, ack)
+        Journal::open(&scratch.0, 10, None, ack, Duration::from_millis(10))
             .expect("the journal opens")
             .0
     }
@@ -545,16 +588,67 @@ mod tests {
         journal.start("n1-1-1", 0, &spec(), &Limits::default());
         committed(&journal).await;
         drop(journal);
+        let recovered = reopen(&scratch).await;
+        assert_eq!(recovered.jobs, vec![(record("n1-1-1", 0), Vec::new())]);
+    }
+
+    /// What the journal in `scratch` holds, read as a restarted node reads it (once the
+    /// dropped handle's writer let go of the file).
+    async fn reopen(scratch: &Scratch) -> Recovered {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let recovered = loop {
-            match Journal::open(&scratch.0, 10, None, JournalAck::None) {
-                Ok((_, recovered)) => break recovered,
+        loop {
+            match Journal::open(
+                &scratch.0,
+                10,
+                None,
+                JournalAck::None,
+                Duration::from_millis(10),
+            ) {
+                Ok((_, recovered)) => return recovered,
                 Err(e) if std::time::Instant::now() > deadline => {
                     panic!("the journal did not open again: {e}")
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
+        }
+    }
+
+    /// A copied journal on a node alone: the end of a job nobody else holds is confirmed
+    /// by its commit, and that commit says so. A crash right after the end is published
+    /// (before the job's supervisor journals the confirmation) must not leave the end
+    /// waiting, after the restart, for a core group that cannot form.
+    #[tokio::test]
+    async fn an_end_confirmed_by_its_own_commit_is_durably_confirmed_by_it() {
+        let scratch = Scratch::new("alone");
+        let replication = Replication {
+            view: Arc::new(crate::ClusterView::new("n1")),
+            copies: 1,
         };
-        assert_eq!(recovered.jobs, vec![(record("n1-1-1", 0), Vec::new())]);
+        let journal = Journal::open(
+            &scratch.0,
+            10,
+            Some(replication),
+            JournalAck::Copied,
+            Duration::from_millis(10),
+        )
+        .expect("the journal opens")
+        .0;
+        journal.start("n1-1-1", 0, &spec(), &Limits::default());
+        let confirmed = journal
+            .end_confirmed(&status("n1-1-1"), 0, false)
+            .expect("a copied journal confirms ends");
+        let what = tokio::time::timeout(Duration::from_secs(10), confirmed)
+            .await
+            .expect("confirmed in time")
+            .expect("the writer answers");
+        assert!(matches!(what, EndConfirmation::Confirmed));
+        drop(journal);
+        let recovered = reopen(&scratch).await;
+        assert!(
+            recovered.unconfirmed.is_empty(),
+            "the end waits for the core group after a restart: {:?}",
+            recovered.unconfirmed
+        );
+        assert_eq!(recovered.ended.len(), 1);
     }
 }

@@ -375,6 +375,7 @@ pub async fn start_node_with_context(
                 copies: config.journal_replicas,
             }),
             config.journal_ack,
+            std::time::Duration::from_millis(config.journal_commit_window_ms.max(1)),
         )?;
         if !recovered.jobs.is_empty() {
             tracing::info!(jobs = recovered.jobs.len(), dir = %config.data_dir().display(), "the journal holds jobs that had not ended; resuming them");

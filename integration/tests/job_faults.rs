@@ -511,3 +511,42 @@ async fn a_job_taken_over_leaves_its_old_owners_job_list() {
     })
     .await;
 }
+
+/// With `journal_ack = "copied"` (the default) a submission is answered once a replica
+/// holds the job's start, before the owner commits it. An owner killed inside that window
+/// and restarted at once (well inside `takeover_after_ms`, 10 s) comes back without the
+/// job: the node with its copy asks the owner what it knows when it comes up, takes the
+/// job over, and the job ends. The owner's commit window is stretched to 5 s so that the
+/// kill always lands inside it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_job_answered_before_its_owner_committed_it_survives_the_owners_restart() {
+    let mut c = Cluster::plan(3);
+    for i in 1..3 {
+        c.start_node(i);
+    }
+    let mut owner = c.spec(0);
+    owner
+        .env
+        .push(("TROUPE_JOURNAL_COMMIT_WINDOW_MS".into(), "5000".into()));
+    c.start_with(0, troupe_integration::troupe_node(), &owner);
+    let client = c.settled_client(&[0, 1, 2]).await;
+    troupe_integration::core_formed(3).await;
+    let job = JobSpec::new("uncommitted")
+        .step(StepSpec::new("a", "troupe.sleep").input(json!({"ms": 500})));
+    let h = submit_owned_by(&client, &job, "n1").await;
+    let id = h.id().to_string();
+    c.node(0).kill();
+    c.start_with(0, troupe_integration::troupe_node(), &owner);
+
+    let others = c.client_via(&[1, 2]).await;
+    until_state(&others, &id, JobState::Succeeded).await;
+    assert!(
+        (1..3).any(|i| c.log(i).contains("taking them over from the copies here")),
+        "the job ended, but not through a takeover after the owner's restart"
+    );
+    let log = c.log(0);
+    assert!(
+        !log.contains("resumed jobs from the journal"),
+        "n1 had committed the job before it was killed (the test's window is off):\n{log}"
+    );
+}

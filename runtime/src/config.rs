@@ -34,8 +34,11 @@ pub enum JournalAck {
     /// Once the job's start is committed to the owner's journal (an fsync): a restart of
     /// the owner resumes it.
     Local,
-    /// Once it is committed on the owner and on one replica too (when a replica is up,
-    /// waiting at most a second for it): the job survives the owner's permanent loss.
+    /// Once one replica holds the job's start in memory and the owner has it queued for
+    /// its next group commit (both commit it within one commit window, 10 ms): a round
+    /// trip, no disk flush. The job survives the crash or permanent loss of any one node;
+    /// the owner and that replica crashing within the same window can lose it. With no
+    /// replica up (or none answering within a second) it is answered as `local`.
     #[default]
     Copied,
 }
@@ -123,9 +126,13 @@ pub struct NodeConfig {
     /// id's rendezvous order), so that another node can take the job over when its owner
     /// is gone for good. 0: none (a job then waits for its owner to come back).
     pub journal_replicas: usize,
-    /// When a submission is answered: `copied` (on the owner's disk and a replica's),
+    /// When a submission is answered: `copied` (a replica holds it, the owner queued it),
     /// `local` (the owner's disk) or `none` (at once).
     pub journal_ack: JournalAck,
+    /// How long the journal gathers writes nobody waits for before a group commit, in
+    /// ms: the window a crash can lose (steps then run again; with `copied`, a job whose
+    /// start the owner lost is taken over from its replica).
+    pub journal_commit_window_ms: u64,
     /// Largest message accepted from a peer, in bytes.
     pub max_message_bytes: u64,
     /// Connections (peers, clients, and ones still in their handshake) open at once;
@@ -377,6 +384,7 @@ impl Default for NodeConfig {
             journal: true,
             journal_replicas: 1,
             journal_ack: JournalAck::Copied,
+            journal_commit_window_ms: 10,
             max_message_bytes: 16 * 1024 * 1024,
             max_connections: 4096,
             max_pending_handshakes: 64,
@@ -623,6 +631,7 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         "failure",
         "journal_replicas",
         "journal_ack",
+        "journal_commit_window_ms",
         "core",
         "actors",
     ];

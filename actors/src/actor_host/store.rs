@@ -102,8 +102,14 @@ mod tests {
     #[tokio::test]
     async fn a_store_refuses_saves_of_a_replaced_activation_once_fenced() {
         let dir = std::env::temp_dir().join(format!("troupe-store-{}", std::process::id()));
-        let (journal, _) =
-            Journal::open(&dir, 10, None, Default::default()).expect("journal opens");
+        let (journal, _) = Journal::open(
+            &dir,
+            10,
+            None,
+            Default::default(),
+            std::time::Duration::from_millis(10),
+        )
+        .expect("journal opens");
         for store in [ActorStore::new(None), ActorStore::new(Some(journal))] {
             assert_eq!(store.save("t/k", save(3, 1)).await, Some(Ok(())));
             assert_eq!(store.save("t/k", save(3, 2)).await, Some(Ok(())));

@@ -99,6 +99,46 @@ async fn record_ends(
     }
 }
 
+/// How long a node that came up is asked which copied jobs it knows nothing of.
+const ASK_OWNER_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Asks `owner`, off the mailbox, which of `jobs` (its own, copied here) it knows nothing
+/// of, and tells `myself` ([`JobManagerMessage::Forsaken`]). With `journal_ack =
+/// "copied"` a submission is answered once a replica holds its start, before the owner's
+/// commit: an owner that crashed and came back within that window lost the job, which
+/// only its copies hold now. Asked again while the owner's job manager is not in view or
+/// does not answer, for [`ASK_OWNER_FOR`].
+fn unknown_to_owner(owner: String, jobs: Vec<String>, myself: ActorRef<JobManagerMessage>) {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        while start.elapsed() < ASK_OWNER_FOR {
+            if let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(&owner)) {
+                let asked = jm
+                    .call(
+                        |r| JobManagerMessage::Unknown(Wire::new(jobs.clone()), r),
+                        Some(std::time::Duration::from_secs(2)),
+                    )
+                    .await;
+                if let Ok(ractor::rpc::CallResult::Success(answer)) = asked {
+                    match answer.into_inner() {
+                        Ok(unknown) if !unknown.is_empty() => {
+                            let _ =
+                                myself.cast(JobManagerMessage::Forsaken(owner, Wire::new(unknown)));
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(owner = %owner, error = %e, "unreadable answer about copied jobs")
+                        }
+                    }
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        tracing::debug!(owner = %owner, "no answer about the jobs copied here; the usual takeover rules apply");
+    });
+}
+
 impl JobManagerState {
     /// This node leaves: drops every copy it keeps, and keeps no new one. True once the
     /// drop is committed (then owners may be told, [`JobManagerMessage::CopiesDropped`]).
@@ -116,11 +156,13 @@ impl JobManagerState {
         let Some(journal) = self.ctx.journal.clone() else {
             return;
         };
-        // A batch of ends is acked once the takeover rules here know of them (below),
-        // before the commit: its owner waits to publish the ends, and from now on this
-        // node asks for none of those jobs. (A crash before the commit brings the copies
-        // back; the owner's record in the core group, made when an end goes unacked,
-        // does not cover that window.)
+        // A batch is acked on receipt, once the takeover rules here know of it (below),
+        // before the commit: an owner waits for that ack to answer a submission (the
+        // copy is then in this node's memory, and committed in its next group commit)
+        // or to publish an end (from now on this node asks for none of those jobs). A
+        // crash of this node before the commit loses the copy, not the job: its owner
+        // holds it. (An end's copy comes back with such a crash; the owner's record in
+        // the core group, made when an end goes unacked, does not cover that window.)
         let ends_only = !batch.writes.is_empty()
             && batch
                 .writes
@@ -153,22 +195,16 @@ impl JobManagerState {
                 }
             }
         }
-        // Ends are acked here, unless one is fenced: its owner lost the job (told below)
-        // and must not publish that end; the others come again without it.
-        let ack_now = batch
-            .ack
-            .filter(|_| ends_only && fenced.is_empty() && !later);
-        if ends_only {
-            batch.ack = None;
-        }
+        // Acked here unless a write is fenced (its owner lost the job, told below, and
+        // must not publish that end; the others come again without it) or waits for
+        // the core group's word.
+        let ack_now = batch.ack.take().filter(|_| fenced.is_empty() && !later);
         let n = kept.len() as u64;
-        // A batch that asks for an ack is answered even if nothing of it is kept: its
-        // owner sends its ends until they are acked.
-        if n > 0 || batch.ack.is_some() {
+        if n > 0 {
             journal.keep(ReplicaBatch {
                 owner: batch.owner.clone(),
                 writes: kept,
-                ack: batch.ack,
+                ack: None,
             });
             metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "kept")
                 .increment(n);
@@ -219,10 +255,51 @@ impl JobManagerState {
         self.carry_out(myself, effects).await;
     }
 
-    /// A node came (back) up: tell it of the jobs this node took over from it.
+    /// A node came (back) up: tell it of the jobs this node took over from it, and ask
+    /// it which of the jobs copied here it knows nothing of (see [`unknown_to_owner`]).
     pub(super) async fn node_up(&mut self, myself: &ActorRef<JobManagerMessage>, node: &str) {
         let effects = self.takeovers.node_up(node);
         self.carry_out(myself, effects).await;
+        let jobs = self.takeovers.copies_of(node);
+        if !jobs.is_empty() {
+            unknown_to_owner(node.to_string(), jobs, myself.clone());
+        }
+    }
+
+    /// The owner `owner` knows nothing of `jobs`: ask the core group for those copied here.
+    pub(super) async fn forsaken(
+        &mut self,
+        myself: &ActorRef<JobManagerMessage>,
+        owner: &str,
+        jobs: Vec<String>,
+    ) {
+        let effects = self.takeovers.forsaken(owner, &jobs);
+        if !effects.is_empty() {
+            tracing::warn!(owner, jobs = effects.len(), "a node came back without jobs it had accepted (it restarted before committing them); taking them over from the copies here");
+        }
+        self.carry_out(myself, effects).await;
+    }
+
+    /// Which of `jobs` this node knows nothing of (its answer to
+    /// [`JobManagerMessage::Unknown`]): not running, not waiting to resume, not in its
+    /// journal, not ended, not moved.
+    pub(super) fn unknown(&self, jobs: Vec<String>) -> Vec<String> {
+        let recovered = crate::locked(&self.ctx.view.recovered);
+        let resuming = |job: &str| {
+            recovered
+                .as_ref()
+                .is_some_and(|r| r.jobs.iter().any(|(rec, _)| rec.id == job))
+        };
+        jobs.into_iter()
+            .filter(|job| {
+                !self.live.contains_key(job)
+                    && !self.finished.contains_key(job)
+                    && !self.held_ends.contains_key(job)
+                    && self.takeovers.moved_to(job).is_none()
+                    && !resuming(job)
+                    && !self.ctx.journal.as_ref().is_some_and(|j| j.holds(job))
+            })
+            .collect()
     }
 
     /// Asks the core group for the jobs whose owner has been gone for the grace period.
@@ -304,7 +381,7 @@ impl JobManagerState {
     /// Asks the core group, off the mailbox, to hand `job` over from `from` to this node;
     /// the answer comes back as `TakeoverDecided`.
     fn ask_core(&self, myself: &ActorRef<JobManagerMessage>, job: String, from: Holder) {
-        tracing::info!(job = %job, owner = %from.node, "the job's owner stayed down; asking the core group for the job");
+        tracing::info!(job = %job, owner = %from.node, "the job's owner stayed down or lost it; asking the core group for the job");
         let me = self.ctx.config.name.clone();
         let cmd = CoreCommand::Takeover {
             job: job.clone(),

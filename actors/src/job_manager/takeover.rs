@@ -249,6 +249,40 @@ impl Takeovers {
         !self.copies.is_empty()
     }
 
+    /// The jobs of `owner` whose copies this node keeps, in job order.
+    pub(crate) fn copies_of(&self, owner: &str) -> Vec<String> {
+        let mut jobs: Vec<String> = self
+            .copies
+            .iter()
+            .filter(|(_, h)| h.node == owner)
+            .map(|(job, _)| job.clone())
+            .collect();
+        jobs.sort();
+        jobs
+    }
+
+    /// `owner` is up and knows nothing of `jobs` (it restarted before its own journal
+    /// held them; their copies here are all that is left): ask the core group for those
+    /// this node still keeps a copy of from that owner, at once, without a grace period.
+    /// The core group's compare-and-set still decides, so a job that moved or ended
+    /// meanwhile is not taken.
+    pub(crate) fn forsaken(&mut self, owner: &str, jobs: &[String]) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for job in jobs {
+            let Some(from) = self.copies.get(job).filter(|h| h.node == owner) else {
+                continue;
+            };
+            if self.runs.contains_key(job) || !self.asking.insert(job.clone()) {
+                continue;
+            }
+            effects.push(Effect::AskCore {
+                job: job.clone(),
+                from: from.clone(),
+            });
+        }
+        effects
+    }
+
     /// This node leaves and dropped every copy it kept: it asks for none of those jobs.
     pub(crate) fn drop_copies(&mut self) {
         for job in std::mem::take(&mut self.copies).into_keys() {

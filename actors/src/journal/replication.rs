@@ -35,7 +35,7 @@ use troupe_runtime::protocol::{
 use troupe_runtime::wire::Wire;
 
 use super::store::{Recovered, Store};
-use super::write::{Waiter, Write};
+use super::write::Write;
 use crate::ClusterView;
 
 /// The most ends owed to holders of copies that are remembered (past it, new ones are
@@ -552,6 +552,25 @@ impl Replicator {
             || self.set.owed.values().any(|jobs| jobs.contains_key(job))
     }
 
+    /// The jobs whose ends in `outgoing` the local commit alone confirms: no other node
+    /// holds a copy or gets one with this batch, and the core group is not to record them.
+    pub(super) fn confirmed_by_commit(&self, outgoing: &[Outgoing]) -> Vec<String> {
+        let p = crate::locked(&self.pending);
+        let nobody_gets = |job: &str| self.set.targets_for(job).is_empty();
+        let busy: HashSet<&str> = outgoing
+            .iter()
+            .filter(|o| !matches!(o.what, ReplicaWhat::End))
+            .map(|o| o.job.as_str())
+            .collect();
+        outgoing
+            .iter()
+            .filter(|o| matches!(o.what, ReplicaWhat::End))
+            .filter(|o| !self.has_copies(&o.job) && !p.core_only.contains(&o.job))
+            .filter(|o| !busy.contains(o.job.as_str()) || nobody_gets(&o.job))
+            .map(|o| o.job.clone())
+            .collect()
+    }
+
     /// Takes in the ends replicas acked, tells who waits for them, and sends the ends due.
     pub(super) fn ends_acked(&mut self) {
         self.send_ends();
@@ -570,20 +589,20 @@ impl Replicator {
         }
     }
 
-    /// Sends the starts of the submissions in `waiting` that want a copy to their jobs'
-    /// replicas before the local commit, each batch with an ack token. Those with a
-    /// replica to wait for leave `waiting`; returns their wait ids and jobs.
-    pub(super) fn send_ahead(
+    /// Sends the start of a submitted `job` (its record `b`, this node's `epoch`) to the
+    /// job's replicas now, ahead of the local commit, with an ack token; `done` is
+    /// answered once a replica holds it (and, unless `queued_here`, once
+    /// [`Pending::mark`] says the local side is durable too). Gives `done` back if the
+    /// job has no live replica.
+    pub(super) fn start_ahead(
         &mut self,
         store: &Store,
-        batch: &[Write],
-        waiting: &mut Vec<(String, Waiter)>,
-    ) -> (Vec<u64>, HashSet<String>) {
-        let mut ids = Vec::new();
-        let mut jobs = HashSet::new();
-        if !waiting.iter().any(|(_, w)| w.copied) {
-            return (ids, jobs);
-        }
+        job: &str,
+        epoch: u64,
+        b: &[u8],
+        done: tokio::sync::oneshot::Sender<super::write::Durable>,
+        queued_here: bool,
+    ) -> Result<u64, tokio::sync::oneshot::Sender<super::write::Durable>> {
         // The live nodes first: jobs whose replicas changed get their journals there.
         let out = self
             .set
@@ -591,81 +610,41 @@ impl Replicator {
                 store.history(job, epoch)
             });
         self.send(out);
+        let targets = self.set.targets_for(job);
+        if targets.is_empty() {
+            return Err(done);
+        }
         let mut p = crate::locked(&self.pending);
         p.purge();
-        let mut carried: HashMap<String, Vec<u64>> = HashMap::new();
-        for (job, w) in std::mem::take(waiting) {
-            let targets = if w.copied {
-                self.set.targets_for(&job)
-            } else {
-                Vec::new()
-            };
-            if targets.is_empty() {
-                waiting.push((job, w));
-                continue;
-            }
-            p.next_wait += 1;
-            let id = p.next_wait;
-            p.waits.insert(
-                id,
-                Wait {
-                    done: w.done,
-                    local: false,
-                    copy: false,
-                    since: Instant::now(),
-                },
-            );
-            for node in &targets {
-                carried.entry(node.clone()).or_default().push(id);
-            }
-            ids.push(id);
-            self.set.epochs.insert(job.clone(), 0);
-            self.set.targets.insert(job.clone(), targets);
-            jobs.insert(job);
-        }
+        p.next_wait += 1;
+        let id = p.next_wait;
+        p.waits.insert(
+            id,
+            Wait {
+                done,
+                local: queued_here,
+                copy: false,
+                since: Instant::now(),
+            },
+        );
         let mut out = ToSend::new();
-        for w in batch {
-            if let Write::Start(job, epoch, b, _) = w {
-                if !jobs.contains(job) {
-                    continue;
-                }
-                for node in self.set.targets.get(job).into_iter().flatten() {
-                    out.entry(node.clone()).or_default().push(ReplicaWrite {
-                        job: job.clone(),
-                        epoch: *epoch,
-                        what: ReplicaWhat::Start(b.clone()),
-                    });
-                }
-            }
-        }
         let mut tokens = HashMap::new();
-        for (node, carried) in carried {
+        for node in &targets {
             let token = p.next_token;
             p.next_token += 1;
-            p.by_token.insert(token, carried);
-            tokens.insert(node, token);
+            p.by_token.insert(token, vec![id]);
+            tokens.insert(node.clone(), token);
+            out.entry(node.clone()).or_default().push(ReplicaWrite {
+                job: job.to_string(),
+                epoch,
+                what: ReplicaWhat::Start(b.to_vec()),
+            });
         }
         drop(p);
+        self.set.epochs.insert(job.to_string(), epoch);
+        self.set.targets.insert(job.to_string(), targets);
         self.send_with(out, &tokens);
-        (ids, jobs)
-    }
-
-    /// The starts sent ahead as `ids` are committed here: those also copied are answered.
-    pub(super) fn committed_here(&self, ids: &[u64]) {
-        let mut p = crate::locked(&self.pending);
-        for id in ids {
-            p.mark(*id, true);
-        }
-    }
-
-    /// The commit of the starts sent ahead as `ids` failed: their submitters are told why.
-    pub(super) fn commit_failed(&self, ids: &[u64], why: &super::write::CommitFailed) {
-        let mut p = crate::locked(&self.pending);
-        for id in ids {
-            if let Some(w) = p.waits.remove(id) {
-                let _ = w.done.send(Err(why.clone()));
-            }
-        }
+        Ok(id)
     }
 
     /// [`Replicator::check`], if it has not run for [`CHECK_EVERY`].
@@ -777,9 +756,9 @@ impl Replicator {
 }
 
 /// The writes of `batch` to copy once it is committed: this node's jobs' starts (except
-/// those of `sent_ahead`, already sent), inputs and ends (a job dropped here ends its
+/// those already sent ahead), inputs and ends (a job dropped here ends its
 /// copies too).
-pub(super) fn writes_to_copy(batch: &[Write], sent_ahead: &HashSet<String>) -> Vec<Outgoing> {
+pub(super) fn writes_to_copy(batch: &[Write]) -> Vec<Outgoing> {
     let outgoing = |job: &String, epoch, what| Outgoing {
         job: job.clone(),
         epoch,
@@ -788,7 +767,7 @@ pub(super) fn writes_to_copy(batch: &[Write], sent_ahead: &HashSet<String>) -> V
     batch
         .iter()
         .filter_map(|w| match w {
-            Write::Start(id, _, _, _) if sent_ahead.contains(id) => None,
+            Write::StartSent(..) => None,
             Write::Start(id, epoch, b, _) => {
                 Some(outgoing(id, Some(*epoch), ReplicaWhat::Start(b.clone())))
             }
@@ -1224,7 +1203,7 @@ mod tests {
     #[test]
     fn what_a_commit_copies_to_replicas() {
         let batch = vec![
-            Write::Start("ahead".to_string(), 0, Vec::new(), None),
+            Write::StartSent("ahead".to_string(), 0, Vec::new()),
             Write::Start("j".to_string(), 2, Vec::new(), None),
             Write::Input("j".to_string(), 1, Vec::new()),
             Write::Drop("moved".to_string()),
@@ -1237,8 +1216,7 @@ mod tests {
             }),
             Write::ActorFetch("t/k".to_string(), 0, oneshot::channel().0),
         ];
-        let ahead = HashSet::from(["ahead".to_string()]);
-        let copied: Vec<_> = writes_to_copy(&batch, &ahead)
+        let copied: Vec<_> = writes_to_copy(&batch)
             .into_iter()
             .map(|o| {
                 let w = ReplicaWrite {

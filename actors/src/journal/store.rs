@@ -253,6 +253,23 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether this node's own journal holds `job`: running or ended (its status kept).
+    pub(super) fn holds(&self, job: &str) -> Result<bool, redb::Error> {
+        let rtx = self.begin_read()?;
+        for table in [JOBS, ENDED] {
+            match rtx.open_table(table) {
+                Ok(t) => {
+                    if t.get(job)?.is_some() {
+                        return Ok(true);
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
+    }
+
     /// The copy kept of another node's job: its record and inputs in order (up to the
     /// first gap).
     pub(super) fn copy(&self, job: &str) -> Result<Option<(JobRecord, Vec<Input>)>, JournalError> {
@@ -420,7 +437,7 @@ impl Store {
                         copy_inputs
                             .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
                     }
-                    Write::Start(id, _, b, _) => {
+                    Write::Start(id, _, b, _) | Write::StartSent(id, _, b) => {
                         jobs.insert(id.as_str(), b.as_slice())?;
                     }
                     Write::ActorState(actor, state, waiter) => {

@@ -13,6 +13,9 @@ pub(super) enum Write {
     /// A job of this node's started: its id, this node's epoch for it, its record
     /// (encoded), and who waits for it to be durable.
     Start(String, u64, Vec<u8>, Option<Waiter>),
+    /// A job of this node's started, its start already sent to the job's replicas (ahead
+    /// of the commit, by the handle): committed as a `Start`, not copied again.
+    StartSent(String, u64, Vec<u8>),
     /// A job's input: its id, its number (from 1), the input (encoded).
     Input(String, u64, Vec<u8>),
     /// A job ended: its id, its final status (encoded) and the epoch it ran at here.
@@ -59,8 +62,6 @@ pub(crate) type Durable = Result<(), CommitFailed>;
 pub(super) struct Waiter {
     /// Fired once it is, or once its commit failed.
     pub(super) done: oneshot::Sender<Durable>,
-    /// Wait for a replica's commit too.
-    pub(super) copied: bool,
 }
 
 /// Someone waiting for an actor's state to be saved: told whether it was, or that a
@@ -76,6 +77,7 @@ impl Write {
             Write::Start(id, epoch, b, None) => {
                 Some(Write::Start(id.clone(), *epoch, b.clone(), None))
             }
+            Write::StartSent(id, epoch, b) => Some(Write::StartSent(id.clone(), *epoch, b.clone())),
             Write::Input(id, seq, b) => Some(Write::Input(id.clone(), *seq, b.clone())),
             Write::End(id, b, epoch) => Some(Write::End(id.clone(), b.clone(), *epoch)),
             Write::Unconfirmed(id, epoch) => Some(Write::Unconfirmed(id.clone(), *epoch)),

@@ -2,7 +2,7 @@
 //!
 //! A thread rather than a task: redb is blocking, and a durable commit waits for fsync,
 //! which must not stall the node's async runtime. The handle sends it [`Write`]s down a
-//! channel; it gathers what arrives within [`LINGER`] of the first and commits it in one
+//! channel; it gathers what arrives within the commit window of the first and commits it in one
 //! transaction (a group commit, written by hand: a redb commit costs 0.3-0.8 ms whatever
 //! its size). A write that somebody waits for (a submission's start, an actor's save, an
 //! owner waiting for its copy's ack) is urgent: the writer takes only what is already
@@ -11,8 +11,7 @@
 //! Around each commit it hands replication what to send (see `replication`), and once the
 //! commit is durable it answers those who wait.
 
-use std::collections::HashSet;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::replication::{self, Replicator};
@@ -26,21 +25,25 @@ const MAX_BATCH: usize = 4096;
 /// logged): a full disk must not grow the node's memory without end.
 const MAX_RETRY: usize = 100_000;
 
-/// How long the writer gathers writes before it commits them (measured with the overhead
-/// benchmark on the 2-core build machine: 2 ms batches halved its steps/s, 10 ms cost 30%).
-const LINGER: Duration = Duration::from_millis(10);
+/// The replicator, shared by the writer thread and the journal's handle (which sends
+/// submitted starts ahead of the commit); `None` when nothing is copied.
+pub(super) type SharedReplicator = Arc<Mutex<Option<Replicator>>>;
 
-/// Starts the writer thread on `store`; it keeps the newest `retain` ended statuses and,
-/// with a `replicator`, copies what it commits. It stops when every sender is dropped.
+/// Starts the writer thread on `store`; it keeps the newest `retain` ended statuses,
+/// gathers writes nobody waits for for `linger` (`journal_commit_window_ms`: 10 ms by
+/// default; on the 2-core build machine 2 ms batches halved the overhead benchmark's
+/// steps/s) and, with a `replicator`, copies what it commits. It stops when every sender
+/// is dropped.
 pub(super) fn spawn(
     store: Arc<Store>,
     retain: usize,
-    replicator: Option<Replicator>,
+    replicator: SharedReplicator,
+    linger: Duration,
 ) -> std::io::Result<mpsc::Sender<Write>> {
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("troupe-journal".into())
-        .spawn(move || run(&store, rx, retain, replicator))?;
+        .spawn(move || run(&store, rx, retain, replicator, linger))?;
     Ok(tx)
 }
 
@@ -48,7 +51,8 @@ fn run(
     store: &Store,
     rx: mpsc::Receiver<Write>,
     retain: usize,
-    mut replicator: Option<Replicator>,
+    replicator: SharedReplicator,
+    linger: Duration,
 ) {
     let mut next_order = match store.next_order() {
         Ok(n) => n,
@@ -64,7 +68,7 @@ fn run(
         let first = match rx.recv_timeout(replication::CHECK_EVERY) {
             Ok(w) => Some(w),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Some(r) = &mut replicator {
+                if let Some(r) = crate::locked(&replicator).as_mut() {
                     r.check(store);
                 }
                 if retry.is_empty() {
@@ -76,39 +80,40 @@ fn run(
         };
         let mut batch = std::mem::take(&mut retry);
         if let Some(first) = first {
-            batch.extend(gather(first, &rx, LINGER));
+            batch.extend(gather(first, &rx, linger));
         }
         let acked = batch.iter().any(|w| matches!(w, Write::Flush));
         if acked {
             batch.retain(|w| !matches!(w, Write::Flush));
-            if let Some(r) = &mut replicator {
+            if let Some(r) = crate::locked(&replicator).as_mut() {
                 r.ends_acked();
             }
             if batch.is_empty() {
                 continue;
             }
         }
-        let again: Vec<Write> = batch.iter().filter_map(Write::again).collect();
-        let n = batch.len();
-        let mut waiting = take_waiters(&mut batch);
-        let acks = replication::acks_asked(&batch);
-        // Submissions waiting for a copy: their starts go to the replicas now, so that
-        // both disks commit at once (one fsync's wait instead of two in a row).
-        let (ahead, ahead_jobs) = match &mut replicator {
-            Some(r) => r.send_ahead(store, &batch, &mut waiting),
-            None => (Vec::new(), HashSet::new()),
+        let copying = crate::locked(&replicator).is_some();
+        let mut outgoing = if copying {
+            replication::writes_to_copy(&batch)
+        } else {
+            Vec::new()
         };
-        let mut outgoing = match &replicator {
-            Some(_) => replication::writes_to_copy(&batch, &ahead_jobs),
-            None => Vec::new(),
-        };
-        // Ends go to the replicas ahead of the commit too: an owner waits for their acks
-        // to publish them (a crash before the commit resumes the job here, as it did
-        // before ends were copied).
-        if let Some(r) = &mut replicator {
+        // Ends go to the replicas ahead of the commit: an owner waits for their acks to
+        // publish them (a crash before the commit resumes the job here, as it did before
+        // ends were copied).
+        if let Some(r) = crate::locked(&replicator).as_mut() {
             let ends = replication::take_ends(&mut outgoing, |job| r.has_copies(job));
+            // An end nobody else holds is confirmed by this very commit: it says so, or a
+            // crash right after the end is published would leave it, after the restart,
+            // waiting for the core group's record (forever on a node alone).
+            let confirmed = r.confirmed_by_commit(&outgoing);
+            batch.extend(confirmed.into_iter().map(Write::Confirmed));
             r.send_copies(store, ends);
         }
+        let again: Vec<Write> = batch.iter().filter_map(Write::again).collect();
+        let n = batch.len();
+        let waiting = take_waiters(&mut batch);
+        let acks = replication::acks_asked(&batch);
         let committing = Instant::now();
         let committed = store.commit(batch, &mut next_order, retain);
         let took = committing.elapsed();
@@ -117,10 +122,9 @@ fn run(
         tracing::trace!(writes = n, us = took.as_micros() as u64, "journal commit");
         match committed {
             Ok(answers) => {
-                if let Some(r) = &mut replicator {
+                if let Some(r) = crate::locked(&replicator).as_mut() {
                     r.send_copies(store, outgoing);
                     r.check_if_due(store);
-                    r.committed_here(&ahead);
                 }
                 for (w, r) in answers.saved {
                     let _ = w.send(r);
@@ -148,9 +152,6 @@ fn run(
                 // kept for the next commit.
                 for (_, w) in waiting {
                     let _ = w.done.send(Err(why.clone()));
-                }
-                if let Some(r) = &replicator {
-                    r.commit_failed(&ahead, &why);
                 }
                 retry = again;
                 if retry.len() > MAX_RETRY {
@@ -243,7 +244,6 @@ mod tests {
         };
         let waiter = Waiter {
             done: oneshot::channel().0,
-            copied: false,
         };
         assert!(start(Some(waiter)).is_urgent());
         assert!(keep(Some(7)).is_urgent());
@@ -311,22 +311,18 @@ mod tests {
     /// The submissions waiting on a batch are taken out by job, and their writes stay.
     #[test]
     fn the_waiting_submissions_are_taken_out_of_a_batch() {
-        let waiter = |copied| Waiter {
+        let waiter = || Waiter {
             done: oneshot::channel().0,
-            copied,
         };
         let mut batch = vec![
-            Write::Start("j1".to_string(), 0, Vec::new(), Some(waiter(true))),
+            Write::Start("j1".to_string(), 0, Vec::new(), Some(waiter())),
             Write::Start("j2".to_string(), 0, Vec::new(), None),
             input(1),
-            Write::Start("j3".to_string(), 0, Vec::new(), Some(waiter(false))),
+            Write::Start("j3".to_string(), 0, Vec::new(), Some(waiter())),
         ];
         let waiting = take_waiters(&mut batch);
-        let taken: Vec<_> = waiting
-            .iter()
-            .map(|(j, w)| (j.as_str(), w.copied))
-            .collect();
-        assert_eq!(taken, vec![("j1", true), ("j3", false)]);
+        let taken: Vec<_> = waiting.iter().map(|(j, _)| j.as_str()).collect();
+        assert_eq!(taken, vec!["j1", "j3"]);
         assert_eq!(batch.len(), 4);
         assert!(batch.iter().all(|w| !w.is_urgent()));
     }

@@ -74,6 +74,15 @@ pub enum JobManagerMessage {
     NodeUp(String),
     /// Look for copies whose owner has been down for the grace period (local, periodic).
     SweepCopies,
+    /// Which of these jobs (this node's, by their ids) it knows nothing of: neither runs,
+    /// nor journaled, nor ended, nor moved. Asked by the holders of their copies when this
+    /// node comes up: a job answered before the owner's own commit lives only in its
+    /// copies if the owner restarted within that commit window, and is taken over.
+    #[rpc]
+    Unknown(Wire<Vec<String>>, RpcReplyPort<Wire<Vec<String>>>),
+    /// The owner `0` knows nothing of these jobs, of which this node keeps copies: ask
+    /// the core group for them (local, the answer to `Unknown`).
+    Forsaken(String, Wire<Vec<String>>),
     /// The core group's answer to a takeover of a job: who holds it now (local).
     TakeoverDecided(String, Wire<Result<Holder, String>>),
     /// The journaled jobs may resume, but these, taken over meanwhile (local).

@@ -713,3 +713,26 @@ fn a_job_that_ended_here_before_a_restart_is_never_adopted_from_a_stale_copy() {
     assert!(!t.has_copy(&job));
     assert!(t.tick(Instant::now(), &back).is_empty());
 }
+
+/// An owner that came back knowing nothing of a job (it restarted before its own commit)
+/// has the job asked for at once, without the grace period; jobs of other owners, and
+/// those asked for already, are not.
+#[test]
+fn a_job_its_restarted_owner_knows_nothing_of_is_asked_for_at_once() {
+    let (mut t, job) = keeping_copy("n2", "n1");
+    let other = "n3-18c0ffee-1".to_string();
+    assert_eq!(
+        t.replica_write("n3", &other, 0, WriteKind::Start),
+        WriteVerdict::Keep
+    );
+    assert_eq!(t.copies_of("n1"), vec![job.clone()]);
+    let effects = t.forsaken("n1", &[job.clone(), other.clone()]);
+    assert_eq!(
+        effects,
+        vec![Effect::AskCore {
+            job: job.clone(),
+            from: holder("n1", 0),
+        }]
+    );
+    assert!(t.forsaken("n1", &[job]).is_empty(), "asked twice");
+}
