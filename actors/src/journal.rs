@@ -3,17 +3,20 @@
 //! node that holds a copy can take over the jobs of one that stays down.
 //!
 //! What it guarantees:
-//! - Journaling is asynchronous: writes are committed in groups within 10 ms, so a crash
-//!   can lose the last 10 ms of inputs, and the replay then runs those steps again
-//!   (execution is at-least-once).
-//! - A submission is answered once its job is durable (`journal_ack`): [`Journal::accept`]
-//!   gives a receiver that fires when the job's start is committed here and, for `copied`,
-//!   when a replica answers that it committed its copy too
-//!   ([`JobManagerMessage::ReplicaAcked`](troupe_runtime::protocol::JobManagerMessage::ReplicaAcked)),
-//!   waited for at most [`ACK_WAIT`]. If the commit fails (a full disk) the receiver says
-//!   why ([`write::CommitFailed`]) and the submission is refused; the writer reopens the
-//!   file, which redb requires after an I/O error, so commits succeed again once there is
-//!   space.
+//! - Journaling is asynchronous: writes are committed in groups within the commit window
+//!   (`journal_commit_window_ms`, 10 ms), so a crash can lose the last window of inputs,
+//!   and the replay then runs those steps again (execution is at-least-once).
+//! - A submission is answered once its job is as durable as `journal_ack` asks:
+//!   [`Journal::accept`] gives a receiver that fires, for `copied`, once a replica answers
+//!   that it holds the job's start (in memory, committed in its next group commit;
+//!   [`JobManagerMessage::ReplicaAcked`](troupe_runtime::protocol::JobManagerMessage::ReplicaAcked))
+//!   while the start is queued for the commit here, waited for at most [`ACK_WAIT`]; for
+//!   `local` (or `copied` with no live replica) once it is committed here. So the crash of
+//!   any one node loses no answered job; the crash of the owner and its replica within one
+//!   window of the answer does (ARCHITECTURE.md has the table). If the commit here fails
+//!   (a full disk) before a replica answered, the receiver says why
+//!   ([`write::CommitFailed`]) and the submission is refused; the writer reopens the file,
+//!   which redb requires after an I/O error, so commits succeed again once there is space.
 //! - Copies for other nodes (`journal_replicas`) trail the owner by one commit window and
 //!   a message; a takeover replays the copy up to its first gap.
 //! - A keyed actor's save is answered once committed, and refused if a newer activation
@@ -54,7 +57,7 @@ pub(crate) use replication::EndConfirmation;
 
 /// Tells `owner` that this node holds the copies its batch `token` carried.
 pub(crate) fn ack_to(owner: &str, token: u64) {
-    replication::answer_acks(vec![(owner.to_string(), token)]);
+    replication::answer_ack(owner, token);
 }
 pub(crate) use replication::Replication;
 pub(crate) use store::Recovered;
@@ -185,10 +188,10 @@ impl Journal {
                 let mut r = crate::locked(&self.replicator);
                 match r.as_mut() {
                     Some(r) => match r.start_ahead(&self.store, id, 0, &b, done, true) {
-                        Ok(_) => {
+                        Ok(wait) => {
                             // Queued before the lock is let go: the writer copies what
                             // follows (inputs, the end) after this start.
-                            self.send(Write::StartSent(id.to_string(), 0, b));
+                            self.send(Write::StartSent(id.to_string(), 0, b, wait));
                             return Some(rx);
                         }
                         Err(done) => done,

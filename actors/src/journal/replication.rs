@@ -19,11 +19,13 @@
 //! at most [`MAX_OWED`]; an owner that restarts forgets them (the core group's record,
 //! made within [`CONFIRM_WITHIN`], still stands).
 //!
-//! Acks. A submission with `journal_ack = "copied"` is answered once its job's start is
-//! committed here and on one replica. Its start goes to the replicas ahead of the local
-//! commit, in a batch with an ack token ([`Replicator::send_ahead`]); the replica commits
-//! it at once and answers the token ([`answer_acks`], on the replica's writer thread);
-//! [`Pending`] matches the tokens to the submissions.
+//! Acks. A submission with `journal_ack = "copied"` is answered once one replica holds
+//! its job's start and the start is queued for the commit here. The journal's handle
+//! sends the start to the replicas itself, ahead of the local commit, in a batch with an
+//! ack token ([`Replicator::start_ahead`]); the replica acks the batch on receipt and
+//! commits it in its next group commit; [`Pending`] matches the tokens to the
+//! submissions, and refuses those no replica answered yet if the local commit fails
+//! ([`Pending::commit_failed`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -132,6 +134,16 @@ impl Pending {
         if w.local && w.copy {
             if let Some(w) = self.waits.remove(&id) {
                 let _ = w.done.send(Ok(()));
+            }
+        }
+    }
+
+    /// The local commit of the starts of `waits` failed: those no replica answered yet
+    /// are refused with `why` (an answered one is held by its replica, which commits it).
+    pub(super) fn commit_failed(&mut self, waits: &[u64], why: &super::write::CommitFailed) {
+        for id in waits {
+            if let Some(w) = self.waits.remove(id) {
+                let _ = w.done.send(Err(why.clone()));
             }
         }
     }
@@ -647,6 +659,12 @@ impl Replicator {
         Ok(id)
     }
 
+    /// The local commit of the starts sent ahead with `waits` failed: see
+    /// [`Pending::commit_failed`].
+    pub(super) fn commit_failed(&self, waits: &[u64], why: &super::write::CommitFailed) {
+        crate::locked(&self.pending).commit_failed(waits, why);
+    }
+
     /// [`Replicator::check`], if it has not run for [`CHECK_EVERY`].
     pub(super) fn check_if_due(&mut self, store: &Store) {
         if self.checked.elapsed() >= CHECK_EVERY {
@@ -801,23 +819,10 @@ pub(super) fn take_ends(
     ends
 }
 
-/// The owners (and their tokens) that wait for the copies in `batch` to be committed here.
-pub(super) fn acks_asked(batch: &[Write]) -> Vec<(String, u64)> {
-    batch
-        .iter()
-        .filter_map(|w| match w {
-            Write::Keep(b) => b.ack.map(|token| (b.owner.clone(), token)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Tells each owner in `acks` that the copies it waits for are committed here.
-pub(super) fn answer_acks(acks: Vec<(String, u64)>) {
-    for (owner, token) in acks {
-        if let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(&owner)) {
-            let _ = jm.cast(JobManagerMessage::ReplicaAcked(token));
-        }
+/// Tells `owner` that this node holds the copies its batch `token` carried.
+pub(super) fn answer_ack(owner: &str, token: u64) {
+    if let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(owner)) {
+        let _ = jm.cast(JobManagerMessage::ReplicaAcked(token));
     }
 }
 
@@ -1183,6 +1188,26 @@ mod tests {
         assert!(p.waits.is_empty() && p.by_token.is_empty());
     }
 
+    /// A start sent ahead whose local commit failed: refused if no replica answered it
+    /// yet; one a replica answered stays answered (the replica commits it).
+    #[test]
+    fn a_failed_local_commit_refuses_only_the_submissions_no_replica_answered() {
+        let (mut p, mut rx) = pending_with(7, &[1, 2]);
+        for w in p.waits.values_mut() {
+            w.local = true; // queued here, as the handle sends them
+        }
+        p.by_token.insert(8, vec![2]);
+        p.acked(8);
+        let why = super::super::write::CommitFailed {
+            folder: "/data".into(),
+            reason: "no space left on device".to_string(),
+        };
+        p.commit_failed(&[1, 2], &why);
+        assert_eq!(rx[0].try_recv(), Ok(Err(why)));
+        assert_eq!(rx[1].try_recv(), Ok(Ok(())));
+        assert!(p.waits.is_empty());
+    }
+
     /// Waits whose submitter stopped waiting are dropped, with the tokens that carried
     /// only them.
     #[test]
@@ -1203,7 +1228,7 @@ mod tests {
     #[test]
     fn what_a_commit_copies_to_replicas() {
         let batch = vec![
-            Write::StartSent("ahead".to_string(), 0, Vec::new()),
+            Write::StartSent("ahead".to_string(), 0, Vec::new(), 1),
             Write::Start("j".to_string(), 2, Vec::new(), None),
             Write::Input("j".to_string(), 1, Vec::new()),
             Write::Drop("moved".to_string()),
@@ -1236,23 +1261,6 @@ mod tests {
                 (row("moved", 0, "end"), false),
                 (row("done", 0, "end"), false),
             ]
-        );
-    }
-
-    /// The owners that wait for a copy's commit here are those whose batch has a token.
-    #[test]
-    fn owners_waiting_for_a_copy_are_found_by_their_token() {
-        let keep = |owner: &str, ack| {
-            Write::Keep(ReplicaBatch {
-                owner: owner.to_string(),
-                writes: Vec::new(),
-                ack,
-            })
-        };
-        let batch = vec![keep("n2", Some(7)), keep("n3", None), keep("n4", Some(1))];
-        assert_eq!(
-            acks_asked(&batch),
-            vec![("n2".to_string(), 7), ("n4".to_string(), 1)]
         );
     }
 }

@@ -437,7 +437,7 @@ impl Store {
                         copy_inputs
                             .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
                     }
-                    Write::Start(id, _, b, _) | Write::StartSent(id, _, b) => {
+                    Write::Start(id, _, b, _) | Write::StartSent(id, _, b, _) => {
                         jobs.insert(id.as_str(), b.as_slice())?;
                     }
                     Write::ActorState(actor, state, waiter) => {

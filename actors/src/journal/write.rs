@@ -14,8 +14,10 @@ pub(super) enum Write {
     /// (encoded), and who waits for it to be durable.
     Start(String, u64, Vec<u8>, Option<Waiter>),
     /// A job of this node's started, its start already sent to the job's replicas (ahead
-    /// of the commit, by the handle): committed as a `Start`, not copied again.
-    StartSent(String, u64, Vec<u8>),
+    /// of the commit, by the handle): committed as a `Start`, not copied again. The last
+    /// field is the submission's wait (see `replication::Pending`): a failed commit refuses
+    /// the submission if no replica answered it yet.
+    StartSent(String, u64, Vec<u8>, u64),
     /// A job's input: its id, its number (from 1), the input (encoded).
     Input(String, u64, Vec<u8>),
     /// A job ended: its id, its final status (encoded) and the epoch it ran at here.
@@ -77,7 +79,9 @@ impl Write {
             Write::Start(id, epoch, b, None) => {
                 Some(Write::Start(id.clone(), *epoch, b.clone(), None))
             }
-            Write::StartSent(id, epoch, b) => Some(Write::StartSent(id.clone(), *epoch, b.clone())),
+            Write::StartSent(id, epoch, b, wait) => {
+                Some(Write::StartSent(id.clone(), *epoch, b.clone(), *wait))
+            }
             Write::Input(id, seq, b) => Some(Write::Input(id.clone(), *seq, b.clone())),
             Write::End(id, b, epoch) => Some(Write::End(id.clone(), b.clone(), *epoch)),
             Write::Unconfirmed(id, epoch) => Some(Write::Unconfirmed(id.clone(), *epoch)),
@@ -97,7 +101,6 @@ impl Write {
     pub(super) fn is_urgent(&self) -> bool {
         match self {
             Write::Start(_, _, _, w) => w.is_some(),
-            Write::Keep(b) => b.ack.is_some(),
             Write::ActorState(..) | Write::ActorFetch(..) | Write::Flush | Write::ForgetAll(_) => {
                 true
             }

@@ -4,9 +4,10 @@
 //! which must not stall the node's async runtime. The handle sends it [`Write`]s down a
 //! channel; it gathers what arrives within the commit window of the first and commits it in one
 //! transaction (a group commit, written by hand: a redb commit costs 0.3-0.8 ms whatever
-//! its size). A write that somebody waits for (a submission's start, an actor's save, an
-//! owner waiting for its copy's ack) is urgent: the writer takes only what is already
-//! queued and commits at once, so contention rather than the timer sets the batch size.
+//! its size). A write that somebody waits for (a submission's start with `journal_ack =
+//! "local"`, an actor's save) is urgent: the writer takes only what is already queued and
+//! commits at once, so contention rather than the timer sets the batch size. (With
+//! `copied` a submission waits for a replica's receipt, not for this commit.)
 //!
 //! Around each commit it hands replication what to send (see `replication`), and once the
 //! commit is durable it answers those who wait.
@@ -113,7 +114,6 @@ fn run(
         let again: Vec<Write> = batch.iter().filter_map(Write::again).collect();
         let n = batch.len();
         let waiting = take_waiters(&mut batch);
-        let acks = replication::acks_asked(&batch);
         let committing = Instant::now();
         let committed = store.commit(batch, &mut next_order, retain);
         let took = committing.elapsed();
@@ -139,7 +139,6 @@ fn run(
                 for (_, w) in waiting {
                     let _ = w.done.send(Ok(()));
                 }
-                replication::answer_acks(acks);
             }
             Err(e) => {
                 let why = CommitFailed {
@@ -152,6 +151,16 @@ fn run(
                 // kept for the next commit.
                 for (_, w) in waiting {
                     let _ = w.done.send(Err(why.clone()));
+                }
+                let sent: Vec<u64> = again
+                    .iter()
+                    .filter_map(|w| match w {
+                        Write::StartSent(.., wait) => Some(*wait),
+                        _ => None,
+                    })
+                    .collect();
+                if let Some(r) = crate::locked(&replicator).as_ref() {
+                    r.commit_failed(&sent, &why);
                 }
                 retry = again;
                 if retry.len() > MAX_RETRY {
@@ -235,22 +244,20 @@ mod tests {
     #[test]
     fn only_writes_somebody_waits_for_are_urgent() {
         let start = |waiter: Option<Waiter>| Write::Start("j".to_string(), 0, Vec::new(), waiter);
-        let keep = |ack| {
-            Write::Keep(ReplicaBatch {
-                owner: "n2".to_string(),
-                writes: Vec::new(),
-                ack,
-            })
-        };
+        // A replica acks a copy on receipt: its commit is nobody's wait.
+        let keep = Write::Keep(ReplicaBatch {
+            owner: "n2".to_string(),
+            writes: Vec::new(),
+            ack: None,
+        });
         let waiter = Waiter {
             done: oneshot::channel().0,
         };
         assert!(start(Some(waiter)).is_urgent());
-        assert!(keep(Some(7)).is_urgent());
         assert!(save().is_urgent());
         assert!(fetch().is_urgent());
         assert!(!start(None).is_urgent());
-        assert!(!keep(None).is_urgent());
+        assert!(!keep.is_urgent());
         assert!(!input(1).is_urgent());
         assert!(!Write::End("j".to_string(), Vec::new(), 0).is_urgent());
         assert!(!Write::Drop("j".to_string()).is_urgent());

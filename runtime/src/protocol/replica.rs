@@ -10,9 +10,11 @@ pub struct ReplicaBatch {
     pub owner: String,
     /// The writes, in the owner's commit order.
     pub writes: Vec<ReplicaWrite>,
-    /// Set when the owner waits for this batch to be durable here (a submission is
-    /// answered once its job is copied, `journal_ack = "copied"`): the replica commits
-    /// it at once and answers [`JobManagerMessage::ReplicaAcked`](super::job_manager::JobManagerMessage::ReplicaAcked) with this token.
+    /// Set when the owner waits for this batch to reach the replica (a submission is
+    /// answered once a replica holds its job's start, `journal_ack = "copied"`, and an
+    /// end is published once every holder of a copy has it): the replica answers
+    /// [`JobManagerMessage::ReplicaAcked`](super::job_manager::JobManagerMessage::ReplicaAcked)
+    /// with this token on receipt and commits the batch in its next group commit.
     #[serde(default)]
     pub ack: Option<u64>,
 }
