@@ -11,7 +11,8 @@
 //!   that it holds the job's start (in memory, committed in its next group commit;
 //!   [`JobManagerMessage::ReplicaAcked`](troupe_runtime::protocol::JobManagerMessage::ReplicaAcked))
 //!   while the start is queued for the commit here, waited for at most [`ACK_WAIT`]; for
-//!   `local` (or `copied` with no live replica) once it is committed here. So the crash of
+//!   `synced` once it is committed here and a replica committed it too; for `local` (or
+//!   `copied`/`synced` with no live replica) once it is committed here. So the crash of
 //!   any one node loses no answered job; the crash of the owner and its replica within one
 //!   window of the answer does (ARCHITECTURE.md has the table). If the commit here fails
 //!   (a full disk) before a replica answered, the receiver says why
@@ -25,16 +26,21 @@
 //!
 //! How the parts fit. [`Journal`] is the handle the job manager, the job supervisors and
 //! the actor host share: it encodes each write on the caller's task and sends it down a
-//! channel. Three submodules do the rest:
+//! channel. Four submodules do the rest:
 //! - `store`: the redb file, its tables, the reads (at start, for a takeover, for a new
-//!   replica) and the transaction that applies a batch of writes;
+//!   replica) and the commit of a batch of writes (the log, then redb, then now and then
+//!   a checkpoint);
+//! - `wal`: the write-ahead log that makes a commit cost one `fdatasync` rather than a
+//!   durable redb commit, replayed at open;
 //! - `writer`: the one thread that commits, in group commits (what arrives within the
 //!   commit window, or at once when somebody waits), and answers the waiting committers;
 //! - `replication`: on the writer thread, the copies of each commit sent to the jobs'
-//!   replicas, the replica set of each job, and the acks that answer `copied` submissions.
+//!   replicas, the replica set of each job, and the acks that answer `copied` and
+//!   `synced` submissions.
 
 mod replication;
 mod store;
+mod wal;
 mod write;
 mod writer;
 
@@ -127,7 +133,7 @@ impl Journal {
         ack: JournalAck,
         commit_window: Duration,
     ) -> Result<(Journal, Recovered), JournalError> {
-        let (store, recovered) = Store::open(dir)?;
+        let (store, recovered) = Store::open(dir, retain)?;
         let store = Arc::new(store);
         let pending = Arc::new(Mutex::new(Pending::default()));
         let replicator = Replicator::new(replication, pending.clone(), &recovered);
@@ -184,14 +190,16 @@ impl Journal {
         };
         let (done, rx) = oneshot::channel();
         let done = match self.ack {
-            JournalAck::Copied => {
+            JournalAck::Copied | JournalAck::Synced => {
+                let synced = self.ack == JournalAck::Synced;
                 let mut r = crate::locked(&self.replicator);
                 match r.as_mut() {
-                    Some(r) => match r.start_ahead(&self.store, id, 0, &b, done, true) {
+                    Some(r) => match r.start_ahead(&self.store, id, 0, &b, done, synced) {
                         Ok(wait) => {
                             // Queued before the lock is let go: the writer copies what
                             // follows (inputs, the end) after this start.
-                            self.send(Write::StartSent(id.to_string(), 0, b, wait));
+                            let ahead = write::SentAhead { wait, synced };
+                            self.send(Write::StartSent(id.to_string(), 0, b, ahead));
                             return Some(rx);
                         }
                         Err(done) => done,
@@ -571,6 +579,7 @@ mod tests {
                 write(ReplicaWhat::Input(1, encoded(&input(1)))),
             ],
             ack: None,
+            synced: false,
         });
         committed(&journal).await;
         assert_eq!(

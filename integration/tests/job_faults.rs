@@ -264,8 +264,17 @@ async fn a_job_that_ends_on_a_full_disk_keeps_its_end_once_space_is_freed() {
     let data = disk.path().join("data-n1");
     c.start_node_on(0, &data);
     let client = c.settled_client(&[0]).await;
+    // The end carries a 16 KiB output: more than the slack in the last page of the
+    // journal's log, so on the full disk the log cannot take it.
+    let padded = JobSpec::new("padded")
+        .step(StepSpec::new("gate", "troupe.needs_action").input(json!({"message": "go"})))
+        .step(
+            StepSpec::new("after", "troupe.echo")
+                .input(json!({"pad": "x".repeat(16 * 1024)}))
+                .after(["gate"]),
+        );
     let h = client
-        .submit(gated())
+        .submit(padded)
         .await
         .expect("submit before the disk is full");
     let id = h.id().to_string();
@@ -549,4 +558,41 @@ async fn a_job_answered_before_its_owner_committed_it_survives_the_owners_restar
         !log.contains("resumed jobs from the journal"),
         "n1 had committed the job before it was killed (the test's window is off):\n{log}"
     );
+}
+
+/// With `journal_ack = "synced"` a submission is answered once the job's start is on the
+/// owner's disk and on a replica's: every node of the cluster killed at once right after
+/// the answer, and restarted, still has the job. The commit windows are stretched to 5 s
+/// so that a start answered before its commits (as `copied` does) would be lost here.
+#[tokio::test(flavor = "current_thread")]
+async fn a_synced_answer_survives_every_node_dying_at_once() {
+    let mut c = Cluster::plan(3);
+    let specs: Vec<_> = (0..3)
+        .map(|i| {
+            let mut spec = c.spec(i);
+            spec.env.extend([
+                ("TROUPE_JOURNAL_ACK".into(), "synced".into()),
+                ("TROUPE_JOURNAL_COMMIT_WINDOW_MS".into(), "5000".into()),
+            ]);
+            spec
+        })
+        .collect();
+    for (i, spec) in specs.iter().enumerate() {
+        c.start_with(i, troupe_integration::troupe_node(), spec);
+    }
+    let client = c.settled_client(&[0, 1, 2]).await;
+    troupe_integration::core_formed(3).await;
+    let h = submit_owned_by(&client, &gated(), "n1").await;
+    let id = h.id().to_string();
+    for i in 0..3 {
+        c.node(i).kill();
+    }
+    drop(client);
+    for (i, spec) in specs.iter().enumerate() {
+        c.start_with(i, troupe_integration::troupe_node(), spec);
+    }
+    let client = c.settled_client(&[0, 1, 2]).await;
+    until_state(&client, &id, JobState::WaitingForUser).await;
+    client.resume(&id, "gate").await.expect("resume the gate");
+    until_state(&client, &id, JobState::Succeeded).await;
 }

@@ -31,8 +31,8 @@ pub enum JournalAck {
     /// At once: the fastest; a crash of the owner within one commit window (10 ms) of
     /// the answer can lose the job.
     None,
-    /// Once the job's start is committed to the owner's journal (an fsync): a restart of
-    /// the owner resumes it.
+    /// Once the job's start is committed to the owner's journal (one `fdatasync` of its
+    /// log): a restart of the owner resumes it.
     Local,
     /// Once one replica holds the job's start in memory and the owner has it queued for
     /// its next group commit (both commit it within one commit window, 10 ms): a round
@@ -41,6 +41,11 @@ pub enum JournalAck {
     /// replica up (or none answering within a second) it is answered as `local`.
     #[default]
     Copied,
+    /// Once the job's start is on the owner's disk and on one replica's (one `fdatasync`
+    /// of each one's log, in parallel): survives the crash of both at once, at the cost of
+    /// a round trip and the slower of the two syncs. With no replica up (or none
+    /// answering within a second) it is answered as `local`.
+    Synced,
 }
 
 /// Which tokio runtime a node runs on.

@@ -156,10 +156,11 @@ impl JobManagerState {
         let Some(journal) = self.ctx.journal.clone() else {
             return;
         };
-        // A batch is acked on receipt, once the takeover rules here know of it (below),
-        // before the commit: an owner waits for that ack to answer a submission (the
-        // copy is then in this node's memory, and committed in its next group commit)
-        // or to publish an end (from now on this node asks for none of those jobs). A
+        // A batch is acked on receipt (unless `synced`), once the takeover rules here know
+        // of it (below), before the commit: an owner waits for that ack to answer a
+        // submission (the copy is then in this node's memory, and committed in its next
+        // group commit) or to publish an end (from now on this node asks for none of
+        // those jobs). A
         // crash of this node before the commit loses the copy, not the job: its owner
         // holds it. (An end's copy comes back with such a crash; the owner's record in
         // the core group, made when an end goes unacked, does not cover that window.)
@@ -197,14 +198,20 @@ impl JobManagerState {
         }
         // Acked here unless a write is fenced (its owner lost the job, told below, and
         // must not publish that end; the others come again without it) or waits for
-        // the core group's word.
-        let ack_now = batch.ack.take().filter(|_| fenced.is_empty() && !later);
+        // the core group's word; a `synced` batch is acked by the journal's writer once
+        // it is committed here.
+        let ack = batch.ack.take().filter(|_| fenced.is_empty() && !later);
+        let (ack_now, ack_committed) = match ack {
+            Some(token) if batch.synced && !kept.is_empty() => (None, Some(token)),
+            other => (other, None),
+        };
         let n = kept.len() as u64;
         if n > 0 {
             journal.keep(ReplicaBatch {
                 owner: batch.owner.clone(),
                 writes: kept,
-                ack: None,
+                ack: ack_committed,
+                synced: ack_committed.is_some(),
             });
             metrics::counter!(troupe_runtime::observe::metric::REPLICA_WRITES, "direction" => "kept")
                 .increment(n);

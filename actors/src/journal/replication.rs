@@ -138,6 +138,13 @@ impl Pending {
         }
     }
 
+    /// The starts of `waits` are committed here: answered once a replica holds them too.
+    pub(super) fn committed_here(&mut self, waits: &[u64]) {
+        for id in waits {
+            self.mark(*id, true);
+        }
+    }
+
     /// The local commit of the starts of `waits` failed: those no replica answered yet
     /// are refused with `why` (an answered one is held by its replica, which commits it).
     pub(super) fn commit_failed(&mut self, waits: &[u64], why: &super::write::CommitFailed) {
@@ -603,9 +610,9 @@ impl Replicator {
 
     /// Sends the start of a submitted `job` (its record `b`, this node's `epoch`) to the
     /// job's replicas now, ahead of the local commit, with an ack token; `done` is
-    /// answered once a replica holds it (and, unless `queued_here`, once
-    /// [`Pending::mark`] says the local side is durable too). Gives `done` back if the
-    /// job has no live replica.
+    /// answered once a replica holds it in memory (`copied`), or (`synced`) once a replica
+    /// committed it and [`Pending::committed_here`] says it is committed here too. Gives
+    /// `done` back if the job has no live replica.
     pub(super) fn start_ahead(
         &mut self,
         store: &Store,
@@ -613,7 +620,7 @@ impl Replicator {
         epoch: u64,
         b: &[u8],
         done: tokio::sync::oneshot::Sender<super::write::Durable>,
-        queued_here: bool,
+        synced: bool,
     ) -> Result<u64, tokio::sync::oneshot::Sender<super::write::Durable>> {
         // The live nodes first: jobs whose replicas changed get their journals there.
         let out = self
@@ -634,7 +641,7 @@ impl Replicator {
             id,
             Wait {
                 done,
-                local: queued_here,
+                local: !synced,
                 copy: false,
                 since: Instant::now(),
             },
@@ -655,8 +662,14 @@ impl Replicator {
         drop(p);
         self.set.epochs.insert(job.to_string(), epoch);
         self.set.targets.insert(job.to_string(), targets);
-        self.send_with(out, &tokens);
+        self.send_with(out, &tokens, synced);
         Ok(id)
+    }
+
+    /// The starts sent ahead with `waits` are committed here: see
+    /// [`Pending::committed_here`].
+    pub(super) fn committed_here(&self, waits: &[u64]) {
+        crate::locked(&self.pending).committed_here(waits);
     }
 
     /// The local commit of the starts sent ahead with `waits` failed: see
@@ -736,15 +749,16 @@ impl Replicator {
                 tokens.insert(node.clone(), token);
             }
         }
-        self.send_with(due, &tokens);
+        self.send_with(due, &tokens, false);
     }
 
     fn send(&self, out: ToSend) {
-        self.send_with(out, &HashMap::new());
+        self.send_with(out, &HashMap::new(), false);
     }
 
-    /// Sends each node its writes, asking those in `tokens` to ack with their token.
-    fn send_with(&self, out: ToSend, tokens: &HashMap<String, u64>) {
+    /// Sends each node its writes, asking those in `tokens` to ack with their token, on
+    /// receipt or (`synced`) once committed there.
+    fn send_with(&self, out: ToSend, tokens: &HashMap<String, u64>, synced: bool) {
         for (node, writes) in out {
             if writes.is_empty() {
                 continue;
@@ -756,6 +770,7 @@ impl Replicator {
                         owner: self.set.me.clone(),
                         writes,
                         ack: tokens.get(&node).copied(),
+                        synced,
                     };
                     if jm
                         .cast(JobManagerMessage::Replicate(Wire::new(batch)))
@@ -824,6 +839,29 @@ pub(super) fn answer_ack(owner: &str, token: u64) {
     if let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(owner)) {
         let _ = jm.cast(JobManagerMessage::ReplicaAcked(token));
     }
+}
+
+/// The owners (and their tokens) that wait for the `synced` copies in `batch` to be
+/// committed here.
+pub(super) fn acks_after_commit(batch: &[Write]) -> Vec<(String, u64)> {
+    batch
+        .iter()
+        .filter_map(|w| match w {
+            Write::Keep(b) => b.ack.map(|token| (b.owner.clone(), token)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The waits of the starts sent ahead in `batch` (see [`Pending::committed_here`]).
+pub(super) fn sent_ahead(batch: &[Write]) -> Vec<u64> {
+    batch
+        .iter()
+        .filter_map(|w| match w {
+            Write::StartSent(.., ahead) => Some(ahead.wait),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1188,6 +1226,25 @@ mod tests {
         assert!(p.waits.is_empty() && p.by_token.is_empty());
     }
 
+    /// A `synced` submission is answered once its start is committed both here and on a
+    /// replica, in either order.
+    #[test]
+    fn a_synced_submission_waits_for_both_commits() {
+        let (mut p, mut rx) = pending_with(7, &[1, 2]);
+        p.by_token.insert(7, vec![1]);
+        p.by_token.insert(8, vec![2]);
+        p.acked(7);
+        assert!(rx[0].try_recv().is_err(), "answered before the commit here");
+        p.committed_here(&[1, 2]);
+        assert_eq!(rx[0].try_recv(), Ok(Ok(())));
+        assert!(
+            rx[1].try_recv().is_err(),
+            "answered before a replica's commit"
+        );
+        p.acked(8);
+        assert_eq!(rx[1].try_recv(), Ok(Ok(())));
+    }
+
     /// A start sent ahead whose local commit failed: refused if no replica answered it
     /// yet; one a replica answered stays answered (the replica commits it).
     #[test]
@@ -1228,7 +1285,15 @@ mod tests {
     #[test]
     fn what_a_commit_copies_to_replicas() {
         let batch = vec![
-            Write::StartSent("ahead".to_string(), 0, Vec::new(), 1),
+            Write::StartSent(
+                "ahead".to_string(),
+                0,
+                Vec::new(),
+                super::super::write::SentAhead {
+                    wait: 1,
+                    synced: false,
+                },
+            ),
             Write::Start("j".to_string(), 2, Vec::new(), None),
             Write::Input("j".to_string(), 1, Vec::new()),
             Write::Drop("moved".to_string()),
@@ -1238,6 +1303,7 @@ mod tests {
                 owner: "n2".to_string(),
                 writes: Vec::new(),
                 ack: None,
+                synced: false,
             }),
             Write::ActorFetch("t/k".to_string(), 0, oneshot::channel().0),
         ];

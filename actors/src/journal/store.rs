@@ -12,11 +12,15 @@
 //! fsync); reads take a read transaction and may run anywhere.
 
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use crate::job_supervisor::replay::JobRecord;
 use crate::job_supervisor::run::Input;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use crate::locked;
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use tokio::sync::oneshot;
 use troupe_runtime::job::spec::JobSpec;
 use troupe_runtime::job::status::JobStatus;
@@ -24,6 +28,7 @@ use troupe_runtime::job::validate::Limits;
 use troupe_runtime::protocol::{Fenced, ReplicaWhat, ReplicaWrite, SavedState};
 use troupe_runtime::wire;
 
+use super::wal::{Logged, Record, Wal};
 use super::write::{StateWaiter, Write};
 use super::JournalError;
 
@@ -42,6 +47,26 @@ const ACTOR_STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("actor_s
 /// Actor -> the epoch of the newest activation that read its state here (older saves are
 /// refused).
 const ACTOR_FENCES: TableDefinition<&str, u64> = TableDefinition::new("actor_fences");
+/// The journal's own bookkeeping: [`WAL_GENERATION`] and [`APPLIED`].
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The generation of the log that holds what was committed after redb's last durable
+/// commit (see `wal`).
+const WAL_GENERATION: &str = "wal_generation";
+/// The number of the last log batch applied to redb.
+const APPLIED: &str = "applied";
+
+/// The log generation `db` names (0 for a new journal) and the last batch it applied.
+fn wal_position(db: &Database) -> Result<(u64, u64), redb::Error> {
+    let rtx = db.begin_read()?;
+    match rtx.open_table(META) {
+        Ok(t) => Ok((
+            t.get(WAL_GENERATION)?.map_or(0, |v| v.value()),
+            t.get(APPLIED)?.map_or(0, |v| v.value()),
+        )),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok((0, 0)),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// A copy this node keeps of another node's job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,17 +140,30 @@ pub(super) struct Answers {
     pub(super) forgot: Vec<oneshot::Sender<()>>,
 }
 
-/// The journal's redb database and where it is.
+/// How often the writer makes one durable redb commit, which persists the commits made
+/// without a flush since the last one and lets the log start again (see `wal`).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// A log this long is checkpointed at once.
+const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The journal's redb database, its write-ahead log, and where they are.
 pub(super) struct Store {
     /// None between a failed commit and a successful reopen: redb fails every operation
     /// after an I/O error until the database is opened again.
     db: RwLock<Option<Database>>,
+    /// What was committed since redb's last durable commit (the writer's alone).
+    wal: Mutex<Wal>,
+    /// When redb last committed durably.
+    checkpointed: Mutex<Instant>,
+    /// Ended statuses kept (a replay keeps as many as the writer does).
+    retain: usize,
     path: PathBuf,
 }
 
 impl Store {
-    /// Opens (or creates) `journal.redb` in `dir` and reads what it holds.
-    pub(super) fn open(dir: &Path) -> Result<(Store, Recovered), JournalError> {
+    /// Opens (or creates) `journal.redb` in `dir`, replays its log into it, and reads
+    /// what it holds; `retain` ended statuses are kept.
+    pub(super) fn open(dir: &Path, retain: usize) -> Result<(Store, Recovered), JournalError> {
         let path = dir.join("journal.redb");
         let open_err = |e: redb::Error| JournalError::Open {
             path: path.clone(),
@@ -133,12 +171,67 @@ impl Store {
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
         let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
+        let (generation, applied) = wal_position(&db).map_err(open_err)?;
+        let (wal, logged) =
+            Wal::open(dir, generation, applied + 1).map_err(|e| open_err(redb::Error::Io(e)))?;
         let store = Store {
             db: RwLock::new(Some(db)),
-            path,
+            wal: Mutex::new(wal),
+            checkpointed: Mutex::new(Instant::now()),
+            retain,
+            path: path.clone(),
         };
+        if !logged.is_empty() {
+            tracing::info!(batches = logged.len(), "replaying the journal's log");
+            store.replay(logged).map_err(open_err)?;
+            store.checkpoint().map_err(open_err)?;
+        }
         let recovered = store.read_all().map_err(|e| store.read_error(e))?;
         Ok((store, recovered))
+    }
+
+    /// Applies again the batches read from the log that redb lacks (their answers go to
+    /// nobody).
+    fn replay(&self, logged: Vec<Record>) -> Result<(), redb::Error> {
+        let applied = match &*self.db()? {
+            Some(db) => wal_position(db)?.1,
+            None => return Err(redb::Error::DatabaseClosed),
+        };
+        let mut next_order = self.next_order()?;
+        for (seq, batch) in logged.into_iter().filter(|(seq, _)| *seq > applied) {
+            let writes = batch.into_iter().map(Logged::into_write).collect();
+            self.apply(writes, seq, &mut next_order, self.retain)?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything committed so far durable in redb (one durable commit, which names
+    /// the log's next generation) and starts that log, dropping the old one.
+    fn checkpoint(&self) -> Result<(), redb::Error> {
+        let mut wal = locked(&self.wal);
+        let next = wal.prepare_next()?;
+        let named = (|| {
+            let guard = self.db()?;
+            let Some(db) = &*guard else {
+                return Err(redb::Error::DatabaseClosed);
+            };
+            let tx = db.begin_write()?;
+            tx.open_table(META)?
+                .insert(WAL_GENERATION, wal.generation() + 1)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        match named {
+            Ok(()) => {
+                wal.switch(next);
+                *locked(&self.checkpointed) = Instant::now();
+                Ok(())
+            }
+            Err(e) => {
+                wal.abandon_next();
+                Err(e)
+            }
+        }
     }
 
     /// The file.
@@ -166,11 +259,27 @@ impl Store {
     /// refuses every operation until then. Fails while the cause lasts (opening may need to
     /// write, to repair the file) or while a read still holds the old one; the next commit
     /// tries again.
+    ///
+    /// redb comes back as of its last durable commit: what the log holds since is applied
+    /// again.
     pub(super) fn reopen(&self) -> Result<(), redb::Error> {
-        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        // The old one lets go of the file (and its lock) first.
-        *db = None;
-        *db = Some(Database::create(&self.path)?);
+        {
+            let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+            // The old one lets go of the file (and its lock) first.
+            *db = None;
+            *db = Some(Database::create(&self.path)?);
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let logged = {
+            let mut wal = locked(&self.wal);
+            let (again, logged) = Wal::open(dir, wal.generation(), 0)?;
+            *wal = again;
+            logged
+        };
+        if let Err(e) = self.replay(logged) {
+            *self.db.write().unwrap_or_else(PoisonError::into_inner) = None;
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -353,16 +462,17 @@ impl Store {
         }
     }
 
-    /// Applies `batch` in one durable transaction, keeping the newest `retain` ended
-    /// statuses; `next_order` numbers the jobs that end. Returns what to answer once it is
-    /// committed (nothing is answered if it fails: the waiters are dropped).
+    /// Commits `batch` durably: appends it to the log (one `fdatasync`), then applies it
+    /// to redb in one transaction without a flush (see `wal`), and checkpoints when one
+    /// is due. Keeps the newest `retain` ended statuses; `next_order` numbers the jobs
+    /// that end. Returns what to answer now that it is durable (nothing is answered if it
+    /// fails: the waiters are dropped, and the log is cut back for the batch's retry).
     pub(super) fn commit(
         &self,
         batch: Vec<Write>,
         next_order: &mut u64,
         retain: usize,
     ) -> Result<Answers, redb::Error> {
-        let mut out = Answers::default();
         if self
             .db
             .read()
@@ -371,11 +481,50 @@ impl Store {
         {
             self.reopen()?;
         }
+        let logged: Vec<Logged> = batch.iter().filter_map(Logged::of).collect();
+        let (before, seq) = {
+            let mut wal = locked(&self.wal);
+            let before = wal.len();
+            (before, wal.append(&logged)?)
+        };
+        let answers = match self.apply(batch, seq, next_order, retain) {
+            Ok(a) => a,
+            Err(e) => {
+                locked(&self.wal).undo_last(before);
+                return Err(e);
+            }
+        };
+        let due = locked(&self.checkpointed).elapsed() >= CHECKPOINT_EVERY
+            || locked(&self.wal).len() >= CHECKPOINT_BYTES;
+        if due {
+            if let Err(e) = self.checkpoint() {
+                // What the log holds stays durable; redb, closed by the error, is opened
+                // again (and the log replayed) by the next commit.
+                tracing::warn!(journal = %self.path.display(), error = %e, "journal checkpoint failed; the log keeps the writes and it is tried again");
+                *locked(&self.checkpointed) = Instant::now();
+                *self.db.write().unwrap_or_else(PoisonError::into_inner) = None;
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Applies `batch` (the log's batch `seq`) to redb in one transaction without a flush
+    /// (the log holds it).
+    fn apply(
+        &self,
+        batch: Vec<Write>,
+        seq: u64,
+        next_order: &mut u64,
+        retain: usize,
+    ) -> Result<Answers, redb::Error> {
+        let mut out = Answers::default();
         let guard = self.db()?;
         let Some(db) = &*guard else {
             return Err(redb::Error::DatabaseClosed);
         };
-        let tx = db.begin_write()?;
+        let mut tx = db.begin_write()?;
+        tx.set_durability(Durability::None)?;
+        tx.open_table(META)?.insert(APPLIED, seq)?;
         {
             let mut states = tx.open_table(ACTOR_STATES)?;
             let mut fences = tx.open_table(ACTOR_FENCES)?;
@@ -557,7 +706,7 @@ mod tests {
     #[test]
     fn unended_jobs_are_recovered_with_their_inputs_in_order() {
         let scratch = Scratch::new("store-recover");
-        let (store, held) = Store::open(&scratch.0).expect("opens");
+        let (store, held) = Store::open(&scratch.0, 10).expect("opens");
         assert!(held.jobs.is_empty() && held.ended.is_empty() && held.copies.is_empty());
         commit(
             &store,
@@ -571,7 +720,7 @@ mod tests {
             10,
         );
         drop(store);
-        let (_, held) = Store::open(&scratch.0).expect("opens again");
+        let (_, held) = Store::open(&scratch.0, 10).expect("opens again");
         assert_eq!(
             held.jobs,
             vec![
@@ -586,7 +735,7 @@ mod tests {
     #[test]
     fn only_the_newest_retained_statuses_of_ended_jobs_stay() {
         let scratch = Scratch::new("store-retain");
-        let (store, _) = Store::open(&scratch.0).expect("opens");
+        let (store, _) = Store::open(&scratch.0, 10).expect("opens");
         commit(
             &store,
             vec![start("j1", 0), input_write("j1", 1), end("j1")],
@@ -599,12 +748,50 @@ mod tests {
         assert_eq!(held.ended, vec![status("j2"), status("j3")]);
     }
 
+    /// redb commits without a flush; what a crash takes from it (everything since its
+    /// last durable commit) comes back from the log at open. Here the redb file is lost
+    /// whole and only the log is left.
+    #[test]
+    fn what_redb_lost_comes_back_from_the_log() {
+        let scratch = Scratch::new("store-wal");
+        let (store, _) = Store::open(&scratch.0, 10).expect("opens");
+        commit(&store, vec![start("j1", 0), input_write("j1", 1)], 10);
+        commit(&store, vec![start("j2", 0), end("j2")], 10);
+        let log = std::fs::read(scratch.0.join("journal.wal.0")).expect("the log");
+        drop(store);
+        let crashed = Scratch::new("store-wal-crashed");
+        std::fs::create_dir_all(&crashed.0).expect("a folder");
+        std::fs::write(crashed.0.join("journal.wal.0"), log).expect("the log alone");
+        let (_, held) = Store::open(&crashed.0, 10).expect("opens from the log");
+        assert_eq!(held.jobs, vec![(record("j1", 0), vec![input(1)])]);
+        assert_eq!(held.ended, vec![status("j2")]);
+        // The replay was checkpointed: the next open has nothing to replay.
+        assert!(crashed.0.join("journal.wal.1").exists());
+        assert!(!crashed.0.join("journal.wal.0").exists());
+    }
+
+    /// Closing redb persists the commits made without a flush, and their batches stay in
+    /// the log: opening again applies none of them twice (an end applied twice would be
+    /// counted twice among the retained statuses).
+    #[test]
+    fn a_batch_redb_holds_is_not_applied_again() {
+        let scratch = Scratch::new("store-wal-twice");
+        let (store, _) = Store::open(&scratch.0, 10).expect("opens");
+        commit(&store, vec![start("j1", 0), end("j1")], 1);
+        commit(&store, vec![start("j2", 0)], 1);
+        drop(store);
+        let (store, held) = Store::open(&scratch.0, 1).expect("opens again");
+        assert_eq!(held.ended, vec![status("j1")]);
+        assert_eq!(held.jobs, vec![(record("j2", 0), Vec::new())]);
+        assert_eq!(store.next_order().expect("readable"), 1);
+    }
+
     /// A kept copy is read back up to its first missing input, listed at start with its
     /// owner and epoch, and gone once forgotten.
     #[test]
     fn a_copy_is_read_back_up_to_its_first_gap() {
         let scratch = Scratch::new("store-copy");
-        let (store, _) = Store::open(&scratch.0).expect("opens");
+        let (store, _) = Store::open(&scratch.0, 10).expect("opens");
         let write = |what| ReplicaWrite {
             job: "j".to_string(),
             epoch: 3,
@@ -619,6 +806,7 @@ mod tests {
                 write(ReplicaWhat::Input(4, encoded(&input(4)))),
             ],
             ack: None,
+            synced: false,
         };
         commit(&store, vec![Write::Keep(batch)], 10);
         assert_eq!(
@@ -643,7 +831,7 @@ mod tests {
     #[test]
     fn a_jobs_history_is_its_start_then_its_inputs_in_order() {
         let scratch = Scratch::new("store-history");
-        let (store, _) = Store::open(&scratch.0).expect("opens");
+        let (store, _) = Store::open(&scratch.0, 10).expect("opens");
         commit(
             &store,
             vec![start("j", 5), input_write("j", 1), input_write("j", 2)],
@@ -660,7 +848,7 @@ mod tests {
     #[test]
     fn a_fetch_fences_the_saves_that_follow_it_in_the_same_commit() {
         let scratch = Scratch::new("store-fence");
-        let (store, _) = Store::open(&scratch.0).expect("opens");
+        let (store, _) = Store::open(&scratch.0, 10).expect("opens");
         let (s1, _r1) = oneshot::channel();
         let (fetch, _rf) = oneshot::channel();
         let (s2, _r2) = oneshot::channel();

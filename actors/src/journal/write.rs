@@ -14,10 +14,8 @@ pub(super) enum Write {
     /// (encoded), and who waits for it to be durable.
     Start(String, u64, Vec<u8>, Option<Waiter>),
     /// A job of this node's started, its start already sent to the job's replicas (ahead
-    /// of the commit, by the handle): committed as a `Start`, not copied again. The last
-    /// field is the submission's wait (see `replication::Pending`): a failed commit refuses
-    /// the submission if no replica answered it yet.
-    StartSent(String, u64, Vec<u8>, u64),
+    /// of the commit, by the handle): committed as a `Start`, not copied again.
+    StartSent(String, u64, Vec<u8>, SentAhead),
     /// A job's input: its id, its number (from 1), the input (encoded).
     Input(String, u64, Vec<u8>),
     /// A job ended: its id, its final status (encoded) and the epoch it ran at here.
@@ -44,6 +42,16 @@ pub(super) enum Write {
     Flush,
     /// Drop every copy of other nodes' jobs (this node leaves); answered once committed.
     ForgetAll(oneshot::Sender<()>),
+}
+
+/// The submission behind a [`Write::StartSent`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SentAhead {
+    /// Its wait (see `replication::Pending`): a failed commit refuses the submission if no
+    /// replica answered it yet.
+    pub(super) wait: u64,
+    /// It waits for this commit too (`journal_ack = "synced"`): the commit does not linger.
+    pub(super) synced: bool,
 }
 
 /// Why a write somebody waited for is not durable: the journal's commit failed (a full
@@ -79,8 +87,8 @@ impl Write {
             Write::Start(id, epoch, b, None) => {
                 Some(Write::Start(id.clone(), *epoch, b.clone(), None))
             }
-            Write::StartSent(id, epoch, b, wait) => {
-                Some(Write::StartSent(id.clone(), *epoch, b.clone(), *wait))
+            Write::StartSent(id, epoch, b, ahead) => {
+                Some(Write::StartSent(id.clone(), *epoch, b.clone(), *ahead))
             }
             Write::Input(id, seq, b) => Some(Write::Input(id.clone(), *seq, b.clone())),
             Write::End(id, b, epoch) => Some(Write::End(id.clone(), b.clone(), *epoch)),
@@ -101,6 +109,8 @@ impl Write {
     pub(super) fn is_urgent(&self) -> bool {
         match self {
             Write::Start(_, _, _, w) => w.is_some(),
+            Write::StartSent(.., ahead) => ahead.synced,
+            Write::Keep(b) => b.ack.is_some(),
             Write::ActorState(..) | Write::ActorFetch(..) | Write::Flush | Write::ForgetAll(_) => {
                 true
             }

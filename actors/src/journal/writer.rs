@@ -114,6 +114,8 @@ fn run(
         let again: Vec<Write> = batch.iter().filter_map(Write::again).collect();
         let n = batch.len();
         let waiting = take_waiters(&mut batch);
+        let acks = replication::acks_after_commit(&batch);
+        let sent_ahead = replication::sent_ahead(&batch);
         let committing = Instant::now();
         let committed = store.commit(batch, &mut next_order, retain);
         let took = committing.elapsed();
@@ -125,6 +127,7 @@ fn run(
                 if let Some(r) = crate::locked(&replicator).as_mut() {
                     r.send_copies(store, outgoing);
                     r.check_if_due(store);
+                    r.committed_here(&sent_ahead);
                 }
                 for (w, r) in answers.saved {
                     let _ = w.send(r);
@@ -139,6 +142,9 @@ fn run(
                 for (_, w) in waiting {
                     let _ = w.done.send(Ok(()));
                 }
+                for (owner, token) in acks {
+                    replication::answer_ack(&owner, token);
+                }
             }
             Err(e) => {
                 let why = CommitFailed {
@@ -152,15 +158,8 @@ fn run(
                 for (_, w) in waiting {
                     let _ = w.done.send(Err(why.clone()));
                 }
-                let sent: Vec<u64> = again
-                    .iter()
-                    .filter_map(|w| match w {
-                        Write::StartSent(.., wait) => Some(*wait),
-                        _ => None,
-                    })
-                    .collect();
                 if let Some(r) = crate::locked(&replicator).as_ref() {
-                    r.commit_failed(&sent, &why);
+                    r.commit_failed(&sent_ahead, &why);
                 }
                 retry = again;
                 if retry.len() > MAX_RETRY {
@@ -244,12 +243,27 @@ mod tests {
     #[test]
     fn only_writes_somebody_waits_for_are_urgent() {
         let start = |waiter: Option<Waiter>| Write::Start("j".to_string(), 0, Vec::new(), waiter);
-        // A replica acks a copy on receipt: its commit is nobody's wait.
-        let keep = Write::Keep(ReplicaBatch {
-            owner: "n2".to_string(),
-            writes: Vec::new(),
-            ack: None,
-        });
+        // A replica acks a copy on receipt, unless its owner waits for the commit here.
+        let keep = |ack: Option<u64>| {
+            Write::Keep(ReplicaBatch {
+                owner: "n2".to_string(),
+                writes: Vec::new(),
+                ack,
+                synced: ack.is_some(),
+            })
+        };
+        let sent = |synced| {
+            Write::StartSent(
+                "j".to_string(),
+                0,
+                Vec::new(),
+                super::super::write::SentAhead { wait: 1, synced },
+            )
+        };
+        assert!(keep(Some(7)).is_urgent());
+        assert!(!keep(None).is_urgent());
+        assert!(sent(true).is_urgent());
+        assert!(!sent(false).is_urgent());
         let waiter = Waiter {
             done: oneshot::channel().0,
         };
@@ -257,7 +271,6 @@ mod tests {
         assert!(save().is_urgent());
         assert!(fetch().is_urgent());
         assert!(!start(None).is_urgent());
-        assert!(!keep.is_urgent());
         assert!(!input(1).is_urgent());
         assert!(!Write::End("j".to_string(), Vec::new(), 0).is_urgent());
         assert!(!Write::Drop("j".to_string()).is_urgent());

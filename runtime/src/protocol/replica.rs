@@ -17,6 +17,10 @@ pub struct ReplicaBatch {
     /// with this token on receipt and commits the batch in its next group commit.
     #[serde(default)]
     pub ack: Option<u64>,
+    /// With `ack`: answer it only once the batch is committed here, on disk
+    /// (`journal_ack = "synced"`), not on receipt.
+    #[serde(default)]
+    pub synced: bool,
 }
 
 /// One journal write about one job.
