@@ -171,6 +171,11 @@ impl Wal {
         self.generation
     }
 
+    /// The number the next batch gets.
+    pub(super) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Bytes in the log.
     pub(super) fn len(&self) -> u64 {
         self.len
