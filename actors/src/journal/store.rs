@@ -484,6 +484,9 @@ impl Store {
             self.reopen()?;
         }
         let logged: Vec<Logged> = batch.iter().filter_map(Logged::of).collect();
+        if logged.is_empty() {
+            return Ok(Answers::default());
+        }
         let (before, seq) = {
             let mut wal = locked(&self.wal);
             let before = wal.len();
