@@ -8,7 +8,9 @@
 //! workload) for `GEARMAN_SECS` seconds (default 5) after a one-second warm-up. Against
 //! Troupe, clients and workers are spread evenly over the three nodes; against gearmand
 //! they all use the one server. Prints one line per server:
-//! `{"bench":"gearman","server":"gearmand"|"troupe","jobs_per_s":..,"p50_us":..,"p99_us":..}`
+//! `{"bench":"gearman","server":"gearmand"|"troupe","jobs_per_s":..,"p50_us":..,"p99_us":..,"cpu_us_per_job":..}`
+//! (`cpu_us_per_job`: the server processes' CPU time, user and system, over the load's
+//! jobs, from `/proc/PID/stat`)
 //! and a last line with Troupe's figures as ratios of gearmand's. Then a pipelined bulk on
 //! each server: one connection writes `GEARMAN_BULK` (default 5,000) `SUBMIT_JOB_BG` at
 //! once and reads their `JOB_CREATED`s (`{"bench":"gearman_bulk","server":..,"jobs_per_s":..}`;
@@ -97,16 +99,43 @@ struct Figures {
     jobs_per_s: f64,
     p50_us: u64,
     p99_us: u64,
+    /// Jobs done, the warm-up's included.
+    all_jobs: u64,
+}
+
+/// CPU time (user and system, microseconds) process `pid` has used, from
+/// `/proc/PID/stat`; 0 if it cannot be read.
+fn cpu_us(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (in parentheses, which may hold spaces): utime and
+    // stime are the 12th and 13th.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    match (f.get(11), f.get(12)) {
+        (Some(u), Some(s)) => (u + s) * 1_000_000 / hz,
+        _ => 0,
+    }
 }
 
 /// The client load against `addrs`: closed-loop submit-and-wait per connection.
 fn run_load(addrs: &[String], clients: usize, secs: u64) -> Figures {
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let all_jobs = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let warm_until = Instant::now() + Duration::from_secs(1);
     let end = warm_until + Duration::from_secs(secs);
     let threads: Vec<_> = (0..clients)
         .map(|i| {
             let (addr, latencies) = (addrs[i % addrs.len()].clone(), latencies.clone());
+            let all_jobs = all_jobs.clone();
             std::thread::spawn(move || {
                 let mut c = Conn::connect(&addr).expect("client connects");
                 let mut mine = Vec::new();
@@ -129,6 +158,7 @@ fn run_load(addrs: &[String], clients: usize, secs: u64) -> Figures {
                         mine.push(t.elapsed().as_micros() as u64);
                     }
                 }
+                all_jobs.fetch_add(n, Ordering::Relaxed);
                 latencies.lock().unwrap().extend(mine);
             })
         })
@@ -147,15 +177,28 @@ fn run_load(addrs: &[String], clients: usize, secs: u64) -> Figures {
         jobs_per_s: l.len() as f64 / secs as f64,
         p50_us: pick(0.5),
         p99_us: pick(0.99),
+        all_jobs: all_jobs.load(Ordering::Relaxed),
     }
 }
 
-fn measure(server: &str, addrs: &[String], clients: usize, workers: usize, secs: u64) -> Figures {
+/// The closed-loop load against `addrs`, served by the processes `pids` (whose CPU time
+/// per job, warm-up included, is printed as `cpu_us_per_job`).
+fn measure(
+    server: &str,
+    addrs: &[String],
+    pids: &[u32],
+    clients: usize,
+    workers: usize,
+    secs: u64,
+) -> (Figures, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let ws = start_workers(addrs, workers, &stop);
     // Workers announce themselves before the load starts.
     std::thread::sleep(Duration::from_millis(500));
+    let cpu = || pids.iter().map(|&p| cpu_us(p)).sum::<u64>();
+    let cpu_before = cpu();
     let f = run_load(addrs, clients, secs);
+    let cpu_per_job = (cpu() - cpu_before) as f64 / f.all_jobs.max(1) as f64;
     stop.store(true, Ordering::Relaxed);
     for w in ws {
         let _ = w.join();
@@ -163,9 +206,10 @@ fn measure(server: &str, addrs: &[String], clients: usize, workers: usize, secs:
     println!(
         "{}",
         json!({"bench": "gearman", "server": server, "jobs_per_s": f.jobs_per_s.round(),
-               "p50_us": f.p50_us, "p99_us": f.p99_us})
+               "p50_us": f.p50_us, "p99_us": f.p99_us,
+               "cpu_us_per_job": cpu_per_job.round()})
     );
-    f
+    (f, cpu_per_job)
 }
 
 /// One connection submits `n` background jobs written at once; jobs/s until the last
@@ -224,9 +268,10 @@ fn main() {
     cluster.serve_gearman = true;
     cluster.slots = 1;
     let g = Gearmand::start(&cluster.dir);
-    let gm = measure(
+    let (gm, gm_cpu) = measure(
         "gearmand",
         std::slice::from_ref(&g.addr),
+        &[g.child.id()],
         clients,
         workers,
         secs,
@@ -244,7 +289,15 @@ fn main() {
     }
     // Let the mesh settle (every node sees every other).
     std::thread::sleep(Duration::from_millis(1000));
-    let tr = measure("troupe", &cluster.gearman_addrs, clients, workers, secs);
+    let pids: Vec<u32> = (0..3).filter_map(|i| cluster.node(i).pid()).collect();
+    let (tr, tr_cpu) = measure(
+        "troupe",
+        &cluster.gearman_addrs,
+        &pids,
+        clients,
+        workers,
+        secs,
+    );
     // Let the load's jobs finish before the bulk.
     std::thread::sleep(Duration::from_millis(1000));
     let tr_bulk = measure_bulk("troupe", &cluster.gearman_addrs, workers, bulk_n);
@@ -254,6 +307,7 @@ fn main() {
                "jobs_per_s": (tr.jobs_per_s / gm.jobs_per_s * 100.0).round() / 100.0,
                "p50": (tr.p50_us as f64 / gm.p50_us.max(1) as f64 * 100.0).round() / 100.0,
                "p99": (tr.p99_us as f64 / gm.p99_us.max(1) as f64 * 100.0).round() / 100.0,
-               "bulk_jobs_per_s": (tr_bulk / gm_bulk.max(1.0) * 100.0).round() / 100.0})
+               "bulk_jobs_per_s": (tr_bulk / gm_bulk.max(1.0) * 100.0).round() / 100.0,
+               "cpu_per_job": (tr_cpu / gm_cpu.max(1.0) * 100.0).round() / 100.0})
     );
 }
