@@ -109,18 +109,16 @@ fn cpu_us(pid: u32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };
-    // Fields after the command name (in parentheses, which may hold spaces): utime and
-    // stime are the 12th and 13th.
+    // Fields after the command name (in parentheses, which may hold spaces), from the
+    // state on: utime and stime are the 12th and 13th.
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
         return 0;
     };
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok());
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    match (f.get(11), f.get(12)) {
+    match (field(11), field(12)) {
         (Some(u), Some(s)) => (u + s) * 1_000_000 / hz,
         _ => 0,
     }
