@@ -16,8 +16,10 @@ else
 fi
 for t in job_file cel wire; do
   echo "== fuzz $t for ${SECONDS_EACH}s"
+  # grep hides libFuzzer's chatter; the exit status is the fuzzer's (taken from the
+  # pipeline itself: after `|| true`, PIPESTATUS would be true's).
+  status=0
   "${FUZZ[@]}" run "$t" "corpus/$t" -- -max_total_time="$SECONDS_EACH" -print_final_stats=1 2>&1 \
-    | grep -E '^(Done|stat::number_of_executed_units|==|SUMMARY|thread)' || true
-  # grep hides libFuzzer's chatter; the exit status is the fuzzer's.
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz target $t failed; see artifacts/$t"; exit 1; }
+    | grep -E '^(Done|stat::number_of_executed_units|==|SUMMARY|thread)' || status=${PIPESTATUS[0]}
+  [ "$status" -eq 0 ] || { echo "fuzz target $t failed; see artifacts/$t"; exit 1; }
 done

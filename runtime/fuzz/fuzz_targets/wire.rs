@@ -52,9 +52,17 @@ fn payloads(bytes: &[u8]) {
 }
 
 /// A node decodes inside its tokio runtime (decoding an rpc spawns the reply's bridge).
+///
+/// ractor's derived decoder reads a raw `String` field with an `unwrap` (`BytesConvertable
+/// for String`) inside its own `catch_unwind`, so a node given invalid UTF-8 there drops
+/// the message as undecodable and runs on. libFuzzer's panic hook would abort on that
+/// caught panic; the default hook is put back, so that only a panic that escapes (one a
+/// node would die of) fails the run. (Fields still raw `String`: moving them into `Wire`
+/// would end even the caught panic.)
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     RT.get_or_init(|| {
+        let _ = std::panic::take_hook();
         tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("a tokio runtime")
