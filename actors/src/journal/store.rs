@@ -473,7 +473,6 @@ impl Store {
         &self,
         batch: Vec<Write>,
         next_order: &mut u64,
-        retain: usize,
     ) -> Result<Answers, redb::Error> {
         if self
             .db
@@ -492,7 +491,7 @@ impl Store {
             let before = wal.len();
             (before, wal.append(&logged)?)
         };
-        let answers = match self.apply(batch, seq, next_order, retain) {
+        let answers = match self.apply(batch, seq, next_order, self.retain) {
             Ok(a) => a,
             Err(e) => {
                 locked(&self.wal).undo_last(before);
@@ -680,11 +679,9 @@ mod tests {
         Write::End(id.to_string(), encoded(&status(id)), 0)
     }
 
-    fn commit(store: &Store, batch: Vec<Write>, retain: usize) -> Answers {
+    fn commit(store: &Store, batch: Vec<Write>) -> Answers {
         let mut next = store.next_order().expect("readable");
-        store
-            .commit(batch, &mut next, retain)
-            .expect("the commit succeeds")
+        store.commit(batch, &mut next).expect("the commit succeeds")
     }
 
     fn saved(epoch: u64, seq: u64) -> SavedState {
@@ -722,7 +719,6 @@ mod tests {
                 start("j2", 3),
                 input_write("j2", 1),
             ],
-            10,
         );
         drop(store);
         let (_, held) = Store::open(&scratch.0, 10).expect("opens again");
@@ -740,14 +736,13 @@ mod tests {
     #[test]
     fn only_the_newest_retained_statuses_of_ended_jobs_stay() {
         let scratch = Scratch::new("store-retain");
-        let (store, _) = Store::open(&scratch.0, 10).expect("opens");
+        let (store, _) = Store::open(&scratch.0, 2).expect("opens");
         commit(
             &store,
             vec![start("j1", 0), input_write("j1", 1), end("j1")],
-            2,
         );
-        commit(&store, vec![start("j2", 0), end("j2")], 2);
-        commit(&store, vec![start("j3", 0), end("j3")], 2);
+        commit(&store, vec![start("j2", 0), end("j2")]);
+        commit(&store, vec![start("j3", 0), end("j3")]);
         let held = store.read_all().expect("readable");
         assert!(held.jobs.is_empty());
         assert_eq!(held.ended, vec![status("j2"), status("j3")]);
@@ -760,8 +755,8 @@ mod tests {
     fn what_redb_lost_comes_back_from_the_log() {
         let scratch = Scratch::new("store-wal");
         let (store, _) = Store::open(&scratch.0, 10).expect("opens");
-        commit(&store, vec![start("j1", 0), input_write("j1", 1)], 10);
-        commit(&store, vec![start("j2", 0), end("j2")], 10);
+        commit(&store, vec![start("j1", 0), input_write("j1", 1)]);
+        commit(&store, vec![start("j2", 0), end("j2")]);
         let log = std::fs::read(scratch.0.join("journal.wal.0")).expect("the log");
         drop(store);
         let crashed = Scratch::new("store-wal-crashed");
@@ -781,12 +776,12 @@ mod tests {
     fn batches_after_a_checkpoint_and_a_reopen_are_replayed() {
         let scratch = Scratch::new("store-wal-seq");
         let (store, _) = Store::open(&scratch.0, 10).expect("opens");
-        commit(&store, vec![start("j1", 0)], 10);
+        commit(&store, vec![start("j1", 0)]);
         store.checkpoint().expect("a checkpoint");
         // redb as a crash would leave it: as of the checkpoint.
         let durable = std::fs::read(scratch.0.join("journal.redb")).expect("the file");
         store.reopen().expect("reopens");
-        commit(&store, vec![start("j2", 0)], 10);
+        commit(&store, vec![start("j2", 0)]);
         let log = std::fs::read(scratch.0.join("journal.wal.1")).expect("the new log");
         drop(store);
         let crashed = Scratch::new("store-wal-seq-crashed");
@@ -804,9 +799,9 @@ mod tests {
     #[test]
     fn a_batch_redb_holds_is_not_applied_again() {
         let scratch = Scratch::new("store-wal-twice");
-        let (store, _) = Store::open(&scratch.0, 10).expect("opens");
-        commit(&store, vec![start("j1", 0), end("j1")], 1);
-        commit(&store, vec![start("j2", 0)], 1);
+        let (store, _) = Store::open(&scratch.0, 1).expect("opens");
+        commit(&store, vec![start("j1", 0), end("j1")]);
+        commit(&store, vec![start("j2", 0)]);
         drop(store);
         let (store, held) = Store::open(&scratch.0, 1).expect("opens again");
         assert_eq!(held.ended, vec![status("j1")]);
@@ -836,7 +831,7 @@ mod tests {
             ack: None,
             synced: false,
         };
-        commit(&store, vec![Write::Keep(batch)], 10);
+        commit(&store, vec![Write::Keep(batch)]);
         assert_eq!(
             store.copy("j").expect("readable"),
             Some((record("j", 3), vec![input(1), input(2)]))
@@ -849,7 +844,7 @@ mod tests {
                 epoch: 3,
             }]
         );
-        commit(&store, vec![Write::Forget("j".to_string())], 10);
+        commit(&store, vec![Write::Forget("j".to_string())]);
         assert_eq!(store.copy("j").expect("readable"), None);
         assert!(store.read_all().expect("readable").copies.is_empty());
     }
@@ -863,7 +858,6 @@ mod tests {
         commit(
             &store,
             vec![start("j", 5), input_write("j", 1), input_write("j", 2)],
-            10,
         );
         let history: Vec<_> = store.history("j", 5).iter().map(summary).collect();
         let row = |what: &str| ("j".to_string(), 5, what.to_string());
@@ -889,7 +883,6 @@ mod tests {
                 Write::ActorState("t/k".to_string(), saved(3, 2), s2),
                 Write::ActorState("t/k".to_string(), saved(7, 2), s3),
             ],
-            10,
         );
         let verdicts: Vec<_> = answers.saved.into_iter().map(|(_, r)| r).collect();
         assert_eq!(verdicts, vec![Ok(()), Err(Fenced { epoch: 7 }), Ok(())]);

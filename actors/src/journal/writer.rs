@@ -30,31 +30,23 @@ const MAX_RETRY: usize = 100_000;
 /// submitted starts ahead of the commit); `None` when nothing is copied.
 pub(super) type SharedReplicator = Arc<Mutex<Option<Replicator>>>;
 
-/// Starts the writer thread on `store`; it keeps the newest `retain` ended statuses,
-/// gathers writes nobody waits for for `linger` (`journal_commit_window_ms`: 10 ms by
+/// Starts the writer thread on `store`; it gathers writes nobody waits for for `linger` (`journal_commit_window_ms`: 10 ms by
 /// default; on the 2-core build machine 2 ms batches halved the overhead benchmark's
 /// steps/s) and, with a `replicator`, copies what it commits. It stops when every sender
 /// is dropped.
 pub(super) fn spawn(
     store: Arc<Store>,
-    retain: usize,
     replicator: SharedReplicator,
     linger: Duration,
 ) -> std::io::Result<mpsc::Sender<Write>> {
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("troupe-journal".into())
-        .spawn(move || run(&store, rx, retain, replicator, linger))?;
+        .spawn(move || run(&store, rx, replicator, linger))?;
     Ok(tx)
 }
 
-fn run(
-    store: &Store,
-    rx: mpsc::Receiver<Write>,
-    retain: usize,
-    replicator: SharedReplicator,
-    linger: Duration,
-) {
+fn run(store: &Store, rx: mpsc::Receiver<Write>, replicator: SharedReplicator, linger: Duration) {
     let mut next_order = match store.next_order() {
         Ok(n) => n,
         Err(e) => {
@@ -117,7 +109,7 @@ fn run(
         let acks = replication::acks_after_commit(&batch);
         let sent_ahead = replication::sent_ahead(&batch);
         let committing = Instant::now();
-        let committed = store.commit(batch, &mut next_order, retain);
+        let committed = store.commit(batch, &mut next_order);
         let took = committing.elapsed();
         metrics::histogram!(troupe_runtime::observe::metric::JOURNAL_COMMIT_SECONDS)
             .record(took.as_secs_f64());
