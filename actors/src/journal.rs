@@ -232,7 +232,11 @@ impl Journal {
     pub fn acked(&self, token: u64) {
         let ends = crate::locked(&self.pending).acked(token);
         if ends {
-            self.send(Write::Flush);
+            // Taken in here rather than by the writer, which may be in a commit: whoever
+            // waits for those ends hears at once.
+            if let Some(r) = crate::locked(&self.replicator).as_mut() {
+                r.ends_acked();
+            }
         }
     }
 

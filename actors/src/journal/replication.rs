@@ -2,8 +2,9 @@
 //! owner stays down can be taken over by a node that holds its inputs.
 //!
 //! The replica set of a job is the next `journal_replicas` live nodes in the job's
-//! rendezvous order, the owner left out ([`ReplicaSet`]). After each commit the writer
-//! thread sends what it committed to each job's replicas; a node that becomes a job's
+//! rendezvous order, the owner left out ([`ReplicaSet`]). Once each group commit's batch
+//! is in the log's file (before its sync: see `writer`) the writer thread sends it to each
+//! job's replicas; a node that becomes a job's
 //! replica (a replica left, a node joined) first gets the job's whole journal, and every
 //! [`CHECK_EVERY`] the writer looks whether the live nodes changed. Copies are
 //! asynchronous: they trail the owner by one commit window and a message.
@@ -52,7 +53,7 @@ const RESEND_AFTER: Duration = CHECK_EVERY;
 /// whose owner then goes down is refused the takeover).
 pub(super) const CONFIRM_WITHIN: Duration = Duration::from_secs(1);
 
-/// Where the writer sends copies of what it commits.
+/// Where the writer sends copies of what it writes.
 pub struct Replication {
     /// Who is alive.
     pub view: Arc<ClusterView>,
@@ -276,7 +277,7 @@ impl ReplicaSet {
     }
 
     /// Who gets which of `writes`: each job's replicas its write, a job's new replica its
-    /// whole journal (`history`, this write included, it is committed). An end is owed to
+    /// whole journal (`history`, what redb holds) and then the write. An end is owed to
     /// every holder of a copy (see [`ReplicaSet::settle`]), not sent here.
     fn route(
         &mut self,
@@ -303,9 +304,14 @@ impl ReplicaSet {
                         what: what.clone(),
                     });
                 } else {
-                    out.entry(node.clone())
-                        .or_default()
-                        .extend(history(&job, epoch));
+                    // The history is what redb holds: this write is in the log only.
+                    let to = out.entry(node.clone()).or_default();
+                    to.extend(history(&job, epoch));
+                    to.push(ReplicaWrite {
+                        job: job.clone(),
+                        epoch,
+                        what: what.clone(),
+                    });
                 }
             }
             let left: Vec<String> = before
@@ -813,27 +819,6 @@ pub(super) fn writes_to_copy(batch: &[Write]) -> Vec<Outgoing> {
         .collect()
 }
 
-/// Takes out of `outgoing` the ends of jobs that some other node holds a copy of
-/// (`copied`) and that have no other write in it: those are sent before the commit. An
-/// end after its job's start or input in one batch keeps its place, and so does the end
-/// of a job nobody else holds (it is confirmed by the local commit alone).
-pub(super) fn take_ends(
-    outgoing: &mut Vec<Outgoing>,
-    copied: impl Fn(&str) -> bool,
-) -> Vec<Outgoing> {
-    let busy: HashSet<String> = outgoing
-        .iter()
-        .filter(|o| !matches!(o.what, ReplicaWhat::End))
-        .map(|o| o.job.clone())
-        .collect();
-    let (ends, rest): (Vec<Outgoing>, Vec<Outgoing>) =
-        std::mem::take(outgoing).into_iter().partition(|o| {
-            matches!(o.what, ReplicaWhat::End) && !busy.contains(&o.job) && copied(&o.job)
-        });
-    *outgoing = rest;
-    ends
-}
-
 /// Tells `owner` that this node holds the copies its batch `token` carried.
 pub(super) fn answer_ack(owner: &str, token: u64) {
     if let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(owner)) {
@@ -994,7 +979,11 @@ mod tests {
             sent(out),
             vec![(
                 "c".to_string(),
-                vec![("j".to_string(), 4, "input 99".to_string())]
+                vec![
+                    ("j".to_string(), 4, "input 99".to_string()),
+                    // The write itself: redb's history lacks it (it is in the log only).
+                    ("j".to_string(), 4, "input 1".to_string())
+                ]
             )]
         );
         assert_eq!(*asked.borrow(), vec![("j".to_string(), 4)]);

@@ -469,10 +469,15 @@ impl Store {
     /// is due. Keeps the newest `retain` ended statuses; `next_order` numbers the jobs
     /// that end. Returns what to answer now that it is durable (nothing is answered if it
     /// fails: the waiters are dropped, and the log is cut back for the batch's retry).
+    ///
+    /// `written` runs once the batch is in the log's file, before the sync (and, if the
+    /// batch changes nothing, at once): what it sends elsewhere outlives a crash of this
+    /// process.
     pub(super) fn commit(
         &self,
         batch: Vec<Write>,
         next_order: &mut u64,
+        written: impl FnOnce(),
     ) -> Result<Answers, redb::Error> {
         if self
             .db
@@ -484,12 +489,17 @@ impl Store {
         }
         let logged: Vec<Logged> = batch.iter().filter_map(Logged::of).collect();
         if logged.is_empty() {
+            written();
             return Ok(Answers::default());
         }
         let (before, seq) = {
             let mut wal = locked(&self.wal);
             let before = wal.len();
-            (before, wal.append(&logged)?)
+            let seq = wal.write(&logged)?;
+            // Written, not yet synced: what a crash of this process cannot take back.
+            written();
+            wal.sync(before)?;
+            (before, seq)
         };
         let answers = match self.apply(batch, seq, next_order, self.retain) {
             Ok(a) => a,
@@ -681,7 +691,9 @@ mod tests {
 
     fn commit(store: &Store, batch: Vec<Write>) -> Answers {
         let mut next = store.next_order().expect("readable");
-        store.commit(batch, &mut next).expect("the commit succeeds")
+        store
+            .commit(batch, &mut next, || {})
+            .expect("the commit succeeds")
     }
 
     fn saved(epoch: u64, seq: u64) -> SavedState {
@@ -768,6 +780,33 @@ mod tests {
         // The replay was checkpointed: the next open has nothing to replay.
         assert!(crashed.0.join("journal.wal.1").exists());
         assert!(!crashed.0.join("journal.wal.0").exists());
+    }
+
+    /// What a commit hands on (copies to replicas, whose acks publish an end) is handed on
+    /// once the batch is in the log's file and before redb has it: a crash of the process
+    /// from then on finds it in the log.
+    #[test]
+    fn a_batch_is_in_the_log_when_the_commit_hands_it_on() {
+        let scratch = Scratch::new("store-written");
+        let (store, _) = Store::open(&scratch.0, 10).expect("opens");
+        let mut next = store.next_order().expect("readable");
+        let mut seen = None;
+        store
+            .commit(vec![start("j1", 0), end("j1")], &mut next, || {
+                let log = std::fs::read(scratch.0.join("journal.wal.0")).expect("the log");
+                let in_redb = store.read_all().expect("readable").ended.len();
+                seen = Some((log, in_redb));
+            })
+            .expect("the commit succeeds");
+        let (log, in_redb) = seen.expect("handed on once");
+        assert_eq!(in_redb, 0, "handed on before redb applied it");
+        drop(store);
+        let crashed = Scratch::new("store-written-crashed");
+        std::fs::create_dir_all(&crashed.0).expect("a folder");
+        std::fs::write(crashed.0.join("journal.wal.0"), log).expect("the log alone");
+        let (_, held) = Store::open(&crashed.0, 10).expect("opens from the log");
+        assert!(held.jobs.is_empty());
+        assert_eq!(held.ended, vec![status("j1")]);
     }
 
     /// After a checkpoint and a reopen (as after a failed commit) batches are numbered on:

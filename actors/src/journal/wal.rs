@@ -183,19 +183,26 @@ impl Wal {
 
     /// Appends `batch` as one record and syncs it (`fdatasync`); returns its number. On an
     /// error the log is cut back to what it held before, so that the batch can be
-    /// appended again.
+    /// appended again. (The store writes and syncs apart: see [`Wal::write`].)
+    #[cfg(test)]
     pub(super) fn append(&mut self, batch: &[Logged]) -> io::Result<u64> {
+        let before = self.len;
+        let seq = self.write(batch)?;
+        self.sync(before)?;
+        Ok(seq)
+    }
+
+    /// Writes `batch` as one record, without a sync: the record is in the page cache,
+    /// so it outlives a crash of this process (not of the machine) and is read back at
+    /// the next open. Returns its number; on an error the log is cut back.
+    pub(super) fn write(&mut self, batch: &[Logged]) -> io::Result<u64> {
         let seq = self.next_seq;
         let payload = wire::encode(&(seq, batch)).map_err(io::Error::other)?;
         let mut record = Vec::with_capacity(payload.len() + 8);
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         record.extend_from_slice(&payload);
-        let written = self
-            .file
-            .write_all(&record)
-            .and_then(|()| self.file.sync_data());
-        match written {
+        match self.file.write_all(&record) {
             Ok(()) => {
                 self.len += record.len() as u64;
                 self.next_seq += 1;
@@ -206,6 +213,14 @@ impl Wal {
                 Err(e)
             }
         }
+    }
+
+    /// Makes what was written durable (`fdatasync`). On an error the record written last
+    /// (the log held `before` bytes without it) is taken back, to be appended again.
+    pub(super) fn sync(&mut self, before: u64) -> io::Result<()> {
+        self.file
+            .sync_data()
+            .inspect_err(|_| self.undo_last(before))
     }
 
     /// Takes back the last batch appended (`len`: the log's length before it): redb did

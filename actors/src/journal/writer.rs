@@ -9,8 +9,11 @@
 //! commits at once, so contention rather than the timer sets the batch size. (With
 //! `copied` a submission waits for a replica's receipt, not for this commit.)
 //!
-//! Around each commit it hands replication what to send (see `replication`), and once the
-//! commit is durable it answers those who wait.
+//! Once a commit's batch is written to the log's file, before its sync, it hands
+//! replication what to send (see `replication`): a job's end is published once its
+//! replicas hold it, and a crash of this process from then on finds it in the log, so the
+//! end's latency is a round trip to a replica rather than a disk flush. Once the commit is
+//! durable it answers those who wait for it.
 
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -86,22 +89,17 @@ fn run(store: &Store, rx: mpsc::Receiver<Write>, replicator: SharedReplicator, l
             }
         }
         let copying = crate::locked(&replicator).is_some();
-        let mut outgoing = if copying {
+        let outgoing = if copying {
             replication::writes_to_copy(&batch)
         } else {
             Vec::new()
         };
-        // Ends go to the replicas ahead of the commit: an owner waits for their acks to
-        // publish them (a crash before the commit resumes the job here, as it did before
-        // ends were copied).
-        if let Some(r) = crate::locked(&replicator).as_mut() {
-            let ends = replication::take_ends(&mut outgoing, |job| r.has_copies(job));
-            // An end nobody else holds is confirmed by this very commit: it says so, or a
-            // crash right after the end is published would leave it, after the restart,
-            // waiting for the core group's record (forever on a node alone).
+        // An end nobody else holds is confirmed by this very commit: it says so, or a
+        // crash right after the end is published would leave it, after the restart,
+        // waiting for the core group's record (forever on a node alone).
+        if let Some(r) = crate::locked(&replicator).as_ref() {
             let confirmed = r.confirmed_by_commit(&outgoing);
             batch.extend(confirmed.into_iter().map(Write::Confirmed));
-            r.send_copies(store, ends);
         }
         let again: Vec<Write> = batch.iter().filter_map(Write::again).collect();
         let n = batch.len();
@@ -109,7 +107,17 @@ fn run(store: &Store, rx: mpsc::Receiver<Write>, replicator: SharedReplicator, l
         let acks = replication::acks_after_commit(&batch);
         let sent_ahead = replication::sent_ahead(&batch);
         let committing = Instant::now();
-        let committed = store.commit(batch, &mut next_order);
+        // Copies (inputs, ends) go to the replicas once the batch is in the log's file,
+        // before its sync: an owner publishes an end once the replicas hold it, and a
+        // crash of this process after that finds the end in the log at the restart. (A
+        // crash of the machine within the sync loses it here: the job runs again from
+        // what was synced, see ARCHITECTURE.md, "Journal".)
+        let copy = || {
+            if let Some(r) = crate::locked(&replicator).as_mut() {
+                r.send_copies(store, outgoing);
+            }
+        };
+        let committed = store.commit(batch, &mut next_order, copy);
         let took = committing.elapsed();
         metrics::histogram!(troupe_runtime::observe::metric::JOURNAL_COMMIT_SECONDS)
             .record(took.as_secs_f64());
@@ -117,7 +125,6 @@ fn run(store: &Store, rx: mpsc::Receiver<Write>, replicator: SharedReplicator, l
         match committed {
             Ok(answers) => {
                 if let Some(r) = crate::locked(&replicator).as_mut() {
-                    r.send_copies(store, outgoing);
                     r.check_if_due(store);
                     r.committed_here(&sent_ahead);
                 }
