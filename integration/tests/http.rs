@@ -482,3 +482,95 @@ fn a_submission_waits_for_its_jobs_end_when_asked() {
     assert_eq!(a.status, 400, "{}", a.body);
     assert!(error_of(&a).contains("use wait"), "{}", a.body);
 }
+
+/// `POST /api/jobs/batch`: every job of the array submitted at once, one entry per job in
+/// order (an id, or an error with the code `POST /api/jobs` would give, without stopping
+/// the others); with `?wait=SECS` the entries are the jobs' final statuses. A body that is
+/// not an array of 1 to 1,000 jobs is refused whole with a clear 400.
+#[test]
+fn a_batch_of_jobs_is_submitted_in_one_request() {
+    let c = http_cluster(2);
+    let (u1, u2) = (c.http_url(0), c.http_url(1));
+    let echo = |n: u64| json!({"steps": [{"id": "a", "task": "troupe.echo", "input": {"n": n}}]});
+    let mut batch: Vec<Value> = (0..50).map(echo).collect();
+    batch.insert(
+        7,
+        json!({"steps": [{"id": "a", "task": "troupe.no-such-task"}]}),
+    );
+    batch.insert(
+        9,
+        json!({"steps": [{"id": "a", "task": "troupe.echo", "after": ["zz"]}]}),
+    );
+    batch.insert(11, json!({"name": 5}));
+    let a = post(
+        &format!("{u1}/api/jobs/batch"),
+        &Value::Array(batch).to_string(),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let entries = a.json()["jobs"].as_array().expect("jobs").clone();
+    assert_eq!(entries.len(), 53, "one entry per job");
+    for (i, e) in entries.iter().enumerate() {
+        match i {
+            7 => {
+                assert_eq!(e["status"], 400, "{e}");
+                assert!(e["error"].as_str().unwrap().contains("no-such-task"), "{e}");
+            }
+            9 | 11 => assert_eq!(e["status"], 400, "{e}"),
+            _ => assert!(e["id"].as_str().is_some(), "entry {i}: {e}"),
+        }
+    }
+    // Each accepted job runs, in the order given; asked from the other node.
+    let outputs: Vec<Value> = entries
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .map(|id| wait_state(&u2, id, "succeeded")["output"].clone())
+        .collect();
+    assert_eq!(
+        outputs,
+        (0..50).map(|n| json!({"n": n})).collect::<Vec<_>>()
+    );
+
+    // With wait: final statuses, a failing job's too; a slow one comes back as its state.
+    let batch = json!([
+        {"steps": [{"id": "a", "task": "troupe.echo", "input": {"n": 1}}]},
+        {"steps": [{"id": "f", "task": "troupe.fail"}]},
+        {"steps": [{"id": "s", "task": "troupe.sleep", "input": {"ms": 3000}}]},
+    ]);
+    let started = Instant::now();
+    let a = post(&format!("{u2}/api/jobs/batch?wait=1"), &batch.to_string());
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(
+        started.elapsed() < Duration::from_millis(2800),
+        "{:?}",
+        started.elapsed()
+    );
+    let entries = a.json()["jobs"].as_array().expect("jobs").clone();
+    assert_eq!(entries[0]["state"], "succeeded", "{}", a.body);
+    assert_eq!(entries[0]["output"], json!({"n": 1}));
+    assert_eq!(entries[1]["state"], "failed", "{}", a.body);
+    assert!(
+        matches!(entries[2]["state"].as_str(), Some("queued" | "running")),
+        "{}",
+        a.body
+    );
+    wait_state(&u1, entries[2]["id"].as_str().expect("an id"), "succeeded");
+
+    // Refused whole: not an array, empty, too many, a bad wait.
+    for (body, says) in [
+        ("{\"steps\": []}".to_string(), "JSON array"),
+        ("[]".to_string(), "1 to 1000"),
+        (
+            Value::Array((0..1001).map(echo).collect()).to_string(),
+            "1 to 1000",
+        ),
+    ] {
+        let a = post(&format!("{u1}/api/jobs/batch"), &body);
+        assert_eq!(a.status, 400, "{}", a.body);
+        assert!(error_of(&a).contains(says), "{}", a.body);
+    }
+    let a = post(&format!("{u1}/api/jobs/batch?wait=x"), "[]");
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(error_of(&a).contains("seconds"), "{}", a.body);
+    // The node goes on answering.
+    assert_eq!(get(&format!("{u1}/api/nodes")).status, 200);
+}

@@ -226,34 +226,22 @@ pub(super) async fn submit(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let wait = wait_param(&q)?;
-    if body.len() as u64 > MAX_JOB_BYTES {
-        return Err(ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the job is {} bytes; at most {MAX_JOB_BYTES} are accepted",
-                body.len()
-            ),
-        ));
-    }
-    let text = std::str::from_utf8(&body).map_err(|_| bad_request("the body is not UTF-8 text"))?;
+    let text = body_text(&body, "the job", "")?;
     if !text.trim_start().starts_with('{') {
         return Err(bad_request(
             "the body must be a job as a JSON object, e.g. {\"steps\": [{\"id\": \"a\", \"task\": \"troupe.echo\"}]}",
         ));
     }
-    let spec = JobSpec::parse(text, "request body.json").map_err(|e| bad_request(e.to_string()))?;
-    validate_with(&spec, &ctx.config.limits)
-        .map_err(|e| bad_request(format!("invalid job: {e}")))?;
+    let spec = parse_job(text, "request body.json", &ctx)?;
     let jm = job_manager(&ctx)?;
     // Subscribed before the submission, so that an end right after it is not missed.
     let events = wait.map(|w| (w, ctx.view.events.subscribe()));
-    // Unknown tasks wait up to task_wait_ms inside the job manager.
-    let ask_for = ASK_TIMEOUT + Duration::from_millis(ctx.config.task_wait_ms);
-    let id = submit_job(&jm, SubmitRequest::new(spec), ask_for).await?;
+    let id = submit_job(&jm, SubmitRequest::new(spec), submit_timeout(&ctx)).await?;
     let Some((wait, events)) = events else {
         return Ok((StatusCode::CREATED, Json(json!({ "id": id }))));
     };
-    match wait_for_end(&jm, &id, wait, events).await {
+    let mut ended = wait_for_ends(&jm, vec![id.clone()], wait, events).await;
+    match ended.remove(&id).unwrap_or(Err(None)) {
         Ok(status) => Ok((
             StatusCode::OK,
             Json(serde_json::to_value(status).unwrap_or(Value::Null)),
@@ -265,58 +253,167 @@ pub(super) async fn submit(
     }
 }
 
-/// Waits up to `wait` for job `id` to end, on this node's event stream (which carries the
-/// events of every node's jobs while the node serves HTTP); the final status, or the
-/// state last known. The stream is shared by every waiter and by `GET /api/events`: a
-/// waiter that falls behind asks the job's owner instead. (One subscription per waiter
-/// costs a filter per event and waiter; fine for long polls, and it needs no watcher
-/// group of its own.)
-async fn wait_for_end(
+/// A request's body as text, at most [`MAX_JOB_BYTES`] (413 naming `what` and the limit,
+/// then `hint`, past it).
+fn body_text<'a>(body: &'a Bytes, what: &str, hint: &str) -> ApiResult<&'a str> {
+    if body.len() as u64 > MAX_JOB_BYTES {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{what} is {} bytes; at most {MAX_JOB_BYTES} are accepted{hint}",
+                body.len()
+            ),
+        ));
+    }
+    std::str::from_utf8(body).map_err(|_| bad_request("the body is not UTF-8 text"))
+}
+
+/// A job's JSON text (`name` says where it came from in errors), parsed and validated.
+fn parse_job(text: &str, name: &str, ctx: &NodeContext) -> ApiResult<JobSpec> {
+    let spec = JobSpec::parse(text, name).map_err(|e| bad_request(e.to_string()))?;
+    validate_with(&spec, &ctx.config.limits)
+        .map_err(|e| bad_request(format!("invalid job: {e}")))?;
+    Ok(spec)
+}
+
+/// How long a submission may take: unknown tasks wait up to `task_wait_ms` inside the job
+/// manager.
+fn submit_timeout(ctx: &NodeContext) -> Duration {
+    ASK_TIMEOUT + Duration::from_millis(ctx.config.task_wait_ms)
+}
+
+/// Most jobs one `POST /api/jobs/batch` takes.
+pub(super) const MAX_BATCH_JOBS: usize = 1000;
+
+/// `POST /api/jobs/batch`: a JSON array of jobs (each as for `POST /api/jobs`), submitted
+/// together: the node's job manager takes them one after another while their answers
+/// (each job's durable acknowledgement) are awaited side by side, so a batch costs about
+/// one submission's wait, not one per job. Answers 200 `{"jobs": [...]}`, one entry per
+/// job in the request's order: `{"id": ...}` for an accepted job, `{"error": ...,
+/// "status": CODE}` (the code `POST /api/jobs` would have answered) for a refused one; a
+/// refused job does not stop the others. With `?wait=SECS` an accepted job's entry is its
+/// final status if it ends within SECS (one deadline for the whole batch), else `{"id":
+/// ..., "state": ...}`.
+pub(super) async fn submit_batch(
+    State(ctx): State<NodeContext>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let wait = wait_param(&q)?;
+    let text = body_text(&body, "the batch", " in one request (send it in parts)")?;
+    let jobs: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).map_err(|e| {
+        bad_request(format!(
+            "the body must be a JSON array of jobs, e.g. [{{\"steps\": [{{\"id\": \"a\", \"task\": \"troupe.echo\"}}]}}]: {e}"
+        ))
+    })?;
+    if jobs.is_empty() || jobs.len() > MAX_BATCH_JOBS {
+        return Err(bad_request(format!(
+            "a batch holds 1 to {MAX_BATCH_JOBS} jobs, this one {}",
+            jobs.len()
+        )));
+    }
+    let jm = job_manager(&ctx)?;
+    let events = wait.map(|w| (w, ctx.view.events.subscribe()));
+    let timeout = submit_timeout(&ctx);
+    let submissions = jobs.iter().enumerate().map(|(i, raw)| {
+        let parsed = parse_job(raw.get(), &format!("request body.json, job {i}"), &ctx);
+        let jm = jm.clone();
+        async move {
+            let spec = parsed?;
+            Ok::<_, ApiError>(submit_job(&jm, SubmitRequest::new(spec), timeout).await?)
+        }
+    });
+    let answers: Vec<ApiResult<String>> = futures::future::join_all(submissions).await;
+    let ids: Vec<String> = answers
+        .iter()
+        .filter_map(|a| a.as_ref().ok().cloned())
+        .collect();
+    let mut ended = match events {
+        Some((wait, events)) => wait_for_ends(&jm, ids, wait, events).await,
+        None => HashMap::new(),
+    };
+    let entries: Vec<Value> = answers
+        .into_iter()
+        .map(|a| match a {
+            Err(ApiError(code, msg)) => json!({ "error": msg, "status": code.as_u16() }),
+            Ok(id) => match ended.remove(&id) {
+                Some(Ok(status)) => serde_json::to_value(status).unwrap_or(Value::Null),
+                Some(Err(state)) => json!({ "id": id, "state": state.map(JobState::as_str) }),
+                None => json!({ "id": id }),
+            },
+        })
+        .collect();
+    Ok(Json(json!({ "jobs": entries })))
+}
+
+/// Waits up to `wait` for the jobs `ids` to end, on this node's event stream (which
+/// carries the events of every node's jobs while the node serves HTTP): each job's final
+/// status, or the state last known. The stream is shared by every waiter and by `GET
+/// /api/events`: a waiter that falls behind asks the jobs' owners instead. (One
+/// subscription per waiter costs a filter per event and waiter; fine for long polls, and
+/// it needs no watcher group of its own.)
+async fn wait_for_ends(
     jm: &ActorRef<JobManagerMessage>,
-    id: &str,
+    ids: Vec<String>,
     wait: Duration,
     mut events: tokio::sync::broadcast::Receiver<
         std::sync::Arc<troupe_runtime::observe::ClusterEvent>,
     >,
-) -> Result<JobStatus, Option<JobState>> {
+) -> HashMap<String, Result<JobStatus, Option<JobState>>> {
     use tokio::sync::broadcast::error::RecvError;
     let deadline = tokio::time::Instant::now() + wait;
-    let ask_owner = || async {
-        let answer = ask(jm, |r| JobManagerMessage::Status(id.to_string(), r)).await;
-        answer
-            .ok()
-            .and_then(|a| job_answer(a).ok())
-            .map(|Json(st)| st)
-    };
-    let mut last = None;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(ev)) => match &ev.kind {
-                EventKind::Job(troupe_runtime::JobEvent::JobFinished { status })
-                    if status.id == id =>
-                {
-                    return Ok((**status).clone());
+    let mut open: HashMap<String, Option<JobState>> =
+        ids.into_iter().map(|id| (id, None)).collect();
+    let mut out = HashMap::new();
+    // Asks each open job's owner (side by side); the ended ones move to `out`.
+    async fn ask_owners(
+        jm: &ActorRef<JobManagerMessage>,
+        open: &mut HashMap<String, Option<JobState>>,
+        out: &mut HashMap<String, Result<JobStatus, Option<JobState>>>,
+    ) {
+        let asks = open.keys().cloned().map(|id| async move {
+            let answer = ask(jm, |r| JobManagerMessage::Status(id.clone(), r)).await;
+            (id, answer.ok().and_then(|a| job_answer(a).ok()))
+        });
+        for (id, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Some(Json(st)) if st.state.is_terminal() => {
+                    open.remove(&id);
+                    out.insert(id, Ok(st));
                 }
-                EventKind::Job(e) if troupe_runtime::client::event_job(e) == id => {
-                    last = ev.job_state.or(last);
+                Some(Json(st)) => {
+                    open.insert(id, Some(st.state));
                 }
-                _ => {}
-            },
-            Ok(Err(RecvError::Lagged(_))) => match ask_owner().await {
-                Some(st) if st.state.is_terminal() => return Ok(st),
-                Some(st) => last = Some(st.state),
                 None => {}
-            },
-            Ok(Err(RecvError::Closed)) | Err(_) => {
-                // Time is up (or the stream closed): the owner's word is the last one.
-                return match ask_owner().await {
-                    Some(st) if st.state.is_terminal() => Ok(st),
-                    Some(st) => Err(Some(st.state)),
-                    None => Err(last),
-                };
             }
         }
     }
+    while !open.is_empty() {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(ev)) => match &ev.kind {
+                EventKind::Job(troupe_runtime::JobEvent::JobFinished { status })
+                    if open.contains_key(&status.id) =>
+                {
+                    open.remove(&status.id);
+                    out.insert(status.id.clone(), Ok((**status).clone()));
+                }
+                EventKind::Job(e) => {
+                    if let Some(last) = open.get_mut(troupe_runtime::client::event_job(e)) {
+                        *last = ev.job_state.or(*last);
+                    }
+                }
+                _ => {}
+            },
+            Ok(Err(RecvError::Lagged(_))) => ask_owners(jm, &mut open, &mut out).await,
+            Ok(Err(RecvError::Closed)) | Err(_) => {
+                // Time is up (or the stream closed): the owners' word is the last one.
+                ask_owners(jm, &mut open, &mut out).await;
+                break;
+            }
+        }
+    }
+    out.extend(open.into_iter().map(|(id, last)| (id, Err(last))));
+    out
 }
 
 /// A refusal from the job manager, as HTTP answers it.

@@ -40,6 +40,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/api/nodes", get(api::nodes))
         .route("/api/actors", get(api::actors))
         .route("/api/jobs", get(api::jobs).post(api::submit))
+        .route("/api/jobs/batch", post(api::submit_batch))
         .route("/api/jobs/{id}", get(api::job))
         .route("/api/jobs/{id}/cancel", post(api::cancel))
         .route("/api/jobs/{id}/steps/{step}/resume", post(api::resume))
