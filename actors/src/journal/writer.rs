@@ -88,19 +88,18 @@ fn run(store: &Store, rx: mpsc::Receiver<Write>, replicator: SharedReplicator, l
                 continue;
             }
         }
-        let copying = crate::locked(&replicator).is_some();
-        let outgoing = if copying {
-            replication::writes_to_copy(&batch)
-        } else {
-            Vec::new()
-        };
         // An end nobody else holds is confirmed by this very commit: it says so, or a
         // crash right after the end is published would leave it, after the restart,
         // waiting for the core group's record (forever on a node alone).
-        if let Some(r) = crate::locked(&replicator).as_ref() {
-            let confirmed = r.confirmed_by_commit(&outgoing);
-            batch.extend(confirmed.into_iter().map(Write::Confirmed));
-        }
+        let (outgoing, confirmed) = match crate::locked(&replicator).as_ref() {
+            Some(r) => {
+                let outgoing = replication::writes_to_copy(&batch);
+                let confirmed = r.confirmed_by_commit(&outgoing);
+                (outgoing, confirmed)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        batch.extend(confirmed.into_iter().map(Write::Confirmed));
         let again: Vec<Write> = batch.iter().filter_map(Write::again).collect();
         let n = batch.len();
         let waiting = take_waiters(&mut batch);
