@@ -33,6 +33,8 @@ const RETRY_EVERY: Duration = Duration::from_millis(50);
 /// The dispatcher's answer to whoever dispatched an attempt: the node that took it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Assigned {
+    /// The job (a host of many jobs' supervisions tells them apart by it).
+    pub job: String,
     /// The step.
     pub step: String,
     /// The attempt.
@@ -117,7 +119,7 @@ impl DispatcherState {
         mut request: StepRequest,
         supervisor: DerivedActorRef<Assigned>,
     ) -> Option<(StepRequest, DerivedActorRef<Assigned>)> {
-        let (step, attempt) = (request.step.clone(), request.attempt);
+        let (job, step, attempt) = (request.job.clone(), request.step.clone(), request.attempt);
         let node = if let Some((merger, owner)) = self.merger_for(&mut request) {
             if merger
                 .cast(MergerMessage::Request(Wire::new(request.clone())))
@@ -142,6 +144,7 @@ impl DispatcherState {
             }
         };
         let _ = supervisor.send_message(Assigned {
+            job,
             step,
             attempt,
             node,

@@ -41,7 +41,8 @@ use troupe_runtime::protocol::{
 };
 use troupe_runtime::wire::Wire;
 
-use crate::job_supervisor::{JobSupervisor, JobSupervisorArgs, JobSupervisorMessage};
+use crate::job_supervisor::{record_crash, JobSupervisor, JobSupervisorArgs, JobSupervisorMessage};
+use crate::light_jobs::{LightJobsArgs, LightJobsMessage, Supervisor};
 use crate::NodeContext;
 use routing::Request;
 use takeover::Takeovers;
@@ -60,8 +61,12 @@ pub(crate) struct JobManagerState {
     boot: String,
     /// The number of the last job accepted in this boot.
     seq: u64,
-    live: HashMap<String, ActorRef<JobSupervisorMessage>>,
+    /// Live jobs' supervisions.
+    live: HashMap<String, Supervisor>,
+    /// The job of each supervisor actor.
     by_actor: HashMap<ActorId, String>,
+    /// The host of light (one-step) jobs (see `light_jobs`).
+    light: Option<ActorRef<LightJobsMessage>>,
     finished: HashMap<String, JobStatus>,
     finished_order: VecDeque<String>,
     /// Live jobs per submitter (a client's watcher group, or "" for the HTTP API).
@@ -114,7 +119,7 @@ impl JobManagerState {
         match Actor::spawn_linked(None, JobSupervisor, args, myself.get_cell()).await {
             Ok((sup, _)) => {
                 self.by_actor.insert(sup.get_id(), id.clone());
-                self.live.insert(id.clone(), sup);
+                self.live.insert(id.clone(), Supervisor::Own(sup));
                 self.takeovers.run_started(&id, epoch);
                 true
             }
@@ -156,8 +161,10 @@ impl JobManagerState {
         self.takeovers.run_ended(&st.id);
         self.count_owned();
         if let Some(sup) = gone {
-            self.by_actor.remove(&sup.get_id());
-            sup.stop(None);
+            if let Supervisor::Own(a) = &sup {
+                self.by_actor.remove(&a.get_id());
+            }
+            sup.stop(&st.id);
         }
         self.forget_client(&st.id);
         self.finished_order.push_back(st.id.clone());
@@ -176,8 +183,8 @@ impl JobManagerState {
         self.ctx.scheduler.node_down(node);
         self.absent.remove(node);
         tracing::debug!(node = %node, jobs = self.live.len(), "node down: telling the job supervisors");
-        for sup in self.live.values() {
-            let _ = sup.cast(JobSupervisorMessage::NodeDown(node.to_string()));
+        for (job, sup) in &self.live {
+            let _ = sup.cast(job, JobSupervisorMessage::NodeDown(node.to_string()));
         }
     }
 
@@ -200,6 +207,21 @@ impl JobManagerState {
             self.node_down(&node);
         }
     }
+}
+
+/// Starts the host of this node's light jobs under the job manager `myself`.
+async fn spawn_light_jobs(
+    myself: &ActorRef<JobManagerMessage>,
+    ctx: &NodeContext,
+) -> Option<ActorRef<LightJobsMessage>> {
+    crate::light_jobs::spawn(
+        myself,
+        LightJobsArgs {
+            owner: ctx.config.name.clone(),
+            journal: ctx.journal.clone(),
+        },
+    )
+    .await
 }
 
 /// Of `nodes` (running attempts here), those not in `live` for `after` by `now`; `absent`
@@ -250,6 +272,7 @@ impl Actor for JobManager {
             seq: 0,
             live: HashMap::new(),
             by_actor: HashMap::new(),
+            light: None,
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
             per_client: HashMap::new(),
@@ -267,6 +290,7 @@ impl Actor for JobManager {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.light = spawn_light_jobs(&myself, &state.ctx).await;
         state.recover_journal(&myself);
         myself.send_interval(SWEEP_EVERY, || JobManagerMessage::SweepCopies);
         Ok(())
@@ -317,7 +341,8 @@ impl Actor for JobManager {
                     }
                     match state.live.get(&r.job) {
                         Some(sup) => {
-                            let _ = sup.cast(JobSupervisorMessage::Finished(r));
+                            let job = r.job.clone();
+                            let _ = sup.cast(&job, JobSupervisorMessage::Finished(r));
                         }
                         None => {
                             tracing::debug!(job = %r.job, step = %r.step, "result for a job that is no longer running; discarded")
@@ -340,7 +365,8 @@ impl Actor for JobManager {
             JobManagerMessage::Progress(p) => match p.into_inner() {
                 Ok(p) => {
                     if let Some(sup) = state.live.get(&p.attempt.job) {
-                        let _ = sup.cast(JobSupervisorMessage::Progress(p));
+                        let job = p.attempt.job.clone();
+                        let _ = sup.cast(&job, JobSupervisorMessage::Progress(p));
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "dropping unreadable progress"),
@@ -348,7 +374,8 @@ impl Actor for JobManager {
             JobManagerMessage::AttemptLost(l) => match l.into_inner() {
                 Ok(l) => {
                     if let Some(sup) = state.live.get(&l.attempt.job) {
-                        let _ = sup.cast(JobSupervisorMessage::AttemptLost(l));
+                        let job = l.attempt.job.clone();
+                        let _ = sup.cast(&job, JobSupervisorMessage::AttemptLost(l));
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable lost attempt"),
@@ -450,40 +477,45 @@ impl Actor for JobManager {
         // takes its job down with it: record the job as failed rather than forget it.
         if let SupervisionEvent::ActorFailed(cell, err) = evt {
             if let Some(job) = state.by_actor.remove(&cell.get_id()) {
-                tracing::error!(job = %job, error = %err, "job supervisor crashed; the job fails");
                 state.live.remove(&job);
                 state.count_owned();
-                let st = JobStatus {
-                    id: job.clone(),
-                    name: String::new(),
-                    state: troupe_runtime::JobState::Failed,
-                    steps: Default::default(),
-                    output: None,
-                    error: Some(format!("the job's supervisor crashed: {err}")),
-                    stats: Default::default(),
-                    elapsed_ms: None,
-                };
-                // The supervisor cannot say it ended: the hub hears it from here.
-                if let Some(hub) = troupe_runtime::protocol::first_member::<
-                    troupe_runtime::protocol::EventHubMessage,
-                >(&troupe_runtime::protocol::event_hub_group(
+                let epoch = state.takeovers.run_epoch(&job).unwrap_or(0);
+                let st = record_crash(
                     &state.ctx.config.name,
-                )) {
-                    let ev = troupe_runtime::observe::ClusterEvent::job(
-                        &state.ctx.config.name,
-                        troupe_runtime::job::status::JobEvent::JobFinished {
-                            status: Box::new(st.clone()),
-                        },
-                        troupe_runtime::JobState::Failed,
-                    );
-                    let _ = hub.cast(troupe_runtime::protocol::EventHubMessage::Publish(
-                        Wire::new(ev),
-                    ));
-                }
-                if let Some(j) = &state.ctx.journal {
-                    j.end(&st, state.takeovers.run_epoch(&st.id).unwrap_or(0));
-                }
+                    state.ctx.journal.as_ref(),
+                    &job,
+                    epoch,
+                    &err.to_string(),
+                );
                 state.ended(&myself, st);
+            } else if state
+                .light
+                .as_ref()
+                .is_some_and(|h| h.get_id() == cell.get_id())
+            {
+                // The host of light jobs: every job it held fails, and a new host serves
+                // the next ones.
+                let jobs: Vec<String> = state
+                    .live
+                    .iter()
+                    .filter(|(_, s)| matches!(s, Supervisor::Light(_)))
+                    .map(|(j, _)| j.clone())
+                    .collect();
+                state.light = None;
+                for job in jobs {
+                    state.live.remove(&job);
+                    let epoch = state.takeovers.run_epoch(&job).unwrap_or(0);
+                    let st = record_crash(
+                        &state.ctx.config.name,
+                        state.ctx.journal.as_ref(),
+                        &job,
+                        epoch,
+                        &err.to_string(),
+                    );
+                    state.ended(&myself, st);
+                }
+                state.count_owned();
+                state.light = spawn_light_jobs(&myself, &state.ctx).await;
             }
         }
         Ok(())

@@ -17,7 +17,7 @@ pub(crate) mod run;
 
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use troupe_runtime::job::status::JobEvent;
 use troupe_runtime::job::status::JobState;
@@ -151,6 +151,7 @@ pub(crate) struct JobSupervisorState {
 
 impl From<Assigned> for JobSupervisorMessage {
     fn from(a: Assigned) -> Self {
+        // (An actor of one job knows its job.)
         Self::Assigned {
             step: a.step,
             attempt: a.attempt,
@@ -169,6 +170,7 @@ impl TryFrom<JobSupervisorMessage> for Assigned {
                 attempt,
                 node,
             } => Ok(Self {
+                job: String::new(),
                 step,
                 attempt,
                 node,
@@ -178,10 +180,79 @@ impl TryFrom<JobSupervisorMessage> for Assigned {
     }
 }
 
+/// Records that the supervision of `job` (run here at `epoch`) crashed: the job fails.
+/// Its end is journaled and the node's event hub told (the supervision cannot say it
+/// ended); returns the failed status for the job manager.
+pub(crate) fn record_crash(
+    owner: &str,
+    journal: Option<&crate::journal::Journal>,
+    job: &str,
+    epoch: u64,
+    err: &str,
+) -> troupe_runtime::job::status::JobStatus {
+    tracing::error!(job = %job, error = %err, "job supervisor crashed; the job fails");
+    let st = troupe_runtime::job::status::JobStatus {
+        id: job.to_string(),
+        name: String::new(),
+        state: JobState::Failed,
+        steps: Default::default(),
+        output: None,
+        error: Some(format!("the job's supervisor crashed: {err}")),
+        stats: Default::default(),
+        elapsed_ms: None,
+    };
+    let ev = JobEvent::JobFinished {
+        status: Box::new(st.clone()),
+    };
+    publish(&mut None, owner, &ev, JobState::Failed);
+    if let Some(j) = journal {
+        j.end(&st, epoch);
+    }
+    st
+}
+
+/// How a job's supervision reaches itself later (its timers, a dispatch to try again,
+/// its end's confirmation): through its own actor, or through the actor that hosts it
+/// beside other one-step jobs (`light_jobs`).
+pub(crate) trait Mailbox: Send + Sync {
+    /// Sends `msg` now; false if nobody receives it any more.
+    fn cast(&self, msg: JobSupervisorMessage) -> bool;
+    /// Sends `msg` after `delay`.
+    fn send_after(&self, delay: Duration, msg: JobSupervisorMessage);
+    /// Where the dispatcher says which node took an attempt.
+    fn assigned(&self) -> DerivedActorRef<Assigned>;
+    /// A copy, to move into a task.
+    fn boxed(&self) -> Box<dyn Mailbox>;
+    /// Ends the supervision (its job manager is gone).
+    fn stop(&self);
+}
+
+impl Mailbox for ActorRef<JobSupervisorMessage> {
+    fn cast(&self, msg: JobSupervisorMessage) -> bool {
+        self.send_message(msg).is_ok()
+    }
+
+    fn send_after(&self, delay: Duration, msg: JobSupervisorMessage) {
+        ractor::time::send_after(delay, self.get_cell(), move || msg);
+    }
+
+    fn assigned(&self) -> DerivedActorRef<Assigned> {
+        self.get_derived()
+    }
+
+    fn boxed(&self) -> Box<dyn Mailbox> {
+        Box::new(self.clone())
+    }
+
+    fn stop(&self) {
+        self.get_cell().stop(None);
+    }
+}
+
 /// The job supervisor.
 pub(crate) struct JobSupervisor;
 
-fn dispatch(myself: &ActorRef<JobSupervisorMessage>, request: StepRequest) {
+fn dispatch(me: &dyn Mailbox, request: StepRequest) {
     let owner = request.owner.clone();
     match find_on::<DispatcherMessage>(names::DISPATCHER, &owner) {
         Some(d) => {
@@ -191,18 +262,18 @@ fn dispatch(myself: &ActorRef<JobSupervisorMessage>, request: StepRequest) {
                 ..
             })) = d.cast(DispatcherMessage::Dispatch {
                 request,
-                supervisor: myself.get_derived(),
+                supervisor: me.assigned(),
             }) {
-                myself.send_after(Duration::from_millis(10), move || {
-                    JobSupervisorMessage::Redispatch(r)
-                });
+                me.send_after(
+                    Duration::from_millis(10),
+                    JobSupervisorMessage::Redispatch(r),
+                );
             }
         }
-        None => {
-            myself.send_after(Duration::from_millis(10), move || {
-                JobSupervisorMessage::Redispatch(request)
-            });
-        }
+        None => me.send_after(
+            Duration::from_millis(10),
+            JobSupervisorMessage::Redispatch(request),
+        ),
     }
 }
 
@@ -252,19 +323,16 @@ impl JobSupervisorState {
         }
     }
 
-    fn apply(&mut self, myself: &ActorRef<JobSupervisorMessage>, actions: Vec<Action>) {
+    fn apply(&mut self, me: &dyn Mailbox, actions: Vec<Action>) {
         for a in actions {
             match a {
                 Action::Dispatch(d) => {
                     if let Some(t) = d.timeout {
                         let (step, attempt) = (d.step.clone(), d.attempt);
-                        myself.send_after(t, move || JobSupervisorMessage::TimedOut {
-                            step,
-                            attempt,
-                        });
+                        me.send_after(t, JobSupervisorMessage::TimedOut { step, attempt });
                     }
                     dispatch(
-                        myself,
+                        me,
                         StepRequest {
                             job: self.run.id().to_string(),
                             step: d.step,
@@ -290,10 +358,7 @@ impl JobSupervisorState {
                     attempt,
                     delay,
                 } => {
-                    myself.send_after(delay, move || JobSupervisorMessage::RetryDue {
-                        step,
-                        attempt,
-                    });
+                    me.send_after(delay, JobSupervisorMessage::RetryDue { step, attempt });
                 }
                 Action::Notify(ev @ JobEvent::JobFinished { .. }) if self.ends_wait() => {
                     self.held_end = Some(ev);
@@ -345,15 +410,15 @@ impl JobSupervisorState {
                 .and_then(|j| j.end_confirmed(&status, self.epoch, core_only));
             match confirming {
                 Some(rx) => {
-                    let me = myself.clone();
+                    let me = me.boxed();
                     tokio::spawn(async move {
                         // The journal's writer gone (the node stops): nothing can confirm.
                         if let Ok(what) = rx.await {
-                            let _ = me.cast(JobSupervisorMessage::EndConfirmed(what));
+                            me.cast(JobSupervisorMessage::EndConfirmed(what));
                         }
                     });
                 }
-                None => self.report_end(myself),
+                None => self.report_end(me),
             }
         }
     }
@@ -365,7 +430,7 @@ impl JobSupervisorState {
     }
 
     /// Publishes the held end, if any, and reports the end to the job manager.
-    fn report_end(&mut self, myself: &ActorRef<JobSupervisorMessage>) {
+    fn report_end(&mut self, me: &dyn Mailbox) {
         if let Some(ev) = self.held_end.take() {
             self.notify(&ev);
         }
@@ -375,7 +440,7 @@ impl JobSupervisorState {
             Some(jm) => {
                 let _ = jm.cast(JobManagerMessage::JobEnded(Wire::new(self.run.status())));
             }
-            None => myself.stop(None),
+            None => me.stop(),
         }
     }
 
@@ -390,18 +455,11 @@ impl JobSupervisorState {
     }
 }
 
-impl Actor for JobSupervisor {
-    type Msg = JobSupervisorMessage;
-    type State = JobSupervisorState;
-    type Arguments = JobSupervisorArgs;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        args: JobSupervisorArgs,
-    ) -> Result<Self::State, ActorProcessingErr> {
+impl JobSupervisorState {
+    /// The supervision of a job, not started yet ([`JobSupervisorState::start`]).
+    pub(crate) fn new(args: JobSupervisorArgs) -> Self {
         let trace = TraceContext::for_job(args.run.id(), &args.owner);
-        // Every log line of this actor carries the job and its trace id.
+        // Every log line of this job's supervision carries the job and its trace id.
         let span = tracing::info_span!(
             parent: None,
             "job",
@@ -413,7 +471,7 @@ impl Actor for JobSupervisor {
             Some((seq, reason)) => (seq, Some(reason)),
             None => (0, None),
         };
-        Ok(JobSupervisorState {
+        JobSupervisorState {
             run: args.run,
             journal: args.journal,
             seq,
@@ -430,7 +488,51 @@ impl Actor for JobSupervisor {
             hub: None,
             trace,
             span,
-        })
+        }
+    }
+
+    /// Starts the job (or, rebuilt from a journal, recovers it).
+    pub(crate) fn start(&mut self, me: &dyn Mailbox) {
+        let span = self.span.clone();
+        span.in_scope(|| {
+            let actions = match self.recover.take() {
+                Some(reason) => {
+                    tracing::info!(job = %self.run.id(), "job resumed from the journal");
+                    let mut actions = Vec::new();
+                    for input in self.run.recovery_inputs(&reason) {
+                        actions.extend(self.feed(input));
+                    }
+                    actions
+                }
+                None => self.feed(Input::Start),
+            };
+            self.apply(me, actions);
+        });
+    }
+
+    /// This node's epoch for the job.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Takes in one message about the job.
+    pub(crate) fn receive(&mut self, me: &dyn Mailbox, msg: JobSupervisorMessage) {
+        let span = self.span.clone();
+        span.in_scope(|| self.handle(me, msg));
+    }
+}
+
+impl Actor for JobSupervisor {
+    type Msg = JobSupervisorMessage;
+    type State = JobSupervisorState;
+    type Arguments = JobSupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: JobSupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(JobSupervisorState::new(args))
     }
 
     async fn post_start(
@@ -438,21 +540,7 @@ impl Actor for JobSupervisor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let span = state.span.clone();
-        span.in_scope(|| {
-            let actions = match state.recover.take() {
-                Some(reason) => {
-                    tracing::info!(job = %state.run.id(), "job resumed from the journal");
-                    let mut actions = Vec::new();
-                    for input in state.run.recovery_inputs(&reason) {
-                        actions.extend(state.feed(input));
-                    }
-                    actions
-                }
-                None => state.feed(Input::Start),
-            };
-            state.apply(&myself, actions);
-        });
+        state.start(&myself);
         Ok(())
     }
 
@@ -462,26 +550,36 @@ impl Actor for JobSupervisor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let span = state.span.clone();
-        span.in_scope(|| state.handle(&myself, msg));
+        state.receive(&myself, msg);
         Ok(())
     }
 }
 
 impl JobSupervisorState {
-    /// Journals an input if a replay needs it, then steps the run with it: the one way
-    /// this actor changes its job.
+    /// Steps the run with an input and journals the input if a replay needs it: the one
+    /// way this actor changes its job. An input that ends the job is not journaled (nor
+    /// copied): the job's end, journaled next, holds all a replay needs, and a crash
+    /// before that end is durable runs the last step again, as it would have run an
+    /// input lost in the commit window. An input to an ended job changes nothing.
     fn feed(&mut self, input: Input) -> Vec<Action> {
-        if input.is_journaled() {
-            self.seq += 1;
-            if let Some(j) = &self.journal {
-                j.input(self.run.id(), self.seq, &input);
+        if self.run.state().is_terminal() {
+            return self.run.step(input, Instant::now());
+        }
+        let encoded = match &self.journal {
+            Some(j) if input.is_journaled() => j.encode_input(self.run.id(), &input),
+            _ => None,
+        };
+        let actions = self.run.step(input, Instant::now());
+        if let (Some(j), Some(b)) = (&self.journal, encoded) {
+            if !self.run.state().is_terminal() {
+                self.seq += 1;
+                j.input_encoded(self.run.id(), self.seq, b);
             }
         }
-        self.run.step(input, Instant::now())
+        actions
     }
 
-    fn handle(&mut self, myself: &ActorRef<JobSupervisorMessage>, msg: JobSupervisorMessage) {
+    fn handle(&mut self, me: &dyn Mailbox, msg: JobSupervisorMessage) {
         let state = self;
         let actions = match msg {
             JobSupervisorMessage::Assigned {
@@ -519,7 +617,7 @@ impl JobSupervisorState {
                 state.feed(Input::RetryDue { step, attempt })
             }
             JobSupervisorMessage::Redispatch(r) => {
-                dispatch(myself, r);
+                dispatch(me, r);
                 Vec::new()
             }
             JobSupervisorMessage::Status(reply) => {
@@ -527,7 +625,7 @@ impl JobSupervisorState {
                 Vec::new()
             }
             JobSupervisorMessage::EndConfirmed(crate::journal::EndConfirmation::Confirmed) => {
-                state.report_end(myself);
+                state.report_end(me);
                 Vec::new()
             }
             JobSupervisorMessage::EndConfirmed(crate::journal::EndConfirmation::Moved(h)) => {
@@ -627,6 +725,6 @@ impl JobSupervisorState {
                 }
             },
         };
-        state.apply(myself, actions);
+        state.apply(me, actions);
     }
 }

@@ -361,10 +361,22 @@ impl Journal {
 
     /// Records input number `seq` (from 1) of job `id`.
     pub fn input(&self, id: &str, seq: u64, input: &Input) {
-        match wire::encode(input) {
-            Ok(b) => self.send(Write::Input(id.to_string(), seq, b)),
-            Err(e) => tracing::error!(job = id, error = %e, "cannot journal a job's input"),
+        if let Some(b) = self.encode_input(id, input) {
+            self.input_encoded(id, seq, b);
         }
+    }
+
+    /// An input of job `id` encoded for [`Journal::input_encoded`] (`None`, logged, if it
+    /// cannot be).
+    pub fn encode_input(&self, id: &str, input: &Input) -> Option<Vec<u8>> {
+        wire::encode(input)
+            .map_err(|e| tracing::error!(job = id, error = %e, "cannot journal a job's input"))
+            .ok()
+    }
+
+    /// Records input number `seq` (from 1) of job `id`, encoded.
+    pub fn input_encoded(&self, id: &str, seq: u64, b: Vec<u8>) {
+        self.send(Write::Input(id.to_string(), seq, b));
     }
 
     /// Records that a job ended with `status`, run here at `epoch` (its inputs are

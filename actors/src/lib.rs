@@ -34,6 +34,7 @@ mod gearman;
 mod job_manager;
 mod job_supervisor;
 mod journal;
+mod light_jobs;
 mod membership;
 mod merger;
 mod node_root;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use troupe_integration::gearman::Conn;
-use troupe_integration::{env_or, free_port, Cluster};
+use troupe_integration::{cpu_us, env_or, free_port, Cluster};
 use troupe_runtime::gearman::packet::PacketType;
 
 const FUNCTION: &str = "bench.echo";
@@ -101,27 +101,6 @@ struct Figures {
     p99_us: u64,
     /// Jobs done, the warm-up's included.
     all_jobs: u64,
-}
-
-/// CPU time (user and system, microseconds) process `pid` has used, from
-/// `/proc/PID/stat`; 0 if it cannot be read.
-fn cpu_us(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the command name (in parentheses, which may hold spaces), from the
-    // state on: utime and stime are the 12th and 13th.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok());
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    match (field(11), field(12)) {
-        (Some(u), Some(s)) => (u + s) * 1_000_000 / hz,
-        _ => 0,
-    }
 }
 
 /// The client load against `addrs`: closed-loop submit-and-wait per connection.

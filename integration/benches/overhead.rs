@@ -7,7 +7,10 @@
 //!   submit to the job's final status at the client (client -> job manager -> worker on
 //!   some node -> job supervisor -> client), sequentially;
 //! - `chain3_p50_us`: the same for a three-step chain a -> b -> c;
-//! - `steps_per_s`: echo steps through the cluster with many small jobs in flight;
+//! - `steps_per_s`: echo steps through the cluster with many small jobs in flight (64
+//!   jobs of 4 independent steps);
+//! - `one_step_jobs_per_s`, `one_step_cpu_us_per_job`: 64 one-step echo jobs in flight,
+//!   and the three nodes' CPU time (user and system, `/proc/PID/stat`) per job;
 //! - `reentrant_call_p50_us`: what a re-entrant call adds to a call: a `troupe.fib` n=2
 //!   job with the cache off (its task calls fib(1) and fib(0) in parallel, round-robin over
 //!   the nodes, and waits) and the one-step job, run in alternation, and the p50 of the
@@ -27,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use troupe_integration::{env_or, Cluster};
+use troupe_integration::{cpu_us, env_or, Cluster};
 use troupe_runtime::{Client, JobSpec, JobState, StepSpec};
 
 fn pct(sorted: &[u64], p: f64) -> u64 {
@@ -108,7 +111,14 @@ async fn job_latency_once(client: &Client, job: &JobSpec) -> u64 {
     t.elapsed().as_micros() as u64
 }
 
-async fn throughput(client: &Client, secs: u64, in_flight: usize, steps_per_job: usize) -> f64 {
+/// Steps per second and jobs done with `in_flight` jobs of `steps_per_job` independent
+/// echo steps each, for `secs`.
+async fn throughput(
+    client: &Client,
+    secs: u64,
+    in_flight: usize,
+    steps_per_job: usize,
+) -> (f64, u64) {
     let mut job = JobSpec::new("tp");
     for i in 0..steps_per_job {
         job = job.step(StepSpec::new(format!("s{i}"), "troupe.echo").input(json!(i)));
@@ -134,7 +144,8 @@ async fn throughput(client: &Client, secs: u64, in_flight: usize, steps_per_job:
     for t in tasks {
         jobs += t.await.unwrap();
     }
-    (jobs * steps_per_job as u64) as f64 / start.elapsed().as_secs_f64()
+    let elapsed = start.elapsed().as_secs_f64();
+    ((jobs * steps_per_job as u64) as f64 / elapsed, jobs)
 }
 
 fn main() {
@@ -168,7 +179,15 @@ fn main() {
             .step(StepSpec::new("b", "troupe.echo").input(json!(2)).after(["a"]))
             .step(StepSpec::new("c", "troupe.echo").input(json!(3)).after(["b"]));
         let chain3 = job_latency(&client, &chain, calls / 2).await;
-        let steps_per_s = throughput(&client, secs, 64, 4).await;
+        let (steps_per_s, _) = throughput(&client, secs, 64, 4).await;
+        // One-step jobs (every `call`, most Gearman and HTTP traffic): jobs per second and
+        // what each costs the three nodes in CPU time.
+        let pids: Vec<u32> = (0..3).filter_map(|i| cluster.node(i).pid()).collect();
+        let cpu = || pids.iter().map(|&p| cpu_us(p)).sum::<u64>();
+        eprintln!("measuring one-step jobs for {secs} s");
+        let cpu_before = cpu();
+        let (one_step_jobs_per_s, one_step_jobs) = throughput(&client, secs, 64, 1).await;
+        let one_step_cpu_us = (cpu() - cpu_before) as f64 / one_step_jobs.max(1) as f64;
         // troupe.fib is pure: with the cache on, the calls would be cache hits.
         let mut fib2 = JobSpec::new("fib2").step(StepSpec::new("fib", "troupe.fib").input(json!({"n": 2})));
         fib2.cache = troupe_runtime::merge::CacheMode::Off;
@@ -200,6 +219,7 @@ fn main() {
         eprintln!("one-step job, client spreading submissions over 3 nodes: p50 {spread_call_p50_us} us");
         eprintln!("3-step chain: p50 {} us, p99 {} us", pct(&chain3, 0.5), pct(&chain3, 0.99));
         eprintln!("throughput: {steps_per_s:.0} steps/s (64 jobs of 4 steps in flight, {secs} s)");
+        eprintln!("one-step jobs: {one_step_jobs_per_s:.0} jobs/s (64 in flight, {secs} s), {one_step_cpu_us:.0} us of the nodes' CPU per job");
         eprintln!("re-entrant call: {reentrant_call_p50_us:+} us p50 of fib(2) minus the one-step job, paired (fib(2) job p50 {} us)", pct(&reentrant, 0.5));
         eprintln!("for_each of 10,000 echo items: {fanout_items_per_s:.0} items/s (median of 3)");
         println!(
@@ -212,6 +232,8 @@ fn main() {
                 "chain3_p50_us": pct(&chain3, 0.5),
                 "chain3_p99_us": pct(&chain3, 0.99),
                 "steps_per_s": steps_per_s.round(),
+                "one_step_jobs_per_s": one_step_jobs_per_s.round(),
+                "one_step_cpu_us_per_job": one_step_cpu_us.round(),
                 "reentrant_call_p50_us": reentrant_call_p50_us,
                 "fanout_items_per_s": fanout_items_per_s.round(),
                 "spread_call_p50_us": spread_call_p50_us,

@@ -630,3 +630,24 @@ fn rand_tag() -> u64 {
     h.write_u64(std::process::id() as u64);
     h.finish() & 0xffff_ffff
 }
+
+/// CPU time (user and system, microseconds) process `pid` has used, from
+/// `/proc/PID/stat`; 0 if it cannot be read.
+pub fn cpu_us(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (in parentheses, which may hold spaces), from the
+    // state on: utime and stime are the 12th and 13th.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok());
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    match (field(11), field(12)) {
+        (Some(u), Some(s)) => (u + s) * 1_000_000 / hz,
+        _ => 0,
+    }
+}

@@ -311,3 +311,75 @@ async fn background_jobs_many_in_flight_followed_by_another_client() {
         assert_eq!(st.output.unwrap()["ms"], json!(100 + i));
     }
 }
+
+/// One-step jobs share the light path's one supervising actor (`light_jobs`); each keeps
+/// its own job: outputs, retries, time limits, cancels and re-entrant calls, with many of
+/// them in flight at once.
+#[tokio::test]
+async fn one_step_jobs_on_the_light_path_keep_each_their_own_behaviour() {
+    let c = Cluster::start(2);
+    c.ready().await;
+    let client = c.client_via(&[0]).await;
+    let echo =
+        |i: u32| JobSpec::new("e").step(StepSpec::new("s", "troupe.echo").input(json!({"i": i})));
+    let quick = |attempts| troupe_runtime::job::spec::RetryPolicy {
+        max_attempts: attempts,
+        backoff_ms: 10,
+    };
+    let flaky = JobSpec::new("f").step(
+        StepSpec::new("s", "troupe.flaky")
+            .input(json!({"fail_times": 2}))
+            .retry(quick(3)),
+    );
+    let slow = JobSpec::new("t").step(
+        StepSpec::new("s", "troupe.sleep")
+            .input(json!({"ms": 60_000}))
+            .timeout_ms(200)
+            .retry(quick(1)),
+    );
+    let long =
+        JobSpec::new("c").step(StepSpec::new("s", "troupe.sleep").input(json!({"ms": 60_000})));
+    let fib = JobSpec::new("fib").step(StepSpec::new("s", "troupe.fib").input(json!({"n": 8})));
+
+    let mut cancelled = client.submit(long).await.unwrap();
+    let mut handles = Vec::new();
+    for i in 0..200 {
+        handles.push((i, client.submit(echo(i)).await.unwrap()));
+    }
+    let mut flaky = client.submit(flaky).await.unwrap();
+    let mut slow = client.submit(slow).await.unwrap();
+    let mut fib = client.submit(fib).await.unwrap();
+    for (i, h) in &mut handles {
+        let st = h.wait().await.unwrap();
+        assert_eq!(st.state, JobState::Succeeded, "{st:?}");
+        assert_eq!(
+            st.output,
+            Some(json!({"i": *i})),
+            "each job has its own output"
+        );
+        assert_eq!(st.steps["s"].attempts, 1);
+    }
+    let st = flaky.wait().await.unwrap();
+    assert_eq!(st.state, JobState::Succeeded, "{st:?}");
+    assert_eq!(st.steps["s"].attempts, 3, "retried twice: {st:?}");
+    let st = slow.wait().await.unwrap();
+    assert_eq!(st.state, JobState::Failed, "{st:?}");
+    assert!(
+        st.error.as_deref().unwrap_or_default().contains("time"),
+        "failed on its time limit: {st:?}"
+    );
+    let st = fib.wait().await.unwrap();
+    assert_eq!(st.state, JobState::Succeeded, "{st:?}");
+    assert_eq!(st.output, Some(json!(21)), "fib(8) by re-entrant calls");
+    // Still running after all that: cancel it.
+    assert_eq!(cancelled.status().await.unwrap().state, JobState::Running);
+    let out = c.cli(&["cancel", cancelled.id()], true);
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    let st = cancelled.wait().await.unwrap();
+    assert_eq!(st.state, JobState::Cancelled, "{st:?}");
+    // A finished light job's status is answered from any node.
+    let other = c.client_via(&[1]).await;
+    let id = handles[7].1.id().to_string();
+    let st = other.watch(&id).await.unwrap().wait().await.unwrap();
+    assert_eq!(st.output, Some(json!({"i": 7})));
+}

@@ -264,13 +264,14 @@ async fn a_job_that_ends_on_a_full_disk_keeps_its_end_once_space_is_freed() {
     let data = disk.path().join("data-n1");
     c.start_node_on(0, &data);
     let client = c.settled_client(&[0]).await;
-    // The end carries a 16 KiB output: more than the slack in the last page of the
-    // journal's log, so on the full disk the log cannot take it.
+    // The end carries a 3 MiB output: more than the room the journal's log keeps
+    // allocated past its end for the ends of jobs it accepted (1 to 2 MiB, which smaller
+    // ends find on a full disk), so on the full disk the log cannot take it.
     let padded = JobSpec::new("padded")
         .step(StepSpec::new("gate", "troupe.needs_action").input(json!({"message": "go"})))
         .step(
             StepSpec::new("after", "troupe.echo")
-                .input(json!({"pad": "x".repeat(16 * 1024)}))
+                .input(json!({"pad": "x".repeat(3 * 1024 * 1024)}))
                 .after(["gate"]),
         );
     let h = client

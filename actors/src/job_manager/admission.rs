@@ -23,6 +23,7 @@ use troupe_runtime::wire::Wire;
 
 use super::JobManagerState;
 use crate::job_supervisor::{JobSupervisor, JobSupervisorArgs, JobSupervisorMessage};
+use crate::light_jobs::{LightJobsMessage, Supervisor};
 
 /// Where a submission's answer goes.
 pub(super) type SubmitReply = RpcReplyPort<Wire<Result<String, SubmitError>>>;
@@ -122,7 +123,7 @@ impl JobManagerState {
                     u.submitters = u.submitters.saturating_add(1);
                     if let Some(mut w) = req.watch {
                         w.job = u.job.clone();
-                        let _ = sup.cast(JobSupervisorMessage::AddWatcher(w));
+                        let _ = sup.cast(&u.job, JobSupervisorMessage::AddWatcher(w));
                     }
                     tracing::debug!(job = %u.job, unique = %key, "submission coalesced into a job in flight");
                     let _ = reply.send(Wire::new(Ok(u.job.clone())));
@@ -210,6 +211,9 @@ impl JobManagerState {
             .journal
             .as_ref()
             .and_then(|j| j.accept(&id, &req.spec, &self.ctx.config.limits));
+        // One step, not a fan-out: the light path (see `light_jobs`).
+        let light =
+            req.spec.steps.len() == 1 && req.spec.steps.iter().all(|s| s.for_each.is_none());
         let args = JobSupervisorArgs {
             run: JobRun::with_limits(id.clone(), req.spec, graph, self.ctx.config.limits),
             owner: self.ctx.config.name.clone(),
@@ -218,10 +222,9 @@ impl JobManagerState {
             resumed: None,
             epoch: 0,
         };
-        match Actor::spawn_linked(None, JobSupervisor, args, myself.get_cell()).await {
-            Ok((sup, _)) => {
+        match self.supervise(myself, args, light).await {
+            Ok(sup) => {
                 tracing::debug!(job = %id, "job accepted");
-                self.by_actor.insert(sup.get_id(), id.clone());
                 self.live.insert(id.clone(), sup);
                 self.takeovers.run_started(&id, 0);
                 self.count_owned();
@@ -245,6 +248,41 @@ impl JobManagerState {
                 )))));
             }
         }
+    }
+
+    /// Starts the supervision of a new job: on the host of light jobs if `light` (and it
+    /// runs), else in an actor of its own.
+    async fn supervise(
+        &mut self,
+        myself: &ActorRef<JobManagerMessage>,
+        args: JobSupervisorArgs,
+        light: bool,
+    ) -> Result<Supervisor, String> {
+        if light {
+            if let Some(host) = &self.light {
+                match host.cast(LightJobsMessage::Start(Box::new(args))) {
+                    Ok(()) => return Ok(Supervisor::Light(host.clone())),
+                    Err(ractor::MessagingErr::SendErr(LightJobsMessage::Start(args))) => {
+                        return self.supervise_alone(myself, *args).await;
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+        self.supervise_alone(myself, args).await
+    }
+
+    async fn supervise_alone(
+        &mut self,
+        myself: &ActorRef<JobManagerMessage>,
+        args: JobSupervisorArgs,
+    ) -> Result<Supervisor, String> {
+        let id = args.run.id().to_string();
+        let (sup, _) = Actor::spawn_linked(None, JobSupervisor, args, myself.get_cell())
+            .await
+            .map_err(|e| e.to_string())?;
+        self.by_actor.insert(sup.get_id(), id);
+        Ok(Supervisor::Own(sup))
     }
 
     /// Forgets a job's submitter and unique key (the job ended or moved away).

@@ -444,8 +444,10 @@ impl JobManagerState {
             return;
         };
         tracing::warn!(job = %job, owner = %holder.node, epoch = holder.epoch, "job taken over by another node while this one was cut off; stopping this node's run of it");
-        self.by_actor.remove(&sup.get_id());
-        sup.stop(None);
+        if let crate::light_jobs::Supervisor::Own(a) = &sup {
+            self.by_actor.remove(&a.get_id());
+        }
+        sup.stop(job);
         if let Some(j) = &self.ctx.journal {
             j.drop_job(job);
         }

@@ -53,11 +53,11 @@ impl JobManagerState {
                 Request::Cancel => JobSupervisorMessage::Cancel(reply),
                 Request::Resume(step) => JobSupervisorMessage::Resume(step, reply),
             };
-            if let Err(ractor::MessagingErr::SendErr(
+            if let Err(Some(
                 JobSupervisorMessage::Status(reply)
                 | JobSupervisorMessage::Cancel(reply)
                 | JobSupervisorMessage::Resume(_, reply),
-            )) = sup.cast(msg)
+            )) = sup.cast(&job, msg)
             {
                 let _ = reply.send(Wire::new(Err(JobQueryError::Unavailable(format!(
                     "job {job} is ending; ask again"
@@ -155,8 +155,9 @@ impl JobManagerState {
     pub(super) fn watch(&self, req: WatchRequest, reply: StatusReply) {
         match self.live.get(&req.job) {
             Some(sup) => {
-                if let Err(ractor::MessagingErr::SendErr(JobSupervisorMessage::Watch(req, reply))) =
-                    sup.cast(JobSupervisorMessage::Watch(req, reply))
+                let job = req.job.clone();
+                if let Err(Some(JobSupervisorMessage::Watch(req, reply))) =
+                    sup.cast(&job, JobSupervisorMessage::Watch(req, reply))
                 {
                     let _ = reply.send(Wire::new(Err(JobQueryError::Unavailable(format!(
                         "job {} is ending; ask again",
@@ -173,7 +174,8 @@ impl JobManagerState {
     pub(super) fn spawn(&self, r: SpawnRequest) {
         match self.live.get(&r.from.job) {
             Some(sup) => {
-                let _ = sup.cast(JobSupervisorMessage::Spawn(r));
+                let job = r.from.job.clone();
+                let _ = sup.cast(&job, JobSupervisorMessage::Spawn(r));
             }
             None => {
                 let answer = CallReply {
@@ -216,11 +218,14 @@ impl JobManagerState {
     /// Tells a job's supervisor where its attempt runs now (it was spilled or stolen).
     pub(super) fn attempt_moved(&self, m: AttemptMoved) {
         if let Some(sup) = self.live.get(&m.attempt.job) {
-            let _ = sup.cast(JobSupervisorMessage::Assigned {
-                step: m.attempt.step,
-                attempt: m.attempt.attempt,
-                node: m.node,
-            });
+            let _ = sup.cast(
+                &m.attempt.job,
+                JobSupervisorMessage::Assigned {
+                    step: m.attempt.step,
+                    attempt: m.attempt.attempt,
+                    node: m.node,
+                },
+            );
         }
     }
 }

@@ -31,6 +31,10 @@ use troupe_runtime::wire;
 
 use super::write::Write;
 
+/// Bytes kept allocated to the log beyond its end while it takes new jobs (see
+/// [`Wal::keep_headroom`]).
+const HEADROOM: u64 = 1024 * 1024;
+
 /// Largest record read back: a bigger length field is taken as a torn tail.
 const MAX_RECORD: u32 = 256 * 1024 * 1024;
 
@@ -110,6 +114,8 @@ pub(super) struct Wal {
     len: u64,
     /// The number of the next batch.
     next_seq: u64,
+    /// Bytes allocated to the file (its end and the headroom past it).
+    allocated: u64,
 }
 
 impl Wal {
@@ -162,6 +168,7 @@ impl Wal {
             file,
             len,
             next_seq,
+            allocated: len,
         };
         Ok((wal, batches))
     }
@@ -231,6 +238,32 @@ impl Wal {
     }
 
     /// Cuts the log back to `len` bytes.
+    /// Keeps [`HEADROOM`] bytes allocated to the file past its end (`fallocate`, the file's
+    /// size unchanged), or says why it cannot (a full disk). A commit that starts new jobs
+    /// asks for it first, so that a disk that fills refuses new jobs while the ends and
+    /// inputs of jobs already accepted still find room: without it, a job accepted into
+    /// the last free bytes could never have its end written.
+    pub(super) fn keep_headroom(&mut self) -> io::Result<()> {
+        if self.allocated >= self.len + HEADROOM {
+            return Ok(());
+        }
+        let want = self.len + 2 * HEADROOM;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
+        // SAFETY: fallocate(2) on a descriptor this Wal owns; it only allocates blocks.
+        let r = unsafe { libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, 0, want as libc::off_t) };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            // A file system without fallocate has no headroom to keep: writes find out.
+            if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP)) {
+                self.allocated = u64::MAX;
+                return Ok(());
+            }
+            return Err(e);
+        }
+        self.allocated = want;
+        Ok(())
+    }
+
     fn cut_to(&mut self, len: u64) {
         let cut = self
             .file
@@ -240,6 +273,8 @@ impl Wal {
             tracing::warn!(log = %Self::path(&self.dir, self.generation).display(), error = %e, "cannot cut the journal's log back after a failed commit");
         }
         self.len = len;
+        // Truncating may free what was allocated past the end.
+        self.allocated = len;
     }
 
     /// Creates the (empty) log of the next generation, durably, before redb names it
@@ -262,6 +297,7 @@ impl Wal {
         self.generation += 1;
         self.file = next;
         self.len = 0;
+        self.allocated = 0;
         if let Err(e) = std::fs::remove_file(&old) {
             tracing::warn!(log = %old.display(), error = %e, "cannot delete a checkpointed journal log (it is deleted at the next start)");
         }

@@ -105,6 +105,15 @@ impl Write {
         }
     }
 
+    /// Its answer comes from redb when the batch is applied there (a save's fencing, a
+    /// fetch's state, a forget): its batch is applied at once, not later with others.
+    pub(super) fn is_answered_by_redb(&self) -> bool {
+        matches!(
+            self,
+            Write::ActorState(..) | Write::ActorFetch(..) | Write::ForgetAll(_)
+        )
+    }
+
     /// Somebody waits for this write's commit.
     pub(super) fn is_urgent(&self) -> bool {
         match self {

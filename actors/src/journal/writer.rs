@@ -50,13 +50,6 @@ pub(super) fn spawn(
 }
 
 fn run(store: &Store, rx: mpsc::Receiver<Write>, replicator: SharedReplicator, linger: Duration) {
-    let mut next_order = match store.next_order() {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the journal's ended jobs; numbering anew");
-            0
-        }
-    };
     // The writes of a failed commit that nobody waits for (a job's inputs and end,
     // copies): they go first into the next commit, so a full disk delays them, no more.
     let mut retry: Vec<Write> = Vec::new();
@@ -116,7 +109,7 @@ fn run(store: &Store, rx: mpsc::Receiver<Write>, replicator: SharedReplicator, l
                 r.send_copies(store, outgoing);
             }
         };
-        let committed = store.commit(batch, &mut next_order, copy);
+        let committed = store.commit(batch, !waiting.is_empty(), copy);
         let took = committing.elapsed();
         metrics::histogram!(troupe_runtime::observe::metric::JOURNAL_COMMIT_SECONDS)
             .record(took.as_secs_f64());

@@ -439,7 +439,13 @@ impl SimNode {
             return;
         };
         let epoch = live.epoch;
-        if input.is_journaled() {
+        // As the job supervisor does: an input that ends the job (or comes after its end)
+        // is not journaled; the end holds what a replay needs.
+        let journaled =
+            (input.is_journaled() && !live.run.state().is_terminal()).then(|| input.clone());
+        let actions = live.run.step(input, at);
+        let ended = live.run.state().is_terminal();
+        if let Some(input) = journaled.filter(|_| !ended) {
             if let Some(e) = self.disk.own.get_mut(job) {
                 e.inputs.push(input.clone());
             }
@@ -451,13 +457,11 @@ impl SimNode {
                         epoch,
                         kind: WriteKind::Input,
                         record: None,
-                        inputs: vec![input.clone()],
+                        inputs: vec![input],
                     },
                 });
             }
         }
-        let actions = live.run.step(input, at);
-        let ended = live.run.state().is_terminal();
         for a in actions {
             match a {
                 Action::Dispatch(d) => {
