@@ -139,11 +139,16 @@ impl Journal {
         let replicator = Replicator::new(replication, pending.clone(), &recovered);
         let copied = replicator.is_some();
         let replicator = Arc::new(Mutex::new(replicator));
-        let tx = writer::spawn(store.clone(), replicator.clone(), commit_window).map_err(|e| {
-            JournalError::Open {
-                path: store.path().to_path_buf(),
-                source: Box::new(redb::Error::Io(e)),
-            }
+        let sync_starts = ack == JournalAck::Synced;
+        let tx = writer::spawn(
+            store.clone(),
+            replicator.clone(),
+            commit_window,
+            sync_starts,
+        )
+        .map_err(|e| JournalError::Open {
+            path: store.path().to_path_buf(),
+            source: Box::new(redb::Error::Io(e)),
         })?;
         Ok((
             Journal {

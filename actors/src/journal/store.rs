@@ -554,10 +554,15 @@ impl Store {
     /// Why later: applying each group commit to redb was 13% of a busy owner's CPU
     /// (profiled at 3,000 one-step jobs/s), most of it writing records that the job's end
     /// removed a millisecond later; the log already makes the batch durable.
+    ///
+    /// Without `sync` the batch is written to the log but not synced: the writer syncs it
+    /// with a later commit or [`Store::sync_log`] within its commit window, when nobody
+    /// waits for this one.
     pub(super) fn commit(
         &self,
         batch: Vec<Write>,
         apply_now: bool,
+        sync: bool,
         written: impl FnOnce(),
     ) -> Result<Answers, redb::Error> {
         if self
@@ -585,7 +590,9 @@ impl Store {
             let seq = wal.write(&logged)?;
             // Written, not yet synced: what a crash of this process cannot take back.
             written();
-            wal.sync(before)?;
+            if sync {
+                wal.sync(before)?;
+            }
             (before, seq)
         };
         let answers = {
@@ -624,6 +631,11 @@ impl Store {
             }
         }
         Ok(answers)
+    }
+
+    /// Syncs the log's batches written without a sync.
+    pub(super) fn sync_log(&self) -> std::io::Result<()> {
+        locked(&self.wal).sync_written()
     }
 
     /// Applies `batch` (the log's batch `seq`) to redb in one transaction without a flush
@@ -857,7 +869,7 @@ mod tests {
 
     fn commit(store: &Store, batch: Vec<Write>) -> Answers {
         store
-            .commit(batch, false, || {})
+            .commit(batch, false, true, || {})
             .expect("the commit succeeds")
     }
 
@@ -1064,7 +1076,7 @@ mod tests {
         let (store, _) = Store::open(&scratch.0, 10).expect("opens");
         let mut seen = None;
         store
-            .commit(vec![start("j1", 0), end("j1")], false, || {
+            .commit(vec![start("j1", 0), end("j1")], false, true, || {
                 let log = std::fs::read(scratch.0.join("journal.wal.0")).expect("the log");
                 let in_redb = store.read_all().expect("readable").ended.len();
                 seen = Some((log, in_redb));

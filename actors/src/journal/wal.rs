@@ -230,6 +230,12 @@ impl Wal {
             .inspect_err(|_| self.undo_last(before))
     }
 
+    /// Syncs what was written without a sync ([`Wal::write`] alone): nothing to take back
+    /// if it fails, as those batches were handed on already.
+    pub(super) fn sync_written(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
     /// Takes back the last batch appended (`len`: the log's length before it): redb did
     /// not take it, and it is appended again with its retry.
     pub(super) fn undo_last(&mut self, len: u64) {
