@@ -178,6 +178,22 @@ impl JobManagerState {
 }
 
 impl JobManagerState {
+    /// The supervision of `job` crashed (`err`): the job fails, its end journaled.
+    fn supervision_crashed(&mut self, myself: &ActorRef<JobManagerMessage>, job: &str, err: &str) {
+        // Out of `live` first: `ended` stops what is there, and this is gone already.
+        self.live.remove(job);
+        self.count_owned();
+        let epoch = self.takeovers.run_epoch(job).unwrap_or(0);
+        let st = record_crash(
+            &self.ctx.config.name,
+            self.ctx.journal.as_ref(),
+            job,
+            epoch,
+            err,
+        );
+        self.ended(myself, st);
+    }
+
     /// Node `node` is gone: its attempts of this node's jobs run again elsewhere.
     fn node_down(&mut self, node: &str) {
         self.ctx.scheduler.node_down(node);
@@ -477,17 +493,7 @@ impl Actor for JobManager {
         // takes its job down with it: record the job as failed rather than forget it.
         if let SupervisionEvent::ActorFailed(cell, err) = evt {
             if let Some(job) = state.by_actor.remove(&cell.get_id()) {
-                state.live.remove(&job);
-                state.count_owned();
-                let epoch = state.takeovers.run_epoch(&job).unwrap_or(0);
-                let st = record_crash(
-                    &state.ctx.config.name,
-                    state.ctx.journal.as_ref(),
-                    &job,
-                    epoch,
-                    &err.to_string(),
-                );
-                state.ended(&myself, st);
+                state.supervision_crashed(&myself, &job, &err.to_string());
             } else if state
                 .light
                 .as_ref()
@@ -503,18 +509,8 @@ impl Actor for JobManager {
                     .collect();
                 state.light = None;
                 for job in jobs {
-                    state.live.remove(&job);
-                    let epoch = state.takeovers.run_epoch(&job).unwrap_or(0);
-                    let st = record_crash(
-                        &state.ctx.config.name,
-                        state.ctx.journal.as_ref(),
-                        &job,
-                        epoch,
-                        &err.to_string(),
-                    );
-                    state.ended(&myself, st);
+                    state.supervision_crashed(&myself, &job, &err.to_string());
                 }
-                state.count_owned();
                 state.light = spawn_light_jobs(&myself, &state.ctx).await;
             }
         }

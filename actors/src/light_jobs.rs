@@ -172,11 +172,7 @@ impl LightJobsState {
         };
         let me = me.clone();
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(sup, &me))) {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".to_string());
+            let why = crate::worker_pool::panic_message(&*panic);
             let epoch = self.jobs.remove(job).map_or(0, |(s, _)| s.epoch());
             let st = record_crash(&self.owner, self.journal.as_ref(), job, epoch, &why);
             if let Some(jm) =
