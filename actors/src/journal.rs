@@ -38,6 +38,7 @@
 //!   replicas, the replica set of each job, and the acks that answer `copied` and
 //!   `synced` submissions.
 
+mod queue;
 mod replication;
 mod store;
 mod wal;
@@ -45,7 +46,7 @@ mod write;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::job_supervisor::replay::JobRecord;
@@ -101,7 +102,7 @@ pub enum JournalError {
 /// The journal's write side, shared by the node's job manager and supervisors.
 #[derive(Clone)]
 pub struct Journal {
-    tx: mpsc::Sender<Write>,
+    tx: queue::Sender,
     store: Arc<Store>,
     ack: JournalAck,
     /// Submissions waiting for a replica's ack (shared with the writer's replicator).
@@ -493,6 +494,16 @@ mod tests {
     /// `value` as the journal stores it.
     pub(super) fn encoded<T: serde::Serialize>(value: &T) -> Vec<u8> {
         wire::encode(value).expect("test values encode")
+    }
+
+    /// A job input's write nobody waits for (the writer's and the queue's tests).
+    pub(super) fn input_write(seq: u64) -> Write {
+        Write::Input("j".to_string(), seq, Vec::new())
+    }
+
+    /// An actor's fetch: a write somebody waits for.
+    pub(super) fn fetch_write() -> Write {
+        Write::ActorFetch("t/k".to_string(), 0, oneshot::channel().0)
     }
 
     /// Waits until every write sent before it is committed (a fetch is urgent, and the

@@ -6,6 +6,8 @@
 //! - `call_p50_us` / `call_p99_us`: the round trip of a one-step `troupe.echo` job, from
 //!   submit to the job's final status at the client (client -> job manager -> worker on
 //!   some node -> job supervisor -> client), sequentially;
+//! - `call_cpu_us_per_job`: the three nodes' CPU time per sequential call (user and
+//!   system, `/proc/PID/stat`): with nothing to batch, what each wake and message costs;
 //! - `chain3_p50_us`: the same for a three-step chain a -> b -> c;
 //! - `steps_per_s`: echo steps through the cluster with many small jobs in flight (64
 //!   jobs of 4 independent steps);
@@ -173,7 +175,11 @@ fn main() {
 
         let tcp = tcp_rtt(calls).await;
         let one = JobSpec::new("call").step(StepSpec::new("echo", "troupe.echo").input(json!({"x": 1})));
+        let pids: Vec<u32> = (0..3).filter_map(|i| cluster.node(i).pid()).collect();
+        let cpu = || pids.iter().map(|&p| cpu_us(p)).sum::<u64>();
+        let cpu_before = cpu();
         let call = job_latency(&client, &one, calls).await;
+        let call_cpu_us = (cpu() - cpu_before) as f64 / call.len().max(1) as f64;
         let chain = JobSpec::new("chain3")
             .step(StepSpec::new("a", "troupe.echo").input(json!(1)))
             .step(StepSpec::new("b", "troupe.echo").input(json!(2)).after(["a"]))
@@ -182,8 +188,6 @@ fn main() {
         let (steps_per_s, _) = throughput(&client, secs, 64, 4).await;
         // One-step jobs (every `call`, most Gearman and HTTP traffic): jobs per second and
         // what each costs the three nodes in CPU time.
-        let pids: Vec<u32> = (0..3).filter_map(|i| cluster.node(i).pid()).collect();
-        let cpu = || pids.iter().map(|&p| cpu_us(p)).sum::<u64>();
         eprintln!("measuring one-step jobs for {secs} s");
         let cpu_before = cpu();
         let (one_step_jobs_per_s, one_step_jobs) = throughput(&client, secs, 64, 1).await;
@@ -213,7 +217,7 @@ fn main() {
         let (c50, c99) = (pct(&call, 0.5), pct(&call, 0.99));
         let t50 = pct(&tcp, 0.5).max(1);
         eprintln!(
-            "one-step job round trip: p50 {c50} us, p99 {c99} us over {} calls; raw TCP round trip p50 {t50} us",
+            "one-step job round trip: p50 {c50} us, p99 {c99} us over {} calls ({call_cpu_us:.0} us of the nodes' CPU each); raw TCP round trip p50 {t50} us",
             call.len()
         );
         eprintln!("one-step job, client spreading submissions over 3 nodes: p50 {spread_call_p50_us} us");
@@ -229,6 +233,7 @@ fn main() {
                 "tls": tls,
                 "call_p50_us": c50,
                 "call_p99_us": c99,
+                "call_cpu_us_per_job": call_cpu_us.round(),
                 "chain3_p50_us": pct(&chain3, 0.5),
                 "chain3_p99_us": pct(&chain3, 0.99),
                 "steps_per_s": steps_per_s.round(),

@@ -2,7 +2,7 @@
 //!
 //! A thread rather than a task: redb is blocking, and a durable commit waits for fsync,
 //! which must not stall the node's async runtime. The handle sends it [`Write`]s down a
-//! channel; it gathers what arrives within the commit window of the first and commits it in one
+//! queue (see `queue`: it wakes the writer only when it must act); it gathers what arrives within the commit window of the first and commits it in one
 //! transaction (a group commit, written by hand: a redb commit costs 0.3-0.8 ms whatever
 //! its size). A write that somebody waits for (a submission's start with `journal_ack =
 //! "local"`, an actor's save) is urgent: the writer takes only what is already queued and
@@ -15,9 +15,10 @@
 //! end's latency is a round trip to a replica rather than a disk flush. Once the commit is
 //! durable it answers those who wait for it.
 
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::queue::{self, RecvError};
 use super::replication::{self, Replicator};
 use super::store::Store;
 use super::write::{CommitFailed, Waiter, Write};
@@ -51,8 +52,8 @@ pub(super) fn spawn(
     replicator: SharedReplicator,
     linger: Duration,
     sync_starts: bool,
-) -> std::io::Result<mpsc::Sender<Write>> {
-    let (tx, rx) = mpsc::channel();
+) -> std::io::Result<queue::Sender> {
+    let (tx, rx) = queue::channel(MAX_BATCH);
     std::thread::Builder::new()
         .name("troupe-journal".into())
         .spawn(move || run(&store, rx, replicator, linger, sync_starts))?;
@@ -69,7 +70,7 @@ fn sync_log(store: &Store) {
 
 fn run(
     store: &Store,
-    rx: mpsc::Receiver<Write>,
+    rx: queue::Receiver,
     replicator: SharedReplicator,
     linger: Duration,
     sync_starts: bool,
@@ -86,7 +87,7 @@ fn run(
         };
         let first = match rx.recv_timeout(wait) {
             Ok(w) => Some(w),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
+            Err(RecvError::Timeout) => {
                 if unsynced.take().is_some() {
                     sync_log(store);
                 }
@@ -98,7 +99,7 @@ fn run(
                 }
                 None
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Err(RecvError::Disconnected) => {
                 if unsynced.is_some() {
                     sync_log(store);
                 }
@@ -107,7 +108,7 @@ fn run(
         };
         let mut batch = std::mem::take(&mut retry);
         if let Some(first) = first {
-            batch.extend(gather(first, &rx, linger));
+            batch.extend(rx.gather(first, linger));
         }
         let acked = batch.iter().any(|w| matches!(w, Write::Flush));
         if acked {
@@ -217,32 +218,6 @@ fn run(
     }
 }
 
-/// The batch that starts with `first`: what arrives within `linger` of it, or, once a
-/// write in it is urgent, only what is already queued; at most [`MAX_BATCH`] writes.
-fn gather(first: Write, rx: &mpsc::Receiver<Write>, linger: Duration) -> Vec<Write> {
-    // A commit costs the same for one input or hundreds, and nobody waits for it. Once
-    // somebody waits (a submission, an owner's ack), take only what is already queued.
-    let until = Instant::now() + linger;
-    let mut urgent = first.is_urgent();
-    let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
-        let next = if urgent {
-            rx.try_recv().ok()
-        } else {
-            let left = until.saturating_duration_since(Instant::now());
-            rx.recv_timeout(left).ok()
-        };
-        match next {
-            Some(w) => {
-                urgent |= w.is_urgent();
-                batch.push(w);
-            }
-            None => break,
-        }
-    }
-    batch
-}
-
 /// Takes out of `batch` the submissions that wait for their job's start, by job.
 fn take_waiters(batch: &mut [Write]) -> Vec<(String, Waiter)> {
     let mut waiting = Vec::new();
@@ -262,13 +237,7 @@ mod tests {
     use tokio::sync::oneshot;
     use troupe_runtime::protocol::{ReplicaBatch, SavedState};
 
-    fn input(seq: u64) -> Write {
-        Write::Input("j".to_string(), seq, Vec::new())
-    }
-
-    fn fetch() -> Write {
-        Write::ActorFetch("t/k".to_string(), 0, oneshot::channel().0)
-    }
+    use crate::journal::tests::{fetch_write as fetch, input_write as input};
 
     fn save() -> Write {
         let state = SavedState {
@@ -321,12 +290,12 @@ mod tests {
     /// Writes that arrive within the commit window of the first share its commit.
     #[test]
     fn writes_within_the_commit_window_share_a_commit() {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = queue::channel(MAX_BATCH);
         let later = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
             let _ = tx.send(input(2));
         });
-        let batch = gather(input(1), &rx, Duration::from_millis(500));
+        let batch = rx.gather(input(1), Duration::from_millis(500));
         assert_eq!(batch.len(), 2);
         later.join().expect("the sender thread ends");
     }
@@ -335,11 +304,11 @@ mod tests {
     /// for the window.
     #[test]
     fn an_urgent_write_takes_only_what_is_already_queued() {
-        let (tx, rx) = mpsc::channel();
-        tx.send(input(1)).expect("queued");
-        tx.send(input(2)).expect("queued");
+        let (tx, rx) = queue::channel(MAX_BATCH);
+        assert!(tx.send(input(1)).is_ok());
+        assert!(tx.send(input(2)).is_ok());
         let began = Instant::now();
-        let batch = gather(fetch(), &rx, Duration::from_secs(60));
+        let batch = rx.gather(fetch(), Duration::from_secs(60));
         assert!(began.elapsed() < Duration::from_secs(30));
         assert_eq!(batch.len(), 3);
     }
@@ -348,11 +317,11 @@ mod tests {
     /// is queued behind it and goes.
     #[test]
     fn an_urgent_write_ends_the_commit_window_early() {
-        let (tx, rx) = mpsc::channel();
-        tx.send(save()).expect("queued");
-        tx.send(input(2)).expect("queued");
+        let (tx, rx) = queue::channel(MAX_BATCH);
+        assert!(tx.send(save()).is_ok());
+        assert!(tx.send(input(2)).is_ok());
         let began = Instant::now();
-        let batch = gather(input(1), &rx, Duration::from_secs(60));
+        let batch = rx.gather(input(1), Duration::from_secs(60));
         assert!(began.elapsed() < Duration::from_secs(30));
         assert_eq!(batch.len(), 3);
     }
@@ -360,11 +329,11 @@ mod tests {
     /// A batch is bounded: what is past [`MAX_BATCH`] waits for the next commit.
     #[test]
     fn a_commit_takes_at_most_max_batch_writes() {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = queue::channel(MAX_BATCH);
         for seq in 2..=(MAX_BATCH as u64 + 3) {
-            tx.send(input(seq)).expect("queued");
+            assert!(tx.send(input(seq)).is_ok());
         }
-        let batch = gather(input(1), &rx, Duration::from_secs(60));
+        let batch = rx.gather(input(1), Duration::from_secs(60));
         assert_eq!(batch.len(), MAX_BATCH);
         assert_eq!(rx.try_iter().count(), 3);
     }
