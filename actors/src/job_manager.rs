@@ -321,6 +321,9 @@ impl Actor for JobManager {
         Ok(())
     }
 
+    // The rare branches' futures are boxed: an async fn's future is as large as its
+    // largest branch, and ractor moves the future of every message it handles (a large
+    // one showed as memmove in the profile of a busy node).
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
@@ -433,25 +436,25 @@ impl Actor for JobManager {
                 Err(e) => tracing::warn!(error = %e, "dropping unreadable journal copies"),
             },
             JobManagerMessage::JobMoved(m) => match m.into_inner() {
-                Ok(m) => state.job_moved(&myself, m).await,
+                Ok(m) => Box::pin(state.job_moved(&myself, m)).await,
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable job move"),
             },
-            JobManagerMessage::NodeUp(node) => state.node_up(&myself, &node).await,
+            JobManagerMessage::NodeUp(node) => Box::pin(state.node_up(&myself, &node)).await,
             JobManagerMessage::Unknown(jobs, reply) => {
                 let unknown = state.unknown(jobs.into_inner().unwrap_or_default());
                 let _ = reply.send(Wire::new(unknown));
             }
             JobManagerMessage::Forsaken(owner, jobs) => {
                 let jobs = jobs.into_inner().unwrap_or_default();
-                state.forsaken(&myself, &owner, jobs).await;
+                Box::pin(state.forsaken(&myself, &owner, jobs)).await;
             }
             JobManagerMessage::SweepCopies => {
                 state.lost_nodes(std::time::Instant::now());
-                state.sweep_copies(&myself).await
+                Box::pin(state.sweep_copies(&myself)).await
             }
             JobManagerMessage::TakeoverDecided(job, d) => {
                 let d = d.into_inner().unwrap_or_else(|e| Err(e.to_string()));
-                state.takeover_decided(&myself, job, d).await;
+                Box::pin(state.takeover_decided(&myself, job, d)).await;
             }
             JobManagerMessage::EndRecorded(job) => {
                 if let Some(st) = state.held_ends.remove(&job) {
@@ -463,7 +466,7 @@ impl Actor for JobManager {
                 }
             }
             JobManagerMessage::DropCopies(reply) => {
-                let _ = reply.send(state.drop_copies().await);
+                let _ = reply.send(Box::pin(state.drop_copies()).await);
             }
             JobManagerMessage::CopiesDropped(node, reply) => {
                 if let Some(j) = &state.ctx.journal {
@@ -473,7 +476,7 @@ impl Actor for JobManager {
             }
             JobManagerMessage::ResumeJournaled(moved) => {
                 let moved = moved.into_inner().unwrap_or_default();
-                state.resume_journaled(&myself, moved).await;
+                Box::pin(state.resume_journaled(&myself, moved)).await;
             }
             JobManagerMessage::JobEnded(st) => match st.into_inner() {
                 Ok(st) => state.ended(&myself, st),

@@ -263,13 +263,15 @@ impl JobManagerState {
                 match host.cast(LightJobsMessage::Start(Box::new(args))) {
                     Ok(()) => return Ok(Supervisor::Light(host.clone())),
                     Err(ractor::MessagingErr::SendErr(LightJobsMessage::Start(args))) => {
-                        return self.supervise_alone(myself, *args).await;
+                        return Box::pin(self.supervise_alone(myself, *args)).await;
                     }
                     Err(e) => return Err(e.to_string()),
                 }
             }
         }
-        self.supervise_alone(myself, args).await
+        // Boxed: spawning an actor is a large future, and the light path's submissions
+        // (most) would carry its size in the job manager's every message.
+        Box::pin(self.supervise_alone(myself, args)).await
     }
 
     async fn supervise_alone(
