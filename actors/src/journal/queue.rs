@@ -31,7 +31,8 @@ enum Mode {
 
 struct State {
     writes: VecDeque<Write>,
-    /// Some queued write is urgent.
+    /// Some queued write is urgent (or the write just taken was: then the batch it
+    /// starts does not linger anyway, and recomputes this as it takes the queue).
     urgent: bool,
     mode: Mode,
     /// The writer is gone: sends fail.

@@ -4,10 +4,11 @@
 //! which must not stall the node's async runtime. The handle sends it [`Write`]s down a
 //! queue (see `queue`: it wakes the writer only when it must act); it gathers what
 //! arrives within the commit window of the first and commits it in one transaction (a
-//! group commit, written by hand: a redb commit costs 0.3-0.8 ms whatever its size). A write that somebody waits for (a submission's start with `journal_ack =
-//! "local"`, an actor's save) is urgent: the writer takes only what is already queued and
-//! commits at once, so contention rather than the timer sets the batch size. (With
-//! `copied` a submission waits for a replica's receipt, not for this commit.)
+//! group commit, written by hand: a redb commit costs 0.3-0.8 ms whatever its size). A
+//! write that somebody waits for (a submission's start with `journal_ack = "local"`, an
+//! actor's save) is urgent: the writer takes only what is already queued and commits at
+//! once, so contention rather than the timer sets the batch size. (With `copied` a
+//! submission waits for a replica's receipt, not for this commit.)
 //!
 //! Once a commit's batch is written to the log's file, before its sync, it hands
 //! replication what to send (see `replication`): a job's end is published once its
