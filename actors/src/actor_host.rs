@@ -62,8 +62,15 @@ use activation::{reason, Activation, ActivationArgs, ActivationMessage, Activati
 use quorum::{read_quorum, KnownHosts};
 use store::ActorStore;
 
-/// How long a claim keeps asking the core group (an election, a group still forming).
+/// How long a claim keeps asking the core group (an election, a group still forming),
+/// at most: a claim ends a little before the first waiting caller gives up
+/// ([`claim_deadline`]), so that caller hears why rather than a bare timeout.
 const CLAIM_FOR: Duration = Duration::from_secs(5);
+/// How long a claim is given at least, however close its first caller's deadline.
+const CLAIM_AT_LEAST: Duration = Duration::from_secs(1);
+/// How long before its first caller's deadline a claim gives up (time for the answer
+/// to travel back).
+const CLAIM_MARGIN: Duration = Duration::from_millis(300);
 /// How long gathering an actor's state waits for each other host.
 const FETCH_WAIT: Duration = Duration::from_secs(1);
 /// How long a new node waits before it concludes that no core group exists.
@@ -135,6 +142,16 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
+    /// The hosts of `actor_type` in view, without those on nodes membership declared down.
+    /// A down node's host can stay in its process group for a while (its connection is
+    /// closed, but a cut link carries no close), and routing to it would send every call
+    /// of its keys into a timeout instead of to the host that takes them over.
+    fn live_hosts(&self, actor_type: &str) -> Vec<(String, ActorRef<ActorHostMessage>)> {
+        let mut hosts = route::hosts(actor_type);
+        hosts.retain(|(n, _)| !self.ctx.view.is_down(n));
+        hosts
+    }
+
     fn me(&self) -> &str {
         &self.ctx.config.name
     }
@@ -180,7 +197,7 @@ impl HostState {
             Some(Slot::Active(_)) => {} // handled above
             None if self.leaving.is_some() => {
                 // Leaving: activate nothing; the owner among the hosts that stay takes it.
-                let hosts = route::hosts(&env.actor_type);
+                let hosts = self.live_hosts(&env.actor_type);
                 match route::owner(&env.actor_type, &env.key, &hosts) {
                     Some((owner, host)) if owner != self.me() => {
                         relay(host.clone(), env, reply, deadline)
@@ -189,7 +206,7 @@ impl HostState {
                 }
             }
             None => {
-                let hosts = route::hosts(&env.actor_type);
+                let hosts = self.live_hosts(&env.actor_type);
                 if env.hops < MAX_ACTOR_HOPS {
                     if let Some((owner, host)) = route::owner(&env.actor_type, &env.key, &hosts) {
                         if owner != self.me() {
@@ -202,8 +219,9 @@ impl HostState {
                     .insert(id.clone(), Slot::Waiting(vec![(env, reply, deadline)]));
                 let (ctx, store, me) = (self.ctx.clone(), self.store.clone(), myself.clone());
                 let known = self.known.clone();
+                let give_up = claim_deadline(deadline, Instant::now());
                 tokio::spawn(async move {
-                    let outcome = claim(&ctx, &store, &known, &id).await;
+                    let outcome = claim(&ctx, &store, &known, &id, give_up).await;
                     let _ = me.cast(ActorHostMessage::Claimed(Wire::new(Claim {
                         actor: id,
                         outcome,
@@ -442,9 +460,13 @@ impl HostState {
             let Some(Slot::Active(a)) = self.slots.get(&id) else {
                 continue;
             };
-            let hosts = hosts_of
-                .entry(a.actor_type.clone())
-                .or_insert_with(|| route::hosts(&a.actor_type));
+            let hosts = match hosts_of.get(&a.actor_type) {
+                Some(h) => h,
+                None => {
+                    let h = self.live_hosts(&a.actor_type);
+                    hosts_of.entry(a.actor_type.clone()).or_insert(h)
+                }
+            };
             let moved = hosts.iter().any(|(n, _)| *n == me)
                 && route::owner(&a.actor_type, &a.key, hosts).is_some_and(|(o, _)| *o != me);
             if a.last_used.elapsed() < idle && !moved {
@@ -517,16 +539,27 @@ fn relay(
     });
 }
 
+/// When a claim started `now` for a caller waiting until `deadline` gives up: shortly
+/// before that caller does, within [`CLAIM_AT_LEAST`]..[`CLAIM_FOR`].
+fn claim_deadline(deadline: Option<Instant>, now: Instant) -> Instant {
+    let left = deadline.map_or(CLAIM_FOR, |d| {
+        d.saturating_duration_since(now)
+            .saturating_sub(CLAIM_MARGIN)
+    });
+    now + left.clamp(CLAIM_AT_LEAST, CLAIM_FOR)
+}
+
 /// Asks the core group for `actor`'s lease and, granted, gathers its newest state from a
-/// read quorum of the type's stores.
+/// read quorum of the type's stores, until `give_up`.
 async fn claim(
     ctx: &NodeContext,
     store: &ActorStore,
     known: &KnownHosts,
     actor: &str,
+    give_up: Instant,
 ) -> ClaimOutcome {
     let me = ctx.config.name.clone();
-    let give_up = Instant::now() + CLAIM_FOR;
+    let began = Instant::now();
     let mut replaces = None;
     let (epoch, at_least) = loop {
         let cmd = CoreCommand::ClaimActor {
@@ -534,7 +567,14 @@ async fn claim(
             node: me.clone(),
             replaces: replaces.clone(),
         };
-        match crate::core::decide(&me, cmd).await {
+        let asked = tokio::time::timeout_at(give_up.into(), crate::core::decide(&me, cmd)).await;
+        let Ok(decided) = asked else {
+            return ClaimOutcome::Failed(format!(
+                "the core group gave no lease within {} ms (is this node cut off from the core group's majority?)",
+                began.elapsed().as_millis()
+            ));
+        };
+        match decided {
             Ok(CoreDecision::ActorGranted { epoch, at_least }) => break (Some(epoch), at_least),
             // Its holder went down: claim it from that holder (compare-and-set).
             Ok(CoreDecision::Denied { owner })
@@ -550,7 +590,10 @@ async fn claim(
                 break (None, None);
             }
             Err(e) if Instant::now() >= give_up => {
-                return ClaimOutcome::Failed(format!("the core group gave no lease: {e}"))
+                return ClaimOutcome::Failed(format!(
+                    "the core group gave no lease within {} ms: {e}",
+                    began.elapsed().as_millis()
+                ))
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -947,6 +990,19 @@ impl Actor for ActorHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A claim ends shortly before its first caller gives up, so that caller is told why
+    /// (a node cut off from the core group: "no lease"), not just that time ran out.
+    #[test]
+    fn a_claim_gives_up_before_its_first_caller_does() {
+        let now = Instant::now();
+        let secs = |s: f64| Duration::from_secs_f64(s);
+        assert_eq!(claim_deadline(Some(now + secs(4.0)), now), now + secs(3.7));
+        assert_eq!(claim_deadline(None, now), now + CLAIM_FOR);
+        assert_eq!(claim_deadline(Some(now + secs(60.0)), now), now + CLAIM_FOR);
+        // However close (or past) the deadline, the claim gets a moment.
+        assert_eq!(claim_deadline(Some(now), now), now + CLAIM_AT_LEAST);
+    }
 
     fn saved(epoch: u64, seq: u64, hosts: &[&str]) -> SavedState {
         SavedState {

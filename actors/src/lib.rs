@@ -91,6 +91,18 @@ pub mod names {
     pub fn of(base: &str, node: &str) -> String {
         format!("{base}@{node}")
     }
+
+    #[cfg(test)]
+    mod tests {
+        /// Clients find a node's membership actor by the name runtime gives it.
+        #[test]
+        fn the_membership_actor_has_the_name_clients_look_for() {
+            assert_eq!(
+                super::of(super::MEMBERSHIP, "n1"),
+                troupe_runtime::protocol::membership_name("n1")
+            );
+        }
+    }
 }
 
 /// The registered actor `name`, if it runs, as a typed reference.

@@ -146,6 +146,17 @@ impl SubWork for AttemptLink {
             reply_to: self.node.clone(),
             kind,
         };
+        let outstanding = self.outstanding.clone();
+        outstanding.fetch_add(1, Ordering::AcqRel);
+        // Give the slot back while waiting (if a sibling call has not already), and before
+        // the owner hears of the call: the call's own work may take it (work made by an
+        // attempt runs on that attempt's node while the node has room), or else a waiting
+        // attempt.
+        let released = locked(&self.permit).take();
+        if released.is_some() {
+            drop(released);
+            self.scheduler.pump();
+        }
         let sent = job_manager_of(&self.owner)
             .map(|jm| jm.cast(JobManagerMessage::Spawn(Wire::new(req))).is_ok())
             .unwrap_or(false);
@@ -153,16 +164,7 @@ impl SubWork for AttemptLink {
         let scheduler = self.scheduler.clone();
         let owner = self.owner.clone();
         let permit = self.permit.clone();
-        let outstanding = self.outstanding.clone();
-        outstanding.fetch_add(1, Ordering::AcqRel);
         Box::pin(async move {
-            // Give the slot back while waiting (if a sibling call has not already), and
-            // let a waiting attempt have it.
-            let released = locked(&permit).take();
-            if released.is_some() {
-                drop(released);
-                scheduler.pump();
-            }
             let result = if !sent {
                 locked(&calls.calls).remove(&call_id);
                 Err(TaskError::transient(format!(

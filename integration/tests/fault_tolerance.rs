@@ -527,6 +527,78 @@ async fn a_client_dials_a_restarted_node_again() {
     }
 }
 
+/// A client connected to every node closes its session to a node the network cut off
+/// (no close arrives from it) and dials it again after the heal; meanwhile its actor
+/// calls go to the node that took the key over, not into the silent node's timeout.
+#[tokio::test(flavor = "current_thread")]
+async fn a_client_drops_a_cut_off_node_and_dials_it_again_after_the_heal() {
+    // Needs root: nodes in their own network namespaces (see troupe_integration::netns).
+    let mut c = Cluster::plan_in_netns(3)
+        .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    let client = c.settled_client(&[0, 1, 2]).await;
+    let connected = |client: &Client| {
+        let mut n = client.connected_nodes();
+        n.sort();
+        n
+    };
+    assert_eq!(connected(&client), ["n1", "n2", "n3"]);
+    // A key n1 owns: while the client routes by a stale view, every call waits for n1.
+    let key = (0..)
+        .map(|i| format!("cut-{i}"))
+        .find(|k| {
+            troupe_runtime::merge::owner(
+                &troupe_runtime::actor::route::owner_key("troupe.counter", k),
+                ["n1", "n2", "n3"],
+            ) == Some("n1")
+        })
+        .unwrap_or_default();
+    let add = json!({"op": "add", "n": 1});
+    client
+        .call_actor("troupe.counter", &key, add.clone())
+        .await
+        .expect("an add before the cut");
+
+    c.cut(0).unwrap();
+    let cut = Instant::now();
+    while connected(&client).contains(&"n1".to_string()) {
+        assert!(
+            cut.elapsed() < Duration::from_secs(20),
+            "the client still holds its session to the cut-off n1"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dropped = cut.elapsed();
+    eprintln!(
+        "the client dropped n1 {} ms after the cut",
+        dropped.as_millis()
+    );
+    // The key moves once n2 and n3 declare n1 down; calls then reach its new host.
+    let moved = loop {
+        match client.call_actor("troupe.counter", &key, add.clone()).await {
+            Ok(_) => break cut.elapsed(),
+            Err(e) => assert!(
+                cut.elapsed() < Duration::from_secs(40),
+                "no add went through 40 s after the cut: {e}"
+            ),
+        }
+    };
+    eprintln!("an add went through {} ms after the cut", moved.as_millis());
+
+    c.heal(0).unwrap();
+    let healed = Instant::now();
+    while connected(&client) != ["n1", "n2", "n3"] {
+        assert!(
+            healed.elapsed() < Duration::from_secs(20),
+            "the client did not dial n1 again after the heal: {:?}",
+            connected(&client)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn the_owner_killed_for_good_hands_its_job_to_a_node_with_a_copy() {
     // n1 owns the job and is killed with SIGKILL, never to return. The core group (n1-n3,

@@ -38,9 +38,9 @@ pub use actor_host::{
 pub use event_hub::{cluster_jobs, ClusterJobsQuery, EventHubMessage};
 pub use groups::{
     actor_host_name, actor_type_group, client_group, core_group, event_hub_group, first_member,
-    job_manager_group, merger_group, node_of_actor_host, node_of_event_hub_group, task_group,
-    task_of_group, worker_pool_group, ACTOR_HOSTS_GROUP, CORE_VOTERS_GROUP, EVENT_HUBS_GROUP,
-    MEMBERSHIP_GROUP,
+    job_manager_group, membership_name, merger_group, node_of_actor_host, node_of_event_hub_group,
+    task_group, task_of_group, worker_pool_group, ACTOR_HOSTS_GROUP, CORE_VOTERS_GROUP,
+    EVENT_HUBS_GROUP, MEMBERSHIP_GROUP,
 };
 pub use job_manager::{
     submit, unique_owner, AttemptMoved, InvalidateRequest, JobAnswer, JobManagerMessage, JobMoved,

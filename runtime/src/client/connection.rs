@@ -1,6 +1,15 @@
 //! A client's place in the cluster: its endpoint (a ractor_cluster node server on an
 //! ephemeral loopback port), the seeds it dials with the cookie, the sessions that are
-//! ready, and the re-dialling of seeds whose session closed.
+//! ready, the closing of sessions to nodes gone silent, and the re-dialling of seeds
+//! whose session closed.
+//!
+//! A node cut off by the network sends no close: without a check, the client's session
+//! to it would stand forever, with its actors in this process's groups, and every call
+//! routed there (an actor whose owner it is) would wait out its timeout. Nodes find a
+//! silent peer with their failure detector; a client, which has none, asks each node's
+//! membership actor a small question every second and closes the session of a node that
+//! has not answered for [`SILENT_FOR`]. Its actors leave the groups, and calls go to the
+//! nodes that took its work over.
 //!
 //! The client is a cluster member like a node, so the cookie handshake (and TLS, when the
 //! nodes use it) authenticates it; it serves no tasks and hosts only its watcher.
@@ -8,22 +17,35 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorRef};
-use ractor_cluster::NodeServerMessage;
+use ractor_cluster::{NodeServerMessage, NodeSessionMessage};
 use tokio::sync::mpsc;
 
 use super::options::ClientOptions;
 use super::watcher::{Subscriptions, Watcher};
 use crate::cluster::{node_name_of, start_server, ServerOptions, SessionEvents};
 use crate::error::ClientError;
-use crate::protocol::groups::client_group;
-use crate::protocol::membership::{SessionEvent, SessionEventKind};
+use crate::protocol::groups::{client_group, membership_name, MEMBERSHIP_GROUP};
+use crate::protocol::membership::{MembershipMessage, SessionEvent, SessionEventKind};
 use crate::protocol::watcher::WatcherMessage;
 
-/// How often a client looks for seeds whose session closed.
+/// How often a client checks its sessions and looks for seeds whose session closed.
 const REDIAL_EVERY: Duration = Duration::from_secs(1);
+/// How long a node may leave the client's question unanswered before its session is
+/// closed (longer than a node's own failure detector takes, `failure.down_after_ms`).
+const SILENT_FOR: Duration = Duration::from_secs(4);
+
+/// A session of this client's endpoint.
+struct Live {
+    /// The address dialled or dialled from.
+    addr: String,
+    /// The node's name, once it authenticated.
+    node: Option<String>,
+    /// The session actor (stopping it closes the session).
+    actor: ActorRef<NodeSessionMessage>,
+}
 
 /// An open connection to a cluster; dropping it stops the endpoint and the watcher.
 pub(crate) struct Connection {
@@ -82,21 +104,28 @@ impl Connection {
         ractor::pg::join(client_group(&name), vec![watcher.get_cell()]);
 
         let ready: Arc<Mutex<Vec<String>>> = Arc::default();
-        // Addresses with a live session, by session id (for re-dialling seeds).
-        let live_addrs: Arc<Mutex<HashMap<u64, String>>> = Arc::default();
+        // Live sessions by session id (to check them, and to re-dial seeds without one).
+        let live: Arc<Mutex<HashMap<u64, Live>>> = Arc::default();
         let (tx, mut rx) = mpsc::unbounded_channel();
         {
             let ready = ready.clone();
-            let live_addrs = live_addrs.clone();
-            SessionEvents(move |ev: SessionEvent, _| {
+            let live = live.clone();
+            SessionEvents(move |ev: SessionEvent, actor| {
                 {
-                    let mut a = live_addrs.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
                     match ev.kind {
                         SessionEventKind::Disconnected => {
-                            a.remove(&ev.node_id);
+                            l.remove(&ev.node_id);
                         }
                         _ => {
-                            a.insert(ev.node_id, ev.peer_addr.clone());
+                            l.insert(
+                                ev.node_id,
+                                Live {
+                                    addr: ev.peer_addr.clone(),
+                                    node: ev.peer_name.as_deref().map(|p| node_name_of(p).into()),
+                                    actor,
+                                },
+                            );
                         }
                     }
                 }
@@ -171,7 +200,7 @@ impl Connection {
                     authenticated.insert(ev.node_id);
                 }
                 SessionEventKind::Ready => {
-                    redial_lost_seeds(Arc::downgrade(&connection), live_addrs);
+                    keep_sessions(Arc::downgrade(&connection), live);
                     return Ok(connection);
                 }
                 SessionEventKind::Disconnected if !authenticated.contains(&ev.node_id) => {
@@ -195,21 +224,34 @@ impl Connection {
     }
 }
 
-/// Keeps dialling the seeds that have no session (a node that restarted, or one that was
-/// down when the client connected), while the connection lives. By hand: ractor_cluster
-/// does not reconnect a session that closed.
-fn redial_lost_seeds(connection: Weak<Connection>, live_addrs: Arc<Mutex<HashMap<u64, String>>>) {
+/// While the connection lives: closes the sessions of nodes silent for [`SILENT_FOR`],
+/// and keeps dialling the seeds that have no session (a node that restarted, one that was
+/// down when the client connected, one whose silent session was closed). By hand:
+/// ractor_cluster neither detects a silent peer nor reconnects a session that closed.
+fn keep_sessions(connection: Weak<Connection>, live: Arc<Mutex<HashMap<u64, Live>>>) {
+    let heard: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     tokio::spawn(async move {
+        let mut last_tick = Instant::now();
         loop {
             tokio::time::sleep(REDIAL_EVERY).await;
             let Some(connection) = connection.upgrade() else {
                 return;
             };
-            let live: HashSet<String> = live_addrs
+            if last_tick.elapsed() > 2 * REDIAL_EVERY {
+                // This process itself stalled (a blocked runtime, no CPU): answers may be
+                // waiting unread, so no node is blamed for the gap.
+                let now = Instant::now();
+                for t in heard.lock().unwrap_or_else(|p| p.into_inner()).values_mut() {
+                    *t = now;
+                }
+            }
+            last_tick = Instant::now();
+            close_silent_sessions(&live, &heard);
+            let live: HashSet<String> = live
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .values()
-                .cloned()
+                .map(|l| l.addr.clone())
                 .collect();
             for seed in &connection.opts.seeds {
                 let addr = crate::config::resolve(seed)
@@ -230,4 +272,53 @@ fn redial_lost_seeds(connection: Weak<Connection>, live_addrs: Arc<Mutex<HashMap
             }
         }
     });
+}
+
+/// Asks each authenticated session's node a small question (its node list), in the
+/// background, and closes the sessions whose node has answered none for [`SILENT_FOR`].
+fn close_silent_sessions(
+    live: &Arc<Mutex<HashMap<u64, Live>>>,
+    heard: &Arc<Mutex<HashMap<u64, Instant>>>,
+) {
+    let now = Instant::now();
+    let sessions: Vec<(u64, String, ActorRef<NodeSessionMessage>)> = live
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(|(id, l)| Some((*id, l.node.clone()?, l.actor.clone())))
+        .collect();
+    let mut heard_now = heard.lock().unwrap_or_else(|p| p.into_inner());
+    heard_now.retain(|id, _| sessions.iter().any(|(s, _, _)| s == id));
+    let members = ractor::pg::get_members(&MEMBERSHIP_GROUP.to_string());
+    for (id, node, session) in sessions {
+        let last = *heard_now.entry(id).or_insert(now);
+        if now.duration_since(last) > SILENT_FOR {
+            tracing::warn!(node = %node, silent_ms = now.duration_since(last).as_millis() as u64, "closing the session of a node that stopped answering; its work is reached through the other nodes");
+            heard_now.remove(&id);
+            session.stop(Some("silent".into()));
+            continue;
+        }
+        // This session's shim of the node's membership actor (its id names the session).
+        let name = membership_name(&node);
+        let Some(m) = members
+            .iter()
+            .find(|c| c.get_id().node() == id && c.get_name().as_deref() == Some(name.as_str()))
+        else {
+            // Not announced yet (or not a node): nothing to ask, nothing to blame.
+            heard_now.insert(id, now);
+            continue;
+        };
+        let m: ActorRef<MembershipMessage> = m.clone().into();
+        let heard = heard.clone();
+        tokio::spawn(async move {
+            if let Ok(ractor::rpc::CallResult::Success(_)) =
+                m.call(MembershipMessage::ListNodes, Some(SILENT_FOR)).await
+            {
+                heard
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, Instant::now());
+            }
+        });
+    }
 }

@@ -67,6 +67,12 @@ pub fn node_of_event_hub_group(group: &str) -> Option<&str> {
     group.strip_prefix("troupe.event_hub.")
 }
 
+/// The registered name of `node`'s membership actor (as a member of
+/// [`MEMBERSHIP_GROUP`] seen from another process, too).
+pub fn membership_name(node: &str) -> String {
+    format!("{MEMBERSHIP_GROUP}@{node}")
+}
+
 /// The registered name of `node`'s actor host (also how a member of an actor type's
 /// group names its node: ractor_cluster's remote shims carry their actor's name).
 pub fn actor_host_name(node: &str) -> String {
