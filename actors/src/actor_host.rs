@@ -178,6 +178,15 @@ impl HostState {
             return;
         }
         if self.ctx.registry.actors().get(&env.actor_type).is_none() {
+            // Not served here: on to its owner among the nodes that serve it (a client
+            // connected only to this node routes through it).
+            if env.hops < MAX_ACTOR_HOPS {
+                let hosts = self.live_hosts(&env.actor_type);
+                if let Some((_, host)) = route::owner(&env.actor_type, &env.key, &hosts) {
+                    relay(host.clone(), env, reply, deadline);
+                    return;
+                }
+            }
             let _ = reply.send(Wire::new(Err(ActorCallError::UnknownType(env.actor_type))));
             return;
         }

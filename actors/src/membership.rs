@@ -89,6 +89,9 @@ pub(crate) struct MembershipState {
     unauthenticated_log: Throttle,
     /// Failed TLS handshakes with peers we dial, logged at most once a second.
     tls_log: Arc<Throttle>,
+    /// Seeds we cannot join while no peer is up (unreachable, or refusing our cookie),
+    /// logged at most once a second: a node that cannot join says so.
+    seed_log: Arc<Throttle>,
     /// Each peer's silence, judged every tick.
     detector: SilenceDetector,
     /// Sessions refused for a duplicate node name (their close is not news).
@@ -355,6 +358,11 @@ impl MembershipState {
                             .increment(1);
                         self.unauthenticated_log.warn(
                             "connection closed before it authenticated: wrong cookie, garbage, or not a troupe peer",
+                            &s.addr,
+                        );
+                    } else if self.alone() {
+                        self.seed_log.warn(
+                            "not joined yet: a node we dialled closed the connection during the handshake; most likely its cookie differs from ours (check --cookie or TROUPE_COOKIE), or one side uses TLS and the other does not",
                             &s.addr,
                         );
                     } else {
@@ -730,6 +738,10 @@ impl MembershipState {
             let tls = self.ctx.tls.clone();
             let deadline = self.ctx.config.handshake_timeout();
             let tls_log = self.tls_log.clone();
+            // A node that has joined nobody says why; later, failed dials are routine
+            // (a peer restarting) and the failure detector reports them.
+            let seed_log =
+                (self.alone() && self.seeds.contains(&addr)).then(|| self.seed_log.clone());
             tokio::spawn(async move {
                 match troupe_runtime::tls::dial(&server, &addr, tls.as_ref(), deadline).await {
                     Ok(()) => {}
@@ -737,13 +749,24 @@ impl MembershipState {
                         &format!("cannot join peer: {e}. Check that its certificate is signed by our --tls-ca and names the address we dial"),
                         &addr,
                     ),
-                    Err(e) => tracing::debug!(peer = %addr, error = %e, "dial failed; will retry"),
+                    Err(e) => match seed_log {
+                        Some(log) => log.warn(
+                            &format!("not joined yet: cannot reach seed ({e}); retrying. Check that a node runs there and that --seeds is right"),
+                            &addr,
+                        ),
+                        None => tracing::debug!(peer = %addr, error = %e, "dial failed; will retry"),
+                    },
                 }
             });
         }
 
         // Gossip.
         self.announce(myself);
+    }
+
+    /// True while no peer is up: this node has joined nobody (yet).
+    fn alone(&self) -> bool {
+        !self.peers.values().any(|p| p.state == NodeState::Up)
     }
 
     fn list(&self) -> Vec<NodeInfo> {
@@ -881,6 +904,7 @@ impl Actor for Membership {
             dialing: HashMap::new(),
             unauthenticated_log: Throttle::default(),
             tls_log: Arc::default(),
+            seed_log: Arc::default(),
             detector,
             refused: Arc::default(),
             claims: Arc::default(),

@@ -311,6 +311,14 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The Gearman address is taken, not ours, or not an address.
+    #[error("cannot listen for Gearman on {addr}: {reason}. Pick another --gearman address")]
+    GearmanListen {
+        /// The address as given.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
     /// The TLS files are not usable.
     #[error(transparent)]
     Tls(#[from] troupe_runtime::tls::TlsError),
@@ -361,6 +369,15 @@ pub async fn start_node_with_context(
         addr: listen.to_string(),
         source: e,
     })?;
+    // The Gearman port too: taken, it would fail deep in the actor tree's start.
+    if let Some(g) = config.gearman.as_deref() {
+        let taken = |reason: String| StartError::GearmanListen {
+            addr: g.to_string(),
+            reason,
+        };
+        let addr = troupe_runtime::config::resolve(g).map_err(taken)?;
+        std::net::TcpListener::bind(addr).map_err(|e| taken(e.to_string()))?;
+    }
     let tls = config.tls_files()?.map(|f| f.load()).transpose()?;
     // Before anything else in the data folder is read: is it this cluster's?
     let identity = crate::cluster_identity::Identity::load(&config.data_dir(), &config.cookie)?;

@@ -88,8 +88,9 @@ pub struct StartArgs {
 /// How a client reaches the cluster.
 #[derive(Debug, Args, Clone)]
 pub struct ClusterArgs {
-    /// HOST:PORT of one or more nodes, comma-separated.
-    #[arg(long, env = "TROUPE_SEEDS", value_delimiter = ',', required = true)]
+    /// HOST:PORT of one or more nodes, comma-separated (default: a node started here with
+    /// the default --listen).
+    #[arg(long, env = "TROUPE_SEEDS", value_delimiter = ',', default_value = troupe_runtime::config::DEFAULT_LISTEN)]
     pub seeds: Vec<String>,
     /// The cluster's shared secret (visible in `ps`: prefer --cookie-file or TROUPE_COOKIE).
     #[arg(long, env = "TROUPE_COOKIE", default_value = troupe_runtime::config::DEV_COOKIE, hide_default_value = true, hide_env_values = true)]
@@ -240,4 +241,22 @@ pub struct DemoArgs {
     /// Keep the nodes' log files (their folder is printed).
     #[arg(long)]
     pub keep_logs: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without --seeds (or TROUPE_SEEDS, unset here), a command looks for a node started
+    /// here with the default --listen.
+    #[test]
+    fn seeds_default_to_the_local_default_address() {
+        let Ok(cli) = Cli::try_parse_from(["troupe-node", "nodes"]) else {
+            panic!("`nodes` without --seeds is refused");
+        };
+        let Command::Nodes(a) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(a.cluster.seeds, [troupe_runtime::config::DEFAULT_LISTEN]);
+    }
 }

@@ -19,6 +19,9 @@ pub mod top;
 
 /// Runs one subcommand and returns its exit code.
 pub fn run(cli: crate::cli::Cli, registry: TaskRegistry) -> u8 {
+    if !matches!(cli.command, Command::Start(_) | Command::Demo(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     match cli.command {
         Command::Start(a) => start::run(a, registry),
         Command::Submit(a) => client_command(|| submit::run(a)),
@@ -31,6 +34,17 @@ pub fn run(cli: crate::cli::Cli, registry: TaskRegistry) -> u8 {
         Command::Demo(a) => client_command(|| demo::run(a)),
         Command::Top(a) => client_command(|| top::run(a)),
         Command::Certs(a) => certs::run(a),
+    }
+}
+
+/// Lets a printing command end quietly when its reader goes (`top --once | head`), as
+/// Unix tools do, instead of panicking in `println!`: Rust starts programs with SIGPIPE
+/// ignored, and this puts the default back. Socket writes are unaffected (std sends with
+/// `MSG_NOSIGNAL`). Not for `start` and `demo`, which run or supervise nodes.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: sets a signal's disposition to the default, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -120,6 +120,68 @@ async fn a_wrong_cookie_is_refused_with_exit_3() {
     assert!(log.contains("closed before it authenticated"), "{log}");
 }
 
+/// A node that cannot join says why in its log, again while it stays alone: a seed with
+/// another cookie closes the handshake; a seed where nothing listens cannot be reached.
+#[tokio::test]
+async fn a_node_that_cannot_join_its_seeds_says_why() {
+    let c = Cluster::start(1);
+    c.ready().await;
+    let nobody = format!("127.0.0.1:{}", troupe_integration::free_port().unwrap());
+    let mut spec = c.spec(0);
+    spec.name = "stranger".into();
+    spec.addr = format!("127.0.0.1:{}", troupe_integration::free_port().unwrap());
+    spec.cookie = "another-cookie".into();
+    spec.seeds = vec![c.addrs[0].clone(), nobody.clone()];
+    spec.extra[1] = c.dir.join("data-stranger").display().to_string();
+    let log = c.dir.join("stranger.log");
+    let _stranger = troupe_integration::NodeProcess::spawn(
+        troupe_integration::troupe_node(),
+        &spec,
+        log.clone(),
+    )
+    .expect("start the stranger");
+    let says = |what: &str, addr: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(what) && l.contains(addr))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !(says("cookie differs", &c.addrs[0]) && says("cannot reach seed", &nobody)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stranger did not say why it cannot join:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    c.assert_serves().await;
+}
+
+/// A client pointed at a node's HTTP or Gearman port is told which port it found, not
+/// that its cookie is wrong.
+#[tokio::test]
+async fn a_client_pointed_at_the_http_or_gearman_port_is_told_so() {
+    let mut c = Cluster::plan(1);
+    c.serve_http = true;
+    c.serve_gearman = true;
+    c.start_node(0);
+    c.ready().await;
+    for (addr, what) in [
+        (c.http_addrs[0].clone(), "HTTP server"),
+        (c.gearman_addrs[0].clone(), "Gearman server"),
+    ] {
+        let out = c.cli(&["nodes", "--seeds", &addr, "--cookie", &c.cookie], false);
+        let (_, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(2), "{addr}: {stderr}");
+        assert!(
+            stderr.contains(what) && stderr.contains("not a Troupe node's cluster port"),
+            "{addr}: {stderr}"
+        );
+    }
+    c.assert_serves().await;
+}
+
 #[tokio::test]
 async fn garbage_and_half_handshakes_are_dropped_and_the_node_keeps_serving() {
     let mut c = Cluster::plan(1);

@@ -36,6 +36,8 @@ async fn nodes_form_a_mesh_whatever_the_start_order() {
     let v: Value = serde_json::from_str(&stdout).expect("nodes --json is JSON");
     let list = v["nodes"].as_array().expect("nodes list");
     assert_eq!(list.len(), 3, "{v}");
+    let names: Vec<&str> = list.iter().filter_map(|n| n["name"].as_str()).collect();
+    assert_eq!(names, ["n1", "n2", "n3"], "nodes are listed by name");
     for n in list {
         assert_eq!(n["state"], "up", "{n}");
         assert!(
@@ -185,4 +187,6 @@ async fn sigterm_stops_a_node_cleanly() {
         log.contains("shutting down") && log.contains("stopped"),
         "{log}"
     );
+    // The user learns how to cut the drain short.
+    assert!(log.contains("send the signal again"), "{log}");
 }

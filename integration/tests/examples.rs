@@ -187,6 +187,60 @@ async fn accounts_program_conserves_money_and_refunds_failed_deposits() {
     assert!(stderr.contains("80/80 transfers ended"), "{stderr}");
 }
 
+/// `troupe-node call` through a node that does not serve the actor type reaches it on
+/// the nodes that do: n1 runs plain `troupe-node`, n2 and n3 the accounts binary.
+#[tokio::test(flavor = "current_thread")]
+async fn an_actor_is_called_through_a_node_that_does_not_serve_its_type() {
+    let exe = cargo_bin("troupe-example-accounts", "accounts");
+    let mut c = Cluster::plan(3);
+    c.start_node(0);
+    for i in 1..3 {
+        let spec = c.spec(i);
+        c.start_with(i, &exe, &spec);
+    }
+    let _settled = c.settled_client(&[0, 1, 2]).await;
+    let via_n1 = |message: &str| {
+        c.cli(
+            &[
+                "call",
+                "--seeds",
+                &c.addrs[0],
+                "--cookie",
+                &c.cookie,
+                "accounts",
+                "acc-x",
+                message,
+            ],
+            false,
+        )
+    };
+    let out = via_n1(r#"{"op": "open", "initial": 70}"#);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let out = via_n1(r#"{"op": "balance"}"#);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let v: Value = serde_json::from_str(stdout.trim()).expect("the reply is JSON");
+    assert_eq!(v["balance"], 70, "{v}");
+    // A type no node serves is still refused, by name.
+    let out = c.cli(
+        &[
+            "call",
+            "--seeds",
+            &c.addrs[0],
+            "--cookie",
+            &c.cookie,
+            "acounts",
+            "acc-x",
+            r#"{"op": "balance"}"#,
+        ],
+        false,
+    );
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("acounts"), "{stderr}");
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn accounts_conserve_money_over_200_transfers_with_a_node_killed_in_the_middle() {
     use std::sync::atomic::{AtomicUsize, Ordering};

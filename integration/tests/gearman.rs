@@ -658,3 +658,32 @@ fn pipelined_submissions_on_one_connection_are_answered_in_order() {
     }
     assert_eq!(handles.len(), 100);
 }
+
+/// A Gearman port already taken stops the node at start with one line that names the
+/// address and what to do (not a nested actor start-up error).
+#[tokio::test(flavor = "current_thread")]
+async fn a_taken_gearman_port_is_one_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let c = troupe_integration::Cluster::plan(1);
+    let mut spec = c.spec(0);
+    spec.extra.extend(["--gearman".to_string(), addr.clone()]);
+    let log = c.dir.join("n1-taken.log");
+    let mut node = troupe_integration::NodeProcess::spawn(
+        troupe_integration::troupe_node(),
+        &spec,
+        log.clone(),
+    )
+    .expect("start the node");
+    let st = node
+        .wait_exit(std::time::Duration::from_secs(20))
+        .expect("the node stops");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(st.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!("cannot listen for Gearman on {addr}"))
+            && text.contains("Pick another --gearman address")
+            && !text.contains("panicked"),
+        "{text}"
+    );
+}

@@ -189,6 +189,10 @@ fn every_route_answers_for_the_whole_cluster() {
     let a = get(&format!("{u1}/api/nope"));
     assert_eq!(a.status, 404);
     error_of(&a);
+    // A route that exists, with a method it does not take: 405, with a JSON error too.
+    let a = post(&format!("{u1}/api/nodes"), "");
+    assert_eq!(a.status, 405, "{}", a.body);
+    assert!(error_of(&a).contains("GET"), "{}", a.body);
 
     // Cancel, through a node that does not own the job.
     let long = json!({"name": "long", "steps": [

@@ -29,19 +29,17 @@ after = ["fan"]
     let id = texts(&out).0.trim().to_string();
 
     // Through one node only: the list still covers the cluster.
+    let top_once = [
+        "top",
+        "--once",
+        "--seeds",
+        &c.addrs[2],
+        "--cookie",
+        &c.cookie,
+    ];
     let deadline = Instant::now() + Duration::from_secs(20);
     let frame = loop {
-        let out = c.cli(
-            &[
-                "top",
-                "--once",
-                "--seeds",
-                &c.addrs[2],
-                "--cookie",
-                &c.cookie,
-            ],
-            false,
-        );
+        let out = c.cli(&top_once, false);
         assert!(out.status.success(), "{out:?}");
         let frame = texts(&out).0;
         if frame.contains("waiting_for_user") && frame.contains("3 nodes up") {
@@ -77,6 +75,22 @@ after = ["fan"]
     assert!(frame
         .lines()
         .any(|l| l.starts_with("fan[1]") && l.contains("succeeded")));
+
+    // `top --once | head`: a reader that goes early ends it quietly, with no panic.
+    let mut top = std::process::Command::new(troupe_integration::troupe_node())
+        .args(top_once)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start top");
+    drop(top.stdout.take()); // the reader is gone before top prints
+    let out = top.wait_with_output().expect("top ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "top panicked on a closed pipe: {stderr}"
+    );
 }
 
 fn spans_of(line: &Value) -> Vec<Value> {

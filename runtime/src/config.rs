@@ -12,6 +12,8 @@ use crate::job::validate::Limits;
 
 /// The cookie used when none is configured. A node using it logs a warning.
 pub const DEV_COOKIE: &str = "troupe-dev-cookie";
+/// The address a node listens on unless told otherwise (and where clients look first).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7340";
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -368,7 +370,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             name: String::new(),
-            listen: "127.0.0.1:7340".into(),
+            listen: DEFAULT_LISTEN.into(),
             advertise: None,
             seeds: Vec::new(),
             cookie: DEV_COOKIE.into(),

@@ -19,10 +19,11 @@ pub async fn run(a: NodesArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let nodes = match client.nodes().await {
+    let mut nodes = match client.nodes().await {
         Ok(n) => n,
         Err(e) => return fail(e),
     };
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
     if a.json {
         let list: Vec<_> = nodes.iter().map(node_json).collect();
         println!("{}", json!({ "nodes": list }));
@@ -39,9 +40,39 @@ pub async fn run(a: NodesArgs) -> u8 {
                 n.address,
                 state,
                 format!("{}/{}", n.busy, n.slots),
-                n.tasks.join(", ")
+                tasks_text(&n.tasks)
             );
         }
     }
     exit::OK
+}
+
+/// A node's tasks for the table: its own by name, the built-in ones (`troupe.*`, the
+/// same on every node) folded into one mention.
+fn tasks_text(tasks: &[String]) -> String {
+    let builtin = tasks.iter().filter(|t| t.starts_with("troupe.")).count();
+    let mut shown: Vec<String> = tasks
+        .iter()
+        .filter(|t| !t.starts_with("troupe."))
+        .cloned()
+        .collect();
+    if builtin > 0 {
+        shown.push(format!("{builtin} built-in (troupe.*)"));
+    }
+    shown.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_tasks_are_folded_into_one_mention() {
+        let tasks: Vec<String> = ["troupe.echo", "wordcount.map", "troupe.sleep"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        assert_eq!(tasks_text(&tasks), "wordcount.map, 2 built-in (troupe.*)");
+        assert_eq!(tasks_text(&[]), "");
+    }
 }

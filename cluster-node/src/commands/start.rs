@@ -135,7 +135,12 @@ async fn run_node(config: NodeConfig, registry: TaskRegistry) -> u8 {
             return exit::JOB_FAILED;
         }
     };
-    tracing::info!(node = %config.name, signal = why, "shutting down");
+    tracing::info!(
+        node = %config.name,
+        signal = why,
+        drain_timeout_ms = config.drain_timeout_ms,
+        "shutting down: draining first; send the signal again (Ctrl-C) to stop without waiting"
+    );
     let drain =
         troupe_actors::drain::drain(&drain_ctx, Duration::from_millis(config.drain_timeout_ms));
     tokio::select! {

@@ -53,6 +53,12 @@ pub fn router(ctx: NodeContext) -> Router {
             }),
         )
         .route("/metrics", get(api::metrics))
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method: GET reads, POST submits, cancels and resumes (see the README's HTTP API)".into(),
+            )
+        })
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,

@@ -17,7 +17,9 @@ use serde_json::Value;
 
 use crate::error::ActorCallError;
 use crate::protocol::actor_host::{ActorEnvelope, ActorHostMessage};
-use crate::protocol::groups::{actor_type_group, node_of_actor_host};
+use crate::protocol::groups::{
+    actor_type_group, first_member, node_of_actor_host, ACTOR_HOSTS_GROUP,
+};
 use crate::wire::Wire;
 
 pub use crate::protocol::actor_host::{Claim, ClaimOutcome};
@@ -122,8 +124,13 @@ pub async fn call(
     let mut why: Option<ActorCallError> = None;
     loop {
         let hosts = hosts(actor_type);
-        let result = match owner(actor_type, key, &hosts) {
-            Some((_, host)) => {
+        // No host of the type in view (a client connected only to nodes that do not serve
+        // it): through any node's host, which routes it by the whole cluster's view.
+        let through = owner(actor_type, key, &hosts)
+            .map(|(_, h)| h.clone())
+            .or_else(|| first_member(ACTOR_HOSTS_GROUP));
+        let result = match &through {
+            Some(host) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let envelope = ActorEnvelope {
                     actor_type: actor_type.to_string(),

@@ -206,7 +206,12 @@ impl Connection {
                 SessionEventKind::Disconnected if !authenticated.contains(&ev.node_id) => {
                     refused += 1;
                     if refused >= dialled {
-                        return Err(ClientError::Refused { seeds: seeds_text });
+                        return Err(match wrong_port(&opts.seeds).await {
+                            Some(what) => ClientError::BadInput(format!(
+                                "{what}, not a Troupe node's cluster port. Point --seeds at a node's listen address (troupe-node start --listen, 127.0.0.1:7340 by default)"
+                            )),
+                            None => ClientError::Refused { seeds: seeds_text },
+                        });
                     }
                 }
                 _ => {}
@@ -321,4 +326,46 @@ fn close_silent_sessions(
             }
         });
     }
+}
+
+/// What answers at `seeds` if it is not a node's cluster port: a handshake refused there
+/// may be a client pointed at a node's HTTP or Gearman port, not a wrong cookie. Asks
+/// each seed as an HTTP client, then as a Gearman admin would; a cluster port answers
+/// neither (it waits for its handshake), so `None` leaves the cookie as the suspect.
+async fn wrong_port(seeds: &[String]) -> Option<String> {
+    let mut found = Vec::new();
+    for seed in seeds {
+        if ask(seed, b"GET / HTTP/1.0\r\n\r\n")
+            .await
+            .is_some_and(|a| a.starts_with(b"HTTP/"))
+        {
+            found.push(format!("{seed} is an HTTP server (a node's --http port?)"));
+        } else if ask(seed, b"version\n")
+            .await
+            .is_some_and(|a| a.starts_with(b"OK ") || a.starts_with(b"ERR "))
+        {
+            found.push(format!(
+                "{seed} is a Gearman server (a node's --gearman port?)"
+            ));
+        }
+    }
+    (!found.is_empty()).then(|| found.join("; "))
+}
+
+/// Sends `question` to `addr` on a fresh connection and returns the first bytes of the
+/// answer, if any come within a second.
+async fn ask(addr: &str, question: &[u8]) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let wait = Duration::from_secs(1);
+    let mut s = tokio::time::timeout(wait, tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    s.write_all(question).await.ok()?;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(wait, s.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    (n > 0).then(|| buf[..n].to_vec())
 }
