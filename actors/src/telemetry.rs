@@ -26,7 +26,10 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             match metrics::set_global_recorder(recorder) {
-                Ok(()) => Some(handle),
+                Ok(()) => {
+                    export_at_zero();
+                    Some(handle)
+                }
                 Err(_) => {
                     tracing::warn!(
                         "a metrics recorder was already installed; /metrics stays empty"
@@ -41,4 +44,61 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 /// The Prometheus text of every metric now (empty if [`install`] found another recorder).
 pub fn render() -> String {
     install().map(|h| h.render()).unwrap_or_default()
+}
+
+/// Registers the counters and gauges a dashboard or alert reads first at zero, so that
+/// they show in `/metrics` from the start (a Prometheus `rate()` or an alert on a series
+/// that does not exist yet sees nothing, not 0). Labelled ones get the label values known
+/// in advance; per-task series appear with their task. Adding zero changes nothing if a
+/// series moved already.
+fn export_at_zero() {
+    use troupe_runtime::observe::metric as m;
+    for name in [
+        m::ACTOR_ACTIVATIONS,
+        m::ACTOR_RESTARTS,
+        m::ACTOR_COPY_TIMEOUTS,
+        m::MERGED,
+        m::CACHE_HITS,
+        m::CACHE_MISSES,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for name in [
+        m::ACTORS_ACTIVE,
+        m::JOBS_ACTIVE,
+        m::SLOTS,
+        m::SLOTS_BUSY,
+        m::CORE_MOVED_JOBS,
+        m::CORE_LOG_INDEX,
+    ] {
+        metrics::gauge!(name).increment(0.0);
+    }
+    let labelled: [(&'static str, &'static str, &[&'static str]); 6] = [
+        (
+            m::JOBS,
+            "state",
+            &["accepted", "succeeded", "failed", "cancelled"],
+        ),
+        (
+            m::MEMBERSHIP_EVENTS,
+            "event",
+            &["up", "rejoined", "suspect", "down", "recovered"],
+        ),
+        (m::TAKEOVERS, "outcome", &["taken", "denied", "failed"]),
+        (
+            m::REPLICA_WRITES,
+            "direction",
+            &["out", "kept", "fenced", "ack_timeout"],
+        ),
+        (m::HTTP_REQUESTS, "status", &["2xx", "4xx", "5xx"]),
+        (m::GEARMAN_JOBS, "mode", &["foreground", "background"]),
+    ];
+    for (name, label, values) in labelled {
+        for &v in values {
+            metrics::counter!(name, label => v).increment(0);
+        }
+    }
+    for state in ["up", "down"] {
+        metrics::gauge!(m::NODES, "state" => state).increment(0.0);
+    }
 }

@@ -363,6 +363,18 @@ fn metrics_parse_and_move_when_jobs_run() {
     let across =
         |prefix: &str| -> f64 { urls.iter().map(|u| metric_sum(&scrape(u), prefix)).sum() };
     let before = scrape(&urls[0]);
+    // Series a dashboard or an alert reads exist from the start (at 0 until they move).
+    for series in [
+        "troupe_cache_hits_total",
+        "troupe_jobs_total{state=\"failed\"}",
+        "troupe_takeovers_total{outcome=\"taken\"}",
+        "troupe_actor_restarts_total",
+    ] {
+        assert!(
+            before.iter().any(|(s, _)| s == series),
+            "{series} is missing from /metrics before it first moved"
+        );
+    }
     let echo_runs_before = across("troupe_step_duration_seconds_count{task=\"troupe.echo\"}");
 
     let job = json!({"steps": [
