@@ -409,7 +409,8 @@ pub async fn start_node_with_context(
     // The scheduler starts attempts that get a slot the way the worker pool runs them.
     let calls = Arc::new(PendingCalls::default());
     // User code runs on its own runtime, one thread per slot, apart from the actors.
-    let tasks = crate::task_runtime::TaskRuntime::new(&config.name, config.slots)?;
+    let tasks =
+        crate::task_runtime::TaskRuntime::with_nice(&config.name, config.slots, config.task_nice)?;
     let launch = crate::worker_pool::launcher(
         registry.clone(),
         config.name.clone(),

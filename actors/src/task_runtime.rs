@@ -12,8 +12,8 @@
 //! Threads alone are not enough on a machine with few cores: two tasks spinning on two
 //! cores leave the control plane's thread a third share of the CPU, and a health check
 //! or a heartbeat can wait a whole scheduler period. So the task threads run at a lower
-//! CPU priority ([`TASK_NICE`]): the kernel runs the control plane first whenever it has
-//! work, and user code gets every cycle it leaves (which is nearly all of them).
+//! CPU priority (`task_nice`, [`TASK_NICE`] by default): the kernel runs the control plane
+//! first whenever it has work, and user code gets every cycle it leaves (nearly all).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,23 +21,26 @@ use std::sync::Arc;
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 
-/// How much lower than the node's the task threads' CPU priority is (a nice increment).
-/// Ten makes a task thread's share about a tenth of a control-plane thread's when both
-/// want the CPU; alone, a task thread still gets all of it.
-pub const TASK_NICE: i32 = 10;
+/// How much lower than the node's the task threads' CPU priority is by default (a nice
+/// increment, the `task_nice` setting). Five makes a task thread's share about a third of
+/// a control-plane thread's when both want the CPU; alone, a task thread still gets all.
+pub const TASK_NICE: i32 = troupe_runtime::config::DEFAULT_TASK_NICE;
 
-/// Lowers the calling thread's CPU priority by [`TASK_NICE`].
+/// Lowers the calling thread's CPU priority by `nice`.
 ///
 /// Written with libc rather than a crate: it is two calls. On Linux a nice value belongs
 /// to a thread, so `PRIO_PROCESS` with this thread's id changes only this thread.
 /// Failing (a sandbox forbidding it) leaves the thread at the node's priority, as before.
-fn lower_this_threads_priority() {
+fn lower_this_threads_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
     #[cfg(target_os = "linux")]
     // SAFETY: plain system calls on this thread's own id, with no memory passed.
     unsafe {
         let tid = libc::gettid() as libc::id_t;
         let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-        if libc::setpriority(libc::PRIO_PROCESS, tid, (now + TASK_NICE).min(19)) != 0 {
+        if libc::setpriority(libc::PRIO_PROCESS, tid, (now + nice).min(19)) != 0 {
             tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower a task thread's priority");
         }
     }
@@ -77,14 +80,19 @@ impl Drop for Owned {
 
 impl TaskRuntime {
     /// Starts a multi-threaded runtime with `threads` worker threads (at least one),
-    /// named `troupe-task-NODE`. Called on the node's own runtime, which it remembers as
-    /// the control plane's.
+    /// named `troupe-task-NODE`, at [`TASK_NICE`]. Called on the node's own runtime, which
+    /// it remembers as the control plane's.
     pub fn new(node: &str, threads: usize) -> Result<Self, TaskRuntimeError> {
+        Self::with_nice(node, threads, TASK_NICE)
+    }
+
+    /// [`TaskRuntime::new`] with the task threads' priority lowered by `nice` (0: not).
+    pub fn with_nice(node: &str, threads: usize, nice: i32) -> Result<Self, TaskRuntimeError> {
         let threads = threads.max(1);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name(format!("troupe-task-{node}"))
-            .on_thread_start(lower_this_threads_priority)
+            .on_thread_start(move || lower_this_threads_priority(nice))
             .enable_all()
             .build()
             .map_err(|source| TaskRuntimeError { threads, source })?;
