@@ -856,6 +856,12 @@ impl JobRun {
         if error.is_some() {
             n.error = error;
         }
+        if state == StepState::Succeeded {
+            // An earlier attempt's error is history (its `step_retrying` event keeps it),
+            // not the step's: a succeeded step has none.
+            n.error = None;
+            n.failure = None;
+        }
         if state == StepState::Failed && n.failure.is_none() {
             n.failure = Some(TaskError::permanent(n.error.clone().unwrap_or_default()));
         }

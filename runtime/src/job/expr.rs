@@ -6,8 +6,45 @@
 
 use serde_json::Value;
 
+/// How deep brackets may nest in an expression. The `cel` crate's parser recurses through
+/// many frames per level: thirty levels (a fuzzer's input), and already twelve, overflowed
+/// a 2 MiB thread stack in a debug build (ten did not), and a stack overflow aborts the
+/// process, which `catch_unwind` cannot stop. Eight leaves room for the caller's frames.
+pub const MAX_NESTING: usize = 8;
+
+/// The deepest nesting of `(`, `[` and `{` in `source`, outside string literals.
+fn nesting(source: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in source.chars() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '(' | '[' | '{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    deepest
+}
+
 /// Compiles `source`, or says why it does not parse.
 pub fn compile(source: &str) -> Result<cel::Program, String> {
+    let deep = nesting(source);
+    if deep > MAX_NESTING {
+        return Err(format!(
+            "brackets nest {deep} deep; at most {MAX_NESTING} are allowed (split the expression, or compute the value in a step)"
+        ));
+    }
     // The parser is hand-written and fed input from outside; a panic in it must not take
     // the node down.
     std::panic::catch_unwind(|| cel::Program::compile(source))
@@ -54,6 +91,32 @@ pub fn eval_list(source: &str, input: &Value, steps: &Value) -> Result<Vec<Value
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deep nesting is refused with a reason before the parser recurses into it; as deep
+    /// as allowed compiles and evaluates on a 2 MiB thread (a test thread's, a debug build).
+    #[test]
+    fn deep_nesting_is_refused_before_it_can_overflow_the_stack() {
+        let ok = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(|| {
+                let at_limit = format!(
+                    "{}1{} == 1",
+                    "(".repeat(MAX_NESTING),
+                    ")".repeat(MAX_NESTING)
+                );
+                eval_bool(&at_limit, &Value::Null, &Value::Null)
+            })
+            .expect("a thread")
+            .join()
+            .expect("no overflow");
+        assert_eq!(ok, Ok(true));
+        let fuzzed = format!("{};m", "(".repeat(30));
+        let err = compile(&fuzzed).map(|_| ()).unwrap_err();
+        assert!(err.contains("nest 30 deep"), "{err}");
+        // Brackets inside strings do not count.
+        assert_eq!(nesting("'((((((((((((((((' == \"[\\\"\""), 0);
+        assert_eq!(nesting("[[1], {'a': (2)}]"), 3);
+    }
     use serde_json::json;
 
     #[test]

@@ -604,6 +604,33 @@ fn first_retry_delay(job: &str, step: &str) -> Duration {
         .unwrap_or_else(|| panic!("no retry in {actions:?}"))
 }
 
+/// A step that succeeds on a retry shows no error: the failed attempt's is in its event.
+#[test]
+fn a_step_that_succeeds_on_a_retry_keeps_no_error() {
+    let mut spec = JobSpec::new("r").step(StepSpec::new("a", "t"));
+    spec.retry = RetryPolicy {
+        max_attempts: 2,
+        backoff_ms: 1,
+    };
+    let g = validate(&spec).unwrap();
+    let mut r = JobRun::new("n1-0-1".into(), spec, g);
+    r.step(Input::Start, now());
+    r.step(
+        finished("a", 1, "n", Err(TaskError::transient("busy"))),
+        now(),
+    );
+    assert_eq!(
+        r.status().steps["a"].error.as_deref(),
+        Some("transient error: busy")
+    );
+    r.step(retry_due("a", 2), now());
+    r.step(finished("a", 2, "n", Ok(json!(7))), now());
+    let st = r.status();
+    assert_eq!(st.state, JobState::Succeeded);
+    assert_eq!(st.steps["a"].attempts, 2);
+    assert_eq!(st.steps["a"].error, None, "{:?}", st.steps["a"]);
+}
+
 /// The retry jitter comes from the job id, the step and the attempt: a replay gets the
 /// same delay, other jobs and steps get others, all within +-25% of the backoff.
 #[test]
