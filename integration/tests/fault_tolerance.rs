@@ -546,15 +546,7 @@ async fn a_client_drops_a_cut_off_node_and_dials_it_again_after_the_heal() {
     };
     assert_eq!(connected(&client), ["n1", "n2", "n3"]);
     // A key n1 owns: while the client routes by a stale view, every call waits for n1.
-    let key = (0..)
-        .map(|i| format!("cut-{i}"))
-        .find(|k| {
-            troupe_runtime::merge::owner(
-                &troupe_runtime::actor::route::owner_key("troupe.counter", k),
-                ["n1", "n2", "n3"],
-            ) == Some("n1")
-        })
-        .unwrap_or_default();
+    let key = troupe_integration::key_owned_by("troupe.counter", "n1", &["n1", "n2", "n3"], "cut");
     let add = json!({"op": "add", "n": 1});
     client
         .call_actor("troupe.counter", &key, add.clone())
