@@ -69,6 +69,8 @@ pub(crate) struct JobManagerState {
     light: Option<ActorRef<LightJobsMessage>>,
     finished: HashMap<String, JobStatus>,
     finished_order: VecDeque<String>,
+    /// The job files of live jobs and of those in `finished` that ended in this boot.
+    specs: HashMap<String, std::sync::Arc<troupe_runtime::JobSpec>>,
     /// Live jobs per submitter (a client's watcher group, or "" for the HTTP API).
     per_client: HashMap<String, usize>,
     client_of: HashMap<String, String>,
@@ -108,6 +110,7 @@ impl JobManagerState {
         resumed: Option<(u64, String)>,
     ) -> bool {
         let id = run.id().to_string();
+        self.specs.insert(id.clone(), run.spec());
         let args = JobSupervisorArgs {
             run,
             owner: self.ctx.config.name.clone(),
@@ -172,6 +175,7 @@ impl JobManagerState {
         while self.finished_order.len() > self.ctx.config.retain_finished_jobs.max(1) {
             if let Some(old) = self.finished_order.pop_front() {
                 self.finished.remove(&old);
+                self.specs.remove(&old);
             }
         }
     }
@@ -291,6 +295,7 @@ impl Actor for JobManager {
             light: None,
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
+            specs: HashMap::new(),
             per_client: HashMap::new(),
             client_of: HashMap::new(),
             unique: HashMap::new(),
@@ -468,6 +473,7 @@ impl Actor for JobManager {
             JobManagerMessage::DropCopies(reply) => {
                 let _ = reply.send(Box::pin(state.drop_copies()).await);
             }
+            JobManagerMessage::Spec(job, reply) => state.spec(job, reply),
             JobManagerMessage::CopiesDropped(node, reply) => {
                 if let Some(j) = &state.ctx.journal {
                     j.copies_dropped_by(&node);

@@ -200,6 +200,7 @@ pub(crate) fn record_crash(
         error: Some(format!("the job's supervisor crashed: {err}")),
         stats: Default::default(),
         elapsed_ms: None,
+        submitted_at_ms: 0,
     };
     let ev = JobEvent::JobFinished {
         status: Box::new(st.clone()),
@@ -400,7 +401,15 @@ impl JobSupervisorState {
         if self.run.state().is_terminal() && !self.reported {
             self.reported = true;
             let status = self.run.status();
-            tracing::debug!(job = %status.id, state = ?status.state, "job ended");
+            // One line per job, as a worker log of Celery or Gearman has.
+            match &status.error {
+                Some(e) => {
+                    tracing::info!(job = %status.id, name = %status.name, state = status.state.as_str(), elapsed_ms = status.elapsed_ms.unwrap_or(0), error = %e, "job ended")
+                }
+                None => {
+                    tracing::info!(job = %status.id, name = %status.name, state = status.state.as_str(), elapsed_ms = status.elapsed_ms.unwrap_or(0), "job ended")
+                }
+            }
             // A job resumed after a restart or taken over may have stale copies on nodes
             // this one does not know of: only the core group's record confirms its end.
             let core_only = self.recover.is_some() || self.epoch > 0;

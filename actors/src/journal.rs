@@ -164,9 +164,17 @@ impl Journal {
         ))
     }
 
-    /// Records that job `id` started from `spec` under `limits`, owned here at `epoch`.
-    pub fn start(&self, id: &str, epoch: u64, spec: &JobSpec, limits: &Limits) {
-        self.record_start(id, epoch, spec, limits, None);
+    /// Records that job `id`, submitted at `submitted_at_ms`, started from `spec` under
+    /// `limits`, owned here at `epoch`.
+    pub fn start(
+        &self,
+        id: &str,
+        epoch: u64,
+        spec: &JobSpec,
+        limits: &Limits,
+        submitted_at_ms: u64,
+    ) {
+        self.record_start(id, epoch, spec, limits, submitted_at_ms, None);
     }
 
     /// Records a newly submitted job; the receiver fires when it is as durable as
@@ -182,12 +190,13 @@ impl Journal {
         id: &str,
         spec: &JobSpec,
         limits: &Limits,
+        submitted_at_ms: u64,
     ) -> Option<oneshot::Receiver<Durable>> {
         if self.ack == JournalAck::None {
-            self.start(id, 0, spec, limits);
+            self.start(id, 0, spec, limits, submitted_at_ms);
             return None;
         }
-        let b = match store::encode_record(id, 0, spec, limits) {
+        let b = match store::encode_record(id, 0, spec, limits, submitted_at_ms) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(job = id, error = %e, "cannot journal a job's start");
@@ -225,9 +234,10 @@ impl Journal {
         epoch: u64,
         spec: &JobSpec,
         limits: &Limits,
+        submitted_at_ms: u64,
         waiter: Option<Waiter>,
     ) {
-        match store::encode_record(id, epoch, spec, limits) {
+        match store::encode_record(id, epoch, spec, limits, submitted_at_ms) {
             Ok(b) => self.send(Write::Start(id.to_string(), epoch, b, waiter)),
             Err(e) => tracing::error!(job = id, error = %e, "cannot journal a job's start"),
         }
@@ -466,6 +476,7 @@ mod tests {
             spec: spec(),
             limits: Limits::default(),
             epoch,
+            submitted_at_ms: 0,
         }
     }
 
@@ -488,6 +499,7 @@ mod tests {
             error: None,
             stats: Default::default(),
             elapsed_ms: Some(1),
+            submitted_at_ms: 0,
         }
     }
 
@@ -527,7 +539,7 @@ mod tests {
         let scratch = Scratch::new("local-ack");
         let journal = open(&scratch, JournalAck::Local);
         let durable = journal
-            .accept("n1-1-1", &spec(), &Limits::default())
+            .accept("n1-1-1", &spec(), &Limits::default(), 0)
             .expect("a receiver to wait on");
         assert_eq!(durable.await, Ok(Ok(())));
         let held = journal.store.read_all().expect("readable");
@@ -540,7 +552,7 @@ mod tests {
         let scratch = Scratch::new("no-ack");
         let journal = open(&scratch, JournalAck::None);
         assert!(journal
-            .accept("n1-1-1", &spec(), &Limits::default())
+            .accept("n1-1-1", &spec(), &Limits::default(), 0)
             .is_none());
         committed(&journal).await;
         let held = journal.store.read_all().expect("readable");
@@ -554,7 +566,7 @@ mod tests {
         let scratch = Scratch::new("copied-alone");
         let journal = open(&scratch, JournalAck::Copied);
         let durable = journal
-            .accept("n1-1-1", &spec(), &Limits::default())
+            .accept("n1-1-1", &spec(), &Limits::default(), 0)
             .expect("a receiver to wait on");
         assert_eq!(durable.await, Ok(Ok(())));
     }
@@ -564,7 +576,7 @@ mod tests {
     async fn a_job_keeps_its_inputs_until_it_ends_and_then_only_its_status() {
         let scratch = Scratch::new("inputs-end");
         let journal = open(&scratch, JournalAck::None);
-        journal.start("n1-1-1", 2, &spec(), &Limits::default());
+        journal.start("n1-1-1", 2, &spec(), &Limits::default(), 0);
         journal.input("n1-1-1", 1, &input(1));
         journal.input("n1-1-1", 2, &input(2));
         committed(&journal).await;
@@ -585,7 +597,7 @@ mod tests {
     async fn a_job_taken_over_elsewhere_is_dropped_without_a_status() {
         let scratch = Scratch::new("drop");
         let journal = open(&scratch, JournalAck::None);
-        journal.start("n1-1-1", 0, &spec(), &Limits::default());
+        journal.start("n1-1-1", 0, &spec(), &Limits::default(), 0);
         journal.input("n1-1-1", 1, &input(1));
         journal.drop_job("n1-1-1");
         committed(&journal).await;
@@ -629,7 +641,7 @@ mod tests {
     async fn the_journal_opens_again_once_its_last_handle_is_dropped() {
         let scratch = Scratch::new("reopen");
         let journal = open(&scratch, JournalAck::None);
-        journal.start("n1-1-1", 0, &spec(), &Limits::default());
+        journal.start("n1-1-1", 0, &spec(), &Limits::default(), 0);
         committed(&journal).await;
         drop(journal);
         let recovered = reopen(&scratch).await;
@@ -677,7 +689,7 @@ mod tests {
         )
         .expect("the journal opens")
         .0;
-        journal.start("n1-1-1", 0, &spec(), &Limits::default());
+        journal.start("n1-1-1", 0, &spec(), &Limits::default(), 0);
         let confirmed = journal
             .end_confirmed(&status("n1-1-1"), 0, false)
             .expect("a copied journal confirms ends");

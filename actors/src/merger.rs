@@ -159,15 +159,23 @@ impl MergerState {
         }
     }
 
+    /// Publishes the cache's entry count (`nodes --json`, `/api/nodes`). moka counts
+    /// an insert or a removal only once its pending work ran: run it first, or the count
+    /// lags (0 after the first insert). Only on a pure result or an invalidation.
+    fn publish_entries(&self) {
+        self.cache.run_pending_tasks();
+        self.ctx
+            .view
+            .cache
+            .entries
+            .store(self.cache.entry_count(), Ordering::Relaxed);
+    }
+
     fn executed(&mut self, key: String, result: StepResult, cancelled: bool) {
         let props = self.ctx.view.props(troupe_runtime::merge::key_task(&key));
         if let (false, true, Ok(v)) = (cancelled, props.pure, &result.result) {
             self.cache.insert(key.clone(), Arc::new(v.clone()));
-            self.ctx
-                .view
-                .cache
-                .entries
-                .store(self.cache.entry_count(), Ordering::Relaxed);
+            self.publish_entries();
         }
         let Some(mut f) = self.inflight.remove(&key) else {
             return;
@@ -285,12 +293,7 @@ impl Actor for Merger {
             },
             MergerMessage::Invalidate(key, reply) => {
                 let had = state.cache.remove(&key).is_some();
-                state
-                    .ctx
-                    .view
-                    .cache
-                    .entries
-                    .store(state.cache.entry_count(), Ordering::Relaxed);
+                state.publish_entries();
                 let _ = reply.send(had);
             }
             MergerMessage::NodeDown(n) => state.node_down(&n),

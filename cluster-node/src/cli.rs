@@ -22,6 +22,12 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Print the status JSON of a job.
     Status(StatusArgs),
+    /// List the cluster's jobs, newest first.
+    Jobs(JobsArgs),
+    /// Follow a job to its end, as `submit --wait` does.
+    Watch(WatchArgs),
+    /// Submit a job again with the job file it was submitted with; print the new id.
+    Rerun(StatusArgs),
     /// Cancel a job: its running tasks are told to stop.
     Cancel(StatusArgs),
     /// Resume a step that stopped for a user's action.
@@ -147,6 +153,40 @@ pub struct StatusArgs {
     pub job_id: String,
 }
 
+/// Flags of `jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// How to reach the cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Only jobs in this state (queued, running, succeeded, failed, cancelled,
+    /// waiting_for_user).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only jobs with this name (as in their job file).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// At most this many jobs, the newest (1 to 1000).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Print `{"jobs": [{"id", "name", "state", "submitted_at_ms", ...}]}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// How to reach the cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The job id.
+    pub job_id: String,
+    /// Give up waiting after this many seconds (exit 3; the job keeps running).
+    #[arg(long)]
+    pub timeout: Option<f64>,
+}
+
 /// Flags of `resume`.
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
@@ -241,6 +281,9 @@ pub struct DemoArgs {
     /// Keep the nodes' log files (their folder is printed).
     #[arg(long)]
     pub keep_logs: bool,
+    /// Keep the cluster running after the job, with a dashboard, until Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
 }
 
 #[cfg(test)]

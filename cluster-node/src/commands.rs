@@ -11,6 +11,7 @@ use crate::{exit, logging};
 pub mod actors;
 pub mod certs;
 pub mod demo;
+pub mod jobs;
 pub mod nodes;
 pub mod start;
 pub mod status;
@@ -26,6 +27,9 @@ pub fn run(cli: crate::cli::Cli, registry: TaskRegistry) -> u8 {
         Command::Start(a) => start::run(a, registry),
         Command::Submit(a) => client_command(|| submit::run(a)),
         Command::Status(a) => client_command(|| status::run(a)),
+        Command::Jobs(a) => client_command(|| jobs::list(a)),
+        Command::Watch(a) => client_command(|| jobs::watch(a)),
+        Command::Rerun(a) => client_command(|| jobs::rerun(a)),
         Command::Cancel(a) => client_command(|| status::cancel(a)),
         Command::Resume(a) => client_command(|| status::resume(a)),
         Command::Nodes(a) => client_command(|| nodes::run(a)),

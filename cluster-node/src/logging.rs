@@ -5,10 +5,14 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber, writing to stderr. `default` is the level without RUST_LOG.
 pub fn init(json: bool, default: &str) {
     use std::io::IsTerminal;
-    // ractor_cluster logs every TCP session at info; Troupe's own membership lines say
-    // what matters (node joined, node left, connection refused).
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default},ractor=warn,ractor_cluster=error")));
+    // ractor_cluster logs every TCP session at info, openraft its whole state at each
+    // start; Troupe's own lines say what matters (node joined, node left, connection
+    // refused, forming the core group).
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{default},ractor=warn,ractor_cluster=error,openraft=warn"
+        ))
+    });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

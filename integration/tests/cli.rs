@@ -184,3 +184,148 @@ async fn a_step_timeout_fails_the_attempt() {
         "{st}"
     );
 }
+
+/// `jobs` lists the cluster's jobs newest first (filtered by state and name), `watch`
+/// follows a job submitted in the background to its end as `submit --wait` does, `rerun`
+/// submits a job again from its file, and the status carries the submit time and each
+/// step's times, node and output.
+#[tokio::test]
+async fn jobs_watch_and_rerun_and_the_status_times() {
+    let c = Cluster::start(2);
+    c.ready().await;
+    let f = c.job_file(
+        "two.json",
+        r#"{"name": "two", "steps": [
+            {"id": "s", "task": "troupe.sleep", "input": {"ms": 400}},
+            {"id": "e", "task": "troupe.echo", "input": {"x": 7}, "after": ["s"]}]}"#,
+    );
+    let before = troupe_runtime::observe::now_ms();
+    let out = c.cli(&["submit", &f], true);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let id = stdout.trim().to_string();
+
+    // watch: progress on stderr, the final status alone on stdout, exit 0.
+    let out = c.cli(&["watch", &id, "--timeout", "30"], true);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let st: Value = serde_json::from_str(&stdout).expect("stdout is the final status");
+    assert_eq!(st["id"], json!(id));
+    assert_eq!(st["state"], "succeeded");
+    assert!(stderr.contains(&format!("job {id} succeeded")), "{stderr}");
+    let submitted = st["submitted_at_ms"].as_u64().unwrap();
+    assert!(
+        (before..before + 10_000).contains(&submitted),
+        "{submitted} vs {before}"
+    );
+    let (s, e) = (&st["steps"]["s"], &st["steps"]["e"]);
+    let time = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    assert!(time(s, "started_at_ms") >= submitted);
+    assert!(
+        time(s, "ended_at_ms") >= time(s, "started_at_ms") + 400,
+        "{s}"
+    );
+    assert!(time(e, "started_at_ms") >= time(s, "ended_at_ms"), "{st}");
+    assert!(time(e, "ended_at_ms") >= time(e, "started_at_ms"));
+    assert_eq!(e["output"], json!({"x": 7}));
+    assert!(s["node"].as_str().unwrap().starts_with('n'));
+
+    // watch of a job that ended answers at once, the same way.
+    let out = c.cli(&["watch", &id], true);
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+
+    // rerun: the same file again, a new id.
+    let out = c.cli(&["rerun", &id], true);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let again = stdout.trim().to_string();
+    assert_ne!(again, id);
+    let out = c.cli(&["watch", &again, "--timeout", "30"], true);
+    let st: Value = serde_json::from_str(&texts(&out).0).unwrap();
+    assert_eq!(st["state"], "succeeded");
+    assert_eq!(st["steps"]["e"]["output"], json!({"x": 7}));
+
+    // A failed job, for the filters.
+    let bad = c.job_file(
+        "bad.toml",
+        "name = \"bad\"\n[[steps]]\nid = \"x\"\ntask = \"troupe.fail\"\n",
+    );
+    let out = c.cli(&["submit", &bad, "--wait"], true);
+    assert_eq!(out.status.code(), Some(1), "{}", texts(&out).1);
+
+    let out = c.cli(&["jobs", "--json"], true);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let list: Value = serde_json::from_str(&stdout).unwrap();
+    let jobs = list["jobs"].as_array().unwrap();
+    let ids: Vec<&str> = jobs.iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "{list}");
+    assert_eq!(jobs[0]["name"], "bad", "newest first: {list}");
+    assert!(ids.contains(&id.as_str()) && ids.contains(&again.as_str()));
+    let times: Vec<u64> = jobs
+        .iter()
+        .map(|j| j["submitted_at_ms"].as_u64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+
+    let out = c.cli(&["jobs", "--json", "--state", "failed"], true);
+    let list: Value = serde_json::from_str(&texts(&out).0).unwrap();
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["jobs"][0]["state"], "failed");
+    let out = c.cli(&["jobs", "--json", "--name", "two"], true);
+    let list: Value = serde_json::from_str(&texts(&out).0).unwrap();
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 2, "{list}");
+
+    // The table: a header and one line per job.
+    let out = c.cli(&["jobs"], true);
+    let (stdout, _) = texts(&out);
+    assert!(stdout.starts_with("ID"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    assert!(
+        stdout.contains("failed") && stdout.contains("succeeded"),
+        "{stdout}"
+    );
+
+    // Bad input: exit 2, with what to do.
+    let out = c.cli(&["jobs", "--state", "done"], true);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        texts(&out).1.contains("use queued, running"),
+        "{}",
+        texts(&out).1
+    );
+    let unknown = format!("{}-1-999", Cluster::name(0));
+    let out = c.cli(&["rerun", &unknown], true);
+    assert_eq!(out.status.code(), Some(2), "{}", texts(&out).1);
+    let out = c.cli(&["watch", &unknown], true);
+    assert_eq!(out.status.code(), Some(2), "{}", texts(&out).1);
+}
+
+/// A job whose owner is down answers "owner down" (exit 3, try later), not "no such job".
+#[tokio::test]
+async fn the_status_of_a_job_whose_owner_is_down_says_so() {
+    let mut c = Cluster::start(2);
+    c.ready().await;
+    let client = c.client_via(&[0]).await;
+    let f = c.job_file(
+        "one.json",
+        r#"{"name": "one", "steps": [{"id": "s", "task": "troupe.echo"}]}"#,
+    );
+    let spec = troupe_runtime::JobSpec::read(&f).unwrap();
+    let id = client.submit(spec).await.unwrap().id().to_string();
+    assert!(id.starts_with(&Cluster::name(0)), "{id}");
+    drop(client);
+    c.node(0).kill();
+    let seeds = c.seeds();
+    let n2 = seeds.split(',').nth(1).unwrap();
+    let out = c.cli(
+        &["status", &id, "--seeds", n2, "--cookie", &c.cookie],
+        false,
+    );
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("node {}, which owns job {id}", Cluster::name(0))),
+        "{stderr}"
+    );
+}

@@ -240,7 +240,7 @@ fn event_stream_carries_a_jobs_events_in_order_and_membership_changes() {
         seen.lock()
             .unwrap()
             .iter()
-            .any(|e| e["event"] == "job_finished" && e["job"].is_null() && e["status"]["id"] == id)
+            .any(|e| e["event"] == "job_finished" && e["job"] == id && e["status"]["id"] == id)
     };
 
     // n2's hub subscribes to n1's within a second or so: a job of n1 shows on n2's stream.

@@ -34,6 +34,11 @@ async fn tasks_spinning_on_every_slot_do_not_freeze_their_node() {
     let mut c = Cluster::plan(3);
     c.slots = 2;
     c.serve_http = true;
+    // openraft's own election lines, which nodes log only on request (RUST_LOG).
+    c.env.push((
+        "RUST_LOG".into(),
+        "info,ractor=warn,ractor_cluster=error,openraft=info".into(),
+    ));
     for i in 0..3 {
         c.start_node(i);
     }

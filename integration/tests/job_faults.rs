@@ -259,7 +259,9 @@ async fn an_owner_cut_off_as_its_job_ends_publishes_no_end_the_other_side_can_co
 #[tokio::test(flavor = "current_thread")]
 async fn a_job_that_ends_on_a_full_disk_keeps_its_end_once_space_is_freed() {
     let mut c = Cluster::plan(1);
-    let disk = troupe_integration::tinyfs::TinyFs::mount(&c.dir.join("tiny"), 16)
+    // 32 MiB: the end's status holds the 3 MiB output twice (the job's and its step's),
+    // in the log and in redb, and the node must open its journal again after.
+    let disk = troupe_integration::tinyfs::TinyFs::mount(&c.dir.join("tiny"), 32)
         .expect("a tmpfs (this test needs root; CI runs as root)");
     let data = disk.path().join("data-n1");
     c.start_node_on(0, &data);

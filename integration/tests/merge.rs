@@ -48,6 +48,18 @@ async fn fib_25_runs_once_per_n_and_a_repeat_from_another_node_is_a_cache_hit() 
         st.steps["fib"].cache_hit,
         "the hit shows in the step's status"
     );
+    // The node list counts the entries held (fib(0) to fib(25), spread over the nodes'
+    // caches), as soon as the next gossip carries them.
+    let mut entries = 0;
+    for _ in 0..50 {
+        let nodes = b.nodes().await.unwrap();
+        entries = nodes.iter().map(|n| n.cache.entries).sum::<u64>();
+        if entries >= 26 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(entries >= 26, "cache entries in the node list: {entries}");
 
     // Invalidate the key: the next request runs again (its own sub-calls still hit).
     assert!(b.invalidate("troupe.fib", &json!({"n": 25})).await.unwrap());

@@ -152,3 +152,20 @@ fn a_tls_cluster_runs_jobs_and_refuses_members_without_the_right_certificate() {
         assert!(c.node(i).is_running(), "node {} exited", i + 1);
     }
 }
+
+/// A client with certificates against nodes that do not use TLS is told so (exit 3),
+/// not sent to check its CA.
+#[tokio::test]
+async fn a_tls_client_against_plaintext_nodes_is_told_they_do_not_use_tls() {
+    let c = Cluster::start(1);
+    c.ready().await;
+    let pki = c.dir.join("pki");
+    certs(&c, &pki, "client");
+    let out = client(&c, &["nodes"], &tls_flags(&pki, "client"));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("do not use TLS"), "{stderr}");
+    assert!(stderr.contains("drop --tls-cert"), "{stderr}");
+    // The node keeps serving plaintext clients.
+    assert_eq!(nodes_up(&c, &[]), vec![Cluster::name(0)]);
+}

@@ -44,8 +44,8 @@ use crate::protocol::groups::{
     MEMBERSHIP_GROUP,
 };
 use crate::protocol::job_manager::{
-    submit, InvalidateRequest, JobManagerMessage, ResumeRequest, SubmitError, SubmitFailure,
-    SubmitRequest, WatchRequest,
+    submit, InvalidateRequest, JobManagerMessage, JobQueryError, ResumeRequest, SubmitError,
+    SubmitFailure, SubmitRequest, WatchRequest,
 };
 use crate::protocol::membership::{MembershipMessage, NodeInfo, NodeState};
 use crate::vocab::JobId;
@@ -240,7 +240,19 @@ impl Client {
         let job_id = job.to_string();
         self.call(&jm, |reply| JobManagerMessage::Status(job_id, reply))
             .await?
-            .map_err(|_| ClientError::UnknownJob(job.to_string()))
+            .map_err(|e| query_error(job, e))
+    }
+
+    /// The job file `job` was submitted with (`rerun`). Only its owner keeps it: while
+    /// the job runs, and with its status once it ended (not across the owner's restart).
+    pub async fn spec(&self, job: &str) -> Result<JobSpec, ClientError> {
+        let owner = parse_owner(job)?;
+        // Any node's job manager forwards the question to the job's owner.
+        let (_, jm) = self.pick_job_manager(Some(owner))?;
+        let id = job.to_string();
+        self.call(&jm, |reply| JobManagerMessage::Spec(id, reply))
+            .await?
+            .map_err(|e| query_error(job, e))
     }
 
     /// The cluster's jobs, newest first: a page of `limit` after `offset`, only those in
@@ -362,7 +374,7 @@ impl Client {
             let st = self
                 .call(&jm, |reply| JobManagerMessage::Watch(Wire::new(req), reply))
                 .await?
-                .map_err(|_| ClientError::UnknownJob(job.to_string()))?;
+                .map_err(|e| query_error(job, e))?;
             handle.last = Some(st);
         } else {
             handle.last = Some(self.status(job).await?);
@@ -497,6 +509,16 @@ fn rpc_reply<T, E: std::fmt::Display>(
         Ok(ractor::rpc::CallResult::Timeout) => Err(ClientError::Timeout(timeout)),
         Ok(ractor::rpc::CallResult::SenderError) => Err(ClientError::Connection(DROPPED.into())),
         Err(e) => Err(ClientError::Connection(e.to_string())),
+    }
+}
+
+/// A node's refusal to answer about `job`, as the client error a user acts on: an unknown
+/// job is bad input (exit 2), an owner out of reach is for later (exit 3).
+fn query_error(job: &str, e: JobQueryError) -> ClientError {
+    match e {
+        JobQueryError::NotFound(_) => ClientError::UnknownJob(job.to_string()),
+        JobQueryError::Conflict(m) => ClientError::Rejected(m),
+        JobQueryError::Unavailable(m) => ClientError::Unavailable(m),
     }
 }
 

@@ -618,64 +618,26 @@ impl NodeConfig {
     }
 }
 
-/// Refuses a config file with keys Troupe does not know (a typo would otherwise be
-/// ignored silently and the default used).
+/// The configuration's keys, from the defaults (so a new key is never missing): each
+/// top-level key with the keys of its table, if it is one (`failure` has `down_after_ms`).
+fn known_keys() -> Vec<(String, Vec<String>)> {
+    let Ok(serde_json::Value::Object(top)) = serde_json::to_value(NodeConfig::default()) else {
+        return Vec::new();
+    };
+    top.into_iter()
+        .map(|(k, v)| {
+            let sub = match v {
+                serde_json::Value::Object(m) => m.into_iter().map(|(k, _)| k).collect(),
+                _ => Vec::new(),
+            };
+            (k, sub)
+        })
+        .collect()
+}
+
+/// Refuses a key the configuration does not have: serde's message would not name the
+/// file, nor list the keys there are.
 fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
-    const KEYS: &[&str] = &[
-        "name",
-        "listen",
-        "advertise",
-        "seeds",
-        "cookie",
-        "cookie_file",
-        "tls_cert",
-        "tls_key",
-        "tls_ca",
-        "slots",
-        "data",
-        "http",
-        "gearman",
-        "log_format",
-        "runtime",
-        "handshake_timeout_ms",
-        "task_wait_ms",
-        "gossip_interval_ms",
-        "drain_timeout_ms",
-        "journal",
-        "max_message_bytes",
-        "max_connections",
-        "max_pending_handshakes",
-        "retain_finished_jobs",
-        "restart",
-        "limits",
-        "cache",
-        "scheduling",
-        "task_limits",
-        "admission",
-        "failure",
-        "journal_replicas",
-        "journal_ack",
-        "journal_commit_window_ms",
-        "core",
-        "actors",
-    ];
-    const RESTART_KEYS: &[&str] = &["max_restarts", "window_ms"];
-    const LIMIT_KEYS: &[&str] = &[
-        "max_steps",
-        "max_for_each_items",
-        "max_depth",
-        "max_jobs_per_client",
-        "max_lost_attempts",
-    ];
-    const CACHE_KEYS: &[&str] = &["max_bytes", "ttl_ms"];
-    const FAILURE_KEYS: &[&str] = &["suspect_after_ms", "down_after_ms", "takeover_after_ms"];
-    const CORE_KEYS: &[&str] = &["nodes", "size", "replace_after_ms"];
-    const ACTORS_KEYS: &[&str] = &[
-        "idle_ms",
-        "max_restarts",
-        "restart_window_ms",
-        "stopped_for_ms",
-    ];
     let is_toml = path.extension().is_none_or(|e| e == "toml");
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(()); // the config crate reports the read error with the path
@@ -687,37 +649,81 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
         key: "config",
         message: format!("{} is not valid TOML: {e}", path.display()),
     })?;
+    let known = known_keys();
     for (k, v) in &table {
-        if !KEYS.contains(&k.as_str()) {
+        let Some((_, sub)) = known.iter().find(|(name, _)| name == k) else {
+            let names: Vec<&str> = known.iter().map(|(n, _)| n.as_str()).collect();
             return Err(ConfigError::Invalid {
                 key: "config",
                 message: format!(
                     "unknown key `{k}` in {}; known keys: {}",
                     path.display(),
-                    KEYS.join(", ")
+                    names.join(", ")
                 ),
             });
-        }
-        let sub = match k.as_str() {
-            "restart" => RESTART_KEYS,
-            "limits" => LIMIT_KEYS,
-            "cache" => CACHE_KEYS,
-            "failure" => FAILURE_KEYS,
-            "core" => CORE_KEYS,
-            "actors" => ACTORS_KEYS,
-            _ => continue,
         };
+        if sub.is_empty() {
+            continue;
+        }
         if let Some(bad) = v
             .as_table()
-            .and_then(|t| t.keys().find(|k| !sub.contains(&k.as_str())).cloned())
+            .and_then(|t| t.keys().find(|k| !sub.contains(k)).cloned())
         {
             return Err(ConfigError::Invalid {
                 key: "config",
-                message: format!("unknown key `{k}.{bad}` in {}", path.display()),
+                message: format!(
+                    "unknown key `{k}.{bad}` in {}; `{k}` has: {}",
+                    path.display(),
+                    sub.join(", ")
+                ),
             });
         }
     }
+    // Values too, by serde on this file alone: its message names the choices of a key
+    // with fixed values and the line, where the merged layers' would name neither.
+    if let Err(e) = toml::from_str::<NodeConfig>(&text) {
+        return Err(ConfigError::Invalid {
+            key: "config",
+            message: format!("{}: {e}", path.display()),
+        });
+    }
     Ok(())
+}
+
+/// Variables named `TROUPE_*` that are not settings (nor the client's and tests' own
+/// variables): a typo there would otherwise be ignored in silence.
+pub fn unknown_env_vars(vars: impl IntoIterator<Item = String>) -> Vec<String> {
+    /// Variables read elsewhere: the command line's, and the test harness's.
+    const OTHERS: &[&str] = &[
+        "CONFIG",
+        "COOKIE_FILE",
+        "TLS_CERT",
+        "TLS_KEY",
+        "TLS_CA",
+        "NODE_BIN",
+    ];
+    let known = known_keys();
+    vars.into_iter()
+        .filter_map(|var| {
+            let rest = var.strip_prefix("TROUPE_")?;
+            if OTHERS.contains(&rest) {
+                return None;
+            }
+            let lower = rest.to_ascii_lowercase();
+            let (top, sub) = match lower.split_once("__") {
+                Some((t, s)) => (t, Some(s)),
+                None => (lower.as_str(), None),
+            };
+            let ok = known.iter().any(|(k, subs)| {
+                k == top
+                    && match sub {
+                        None => true,
+                        Some(s) => subs.iter().any(|x| x == s),
+                    }
+            });
+            (!ok).then_some(var)
+        })
+        .collect()
 }
 
 /// Reads a cookie from the first line of `path` (trimmed). Says why not, without ever
@@ -783,6 +789,49 @@ mod tests {
         let e = NodeConfig::load(Some(&typo), &[]).unwrap_err().to_string();
         assert!(e.contains("unknown key `slotz`"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Every key of the documented config file is known (the list comes from the
+    /// defaults); a typo in a table names the table's keys; a bad value of a key with
+    /// fixed choices names the choices and the file; an unknown `TROUPE_*` variable is
+    /// found, a setting's or the client's is not.
+    #[test]
+    fn keys_values_and_variables_that_are_not_settings() {
+        let documented = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/default.toml");
+        NodeConfig::load(Some(std::path::Path::new(documented)), &[]).unwrap();
+
+        let dir = std::env::temp_dir().join(format!("troupe-cfg-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("node.toml");
+        std::fs::write(&f, "task_nice = 3\n[failure]\ndown_after = 1\n").unwrap();
+        let e = NodeConfig::load(Some(&f), &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown key `failure.down_after`"), "{e}");
+        assert!(
+            e.contains("down_after_ms") && e.contains("node.toml"),
+            "{e}"
+        );
+        std::fs::write(&f, "journal_ack = \"fast\"\n").unwrap();
+        let e = NodeConfig::load(Some(&f), &[]).unwrap_err().to_string();
+        assert!(e.contains("copied") && e.contains("synced"), "{e}");
+        assert!(e.contains("node.toml"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let vars = [
+            "TROUPE_SLOTS",
+            "TROUPE_SLOTZ",
+            "TROUPE_FAILURE__DOWN_AFTER_MS",
+            "TROUPE_FAILURE__DOWN_AFTER",
+            "TROUPE_COOKIE",
+            "TROUPE_TLS_CA",
+            "TROUPE_TASK_NICE",
+            "TROUPE_NODE_BIN",
+            "PATH",
+        ]
+        .map(String::from);
+        assert_eq!(
+            unknown_env_vars(vars),
+            vec!["TROUPE_SLOTZ", "TROUPE_FAILURE__DOWN_AFTER"]
+        );
     }
 
     #[test]

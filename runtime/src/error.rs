@@ -155,6 +155,12 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// This client uses TLS and the nodes do not.
+    #[error("the nodes at {seeds} do not use TLS (they hung up at the TLS handshake): drop --tls-cert, --tls-key and --tls-ca (and TROUPE_TLS_*), or start the nodes with TLS")]
+    NotTls {
+        /// The seeds tried.
+        seeds: String,
+    },
     /// The cluster refused the connection (wrong cookie, or no or wrong TLS certificate).
     #[error("the cluster at {seeds} refused this client: authentication failed. Check --cookie (or TROUPE_COOKIE) matches the nodes' cookie, and, if the nodes use TLS, that --tls-cert, --tls-key and --tls-ca are given and the certificate is signed by the nodes' CA")]
     Refused {

@@ -106,6 +106,10 @@ impl ClusterEvent {
         }
         .unwrap_or(Value::Null);
         if let Value::Object(m) = &mut v {
+            // Every event about a job carries `job`: a job's end has it in its status.
+            if let EventKind::Job(JobEvent::JobFinished { status }) = &self.kind {
+                m.insert("job".into(), status.id.clone().into());
+            }
             m.insert("at_ms".into(), self.at_ms.into());
             m.insert("origin".into(), self.origin.clone().into());
             if let Some(st) = self.job_state {
@@ -211,4 +215,39 @@ pub struct JobsPage {
     /// state name.
     #[serde(default)]
     pub by_state: std::collections::BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::status::JobStatus;
+
+    #[test]
+    fn every_job_event_carries_the_job_id() {
+        let status: JobStatus = serde_json::from_value(serde_json::json!({
+            "id": "n1-1-7", "name": "x", "state": "succeeded", "steps": {},
+            "output": 1, "error": null, "stats": {"executions": 1, "merged": 0, "cache_hits": 0},
+            "elapsed_ms": 3
+        }))
+        .unwrap();
+        let ended = ClusterEvent::job(
+            "n1",
+            JobEvent::JobFinished {
+                status: Box::new(status),
+            },
+            JobState::Succeeded,
+        );
+        let started = ClusterEvent::job(
+            "n1",
+            JobEvent::Queued {
+                job: "n1-1-8".into(),
+                name: "x".into(),
+                steps: 1,
+            },
+            JobState::Queued,
+        );
+        assert_eq!(ended.to_json()["job"], "n1-1-7");
+        assert_eq!(ended.to_json()["event"], "job_finished");
+        assert_eq!(started.to_json()["job"], "n1-1-8");
+    }
 }

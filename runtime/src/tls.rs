@@ -245,6 +245,10 @@ pub enum DialError {
     /// one that does not name the host we dialled.
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
+    /// The node closed the connection at the TLS handshake without a TLS answer: a node
+    /// that does not use TLS reads the handshake as a malformed frame and hangs up.
+    #[error("the node closed the connection at the TLS handshake: it does not use TLS")]
+    NotTls,
     /// Connecting (and the TLS handshake) took longer than allowed.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
@@ -256,7 +260,7 @@ pub enum DialError {
 impl DialError {
     /// Whether the failure is about TLS (certificates), not reachability.
     pub fn is_tls(&self) -> bool {
-        matches!(self, DialError::Tls(_))
+        matches!(self, DialError::Tls(_) | DialError::NotTls)
     }
 }
 
@@ -292,11 +296,12 @@ pub async fn dial(
             (Some(tls), Some(name)) => NetworkStream::TlsClient {
                 peer_addr,
                 local_addr,
-                stream: tls
-                    .connector()
-                    .connect(name, stream)
-                    .await
-                    .map_err(DialError::Tls)?,
+                stream: tls.connector().connect(name, stream).await.map_err(|e| {
+                    match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof => DialError::NotTls,
+                        _ => DialError::Tls(e),
+                    }
+                })?,
             },
             _ => NetworkStream::Raw {
                 peer_addr,

@@ -146,6 +146,7 @@ mod tests {
                 error: Some("boom".into()),
                 stats: Default::default(),
                 elapsed_ms: None,
+                submitted_at_ms: 0,
             }),
         }
     }

@@ -122,6 +122,7 @@ mod tests {
                 error: None,
                 stats: Default::default(),
                 elapsed_ms: None,
+                submitted_at_ms: 0,
             }),
         }
     }

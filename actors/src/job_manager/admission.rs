@@ -206,16 +206,20 @@ impl JobManagerState {
             w.job = id.clone();
             watchers.push(w);
         }
+        let submitted_at_ms = troupe_runtime::observe::now_ms();
         let durable = self
             .ctx
             .journal
             .as_ref()
-            .and_then(|j| j.accept(&id, &req.spec, &self.ctx.config.limits));
+            .and_then(|j| j.accept(&id, &req.spec, &self.ctx.config.limits, submitted_at_ms));
         // One step, not a fan-out: the light path (see `light_jobs`).
         let light =
             req.spec.steps.len() == 1 && req.spec.steps.iter().all(|s| s.for_each.is_none());
+        let run = JobRun::with_limits(id.clone(), req.spec, graph, self.ctx.config.limits)
+            .with_submit_time(submitted_at_ms);
+        self.specs.insert(id.clone(), run.spec());
         let args = JobSupervisorArgs {
-            run: JobRun::with_limits(id.clone(), req.spec, graph, self.ctx.config.limits),
+            run,
             owner: self.ctx.config.name.clone(),
             watchers,
             journal: self.ctx.journal.clone(),
@@ -243,6 +247,7 @@ impl JobManagerState {
                 answer_when_durable(myself.clone(), id, durable, reply);
             }
             Err(e) => {
+                self.specs.remove(&id);
                 let _ = reply.send(Wire::new(Err(SubmitError::Unavailable(format!(
                     "cannot start a job supervisor: {e}"
                 )))));

@@ -448,6 +448,7 @@ impl JobManagerState {
             self.by_actor.remove(&a.get_id());
         }
         sup.stop(job);
+        self.specs.remove(job);
         if let Some(j) = &self.ctx.journal {
             j.drop_job(job);
         }
@@ -485,13 +486,24 @@ impl JobManagerState {
             .map(|o| o.node)
             .unwrap_or_default();
         record.epoch = epoch;
-        journal.start(&job, epoch, &record.spec, &record.limits);
+        journal.start(
+            &job,
+            epoch,
+            &record.spec,
+            &record.limits,
+            record.submitted_at_ms,
+        );
         for (i, input) in inputs.iter().enumerate() {
             journal.input(&job, i as u64 + 1, input);
         }
         journal.forget(&job);
         let seq = inputs.len() as u64;
-        let run = match crate::job_supervisor::replay::replay(record, inputs, Instant::now()) {
+        let run = match crate::job_supervisor::replay::replay(
+            record,
+            inputs,
+            Instant::now(),
+            troupe_runtime::observe::now_ms(),
+        ) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "a job taken over cannot be rebuilt");

@@ -149,7 +149,12 @@ impl JobManagerState {
             }
             let seq = inputs.len() as u64;
             let epoch = record.epoch;
-            let run = match crate::job_supervisor::replay::replay(record, inputs, Instant::now()) {
+            let run = match crate::job_supervisor::replay::replay(
+                record,
+                inputs,
+                Instant::now(),
+                troupe_runtime::observe::now_ms(),
+            ) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "a journaled job cannot resume");

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::core::{CoreCommand, CoreDecision};
 use ractor::RpcReplyPort;
+use troupe_runtime::job::spec::JobSpec;
 use troupe_runtime::protocol::{
     first_member, job_manager_group, worker_pool_group, AttemptMoved, CallReply, InvalidateRequest,
     JobAnswer, JobManagerMessage, JobQueryError, ResumeRequest, SpawnRequest, WatchRequest,
@@ -37,6 +38,9 @@ pub(super) enum Request {
 
 /// Where the answer to a question about one job goes.
 pub(super) type StatusReply = RpcReplyPort<JobAnswer>;
+
+/// Where a job's file goes (`rerun`).
+pub(super) type SpecReply = RpcReplyPort<Wire<Result<JobSpec, JobQueryError>>>;
 
 impl JobManagerState {
     /// Answers the status of `job`, wherever it is.
@@ -90,6 +94,7 @@ impl JobManagerState {
             Some(owner) if owner != self.ctx.config.name => {
                 let me = self.ctx.config.name.clone();
                 let down = self.ctx.view.is_down(&owner);
+                let takeover_ms = self.ctx.config.failure.takeover_after_ms;
                 tokio::spawn(async move {
                     let mut owner = owner;
                     let mut jm = first_member::<JobManagerMessage>(&job_manager_group(&owner))
@@ -111,8 +116,16 @@ impl JobManagerState {
                         }
                     }
                     let answer = match jm {
+                        None if down => Err(JobQueryError::Unavailable(format!(
+                            "node {owner}, which owns job {job}, is down and no node has \
+                             taken the job over yet (a node holding its copy does after \
+                             {takeover_ms} ms; a job that had ended left with its owner): \
+                             ask again later, or start {owner} again"
+                        ))),
                         None => Err(JobQueryError::Unavailable(format!(
-                            "the node {owner} that owns job {job} is not reachable"
+                            "node {owner}, which owns job {job}, is not reachable from \
+                             node {me} (it stopped, or left the cluster): start it again, \
+                             or ask again later"
                         ))),
                         Some(jm) => {
                             let call = jm.call(
@@ -148,6 +161,54 @@ impl JobManagerState {
                 let _ = reply.send(Wire::new(Err(JobQueryError::no_such_job(&job))));
             }
         }
+    }
+
+    /// Answers the job file of `job`: kept here if this node owns it, else asked of its
+    /// owner (as [`JobManagerState::to_job`] finds it).
+    pub(super) fn spec(&self, job: String, reply: SpecReply) {
+        let me = &self.ctx.config.name;
+        if let Some(spec) = self.specs.get(&job) {
+            let _ = reply.send(Wire::new(Ok(spec.as_ref().clone())));
+            return;
+        }
+        if self.finished.contains_key(&job) {
+            let _ = reply.send(Wire::new(Err(JobQueryError::Conflict(format!(
+                "job {job} ended before node {me} restarted, and its job file is not kept \
+                 across restarts: submit the file again"
+            )))));
+            return;
+        }
+        let owner = match self.takeovers.moved_to(&job) {
+            Some(m) => Some(m.node.clone()),
+            None => JobId::owner_of(&job).map(str::to_string),
+        };
+        let Some(owner) = owner.filter(|o| o != me) else {
+            let _ = reply.send(Wire::new(Err(JobQueryError::no_such_job(&job))));
+            return;
+        };
+        tokio::spawn(async move {
+            let answer = match first_member::<JobManagerMessage>(&job_manager_group(&owner)) {
+                None => Err(JobQueryError::Unavailable(format!(
+                    "node {owner}, which owns job {job}, is not reachable (it keeps the \
+                     job's file): start it again, or ask again later"
+                ))),
+                Some(jm) => match jm
+                    .call(
+                        |r| JobManagerMessage::Spec(job.clone(), r),
+                        Some(FORWARD_TIMEOUT),
+                    )
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(w)) => w
+                        .into_inner()
+                        .unwrap_or_else(|e| Err(JobQueryError::Unavailable(e.to_string()))),
+                    _ => Err(JobQueryError::Unavailable(format!(
+                        "no answer from {owner} about job {job}"
+                    ))),
+                },
+            };
+            let _ = reply.send(Wire::new(answer));
+        });
     }
 
     /// Follows a live job (its supervisor answers and sends later events to the

@@ -34,6 +34,9 @@ pub struct JobRecord {
     /// The owner's epoch (0: the node that accepted it; see [`crate::core`]).
     #[serde(default)]
     pub epoch: u64,
+    /// When it was submitted, in Unix milliseconds (0 in journals written before).
+    #[serde(default)]
+    pub submitted_at_ms: u64,
 }
 
 /// Why a journaled job cannot be rebuilt.
@@ -47,20 +50,24 @@ pub(crate) struct ReplayError {
 }
 
 /// Rebuilds a job from its record and its inputs, in order, as if each happened at `now`
-/// (the journal keeps no times: a replayed job's elapsed time counts from its replay). The
+/// (the journal keeps no times: the steps that ended before show the replay's time, given
+/// by `now_ms`, as their end; the job's elapsed time counts from its submission). The
 /// returned run has started and seen every input; feed it its
-/// [`JobRun::recovery_inputs`] before running it on. The actions of the replayed inputs were carried out before; they are
-/// dropped.
+/// [`JobRun::recovery_inputs`] before running it on. The actions of the replayed inputs
+/// were carried out before; they are dropped.
 pub(crate) fn replay(
     record: JobRecord,
     inputs: impl IntoIterator<Item = Input>,
     now: Instant,
+    now_ms: u64,
 ) -> Result<JobRun, ReplayError> {
     let graph = validate_with(&record.spec, &record.limits).map_err(|e| ReplayError {
         job: record.id.clone(),
         reason: e.to_string(),
     })?;
-    let mut run = JobRun::with_limits(record.id, record.spec, graph, record.limits);
+    let mut run = JobRun::with_limits(record.id, record.spec, graph, record.limits)
+        .with_submit_time(record.submitted_at_ms);
+    run.set_wall_clock(now, now_ms);
     let _ = run.step(Input::Start, now);
     for input in inputs {
         let _ = run.step(input, now);
@@ -94,6 +101,7 @@ mod tests {
             spec,
             limits: Limits::default(),
             epoch: 0,
+            submitted_at_ms: 0,
         }
     }
 
@@ -165,11 +173,13 @@ mod tests {
 
     /// Feeds `run` its recovery, as the supervisor does; returns the actions and the inputs
     /// it journaled.
-    fn recover(run: &mut JobRun) -> (Vec<Action>, Vec<Input>) {
+    /// Feeds `run` its recovery inputs at `now` (a fixed time: the status's times must
+    /// match another run's that saw the same times).
+    fn recover(run: &mut JobRun, now: Instant) -> (Vec<Action>, Vec<Input>) {
         let inputs = run.recovery_inputs("the owner restarted");
         let mut actions = Vec::new();
         for input in inputs.clone() {
-            actions.extend(run.step(input, Instant::now()));
+            actions.extend(run.step(input, now));
         }
         (actions, inputs)
     }
@@ -178,7 +188,7 @@ mod tests {
     #[test]
     fn a_replay_rebuilds_the_same_state() {
         let (live, journal) = drive(&inputs());
-        let replayed = replay(record(), journal, Instant::now()).unwrap();
+        let replayed = replay(record(), journal, Instant::now(), 0).unwrap();
         assert_eq!(replayed.status(), live.status());
         let st = replayed.status();
         assert_eq!(st.steps["b"].attempts, 2);
@@ -194,13 +204,19 @@ mod tests {
         let mut ins = inputs();
         ins.truncate(2);
         let (_, journal) = drive(&ins);
-        let mut run = replay(record(), journal, Instant::now()).unwrap();
-        assert_eq!(dispatched(&recover(&mut run).0), vec![("b".to_string(), 2)]);
+        let mut run = replay(record(), journal, Instant::now(), 0).unwrap();
+        assert_eq!(
+            dispatched(&recover(&mut run, Instant::now()).0),
+            vec![("b".to_string(), 2)]
+        );
         // In the longer journal c was in flight, waiting on its calls: c runs again (as
         // attempt 2, which makes its calls again); the old calls go with attempt 1.
         let (_, journal) = drive(&inputs());
-        let mut run = replay(record(), journal, Instant::now()).unwrap();
-        assert_eq!(dispatched(&recover(&mut run).0), vec![("c".to_string(), 2)]);
+        let mut run = replay(record(), journal, Instant::now(), 0).unwrap();
+        assert_eq!(
+            dispatched(&recover(&mut run, Instant::now()).0),
+            vec![("c".to_string(), 2)]
+        );
         // A late result of the recovered attempt is discarded.
         let before = run.status().stats.late_results;
         let late = Input::Finished {
@@ -221,8 +237,8 @@ mod tests {
     fn a_second_restart_replays_the_first_recovery() {
         let now = Instant::now();
         let (_, mut journal) = drive(&inputs());
-        let mut run = replay(record(), journal.clone(), now).unwrap();
-        let (_, recovery) = recover(&mut run);
+        let mut run = replay(record(), journal.clone(), now, 0).unwrap();
+        let (_, recovery) = recover(&mut run, now);
         journal.extend(recovery);
         // c's attempt 2 makes a call, which answers; then c ends and d runs.
         let after = [
@@ -256,7 +272,7 @@ mod tests {
             assert!(!actions.is_empty(), "{input:?} was live");
             journal.push(input);
         }
-        let again = replay(record(), journal, now).unwrap();
+        let again = replay(record(), journal, now, 0).unwrap();
         assert_eq!(again.status(), run.status());
         let st = again.status();
         assert_eq!(st.steps["c"].state, StepState::Succeeded);
@@ -296,7 +312,7 @@ mod tests {
             let _ = live.step(input.clone(), now);
             journal.push(input);
         }
-        let replayed = replay(record(), journal, now).unwrap();
+        let replayed = replay(record(), journal, now, 0).unwrap();
         assert_eq!(replayed.status(), live.status());
         assert_eq!(replayed.status().stats.late_results, 1);
         assert_eq!(replayed.status().stats.lost_attempts, 1);
@@ -390,6 +406,7 @@ mod tests {
             spec: JobSpec::new("d").step(StepSpec::new("a", "t")),
             limits: Limits::default(),
             epoch: 3,
+            submitted_at_ms: 0,
         };
         let old = hex("84a26964a66e312d312d31a47370656386a46e616d65a164a87072696f72697479a66e6f726d616ca5696e707574c0a5726574727982ac6d61785f617474656d70747303aa6261636b6f66665f6d7364a573746570739182a26964a161a47461736ba174a56361636865a3757365a66c696d69747385a96d61785f7374657073ce000186a0b26d61785f666f725f656163685f6974656d73cd2710a96d61785f646570746820b36d61785f6a6f62735f7065725f636c69656e74cd2710b16d61785f6c6f73745f617474656d70747305a565706f636803");
         let got: JobRecord = troupe_runtime::wire::decode(&old).unwrap();

@@ -317,6 +317,10 @@ struct StepRecord {
     source: ResultSource,
     progress: Option<[u64; 2]>,
     lost: u32,
+    /// When the latest attempt was handed out, then taken by a worker.
+    started_at: Option<Instant>,
+    /// When the step ended.
+    ended_at: Option<Instant>,
 }
 
 impl StepRecord {
@@ -353,6 +357,8 @@ impl StepRecord {
             source: ResultSource::Executed,
             progress: None,
             lost: 0,
+            started_at: None,
+            ended_at: None,
         }
     }
 }
@@ -377,6 +383,13 @@ pub(crate) struct JobRun {
     stats: JobStats,
     /// When the job started (the time of [`Input::Start`]).
     accepted: Option<Instant>,
+    /// When the job was submitted, in Unix milliseconds (0: unknown).
+    submitted_at_ms: u64,
+    /// The job as submitted (`troupe-node rerun` submits it again).
+    spec: std::sync::Arc<JobSpec>,
+    /// The wall clock: an instant and its Unix milliseconds, given from outside (see
+    /// [`JobRun::set_wall_clock`]); the status's times count from it.
+    wall: Option<(Instant, u64)>,
     ended: Option<Instant>,
     /// The time of the input being applied: the only clock in here.
     now: Option<Instant>,
@@ -397,6 +410,7 @@ impl JobRun {
     /// As [`JobRun::new`], with explicit limits on growth.
     pub(crate) fn with_limits(id: String, spec: JobSpec, graph: Graph, limits: Limits) -> Self {
         let jitter = Jitter::for_job(&id);
+        let kept = std::sync::Arc::new(spec.clone());
         let mut run = JobRun {
             id,
             name: spec.name.clone(),
@@ -413,6 +427,9 @@ impl JobRun {
             error: None,
             stats: JobStats::default(),
             accepted: None,
+            submitted_at_ms: 0,
+            spec: kept,
+            wall: None,
             ended: None,
             now: None,
             jitter,
@@ -421,6 +438,35 @@ impl JobRun {
         };
         run.add_group(None, spec, graph, None, 0);
         run
+    }
+
+    /// The job was submitted at `ms` (Unix milliseconds): the status's `submitted_at_ms`,
+    /// and, unless [`JobRun::set_wall_clock`] says otherwise, the wall time of
+    /// [`Input::Start`].
+    pub(crate) fn with_submit_time(mut self, ms: u64) -> Self {
+        self.submitted_at_ms = ms;
+        self
+    }
+
+    /// Says that `at` is `ms` Unix milliseconds: the status's step times are computed
+    /// from it (this run reads no clock). A replay sets it to the replay's time.
+    pub(crate) fn set_wall_clock(&mut self, at: Instant, ms: u64) {
+        self.wall = Some((at, ms));
+        if self.submitted_at_ms == 0 {
+            self.submitted_at_ms = ms;
+        }
+    }
+
+    /// `t` in Unix milliseconds, by the wall clock given.
+    fn wall_ms(&self, t: Instant) -> u64 {
+        let Some((at, ms)) = self.wall else {
+            return 0;
+        };
+        if t >= at {
+            ms.saturating_add(t.duration_since(at).as_millis() as u64)
+        } else {
+            ms.saturating_sub(at.duration_since(t).as_millis() as u64)
+        }
     }
 
     /// Adds the steps of `spec` as a group; returns the group index.
@@ -481,6 +527,11 @@ impl JobRun {
     }
 
     /// The job's priority class.
+    /// The job as submitted.
+    pub(crate) fn spec(&self) -> std::sync::Arc<JobSpec> {
+        self.spec.clone()
+    }
+
     pub(crate) fn priority(&self) -> Priority {
         self.priority
     }
@@ -576,6 +627,9 @@ impl JobRun {
     /// Starts the job: the steps without dependencies become ready.
     fn start(&mut self, now: Instant) -> Vec<Action> {
         self.accepted = Some(now);
+        if self.wall.is_none() {
+            self.wall = Some((now, self.submitted_at_ms));
+        }
         let mut out = vec![Action::Notify(JobEvent::Queued {
             job: self.id.clone(),
             name: self.name.clone(),
@@ -753,7 +807,9 @@ impl JobRun {
             None => input,
         };
         let depth = self.groups[g].depth;
+        let now = self.now;
         let n = &mut self.steps[i];
+        n.started_at = now;
         // Continuing work: anything but a first attempt of a step of the job's own file
         // that waits on nothing (see the scheduler's priority lanes).
         let stage = if depth > 0
@@ -853,6 +909,7 @@ impl JobRun {
         }
         n.state = state;
         n.live_attempt = None;
+        n.ended_at = self.now;
         if error.is_some() {
             n.error = error;
         }
@@ -1063,6 +1120,7 @@ impl JobRun {
             });
         }
         n.state = StepState::Cancelled;
+        n.ended_at = self.now;
         n.error = Some("cancelled".into());
     }
 
@@ -1122,6 +1180,7 @@ impl JobRun {
         };
         let n = &mut self.steps[i];
         n.state = StepState::Running;
+        n.started_at = self.now;
         n.worker_node = Some(node.to_string());
         self.started = true;
         self.update_state();
@@ -1522,6 +1581,9 @@ impl JobRun {
                             merged: n.source == ResultSource::Merged
                                 && n.state == StepState::Succeeded,
                             progress: n.progress,
+                            output: n.output.clone(),
+                            started_at_ms: n.started_at.map(|t| self.wall_ms(t)),
+                            ended_at_ms: n.ended_at.map(|t| self.wall_ms(t)),
                         },
                     )
                 })
@@ -1529,9 +1591,15 @@ impl JobRun {
             output: self.output.clone(),
             error: self.error.clone(),
             stats: self.stats.clone(),
-            elapsed_ms: self
-                .ended
-                .map(|e| e.duration_since(self.accepted.unwrap_or(e)).as_millis() as u64),
+            elapsed_ms: self.ended.map(|e| {
+                if self.submitted_at_ms > 0 && self.wall.is_some() {
+                    // From the submission, also across a replay or a takeover.
+                    self.wall_ms(e).saturating_sub(self.submitted_at_ms)
+                } else {
+                    e.duration_since(self.accepted.unwrap_or(e)).as_millis() as u64
+                }
+            }),
+            submitted_at_ms: self.submitted_at_ms,
         }
     }
 }

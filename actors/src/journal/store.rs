@@ -102,6 +102,7 @@ struct RecordRef<'a> {
     spec: &'a JobSpec,
     limits: &'a Limits,
     epoch: u64,
+    submitted_at_ms: u64,
 }
 
 /// The head of a kept copy.
@@ -119,12 +120,14 @@ pub(super) fn encode_record(
     epoch: u64,
     spec: &JobSpec,
     limits: &Limits,
+    submitted_at_ms: u64,
 ) -> Result<Vec<u8>, impl std::error::Error> {
     wire::encode(&RecordRef {
         id,
         spec,
         limits,
         epoch,
+        submitted_at_ms,
     })
 }
 
@@ -854,7 +857,7 @@ mod tests {
     use troupe_runtime::protocol::ReplicaBatch;
 
     fn start(id: &str, epoch: u64) -> Write {
-        let b = encode_record(id, epoch, &record(id, epoch).spec, &Limits::default())
+        let b = encode_record(id, epoch, &record(id, epoch).spec, &Limits::default(), 0)
             .expect("a record encodes");
         Write::Start(id.to_string(), epoch, b, None)
     }

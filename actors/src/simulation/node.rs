@@ -377,6 +377,7 @@ impl SimNode {
             spec: spec.clone(),
             limits,
             epoch: 0,
+            submitted_at_ms: 0,
         };
         self.disk.own.insert(
             job.clone(),
@@ -1044,7 +1045,7 @@ impl SimNode {
                 continue;
             };
             let epoch = e.record.epoch;
-            let Ok(run) = replay(e.record.clone(), e.inputs.clone(), self.at(now)) else {
+            let Ok(run) = replay(e.record.clone(), e.inputs.clone(), self.at(now), 0) else {
                 continue;
             };
             self.start_run(&job, run, epoch, "the owner restarted", now, out);
@@ -1120,7 +1121,8 @@ impl SimNode {
                     };
                     let mut record = copy.record;
                     record.epoch = epoch;
-                    let Ok(run) = replay(record.clone(), copy.inputs.clone(), self.at(now)) else {
+                    let Ok(run) = replay(record.clone(), copy.inputs.clone(), self.at(now), 0)
+                    else {
                         continue;
                     };
                     self.disk.own.insert(

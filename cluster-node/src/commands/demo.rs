@@ -72,13 +72,19 @@ pub async fn run(a: DemoArgs) -> u8 {
         return exit::UNREACHABLE;
     }
     let mut nodes: Vec<NodeProcess> = Vec::new();
-    let code = tokio::select! {
-        code = demo(&dir, &mut nodes) => code,
+    let mut code = tokio::select! {
+        code = demo(&dir, &mut nodes, a.keep_running) => code,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("\ninterrupted; stopping the nodes");
             130
         }
     };
+    if a.keep_running && code != 130 && !nodes.is_empty() {
+        if tokio::signal::ctrl_c().await.is_err() {
+            code = exit::UNREACHABLE;
+        }
+        eprintln!();
+    }
     let n = nodes.len();
     for mut node in nodes.drain(..) {
         node.stop(Duration::from_secs(3));
@@ -94,7 +100,7 @@ pub async fn run(a: DemoArgs) -> u8 {
     code
 }
 
-async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
+async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>, keep_running: bool) -> u8 {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -110,8 +116,12 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
         }
     };
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    // n1 serves the dashboard while the demo runs.
-    let http = free_port().ok().map(|p| format!("127.0.0.1:{p}"));
+    // n1 serves the dashboard, if the cluster stays up to be looked at.
+    let http = if keep_running {
+        free_port().ok().map(|p| format!("127.0.0.1:{p}"))
+    } else {
+        None
+    };
     let cookie = format!("demo-{:016x}", rand_u64());
     println!("Starting a local cluster of three troupe-node processes:");
     for (i, addr) in addrs.iter().enumerate() {
@@ -149,10 +159,6 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
                 return exit::UNREACHABLE;
             }
         }
-    }
-
-    if let Some(h) = &http {
-        println!("  dashboard while the demo runs: http://{h}/");
     }
 
     let client = match connect_with_retry(&addrs, &cookie).await {
@@ -238,9 +244,9 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
     };
 
     println!(
-        "\nJob {} {:?} in {} ms",
+        "\nJob {} {} in {} ms",
         status.id,
-        status.state,
+        status.state.as_str(),
         status.elapsed_ms.unwrap_or(0)
     );
     println!("Result: {}", status.output.clone().unwrap_or_default());
@@ -273,6 +279,22 @@ async fn demo(dir: &std::path::Path, nodes: &mut Vec<NodeProcess>) -> u8 {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if keep_running {
+        println!("\nThe cluster keeps running until Ctrl-C:");
+        if let Some(h) = &http {
+            println!("  dashboard  http://{h}/");
+        }
+        println!(
+            "  try        troupe-node nodes --seeds {} --cookie {cookie}",
+            addrs[0]
+        );
+        println!(
+            "             troupe-node submit --seeds {} --cookie {cookie} --wait examples/jobs/diamond.toml",
+            addrs[0]
+        );
+    } else {
+        println!("\n`troupe-node demo --keep-running` keeps the cluster up, with its dashboard.");
+    }
     if status.state == JobState::Succeeded {
         exit::OK
     } else {

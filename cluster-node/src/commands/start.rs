@@ -85,6 +85,9 @@ async fn run_node(config: NodeConfig, registry: TaskRegistry) -> u8 {
             "using the development cookie; set --cookie or TROUPE_COOKIE on a real cluster"
         );
     }
+    for var in troupe_runtime::config::unknown_env_vars(std::env::vars().map(|(k, _)| k)) {
+        tracing::warn!(variable = %var, "{var} is not a setting and is ignored; settings are TROUPE_<KEY> and TROUPE_<TABLE>__<KEY> as in config/default.toml (TROUPE_FAILURE__DOWN_AFTER_MS)");
+    }
     let tasks = registry.names();
     let (root, mut done, ctx) =
         match troupe_actors::start_node_with_context(config.clone(), registry).await {

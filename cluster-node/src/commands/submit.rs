@@ -97,6 +97,17 @@ pub fn load_job(file: &str, input: Option<&str>) -> Result<JobSpec, String> {
     Ok(spec)
 }
 
+/// Refuses a `--timeout` that is not a positive number of seconds (exit 2).
+pub fn check_timeout(timeout: Option<f64>) -> Result<(), u8> {
+    match timeout {
+        Some(t) if !(t.is_finite() && t > 0.0) => {
+            eprintln!("troupe-node: --timeout must be a positive number of seconds");
+            Err(exit::BAD_INPUT)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Submits the job; with `--wait`, follows it to the end.
 pub async fn run(a: SubmitArgs) -> u8 {
     let spec = match load_job(&a.file, a.input.as_deref()) {
@@ -106,17 +117,14 @@ pub async fn run(a: SubmitArgs) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    if let Some(t) = a.timeout {
-        if !(t.is_finite() && t > 0.0) {
-            eprintln!("troupe-node: --timeout must be a positive number of seconds");
-            return exit::BAD_INPUT;
-        }
+    if let Err(e) = check_timeout(a.timeout) {
+        return e;
     }
     let client = match connect(&a.cluster).await {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let mut handle = match client.submit(spec).await {
+    let handle = match client.submit(spec).await {
         Ok(h) => h,
         Err(e) => return fail(e),
     };
@@ -124,6 +132,13 @@ pub async fn run(a: SubmitArgs) -> u8 {
         println!("{}", handle.id());
         return exit::OK;
     }
+    follow(handle, a.timeout).await
+}
+
+/// Follows a job to its end (`submit --wait`, `watch`): progress on stderr, the final
+/// status JSON on stdout; exits 0 if it succeeded, 1 if it failed or was cancelled, 3 if
+/// `timeout` seconds passed first (the job keeps running).
+pub async fn follow(mut handle: troupe_runtime::JobHandle, timeout: Option<f64>) -> u8 {
     let start = Instant::now();
     // A bar on a terminal; on a pipe or file the bar hides itself and plain lines remain.
     let bar = ProgressBar::new(0);
@@ -144,9 +159,7 @@ pub async fn run(a: SubmitArgs) -> u8 {
         }
     };
     let mut children = std::collections::HashSet::new();
-    let deadline = a
-        .timeout
-        .map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t));
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t));
     loop {
         let next = match deadline {
             Some(d) => match tokio::time::timeout_at(d, handle.next_event()).await {
@@ -155,7 +168,7 @@ pub async fn run(a: SubmitArgs) -> u8 {
                     bar.finish_and_clear();
                     eprintln!(
                         "troupe-node: timed out after {:.1} s waiting for job {}; it keeps running (troupe-node status {})",
-                        a.timeout.unwrap_or_default(),
+                        timeout.unwrap_or_default(),
                         handle.id(),
                         handle.id()
                     );

@@ -17,6 +17,7 @@ use troupe_runtime::protocol::{NodeInfo, NodeState};
 use troupe_runtime::{Client, JobState, JobStatus, StepState};
 
 use crate::cli::TopArgs;
+use crate::commands::jobs::plural;
 use crate::commands::{connect, fail};
 use crate::exit;
 
@@ -88,8 +89,11 @@ fn draw(f: &mut Frame, s: &Snapshot, selected: usize) {
     let mut header = vec![
         Span::styled("troupe top ", Style::new().add_modifier(Modifier::BOLD)),
         Span::raw(format!(
-            " {up} nodes up · {busy}/{slots} slots busy · {} jobs in flight · {} waiting for a user",
-            s.in_flight, s.waiting
+            " {up} {} up · {busy}/{slots} slots busy · {} {} in flight · {} waiting for a user",
+            plural(up as u64, "node"),
+            s.in_flight,
+            plural(s.in_flight, "job"),
+            s.waiting
         )),
     ];
     if let Some(e) = &s.error {

@@ -124,11 +124,7 @@ pub(super) async fn actors(State(ctx): State<NodeContext>) -> ApiResult<Json<Val
 }
 
 fn parse_state(s: &str) -> ApiResult<JobState> {
-    serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
-        bad_request(format!(
-            "unknown state {s:?}; use queued, running, succeeded, failed, cancelled or waiting_for_user"
-        ))
-    })
+    s.parse().map_err(bad_request)
 }
 
 /// `GET /api/jobs?state=S&limit=N&offset=M`: the cluster's jobs, newest first.

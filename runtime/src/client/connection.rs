@@ -156,16 +156,20 @@ impl Connection {
 
         let mut failures: Vec<String> = Vec::new();
         let mut tls_failures = 0;
+        let mut not_tls = 0;
         for seed in &opts.seeds {
             let dial = crate::tls::dial(&server, seed, opts.tls.as_ref(), opts.connect_timeout);
             if let Err(e) = dial.await {
                 tls_failures += usize::from(e.is_tls());
+                not_tls += usize::from(matches!(e, crate::tls::DialError::NotTls));
                 failures.push(format!("{seed}: {e}"));
             }
         }
         if failures.len() == opts.seeds.len() {
             let reason = failures.join("; ");
-            return Err(if tls_failures > 0 {
+            return Err(if not_tls == failures.len() {
+                ClientError::NotTls { seeds: seeds_text }
+            } else if tls_failures > 0 {
                 ClientError::Tls {
                     seeds: seeds_text,
                     reason,

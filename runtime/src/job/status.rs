@@ -45,6 +45,20 @@ impl JobState {
     }
 }
 
+impl std::str::FromStr for JobState {
+    type Err = String;
+
+    /// A state by its name in the status JSON; the error lists the names.
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
+            format!(
+                "unknown state {s:?}; use queued, running, succeeded, failed, cancelled or \
+                 waiting_for_user"
+            )
+        })
+    }
+}
+
 /// State of a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -122,6 +136,15 @@ pub struct StepStatus {
     /// How far the running attempt says it is: `[numerator, denominator]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<[u64; 2]>,
+    /// What it gave, once it succeeded.
+    #[serde(default)]
+    pub output: Option<Value>,
+    /// When its latest attempt started, in Unix milliseconds.
+    #[serde(default)]
+    pub started_at_ms: Option<u64>,
+    /// When it ended, in Unix milliseconds.
+    #[serde(default)]
+    pub ended_at_ms: Option<u64>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -166,6 +189,9 @@ pub struct JobStatus {
     pub stats: JobStats,
     /// Milliseconds from acceptance to the end, once ended.
     pub elapsed_ms: Option<u64>,
+    /// When the job was accepted, in Unix milliseconds.
+    #[serde(default)]
+    pub submitted_at_ms: u64,
 }
 
 /// Something that happened to a job, as a handle sees it.

@@ -98,6 +98,10 @@ pub enum JobManagerMessage {
     /// waits for its ack any more, and it gets no new copy until it comes back.
     #[rpc]
     CopiesDropped(String, RpcReplyPort<bool>),
+    /// The job file a job of this node's was submitted with (`troupe-node rerun`): kept
+    /// while the job runs and with its status once it ended.
+    #[rpc]
+    Spec(String, RpcReplyPort<Wire<Result<JobSpec, JobQueryError>>>),
 }
 
 /// A job submission.

@@ -663,6 +663,60 @@ fn elapsed_time_comes_from_the_inputs_not_the_clock() {
     assert_eq!(r.status().elapsed_ms, Some(42_000));
 }
 
+/// The status tells when the job was submitted and when each step's attempt started and
+/// ended, in Unix milliseconds from the wall clock it was given, with each step's output;
+/// a job rebuilt from its journal counts its elapsed time from its submission.
+#[test]
+fn status_times_and_outputs_come_from_the_wall_clock_given() {
+    let spec = JobSpec::new("t")
+        .step(StepSpec::new("a", "t"))
+        .step(StepSpec::new("b", "t").after(["a"]));
+    let mut r = run(spec.clone()).with_submit_time(1_000_000);
+    let t0 = now();
+    r.step(Input::Start, t0);
+    r.step(assigned("a", 1, "n2"), t0 + Duration::from_millis(5));
+    let st = r.status();
+    assert_eq!(st.submitted_at_ms, 1_000_000);
+    assert_eq!(st.steps["a"].started_at_ms, Some(1_000_005));
+    assert_eq!(st.steps["a"].ended_at_ms, None);
+    assert_eq!(st.steps["b"].started_at_ms, None);
+    r.step(
+        finished("a", 1, "n2", Ok(json!("A"))),
+        t0 + Duration::from_millis(30),
+    );
+    r.step(assigned("b", 1, "n1"), t0 + Duration::from_millis(40));
+    r.step(
+        finished("b", 1, "n1", Ok(json!("B"))),
+        t0 + Duration::from_millis(100),
+    );
+    let st = r.status();
+    assert_eq!(st.steps["a"].ended_at_ms, Some(1_000_030));
+    assert_eq!(st.steps["a"].output, Some(json!("A")));
+    assert_eq!(st.steps["b"].started_at_ms, Some(1_000_040));
+    assert_eq!(st.steps["b"].ended_at_ms, Some(1_000_100));
+    assert_eq!(st.elapsed_ms, Some(100));
+
+    // Rebuilt 5 s later from its journal: the elapsed time still counts from the submission.
+    let record = crate::job_supervisor::replay::JobRecord {
+        id: "j".into(),
+        spec,
+        limits: Default::default(),
+        epoch: 0,
+        submitted_at_ms: 1_000_000,
+    };
+    let journal = vec![finished("a", 1, "n2", Ok(json!("A")))];
+    let t1 = now();
+    let mut again = crate::job_supervisor::replay::replay(record, journal, t1, 1_005_000).unwrap();
+    assert_eq!(again.status().steps["a"].ended_at_ms, Some(1_005_000));
+    again.step(
+        finished("b", 1, "n1", Ok(json!("B"))),
+        t1 + Duration::from_millis(20),
+    );
+    let st = again.status();
+    assert_eq!(st.submitted_at_ms, 1_000_000);
+    assert_eq!(st.elapsed_ms, Some(5_020));
+}
+
 /// A refused resume changes nothing; results, timers, losses, sub-work, cancel and resume
 /// are journaled, the rest is not.
 #[test]

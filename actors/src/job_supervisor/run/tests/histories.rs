@@ -401,8 +401,9 @@ impl Sim {
             spec: self.spec.clone(),
             limits: Limits::default(),
             epoch: 0,
+            submitted_at_ms: 0,
         };
-        self.run = replay(record, self.journal.clone(), self.now).unwrap();
+        self.run = replay(record, self.journal.clone(), self.now, 0).unwrap();
         self.history = std::iter::once(Input::Start)
             .chain(self.journal.iter().cloned())
             .map(|input| (input, self.now, None))
@@ -523,8 +524,9 @@ proptest! {
             spec,
             limits: Limits::default(),
             epoch: 0,
+            submitted_at_ms: 0,
         };
-        let rebuilt = replay(record, sim.journal.clone(), sim.now).unwrap();
+        let rebuilt = replay(record, sim.journal.clone(), sim.now, 0).unwrap();
         prop_assert_eq!(without_placement(rebuilt.status()), without_placement(st));
     }
 }
@@ -539,6 +541,8 @@ fn without_placement(mut st: JobStatus) -> JobStatus {
     for s in st.steps.values_mut() {
         s.node = None;
         s.progress = None;
+        s.started_at_ms = None;
+        s.ended_at_ms = None;
         if s.state == StepState::Running {
             s.state = StepState::Pending;
         }
