@@ -84,6 +84,8 @@ pub mod names {
     pub const GEARMAN_WORKERS: &str = "troupe.gearman_workers";
     /// The watcher of the jobs of Gearman clients.
     pub const GEARMAN_CLIENTS: &str = "troupe.gearman_clients";
+    /// The reporter of this node's Gearman front door to the admin answers of others.
+    pub const GEARMAN_ADMIN: &str = "troupe.gearman_admin_reporter";
     /// The host of keyed-actor activations (see `troupe_runtime::protocol::actor_host_name`).
     pub const ACTOR_HOST: &str = "troupe.actor_host";
 

@@ -13,6 +13,7 @@ use troupe_runtime::TaskRegistry;
 
 use crate::dispatcher::Dispatcher;
 use crate::event_hub::EventHub;
+use crate::gearman::admin::GearmanAdmin;
 use crate::gearman::clients::GearmanClients;
 use crate::gearman::listener::GearmanListener;
 use crate::gearman::workers::GearmanWorkers;
@@ -52,6 +53,8 @@ pub(crate) enum Child {
     GearmanWorkers,
     /// [`GearmanClients`], only with `--gearman`.
     GearmanClients,
+    /// [`GearmanAdmin`], only with `--gearman`.
+    GearmanAdmin,
     /// [`GearmanListener`], only with `--gearman`.
     GearmanListener,
 }
@@ -60,7 +63,7 @@ impl Child {
     /// Start order: transport first, membership (which dials peers) last.
     /// (The TLS listener binds the node's address before the node server binds its
     /// ephemeral loopback port, so that one cannot take the other's.)
-    pub(crate) const ALL: [Child; 13] = [
+    pub(crate) const ALL: [Child; 14] = [
         Child::TlsListener,
         Child::NodeServer,
         Child::WorkerPool,
@@ -73,6 +76,7 @@ impl Child {
         Child::Membership,
         Child::GearmanWorkers,
         Child::GearmanClients,
+        Child::GearmanAdmin,
         Child::GearmanListener,
     ];
 
@@ -81,9 +85,10 @@ impl Child {
     pub(crate) fn runs_on(self, ctx: &NodeContext) -> bool {
         match self {
             Child::TlsListener => ctx.tls.is_some(),
-            Child::GearmanWorkers | Child::GearmanClients | Child::GearmanListener => {
-                ctx.config.gearman.is_some()
-            }
+            Child::GearmanWorkers
+            | Child::GearmanClients
+            | Child::GearmanAdmin
+            | Child::GearmanListener => ctx.config.gearman.is_some(),
             _ => true,
         }
     }
@@ -103,6 +108,7 @@ impl Child {
             Child::Membership => names::MEMBERSHIP,
             Child::GearmanWorkers => names::GEARMAN_WORKERS,
             Child::GearmanClients => names::GEARMAN_CLIENTS,
+            Child::GearmanAdmin => names::GEARMAN_ADMIN,
             Child::GearmanListener => names::GEARMAN_LISTENER,
         }
     }
@@ -183,6 +189,7 @@ async fn spawn_child(
         Child::Membership => linked(name, Membership, ctx, sup).await?,
         Child::GearmanWorkers => linked(name, GearmanWorkers, ctx, sup).await?,
         Child::GearmanClients => linked(name, GearmanClients, ctx, sup).await?,
+        Child::GearmanAdmin => linked(name, GearmanAdmin, ctx, sup).await?,
         Child::GearmanListener => linked(name, GearmanListener, ctx, sup).await?,
     };
     Ok(cell)

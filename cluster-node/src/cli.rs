@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Troupe: run jobs across a cluster of actor nodes.
 #[derive(Debug, Parser)]
-#[command(name = "troupe-node", version, about, propagate_version = true)]
+#[command(name = "troupe-node", version, propagate_version = true)]
 pub struct Cli {
     /// The subcommand.
     #[command(subcommand)]
@@ -233,7 +233,7 @@ pub struct ActorsArgs {
     /// How to reach the cluster.
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// Print `{"actors": [{"type", "key", "node", "epoch"}]}`.
+    /// Print `{"actors": [{"type", "key", "node", "epoch", "handled", "restarts"}]}`.
     #[arg(long)]
     pub json: bool,
 }

@@ -25,7 +25,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use troupe_runtime::TaskRegistry;
 
 pub mod cli;
@@ -48,6 +47,17 @@ pub mod exit {
 
 /// Runs the `troupe-node` command line with `registry` as the node's tasks.
 pub fn main_with(registry: TaskRegistry) -> ExitCode {
-    let cli = cli::Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    // Usage lines name the binary run (`dmap start ...` for an example's node binary).
+    let bin = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "troupe-node".into());
+    let matches = cli::Cli::command().bin_name(bin).get_matches();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     ExitCode::from(commands::run(cli, registry))
 }

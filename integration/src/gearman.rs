@@ -216,15 +216,6 @@ pub fn tools_installed() -> bool {
     })
 }
 
-/// Panics with what to install unless the Gearman command-line tools are there.
-pub fn require_tools() {
-    assert!(
-        tools_installed(),
-        "this test needs the `gearman` and `gearadmin` commands: apt-get install gearman-tools \
-         (.ci/run installs it)"
-    );
-}
-
 fn host_port(addr: &str) -> (&str, &str) {
     addr.rsplit_once(':').unwrap_or((addr, "4730"))
 }

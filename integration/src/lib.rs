@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod gearman;
 pub mod http;
+pub mod needs;
 pub mod nemesis;
 pub mod netns;
 pub mod tinyfs;

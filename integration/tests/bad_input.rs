@@ -311,6 +311,12 @@ async fn gearman_headers_claiming_big_bodies_do_not_make_the_node_reserve_them()
 
 #[tokio::test]
 async fn gearman_maxqueue_from_another_machine_is_refused() {
+    if !troupe_integration::needs::has(
+        "gearman_maxqueue_from_another_machine_is_refused",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
     use troupe_integration::gearman::Conn;
     use troupe_runtime::gearman::packet::PacketType;
     // The node in its own network namespace: this test reaches it from the bridge's

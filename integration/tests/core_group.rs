@@ -155,6 +155,12 @@ async fn a_new_node_meeting_only_non_voters_does_not_form_a_second_core_group() 
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_node_cut_off_from_the_core_group_activates_no_actor_without_a_lease() {
+    if !troupe_integration::needs::has(
+        "a_node_cut_off_from_the_core_group_activates_no_actor_without_a_lease",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
     // Needs root: four nodes in their own network namespaces; three vote.
     let mut c = Cluster::plan_in_netns(4)
         .expect("network namespaces (this test needs root and iproute2; CI runs as root)");

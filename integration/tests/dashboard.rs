@@ -13,6 +13,12 @@ const WAIT: Duration = Duration::from_secs(20);
 
 #[test]
 fn dashboard_shows_the_cluster_and_a_running_jobs_steps_live() {
+    if !troupe_integration::needs::has(
+        "dashboard_shows_the_cluster_and_a_running_jobs_steps_live",
+        &[troupe_integration::needs::Need::Chromium],
+    ) {
+        return;
+    }
     let mut c = Cluster::plan(3);
     c.serve_http = true;
     for i in 0..3 {
@@ -117,4 +123,97 @@ fn dashboard_shows_the_cluster_and_a_running_jobs_steps_live() {
     let st = troupe_integration::http::get(&format!("{u1}/api/jobs/{id}")).json();
     assert_eq!(st["state"], "cancelled");
     assert_eq!(st["steps"]["ask"]["state"], "succeeded");
+
+    // The selected job has a URL of its own.
+    let hash = b.eval("location.hash").unwrap();
+    assert_eq!(hash, json!(format!("#job={id}")));
+
+    // A job without a name, ending while the page is open: shown by its id, its time
+    // human-readable in the list, and counted in the header's p50.
+    let quick = json!({"steps": [{"id": "nap", "task": "troupe.sleep", "input": {"ms": 300}}]});
+    let a = post(&format!("{}/api/jobs", c.http_url(2)), &quick.to_string());
+    let quick_id = a.json()["id"].as_str().unwrap().to_string();
+    let took = b
+        .wait_for(
+            &format!(
+                "(() => {{ const r = document.querySelector(\"#jobs tr[data-id='{quick_id}']\"); \
+                   return r && /^\\d+(\\.\\d)? (ms|s)$/.test(r.cells[4].textContent) \
+                   && [r.cells[1].textContent, r.cells[4].textContent]; }})()"
+            ),
+            WAIT,
+        )
+        .unwrap();
+    assert_eq!(
+        took[0],
+        json!(quick_id),
+        "a job without a name shows its id: {took}"
+    );
+    b.wait_for("document.querySelector('#k-p50').textContent !== '-'", WAIT)
+        .unwrap();
+
+    // A page opened now shows the events before it (the job's end among them, with its
+    // id and how it ended), and opens the job its URL names.
+    b.open(&format!("{u1}/#job={id}")).expect("reopen");
+    b.wait_for("document.readyState === 'complete'", WAIT)
+        .unwrap();
+    let log = b
+        .wait_for(
+            &format!(
+                "(() => {{ const t = document.querySelector('#log').textContent; \
+                   return t.includes('job finished {id} cancelled') && t; }})()"
+            ),
+            WAIT,
+        )
+        .unwrap();
+    assert!(
+        log.as_str().unwrap_or_default().contains("job finished"),
+        "{log}"
+    );
+    b.wait_for(
+        &format!("document.querySelector('#detail-head code')?.textContent === '{id}'"),
+        WAIT,
+    )
+    .unwrap();
+    // The fan-out's children sit right below their parent, in index order.
+    let column: Value = b
+        .wait_for(
+            "(() => { const y = (s) => Number(document.querySelector(`[data-step=\"${s}\"] rect`)?.getAttribute('y')); \
+               const x = (s) => Number(document.querySelector(`[data-step=\"${s}\"] rect`)?.getAttribute('x')); \
+               const ys = ['fan', 'fan[0]', 'fan[1]', 'fan[2]'].map(y); \
+               return ys.every(v => !isNaN(v)) && [ys, x('fan[0]') > x('fan'), x('fan[0]') - x('fan')]; })()",
+            WAIT,
+        )
+        .unwrap();
+    let ys: Vec<f64> = column[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        ys.windows(2).all(|w| w[1] > w[0]),
+        "children below their parent: {column}"
+    );
+    let gap = ys[1] - ys[0];
+    assert!(
+        ys.windows(2).all(|w| (w[1] - w[0] - gap).abs() < 0.5),
+        "no other step between the children: {column}"
+    );
+
+    // 900 px wide: nothing runs off the right edge.
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 900, "height": 900, "deviceScaleFactor": 1, "mobile": false}),
+    )
+    .unwrap();
+    let overflow = b
+        .wait_for(
+            "(() => { const w = document.documentElement.scrollWidth; return w <= 900 ? 'fits' : w; })()",
+            WAIT,
+        )
+        .unwrap_or_else(|e| panic!("the page is wider than 900 px: {e}"));
+    assert_eq!(overflow, json!("fits"));
+    let narrow: PathBuf = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-900.png");
+    b.screenshot(&narrow).expect("screenshot");
+    eprintln!("900 px screenshot: {}", narrow.display());
 }

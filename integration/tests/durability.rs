@@ -92,6 +92,12 @@ fn assert_refused(out: &std::process::Output) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn an_actor_update_no_second_node_holds_is_refused_and_no_acknowledged_update_is_lost() {
+    if !troupe_integration::needs::has(
+        "an_actor_update_no_second_node_holds_is_refused_and_no_acknowledged_update_is_lost",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
     let mut c = Cluster::plan_in_netns(3)
         .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
     for i in 0..3 {
@@ -192,6 +198,12 @@ fn key_first_on_n4_then_n5() -> String {
 /// state), and after the heal the total is the number of acknowledged adds.
 #[tokio::test(flavor = "current_thread")]
 async fn an_actor_cut_off_with_its_replica_on_the_minority_side_loses_no_acknowledged_update() {
+    if !troupe_integration::needs::has(
+        "an_actor_cut_off_with_its_replica_on_the_minority_side_loses_no_acknowledged_update",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
     let mut c = Cluster::plan_in_netns(5)
         .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
     // n1..n3 form the core group: the 3-node side of the split holds its majority.
@@ -287,6 +299,12 @@ fn submit(c: &Cluster, file: &str) -> std::process::Output {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_full_disk_refuses_jobs_with_a_clear_error_and_the_node_accepts_again_once_freed() {
+    if !troupe_integration::needs::has(
+        "a_full_disk_refuses_jobs_with_a_clear_error_and_the_node_accepts_again_once_freed",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
     let mut c = Cluster::plan(1);
     c.serve_http = true;
     let disk = TinyFs::mount(&c.dir.join("tiny"), 16)

@@ -91,6 +91,12 @@ async fn kill_9_of_a_worker_node_mid_job_loses_nothing() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_silent_node_is_declared_down_its_work_redone_and_its_late_results_discarded() {
+    if !troupe_integration::needs::has(
+        "a_silent_node_is_declared_down_its_work_redone_and_its_late_results_discarded",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
     // Needs root: three nodes in their own network namespaces (see troupe_integration::netns).
     let mut c = Cluster::plan_in_netns(3)
         .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
@@ -532,6 +538,12 @@ async fn a_client_dials_a_restarted_node_again() {
 /// calls go to the node that took the key over, not into the silent node's timeout.
 #[tokio::test(flavor = "current_thread")]
 async fn a_client_drops_a_cut_off_node_and_dials_it_again_after_the_heal() {
+    if !troupe_integration::needs::has(
+        "a_client_drops_a_cut_off_node_and_dials_it_again_after_the_heal",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
     // Needs root: nodes in their own network namespaces (see troupe_integration::netns).
     let mut c = Cluster::plan_in_netns(3)
         .expect("network namespaces (this test needs root and iproute2; CI runs as root)");

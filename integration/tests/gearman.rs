@@ -6,17 +6,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use troupe_integration::gearman::{
-    admin_status, gearadmin, gearman, require_tools, Conn, ExternalWorker,
-};
+use troupe_integration::gearman::{admin_status, gearadmin, gearman, Conn, ExternalWorker};
+use troupe_integration::needs::{self, Need};
 use troupe_integration::{texts, Cluster};
 use troupe_runtime::gearman::packet::PacketType;
 
 const T: Duration = Duration::from_secs(30);
 
-/// `n` nodes, each serving Gearman on its reserved address.
-fn gearman_cluster(n: usize) -> Cluster {
-    require_tools();
+/// `n` nodes, each serving Gearman on its reserved address; `None` (the test returns)
+/// without Debian's Gearman tools, outside CI.
+fn gearman_cluster(test: &str, n: usize) -> Option<Cluster> {
+    if !needs::has(test, &[Need::GearmanTools]) {
+        return None;
+    }
     let mut c = Cluster::plan(n);
     c.serve_gearman = true;
     for i in 0..n {
@@ -29,7 +31,7 @@ fn gearman_cluster(n: usize) -> Cluster {
         assert_eq!(p.kind, PacketType::WORK_COMPLETE, "{p:?}");
     }
     wait_nodes(&c, n);
-    c
+    Some(c)
 }
 
 fn wait_nodes(c: &Cluster, n: usize) {
@@ -60,7 +62,12 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn gearman_clients_run_jobs_on_every_node_with_status_and_exceptions() {
-    let c = gearman_cluster(3);
+    let Some(c) = gearman_cluster(
+        "gearman_clients_run_jobs_on_every_node_with_status_and_exceptions",
+        3,
+    ) else {
+        return;
+    };
     for i in 0..3 {
         let a = &c.gearman_addrs[i];
         let out = gearman(a, &["-f", "troupe.echo", "hello"], T);
@@ -135,7 +142,12 @@ fn gearman_clients_run_jobs_on_every_node_with_status_and_exceptions() {
 
 #[test]
 fn an_external_gearman_worker_serves_job_file_steps_and_gearman_clients() {
-    let c = gearman_cluster(3);
+    let Some(c) = gearman_cluster(
+        "an_external_gearman_worker_serves_job_file_steps_and_gearman_clients",
+        3,
+    ) else {
+        return;
+    };
     let _w = ExternalWorker::start(
         &c.gearman_addrs[1],
         "reverse",
@@ -199,7 +211,9 @@ input = "done"
 
 #[test]
 fn high_priority_jobs_go_before_low_ones_under_load() {
-    let c = gearman_cluster(3);
+    let Some(c) = gearman_cluster("high_priority_jobs_go_before_low_ones_under_load", 3) else {
+        return;
+    };
     let addr = &c.gearman_addrs[0];
     let mut worker = Conn::connect(addr).unwrap();
     worker.can_do("prio").unwrap();
@@ -241,7 +255,12 @@ fn high_priority_jobs_go_before_low_ones_under_load() {
 
 #[test]
 fn the_same_unique_id_submitted_to_two_nodes_at_once_runs_once() {
-    let c = gearman_cluster(3);
+    let Some(c) = gearman_cluster(
+        "the_same_unique_id_submitted_to_two_nodes_at_once_runs_once",
+        3,
+    ) else {
+        return;
+    };
     let executions = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // A worker on n2 that counts executions and takes 600 ms per job.
@@ -313,7 +332,12 @@ impl CallUnique for Conn {
 
 #[test]
 fn a_killed_external_worker_loses_its_attempt_and_another_worker_finishes_the_job() {
-    let c = gearman_cluster(3);
+    let Some(c) = gearman_cluster(
+        "a_killed_external_worker_loses_its_attempt_and_another_worker_finishes_the_job",
+        3,
+    ) else {
+        return;
+    };
     let mut first = ExternalWorker::start(
         &c.gearman_addrs[0],
         "slowrev",
@@ -342,10 +366,11 @@ fn a_killed_external_worker_loses_its_attempt_and_another_worker_finishes_the_jo
         &["sh", "-c", "sleep 0.2; rev"],
         &c.dir.join("w2.log"),
     );
-    eventually("n2 lists the second worker", || {
+    // Admin answers are the cluster's: n2 counts both workers.
+    eventually("n2 lists the second worker beside the first", || {
         admin_status(&c.gearman_addrs[1])
             .iter()
-            .any(|(f, _, _, w)| f == "slowrev" && *w == 1)
+            .any(|(f, _, _, w)| f == "slowrev" && *w == 2)
     });
     first.kill();
     let out = client.join().unwrap();
@@ -359,7 +384,12 @@ fn a_killed_external_worker_loses_its_attempt_and_another_worker_finishes_the_jo
 
 #[test]
 fn garbage_truncated_and_wrong_packets_get_errors_and_the_node_keeps_serving() {
-    require_tools();
+    if !needs::has(
+        "garbage_truncated_and_wrong_packets_get_errors_and_the_node_keeps_serving",
+        &[Need::GearmanTools],
+    ) {
+        return;
+    }
     let mut c = Cluster::plan(1);
     c.serve_gearman = true;
     c.serve_http = true;
@@ -429,7 +459,10 @@ fn garbage_truncated_and_wrong_packets_get_errors_and_the_node_keeps_serving() {
 
 #[test]
 fn gearadmin_reports_and_shuts_down_only_from_loopback() {
-    let mut c = gearman_cluster(1);
+    let Some(mut c) = gearman_cluster("gearadmin_reports_and_shuts_down_only_from_loopback", 1)
+    else {
+        return;
+    };
     let addr = c.gearman_addrs[0].clone();
     let out = gearadmin(&addr, &["--server-version"]);
     assert!(texts(&out).0.contains("troupe"), "{out:?}");
@@ -462,7 +495,12 @@ fn gearadmin_reports_and_shuts_down_only_from_loopback() {
 
 #[test]
 fn worker_status_and_data_reach_the_waiting_client_and_get_status() {
-    let c = gearman_cluster(2);
+    let Some(c) = gearman_cluster(
+        "worker_status_and_data_reach_the_waiting_client_and_get_status",
+        2,
+    ) else {
+        return;
+    };
     let addr = c.gearman_addrs[1].clone();
     let (to_worker, go) = std::sync::mpsc::channel::<()>();
     let worker = std::thread::spawn(move || {
@@ -520,7 +558,9 @@ fn worker_status_and_data_reach_the_waiting_client_and_get_status() {
 
 #[test]
 fn grab_variants_can_do_timeout_and_maxqueue() {
-    let c = gearman_cluster(1);
+    let Some(c) = gearman_cluster("grab_variants_can_do_timeout_and_maxqueue", 1) else {
+        return;
+    };
     let addr = c.gearman_addrs[0].clone();
     let mut w = Conn::connect(&addr).unwrap();
     w.send(PacketType::CAN_DO_TIMEOUT, &[b"slow", b"1"])
@@ -599,7 +639,12 @@ fn grab_variants_can_do_timeout_and_maxqueue() {
 #[test]
 fn pipelined_submissions_on_one_connection_are_answered_in_order() {
     use troupe_runtime::gearman::packet::request;
-    let c = gearman_cluster(2);
+    let Some(c) = gearman_cluster(
+        "pipelined_submissions_on_one_connection_are_answered_in_order",
+        2,
+    ) else {
+        return;
+    };
     let mut conn = Conn::connect(&c.gearman_addrs[1]).expect("connect");
     let mut burst = Vec::new();
     // What each answer (other than WORK_*) should be, in order: Some(workload) for a job.
@@ -685,5 +730,38 @@ async fn a_taken_gearman_port_is_one_clear_error() {
             && text.contains("Pick another --gearman address")
             && !text.contains("panicked"),
         "{text}"
+    );
+}
+
+/// gearadmin's `status`, `prioritystatus` and `workers` answer for the whole cluster on
+/// every node, as one gearmand would: a worker connected to n1, and a job waiting for it,
+/// show on n2 too.
+#[test]
+fn gearadmin_answers_for_the_whole_cluster_on_every_node() {
+    let Some(c) = gearman_cluster("gearadmin_answers_for_the_whole_cluster_on_every_node", 2)
+    else {
+        return;
+    };
+    let (a1, a2) = (c.gearman_addrs[0].clone(), c.gearman_addrs[1].clone());
+    let mut w = Conn::connect(&a1).unwrap();
+    w.can_do("spread").unwrap();
+    eventually("n2's status lists n1's worker", || {
+        admin_status(&a2).contains(&("spread".to_string(), 0, 0, 1))
+    });
+    let workers = texts(&gearadmin(&a2, &["--workers"])).0;
+    assert!(workers.contains(": spread"), "{workers}");
+    // A job for it, submitted through n2, waits on n1's board: every node counts it.
+    let mut cl = Conn::connect(&a2).unwrap();
+    cl.submit(PacketType::SUBMIT_JOB_LOW_BG, "spread", "", b"x")
+        .unwrap();
+    for addr in [&a1, &a2] {
+        eventually("the waiting job shows in prioritystatus", || {
+            texts(&gearadmin(addr, &["--priority-status"])).0 == "spread\t0\t0\t1\t1\n.\n"
+        });
+    }
+    assert_eq!(
+        admin_status(&a1),
+        admin_status(&a2),
+        "both nodes answer alike"
     );
 }

@@ -244,6 +244,12 @@ async fn an_attempt_on_a_node_restarted_under_its_name_runs_again() {
 /// open on the others when its new process dials in.
 #[tokio::test(flavor = "current_thread")]
 async fn an_attempt_on_a_node_restarted_behind_a_cut_runs_again() {
+    if !troupe_integration::needs::has(
+        "an_attempt_on_a_node_restarted_behind_a_cut_runs_again",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
     let mut c = Cluster::plan_in_netns(3)
         .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
     restarted_attempt_runs_again(&mut c, |c| {

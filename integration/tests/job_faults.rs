@@ -155,6 +155,12 @@ async fn a_copy_that_missed_the_end_is_not_taken_over_after_the_owner_dies() {
 /// and the end it reaches is the job's only one.
 #[tokio::test(flavor = "current_thread")]
 async fn an_owner_cut_off_as_its_job_ends_publishes_no_end_the_other_side_can_contradict() {
+    if !troupe_integration::needs::has(
+        "an_owner_cut_off_as_its_job_ends_publishes_no_end_the_other_side_can_contradict",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
     let mut c = Cluster::plan_in_netns(4)
         .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
     c.slots = 2;
@@ -258,6 +264,12 @@ async fn an_owner_cut_off_as_its_job_ends_publishes_no_end_the_other_side_can_co
 /// does not run the job again (it was lost, and the job resumed).
 #[tokio::test(flavor = "current_thread")]
 async fn a_job_that_ends_on_a_full_disk_keeps_its_end_once_space_is_freed() {
+    if !troupe_integration::needs::has(
+        "a_job_that_ends_on_a_full_disk_keeps_its_end_once_space_is_freed",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
     let mut c = Cluster::plan(1);
     // 32 MiB: the end's status holds the 3 MiB output twice (the job's and its step's),
     // in the log and in redb, and the node must open its journal again after.

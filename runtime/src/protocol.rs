@@ -18,11 +18,13 @@
 //! | `troupe.event_hub.NODE`, `troupe.event_hubs` | every node's `EventHub` | event stream, jobs list | [`event_hub`] |
 //! | `troupe.actor.TYPE`, `troupe.actor_hosts` | every node's `ActorHost` | keyed actors, saved states | [`actor_host`] |
 //! | `troupe.core.NODE`, `troupe.core_voters` | every node's `Core` member | the core group's Raft | `troupe_actors::core` |
+//! | `troupe.gearman_admin` | the `GearmanAdmin` of every node with `--gearman` | gearadmin's `status` and `workers` for the whole cluster | [`gearman_admin`] |
 //!
 //! [`groups`] builds and reads these names.
 
 pub mod actor_host;
 pub mod event_hub;
+pub mod gearman_admin;
 pub mod groups;
 pub mod job_manager;
 pub mod membership;
@@ -36,6 +38,9 @@ pub use actor_host::{
     SavedState, StateCopy, MAX_ACTOR_HOPS,
 };
 pub use event_hub::{cluster_jobs, ClusterJobsQuery, EventHubMessage};
+pub use gearman_admin::{
+    FunctionLine, GearmanAdminMessage, GearmanReport, WorkerLine, GEARMAN_ADMIN_GROUP,
+};
 pub use groups::{
     actor_host_name, actor_type_group, client_group, core_group, event_hub_group, first_member,
     job_manager_group, membership_name, merger_group, node_of_actor_host, node_of_event_hub_group,

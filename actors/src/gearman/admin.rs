@@ -1,10 +1,88 @@
-//! Gearman's text admin protocol, as `gearadmin` and monitoring scripts speak it.
+//! Gearman's text admin protocol, as `gearadmin` and monitoring scripts speak it, and
+//! [`GearmanAdmin`], the actor through which other nodes read this node's front door.
 //!
-//! Answers describe this node's Gearman front door: its external workers, and the
-//! attempts waiting for them or held by them (a Troupe cluster has no single queue;
-//! each node answers for the workers connected to it).
+//! A Troupe cluster has no single queue: each node's board holds the external workers
+//! connected to it and the attempts waiting for them or held by them. `status`,
+//! `prioritystatus` and `workers` answer for the whole cluster, as one gearmand would:
+//! the node asked gathers every node's [`GearmanReport`] (its own board's, and each other
+//! node's through its `GearmanAdmin`, in `troupe.gearman_admin`) and sums them. A node
+//! that does not answer within [`REPORT_TIMEOUT`] is left out of that answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use troupe_runtime::protocol::{
+    FunctionLine, GearmanAdminMessage, GearmanReport, WorkerLine, GEARMAN_ADMIN_GROUP,
+};
+use troupe_runtime::wire::Wire;
 
 use super::board::Board;
+use super::{lock, GearmanShared};
+use crate::NodeContext;
+
+/// How long an admin answer waits for another node's report.
+pub(crate) const REPORT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What `board` holds, as a report.
+pub(crate) fn report(board: &Board) -> GearmanReport {
+    GearmanReport {
+        functions: board
+            .status()
+            .into_iter()
+            .map(|s| FunctionLine {
+                function: s.function,
+                total: s.total as u64,
+                running: s.running as u64,
+                workers: s.workers as u64,
+                queued: s.queued.map(|q| q as u64),
+            })
+            .collect(),
+        workers: board
+            .connections()
+            .map(|(id, c)| WorkerLine {
+                id: *id,
+                // gearmand prints the peer's IP without its port.
+                ip: c
+                    .addr
+                    .rsplit_once(':')
+                    .map_or(c.addr.clone(), |(ip, _)| ip.to_string()),
+                client_id: c.client_id.clone(),
+                functions: c.abilities.keys().cloned().collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Whether the answer to `line` describes the cluster's workers and queues.
+pub(crate) fn wants_cluster(line: &str) -> bool {
+    matches!(
+        line.split_whitespace().next(),
+        Some("status" | "prioritystatus" | "workers")
+    )
+}
+
+/// This node's board and every other node's report, merged.
+pub(crate) async fn cluster_report(shared: &GearmanShared) -> GearmanReport {
+    let local = report(&lock(&shared.board));
+    let others = ractor::pg::get_members(&GEARMAN_ADMIN_GROUP.to_string())
+        .into_iter()
+        .filter(|m| !m.get_id().is_local())
+        .map(|m| {
+            let m: ActorRef<GearmanAdminMessage> = m.into();
+            async move {
+                match m
+                    .call(GearmanAdminMessage::Report, Some(REPORT_TIMEOUT))
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(w)) => w.into_inner().ok(),
+                    _ => None,
+                }
+            }
+        });
+    let others = futures::future::join_all(others).await;
+    GearmanReport::merge(std::iter::once(local).chain(others.into_iter().flatten()))
+}
 
 /// The answer to one admin line.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -24,14 +102,15 @@ fn text(t: impl Into<String>) -> AdminAnswer {
     }
 }
 
-/// Answers `line`; `loopback` tells whether the peer is on this machine (only it may
+/// Answers `line` from `cluster` (the merged reports, for the commands that
+/// [`wants_cluster`]); `loopback` tells whether the peer is on this machine (only it may
 /// shut the node down or set a `maxqueue`).
-pub(crate) fn answer(line: &str, board: &Board, loopback: bool) -> AdminAnswer {
+pub(crate) fn answer(line: &str, cluster: &GearmanReport, loopback: bool) -> AdminAnswer {
     let mut words = line.split_whitespace();
     match words.next().unwrap_or("") {
         "status" => {
             let mut t = String::new();
-            for s in board.status() {
+            for s in &cluster.functions {
                 t.push_str(&format!(
                     "{}\t{}\t{}\t{}\n",
                     s.function, s.total, s.running, s.workers
@@ -42,7 +121,7 @@ pub(crate) fn answer(line: &str, board: &Board, loopback: bool) -> AdminAnswer {
         }
         "prioritystatus" => {
             let mut t = String::new();
-            for s in board.status() {
+            for s in &cluster.functions {
                 let [h, n, l] = s.queued;
                 t.push_str(&format!("{}\t{h}\t{n}\t{l}\t{}\n", s.function, s.workers));
             }
@@ -52,14 +131,14 @@ pub(crate) fn answer(line: &str, board: &Board, loopback: bool) -> AdminAnswer {
         "verbose" => text("OK INFO\n"),
         "workers" => {
             let mut t = String::new();
-            for (id, c) in board.connections() {
-                let fs: Vec<&str> = c.abilities.keys().map(String::as_str).collect();
-                // gearmand prints the peer's IP without its port.
-                let ip = c
-                    .addr
-                    .rsplit_once(':')
-                    .map_or(c.addr.as_str(), |(ip, _)| ip);
-                t.push_str(&format!("{id} {ip} {} : {}\n", c.client_id, fs.join(" ")));
+            for w in &cluster.workers {
+                t.push_str(&format!(
+                    "{} {} {} : {}\n",
+                    w.id,
+                    w.ip,
+                    w.client_id,
+                    w.functions.join(" ")
+                ));
             }
             t.push_str(".\n");
             text(t)
@@ -104,6 +183,38 @@ pub(crate) fn answer(line: &str, board: &Board, loopback: bool) -> AdminAnswer {
     }
 }
 
+/// The actor that answers other nodes' questions about this node's Gearman front door.
+pub(crate) struct GearmanAdmin;
+
+impl Actor for GearmanAdmin {
+    type Msg = GearmanAdminMessage;
+    type State = Arc<GearmanShared>;
+    type Arguments = NodeContext;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        ctx: NodeContext,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(GEARMAN_ADMIN_GROUP.to_string(), vec![myself.get_cell()]);
+        Ok(ctx.view.gearman.clone())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        shared: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            GearmanAdminMessage::Report(reply) => {
+                let _ = reply.send(Wire::new(report(&lock(&shared.board))));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,13 +224,16 @@ mod tests {
         let mut b = Board::new("n1");
         b.connect(1, "127.0.0.1:5".into());
         b.can_do(1, "rev", None);
-        assert_eq!(answer("status", &b, true).text, "rev\t0\t0\t1\n.\n");
-        assert_eq!(answer("workers", &b, true).text, "1 127.0.0.1 - : rev\n.\n");
+        let r = report(&b);
+        assert_eq!(answer("status", &r, true).text, "rev\t0\t0\t1\n.\n");
+        assert_eq!(answer("workers", &r, true).text, "1 127.0.0.1 - : rev\n.\n");
+        assert!(wants_cluster("status") && wants_cluster("workers"));
+        assert!(!wants_cluster("version") && !wants_cluster("maxqueue rev 1"));
     }
 
     #[test]
     fn shutdown_only_from_loopback_and_unknown_commands_are_errors() {
-        let b = Board::new("n1");
+        let b = report(&Board::new("n1"));
         assert!(answer("shutdown graceful", &b, true).shutdown);
         let a = answer("shutdown", &b, false);
         assert!(!a.shutdown && a.text.starts_with("ERR NOT_ALLOWED"));

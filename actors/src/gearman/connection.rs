@@ -113,7 +113,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, ctx: NodeContext)
                 Some(Ok(Frame::Packet(p))) => conn.packet(p, &mut submitting).await,
                 Some(Ok(Frame::Admin(line))) => {
                     conn.answer_submissions(&mut submitting).await;
-                    conn.admin(&line)
+                    conn.admin(&line).await
                 }
                 Some(Err(e)) => {
                     conn.answer_submissions(&mut submitting).await;
@@ -235,13 +235,14 @@ impl Connection {
         ));
     }
 
-    /// Answers an admin line.
-    fn admin(&self, line: &str) {
-        let a = admin::answer(
-            line,
-            &lock(&self.shared.board),
-            self.peer.ip().is_loopback(),
-        );
+    /// Answers an admin line: `status` and `workers` for the whole cluster.
+    async fn admin(&self, line: &str) {
+        let cluster = if admin::wants_cluster(line) {
+            admin::cluster_report(&self.shared).await
+        } else {
+            Default::default()
+        };
+        let a = admin::answer(line, &cluster, self.peer.ip().is_loopback());
         let mut board = lock(&self.shared.board);
         let mut reply = a.text;
         if let Some((f, n)) = a.max_queue {

@@ -1,6 +1,7 @@
-//! The last minutes of throughput and job latency, so that a dashboard opened now shows
-//! what happened before it: a task follows the node's event stream from the moment HTTP
-//! starts and keeps per-second step counts and job durations for [`SPAN_S`] seconds.
+//! The last minutes of throughput and job latency, and the last events, so that a
+//! dashboard opened now shows what happened before it: a task follows the node's event
+//! stream from the moment HTTP starts and keeps per-second step counts and job durations
+//! for [`SPAN_S`] seconds and the newest [`RECENT_EVENTS`] events.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,8 @@ use troupe_runtime::JobEvent;
 
 /// Seconds of history kept.
 pub(crate) const SPAN_S: u64 = 300;
+/// Events kept for a page that opens.
+pub(crate) const RECENT_EVENTS: usize = 100;
 
 /// Rolling series of the cluster's finished steps and jobs.
 #[derive(Default)]
@@ -26,6 +29,9 @@ struct Series {
     steps: VecDeque<(u64, u64)>,
     /// (unix ms at the end, job duration ms), oldest first.
     jobs: VecDeque<(u64, u64)>,
+    /// The newest events as the stream shows them (a job's end without its steps),
+    /// oldest first.
+    recent: VecDeque<Value>,
 }
 
 impl Series {
@@ -55,6 +61,16 @@ impl History {
                 };
                 let Some(h) = weak.upgrade() else { return };
                 let mut s = h.inner.lock().unwrap_or_else(|p| p.into_inner());
+                let mut shown = ev.to_json();
+                if let Some(status) = shown.get_mut("status").and_then(Value::as_object_mut) {
+                    // A page needs the job's state, error and time, not every step.
+                    status.remove("steps");
+                    status.remove("output");
+                }
+                s.recent.push_back(shown);
+                while s.recent.len() > RECENT_EVENTS {
+                    s.recent.pop_front();
+                }
                 match &ev.kind {
                     EventKind::Job(JobEvent::StepFinished { .. }) => {
                         let sec = ev.at_ms / 1000;
@@ -76,7 +92,8 @@ impl History {
         h
     }
 
-    /// `{"span_s", "steps_per_s": [[unix_s, n], ...], "jobs": [[unix_ms, duration_ms], ...]}`.
+    /// `{"span_s", "steps_per_s": [[unix_s, n], ...], "jobs": [[unix_ms, duration_ms], ...],
+    /// "events": [the newest events, oldest first]}`.
     pub(crate) fn json(&self) -> Value {
         let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         s.trim(now_ms() / 1000);
@@ -84,6 +101,7 @@ impl History {
             "span_s": SPAN_S,
             "steps_per_s": s.steps.iter().map(|(t, n)| [*t, *n]).collect::<Vec<_>>(),
             "jobs": s.jobs.iter().map(|(t, ms)| [*t, *ms]).collect::<Vec<_>>(),
+            "events": s.recent,
         })
     }
 }

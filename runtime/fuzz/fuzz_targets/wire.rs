@@ -14,7 +14,7 @@ const VARIANTS: &[&str] = &[
     "Submit", "Status", "Watch", "StepFinished", "Spawn", "Cancel", "Resume", "JobEnded",
     "NodeDown", "Invalidate", "Request", "Executed", "Run", "CallReply", "Hello", "ListNodes",
     "Session", "Tick", "Event", "Publish", "Subscribe", "Forward", "ListJobs",
-    "ListClusterJobs", "Renew",
+    "ListClusterJobs", "Renew", "Spec", "Report",
 ];
 
 fn message<M: Message>(variant: String, args: Vec<u8>, call: bool) {
@@ -85,12 +85,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let call = which & 0x80 != 0;
     let args = args.to_vec();
-    match which % 6 {
+    match which % 7 {
         0 => message::<JobManagerMessage>(variant, args, call),
         1 => message::<WorkerPoolMessage>(variant, args, call),
         2 => message::<MembershipMessage>(variant, args, call),
         3 => message::<MergerMessage>(variant, args, call),
         4 => message::<WatcherMessage>(variant, args, call),
+        5 => message::<GearmanAdminMessage>(variant, args, call),
         _ => message::<EventHubMessage>(variant, args, call),
     }
 });

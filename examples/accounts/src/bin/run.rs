@@ -9,6 +9,7 @@ use serde_json::json;
 use troupe_example_accounts as accounts;
 use troupe_runtime::{Client, ClientOptions};
 
+/// Opens accounts (keyed actors) across the cluster, runs random transfers between them, and checks that no money was made or lost.
 #[derive(Parser)]
 struct Args {
     /// HOST:PORT of nodes, comma-separated.

@@ -4,6 +4,7 @@
 use clap::Parser;
 use troupe_runtime::{Client, ClientOptions};
 
+/// Squares the numbers given across the cluster and prints them in input order, with the node that computed each.
 #[derive(Parser)]
 struct Args {
     /// HOST:PORT of nodes, comma-separated.

@@ -5,6 +5,7 @@
 use clap::Parser;
 use troupe_cluster_node::cli::ClusterArgs;
 
+/// Floods the cluster with stage-1 jobs while measuring how long jobs already under way take (starvation).
 #[derive(Parser)]
 struct Args {
     /// How to reach the cluster (as for `troupe-node` client commands).

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use clap::Parser;
 use troupe_runtime::{Client, ClientOptions, JobState};
 
+/// Prices portfolios by re-entrant calls to a pure instrument-pricing task; shared instruments are priced once.
 #[derive(Parser)]
 struct Args {
     /// HOST:PORT of nodes, comma-separated.

@@ -7,6 +7,7 @@
 use clap::Parser;
 use troupe_runtime::{Client, ClientOptions, JobEvent, JobState};
 
+/// Submits one user's social job, follows it, and resumes a step that waits for the user if asked.
 #[derive(Parser)]
 struct Args {
     /// HOST:PORT of nodes, comma-separated.

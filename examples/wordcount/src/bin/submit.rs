@@ -8,6 +8,7 @@ use std::io::Read;
 use clap::Parser;
 use troupe_runtime::{Client, ClientOptions, JobEvent, JobState};
 
+/// Counts the words of a file (or standard input) with a MapReduce job and prints the counts.
 #[derive(Parser)]
 struct Args {
     /// HOST:PORT of nodes, comma-separated.
