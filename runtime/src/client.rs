@@ -327,10 +327,9 @@ impl Client {
         let mut h = self.submit(spec).await?;
         let st = h.wait().await?;
         if st.state != JobState::Succeeded {
-            return Err(ClientError::JobFailed(
-                st.error
-                    .unwrap_or_else(|| format!("dmap job {} {:?}", st.id, st.state)),
-            ));
+            return Err(ClientError::JobFailed(st.error.unwrap_or_else(|| {
+                format!("dmap job {} {}", st.id, st.state.as_str())
+            })));
         }
         let outputs = match st.output {
             Some(serde_json::Value::Array(v)) if v.len() == n => v,

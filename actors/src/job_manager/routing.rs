@@ -78,8 +78,8 @@ impl JobManagerState {
         {
             let answer = match req {
                 Request::Resume(step) => Err(JobQueryError::Conflict(format!(
-                    "job {job} has ended ({:?}); step {step:?} cannot be resumed",
-                    st.state
+                    "job {job} has ended ({}); step {step:?} cannot be resumed",
+                    st.state.as_str()
                 ))),
                 _ => Ok(st.clone()),
             };
