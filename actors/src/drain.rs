@@ -130,6 +130,7 @@ pub async fn drain(ctx: &NodeContext, timeout: Duration) -> DrainReport {
     if ctx.journal.is_some() {
         drop_copies(ctx).await;
     }
+    hand_ends(ctx).await;
     tracing::info!(
         handed_back = report.handed_back,
         finished = report.finished,
@@ -139,6 +140,30 @@ pub async fn drain(ctx: &NodeContext, timeout: Duration) -> DrainReport {
         "drained"
     );
     report
+}
+
+/// Hands the final statuses of the jobs that ended here to nodes that stay, so that
+/// `status` answers for them while this node is gone.
+async fn hand_ends(ctx: &NodeContext) {
+    let Some(jm) = crate::find_on::<JobManagerMessage>(crate::names::JOB_MANAGER, &ctx.view.node)
+    else {
+        return;
+    };
+    match jm
+        .call(JobManagerMessage::HandEnds, Some(Duration::from_secs(5)))
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(n)) if n > 0 => {
+            tracing::info!(
+                jobs = n,
+                "handed the statuses of the jobs that ended here to nodes that stay"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not hand the statuses of ended jobs to other nodes")
+        }
+    }
 }
 
 /// Drops the copies of other nodes' jobs kept here and tells their owners, so that their

@@ -71,6 +71,10 @@ pub(crate) struct JobManagerState {
     finished_order: VecDeque<String>,
     /// The job files of live jobs and of those in `finished` that ended in this boot.
     specs: HashMap<String, std::sync::Arc<troupe_runtime::JobSpec>>,
+    /// Final statuses of other nodes' jobs, handed here as those nodes left gracefully
+    /// (the newest `retain_finished_jobs`): answered while their owner is gone.
+    handed: HashMap<String, JobStatus>,
+    handed_order: VecDeque<String>,
     /// Live jobs per submitter (a client's watcher group, or "" for the HTTP API).
     per_client: HashMap<String, usize>,
     client_of: HashMap<String, String>,
@@ -181,7 +185,71 @@ impl JobManagerState {
     }
 }
 
+/// Each handed status goes to this many nodes that stay.
+const HAND_TO: usize = 2;
+
 impl JobManagerState {
+    /// Hands the final statuses kept here (confirmed ends only) to the nodes that stay,
+    /// each to [`HAND_TO`] of them ranked by the job id, so that `status` still answers
+    /// for them while this node is gone. Returns how many statuses were handed.
+    fn hand_ends(&self) -> u64 {
+        let me = &self.ctx.config.name;
+        let peers: Vec<String> = crate::live_nodes(&self.ctx.view)
+            .into_iter()
+            .filter(|n| n != me)
+            .collect();
+        if peers.is_empty() {
+            return 0;
+        }
+        let mut to: HashMap<&str, Vec<JobStatus>> = HashMap::new();
+        let mut n = 0;
+        for id in &self.finished_order {
+            let Some(st) = self.finished.get(id) else {
+                continue;
+            };
+            if !st.state.is_terminal()
+                || self.held_ends.contains_key(id)
+                || self.takeovers.newer_holder(id).is_some()
+            {
+                continue;
+            }
+            n += 1;
+            let ranked = troupe_runtime::merge::ranked(id, peers.iter().map(String::as_str));
+            for node in ranked.into_iter().take(HAND_TO) {
+                to.entry(node).or_default().push(st.clone());
+            }
+        }
+        for (node, ends) in to {
+            if let Some(jm) = troupe_runtime::protocol::first_member::<JobManagerMessage>(
+                &troupe_runtime::protocol::job_manager_group(node),
+            ) {
+                // In slices, so that no message nears the frame limit.
+                for part in ends.chunks(500) {
+                    let _ = jm.cast(JobManagerMessage::HandedEnds(Wire::new(part.to_vec())));
+                }
+            }
+        }
+        n
+    }
+
+    /// Keeps final statuses handed by a node that left (the newest
+    /// `retain_finished_jobs`).
+    fn keep_handed(&mut self, ends: Vec<JobStatus>) {
+        for st in ends {
+            if !st.state.is_terminal() {
+                continue;
+            }
+            if self.handed.insert(st.id.clone(), st.clone()).is_none() {
+                self.handed_order.push_back(st.id);
+            }
+        }
+        while self.handed_order.len() > self.ctx.config.retain_finished_jobs.max(1) {
+            if let Some(old) = self.handed_order.pop_front() {
+                self.handed.remove(&old);
+            }
+        }
+    }
+
     /// The supervision of `job` crashed (`err`): the job fails, its end journaled.
     fn supervision_crashed(&mut self, myself: &ActorRef<JobManagerMessage>, job: &str, err: &str) {
         // Out of `live` first: `ended` stops what is there, and this is gone already.
@@ -296,6 +364,8 @@ impl Actor for JobManager {
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
             specs: HashMap::new(),
+            handed: HashMap::new(),
+            handed_order: VecDeque::new(),
             per_client: HashMap::new(),
             client_of: HashMap::new(),
             unique: HashMap::new(),
@@ -474,6 +544,18 @@ impl Actor for JobManager {
                 let _ = reply.send(Box::pin(state.drop_copies()).await);
             }
             JobManagerMessage::Spec(job, reply) => state.spec(job, reply),
+            JobManagerMessage::HandEnds(reply) => {
+                let _ = reply.send(state.hand_ends());
+            }
+            JobManagerMessage::HandedEnds(ends) => match ends.into_inner() {
+                Ok(ends) => state.keep_handed(ends),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable statuses handed by a leaving node")
+                }
+            },
+            JobManagerMessage::HandedEnd(job, reply) => {
+                let _ = reply.send(Wire::new(state.handed.get(&job).cloned()));
+            }
             JobManagerMessage::CopiesDropped(node, reply) => {
                 if let Some(j) = &state.ctx.journal {
                     j.copies_dropped_by(&node);

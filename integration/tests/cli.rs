@@ -329,3 +329,43 @@ async fn the_status_of_a_job_whose_owner_is_down_says_so() {
         "{stderr}"
     );
 }
+
+/// A node that leaves gracefully hands the statuses of the jobs that ended on it to nodes
+/// that stay (two of the three here): `status` of such a job still answers, from any
+/// node, while it is gone; the node that holds none asks the others.
+#[tokio::test]
+async fn a_finished_jobs_status_outlives_its_owners_graceful_stop() {
+    let mut c = Cluster::start(4);
+    c.ready().await;
+    let client = c.client_via(&[0]).await;
+    let f = c.job_file(
+        "one.json",
+        r#"{"name": "kept", "steps": [{"id": "s", "task": "troupe.echo", "input": {"v": 3}}]}"#,
+    );
+    let spec = troupe_runtime::JobSpec::read(&f).unwrap();
+    let st = client.submit(spec).await.unwrap().wait().await.unwrap();
+    let id = st.id.clone();
+    assert!(id.starts_with(&Cluster::name(0)), "{id}");
+    drop(client);
+    let stopped = c.node(0).stop(Duration::from_secs(30));
+    assert!(stopped.is_some(), "n1 stopped on SIGTERM");
+    assert!(
+        c.log(0)
+            .contains("handed the statuses of the jobs that ended here"),
+        "{}",
+        c.log(0)
+    );
+    let addrs: Vec<String> = c.seeds().split(',').map(str::to_string).collect();
+    for seed in &addrs[1..] {
+        let out = c.cli(
+            &["status", &id, "--seeds", seed, "--cookie", &c.cookie],
+            false,
+        );
+        let (stdout, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(0), "via {seed}: {stdout}\n{stderr}");
+        let st: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(st["state"], "succeeded");
+        assert_eq!(st["output"], json!({"v": 3}));
+        assert_eq!(st["name"], "kept");
+    }
+}

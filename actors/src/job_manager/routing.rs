@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::core::{CoreCommand, CoreDecision};
 use ractor::RpcReplyPort;
 use troupe_runtime::job::spec::JobSpec;
+use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::protocol::{
     first_member, job_manager_group, worker_pool_group, AttemptMoved, CallReply, InvalidateRequest,
     JobAnswer, JobManagerMessage, JobQueryError, ResumeRequest, SpawnRequest, WatchRequest,
@@ -38,6 +39,43 @@ pub(super) enum Request {
 
 /// Where the answer to a question about one job goes.
 pub(super) type StatusReply = RpcReplyPort<JobAnswer>;
+
+/// The final status of `job` handed to one of `nodes` by its owner as it left, if any
+/// answers within [`FORWARD_TIMEOUT`].
+async fn handed_end(nodes: &[String], job: &str) -> Option<JobStatus> {
+    let asks = nodes.iter().filter_map(|n| {
+        let jm = first_member::<JobManagerMessage>(&job_manager_group(n))?;
+        let job = job.to_string();
+        Some(async move {
+            match jm
+                .call(
+                    |r| JobManagerMessage::HandedEnd(job, r),
+                    Some(FORWARD_TIMEOUT),
+                )
+                .await
+            {
+                Ok(ractor::rpc::CallResult::Success(w)) => w.into_inner().ok().flatten(),
+                _ => None,
+            }
+        })
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .next()
+}
+
+/// The answer about `job`, which ended with `st`: its status, or, to a resume, why not.
+fn ended_answer(job: &str, st: JobStatus, req: Request) -> Result<JobStatus, JobQueryError> {
+    match req {
+        Request::Resume(step) => Err(JobQueryError::Conflict(format!(
+            "job {job} has ended ({}); step {step:?} cannot be resumed",
+            st.state.as_str()
+        ))),
+        _ => Ok(st),
+    }
+}
 
 /// Where a job's file goes (`rerun`).
 pub(super) type SpecReply = RpcReplyPort<Wire<Result<JobSpec, JobQueryError>>>;
@@ -76,14 +114,12 @@ impl JobManagerState {
             .get(&job)
             .filter(|_| self.takeovers.newer_holder(&job).is_none())
         {
-            let answer = match req {
-                Request::Resume(step) => Err(JobQueryError::Conflict(format!(
-                    "job {job} has ended ({}); step {step:?} cannot be resumed",
-                    st.state.as_str()
-                ))),
-                _ => Ok(st.clone()),
-            };
-            let _ = reply.send(Wire::new(answer));
+            let _ = reply.send(Wire::new(ended_answer(&job, st.clone(), req)));
+            return;
+        }
+        // A job of a node that left gracefully, whose final status was handed here.
+        if let Some(st) = self.handed.get(&job) {
+            let _ = reply.send(Wire::new(ended_answer(&job, st.clone(), req)));
             return;
         }
         let owner = match self.takeovers.moved_to(&job) {
@@ -95,6 +131,7 @@ impl JobManagerState {
                 let me = self.ctx.config.name.clone();
                 let down = self.ctx.view.is_down(&owner);
                 let takeover_ms = self.ctx.config.failure.takeover_after_ms;
+                let view = self.ctx.view.clone();
                 tokio::spawn(async move {
                     let mut owner = owner;
                     let mut jm = first_member::<JobManagerMessage>(&job_manager_group(&owner))
@@ -113,6 +150,17 @@ impl JobManagerState {
                                 owner = o.node;
                                 jm = first_member(&job_manager_group(&owner));
                             }
+                        }
+                    }
+                    if jm.is_none() {
+                        // Gone for good, maybe: a node that left handed its ends on.
+                        let others: Vec<String> = crate::live_nodes(&view)
+                            .into_iter()
+                            .filter(|n| *n != me && *n != owner)
+                            .collect();
+                        if let Some(st) = handed_end(&others, &job).await {
+                            let _ = reply.send(Wire::new(ended_answer(&job, st, req)));
+                            return;
                         }
                     }
                     let answer = match jm {

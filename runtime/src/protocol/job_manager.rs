@@ -102,6 +102,16 @@ pub enum JobManagerMessage {
     /// while the job runs and with its status once it ended.
     #[rpc]
     Spec(String, RpcReplyPort<Wire<Result<JobSpec, JobQueryError>>>),
+    /// This node leaves: hand the statuses of the jobs that ended here to nodes that
+    /// stay; answers how many were handed (local, from the drain).
+    #[rpc]
+    HandEnds(RpcReplyPort<u64>),
+    /// Keep these final statuses of jobs of a node that left gracefully, to answer for
+    /// them while it is gone (from that node).
+    HandedEnds(Wire<Vec<JobStatus>>),
+    /// The final status of a job of a node that left, if one was handed here.
+    #[rpc]
+    HandedEnd(String, RpcReplyPort<Wire<Option<JobStatus>>>),
 }
 
 /// A job submission.
