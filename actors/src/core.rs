@@ -139,7 +139,7 @@ impl CoreNode {
 
     /// Whether this node knows that its cluster has a core group: it knows the cluster's
     /// id (written when the group formed), or its own log holds the group.
-    pub(crate) fn group_exists(&self) -> bool {
+    pub fn group_exists(&self) -> bool {
         self.identity.cluster().is_some() || self.in_group()
     }
 

@@ -31,6 +31,7 @@ mod dispatcher;
 pub mod drain;
 mod event_hub;
 mod gearman;
+pub mod health;
 mod job_manager;
 mod job_supervisor;
 mod journal;

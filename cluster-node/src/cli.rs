@@ -4,9 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// What `--version` prints after the name: the crate's version and the wire protocol's
+/// ([`troupe_runtime::wire::WIRE_VERSION`]; a test keeps the two in step).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (wire 1)");
+
 /// Troupe: run jobs across a cluster of actor nodes.
 #[derive(Debug, Parser)]
-#[command(name = "troupe-node", version, propagate_version = true)]
+#[command(name = "troupe-node", version = VERSION, propagate_version = true)]
 pub struct Cli {
     /// The subcommand.
     #[command(subcommand)]
@@ -301,5 +305,19 @@ mod tests {
             panic!("parsed as another command");
         };
         assert_eq!(a.cluster.seeds, [troupe_runtime::config::DEFAULT_LISTEN]);
+    }
+
+    /// `--version` prints `troupe-node VERSION (wire N)` (DESIGN.md), N the wire version.
+    #[test]
+    fn version_names_the_crate_and_the_wire_protocol() {
+        use clap::CommandFactory;
+        assert_eq!(
+            Cli::command().render_version().trim(),
+            format!(
+                "troupe-node {} (wire {})",
+                env!("CARGO_PKG_VERSION"),
+                troupe_runtime::wire::WIRE_VERSION
+            )
+        );
     }
 }

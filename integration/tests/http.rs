@@ -590,3 +590,49 @@ fn a_batch_of_jobs_is_submitted_in_one_request() {
     // The node goes on answering.
     assert_eq!(get(&format!("{u1}/api/nodes")).status, 200);
 }
+
+/// `/readyz` answers 503 with its reasons until the node has joined and its core group
+/// formed, then 200; `/healthz` answers 200 throughout.
+#[test]
+fn readyz_waits_for_the_join_and_the_core_group_and_healthz_for_the_actors() {
+    let mut c = Cluster::plan(3);
+    c.serve_http = true;
+    c.start_node(0);
+    let u1 = c.http_url(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alone = loop {
+        match troupe_integration::http::try_get(&format!("{u1}/readyz")) {
+            Ok(a) => break a,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("no answer from /readyz: {e}"),
+        }
+    };
+    assert_eq!(alone.status, 503, "{}", alone.body);
+    let why = alone.json();
+    assert_eq!(why["ready"], false);
+    let reasons = why["reasons"].to_string();
+    assert!(reasons.contains("not joined"), "{reasons}");
+    assert!(reasons.contains("no core group known yet"), "{reasons}");
+    let h = get(&format!("{u1}/healthz"));
+    assert_eq!((h.status, h.json()["ok"].clone()), (200, json!(true)));
+
+    c.start_node(1);
+    c.start_node(2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = get(&format!("{u1}/readyz"));
+        if a.status == 200 {
+            assert_eq!(a.json(), json!({"ready": true}));
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {}", a.body);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 1..3 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(&format!("{}/readyz", c.http_url(i))).status != 200 {
+            assert!(Instant::now() < deadline, "n{} never ready", i + 1);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -8,6 +8,12 @@
 use ractor::BytesConvertable;
 use serde::{de::DeserializeOwned, Serialize};
 
+/// The version of the wire protocol: the messages of `protocol` and their payloads as
+/// [`Wire`] encodes them. `troupe-node --version` prints it. Raise it when a change means
+/// a node of the previous version can no longer read a message (a renamed variant or
+/// field, a new required field); nodes do not compare it at the handshake yet.
+pub const WIRE_VERSION: u32 = 1;
+
 /// Why a payload could not be decoded.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("undecodable {type_name} payload of {len} bytes: {reason}")]

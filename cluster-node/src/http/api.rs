@@ -475,6 +475,35 @@ pub(super) async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// `GET /healthz`: 200 `{"ok": true}` while the node's actors run, else 503 with the
+/// reasons (for a liveness probe).
+pub(super) async fn healthz(State(ctx): State<NodeContext>) -> (StatusCode, Json<Value>) {
+    let why = troupe_actors::health::unhealthy(&ctx);
+    if why.is_empty() {
+        (StatusCode::OK, Json(json!({"ok": true})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ok": false, "reasons": why})),
+        )
+    }
+}
+
+/// `GET /readyz`: 200 `{"ready": true}` once the node has joined, knows its core group
+/// and is not draining, else 503 `{"ready": false, "reasons": [...]}` (for a readiness
+/// probe).
+pub(super) async fn readyz(State(ctx): State<NodeContext>) -> (StatusCode, Json<Value>) {
+    let why = troupe_actors::health::not_ready(&ctx);
+    if why.is_empty() {
+        (StatusCode::OK, Json(json!({"ready": true})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reasons": why})),
+        )
+    }
+}
+
 /// `GET /metrics`: Prometheus text.
 pub(super) async fn metrics(State(ctx): State<NodeContext>) -> impl IntoResponse {
     // Gauges read off the node's scheduler when scraped.

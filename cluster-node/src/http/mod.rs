@@ -53,6 +53,8 @@ pub fn router(ctx: NodeContext) -> Router {
             }),
         )
         .route("/metrics", get(api::metrics))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
         .method_not_allowed_fallback(|| async {
             ApiError(
                 StatusCode::METHOD_NOT_ALLOWED,
