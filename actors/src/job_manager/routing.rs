@@ -66,6 +66,27 @@ async fn handed_end(nodes: &[String], job: &str) -> Option<JobStatus> {
         .next()
 }
 
+/// Asks `owner`'s job manager `jm` a question about `job` and returns its answer, or
+/// why there is none.
+async fn forward<T: Send + 'static>(
+    jm: &ractor::ActorRef<JobManagerMessage>,
+    owner: &str,
+    job: &str,
+    msg: impl FnOnce(RpcReplyPort<Wire<Result<T, JobQueryError>>>) -> JobManagerMessage,
+) -> Result<T, JobQueryError>
+where
+    Wire<Result<T, JobQueryError>>: ractor::Message,
+{
+    match jm.call(msg, Some(FORWARD_TIMEOUT)).await {
+        Ok(ractor::rpc::CallResult::Success(w)) => w
+            .into_inner()
+            .unwrap_or_else(|e| Err(JobQueryError::Unavailable(e.to_string()))),
+        _ => Err(JobQueryError::Unavailable(format!(
+            "no answer from {owner} about job {job}"
+        ))),
+    }
+}
+
 /// The answer about `job`, which ended with `st`: its status, or, to a resume, why not.
 fn ended_answer(job: &str, st: JobStatus, req: Request) -> Result<JobStatus, JobQueryError> {
     match req {
@@ -81,6 +102,14 @@ fn ended_answer(job: &str, st: JobStatus, req: Request) -> Result<JobStatus, Job
 pub(super) type SpecReply = RpcReplyPort<Wire<Result<JobSpec, JobQueryError>>>;
 
 impl JobManagerState {
+    /// The node that holds `job`: the one a takeover moved it to, else the one in its id.
+    fn holder(&self, job: &str) -> Option<String> {
+        match self.takeovers.moved_to(job) {
+            Some(m) => Some(m.node.clone()),
+            None => JobId::owner_of(job).map(str::to_string),
+        }
+    }
+
     /// Answers the status of `job`, wherever it is.
     pub(super) fn status(&self, job: String, reply: StatusReply) {
         self.to_job(job, reply, Request::Status);
@@ -122,10 +151,7 @@ impl JobManagerState {
             let _ = reply.send(Wire::new(ended_answer(&job, st.clone(), req)));
             return;
         }
-        let owner = match self.takeovers.moved_to(&job) {
-            Some(m) => Some(m.node.clone()),
-            None => JobId::owner_of(&job).map(str::to_string),
-        };
+        let owner = self.holder(&job);
         match owner {
             Some(owner) if owner != self.ctx.config.name => {
                 let me = self.ctx.config.name.clone();
@@ -176,30 +202,18 @@ impl JobManagerState {
                              or ask again later"
                         ))),
                         Some(jm) => {
-                            let call = jm.call(
-                                |r| match req {
-                                    Request::Status => JobManagerMessage::Status(job.clone(), r),
-                                    Request::Cancel => JobManagerMessage::Cancel(job.clone(), r),
-                                    Request::Resume(step) => JobManagerMessage::Resume(
-                                        Wire::new(ResumeRequest {
-                                            job: job.clone(),
-                                            step,
-                                        }),
-                                        r,
-                                    ),
-                                },
-                                Some(FORWARD_TIMEOUT),
-                            );
-                            match call.await {
-                                Ok(ractor::rpc::CallResult::Success(w)) => {
-                                    w.into_inner().unwrap_or_else(|e| {
-                                        Err(JobQueryError::Unavailable(e.to_string()))
-                                    })
-                                }
-                                _ => Err(JobQueryError::Unavailable(format!(
-                                    "no answer from {owner} about job {job}"
-                                ))),
-                            }
+                            forward(&jm, &owner, &job, |r| match req {
+                                Request::Status => JobManagerMessage::Status(job.clone(), r),
+                                Request::Cancel => JobManagerMessage::Cancel(job.clone(), r),
+                                Request::Resume(step) => JobManagerMessage::Resume(
+                                    Wire::new(ResumeRequest {
+                                        job: job.clone(),
+                                        step,
+                                    }),
+                                    r,
+                                ),
+                            })
+                            .await
                         }
                     };
                     let _ = reply.send(Wire::new(answer));
@@ -226,10 +240,7 @@ impl JobManagerState {
             )))));
             return;
         }
-        let owner = match self.takeovers.moved_to(&job) {
-            Some(m) => Some(m.node.clone()),
-            None => JobId::owner_of(&job).map(str::to_string),
-        };
+        let owner = self.holder(&job);
         let Some(owner) = owner.filter(|o| o != me) else {
             let _ = reply.send(Wire::new(Err(JobQueryError::no_such_job(&job))));
             return;
@@ -240,20 +251,12 @@ impl JobManagerState {
                     "node {owner}, which owns job {job}, is not reachable (it keeps the \
                      job's file): start it again, or ask again later"
                 ))),
-                Some(jm) => match jm
-                    .call(
-                        |r| JobManagerMessage::Spec(job.clone(), r),
-                        Some(FORWARD_TIMEOUT),
-                    )
+                Some(jm) => {
+                    forward(&jm, &owner, &job, |r| {
+                        JobManagerMessage::Spec(job.clone(), r)
+                    })
                     .await
-                {
-                    Ok(ractor::rpc::CallResult::Success(w)) => w
-                        .into_inner()
-                        .unwrap_or_else(|e| Err(JobQueryError::Unavailable(e.to_string()))),
-                    _ => Err(JobQueryError::Unavailable(format!(
-                        "no answer from {owner} about job {job}"
-                    ))),
-                },
+                }
             };
             let _ = reply.send(Wire::new(answer));
         });

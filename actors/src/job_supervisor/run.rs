@@ -410,7 +410,6 @@ impl JobRun {
     /// As [`JobRun::new`], with explicit limits on growth.
     pub(crate) fn with_limits(id: String, spec: JobSpec, graph: Graph, limits: Limits) -> Self {
         let jitter = Jitter::for_job(&id);
-        let kept = std::sync::Arc::new(spec.clone());
         let mut run = JobRun {
             id,
             name: spec.name.clone(),
@@ -428,7 +427,7 @@ impl JobRun {
             stats: JobStats::default(),
             accepted: None,
             submitted_at_ms: 0,
-            spec: kept,
+            spec: std::sync::Arc::new(spec),
             wall: None,
             ended: None,
             now: None,
@@ -436,7 +435,8 @@ impl JobRun {
             next_call: 0,
             settle: VecDeque::new(),
         };
-        run.add_group(None, spec, graph, None, 0);
+        let spec = run.spec.clone();
+        run.add_group(None, &spec, graph, None, 0);
         run
     }
 
@@ -473,7 +473,7 @@ impl JobRun {
     fn add_group(
         &mut self,
         caller: Option<Caller>,
-        spec: JobSpec,
+        spec: &JobSpec,
         graph: Graph,
         parent: Option<&StepId>,
         depth: usize,
@@ -516,8 +516,8 @@ impl JobRun {
                 .map(|(k, v)| (k.clone(), base + v))
                 .collect(),
             members,
-            input: spec.input,
-            output: spec.output,
+            input: spec.input.clone(),
+            output: spec.output.clone(),
             finals: graph.finals.iter().map(|&j| base + j).collect(),
             calls: false,
             done: false,
@@ -526,12 +526,12 @@ impl JobRun {
         g
     }
 
-    /// The job's priority class.
     /// The job as submitted.
     pub(crate) fn spec(&self) -> std::sync::Arc<JobSpec> {
         self.spec.clone()
     }
 
+    /// The job's priority class.
     pub(crate) fn priority(&self) -> Priority {
         self.priority
     }
@@ -1394,7 +1394,7 @@ impl JobRun {
         {
             parent = parent.sub_job(self.groups.len());
         }
-        let g = self.add_group(caller, spec, graph, Some(&parent), depth);
+        let g = self.add_group(caller, &spec, graph, Some(&parent), depth);
         self.groups[g].calls = calls;
         self.steps[i].open_groups.push(g);
         let mut out = Vec::new();

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use troupe_actors::NodeContext;
-use troupe_runtime::observe::{now_ms, EventKind};
+use troupe_runtime::observe::{now_ms, ClusterEvent, EventKind};
 use troupe_runtime::JobEvent;
 
 /// Seconds of history kept.
@@ -29,9 +29,9 @@ struct Series {
     steps: VecDeque<(u64, u64)>,
     /// (unix ms at the end, job duration ms), oldest first.
     jobs: VecDeque<(u64, u64)>,
-    /// The newest events as the stream shows them (a job's end without its steps),
-    /// oldest first.
-    recent: VecDeque<Value>,
+    /// The newest events, oldest first (a job's end without its steps and output):
+    /// turned into JSON only when a page asks.
+    recent: VecDeque<Arc<ClusterEvent>>,
 }
 
 impl Series {
@@ -44,6 +44,32 @@ impl Series {
             self.jobs.pop_front();
         }
     }
+}
+
+/// `ev` as the event log keeps it: a job's end without its steps and output (a page
+/// needs its state, error and time, and a large job's status would fill the memory).
+fn slim(ev: Arc<ClusterEvent>) -> Arc<ClusterEvent> {
+    let EventKind::Job(JobEvent::JobFinished { status: s }) = &ev.kind else {
+        return ev;
+    };
+    let status = troupe_runtime::JobStatus {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        state: s.state,
+        steps: Default::default(),
+        output: None,
+        error: s.error.clone(),
+        stats: s.stats.clone(),
+        elapsed_ms: s.elapsed_ms,
+        submitted_at_ms: s.submitted_at_ms,
+    };
+    Arc::new(ClusterEvent {
+        kind: EventKind::Job(JobEvent::JobFinished {
+            status: Box::new(status),
+        }),
+        origin: ev.origin.clone(),
+        ..*ev
+    })
 }
 
 impl History {
@@ -61,16 +87,6 @@ impl History {
                 };
                 let Some(h) = weak.upgrade() else { return };
                 let mut s = h.inner.lock().unwrap_or_else(|p| p.into_inner());
-                let mut shown = ev.to_json();
-                if let Some(status) = shown.get_mut("status").and_then(Value::as_object_mut) {
-                    // A page needs the job's state, error and time, not every step.
-                    status.remove("steps");
-                    status.remove("output");
-                }
-                s.recent.push_back(shown);
-                while s.recent.len() > RECENT_EVENTS {
-                    s.recent.pop_front();
-                }
                 match &ev.kind {
                     EventKind::Job(JobEvent::StepFinished { .. }) => {
                         let sec = ev.at_ms / 1000;
@@ -84,9 +100,13 @@ impl History {
                             s.jobs.push_back((ev.at_ms, ms));
                         }
                     }
-                    _ => continue,
+                    _ => {}
                 }
                 s.trim(ev.at_ms / 1000);
+                s.recent.push_back(slim(ev));
+                while s.recent.len() > RECENT_EVENTS {
+                    s.recent.pop_front();
+                }
             }
         });
         h
@@ -101,7 +121,7 @@ impl History {
             "span_s": SPAN_S,
             "steps_per_s": s.steps.iter().map(|(t, n)| [*t, *n]).collect::<Vec<_>>(),
             "jobs": s.jobs.iter().map(|(t, ms)| [*t, *ms]).collect::<Vec<_>>(),
-            "events": s.recent,
+            "events": s.recent.iter().map(|e| e.to_json()).collect::<Vec<_>>(),
         })
     }
 }
