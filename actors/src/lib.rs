@@ -46,6 +46,8 @@ mod supervision;
 pub mod task_runtime;
 pub mod telemetry;
 mod tls_listener;
+#[cfg(test)]
+mod wire_golden;
 mod worker_pool;
 
 pub use node_root::{start_node, start_node_with_context, NodeRoot, NodeRootMessage, StartError};

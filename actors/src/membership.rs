@@ -23,6 +23,7 @@
 pub(crate) mod detector;
 mod incarnations;
 mod name_claims;
+mod seed_names;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -31,20 +32,20 @@ use std::time::{Duration, Instant};
 use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::NodeServerMessage;
-use troupe_runtime::cluster::{member_of, node_name_of, SessionEvents};
-use troupe_runtime::config::resolve;
+use troupe_runtime::cluster::{is_client, member_of, node_name_of, SessionEvents};
 use troupe_runtime::observe::{metric, ClusterEvent, EventKind, NodeEvent, Throttle};
 use troupe_runtime::protocol::{
     EventHubMessage, JobManagerMessage, MembershipMessage, NodeInfo, NodeState, SessionEvent,
     SessionEventKind, MEMBERSHIP_GROUP,
 };
-use troupe_runtime::wire::Wire;
+use troupe_runtime::wire::{Wire, WireVersions};
 
 use crate::{find_on, names, NodeContext};
 use detector::{Round, SilenceDetector, Transition};
 use incarnations::Incarnations;
 pub(crate) use name_claims::new_incarnation;
 use name_claims::NameClaims;
+use seed_names::SeedNames;
 
 /// How long a node that left stays listed as down before it drops out.
 const FORGET_AFTER: Duration = Duration::from_secs(60);
@@ -103,6 +104,10 @@ pub(crate) struct MembershipState {
     dropped_log: Throttle,
     /// The process last seen for each peer: a new one means the old one is gone.
     incarnations: Incarnations,
+    /// Named seeds and what they resolve to.
+    seed_names: SeedNames,
+    /// The node each address we dialled turned out to be, by address.
+    dialled: HashMap<String, String>,
 }
 
 impl MembershipState {
@@ -193,6 +198,8 @@ impl MembershipState {
         );
         let throttle = Throttle::default();
         let clash_log = Throttle::default();
+        let version_log = Throttle::default();
+        let ours = WireVersions::ours();
         let me_member =
             troupe_runtime::cluster::member_name(&self.ctx.config.name, &view.incarnation);
         // A new node server: the old one's sessions are gone.
@@ -212,6 +219,31 @@ impl MembershipState {
                     // Here, inside the node server, so that a duplicate is stopped before
                     // anything is sent to it or through it.
                     if let Some(peer) = ev.peer_name.as_deref() {
+                        let theirs = WireVersions::of_peer(peer);
+                        if !ours.meets(&theirs) {
+                            crate::locked(&refused).insert(ev.node_id);
+                            view.sessions().remove(&ev.node_id);
+                            // Closed a moment later, so that the peer finishes its side
+                            // of the handshake and learns our versions (else it sees a
+                            // connection closed mid-handshake, a wrong cookie's symptom).
+                            // Nothing is sent to it: membership never hears of the session.
+                            tokio::spawn(async move {
+                                tokio::time::sleep(Duration::from_millis(300)).await;
+                                actor.stop(Some("wire version".into()));
+                            });
+                            metrics::counter!(metric::REFUSED, "reason" => "wire_version")
+                                .increment(1);
+                            version_log.warn(
+                                &format!(
+                                    "refused {what} {name}: it speaks wire version {theirs}, this node {ours} (troupe-node {release}); versions must overlap, so upgrade a cluster one release at a time",
+                                    what = if is_client(peer) { "client" } else { "node" },
+                                    name = node_name_of(peer),
+                                    release = env!("CARGO_PKG_VERSION"),
+                                ),
+                                &ev.peer_addr,
+                            );
+                            return;
+                        }
                         let claimed = crate::locked(&claims).claim(ev.node_id, peer, &me_member);
                         if let Err(clash) = claimed {
                             crate::locked(&refused).insert(ev.node_id);
@@ -319,6 +351,9 @@ impl MembershipState {
                     s.process = ev.peer_name.as_deref().map(|p| member_of(p).to_string());
                     if !s.is_server {
                         self.dialing.remove(&s.addr);
+                        if let Some(peer) = &s.peer {
+                            self.dialled.insert(s.addr.clone(), peer.clone());
+                        }
                     }
                 }
                 if let Some(peer) = ev.peer_name.as_deref() {
@@ -715,7 +750,33 @@ impl MembershipState {
                 .filter(|s| !s.is_server && s.authenticated)
                 .map(|s| s.addr.clone()),
         );
-        let mut targets: Vec<String> = self.seeds.clone();
+        // Seeds given as names are dialled at what they resolve to now (`seed_names`).
+        let alone = self.alone();
+        let listen = self.ctx.config.listen_addr().ok();
+        let mut seed_addrs: HashSet<String> = HashSet::new();
+        for seed in &self.seeds {
+            if *seed == self.address || connected_addrs.contains(seed) {
+                continue;
+            }
+            match listen {
+                Some(listen) if seed_names::is_name(seed) => seed_addrs.extend(
+                    self.seed_names
+                        .addresses(seed, DIAL_RETRY, listen, alone, myself),
+                ),
+                _ => {
+                    seed_addrs.insert(seed.clone());
+                }
+            }
+        }
+        // An address we dialled before and whose node is connected (by either side's
+        // connection) needs no dial: a seed's IP address is not what its node advertises.
+        let connected_names = self.connected_names();
+        seed_addrs.retain(|a| {
+            self.dialled
+                .get(a)
+                .is_none_or(|name| !connected_names.contains(name))
+        });
+        let mut targets: Vec<String> = seed_addrs.iter().cloned().collect();
         targets.extend(self.peers.values().map(|p| p.info.address.clone()));
         targets.extend(self.heard.keys().cloned());
         targets.sort();
@@ -740,8 +801,7 @@ impl MembershipState {
             let tls_log = self.tls_log.clone();
             // A node that has joined nobody says why; later, failed dials are routine
             // (a peer restarting) and the failure detector reports them.
-            let seed_log =
-                (self.alone() && self.seeds.contains(&addr)).then(|| self.seed_log.clone());
+            let seed_log = (alone && seed_addrs.contains(&addr)).then(|| self.seed_log.clone());
             tokio::spawn(async move {
                 match troupe_runtime::tls::dial(&server, &addr, tls.as_ref(), deadline).await {
                     Ok(()) => {}
@@ -873,17 +933,8 @@ impl Actor for Membership {
         ctx: NodeContext,
     ) -> Result<Self::State, ActorProcessingErr> {
         let address = ctx.config.advertised()?.to_string();
-        // Seeds are compared with peers' advertised addresses, so resolve them the same way.
-        let seeds = ctx
-            .config
-            .seeds
-            .iter()
-            .map(|s| {
-                resolve(s)
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|_| s.clone())
-            })
-            .collect();
+        // Normalized by the configuration, as advertised addresses are: the two compare.
+        let seeds = ctx.config.seeds.clone();
         ractor::pg::join(MEMBERSHIP_GROUP.to_string(), vec![myself.get_cell()]);
         ractor::pg::monitor(MEMBERSHIP_GROUP.to_string(), myself.get_cell());
         let detector = SilenceDetector::new(
@@ -910,6 +961,8 @@ impl Actor for Membership {
             claims: Arc::default(),
             dropped_log: Throttle::default(),
             incarnations: Incarnations::default(),
+            seed_names: SeedNames::default(),
+            dialled: HashMap::new(),
         };
         state.tick(&myself);
         Ok(state)

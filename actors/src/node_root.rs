@@ -165,7 +165,12 @@ async fn spawn_child(
             start_server(
                 &ServerOptions {
                     name: troupe_runtime::cluster::member_name(&c.name, &ctx.view.incarnation),
-                    host: advertised.ip().to_string(),
+                    // Only named in the peer name (`NAME~INC@HOST`): peers dial `advertise`.
+                    host: advertised
+                        .rsplit_once(':')
+                        .map_or(advertised.as_str(), |(h, _)| h)
+                        .trim_matches(['[', ']'])
+                        .to_string(),
                     bind,
                     port,
                     cookie: c.cookie.clone(),

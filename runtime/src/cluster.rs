@@ -80,11 +80,31 @@ pub const INCARNATION_SEP: char = '~';
 /// differ, so ractor_cluster does not take the second for a reconnection of the first
 /// (dropping the live one's sessions); membership refuses the second instead.
 pub fn member_name(node: &str, incarnation: &str) -> String {
-    format!("{node}{INCARNATION_SEP}{incarnation}")
+    format!(
+        "{node}{INCARNATION_SEP}{incarnation}{INCARNATION_SEP}{}",
+        crate::wire::WireVersions::ours().tag()
+    )
 }
 
-/// A session's peer name without its `@host`: `NAME~INCARNATION` for a node, the name
-/// for a client.
+/// A client's name in ractor_cluster: `NAME~~w1-2`, no incarnation, its wire versions
+/// after the name.
+pub fn client_member_name(name: &str) -> String {
+    format!(
+        "{name}{INCARNATION_SEP}{INCARNATION_SEP}{}",
+        crate::wire::WireVersions::ours().tag()
+    )
+}
+
+/// True if a session's peer name is a client's (no incarnation), not a node's.
+pub fn is_client(peer: &str) -> bool {
+    member_of(peer)
+        .split(INCARNATION_SEP)
+        .nth(1)
+        .is_none_or(str::is_empty)
+}
+
+/// A session's peer name without its `@host`: `NAME~INCARNATION~wA-B` for a node,
+/// `NAME~~wA-B` for a client.
 pub fn member_of(peer: &str) -> &str {
     peer.split_once('@').map(|(n, _)| n).unwrap_or(peer)
 }
@@ -144,8 +164,12 @@ mod tests {
     fn node_names_come_out_of_peer_names_with_or_without_an_incarnation() {
         let peer = format!("{}@127.0.0.1", member_name("n2", "1a2b"));
         assert_eq!(node_name_of(&peer), "n2");
-        assert_eq!(member_of(&peer), "n2~1a2b");
+        assert!(member_of(&peer).starts_with("n2~1a2b~w"), "{peer}");
+        assert!(!is_client(&peer));
         assert_eq!(node_name_of("client-7@127.0.0.1"), "client-7");
         assert_eq!(node_name_of("n3"), "n3");
+        let client = format!("{}@127.0.0.1", client_member_name("client-7"));
+        assert_eq!(node_name_of(&client), "client-7");
+        assert!(is_client(&client) && is_client("client-7@127.0.0.1"));
     }
 }

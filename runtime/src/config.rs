@@ -496,9 +496,18 @@ impl NodeConfig {
                 .unwrap_or(2);
         }
         self.seeds.retain(|s| !s.trim().is_empty());
-        for s in &self.seeds {
-            resolve(s).map_err(|m| ConfigError::Invalid {
+        // Seeds and the advertised address may be DNS names that do not resolve yet (a
+        // peer's pod being rescheduled): only their form is checked here; membership
+        // resolves them when it dials.
+        for s in &mut self.seeds {
+            *s = normalize_host_port(s).map_err(|m| ConfigError::Invalid {
                 key: "seeds",
+                message: m,
+            })?;
+        }
+        if let Some(a) = &mut self.advertise {
+            *a = normalize_host_port(a).map_err(|m| ConfigError::Invalid {
+                key: "advertise",
                 message: m,
             })?;
         }
@@ -591,11 +600,12 @@ impl NodeConfig {
         })
     }
 
-    /// The address peers dial: `advertise`, else `listen` (an unspecified listen IP
-    /// becomes 127.0.0.1).
-    pub fn advertised(&self) -> Result<SocketAddr, ConfigError> {
+    /// The address peers dial, as `HOST:PORT`: `advertise` (a DNS name stays a name, so
+    /// that peers resolve it when they dial and follow a pod that moved), else `listen`
+    /// (an unspecified listen IP becomes 127.0.0.1).
+    pub fn advertised(&self) -> Result<String, ConfigError> {
         if let Some(a) = &self.advertise {
-            return resolve(a).map_err(|m| ConfigError::Invalid {
+            return normalize_host_port(a).map_err(|m| ConfigError::Invalid {
                 key: "advertise",
                 message: m,
             });
@@ -604,7 +614,7 @@ impl NodeConfig {
         if a.ip().is_unspecified() {
             a.set_ip(IpAddr::from([127, 0, 0, 1]));
         }
-        Ok(a)
+        Ok(a.to_string())
     }
 
     /// Where the node's journal lives.
@@ -701,6 +711,8 @@ pub fn unknown_env_vars(vars: impl IntoIterator<Item = String>) -> Vec<String> {
         "TLS_KEY",
         "TLS_CA",
         "NODE_BIN",
+        "TEST_WIRE_VERSION",
+        "TEST_RECORD_WIRE",
     ];
     let known = known_keys();
     vars.into_iter()
@@ -752,15 +764,88 @@ pub fn read_cookie_file(path: &std::path::Path) -> Result<String, String> {
 
 /// Resolves `HOST:PORT` to one socket address.
 pub fn resolve(s: &str) -> Result<SocketAddr, String> {
+    // A blocking lookup: for addresses this node binds, read once at start.
     s.to_socket_addrs()
         .map_err(|e| format!("{s:?} is not a HOST:PORT address: {e}"))?
         .next()
         .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
+/// Checks that `s` is `HOST:PORT` without resolving it: an IP address comes back in its
+/// canonical form (`[::1]:7340`), a DNS name lowercased. For seeds and `advertise`, which
+/// may name hosts that do not exist yet.
+pub fn normalize_host_port(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a.to_string());
+    }
+    let bad = |why: &str| format!("{s:?} is not a HOST:PORT address: {why}");
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| bad("no :PORT (a node's cluster port is 7340 by default)"))?;
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| bad(&format!("port {port:?} is not a number from 1 to 65535")))?;
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(bad(&format!(
+            "{host:?} is neither an IP address nor a DNS name"
+        )));
+    }
+    Ok(format!("{}:{port}", host.to_ascii_lowercase()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeds_and_advertise_may_be_names_that_do_not_resolve_yet() {
+        assert_eq!(
+            normalize_host_port("troupe-2.troupe.default.svc:7340").as_deref(),
+            Ok("troupe-2.troupe.default.svc:7340")
+        );
+        assert_eq!(normalize_host_port(" Node-B:1 ").as_deref(), Ok("node-b:1"));
+        assert_eq!(
+            normalize_host_port("[::1]:7340").as_deref(),
+            Ok("[::1]:7340")
+        );
+        assert_eq!(
+            normalize_host_port("127.0.0.1:9").as_deref(),
+            Ok("127.0.0.1:9")
+        );
+        for bad in [
+            "host",
+            "host:",
+            "host:0",
+            "host:99999",
+            ":7340",
+            "a b:1",
+            "-x:1",
+            "::1:x",
+        ] {
+            assert!(normalize_host_port(bad).is_err(), "{bad:?} accepted");
+        }
+        let mut c = NodeConfig {
+            seeds: vec!["no-such-host.invalid:7340".into()],
+            advertise: Some("me.invalid:7340".into()),
+            ..NodeConfig::default()
+        };
+        c.finish().expect("names are not resolved at start");
+        assert_eq!(c.advertised().as_deref().ok(), Some("me.invalid:7340"));
+        c.seeds = vec!["no-port".into()];
+        let e = c.finish().expect_err("a seed without a port").to_string();
+        assert!(e.contains("seeds") && e.contains("no :PORT"), "{e}");
+    }
 
     #[test]
     fn layers_file_env_flags() {

@@ -167,6 +167,16 @@ pub enum ClientError {
         /// The seeds tried.
         seeds: String,
     },
+    /// The nodes speak no wire version this client speaks.
+    #[error("the nodes at {seeds} speak wire version {theirs} and this troupe-node {ours}: use the nodes' release of troupe-node (troupe-node --version prints both versions)")]
+    WireVersion {
+        /// The seeds tried.
+        seeds: String,
+        /// The versions this client speaks.
+        ours: String,
+        /// The versions the nodes speak.
+        theirs: String,
+    },
     /// The job was refused as invalid.
     #[error("job refused: {0}")]
     Invalid(String),

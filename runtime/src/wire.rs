@@ -11,8 +11,89 @@ use serde::{de::DeserializeOwned, Serialize};
 /// The version of the wire protocol: the messages of `protocol` and their payloads as
 /// [`Wire`] encodes them. `troupe-node --version` prints it. Raise it when a change means
 /// a node of the previous version can no longer read a message (a renamed variant or
-/// field, a new required field); nodes do not compare it at the handshake yet.
+/// field, a new required field), and add the new version's golden encodings
+/// (`runtime/tests/wire/`).
 pub const WIRE_VERSION: u32 = 1;
+
+/// The oldest wire version this build still speaks: a release that raises
+/// [`WIRE_VERSION`] keeps speaking the previous one, so that a rolling upgrade, one release
+/// at a time, always has the two versions meet.
+pub const OLDEST_WIRE_VERSION: u32 = 1;
+
+/// The environment variable that makes a process claim another wire version: for the
+/// tests of the version check only.
+pub const TEST_WIRE_VERSION_VAR: &str = "TROUPE_TEST_WIRE_VERSION";
+
+/// The wire versions a process speaks, carried in its name at the handshake (the only
+/// field of ractor_cluster's handshake we choose): `NAME~INCARNATION~w1-2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireVersions {
+    /// The oldest it speaks.
+    pub oldest: u32,
+    /// The newest it speaks.
+    pub newest: u32,
+}
+
+impl WireVersions {
+    /// This process's versions: [`OLDEST_WIRE_VERSION`] to [`WIRE_VERSION`], unless
+    /// [`TEST_WIRE_VERSION_VAR`] names one version to claim instead.
+    pub fn ours() -> WireVersions {
+        match std::env::var(TEST_WIRE_VERSION_VAR)
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        {
+            Some(v) => WireVersions {
+                oldest: v,
+                newest: v,
+            },
+            None => WireVersions {
+                oldest: OLDEST_WIRE_VERSION,
+                newest: WIRE_VERSION,
+            },
+        }
+    }
+
+    /// The tag added to a process's name: `w1-2`.
+    pub fn tag(&self) -> String {
+        format!("w{}-{}", self.oldest, self.newest)
+    }
+
+    /// The versions a peer's name (`NAME~INCARNATION~w1-2@host`, or `NAME~w1-2@host` for a
+    /// client) says it speaks. A name without the tag is from a build before the tag,
+    /// which spoke version 1.
+    pub fn of_peer(peer: &str) -> WireVersions {
+        let member = peer.split_once('@').map_or(peer, |(m, _)| m);
+        member
+            .rsplit_once('~')
+            .and_then(|(_, tag)| tag.strip_prefix('w'))
+            .and_then(|range| {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                Some(WireVersions {
+                    oldest: a.parse().ok()?,
+                    newest: b.parse().ok()?,
+                })
+            })
+            .unwrap_or(WireVersions {
+                oldest: 1,
+                newest: 1,
+            })
+    }
+
+    /// True if the two have a version in common.
+    pub fn meets(&self, other: &WireVersions) -> bool {
+        self.oldest <= other.newest && other.oldest <= self.newest
+    }
+}
+
+impl std::fmt::Display for WireVersions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.oldest == self.newest {
+            write!(f, "{}", self.newest)
+        } else {
+            write!(f, "{} to {}", self.oldest, self.newest)
+        }
+    }
+}
 
 /// Why a payload could not be decoded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -74,12 +155,69 @@ impl<T: Serialize + DeserializeOwned> BytesConvertable for Wire<T> {
             Err(_) => Vec::new(),
         };
         count("out", bytes.len());
+        golden::record(std::any::type_name::<T>(), &bytes);
         bytes
     }
 
     fn from_bytes(bytes: Vec<u8>) -> Self {
         count("in", bytes.len());
         Wire(decode(&bytes))
+    }
+}
+
+/// Samples of the payloads a node sends, recorded to keep as the wire version's golden
+/// encodings (`runtime/tests/wire/`, checked by the actors crate's `wire_golden` tests).
+/// Off unless [`golden::RECORD_VAR`] names a folder: then the first few payloads of each
+/// type go to `FOLDER/PID.jsonl`, one `{"type", "hex"}` object per line.
+pub mod golden {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::sync::{Mutex, OnceLock};
+
+    /// The environment variable naming the folder to record into.
+    pub const RECORD_VAR: &str = "TROUPE_TEST_RECORD_WIRE";
+    /// Payloads kept per type (distinct encodings).
+    const PER_TYPE: usize = 3;
+
+    struct Recorder {
+        file: std::fs::File,
+        seen: HashMap<&'static str, Vec<Vec<u8>>>,
+    }
+
+    fn recorder() -> Option<&'static Mutex<Recorder>> {
+        static R: OnceLock<Option<Mutex<Recorder>>> = OnceLock::new();
+        R.get_or_init(|| {
+            let dir = std::path::PathBuf::from(std::env::var_os(RECORD_VAR)?);
+            std::fs::create_dir_all(&dir).ok()?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("{}.jsonl", std::process::id())))
+                .ok()?;
+            Some(Mutex::new(Recorder {
+                file,
+                seen: HashMap::new(),
+            }))
+        })
+        .as_ref()
+    }
+
+    /// Records one payload of type `type_name` if recording is on.
+    pub(super) fn record(type_name: &'static str, bytes: &[u8]) {
+        let Some(r) = recorder() else { return };
+        let mut r = r.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = r.seen.entry(type_name).or_default();
+        if seen.len() >= PER_TYPE || seen.iter().any(|b| b == bytes) {
+            return;
+        }
+        seen.push(bytes.to_vec());
+        let line = serde_json::json!({"type": type_name, "hex": hex(bytes)});
+        let _ = writeln!(r.file, "{line}");
+    }
+
+    /// Lower-case hex of `bytes`.
+    pub fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 

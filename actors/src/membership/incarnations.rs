@@ -25,8 +25,8 @@ impl Incarnations {
     pub(crate) fn seen(&mut self, peer: &str) -> Option<String> {
         let member = member_of(peer);
         let node = node_name_of(peer);
-        if node == member {
-            return None; // a client
+        if troupe_runtime::cluster::is_client(peer) {
+            return None;
         }
         match self.by_node.insert(node.to_string(), member.to_string()) {
             Some(old) if old != member => Some(old),

@@ -30,6 +30,7 @@ use crate::error::ClientError;
 use crate::protocol::groups::{client_group, membership_name, MEMBERSHIP_GROUP};
 use crate::protocol::membership::{MembershipMessage, SessionEvent, SessionEventKind};
 use crate::protocol::watcher::WatcherMessage;
+use crate::wire::WireVersions;
 
 /// How often a client checks its sessions and looks for seeds whose session closed.
 const REDIAL_EVERY: Duration = Duration::from_secs(1);
@@ -83,7 +84,7 @@ impl Connection {
         let name = format!("client-{}-{:x}", std::process::id(), rand::random::<u32>());
         let server = start_server(
             &ServerOptions {
-                name: name.clone(),
+                name: crate::cluster::client_member_name(&name),
                 host: "127.0.0.1".into(),
                 bind: [127, 0, 0, 1].into(),
                 port: 0,
@@ -184,6 +185,8 @@ impl Connection {
         let dialled = opts.seeds.len() - failures.len();
         let mut authenticated = HashSet::new();
         let mut refused = 0usize;
+        let ours = WireVersions::ours();
+        let mut mismatched = None;
         let deadline = tokio::time::Instant::now() + opts.connect_timeout;
         loop {
             let ev = match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -201,8 +204,25 @@ impl Connection {
             };
             match ev.kind {
                 SessionEventKind::Authenticated => {
-                    authenticated.insert(ev.node_id);
+                    let theirs = ev.peer_name.as_deref().map(WireVersions::of_peer);
+                    match theirs.filter(|t| !ours.meets(t)) {
+                        // Closed here; its close counts it refused below.
+                        Some(theirs) => {
+                            if let Some(l) = live
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get(&ev.node_id)
+                            {
+                                l.actor.stop(Some("wire version".into()));
+                            }
+                            mismatched = Some(theirs);
+                        }
+                        None => {
+                            authenticated.insert(ev.node_id);
+                        }
+                    }
                 }
+                SessionEventKind::Ready if !authenticated.contains(&ev.node_id) => {}
                 SessionEventKind::Ready => {
                     keep_sessions(Arc::downgrade(&connection), live);
                     return Ok(connection);
@@ -210,6 +230,13 @@ impl Connection {
                 SessionEventKind::Disconnected if !authenticated.contains(&ev.node_id) => {
                     refused += 1;
                     if refused >= dialled {
+                        if let Some(theirs) = mismatched {
+                            return Err(ClientError::WireVersion {
+                                seeds: seeds_text,
+                                ours: ours.to_string(),
+                                theirs: theirs.to_string(),
+                            });
+                        }
                         return Err(match wrong_port(&opts.seeds).await {
                             Some(what) => ClientError::BadInput(format!(
                                 "{what}, not a Troupe node's cluster port. Point --seeds at a node's listen address (troupe-node start --listen, 127.0.0.1:7340 by default)"
