@@ -153,6 +153,8 @@ impl Client {
         }
     }
 
+    /// Submits to one connected node after another until one accepts; waits up to
+    /// [`NEXT_NODE_WAIT`] for more nodes' sessions when every node so far refused.
     async fn submit_once(&self, spec: JobSpec) -> Result<JobHandle, ClientError> {
         crate::job::validate::validate(&spec).map_err(|e| ClientError::Invalid(e.to_string()))?;
         let size = crate::wire::encode(&spec)
@@ -165,37 +167,54 @@ impl Client {
                  (put large data where tasks can fetch it, and pass a reference)"
             )));
         }
-        let nodes = self.connected_nodes();
-        if nodes.is_empty() {
+        if self.connected_nodes().is_empty() {
             return Err(ClientError::Connection("not connected to any node".into()));
         }
         let first = self.connection.next_submit.fetch_add(1, Ordering::Relaxed);
         let mut last_err = None;
-        for k in 0..nodes.len() {
-            let node = &nodes[(first + k) % nodes.len()];
-            let Some(jm) = self.job_manager_of(node) else {
-                continue;
-            };
-            let req = SubmitRequest {
-                watch: Some(WatchRequest {
-                    job: String::new(),
-                    group: client_group(&self.connection.name),
-                    progress: self.connection.opts.progress,
-                    reports_only: false,
-                }),
-                ..SubmitRequest::new(spec.clone())
-            };
-            match submit(&jm, req, self.connection.opts.request_timeout)
-                .await
-                .map_err(ClientError::from)
-            {
-                Ok(id) => return Ok(self.handle_for(&id)),
-                // Not reached, or it cannot take jobs now: the next node may.
-                Err(e @ (ClientError::Connection(_) | ClientError::Unavailable(_))) => {
-                    last_err = Some(e)
+        let mut tried = std::collections::HashSet::new();
+        // A client that just connected may have one node's session ready, and that node
+        // may be leaving (a rolling restart): give the other seeds' sessions a moment.
+        let wait_until = tokio::time::Instant::now() + NEXT_NODE_WAIT;
+        loop {
+            let nodes = self.connected_nodes();
+            for k in 0..nodes.len() {
+                let node = &nodes[(first + k) % nodes.len()];
+                if !tried.insert(node.clone()) {
+                    continue;
                 }
-                Err(e) => return Err(e),
+                let Some(jm) = self.job_manager_of(node) else {
+                    continue;
+                };
+                let req = SubmitRequest {
+                    watch: Some(WatchRequest {
+                        job: String::new(),
+                        group: client_group(&self.connection.name),
+                        progress: self.connection.opts.progress,
+                        reports_only: false,
+                    }),
+                    ..SubmitRequest::new(spec.clone())
+                };
+                match submit(&jm, req, self.connection.opts.request_timeout)
+                    .await
+                    .map_err(ClientError::from)
+                {
+                    Ok(id) => return Ok(self.handle_for(&id)),
+                    // Not reached, or it cannot take jobs now: the next node may.
+                    Err(e @ (ClientError::Connection(_) | ClientError::Unavailable(_))) => {
+                        last_err = Some(e)
+                    }
+                    Err(e) => return Err(e),
+                }
             }
+            // Only while some seed has no ready session yet (an overloaded cluster's
+            // refusal goes back to the caller's own retry at once).
+            if nodes.len() >= self.connection.opts.seeds.len()
+                || tokio::time::Instant::now() >= wait_until
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Err(last_err.unwrap_or_else(|| ClientError::Connection("no job manager reachable".into())))
     }
@@ -486,6 +505,10 @@ impl From<SubmitFailure> for ClientError {
 }
 
 /// What a client says of a request its node dropped.
+/// How long a submission refused by every ready node waits for the sessions of other
+/// seeds (see [`Client::submit_once`]).
+const NEXT_NODE_WAIT: Duration = Duration::from_secs(2);
+
 const DROPPED: &str = "the node dropped the request (its session closed)";
 
 fn parse_owner(job: &str) -> Result<&str, ClientError> {
