@@ -33,6 +33,9 @@ use troupe_runtime::wire::{golden::hex, WIRE_VERSION};
 use crate::core::ownership::{CoreCommand, CoreDecision, RaftRpc, RaftRpcReply};
 use crate::core::{CoreRefusal, PeerIdentity};
 
+/// Checks one golden payload of a type.
+type Check = fn(&[u8]) -> Result<(), String>;
+
 /// Decodes `bytes` as a `T`, encodes the value again, and checks that the new encoding
 /// holds everything the old one did.
 fn round_trip<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<(), String> {
@@ -72,10 +75,10 @@ fn contained(old: &rmpv::Value, new: &rmpv::Value, path: &str) -> Result<(), Str
 
 /// The payload types, by the name a recording gives them. A type renamed or moved only
 /// (its encoding unchanged) gets its old name added here, beside the new one.
-fn checks() -> BTreeMap<&'static str, fn(&[u8]) -> Result<(), String>> {
+fn checks() -> BTreeMap<&'static str, Check> {
     macro_rules! table {
         ($($t:ty),* $(,)?) => {
-            BTreeMap::from([$((std::any::type_name::<$t>(), round_trip::<$t> as fn(&[u8]) -> Result<(), String>)),*])
+            BTreeMap::from([$((std::any::type_name::<$t>(), round_trip::<$t> as Check)),*])
         };
     }
     table![
