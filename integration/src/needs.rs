@@ -1,5 +1,5 @@
 //! What some tests need beyond the Rust toolchain: root (network namespaces, a tmpfs),
-//! a headless Chromium, Debian's Gearman tools.
+//! a headless Chromium, Debian's Gearman tools, Python's `gear` library.
 //!
 //! On a developer's machine a test whose need is missing says so on stderr and passes
 //! without running, so the README's test command works with the toolchain alone. CI
@@ -20,6 +20,8 @@ pub enum Need {
     Chromium,
     /// Debian's `gearman` and `gearadmin` commands.
     GearmanTools,
+    /// Python's `gear` Gearman library (PyPI), a real client and worker library.
+    PythonGear,
 }
 
 impl Need {
@@ -33,6 +35,12 @@ impl Need {
             }
             Need::Chromium => crate::browser::chromium_path().is_ok(),
             Need::GearmanTools => crate::gearman::tools_installed(),
+            Need::PythonGear => Command::new("python3")
+                .args(["-c", "import gear"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
         }
     }
 
@@ -42,6 +50,7 @@ impl Need {
             Need::Root => "root and iproute2 (`ip`): run the tests as root",
             Need::Chromium => "a headless Chromium: apt-get install chromium (or set CHROMIUM)",
             Need::GearmanTools => "Debian's gearman tools: apt-get install gearman-tools",
+            Need::PythonGear => "Python's gear library: pip install gear",
         }
     }
 }

@@ -765,3 +765,130 @@ fn gearadmin_answers_for_the_whole_cluster_on_every_node() {
         "both nodes answer alike"
     );
 }
+
+#[test]
+fn a_real_gearman_library_gets_every_byte_back_exactly_across_nodes() {
+    if !needs::has(
+        "a_real_gearman_library_gets_every_byte_back_exactly_across_nodes",
+        &[Need::PythonGear],
+    ) {
+        return;
+    }
+    let mut c = Cluster::plan(2);
+    c.serve_gearman = true;
+    c.start_node(0);
+    c.start_node(1);
+    wait_nodes(&c, 2);
+    // Python's gear library (PyPI): its worker on n1, its client on n2.
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/gearman_libs/gear_bytes.py"
+    );
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args([script, &c.gearman_addrs[0], &c.gearman_addrs[1]])
+        .stdin(std::process::Stdio::null());
+    let out = troupe_integration::run_with_timeout(cmd, Duration::from_secs(180));
+    let (stdout, stderr) = texts(&out);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}\nn1:\n{}",
+        c.log(0)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("summary JSON");
+    assert_eq!(summary["different"], serde_json::json!([]), "{stdout}");
+    assert_eq!(summary["cases"], 14, "{stdout}");
+}
+
+#[test]
+fn a_worker_may_leave_out_the_data_of_an_empty_result_as_with_gearmand() {
+    let Some(c) = gearman_cluster(
+        "a_worker_may_leave_out_the_data_of_an_empty_result_as_with_gearmand",
+        1,
+    ) else {
+        return;
+    };
+    let mut worker = Conn::connect(&c.gearman_addrs[0]).expect("worker");
+    worker.can_do("perl_like").expect("can_do");
+    let mut client = Conn::connect(&c.gearman_addrs[0]).expect("client");
+    client
+        .submit(PacketType::SUBMIT_JOB, "perl_like", "", b"x")
+        .expect("submit");
+    let (handle, _, _) = worker.grab(T).expect("grab").expect("a job");
+    // Perl's Gearman::Worker, for a result of '' or '0': WORK_COMPLETE with the handle
+    // alone, no NUL, no data.
+    worker
+        .send(PacketType::WORK_COMPLETE, &[handle.as_bytes()])
+        .expect("work complete");
+    let end = client.wait_end(T).expect("the client's answer");
+    assert_eq!(end.kind, PacketType::WORK_COMPLETE, "{end:?}");
+    assert_eq!(end.args.get(1).map(|a| a.len()), Some(0), "{end:?}");
+    // The worker's connection is still served (it was answered ERROR and closed before).
+    worker.send(PacketType::ECHO_REQ, &[b"ping"]).expect("echo");
+    let echo = worker
+        .expect(&[PacketType::ECHO_RES, PacketType::ERROR], T)
+        .expect("an answer");
+    assert_eq!(echo.kind, PacketType::ECHO_RES, "{echo:?}");
+    let mut status = Conn::connect(&c.gearman_addrs[0]).expect("status");
+    assert_eq!(
+        status.status(&handle).expect("status"),
+        (false, false, 0, 0),
+        "a finished job is unknown, with no progress, as gearmand says"
+    );
+}
+
+#[test]
+fn exceptions_reach_the_client_as_the_worker_sent_them_and_work_fail_as_work_fail() {
+    let Some(c) = gearman_cluster(
+        "exceptions_reach_the_client_as_the_worker_sent_them_and_work_fail_as_work_fail",
+        2,
+    ) else {
+        return;
+    };
+    // The worker on n1, the clients on n2.
+    let mut worker = Conn::connect(&c.gearman_addrs[0]).expect("worker");
+    worker.can_do("thrower").expect("can_do");
+    eventually("n2 lists the worker", || {
+        admin_status(&c.gearman_addrs[1])
+            .iter()
+            .any(|(f, _, _, w)| f == "thrower" && *w == 1)
+    });
+    let blob: Vec<u8> = (0..=255u8).rev().collect();
+    // (client asked for exceptions, worker ends with an exception) -> what the client gets.
+    for (asked, exception, want) in [
+        (true, true, PacketType::WORK_EXCEPTION),
+        (false, true, PacketType::WORK_FAIL),
+        (true, false, PacketType::WORK_FAIL),
+    ] {
+        let mut client = Conn::connect(&c.gearman_addrs[1]).expect("client");
+        if asked {
+            client
+                .send(PacketType::OPTION_REQ, &[b"exceptions"])
+                .expect("option");
+            client
+                .expect(&[PacketType::OPTION_RES], T)
+                .expect("option answered");
+        }
+        client
+            .submit(PacketType::SUBMIT_JOB, "thrower", "", b"x")
+            .expect("submit");
+        let (handle, _, _) = worker.grab(T).expect("grab").expect("a job");
+        match exception {
+            true => worker.send(PacketType::WORK_EXCEPTION, &[handle.as_bytes(), &blob]),
+            false => worker.send(PacketType::WORK_FAIL, &[handle.as_bytes()]),
+        }
+        .expect("the worker's end");
+        let end = client.wait_end(T).expect("the client's answer");
+        assert_eq!(
+            end.kind, want,
+            "asked {asked}, exception {exception}: {end:?}"
+        );
+        if want == PacketType::WORK_EXCEPTION {
+            assert_eq!(
+                end.args.get(1),
+                Some(&blob),
+                "the exception's bytes, exactly"
+            );
+        }
+    }
+}

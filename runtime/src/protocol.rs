@@ -39,7 +39,7 @@ pub use actor_host::{
 };
 pub use event_hub::{cluster_jobs, ClusterJobsQuery, EventHubMessage};
 pub use gearman_admin::{
-    FunctionLine, GearmanAdminMessage, GearmanReport, WorkerLine, GEARMAN_ADMIN_GROUP,
+    FunctionLine, GearmanAdminMessage, GearmanReport, JobLine, WorkerLine, GEARMAN_ADMIN_GROUP,
 };
 pub use groups::{
     actor_host_name, actor_type_group, client_group, core_group, event_hub_group, first_member,

@@ -198,6 +198,8 @@ impl<T: Task> ErasedTask for Typed<T> {
         let task = self.0.clone();
         let name = self.1.clone();
         Box::pin(async move {
+            // A Gearman workload becomes JSON or text here, at the task's door.
+            let input = crate::gearman::data::for_task(input).map_err(TaskError::permanent)?;
             let input: T::Input = serde_json::from_value(input).map_err(|e| {
                 TaskError::permanent(format!("input does not fit task {name}: {e}"))
             })?;

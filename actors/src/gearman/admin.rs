@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use troupe_runtime::protocol::{
-    FunctionLine, GearmanAdminMessage, GearmanReport, WorkerLine, GEARMAN_ADMIN_GROUP,
+    FunctionLine, GearmanAdminMessage, GearmanReport, JobLine, WorkerLine, GEARMAN_ADMIN_GROUP,
 };
 use troupe_runtime::wire::Wire;
 
@@ -51,6 +51,15 @@ pub(crate) fn report(board: &Board) -> GearmanReport {
                 functions: c.abilities.keys().cloned().collect(),
             })
             .collect(),
+        jobs: board
+            .jobs()
+            .into_iter()
+            .map(|(handle, attempt, queued)| JobLine {
+                handle,
+                retries: attempt.saturating_sub(1),
+                queued,
+            })
+            .collect(),
     }
 }
 
@@ -58,7 +67,7 @@ pub(crate) fn report(board: &Board) -> GearmanReport {
 pub(crate) fn wants_cluster(line: &str) -> bool {
     matches!(
         line.split_whitespace().next(),
-        Some("status" | "prioritystatus" | "workers")
+        Some("status" | "prioritystatus" | "workers" | "show" | "drop")
     )
 }
 
@@ -129,16 +138,57 @@ pub(crate) fn answer(line: &str, cluster: &GearmanReport, loopback: bool) -> Adm
             text(t)
         }
         "verbose" => text("OK INFO\n"),
+        "show" => match (words.next(), words.next()) {
+            // gearmand: HANDLE, retries, ignore_job, queued.
+            (Some("jobs"), None) => {
+                let mut t = String::new();
+                for j in &cluster.jobs {
+                    t.push_str(&format!(
+                        "{}\t{}\t0\t{}\n",
+                        j.handle,
+                        j.retries,
+                        u8::from(j.queued)
+                    ));
+                }
+                t.push_str(".\n");
+                text(t)
+            }
+            _ => text("ERR UNKNOWN_COMMAND Unknown+server+command\n"),
+        },
+        // A function exists here while a worker can do it or work waits for it: one
+        // created by hand would not be listed, and one without either is gone already.
+        "create" | "drop" if !loopback => {
+            text("ERR NOT_ALLOWED function+commands+are+accepted+only+from+this+machine\n")
+        }
+        "create" => match (words.next(), words.next()) {
+            (Some("function"), Some(_)) => text("OK\n"),
+            _ => text(
+                "ERR INCOMPLETE_ARGS An+incomplete+set+of+arguments+was+sent+to+this+command\n",
+            ),
+        },
+        "drop" => match (words.next(), words.next()) {
+            (Some("function"), Some(f)) => {
+                match cluster.functions.iter().find(|l| l.function == f) {
+                    Some(l) if l.workers > 0 || l.total > 0 => text(
+                        "ERR HAS_WORKERS_OR_JOBS there+are+still+connected+workers+or+executing+clients\n",
+                    ),
+                    _ => text("OK\n"),
+                }
+            }
+            _ => text(
+                "ERR INCOMPLETE_ARGS An+incomplete+set+of+arguments+was+sent+to+this+command\n",
+            ),
+        },
         "workers" => {
             let mut t = String::new();
             for w in &cluster.workers {
-                t.push_str(&format!(
-                    "{} {} {} : {}\n",
-                    w.id,
-                    w.ip,
-                    w.client_id,
-                    w.functions.join(" ")
-                ));
+                // As gearmand: `FD IP CLIENT_ID :` and ` FUNCTION` for each.
+                t.push_str(&format!("{} {} {} :", w.id, w.ip, w.client_id));
+                for f in &w.functions {
+                    t.push(' ');
+                    t.push_str(f);
+                }
+                t.push('\n');
             }
             t.push_str(".\n");
             text(t)
@@ -247,5 +297,39 @@ mod tests {
         let a = answer("maxqueue rev 1", &b, false);
         assert!(a.max_queue.is_none() && a.text.starts_with("ERR NOT_ALLOWED"));
         assert!(answer("version", &b, true).text.starts_with("OK troupe-"));
+    }
+
+    #[test]
+    fn show_jobs_lists_queued_and_held_jobs_and_drop_function_refuses_a_busy_one() {
+        let mut b = Board::new("n1");
+        b.connect(1, "127.0.0.1:5".into());
+        b.can_do(1, "rev", None);
+        let req = |job: &str| troupe_runtime::protocol::StepRequest {
+            attempt: 2,
+            ..super::super::board::test_request(
+                job,
+                "rev",
+                troupe_runtime::job::spec::Priority::Normal,
+            )
+        };
+        b.enqueue(req("n1-a-1")).expect("queued");
+        b.enqueue(req("n1-a-2")).expect("queued");
+        b.grab(1, std::time::Instant::now()).expect("grabbed");
+        let r = report(&b);
+        let mut lines: Vec<&str> = Vec::new();
+        let shown = answer("show jobs", &r, false).text;
+        lines.extend(shown.lines());
+        assert_eq!(lines.pop(), Some("."), "{shown}");
+        lines.sort_unstable();
+        assert_eq!(lines, ["n1-a-1\t1\t0\t0", "n1-a-2\t1\t0\t1"], "{shown}");
+        assert!(wants_cluster("show jobs"));
+        assert!(answer("drop function rev", &r, true)
+            .text
+            .starts_with("ERR HAS_WORKERS_OR_JOBS"));
+        assert_eq!(answer("drop function idle", &r, true).text, "OK\n");
+        assert!(answer("drop function idle", &r, false)
+            .text
+            .starts_with("ERR NOT_ALLOWED"));
+        assert_eq!(answer("create function f", &r, true).text, "OK\n");
     }
 }

@@ -446,6 +446,21 @@ impl Board {
             .collect()
     }
 
+    /// The jobs waiting here for a worker or held by one, for the admin `show jobs`
+    /// answer: (job handle, attempt, queued).
+    pub fn jobs(&self) -> Vec<(String, u32, bool)> {
+        let queued = self
+            .queues
+            .values()
+            .flat_map(|lanes| lanes.iter().flatten())
+            .map(|q| (q.request.job.clone(), q.request.attempt, true));
+        let held = self
+            .assigned
+            .values()
+            .map(|a| (a.request.job.clone(), a.request.attempt, false));
+        queued.chain(held).collect()
+    }
+
     /// Every connection, for the admin `workers` answer.
     pub fn connections(&self) -> impl Iterator<Item = (&ConnId, &Conn)> {
         self.conns.iter()
@@ -461,30 +476,35 @@ pub(crate) fn attempt_of(r: &StepRequest) -> AttemptRef {
     }
 }
 
+/// A step request of a Gearman job, for tests.
+#[cfg(test)]
+pub(crate) fn test_request(job: &str, task: &str, priority: Priority) -> StepRequest {
+    StepRequest {
+        job: job.into(),
+        step: "gearman".into(),
+        attempt: 1,
+        task: task.into(),
+        input: serde_json::json!("x"),
+        deps: Default::default(),
+        owner: "n1".into(),
+        epoch: 0,
+        resumed: false,
+        cache: Default::default(),
+        key: None,
+        merger: None,
+        trace: Default::default(),
+        priority,
+        stage: Default::default(),
+        near: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn req(job: &str, task: &str, priority: Priority) -> StepRequest {
-        StepRequest {
-            job: job.into(),
-            step: "gearman".into(),
-            attempt: 1,
-            task: task.into(),
-            input: json!("x"),
-            deps: Default::default(),
-            owner: "n1".into(),
-            epoch: 0,
-            resumed: false,
-            cache: Default::default(),
-            key: None,
-            merger: None,
-            trace: Default::default(),
-            priority,
-            stage: Default::default(),
-            near: None,
-        }
+        super::test_request(job, task, priority)
     }
 
     #[test]

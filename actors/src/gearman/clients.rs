@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use troupe_runtime::gearman::data::to_workload;
+use troupe_runtime::gearman::data::{to_workload, EXCEPTION, WORK_FAIL};
 use troupe_runtime::gearman::packet::{response, PacketType};
 use troupe_runtime::protocol::{client_group, WatcherMessage};
 use troupe_runtime::{JobEvent, JobState, JobStatus};
@@ -32,6 +32,36 @@ pub(crate) fn failure_text(st: &JobStatus) -> String {
         .find_map(|s| s.error.clone())
         .or_else(|| st.error.clone())
         .unwrap_or_else(|| format!("job {} {}", st.id, st.state.as_str()))
+}
+
+/// How a failed Gearman job's worker ended it.
+enum WorkerEnd {
+    /// `WORK_FAIL`.
+    Fail,
+    /// `WORK_EXCEPTION` with these bytes.
+    Exception(Vec<u8>),
+    /// Troupe's own reason (no worker, a lost node, a refused input): its text.
+    Other,
+}
+
+/// What the first failed step's error says of its Gearman worker.
+fn worker_end(st: &JobStatus) -> WorkerEnd {
+    let Some(e) = st.steps.values().find_map(|s| s.error.as_deref()) else {
+        return WorkerEnd::Other;
+    };
+    if e.contains(WORK_FAIL) {
+        return WorkerEnd::Fail;
+    }
+    let carried = e.find(EXCEPTION).and_then(|at| {
+        // The carried JSON, then whatever the supervisor appended (`(gave up ...)`).
+        let rest = &e[at + EXCEPTION.len()..];
+        let v = serde_json::Deserializer::from_str(rest)
+            .into_iter::<serde_json::Value>()
+            .next()?
+            .ok()?;
+        troupe_runtime::gearman::data::carried(&v)
+    });
+    carried.map_or(WorkerEnd::Other, WorkerEnd::Exception)
 }
 
 /// The packets that tell a client about `ev`, for a connection that did (`exceptions`)
@@ -68,10 +98,19 @@ pub(crate) fn packets_for(ev: &JobEvent, exceptions: bool) -> Vec<Bytes> {
                     let out = status.output.as_ref().map(to_workload).unwrap_or_default();
                     vec![response(PacketType::WORK_COMPLETE, &[h, &out])]
                 }
-                JobState::Failed if exceptions => vec![response(
-                    PacketType::WORK_EXCEPTION,
-                    &[h, failure_text(status).as_bytes()],
-                )],
+                JobState::Failed => match worker_end(status) {
+                    // As gearmand: the worker's WORK_FAIL as WORK_FAIL, its exception's
+                    // bytes as they were to a client that asked for exceptions.
+                    WorkerEnd::Fail => vec![response(PacketType::WORK_FAIL, &[h])],
+                    WorkerEnd::Exception(data) if exceptions => {
+                        vec![response(PacketType::WORK_EXCEPTION, &[h, &data])]
+                    }
+                    WorkerEnd::Other if exceptions => vec![response(
+                        PacketType::WORK_EXCEPTION,
+                        &[h, failure_text(status).as_bytes()],
+                    )],
+                    _ => vec![response(PacketType::WORK_FAIL, &[h])],
+                },
                 _ => vec![response(PacketType::WORK_FAIL, &[h])],
             }
         }

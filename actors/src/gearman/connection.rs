@@ -24,7 +24,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
-use troupe_runtime::gearman::data::{from_workload, to_workload};
+use troupe_runtime::gearman::data::{carry, for_task, to_workload, EXCEPTION, WORK_FAIL};
 use troupe_runtime::gearman::packet::{error_packet, response, PacketType, RawPacket, Submit};
 use troupe_runtime::gearman::{CodecError, Frame, GearmanCodec, Request};
 use troupe_runtime::job::spec::{JobSpec, RetryPolicy, StepSpec};
@@ -152,20 +152,10 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut drain: Drain) {
     let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown()).await;
 }
 
-/// The JSON of a workload, if it fits in a node-to-node message.
+/// The carried form of a workload (its bytes, exactly: `gearman::data`), if it is not
+/// over the size of a job.
 fn workload(data: &[u8]) -> Option<serde_json::Value> {
-    if data.len() > MAX_DATA {
-        return None;
-    }
-    let v = from_workload(data);
-    let size = match &v {
-        // U+FFFD replacements make invalid bytes three times larger.
-        serde_json::Value::String(t) => t.len() + 2,
-        other => serde_json::to_vec(other)
-            .map(|b| b.len())
-            .unwrap_or(usize::MAX),
-    };
-    (size <= MAX_DATA).then_some(v)
+    (data.len() <= MAX_DATA).then(|| carry(data))
 }
 
 /// The nodes that run a job manager and are not down, for rendezvous choices.
@@ -183,7 +173,11 @@ fn job_nodes(ctx: &NodeContext) -> Vec<String> {
 fn status_numbers(st: &JobStatus) -> (bool, bool, u64, u64) {
     let known = !st.state.is_terminal();
     let running = known && st.state == JobState::Running;
-    let [n, d] = st.steps.values().find_map(|s| s.progress).unwrap_or([0, 0]);
+    // A job that ended is unknown to gearmand, with no progress: `0 0 0 0`.
+    let [n, d] = match known {
+        true => st.steps.values().find_map(|s| s.progress).unwrap_or([0, 0]),
+        false => [0, 0],
+    };
     (known, running, n, d)
 }
 
@@ -370,17 +364,12 @@ impl Connection {
                 });
                 self.work_end(&h, result)
             }
-            Request::WorkFail(h) => self.work_end(
-                &h,
-                Err(TaskError::transient(
-                    "the Gearman worker reported WORK_FAIL",
-                )),
-            ),
+            Request::WorkFail(h) => self.work_end(&h, Err(TaskError::transient(WORK_FAIL))),
+            // The exception's bytes ride in the step's error, carried exactly, so that the
+            // client gets them as the worker sent them (`clients::packets_for`).
             Request::WorkException(h, d) => self.work_end(
                 &h,
-                Err(TaskError::transient(
-                    String::from_utf8_lossy(&d).into_owned(),
-                )),
+                Err(TaskError::transient(format!("{EXCEPTION}{}", carry(&d)))),
             ),
             Request::WorkStatus {
                 handle,
@@ -459,6 +448,12 @@ impl Connection {
             metrics::counter!(metric::GEARMAN_ERRORS, "reason" => "unknown_handle").increment(1);
             tracing::debug!(handle, conn = self.id, "a result for a handle this worker does not hold (given up, or never given); ignored");
             return;
+        };
+        // A Gearman client's job keeps the worker's bytes exactly; a job file's step or a
+        // task's call gets JSON by the rule (bytes that are not text stay carried).
+        let result = match req.step.as_str() {
+            STEP => result,
+            _ => result.map(|v| for_task(v.clone()).unwrap_or(v)),
         };
         send_result(
             StepResult {

@@ -280,11 +280,32 @@ impl Request {
             return Err(ProtocolError::WrongDirection(kind.name()));
         }
         let want = kind.arg_count();
-        let a = split_args(&p.body, want).ok_or_else(|| ProtocolError::Arguments {
-            kind: kind.name(),
-            want,
-            got: p.body.iter().filter(|&&b| b == 0).count() + 1,
-        })?;
+        let a = split_args(&p.body, want)
+            .or_else(|| {
+                // As gearmand: a packet whose last argument is data may leave it out
+                // (Perl's Gearman::Worker does, for a result of '' or '0').
+                let data_last = matches!(
+                    kind,
+                    T::WORK_COMPLETE
+                        | T::WORK_EXCEPTION
+                        | T::WORK_DATA
+                        | T::WORK_WARNING
+                        | T::SUBMIT_JOB
+                        | T::SUBMIT_JOB_BG
+                        | T::SUBMIT_JOB_HIGH
+                        | T::SUBMIT_JOB_HIGH_BG
+                        | T::SUBMIT_JOB_LOW
+                        | T::SUBMIT_JOB_LOW_BG
+                );
+                let mut a = split_args(&p.body, want.checked_sub(1).filter(|_| data_last)?)?;
+                a.push(Bytes::new());
+                Some(a)
+            })
+            .ok_or_else(|| ProtocolError::Arguments {
+                kind: kind.name(),
+                want,
+                got: p.body.iter().filter(|&&b| b == 0).count() + 1,
+            })?;
         let submit = |priority, background| -> Result<Request, ProtocolError> {
             Ok(Request::Submit(Submit {
                 function: text(kind, "function name", &a[0])?,

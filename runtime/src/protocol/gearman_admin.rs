@@ -29,6 +29,20 @@ pub struct GearmanReport {
     pub functions: Vec<FunctionLine>,
     /// Every connection, client or worker.
     pub workers: Vec<WorkerLine>,
+    /// Every job waiting for an external worker or held by one.
+    #[serde(default)]
+    pub jobs: Vec<JobLine>,
+}
+
+/// A line of `show jobs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLine {
+    /// The job's handle (its Troupe job id).
+    pub handle: String,
+    /// Attempts before this one (gearmand's retries).
+    pub retries: u32,
+    /// Waiting for a worker (else a worker holds it).
+    pub queued: bool,
 }
 
 /// A line of `status` (and `prioritystatus`).
@@ -65,7 +79,9 @@ impl GearmanReport {
     pub fn merge(reports: impl IntoIterator<Item = GearmanReport>) -> GearmanReport {
         let mut functions: BTreeMap<String, FunctionLine> = BTreeMap::new();
         let mut workers = Vec::new();
+        let mut jobs = Vec::new();
         for r in reports {
+            jobs.extend(r.jobs);
             for f in r.functions {
                 let sum = functions
                     .entry(f.function.clone())
@@ -85,6 +101,7 @@ impl GearmanReport {
         GearmanReport {
             functions: functions.into_values().collect(),
             workers,
+            jobs,
         }
     }
 }
@@ -111,10 +128,12 @@ mod tests {
         let a = GearmanReport {
             functions: vec![line("rev", 2, 1, [0, 2, 0]), line("up", 0, 1, [0; 3])],
             workers: vec![w(1)],
+            jobs: vec![],
         };
         let b = GearmanReport {
             functions: vec![line("rev", 1, 2, [1, 0, 0])],
             workers: vec![w(7), w(8)],
+            jobs: vec![],
         };
         let m = GearmanReport::merge([a, b]);
         assert_eq!(
