@@ -11,7 +11,9 @@
 //! `{"bench":"gearman","server":"gearmand"|"troupe","jobs_per_s":..,"p50_us":..,"p99_us":..,"cpu_us_per_job":..}`
 //! (`cpu_us_per_job`: the server processes' CPU time, user and system, over the load's
 //! jobs, from `/proc/PID/stat`)
-//! and a last line with Troupe's figures as ratios of gearmand's. Then a pipelined bulk on
+//! and lines with Troupe's figures as ratios of gearmand's, for the few-clients load and for
+//! a many-clients one (`GEARMAN_MANY_CLIENTS`, default 200 connections, with
+//! `GEARMAN_MANY_WORKERS`, default 8, worker connections). Then a pipelined bulk on
 //! each server: one connection writes `GEARMAN_BULK` (default 5,000) `SUBMIT_JOB_BG` at
 //! once and reads their `JOB_CREATED`s (`{"bench":"gearman_bulk","server":..,"jobs_per_s":..}`;
 //! the jobs run after, on the workers).
@@ -162,6 +164,7 @@ fn run_load(addrs: &[String], clients: usize, secs: u64) -> Figures {
 /// per job, warm-up included, is printed as `cpu_us_per_job`).
 fn measure(
     server: &str,
+    case: &str,
     addrs: &[String],
     pids: &[u32],
     clients: usize,
@@ -182,7 +185,8 @@ fn measure(
     }
     println!(
         "{}",
-        json!({"bench": "gearman", "server": server, "jobs_per_s": f.jobs_per_s.round(),
+        json!({"bench": "gearman", "server": server, "case": case, "clients": clients,
+               "workers": workers, "jobs_per_s": f.jobs_per_s.round(),
                "p50_us": f.p50_us, "p99_us": f.p99_us,
                "cpu_us_per_job": cpu_per_job.round()})
     );
@@ -236,6 +240,9 @@ fn measure_bulk(server: &str, addrs: &[String], workers: usize, n: usize) -> f64
 
 fn main() {
     let clients: usize = env_or("GEARMAN_CLIENTS", 12);
+    // The many-clients case: 200 connections, 8 worker connections (issue 27).
+    let many: usize = env_or("GEARMAN_MANY_CLIENTS", 200);
+    let many_workers: usize = env_or("GEARMAN_MANY_WORKERS", 8);
     let bulk_n: usize = env_or("GEARMAN_BULK", 5000);
     let workers: usize = env_or("GEARMAN_WORKERS", 6);
     let secs: u64 = env_or("GEARMAN_SECS", 5);
@@ -247,10 +254,20 @@ fn main() {
     let g = Gearmand::start(&cluster.dir);
     let (gm, gm_cpu) = measure(
         "gearmand",
+        "few_clients",
         std::slice::from_ref(&g.addr),
         &[g.child.id()],
         clients,
         workers,
+        secs,
+    );
+    let (gm_many, gm_many_cpu) = measure(
+        "gearmand",
+        "many_clients",
+        std::slice::from_ref(&g.addr),
+        &[g.child.id()],
+        many,
+        many_workers,
         secs,
     );
     let gm_bulk = measure_bulk("gearmand", std::slice::from_ref(&g.addr), workers, bulk_n);
@@ -269,18 +286,40 @@ fn main() {
     let pids: Vec<u32> = (0..3).filter_map(|i| cluster.node(i).pid()).collect();
     let (tr, tr_cpu) = measure(
         "troupe",
+        "few_clients",
         &cluster.gearman_addrs,
         &pids,
         clients,
         workers,
         secs,
     );
+    std::thread::sleep(Duration::from_millis(1000));
+    let (tr_many, tr_many_cpu) = measure(
+        "troupe",
+        "many_clients",
+        &cluster.gearman_addrs,
+        &pids,
+        many,
+        many_workers,
+        secs,
+    );
     // Let the load's jobs finish before the bulk.
     std::thread::sleep(Duration::from_millis(1000));
     let tr_bulk = measure_bulk("troupe", &cluster.gearman_addrs, workers, bulk_n);
+    let ratio = |a: f64, b: f64| (a / b.max(1.0) * 100.0).round() / 100.0;
     println!(
         "{}",
-        json!({"bench": "gearman", "ratio": "troupe/gearmand",
+        json!({"bench": "gearman", "ratio": "troupe/gearmand", "case": "many_clients",
+               "clients": many,
+               "jobs_per_s": ratio(tr_many.jobs_per_s, gm_many.jobs_per_s),
+               "p50": ratio(tr_many.p50_us as f64, gm_many.p50_us as f64),
+               "p99": ratio(tr_many.p99_us as f64, gm_many.p99_us as f64),
+               "cpu_per_job": ratio(tr_many_cpu, gm_many_cpu)})
+    );
+    println!(
+        "{}",
+        json!({"bench": "gearman", "ratio": "troupe/gearmand", "case": "few_clients",
+               "clients": clients,
                "jobs_per_s": (tr.jobs_per_s / gm.jobs_per_s * 100.0).round() / 100.0,
                "p50": (tr.p50_us as f64 / gm.p50_us.max(1) as f64 * 100.0).round() / 100.0,
                "p99": (tr.p99_us as f64 / gm.p99_us.max(1) as f64 * 100.0).round() / 100.0,
