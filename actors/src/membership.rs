@@ -108,6 +108,8 @@ pub(crate) struct MembershipState {
     seed_names: SeedNames,
     /// The node each address we dialled turned out to be, by address.
     dialled: HashMap<String, String>,
+    /// Where this node listens (read once: named seeds' lookups leave out its own).
+    listen: Option<std::net::SocketAddr>,
 }
 
 impl MembershipState {
@@ -752,7 +754,7 @@ impl MembershipState {
         );
         // Seeds given as names are dialled at what they resolve to now (`seed_names`).
         let alone = self.alone();
-        let listen = self.ctx.config.listen_addr().ok();
+        let listen = self.listen;
         let mut seed_addrs: HashSet<String> = HashSet::new();
         for seed in &self.seeds {
             if *seed == self.address || connected_addrs.contains(seed) {
@@ -932,7 +934,8 @@ impl Actor for Membership {
         myself: ActorRef<Self::Msg>,
         ctx: NodeContext,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let address = ctx.config.advertised()?.to_string();
+        let address = ctx.config.advertised()?;
+        let ctx_listen = ctx.config.listen_addr().ok();
         // Normalized by the configuration, as advertised addresses are: the two compare.
         let seeds = ctx.config.seeds.clone();
         ractor::pg::join(MEMBERSHIP_GROUP.to_string(), vec![myself.get_cell()]);
@@ -963,6 +966,7 @@ impl Actor for Membership {
             incarnations: Incarnations::default(),
             seed_names: SeedNames::default(),
             dialled: HashMap::new(),
+            listen: ctx_listen,
         };
         state.tick(&myself);
         Ok(state)

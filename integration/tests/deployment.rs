@@ -17,9 +17,9 @@ async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// `nodes --json` through node `via` (its address alone as the seed), `Null` if it fails.
-fn try_nodes_via(c: &Cluster, via: usize) -> Value {
-    let out = c.cli(
+/// `troupe-node nodes --json` through node `via` alone (its address as the only seed).
+fn nodes_json(c: &Cluster, via: usize) -> std::process::Output {
+    c.cli(
         &[
             "nodes",
             "--json",
@@ -29,23 +29,17 @@ fn try_nodes_via(c: &Cluster, via: usize) -> Value {
             &c.cookie,
         ],
         false,
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    )
 }
 
-/// `nodes --json` through node `via` (its address alone as the seed).
+/// [`nodes_json`]'s answer, `Null` if it fails.
+fn try_nodes_via(c: &Cluster, via: usize) -> Value {
+    serde_json::from_slice(&nodes_json(c, via).stdout).unwrap_or(Value::Null)
+}
+
+/// [`nodes_json`]'s answer (the command must succeed).
 fn nodes_via(c: &Cluster, via: usize) -> Value {
-    let out = c.cli(
-        &[
-            "nodes",
-            "--json",
-            "--seeds",
-            &c.addrs[via],
-            "--cookie",
-            &c.cookie,
-        ],
-        false,
-    );
+    let out = nodes_json(c, via);
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stderr}");
     serde_json::from_str(&stdout).expect("nodes --json is JSON")
