@@ -492,6 +492,15 @@ impl Actor for JobManager {
                     .map(|(_, j)| j.clone());
                 let _ = reply.send(Wire::new(found));
             }
+            JobManagerMessage::Uniques(prefix, reply) => {
+                let found = state
+                    .unique
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&prefix))
+                    .map(|(k, j)| (k.clone(), j.job.clone()))
+                    .collect();
+                let _ = reply.send(Wire::new(found));
+            }
             JobManagerMessage::NodeDown(node) => state.node_down(&node),
             JobManagerMessage::Resume(req, reply) => match req.into_inner() {
                 Ok(r) => state.to_job(r.job, reply, Request::Resume(r.step)),

@@ -483,9 +483,9 @@ fn gearadmin_reports_and_shuts_down_only_from_loopback() {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.write_all(b"shutdown graceful\n").unwrap();
-    let mut ok = [0u8; 3];
+    let mut ok = [0u8; 4];
     s.read_exact(&mut ok).unwrap();
-    assert_eq!(&ok, b"OK\n");
+    assert_eq!(&ok, b"OK\r\n", "as gearmand ends it");
     let code = c.node(0).wait_exit(Duration::from_secs(10));
     assert!(
         code.is_some_and(|s| s.success()),
@@ -608,9 +608,9 @@ fn grab_variants_can_do_timeout_and_maxqueue() {
     use std::io::{Read, Write};
     let mut admin = std::net::TcpStream::connect(&addr).unwrap();
     admin.write_all(b"maxqueue uniq 1\n").unwrap();
-    let mut ok = [0u8; 3];
+    let mut ok = [0u8; 4];
     admin.read_exact(&mut ok).unwrap();
-    assert_eq!(&ok, b"OK\n");
+    assert_eq!(&ok, b"OK\r\n", "as gearmand ends it");
     drop(w); // no worker grabs any more... but the function must stay served:
     let mut w2 = Conn::connect(&addr).unwrap();
     w2.can_do("uniq").unwrap();
@@ -752,7 +752,8 @@ fn gearadmin_answers_for_the_whole_cluster_on_every_node() {
     assert!(workers.contains(": spread"), "{workers}");
     // A job for it, submitted through n2, waits on n1's board: every node counts it.
     let mut cl = Conn::connect(&a2).unwrap();
-    cl.submit(PacketType::SUBMIT_JOB_LOW_BG, "spread", "", b"x")
+    let plain = cl
+        .submit(PacketType::SUBMIT_JOB_LOW_BG, "spread", "", b"x")
         .unwrap();
     for addr in [&a1, &a2] {
         eventually("the waiting job shows in prioritystatus", || {
@@ -764,6 +765,37 @@ fn gearadmin_answers_for_the_whole_cluster_on_every_node() {
         admin_status(&a2),
         "both nodes answer alike"
     );
+    // `show unique jobs` names each waiting job by the client's unique id (by its handle
+    // when it has none), on every node.
+    let keyed = cl
+        .submit(PacketType::SUBMIT_JOB_BG, "spread", "order-7", b"y")
+        .unwrap();
+    for addr in [&a1, &a2] {
+        eventually("show unique jobs lists both jobs", || {
+            let shown = texts(&gearadmin(addr, &["--show-unique-jobs"])).0;
+            let mut lines: Vec<&str> = shown.lines().collect();
+            lines.sort_unstable();
+            let mut want = vec![".", "order-7", plain.as_str()];
+            want.sort_unstable();
+            lines == want
+        });
+    }
+    // `cancel job` from loopback ends the job wherever it waits; a second cancel, or one
+    // of a job that never was, is UNKNOWN_JOB (gearadmin prints "Error: UNKNOWN_JOB").
+    let out = gearadmin(&a1, &["--cancel-job", &keyed]);
+    assert_eq!(texts(&out).0.trim(), "OK", "{out:?}");
+    let jobs = texts(&gearadmin(&a2, &["--show-jobs"])).0;
+    assert!(!jobs.contains(&keyed) && jobs.contains(&plain), "{jobs}");
+    // No worker grabbed it: it ended by the cancel, and is unknown to GET_STATUS now.
+    assert_eq!(cl.status(&keyed).unwrap(), (false, false, 0, 0));
+    for handle in [keyed.as_str(), "n9-no-such-job"] {
+        let out = gearadmin(&a2, &["--cancel-job", handle]);
+        let (o, e) = texts(&out);
+        assert!(
+            o.contains("UNKNOWN_JOB") || e.contains("UNKNOWN_JOB"),
+            "{out:?}"
+        );
+    }
 }
 
 #[test]
@@ -797,7 +829,7 @@ fn a_real_gearman_library_gets_every_byte_back_exactly_across_nodes() {
     let summary: serde_json::Value =
         serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("summary JSON");
     assert_eq!(summary["different"], serde_json::json!([]), "{stdout}");
-    assert_eq!(summary["cases"], 14, "{stdout}");
+    assert_eq!(summary["cases"], 16, "{stdout}");
 }
 
 #[test]

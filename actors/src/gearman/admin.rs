@@ -8,14 +8,17 @@
 //! node's through its `GearmanAdmin`, in `troupe.gearman_admin`) and sums them. A node
 //! that does not answer within [`REPORT_TIMEOUT`] is left out of that answer.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use troupe_runtime::protocol::{
-    FunctionLine, GearmanAdminMessage, GearmanReport, JobLine, WorkerLine, GEARMAN_ADMIN_GROUP,
+    first_member, job_manager_group, FunctionLine, GearmanAdminMessage, GearmanReport, JobLine,
+    JobManagerMessage, JobQueryError, WorkerLine, GEARMAN_ADMIN_GROUP,
 };
 use troupe_runtime::wire::Wire;
+use troupe_runtime::JobState;
 
 use super::board::Board;
 use super::{lock, GearmanShared};
@@ -111,10 +114,157 @@ fn text(t: impl Into<String>) -> AdminAnswer {
     }
 }
 
-/// Answers `line` from `cluster` (the merged reports, for the commands that
-/// [`wants_cluster`]); `loopback` tells whether the peer is on this machine (only it may
-/// shut the node down or set a `maxqueue`).
-pub(crate) fn answer(line: &str, cluster: &GearmanReport, loopback: bool) -> AdminAnswer {
+/// gearmand ends `OK` of a command that changes state, and every `ERR`, with CRLF (its
+/// `version`, `getpid`, `verbose` and listings with a bare LF); a line reader of either
+/// kind reads both.
+fn ok() -> AdminAnswer {
+    text("OK\r\n")
+}
+
+fn err(code: &str, why: &str) -> AdminAnswer {
+    if why.is_empty() {
+        text(format!("ERR {code}\r\n"))
+    } else {
+        text(format!("ERR {code} {}\r\n", why.replace(' ', "+")))
+    }
+}
+
+fn incomplete() -> AdminAnswer {
+    err(
+        "INVALID_ARGUMENTS",
+        "An incomplete set of arguments was sent to this command",
+    )
+}
+
+fn not_allowed(what: &str) -> AdminAnswer {
+    err(
+        "NOT_ALLOWED",
+        &format!("{what} is accepted only from this machine"),
+    )
+}
+
+/// What an admin answer reads, gathered before it is written.
+#[derive(Debug, Default)]
+pub(crate) struct Facts {
+    /// Every node's report, merged (for the commands that [`wants_cluster`]).
+    pub cluster: GearmanReport,
+    /// The client's unique id of each Gearman job in flight with one, by job id (for
+    /// `show unique jobs`).
+    pub uniques: HashMap<String, String>,
+}
+
+/// The unique-key prefix of jobs submitted with a unique id through a Gearman port (the
+/// key is `gearman\0UNIQUE\0FUNCTION`).
+pub(crate) const UNIQUE_PREFIX: &str = "gearman\0";
+
+/// The client's unique id in a job manager's unique key.
+pub(crate) fn unique_of_key(key: &str) -> Option<&str> {
+    key.strip_prefix(UNIQUE_PREFIX)?
+        .rsplit_once('\0')
+        .map(|(u, _)| u)
+}
+
+/// Gathers what `line` needs: the cluster's report, and for `show unique jobs` the unique
+/// ids every node's job manager holds.
+pub(crate) async fn gather(line: &str, shared: &GearmanShared, nodes: &[String]) -> Facts {
+    let mut facts = Facts::default();
+    if wants_cluster(line) {
+        facts.cluster = cluster_report(shared).await;
+    }
+    if is_show_unique(line) {
+        let asks = nodes.iter().filter_map(|n| {
+            let jm = first_member::<JobManagerMessage>(&job_manager_group(n))?;
+            Some(async move {
+                match jm
+                    .call(
+                        |r| JobManagerMessage::Uniques(UNIQUE_PREFIX.to_string(), r),
+                        Some(REPORT_TIMEOUT),
+                    )
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(w)) => w.into_inner().unwrap_or_default(),
+                    _ => Vec::new(),
+                }
+            })
+        });
+        for (key, job) in futures::future::join_all(asks).await.into_iter().flatten() {
+            if let Some(u) = unique_of_key(&key) {
+                facts.uniques.insert(job, u.to_string());
+            }
+        }
+    }
+    facts
+}
+
+fn is_show_unique(line: &str) -> bool {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    w == ["show", "unique", "jobs"]
+}
+
+/// The job handle of a `cancel job HANDLE` line.
+pub(crate) fn cancel_target(line: &str) -> Option<&str> {
+    let mut w = line.split_whitespace();
+    match (w.next(), w.next(), w.next(), w.next()) {
+        (Some("cancel"), Some("job"), Some(h), None) => Some(h),
+        _ => None,
+    }
+}
+
+/// Cancels job `handle` through this node's job manager (it forwards to the owner) and
+/// says how, as gearmand would: `OK` when it was under way, `ERR UNKNOWN_JOB` when there
+/// is no such job or it had ended already.
+pub(crate) async fn cancel_job(node: &str, handle: &str, loopback: bool) -> String {
+    // It ends someone's job: an operator's command, not any peer's (the port has no
+    // authentication).
+    if !loopback {
+        return not_allowed("cancel").text;
+    }
+    let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(node)) else {
+        return err(
+            "SERVER_BUSY",
+            "no job manager is running on this node; try again",
+        )
+        .text;
+    };
+    // A job that ended is gone for gearmand: only one under way is cancelled.
+    let ask = |cancel: bool| {
+        let (jm, handle) = (jm.clone(), handle.to_string());
+        async move {
+            let asked = jm
+                .call(
+                    |r| match cancel {
+                        true => JobManagerMessage::Cancel(handle, r),
+                        false => JobManagerMessage::Status(handle, r),
+                    },
+                    Some(REPORT_TIMEOUT * 5),
+                )
+                .await;
+            match asked {
+                Ok(ractor::rpc::CallResult::Success(w)) => match w.into_inner() {
+                    Ok(Ok(st)) => Ok(Some(st.state)),
+                    Ok(Err(JobQueryError::NotFound(_))) => Ok(None),
+                    Ok(Err(e)) => Err(format!("{e}; try again")),
+                    Err(e) => Err(format!("unreadable answer: {e}")),
+                },
+                _ => Err("the job's owner did not answer; try again".to_string()),
+            }
+        }
+    };
+    match ask(false).await {
+        Ok(Some(s)) if !s.is_terminal() => match ask(true).await {
+            Ok(Some(JobState::Cancelled)) => ok().text,
+            Ok(_) => err("UNKNOWN_JOB", "").text,
+            Err(e) => err("SERVER_BUSY", &e).text,
+        },
+        Ok(_) => err("UNKNOWN_JOB", "").text,
+        Err(e) => err("SERVER_BUSY", &e).text,
+    }
+}
+
+/// Answers `line` from `facts`; `loopback` tells whether the peer is on this machine
+/// (only it may shut the node down, set a `maxqueue` or create and drop functions).
+pub(crate) fn answer(line: &str, facts: &Facts, loopback: bool) -> AdminAnswer {
+    let cluster = &facts.cluster;
     let mut words = line.split_whitespace();
     match words.next().unwrap_or("") {
         "status" => {
@@ -138,9 +288,9 @@ pub(crate) fn answer(line: &str, cluster: &GearmanReport, loopback: bool) -> Adm
             text(t)
         }
         "verbose" => text("OK INFO\n"),
-        "show" => match (words.next(), words.next()) {
+        "show" => match (words.next(), words.next(), words.next()) {
             // gearmand: HANDLE, retries, ignore_job, queued.
-            (Some("jobs"), None) => {
+            (Some("jobs"), None, None) => {
                 let mut t = String::new();
                 for j in &cluster.jobs {
                     t.push_str(&format!(
@@ -153,31 +303,37 @@ pub(crate) fn answer(line: &str, cluster: &GearmanReport, loopback: bool) -> Adm
                 t.push_str(".\n");
                 text(t)
             }
-            _ => text("ERR UNKNOWN_COMMAND Unknown+server+command\n"),
+            // One line per job of `show jobs`: the client's unique id (gearmand makes one
+            // up for a job submitted without; Troupe shows its handle).
+            (Some("unique"), Some("jobs"), None) => {
+                let mut t = String::new();
+                for j in &cluster.jobs {
+                    t.push_str(facts.uniques.get(&j.handle).unwrap_or(&j.handle));
+                    t.push('\n');
+                }
+                t.push_str(".\n");
+                text(t)
+            }
+            _ => err("UNKNOWN_SHOW_ARGUMENTS", ""),
         },
         // A function exists here while a worker can do it or work waits for it: one
         // created by hand would not be listed, and one without either is gone already.
-        "create" | "drop" if !loopback => {
-            text("ERR NOT_ALLOWED function+commands+are+accepted+only+from+this+machine\n")
-        }
+        "create" | "drop" if !loopback => not_allowed("a function command"),
         "create" => match (words.next(), words.next()) {
-            (Some("function"), Some(_)) => text("OK\n"),
-            _ => text(
-                "ERR INCOMPLETE_ARGS An+incomplete+set+of+arguments+was+sent+to+this+command\n",
-            ),
+            (Some("function"), Some(_)) => ok(),
+            _ => incomplete(),
         },
         "drop" => match (words.next(), words.next()) {
             (Some("function"), Some(f)) => {
                 match cluster.functions.iter().find(|l| l.function == f) {
-                    Some(l) if l.workers > 0 || l.total > 0 => text(
-                        "ERR HAS_WORKERS_OR_JOBS there+are+still+connected+workers+or+executing+clients\n",
+                    Some(l) if l.workers > 0 || l.total > 0 => err(
+                        "HAS_WORKERS_OR_JOBS",
+                        "there are still connected workers or executing clients",
                     ),
-                    _ => text("OK\n"),
+                    _ => ok(),
                 }
             }
-            _ => text(
-                "ERR INCOMPLETE_ARGS An+incomplete+set+of+arguments+was+sent+to+this+command\n",
-            ),
+            _ => incomplete(),
         },
         "workers" => {
             let mut t = String::new();
@@ -199,37 +355,35 @@ pub(crate) fn answer(line: &str, cluster: &GearmanReport, loopback: bool) -> Adm
             // It refuses a function's jobs: an operator's command, not any peer's (the
             // port has no authentication).
             if !loopback {
-                return text("ERR NOT_ALLOWED maxqueue+is+accepted+only+from+this+machine\n");
+                return not_allowed("maxqueue");
             }
             let Some(f) = words.next() else {
-                return text(
-                    "ERR INCOMPLETE_ARGS An+incomplete+set+of+arguments+was+sent+to+this+command\n",
-                );
+                return incomplete();
             };
             // gearmand: no size, or a negative one, means no limit.
             let n = match words.next().map(str::parse::<i64>) {
                 None => 0,
                 Some(Ok(n)) => usize::try_from(n).unwrap_or(0),
-                Some(Err(_)) => return text("ERR INVALID_ARGUMENT the+size+is+not+a+number\n"),
+                Some(Err(_)) => return err("INVALID_ARGUMENTS", "the size is not a number"),
             };
             AdminAnswer {
-                text: "OK\n".into(),
                 max_queue: Some((f.to_string(), n)),
-                shutdown: false,
+                ..ok()
             }
         }
         "shutdown" => {
             if !loopback {
-                return text("ERR NOT_ALLOWED shutdown+is+accepted+only+from+this+machine\n");
+                return not_allowed("shutdown");
             }
             AdminAnswer {
-                text: "OK\n".into(),
-                max_queue: None,
                 shutdown: true,
+                ..ok()
             }
         }
+        // `cancel job HANDLE` is answered by [`cancel_job`] before it gets here.
+        "cancel" => err("UNKNOWN_ERROR", ""),
         "" => text(""),
-        _ => text("ERR UNKNOWN_COMMAND Unknown+server+command\n"),
+        _ => err("UNKNOWN_COMMAND", "Unknown server command"),
     }
 }
 
@@ -269,12 +423,19 @@ impl Actor for GearmanAdmin {
 mod tests {
     use super::*;
 
+    fn facts(b: &Board) -> Facts {
+        Facts {
+            cluster: report(b),
+            ..Facts::default()
+        }
+    }
+
     #[test]
     fn status_lists_functions_tab_separated_and_ends_with_a_dot() {
         let mut b = Board::new("n1");
         b.connect(1, "127.0.0.1:5".into());
         b.can_do(1, "rev", None);
-        let r = report(&b);
+        let r = facts(&b);
         assert_eq!(answer("status", &r, true).text, "rev\t0\t0\t1\n.\n");
         assert_eq!(answer("workers", &r, true).text, "1 127.0.0.1 - : rev\n.\n");
         assert!(wants_cluster("status") && wants_cluster("workers"));
@@ -283,7 +444,7 @@ mod tests {
 
     #[test]
     fn shutdown_only_from_loopback_and_unknown_commands_are_errors() {
-        let b = report(&Board::new("n1"));
+        let b = facts(&Board::new("n1"));
         assert!(answer("shutdown graceful", &b, true).shutdown);
         let a = answer("shutdown", &b, false);
         assert!(!a.shutdown && a.text.starts_with("ERR NOT_ALLOWED"));
@@ -315,7 +476,7 @@ mod tests {
         b.enqueue(req("n1-a-1")).expect("queued");
         b.enqueue(req("n1-a-2")).expect("queued");
         b.grab(1, std::time::Instant::now()).expect("grabbed");
-        let r = report(&b);
+        let r = facts(&b);
         let mut lines: Vec<&str> = Vec::new();
         let shown = answer("show jobs", &r, false).text;
         lines.extend(shown.lines());
@@ -326,10 +487,48 @@ mod tests {
         assert!(answer("drop function rev", &r, true)
             .text
             .starts_with("ERR HAS_WORKERS_OR_JOBS"));
-        assert_eq!(answer("drop function idle", &r, true).text, "OK\n");
+        assert_eq!(answer("drop function idle", &r, true).text, "OK\r\n");
         assert!(answer("drop function idle", &r, false)
             .text
             .starts_with("ERR NOT_ALLOWED"));
-        assert_eq!(answer("create function f", &r, true).text, "OK\n");
+        assert_eq!(answer("create function f", &r, true).text, "OK\r\n");
+        assert_eq!(
+            answer("show foo", &r, true).text,
+            "ERR UNKNOWN_SHOW_ARGUMENTS\r\n"
+        );
+        assert!(answer("create function", &r, true)
+            .text
+            .starts_with("ERR INVALID_ARGUMENTS"));
+    }
+
+    /// `show unique jobs` has a line per job of `show jobs`: the client's unique id, or
+    /// the handle of a job submitted without one.
+    #[test]
+    fn show_unique_jobs_names_each_job_by_its_unique_id_or_handle() {
+        let mut b = Board::new("n1");
+        b.connect(1, "127.0.0.1:5".into());
+        b.can_do(1, "rev", None);
+        let req = |job: &str| {
+            super::super::board::test_request(
+                job,
+                "rev",
+                troupe_runtime::job::spec::Priority::Normal,
+            )
+        };
+        b.enqueue(req("n1-a-1")).expect("queued");
+        b.enqueue(req("n1-a-2")).expect("queued");
+        let mut f = facts(&b);
+        let key = format!("{UNIQUE_PREFIX}order-7\0rev");
+        let u = unique_of_key(&key).expect("a Gearman key");
+        f.uniques.insert("n1-a-2".into(), u.to_string());
+        let shown = answer("show unique jobs", &f, false).text;
+        let mut lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines.pop(), Some("."), "{shown}");
+        lines.sort_unstable();
+        assert_eq!(lines, ["n1-a-1", "order-7"], "{shown}");
+        assert_eq!(unique_of_key("job-file-key"), None);
+        assert_eq!(cancel_target("cancel job H:1"), Some("H:1"));
+        assert_eq!(cancel_target("cancel job"), None);
+        assert_eq!(answer("cancel", &f, true).text, "ERR UNKNOWN_ERROR\r\n");
     }
 }

@@ -229,20 +229,22 @@ impl Connection {
         ));
     }
 
-    /// Answers an admin line: `status` and `workers` for the whole cluster.
+    /// Answers an admin line (`status`, `workers`, `show jobs` for the whole cluster).
     async fn admin(&self, line: &str) {
-        let cluster = if admin::wants_cluster(line) {
-            admin::cluster_report(&self.shared).await
-        } else {
-            Default::default()
-        };
-        let a = admin::answer(line, &cluster, self.peer.ip().is_loopback());
+        let loopback = self.peer.ip().is_loopback();
+        if let Some(handle) = admin::cancel_target(line) {
+            let reply = admin::cancel_job(&self.ctx.view.node, handle, loopback).await;
+            self.send(Bytes::from(reply));
+            return;
+        }
+        let facts = admin::gather(line, &self.shared, &job_nodes(&self.ctx)).await;
+        let a = admin::answer(line, &facts, loopback);
         let mut board = lock(&self.shared.board);
         let mut reply = a.text;
         if let Some((f, n)) = a.max_queue {
             if !board.set_max_queue(&f, n) {
                 reply = format!(
-                    "ERR TOO_MANY_LIMITS {}+functions+have+a+maxqueue+already;+lift+one+with+maxqueue+FUNCTION+0\n",
+                    "ERR TOO_MANY_LIMITS {}+functions+have+a+maxqueue+already;+lift+one+with+maxqueue+FUNCTION+0\r\n",
                     super::board::MAX_QUEUE_LIMITS
                 );
             }

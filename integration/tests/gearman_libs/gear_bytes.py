@@ -110,7 +110,27 @@ def main():
     if not listed:
         bad.append("show jobs")
 
-    print(json.dumps({"cases": len(cases) + 4, "different": bad}))
+    # While the worker is busy with the slow job, a job with a unique id waits: gear's
+    # `show unique jobs` lists it, and `cancel job` ends it (its client sees a failure).
+    waiting = gear.Job("gear_echo", b"never run", unique=b"py-unique-1")
+    client.submitJob(waiting)
+    request = gear.ShowUniqueJobsAdminRequest()
+    client.active_connections[0].sendAdminRequest(request, timeout=10)
+    listed = b"py-unique-1\n" in request.response
+    print(f"show unique jobs lists the unique id: {'ok' if listed else 'MISSING'} ({request.response!r})")
+    if not listed:
+        bad.append("show unique jobs")
+    request = gear.CancelJobAdminRequest(waiting.handle)
+    client.active_connections[0].sendAdminRequest(request, timeout=10)
+    end = time.time() + 10
+    while not waiting.complete and time.time() < end:
+        time.sleep(0.01)
+    cancelled = request.response == b"OK\r\n" and waiting.complete and waiting.failure
+    print(f"cancel job: {'ok' if cancelled else 'DIFFERENT'} ({request.response!r})")
+    if not cancelled:
+        bad.append("cancel job")
+
+    print(json.dumps({"cases": len(cases) + 6, "different": bad}))
     client.shutdown()
     worker.shutdown()
     sys.exit(1 if bad else 0)

@@ -64,6 +64,10 @@ pub enum JobManagerMessage {
     /// (the whole key finds that job).
     #[rpc]
     FindUnique(String, RpcReplyPort<Wire<Option<UniqueJob>>>),
+    /// Every job in flight here whose unique key starts with this prefix, as (unique
+    /// key, job id) pairs (for the Gearman admin `show unique jobs`).
+    #[rpc]
+    Uniques(String, RpcReplyPort<Wire<Vec<(String, String)>>>),
     /// Journal writes of another node's jobs, to keep as a copy (from that node).
     Replicate(Wire<ReplicaBatch>),
     /// A replica committed the batch with this ack token (see [`ReplicaBatch::ack`]).
