@@ -18,56 +18,16 @@
 //! once and reads their `JOB_CREATED`s (`{"bench":"gearman_bulk","server":..,"jobs_per_s":..}`;
 //! the jobs run after, on the workers).
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use troupe_integration::gearman::Conn;
-use troupe_integration::{cpu_us, env_or, free_port, Cluster};
+use troupe_integration::gearman::{Conn, Gearmand};
+use troupe_integration::{cpu_us, env_or, Cluster};
 use troupe_runtime::gearman::packet::PacketType;
 
 const FUNCTION: &str = "bench.echo";
-
-/// gearmand, killed (by its PID) when dropped.
-struct Gearmand {
-    child: Child,
-    addr: String,
-}
-
-impl Gearmand {
-    fn start(dir: &std::path::Path) -> Self {
-        let port = free_port().expect("free port");
-        let child = Command::new("/usr/sbin/gearmand")
-            .args([
-                "-L",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "--log-file",
-                "none",
-            ])
-            .arg("-P")
-            .arg(dir.join("gearmand.pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start /usr/sbin/gearmand (apt-get install gearman-job-server)");
-        Self {
-            child,
-            addr: format!("127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Gearmand {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Workers answering every job with its workload until `stop`.
 fn start_workers(
@@ -256,7 +216,7 @@ fn main() {
         "gearmand",
         "few_clients",
         std::slice::from_ref(&g.addr),
-        &[g.child.id()],
+        &[g.pid()],
         clients,
         workers,
         secs,
@@ -265,7 +225,7 @@ fn main() {
         "gearmand",
         "many_clients",
         std::slice::from_ref(&g.addr),
-        &[g.child.id()],
+        &[g.pid()],
         many,
         many_workers,
         secs,

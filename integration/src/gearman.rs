@@ -300,3 +300,53 @@ impl Drop for ExternalWorker {
         self.kill();
     }
 }
+
+/// Debian's gearmand (package `gearman-job-server`), for comparisons in the same run;
+/// killed (by its PID) when dropped.
+pub struct Gearmand {
+    child: std::process::Child,
+    /// Its `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl Gearmand {
+    /// Starts `/usr/sbin/gearmand` on a free loopback port, its pid file in `dir`.
+    pub fn start(dir: &std::path::Path) -> Self {
+        let port = crate::free_port().expect("free port");
+        let child = std::process::Command::new("/usr/sbin/gearmand")
+            .args([
+                "-L",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--log-file",
+                "none",
+            ])
+            .arg("-P")
+            .arg(dir.join("gearmand.pid"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start /usr/sbin/gearmand (apt-get install gearman-job-server)");
+        let addr = format!("127.0.0.1:{port}");
+        // Listening within 5 s, or the caller's first connect says so.
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(&addr).is_err() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, addr }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Gearmand {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

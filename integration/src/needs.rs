@@ -22,6 +22,10 @@ pub enum Need {
     GearmanTools,
     /// Python's `gear` Gearman library (PyPI), a real client and worker library.
     PythonGear,
+    /// Perl's `Gearman::Client` and `Gearman::Worker` (Debian's `libgearman-client-perl`).
+    PerlGearman,
+    /// Debian's gearmand (`gearman-job-server`), to compare answers with.
+    Gearmand,
 }
 
 impl Need {
@@ -41,6 +45,13 @@ impl Need {
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success()),
+            Need::PerlGearman => Command::new("perl")
+                .args(["-MGearman::Client", "-MGearman::Worker", "-e", "1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+            Need::Gearmand => std::path::Path::new("/usr/sbin/gearmand").exists(),
         }
     }
 
@@ -51,6 +62,8 @@ impl Need {
             Need::Chromium => "a headless Chromium: apt-get install chromium (or set CHROMIUM)",
             Need::GearmanTools => "Debian's gearman tools: apt-get install gearman-tools",
             Need::PythonGear => "Python's gear library: pip install gear",
+            Need::PerlGearman => "Perl's Gearman::Client: apt-get install libgearman-client-perl",
+            Need::Gearmand => "Debian's gearmand: apt-get install gearman-job-server",
         }
     }
 }

@@ -924,3 +924,40 @@ fn exceptions_reach_the_client_as_the_worker_sent_them_and_work_fail_as_work_fai
         }
     }
 }
+
+/// Perl's Gearman::Client and Gearman::Worker (a second library, another language):
+/// bytes both ways, the `''` and `'0'` results it sends without data, a `die` as an
+/// exception the client thaws, `undef` as WORK_FAIL, `status` and `show jobs` through its
+/// admin plumbing.
+#[test]
+fn perls_gearman_library_gets_bytes_exceptions_and_admin_answers_across_nodes() {
+    if !needs::has(
+        "perls_gearman_library_gets_bytes_exceptions_and_admin_answers_across_nodes",
+        &[Need::PerlGearman],
+    ) {
+        return;
+    }
+    let mut c = Cluster::plan(2);
+    c.serve_gearman = true;
+    c.start_node(0);
+    c.start_node(1);
+    wait_nodes(&c, 2);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/gearman_libs/perl_bytes.pl"
+    );
+    let mut cmd = std::process::Command::new("perl");
+    cmd.args([script, &c.gearman_addrs[0], &c.gearman_addrs[1]])
+        .stdin(std::process::Stdio::null());
+    let out = troupe_integration::run_with_timeout(cmd, Duration::from_secs(180));
+    let (stdout, stderr) = texts(&out);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}\nn1:\n{}",
+        c.log(0)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("summary JSON");
+    assert_eq!(summary["different"], serde_json::json!([]), "{stdout}");
+    assert_eq!(summary["cases"], 14, "{stdout}");
+}
