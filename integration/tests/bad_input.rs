@@ -356,6 +356,53 @@ async fn gearman_maxqueue_from_another_machine_is_refused() {
     drop(w);
 }
 
+/// With `gearman_admin_from` naming the operators' network, a peer there may change
+/// state (`maxqueue`, `cancel job`); the node in its own namespace, reached from the bridge.
+#[tokio::test]
+async fn gearman_admin_from_lets_an_operators_network_change_state() {
+    if !troupe_integration::needs::has(
+        "gearman_admin_from_lets_an_operators_network_change_state",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
+    use troupe_integration::gearman::Conn;
+    use troupe_runtime::gearman::packet::PacketType;
+    let mut c = Cluster::plan_in_netns(1).expect("network namespaces (run as root)");
+    let ip = c.addrs[0].split(':').next().unwrap().to_string();
+    let net = format!("{}.0/24", ip.rsplit_once('.').unwrap().0);
+    c.gearman_addrs[0] = format!("{ip}:7300");
+    c.serve_gearman = true;
+    c.env.push((
+        "TROUPE_GEARMAN_ADMIN_FROM".into(),
+        format!("10.255.255.0/24,{net}"),
+    ));
+    c.start_node(0);
+    c.ready().await;
+    let addr = c.gearman_addrs[0].clone();
+    let mut admin = TcpStream::connect(&addr).unwrap();
+    admin
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut ask = |line: &str| {
+        admin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 1];
+        while admin.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+            got.push(b[0]);
+        }
+        String::from_utf8_lossy(&got).trim_end().to_string()
+    };
+    assert_eq!(ask("maxqueue f 1"), "OK");
+    let mut w = Conn::connect(&addr).unwrap();
+    w.can_do("f").unwrap();
+    let mut cl = Conn::connect(&addr).unwrap();
+    let handle = cl.submit(PacketType::SUBMIT_JOB_BG, "f", "", b"a").unwrap();
+    assert_eq!(ask(&format!("cancel job {handle}")), "OK");
+    assert_eq!(ask(&format!("cancel job {handle}")), "ERR UNKNOWN_JOB");
+    drop(w);
+}
+
 /// The jobs of `function` on the node's board (admin `status`), over `admin`.
 fn waiting_for(admin: &mut TcpStream, function: &str) -> u64 {
     admin.write_all(b"status\n").unwrap();

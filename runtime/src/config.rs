@@ -123,6 +123,11 @@ pub struct NodeConfig {
     /// `HOST:PORT` where the node serves the Gearman protocol (binary and admin); off
     /// when unset. Gearman's usual port is 4730.
     pub gearman: Option<String>,
+    /// Networks besides loopback (`10.0.0.0/8`, or one address such as `192.168.1.5`)
+    /// whose peers may send the Gearman admin commands that change state (`shutdown`,
+    /// `maxqueue`, `cancel job`, `create function`, `drop function`); empty, the
+    /// default, means from this machine only. The port has no authentication.
+    pub gearman_admin_from: Vec<String>,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// `current_thread` or `multi_thread`.
@@ -393,6 +398,7 @@ impl Default for NodeConfig {
             data: None,
             http: None,
             gearman: None,
+            gearman_admin_from: Vec::new(),
             log_format: LogFormat::Text,
             runtime: RuntimeFlavor::CurrentThread,
             handshake_timeout_ms: 5_000,
@@ -455,6 +461,7 @@ impl NodeConfig {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("seeds")
+                .with_list_parse_key("gearman_admin_from")
                 .try_parsing(true),
         );
         for (k, v) in flags {
@@ -463,6 +470,17 @@ impl NodeConfig {
         let mut c: NodeConfig = b.build()?.try_deserialize()?;
         c.finish()?;
         Ok(c)
+    }
+
+    /// Whether a Gearman admin peer at `ip` may send commands that change state: it is on
+    /// this machine or in one of [`gearman_admin_from`](Self::gearman_admin_from).
+    pub fn gearman_admin_allows(&self, ip: std::net::IpAddr) -> bool {
+        ip.is_loopback()
+            || self
+                .gearman_admin_from
+                .iter()
+                .filter_map(|n| admin_network(n).ok())
+                .any(|n| n.contains(&ip))
     }
 
     /// Fills derived defaults and checks values.
@@ -555,6 +573,13 @@ impl NodeConfig {
         if let Some(g) = &self.gearman {
             resolve(g).map_err(|m| ConfigError::Invalid {
                 key: "gearman",
+                message: m,
+            })?;
+        }
+        self.gearman_admin_from.retain(|s| !s.trim().is_empty());
+        for n in &self.gearman_admin_from {
+            admin_network(n).map_err(|m| ConfigError::Invalid {
+                key: "gearman_admin_from",
                 message: m,
             })?;
         }
@@ -700,6 +725,16 @@ fn check_keys(path: &std::path::Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A network of `gearman_admin_from`: CIDR, or one address (a /32 or /128).
+fn admin_network(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            format!("{s:?} is not a network: write CIDR (10.0.0.0/8) or an address (192.168.1.5)")
+        })
+}
+
 /// Variables named `TROUPE_*` that are not settings (nor the client's and tests' own
 /// variables): a typo there would otherwise be ignored in silence.
 pub fn unknown_env_vars(vars: impl IntoIterator<Item = String>) -> Vec<String> {
@@ -807,6 +842,30 @@ pub fn normalize_host_port(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gearman admin commands that change state come from loopback, or from the networks
+    /// configured; a value that is not a network is refused at start, naming the key.
+    #[test]
+    fn gearman_admin_from_takes_networks_and_addresses() {
+        let mut c = NodeConfig {
+            gearman_admin_from: vec!["10.1.0.0/16".into(), "192.168.1.5".into(), " ".into()],
+            ..NodeConfig::default()
+        };
+        c.finish().expect("valid");
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert!(c.gearman_admin_allows(ip("127.0.0.1")) && c.gearman_admin_allows(ip("::1")));
+        assert!(c.gearman_admin_allows(ip("10.1.200.3")));
+        assert!(c.gearman_admin_allows(ip("192.168.1.5")));
+        assert!(!c.gearman_admin_allows(ip("192.168.1.6")));
+        assert!(!c.gearman_admin_allows(ip("10.2.0.1")));
+        assert!(!NodeConfig::default().gearman_admin_allows(ip("10.1.0.1")));
+        c.gearman_admin_from = vec!["10.0.0.0/33".into()];
+        let e = c.finish().expect_err("not a network").to_string();
+        assert!(
+            e.contains("gearman_admin_from") && e.contains("CIDR"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn seeds_and_advertise_may_be_names_that_do_not_resolve_yet() {

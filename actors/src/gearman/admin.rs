@@ -139,7 +139,7 @@ fn incomplete() -> AdminAnswer {
 fn not_allowed(what: &str) -> AdminAnswer {
     err(
         "NOT_ALLOWED",
-        &format!("{what} is accepted only from this machine"),
+        &format!("{what} is accepted only from this machine or the networks of gearman_admin_from"),
     )
 }
 
@@ -213,10 +213,10 @@ pub(crate) fn cancel_target(line: &str) -> Option<&str> {
 /// Cancels job `handle` through this node's job manager (it forwards to the owner) and
 /// says how, as gearmand would: `OK` when it was under way, `ERR UNKNOWN_JOB` when there
 /// is no such job or it had ended already.
-pub(crate) async fn cancel_job(node: &str, handle: &str, loopback: bool) -> String {
+pub(crate) async fn cancel_job(node: &str, handle: &str, trusted: bool) -> String {
     // It ends someone's job: an operator's command, not any peer's (the port has no
     // authentication).
-    if !loopback {
+    if !trusted {
         return not_allowed("cancel").text;
     }
     let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(node)) else {
@@ -261,9 +261,10 @@ pub(crate) async fn cancel_job(node: &str, handle: &str, loopback: bool) -> Stri
     }
 }
 
-/// Answers `line` from `facts`; `loopback` tells whether the peer is on this machine
-/// (only it may shut the node down, set a `maxqueue` or create and drop functions).
-pub(crate) fn answer(line: &str, facts: &Facts, loopback: bool) -> AdminAnswer {
+/// Answers `line` from `facts`; `trusted` tells whether the peer may change state (shut
+/// the node down, set a `maxqueue`, create and drop functions): it is on this machine or
+/// in `gearman_admin_from`.
+pub(crate) fn answer(line: &str, facts: &Facts, trusted: bool) -> AdminAnswer {
     let cluster = &facts.cluster;
     let mut words = line.split_whitespace();
     match words.next().unwrap_or("") {
@@ -318,7 +319,7 @@ pub(crate) fn answer(line: &str, facts: &Facts, loopback: bool) -> AdminAnswer {
         },
         // A function exists here while a worker can do it or work waits for it: one
         // created by hand would not be listed, and one without either is gone already.
-        "create" | "drop" if !loopback => not_allowed("a function command"),
+        "create" | "drop" if !trusted => not_allowed("a function command"),
         "create" => match (words.next(), words.next()) {
             (Some("function"), Some(_)) => ok(),
             _ => incomplete(),
@@ -354,7 +355,7 @@ pub(crate) fn answer(line: &str, facts: &Facts, loopback: bool) -> AdminAnswer {
         "maxqueue" => {
             // It refuses a function's jobs: an operator's command, not any peer's (the
             // port has no authentication).
-            if !loopback {
+            if !trusted {
                 return not_allowed("maxqueue");
             }
             let Some(f) = words.next() else {
@@ -372,7 +373,7 @@ pub(crate) fn answer(line: &str, facts: &Facts, loopback: bool) -> AdminAnswer {
             }
         }
         "shutdown" => {
-            if !loopback {
+            if !trusted {
                 return not_allowed("shutdown");
             }
             AdminAnswer {

@@ -231,14 +231,14 @@ impl Connection {
 
     /// Answers an admin line (`status`, `workers`, `show jobs` for the whole cluster).
     async fn admin(&self, line: &str) {
-        let loopback = self.peer.ip().is_loopback();
+        let trusted = self.ctx.config.gearman_admin_allows(self.peer.ip());
         if let Some(handle) = admin::cancel_target(line) {
-            let reply = admin::cancel_job(&self.ctx.view.node, handle, loopback).await;
+            let reply = admin::cancel_job(&self.ctx.view.node, handle, trusted).await;
             self.send(Bytes::from(reply));
             return;
         }
         let facts = admin::gather(line, &self.shared, &job_nodes(&self.ctx)).await;
-        let a = admin::answer(line, &facts, loopback);
+        let a = admin::answer(line, &facts, trusted);
         let mut board = lock(&self.shared.board);
         let mut reply = a.text;
         if let Some((f, n)) = a.max_queue {
