@@ -38,6 +38,9 @@ pub(crate) mod workers;
 use board::{Board, ConnId};
 use routes::Routes;
 
+/// The step id of a job submitted by a Gearman client (its one step).
+pub(crate) const STEP: &str = "gearman";
+
 /// Packets a connection may have waiting to be written before it counts as stuck and is
 /// closed (a client that never reads must not make the node hold its output for ever).
 pub(crate) const OUTBOX_PACKETS: usize = 8192;

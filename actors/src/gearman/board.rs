@@ -7,11 +7,13 @@
 //! what its methods return (wake a worker, join or leave a task group, re-dispatch an
 //! attempt that lost its worker).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use troupe_runtime::job::spec::Priority;
 use troupe_runtime::protocol::{AttemptRef, StepRequest};
+
+use super::STEP as GEARMAN_STEP;
 
 /// A connection's number on this node (what `workers` lists as its file descriptor).
 pub(crate) type ConnId = u64;
@@ -106,11 +108,14 @@ pub struct Board {
     queues: HashMap<String, [VecDeque<Queued>; 3]>,
     assigned: HashMap<String, Assignment>,
     by_attempt: HashMap<AttemptRef, String>,
+    /// The handles of `by_attempt`.
+    handles: HashSet<String>,
     max_queue: HashMap<String, usize>,
 }
 
 impl Board {
-    /// An empty board of node `node` (handles are `H:NODE:N`).
+    /// An empty board of node `node` (handles are the job's id for a Gearman client's
+    /// job, as gearmand gives the worker the handle its client got, else `H:NODE:N`).
     pub fn new(node: &str) -> Self {
         Self {
             node: node.to_string(),
@@ -170,6 +175,7 @@ impl Board {
             if let Some(lanes) = self.queues.remove(f) {
                 orphans.extend(lanes.into_iter().flatten().map(|q| {
                     self.by_attempt.remove(&attempt_of(&q.request));
+                    self.handles.remove(&q.handle);
                     q.request
                 }));
             }
@@ -221,6 +227,7 @@ impl Board {
     fn take_assignment(&mut self, handle: &str) -> Option<Assignment> {
         let a = self.assigned.remove(handle)?;
         self.by_attempt.remove(&attempt_of(&a.request));
+        self.handles.remove(handle);
         if let Some(c) = self.conns.get_mut(&a.conn) {
             c.held = c.held.saturating_sub(1);
         }
@@ -256,11 +263,18 @@ impl Board {
         if !self.serves(&request.task) {
             return Err(request);
         }
-        self.next_handle += 1;
         self.next_order += 1;
-        let handle = format!("H:{}:{}", self.node, self.next_handle);
+        // A Gearman client's job has one step: its worker gets the handle the client got
+        // (unless an attempt of it is here already, for a moment, after a loss).
+        let handle = if request.step == GEARMAN_STEP && !self.handles.contains(&request.job) {
+            request.job.clone()
+        } else {
+            self.next_handle += 1;
+            format!("H:{}:{}", self.node, self.next_handle)
+        };
         let task = request.task.clone();
         self.by_attempt.insert(attempt_of(&request), handle.clone());
+        self.handles.insert(handle.clone());
         let l = lane(request.priority);
         self.queues.entry(task.clone()).or_default()[l].push_back(Queued {
             handle,
@@ -365,6 +379,7 @@ impl Board {
             return true;
         }
         self.by_attempt.remove(attempt);
+        self.handles.remove(&handle);
         for lanes in self.queues.values_mut() {
             for q in lanes.iter_mut() {
                 q.retain(|x| x.handle != handle);
@@ -573,7 +588,30 @@ mod tests {
         b.enqueue(req("a", "f", Priority::Normal)).unwrap();
         assert!(!b.has_room("f"), "a waits for the one worker");
         let g = b.grab(1, Instant::now()).unwrap();
-        assert!(g.handle.starts_with("H:n1:"));
+        assert_eq!(
+            g.handle, "a",
+            "a Gearman client's job: the handle its client got"
+        );
+        // A second attempt of the same job, while the first is held, and a job file's
+        // step get handles of the board's own.
+        b.enqueue(StepRequest {
+            attempt: 2,
+            ..req("a", "f", Priority::Normal)
+        })
+        .unwrap();
+        b.enqueue(StepRequest {
+            step: "resize".into(),
+            ..req("b", "f", Priority::Normal)
+        })
+        .unwrap();
+        let handles: Vec<String> = b.jobs().into_iter().map(|(h, _, _)| h).collect();
+        assert_eq!(handles.len(), 3);
+        b.connect(3, "w3".into());
+        b.can_do(3, "f", None);
+        let g2 = b.grab(3, Instant::now()).unwrap();
+        let g3 = b.grab(3, Instant::now()).unwrap();
+        assert!(g2.handle.starts_with("H:n1:") && g3.handle.starts_with("H:n1:"));
+        assert_ne!(g2.handle, g3.handle);
         assert!(!b.has_room("f"), "its one worker holds a job");
         assert!(!b.has_room("g"), "no worker for g");
         assert!(b.finish(2, &g.handle).is_none());

@@ -9,6 +9,7 @@
 //! other request as simple as it was). Writes go through the connection's [`Outbox`],
 //! drained by a writer task that batches whatever is queued into one write.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -61,8 +62,7 @@ pub(crate) const MAX_ABILITIES: usize = 256;
 /// Largest workload, result or data chunk, as the JSON it becomes (so that it fits in
 /// a node-to-node message).
 pub(crate) const MAX_DATA: usize = troupe_runtime::job::spec::MAX_JOB_BYTES as usize;
-/// The step id of a job submitted by a Gearman client.
-pub(crate) const STEP: &str = "gearman";
+pub(crate) use super::STEP;
 /// Most bytes the writer puts into one write.
 const WRITE_BATCH: usize = 256 * 1024;
 /// Most submissions of one connection waiting for their job ids at once; past it the
@@ -95,6 +95,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, ctx: NodeContext)
         peer,
         ctx,
         shared: shared.clone(),
+        given: VecDeque::new(),
         outbox,
     };
     let mut submitting: FuturesOrdered<Submitting> = FuturesOrdered::new();
@@ -195,11 +196,26 @@ struct Connection {
     ctx: NodeContext,
     shared: Arc<GearmanShared>,
     outbox: Outbox,
+    /// The last [`GIVEN_KEPT`] handles given to this worker, held or not.
+    given: VecDeque<String>,
 }
+
+/// Handles a connection remembers having been given (see [`Connection::work_end`]).
+const GIVEN_KEPT: usize = 256;
 
 impl Connection {
     fn send(&self, p: Bytes) {
         self.outbox.send(p);
+    }
+
+    /// A worker's packet about a job it does not hold (never given, given up at its
+    /// timeout, cancelled, or ended): `ERROR JOB_NOT_FOUND`, as gearmand answers it.
+    fn not_held(&self, handle: &str) {
+        self.refuse(
+            "JOB_NOT_FOUND",
+            "unknown_handle",
+            &format!("{handle} is not a job this worker holds"),
+        );
     }
 
     fn refuse(&self, code: &str, reason: &'static str, text: &str) {
@@ -284,7 +300,8 @@ impl Connection {
         match r {
             Request::Echo(d) => self.send(response(PacketType::ECHO_RES, &[&d])),
             Request::Option(o) => {
-                if o == "exceptions" {
+                // gearmand matches the option's name in any case and echoes it.
+                if o.eq_ignore_ascii_case("exceptions") {
                     self.outbox.exceptions.store(true, Ordering::Relaxed);
                     self.send(response(PacketType::OPTION_RES, &[o.as_bytes()]));
                 } else {
@@ -340,19 +357,21 @@ impl Connection {
                     self.send(response(PacketType::NO_JOB, &[]));
                     return;
                 };
+                if self.given.len() == GIVEN_KEPT {
+                    self.given.pop_front();
+                }
+                self.given.push_back(g.handle.clone());
                 let h = g.handle.as_bytes();
                 let f = g.request.task.as_bytes();
                 let data = to_workload(&g.request.input);
                 let unique = format!("{}/{}", g.request.job, g.request.step);
+                // `GRAB_JOB_ALL` gets `JOB_ASSIGN_UNIQ` as from gearmand, which sends
+                // `JOB_ASSIGN_ALL` only for map-reduce jobs (Troupe has none).
                 let p = match r {
                     Request::GrabJob => response(PacketType::JOB_ASSIGN, &[h, f, &data]),
-                    Request::GrabJobUniq => response(
+                    _ => response(
                         PacketType::JOB_ASSIGN_UNIQ,
                         &[h, f, unique.as_bytes(), &data],
-                    ),
-                    _ => response(
-                        PacketType::JOB_ASSIGN_ALL,
-                        &[h, f, unique.as_bytes(), b"", &data],
                     ),
                 };
                 self.send(p);
@@ -439,16 +458,30 @@ impl Connection {
                     ],
                 ));
             }
-            Request::AllYours => {}
+            // A gearmand extension that gearmand itself does not take from workers.
+            Request::AllYours => {
+                self.refuse("INVALID_COMMAND", "unsupported", "Command not expected")
+            }
         }
     }
 
-    /// A worker's result for `handle`.
+    /// A worker's result for `handle`. One for a job it was given but holds no more (a
+    /// second end, a job given up at its timeout or cancelled) is ignored: Perl's
+    /// Gearman::Worker sends `WORK_FAIL` after the `WORK_EXCEPTION` of a `die`, and dies
+    /// on the `ERROR` gearmand answers. One for a handle never given is refused.
     fn work_end(&self, handle: &str, result: Result<serde_json::Value, TaskError>) {
         let held = lock(&self.shared.board).finish(self.id, handle);
         let Some(req) = held else {
-            metrics::counter!(metric::GEARMAN_ERRORS, "reason" => "unknown_handle").increment(1);
-            tracing::debug!(handle, conn = self.id, "a result for a handle this worker does not hold (given up, or never given); ignored");
+            if self.given.iter().any(|h| h == handle) {
+                metrics::counter!(metric::GEARMAN_ERRORS, "reason" => "ended_handle").increment(1);
+                tracing::debug!(
+                    handle,
+                    conn = self.id,
+                    "a result for a job this worker holds no more; ignored"
+                );
+            } else {
+                self.not_held(handle);
+            }
             return;
         };
         // A Gearman client's job keeps the worker's bytes exactly; a job file's step or a
@@ -477,7 +510,7 @@ impl Connection {
             .held(self.id, handle)
             .map(|r| (attempt_of(r), r.owner.clone()));
         let Some((attempt, owner)) = held else {
-            metrics::counter!(metric::GEARMAN_ERRORS, "reason" => "unknown_handle").increment(1);
+            self.not_held(handle);
             return;
         };
         if let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(&owner)) {

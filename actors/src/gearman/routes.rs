@@ -30,7 +30,7 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// Connection `conn` waits on `job`: returns the events it missed. If they hold the
+    /// A submission on connection `conn` waits on `job`: returns the events it missed. If they hold the
     /// job's end, the job is over for this connection and no route is kept.
     pub fn add(&mut self, job: &str, conn: ConnId) -> Vec<JobEvent> {
         let missed = self
@@ -43,10 +43,9 @@ impl Routes {
             .any(|e| matches!(e, JobEvent::JobFinished { .. }))
         {
             self.kept.remove(job);
-            let conns = self.by_job.entry(job.to_string()).or_default();
-            if !conns.contains(&conn) {
-                conns.push(conn);
-            }
+            // Once per submission: a connection that submitted the same unique id twice
+            // gets each packet twice, as from gearmand (a library waits on both).
+            self.by_job.entry(job.to_string()).or_default().push(conn);
         }
         missed
     }

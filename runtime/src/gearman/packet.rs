@@ -132,6 +132,9 @@ pub enum ProtocolError {
     /// A number argument that does not parse.
     #[error("{0}: {1:?} is not a number")]
     NotANumber(&'static str, String),
+    /// A response type sent with request magic.
+    #[error("{0} is a response, not a request")]
+    NotARequest(&'static str),
     /// A type Troupe does not serve (scheduled and map-reduce submissions).
     #[error("{0} is not supported by Troupe (see \"Moving from gearmand\" in the docs)")]
     Unsupported(&'static str),
@@ -143,6 +146,7 @@ impl ProtocolError {
         match self {
             ProtocolError::UnknownType(_) => "UNKNOWN_COMMAND",
             ProtocolError::WrongDirection(_) => "INVALID_MAGIC",
+            ProtocolError::NotARequest(_) => "INVALID_COMMAND",
             ProtocolError::Arguments { .. } => "INVALID_PACKET",
             ProtocolError::NotText(..) | ProtocolError::NotANumber(..) => "INVALID_ARGUMENT",
             ProtocolError::Unsupported(_) => "NOT_SUPPORTED",
@@ -153,7 +157,7 @@ impl ProtocolError {
     pub fn reason(&self) -> &'static str {
         match self {
             ProtocolError::UnknownType(_) => "unknown_type",
-            ProtocolError::WrongDirection(_) => "wrong_direction",
+            ProtocolError::WrongDirection(_) | ProtocolError::NotARequest(_) => "wrong_direction",
             ProtocolError::Arguments { .. } => "arguments",
             ProtocolError::NotText(..) | ProtocolError::NotANumber(..) => "argument",
             ProtocolError::Unsupported(_) => "unsupported",
@@ -191,7 +195,8 @@ pub enum Request {
     GrabJob,
     /// Worker: give me a job with its unique id (`JOB_ASSIGN_UNIQ`).
     GrabJobUniq,
-    /// Worker: give me a job with everything (`JOB_ASSIGN_ALL`).
+    /// Worker: give me a job with everything (gearmand answers `JOB_ASSIGN_UNIQ` for a
+    /// job that is not map-reduce, and so does Troupe).
     GrabJobAll,
     /// Client: a job.
     Submit(Submit),
@@ -261,23 +266,25 @@ impl Request {
     pub fn parse(p: &RawPacket) -> Result<Self, ProtocolError> {
         let kind = PacketType::from_code(p.code).ok_or(ProtocolError::UnknownType(p.code))?;
         use PacketType as T;
-        if p.magic == Magic::Res
-            || matches!(
-                kind,
-                T::NOOP
-                    | T::JOB_CREATED
-                    | T::NO_JOB
-                    | T::JOB_ASSIGN
-                    | T::ECHO_RES
-                    | T::ERROR
-                    | T::STATUS_RES
-                    | T::OPTION_RES
-                    | T::JOB_ASSIGN_UNIQ
-                    | T::JOB_ASSIGN_ALL
-                    | T::STATUS_RES_UNIQUE
-            )
-        {
+        if p.magic == Magic::Res {
             return Err(ProtocolError::WrongDirection(kind.name()));
+        }
+        // A response type with request magic: gearmand's INVALID_COMMAND.
+        if matches!(
+            kind,
+            T::NOOP
+                | T::JOB_CREATED
+                | T::NO_JOB
+                | T::JOB_ASSIGN
+                | T::ECHO_RES
+                | T::ERROR
+                | T::STATUS_RES
+                | T::OPTION_RES
+                | T::JOB_ASSIGN_UNIQ
+                | T::JOB_ASSIGN_ALL
+                | T::STATUS_RES_UNIQUE
+        ) {
+            return Err(ProtocolError::NotARequest(kind.name()));
         }
         let want = kind.arg_count();
         let a = split_args(&p.body, want)
@@ -360,7 +367,7 @@ impl Request {
             T::OPTION_REQ => Request::Option(text(kind, "option", &a[0])?),
             T::ALL_YOURS => Request::AllYours,
             // Responses were refused above.
-            _ => return Err(ProtocolError::WrongDirection(kind.name())),
+            _ => return Err(ProtocolError::NotARequest(kind.name())),
         })
     }
 }
@@ -459,7 +466,7 @@ mod tests {
         assert_eq!(e, Err(ProtocolError::WrongDirection("SUBMIT_JOB")));
         assert_eq!(
             Request::parse(&raw(PacketType::NOOP, &[])),
-            Err(ProtocolError::WrongDirection("NOOP"))
+            Err(ProtocolError::NotARequest("NOOP"))
         );
         let e = Request::parse(&RawPacket {
             magic: Magic::Req,
