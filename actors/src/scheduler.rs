@@ -160,10 +160,7 @@ impl Scheduler {
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(config.slots)),
             slot_count: config.slots,
-            lanes: Mutex::new(Lanes::new(
-                sched.policy,
-                Duration::from_millis(sched.aging_ms),
-            )),
+            lanes: Mutex::new(Lanes::new(sched.policy, sched.weights)),
             queued: AtomicU32::new(0),
             running: Mutex::default(),
             placement: Mutex::new(placement),

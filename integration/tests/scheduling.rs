@@ -65,6 +65,58 @@ async fn a_high_priority_job_and_continuing_work_go_before_waiting_new_work() {
     assert_eq!(order, ["blocker", "high", "normal", "low"]);
 }
 
+/// A high job submitted behind a backlog older than a second runs at the next free slot
+/// (classes share by weight; under promotion by age everything older had turned high and
+/// it waited for the whole backlog), and low work keeps a turn while high work floods.
+#[tokio::test(flavor = "current_thread")]
+async fn a_high_job_behind_an_old_backlog_runs_next_and_low_work_is_not_starved() {
+    let mut c = Cluster::plan(1);
+    c.slots = 1;
+    c.start_node(0);
+    let client = c.client().await;
+    let mut handles = Vec::new();
+    for (name, p) in [("normal", Priority::Normal), ("low", Priority::Low)] {
+        for i in 0..8 {
+            let job = sleep_job(&format!("{name}{i}"), 150, p);
+            handles.push((format!("{name}{i}"), client.submit(job).await.unwrap()));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let high = client
+        .submit(sleep_job("high", 50, Priority::High))
+        .await
+        .unwrap();
+    handles.push(("high".into(), high));
+    let order = end_order(handles).await;
+    let after = order.len() - 1 - order.iter().position(|n| n == "high").unwrap();
+    assert!(
+        after >= 6,
+        "the high job ended with only {after} of the backlog after it: {order:?}"
+    );
+    // 9 high and 2 low, all waiting (the blocker outlasts their submissions, each a
+    // journal commit): low's weight of 1 against 8 gives it about the 9th turn, not the
+    // last.
+    let blocker = client
+        .submit(sleep_job("blocker", 1500, Priority::Normal))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut handles = vec![("blocker".to_string(), blocker)];
+    for (name, p, n) in [("high", Priority::High, 9), ("low", Priority::Low, 2)] {
+        for i in 0..n {
+            let job = sleep_job(&format!("{name}{i}"), 30, p);
+            handles.push((format!("{name}{i}"), client.submit(job).await.unwrap()));
+        }
+    }
+    let order = end_order(handles).await;
+    let first_low = order.iter().position(|n| n.starts_with("low")).unwrap();
+    let last_high = order.iter().rposition(|n| n.starts_with("high")).unwrap();
+    assert!(
+        first_low < last_high,
+        "low waited for every high job: {order:?}"
+    );
+}
+
 /// A two-step job's second step, ready while new jobs wait, goes before them under the
 /// priority policy; under `fifo` it waits behind them. (When its first step ends, the
 /// freed slot goes at once to the next waiting attempt, `new1`: the second step is

@@ -314,7 +314,8 @@ pub struct TaskLimit {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LanePolicy {
-    /// Lanes by stage (continuing work before new work) and job class, classes aging.
+    /// Lanes by stage (continuing work before new work) and job class, the classes of a
+    /// stage sharing by weight.
     #[default]
     Priority,
     /// Arrival order only.
@@ -338,9 +339,15 @@ pub enum PlacementMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SchedulingConfig {
-    /// `priority` (lanes by job class and stage, with aging) or `fifo` (arrival order).
+    /// `priority` (continuing work before new work; within each, the classes share the
+    /// slots by `weights`) or `fifo` (arrival order).
     pub policy: LanePolicy,
-    /// An attempt moves up one lane for every this many milliseconds it waits.
+    /// The shares of the slots of high, normal and low work while each has work waiting
+    /// (each at least 1): 8:4:1 gives a flooded low class 1/13 of them, and a high job
+    /// the next free slot whatever waits.
+    pub weights: [u32; 3],
+    /// No effect: accepted so that configuration files of releases that promoted waiting
+    /// work by age still load (classes now share by `weights`).
     pub aging_ms: u64,
     /// Attempts a dispatcher may send to a node beyond its free slots, so that a worker
     /// has its next attempt at hand when it finishes one (a node has room while its
@@ -355,6 +362,7 @@ impl Default for SchedulingConfig {
     fn default() -> Self {
         Self {
             policy: LanePolicy::Priority,
+            weights: [8, 4, 1],
             aging_ms: 1_000,
             prefetch: 1,
             placement: PlacementMode::Pull,
@@ -462,6 +470,7 @@ impl NodeConfig {
                 .list_separator(",")
                 .with_list_parse_key("seeds")
                 .with_list_parse_key("gearman_admin_from")
+                .with_list_parse_key("scheduling.weights")
                 .try_parsing(true),
         );
         for (k, v) in flags {
@@ -575,6 +584,15 @@ impl NodeConfig {
                 key: "gearman",
                 message: m,
             })?;
+        }
+        if self.scheduling.weights.contains(&0) {
+            return Err(ConfigError::Invalid {
+                key: "scheduling.weights",
+                message: format!(
+                    "{:?}: the shares of high, normal and low work are each at least 1 (for example [8, 4, 1])",
+                    self.scheduling.weights
+                ),
+            });
         }
         self.gearman_admin_from.retain(|s| !s.trim().is_empty());
         for n in &self.gearman_admin_from {

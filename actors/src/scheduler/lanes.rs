@@ -15,18 +15,26 @@
 //! | 4 | new | normal |
 //! | 5 | new | low |
 //!
-//! Classes age, so no class waits for ever behind another: for every `aging_ms` an
-//! attempt has waited, its class moves up one (low to normal to high); its stage stays.
-//! The next attempt to run is the one in the best lane after aging, the oldest first
-//! among equals; within a lane the order is FIFO. So an attempt of class c competes as
-//! high after `c × aging_ms` at most. New work never goes ahead of continuing work, and
-//! is not starved for ever by it either: continuing work exists only for jobs already
-//! started, and jobs start only by their new work. (Were new work to age past continuing
-//! work, a sustained flood would make the order FIFO again, which is the starvation this
-//! module is for.) The `fifo` policy ignores lanes (arrival order only), for comparison.
+//! Within a stage the classes share the slots by weight (`scheduling.weights`, 8:4:1 by
+//! default) instead of strictly: stride scheduling, each class a pass that advances by
+//! `1/weight` each time it is served, the waiting class whose pass after this service
+//! would be lowest served next (the higher class on a tie). A class that had nothing
+//! waiting comes back at the pass of the last one served, never earlier: no credit is
+//! banked while idle. So a high
+//! attempt arriving behind any backlog runs at the next free slot (its pass is the
+//! lowest), a sustained flood of high work still leaves low work 1/(8+1) of the slots (or
+//! 1/13 with normal work waiting too), and no class starves, however old the others'
+//! work is. (Promotion by age, which this replaced, turned a backlog of a few seconds
+//! into arrival order: everything older than the high job had aged to high ahead of it.)
+//!
+//! New work never goes ahead of continuing work, and is not starved for ever by it
+//! either: continuing work exists only for jobs already started, and jobs start only by
+//! their new work. (Were new work to share with continuing work, a sustained flood would
+//! crowd out the jobs under way, which is the starvation this module is for.) The `fifo`
+//! policy ignores lanes (arrival order only), for comparison.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use troupe_runtime::config::LanePolicy;
 use troupe_runtime::job::spec::Priority;
@@ -63,7 +71,6 @@ pub fn lane_name(lane: usize) -> &'static str {
 #[derive(Debug)]
 struct Entry<T> {
     item: T,
-    at: Instant,
     seq: u64,
 }
 
@@ -73,24 +80,39 @@ pub struct Lanes<T> {
     lanes: [VecDeque<Entry<T>>; LANES],
     seq: u64,
     policy: LanePolicy,
-    aging: Duration,
+    /// How far each class's pass moves when it is served: [`STRIDE`] over its weight.
+    stride: [u64; 3],
+    /// Each lane's pass: the virtual time of its next service.
+    pass: [u64; LANES],
+    /// For each stage, the pass the lane served last reached.
+    now_pass: [u64; 2],
 }
 
+/// An entry's place in the order: stage, the pass its class reaches by serving it, class,
+/// arrival (see [`Lanes::rank`]).
+type Rank = (u64, u64, usize, u64);
+
+/// The pass a class of weight 1 moves by each service (weights divide it).
+const STRIDE: u64 = 1 << 20;
+
 impl<T> Lanes<T> {
-    /// Empty lanes ordered by `policy`, aging one lane per `aging`.
-    pub fn new(policy: LanePolicy, aging: Duration) -> Self {
+    /// Empty lanes ordered by `policy`, the classes (high, normal, low) sharing the slots
+    /// of a stage by `weights` (each at least 1).
+    pub fn new(policy: LanePolicy, weights: [u32; 3]) -> Self {
         Self {
             lanes: Default::default(),
             seq: 0,
             policy,
-            aging: aging.max(Duration::from_millis(1)),
+            stride: strides(weights),
+            pass: [0; LANES],
+            now_pass: [0; 2],
         }
     }
 
     /// Changes the order of what waits and of what comes.
-    pub fn set_policy(&mut self, policy: LanePolicy, aging: Duration) {
+    pub fn set_policy(&mut self, policy: LanePolicy, weights: [u32; 3]) {
         self.policy = policy;
-        self.aging = aging.max(Duration::from_millis(1));
+        self.stride = strides(weights);
     }
 
     /// Items waiting.
@@ -108,24 +130,36 @@ impl<T> Lanes<T> {
         std::array::from_fn(|i| self.lanes[i].len())
     }
 
-    /// Adds `item` to lane `lane` (clamped to the last lane).
-    pub fn push(&mut self, item: T, lane: usize, now: Instant) {
+    /// Adds `item` to lane `lane` (clamped to the last lane). (The order does not depend
+    /// on time; the callers' clock is taken for a policy that would.)
+    pub fn push(&mut self, item: T, lane: usize, _now: Instant) {
         self.seq += 1;
-        self.lanes[lane.min(LANES - 1)].push_back(Entry {
+        let lane = lane.min(LANES - 1);
+        if self.lanes[lane].is_empty() {
+            // A class coming back from idle joins no earlier than the pass of the last
+            // one served: it banked no credit while it had nothing waiting.
+            self.pass[lane] = self.pass[lane].max(self.now_pass[lane / 3]);
+        }
+        self.lanes[lane].push_back(Entry {
             item,
-            at: now,
             seq: self.seq,
         });
     }
 
-    /// Rank of an entry of lane `lane` at `now` (lower runs first), then its arrival.
-    fn rank(&self, lane: usize, e: &Entry<T>, now: Instant) -> (i64, u64) {
+    /// Rank of an entry of lane `lane` (lower runs first): its stage, then the pass its
+    /// class reaches by serving it (its virtual finish: a heavier class arriving beside
+    /// lighter ones goes first), its class, its arrival.
+    fn rank(&self, lane: usize, e: &Entry<T>) -> Rank {
         match self.policy {
-            LanePolicy::Fifo => (0, e.seq),
+            LanePolicy::Fifo => (0, 0, 0, e.seq),
             LanePolicy::Priority => {
-                let aged = now.saturating_duration_since(e.at).as_millis() / self.aging.as_millis();
-                let class = (lane % 3).saturating_sub(aged.min(LANES as u128) as usize);
-                (((lane / 3) * 3 + class) as i64, e.seq)
+                let (stage, class) = (lane / 3, lane % 3);
+                (
+                    stage as u64,
+                    self.pass[lane] + self.stride[class],
+                    class,
+                    e.seq,
+                )
             }
         }
     }
@@ -137,8 +171,8 @@ impl<T> Lanes<T> {
 
     /// Takes the item that runs next among those `ok` accepts (the others keep their
     /// place: a task at its concurrency limit does not block the lane).
-    pub fn pop_where(&mut self, now: Instant, mut ok: impl FnMut(&T) -> bool) -> Option<T> {
-        let mut best: Option<((i64, u64), usize, usize)> = None;
+    pub fn pop_where(&mut self, _now: Instant, mut ok: impl FnMut(&T) -> bool) -> Option<T> {
+        let mut best: Option<(Rank, usize, usize)> = None;
         for lane in 0..LANES {
             // Within a lane the first acceptable entry is the best one (oldest).
             if let Some((i, e)) = self.lanes[lane]
@@ -146,13 +180,17 @@ impl<T> Lanes<T> {
                 .enumerate()
                 .find(|(_, e)| ok(&e.item))
             {
-                let r = self.rank(lane, e, now);
+                let r = self.rank(lane, e);
                 if best.as_ref().is_none_or(|(b, _, _)| r < *b) {
                     best = Some((r, lane, i));
                 }
             }
         }
-        let (_, lane, i) = best?;
+        let ((_, finish, _, _), lane, i) = best?;
+        if self.policy == LanePolicy::Priority {
+            self.pass[lane] = finish;
+            self.now_pass[lane / 3] = finish;
+        }
         self.lanes[lane].remove(i).map(|e| e.item)
     }
 
@@ -174,17 +212,20 @@ impl<T> Lanes<T> {
     }
 }
 
+/// The stride of each class for `weights` (a weight of 0 counts as 1).
+fn strides(weights: [u32; 3]) -> [u64; 3] {
+    weights.map(|w| STRIDE / u64::from(w.max(1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
+    const W: [u32; 3] = [8, 4, 1];
 
     #[test]
     fn continuing_work_goes_before_new_work_then_by_class() {
-        let mut l = Lanes::new(LanePolicy::Priority, ms(1000));
+        let mut l = Lanes::new(LanePolicy::Priority, W);
         let t = Instant::now();
         l.push("normal-new", lane_of(Priority::Normal, Stage::New), t);
         l.push(
@@ -216,44 +257,129 @@ mod tests {
         );
     }
 
+    /// The backlog of the issue that replaced aging: 40 normal and 30 low waiting, then
+    /// one high: it is next, however long the others have waited.
     #[test]
-    fn aging_bounds_the_wait_of_the_lowest_class() {
-        let mut l = Lanes::new(LanePolicy::Priority, ms(100));
+    fn a_high_attempt_behind_any_backlog_runs_next() {
+        let mut l = Lanes::new(LanePolicy::Priority, W);
         let t0 = Instant::now();
-        l.push("old-low-new", lane_of(Priority::Low, Stage::New), t0);
-        // A steady stream of new high work arrives afterwards.
-        let mut served_at = None;
-        for step in 0..20u64 {
-            let now = t0 + ms(step * 50);
-            l.push("fresh-high-new", lane_of(Priority::High, Stage::New), now);
-            if l.pop(now) == Some("old-low-new") {
-                served_at = Some(step * 50);
-                break;
+        for i in 0..40 {
+            l.push(
+                format!("normal-{i}"),
+                lane_of(Priority::Normal, Stage::New),
+                t0,
+            );
+        }
+        for i in 0..30 {
+            l.push(format!("low-{i}"), lane_of(Priority::Low, Stage::New), t0);
+        }
+        let later = t0 + std::time::Duration::from_secs(60);
+        for _ in 0..10 {
+            l.pop(later);
+        }
+        l.push(
+            "high".to_string(),
+            lane_of(Priority::High, Stage::New),
+            later,
+        );
+        assert_eq!(l.pop(later).as_deref(), Some("high"));
+    }
+
+    /// A high attempt that arrives after another high one just ran still goes before
+    /// the normal and low work that arrived with it.
+    #[test]
+    fn a_high_attempt_arriving_after_a_high_one_ran_goes_first() {
+        let mut l = Lanes::new(LanePolicy::Priority, W);
+        let t = Instant::now();
+        let lane = |p| lane_of(p, Stage::New);
+        l.push("first-high", lane(Priority::High), t);
+        assert_eq!(l.pop(t), Some("first-high"));
+        l.push("low", lane(Priority::Low), t);
+        l.push("normal", lane(Priority::Normal), t);
+        l.push("high", lane(Priority::High), t);
+        let order: Vec<_> = std::iter::from_fn(|| l.pop(t)).collect();
+        assert_eq!(order, ["high", "normal", "low"]);
+    }
+
+    /// Under sustained floods of every class, each gets its weight's share of the slots.
+    #[test]
+    fn classes_share_by_weight_and_none_starves() {
+        let mut l = Lanes::new(LanePolicy::Priority, W);
+        let t = Instant::now();
+        let lanes =
+            [Priority::High, Priority::Normal, Priority::Low].map(|p| lane_of(p, Stage::New));
+        for (c, &lane) in lanes.iter().enumerate() {
+            for _ in 0..2 {
+                l.push(c, lane, t);
             }
         }
-        let at = served_at.expect("the low item was served");
-        assert!(at <= 2 * 100, "served after {at} ms, bound 200 ms");
-        assert!(at >= 100, "not before it aged: {at} ms");
+        let mut served = [0usize; 3];
+        for _ in 0..1300 {
+            let c = l.pop(t).expect("work waits");
+            served[c] += 1;
+            l.push(c, lanes[c], t); // each class stays flooded
+        }
+        assert_eq!(served, [800, 400, 100]);
+        // Only high and low: low still gets 1/9.
+        let mut l = Lanes::new(LanePolicy::Priority, W);
+        l.push(0, lanes[0], t);
+        l.push(2, lanes[2], t);
+        let mut low = 0;
+        for _ in 0..900 {
+            let c = l.pop(t).expect("work waits");
+            low += usize::from(c == 2);
+            l.push(c, lanes[c], t);
+        }
+        assert_eq!(low, 100);
+    }
+
+    /// A class with nothing waiting banks no credit: coming back after a long idle time,
+    /// it shares from then on, not in a burst.
+    #[test]
+    fn an_idle_class_comes_back_without_a_burst() {
+        let mut l = Lanes::new(LanePolicy::Priority, [1, 1, 1]);
+        let t = Instant::now();
+        let normal = lane_of(Priority::Normal, Stage::New);
+        let low = lane_of(Priority::Low, Stage::New);
+        l.push("normal", normal, t);
+        for _ in 0..100 {
+            assert_eq!(l.pop(t), Some("normal"));
+            l.push("normal", normal, t);
+        }
+        l.push("low", low, t);
+        l.push("low", low, t);
+        let next: Vec<_> = (0..4)
+            .map(|_| {
+                let x = l.pop(t).expect("waits");
+                l.push(x, if x == "low" { low } else { normal }, t);
+                x
+            })
+            .collect();
+        assert_eq!(
+            next,
+            ["normal", "low", "normal", "low"],
+            "turns, not a burst of low"
+        );
     }
 
     #[test]
-    fn aged_new_work_still_yields_to_continuing_work() {
-        let mut l = Lanes::new(LanePolicy::Priority, ms(10));
+    fn new_work_yields_to_continuing_work_however_old() {
+        let mut l = Lanes::new(LanePolicy::Priority, W);
         let t0 = Instant::now();
-        l.push("old-normal-new", lane_of(Priority::Normal, Stage::New), t0);
-        let later = t0 + ms(1000);
+        l.push("old-high-new", lane_of(Priority::High, Stage::New), t0);
+        let later = t0 + std::time::Duration::from_secs(1000);
         l.push(
-            "fresh-normal-continuing",
-            lane_of(Priority::Normal, Stage::Continuing),
+            "fresh-low-continuing",
+            lane_of(Priority::Low, Stage::Continuing),
             later,
         );
-        assert_eq!(l.pop(later), Some("fresh-normal-continuing"));
-        assert_eq!(l.pop(later), Some("old-normal-new"));
+        assert_eq!(l.pop(later), Some("fresh-low-continuing"));
+        assert_eq!(l.pop(later), Some("old-high-new"));
     }
 
     #[test]
     fn fifo_ignores_lanes() {
-        let mut l = Lanes::new(LanePolicy::Fifo, ms(1000));
+        let mut l = Lanes::new(LanePolicy::Fifo, W);
         let t = Instant::now();
         l.push("a", 5, t);
         l.push("b", 0, t);
@@ -263,23 +389,8 @@ mod tests {
     }
 
     #[test]
-    fn fairness_between_classes_under_equal_age() {
-        // With all three classes always waiting, high is served first, but a low item
-        // waiting long enough is served before newer normal items.
-        let mut l = Lanes::new(LanePolicy::Priority, ms(10));
-        let t = Instant::now();
-        l.push("low", lane_of(Priority::Low, Stage::New), t);
-        l.push("normal", lane_of(Priority::Normal, Stage::New), t + ms(25));
-        assert_eq!(
-            l.pop(t + ms(25)),
-            Some("low"),
-            "low aged past the fresher normal"
-        );
-    }
-
-    #[test]
     fn pop_where_skips_items_at_a_limit_without_blocking_the_lane() {
-        let mut l = Lanes::new(LanePolicy::Priority, ms(1000));
+        let mut l = Lanes::new(LanePolicy::Priority, W);
         let t = Instant::now();
         l.push(("limited", 1), 0, t);
         l.push(("free", 2), 0, t);
