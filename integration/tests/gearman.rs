@@ -808,30 +808,8 @@ fn a_real_gearman_library_gets_every_byte_back_exactly_across_nodes() {
     ) {
         return;
     }
-    let mut c = Cluster::plan(2);
-    c.serve_gearman = true;
-    c.start_node(0);
-    c.start_node(1);
-    wait_nodes(&c, 2);
     // Python's gear library (PyPI): its worker on n1, its client on n2.
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/gearman_libs/gear_bytes.py"
-    );
-    let mut cmd = std::process::Command::new("python3");
-    cmd.args([script, &c.gearman_addrs[0], &c.gearman_addrs[1]])
-        .stdin(std::process::Stdio::null());
-    let out = troupe_integration::run_with_timeout(cmd, Duration::from_secs(180));
-    let (stdout, stderr) = texts(&out);
-    assert!(
-        out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{stderr}\nn1:\n{}",
-        c.log(0)
-    );
-    let summary: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("summary JSON");
-    assert_eq!(summary["different"], serde_json::json!([]), "{stdout}");
-    assert_eq!(summary["cases"], 16, "{stdout}");
+    library_script("python3", "gear_bytes.py", 16);
 }
 
 #[test]
@@ -939,17 +917,21 @@ fn perls_gearman_library_gets_bytes_exceptions_and_admin_answers_across_nodes() 
     ) {
         return;
     }
+    library_script("perl", "perl_bytes.pl", 14);
+}
+
+/// Runs `program tests/gearman_libs/SCRIPT WORKER_ADDR CLIENT_ADDR` against two nodes (the
+/// library's worker on n1, its client on n2) and requires its JSON summary to list
+/// `cases` cases and no difference.
+fn library_script(program: &str, script: &str, cases: u64) {
     let mut c = Cluster::plan(2);
     c.serve_gearman = true;
     c.start_node(0);
     c.start_node(1);
     wait_nodes(&c, 2);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/gearman_libs/perl_bytes.pl"
-    );
-    let mut cmd = std::process::Command::new("perl");
-    cmd.args([script, &c.gearman_addrs[0], &c.gearman_addrs[1]])
+    let path = format!("{}/tests/gearman_libs/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = std::process::Command::new(program);
+    cmd.args([path.as_str(), &c.gearman_addrs[0], &c.gearman_addrs[1]])
         .stdin(std::process::Stdio::null());
     let out = troupe_integration::run_with_timeout(cmd, Duration::from_secs(180));
     let (stdout, stderr) = texts(&out);
@@ -961,5 +943,5 @@ fn perls_gearman_library_gets_bytes_exceptions_and_admin_answers_across_nodes() 
     let summary: serde_json::Value =
         serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("summary JSON");
     assert_eq!(summary["different"], serde_json::json!([]), "{stdout}");
-    assert_eq!(summary["cases"], 14, "{stdout}");
+    assert_eq!(summary["cases"], cases, "{stdout}");
 }
