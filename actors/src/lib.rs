@@ -174,6 +174,9 @@ pub struct ClusterView {
     saturated: RwLock<HashMap<String, std::collections::HashSet<String>>>,
     /// Attempts waiting for a slot on each peer, as last gossiped.
     peer_waiting: RwLock<HashMap<String, u32>>,
+    /// The priority classes each node (this one included) said wait past their target
+    /// (bit `c` for class `c`), as last gossiped; see `scheduler::standing`.
+    over_target: RwLock<HashMap<String, u8>>,
     sessions: Mutex<HashMap<u64, ActorRef<NodeSessionMessage>>>,
     /// Sessions still in their handshake, oldest first.
     pub(crate) pending_handshakes: Mutex<std::collections::VecDeque<u64>>,
@@ -208,6 +211,7 @@ impl ClusterView {
             down: RwLock::default(),
             saturated: RwLock::default(),
             peer_waiting: RwLock::default(),
+            over_target: RwLock::default(),
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
             pending_handshakes: Mutex::default(),
             gearman: Arc::new(gearman::GearmanShared::new(node)),
@@ -279,6 +283,26 @@ impl ClusterView {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(node.to_string(), waiting);
+    }
+
+    /// Records the classes `node` says wait past their target.
+    pub fn set_over_target(&self, node: &str, classes: u8) {
+        let mut m = self.over_target.write().unwrap_or_else(|p| p.into_inner());
+        if classes == 0 {
+            m.remove(node);
+        } else {
+            m.insert(node.to_string(), classes);
+        }
+    }
+
+    /// The classes `node` said wait past their target (0 if none, or unknown).
+    pub fn over_target(&self, node: &str) -> u8 {
+        self.over_target
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Attempts waiting for a slot on the live peers, as last gossiped.

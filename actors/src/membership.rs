@@ -169,6 +169,7 @@ impl MembershipState {
             cache: v.cache.stats(),
             saturated: self.ctx.scheduler.saturated_tasks(),
             cluster: self.ctx.core.cluster_id(),
+            over_target: self.ctx.scheduler.refresh_over_target().0,
         }
     }
 
@@ -487,6 +488,7 @@ impl MembershipState {
             .view
             .set_saturated(&info.name, info.saturated.iter().cloned().collect());
         self.ctx.view.set_peer_waiting(&info.name, info.queued);
+        self.ctx.view.set_over_target(&info.name, info.over_target);
         let scheduler = &self.ctx.scheduler;
         scheduler.peer_load(&info.name, info.slots, info.busy, info.queued);
         if info.queued > 0 {

@@ -31,7 +31,7 @@
 //! module does not depend on the pool.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,7 @@ use crate::{locked, ClusterView};
 pub mod lanes;
 mod limits;
 pub mod placement;
+pub mod standing;
 
 use lanes::{lane_of, Lanes, LANES};
 use placement::Placement;
@@ -85,6 +86,9 @@ pub struct Scheduler {
     lanes: Mutex<Lanes<StepRequest>>,
     /// How many wait, as last counted (read without the lanes' lock: gossip, admission).
     queued: AtomicU32,
+    /// The classes over their wait target, as last told to the cluster
+    /// ([`Scheduler::over_target`]).
+    over_told: AtomicU8,
     running: Mutex<HashMap<AttemptRef, Running>>,
     placement: Mutex<Placement>,
     limits: Mutex<limits::Gates>,
@@ -160,8 +164,14 @@ impl Scheduler {
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(config.slots)),
             slot_count: config.slots,
-            lanes: Mutex::new(Lanes::new(sched.policy, sched.weights)),
+            lanes: Mutex::new(
+                Lanes::new(sched.policy, sched.weights).with_wait_targets(
+                    config.admission.wait_target_ms,
+                    config.admission.wait_interval_ms,
+                ),
+            ),
             queued: AtomicU32::new(0),
+            over_told: AtomicU8::new(0),
             running: Mutex::default(),
             placement: Mutex::new(placement),
             limits: Mutex::default(),
@@ -192,6 +202,34 @@ impl Scheduler {
     /// Attempts waiting for a slot here, by lane.
     pub fn depths(&self) -> [usize; LANES] {
         locked(&self.lanes).depths()
+    }
+
+    /// The priority classes whose new work has waited here past its target for a full
+    /// interval (bit `c` for class `c`: 0 high, 1 normal, 2 low; see [`standing`]).
+    pub fn over_target(&self) -> u8 {
+        locked(&self.lanes).over_target(Instant::now())
+    }
+
+    /// Records the classes over target now in the view; answers them and whether they
+    /// changed since last recorded (membership gossips them).
+    pub(crate) fn refresh_over_target(&self) -> (u8, bool) {
+        let now = self.over_target();
+        let changed = self.over_told.swap(now, Ordering::Relaxed) != now;
+        if changed {
+            self.view.set_over_target(&self.view.node, now);
+        }
+        (now, changed)
+    }
+
+    /// Tells the cluster at once when the classes over target changed.
+    fn tell_over_target(&self) {
+        if self.refresh_over_target().1 {
+            if let Some(m) =
+                crate::find_on::<MembershipMessage>(crate::names::MEMBERSHIP, &self.view.node)
+            {
+                let _ = m.cast(MembershipMessage::Announce);
+            }
+        }
     }
 
     /// Attempts waiting for a slot in the cluster: this node's now, its live peers' as
@@ -270,6 +308,7 @@ impl Scheduler {
         }
         let waiting = locked(&self.lanes).len();
         self.queued.store(waiting as u32, Ordering::Relaxed);
+        self.tell_over_target();
         if limited {
             self.after_limits_changed(rate_wait);
         }

@@ -14,6 +14,8 @@ pub struct Answer {
     pub body: String,
     /// The Content-Type header.
     pub content_type: String,
+    /// The Retry-After header, if any.
+    pub retry_after: Option<String>,
 }
 
 impl Answer {
@@ -43,7 +45,13 @@ fn try_answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resul
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     Ok(Answer {
+        retry_after,
         status: r.status().as_u16(),
         body: r.body_mut().read_to_string().unwrap_or_default(),
         content_type,

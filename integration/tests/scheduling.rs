@@ -510,3 +510,68 @@ async fn reentrant_calls_run_on_the_callers_node_when_it_has_room() {
         );
     }
 }
+
+/// Admission by waiting time, over HTTP on one node with one slot: once normal work has
+/// waited past its target (100 ms) for an interval, new normal and low jobs are refused
+/// at once (503, `Retry-After`, the setting named), while a high job (target 5 s) is
+/// still accepted; every accepted job ends; once the backlog drained, normal jobs are
+/// accepted again.
+#[tokio::test(flavor = "current_thread")]
+async fn new_jobs_are_refused_while_work_waits_past_its_target_and_high_jobs_last() {
+    use troupe_integration::http;
+    let mut c = Cluster::plan(1);
+    c.slots = 1;
+    c.serve_http = true;
+    c.env.push((
+        "TROUPE_ADMISSION__WAIT_TARGET_MS".into(),
+        "5000,100,50".into(),
+    ));
+    c.start_node(0);
+    c.ready().await;
+    let url = format!("{}/api/jobs", c.http_url(0));
+    let job = |name: &str, priority: &str| {
+        json!({"name": name, "priority": priority,
+               "steps": [{"id": "s", "task": "troupe.sleep", "input": {"ms": 150}}]})
+        .to_string()
+    };
+    let mut accepted = Vec::new();
+    for i in 0..6 {
+        let a = http::post(&url, &job(&format!("backlog{i}"), "normal"));
+        assert_eq!(a.status, 201, "{}", a.body);
+        accepted.push(a.json()["id"].as_str().expect("id").to_string());
+    }
+    // The oldest waiting job has now waited 300 ms, past 100 ms for over 100 ms.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for class in ["normal", "low"] {
+        let t = Instant::now();
+        let a = http::post(&url, &job("refused", class));
+        assert_eq!(a.status, 503, "{class}: {}", a.body);
+        assert!(
+            a.body.contains("overloaded") && a.body.contains("admission.wait_target_ms"),
+            "{}",
+            a.body
+        );
+        assert_eq!(a.retry_after.as_deref(), Some("1"));
+        assert!(t.elapsed() < Duration::from_secs(1), "refused at once");
+    }
+    let a = http::post(&url, &job("high", "high"));
+    assert_eq!(a.status, 201, "a high job is refused last: {}", a.body);
+    accepted.push(a.json()["id"].as_str().expect("id").to_string());
+
+    let client = c.client().await;
+    for id in &accepted {
+        let mut h = client.watch(id).await.expect("watch");
+        let st = tokio::time::timeout(Duration::from_secs(30), h.wait())
+            .await
+            .expect("ends")
+            .expect("status");
+        assert_eq!(st.state, troupe_runtime::JobState::Succeeded, "{id}");
+    }
+    let a = http::post(&url, &job("after", "normal"));
+    assert_eq!(a.status, 201, "accepted again once drained: {}", a.body);
+    let m = http::get(&format!("{}/metrics", c.http_url(0))).body;
+    assert!(
+        m.lines().any(|l| l.contains("reason=\"waiting_time\"") && !l.ends_with(" 0")),
+        "refusals counted: {m}"
+    );
+}

@@ -278,6 +278,15 @@ pub struct AdmissionConfig {
     pub max_waiting_steps: usize,
     /// The retry delay the refusal gives.
     pub retry_after_ms: u64,
+    /// Admission by waiting time, per class (high, normal, low): when even the
+    /// shortest wait of a class's new work for a slot stayed above its target for
+    /// `wait_interval_ms` (a standing queue, CoDel's rule), new jobs of that class and
+    /// of every lower one are refused "overloaded, retry after" until the queue drains
+    /// below it. Higher targets for higher classes refuse high jobs last; 0 turns the
+    /// rule off for a class.
+    pub wait_target_ms: [u64; 3],
+    /// How long waits must stay above target before refusals start (CoDel's interval).
+    pub wait_interval_ms: u64,
 }
 
 impl Default for AdmissionConfig {
@@ -285,6 +294,8 @@ impl Default for AdmissionConfig {
         Self {
             max_waiting_steps: 100_000,
             retry_after_ms: 200,
+            wait_target_ms: [500, 100, 50],
+            wait_interval_ms: 100,
         }
     }
 }
@@ -471,6 +482,7 @@ impl NodeConfig {
                 .with_list_parse_key("seeds")
                 .with_list_parse_key("gearman_admin_from")
                 .with_list_parse_key("scheduling.weights")
+                .with_list_parse_key("admission.wait_target_ms")
                 .try_parsing(true),
         );
         for (k, v) in flags {
@@ -592,6 +604,16 @@ impl NodeConfig {
                     "{:?}: the shares of high, normal and low work are each at least 1 (for example [8, 4, 1])",
                     self.scheduling.weights
                 ),
+            });
+        }
+        let adm = self.admission;
+        if adm.wait_target_ms.iter().any(|&t| t > 0) && adm.wait_interval_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "admission.wait_interval_ms",
+                message: "0: waits must stay above admission.wait_target_ms for some time \
+                          before new jobs are refused (for example 100), or set the targets \
+                          to 0 to turn admission by waiting time off"
+                    .into(),
             });
         }
         self.gearman_admin_from.retain(|s| !s.trim().is_empty());

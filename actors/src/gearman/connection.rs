@@ -49,6 +49,9 @@ use crate::NodeContext;
 /// How long a submission or status question to a job manager may take (long: a
 /// submission answered after it would exist without the client knowing).
 const ASK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a submission the cluster refused as overloaded is retried before the client
+/// gets `ERROR SERVER_BUSY`.
+const OVERLOADED_WAIT: Duration = Duration::from_secs(60);
 /// How long one write may wait for a peer that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest function name accepted (gearmand's limit).
@@ -608,9 +611,20 @@ impl Connection {
             );
         };
         Box::pin(async move {
-            let outcome = submit_job(&jm, req, ASK_TIMEOUT)
-                .await
-                .map_err(Refusal::from);
+            // Gearman clients have no "retry after": the submission waits here, as it
+            // would in gearmand's queue, and the connection reads on until
+            // MAX_PIPELINED of them wait (backpressure).
+            let give_up = Instant::now() + OVERLOADED_WAIT;
+            let outcome = loop {
+                match submit_job(&jm, req.clone(), ASK_TIMEOUT).await {
+                    Err(SubmitFailure::Refused(SubmitError::Overloaded {
+                        retry_after_ms, ..
+                    })) if Instant::now() + Duration::from_millis(retry_after_ms) < give_up => {
+                        tokio::time::sleep(Duration::from_millis(retry_after_ms.max(1))).await;
+                    }
+                    other => break other.map_err(Refusal::from),
+                }
+            };
             Submitted {
                 background,
                 unique,

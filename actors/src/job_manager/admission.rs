@@ -4,7 +4,9 @@
 //! a job in flight with the same unique key, made to wait off the mailbox for a task's
 //! worker group that is not there yet (`task_wait_ms`), and refused when the cluster or its
 //! submitter has too much in flight (`admission.max_waiting_steps`,
-//! `limits.max_jobs_per_client`). An accepted job is named `NODE-BOOT-SEQ` and answered
+//! `limits.max_jobs_per_client`) or when new work of its class already waits too long
+//! for a slot (`admission.wait_target_ms`: a refusal now, "retry after", costs the client
+//! less than a place at the back of a queue that only grows). An accepted job is named `NODE-BOOT-SEQ` and answered
 //! once the journal says it is durable. The per-submitter counts and unique keys kept for
 //! this live here too.
 
@@ -14,6 +16,7 @@ use crate::job_supervisor::run::JobRun;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use tokio::sync::oneshot;
 use troupe_runtime::error::ValidationError;
+use troupe_runtime::job::spec::Priority;
 use troupe_runtime::job::validate::validate_with;
 use troupe_runtime::protocol::{
     task_group, task_of_group, JobManagerMessage, SubmitError, SubmitRequest, UniqueJob,
@@ -24,6 +27,7 @@ use troupe_runtime::wire::Wire;
 use super::JobManagerState;
 use crate::job_supervisor::{JobSupervisor, JobSupervisorArgs, JobSupervisorMessage};
 use crate::light_jobs::{LightJobsMessage, Supervisor};
+use crate::scheduler::standing::refuses;
 
 /// Where a submission's answer goes.
 pub(super) type SubmitReply = RpcReplyPort<Wire<Result<String, SubmitError>>>;
@@ -178,6 +182,15 @@ impl JobManagerState {
                 return;
             }
         }
+        if let Some(message) = self.waits_too_long(&req) {
+            metrics::counter!(troupe_runtime::observe::metric::REFUSED, "reason" => "waiting_time")
+                .increment(1);
+            let _ = reply.send(Wire::new(Err(SubmitError::Overloaded {
+                message,
+                retry_after_ms: adm.retry_after_ms,
+            })));
+            return;
+        }
         let client = req
             .watch
             .as_ref()
@@ -253,6 +266,57 @@ impl JobManagerState {
                 )))));
             }
         }
+    }
+
+    /// Admission by waiting time: why a new job is refused, if most of the live nodes
+    /// that would run its first steps say new work of its class (or of a higher one)
+    /// has waited there past its target for a full interval (see
+    /// `scheduler::standing`). This node's own lanes are read now, its peers' as last
+    /// gossiped.
+    fn waits_too_long(&self, req: &SubmitRequest) -> Option<String> {
+        let adm = &self.ctx.config.admission;
+        if adm.wait_target_ms.iter().all(|&t| t == 0) {
+            return None;
+        }
+        let class = match req.spec.priority {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        };
+        let view = &self.ctx.view;
+        let mut nodes: Vec<String> = req
+            .spec
+            .steps
+            .iter()
+            .filter(|s| s.after.is_empty())
+            .flat_map(|s| view.live_pools(s.task_name()))
+            .map(|(_, n)| n)
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        let over = nodes
+            .iter()
+            .filter(|n| {
+                let classes = if **n == view.node {
+                    self.ctx.scheduler.over_target()
+                } else {
+                    view.over_target(n)
+                };
+                refuses(classes, class)
+            })
+            .count();
+        if nodes.is_empty() || over * 2 <= nodes.len() {
+            return None;
+        }
+        let name = ["high", "normal", "low"][class];
+        Some(format!(
+            "new work waits for a worker slot longer than its target \
+             (admission.wait_target_ms = {:?} for high, normal, low) on {over} of the {} \
+             nodes that would run this {name} job; retry after {} ms",
+            adm.wait_target_ms,
+            nodes.len(),
+            adm.retry_after_ms
+        ))
     }
 
     /// Starts the supervision of a new job: on the host of light jobs if `light` (and it

@@ -40,6 +40,8 @@ use troupe_runtime::config::LanePolicy;
 use troupe_runtime::job::spec::Priority;
 use troupe_runtime::vocab::Stage;
 
+use super::standing::StandingDelay;
+
 /// Number of lanes.
 pub const LANES: usize = 6;
 
@@ -72,6 +74,8 @@ pub fn lane_name(lane: usize) -> &'static str {
 struct Entry<T> {
     item: T,
     seq: u64,
+    /// When it was queued.
+    at: Instant,
 }
 
 /// Waiting items in lanes.
@@ -86,6 +90,8 @@ pub struct Lanes<T> {
     pass: [u64; LANES],
     /// For each stage, the pass the lane served last reached.
     now_pass: [u64; 2],
+    /// Which classes' new work waits past its target (admission by waiting time).
+    standing: StandingDelay,
 }
 
 /// An entry's place in the order: stage, the pass its class reaches by serving it, class,
@@ -106,7 +112,22 @@ impl<T> Lanes<T> {
             stride: strides(weights),
             pass: [0; LANES],
             now_pass: [0; 2],
+            standing: StandingDelay::new([0; 3], 0),
         }
+    }
+
+    /// Watches waits of new work against `target_ms` (high, normal, low) over
+    /// `interval_ms` (see [`StandingDelay`]).
+    pub fn with_wait_targets(mut self, target_ms: [u64; 3], interval_ms: u64) -> Self {
+        self.standing = StandingDelay::new(target_ms, interval_ms);
+        self
+    }
+
+    /// The classes whose new work has waited past its target long enough that new jobs
+    /// of theirs are refused (bit `c` for class `c`: 0 high, 1 normal, 2 low).
+    pub fn over_target(&mut self, now: Instant) -> u8 {
+        let oldest = std::array::from_fn(|c| self.lanes[3 + c].front().map(|e| e.at));
+        self.standing.over(now, oldest)
     }
 
     /// Changes the order of what waits and of what comes.
@@ -131,8 +152,8 @@ impl<T> Lanes<T> {
     }
 
     /// Adds `item` to lane `lane` (clamped to the last lane). (The order does not depend
-    /// on time; the callers' clock is taken for a policy that would.)
-    pub fn push(&mut self, item: T, lane: usize, _now: Instant) {
+    /// on time; `now` is its arrival, for admission by waiting time.)
+    pub fn push(&mut self, item: T, lane: usize, now: Instant) {
         self.seq += 1;
         let lane = lane.min(LANES - 1);
         if self.lanes[lane].is_empty() {
@@ -143,6 +164,7 @@ impl<T> Lanes<T> {
         self.lanes[lane].push_back(Entry {
             item,
             seq: self.seq,
+            at: now,
         });
     }
 
@@ -171,7 +193,7 @@ impl<T> Lanes<T> {
 
     /// Takes the item that runs next among those `ok` accepts (the others keep their
     /// place: a task at its concurrency limit does not block the lane).
-    pub fn pop_where(&mut self, _now: Instant, mut ok: impl FnMut(&T) -> bool) -> Option<T> {
+    pub fn pop_where(&mut self, now: Instant, mut ok: impl FnMut(&T) -> bool) -> Option<T> {
         let mut best: Option<(Rank, usize, usize)> = None;
         for lane in 0..LANES {
             // Within a lane the first acceptable entry is the best one (oldest).
@@ -191,7 +213,13 @@ impl<T> Lanes<T> {
             self.pass[lane] = finish;
             self.now_pass[lane / 3] = finish;
         }
-        self.lanes[lane].remove(i).map(|e| e.item)
+        let e = self.lanes[lane].remove(i)?;
+        if lane >= 3 {
+            let drained = self.lanes[lane].is_empty();
+            self.standing
+                .served(lane - 3, now.saturating_duration_since(e.at), now, drained);
+        }
+        Some(e.item)
     }
 
     /// Removes and returns every item `f` selects.

@@ -28,7 +28,13 @@ pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let body = Json(json!({ "error": self.1 }));
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            // Overloaded, draining, or a manager that did not answer: each passes soon,
+            // so say when to come back (whole seconds are all `Retry-After` can say).
+            return (self.0, [(axum::http::header::RETRY_AFTER, "1")], body).into_response();
+        }
+        (self.0, body).into_response()
     }
 }
 

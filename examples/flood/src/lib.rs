@@ -4,10 +4,11 @@
 //! A job here is three stages, `flood.fetch` -> `flood.process` -> `flood.store`, each a
 //! few milliseconds of waiting (I/O-bound work, as the seed's fetches). [`measure`] runs,
 //! against a cluster, what the `flood` benchmark prints: the cluster's capacity (jobs/s
-//! with enough in flight), an unloaded job's latency, and a flood at twice the capacity
-//! for a fixed period: jobs completed per second, latency from the moment a job's first
-//! stage started to run to the job's end, and how many jobs were left half-done (first
-//! stage done, job not finished) when the period ended.
+//! with enough in flight), an unloaded job's latency, and floods at multiples of the
+//! capacity for a fixed period: jobs completed per second, accepted jobs' latency from
+//! submission to end, latency from the moment a job's first stage started to run to
+//! its end, how many jobs were left half-done (first stage done, job not finished)
+//! when the period ended, and how many submissions were refused as overloaded.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,23 +78,30 @@ pub fn job(ms: u64) -> JobSpec {
         )
 }
 
-/// What one policy's run measured.
+/// What one flood measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct FloodFigures {
+    /// The offered load, as a multiple of the capacity.
+    pub load_x: f64,
     /// Jobs completed per second during the flood.
     pub completed_per_s: f64,
     /// Jobs per second the cluster completes with enough in flight (measured first).
     pub capacity_per_s: f64,
-    /// Latency from a job's first step to its end during the flood, p50, ms.
+    /// Accepted jobs' latency from submission to end during the flood, p50, ms.
     pub p50_ms: f64,
     /// The same, p99.
     pub p99_ms: f64,
-    /// An unloaded job's latency (first step to end), p99, ms.
+    /// An unloaded job's latency (submission to end), p99, ms.
     pub unloaded_p99_ms: f64,
+    /// Latency from a job's first stage's start to its end during the flood, p99, ms
+    /// (how long a job under way takes: starvation shows here).
+    pub under_way_p99_ms: f64,
     /// Jobs started but not finished when the flood period ended.
     pub half_done: u64,
     /// Jobs submitted during the flood.
     pub submitted: u64,
+    /// Submissions refused as overloaded ("retry after"), not retried.
+    pub refused: u64,
 }
 
 fn percentile(v: &mut [f64], q: f64) -> f64 {
@@ -109,12 +117,12 @@ fn first_start(status: &troupe_runtime::JobStatus) -> Option<f64> {
     status.output.as_ref()?.get("started_ms")?.as_f64()
 }
 
-/// Runs one job: its latency from its first stage's start to its end, in ms.
+/// Runs one job: its latency from submission to end, in ms.
 async fn follow(client: &Client, ms: u64) -> Option<f64> {
+    let t = Instant::now();
     let mut h = client.submit(job(ms)).await.ok()?;
     let st = h.wait().await.ok()?;
-    let end = now_ms();
-    (st.state == JobState::Succeeded).then(|| first_start(&st).map(|s| end - s))?
+    (st.state == JobState::Succeeded).then(|| t.elapsed().as_secs_f64() * 1e3)
 }
 
 /// The cluster's capacity: jobs completed per second over `secs` with `in_flight` jobs
@@ -143,7 +151,7 @@ pub async fn capacity(client: &Client, ms: u64, in_flight: usize, secs: f64) -> 
     done.load(Ordering::Relaxed) as f64 / secs
 }
 
-/// p99 latency (first step to end, ms) of `n` jobs run one at a time.
+/// p99 latency (submission to end, ms) of `n` jobs run one at a time.
 pub async fn unloaded_p99(client: &Client, ms: u64, n: usize) -> f64 {
     let mut l = Vec::new();
     for _ in 0..n {
@@ -154,14 +162,28 @@ pub async fn unloaded_p99(client: &Client, ms: u64, n: usize) -> f64 {
     percentile(&mut l, 0.99)
 }
 
-/// Submits jobs at `rate` per second for `secs` (open loop) and measures what completes
-/// within the period.
-pub async fn flood(client: &Client, ms: u64, rate: f64, secs: f64) -> (f64, f64, f64, u64, u64) {
+/// What [`flood`] counted.
+#[derive(Debug, Default)]
+struct Counted {
+    /// Accepted jobs' submission-to-end latencies, ms.
+    latencies: Vec<f64>,
+    /// First-stage-start-to-end latencies, ms.
+    under_way: Vec<f64>,
+    completed: u64,
+    started: u64,
+    refused: u64,
+}
+
+/// Submits jobs at `rate` per second for `secs` (open loop) through `client` (which
+/// should not retry refusals: `ClientOptions::overloaded_wait` zero) and measures what
+/// completes within the period.
+pub async fn flood(client: &Client, ms: u64, rate: f64, secs: f64) -> FloodFigures {
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
-    let latencies = Arc::new(Mutex::new(Vec::new()));
-    let completed = Arc::new(AtomicU64::new(0));
-    let started = Arc::new(AtomicU64::new(0));
+    let counted = Arc::new(Mutex::new(Counted::default()));
+    let count = |c: &Mutex<Counted>, f: &mut dyn FnMut(&mut Counted)| {
+        f(&mut c.lock().unwrap_or_else(|p| p.into_inner()))
+    };
     let mut tasks = Vec::new();
     let mut submitted = 0u64;
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
@@ -173,15 +195,16 @@ pub async fn flood(client: &Client, ms: u64, rate: f64, secs: f64) -> (f64, f64,
         }
         next += interval;
         submitted += 1;
-        let (c, latencies, completed, started) = (
-            client.clone(),
-            latencies.clone(),
-            completed.clone(),
-            started.clone(),
-        );
+        let (c, counted) = (client.clone(), counted.clone());
         tasks.push(tokio::spawn(async move {
-            let Ok(mut h) = c.submit(job(ms)).await else {
-                return;
+            let t0 = Instant::now();
+            let mut h = match c.submit(job(ms)).await {
+                Ok(h) => h,
+                Err(troupe_runtime::ClientError::Overloaded { .. }) => {
+                    count(&counted, &mut |c| c.refused += 1);
+                    return;
+                }
+                Err(_) => return,
             };
             while let Some(ev) = h.next_event().await {
                 match ev {
@@ -189,18 +212,21 @@ pub async fn flood(client: &Client, ms: u64, rate: f64, secs: f64) -> (f64, f64,
                     JobEvent::StepFinished { step, .. }
                         if step == "fetch" && Instant::now() <= end =>
                     {
-                        started.fetch_add(1, Ordering::Relaxed);
+                        count(&counted, &mut |c| c.started += 1);
                     }
                     JobEvent::JobFinished { status } => {
                         let (t, t_ms) = (Instant::now(), now_ms());
-                        if t <= end && status.state == JobState::Succeeded {
-                            completed.fetch_add(1, Ordering::Relaxed);
-                            if let Some(s) = first_start(&status) {
-                                latencies
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .push(t_ms - s);
-                            }
+                        if status.state == JobState::Succeeded {
+                            let latency = t.duration_since(t0).as_secs_f64() * 1e3;
+                            count(&counted, &mut |c| {
+                                c.latencies.push(latency);
+                                if let Some(s) = first_start(&status) {
+                                    c.under_way.push(t_ms - s);
+                                }
+                                if t <= end {
+                                    c.completed += 1;
+                                }
+                            });
                         }
                         return;
                     }
@@ -210,31 +236,48 @@ pub async fn flood(client: &Client, ms: u64, rate: f64, secs: f64) -> (f64, f64,
         }));
     }
     tokio::time::sleep(end.saturating_duration_since(Instant::now())).await;
-    let done = completed.load(Ordering::Relaxed);
-    let half_done = started.load(Ordering::Relaxed).saturating_sub(done);
+    let (done, started) = {
+        let c = counted.lock().unwrap_or_else(|p| p.into_inner());
+        (c.completed, c.started)
+    };
     // Let the backlog drain before the next measurement.
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(120), t).await;
     }
-    let mut l = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
-    let p50 = percentile(&mut l, 0.5);
-    let p99 = percentile(&mut l, 0.99);
-    (done as f64 / secs, p50, p99, half_done, submitted)
+    let mut c = std::mem::take(&mut *counted.lock().unwrap_or_else(|p| p.into_inner()));
+    FloodFigures {
+        load_x: 0.0,
+        completed_per_s: done as f64 / secs,
+        capacity_per_s: 0.0,
+        p50_ms: percentile(&mut c.latencies, 0.5),
+        p99_ms: percentile(&mut c.latencies, 0.99),
+        unloaded_p99_ms: 0.0,
+        under_way_p99_ms: percentile(&mut c.under_way, 0.99),
+        half_done: started.saturating_sub(done),
+        submitted,
+        refused: c.refused,
+    }
 }
 
-/// Capacity, unloaded latency, then a flood at twice the capacity for `secs`.
-pub async fn measure(client: &Client, ms: u64, secs: f64) -> FloodFigures {
+/// Capacity and unloaded latency through `client` (which waits out refusals), then a
+/// flood at each of `loads` times the capacity for `secs`, through `open` (which does
+/// not).
+pub async fn measure(
+    client: &Client,
+    open: &Client,
+    ms: u64,
+    secs: f64,
+    loads: &[f64],
+) -> Vec<FloodFigures> {
     let capacity_per_s = capacity(client, ms, 64, 3.0).await;
     let unloaded_p99_ms = unloaded_p99(client, ms, 30).await;
-    let (completed_per_s, p50_ms, p99_ms, half_done, submitted) =
-        flood(client, ms, 2.0 * capacity_per_s, secs).await;
-    FloodFigures {
-        completed_per_s,
-        capacity_per_s,
-        p50_ms,
-        p99_ms,
-        unloaded_p99_ms,
-        half_done,
-        submitted,
+    let mut out = Vec::new();
+    for &x in loads {
+        let mut f = flood(open, ms, x * capacity_per_s, secs).await;
+        f.load_x = x;
+        f.capacity_per_s = capacity_per_s;
+        f.unloaded_p99_ms = unloaded_p99_ms;
+        out.push(f);
     }
+    out
 }

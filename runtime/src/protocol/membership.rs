@@ -85,6 +85,11 @@ pub struct NodeInfo {
     /// cluster is not admitted).
     #[serde(default)]
     pub cluster: Option<String>,
+    /// The priority classes whose new work waits on it past their target (bit 0 high,
+    /// 1 normal, 2 low): nodes refuse new jobs of those classes while most of the nodes
+    /// that would run them say so (admission by waiting time).
+    #[serde(default)]
+    pub over_target: u8,
 }
 
 /// A session event of this node's `NodeServer`, passed to the membership actor.

@@ -1,6 +1,7 @@
-//! `flood-run --seeds ... --cookie ... [--ms 5] [--secs 5]`: measures the cluster's
-//! capacity for three-stage jobs, then floods it at twice that for `--secs` and prints
-//! what completed, the latency of jobs under way and how many were left half-done.
+//! `flood-run --seeds ... --cookie ... [--ms 5] [--secs 5] [--load 2]`: measures the
+//! cluster's capacity for three-stage jobs, then floods it at `--load` times that for
+//! `--secs` and prints what completed, the latency of accepted jobs and of jobs under
+//! way, how many were left half-done and how many were refused.
 
 use clap::Parser;
 use troupe_cluster_node::cli::ClusterArgs;
@@ -17,6 +18,9 @@ struct Args {
     /// Seconds of flood.
     #[arg(long, default_value_t = 5.0)]
     secs: f64,
+    /// The offered load, as a multiple of the measured capacity.
+    #[arg(long, default_value_t = 2.0)]
+    load: f64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -29,7 +33,20 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(e.exit_code());
         }
     };
-    let f = troupe_example_flood::measure(&client, a.ms, a.secs).await;
-    println!("{}", serde_json::to_string(&f).unwrap_or_default());
+    // The flood counts refusals instead of waiting them out.
+    let open = match troupe_cluster_node::commands::connect_with(&a.cluster, |o| {
+        o.overloaded_wait = std::time::Duration::ZERO;
+    })
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("flood-run: {e}");
+            return std::process::ExitCode::from(e.exit_code());
+        }
+    };
+    for f in troupe_example_flood::measure(&client, &open, a.ms, a.secs, &[a.load]).await {
+        println!("{}", serde_json::to_string(&f).unwrap_or_default());
+    }
     std::process::ExitCode::SUCCESS
 }
