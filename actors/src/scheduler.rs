@@ -89,6 +89,9 @@ pub struct Scheduler {
     /// The classes over their wait target, as last told to the cluster
     /// ([`Scheduler::over_target`]).
     over_told: AtomicU8,
+    /// When a change of them was last announced at once (at most one per
+    /// `admission.wait_interval_ms`; gossip carries the rest).
+    over_announced: Mutex<Option<Instant>>,
     running: Mutex<HashMap<AttemptRef, Running>>,
     placement: Mutex<Placement>,
     limits: Mutex<limits::Gates>,
@@ -172,6 +175,7 @@ impl Scheduler {
             ),
             queued: AtomicU32::new(0),
             over_told: AtomicU8::new(0),
+            over_announced: Mutex::default(),
             running: Mutex::default(),
             placement: Mutex::new(placement),
             limits: Mutex::default(),
@@ -221,9 +225,19 @@ impl Scheduler {
         (now, changed)
     }
 
-    /// Tells the cluster at once when the classes over target changed.
+    /// Tells the cluster at once when the classes over target changed (unless it was
+    /// told of a change less than an interval ago: the forecast can flip with each
+    /// attempt, and the next gossip round carries the latest anyway).
     fn tell_over_target(&self) {
         if self.refresh_over_target().1 {
+            let every = Duration::from_millis(self.config.admission.wait_interval_ms);
+            {
+                let mut last = locked(&self.over_announced);
+                if last.is_some_and(|t| t.elapsed() < every) {
+                    return;
+                }
+                *last = Some(Instant::now());
+            }
             if let Some(m) =
                 crate::find_on::<MembershipMessage>(crate::names::MEMBERSHIP, &self.view.node)
             {

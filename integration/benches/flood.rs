@@ -46,7 +46,13 @@ fn main() {
         ("priority", false, &loads),
         ("priority", true, &loads),
     ];
+    // FLOOD_SETTINGS picks some: `fifo`, `open` (priority, no admission), `priority`.
+    let only: String = env_or("FLOOD_SETTINGS", "fifo,open,priority".to_string());
     for (policy, admission, loads) in settings {
+        let name = if policy == "priority" && !admission { "open" } else { policy };
+        if !only.split(',').any(|s| s.trim() == name) {
+            continue;
+        }
         let mut c = Cluster::plan(3);
         c.slots = 2;
         c.env

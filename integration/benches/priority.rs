@@ -36,6 +36,9 @@ async fn node(policy: &str) -> (Cluster, Client) {
     c.slots = 2;
     c.env
         .push(("TROUPE_SCHEDULING__POLICY".into(), policy.into()));
+    // The backlog is what is measured: admission by waiting time would refuse it.
+    c.env
+        .push(("TROUPE_ADMISSION__WAIT_TARGET_MS".into(), "0,0,0".into()));
     c.start_node(0);
     let client = connect_retrying(ClientOptions::new(c.addrs.clone(), &c.cookie)).await;
     client

@@ -945,3 +945,61 @@ fn library_script(program: &str, script: &str, cases: u64) {
     assert_eq!(summary["different"], serde_json::json!([]), "{stdout}");
     assert_eq!(summary["cases"], cases, "{stdout}");
 }
+
+/// Admission by waiting time through the Gearman door: Gearman clients have no "retry
+/// after", so a submission the cluster refuses as overloaded waits at the door and is
+/// retried, and the client only sees its `JOB_CREATED` later: a pipelined burst of
+/// background jobs on one slot all get created (none `ERROR`), spread over the time the
+/// slot takes to drain the queue, and all run.
+#[tokio::test(flavor = "current_thread")]
+async fn submissions_refused_as_overloaded_wait_at_the_door_and_are_all_created() {
+    use troupe_runtime::gearman::packet::request;
+    let mut c = Cluster::plan(1);
+    c.slots = 1;
+    c.serve_gearman = true;
+    c.env.push((
+        "TROUPE_ADMISSION__WAIT_TARGET_MS".into(),
+        "5000,100,50".into(),
+    ));
+    c.start_node(0);
+    c.ready().await;
+    let mut conn = Conn::connect(&c.gearman_addrs[0]).expect("connect");
+    let burst = |conn: &mut Conn| {
+        let mut b = Vec::new();
+        for _ in 0..12 {
+            b.extend_from_slice(&request(
+                PacketType::SUBMIT_JOB_BG,
+                &[b"troupe.sleep", b"", br#"{"ms": 100}"#],
+            ));
+        }
+        conn.send_raw(&b).expect("send the burst");
+        let t0 = Instant::now();
+        let mut created = Vec::new();
+        while created.len() < 12 {
+            let p = conn
+                .read(T)
+                .expect("read")
+                .expect("the node keeps the connection");
+            assert_eq!(p.kind, PacketType::JOB_CREATED, "{p:?}");
+            created.push((p.text(0), t0.elapsed()));
+        }
+        created
+    };
+    // The first burst is queued: nothing has waited yet, and the node learns how long
+    // an item takes. The second arrives while it waits, past the target.
+    let mut created = burst(&mut conn);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let second = burst(&mut conn);
+    let (first, last) = (second[0].1, second[11].1);
+    assert!(
+        last - first >= Duration::from_millis(300),
+        "the later submissions were held while the queue drained: {second:?}"
+    );
+    created.extend(second);
+    let client = c.client().await;
+    for (id, _) in &created {
+        let mut h = client.watch(id).await.expect("watch");
+        let st = tokio::time::timeout(T, h.wait()).await.expect("ends").expect("status");
+        assert_eq!(st.state, troupe_runtime::JobState::Succeeded, "{id}");
+    }
+}

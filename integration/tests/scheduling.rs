@@ -72,6 +72,9 @@ async fn a_high_priority_job_and_continuing_work_go_before_waiting_new_work() {
 async fn a_high_job_behind_an_old_backlog_runs_next_and_low_work_is_not_starved() {
     let mut c = Cluster::plan(1);
     c.slots = 1;
+    // The backlog is the point here: no admission by waiting time.
+    c.env
+        .push(("TROUPE_ADMISSION__WAIT_TARGET_MS".into(), "0,0,0".into()));
     c.start_node(0);
     let client = c.client().await;
     let mut handles = Vec::new();

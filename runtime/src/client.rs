@@ -140,13 +140,25 @@ impl Client {
     /// When the cluster is overloaded (`admission.max_waiting_steps`), it waits and submits
     /// again, as the cluster says, for up to `ClientOptions::overloaded_wait`.
     pub async fn submit(&self, spec: JobSpec) -> Result<JobHandle, ClientError> {
-        let give_up = Instant::now() + self.connection.opts.overloaded_wait;
+        let wait = self.connection.opts.overloaded_wait;
+        let give_up = Instant::now() + wait;
+        let hold = &self.connection.overloaded_until;
         loop {
+            if !wait.is_zero() {
+                // Another submission of this client was refused: hold with it, then
+                // try once more (at the latest when the wait runs out).
+                let until = *hold.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(until) = until.filter(|u| *u > Instant::now()) {
+                    tokio::time::sleep_until(until.min(give_up).into()).await;
+                }
+            }
             match self.submit_once(spec.clone()).await {
                 Err(ClientError::Overloaded { retry_after_ms, .. })
                     if Instant::now() + Duration::from_millis(retry_after_ms) <= give_up =>
                 {
-                    tokio::time::sleep(Duration::from_millis(retry_after_ms)).await;
+                    let until = Instant::now() + Duration::from_millis(retry_after_ms.max(1));
+                    let mut h = hold.lock().unwrap_or_else(|p| p.into_inner());
+                    *h = Some(h.map_or(until, |u| u.max(until)));
                 }
                 other => return other,
             }

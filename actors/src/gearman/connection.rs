@@ -99,6 +99,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, ctx: NodeContext)
         ctx,
         shared: shared.clone(),
         given: VecDeque::new(),
+        overloaded: Arc::default(),
         outbox,
     };
     let mut submitting: FuturesOrdered<Submitting> = FuturesOrdered::new();
@@ -201,6 +202,9 @@ struct Connection {
     outbox: Outbox,
     /// The last [`GIVEN_KEPT`] handles given to this worker, held or not.
     given: VecDeque<String>,
+    /// Held by the submission that retries after an "overloaded" refusal, so that the
+    /// connection's refused submissions ask again one at a time, in order.
+    overloaded: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Handles a connection remembers having been given (see [`Connection::work_end`]).
@@ -610,16 +614,27 @@ impl Connection {
                 "no job manager is reachable; try again".into(),
             );
         };
+        let gate = self.overloaded.clone();
         Box::pin(async move {
             // Gearman clients have no "retry after": the submission waits here, as it
             // would in gearmand's queue, and the connection reads on until
             // MAX_PIPELINED of them wait (backpressure).
             let give_up = Instant::now() + OVERLOADED_WAIT;
+            let mut retrying = None;
             let outcome = loop {
                 match submit_job(&jm, req.clone(), ASK_TIMEOUT).await {
                     Err(SubmitFailure::Refused(SubmitError::Overloaded {
                         retry_after_ms, ..
                     })) if Instant::now() + Duration::from_millis(retry_after_ms) < give_up => {
+                        if retrying.is_none() {
+                            if let Ok(g) = gate.clone().try_lock_owned() {
+                                retrying = Some(g);
+                            } else {
+                                // Another one was retrying and got through: try now.
+                                retrying = Some(gate.clone().lock_owned().await);
+                                continue;
+                            }
+                        }
                         tokio::time::sleep(Duration::from_millis(retry_after_ms.max(1))).await;
                     }
                     other => break other.map_err(Refusal::from),

@@ -182,12 +182,12 @@ impl JobManagerState {
                 return;
             }
         }
-        if let Some(message) = self.waits_too_long(&req) {
+        if let Some((message, retry_after_ms)) = self.waits_too_long(&req) {
             metrics::counter!(troupe_runtime::observe::metric::REFUSED, "reason" => "waiting_time")
                 .increment(1);
             let _ = reply.send(Wire::new(Err(SubmitError::Overloaded {
                 message,
-                retry_after_ms: adm.retry_after_ms,
+                retry_after_ms,
             })));
             return;
         }
@@ -268,12 +268,13 @@ impl JobManagerState {
         }
     }
 
-    /// Admission by waiting time: why a new job is refused, if most of the live nodes
-    /// that would run its first steps say new work of its class (or of a higher one)
-    /// has waited there past its target for a full interval (see
-    /// `scheduler::standing`). This node's own lanes are read now, its peers' as last
-    /// gossiped.
-    fn waits_too_long(&self, req: &SubmitRequest) -> Option<String> {
+    /// Admission by waiting time: why a new job is refused, if new work of its class
+    /// (or of a higher one) waits past its target (see `scheduler::standing`) in this
+    /// node's lanes (read now) when this node serves its first steps, or on most of the
+    /// live nodes that serve them (as last gossiped). Answers the message and the retry delay: at most half the class's
+    /// target, so that a client coming back finds the queue not yet drained (a longer
+    /// delay would leave slots idle).
+    fn waits_too_long(&self, req: &SubmitRequest) -> Option<(String, u64)> {
         let adm = &self.ctx.config.admission;
         if adm.wait_target_ms.iter().all(|&t| t == 0) {
             return None;
@@ -284,38 +285,52 @@ impl JobManagerState {
             Priority::Low => 2,
         };
         let view = &self.ctx.view;
-        let mut nodes: Vec<String> = req
-            .spec
-            .steps
-            .iter()
-            .filter(|s| s.after.is_empty())
-            .flat_map(|s| view.live_pools(s.task_name()))
-            .map(|(_, n)| n)
-            .collect();
-        nodes.sort();
-        nodes.dedup();
-        let over = nodes
-            .iter()
-            .filter(|n| {
-                let classes = if **n == view.node {
-                    self.ctx.scheduler.over_target()
-                } else {
-                    view.over_target(n)
-                };
-                refuses(classes, class)
-            })
-            .count();
-        if nodes.is_empty() || over * 2 <= nodes.len() {
-            return None;
+        let first = || req.spec.steps.iter().filter(|s| s.after.is_empty());
+        // When this node serves the job's first steps, its own lanes (where the job
+        // waits when no node has room) decide, read now: they react at once, and cost
+        // no lookup on the path of every submission.
+        if first().all(|s| self.ctx.registry.get(s.task_name()).is_some()) {
+            if !refuses(self.ctx.scheduler.over_target(), class) {
+                return None;
+            }
+        } else {
+            // Else most of the live nodes that serve them, as last gossiped.
+            let mut nodes: Vec<String> = first()
+                .flat_map(|s| view.live_pools(s.task_name()))
+                .map(|(_, n)| n)
+                .collect();
+            nodes.sort();
+            nodes.dedup();
+            let over = nodes
+                .iter()
+                .filter(|n| {
+                    let classes = if **n == view.node {
+                        self.ctx.scheduler.over_target()
+                    } else {
+                        view.over_target(n)
+                    };
+                    refuses(classes, class)
+                })
+                .count();
+            if nodes.is_empty() || over * 2 <= nodes.len() {
+                return None;
+            }
         }
         let name = ["high", "normal", "low"][class];
-        Some(format!(
-            "new work waits for a worker slot longer than its target \
-             (admission.wait_target_ms = {:?} for high, normal, low) on {over} of the {} \
-             nodes that would run this {name} job; retry after {} ms",
-            adm.wait_target_ms,
-            nodes.len(),
+        let target = adm.wait_target_ms[class];
+        let retry = if target > 0 {
+            adm.retry_after_ms.min(target / 2).max(1)
+        } else {
             adm.retry_after_ms
+        };
+        Some((
+            format!(
+                "new work waits for a worker slot longer than its target \
+                 (admission.wait_target_ms = {:?} for high, normal, low) on the nodes that \
+                 would run this {name} job; retry after {retry} ms",
+                adm.wait_target_ms,
+            ),
+            retry,
         ))
     }
 

@@ -127,7 +127,8 @@ impl<T> Lanes<T> {
     /// of theirs are refused (bit `c` for class `c`: 0 high, 1 normal, 2 low).
     pub fn over_target(&mut self, now: Instant) -> u8 {
         let oldest = std::array::from_fn(|c| self.lanes[3 + c].front().map(|e| e.at));
-        self.standing.over(now, oldest)
+        let waiting = std::array::from_fn(|c| self.lanes[3 + c].len());
+        self.standing.over(now, oldest, waiting)
     }
 
     /// Changes the order of what waits and of what comes.

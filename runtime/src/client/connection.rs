@@ -62,6 +62,10 @@ pub(crate) struct Connection {
     ready: Arc<Mutex<Vec<String>>>,
     /// Round-robin counter of submissions.
     pub(crate) next_submit: AtomicUsize,
+    /// Until when the cluster asked this client to hold its submissions (it refused one
+    /// as overloaded): every waiting submission holds, so that one probe, not all of
+    /// them, asks again each time.
+    pub(crate) overloaded_until: Mutex<Option<std::time::Instant>>,
 }
 
 impl Drop for Connection {
@@ -153,6 +157,7 @@ impl Connection {
             subs,
             ready,
             next_submit: AtomicUsize::new(0),
+            overloaded_until: Mutex::new(None),
         });
 
         let mut failures: Vec<String> = Vec::new();
