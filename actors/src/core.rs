@@ -67,6 +67,9 @@ pub(crate) enum CoreMessage {
     Identity(RpcReplyPort<Wire<PeerIdentity>>),
     /// Periodic upkeep: forming the group, joining the voters' group (local).
     Tick,
+    /// Membership saw this node go down (local): if it led the group, the first live
+    /// voter by name calls an election as soon as the leader's lease has run out.
+    PeerDown(Wire<String>),
 }
 
 /// A node's answer to [`CoreMessage::Identity`].
@@ -86,6 +89,21 @@ pub(crate) const DECIDE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the core member looks after its group.
 const TICK: Duration = Duration::from_millis(300);
+
+/// Raft's election timeouts (min, max) for `suspect_after_ms`: 0.4 and 0.8 of it, at
+/// least 300 and 600 ms (a loaded machine must not call elections for nothing). The max
+/// is also the leader's lease, during which voters refuse to elect another.
+fn raft_timing(suspect_after_ms: u64) -> (u64, u64) {
+    let min = (suspect_after_ms * 2 / 5).max(300);
+    (min, (suspect_after_ms * 4 / 5).max(2 * min))
+}
+
+/// Tells this node's core member that membership saw `down` go down.
+pub(crate) fn peer_down(node: &str, down: &str) {
+    if let Some(core) = first_member::<CoreMessage>(&core_group(node)) {
+        let _ = core.cast(CoreMessage::PeerDown(Wire::new(down.to_string())));
+    }
+}
 
 /// The node's core member.
 pub(crate) struct Core;
@@ -115,12 +133,17 @@ impl CoreNode {
         })?;
         let me = node_id(&config.name);
         let f = config.failure;
-        // Elections within about the failure detector's time; heartbeats well inside it.
+        // Elections within the failure detector's time: openraft waits the leader's
+        // lease (election_timeout_max) plus an election timeout before it calls one, so
+        // those together stay near suspect_after_ms; heartbeats well inside the lease. A
+        // leader killed outright is seen at once and replaced after the lease alone
+        // (`CoreMessage::PeerDown`), so that a takeover waits for no election.
+        let (min, max) = raft_timing(f.suspect_after_ms);
         let raft_config = openraft::Config {
             cluster_name: "troupe".into(),
-            heartbeat_interval: (f.suspect_after_ms / 4).max(50),
-            election_timeout_min: f.suspect_after_ms,
-            election_timeout_max: f.down_after_ms,
+            heartbeat_interval: (min / 4).max(25),
+            election_timeout_min: min,
+            election_timeout_max: max,
             ..Default::default()
         }
         .validate()
@@ -185,6 +208,8 @@ pub(crate) struct CoreState {
     voters_down: HashMap<String, Instant>,
     /// The cluster id this node's log named, when it differs from the folder's (logged once).
     conflict_logged: bool,
+    /// Whether this node led the group at the last tick (a change is logged).
+    leading: bool,
 }
 
 impl CoreState {
@@ -196,6 +221,40 @@ impl CoreState {
         let me = node_id(&self.ctx.config.name);
         let voter = mem.voter_ids().any(|v| v == me);
         (voter, m.current_leader == Some(me))
+    }
+
+    /// `down` went down: if it led the group and this node is the first live voter by
+    /// name, calls an election once the leader's lease has run out (a vote asked
+    /// earlier would be refused; one voter alone calls it, so that two candidates do not
+    /// split the vote). Otherwise Raft's own timers elect one a lease and an election
+    /// timeout after the last heartbeat.
+    fn elect_if_leader_down(&self, down: &str) {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(node_id(down)) {
+            return;
+        }
+        let mem = m.membership_config.membership();
+        let me = &self.ctx.config.name;
+        let first_live = mem
+            .voter_ids()
+            .filter_map(|id| mem.get_node(&id).map(|n| n.addr.clone()))
+            .filter(|n| n != down && (n == me || !self.ctx.view.is_down(n)))
+            .min();
+        if first_live.as_deref() != Some(me.as_str()) {
+            return;
+        }
+        let lease = Duration::from_millis(raft_timing(self.ctx.config.failure.suspect_after_ms).1);
+        let (raft, dead) = (self.raft.clone(), node_id(down));
+        tracing::info!(leader = %down, "the core group's leader went down; calling an election when its lease ends");
+        tokio::spawn(async move {
+            // The lease runs from the last heartbeat, at most a heartbeat before the
+            // death: a lease after the death it has surely ended.
+            tokio::time::sleep(lease + Duration::from_millis(20)).await;
+            let leader = raft.metrics().borrow().current_leader;
+            if leader.is_none() || leader == Some(dead) {
+                let _ = raft.trigger().elect().await;
+            }
+        });
     }
 
     /// Starts `job` in the background unless another one runs.
@@ -521,6 +580,7 @@ impl Actor for Core {
             busy: Arc::new(AtomicBool::new(false)),
             voters_down: HashMap::new(),
             conflict_logged: false,
+            leading: false,
         })
     }
 
@@ -560,6 +620,11 @@ impl Actor for Core {
             CoreMessage::Identity(reply) => {
                 let _ = reply.send(Wire::new(state.node.identity_answer()));
             }
+            CoreMessage::PeerDown(down) => {
+                if let Ok(down) = down.into_inner() {
+                    state.elect_if_leader_down(&down);
+                }
+            }
             CoreMessage::Tick => {
                 let (voter, leader) = state.roles();
                 if voter != state.voter {
@@ -571,6 +636,16 @@ impl Actor for Core {
                         ractor::pg::leave(group, vec![myself.get_cell()]);
                     }
                     state.voter = voter;
+                }
+                if leader != state.leading {
+                    state.leading = leader;
+                    if leader {
+                        tracing::info!("this node leads the core group");
+                    } else {
+                        tracing::info!("this node stopped leading the core group");
+                    }
+                    metrics::gauge!(troupe_runtime::observe::metric::CORE_LEADER)
+                        .set(f64::from(u8::from(leader)));
                 }
                 state.keep_cluster_id(leader);
                 state.learn_or_form();

@@ -619,6 +619,16 @@ impl MembershipState {
         );
         self.ctx.view.set_down(name, true);
         self.ctx.scheduler.node_down(name);
+        crate::core::peer_down(&self.ctx.view.node, name);
+        // The job manager's copies of the node's jobs: their grace period starts now,
+        // and they are asked for the moment it ends (not at a later periodic sweep).
+        if let Some(jm) = crate::job_manager_of(&self.ctx.view.node) {
+            let _ = jm.cast(JobManagerMessage::SweepCopies);
+            let grace = Duration::from_millis(self.ctx.config.failure.takeover_after_ms);
+            jm.send_after(grace + Duration::from_millis(5), || {
+                JobManagerMessage::SweepCopies
+            });
+        }
         crate::merger::announce_node_down(&self.ctx.view.node, name);
         self.publish_node_counts();
     }

@@ -167,12 +167,10 @@ impl Scheduler {
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(config.slots)),
             slot_count: config.slots,
-            lanes: Mutex::new(
-                Lanes::new(sched.policy, sched.weights).with_wait_targets(
-                    config.admission.wait_target_ms,
-                    config.admission.wait_interval_ms,
-                ),
-            ),
+            lanes: Mutex::new(Lanes::new(sched.policy, sched.weights).with_wait_targets(
+                config.admission.wait_target_ms,
+                config.admission.wait_interval_ms,
+            )),
             queued: AtomicU32::new(0),
             over_told: AtomicU8::new(0),
             over_announced: Mutex::default(),

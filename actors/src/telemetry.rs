@@ -70,6 +70,7 @@ fn export_at_zero() {
         m::SLOTS_BUSY,
         m::CORE_MOVED_JOBS,
         m::CORE_LOG_INDEX,
+        m::CORE_LEADER,
     ] {
         metrics::gauge!(name).increment(0.0);
     }

@@ -13,10 +13,14 @@
 //!   next step running under its new owner, on four nodes with
 //!   `failure.takeover_after_ms` = `FAILOVER_TAKEOVER_AFTER_MS` (default 1000, printed as
 //!   `takeover_after_ms`): the grace period is part of the figure; what the cluster adds
-//!   is the difference.
+//!   is the difference. Runs alternate between an owner that leads the core group
+//!   (`takeover_leader_ms`, median, and `takeover_leader_max_ms`: the group elects a new
+//!   leader before it can decide) and one that does not (`takeover_follower_ms`);
+//!   `takeover_ms` is the median of all.
 //!
 //! Prints, last,
-//! `{"bench":"failover","kill_to_redispatch_ms":..,"silent_to_down_ms":..,"restart_to_work_ms":..,"takeover_ms":..,"takeover_after_ms":..}`.
+//! `{"bench":"failover","kill_to_redispatch_ms":..,"silent_to_down_ms":..,"restart_to_work_ms":..,"takeover_ms":..,
+//!   "takeover_leader_ms":..,"takeover_leader_max_ms":..,"takeover_follower_ms":..,"takeover_after_ms":..}`.
 
 use std::time::{Duration, Instant};
 
@@ -136,13 +140,42 @@ async fn silent_rounds(runs: usize) -> Result<Vec<f64>, String> {
     Ok(out)
 }
 
-/// Kill the owner of a job, time until its next step runs under the node that took it
-/// over; start the old owner again for the next round.
-async fn takeover_rounds(runs: usize, grace_ms: u64) -> Vec<f64> {
+/// The node that leads the core group now, by the last leadership line in each log.
+fn core_leader(c: &Cluster, n: usize) -> Option<usize> {
+    (0..n).find(|&i| {
+        c.log(i)
+            .lines()
+            .rfind(|l| {
+                l.contains("leads the core group") || l.contains("stopped leading the core group")
+            })
+            .is_some_and(|l| !l.contains("stopped"))
+    })
+}
+
+/// Kill the owner of a job (every other run the core group's leader), time until its
+/// next step runs under the node that took it over; start the old owner again for the
+/// next round. Answers (leader runs, follower runs), in ms.
+async fn takeover_rounds(runs: usize, grace_ms: u64) -> (Vec<f64>, Vec<f64>) {
     let (mut c, client) = start_for_takeover(4, grace_ms).await;
-    let mut out = Vec::new();
-    for r in 0..runs {
-        let victim = r % 4;
+    let (mut leader_runs, mut follower_runs) = (Vec::new(), Vec::new());
+    for r in 0..2 * runs {
+        let t = Instant::now();
+        let leader = loop {
+            if let Some(l) = core_leader(&c, 4) {
+                break l;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "no core group leader"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let leads = r % 2 == 0;
+        let victim = if leads {
+            leader
+        } else {
+            (leader + 1 + r / 2 % 3) % 4
+        };
         let name = Cluster::name(victim);
         // s0 ends quickly; s1 (a minute) is what the new owner runs.
         let job = JobSpec::new("takeover")
@@ -188,15 +221,20 @@ async fn takeover_rounds(runs: usize, grace_ms: u64) -> Vec<f64> {
             .collect();
         assert_eq!(took_by.len(), 1, "{id}: taken over by {took_by:?}");
         let ms = took.as_secs_f64() * 1000.0;
-        eprintln!("run {r}: {name} killed, {id} running again after {ms:.1} ms");
-        out.push(ms);
+        let role = if leads { "leader" } else { "follower" };
+        eprintln!("run {r}: {name} ({role}) killed, {id} running again after {ms:.1} ms");
+        if leads {
+            leader_runs.push(ms);
+        } else {
+            follower_runs.push(ms);
+        }
         let _ = client.cancel(&id).await;
         c.start_node(victim);
         until_state(&client, &name, "up", Duration::from_secs(10)).await;
         core_formed(3).await;
         tokio::time::sleep(Duration::from_millis(1000)).await;
     }
-    out
+    (leader_runs, follower_runs)
 }
 
 fn main() {
@@ -221,8 +259,16 @@ fn main() {
         drop(client);
         drop(c);
         let grace: u64 = env_or("FAILOVER_TAKEOVER_AFTER_MS", 1000);
-        let takeover = takeover_rounds(runs, grace).await;
-        eprintln!("takeover (grace {grace} ms included): {takeover:?} ms");
+        let (leader, follower) = takeover_rounds(runs, grace).await;
+        eprintln!(
+            "takeover (grace {grace} ms included): owner led the core group {leader:?} ms, \
+             did not {follower:?} ms"
+        );
+        let leader_max = leader
+            .iter()
+            .copied()
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        let all: Vec<f64> = leader.iter().chain(&follower).copied().collect();
         let silent = match silent_rounds(runs).await {
             Ok(v) => {
                 eprintln!("silent to down: {v:?} ms");
@@ -239,7 +285,10 @@ fn main() {
                    "kill_to_redispatch_ms": median(kill),
                    "silent_to_down_ms": silent,
                    "restart_to_work_ms": median(restart),
-                   "takeover_ms": median(takeover),
+                   "takeover_ms": median(all),
+                   "takeover_leader_ms": median(leader),
+                   "takeover_leader_max_ms": leader_max.map(|x| (x * 10.0).round() / 10.0),
+                   "takeover_follower_ms": median(follower),
                    "takeover_after_ms": grace})
         );
     });

@@ -30,6 +30,11 @@ const MAX_ENDS_PER_RECORD: usize = 1_000;
 /// by default) before it is logged and tried every 2 s.
 const RECORD_TRIES: u32 = 20;
 
+/// How long a takeover question the core group refused is asked again at once (an
+/// election under way ends within a lease and an election timeout), and how often.
+const ASK_AGAIN_FOR: std::time::Duration = std::time::Duration::from_secs(3);
+const ASK_AGAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// [`record_ends`], off the mailbox, in entries of at most [`MAX_ENDS_PER_RECORD`] jobs.
 pub(super) fn record_ends_later(
     node: &str,
@@ -397,8 +402,22 @@ impl JobManagerState {
             to: me.clone(),
         };
         let myself = myself.clone();
+        let first = !self.takeovers.was_undecided(&job);
         tokio::spawn(async move {
-            let d = match crate::core::decide(&me, cmd).await {
+            // The first refusal is most often an election under way (the owner that
+            // died led the core group): ask again as soon as it ends, not a sweep later.
+            // (Later questions go once per sweep: a core group down for long must not
+            // be asked about every job 20 times a second.)
+            let start = Instant::now();
+            let answer = loop {
+                match crate::core::decide(&me, cmd.clone()).await {
+                    Err(_) if first && start.elapsed() < ASK_AGAIN_FOR => {
+                        tokio::time::sleep(ASK_AGAIN_EVERY).await;
+                    }
+                    answer => break answer,
+                }
+            };
+            let d = match answer {
                 Ok(CoreDecision::Granted { epoch }) => Ok(Holder { node: me, epoch }),
                 Ok(CoreDecision::Denied { owner }) => Ok(owner),
                 Ok(other) => Err(format!("unexpected answer to a takeover: {other:?}")),

@@ -308,6 +308,12 @@ impl Takeovers {
     /// gone for the grace period and is not asked for already. A job this node runs, or
     /// whose owner is live, restarts its grace period; one whose earlier ask got no
     /// answer is asked about again (read-only) while its owner is live.
+    /// True if an earlier question about `job` got no decision (its next one is not
+    /// the first after its owner went).
+    pub(crate) fn was_undecided(&self, job: &str) -> bool {
+        self.undecided.contains(job)
+    }
+
     pub(crate) fn tick(&mut self, now: Instant, live_nodes: &HashSet<String>) -> Vec<Effect> {
         if self.copies.is_empty() {
             self.absent_since.clear();

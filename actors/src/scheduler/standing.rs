@@ -106,7 +106,8 @@ impl StandingDelay {
                 Some(at) => self.saw(class, now.saturating_duration_since(at), now),
                 None => self.above_since[class] = None,
             }
-            if self.above_since[class].is_some_and(|s| now.saturating_duration_since(s) >= self.interval)
+            if self.above_since[class]
+                .is_some_and(|s| now.saturating_duration_since(s) >= self.interval)
             {
                 bits |= 1 << class;
             }
@@ -154,7 +155,11 @@ mod tests {
         let mut s = StandingDelay::new([500, 100, 50], 100);
         let t0 = Instant::now();
         let oldest = [None, None, Some(t0)];
-        assert_eq!(s.over(t0 + 60 * MS, oldest, [0, 0, 1]), 0, "above target just now");
+        assert_eq!(
+            s.over(t0 + 60 * MS, oldest, [0, 0, 1]),
+            0,
+            "above target just now"
+        );
         assert_eq!(s.over(t0 + 160 * MS, oldest, [0, 0, 1]), 0b100);
     }
 

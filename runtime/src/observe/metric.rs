@@ -63,6 +63,8 @@ pub const GEARMAN_ERRORS: &str = "troupe_gearman_errors_total";
 pub const CORE_MOVED_JOBS: &str = "troupe_core_moved_jobs";
 /// Gauge: the index of the last entry in this node's core-group log (0: none yet).
 pub const CORE_LOG_INDEX: &str = "troupe_core_log_index";
+/// Gauge: 1 while this node leads the core group, else 0.
+pub const CORE_LEADER: &str = "troupe_core_leader";
 /// Counter: jobs taken over from an owner that stayed down, by `outcome` (taken,
 /// denied, failed).
 pub const TAKEOVERS: &str = "troupe_takeovers_total";
