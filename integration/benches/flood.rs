@@ -49,7 +49,11 @@ fn main() {
     // FLOOD_SETTINGS picks some: `fifo`, `open` (priority, no admission), `priority`.
     let only: String = env_or("FLOOD_SETTINGS", "fifo,open,priority".to_string());
     for (policy, admission, loads) in settings {
-        let name = if policy == "priority" && !admission { "open" } else { policy };
+        let name = if policy == "priority" && !admission {
+            "open"
+        } else {
+            policy
+        };
         if !only.split(',').any(|s| s.trim() == name) {
             continue;
         }

@@ -999,7 +999,10 @@ async fn submissions_refused_as_overloaded_wait_at_the_door_and_are_all_created(
     let client = c.client().await;
     for (id, _) in &created {
         let mut h = client.watch(id).await.expect("watch");
-        let st = tokio::time::timeout(T, h.wait()).await.expect("ends").expect("status");
+        let st = tokio::time::timeout(T, h.wait())
+            .await
+            .expect("ends")
+            .expect("status");
         assert_eq!(st.state, troupe_runtime::JobState::Succeeded, "{id}");
     }
 }

@@ -574,7 +574,8 @@ async fn new_jobs_are_refused_while_work_waits_past_its_target_and_high_jobs_las
     assert_eq!(a.status, 201, "accepted again once drained: {}", a.body);
     let m = http::get(&format!("{}/metrics", c.http_url(0))).body;
     assert!(
-        m.lines().any(|l| l.contains("reason=\"waiting_time\"") && !l.ends_with(" 0")),
+        m.lines()
+            .any(|l| l.contains("reason=\"waiting_time\"") && !l.ends_with(" 0")),
         "refusals counted: {m}"
     );
 }
