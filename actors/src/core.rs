@@ -141,7 +141,9 @@ impl CoreNode {
         let (min, max) = raft_timing(f.suspect_after_ms);
         let raft_config = openraft::Config {
             cluster_name: "troupe".into(),
-            heartbeat_interval: (min / 4).max(25),
+            // Also openraft's time limit on one AppendEntries: a quarter of the timeout
+            // (100 ms) timed out on a loaded machine (128 nodes starting on 2 cores).
+            heartbeat_interval: (min / 2).max(25),
             election_timeout_min: min,
             election_timeout_max: max,
             ..Default::default()
