@@ -215,7 +215,12 @@ impl Scheduler {
     /// Records the classes over target now in the view; answers them and whether they
     /// changed since last recorded (membership gossips them).
     pub(crate) fn refresh_over_target(&self) -> (u8, bool) {
-        let now = self.over_target();
+        self.record_over_target(self.over_target())
+    }
+
+    /// Records `now`, the classes over target, in the view; answers them and whether
+    /// they changed.
+    fn record_over_target(&self, now: u8) -> (u8, bool) {
         let changed = self.over_told.swap(now, Ordering::Relaxed) != now;
         if changed {
             self.view.set_over_target(&self.view.node, now);
@@ -226,8 +231,8 @@ impl Scheduler {
     /// Tells the cluster at once when the classes over target changed (unless it was
     /// told of a change less than an interval ago: the forecast can flip with each
     /// attempt, and the next gossip round carries the latest anyway).
-    fn tell_over_target(&self) {
-        if self.refresh_over_target().1 {
+    fn tell_over_target(&self, over: u8) {
+        if self.record_over_target(over).1 {
             let every = Duration::from_millis(self.config.admission.wait_interval_ms);
             {
                 let mut last = locked(&self.over_announced);
@@ -318,9 +323,13 @@ impl Scheduler {
             );
             (self.launch)(self, req, permit, cancel);
         }
-        let waiting = locked(&self.lanes).len();
+        // One lock for both counts: this runs for every attempt.
+        let (waiting, over) = {
+            let mut lanes = locked(&self.lanes);
+            (lanes.len(), lanes.over_target(Instant::now()))
+        };
         self.queued.store(waiting as u32, Ordering::Relaxed);
-        self.tell_over_target();
+        self.tell_over_target(over);
         if limited {
             self.after_limits_changed(rate_wait);
         }
