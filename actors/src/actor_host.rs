@@ -168,9 +168,13 @@ impl HostState {
         // The common case first: the actor runs here.
         if let Some(Slot::Active(a)) = self.slots.get_mut(&id) {
             a.last_used = Instant::now();
-            if let Err(ractor::MessagingErr::SendErr(ActivationMessage::Handle(_, reply, _))) = a
-                .actor
-                .cast(ActivationMessage::Handle(env.message, reply, deadline))
+            if let Err(ractor::MessagingErr::SendErr(ActivationMessage::Handle(_, _, reply, _))) =
+                a.actor.cast(ActivationMessage::Handle(
+                    env.message,
+                    env.call_id,
+                    reply,
+                    deadline,
+                ))
             {
                 // It is ending; its host hears of it next and routes anew.
                 fail_all_ports(vec![reply], &id, "it is being deactivated");
@@ -285,8 +289,12 @@ impl HostState {
                             .increment(1);
                         self.by_cell.insert(actor.get_id(), claim.actor.clone());
                         for (env, reply, deadline) in pending {
-                            let _ =
-                                actor.cast(ActivationMessage::Handle(env.message, reply, deadline));
+                            let _ = actor.cast(ActivationMessage::Handle(
+                                env.message,
+                                env.call_id,
+                                reply,
+                                deadline,
+                            ));
                         }
                         let a = Active {
                             actor,
@@ -1019,6 +1027,7 @@ mod tests {
             seq,
             state: vec![seq as u8],
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            answered: Vec::new(),
         }
     }
 

@@ -296,6 +296,7 @@ async fn clients_racing_to_activate_keys_while_a_node_joins_get_one_activation_e
                     message: json!({"op": "add", "n": 1}),
                     hops: troupe_runtime::protocol::MAX_ACTOR_HOPS,
                     wait_ms: None,
+                    call_id: None,
                 };
                 // An activation moving to n4 meanwhile answers "unavailable": try again
                 // (that message was not applied).

@@ -135,8 +135,9 @@ async fn an_actor_update_no_second_node_holds_is_refused_and_no_acknowledged_upd
     c.cut(0).unwrap();
     let cmd = add_from_inside(&c, 0, &key, 1000);
     let refused = std::thread::spawn(move || run_with_timeout(cmd, Duration::from_secs(30)));
-    // While the key moves, delivery is at-least-once (a relay that timed out is tried
-    // again, and both may be applied): adds of 1 may count twice, never n1's refused 1000.
+    // While the key moves an add may fail after it was applied (its caller's time limit
+    // passed): those may count or not, never n1's refused 1000. (A retry inside one call
+    // is answered, not applied again.)
     let (mut majority, mut unknown, mut last) = (0, 0, String::new());
     // Generous: the key moves only once n1 is declared down and the core group grants
     // the lease, which a loaded 2-core CI machine can slow down a lot.

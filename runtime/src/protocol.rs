@@ -34,8 +34,8 @@ pub mod watcher;
 pub mod worker_pool;
 
 pub use actor_host::{
-    ActivationInfo, ActorEnvelope, ActorHostMessage, ActorReply, Claim, ClaimOutcome, Fenced,
-    SavedState, StateCopy, MAX_ACTOR_HOPS,
+    ActivationInfo, ActorEnvelope, ActorHostMessage, ActorReply, Answered, Claim, ClaimOutcome,
+    Fenced, SavedState, StateCopy, MAX_ACTOR_HOPS,
 };
 pub use event_hub::{cluster_jobs, ClusterJobsQuery, EventHubMessage};
 pub use gearman_admin::{

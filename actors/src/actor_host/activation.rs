@@ -33,6 +33,13 @@
 //! of money, then an earlier refused withdrawal back, which the nemesis's 20-minute run
 //! found as money destroyed). Without a lease (a cluster too small for a core group) one
 //! replica is written, best effort.
+//!
+//! A call is applied once across its retries: each carries the call's id, and an
+//! activation keeps the replies of the last calls that changed its state
+//! ([`ANSWERED_KEEP`] at most, [`ANSWERED_BYTES`] in all, each until its caller's time
+//! limit passes) in the saved state itself. So a retry whose first try was applied
+//! (the reply lost, or the save refused yet held by a store the next activation read)
+//! gets the first reply, from this activation or the next.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -49,7 +56,9 @@ use troupe_runtime::actor::{
     HandleError,
 };
 use troupe_runtime::config::ActorsConfig;
-use troupe_runtime::protocol::{ActorHostMessage, ActorReply, Fenced, SavedState, StateCopy};
+use troupe_runtime::protocol::{
+    ActorHostMessage, ActorReply, Answered, Fenced, SavedState, StateCopy,
+};
 use troupe_runtime::wire::Wire;
 
 use super::quorum::{write_quorum, KnownHosts};
@@ -59,6 +68,16 @@ use crate::supervision::RestartIntensity;
 /// How long a save waits for each replica's answer (as a job submission does,
 /// `journal::ACK_WAIT`); a replica silent that long does not count towards the quorum.
 const COPY_WAIT: Duration = crate::journal::ACK_WAIT;
+
+/// How many calls that changed the state an activation remembers the replies of.
+pub(crate) const ANSWERED_KEEP: usize = 128;
+/// How many bytes of replies (as JSON) it keeps in all: every save carries them.
+pub(crate) const ANSWERED_BYTES: usize = 32 * 1024;
+/// A reply larger than this is not kept (a retry is told that the call was applied).
+const REPLY_KEEP_BYTES: usize = 4 * 1024;
+/// Clocks of different nodes differ: a remembered reply is kept this much longer than
+/// its caller waits.
+const ANSWERED_SKEW: Duration = Duration::from_secs(5);
 
 /// Why an activation stopped (its host acts on it).
 pub(crate) mod reason {
@@ -88,9 +107,15 @@ pub(crate) struct ActivationStats {
 /// Messages of an activation (local).
 #[derive(RactorMessage)]
 pub(crate) enum ActivationMessage {
-    /// A message for the actor, where its reply goes, and when its sender stops waiting
-    /// (a message whose sender stopped waiting is not handled: see `ActorEnvelope::wait_ms`).
-    Handle(Value, RpcReplyPort<ActorReply>, Option<Instant>),
+    /// A message for the actor, its call's id (`ActorEnvelope::call_id`), where its
+    /// reply goes, and when its sender stops waiting (a message whose sender stopped
+    /// waiting is not handled: see `ActorEnvelope::wait_ms`).
+    Handle(
+        Value,
+        Option<u64>,
+        RpcReplyPort<ActorReply>,
+        Option<Instant>,
+    ),
     /// A save ended (from the save's task).
     Saved(u64, SaveOutcome),
     /// Stop once the saves in flight are done (idle, or the key moved).
@@ -180,6 +205,13 @@ pub(crate) struct ActivationState {
     /// at its epoch (see [`ActivationState::establish`]): if it is refused too, the
     /// activation ends rather than answer from a state no quorum holds.
     establishing: bool,
+    /// The calls that changed the state and their replies, oldest first, each with its
+    /// reply's size (see [`Answered`]).
+    answered: VecDeque<(Answered, usize)>,
+    /// `answered` as of the save in flight.
+    in_flight_answered: Vec<Answered>,
+    /// `answered` as of `durable` (what a refused save rolls back to).
+    durable_answered: Vec<Answered>,
     /// Replies waiting for the save of the state they produced (or saw).
     waiting: VecDeque<(u64, RpcReplyPort<ActorReply>, Result<Value, ActorCallError>)>,
     intensity: RestartIntensity,
@@ -232,6 +264,50 @@ impl ActivationState {
         }
     }
 
+    /// The reply to an earlier try of call `id`, if this state saw it applied.
+    fn answered_before(&self, id: u64) -> Option<Result<Value, ActorCallError>> {
+        let (a, _) = self.answered.iter().find(|(a, _)| a.call_id == id)?;
+        Some(match &a.reply {
+            Some(v) => Ok(v.clone()),
+            None => Err(self.error(|actor| ActorCallError::Refused {
+                actor,
+                reason: "this call was applied already (this is a retry of it); its reply was too large to keep".into(),
+            })),
+        })
+    }
+
+    /// Remembers call `id`'s reply: it changed the state (see [`ANSWERED_KEEP`]).
+    fn remember(&mut self, id: u64, deadline: Option<Instant>, reply: &Value) {
+        let now = wall_ms();
+        let waits = deadline.map_or(troupe_runtime::actor::route::CALL_TIMEOUT, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        let until_ms = now.saturating_add(millis(waits + ANSWERED_SKEW));
+        let size = serde_json::to_vec(reply).map_or(usize::MAX, |b| b.len());
+        let kept = size <= REPLY_KEEP_BYTES;
+        self.answered.push_back((
+            Answered {
+                call_id: id,
+                until_ms,
+                reply: kept.then(|| reply.clone()),
+            },
+            if kept { size } else { 0 },
+        ));
+        let mut bytes: usize = self.answered.iter().map(|(_, n)| n).sum();
+        while let Some((a, n)) = self.answered.front() {
+            let over = self.answered.len() > ANSWERED_KEEP || bytes > ANSWERED_BYTES;
+            if !over && a.until_ms > now {
+                break;
+            }
+            bytes -= n;
+            self.answered.pop_front();
+        }
+    }
+
+    fn answered_list(&self) -> Vec<Answered> {
+        self.answered.iter().map(|(a, _)| a.clone()).collect()
+    }
+
     /// Starts a save of the newest state if none is in flight.
     fn save_next(&mut self, myself: &ActorRef<ActivationMessage>) {
         if self.saving || self.sent >= self.seq {
@@ -241,6 +317,7 @@ impl ActivationState {
         self.sent = self.seq;
         let required = self.args.quorum_required;
         self.in_flight = self.snapshot.clone();
+        self.in_flight_answered = self.answered_list();
         let (actor_type, key, node) = (&self.args.actor_type, &self.args.key, &self.args.node);
         let in_view = troupe_runtime::actor::route::hosts(actor_type);
         let mut known = self
@@ -269,6 +346,7 @@ impl ActivationState {
             seq: self.seq,
             state: self.snapshot.clone(),
             hosts: known.into_iter().collect(),
+            answered: self.in_flight_answered.clone(),
         };
         let store = self.args.store.clone();
         let name = self.name.clone();
@@ -355,6 +433,7 @@ impl ActivationState {
             }
         }
         self.snapshot = self.durable.clone();
+        self.answered = keep_sizes(self.durable_answered.clone());
         self.establish(myself);
     }
 
@@ -468,6 +547,32 @@ async fn copy_to(
     }
 }
 
+/// Now, in ms since the Unix epoch (0 if the clock is before it).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+/// Saved replies with their sizes, as an activation keeps them.
+fn keep_sizes(answered: Vec<Answered>) -> VecDeque<(Answered, usize)> {
+    answered
+        .into_iter()
+        .map(|a| {
+            let n = a
+                .reply
+                .as_ref()
+                .and_then(|v| serde_json::to_vec(v).ok())
+                .map_or(0, |b| b.len());
+            (a, n)
+        })
+        .collect()
+}
+
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -496,6 +601,11 @@ impl Actor for Activation {
             None => args.kind.save(&state).map_err(|e| format!("{name}: {e}"))?,
         };
         let durable = snapshot.clone();
+        let durable_answered = args
+            .saved
+            .as_ref()
+            .map(|s| s.answered.clone())
+            .unwrap_or_default();
         if let Some(saved) = &args.saved {
             // The hosts its last writer counted: N never falls below what that one used.
             args.known
@@ -520,6 +630,9 @@ impl Actor for Activation {
             saving: false,
             in_flight: Vec::new(),
             durable,
+            answered: keep_sizes(durable_answered.clone()),
+            in_flight_answered: Vec::new(),
+            durable_answered,
             acked: seq,
             establishing: false,
             waiting: VecDeque::new(),
@@ -548,7 +661,7 @@ impl Actor for Activation {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ActivationMessage::Handle(message, reply, deadline) => {
+            ActivationMessage::Handle(message, call_id, reply, deadline) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     let e = st.error(|actor| ActorCallError::Unavailable {
                         actor,
@@ -573,6 +686,17 @@ impl Actor for Activation {
                     return Ok(());
                 }
                 let kind = st.args.kind.clone();
+                if let Some(before) = call_id.and_then(|id| st.answered_before(id)) {
+                    // A retry of a call this state holds already: its first reply again,
+                    // once the state that holds it is durable.
+                    if kind.persistent() && st.acked < st.seq {
+                        st.waiting.push_back((st.seq, reply, before));
+                        st.save_next(&myself);
+                    } else {
+                        let _ = reply.send(Wire::new(before));
+                    }
+                    return Ok(());
+                }
                 let outcome = st.run_handler(message).await;
                 st.args.stats.handled.fetch_add(1, Ordering::Relaxed);
                 let result = match outcome {
@@ -586,6 +710,9 @@ impl Actor for Activation {
                                 // show their state, which must be durable first.
                                 if changed {
                                     st.seq += 1;
+                                    if let Some(id) = call_id {
+                                        st.remember(id, deadline, &v);
+                                    }
                                 }
                                 st.waiting.push_back((st.seq, reply, Ok(v)));
                                 st.save_next(&myself);
@@ -625,6 +752,7 @@ impl Actor for Activation {
                     SaveOutcome::Kept => {
                         *crate::locked(&st.args.stats.last_save) = Some((st.args.epoch, seq));
                         st.durable = std::mem::take(&mut st.in_flight);
+                        st.durable_answered = std::mem::take(&mut st.in_flight_answered);
                         st.acked = st.acked.max(seq);
                         st.establishing = false;
                         while st.waiting.front().is_some_and(|(s, _, _)| *s <= seq) {
@@ -771,9 +899,18 @@ mod tests {
         a: &ActorRef<ActivationMessage>,
         msg: Value,
     ) -> Option<Result<Value, ActorCallError>> {
+        answer_call(a, msg, None).await
+    }
+
+    /// Sends `msg` as a try of call `id`; `None` if the activation is gone.
+    async fn answer_call(
+        a: &ActorRef<ActivationMessage>,
+        msg: Value,
+        id: Option<u64>,
+    ) -> Option<Result<Value, ActorCallError>> {
         let r = a
             .call(
-                |p| ActivationMessage::Handle(msg, p, None),
+                |p| ActivationMessage::Handle(msg, id, p, None),
                 Some(Duration::from_secs(5)),
             )
             .await
@@ -840,6 +977,86 @@ mod tests {
         );
     }
 
+    /// A retry of a call already applied gets the first reply and changes nothing;
+    /// another call with the same message applies.
+    #[tokio::test]
+    async fn a_retried_call_is_answered_again_not_applied_twice() {
+        let store = ActorStore::new(None);
+        let a = counter(&store, false).await;
+        let add = json!({"op": "add", "n": 7});
+        let first = answer_call(&a, add.clone(), Some(41)).await;
+        assert_eq!(first, Some(Ok(json!({"total": 7}))));
+        assert_eq!(answer_call(&a, add.clone(), Some(41)).await, first);
+        assert_eq!(
+            send(&a, json!({"op": "get"})).await,
+            Ok(json!({"total": 7}))
+        );
+        assert_eq!(
+            answer_call(&a, add, Some(42)).await,
+            Some(Ok(json!({"total": 14})))
+        );
+        a.stop(None);
+    }
+
+    /// The replies travel with the state: an activation started from a save that holds
+    /// a call answers that call's retry without applying it (the first try's save was
+    /// refused, say, yet reached the store the new activation read).
+    #[tokio::test]
+    async fn a_new_activation_answers_a_retry_of_a_call_its_saved_state_holds() {
+        let store = ActorStore::new(None);
+        let first = counter(&store, false).await;
+        let add = json!({"op": "add", "n": 7});
+        assert_eq!(
+            answer_call(&first, add.clone(), Some(9)).await,
+            Some(Ok(json!({"total": 7})))
+        );
+        let _ = first.stop_and_wait(None, None).await;
+        let saved = store
+            .fetch_and_fence("troupe.counter/k-false", 0)
+            .await
+            .expect("a memory store reads");
+        assert_eq!(
+            saved.as_ref().map(|s| s.answered.len()),
+            Some(1),
+            "the call's reply is not saved with the state"
+        );
+        let next = counter_from(
+            "troupe.counter",
+            "k-false",
+            &store,
+            KnownHosts::default(),
+            false,
+            saved,
+        )
+        .await;
+        assert_eq!(
+            answer_call(&next, add, Some(9)).await,
+            Some(Ok(json!({"total": 7})))
+        );
+        assert_eq!(
+            send(&next, json!({"op": "get"})).await,
+            Ok(json!({"total": 7}))
+        );
+        next.stop(None);
+    }
+
+    /// The memory is bounded: past [`ANSWERED_KEEP`] calls the oldest is forgotten.
+    #[tokio::test]
+    async fn only_the_last_calls_are_remembered() {
+        let store = ActorStore::new(None);
+        let a = counter(&store, false).await;
+        for id in 0..=ANSWERED_KEEP as u64 {
+            answer_call(&a, json!({"op": "add", "n": 1}), Some(id)).await;
+        }
+        let total = ANSWERED_KEEP as i64 + 1;
+        // The newest is remembered, the oldest is not.
+        let newest = answer_call(&a, json!({"op": "add", "n": 1}), Some(ANSWERED_KEEP as u64));
+        assert_eq!(newest.await, Some(Ok(json!({ "total": total }))));
+        let oldest = answer_call(&a, json!({"op": "add", "n": 1}), Some(0));
+        assert_eq!(oldest.await, Some(Ok(json!({ "total": total + 1 }))));
+        a.stop(None);
+    }
+
     /// Without a core group's lease (a cluster too small for one) the replica is best
     /// effort: the local commit acknowledges.
     #[tokio::test]
@@ -864,7 +1081,7 @@ mod tests {
             .expect("a past instant");
         let late = a
             .call(
-                |p| ActivationMessage::Handle(json!({"op": "add", "n": 7}), p, Some(past)),
+                |p| ActivationMessage::Handle(json!({"op": "add", "n": 7}), None, p, Some(past)),
                 Some(Duration::from_secs(5)),
             )
             .await
@@ -966,6 +1183,7 @@ mod tests {
             seq: 9,
             state: kind.save(&state).expect("encodes"),
             hosts: Vec::new(),
+            answered: Vec::new(),
         };
         let store = ActorStore::new(None);
         let a = counter_from(t, "k", &store, KnownHosts::default(), true, Some(read)).await;
@@ -982,6 +1200,7 @@ mod tests {
             seq: 11,
             state: Vec::new(),
             hosts: Vec::new(),
+            answered: Vec::new(),
         };
         let written = hosts[0]
             .0

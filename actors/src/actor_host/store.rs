@@ -96,6 +96,7 @@ mod tests {
             seq,
             state: vec![seq as u8],
             hosts: Vec::new(),
+            answered: Vec::new(),
         }
     }
 

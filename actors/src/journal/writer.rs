@@ -246,6 +246,7 @@ mod tests {
             seq: 1,
             state: Vec::new(),
             hosts: Vec::new(),
+            answered: Vec::new(),
         };
         Write::ActorState("t/k".to_string(), state, oneshot::channel().0)
     }

@@ -418,6 +418,7 @@ impl Host {
                 seq,
                 state: bytes_of(&adds),
                 hosts: Vec::new(),
+                answered: Vec::new(),
             };
             if !store.save(actor, saved.clone()) {
                 out.push(Out::Note(format!("{actor}: fenced at its own store")));

@@ -107,10 +107,13 @@ pub async fn deliver(
 /// Sends `message` to actor `key` of type `actor_type` and waits for the reply, trying
 /// again while the actor is unavailable (moving, its host went down) until `timeout`.
 ///
-/// A message is handled at least once: if a host dies after handling a message but
-/// before its reply arrives, the retry handles it again on the next activation. Give
-/// messages that must not apply twice an id the actor remembers (as `examples/accounts`
-/// does).
+/// The tries of one call carry one id ([`ActorEnvelope::call_id`]): an activation that
+/// applied it (or the next one, which reads the replies with the state) answers a retry
+/// with the first reply instead of applying it again. That memory is bounded (the last
+/// calls that changed the key's state, within their callers' time limits; see
+/// `troupe_actors::actor_host::activation`), and a new call (a retried job step, a caller
+/// that tries again after an error) is a new id: give messages that must never apply
+/// twice an id the actor remembers (as `examples/accounts` does).
 pub async fn call(
     actor_type: &str,
     key: &str,
@@ -122,6 +125,8 @@ pub async fn call(
     let mut pause = Duration::from_millis(10);
     // The last refusal that said why: a last try cut short by the deadline says less.
     let mut why: Option<ActorCallError> = None;
+    // One id for every try: the activation answers a retry of a call it applied already.
+    let call_id = rand::random::<u64>();
     loop {
         let hosts = hosts(actor_type);
         // No host of the type in view (a client connected only to nodes that do not serve
@@ -138,6 +143,7 @@ pub async fn call(
                     message: message.clone(),
                     hops: 0,
                     wait_ms: Some(left.as_millis().try_into().unwrap_or(u64::MAX)),
+                    call_id: Some(call_id),
                 };
                 deliver(host, envelope, left.max(Duration::from_millis(1))).await
             }

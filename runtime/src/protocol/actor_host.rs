@@ -66,6 +66,13 @@ pub struct ActorEnvelope {
     /// a call that gave up is not applied later (say, once a claim that waited out a
     /// partition is granted) behind the back of a caller told "unavailable".
     pub wait_ms: Option<u64>,
+    /// The call this message belongs to, the same on each of its retries (`None`: an
+    /// old sender). An activation remembers the replies of the calls that changed its
+    /// state, with the state, so a retry of one already applied (its reply was lost, or
+    /// its save was refused yet reached a store the next activation read) gets the reply
+    /// again instead of being applied twice.
+    #[serde(default)]
+    pub call_id: Option<u64>,
 }
 
 /// Forwards of one actor message at most.
@@ -89,6 +96,24 @@ pub struct SavedState {
     /// does not shrink. Empty in saves written before quorums.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// The replies of the last calls that changed the state, oldest first: a retry of
+    /// one of them is answered from here, not applied again (see
+    /// [`ActorEnvelope::call_id`]). Empty in saves written before call ids.
+    #[serde(default)]
+    pub answered: Vec<Answered>,
+}
+
+/// A call that changed an actor's state, and its reply, kept so that its retries are
+/// answered rather than applied again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answered {
+    /// [`ActorEnvelope::call_id`].
+    pub call_id: u64,
+    /// Until when (ms since the Unix epoch, the handling node's clock) its caller may
+    /// still try again: past it the entry is dropped first.
+    pub until_ms: u64,
+    /// The reply (`None`: too large to keep; a retry is then told it was applied).
+    pub reply: Option<Value>,
 }
 
 impl SavedState {
