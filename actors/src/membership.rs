@@ -6,9 +6,12 @@
 //!
 //! - dials every seed and every node it has heard of until a session to it exists, on each
 //!   tick (start order does not matter; a restarted peer is dialled again);
-//! - gossips this node's [`NodeInfo`] (address, tasks, slots, load, known peers) to every
-//!   peer's membership actor each tick, and at once to a peer that just joined the
-//!   `troupe.membership` group, so a new node learns the whole cluster in one round trip;
+//! - tells every peer this node's [`NodeInfo`] (address, tasks, slots, load, known peers)
+//!   when it changes (at most once a gossip interval; the load only when the node starts
+//!   or stops having work waiting or a free slot), and at once to a peer that just joined
+//!   the `troupe.membership` group, so a new node learns the whole cluster in one round
+//!   trip. Nothing is sent to every node each round: an idle node's cost does not grow
+//!   with the cluster;
 //! - closes connections that have not passed the cookie handshake within
 //!   `handshake_timeout_ms` (ractor_cluster has no such deadline);
 //! - logs one line per cluster event: node joined, node left, connection refused;
@@ -16,9 +19,11 @@
 //!   first keeps its sessions;
 //! - announces a node lost when a new process of it joins before its old one was seen to
 //!   leave (`incarnations`), so the old process's attempts run again;
-//! - marks a peer down when its connection closes, or when it has been silent too long
-//!   (the rules are the pure `detector::SilenceDetector`; this actor closes the silent
-//!   peer's connections and tells the others).
+//! - marks a peer down when its connection closes, or when its probes go unanswered (SWIM:
+//!   one peer probed a tick, indirect probes through others, verdicts told to every node;
+//!   the rules are the pure `detector::ProbeDetector`; this actor sends the probes, closes
+//!   a down peer's connections and tells the others). Probes carry the prober's record
+//!   and answers the prober's peer's, so load figures keep flowing between changes.
 
 pub(crate) mod detector;
 mod incarnations;
@@ -34,14 +39,15 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::NodeServerMessage;
 use troupe_runtime::cluster::{is_client, member_of, node_name_of, SessionEvents};
 use troupe_runtime::observe::{metric, ClusterEvent, EventKind, NodeEvent, Throttle};
+use troupe_runtime::protocol::membership::{Probe, ProbeFor, Verdict, PROBE_WIRE_VERSION};
 use troupe_runtime::protocol::{
-    EventHubMessage, JobManagerMessage, MembershipMessage, NodeInfo, NodeState, SessionEvent,
-    SessionEventKind, MEMBERSHIP_GROUP,
+    membership_name, EventHubMessage, JobManagerMessage, MembershipMessage, NodeInfo, NodeState,
+    SessionEvent, SessionEventKind, MEMBERSHIP_GROUP,
 };
 use troupe_runtime::wire::{Wire, WireVersions};
 
 use crate::{find_on, names, NodeContext};
-use detector::{Round, SilenceDetector, Transition};
+use detector::{ProbeDetector, Round, Transition};
 use incarnations::Incarnations;
 pub(crate) use name_claims::new_incarnation;
 use name_claims::NameClaims;
@@ -93,8 +99,18 @@ pub(crate) struct MembershipState {
     /// Seeds we cannot join while no peer is up (unreachable, or refusing our cookie),
     /// logged at most once a second: a node that cannot join says so.
     seed_log: Arc<Throttle>,
-    /// Each peer's silence, judged every tick.
-    detector: SilenceDetector,
+    /// Each peer's probes, judged every tick.
+    detector: ProbeDetector,
+    /// Whether this process probes (it speaks wire version 2; else it gossips its record
+    /// to every peer each interval, as version 1 did).
+    probing: bool,
+    /// The newest wire version each peer speaks (from its session's name).
+    wire: HashMap<String, u32>,
+    /// What the peers were last told of this node (its record, load reduced to whether
+    /// work waits and a slot is free), and when.
+    told: Option<(NodeInfo, Instant)>,
+    /// Ticks so far (a gossip interval is two).
+    ticks: u64,
     /// Sessions refused for a duplicate node name (their close is not news).
     refused: Arc<std::sync::Mutex<HashSet<u64>>>,
     /// Which session holds which node name (shared with the session callback).
@@ -173,13 +189,200 @@ impl MembershipState {
         }
     }
 
+    /// This node's record without its list of peers: what probes and answers carry.
+    fn record(&self) -> NodeInfo {
+        NodeInfo {
+            peers: Vec::new(),
+            ..self.my_info()
+        }
+    }
+
     /// Sends this node's info to every peer.
-    fn announce(&self, myself: &ActorRef<MembershipMessage>) {
+    fn announce(&mut self, myself: &ActorRef<MembershipMessage>) {
         let hello = self.my_info();
-        for m in ractor::pg::get_members(&MEMBERSHIP_GROUP.to_string()) {
-            if m.get_id() != myself.get_id() {
-                let r: ActorRef<MembershipMessage> = m.into();
-                let _ = r.cast(MembershipMessage::Hello(Wire::new(hello.clone())));
+        self.told = Some((summary(&hello), Instant::now()));
+        for (_, r) in others(myself) {
+            let _ = r.cast(MembershipMessage::Hello(Wire::new(hello.clone())));
+        }
+    }
+
+    /// Once a tick: tells every peer this node's info if it changed since they were last
+    /// told (at most once a gossip interval), and sends it every interval to the peers
+    /// that speak only wire version 1 (they judge a peer by its silence). Without
+    /// probing (this process speaks version 1 only), to every peer every interval.
+    fn gossip(&mut self, myself: &ActorRef<MembershipMessage>) {
+        self.ticks += 1;
+        let interval_tick = self.ticks.is_multiple_of(2);
+        if !self.probing {
+            if interval_tick {
+                self.announce(myself);
+            }
+            return;
+        }
+        let info = self.my_info();
+        let interval = Duration::from_millis(self.ctx.config.gossip_interval_ms);
+        let changed = self
+            .told
+            .as_ref()
+            .is_none_or(|(told, at)| *told != summary(&info) && at.elapsed() >= interval);
+        if changed {
+            self.announce(myself);
+        } else if interval_tick {
+            for (node, r) in others(myself) {
+                if self.is_legacy(&node) {
+                    let _ = r.cast(MembershipMessage::Hello(Wire::new(info.clone())));
+                }
+            }
+        }
+    }
+
+    /// Whether `node` is judged by its silence rather than probed: it (or this process)
+    /// speaks only wire version 1.
+    fn is_legacy(&self, node: &str) -> bool {
+        !self.probing || self.wire.get(node).is_some_and(|v| *v < PROBE_WIRE_VERSION)
+    }
+
+    /// The process (`NAME~INCARNATION`) of peer `node` as its sessions name it.
+    fn process_of(&self, node: &str) -> Option<String> {
+        self.sessions
+            .values()
+            .find(|s| s.authenticated && s.peer.as_deref() == Some(node))
+            .and_then(|s| s.process.clone())
+    }
+
+    /// Tells every other probing peer this node's verdict on `node`.
+    fn tell_verdict(
+        &self,
+        myself: &ActorRef<MembershipMessage>,
+        node: &str,
+        down: bool,
+        silent: Duration,
+    ) {
+        let verdict = Verdict {
+            node: node.to_string(),
+            process: self.process_of(node),
+            down,
+            by: self.ctx.config.name.clone(),
+            silent_ms: silent.as_millis().try_into().unwrap_or(u64::MAX),
+        };
+        for (peer, r) in others(myself) {
+            if peer != node && !self.is_legacy(&peer) {
+                let _ = r.cast(MembershipMessage::Verdict(Wire::new(verdict.clone())));
+            }
+        }
+    }
+
+    /// A probe from a peer: its record is news from it; answered with ours.
+    fn on_probe(&mut self, probe: Probe) {
+        let from = probe.record.name.clone();
+        let for_node = probe.for_node.clone();
+        self.on_hello(probe.record);
+        if let Some(r) = membership_of(&from) {
+            let answer = Probe {
+                record: self.record(),
+                for_node,
+            };
+            let _ = r.cast(MembershipMessage::Ack(Wire::new(answer)));
+        }
+    }
+
+    /// The answer to a probe: ours (news from the peer), or one a relay passes on to us
+    /// (the peer lives, whatever our link to it), or one we pass on as a relay.
+    fn on_ack(&mut self, ack: Probe) {
+        let me = self.ctx.config.name.clone();
+        match ack.for_node.clone() {
+            Some(n) if n == me => {
+                let node = ack.record.name;
+                if let Some(Transition::Recovered { silent, .. }) =
+                    self.detector.answered(&node, Instant::now())
+                {
+                    if let Some(p) = self.peers.get_mut(&node) {
+                        if p.state == NodeState::Suspect {
+                            p.state = NodeState::Up;
+                        }
+                    }
+                    tracing::info!(node = %node, silent_ms = silent.as_millis() as u64, "node no longer suspect: it answered a probe through another node");
+                    metrics::counter!(metric::MEMBERSHIP_EVENTS, "event" => "recovered")
+                        .increment(1);
+                }
+            }
+            Some(n) => {
+                self.on_hello(ack.record.clone());
+                if let Some(r) = membership_of(&n) {
+                    let _ = r.cast(MembershipMessage::Ack(Wire::new(ack)));
+                }
+            }
+            None => self.on_hello(ack.record),
+        }
+    }
+
+    /// Another node asks this one to probe `target` for it.
+    fn on_probe_for(&self, req: ProbeFor) {
+        if let Some(r) = membership_of(&req.target) {
+            let probe = Probe {
+                record: self.record(),
+                for_node: Some(req.from),
+            };
+            let _ = r.cast(MembershipMessage::Probe(Wire::new(probe)));
+        }
+    }
+
+    /// Another node's verdict on a silent peer. One on this node is refuted by telling
+    /// every peer its record at once; one on an older process of a name is ignored.
+    fn on_verdict(&mut self, myself: &ActorRef<MembershipMessage>, v: Verdict) {
+        if v.node == self.ctx.config.name {
+            tracing::info!(by = %v.by, down = v.down, silent_ms = v.silent_ms, "a node gets no answer to its probes of this one; telling every node this one lives");
+            self.announce(myself);
+            return;
+        }
+        let Some(p) = self.peers.get(&v.node) else {
+            return;
+        };
+        if v.process
+            .as_deref()
+            .is_some_and(|proc| !self.incarnations.is_current(proc))
+        {
+            return;
+        }
+        if v.down {
+            self.mark_down(
+                &v.node,
+                &format!(
+                    "silent for {} ms (no answer to {}'s probes)",
+                    v.silent_ms, v.by
+                ),
+            );
+            self.close_sessions_of(&v.node);
+        } else if p.state == NodeState::Up && self.detector.suspect(&v.node) {
+            let address = p.info.address.clone();
+            if let Some(p) = self.peers.get_mut(&v.node) {
+                p.state = NodeState::Suspect;
+            }
+            tracing::warn!(node = %v.node, address = %address, by = %v.by, silent_ms = v.silent_ms, "node suspect: it does not answer another node's probes");
+            report(
+                &self.ctx.view.node,
+                NodeEvent::NodeSuspect {
+                    node: v.node.clone(),
+                    address,
+                    silent_ms: v.silent_ms,
+                },
+            );
+        }
+    }
+
+    /// Closes this node's connections to `node` (down for silence) and forgets them now,
+    /// so that news already queued from it does not count as a rejoin.
+    fn close_sessions_of(&mut self, node: &str) {
+        let ids: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.peer.as_deref() == Some(node))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.sessions.remove(&id);
+            if let Some(actor) = self.ctx.view.sessions().remove(&id) {
+                actor.stop(Some("silent past failure.down_after_ms".into()));
             }
         }
     }
@@ -360,6 +563,8 @@ impl MembershipState {
                     }
                 }
                 if let Some(peer) = ev.peer_name.as_deref() {
+                    let newest = WireVersions::of_peer(peer).newest;
+                    self.wire.insert(node_name_of(peer).to_string(), newest);
                     self.on_process(peer);
                 }
             }
@@ -514,9 +719,11 @@ impl MembershipState {
             (true, _) => NodeState::Up,
             (false, _) => NodeState::Down,
         };
+        let legacy = self.is_legacy(&info.name);
         match self.peers.get_mut(&info.name) {
             Some(p) => {
                 let recovered = self.detector.heard(&info.name, now, state);
+                self.detector.set_legacy(&info.name, legacy);
                 if state == NodeState::Draining && p.state != NodeState::Draining {
                     tracing::info!(node = %info.name, "node is leaving (draining)");
                 } else if let Some(Transition::Recovered { silent, .. }) = recovered {
@@ -544,6 +751,7 @@ impl MembershipState {
             }
             None => {
                 self.detector.heard(&info.name, now, state);
+                self.detector.set_legacy(&info.name, legacy);
                 if state == NodeState::Up {
                     tracing::info!(node = %info.name, address = %info.address, tasks = info.tasks.len(), "node joined");
                     report(
@@ -633,11 +841,12 @@ impl MembershipState {
         self.publish_node_counts();
     }
 
-    /// The failure detector: connected peers not heard from for `failure.suspect_after_ms`
-    /// become suspect, for `failure.down_after_ms` down, and their connections are closed
-    /// (ractor_cluster keeps a silent connection open for as long as TCP does, which is
-    /// minutes). Skips a round in which this node itself stalled.
-    fn detect_silent(&mut self, now: Instant) {
+    /// The failure detector's tick: sends this tick's probe and the indirect ones, and
+    /// carries out its verdicts (suspect, down: the peer's connections are closed, since
+    /// ractor_cluster keeps a silent connection open for as long as TCP does, which is
+    /// minutes), telling every other node. Skips a round in which this node itself
+    /// stalled.
+    fn detect_silent(&mut self, myself: &ActorRef<MembershipMessage>, now: Instant) {
         let transitions = match self.detector.tick(now) {
             Round::Stalled { late_by } => {
                 tracing::warn!(
@@ -651,6 +860,27 @@ impl MembershipState {
         let mut silent = Vec::new();
         for t in transitions {
             match t {
+                Transition::Probe { node } => {
+                    if let Some(r) = membership_of(&node) {
+                        let probe = Probe {
+                            record: self.record(),
+                            for_node: None,
+                        };
+                        let _ = r.cast(MembershipMessage::Probe(Wire::new(probe)));
+                    }
+                }
+                Transition::ProbeThrough { node, through } => {
+                    tracing::debug!(node = %node, through = ?through, "no answer to a probe; probing through other nodes");
+                    let req = ProbeFor {
+                        from: self.ctx.config.name.clone(),
+                        target: node,
+                    };
+                    for relay in through {
+                        if let Some(r) = membership_of(&relay) {
+                            let _ = r.cast(MembershipMessage::ProbeFor(Wire::new(req.clone())));
+                        }
+                    }
+                }
                 Transition::Suspect { node, silent } => {
                     let Some(p) = self.peers.get_mut(&node) else {
                         continue;
@@ -665,6 +895,9 @@ impl MembershipState {
                             silent_ms: silent.as_millis() as u64,
                         },
                     );
+                    if !self.is_legacy(&node) {
+                        self.tell_verdict(myself, &node, false, silent);
+                    }
                 }
                 Transition::Down {
                     node,
@@ -674,28 +907,18 @@ impl MembershipState {
             }
         }
         for (name, quiet) in silent {
-            self.mark_down(&name, &format!("silent for {} ms", quiet.as_millis()));
-            // Close its connections; forget them now, so that gossip already queued from
-            // it does not count as a rejoin.
-            let ids: Vec<u64> = self
-                .sessions
-                .iter()
-                .filter(|(_, s)| s.peer.as_deref() == Some(name.as_str()))
-                .map(|(id, _)| *id)
-                .collect();
-            for id in ids {
-                self.sessions.remove(&id);
-                if let Some(actor) = self.ctx.view.sessions().remove(&id) {
-                    actor.stop(Some("silent past failure.down_after_ms".into()));
-                }
+            if !self.is_legacy(&name) {
+                self.tell_verdict(myself, &name, true, quiet);
             }
+            self.mark_down(&name, &format!("silent for {} ms", quiet.as_millis()));
+            self.close_sessions_of(&name);
         }
     }
 
     fn tick(&mut self, myself: &ActorRef<MembershipMessage>) {
         self.subscribe_if_new_server(myself);
         let now = Instant::now();
-        self.detect_silent(now);
+        self.detect_silent(myself, now);
         let deadline = self.ctx.config.handshake_timeout();
 
         // Connections stuck before authentication.
@@ -834,8 +1057,7 @@ impl MembershipState {
             });
         }
 
-        // Gossip.
-        self.announce(myself);
+        self.gossip(myself);
     }
 
     /// True while no peer is up: this node has joined nobody (yet).
@@ -899,6 +1121,41 @@ fn admit(
     true
 }
 
+/// What peers are told again when it changes: the record, its load reduced to whether
+/// work waits and whether a slot is free (what stealing and spilling act on), without
+/// the merger's counters and the list of peers.
+fn summary(info: &NodeInfo) -> NodeInfo {
+    NodeInfo {
+        busy: u32::from(info.busy < info.slots),
+        queued: u32::from(info.queued > 0),
+        cache: Default::default(),
+        peers: Vec::new(),
+        ..info.clone()
+    }
+}
+
+/// The membership actors of the other nodes this process sees, with their nodes.
+fn others(myself: &ActorRef<MembershipMessage>) -> Vec<(String, ActorRef<MembershipMessage>)> {
+    let prefix = membership_name("");
+    ractor::pg::get_members(&MEMBERSHIP_GROUP.to_string())
+        .into_iter()
+        .filter(|m| m.get_id() != myself.get_id())
+        .filter_map(|m| {
+            let node = m.get_name()?.strip_prefix(&prefix)?.to_string();
+            Some((node, m.into()))
+        })
+        .collect()
+}
+
+/// The membership actor of `node`, if this process sees it.
+fn membership_of(node: &str) -> Option<ActorRef<MembershipMessage>> {
+    let name = membership_name(node);
+    ractor::pg::get_members(&MEMBERSHIP_GROUP.to_string())
+        .into_iter()
+        .find(|m| m.get_name().as_deref() == Some(name.as_str()))
+        .map(Into::into)
+}
+
 fn forget_pending(view: &crate::ClusterView, id: u64) {
     view.pending_handshakes
         .lock()
@@ -952,13 +1209,14 @@ impl Actor for Membership {
         let seeds = ctx.config.seeds.clone();
         ractor::pg::join(MEMBERSHIP_GROUP.to_string(), vec![myself.get_cell()]);
         ractor::pg::monitor(MEMBERSHIP_GROUP.to_string(), myself.get_cell());
-        let detector = SilenceDetector::new(
+        let gossip = Duration::from_millis(ctx.config.gossip_interval_ms.max(10));
+        let detector = ProbeDetector::new(
+            gossip,
             Duration::from_millis(ctx.config.failure.suspect_after_ms),
             Duration::from_millis(ctx.config.failure.down_after_ms),
             Instant::now(),
         );
-        let period = Duration::from_millis(ctx.config.gossip_interval_ms.max(10));
-        myself.send_interval(period, || MembershipMessage::Tick);
+        myself.send_interval(ProbeDetector::tick_of(gossip), || MembershipMessage::Tick);
         let mut state = MembershipState {
             ctx,
             address,
@@ -972,6 +1230,10 @@ impl Actor for Membership {
             tls_log: Arc::default(),
             seed_log: Arc::default(),
             detector,
+            probing: WireVersions::ours().newest >= PROBE_WIRE_VERSION,
+            wire: HashMap::new(),
+            told: None,
+            ticks: 0,
             refused: Arc::default(),
             claims: Arc::default(),
             dropped_log: Throttle::default(),
@@ -1002,6 +1264,22 @@ impl Actor for Membership {
                 Err(e) => {
                     tracing::warn!(error = %e, "unreadable gossip from a peer; is it the same troupe version?")
                 }
+            },
+            MembershipMessage::Probe(p) => match p.into_inner() {
+                Ok(p) => state.on_probe(p),
+                Err(e) => tracing::warn!(error = %e, "unreadable probe from a peer"),
+            },
+            MembershipMessage::Ack(p) => match p.into_inner() {
+                Ok(p) => state.on_ack(p),
+                Err(e) => tracing::warn!(error = %e, "unreadable probe answer from a peer"),
+            },
+            MembershipMessage::ProbeFor(p) => match p.into_inner() {
+                Ok(p) => state.on_probe_for(p),
+                Err(e) => tracing::warn!(error = %e, "unreadable probe request from a peer"),
+            },
+            MembershipMessage::Verdict(v) => match v.into_inner() {
+                Ok(v) => state.on_verdict(&myself, v),
+                Err(e) => tracing::warn!(error = %e, "unreadable verdict from a peer"),
             },
             MembershipMessage::ListNodes(reply) => {
                 let _ = reply.send(Wire::new(state.list()));

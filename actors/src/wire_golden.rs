@@ -24,7 +24,7 @@ use troupe_runtime::protocol::job_manager::{
     InvalidateRequest, JobMoved, JobQueryError, LostAttempt, ResumeRequest, SpawnRequest,
     StepProgress, StepResult, SubmitError, SubmitRequest, UniqueJob, WatchRequest,
 };
-use troupe_runtime::protocol::membership::NodeInfo;
+use troupe_runtime::protocol::membership::{NodeInfo, Probe, ProbeFor, Verdict};
 use troupe_runtime::protocol::merger::Executed;
 use troupe_runtime::protocol::replica::ReplicaBatch;
 use troupe_runtime::protocol::worker_pool::{AttemptRef, CallReply, StealRequest, StepRequest};
@@ -118,6 +118,9 @@ fn checks() -> BTreeMap<&'static str, Check> {
         SubmitRequest,
         WatchRequest,
         NodeInfo,
+        Probe,
+        ProbeFor,
+        Verdict,
         Executed,
         ReplicaBatch,
         AttemptRef,

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// What `--version` prints after the name: the crate's version and the wire protocol's
 /// ([`troupe_runtime::wire::WIRE_VERSION`]; a test keeps the two in step).
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (wire 1)");
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (wire 2)");
 
 /// Troupe: run jobs across a cluster of actor nodes.
 #[derive(Debug, Parser)]

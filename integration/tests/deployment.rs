@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use troupe_integration::{texts, Cluster};
-use troupe_runtime::wire::{TEST_WIRE_VERSION_VAR, WIRE_VERSION};
+use troupe_runtime::wire::{WireVersions, TEST_WIRE_VERSION_VAR, WIRE_VERSION};
 
 /// Waits until `f` holds, or panics with `what` after `secs`.
 async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
@@ -125,10 +125,9 @@ async fn a_node_refuses_a_peer_whose_wire_version_it_cannot_speak_and_both_say_w
     spec.env.push((TEST_WIRE_VERSION_VAR.into(), "99".into()));
     c.start_with(1, troupe_integration::troupe_node(), &spec);
 
-    let refused_by_n1 =
-        format!("refused node n2: it speaks wire version 99, this node {WIRE_VERSION}");
-    let refused_by_n2 =
-        format!("refused node n1: it speaks wire version {WIRE_VERSION}, this node 99");
+    let ours = WireVersions::ours();
+    let refused_by_n1 = format!("refused node n2: it speaks wire version 99, this node {ours}");
+    let refused_by_n2 = format!("refused node n1: it speaks wire version {ours}, this node 99");
     eventually(20, "both nodes log the refusal", || {
         c.log(0).contains(&refused_by_n1) && c.log(1).contains(&refused_by_n2)
     })
@@ -151,7 +150,7 @@ async fn a_node_refuses_a_peer_whose_wire_version_it_cannot_speak_and_both_say_w
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "speak wire version {WIRE_VERSION} and this troupe-node 99"
+            "speak wire version {ours} and this troupe-node 99"
         )),
         "{stderr}"
     );
@@ -176,4 +175,54 @@ fn version_prints_the_crate_and_wire_versions() {
             env!("CARGO_PKG_VERSION")
         )
     );
+}
+
+/// A node that speaks only wire version 1 (which gossips every record to every node each
+/// interval, and judges peers by their silence) and nodes of version 2 (which probe)
+/// make one cluster: nobody is suspect while all run, and the version-1 node cut off is
+/// declared down by its silence. Needs root (network namespaces; CI runs as root).
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_of_the_previous_wire_version_stays_a_member_and_is_judged_by_its_silence() {
+    if !troupe_integration::needs::has(
+        "a_node_of_the_previous_wire_version_stays_a_member_and_is_judged_by_its_silence",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
+    let mut c = Cluster::plan_in_netns(3)
+        .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
+    c.start_node(0);
+    c.start_node(1);
+    let mut spec = c.spec(2);
+    spec.env.push((TEST_WIRE_VERSION_VAR.into(), "1".into()));
+    c.start_with(2, troupe_integration::troupe_node(), &spec);
+    let client = c.settled_client(&[0, 1, 2]).await;
+    // Several detection times with every node up: nobody is suspect.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for i in 0..3 {
+        assert_eq!(
+            up_names(&nodes_via(&c, i)),
+            ["n1", "n2", "n3"],
+            "n{} does not see every node up: {}",
+            i + 1,
+            c.log(i)
+        );
+        assert!(
+            !c.log(i).contains("node suspect"),
+            "n{} suspected a live node: {}",
+            i + 1,
+            c.log(i)
+        );
+    }
+    let cut = Instant::now();
+    c.cut(2).unwrap();
+    eventually(10, "n1 declares the cut-off version-1 node down", || {
+        c.log(0).contains("node=n3") && c.log(0).contains("silent for")
+    })
+    .await;
+    eprintln!(
+        "n3 (wire 1) declared down {:?} after it was cut off",
+        cut.elapsed()
+    );
+    drop(client);
 }

@@ -13,7 +13,7 @@ use serde::{de::DeserializeOwned, Serialize};
 /// a node of the previous version can no longer read a message (a renamed variant or
 /// field, a new required field), and add the new version's golden encodings
 /// (`runtime/tests/wire/`).
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 
 /// The oldest wire version this build still speaks: a release that raises
 /// [`WIRE_VERSION`] keeps speaking the previous one, so that a rolling upgrade, one release

@@ -1,5 +1,5 @@
 //! One simulated node: the job manager's, supervisors' and membership's decisions around
-//! the real pure cores (`JobRun`, `replay`, `Takeovers`, `SilenceDetector`), with what a
+//! the real pure cores (`JobRun`, `replay`, `Takeovers`, `ProbeDetector`), with what a
 //! crash keeps ([`Disk`]: the journal, its copies) apart from what it loses (the rest).
 //!
 //! It does what the actors do with those cores' effects, in a simplified form: no
@@ -27,7 +27,10 @@ use crate::core::ownership::{CoreCommand, CoreDecision};
 use crate::job_manager::takeover::{self, Effect, Takeovers, WriteKind, WriteVerdict};
 use crate::job_supervisor::replay::{replay, JobRecord};
 use crate::job_supervisor::run::{Action, Input, JobRun};
-use crate::membership::detector::{Round, SilenceDetector, Transition};
+use crate::membership::detector::{ProbeDetector, Round, Transition};
+
+/// How often a simulated node gossips (ms).
+const GOSSIP: Ms = 500;
 
 /// The deadlines of the simulated nodes (shorter than the defaults, so that a run of a
 /// minute sees many takeovers).
@@ -127,7 +130,9 @@ enum Waiting {
 #[derive(Debug)]
 struct Memory {
     takeovers: Takeovers,
-    detector: SilenceDetector,
+    /// Every peer judged by its silence, as a node of wire version 1 does (the simulated
+    /// nodes gossip to each other every interval; probing is not simulated).
+    detector: ProbeDetector,
     peers: BTreeMap<String, NodeState>,
     runs: BTreeMap<String, Live>,
     waiting: BTreeMap<u64, Waiting>,
@@ -189,7 +194,8 @@ impl SimNode {
     fn fresh(name: &str, params: &Params, at: Instant) -> Memory {
         Memory {
             takeovers: Takeovers::new(name, Duration::from_millis(params.takeover_after), 1024),
-            detector: SilenceDetector::new(
+            detector: ProbeDetector::new(
+                Duration::from_millis(GOSSIP),
                 Duration::from_millis(params.suspect_after),
                 Duration::from_millis(params.down_after),
                 at,
@@ -627,7 +633,7 @@ impl SimNode {
                     });
                 }
                 out.push(Out::After {
-                    delay: 500,
+                    delay: GOSSIP,
                     timer: Timer::Gossip,
                 });
             }
@@ -715,6 +721,8 @@ impl SimNode {
                         out.push(Out::Note(format!("{node} is down (silent)")));
                         self.peer_down(&node, now, out);
                     }
+                    // Only legacy peers here: none is probed.
+                    Transition::Probe { .. } | Transition::ProbeThrough { .. } => {}
                 }
             }
         }
@@ -780,6 +788,7 @@ impl SimNode {
             Msg::Gossip => {
                 let before = self.mem.peers.get(from).copied();
                 let _ = self.mem.detector.heard(from, self.at(now), NodeState::Up);
+                self.mem.detector.set_legacy(from, true);
                 self.mem.peers.insert(from.to_string(), NodeState::Up);
                 if before.is_none() || before == Some(NodeState::Down) {
                     let effects = self.mem.takeovers.node_up(from);

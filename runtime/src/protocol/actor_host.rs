@@ -112,8 +112,10 @@ pub struct Answered {
     /// Until when (ms since the Unix epoch, the handling node's clock) its caller may
     /// still try again: past it the entry is dropped first.
     pub until_ms: u64,
-    /// The reply (`None`: too large to keep; a retry is then told it was applied).
-    pub reply: Option<Value>,
+    /// The reply, as JSON (`None`: too large to keep; a retry is then told it was
+    /// applied).
+    #[serde(with = "serde_bytes")]
+    pub reply: Option<Vec<u8>>,
 }
 
 impl SavedState {

@@ -1,5 +1,6 @@
-//! The membership actor's messages (one per node, in `troupe.membership`): gossip of what
-//! each node says about itself, the list of nodes, and this node's session events.
+//! The membership actor's messages (one per node, in `troupe.membership`): what each node
+//! says about itself, probes and verdicts of the failure detector, the list of nodes, and
+//! this node's session events.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +26,60 @@ pub enum MembershipMessage {
     /// Tell the peers this node's info now, not at the next tick (local: a task reached
     /// or left its concurrency limit).
     Announce,
+    /// A probe (failure detection, wire version 2): the sender's record; answered with
+    /// [`MembershipMessage::Ack`].
+    Probe(Wire<Probe>),
+    /// The answer to a probe: the answering node's record. One that a relay passes on
+    /// names the node it was made for in [`Probe::for_node`].
+    Ack(Wire<Probe>),
+    /// Probe a node for another whose own probe of it went unanswered, and pass its
+    /// answer on (an indirect probe).
+    ProbeFor(Wire<ProbeFor>),
+    /// A node's verdict on a peer whose probes went unanswered: suspect (the peer refutes
+    /// by announcing itself) or down (every node closes its connections to it).
+    Verdict(Wire<Verdict>),
+}
+
+/// The wire version from which nodes probe each other instead of gossiping every record
+/// to every node each round; a peer that speaks only older versions is still sent a
+/// record each gossip interval and judged by its silence.
+pub const PROBE_WIRE_VERSION: u32 = 2;
+
+/// A probe, or its answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    /// The sender's record (without its list of peers).
+    pub record: NodeInfo,
+    /// The node an indirect probe is made for: its answer goes back through the relay
+    /// that sent the probe (`None`: the sender's own probe).
+    #[serde(default)]
+    pub for_node: Option<String>,
+}
+
+/// An indirect probe's request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeFor {
+    /// The node whose probe went unanswered.
+    pub from: String,
+    /// The node to probe.
+    pub target: String,
+}
+
+/// A verdict on a silent peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The peer.
+    pub node: String,
+    /// Its process (`NAME~INCARNATION`) as the judge knew it: a verdict on an older
+    /// process of the name does not touch a new one.
+    #[serde(default)]
+    pub process: Option<String>,
+    /// Down (else suspect).
+    pub down: bool,
+    /// The node whose probes went unanswered.
+    pub by: String,
+    /// How long its probe waited.
+    pub silent_ms: u64,
 }
 
 /// Liveness of a node as this node sees it.

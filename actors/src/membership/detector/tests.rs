@@ -1,200 +1,268 @@
-//! The silent-peer rules, one behaviour per test, with ticks every gossip interval and a
-//! clock that only moves when a test says so.
+//! The probing rules, one behaviour per test, with a tick every half gossip interval and
+//! a clock that only moves when a test says so.
 
 use super::*;
 
 const SUSPECT: Duration = Duration::from_millis(1000);
 const DOWN: Duration = Duration::from_millis(2000);
 const GOSSIP: Duration = Duration::from_millis(500);
+const TICK: Duration = Duration::from_millis(250);
 
 /// A detector at `t0` that has heard from the `up` peers just now.
-fn detector(t0: Instant, up: &[&str]) -> SilenceDetector {
-    let mut d = SilenceDetector::new(SUSPECT, DOWN, t0);
+fn detector(t0: Instant, up: &[&str]) -> ProbeDetector {
+    let mut d = ProbeDetector::seeded(GOSSIP, SUSPECT, DOWN, t0, 7);
     for node in up {
         assert_eq!(d.heard(node, t0, NodeState::Up), None);
     }
     d
 }
 
-/// Ticks every gossip interval after `from` up to `until` (included), gathering what the
-/// rounds found.
-fn ticks(d: &mut SilenceDetector, from: Instant, until: Instant) -> Vec<Transition> {
+/// One regular tick at `now`.
+fn tick(d: &mut ProbeDetector, now: Instant) -> Vec<Transition> {
+    match d.tick(now) {
+        Round::Judged(t) => t,
+        Round::Stalled { late_by } => panic!("a regular tick stalled by {late_by:?}"),
+    }
+}
+
+/// The peer this round probes, if any.
+fn probed(found: &[Transition]) -> Option<String> {
+    found.iter().find_map(|t| match t {
+        Transition::Probe { node } => Some(node.clone()),
+        _ => None,
+    })
+}
+
+/// Ticks from `from` (excluded) to `until` (included), answering every probe except
+/// those of `silent` at once; returns everything but the probes, and when each came.
+fn run(
+    d: &mut ProbeDetector,
+    from: Instant,
+    until: Instant,
+    silent: &str,
+) -> Vec<(Duration, Transition)> {
     let mut found = Vec::new();
     let mut now = from;
-    while now + GOSSIP <= until {
-        now += GOSSIP;
-        match d.tick(now) {
-            Round::Judged(t) => found.extend(t),
-            Round::Stalled { late_by } => panic!("a regular tick stalled by {late_by:?}"),
+    while now + TICK <= until {
+        now += TICK;
+        for t in tick(d, now) {
+            match t {
+                Transition::Probe { node } if node != silent => {
+                    d.heard(&node, now, NodeState::Up);
+                }
+                Transition::Probe { .. } => {}
+                other => found.push((now - from, other)),
+            }
         }
     }
     found
 }
 
-fn suspect(node: &str, silent: Duration) -> Transition {
-    Transition::Suspect {
-        node: node.into(),
-        silent,
-    }
-}
-
-fn down(node: &str, silent: Duration) -> Transition {
-    Transition::Down {
-        node: node.into(),
-        silent,
-    }
-}
-
-/// A peer that keeps gossiping is never judged.
+/// Peers that answer are never judged, and each is probed once per pass, one a tick.
 #[test]
-fn a_peer_heard_every_round_stays_up() {
+fn peers_that_answer_stay_up_and_each_is_probed_once_per_pass() {
     let t0 = Instant::now();
-    let mut d = detector(t0, &["n2"]);
-    for round in 1..=20 {
-        let now = t0 + GOSSIP * round;
-        assert_eq!(d.heard("n2", now, NodeState::Up), None);
-        assert_eq!(d.tick(now), Round::Judged(Vec::new()));
+    let peers = ["n2", "n3", "n4", "n5"];
+    let mut d = detector(t0, &peers);
+    let mut now = t0;
+    for _pass in 0..5 {
+        let mut seen = Vec::new();
+        for _ in 0..peers.len() {
+            now += TICK;
+            let found = tick(&mut d, now);
+            let node = probed(&found).expect("a probe each tick");
+            assert_eq!(found, vec![Transition::Probe { node: node.clone() }]);
+            d.heard(&node, now, NodeState::Up);
+            seen.push(node);
+        }
+        seen.sort();
+        assert_eq!(seen, peers, "a pass probes every peer once");
     }
 }
 
-/// Silent for `suspect_after_ms`, a peer is suspect; once.
+/// A probe unanswered for a tick goes through others (not the peer itself); unanswered
+/// for the suspect time less an interval the peer is suspect, for the down time less an
+/// interval down, each once; a down peer is not probed again.
 #[test]
-fn a_peer_silent_for_the_suspect_time_is_suspect() {
+fn an_unanswered_probe_goes_through_others_then_suspect_then_down() {
     let t0 = Instant::now();
-    let mut d = detector(t0, &["n2", "n3"]);
-    for round in 1..=3 {
-        let now = t0 + GOSSIP * round;
-        d.heard("n3", now, NodeState::Up);
-        let expected = if round == 2 {
-            vec![suspect("n2", SUSPECT)]
-        } else {
-            Vec::new()
-        };
-        assert_eq!(d.tick(now), Round::Judged(expected), "round {round}");
+    let mut d = detector(t0, &["n2", "n3", "n4", "n5", "n6"]);
+    let first = probed(&tick(&mut d, t0 + TICK)).expect("a probe");
+    let found = run(&mut d, t0 + TICK, t0 + Duration::from_secs(10), &first);
+    let through: Vec<&Transition> = found
+        .iter()
+        .map(|(_, t)| t)
+        .filter(|t| matches!(t, Transition::ProbeThrough { .. }))
+        .collect();
+    match through.as_slice() {
+        [Transition::ProbeThrough { node, through }] => {
+            assert_eq!(node, &first);
+            assert_eq!(through.len(), INDIRECT);
+            assert!(!through.contains(&first), "{through:?}");
+        }
+        other => panic!("expected one indirect probe, got {other:?}"),
     }
-}
-
-/// Silent for `down_after_ms`, a peer is down; then it is not judged again.
-#[test]
-fn a_peer_silent_for_the_down_time_is_down() {
-    let t0 = Instant::now();
-    let mut d = detector(t0, &["n2"]);
+    let verdicts: Vec<(Duration, Transition)> = found
+        .into_iter()
+        .filter(|(_, t)| !matches!(t, Transition::ProbeThrough { .. }))
+        .collect();
     assert_eq!(
-        ticks(&mut d, t0, t0 + DOWN * 3),
-        vec![suspect("n2", SUSPECT), down("n2", DOWN)]
+        verdicts,
+        vec![
+            (
+                SUSPECT - GOSSIP,
+                Transition::Suspect {
+                    node: first.clone(),
+                    silent: SUSPECT - GOSSIP
+                }
+            ),
+            (
+                DOWN - GOSSIP,
+                Transition::Down {
+                    node: first,
+                    silent: DOWN - GOSSIP
+                }
+            ),
+        ]
     );
 }
 
-/// A draining peer is never suspect (it says it is leaving), but silent for the down
-/// time it is down.
+/// A relay's answer settles the probe: a suspect peer is up again and is not judged.
 #[test]
-fn a_silent_draining_peer_goes_down_without_being_suspect() {
+fn an_answer_passed_on_by_a_relay_recovers_a_suspect_peer() {
     let t0 = Instant::now();
-    let mut d = detector(t0, &[]);
-    d.heard("n2", t0, NodeState::Draining);
-    assert_eq!(ticks(&mut d, t0, t0 + DOWN), vec![down("n2", DOWN)]);
+    let mut d = detector(t0, &["n2", "n3"]);
+    let first = probed(&tick(&mut d, t0 + TICK)).expect("a probe");
+    let at = t0 + TICK + SUSPECT - GOSSIP;
+    let found = run(&mut d, t0 + TICK, at, &first);
+    assert!(
+        found
+            .iter()
+            .any(|(_, t)| matches!(t, Transition::Suspect { node, .. } if *node == first)),
+        "{found:?}"
+    );
+    assert!(matches!(
+        d.answered(&first, at),
+        Some(Transition::Recovered { node, .. }) if node == first
+    ));
+    let later = run(&mut d, at, at + Duration::from_secs(5), "nobody");
+    assert_eq!(later, Vec::new());
 }
 
-/// A suspect peer heard again on a live connection has recovered, with how long it was
-/// silent; its clock starts again.
+/// A suspect peer heard again straight from it has recovered; heard while its
+/// connection is gone (the membership actor makes it down) it has not.
 #[test]
 fn a_suspect_peer_heard_again_has_recovered() {
     let t0 = Instant::now();
     let mut d = detector(t0, &["n2"]);
+    assert!(d.suspect("n2"), "an up peer becomes suspect when told");
     assert_eq!(
-        ticks(&mut d, t0, t0 + SUSPECT),
-        vec![suspect("n2", SUSPECT)]
-    );
-    let back = t0 + SUSPECT + Duration::from_millis(300);
-    assert_eq!(
-        d.heard("n2", back, NodeState::Up),
+        d.heard("n2", t0 + GOSSIP, NodeState::Up),
         Some(Transition::Recovered {
             node: "n2".into(),
-            silent: SUSPECT + Duration::from_millis(300)
+            silent: GOSSIP
         })
     );
-    assert_eq!(d.heard("n2", back, NodeState::Up), None);
-    assert_eq!(d.tick(t0 + SUSPECT + GOSSIP), Round::Judged(Vec::new()));
+    assert!(d.suspect("n2"));
+    assert_eq!(d.heard("n2", t0 + GOSSIP, NodeState::Down), None);
 }
 
-/// A suspect peer heard while its connection is gone, or while it drains, has not
-/// recovered (the membership actor makes it down or draining).
+/// A peer marked down (its connection closed, a verdict) is neither probed nor judged
+/// until heard from again, and coming back from down is not a recovery.
 #[test]
-fn a_suspect_peer_heard_without_a_connection_has_not_recovered() {
+fn a_down_peer_is_not_probed_until_heard_again() {
     let t0 = Instant::now();
     let mut d = detector(t0, &["n2", "n3"]);
-    ticks(&mut d, t0, t0 + SUSPECT);
-    let later = t0 + SUSPECT + Duration::from_millis(100);
-    assert_eq!(d.heard("n2", later, NodeState::Down), None);
-    assert_eq!(d.heard("n3", later, NodeState::Draining), None);
-}
-
-/// A peer marked down by its connection closing is not judged until heard from again,
-/// and coming back from down is not a recovery.
-#[test]
-fn a_peer_down_by_its_connection_is_not_judged() {
-    let t0 = Instant::now();
-    let mut d = detector(t0, &["n2"]);
     d.down("n2");
-    assert_eq!(ticks(&mut d, t0, t0 + DOWN * 2), Vec::new());
-    let back = t0 + DOWN * 2 + Duration::from_millis(100);
-    assert_eq!(d.heard("n2", back, NodeState::Up), None);
-    // Judged again from then: suspect at the first tick 1 s after it was heard.
-    assert_eq!(
-        ticks(
-            &mut d,
-            t0 + DOWN * 2,
-            t0 + DOWN * 2 + Duration::from_millis(1500)
-        ),
-        vec![suspect("n2", Duration::from_millis(1400))]
-    );
+    let mut now = t0;
+    for _ in 0..12 {
+        now += TICK;
+        let found = tick(&mut d, now);
+        assert_eq!(probed(&found).as_deref(), Some("n3"), "{found:?}");
+        d.heard("n3", now, NodeState::Up);
+    }
+    assert_eq!(d.heard("n2", now, NodeState::Up), None);
+    let mut targets = Vec::new();
+    for _ in 0..2 {
+        now += TICK;
+        let node = probed(&tick(&mut d, now)).expect("a probe");
+        d.heard(&node, now, NodeState::Up);
+        targets.push(node);
+    }
+    targets.sort();
+    assert_eq!(targets, ["n2", "n3"]);
 }
 
-/// A late own tick (this node starved or paused) accuses nobody and restarts every
-/// peer's clock: the peers get the full deadlines again from then.
+/// A late own tick (this node starved or paused) probes and accuses nobody and restarts
+/// the open probes' clocks: their peers get the full deadlines again from then.
 #[test]
 fn a_late_own_tick_accuses_nobody_and_restarts_the_clocks() {
     let t0 = Instant::now();
-    let mut d = detector(t0, &["n2", "n3"]);
-    // This node freezes for five seconds: far past both deadlines.
-    let thawed = t0 + Duration::from_secs(5);
-    assert_eq!(
-        d.tick(thawed),
-        Round::Stalled {
-            late_by: Duration::from_secs(5)
-        }
-    );
-    // n3 gossips again; n2 stays silent and is judged from the thaw, not from t0.
-    let mut found = Vec::new();
-    for round in 1..=4 {
-        let now = thawed + GOSSIP * round;
-        d.heard("n3", now, NodeState::Up);
-        if let Round::Judged(t) = d.tick(now) {
-            found.extend(t);
-        }
-    }
-    assert_eq!(found, vec![suspect("n2", SUSPECT), down("n2", DOWN)]);
-}
-
-/// A tick late by less than the suspect time is an ordinary round.
-#[test]
-fn a_tick_late_by_less_than_the_suspect_time_judges_as_usual() {
-    let t0 = Instant::now();
     let mut d = detector(t0, &["n2"]);
-    let now = t0 + SUSPECT - Duration::from_millis(1);
-    assert_eq!(d.tick(now), Round::Judged(Vec::new()));
-    let now = now + SUSPECT - Duration::from_millis(1);
+    assert_eq!(probed(&tick(&mut d, t0 + TICK)).as_deref(), Some("n2"));
+    let late = t0 + TICK + Duration::from_secs(3);
     assert_eq!(
-        d.tick(now),
-        Round::Judged(vec![suspect("n2", SUSPECT * 2 - Duration::from_millis(2))])
+        d.tick(late),
+        Round::Stalled {
+            late_by: Duration::from_secs(3)
+        }
     );
+    // Unanswered from `late` on: down a whole down time less an interval later.
+    let found = run(&mut d, late, late + Duration::from_secs(5), "n2");
+    let down = found
+        .iter()
+        .find(|(_, t)| matches!(t, Transition::Down { .. }))
+        .map(|(at, _)| *at);
+    assert_eq!(down, Some(DOWN - GOSSIP));
 }
 
-/// A forgotten peer is no longer judged.
+/// A forgotten peer is no longer probed.
 #[test]
-fn a_forgotten_peer_is_not_judged() {
+fn a_forgotten_peer_is_not_probed() {
     let t0 = Instant::now();
     let mut d = detector(t0, &["n2"]);
     d.forget("n2");
-    assert_eq!(ticks(&mut d, t0, t0 + DOWN * 2), Vec::new());
+    assert_eq!(tick(&mut d, t0 + TICK), Vec::new());
+}
+
+/// A peer that speaks only wire version 1 is never probed nor asked to relay: it is
+/// judged by its silence, with the configured times, as before probing.
+#[test]
+fn a_legacy_peer_is_judged_by_its_silence() {
+    let t0 = Instant::now();
+    let mut d = detector(t0, &["n2", "n3"]);
+    d.set_legacy("n2", true);
+    let mut found = Vec::new();
+    let mut now = t0;
+    while now < t0 + Duration::from_secs(3) {
+        now += TICK;
+        for t in tick(&mut d, now) {
+            match t {
+                Transition::Probe { node } => {
+                    assert_eq!(node, "n3", "a legacy peer was probed");
+                    d.heard(&node, now, NodeState::Up);
+                }
+                other => found.push((now - t0, other)),
+            }
+        }
+    }
+    assert_eq!(
+        found,
+        vec![
+            (
+                SUSPECT,
+                Transition::Suspect {
+                    node: "n2".into(),
+                    silent: SUSPECT
+                }
+            ),
+            (
+                DOWN,
+                Transition::Down {
+                    node: "n2".into(),
+                    silent: DOWN
+                }
+            ),
+        ]
+    );
 }
