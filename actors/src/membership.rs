@@ -57,6 +57,11 @@ use seed_names::SeedNames;
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 /// How long to wait for a dial before trying the address again.
 const DIAL_RETRY: Duration = Duration::from_secs(1);
+/// Dials in flight at most. A node that learns a hundred addresses at once (from its
+/// seed, or every node of a cluster started together) dials them a few at a time: all
+/// at once, on a small machine, the handshakes passed their deadline, were dialled again
+/// and piled up (128 nodes on 2 cores never formed a mesh).
+const MAX_DIALS: usize = 16;
 /// An outgoing connection the peer closes within this time of opening, before any gossip
 /// from it, was refused (a duplicate node name).
 const REFUSAL_WINDOW: Duration = Duration::from_secs(2);
@@ -92,6 +97,10 @@ pub(crate) struct MembershipState {
     /// Addresses heard of through gossip, by the time they were last heard.
     heard: HashMap<String, Instant>,
     dialing: HashMap<String, Instant>,
+    /// Addresses whose dial (connection and handshake) has not ended yet, since when
+    /// (shared with the dial tasks, which drop a failed one; an authenticated or closed
+    /// session drops its own): not dialled again meanwhile, whatever `DIAL_RETRY` says.
+    dials_in_flight: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
     /// Connections that closed before authenticating are logged at most once a second.
     unauthenticated_log: Throttle,
     /// Failed TLS handshakes with peers we dial, logged at most once a second.
@@ -557,6 +566,7 @@ impl MembershipState {
                     s.process = ev.peer_name.as_deref().map(|p| member_of(p).to_string());
                     if !s.is_server {
                         self.dialing.remove(&s.addr);
+                        crate::locked(&self.dials_in_flight).remove(&s.addr);
                         if let Some(peer) = &s.peer {
                             self.dialled.insert(s.addr.clone(), peer.clone());
                         }
@@ -576,6 +586,7 @@ impl MembershipState {
                 self.ctx.view.set_session_name(ev.node_id, None);
                 if !s.is_server {
                     self.dialing.remove(&s.addr);
+                    crate::locked(&self.dials_in_flight).remove(&s.addr);
                 }
                 if refused {
                     return; // logged by the session callback, with the clash
@@ -1013,25 +1024,49 @@ impl MembershipState {
                 .get(a)
                 .is_none_or(|name| !connected_names.contains(name))
         });
+        // Seeds first, then the others in random order (so that nodes that learned the
+        // same addresses do not all dial the same node first).
         let mut targets: Vec<String> = seed_addrs.iter().cloned().collect();
-        targets.extend(self.peers.values().map(|p| p.info.address.clone()));
-        targets.extend(self.heard.keys().cloned());
         targets.sort();
-        targets.dedup();
+        let mut others: Vec<String> = self
+            .peers
+            .values()
+            .map(|p| p.info.address.clone())
+            .chain(self.heard.keys().cloned())
+            .filter(|a| !seed_addrs.contains(a))
+            .collect();
+        others.sort();
+        others.dedup();
+        rand::seq::SliceRandom::shuffle(others.as_mut_slice(), &mut rand::rng());
+        targets.extend(others);
         self.dialing
             .retain(|_, t| now.duration_since(*t) < DIAL_RETRY);
+        let stale = deadline + DIAL_RETRY;
+        let mut in_flight = {
+            let mut dials = crate::locked(&self.dials_in_flight);
+            dials.retain(|_, since| now.duration_since(*since) < stale);
+            dials.len()
+        };
         let Some(server) = find_on::<NodeServerMessage>(names::NODE_SERVER, &self.ctx.view.node)
         else {
             return;
         };
         for addr in targets {
+            if in_flight >= MAX_DIALS {
+                break;
+            }
             if addr == self.address
                 || connected_addrs.contains(&addr)
                 || self.dialing.contains_key(&addr)
+                || crate::locked(&self.dials_in_flight)
+                    .insert(addr.clone(), now)
+                    .is_some()
             {
                 continue;
             }
+            in_flight += 1;
             self.dialing.insert(addr.clone(), now);
+            let dials = self.dials_in_flight.clone();
             let server = server.clone();
             let tls = self.ctx.tls.clone();
             let deadline = self.ctx.config.handshake_timeout();
@@ -1040,7 +1075,12 @@ impl MembershipState {
             // (a peer restarting) and the failure detector reports them.
             let seed_log = (alone && seed_addrs.contains(&addr)).then(|| self.seed_log.clone());
             tokio::spawn(async move {
-                match troupe_runtime::tls::dial(&server, &addr, tls.as_ref(), deadline).await {
+                let dialled =
+                    troupe_runtime::tls::dial(&server, &addr, tls.as_ref(), deadline).await;
+                if dialled.is_err() {
+                    crate::locked(&dials).remove(&addr);
+                }
+                match dialled {
                     Ok(()) => {}
                     Err(e) if e.is_tls() => tls_log.warn(
                         &format!("cannot join peer: {e}. Check that its certificate is signed by our --tls-ca and names the address we dial"),
@@ -1226,6 +1266,7 @@ impl Actor for Membership {
             peers: BTreeMap::new(),
             heard: HashMap::new(),
             dialing: HashMap::new(),
+            dials_in_flight: Arc::default(),
             unauthenticated_log: Throttle::default(),
             tls_log: Arc::default(),
             seed_log: Arc::default(),
