@@ -81,6 +81,9 @@ pub(crate) struct PeerIdentity {
     pub in_group: bool,
 }
 
+/// How long the live nodes must stay the same before the smallest forms the core group.
+const FORM_SETTLE: Duration = Duration::from_millis(500);
+
 /// How long a peer may take to say which cluster it belongs to.
 const IDENTITY_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -210,6 +213,8 @@ pub(crate) struct CoreState {
     voters_down: HashMap<String, Instant>,
     /// The cluster id this node's log named, when it differs from the folder's (logged once).
     conflict_logged: bool,
+    /// The live nodes last seen by `learn_or_form`, and since when they are the same.
+    live_seen: (Vec<String>, std::time::Instant),
     /// Whether this node led the group at the last tick (a change is logged).
     leading: bool,
 }
@@ -300,7 +305,8 @@ impl CoreState {
 
     /// Without a cluster id or a group of its own, asks the live peers which cluster they
     /// belong to: adopts the id one of them knows, or, if none knows one nor is in a group
-    /// and this node is the smallest-named of `core.size` live nodes, forms the group.
+    /// and this node is the smallest-named of `core.size` live nodes, and has seen the same
+    /// live nodes for [`FORM_SETTLE`], forms the group.
     fn learn_or_form(&mut self) {
         if self.node.group_exists() {
             return;
@@ -308,7 +314,14 @@ impl CoreState {
         let cfg = &self.ctx.config.core;
         let me = self.ctx.config.name.clone();
         let live = crate::live_nodes(&self.ctx.view);
+        if self.live_seen.0 != live {
+            self.live_seen = (live.clone(), std::time::Instant::now());
+        }
+        // A view that still changes may lack a smaller node this one is still dialling
+        // (many nodes started at once): forming then made two groups, two clusters.
+        let settled = self.live_seen.1.elapsed() >= FORM_SETTLE;
         let may_form = cfg.nodes.is_empty()
+            && settled
             && live.len() >= cfg.size
             && live.first() == Some(&me)
             && ractor::pg::get_members(&CORE_VOTERS_GROUP.to_string()).is_empty();
@@ -582,6 +595,7 @@ impl Actor for Core {
             busy: Arc::new(AtomicBool::new(false)),
             voters_down: HashMap::new(),
             conflict_logged: false,
+            live_seen: (Vec::new(), std::time::Instant::now()),
             leading: false,
         })
     }

@@ -57,11 +57,11 @@ use seed_names::SeedNames;
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 /// How long to wait for a dial before trying the address again.
 const DIAL_RETRY: Duration = Duration::from_secs(1);
-/// Dials in flight at most. A node that learns a hundred addresses at once (from its
-/// seed, or every node of a cluster started together) dials them a few at a time: all
-/// at once, on a small machine, the handshakes passed their deadline, were dialled again
-/// and piled up (128 nodes on 2 cores never formed a mesh).
-const MAX_DIALS: usize = 16;
+/// Dials in flight at most (a dial lasts until its handshake ends). A node that learns a
+/// hundred addresses at once (from its seed, or every node of a cluster started
+/// together) dials them in batches: all at once and again every `DIAL_RETRY` while the
+/// handshakes were slow, they passed their deadline and piled up on a small machine.
+const MAX_DIALS: usize = 64;
 /// An outgoing connection the peer closes within this time of opening, before any gossip
 /// from it, was refused (a duplicate node name).
 const REFUSAL_WINDOW: Duration = Duration::from_secs(2);

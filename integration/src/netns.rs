@@ -19,6 +19,30 @@ pub struct Netns {
 }
 
 /// Runs `ip ARGS`, failing with its stderr.
+/// Makes room in the kernel's ARP table for `n` namespaces that all talk to each other.
+/// The table is one for every namespace of the machine, and its default hard limit
+/// (`gc_thresh3`, 1,024 entries) is less than the n*(n-1) entries of a mesh of 33 nodes
+/// or more: past it the kernel drops new neighbours ("neighbor table overflow"), and
+/// handshakes to some nodes never complete. The limits are only raised, never lowered
+/// (other tests may be running), and they are machine-wide sysctls, as root has them.
+fn room_for_neighbours(n: usize) -> Result<(), String> {
+    let wanted = 2 * n * n;
+    for (name, share) in [("gc_thresh3", 1), ("gc_thresh2", 2), ("gc_thresh1", 4)] {
+        let path = format!("/proc/sys/net/ipv4/neigh/default/{name}");
+        let now: usize = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {path}: {e}"))?
+            .trim()
+            .parse()
+            .map_err(|e| format!("{path}: {e}"))?;
+        let want = wanted / share;
+        if now < want {
+            std::fs::write(&path, want.to_string())
+                .map_err(|e| format!("cannot raise {path} to {want} (needs root): {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
         .args(args)
@@ -47,6 +71,7 @@ impl Netns {
             n,
         };
         net.remove();
+        room_for_neighbours(n)?;
         let br = net.bridge();
         ip(&["link", "add", &br, "type", "bridge"])?;
         ip(&[
