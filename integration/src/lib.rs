@@ -159,6 +159,7 @@ impl Cluster {
             .wait_for_nodes(self.addrs.len(), Duration::from_secs(20))
             .await
             .expect("every node up");
+        core_group_of(&client, self.addrs.len()).await;
         tokio::time::sleep(Duration::from_millis(800)).await;
         client
     }
@@ -367,6 +368,7 @@ impl Cluster {
             .wait_for_nodes(n, Duration::from_secs(15))
             .await
             .expect("cluster up");
+        core_group_of(&self.client().await, n).await;
     }
 
     /// `troupe-node submit FILE --wait ARGS...`: the exit code, the final status JSON on
@@ -550,6 +552,34 @@ pub fn key_owned_by(actor_type: &str, node: &str, nodes: &[&str], prefix: &str) 
 
 /// Waits (at most 20 s) until this process sees `n` voters of the core group; panics if
 /// it does not.
+/// Waits until a cluster of `n` nodes (started with the default core size, 3) has its
+/// core group: the smallest node forms it once its view has settled (half a second), so
+/// a test that kills a node right after the nodes are up would otherwise race it (a
+/// 3-node cluster that loses a node before it has a group can never form one).
+async fn core_group_of(client: &Client, n: usize) {
+    if n < 3 {
+        return;
+    }
+    // Once formed, the group names the cluster, and the node the client reaches says so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let named = client
+            .nodes()
+            .await
+            .ok()
+            .and_then(|nodes| nodes.into_iter().next())
+            .is_some_and(|me| me.cluster.is_some());
+        if named {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the core group did not form (no cluster id after 20 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn core_formed(n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let group = troupe_runtime::protocol::CORE_VOTERS_GROUP.to_string();
