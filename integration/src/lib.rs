@@ -550,8 +550,6 @@ pub fn key_owned_by(actor_type: &str, node: &str, nodes: &[&str], prefix: &str) 
         .unwrap_or_default()
 }
 
-/// Waits (at most 20 s) until this process sees `n` voters of the core group; panics if
-/// it does not.
 /// Waits until a cluster of `n` nodes (started with the default core size, 3) has its
 /// core group: the smallest node forms it once its view has settled (half a second), so
 /// a test that kills a node right after the nodes are up would otherwise race it (a
@@ -580,6 +578,8 @@ async fn core_group_of(client: &Client, n: usize) {
     }
 }
 
+/// Waits (at most 20 s) until this process sees `n` voters of the core group; panics if
+/// it does not.
 pub async fn core_formed(n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let group = troupe_runtime::protocol::CORE_VOTERS_GROUP.to_string();
