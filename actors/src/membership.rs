@@ -949,9 +949,11 @@ impl MembershipState {
         }
 
         // Peers marked down long enough drop out; so do addresses nobody mentions any more.
+        // (Only down ones: a suspect or draining peer up for a minute was forgotten here
+        // before its verdict, so a silent node was never declared down.)
         let detector = &mut self.detector;
         self.peers.retain(|name, p| {
-            let keep = p.state == NodeState::Up || now.duration_since(p.since) < FORGET_AFTER;
+            let keep = !forgotten(p.state, p.since, now);
             if !keep {
                 detector.forget(name);
             }
@@ -1161,6 +1163,14 @@ fn admit(
     true
 }
 
+/// Whether a peer in `state` since `since` drops out of the list at `now`: only one down
+/// for [`FORGET_AFTER`]. A suspect or draining peer stays, whatever its age: one forgotten
+/// before its verdict was never declared down (the nemesis lost jobs of a node cut off a
+/// minute after the cluster started).
+fn forgotten(state: NodeState, since: Instant, now: Instant) -> bool {
+    state == NodeState::Down && now.duration_since(since) >= FORGET_AFTER
+}
+
 /// What peers are told again when it changes: the record, its load reduced to whether
 /// work waits and whether a slot is free (what stealing and spilling act on), without
 /// the merger's counters and the list of peers.
@@ -1347,5 +1357,25 @@ impl Actor for Membership {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_peer_down_for_a_minute_is_forgotten() {
+        let since = Instant::now();
+        let later = since + FORGET_AFTER + Duration::from_secs(1);
+        assert!(forgotten(NodeState::Down, since, later));
+        assert!(!forgotten(
+            NodeState::Down,
+            since,
+            since + Duration::from_secs(1)
+        ));
+        for state in [NodeState::Up, NodeState::Suspect, NodeState::Draining] {
+            assert!(!forgotten(state, since, later), "{state:?} was forgotten");
+        }
     }
 }
