@@ -160,6 +160,19 @@ impl MembershipState {
     }
 
     fn my_info(&self) -> NodeInfo {
+        NodeInfo {
+            peers: self
+                .peers
+                .values()
+                .map(|p| p.info.address.clone())
+                .collect(),
+            ..self.record()
+        }
+    }
+
+    /// This node's record without its list of peers: what probes and answers carry (the
+    /// list is built only for [`Self::my_info`]).
+    fn record(&self) -> NodeInfo {
         let v = &self.ctx.view;
         NodeInfo {
             name: self.ctx.config.name.clone(),
@@ -179,11 +192,7 @@ impl MembershipState {
             slots: self.ctx.config.slots as u32,
             busy: self.ctx.scheduler.busy(),
             queued: self.ctx.scheduler.waiting(),
-            peers: self
-                .peers
-                .values()
-                .map(|p| p.info.address.clone())
-                .collect(),
+            peers: Vec::new(),
             task_props: self
                 .ctx
                 .registry
@@ -195,14 +204,6 @@ impl MembershipState {
             saturated: self.ctx.scheduler.saturated_tasks(),
             cluster: self.ctx.core.cluster_id(),
             over_target: self.ctx.scheduler.refresh_over_target().0,
-        }
-    }
-
-    /// This node's record without its list of peers: what probes and answers carry.
-    fn record(&self) -> NodeInfo {
-        NodeInfo {
-            peers: Vec::new(),
-            ..self.my_info()
         }
     }
 
