@@ -61,7 +61,7 @@ const DIAL_RETRY: Duration = Duration::from_secs(1);
 /// hundred addresses at once (from its seed, or every node of a cluster started
 /// together) dials them in batches: all at once and again every `DIAL_RETRY` while the
 /// handshakes were slow, they passed their deadline and piled up on a small machine.
-const MAX_DIALS: usize = 64;
+const MAX_DIALS: usize = 16;
 /// An outgoing connection the peer closes within this time of opening, before any gossip
 /// from it, was refused (a duplicate node name).
 const REFUSAL_WINDOW: Duration = Duration::from_secs(2);
@@ -120,6 +120,11 @@ pub(crate) struct MembershipState {
     told: Option<(NodeInfo, Instant)>,
     /// Ticks so far (a gossip interval is two).
     ticks: u64,
+    /// When this node last refuted a verdict on itself (once a tick answers them all).
+    refuted: Option<Instant>,
+    /// Peers another node found down that this node probes to confirm, with who found
+    /// them (for the log line of a confirmed verdict).
+    confirming: HashMap<String, String>,
     /// Sessions refused for a duplicate node name (their close is not news).
     refused: Arc<std::sync::Mutex<HashSet<u64>>>,
     /// Which session holds which node name (shared with the session callback).
@@ -229,17 +234,24 @@ impl MembershipState {
             }
             return;
         }
-        let info = self.my_info();
+        // The record without its peer list: the summary leaves the list out, and building
+        // it every tick was O(N) for nothing.
+        let record = self.record();
         let interval = Duration::from_millis(self.ctx.config.gossip_interval_ms);
         let changed = self
             .told
             .as_ref()
-            .is_none_or(|(told, at)| *told != summary(&info) && at.elapsed() >= interval);
+            .is_none_or(|(told, at)| *told != summary(&record) && at.elapsed() >= interval);
         if changed {
             self.announce(myself);
         } else if interval_tick {
-            for (node, r) in others(myself) {
-                if self.is_legacy(&node) {
+            let legacy: Vec<_> = others(myself)
+                .into_iter()
+                .filter(|(node, _)| self.is_legacy(node))
+                .collect();
+            if !legacy.is_empty() {
+                let info = self.my_info();
+                for (_, r) in legacy {
                     let _ = r.cast(MembershipMessage::Hello(Wire::new(info.clone())));
                 }
             }
@@ -338,10 +350,22 @@ impl MembershipState {
     }
 
     /// Another node's verdict on a silent peer. One on this node is refuted by telling
-    /// every peer its record at once; one on an older process of a name is ignored.
+    /// every peer its record at once (and counts against its local health); one on an
+    /// older process of a name is ignored; a verdict of down is confirmed by this node's
+    /// own probe before it counts here.
     fn on_verdict(&mut self, myself: &ActorRef<MembershipMessage>, v: Verdict) {
+        let now = Instant::now();
         if v.node == self.ctx.config.name {
-            tracing::info!(by = %v.by, down = v.down, silent_ms = v.silent_ms, "a node gets no answer to its probes of this one; telling every node this one lives");
+            // Having to refute is a sign that this node is the slow one (Lifeguard); one
+            // announcement a tick answers every verdict of that tick.
+            self.detector.unhealthy();
+            let tick =
+                ProbeDetector::tick_of(Duration::from_millis(self.ctx.config.gossip_interval_ms));
+            if self.refuted.is_some_and(|t| now.duration_since(t) < tick) {
+                return;
+            }
+            self.refuted = Some(now);
+            tracing::info!(by = %v.by, down = v.down, silent_ms = v.silent_ms, health = self.detector.health(), "a node gets no answer to its probes of this one; telling every node this one lives");
             self.announce(myself);
             return;
         }
@@ -355,29 +379,46 @@ impl MembershipState {
             return;
         }
         if v.down {
-            self.mark_down(
-                &v.node,
-                &format!(
-                    "silent for {} ms (no answer to {}'s probes)",
-                    v.silent_ms, v.by
-                ),
-            );
-            self.close_sessions_of(&v.node);
-        } else if p.state == NodeState::Up && self.detector.suspect(&v.node) {
-            let address = p.info.address.clone();
-            if let Some(p) = self.peers.get_mut(&v.node) {
-                p.state = NodeState::Suspect;
+            // A question, not an order: probe the peer now and mark it down only if this
+            // node gets no answer either (see `detector`).
+            let Some(wait) = self.detector.confirm(&v.node, now) else {
+                tracing::debug!(node = %v.node, by = %v.by, "a verdict of down not confirmed: heard from the node within the last tick, or down here already");
+                return;
+            };
+            let node = v.node.clone();
+            myself.send_after(wait, move || MembershipMessage::ConfirmDue(node));
+            if let Some(r) = membership_of(&v.node) {
+                let probe = Probe {
+                    record: self.record(),
+                    for_node: None,
+                };
+                let _ = r.cast(MembershipMessage::Probe(Wire::new(probe)));
             }
-            tracing::warn!(node = %v.node, address = %address, by = %v.by, silent_ms = v.silent_ms, "node suspect: it does not answer another node's probes");
-            report(
-                &self.ctx.view.node,
-                NodeEvent::NodeSuspect {
-                    node: v.node.clone(),
-                    address,
-                    silent_ms: v.silent_ms,
-                },
-            );
+            self.confirming.insert(v.node.clone(), v.by.clone());
+            if p.state == NodeState::Up {
+                self.suspected_by(&v, "another node found it down; probing it to confirm");
+            }
+        } else if p.state == NodeState::Up && self.detector.suspect(&v.node) {
+            self.suspected_by(&v, "it does not answer another node's probes");
         }
+    }
+
+    /// Shows the peer of verdict `v` as suspect (logged, and an event), for `why`.
+    fn suspected_by(&mut self, v: &Verdict, why: &str) {
+        let Some(p) = self.peers.get_mut(&v.node) else {
+            return;
+        };
+        p.state = NodeState::Suspect;
+        let address = p.info.address.clone();
+        tracing::warn!(node = %v.node, address = %address, by = %v.by, silent_ms = v.silent_ms, "node suspect: {why}");
+        report(
+            &self.ctx.view.node,
+            NodeEvent::NodeSuspect {
+                node: v.node.clone(),
+                address,
+                silent_ms: v.silent_ms,
+            },
+        );
     }
 
     /// Closes this node's connections to `node` (down for silence) and forgets them now,
@@ -914,24 +955,65 @@ impl MembershipState {
                 Transition::Down {
                     node,
                     silent: quiet,
-                } => silent.push((node, quiet)),
+                    confirmed,
+                } => silent.push((node, quiet, confirmed)),
                 Transition::Recovered { .. } => {}
             }
         }
-        for (name, quiet) in silent {
-            if !self.is_legacy(&name) {
-                self.tell_verdict(myself, &name, true, quiet);
-            }
-            self.mark_down(&name, &format!("silent for {} ms", quiet.as_millis()));
-            self.close_sessions_of(&name);
+        for (name, quiet, confirmed) in silent {
+            self.silent_down(myself, &name, quiet, confirmed);
         }
+        metrics::gauge!(metric::LOCAL_HEALTH).set(f64::from(self.detector.health()));
+    }
+
+    /// The wait for the answer to a probe that confirms another node's verdict on `node`
+    /// is over: down now if it is still unanswered.
+    fn confirm_due(&mut self, node: &str) {
+        if let Some(Transition::Down { silent, .. }) =
+            self.detector.confirm_due(node, Instant::now())
+        {
+            self.mark_silent(node, silent, true);
+        }
+    }
+
+    /// `name` is down for its silence: told to the others unless this node only
+    /// confirmed another's verdict (or the peer speaks only wire version 1), then marked
+    /// down and its sessions closed.
+    fn silent_down(
+        &mut self,
+        myself: &ActorRef<MembershipMessage>,
+        name: &str,
+        quiet: Duration,
+        confirmed: bool,
+    ) {
+        if !confirmed && !self.is_legacy(name) {
+            self.tell_verdict(myself, name, true, quiet);
+        }
+        self.mark_silent(name, quiet, confirmed);
+    }
+
+    /// Marks `name` down for its silence and closes its sessions; the log line names who
+    /// found it down when this node `confirmed` another's verdict.
+    fn mark_silent(&mut self, name: &str, quiet: Duration, confirmed: bool) {
+        let by = self.confirming.remove(name).filter(|_| confirmed);
+        let reason = match by {
+            Some(by) => format!(
+                "silent for {} ms (found down by {by}, and no answer to this node's probe)",
+                quiet.as_millis()
+            ),
+            None => format!("silent for {} ms", quiet.as_millis()),
+        };
+        self.mark_down(name, &reason);
+        self.close_sessions_of(name);
     }
 
     fn tick(&mut self, myself: &ActorRef<MembershipMessage>) {
         self.subscribe_if_new_server(myself);
         let now = Instant::now();
         self.detect_silent(myself, now);
-        let deadline = self.ctx.config.handshake_timeout();
+        // Stretched by local health: a starved node (a cluster forming on a small machine)
+        // that closes handshakes at the plain deadline only makes them start over.
+        let deadline = self.ctx.config.handshake_timeout() * (1 + self.detector.health());
 
         // Connections stuck before authentication.
         let stalled: Vec<u64> = self
@@ -960,14 +1042,14 @@ impl MembershipState {
             }
             keep
         });
-        let (peers, connected) = (&self.peers, self.connected_names());
+        let connected = self.connected_names();
+        let peers = &self.peers;
         self.incarnations
             .retain(|n| peers.contains_key(n) || connected.contains(n));
         self.heard
             .retain(|_, t| now.duration_since(*t) < FORGET_AFTER);
 
         // Peers that are down still count as "seen" (we keep dialing them) until forgotten.
-        let connected = self.connected_names();
         for p in self.peers.values_mut() {
             if connected.contains(&p.info.name) && p.state == NodeState::Down {
                 p.state = NodeState::Up;
@@ -1021,11 +1103,10 @@ impl MembershipState {
         }
         // An address we dialled before and whose node is connected (by either side's
         // connection) needs no dial: a seed's IP address is not what its node advertises.
-        let connected_names = self.connected_names();
         seed_addrs.retain(|a| {
             self.dialled
                 .get(a)
-                .is_none_or(|name| !connected_names.contains(name))
+                .is_none_or(|name| !connected.contains(name))
         });
         // Seeds first, then the others in random order (so that nodes that learned the
         // same addresses do not all dial the same node first).
@@ -1036,10 +1117,11 @@ impl MembershipState {
             .values()
             .map(|p| p.info.address.clone())
             .chain(self.heard.keys().cloned())
-            .filter(|a| !seed_addrs.contains(a))
+            .filter(|a| !seed_addrs.contains(a) && !connected_addrs.contains(a))
             .collect();
         others.sort();
         others.dedup();
+
         rand::seq::SliceRandom::shuffle(others.as_mut_slice(), &mut rand::rng());
         targets.extend(others);
         self.dialing
@@ -1072,7 +1154,6 @@ impl MembershipState {
             let dials = self.dials_in_flight.clone();
             let server = server.clone();
             let tls = self.ctx.tls.clone();
-            let deadline = self.ctx.config.handshake_timeout();
             let tls_log = self.tls_log.clone();
             // A node that has joined nobody says why; later, failed dials are routine
             // (a peer restarting) and the failure detector reports them.
@@ -1285,6 +1366,8 @@ impl Actor for Membership {
             probing: WireVersions::ours().newest >= PROBE_WIRE_VERSION,
             wire: HashMap::new(),
             told: None,
+            refuted: None,
+            confirming: HashMap::new(),
             ticks: 0,
             refused: Arc::default(),
             claims: Arc::default(),
@@ -1333,6 +1416,7 @@ impl Actor for Membership {
                 Ok(v) => state.on_verdict(&myself, v),
                 Err(e) => tracing::warn!(error = %e, "unreadable verdict from a peer"),
             },
+            MembershipMessage::ConfirmDue(node) => state.confirm_due(&node),
             MembershipMessage::ListNodes(reply) => {
                 let _ = reply.send(Wire::new(state.list()));
             }

@@ -178,8 +178,8 @@ async fn one_size(n: usize, idle_secs: u64, sleep_ms: u64) -> Value {
         c.start_with(i, exe, &spec);
     }
     let spawned = t0.elapsed();
-    let client = c.quiet_client_via(&[0]).await;
     let up_limit = Duration::from_secs(30) + Duration::from_millis(500 * n as u64);
+    let client = c.quiet_client_via_within(&[0], up_limit).await;
     until_all_up(&client, n, up_limit).await;
     let all_up = t0.elapsed();
     eprintln!(

@@ -345,11 +345,18 @@ impl Cluster {
     /// A client through the given nodes that is told only of job ends (no progress
     /// events), as benchmarks want.
     pub async fn quiet_client_via(&self, nodes: &[usize]) -> Client {
+        self.quiet_client_via_within(nodes, Duration::from_secs(20))
+            .await
+    }
+
+    /// As [`Self::quiet_client_via`], trying for up to `limit` (a large cluster forming on
+    /// a small machine answers its first handshake late).
+    pub async fn quiet_client_via_within(&self, nodes: &[usize], limit: Duration) -> Client {
         let seeds: Vec<String> = nodes.iter().map(|&i| self.addrs[i].clone()).collect();
         let mut o = ClientOptions::new(seeds, &self.cookie);
         o.progress = false;
         o.tls = self.client_tls.clone();
-        connect_retrying(o).await
+        connect_within(o, limit).await
     }
 
     /// A client connected through every node that runs.
@@ -603,13 +610,18 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// Connects with `opts`, retrying for up to 20 s while nodes start (2 s per attempt).
-pub async fn connect_retrying(mut opts: ClientOptions) -> Client {
+pub async fn connect_retrying(opts: ClientOptions) -> Client {
+    connect_within(opts, Duration::from_secs(20)).await
+}
+
+/// Connects with `opts`, retrying for up to `limit` while nodes start (2 s per attempt).
+pub async fn connect_within(mut opts: ClientOptions, limit: Duration) -> Client {
     opts.connect_timeout = Duration::from_secs(2);
     let start = std::time::Instant::now();
     loop {
         match Client::connect(opts.clone()).await {
             Ok(c) => return c,
-            Err(e) if start.elapsed() > Duration::from_secs(20) => panic!("cannot connect: {e}"),
+            Err(e) if start.elapsed() > limit => panic!("cannot connect within {limit:?}: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }

@@ -30,6 +30,23 @@
 //! whose own tick ran late by the suspect time (its runtime starved or paused) judges
 //! nobody that round and restarts every open probe's clock: the silence was its own.
 //!
+//! Two rules from Lifeguard (Dadgar, Phillips and Currey, 2018), because a node that is
+//! itself overloaded (128 nodes on two cores forming their mesh) cannot tell its own
+//! slowness from its peers' silence, and its verdicts made healthy nodes leave everywhere:
+//!
+//! - Local health: a node counts the signs that it is the slow one, up to [`MAX_HEALTH`]:
+//!   its own tick late by more than a tick, a verdict on itself that it had to refute, a
+//!   probe of its own not answered within a tick while another is missing too; each
+//!   probe answered in time takes one off. Its suspect, down and confirmation times are
+//!   multiplied by one plus that count. One dead peer alone does not count, so it is
+//!   found down as fast as before; when a small machine is saturated, most probes miss
+//!   and the deadlines stretch instead of every node declaring every other down.
+//! - A verdict is a question, not an order: a node told by another that a peer is down
+//!   (`Verdict`) probes the peer itself at once ([`ProbeDetector::confirm`]) and marks it
+//!   down only if that probe goes unanswered for half a tick (times its own health),
+//!   unless it heard from the peer within the last tick. Only the node whose own probe found the
+//!   peer down tells the others.
+//!
 //! [`ProbeDetector`] holds each peer's probe and state and nothing else: no sessions, no
 //! logging, no clock reads (time comes in with each call). `detector/tests.rs` pins the
 //! rules. Hand-written rather than the `foca` crate: the cluster already has a full mesh
@@ -47,6 +64,9 @@ use troupe_runtime::protocol::NodeState;
 
 /// How many other peers an unanswered probe is sent through.
 pub(crate) const INDIRECT: usize = 3;
+
+/// The highest local health count: the suspect and down times grow at most ninefold.
+pub(crate) const MAX_HEALTH: u32 = 8;
 
 /// What a tick asks the membership actor to do, or a change of a peer's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +105,9 @@ pub(crate) enum Transition {
         node: String,
         /// How long its probe has waited.
         silent: Duration,
+        /// This node only confirmed another node's verdict (see
+        /// [`ProbeDetector::confirm`]): the others were told already.
+        confirmed: bool,
     },
 }
 
@@ -97,8 +120,8 @@ pub(crate) enum Round {
         /// How long since the previous tick.
         late_by: Duration,
     },
-    /// What to do and what changed: first the verdicts and indirect probes in name order,
-    /// then this tick's probe (empty: nothing).
+    /// What to do and what changed: first the verdicts in name order, then the indirect
+    /// probes in name order, then this tick's probe (empty: nothing).
     Judged(Vec<Transition>),
 }
 
@@ -109,6 +132,9 @@ struct Pending {
     sent: Instant,
     /// Sent through other peers already.
     through: bool,
+    /// Sent to confirm another node's verdict: the peer is down if it stays unanswered
+    /// for the confirmation time rather than the down time.
+    confirm: bool,
 }
 
 /// One peer's state and probe.
@@ -138,6 +164,10 @@ pub(crate) struct ProbeDetector {
     legacy_down: Duration,
     /// When the previous tick ran.
     last_tick: Instant,
+    /// Local health: how many recent signs say this node is the slow one (0 is healthy,
+    /// at most [`MAX_HEALTH`]); the suspect, down and confirmation times are multiplied
+    /// by one plus it.
+    health: u32,
     /// The peers, by name.
     peers: BTreeMap<String, Clock>,
     /// This pass's probe order (the next is last).
@@ -173,6 +203,7 @@ impl ProbeDetector {
             legacy_suspect: suspect_after,
             legacy_down: down_after,
             last_tick: now,
+            health: 0,
             peers: BTreeMap::new(),
             order: Vec::new(),
             rng: StdRng::seed_from_u64(seed),
@@ -195,6 +226,14 @@ impl ProbeDetector {
         state: NodeState,
     ) -> Option<Transition> {
         let legacy = self.peers.get(node).is_some_and(|c| c.legacy);
+        let answered_in_time = self.peers.get(node).is_some_and(|c| {
+            c.probe
+                .is_some_and(|p| !p.confirm && now.duration_since(p.sent) < self.ack_wait)
+        });
+        if answered_in_time {
+            // A probe answered in time: a sign this node is healthy (Lifeguard).
+            self.health = self.health.saturating_sub(1);
+        }
         let before = self.peers.insert(
             node.to_string(),
             Clock {
@@ -268,12 +307,80 @@ impl ProbeDetector {
         self.peers.remove(node);
     }
 
+    /// This node's local health count (0: healthy).
+    pub(crate) fn health(&self) -> u32 {
+        self.health
+    }
+
+    /// A sign that this node is the slow one: its health count goes up by one.
+    pub(crate) fn unhealthy(&mut self) {
+        self.health = (self.health + 1).min(MAX_HEALTH);
+    }
+
+    /// `d` stretched by this node's health.
+    fn scaled(&self, d: Duration) -> Duration {
+        d * (1 + self.health)
+    }
+
+    /// How long a probe sent to confirm another node's verdict waits for its answer: half
+    /// a tick (a round trip is well under a millisecond on a healthy network), times this
+    /// node's health.
+    fn confirm_wait(&self) -> Duration {
+        self.scaled(self.ack_wait / 2)
+    }
+
+    /// Another node found `node` down: probe it now (the membership actor sends the
+    /// probe) and mark it down if that goes unanswered for the returned wait (judged by
+    /// [`Self::confirm_due`] then, or by a later tick). None when there is nothing to
+    /// confirm: it is down here already, or it was heard from within the last tick (it
+    /// refutes the verdict itself).
+    pub(crate) fn confirm(&mut self, node: &str, now: Instant) -> Option<Duration> {
+        let wait = self.confirm_wait();
+        let clock = self.peers.get_mut(node)?;
+        if clock.state == NodeState::Down
+            || clock.legacy
+            || now.duration_since(clock.heard) < self.ack_wait
+        {
+            return None;
+        }
+        if clock.state == NodeState::Up {
+            clock.state = NodeState::Suspect;
+        }
+        let sent = clock.probe.map_or(now, |p| p.sent.min(now));
+        clock.probe = Some(Pending {
+            sent,
+            through: true,
+            confirm: true,
+        });
+        Some(wait)
+    }
+
+    /// The wait of [`Self::confirm`] for `node` is over: down now if its probe is still
+    /// unanswered.
+    pub(crate) fn confirm_due(&mut self, node: &str, now: Instant) -> Option<Transition> {
+        let wait = self.confirm_wait();
+        let clock = self.peers.get_mut(node)?;
+        let probe = clock.probe.filter(|p| p.confirm)?;
+        let silent = now.duration_since(probe.sent);
+        if clock.state == NodeState::Down || silent < wait {
+            return None;
+        }
+        clock.state = NodeState::Down;
+        clock.probe = None;
+        Some(Transition::Down {
+            node: node.to_string(),
+            silent,
+            confirmed: true,
+        })
+    }
+
     /// A tick at `now`: judges the open probes and sends the next one, unless this tick
     /// itself ran late.
     pub(crate) fn tick(&mut self, now: Instant) -> Round {
         let gap = now.duration_since(self.last_tick);
         self.last_tick = now;
-        if gap >= self.suspect_after.max(self.ack_wait * 4) {
+        if gap >= self.scaled(self.suspect_after).max(self.ack_wait * 4) {
+            self.unhealthy();
             for clock in self.peers.values_mut() {
                 clock.heard = now;
                 if let Some(p) = &mut clock.probe {
@@ -283,13 +390,18 @@ impl ProbeDetector {
             }
             return Round::Stalled { late_by: gap };
         }
-        let live: Vec<String> = self
-            .peers
-            .iter()
-            .filter(|(_, c)| c.state != NodeState::Down && !c.legacy)
-            .map(|(n, _)| n.clone())
-            .collect();
+        if gap >= self.ack_wait * 2 {
+            // A tick late by a whole tick: this runtime is starved.
+            self.unhealthy();
+        }
+        let (suspect_after, down_after) = (
+            self.scaled(self.suspect_after),
+            self.scaled(self.down_after),
+        );
+        let (ack_wait, confirm_wait) = (self.ack_wait, self.confirm_wait());
         let mut out = Vec::new();
+        let mut relays = Vec::new();
+        let mut missed = 0;
         for (node, clock) in self.peers.iter_mut() {
             if clock.legacy {
                 if let Some(t) =
@@ -306,39 +418,72 @@ impl ProbeDetector {
                 continue;
             }
             let silent = now.duration_since(probe.sent);
-            if silent >= self.down_after {
+            if silent >= down_after || (probe.confirm && silent >= confirm_wait) {
+                let confirmed = probe.confirm && silent < down_after;
                 clock.state = NodeState::Down;
                 clock.probe = None;
                 out.push(Transition::Down {
                     node: node.clone(),
                     silent,
+                    confirmed,
                 });
-            } else if silent >= self.suspect_after && clock.state == NodeState::Up {
+            } else if silent >= suspect_after && clock.state == NodeState::Up {
                 clock.state = NodeState::Suspect;
                 out.push(Transition::Suspect {
                     node: node.clone(),
                     silent,
                 });
-            } else if silent >= self.ack_wait && !probe.through {
+            } else if silent >= ack_wait && !probe.through {
                 probe.through = true;
-                let others: Vec<&String> = live.iter().filter(|n| *n != node).collect();
+                relays.push(node.clone());
+                missed += 1;
+            }
+        }
+        // A probe not answered in time while another is missing too: when the whole
+        // cluster is slow (this node included), most probes miss and the deadlines
+        // stretch (Lifeguard). One dead peer alone (its one missed probe) does not count,
+        // so that it is found down as fast as before, even in a cluster of two.
+        let missing = self
+            .peers
+            .values()
+            .filter(|c| {
+                c.state != NodeState::Down
+                    && c.probe
+                        .is_some_and(|p| !p.confirm && now.duration_since(p.sent) >= ack_wait)
+            })
+            .count();
+        if missing >= 2 {
+            for _ in 0..missed {
+                self.unhealthy();
+            }
+        }
+        if !relays.is_empty() {
+            // Who may relay is worked out only when a probe needs relays: it is O(N).
+            let live: Vec<&String> = self
+                .peers
+                .iter()
+                .filter(|(_, c)| c.state != NodeState::Down && !c.legacy)
+                .map(|(n, _)| n)
+                .collect();
+            for node in relays {
+                let others: Vec<&&String> = live.iter().filter(|n| ***n != node).collect();
                 let through: Vec<String> = others
                     .choose_multiple(&mut self.rng, INDIRECT)
-                    .map(|n| (*n).clone())
+                    .map(|n| (**n).clone())
                     .collect();
                 if !through.is_empty() {
-                    out.push(Transition::ProbeThrough {
-                        node: node.clone(),
-                        through,
-                    });
+                    out.push(Transition::ProbeThrough { node, through });
                 }
             }
+            // Verdicts first, then indirect probes, each in name order.
+            out.sort_by_key(|t| matches!(t, Transition::ProbeThrough { .. }));
         }
         if let Some(node) = self.next_target() {
             if let Some(clock) = self.peers.get_mut(&node) {
                 clock.probe = Some(Pending {
                     sent: now,
                     through: false,
+                    confirm: false,
                 });
             }
             out.push(Transition::Probe { node });
@@ -387,6 +532,7 @@ fn judge_silence(
             Some(Transition::Down {
                 node: node.to_string(),
                 silent,
+                confirmed: false,
             })
         }
         NodeState::Up if silent >= suspect_after => {

@@ -35,6 +35,9 @@ pub const SLOTS_BUSY: &str = "troupe_slots_busy";
 pub const NODES: &str = "troupe_nodes";
 /// Counter: membership changes, by `event` (up, down).
 pub const MEMBERSHIP_EVENTS: &str = "troupe_membership_events_total";
+/// Gauge: this node's local health count (0 healthy, up to 8): recent signs that it is
+/// the slow one, which stretch its suspect and down times (Lifeguard).
+pub const LOCAL_HEALTH: &str = "troupe_membership_local_health";
 /// Counter: requests that joined an identical one in flight.
 pub const MERGED: &str = "troupe_requests_merged_total";
 /// Counter: requests answered from the result cache.

@@ -36,8 +36,12 @@ pub enum MembershipMessage {
     /// answer on (an indirect probe).
     ProbeFor(Wire<ProbeFor>),
     /// A node's verdict on a peer whose probes went unanswered: suspect (the peer refutes
-    /// by announcing itself) or down (every node closes its connections to it).
+    /// by announcing itself) or down (every node probes it to confirm, and closes its
+    /// connections to it unless it answers).
     Verdict(Wire<Verdict>),
+    /// Judge now the probe this node sent to confirm another node's verdict of down on
+    /// this peer (local: a timer).
+    ConfirmDue(String),
 }
 
 /// The wire version from which nodes probe each other instead of gossiping every record

@@ -120,7 +120,8 @@ fn an_unanswered_probe_goes_through_others_then_suspect_then_down() {
                 DOWN - GOSSIP,
                 Transition::Down {
                     node: first,
-                    silent: DOWN - GOSSIP
+                    silent: DOWN - GOSSIP,
+                    confirmed: false
                 }
             ),
         ]
@@ -194,7 +195,8 @@ fn a_down_peer_is_not_probed_until_heard_again() {
 }
 
 /// A late own tick (this node starved or paused) probes and accuses nobody and restarts
-/// the open probes' clocks: their peers get the full deadlines again from then.
+/// the open probes' clocks: their peers get the full deadlines again from then, stretched
+/// by the stall counted against its health.
 #[test]
 fn a_late_own_tick_accuses_nobody_and_restarts_the_clocks() {
     let t0 = Instant::now();
@@ -207,13 +209,15 @@ fn a_late_own_tick_accuses_nobody_and_restarts_the_clocks() {
             late_by: Duration::from_secs(3)
         }
     );
-    // Unanswered from `late` on: down a whole down time less an interval later.
+    // Unanswered from `late` on: down a whole down time less an interval later, doubled
+    // by the stall's count against this node's health (nothing answered in time since).
+    assert_eq!(d.health(), 1);
     let found = run(&mut d, late, late + Duration::from_secs(5), "n2");
     let down = found
         .iter()
         .find(|(_, t)| matches!(t, Transition::Down { .. }))
         .map(|(at, _)| *at);
-    assert_eq!(down, Some(DOWN - GOSSIP));
+    assert_eq!(down, Some((DOWN - GOSSIP) * 2));
 }
 
 /// A forgotten peer is no longer probed.
@@ -260,9 +264,141 @@ fn a_legacy_peer_is_judged_by_its_silence() {
                 DOWN,
                 Transition::Down {
                     node: "n2".into(),
-                    silent: DOWN
+                    silent: DOWN,
+                    confirmed: false
                 }
             ),
         ]
     );
+}
+
+/// Another node's verdict of down is confirmed by this node's own probe: down half a tick
+/// later if that goes unanswered (and counted as confirmed, so not told again), up if it
+/// is answered; not even probed if the peer was heard within the last tick.
+#[test]
+fn a_verdict_from_another_node_is_confirmed_by_a_probe_of_our_own() {
+    let t0 = Instant::now();
+    let mut d = detector(t0, &["n2", "n3", "n4"]);
+    assert_eq!(
+        d.confirm("n2", t0 + TICK / 2),
+        None,
+        "heard within the last tick: nothing to confirm"
+    );
+    let at = t0 + TICK;
+    if let Some(node) = probed(&tick(&mut d, at)) {
+        if node != "n2" {
+            d.heard(&node, at, NodeState::Up);
+        }
+    }
+    assert_eq!(d.confirm("n2", at), Some(TICK / 2));
+    assert_eq!(d.confirm("nobody", at), None, "an unknown peer");
+    assert_eq!(d.confirm_due("n2", at + TICK / 4), None, "not yet");
+    assert_eq!(
+        d.confirm_due("n2", at + TICK / 2),
+        Some(Transition::Down {
+            node: "n2".into(),
+            silent: TICK / 2,
+            confirmed: true
+        })
+    );
+    let found = run(&mut d, at, at + Duration::from_secs(2), "n2");
+    assert_eq!(found, Vec::new(), "judged once");
+    assert_eq!(
+        d.confirm("n2", at + Duration::from_secs(2)),
+        None,
+        "down here already"
+    );
+
+    // A tick later without news from n3 (no tick ran meanwhile), it is probed to confirm.
+    let at = at + Duration::from_secs(2) + TICK;
+    assert!(d.confirm("n3", at).is_some());
+    assert!(matches!(
+        d.heard("n3", at + TICK / 2, NodeState::Up),
+        Some(Transition::Recovered { node, .. }) if node == "n3"
+    ));
+    let later = run(&mut d, at + TICK / 2, at + Duration::from_secs(3), "n2");
+    assert_eq!(later, Vec::new(), "an answered confirmation judges nobody");
+}
+
+/// Local health: each tick late by a whole tick raises the count (to at most
+/// MAX_HEALTH), which stretches the suspect and down times; each probe answered in time
+/// takes one off.
+#[test]
+fn local_health_stretches_the_deadlines_while_this_node_is_the_slow_one() {
+    let t0 = Instant::now();
+    let mut d = detector(t0, &["n2", "n3", "n4"]);
+    let mut now = t0;
+    for i in 1..=3 {
+        now += TICK * 2;
+        let found = tick(&mut d, now);
+        assert_eq!(d.health(), i, "a late tick: {found:?}");
+        if let Some(node) = probed(&found) {
+            // Answered, but a tick late: no credit.
+            d.heard(&node, now + TICK, NodeState::Up);
+        }
+    }
+    // n2 goes silent now: with health 3 it is suspect later than SUSPECT - GOSSIP, as the
+    // count comes down one answered probe at a time.
+    let start = now + TICK;
+    let found = run(&mut d, start, start + Duration::from_secs(10), "n2");
+    let suspect_at = found
+        .iter()
+        .find(|(_, t)| matches!(t, Transition::Suspect { node, .. } if node == "n2"))
+        .map(|(at, _)| *at)
+        .expect("n2 suspect at last");
+    assert!(
+        suspect_at > SUSPECT,
+        "health stretched the suspect time: {suspect_at:?}"
+    );
+    assert_eq!(d.health(), 0, "answered probes brought the count down");
+    for _ in 0..20 {
+        d.unhealthy();
+    }
+    assert_eq!(d.health(), MAX_HEALTH);
+}
+
+/// When most probes go unanswered (a saturated machine, not one dead peer), the count
+/// climbs and nobody is found down at the plain deadline.
+#[test]
+fn probes_missed_everywhere_stretch_the_deadlines() {
+    let t0 = Instant::now();
+    let mut d = detector(t0, &["n2", "n3", "n4", "n5"]);
+    let mut now = t0;
+    let mut downs = Vec::new();
+    while now < t0 + DOWN * 2 {
+        now += TICK;
+        for t in tick(&mut d, now) {
+            if let Transition::Down { node, .. } = t {
+                downs.push((now - t0, node));
+            }
+        }
+    }
+    assert!(
+        d.health() >= 3,
+        "missed probes raised the count: {}",
+        d.health()
+    );
+    assert_eq!(downs, Vec::new(), "nobody down within twice the down time");
+}
+
+/// A confirmation the timer missed is judged by the next tick instead.
+#[test]
+fn a_confirmation_is_judged_by_a_tick_too() {
+    let t0 = Instant::now();
+    let mut d = detector(t0, &["n2", "n3"]);
+    let at = t0 + TICK;
+    assert!(d.confirm("n2", at).is_some());
+    let found = run(&mut d, at, at + TICK, "n2");
+    assert_eq!(
+        found,
+        vec![(
+            TICK,
+            Transition::Down {
+                node: "n2".into(),
+                silent: TICK,
+                confirmed: true
+            }
+        )]
+    );
+    assert_eq!(d.confirm_due("n2", at + TICK), None, "judged once");
 }
