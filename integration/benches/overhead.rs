@@ -20,8 +20,9 @@
 //!   measurements no longer hides it, and a negative figure shows noise, not a clamp to 0);
 //! - `fanout_items_per_s`: a `for_each` of 10,000 `troupe.echo` items over three nodes,
 //!   from submit to the job's end;
-//! - `spread_call_p50_us`: the one-step round trip for a second client connected to all
-//!   three nodes, which spreads its submissions over them;
+//! - `spread_call_p50_us`, `spread_steps_per_s`: the one-step round trip and the
+//!   throughput of `steps_per_s` for a second client connected to all three nodes, which
+//!   spreads its submissions (and so the jobs' ownership) over them;
 //! - `tcp_rtt_p50_us`: the baseline, a raw 64-byte tokio TCP round trip on loopback,
 //!   measured in the same run, and the ratio of the call to it.
 //!
@@ -214,6 +215,9 @@ fn main() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let spread = job_latency(&spread_client, &one, calls / 2).await;
         let spread_call_p50_us = pct(&spread, 0.5);
+        // The same throughput with the jobs' ownership spread over the three nodes (any
+        // node accepts jobs): the first node no longer does every job's bookkeeping.
+        let (spread_steps_per_s, _) = throughput(&spread_client, secs, 64, 4).await;
         let (c50, c99) = (pct(&call, 0.5), pct(&call, 0.99));
         let t50 = pct(&tcp, 0.5).max(1);
         eprintln!(
@@ -222,7 +226,7 @@ fn main() {
         );
         eprintln!("one-step job, client spreading submissions over 3 nodes: p50 {spread_call_p50_us} us");
         eprintln!("3-step chain: p50 {} us, p99 {} us", pct(&chain3, 0.5), pct(&chain3, 0.99));
-        eprintln!("throughput: {steps_per_s:.0} steps/s (64 jobs of 4 steps in flight, {secs} s)");
+        eprintln!("throughput: {steps_per_s:.0} steps/s (64 jobs of 4 steps in flight, {secs} s); {spread_steps_per_s:.0} steps/s with the client spreading its jobs over the 3 nodes");
         eprintln!("one-step jobs: {one_step_jobs_per_s:.0} jobs/s (64 in flight, {secs} s), {one_step_cpu_us:.0} us of the nodes' CPU per job");
         eprintln!("re-entrant call: {reentrant_call_p50_us:+} us p50 of fib(2) minus the one-step job, paired (fib(2) job p50 {} us)", pct(&reentrant, 0.5));
         eprintln!("for_each of 10,000 echo items: {fanout_items_per_s:.0} items/s (median of 3)");
@@ -237,6 +241,7 @@ fn main() {
                 "chain3_p50_us": pct(&chain3, 0.5),
                 "chain3_p99_us": pct(&chain3, 0.99),
                 "steps_per_s": steps_per_s.round(),
+                "spread_steps_per_s": spread_steps_per_s.round(),
                 "one_step_jobs_per_s": one_step_jobs_per_s.round(),
                 "one_step_cpu_us_per_job": one_step_cpu_us.round(),
                 "reentrant_call_p50_us": reentrant_call_p50_us,
