@@ -44,8 +44,8 @@
 //! - A verdict is a question, not an order: a node told by another that a peer is down
 //!   (`Verdict`) probes the peer itself at once ([`ProbeDetector::confirm`]) and marks it
 //!   down only if that probe goes unanswered for half a tick (times its own health),
-//!   unless it heard from the peer within the last tick. Only the node whose own probe found the
-//!   peer down tells the others.
+//!   unless it heard from the peer within the last tick. Only the node whose own probe
+//!   found the peer down tells the others.
 //!
 //! [`ProbeDetector`] holds each peer's probe and state and nothing else: no sessions, no
 //! logging, no clock reads (time comes in with each call). `detector/tests.rs` pins the
