@@ -1046,6 +1046,7 @@ impl MembershipState {
         let peers = &self.peers;
         self.incarnations
             .retain(|n| peers.contains_key(n) || connected.contains(n));
+        self.confirming.retain(|n, _| peers.contains_key(n));
         self.heard
             .retain(|_, t| now.duration_since(*t) < FORGET_AFTER);
 
@@ -1121,7 +1122,6 @@ impl MembershipState {
             .collect();
         others.sort();
         others.dedup();
-
         rand::seq::SliceRandom::shuffle(others.as_mut_slice(), &mut rand::rng());
         targets.extend(others);
         self.dialing

@@ -225,10 +225,11 @@ impl ProbeDetector {
         now: Instant,
         state: NodeState,
     ) -> Option<Transition> {
-        let legacy = self.peers.get(node).is_some_and(|c| c.legacy);
-        let answered_in_time = self.peers.get(node).is_some_and(|c| {
-            c.probe
-                .is_some_and(|p| !p.confirm && now.duration_since(p.sent) < self.ack_wait)
+        let (legacy, answered_in_time) = self.peers.get(node).map_or((false, false), |c| {
+            let in_time = c
+                .probe
+                .is_some_and(|p| !p.confirm && now.duration_since(p.sent) < self.ack_wait);
+            (c.legacy, in_time)
         });
         if answered_in_time {
             // A probe answered in time: a sign this node is healthy (Lifeguard).
@@ -401,7 +402,6 @@ impl ProbeDetector {
         let (ack_wait, confirm_wait) = (self.ack_wait, self.confirm_wait());
         let mut out = Vec::new();
         let mut relays = Vec::new();
-        let mut missed = 0;
         for (node, clock) in self.peers.iter_mut() {
             if clock.legacy {
                 if let Some(t) =
@@ -436,25 +436,27 @@ impl ProbeDetector {
             } else if silent >= ack_wait && !probe.through {
                 probe.through = true;
                 relays.push(node.clone());
-                missed += 1;
             }
         }
         // A probe not answered in time while another is missing too: when the whole
         // cluster is slow (this node included), most probes miss and the deadlines
         // stretch (Lifeguard). One dead peer alone (its one missed probe) does not count,
         // so that it is found down as fast as before, even in a cluster of two.
-        let missing = self
-            .peers
-            .values()
-            .filter(|c| {
-                c.state != NodeState::Down
-                    && c.probe
-                        .is_some_and(|p| !p.confirm && now.duration_since(p.sent) >= ack_wait)
-            })
-            .count();
-        if missing >= 2 {
-            for _ in 0..missed {
-                self.unhealthy();
+        // (Counted only on a tick that missed one: it is O(N).)
+        if !relays.is_empty() {
+            let missing = self
+                .peers
+                .values()
+                .filter(|c| {
+                    c.state != NodeState::Down
+                        && c.probe
+                            .is_some_and(|p| !p.confirm && now.duration_since(p.sent) >= ack_wait)
+                })
+                .count();
+            if missing >= 2 {
+                for _ in 0..relays.len() {
+                    self.unhealthy();
+                }
             }
         }
         if !relays.is_empty() {
