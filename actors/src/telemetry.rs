@@ -43,7 +43,12 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 
 /// The Prometheus text of every metric now (empty if [`install`] found another recorder).
 pub fn render() -> String {
-    install().map(|h| h.render()).unwrap_or_default()
+    install()
+        .map(|h| {
+            troupe_runtime::wire::publish_counts();
+            h.render()
+        })
+        .unwrap_or_default()
 }
 
 /// Registers the counters and gauges a dashboard or alert reads first at zero, so that

@@ -23,7 +23,7 @@ pub fn run(cli: crate::cli::Cli, registry: TaskRegistry) -> u8 {
     if !matches!(cli.command, Command::Start(_) | Command::Demo(_)) {
         end_quietly_on_a_closed_pipe();
     }
-    match cli.command {
+    let code = match cli.command {
         Command::Start(a) => start::run(a, registry),
         Command::Submit(a) => client_command(|| submit::run(a)),
         Command::Status(a) => client_command(|| status::run(a)),
@@ -38,7 +38,9 @@ pub fn run(cli: crate::cli::Cli, registry: TaskRegistry) -> u8 {
         Command::Demo(a) => client_command(|| demo::run(a)),
         Command::Top(a) => client_command(|| top::run(a)),
         Command::Certs(a) => certs::run(a),
-    }
+    };
+    crate::logging::finish();
+    code
 }
 
 /// Lets a printing command end quietly when its reader goes (`top --once | head`), as
