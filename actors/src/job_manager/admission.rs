@@ -225,9 +225,9 @@ impl JobManagerState {
             .journal
             .as_ref()
             .and_then(|j| j.accept(&id, &req.spec, &self.ctx.config.limits, submitted_at_ms));
-        // One step, not a fan-out: the light path (see `light_jobs`).
-        let light =
-            req.spec.steps.len() == 1 && req.spec.steps.iter().all(|s| s.for_each.is_none());
+        // A few steps, no fan-out: the light path (see `light_jobs`).
+        let light = req.spec.steps.len() <= crate::light_jobs::MAX_STEPS
+            && req.spec.steps.iter().all(|s| s.for_each.is_none());
         let run = JobRun::with_limits(id.clone(), req.spec, graph, self.ctx.config.limits)
             .with_submit_time(submitted_at_ms);
         self.specs.insert(id.clone(), run.spec());
