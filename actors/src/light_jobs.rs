@@ -6,7 +6,7 @@
 //! supervision event, for a job that lives a millisecond. Here they share one actor,
 //! [`LightJobs`]: each job keeps the
 //! very state a supervisor keeps ([`JobSupervisorState`]: its run, retries, timeouts, the
-//! calls and sub-jobs of its step, node loss, journal, watchers, held end), in a map by
+//! calls and sub-jobs of its steps, node loss, journal, watchers, held end), in a map by
 //! job id, and every message carries the job's id. So a light job behaves as a full one;
 //! only the actor is shared.
 //!

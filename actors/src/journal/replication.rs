@@ -162,7 +162,7 @@ impl Pending {
         }
     }
 
-    /// Drops waits nobody waits for any more (the job manager answered at `ACK_WAIT`).
+    /// [`Pending::purge`], if it has not run for [`PURGE_EVERY`].
     fn purge_if_due(&mut self) {
         if self.purged.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
             self.purged = Some(Instant::now());
@@ -170,6 +170,7 @@ impl Pending {
         }
     }
 
+    /// Drops waits nobody waits for any more (the job manager answered at `ACK_WAIT`).
     fn purge(&mut self) {
         self.waits
             .retain(|_, w| !w.done.is_closed() && w.since.elapsed() < PENDING_FOR);
