@@ -72,7 +72,7 @@ fn cookie_hash(cluster: &str, cookie: &str) -> String {
         .chain_update(b"\0")
         .chain_update(cookie.as_bytes())
         .finalize();
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    troupe_runtime::wire::hex(&d)
 }
 
 /// A new random cluster id (128 bits, hex).

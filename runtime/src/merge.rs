@@ -62,8 +62,7 @@ pub fn request_key(task: &str, input: &Value, deps: &BTreeMap<String, Value>) ->
     // off), so this text is canonical.
     let canonical = serde_json::to_string(&(input, deps)).unwrap_or_default();
     let digest = Sha256::digest(canonical.as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("{task}#{hex}")
+    format!("{task}#{}", crate::wire::hex(&digest[..16]))
 }
 
 /// The task name of a key.

@@ -95,7 +95,7 @@ impl TraceContext {
     pub fn trace_id_of(job: &str) -> String {
         use sha2::{Digest, Sha256};
         let h = Sha256::digest(job.as_bytes());
-        hex(&h[..16])
+        crate::wire::hex(&h[..16])
     }
 
     /// The context of an attempt dispatched by the supervisor of `job` on node `owner`.
@@ -107,21 +107,9 @@ impl TraceContext {
         h.update(job.as_bytes());
         Self {
             trace_id: Self::trace_id_of(job),
-            parent_id: hex(&h.finalize()[..8]),
+            parent_id: crate::wire::hex(&h.finalize()[..8]),
         }
     }
-}
-
-/// Lower-case hex digits of `bytes` (one allocation; a `format!` per byte was 1-2% of a
-/// busy owner's CPU, perf).
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
 }
 
 /// Names one attempt (to cancel it).
