@@ -216,6 +216,11 @@ impl Pending {
         self.end_waiters.insert(job.to_string(), done);
     }
 
+    /// How many ends wait for their confirmation.
+    pub(super) fn ends_waiting(&self) -> usize {
+        self.end_waiters.len()
+    }
+
     /// Tells whoever waits for the end of `job`; false if nobody does.
     pub(super) fn end_is(&mut self, job: &str, what: EndConfirmation) -> bool {
         match self.end_waiters.remove(job) {
@@ -250,6 +255,10 @@ struct ReplicaSet {
     /// Live nodes that dropped every copy they kept (they drain): they get no new copy
     /// and are owed no end. Forgotten once they are not live.
     dropped: HashSet<String>,
+    /// Jobs whose end went to their holders ahead of the writer's commit
+    /// ([`Replicator::end_ahead`]), until the writer has written it here: true once every
+    /// holder acked it. The writer copies none of their writes.
+    ahead: HashMap<String, bool>,
 }
 
 /// An `End` owed to one node for one job.
@@ -584,6 +593,7 @@ impl Replicator {
                 confirming: HashSet::new(),
                 confirmed: Vec::new(),
                 dropped: HashSet::new(),
+                ahead: HashMap::new(),
             },
             view: r.view,
             checked: Instant::now(),
@@ -594,6 +604,7 @@ impl Replicator {
     /// Sends `writes` (committed, or ends about to be) to their jobs' replicas (a job's
     /// new replica gets its whole journal), and the ends owed to live nodes.
     pub(super) fn send_copies(&mut self, store: &Store, writes: Vec<Outgoing>) {
+        let writes = self.skip_ended_ahead(writes);
         if writes.is_empty() {
             return;
         }
@@ -604,6 +615,63 @@ impl Replicator {
             out.entry(node).or_default().extend(w);
         }
         self.send(out);
+        self.send_ends();
+    }
+
+    /// Drops from `writes` those of jobs whose end went ahead: their holders have their
+    /// end, and a start or input arriving after it would be a copy nobody ends. The
+    /// job's end written here, its confirmation (if every holder acked) is told now.
+    fn skip_ended_ahead(&mut self, writes: Vec<Outgoing>) -> Vec<Outgoing> {
+        if self.set.ahead.is_empty() {
+            return writes;
+        }
+        let mut written = Vec::new();
+        let writes = writes
+            .into_iter()
+            .filter(|o| {
+                if !self.set.ahead.contains_key(&o.job) {
+                    return true;
+                }
+                if matches!(o.what, ReplicaWhat::End) && self.set.ahead.remove(&o.job) == Some(true)
+                {
+                    written.push(o.job.clone());
+                }
+                false
+            })
+            .collect();
+        if !written.is_empty() {
+            let mut p = crate::locked(&self.pending);
+            for job in written {
+                if !p.core_only.contains(&job) {
+                    p.end_is(&job, EndConfirmation::Confirmed);
+                }
+            }
+        }
+        writes
+    }
+
+    /// Sends the end of `job`, just queued for the writer behind every other write of
+    /// the job (under this replicator's lock, so that the writer cannot have copied it
+    /// yet), to the holders of its copies now, from the ending actor's thread, with an
+    /// ack token: the round trip then overlaps the writer's wake-up and write, and the
+    /// end is confirmed once both are done (every holder acked, and the writer wrote it
+    /// here: see [`Replicator::skip_ended_ahead`]). Ordered with the writer's copies by
+    /// the replicator's lock: what the writer sent before is received before it, what
+    /// it would send after is not sent. A job no other node holds a copy of is left to
+    /// the writer (its commit alone confirms the end).
+    pub(super) fn end_ahead(&mut self, job: &str) {
+        if !self.has_copies(job) {
+            return;
+        }
+        self.set.ahead.insert(job.to_string(), false);
+        let end = Outgoing {
+            job: job.to_string(),
+            epoch: None,
+            what: ReplicaWhat::End,
+        };
+        // An end sends nothing itself: it is owed to the holders, sent by `send_ends`.
+        let none = self.set.route(vec![end], |_, _| Vec::new(), Instant::now());
+        debug_assert!(none.is_empty());
         self.send_ends();
     }
 
@@ -626,6 +694,7 @@ impl Replicator {
         outgoing
             .iter()
             .filter(|o| matches!(o.what, ReplicaWhat::End))
+            .filter(|o| !self.set.ahead.contains_key(&o.job))
             .filter(|o| !self.has_copies(&o.job) && !p.core_only.contains(&o.job))
             .filter(|o| !busy.contains(o.job.as_str()) || nobody_gets(&o.job))
             .map(|o| o.job.clone())
@@ -644,6 +713,11 @@ impl Replicator {
         }
         let mut p = crate::locked(&self.pending);
         for job in self.set.confirmed.drain(..) {
+            if let Some(acked) = self.set.ahead.get_mut(&job) {
+                // Told once the writer wrote it here too.
+                *acked = true;
+                continue;
+            }
             if !p.core_only.contains(&job) {
                 p.end_is(&job, EndConfirmation::Confirmed);
             }
@@ -909,6 +983,7 @@ mod tests {
             confirming: HashSet::new(),
             confirmed: Vec::new(),
             dropped: HashSet::new(),
+            ahead: HashMap::new(),
         }
     }
 
@@ -1302,6 +1377,101 @@ mod tests {
         p2.purge();
         assert_eq!(p2.waits.len(), 1);
         assert_eq!(p2.by_token.len(), 1);
+    }
+
+    /// A replicator of node `a` with one copy, `j` copied to `b`, and somebody waiting
+    /// for the end of `j`.
+    fn ahead_replicator() -> (Replicator, oneshot::Receiver<EndConfirmation>) {
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let mut set = set(1, &["a", "b"]);
+        set.epochs.insert("j".to_string(), 0);
+        set.targets.insert("j".to_string(), nodes(&["b"]));
+        let (tx, rx) = oneshot::channel();
+        crate::locked(&pending).wait_for_end("j", tx);
+        let r = Replicator {
+            pending,
+            view: Arc::new(crate::ClusterView::new("a")),
+            set,
+            checked: Instant::now(),
+            live: None,
+        };
+        (r, rx)
+    }
+
+    /// The token of the end batch sent to `node`.
+    fn end_token(r: &Replicator, node: &str) -> u64 {
+        let p = crate::locked(&r.pending);
+        let tokens: Vec<u64> = p
+            .end_tokens
+            .iter()
+            .filter(|(_, t)| t.node == node)
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(tokens.len(), 1, "one end batch to {node}");
+        tokens[0]
+    }
+
+    /// An end sent ahead is confirmed once its holder acked it and the writer wrote it
+    /// here, acked first; the writer copies none of the job's writes after it.
+    #[test]
+    fn an_end_sent_ahead_is_confirmed_once_acked_and_written_here() {
+        let (mut r, mut rx) = ahead_replicator();
+        r.end_ahead("j");
+        assert!(r.set.owed["b"].contains_key("j"), "the end is owed to b");
+        let token = end_token(&r, "b");
+        assert!(crate::locked(&r.pending).acked(token));
+        r.ends_acked();
+        assert!(
+            rx.try_recv().is_err(),
+            "confirmed before it is written here"
+        );
+        // The writer's batch: the job's last input and its end, and another job's input.
+        let left = r.skip_ended_ahead(vec![
+            input("j", 3),
+            outgoing("j", None, ReplicaWhat::End),
+            input("k", 1),
+        ]);
+        let left: Vec<_> = left.into_iter().map(|o| o.job).collect();
+        assert_eq!(left, vec!["k".to_string()]);
+        assert_eq!(rx.try_recv(), Ok(EndConfirmation::Confirmed));
+        assert!(r.set.ahead.is_empty() && r.set.owed.is_empty());
+    }
+
+    /// Written here first, the end sent ahead is confirmed by the ack.
+    #[test]
+    fn an_end_sent_ahead_and_written_here_is_confirmed_by_the_ack() {
+        let (mut r, mut rx) = ahead_replicator();
+        r.end_ahead("j");
+        let token = end_token(&r, "b");
+        let left = r.skip_ended_ahead(vec![outgoing("j", None, ReplicaWhat::End)]);
+        assert!(left.is_empty());
+        assert!(rx.try_recv().is_err(), "confirmed before b acked");
+        assert!(crate::locked(&r.pending).acked(token));
+        r.ends_acked();
+        assert_eq!(rx.try_recv(), Ok(EndConfirmation::Confirmed));
+    }
+
+    /// The commit of an end sent ahead does not confirm it (it is not a job nobody
+    /// holds, whose commit alone would confirm it with a sync), even once acked.
+    #[test]
+    fn a_commit_does_not_confirm_an_end_sent_ahead() {
+        let (mut r, _rx) = ahead_replicator();
+        r.end_ahead("j");
+        let token = end_token(&r, "b");
+        assert!(crate::locked(&r.pending).acked(token));
+        r.ends_acked();
+        let end = [outgoing("j", None, ReplicaWhat::End)];
+        assert!(r.confirmed_by_commit(&end).is_empty());
+    }
+
+    /// A job no other node holds a copy of is left to the writer's commit.
+    #[test]
+    fn an_end_nobody_holds_does_not_go_ahead() {
+        let (mut r, _rx) = ahead_replicator();
+        r.set.targets.clear();
+        r.end_ahead("j");
+        assert!(r.set.ahead.is_empty() && r.set.owed.is_empty());
+        assert!(crate::locked(&r.pending).end_tokens.is_empty());
     }
 
     /// After a commit, this node's jobs' starts (but those already sent ahead), inputs
