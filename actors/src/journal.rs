@@ -273,6 +273,8 @@ impl Journal {
     ///
     /// With `core_only` (a job resumed after a restart, or taken over: stale copies may
     /// be held by nodes this one does not know of) only the core group's record confirms.
+    /// Otherwise, while at most `AHEAD_WHILE_WAITING` ends wait, the end is sent to its
+    /// holders from here rather than by the writer (`Replicator::end_ahead`).
     pub fn end_confirmed(
         &self,
         status: &JobStatus,
@@ -418,8 +420,7 @@ impl Journal {
     }
 
     /// Records that a job ended with `status`, run here at `epoch` (its inputs are
-    /// dropped).
-    /// False if it cannot be encoded (logged).
+    /// dropped); false if the status cannot be encoded (logged), and nothing is queued.
     pub fn end(&self, status: &JobStatus, epoch: u64) -> bool {
         match wire::encode(status) {
             Ok(b) => {
