@@ -295,18 +295,19 @@ impl Journal {
             self.send(Write::Unconfirmed(status.id.clone(), epoch));
             rx
         });
-        if ahead {
-            // Queued and sent ahead under the replicator's lock, which the writer takes
-            // to copy what it wrote: it finds the job's end gone ahead, and copies none
-            // of the job's writes.
-            let mut r = crate::locked(&self.replicator);
-            if self.end(status, epoch) {
+        match self.end_write(status, epoch) {
+            Some(end) if ahead => {
+                // Queued and sent ahead under the replicator's lock, which the writer
+                // takes to copy what it wrote: it finds the job's end gone ahead, and
+                // copies none of the job's writes.
+                let mut r = crate::locked(&self.replicator);
+                self.send(end);
                 if let Some(r) = r.as_mut() {
                     r.end_ahead(&status.id);
                 }
             }
-        } else {
-            self.end(status, epoch);
+            Some(end) => self.send(end),
+            None => {}
         }
         if rx.is_some() {
             self.send(Write::Flush);
@@ -420,16 +421,20 @@ impl Journal {
     }
 
     /// Records that a job ended with `status`, run here at `epoch` (its inputs are
-    /// dropped); false if the status cannot be encoded (logged), and nothing is queued.
-    pub fn end(&self, status: &JobStatus, epoch: u64) -> bool {
+    /// dropped).
+    pub fn end(&self, status: &JobStatus, epoch: u64) {
+        if let Some(end) = self.end_write(status, epoch) {
+            self.send(end);
+        }
+    }
+
+    /// The write of a job's end, encoded; `None` (logged) if the status cannot be.
+    fn end_write(&self, status: &JobStatus, epoch: u64) -> Option<Write> {
         match wire::encode(status) {
-            Ok(b) => {
-                self.send(Write::End(status.id.clone(), b, epoch));
-                true
-            }
+            Ok(b) => Some(Write::End(status.id.clone(), b, epoch)),
             Err(e) => {
                 tracing::error!(job = %status.id, error = %e, "cannot journal a job's end");
-                false
+                None
             }
         }
     }

@@ -221,6 +221,14 @@ impl Pending {
         self.end_waiters.len()
     }
 
+    /// The holders' acks confirm the end of `job`: tells whoever waits, unless only the
+    /// core group's record confirms it.
+    fn acks_confirm(&mut self, job: &str) {
+        if !self.core_only.contains(job) {
+            self.end_is(job, EndConfirmation::Confirmed);
+        }
+    }
+
     /// Tells whoever waits for the end of `job`; false if nobody does.
     pub(super) fn end_is(&mut self, job: &str, what: EndConfirmation) -> bool {
         match self.end_waiters.remove(job) {
@@ -642,9 +650,7 @@ impl Replicator {
         if !written.is_empty() {
             let mut p = crate::locked(&self.pending);
             for job in written {
-                if !p.core_only.contains(&job) {
-                    p.end_is(&job, EndConfirmation::Confirmed);
-                }
+                p.acks_confirm(&job);
             }
         }
         writes
@@ -718,9 +724,7 @@ impl Replicator {
                 *acked = true;
                 continue;
             }
-            if !p.core_only.contains(&job) {
-                p.end_is(&job, EndConfirmation::Confirmed);
-            }
+            p.acks_confirm(&job);
         }
     }
 
