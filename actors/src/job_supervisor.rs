@@ -24,8 +24,8 @@ use troupe_runtime::job::status::JobState;
 use troupe_runtime::observe::ClusterEvent;
 use troupe_runtime::protocol::{
     first_member, worker_pool_group, AttemptRef, CallReply, EventHubMessage, JobAnswer,
-    JobManagerMessage, LostAttempt, ProgressKind, SpawnRequest, StepProgress, StepRequest,
-    StepResult, TraceContext, WatchRequest, WatcherMessage, WorkerPoolMessage,
+    JobManagerMessage, JobQueryError, LostAttempt, ProgressKind, SpawnRequest, StepProgress,
+    StepRequest, StepResult, TraceContext, WatchRequest, WatcherMessage, WorkerPoolMessage,
 };
 use troupe_runtime::wire::Wire;
 
@@ -141,6 +141,9 @@ pub(crate) struct JobSupervisorState {
     /// The job's end event, held until the end is confirmed: published once no copy of
     /// the job can be taken over, so that the end a client sees is the job's only one.
     held_end: Option<JobEvent>,
+    /// Cancels answered once the end they caused is confirmed: until then the job's
+    /// status says it runs, and a cancel's answer must not say otherwise.
+    held_cancels: Vec<RpcReplyPort<JobAnswer>>,
     owner: String,
     epoch: u64,
     watchers: Vec<Watcher>,
@@ -443,6 +446,9 @@ impl JobSupervisorState {
         if let Some(ev) = self.held_end.take() {
             self.notify(&ev);
         }
+        for reply in self.held_cancels.drain(..) {
+            let _ = reply.send(Wire::new(Ok(self.run.status())));
+        }
         // The job manager stops this actor when it has the final status, so that a
         // question it forwarded here meanwhile is still answered.
         match find_on::<JobManagerMessage>(names::JOB_MANAGER, &self.owner) {
@@ -487,6 +493,7 @@ impl JobSupervisorState {
             recover,
             reported: false,
             held_end: None,
+            held_cancels: Vec::new(),
             owner: args.owner,
             epoch: args.epoch,
             watchers: args
@@ -641,6 +648,13 @@ impl JobSupervisorState {
                 // Taken over while this node was cut off: the holder's end is the job's.
                 tracing::warn!(job = %state.run.id(), owner = %h.node, epoch = h.epoch, "this job was taken over while its end here waited to be confirmed; the holder's end stands");
                 state.held_end = None;
+                for reply in state.held_cancels.drain(..) {
+                    let _ = reply.send(Wire::new(Err(JobQueryError::Unavailable(format!(
+                        "job {} was taken over by {}; ask again",
+                        state.run.id(),
+                        h.node
+                    )))));
+                }
                 if let Some(j) = &state.journal {
                     j.confirmed(state.run.id());
                 }
@@ -718,8 +732,16 @@ impl JobSupervisorState {
             JobSupervisorMessage::Cancel(reply) => {
                 let actions = state.feed(Input::Cancel);
                 tracing::info!(job = %state.run.id(), "job cancelled");
-                let _ = reply.send(Wire::new(Ok(state.status())));
-                actions
+                state.apply(me, actions);
+                // The end the cancel caused may wait for its confirmation: so does the
+                // answer, which would otherwise say "cancelled" while the status says it runs.
+                match state.held_end.is_some() {
+                    true => state.held_cancels.push(reply),
+                    false => {
+                        let _ = reply.send(Wire::new(Ok(state.status())));
+                    }
+                }
+                Vec::new()
             }
             // Checked first: a refused resume is answered, and is not an input.
             JobSupervisorMessage::Resume(step, reply) => match state.run.check_resume(&step) {

@@ -229,6 +229,8 @@ async fn cancel_reaches_tasks_running_on_other_nodes() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let st: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(st["state"], "cancelled");
+    // The cancel was answered once its end was confirmed: the status says so too.
+    assert_eq!(h.status().await.unwrap().state, JobState::Cancelled);
     let fin = h.wait().await.unwrap();
     assert_eq!(fin.state, JobState::Cancelled);
     assert!(fin.steps.values().all(|s| s.state == StepState::Cancelled));
