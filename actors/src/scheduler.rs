@@ -40,14 +40,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use troupe_runtime::config::{NodeConfig, PlacementMode};
 use troupe_runtime::protocol::{
-    first_member, worker_pool_group, AttemptMoved, AttemptRef, JobManagerMessage, LostAttempt,
-    MembershipMessage, StealRequest, StepRequest, WorkerPoolMessage,
+    first_member, worker_pool_group, AbandonedRun, AttemptMoved, AttemptRef, JobManagerMessage,
+    LostAttempt, MembershipMessage, StealRequest, StepRequest, WorkerPoolMessage,
 };
 use troupe_runtime::wire::Wire;
 use troupe_runtime::TaskRegistry;
 
 use crate::{locked, ClusterView};
 
+mod abandoned;
 pub mod lanes;
 mod limits;
 pub mod placement;
@@ -72,6 +73,8 @@ struct Running {
     cancel: CancellationToken,
     /// The node that owns its job.
     owner: String,
+    /// The owner's epoch for the job.
+    epoch: u64,
 }
 
 /// This node's scheduling: slots, lanes, placement, limits, stealing (see the module docs).
@@ -97,6 +100,8 @@ pub struct Scheduler {
     limits: Mutex<limits::Gates>,
     /// When this node last asked a peer for work (one request at a time).
     last_steal: Mutex<Option<Instant>>,
+    /// Runs given up by their owners: their attempts do not start here.
+    abandoned: Mutex<abandoned::AbandonedRuns>,
     launch: Box<Launch>,
 }
 
@@ -178,6 +183,7 @@ impl Scheduler {
             placement: Mutex::new(placement),
             limits: Mutex::default(),
             last_steal: Mutex::default(),
+            abandoned: Mutex::default(),
             view,
             config,
             registry,
@@ -274,8 +280,16 @@ impl Scheduler {
 
     /// Queues an attempt in this node's lanes and starts what the free slots allow.
     pub(crate) fn enqueue(self: &Arc<Self>, req: StepRequest) {
-        let lane = lane_of(req.priority, req.stage);
-        locked(&self.lanes).push(req, lane, Instant::now());
+        {
+            // Held while it is queued, so that `abandon` sees it either here or queued.
+            let abandoned = locked(&self.abandoned);
+            if abandoned.voids(&req) {
+                tracing::info!(job = %req.job, step = %req.step, attempt = req.attempt, owner = %req.owner, "dropping an attempt of a run its owner gave up");
+                return;
+            }
+            let lane = lane_of(req.priority, req.stage);
+            locked(&self.lanes).push(req, lane, Instant::now());
+        }
         self.pump();
     }
 
@@ -290,6 +304,9 @@ impl Scheduler {
                 break;
             };
             let now = Instant::now();
+            // Held from the pop until it counts as running, so that `abandon` finds it
+            // in one place or the other.
+            let abandoned = locked(&self.abandoned);
             let next = if limited {
                 let mut gates = locked(&self.limits);
                 let next = locked(&self.lanes).pop_where(now, |r| {
@@ -319,8 +336,10 @@ impl Scheduler {
                 Running {
                     cancel: cancel.clone(),
                     owner: req.owner.clone(),
+                    epoch: req.epoch,
                 },
             );
+            drop(abandoned);
             (self.launch)(self, req, permit, cancel);
         }
         // One lock for both counts: this runs for every attempt.
@@ -402,6 +421,40 @@ impl Scheduler {
             }
             None => false,
         }
+    }
+
+    /// Gives up the attempts of `run` here: the waiting ones are dropped, the running ones
+    /// stopped, and later ones will not start ([`Scheduler::enqueue`]).
+    pub(crate) fn abandon(&self, run: AbandonedRun) {
+        // Taken first, as `enqueue` and `pump` do.
+        let mut abandoned = locked(&self.abandoned);
+        let dropped = locked(&self.lanes).take_where(|r| run.voids(r));
+        if !dropped.is_empty() {
+            self.queued
+                .fetch_sub(dropped.len() as u32, Ordering::Relaxed);
+        }
+        let mut stopped = 0;
+        for (a, r) in locked(&self.running).iter() {
+            if a.job == run.job && r.owner == run.owner && r.epoch < run.below_epoch {
+                r.cancel.cancel();
+                stopped += 1;
+            }
+        }
+        if dropped.len() + stopped > 0 {
+            tracing::info!(job = %run.job, owner = %run.owner, dropped = dropped.len(), stopped, "gave up the attempts of a run its owner gave up");
+        }
+        abandoned.record(run);
+    }
+
+    /// This node gives up `run`, of one of its jobs that another node took over: its
+    /// attempts here are given up ([`Scheduler::abandon`]) and it forgets where the others
+    /// went. Answers the peers where some may still wait or run.
+    pub(crate) fn abandon_own_run(&self, run: AbandonedRun) -> Vec<String> {
+        let job = run.job.clone();
+        self.abandon(run);
+        let mut peers = locked(&self.placement).job_ended(&job);
+        peers.retain(|n| *n != self.view.node);
+        peers
     }
 
     /// Takes every attempt waiting here out of the lanes (a leaving node hands them back).

@@ -415,6 +415,19 @@ impl Actor for WorkerPool {
                 }
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable cancel"),
             },
+            WorkerPoolMessage::Abandon(run) => match run.into_inner() {
+                Ok(run) => {
+                    // Attempts held for this node's external Gearman workers too.
+                    if let Some(g) = crate::find_on::<WorkerPoolMessage>(
+                        crate::names::GEARMAN_WORKERS,
+                        &state.ctx.view.node,
+                    ) {
+                        let _ = g.cast(WorkerPoolMessage::Abandon(Wire::new(run.clone())));
+                    }
+                    state.ctx.scheduler.abandon(run);
+                }
+                Err(e) => tracing::warn!(error = %e, "dropping an unreadable abandoned run"),
+            },
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use troupe_integration::{run_with_timeout, submit_owned_by, texts, Cluster};
-use troupe_runtime::{Client, JobSpec, JobState, StepSpec};
+use troupe_runtime::{Client, JobSpec, JobState, StepSpec, StepState};
 
 /// A job that waits for the user at `gate`, then runs `after` (`troupe.node`).
 fn gated() -> JobSpec {
@@ -173,21 +173,9 @@ async fn an_owner_cut_off_as_its_job_ends_publishes_no_end_the_other_side_can_co
     until_state(&all, &id, JobState::WaitingForUser).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    c.netns()
-        .expect("planned in namespaces")
-        .split(&[3])
-        .expect("split");
     // Seen from inside n4, the job is resumed and its last step runs there (once n4 sees
     // the others gone); its end must wait for a copy or the core group to hold it.
-    let resumed = run_with_timeout(
-        c.cli_inside(3, &["resume", &id, "gate"]),
-        Duration::from_secs(20),
-    );
-    assert!(
-        resumed.status.success(),
-        "resume on n4: {:?}",
-        texts(&resumed)
-    );
+    cut_n4_off_and_resume_its_gate(&c, &id);
     let split_for = Duration::from_secs(8);
     let started = Instant::now();
     let mut seen = Vec::new();
@@ -255,6 +243,131 @@ async fn an_owner_cut_off_as_its_job_ends_publishes_no_end_the_other_side_can_co
     assert_eq!(
         a.steps["after"].node, b.steps["after"].node,
         "two ends of job {id}: {a:?} and {b:?}"
+    );
+}
+
+/// An owner cut off alone keeps running its job; its next attempt waits there behind a
+/// busy slot. The other side takes the job over. When the cut heals, the old owner
+/// learns the move and gives its run up: the attempt still waiting must not start once
+/// the slot frees (the job may have ended under its new owner by then).
+#[tokio::test(flavor = "current_thread")]
+async fn a_taken_over_runs_waiting_attempt_does_not_start_after_the_heal() {
+    if !troupe_integration::needs::has(
+        "a_taken_over_runs_waiting_attempt_does_not_start_after_the_heal",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
+    let mut c = Cluster::plan_in_netns(4)
+        .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
+    c.slots = 1;
+    c.env
+        .push(("TROUPE_FAILURE__TAKEOVER_AFTER_MS".into(), "1500".into()));
+    // No attempt goes to a node beyond its free slots.
+    c.env
+        .push(("TROUPE_SCHEDULING__PREFETCH".into(), "0".into()));
+    // "attempt started" lines name each attempt's job.
+    c.env.push((
+        "RUST_LOG".into(),
+        "info,ractor=warn,ractor_cluster=error,troupe_actors::worker_pool=debug".into(),
+    ));
+    let (first, all) = c.start_core_then_others().await;
+    let h = submit_owned_by(&all, &gated(), "n4").await;
+    let id = h.id().to_string();
+    until_state(&all, &id, JobState::WaitingForUser).await;
+    // Every node's only slot is held past the heal by a sleeper of n1's, so the gate's
+    // next attempt can only wait in n4's lanes.
+    let sleeper = JobSpec::new("slot")
+        .step(StepSpec::new("sleep", "troupe.sleep").input(json!({"ms": 12_000})));
+    let mut sleepers = Vec::new();
+    for _ in 0..4 {
+        sleepers.push(submit_owned_by(&first, &sleeper, "n1").await);
+    }
+    until("the sleepers hold every slot", || async {
+        let mut on = std::collections::BTreeSet::new();
+        for k in &sleepers {
+            if let Ok(st) = first.status(k.id()).await {
+                if st.steps["sleep"].state == StepState::Running {
+                    on.extend(st.steps["sleep"].node.clone());
+                }
+            }
+        }
+        on.len() == 4
+    })
+    .await;
+    // ...and n4 knows it (load is gossiped every 0.5 s), so it keeps the attempt.
+    let via_n4 = c.client_via(&[3]).await;
+    until("n4 sees every slot busy", || async {
+        via_n4
+            .nodes()
+            .await
+            .is_ok_and(|nodes| nodes.iter().map(|n| n.busy).sum::<u32>() == 4)
+    })
+    .await;
+
+    // Inside n4 the gate is resumed: its attempt waits for n4's slot.
+    cut_n4_off_and_resume_its_gate(&c, &id);
+    until("the other side takes the job over", || async {
+        (0..3).any(|i| {
+            c.log(i)
+                .lines()
+                .any(|l| l.contains(&id) && l.contains("took the job over"))
+        })
+    })
+    .await;
+    let started_on_n4 = |c: &Cluster| {
+        c.log(3)
+            .lines()
+            .filter(|l| l.contains("attempt started") && l.contains(&format!("job={id}")))
+            .count()
+    };
+    let before_heal = started_on_n4(&c);
+    c.netns()
+        .expect("planned in namespaces")
+        .heal_all()
+        .expect("heal");
+    until("n4 gives its waiting attempt up", || async {
+        c.log(3).lines().any(|l| {
+            l.contains(&format!("job={id}"))
+                && l.contains("gave up the attempts of a run")
+                && l.contains("dropped=1")
+        })
+    })
+    .await;
+    // The sleeper on n4 ends and frees the slot; the given-up attempt does not take it.
+    until("n4's slot is free", || async {
+        c.log(3)
+            .lines()
+            .any(|l| l.contains("attempt ended") && l.contains("task=troupe.sleep"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        started_on_n4(&c),
+        before_heal,
+        "an attempt of job {id} started on n4 after it gave its run up"
+    );
+    // The holder's run is the job's: it still waits at the gate.
+    assert_eq!(
+        all.status(&id).await.expect("status").state,
+        JobState::WaitingForUser
+    );
+}
+
+/// Cuts n4 off from the other nodes, then resumes the gate of job `id` from inside n4.
+fn cut_n4_off_and_resume_its_gate(c: &Cluster, id: &str) {
+    c.netns()
+        .expect("planned in namespaces")
+        .split(&[3])
+        .expect("split");
+    let resumed = run_with_timeout(
+        c.cli_inside(3, &["resume", id, "gate"]),
+        Duration::from_secs(20),
+    );
+    assert!(
+        resumed.status.success(),
+        "resume on n4: {:?}",
+        texts(&resumed)
     );
 }
 

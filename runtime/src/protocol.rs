@@ -57,5 +57,5 @@ pub use merger::{CacheStats, Executed, MergerMessage};
 pub use replica::{ReplicaBatch, ReplicaWhat, ReplicaWrite};
 pub use watcher::WatcherMessage;
 pub use worker_pool::{
-    AttemptRef, CallReply, StealRequest, StepRequest, TraceContext, WorkerPoolMessage,
+    AbandonedRun, AttemptRef, CallReply, StealRequest, StepRequest, TraceContext, WorkerPoolMessage,
 };

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use troupe_runtime::job::spec::Priority;
-use troupe_runtime::protocol::{AttemptRef, StepRequest};
+use troupe_runtime::protocol::{AbandonedRun, AttemptRef, StepRequest};
 
 use super::STEP as GEARMAN_STEP;
 
@@ -390,6 +390,20 @@ impl Board {
         true
     }
 
+    /// Drops the waiting attempts of a run its owner gave up (see
+    /// [`AbandonedRun`]); a worker that holds one already finishes it, and its result is
+    /// discarded by the owner. Answers how many were dropped.
+    pub fn abandon(&mut self, run: &AbandonedRun) -> usize {
+        let void: Vec<AttemptRef> = self
+            .queues
+            .values()
+            .flat_map(|lanes| lanes.iter().flatten())
+            .filter(|q| run.voids(&q.request))
+            .map(|q| attempt_of(&q.request))
+            .collect();
+        void.iter().filter(|a| self.cancel(a)).count()
+    }
+
     /// Attempts whose worker's `CAN_DO_TIMEOUT` ran out by `now` (given up here).
     pub fn expired(&mut self, now: Instant) -> Vec<(StepRequest, ConnId)> {
         let late: Vec<String> = self
@@ -650,6 +664,27 @@ mod tests {
         assert!(b.grab(1, t0).is_none(), "c was cancelled");
         let (_, lost) = b.disconnect(2);
         assert!(lost.is_empty(), "it held nothing any more");
+    }
+
+    /// A run its owner gave up loses its waiting attempts; the new owner's stay.
+    #[test]
+    fn an_abandoned_runs_waiting_attempts_leave_the_board() {
+        let mut b = Board::new("n1");
+        b.connect(1, "w".into());
+        b.can_do(1, "f", None);
+        b.enqueue(req("j", "f", Priority::Normal)).unwrap();
+        let mut successor = req("j", "f", Priority::Normal);
+        (successor.owner, successor.epoch, successor.attempt) = ("n2".into(), 3, 2);
+        b.enqueue(successor).unwrap();
+        let run = AbandonedRun {
+            job: "j".into(),
+            owner: "n1".into(),
+            below_epoch: 3,
+        };
+        assert_eq!(b.abandon(&run), 1);
+        let left = b.grab(1, Instant::now()).expect("the successor's attempt");
+        assert_eq!(left.request.owner, "n2");
+        assert_eq!(b.abandon(&run), 0);
     }
 
     #[test]

@@ -173,6 +173,12 @@ impl Actor for GearmanWorkers {
                 }
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable cancel"),
             },
+            WorkerPoolMessage::Abandon(run) => match run.into_inner() {
+                Ok(run) => {
+                    lock(&state.shared.board).abandon(&run);
+                }
+                Err(e) => tracing::warn!(error = %e, "dropping an unreadable abandoned run"),
+            },
             WorkerPoolMessage::Steal(_) => {
                 tracing::debug!(
                     "a steal request for the Gearman stand-in; its work stays with its workers"

@@ -15,7 +15,8 @@ use std::time::Instant;
 use crate::core::{CoreCommand, CoreDecision};
 use ractor::ActorRef;
 use troupe_runtime::protocol::{
-    first_member, job_manager_group, JobManagerMessage, JobMoved, ReplicaBatch, ReplicaWhat,
+    first_member, job_manager_group, worker_pool_group, AbandonedRun, JobManagerMessage, JobMoved,
+    ReplicaBatch, ReplicaWhat, WorkerPoolMessage,
 };
 use troupe_runtime::vocab::Holder;
 use troupe_runtime::wire::Wire;
@@ -472,7 +473,21 @@ impl JobManagerState {
             j.drop_job(job);
         }
         self.forget_client(job);
-        self.ctx.scheduler.job_ended(job);
+        // Its attempts waiting or running here and on peers must not go on: the job may
+        // have ended under its new owner already.
+        let run = AbandonedRun {
+            job: job.to_string(),
+            owner: self.ctx.config.name.clone(),
+            below_epoch: holder.epoch,
+        };
+        let mut told = self.ctx.scheduler.abandon_own_run(run.clone());
+        // This node's pool too: it tells the node's external Gearman workers' board.
+        told.push(self.ctx.config.name.clone());
+        for peer in told {
+            if let Some(pool) = first_member::<WorkerPoolMessage>(&worker_pool_group(&peer)) {
+                let _ = pool.cast(WorkerPoolMessage::Abandon(Wire::new(run.clone())));
+            }
+        }
         self.count_owned();
         if let Some(hub) = first_member::<troupe_runtime::protocol::EventHubMessage>(
             &troupe_runtime::protocol::event_hub_group(&self.ctx.config.name),

@@ -112,10 +112,16 @@ impl Placement {
     }
 
     /// Forgets every attempt of an ended job (cancelled attempts send no result).
-    pub fn job_ended(&mut self, job: &str) {
+    /// Answers the nodes they were on, each once.
+    pub fn job_ended(&mut self, job: &str) -> Vec<String> {
+        let mut nodes = Vec::new();
         for (_, node) in self.placed.remove(job).unwrap_or_default() {
             self.release(&node);
+            if !nodes.contains(&node) {
+                nodes.push(node);
+            }
         }
+        nodes
     }
 
     fn release(&mut self, node: &str) {

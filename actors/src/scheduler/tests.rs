@@ -98,6 +98,34 @@ fn cancel_drops_a_waiting_attempt_and_stops_a_running_one() {
     assert!(!s.cancel(&unknown));
 }
 
+/// A run its owner gave up (the job was taken over): its waiting attempt is dropped, its
+/// running one stopped, a late one refused; the new owner's attempts still run.
+#[test]
+fn an_abandoned_runs_attempts_stop_and_late_ones_are_refused() {
+    let (s, started) = scheduler("a", 1, Vec::new());
+    s.enqueue(request("running", "t", false));
+    s.enqueue(request("waiting", "t", false));
+    s.abandon(troupe_runtime::protocol::AbandonedRun {
+        job: "j".into(),
+        owner: "a".into(),
+        below_epoch: 1,
+    });
+    assert_eq!(s.waiting(), 0);
+    assert!(started.lock().expect("test lock")[0].2.is_cancelled());
+    end(&s, &started, "running", "t");
+    s.enqueue(request("late", "t", false));
+    assert_eq!(
+        steps(&started),
+        ["running"],
+        "the late attempt did not start"
+    );
+    let mut successor = request("again", "t", false);
+    successor.owner = "b".into();
+    successor.epoch = 1;
+    s.enqueue(successor);
+    assert_eq!(steps(&started), ["running", "again"]);
+}
+
 /// A leaving node takes every waiting attempt out (to hand back) and stops what runs,
 /// knowing each attempt's owner.
 #[test]
