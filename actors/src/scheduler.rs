@@ -41,8 +41,10 @@ use tokio_util::sync::CancellationToken;
 use troupe_runtime::config::{NodeConfig, PlacementMode};
 use troupe_runtime::protocol::{
     first_member, worker_pool_group, AbandonedRun, AttemptMoved, AttemptRef, JobManagerMessage,
-    LostAttempt, MembershipMessage, StealRequest, StepRequest, WorkerPoolMessage,
+    LostAttempt, MembershipMessage, ResultSource, StealRequest, StepRequest, StepResult,
+    WorkerPoolMessage,
 };
+use troupe_runtime::task::TaskError;
 use troupe_runtime::wire::Wire;
 use troupe_runtime::TaskRegistry;
 
@@ -111,6 +113,25 @@ impl std::fmt::Debug for Scheduler {
             .field("slot_count", &self.slot_count)
             .field("queued", &self.queued)
             .finish_non_exhaustive()
+    }
+}
+
+/// Drops an attempt because a newer run of its job replaced its run: logs it, and if it
+/// was a merger's execution, tells the merger it was cancelled (the requests that joined
+/// it get a new one).
+fn drop_void(node: &str, req: StepRequest) {
+    tracing::info!(job = %req.job, step = %req.step, attempt = req.attempt, owner = %req.owner, epoch = req.epoch, "dropping an attempt of a run the job's new owner replaced");
+    if req.merger.is_some() {
+        let result = StepResult {
+            job: req.job.clone(),
+            step: req.step.clone(),
+            attempt: req.attempt,
+            node: node.to_string(),
+            result: Err(TaskError::permanent("cancelled")),
+            source: ResultSource::Executed,
+            epoch: req.epoch,
+        };
+        crate::merger::execution_ended(req.merger.as_deref(), req.key.as_deref(), &result, true);
     }
 }
 
@@ -280,16 +301,12 @@ impl Scheduler {
 
     /// Queues an attempt in this node's lanes and starts what the free slots allow.
     pub(crate) fn enqueue(self: &Arc<Self>, req: StepRequest) {
-        {
-            // Held while it is queued, so that `abandon` sees it either here or queued.
-            let abandoned = locked(&self.abandoned);
-            if abandoned.voids(&req) {
-                tracing::info!(job = %req.job, step = %req.step, attempt = req.attempt, owner = %req.owner, "dropping an attempt of a run its owner gave up");
-                return;
-            }
-            let lane = lane_of(req.priority, req.stage);
-            locked(&self.lanes).push(req, lane, Instant::now());
+        if locked(&self.abandoned).voids(&req) {
+            drop_void(&self.view.node, req);
+            return;
         }
+        let lane = lane_of(req.priority, req.stage);
+        locked(&self.lanes).push(req, lane, Instant::now());
         self.pump();
     }
 
@@ -305,7 +322,7 @@ impl Scheduler {
             };
             let now = Instant::now();
             // Held from the pop until it counts as running, so that `abandon` finds it
-            // in one place or the other.
+            // running if it did not find it void here.
             let abandoned = locked(&self.abandoned);
             let next = if limited {
                 let mut gates = locked(&self.limits);
@@ -330,6 +347,16 @@ impl Scheduler {
             let Some(req) = next else {
                 break;
             };
+            // Runs replaced by a newer one leave the lanes here, when their turn comes,
+            // not at `abandon` (a scan of every lane per moved job).
+            if abandoned.voids(&req) {
+                if limited {
+                    locked(&self.limits).finished(&req.task);
+                }
+                drop(abandoned);
+                drop_void(&self.view.node, req);
+                continue;
+            }
             let cancel = CancellationToken::new();
             locked(&self.running).insert(
                 attempt_of(&req),
@@ -423,25 +450,21 @@ impl Scheduler {
         }
     }
 
-    /// Gives up the attempts of `run` here: the waiting ones are dropped, the running ones
-    /// stopped, and later ones will not start ([`Scheduler::enqueue`]).
+    /// Gives up the attempts of `run` here: the running ones are stopped, and neither the
+    /// waiting ones nor later ones will start (`pump`, `enqueue`, `spill`, `give_work`
+    /// drop them).
     pub(crate) fn abandon(&self, run: AbandonedRun) {
-        // Taken first, as `enqueue` and `pump` do.
+        // Taken first, as `pump` does.
         let mut abandoned = locked(&self.abandoned);
-        let dropped = locked(&self.lanes).take_where(|r| run.voids(r));
-        if !dropped.is_empty() {
-            self.queued
-                .fetch_sub(dropped.len() as u32, Ordering::Relaxed);
-        }
         let mut stopped = 0;
         for (a, r) in locked(&self.running).iter() {
-            if a.job == run.job && r.owner == run.owner && r.epoch < run.below_epoch {
+            if a.job == run.job && r.epoch < run.below_epoch {
                 r.cancel.cancel();
                 stopped += 1;
             }
         }
-        if dropped.len() + stopped > 0 {
-            tracing::info!(job = %run.job, owner = %run.owner, dropped = dropped.len(), stopped, "gave up the attempts of a run its owner gave up");
+        if stopped > 0 {
+            tracing::info!(job = %run.job, below_epoch = run.below_epoch, stopped, "stopped the running attempts of a run the job's new owner replaced");
         }
         abandoned.record(run);
     }
@@ -585,14 +608,17 @@ impl Scheduler {
             if locked(&self.placement).room(node) == 0 {
                 break;
             }
+            let abandoned = locked(&self.abandoned);
             let next = locked(&self.lanes).pop_where(Instant::now(), |r| {
                 r.owner == view.node
                     && r.merger.is_none()
+                    && !abandoned.voids(r)
                     && *serves.entry(r.task.clone()).or_insert_with(|| {
                         !view.is_saturated(node, &r.task)
                             && view.live_pools(&r.task).iter().any(|(_, n)| n == node)
                     })
             });
+            drop(abandoned);
             let Some(r) = next else { break };
             let attempt = attempt_of(&r);
             if let Err(r) = self.send_to(&pool, node, r) {
@@ -696,11 +722,13 @@ impl Scheduler {
         let now = Instant::now();
         let mut given = Vec::new();
         {
+            let abandoned = locked(&self.abandoned);
             let mut waiting = locked(&self.lanes);
             // Leave this node the work its own slots will take next.
             let spare = waiting.len().saturating_sub(self.slot_count);
             for _ in 0..(req.max as usize).min(spare) {
-                match waiting.pop_where(now, |r| req.tasks.contains(&r.task)) {
+                match waiting.pop_where(now, |r| req.tasks.contains(&r.task) && !abandoned.voids(r))
+                {
                     Some(r) => given.push(r),
                     None => break,
                 }

@@ -30,9 +30,8 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use troupe_runtime::job::spec::SpawnKind;
 use troupe_runtime::protocol::{
-    first_member, merger_group, task_group, worker_pool_group, AttemptRef, Executed,
-    JobManagerMessage, MergerMessage, ResultSource, SpawnRequest, StepRequest, StepResult,
-    WorkerPoolMessage,
+    task_group, worker_pool_group, AttemptRef, JobManagerMessage, ResultSource, SpawnRequest,
+    StepRequest, StepResult, WorkerPoolMessage,
 };
 use troupe_runtime::task::{SubWork, TaskContext, TaskError};
 use troupe_runtime::wire::Wire;
@@ -339,16 +338,12 @@ fn launch(
             epoch: req.epoch,
         };
         // An execution for a merger: it answers the requests that joined this one.
-        if let (Some(m), Some(k)) = (&req.merger, &req.key) {
-            if let Some(merger) = first_member::<MergerMessage>(&merger_group(m)) {
-                let e = Executed {
-                    key: k.clone(),
-                    result: result.clone(),
-                    cancelled,
-                };
-                let _ = merger.cast(MergerMessage::Executed(Wire::new(e)));
-            }
-        }
+        crate::merger::execution_ended(
+            req.merger.as_deref(),
+            req.key.as_deref(),
+            &result,
+            cancelled,
+        );
         if cancelled {
             tracing::debug!(job = %key.job, step = %key.step, attempt = key.attempt, "attempt cancelled");
         } else {

@@ -390,7 +390,7 @@ impl Board {
         true
     }
 
-    /// Drops the waiting attempts of a run its owner gave up (see
+    /// Drops the waiting attempts of runs a newer one replaced (see
     /// [`AbandonedRun`]); a worker that holds one already finishes it, and its result is
     /// discarded by the owner. Answers how many were dropped.
     pub fn abandon(&mut self, run: &AbandonedRun) -> usize {
@@ -666,7 +666,7 @@ mod tests {
         assert!(lost.is_empty(), "it held nothing any more");
     }
 
-    /// A run its owner gave up loses its waiting attempts; the new owner's stay.
+    /// A run replaced by a newer one loses its waiting attempts; the new run's stay.
     #[test]
     fn an_abandoned_runs_waiting_attempts_leave_the_board() {
         let mut b = Board::new("n1");
@@ -678,7 +678,6 @@ mod tests {
         b.enqueue(successor).unwrap();
         let run = AbandonedRun {
             job: "j".into(),
-            owner: "n1".into(),
             below_epoch: 3,
         };
         assert_eq!(b.abandon(&run), 1);

@@ -244,6 +244,18 @@ impl JobManagerState {
     /// Another node owns `m.job` now: stop this node's run of it, if any (fenced).
     pub(super) async fn job_moved(&mut self, myself: &ActorRef<JobManagerMessage>, m: JobMoved) {
         self.not_resuming(&m);
+        // Attempts of the job's older runs waiting or running here (a dead or cut-off
+        // owner's) must not go on: the job runs under its holder now. Through this
+        // node's pool, which tells its external Gearman workers' board too.
+        if let Some(pool) =
+            first_member::<WorkerPoolMessage>(&worker_pool_group(&self.ctx.config.name))
+        {
+            let run = AbandonedRun {
+                job: m.job.clone(),
+                below_epoch: m.epoch,
+            };
+            let _ = pool.cast(WorkerPoolMessage::Abandon(Wire::new(run)));
+        }
         let newer = self
             .takeovers
             .run_epoch(&m.job)
@@ -477,7 +489,6 @@ impl JobManagerState {
         // have ended under its new owner already.
         let run = AbandonedRun {
             job: job.to_string(),
-            owner: self.ctx.config.name.clone(),
             below_epoch: holder.epoch,
         };
         let mut told = self.ctx.scheduler.abandon_own_run(run.clone());

@@ -98,8 +98,8 @@ fn cancel_drops_a_waiting_attempt_and_stops_a_running_one() {
     assert!(!s.cancel(&unknown));
 }
 
-/// A run its owner gave up (the job was taken over): its waiting attempt is dropped, its
-/// running one stopped, a late one refused; the new owner's attempts still run.
+/// A run the job's new owner replaced (the job was taken over): its waiting attempt is
+/// dropped, its running one stopped, a late one refused; the new run's attempts still run.
 #[test]
 fn an_abandoned_runs_attempts_stop_and_late_ones_are_refused() {
     let (s, started) = scheduler("a", 1, Vec::new());
@@ -107,17 +107,16 @@ fn an_abandoned_runs_attempts_stop_and_late_ones_are_refused() {
     s.enqueue(request("waiting", "t", false));
     s.abandon(troupe_runtime::protocol::AbandonedRun {
         job: "j".into(),
-        owner: "a".into(),
         below_epoch: 1,
     });
-    assert_eq!(s.waiting(), 0);
     assert!(started.lock().expect("test lock")[0].2.is_cancelled());
     end(&s, &started, "running", "t");
+    assert_eq!(s.waiting(), 0, "the waiting attempt left the lanes");
     s.enqueue(request("late", "t", false));
     assert_eq!(
         steps(&started),
         ["running"],
-        "the late attempt did not start"
+        "neither the waiting nor the late attempt started"
     );
     let mut successor = request("again", "t", false);
     successor.owner = "b".into();

@@ -29,28 +29,27 @@ pub enum WorkerPoolMessage {
     Cancel(Wire<AttemptRef>),
     /// An idle node asks this loaded one for waiting attempts (work stealing).
     Steal(Wire<StealRequest>),
-    /// Drop the attempts an owner sent for a job it no longer runs (another node took
-    /// it over at a newer epoch): waiting ones are dropped, running ones stopped, and
-    /// late ones refused.
+    /// Drop the attempts of a job's run that was superseded (another node took the job
+    /// over at a newer epoch): waiting ones are dropped, running ones stopped, and late
+    /// ones refused.
     Abandon(Wire<AbandonedRun>),
 }
 
-/// A job's run that its owner gave up (see [`WorkerPoolMessage::Abandon`]): the attempts
-/// `owner` sent for `job` at an epoch below `below_epoch` must not start.
+/// The runs of a job that a newer one replaced (see [`WorkerPoolMessage::Abandon`]): the
+/// job's attempts sent at an epoch below `below_epoch`, whoever sent them, must not start.
+/// (Epochs of a job only grow: the core group grants each takeover the next one.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AbandonedRun {
     /// The job.
     pub job: String,
-    /// The node that ran it and gave it up.
-    pub owner: String,
-    /// The epoch of the run that replaced it: attempts of older epochs are void.
+    /// The epoch of the run that replaced them: attempts of older epochs are void.
     pub below_epoch: u64,
 }
 
 impl AbandonedRun {
-    /// Whether `req` belongs to the abandoned run.
+    /// Whether `req` belongs to a run given up.
     pub fn voids(&self, req: &StepRequest) -> bool {
-        req.job == self.job && req.owner == self.owner && req.epoch < self.below_epoch
+        req.job == self.job && req.epoch < self.below_epoch
     }
 }
 
