@@ -22,8 +22,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use troupe_runtime::merge::CacheMode;
 use troupe_runtime::protocol::{
-    first_member, merger_group, CacheStats, Executed, JobManagerMessage, MergerMessage,
-    ResultSource, StepRequest, StepResult, WorkerPoolMessage,
+    merger_group, CacheStats, JobManagerMessage, MergerMessage, ResultSource, StepRequest,
+    StepResult, WorkerPoolMessage,
 };
 use troupe_runtime::task::TaskError;
 use troupe_runtime::wire::Wire;
@@ -51,27 +51,6 @@ impl CacheCounters {
             evictions: self.evictions.load(Ordering::Relaxed),
             merged: self.merged.load(Ordering::Relaxed),
             entries: self.entries.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// Tells `merger`, for an execution of request key `key` that ran for it, that the
-/// execution ended with `result` (or was `cancelled`: the next request that joined it
-/// leads a new one). Nothing for an attempt that is no merger's execution.
-pub(crate) fn execution_ended(
-    merger: Option<&str>,
-    key: Option<&str>,
-    result: &StepResult,
-    cancelled: bool,
-) {
-    if let (Some(m), Some(k)) = (merger, key) {
-        if let Some(merger) = first_member::<MergerMessage>(&merger_group(m)) {
-            let e = Executed {
-                key: k.to_string(),
-                result: result.clone(),
-                cancelled,
-            };
-            let _ = merger.cast(MergerMessage::Executed(Wire::new(e)));
         }
     }
 }

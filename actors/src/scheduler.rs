@@ -131,7 +131,12 @@ fn drop_void(node: &str, req: StepRequest) {
             source: ResultSource::Executed,
             epoch: req.epoch,
         };
-        crate::merger::execution_ended(req.merger.as_deref(), req.key.as_deref(), &result, true);
+        troupe_runtime::protocol::merger_execution_ended(
+            req.merger.as_deref(),
+            req.key.as_deref(),
+            &result,
+            true,
+        );
     }
 }
 

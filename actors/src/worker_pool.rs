@@ -338,7 +338,7 @@ fn launch(
             epoch: req.epoch,
         };
         // An execution for a merger: it answers the requests that joined this one.
-        crate::merger::execution_ended(
+        troupe_runtime::protocol::merger_execution_ended(
             req.merger.as_deref(),
             req.key.as_deref(),
             &result,

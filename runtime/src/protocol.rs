@@ -53,7 +53,7 @@ pub use job_manager::{
     StepProgress, StepResult, SubmitError, SubmitFailure, SubmitRequest, UniqueJob, WatchRequest,
 };
 pub use membership::{MembershipMessage, NodeInfo, NodeState, SessionEvent, SessionEventKind};
-pub use merger::{CacheStats, Executed, MergerMessage};
+pub use merger::{merger_execution_ended, CacheStats, Executed, MergerMessage};
 pub use replica::{ReplicaBatch, ReplicaWhat, ReplicaWrite};
 pub use watcher::WatcherMessage;
 pub use worker_pool::{

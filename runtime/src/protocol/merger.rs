@@ -5,6 +5,7 @@ use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
+use super::groups::{first_member, merger_group};
 use super::job_manager::StepResult;
 use super::worker_pool::StepRequest;
 use crate::wire::Wire;
@@ -47,4 +48,25 @@ pub struct CacheStats {
     pub merged: u64,
     /// Entries held now.
     pub entries: u64,
+}
+
+/// Tells `merger`, for an execution of request key `key` that ran for it, that the
+/// execution ended with `result` (or was `cancelled`: the next request that joined it
+/// leads a new one). Nothing for an attempt that is no merger's execution.
+pub fn merger_execution_ended(
+    merger: Option<&str>,
+    key: Option<&str>,
+    result: &StepResult,
+    cancelled: bool,
+) {
+    if let (Some(m), Some(k)) = (merger, key) {
+        if let Some(merger) = first_member::<MergerMessage>(&merger_group(m)) {
+            let e = Executed {
+                key: k.to_string(),
+                result: result.clone(),
+                cancelled,
+            };
+            let _ = merger.cast(MergerMessage::Executed(Wire::new(e)));
+        }
+    }
 }
