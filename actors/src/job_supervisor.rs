@@ -656,7 +656,8 @@ impl JobSupervisorState {
                     )))));
                 }
                 if let Some(j) = &state.journal {
-                    j.confirmed(state.run.id());
+                    // Its end here is dropped with it, here and after a restart.
+                    j.drop_job(state.run.id(), &h);
                 }
                 if let Some(jm) = find_on::<JobManagerMessage>(names::JOB_MANAGER, &state.owner) {
                     let _ = jm.cast(JobManagerMessage::JobMoved(Wire::new(

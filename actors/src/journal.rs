@@ -376,9 +376,11 @@ impl Journal {
         self.send(Write::Keep(batch));
     }
 
-    /// Drops this node's journal of `job`, which another node took over.
-    pub fn drop_job(&self, job: &str) {
-        self.send(Write::Drop(job.to_string()));
+    /// Drops this node's journal of `job`, which `holder` took over (its end here too,
+    /// if it ended here: the holder's end is the job's), and keeps the holder, so that
+    /// after a restart this node sends questions about the job there.
+    pub fn drop_job(&self, job: &str, holder: &Holder) {
+        self.send(Write::Drop(job.to_string(), Some(holder.clone())));
     }
 
     /// Drops the copy of `job`.
@@ -627,18 +629,24 @@ mod tests {
         assert_eq!(held.ended, vec![status("n1-1-1")]);
     }
 
-    /// A job another node took over is dropped from the journal without a status.
+    /// A job another node took over is dropped from the journal without a status, and
+    /// its holder is kept.
     #[tokio::test]
     async fn a_job_taken_over_elsewhere_is_dropped_without_a_status() {
         let scratch = Scratch::new("drop");
         let journal = open(&scratch, JournalAck::None);
         journal.start("n1-1-1", 0, &spec(), &Limits::default(), 0);
         journal.input("n1-1-1", 1, &input(1));
-        journal.drop_job("n1-1-1");
+        let holder = Holder {
+            node: "n2".to_string(),
+            epoch: 7,
+        };
+        journal.drop_job("n1-1-1", &holder);
         committed(&journal).await;
         let held = journal.store.read_all().expect("readable");
         assert!(held.jobs.is_empty());
         assert!(held.ended.is_empty());
+        assert_eq!(held.moved, vec![("n1-1-1".to_string(), holder)]);
     }
 
     /// A copy kept for another node is read back for a takeover, and gone once forgotten.

@@ -152,7 +152,7 @@ async fn a_copy_that_missed_the_end_is_not_taken_over_after_the_owner_dies() {
 /// twice). A job's owner is cut off from the others, its copy and the core group's
 /// majority among them, just as the job ends. Its end must not be published, neither
 /// then nor after the owner restarts still cut off: the other side takes the job over,
-/// and the end it reaches is the job's only one.
+/// and the end it reaches is the job's only one, also once the owner restarted again.
 #[tokio::test(flavor = "current_thread")]
 async fn an_owner_cut_off_as_its_job_ends_publishes_no_end_the_other_side_can_contradict() {
     if !troupe_integration::needs::has(
@@ -161,6 +161,29 @@ async fn an_owner_cut_off_as_its_job_ends_publishes_no_end_the_other_side_can_co
     ) {
         return;
     }
+    owner_cut_off_as_its_job_ends(true).await;
+}
+
+/// The nemesis's seed 775160 (status disagreements). As above, but the owner learns of
+/// the takeover while its run still waits to publish its end (no restart while cut off);
+/// killed and started again after that, it must answer with the holder's end, not with
+/// the end its own run reached.
+#[tokio::test(flavor = "current_thread")]
+async fn an_owner_restarted_after_its_job_was_taken_over_answers_with_the_holders_end() {
+    if !troupe_integration::needs::has(
+        "an_owner_restarted_after_its_job_was_taken_over_answers_with_the_holders_end",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
+    owner_cut_off_as_its_job_ends(false).await;
+}
+
+/// n4 owns a gated job and is cut off alone as its gate is resumed inside (the job ends
+/// there); with `restart_while_cut_off` it is killed and started again before the heal.
+/// Checks that n4 never publishes its own end, and that after the heal, and after one
+/// more restart, it answers with the end the holder reached.
+async fn owner_cut_off_as_its_job_ends(restart_while_cut_off: bool) {
     let mut c = Cluster::plan_in_netns(4)
         .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
     c.slots = 2;
@@ -194,27 +217,29 @@ async fn an_owner_cut_off_as_its_job_ends_publishes_no_end_the_other_side_can_co
         !seen.iter().any(|s| s == "succeeded"),
         "n4, cut off, published the end of job {id} (states seen there: {seen:?})"
     );
-    // n4 dies and starts again, still cut off: its journal holds the end, unconfirmed,
-    // which it must not publish either.
-    c.node(3).kill();
-    c.start_node(3);
-    let restarted = Instant::now();
-    let mut after_restart = Vec::new();
-    while restarted.elapsed() < Duration::from_secs(5) {
-        let out = run_with_timeout(c.cli_inside(3, &["status", &id]), Duration::from_secs(10));
-        if let Ok(st) = serde_json::from_str::<serde_json::Value>(&texts(&out).0) {
-            after_restart.push(st["state"].as_str().unwrap_or("?").to_string());
+    if restart_while_cut_off {
+        // n4 dies and starts again, still cut off: its journal holds the end,
+        // unconfirmed, which it must not publish either.
+        c.node(3).kill();
+        c.start_node(3);
+        let restarted = Instant::now();
+        let mut after_restart = Vec::new();
+        while restarted.elapsed() < Duration::from_secs(5) {
+            let out = run_with_timeout(c.cli_inside(3, &["status", &id]), Duration::from_secs(10));
+            if let Ok(st) = serde_json::from_str::<serde_json::Value>(&texts(&out).0) {
+                after_restart.push(st["state"].as_str().unwrap_or("?").to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !after_restart.is_empty(),
+            "n4 answered no status after its restart"
+        );
+        assert!(
+            !after_restart.iter().any(|s| s == "succeeded"),
+            "n4, restarted while cut off, published the unconfirmed end of job {id}: {after_restart:?}"
+        );
     }
-    assert!(
-        !after_restart.is_empty(),
-        "n4 answered no status after its restart"
-    );
-    assert!(
-        !after_restart.iter().any(|s| s == "succeeded"),
-        "n4, restarted while cut off, published the unconfirmed end of job {id}: {after_restart:?}"
-    );
     c.netns()
         .expect("planned in namespaces")
         .heal_all()
@@ -243,6 +268,78 @@ async fn an_owner_cut_off_as_its_job_ends_publishes_no_end_the_other_side_can_co
     assert_eq!(
         a.steps["after"].node, b.steps["after"].node,
         "two ends of job {id}: {a:?} and {b:?}"
+    );
+
+    // n4 is cut off again, dies and starts again: only its journal can tell it who holds
+    // the job now. It must not answer with the end its own run reached.
+    let holders_end = (
+        "succeeded".to_string(),
+        a.steps["after"].node.clone().unwrap_or_default(),
+    );
+    c.netns()
+        .expect("planned in namespaces")
+        .split(&[3])
+        .expect("split");
+    c.node(3).kill();
+    c.start_node(3);
+    let restarted = Instant::now();
+    let mut inside = Vec::new();
+    while restarted.elapsed() < Duration::from_secs(6) {
+        let out = run_with_timeout(c.cli_inside(3, &["status", &id]), Duration::from_secs(10));
+        let (stdout, stderr) = texts(&out);
+        inside.push(match serde_json::from_str::<serde_json::Value>(&stdout) {
+            Ok(st) => (
+                st["state"].as_str().unwrap_or("?").to_string(),
+                st["steps"]["after"]["node"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string(),
+            ),
+            Err(_) => ("error".to_string(), stderr),
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !inside
+            .iter()
+            .any(|(state, node)| state != "error" && (state, node) != (&holders_end.0, &holders_end.1)),
+        "n4, restarted cut off after job {id} was taken over, answered {inside:?}; the holder's end is {holders_end:?}"
+    );
+    c.netns()
+        .expect("planned in namespaces")
+        .heal_all()
+        .expect("heal");
+
+    // Healed, it answers with the holder's end.
+    let mut answers = Vec::new();
+    let restarted = Instant::now();
+    while restarted.elapsed() < Duration::from_secs(20) && answers.len() < 10 {
+        let out = run_with_timeout(c.cli_inside(3, &["status", &id]), Duration::from_secs(10));
+        let (stdout, stderr) = texts(&out);
+        if let Ok(st) = serde_json::from_str::<serde_json::Value>(&stdout) {
+            answers.push((
+                st["state"].as_str().unwrap_or("?").to_string(),
+                st["steps"]["after"]["node"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string(),
+            ));
+        } else {
+            // Not up yet, or busy: asked again. Not knowing the job is an answer.
+            assert!(
+                !stderr.contains("no job"),
+                "n4, restarted, does not know job {id}: {stderr}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !answers.is_empty(),
+        "n4 answered no status after its restart"
+    );
+    assert!(
+        answers.iter().all(|x| *x == holders_end),
+        "n4, restarted after job {id} was taken over, answered {answers:?}; the holder's end is {holders_end:?}"
     );
 }
 

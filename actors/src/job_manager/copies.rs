@@ -52,6 +52,33 @@ pub(super) fn record_ends_later(
     });
 }
 
+/// How long a node that came up is looked for, to tell it of the jobs taken from it: its
+/// job manager joins its process group a little after the node is seen up.
+const TELL_MOVED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Tells node `to` that the jobs of `moves` belong to other nodes now, waiting (off the
+/// mailbox) for its job manager to be visible. Without this a restarted node whose job
+/// manager was not visible yet would not hear of them, and would answer for a job with
+/// its own run's end, which is not the job's.
+fn tell_moved(to: String, moves: Vec<JobMoved>) {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        loop {
+            if let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(&to)) {
+                for m in moves {
+                    let _ = jm.cast(JobManagerMessage::JobMoved(Wire::new(m)));
+                }
+                return;
+            }
+            if start.elapsed() >= TELL_MOVED_FOR {
+                tracing::warn!(node = %to, jobs = moves.len(), "could not tell a node that came up of the jobs taken over from it (its job manager is not visible); it learns of them from the core group when asked");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+}
+
 /// Has the core group record that `node`'s runs of `ends` (job, epoch) ended, trying again
 /// while it does not answer; tells `myself` of each job another node holds now.
 async fn record_ends(
@@ -270,10 +297,11 @@ impl JobManagerState {
                 }),
             );
         }
-        if self.held_ends.remove(&m.job).is_some() {
-            // Its end here was never confirmed: the holder's end is the job's.
+        if self.held_ends.remove(&m.job).is_some() && m.owner != self.ctx.config.name {
+            // Its end here was never confirmed: the holder's end is the job's, here and
+            // after a restart.
             if let Some(j) = &self.ctx.journal {
-                j.confirmed(&m.job);
+                j.drop_job(&m.job, &m.holder());
             }
         }
         let effects = self.takeovers.job_moved(m);
@@ -368,6 +396,7 @@ impl JobManagerState {
     /// Does what the takeover rules ask, in order.
     async fn carry_out(&mut self, myself: &ActorRef<JobManagerMessage>, effects: Vec<Effect>) {
         let mut questions = Vec::new();
+        let mut tells: HashMap<String, Vec<JobMoved>> = HashMap::new();
         for effect in effects {
             match effect {
                 Effect::AskCore { job, from } => self.ask_core(myself, job, from),
@@ -388,18 +417,19 @@ impl JobManagerState {
                     }
                 }
                 Effect::TellMoved { to, job, holder } => {
-                    if let Some(jm) = first_member::<JobManagerMessage>(&job_manager_group(&to)) {
-                        let _ = jm.cast(JobManagerMessage::JobMoved(Wire::new(JobMoved {
-                            job,
-                            owner: holder.node,
-                            epoch: holder.epoch,
-                        })));
-                    }
+                    tells.entry(to).or_default().push(JobMoved {
+                        job,
+                        owner: holder.node,
+                        epoch: holder.epoch,
+                    });
                 }
             }
         }
         if !questions.is_empty() {
             self.ask_owners(myself, questions);
+        }
+        for (to, moves) in tells {
+            tell_moved(to, moves);
         }
     }
 
@@ -482,7 +512,7 @@ impl JobManagerState {
         sup.stop(job);
         self.specs.remove(job);
         if let Some(j) = &self.ctx.journal {
-            j.drop_job(job);
+            j.drop_job(job, holder);
         }
         self.forget_client(job);
         // Its attempts waiting or running here and on peers must not go on: the job may

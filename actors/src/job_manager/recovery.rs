@@ -92,6 +92,16 @@ impl JobManagerState {
                 myself,
             );
         }
+        // Jobs of this node's that another node took over before the restart: questions
+        // about them go to their holders (a status of this node's own run of such a job,
+        // journaled after the move, is not the job's).
+        for (job, h) in rec.moved {
+            self.takeovers.taken_while_away(JobMoved {
+                job,
+                owner: h.node,
+                epoch: h.epoch,
+            });
+        }
         for c in rec.copies {
             self.takeovers.copy_recovered(
                 c.job,
@@ -142,7 +152,7 @@ impl JobManagerState {
             if let Some(m) = moved.iter().find(|m| m.job == record.id).or(heard.as_ref()) {
                 tracing::warn!(job = %record.id, owner = %m.owner, epoch = m.epoch, "a journaled job was taken over by another node while this one was down; not resuming it");
                 if let Some(j) = &self.ctx.journal {
-                    j.drop_job(&record.id);
+                    j.drop_job(&record.id, &m.holder());
                 }
                 self.takeovers.taken_while_away(m.clone());
                 continue;
@@ -194,7 +204,7 @@ impl JobManagerState {
         drop(recovered);
         tracing::warn!(job = %m.job, owner = %m.owner, epoch = m.epoch, "a journaled job was taken over by another node while this one was down; not resuming it");
         if let Some(j) = &self.ctx.journal {
-            j.drop_job(&m.job);
+            j.drop_job(&m.job, &m.holder());
         }
     }
 }

@@ -927,7 +927,7 @@ pub(super) fn writes_to_copy(batch: &[Write]) -> Vec<Outgoing> {
             Write::Input(id, seq, b) => {
                 Some(outgoing(id, None, ReplicaWhat::Input(*seq, b.clone())))
             }
-            Write::End(id, ..) | Write::Drop(id) => Some(outgoing(id, None, ReplicaWhat::End)),
+            Write::End(id, ..) | Write::Drop(id, _) => Some(outgoing(id, None, ReplicaWhat::End)),
             _ => None,
         })
         .collect()
@@ -1495,7 +1495,7 @@ mod tests {
             ),
             Write::Start("j".to_string(), 2, Vec::new(), None),
             Write::Input("j".to_string(), 1, Vec::new()),
-            Write::Drop("moved".to_string()),
+            Write::Drop("moved".to_string(), None),
             Write::End("done".to_string(), Vec::new(), 0),
             Write::Forget("copy".to_string()),
             Write::Keep(ReplicaBatch {

@@ -26,6 +26,7 @@ use troupe_runtime::job::spec::JobSpec;
 use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::job::validate::Limits;
 use troupe_runtime::protocol::{Fenced, ReplicaWhat, ReplicaWrite, SavedState};
+use troupe_runtime::vocab::Holder;
 use troupe_runtime::wire;
 
 use super::wal::{Logged, Record, Wal};
@@ -43,6 +44,9 @@ const UNCONFIRMED: TableDefinition<&str, u64> = TableDefinition::new("unconfirme
 /// The epoch each ended job (of those kept in `ended`) ran at here, if not 0: a taken-over
 /// job's former owner's writes stay fenced after a restart.
 const ENDED_EPOCHS: TableDefinition<&str, u64> = TableDefinition::new("ended_epochs");
+/// This node's jobs that another node took over -> their holder (encoded): a restarted
+/// node sends questions about them there. Kept as long as ended statuses (`ended_order`).
+const MOVED: TableDefinition<&str, &[u8]> = TableDefinition::new("moved");
 const ACTOR_STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("actor_states");
 /// Actor -> the epoch of the newest activation that read its state here (older saves are
 /// refused).
@@ -93,6 +97,8 @@ pub struct Recovered {
     /// Ended jobs whose end was not confirmed before the node stopped (job, epoch): their
     /// ends are not published until the core group records them.
     pub unconfirmed: Vec<(String, u64)>,
+    /// This node's jobs another node took over, and their holders.
+    pub moved: Vec<(String, Holder)>,
 }
 
 /// The fields of a [`JobRecord`], borrowed (so that starting a job does not copy its file).
@@ -414,6 +420,14 @@ impl Store {
                     .insert(id.value().to_string(), epoch.value());
             }
         }
+        if let Ok(t) = rtx.open_table(MOVED) {
+            for row in t.iter()? {
+                let (id, h) = row?;
+                if let Ok(h) = wire::decode::<Holder>(h.value()) {
+                    out.moved.push((id.value().to_string(), h));
+                }
+            }
+        }
         if let Ok(t) = rtx.open_table(UNCONFIRMED) {
             for row in t.iter()? {
                 let (id, epoch) = row?;
@@ -669,6 +683,7 @@ impl Store {
             let mut copy_inputs = tx.open_table(COPY_INPUTS)?;
             let mut unconfirmed = tx.open_table(UNCONFIRMED)?;
             let mut ended_epochs = tx.open_table(ENDED_EPOCHS)?;
+            let mut moved = tx.open_table(MOVED)?;
             for w in batch {
                 match w {
                     Write::Keep(batch) => {
@@ -697,10 +712,21 @@ impl Store {
                             }
                         }
                     }
-                    Write::Drop(id) => {
+                    Write::Drop(id, holder) => {
                         jobs.remove(id.as_str())?;
                         inputs
                             .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
+                        if let Some(h) = holder {
+                            // An end here is not the job's: the holder's is.
+                            unconfirmed.remove(id.as_str())?;
+                            ended.remove(id.as_str())?;
+                            ended_epochs.remove(id.as_str())?;
+                            if let Ok(b) = wire::encode(&h) {
+                                moved.insert(id.as_str(), b.as_slice())?;
+                                order.insert(*next_order, id.as_str())?;
+                                *next_order += 1;
+                            }
+                        }
                     }
                     Write::Flush => {}
                     Write::Unconfirmed(id, epoch) => {
@@ -781,6 +807,7 @@ impl Store {
                 };
                 ended.remove(id.value())?;
                 ended_epochs.remove(id.value())?;
+                moved.remove(id.value())?;
             }
         }
         tx.commit()?;
@@ -801,8 +828,15 @@ fn compact(batch: &mut Vec<Write>) {
     let mut forget_all = None;
     for (i, w) in batch.iter().enumerate() {
         match w {
-            Write::End(id, ..) | Write::Drop(id) => {
+            Write::End(id, ..) => {
                 own_end.insert(id.clone(), i);
+            }
+            Write::Drop(id, holder) => {
+                own_end.insert(id.clone(), i);
+                if holder.is_some() {
+                    // It drops an unconfirmed mark too.
+                    confirmed.insert(id.clone(), i);
+                }
             }
             Write::Confirmed(id) => {
                 confirmed.insert(id.clone(), i);
@@ -938,6 +972,41 @@ mod tests {
         commit(&store, vec![start("j3", 0), end("j3")]);
         let held = store.read_all().expect("readable");
         assert!(held.jobs.is_empty());
+        assert_eq!(held.ended, vec![status("j2"), status("j3")]);
+    }
+
+    /// A job that ended here, its end unconfirmed, then learned another node took it
+    /// over: its end here is dropped with it (the holder's end is the job's) and its
+    /// holder kept, also after a restart (the log replayed), until trimmed like an end.
+    #[test]
+    fn an_end_here_of_a_job_taken_over_is_dropped_and_its_holder_kept() {
+        let scratch = Scratch::new("store-moved");
+        let holder = Holder {
+            node: "n2".to_string(),
+            epoch: 7,
+        };
+        let (store, _) = Store::open(&scratch.0, 2).expect("opens");
+        commit(&store, vec![start("j1", 0), input_write("j1", 1)]);
+        commit(
+            &store,
+            vec![Write::Unconfirmed("j1".to_string(), 0), end("j1")],
+        );
+        let held = store.read_all().expect("readable");
+        assert_eq!(held.unconfirmed, vec![("j1".to_string(), 0)]);
+        commit(
+            &store,
+            vec![Write::Drop("j1".to_string(), Some(holder.clone()))],
+        );
+        drop(store);
+        let (store, held) = Store::open(&scratch.0, 2).expect("opens again");
+        assert!(held.jobs.is_empty() && held.ended.is_empty(), "{held:?}");
+        assert!(held.unconfirmed.is_empty());
+        assert_eq!(held.moved, vec![("j1".to_string(), holder)]);
+        // Kept as long as ended statuses are: two newer ends push it out.
+        commit(&store, vec![start("j2", 0), end("j2")]);
+        commit(&store, vec![start("j3", 0), end("j3")]);
+        let held = store.read_all().expect("readable");
+        assert!(held.moved.is_empty(), "{:?}", held.moved);
         assert_eq!(held.ended, vec![status("j2"), status("j3")]);
     }
 

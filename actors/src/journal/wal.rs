@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use troupe_runtime::protocol::{ReplicaBatch, SavedState};
+use troupe_runtime::vocab::Holder;
 use troupe_runtime::wire;
 
 use super::write::Write;
@@ -56,6 +57,8 @@ pub(super) enum Logged {
     ForgetAll,
     ActorState(String, SavedState),
     ActorFetch(String, u64),
+    /// A drop that keeps the job's holder (after the variants older logs hold).
+    Moved(String, Holder),
 }
 
 impl Logged {
@@ -75,7 +78,8 @@ impl Logged {
                 ..b.clone()
             }),
             Write::Forget(id) => Logged::Forget(id.clone()),
-            Write::Drop(id) => Logged::Drop(id.clone()),
+            Write::Drop(id, None) => Logged::Drop(id.clone()),
+            Write::Drop(id, Some(h)) => Logged::Moved(id.clone(), h.clone()),
             Write::ForgetAll(_) => Logged::ForgetAll,
             Write::ActorState(actor, state, _) => Logged::ActorState(actor.clone(), state.clone()),
             Write::ActorFetch(actor, epoch, _) => Logged::ActorFetch(actor.clone(), *epoch),
@@ -93,7 +97,8 @@ impl Logged {
             Logged::Confirmed(id) => Write::Confirmed(id),
             Logged::Keep(b) => Write::Keep(b),
             Logged::Forget(id) => Write::Forget(id),
-            Logged::Drop(id) => Write::Drop(id),
+            Logged::Drop(id) => Write::Drop(id, None),
+            Logged::Moved(id, h) => Write::Drop(id, Some(h)),
             Logged::ForgetAll => Write::ForgetAll(oneshot::channel().0),
             Logged::ActorState(actor, state) => {
                 Write::ActorState(actor, state, oneshot::channel().0)

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use tokio::sync::oneshot;
 use troupe_runtime::protocol::{Fenced, ReplicaBatch, SavedState};
+use troupe_runtime::vocab::Holder;
 
 /// What the journal's handle asks the writer thread to commit.
 pub(super) enum Write {
@@ -29,8 +30,12 @@ pub(super) enum Write {
     Keep(ReplicaBatch),
     /// Drop the copy of a job (taken over here, or ended).
     Forget(String),
-    /// Drop a job of this node's that another node took over (no status kept).
-    Drop(String),
+    /// Drop a job of this node's that another node took over: its record, inputs, end
+    /// (an end here is not the job's) and unconfirmed mark. Its holder is kept (as long
+    /// as an ended status would be), so that a restart sends questions about the job
+    /// there rather than answering from nothing (`None`: a drop logged by an older
+    /// release, which kept no holder).
+    Drop(String, Option<Holder>),
     /// An actor's state (this node's activation's, or a copy of another node's). Urgent:
     /// somebody waits for it.
     ActorState(String, SavedState, StateWaiter),
@@ -96,7 +101,7 @@ impl Write {
             Write::Confirmed(id) => Some(Write::Confirmed(id.clone())),
             Write::Keep(b) => Some(Write::Keep(b.clone())),
             Write::Forget(id) => Some(Write::Forget(id.clone())),
-            Write::Drop(id) => Some(Write::Drop(id.clone())),
+            Write::Drop(id, h) => Some(Write::Drop(id.clone(), h.clone())),
             Write::Start(_, _, _, Some(_))
             | Write::ActorState(..)
             | Write::ActorFetch(..)

@@ -285,7 +285,7 @@ mod tests {
         assert!(!start(None).is_urgent());
         assert!(!input(1).is_urgent());
         assert!(!Write::End("j".to_string(), Vec::new(), 0).is_urgent());
-        assert!(!Write::Drop("j".to_string()).is_urgent());
+        assert!(!Write::Drop("j".to_string(), None).is_urgent());
         assert!(!Write::Forget("j".to_string()).is_urgent());
     }
 

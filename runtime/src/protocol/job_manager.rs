@@ -417,6 +417,16 @@ pub struct JobMoved {
     pub epoch: u64,
 }
 
+impl JobMoved {
+    /// The node that holds the job now, and since which epoch.
+    pub fn holder(&self) -> crate::vocab::Holder {
+        crate::vocab::Holder {
+            node: self.owner.clone(),
+            epoch: self.epoch,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use ractor::{Actor, ActorProcessingErr};
