@@ -93,6 +93,18 @@ pub(crate) struct Disk {
     pub copies: BTreeMap<String, CopyEntry>,
     /// Keyed actors' saved states.
     pub store: Store,
+    /// This node's jobs another node took over, and their holders (the journal's
+    /// `moved`): a restart sends questions about them there.
+    pub moved: BTreeMap<String, Holder>,
+}
+
+impl Disk {
+    /// This node's job `job` belongs to `holder` now: its journal (its end here too) is
+    /// dropped and the holder kept.
+    fn moved_away(&mut self, job: &str, holder: Holder) {
+        self.own.remove(job);
+        self.moved.insert(job.to_string(), holder);
+    }
 }
 
 /// A run of a job in memory.
@@ -251,6 +263,13 @@ impl SimNode {
             self.mem
                 .takeovers
                 .copy_recovered(job.clone(), c.holder.clone());
+        }
+        for (job, h) in &self.disk.moved {
+            self.mem.takeovers.taken_while_away(JobMoved {
+                job: job.clone(),
+                owner: h.node.clone(),
+                epoch: h.epoch,
+            });
         }
         let jobs: Vec<String> = self
             .disk
@@ -877,7 +896,7 @@ impl SimNode {
                         e.end.is_some() && !e.published && e.record.epoch < m.epoch
                     });
                 if held && m.owner != self.name {
-                    self.disk.own.remove(&m.job);
+                    self.disk.moved_away(&m.job, m.holder());
                     self.mem.owed.remove(&m.job);
                 }
                 let effects = self.mem.takeovers.job_moved(m);
@@ -996,7 +1015,7 @@ impl SimNode {
                         end_write(&job, e.record.epoch, replica, &mut out);
                     }
                 } else {
-                    self.disk.own.remove(&job);
+                    self.disk.moved_away(&job, holder.clone());
                     let m = JobMoved {
                         job,
                         owner: holder.node,
@@ -1011,7 +1030,7 @@ impl SimNode {
                 let moved = takeover::taken_from(&self.name, jobs.clone(), owners);
                 let gone: HashSet<String> = moved.iter().map(|m| m.job.clone()).collect();
                 for m in moved {
-                    self.disk.own.remove(&m.job);
+                    self.disk.moved_away(&m.job, m.holder());
                     self.tell_holder(&m, &mut out);
                     self.mem.takeovers.taken_while_away(m);
                 }
@@ -1156,9 +1175,9 @@ impl SimNode {
                     self.start_run(&job, run, epoch, "taken over", now, out);
                 }
                 Effect::Denied { .. } | Effect::Undecided { .. } => {}
-                Effect::StopRun { job, .. } => {
+                Effect::StopRun { job, holder } => {
                     self.mem.runs.remove(&job);
-                    self.disk.own.remove(&job);
+                    self.disk.moved_away(&job, holder);
                 }
                 Effect::ForgetCopy { job } => {
                     self.disk.copies.remove(&job);
