@@ -14,8 +14,8 @@ use troupe_runtime::job::spec::JobSpec;
 use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::protocol::{
     first_member, job_manager_group, worker_pool_group, AttemptMoved, CallReply, InvalidateRequest,
-    JobAnswer, JobManagerMessage, JobQueryError, ResumeRequest, SpawnRequest, WatchRequest,
-    WorkerPoolMessage,
+    JobAnswer, JobManagerMessage, JobQueryError, LostAttempt, ResumeRequest, SpawnRequest,
+    WatchRequest, WorkerPoolMessage,
 };
 use troupe_runtime::task::TaskError;
 use troupe_runtime::vocab::JobId;
@@ -328,16 +328,33 @@ impl JobManagerState {
     }
 
     /// Tells a job's supervisor where its attempt runs now (it was spilled or stolen).
+    ///
+    /// A node this one holds down (a peer that sees it back already may hand it work
+    /// before this node does) counts as lost at once: its result would come over the
+    /// session this node closed, and be lost with it, while the node's going down was
+    /// handled before the attempt was there (the nemesis found a job that never ended so,
+    /// seed 939008).
     pub(super) fn attempt_moved(&self, m: AttemptMoved) {
-        if let Some(sup) = self.live.get(&m.attempt.job) {
-            let _ = sup.cast(
-                &m.attempt.job,
-                JobSupervisorMessage::Assigned {
-                    step: m.attempt.step,
-                    attempt: m.attempt.attempt,
-                    node: m.node,
-                },
-            );
+        let Some(sup) = self.live.get(&m.attempt.job) else {
+            return;
+        };
+        let down = self.ctx.view.is_down(&m.node);
+        let lost = down.then(|| LostAttempt {
+            attempt: m.attempt.clone(),
+            reason: format!("moved to node {}, which this node holds down", m.node),
+            counts: true,
+        });
+        let _ = sup.cast(
+            &m.attempt.job,
+            JobSupervisorMessage::Assigned {
+                step: m.attempt.step,
+                attempt: m.attempt.attempt,
+                node: m.node,
+            },
+        );
+        if let Some(l) = lost {
+            let job = l.attempt.job.clone();
+            let _ = sup.cast(&job, JobSupervisorMessage::AttemptLost(l));
         }
     }
 }
