@@ -417,11 +417,10 @@ impl JobManagerState {
                     }
                 }
                 Effect::TellMoved { to, job, holder } => {
-                    tells.entry(to).or_default().push(JobMoved {
-                        job,
-                        owner: holder.node,
-                        epoch: holder.epoch,
-                    });
+                    tells
+                        .entry(to)
+                        .or_default()
+                        .push(JobMoved::new(job, holder));
                 }
             }
         }

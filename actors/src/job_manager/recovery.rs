@@ -96,11 +96,7 @@ impl JobManagerState {
         // about them go to their holders (a status of this node's own run of such a job,
         // journaled after the move, is not the job's).
         for (job, h) in rec.moved {
-            self.takeovers.taken_while_away(JobMoved {
-                job,
-                owner: h.node,
-                epoch: h.epoch,
-            });
+            self.takeovers.taken_while_away(JobMoved::new(job, h));
         }
         for c in rec.copies {
             self.takeovers.copy_recovered(

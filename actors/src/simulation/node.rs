@@ -265,11 +265,9 @@ impl SimNode {
                 .copy_recovered(job.clone(), c.holder.clone());
         }
         for (job, h) in &self.disk.moved {
-            self.mem.takeovers.taken_while_away(JobMoved {
-                job: job.clone(),
-                owner: h.node.clone(),
-                epoch: h.epoch,
-            });
+            self.mem
+                .takeovers
+                .taken_while_away(JobMoved::new(job.clone(), h.clone()));
         }
         let jobs: Vec<String> = self
             .disk

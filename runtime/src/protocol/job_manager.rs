@@ -418,6 +418,15 @@ pub struct JobMoved {
 }
 
 impl JobMoved {
+    /// `job` is held by `holder` now.
+    pub fn new(job: String, holder: crate::vocab::Holder) -> Self {
+        JobMoved {
+            job,
+            owner: holder.node,
+            epoch: holder.epoch,
+        }
+    }
+
     /// The node that holds the job now, and since which epoch.
     pub fn holder(&self) -> crate::vocab::Holder {
         crate::vocab::Holder {
