@@ -747,22 +747,10 @@ impl MembershipState {
             .set_saturated(&info.name, info.saturated.iter().cloned().collect());
         self.ctx.view.set_peer_waiting(&info.name, info.queued);
         self.ctx.view.set_over_target(&info.name, info.over_target);
-        let scheduler = &self.ctx.scheduler;
-        scheduler.peer_load(&info.name, info.slots, info.busy, info.queued);
-        if info.queued > 0 {
-            scheduler.steal();
-        }
-        // Room there: hand it work waiting here (a node that just joined takes work now).
-        let moved = scheduler.spill(&info.name);
-        if !moved.is_empty() {
-            if let Some(jm) =
-                crate::find_on::<JobManagerMessage>(crate::names::JOB_MANAGER, &self.ctx.view.node)
-            {
-                for m in moved {
-                    let _ = jm.cast(JobManagerMessage::Moved(Wire::new(m)));
-                }
-            }
-        }
+        self.ctx
+            .scheduler
+            .peer_load(&info.name, info.slots, info.busy, info.queued);
+        let (name, queued) = (info.name.clone(), info.queued);
         for a in &info.peers {
             self.heard.insert(a.clone(), now);
         }
@@ -826,7 +814,30 @@ impl MembershipState {
                 );
             }
         }
+        // After the state above: a node this one held down and hears from again is
+        // stolen from and handed work only once it is no longer down here.
+        self.share_work_with(&name, queued);
         self.publish_node_counts();
+    }
+
+    /// Work moves between this node and peer `node`, whose record was just heard: if
+    /// work waits there (`queued`), this node steals some when idle; if it has room,
+    /// work waiting here goes to it (a node that just joined takes work now).
+    fn share_work_with(&self, node: &str, queued: u32) {
+        let scheduler = &self.ctx.scheduler;
+        if queued > 0 {
+            scheduler.steal();
+        }
+        let moved = scheduler.spill(node);
+        if !moved.is_empty() {
+            if let Some(jm) =
+                crate::find_on::<JobManagerMessage>(crate::names::JOB_MANAGER, &self.ctx.view.node)
+            {
+                for m in moved {
+                    let _ = jm.cast(JobManagerMessage::Moved(Wire::new(m)));
+                }
+            }
+        }
     }
 
     /// True (and its sessions closed) if `info` comes from a node of another cluster: both

@@ -16,12 +16,21 @@ fn gated() -> JobSpec {
 }
 
 /// Waits (at most 20 s) until `cond` holds, checking every 50 ms; panics with `what`.
-async fn until<F, Fut>(what: &str, mut cond: F)
+async fn until<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    until_within(what, Duration::from_secs(20), cond).await
+}
+
+/// [`until`] with a time limit of `limit`.
+async fn until_within<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
     while !cond().await {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -816,4 +825,107 @@ async fn a_synced_answer_survives_every_node_dying_at_once() {
     until_state(&client, &id, JobState::WaitingForUser).await;
     client.resume(&id, "gate").await.expect("resume the gate");
     until_state(&client, &id, JobState::Succeeded).await;
+}
+
+/// The nemesis's seed 939008 (a job lost). n3 is cut off and found down; n1's
+/// attempts (`placement = round_robin`, one slot each) fill n1's and n2's lanes. Then n3
+/// comes back for n2 but not for n1 (their traffic stays dropped), so n1 holds it down.
+/// Idle, n3 steals from n2's lane as soon as it hears from n2 again (a node held down
+/// and heard from again is stolen from at once). n1 must count an attempt that went to
+/// n3 as lost when it hears where it went, and run it again: in the nemesis run, the
+/// result went out over a session n1 was closing and was lost, and the job stayed
+/// running. (Here n3 keeps the result for n1 and sends it once they see each other
+/// again, so the job would end anyway; what this test checks is that n1 does not wait
+/// for it, and that every job ends.)
+#[tokio::test(flavor = "current_thread")]
+async fn an_attempt_stolen_by_a_node_its_owner_holds_down_runs_again() {
+    if !troupe_integration::needs::has(
+        "an_attempt_stolen_by_a_node_its_owner_holds_down_runs_again",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
+    let mut c = Cluster::plan_in_netns(3)
+        .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
+    c.slots = 1;
+    c.env.extend([
+        ("TROUPE_SCHEDULING__PLACEMENT".into(), "round_robin".into()),
+        // "gave waiting attempts to an idle peer" and "attempt ended" are debug lines.
+        (
+            "RUST_LOG".into(),
+            "info,ractor=warn,ractor_cluster=error,troupe_actors::scheduler=debug,troupe_actors::worker_pool=debug"
+                .into(),
+        ),
+    ]);
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    let all = c.settled_client(&[0, 1, 2]).await;
+    troupe_integration::core_formed(3).await;
+    let net = c.netns().expect("planned in namespaces");
+    net.cut(2).expect("cut n3");
+    // Alone, n3 misses every probe and stretches its deadlines (local health): finding
+    // n2 down takes it several times `failure.down_after_ms`.
+    until_within(
+        "n1 and n2 find n3 down, and n3 finds n2 down",
+        Duration::from_secs(60),
+        || {
+            std::future::ready(
+                logged_about(&c, 0, "n3", "node left")
+                    && logged_about(&c, 1, "n3", "node left")
+                    && logged_about(&c, 2, "n2", "node left"),
+            )
+        },
+    )
+    .await;
+    // 10 sleeps of 2 s over n1's and n2's slots: n2's lane holds about four of them
+    // when n3 comes back.
+    let sleeper = |i: usize| {
+        JobSpec::new(format!("sleeper-{i}"))
+            .step(StepSpec::new("s", "troupe.sleep").input(json!({"ms": 2000})))
+    };
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(
+            submit_owned_by(&all, &sleeper(i), "n1")
+                .await
+                .id()
+                .to_string(),
+        );
+    }
+    // n3 comes back for n2 only.
+    net.drop_from(0, 2).expect("drop n3 -> n1");
+    net.drop_from(2, 0).expect("drop n1 -> n3");
+    net.heal(2).expect("heal n3's link");
+    until("n2 gives n3 waiting attempts", || {
+        std::future::ready(c.log(1).contains("gave waiting attempts to an idle peer"))
+    })
+    .await;
+    // Its result cannot reach n1 yet; then n1 and n3 see each other again.
+    until("n3 ran a stolen attempt", || {
+        std::future::ready(c.log(2).lines().any(|l| {
+            l.contains("attempt ended") && l.contains("task=troupe.sleep") && l.contains("owner=n1")
+        }))
+    })
+    .await;
+    net.heal_all().expect("heal");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &ids {
+        loop {
+            let st = all.status(id).await.ok();
+            if st.as_ref().is_some_and(|s| s.state.is_terminal()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not end after n3 ran its stolen attempt (status {st:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(
+        c.log(0).contains("which this node holds down"),
+        "n1 did not count the attempts n3 stole as lost:\n{}",
+        c.log(0)
+    );
 }
