@@ -556,6 +556,16 @@ pub(super) struct Replicator {
     checked: Instant,
     /// The live nodes, and when they were read (see [`Replicator::live_nodes`]).
     live: Option<(Instant, Vec<String>)>,
+    /// Starts sent ahead and not sent yet, by replica (see [`Replicator::start_ahead`]).
+    held: HashMap<String, HeldStarts>,
+}
+
+/// The starts gathered for one replica's next batch, and the waits its ack answers.
+#[derive(Default)]
+struct HeldStarts {
+    writes: Vec<ReplicaWrite>,
+    waits: Vec<u64>,
+    synced: bool,
 }
 
 /// How long the live nodes read for one submission serve the next ones.
@@ -606,6 +616,7 @@ impl Replicator {
             view: r.view,
             checked: Instant::now(),
             live: None,
+            held: HashMap::new(),
         })
     }
 
@@ -729,10 +740,16 @@ impl Replicator {
     }
 
     /// Sends the start of a submitted `job` (its record `b`, this node's `epoch`) to the
-    /// job's replicas now, ahead of the local commit, with an ack token; `done` is
-    /// answered once a replica holds it in memory (`copied`), or (`synced`) once a replica
+    /// job's replicas ahead of the local commit, with an ack token; `done` is answered
+    /// once a replica holds it in memory (`copied`), or (`synced`) once a replica
     /// committed it and [`Pending::committed_here`] says it is committed here too. Gives
     /// `done` back if the job has no live replica.
+    ///
+    /// The start is held for [`Replicator::flush_starts`], which the caller has run once
+    /// the burst of submissions it is part of is handled (true: this start is the first
+    /// held), so that a burst costs one batch and one ack per replica rather than a
+    /// message each way per job; anything else sent first sends what is held, so a job's
+    /// later writes never reach a replica before its start.
     pub(super) fn start_ahead(
         &mut self,
         store: &Store,
@@ -741,7 +758,7 @@ impl Replicator {
         b: &[u8],
         done: tokio::sync::oneshot::Sender<super::write::Durable>,
         synced: bool,
-    ) -> Result<u64, tokio::sync::oneshot::Sender<super::write::Durable>> {
+    ) -> Result<(u64, bool), tokio::sync::oneshot::Sender<super::write::Durable>> {
         // The live nodes first: jobs whose replicas changed get their journals there.
         let live = self.live_nodes();
         let out = self
@@ -765,24 +782,47 @@ impl Replicator {
                 since: Instant::now(),
             },
         );
-        let mut out = ToSend::new();
-        let mut tokens = HashMap::new();
+        drop(p);
+        if self.held.values().any(|h| h.synced != synced) {
+            self.flush_starts();
+        }
+        let first = self.held.is_empty();
         for node in &targets {
-            let token = p.next_token;
-            p.next_token += 1;
-            p.by_token.insert(token, vec![id]);
-            tokens.insert(node.clone(), token);
-            out.entry(node.clone()).or_default().push(ReplicaWrite {
+            let held = self.held.entry(node.clone()).or_default();
+            held.writes.push(ReplicaWrite {
                 job: job.to_string(),
                 epoch,
                 what: ReplicaWhat::Start(b.to_vec()),
             });
+            held.waits.push(id);
+            held.synced = synced;
         }
-        drop(p);
         self.set.epochs.insert(job.to_string(), epoch);
         self.set.targets.insert(job.to_string(), targets);
-        self.send_with(out, &tokens, synced);
-        Ok(id)
+        Ok((id, first))
+    }
+
+    /// Sends the starts [`Replicator::start_ahead`] holds, one batch per replica, each
+    /// with an ack token that answers the submissions it carries.
+    pub(super) fn flush_starts(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut tokens = HashMap::new();
+        let mut out = ToSend::new();
+        let mut synced = false;
+        {
+            let mut p = crate::locked(&self.pending);
+            for (node, held) in self.held.drain() {
+                let token = p.next_token;
+                p.next_token += 1;
+                p.by_token.insert(token, held.waits);
+                tokens.insert(node.clone(), token);
+                out.insert(node, held.writes);
+                synced |= held.synced;
+            }
+        }
+        self.send_now(out, &tokens, synced);
     }
 
     /// The starts sent ahead with `waits` are committed here: see
@@ -872,13 +912,21 @@ impl Replicator {
         self.send_with(due, &tokens, false);
     }
 
-    fn send(&self, out: ToSend) {
+    fn send(&mut self, out: ToSend) {
         self.send_with(out, &HashMap::new(), false);
     }
 
     /// Sends each node its writes, asking those in `tokens` to ack with their token, on
-    /// receipt or (`synced`) once committed there.
-    fn send_with(&self, out: ToSend, tokens: &HashMap<String, u64>, synced: bool) {
+    /// receipt or (`synced`) once committed there; the starts held go first.
+    fn send_with(&mut self, out: ToSend, tokens: &HashMap<String, u64>, synced: bool) {
+        if out.values().any(|w| !w.is_empty()) {
+            self.flush_starts();
+        }
+        self.send_now(out, tokens, synced);
+    }
+
+    /// [`Replicator::send_with`] without the held starts.
+    fn send_now(&self, out: ToSend, tokens: &HashMap<String, u64>, synced: bool) {
         for (node, writes) in out {
             if writes.is_empty() {
                 continue;
@@ -1398,8 +1446,70 @@ mod tests {
             set,
             checked: Instant::now(),
             live: None,
+            held: HashMap::new(),
         };
         (r, rx)
+    }
+
+    /// Holds the start of `job` for `node`, answering wait `id` (what `start_ahead` does
+    /// once it chose the job's replicas), and returns the submission's receiver.
+    fn hold_start(
+        r: &mut Replicator,
+        node: &str,
+        job: &str,
+        id: u64,
+    ) -> oneshot::Receiver<super::super::write::Durable> {
+        let (tx, rx) = oneshot::channel();
+        crate::locked(&r.pending).waits.insert(
+            id,
+            Wait {
+                done: tx,
+                local: true,
+                copy: false,
+                since: Instant::now(),
+            },
+        );
+        let held = r.held.entry(node.to_string()).or_default();
+        held.writes.push(ReplicaWrite {
+            job: job.to_string(),
+            epoch: 0,
+            what: ReplicaWhat::Start(vec![1]),
+        });
+        held.waits.push(id);
+        r.set
+            .targets
+            .insert(job.to_string(), vec![node.to_string()]);
+        rx
+    }
+
+    /// The starts of a burst go to their replica as one batch: one token, whose ack
+    /// answers every submission it carries.
+    #[test]
+    fn held_starts_go_as_one_batch_per_replica_answered_by_one_ack() {
+        let (mut r, _end) = ahead_replicator();
+        let mut first = hold_start(&mut r, "b", "x", 1);
+        let mut second = hold_start(&mut r, "b", "y", 2);
+        r.flush_starts();
+        assert!(r.held.is_empty());
+        let tokens: Vec<u64> = crate::locked(&r.pending).by_token.keys().copied().collect();
+        assert_eq!(tokens.len(), 1, "one batch, one token");
+        assert!(first.try_recv().is_err(), "not answered before the ack");
+        crate::locked(&r.pending).acked(tokens[0]);
+        assert!(first.try_recv().is_ok_and(|d| d.is_ok()));
+        assert!(second.try_recv().is_ok_and(|d| d.is_ok()));
+    }
+
+    /// Whatever the replicator sends goes after the starts it holds: a job's end never
+    /// reaches a replica before its start.
+    #[test]
+    fn held_starts_are_sent_before_anything_else() {
+        let (mut r, _end) = ahead_replicator();
+        let _start = hold_start(&mut r, "b", "x", 1);
+        r.end_ahead("j");
+        assert!(r.held.is_empty(), "the end went out behind the held start");
+        let p = crate::locked(&r.pending);
+        assert_eq!(p.by_token.len(), 1, "the start's batch");
+        assert_eq!(p.end_tokens.len(), 1, "the end's batch");
     }
 
     /// The token of the end batch sent to `node`.
