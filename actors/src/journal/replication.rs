@@ -745,11 +745,12 @@ impl Replicator {
     /// committed it and [`Pending::committed_here`] says it is committed here too. Gives
     /// `done` back if the job has no live replica.
     ///
-    /// The start is held for [`Replicator::flush_starts`], which the caller has run once
-    /// the burst of submissions it is part of is handled (true: this start is the first
-    /// held), so that a burst costs one batch and one ack per replica rather than a
-    /// message each way per job; anything else sent first sends what is held, so a job's
-    /// later writes never reach a replica before its start.
+    /// The start is held, not sent: returns the wait's id and whether it is the first
+    /// start held, in which case the caller has [`Replicator::flush_starts`] run once the
+    /// burst of submissions it belongs to is handled. A burst so costs one batch and one
+    /// ack per replica, not a message each way per job. Anything else sent before the
+    /// flush sends what is held first, so a job's later writes never reach a replica
+    /// before its start.
     pub(super) fn start_ahead(
         &mut self,
         store: &Store,
