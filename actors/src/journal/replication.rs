@@ -556,8 +556,10 @@ pub(super) struct Replicator {
     checked: Instant,
     /// The live nodes, and when they were read (see [`Replicator::live_nodes`]).
     live: Option<(Instant, Vec<String>)>,
-    /// Starts sent ahead and not sent yet, by replica (see [`Replicator::start_ahead`]).
+    /// Starts sent ahead and not sent yet, by replica (see [`Replicator::start_ahead`]),
+    /// and whether their replicas are to ack once committed (`synced`).
     held: HashMap<String, HeldStarts>,
+    held_synced: bool,
 }
 
 /// The starts gathered for one replica's next batch, and the waits its ack answers.
@@ -565,7 +567,6 @@ pub(super) struct Replicator {
 struct HeldStarts {
     writes: Vec<ReplicaWrite>,
     waits: Vec<u64>,
-    synced: bool,
 }
 
 /// How long the live nodes read for one submission serve the next ones.
@@ -617,6 +618,7 @@ impl Replicator {
             checked: Instant::now(),
             live: None,
             held: HashMap::new(),
+            held_synced: false,
         })
     }
 
@@ -784,8 +786,9 @@ impl Replicator {
             },
         );
         drop(p);
-        if self.held.values().any(|h| h.synced != synced) {
+        if self.held_synced != synced {
             self.flush_starts();
+            self.held_synced = synced;
         }
         let first = self.held.is_empty();
         for node in &targets {
@@ -796,7 +799,6 @@ impl Replicator {
                 what: ReplicaWhat::Start(b.to_vec()),
             });
             held.waits.push(id);
-            held.synced = synced;
         }
         self.set.epochs.insert(job.to_string(), epoch);
         self.set.targets.insert(job.to_string(), targets);
@@ -811,7 +813,6 @@ impl Replicator {
         }
         let mut tokens = HashMap::new();
         let mut out = ToSend::new();
-        let mut synced = false;
         {
             let mut p = crate::locked(&self.pending);
             for (node, held) in self.held.drain() {
@@ -820,10 +821,9 @@ impl Replicator {
                 p.by_token.insert(token, held.waits);
                 tokens.insert(node.clone(), token);
                 out.insert(node, held.writes);
-                synced |= held.synced;
             }
         }
-        self.send_now(out, &tokens, synced);
+        self.send_now(out, &tokens, self.held_synced);
     }
 
     /// The starts sent ahead with `waits` are committed here: see
@@ -1448,6 +1448,7 @@ mod tests {
             checked: Instant::now(),
             live: None,
             held: HashMap::new(),
+            held_synced: false,
         };
         (r, rx)
     }
