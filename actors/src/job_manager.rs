@@ -30,7 +30,7 @@ mod recovery;
 mod routing;
 pub(crate) mod takeover;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::job_supervisor::run::JobRun;
@@ -78,6 +78,8 @@ pub(crate) struct JobManagerState {
     /// Live jobs per submitter (a client's watcher group, or "" for the HTTP API).
     per_client: HashMap<String, usize>,
     client_of: HashMap<String, String>,
+    /// Live jobs accepted without a journal record (`SubmitRequest::journaled`).
+    unjournaled: HashSet<String>,
     /// Jobs in flight by unique key (submissions with the same key coalesce), with the
     /// number of submissions each stands for; and the key of each such job.
     unique: HashMap<String, UniqueJob>,
@@ -142,9 +144,10 @@ impl JobManagerState {
     /// (Its supervisor journaled the end; a crashed one's end is journaled by the caller.)
     fn ended(&mut self, myself: &ActorRef<JobManagerMessage>, st: JobStatus) {
         self.ctx.scheduler.job_ended(&st.id);
-        if let Some(j) = &self.ctx.journal {
+        if let Some(j) = self.journal_of(&st.id) {
             j.confirmed(&st.id);
         }
+        self.unjournaled.remove(&st.id);
         let gone = self.live.remove(&st.id);
         // (With ends confirmed before they are published, a taken-over job's end was
         // recorded by the core group already.)
@@ -250,19 +253,22 @@ impl JobManagerState {
         }
     }
 
+    /// The journal that holds `job`, one of this node's live jobs: none for a job
+    /// accepted without a record.
+    fn journal_of(&self, job: &str) -> Option<&crate::journal::Journal> {
+        self.ctx
+            .journal
+            .as_ref()
+            .filter(|_| !self.unjournaled.contains(job))
+    }
+
     /// The supervision of `job` crashed (`err`): the job fails, its end journaled.
     fn supervision_crashed(&mut self, myself: &ActorRef<JobManagerMessage>, job: &str, err: &str) {
         // Out of `live` first: `ended` stops what is there, and this is gone already.
         self.live.remove(job);
         self.count_owned();
         let epoch = self.takeovers.run_epoch(job).unwrap_or(0);
-        let st = record_crash(
-            &self.ctx.config.name,
-            self.ctx.journal.as_ref(),
-            job,
-            epoch,
-            err,
-        );
+        let st = record_crash(&self.ctx.config.name, self.journal_of(job), job, epoch, err);
         self.ended(myself, st);
     }
 
@@ -306,7 +312,6 @@ async fn spawn_light_jobs(
         myself,
         LightJobsArgs {
             owner: ctx.config.name.clone(),
-            journal: ctx.journal.clone(),
         },
     )
     .await
@@ -368,6 +373,7 @@ impl Actor for JobManager {
             handed_order: VecDeque::new(),
             per_client: HashMap::new(),
             client_of: HashMap::new(),
+            unjournaled: HashSet::new(),
             unique: HashMap::new(),
             unique_of: HashMap::new(),
             absent: HashMap::new(),

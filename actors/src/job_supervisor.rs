@@ -531,6 +531,11 @@ impl JobSupervisorState {
         self.epoch
     }
 
+    /// Where the job is journaled (none for a job accepted without a record).
+    pub(crate) fn journal(&self) -> Option<&crate::journal::Journal> {
+        self.journal.as_ref()
+    }
+
     /// Takes in one message about the job.
     pub(crate) fn receive(&mut self, me: &dyn Mailbox, msg: JobSupervisorMessage) {
         let span = self.span.clone();

@@ -162,15 +162,13 @@ pub(crate) struct LightJobs;
 pub(crate) struct LightJobsState {
     jobs: HashMap<String, (JobSupervisorState, Hosted)>,
     owner: String,
-    journal: Option<crate::journal::Journal>,
 }
 
-/// What the host starts with: this node's name and journal.
+/// What the host starts with: this node's name (each job's supervision carries its own
+/// journal, if it has one).
 pub(crate) struct LightJobsArgs {
     /// This node's name.
     pub owner: String,
-    /// Where the jobs' ends of crashed supervisions are journaled.
-    pub journal: Option<crate::journal::Journal>,
 }
 
 impl LightJobsState {
@@ -182,8 +180,10 @@ impl LightJobsState {
         let me = me.clone();
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(sup, &me))) {
             let why = crate::worker_pool::panic_message(&*panic);
-            let epoch = self.jobs.remove(job).map_or(0, |(s, _)| s.epoch());
-            let st = record_crash(&self.owner, self.journal.as_ref(), job, epoch, &why);
+            let gone = self.jobs.remove(job);
+            let epoch = gone.as_ref().map_or(0, |(s, _)| s.epoch());
+            let journal = gone.as_ref().and_then(|(s, _)| s.journal());
+            let st = record_crash(&self.owner, journal, job, epoch, &why);
             if let Some(jm) =
                 crate::find_on::<JobManagerMessage>(crate::names::JOB_MANAGER, &self.owner)
             {
@@ -206,7 +206,6 @@ impl Actor for LightJobs {
         Ok(LightJobsState {
             jobs: HashMap::new(),
             owner: args.owner,
-            journal: args.journal,
         })
     }
 

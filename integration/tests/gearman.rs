@@ -1006,3 +1006,72 @@ async fn submissions_refused_as_overloaded_wait_at_the_door_and_are_all_created(
         assert_eq!(st.state, troupe_runtime::JobState::Succeeded, "{id}");
     }
 }
+
+/// A foreground job's result can only go back over its client's connection to the node
+/// that owns it, and that node's crash closes the connection: such a job is not journaled
+/// (`gearman_journal_foreground`, off by default), while a background job is. After a
+/// kill -9 and a restart on the same data folder, the background job is still there for a
+/// worker; the foreground one is gone, and its client saw its connection close.
+#[test]
+fn after_a_crash_a_background_job_is_still_there_and_a_foreground_one_is_not() {
+    let Some(mut c) = gearman_cluster(
+        "after_a_crash_a_background_job_is_still_there_and_a_foreground_one_is_not",
+        1,
+    ) else {
+        return;
+    };
+    let addr = c.gearman_addrs[0].clone();
+    // No worker does `held.work` yet: both jobs wait for one.
+    let mut fg = Conn::connect(&addr).expect("connect");
+    let fg_handle = fg
+        .submit(PacketType::SUBMIT_JOB, "held.work", "", b"foreground")
+        .expect("foreground job created");
+    let mut bg = Conn::connect(&addr).expect("connect");
+    let bg_handle = bg
+        .submit(PacketType::SUBMIT_JOB_BG, "held.work", "", b"background")
+        .expect("background job created");
+    assert!(
+        bg.status(&fg_handle).expect("status").0,
+        "the foreground job is known before the crash"
+    );
+    // Past the journal's commit window.
+    std::thread::sleep(Duration::from_millis(300));
+    c.node(0).kill();
+    match fg.read(T) {
+        Ok(None) | Err(_) => {}
+        Ok(Some(p)) => panic!("the foreground client got {p:?} from a killed node"),
+    }
+    c.start_node(0);
+    let restarted = Instant::now();
+    let mut worker = loop {
+        if let Ok(mut w) = Conn::connect(&addr) {
+            if w.call("troupe.echo", b"up").is_ok() {
+                break w;
+            }
+        }
+        assert!(
+            restarted.elapsed() < T,
+            "the restarted node never served Gearman"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    worker.can_do("held.work").expect("CAN_DO");
+    let (handle, _, data) = worker
+        .grab(T)
+        .expect("grab")
+        .expect("the background job is handed out after the restart");
+    assert_eq!(data, b"background");
+    worker.complete(&handle, b"done").expect("WORK_COMPLETE");
+    assert!(
+        worker.grab(Duration::from_secs(2)).expect("grab").is_none(),
+        "the foreground job was journaled and ran again with nobody waiting for it"
+    );
+    let mut asker = Conn::connect(&addr).expect("connect");
+    assert!(
+        !asker.status(&fg_handle).expect("status").0,
+        "the foreground job outlived the crash"
+    );
+    eventually("the background job's end", || {
+        asker.status(&bg_handle).map(|s| !s.0).unwrap_or(false)
+    });
+}

@@ -128,6 +128,12 @@ pub struct NodeConfig {
     /// `maxqueue`, `cancel job`, `create function`, `drop function`); empty, the
     /// default, means from this machine only. The port has no authentication.
     pub gearman_admin_from: Vec<String>,
+    /// Journal Gearman foreground jobs (`SUBMIT_JOB*` without `_BG`) like any other job.
+    /// Off by default: such a job's result has one way back, the client's connection to
+    /// the node that owns the job, and the crash that would make a copy useful closes
+    /// that connection (gearmand keeps them in memory for the same reason). Background
+    /// jobs and jobs with a unique id are journaled either way.
+    pub gearman_journal_foreground: bool,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// `current_thread` or `multi_thread`.
@@ -418,6 +424,7 @@ impl Default for NodeConfig {
             http: None,
             gearman: None,
             gearman_admin_from: Vec::new(),
+            gearman_journal_foreground: false,
             log_format: LogFormat::Text,
             runtime: RuntimeFlavor::CurrentThread,
             handshake_timeout_ms: 5_000,

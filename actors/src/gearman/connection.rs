@@ -601,6 +601,10 @@ impl Connection {
             unique: unique.then(|| format!("gearman\0{}\0{}", s.unique, s.function)),
             wait_for_workers: true,
             waited: false,
+            // A foreground job's result goes back over this connection only: a crash of
+            // the node that owns it (this one, for a job without a unique id) closes the
+            // connection, so its journal would serve nobody (`gearman_journal_foreground`).
+            journaled: s.background || unique || self.ctx.config.gearman_journal_foreground,
         };
         let jm = if unique {
             self.unique_manager(&s.unique)

@@ -220,9 +220,10 @@ impl JobManagerState {
             watchers.push(w);
         }
         let submitted_at_ms = troupe_runtime::observe::now_ms();
-        let durable = self
-            .ctx
-            .journal
+        // A job its submitter asked not to journal (a Gearman foreground job) has no
+        // record, no copies and no end to confirm: it lives as long as its owner.
+        let journal = self.ctx.journal.clone().filter(|_| req.journaled);
+        let durable = journal
             .as_ref()
             .and_then(|j| j.accept(&id, &req.spec, &self.ctx.config.limits, submitted_at_ms));
         // A few steps, no fan-out: the light path (see `light_jobs`).
@@ -235,13 +236,17 @@ impl JobManagerState {
             run,
             owner: self.ctx.config.name.clone(),
             watchers,
-            journal: self.ctx.journal.clone(),
+            journal,
             resumed: None,
             epoch: 0,
         };
+        let journaled = req.journaled;
         match self.supervise(myself, args, light).await {
             Ok(sup) => {
                 tracing::debug!(job = %id, "job accepted");
+                if !journaled {
+                    self.unjournaled.insert(id.clone());
+                }
                 self.live.insert(id.clone(), sup);
                 self.takeovers.run_started(&id, 0);
                 self.count_owned();

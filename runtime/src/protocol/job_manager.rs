@@ -138,6 +138,16 @@ pub struct SubmitRequest {
     /// Set by the job manager itself once it waited for unknown tasks; never from the wire.
     #[serde(skip)]
     pub waited: bool,
+    /// Journal the job (and copy it to `journal_replicas`), so that it survives its
+    /// owner's crash (the default). A Gearman foreground job turns it off: its one waiter
+    /// is the client's connection to the owner, which that crash closes, so a copy would
+    /// serve nobody (`gearman_journal_foreground`).
+    #[serde(default = "journaled_by_default")]
+    pub journaled: bool,
+}
+
+fn journaled_by_default() -> bool {
+    true
 }
 
 impl SubmitRequest {
@@ -150,6 +160,7 @@ impl SubmitRequest {
             unique: None,
             wait_for_workers: false,
             waited: false,
+            journaled: true,
         }
     }
 }
