@@ -551,11 +551,19 @@ impl Scheduler {
         let serves_here = self.registry.get(&request.task).is_some() && names.contains(&view.node);
         let local_room = if serves_here { self.local_room() } else { 0 };
         let home = request.near.as_deref().unwrap_or(&view.node);
+        // External Gearman workers here do the task: when no node has room, the attempt
+        // waits on this node's board, as in gearmand's queue, rather than crossing to
+        // another node that is as busy (measured: a third more CPU a job and a p99 2.5x
+        // longer, 200 Gearman clients on three nodes).
+        let gearman_here = !serves_here
+            && names.contains(&view.node)
+            && self.config.gearman.is_some()
+            && crate::gearman::lock(&view.gearman.board).serves(&request.task);
         let pick = {
             let placement = locked(&self.placement);
             placement
                 .choose(&names, home, &view.node, local_room, turn)
-                .or(if serves_here {
+                .or(if serves_here || gearman_here {
                     Some(view.node.as_str())
                 } else {
                     placement.least_loaded(&names, turn)

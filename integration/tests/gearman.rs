@@ -1075,3 +1075,55 @@ fn after_a_crash_a_background_job_is_still_there_and_a_foreground_one_is_not() {
         asker.status(&bg_handle).map(|s| !s.0).unwrap_or(false)
     });
 }
+
+/// Work waits where it was submitted when no node has room for it, as in gearmand's
+/// queue, instead of crossing to another node's workers that are as busy: ten background
+/// jobs submitted through n1, whose worker takes them one at a time, while n2's worker
+/// takes nothing. At most what the placement lets a node hold beyond its slots
+/// (`scheduling.prefetch`) waits on n2; n1's worker does the rest.
+#[test]
+fn gearman_work_with_no_room_anywhere_waits_on_the_node_it_was_submitted_to() {
+    let Some(c) = gearman_cluster(
+        "gearman_work_with_no_room_anywhere_waits_on_the_node_it_was_submitted_to",
+        2,
+    ) else {
+        return;
+    };
+    let mut idle = Conn::connect(&c.gearman_addrs[1]).expect("connect");
+    idle.can_do("local.first").expect("CAN_DO");
+    let mut busy = Conn::connect(&c.gearman_addrs[0]).expect("connect");
+    busy.can_do("local.first").expect("CAN_DO");
+    // Both workers are known cluster-wide before the first submission.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut client = Conn::connect(&c.gearman_addrs[0]).expect("connect");
+    for i in 0..10 {
+        client
+            .submit(
+                PacketType::SUBMIT_JOB_BG,
+                "local.first",
+                "",
+                format!("{i}").as_bytes(),
+            )
+            .expect("job created");
+    }
+    let mut here = 0;
+    while let Some((h, _, _)) = busy.grab(Duration::from_secs(2)).expect("grab") {
+        busy.complete(&h, b"ok").expect("WORK_COMPLETE");
+        here += 1;
+    }
+    let mut there = 0;
+    while let Some((h, _, _)) = idle.grab(Duration::from_secs(1)).expect("grab") {
+        idle.complete(&h, b"ok").expect("WORK_COMPLETE");
+        there += 1;
+    }
+    assert_eq!(
+        here + there,
+        10,
+        "every job ran once: {here} on n1, {there} on n2"
+    );
+    // n2's room as n1 counts it: 2 slots (the test cluster's) and a prefetch of 1.
+    assert!(
+        there <= 3,
+        "{there} of the jobs crossed to n2's worker, which took nothing while n1's worked"
+    );
+}
