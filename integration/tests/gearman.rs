@@ -1127,3 +1127,43 @@ fn gearman_work_with_no_room_anywhere_waits_on_the_node_it_was_submitted_to() {
         "{there} of the jobs crossed to n2's worker, which took nothing while n1's worked"
     );
 }
+
+/// Gearman's queues are bounded by `maxqueue`, as in gearmand, not by the limit on one
+/// Troupe client's jobs in flight (`limits.max_jobs_per_client`, 5 here): every Gearman
+/// connection of a node shares one watcher group, and background jobs have none, so that
+/// limit would count them all as one client (it refused a bulk of 40,000 background jobs
+/// at 10,000, naming "the HTTP API").
+#[tokio::test(flavor = "current_thread")]
+async fn gearman_jobs_queue_past_the_limit_on_one_clients_jobs() {
+    let mut c = Cluster::plan(1);
+    c.serve_gearman = true;
+    c.env
+        .push(("TROUPE_LIMITS__MAX_JOBS_PER_CLIENT".into(), "5".into()));
+    c.start_node(0);
+    c.ready().await;
+    let mut conn = Conn::connect(&c.gearman_addrs[0]).expect("connect");
+    for (kind, n) in [
+        (PacketType::SUBMIT_JOB_BG, 20),
+        (PacketType::SUBMIT_JOB, 20),
+    ] {
+        for i in 0..n {
+            // No worker does `nobody.yet`: every job waits.
+            conn.submit(kind, "nobody.yet", "", format!("{i}").as_bytes())
+                .unwrap_or_else(|e| panic!("{kind:?} {i} refused: {e}"));
+        }
+    }
+    // A Troupe client is still held to the limit.
+    let client = c.client().await;
+    let job = troupe_runtime::JobSpec::new("held").step(
+        troupe_runtime::StepSpec::new("s", "troupe.sleep").input(serde_json::json!({"ms": 5000})),
+    );
+    let mut refused = None;
+    for _ in 0..6 {
+        if let Err(e) = client.submit(job.clone()).await {
+            refused = Some(e.to_string());
+            break;
+        }
+    }
+    let refused = refused.expect("a sixth job of one client was accepted");
+    assert!(refused.contains("max_jobs_per_client"), "{refused}");
+}

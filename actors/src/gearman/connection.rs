@@ -605,6 +605,8 @@ impl Connection {
             // the node that owns it (this one, for a job without a unique id) closes the
             // connection, so its journal would serve nobody (`gearman_journal_foreground`).
             journaled: s.background || unique || self.ctx.config.gearman_journal_foreground,
+            // Bounded by `maxqueue`, per function, as in gearmand.
+            counted_per_client: false,
         };
         let jm = if unique {
             self.unique_manager(&s.unique)

@@ -198,7 +198,7 @@ impl JobManagerState {
             .unwrap_or_default();
         let max = self.ctx.config.limits.max_jobs_per_client;
         let live = self.per_client.get(&client).copied().unwrap_or(0);
-        if live >= max {
+        if req.counted_per_client && live >= max {
             metrics::counter!(troupe_runtime::observe::metric::REFUSED, "reason" => "too_many_jobs")
                 .increment(1);
             let who = client
@@ -240,7 +240,7 @@ impl JobManagerState {
             resumed: None,
             epoch: 0,
         };
-        let journaled = req.journaled;
+        let (journaled, counted) = (req.journaled, req.counted_per_client);
         match self.supervise(myself, args, light).await {
             Ok(sup) => {
                 tracing::debug!(job = %id, "job accepted");
@@ -250,8 +250,10 @@ impl JobManagerState {
                 self.live.insert(id.clone(), sup);
                 self.takeovers.run_started(&id, 0);
                 self.count_owned();
-                *self.per_client.entry(client.clone()).or_insert(0) += 1;
-                self.client_of.insert(id.clone(), client);
+                if counted {
+                    *self.per_client.entry(client.clone()).or_insert(0) += 1;
+                    self.client_of.insert(id.clone(), client);
+                }
                 if let Some(key) = req.unique {
                     self.unique_of.insert(id.clone(), key.clone());
                     self.unique.insert(

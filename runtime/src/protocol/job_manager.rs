@@ -142,11 +142,16 @@ pub struct SubmitRequest {
     /// owner's crash (the default). A Gearman foreground job turns it off: its one waiter
     /// is the client's connection to the owner, which that crash closes, so a copy would
     /// serve nobody (`gearman_journal_foreground`).
-    #[serde(default = "journaled_by_default")]
+    #[serde(default = "by_default")]
     pub journaled: bool,
+    /// Count the job against `limits.max_jobs_per_client` (the default). The Gearman
+    /// front door does not: its connections share one watcher group (or none, for
+    /// background jobs), and it bounds its queues itself (`maxqueue`), as gearmand does.
+    #[serde(default = "by_default")]
+    pub counted_per_client: bool,
 }
 
-fn journaled_by_default() -> bool {
+fn by_default() -> bool {
     true
 }
 
@@ -161,6 +166,7 @@ impl SubmitRequest {
             wait_for_workers: false,
             waited: false,
             journaled: true,
+            counted_per_client: true,
         }
     }
 }
