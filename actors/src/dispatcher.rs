@@ -12,7 +12,8 @@
 //! wait here until one appears; attempts of tasks registered as mergeable or pure go
 //! instead to the merger that owns their request key (see [`crate::merger`]), which
 //! answers from the cache, joins them to an identical request in flight, or runs them;
-//! and an idle external Gearman worker of this node takes its function's attempts first.
+//! and this node's external Gearman workers take their function's attempts first while
+//! fewer of them wait here than there are workers.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -100,9 +101,9 @@ impl DispatcherState {
         Some((m, owner))
     }
 
-    /// This node's Gearman workers, if they can run `task` and have room for it (see
-    /// `Board::has_room`): such work stays here rather than crossing the network to
-    /// another node's workers.
+    /// This node's Gearman workers, if they can run `task` and have room for it (fewer
+    /// jobs wait for it here than workers can do it: `Board::has_room`): such work stays
+    /// here rather than crossing the network to another node's workers.
     fn idle_gearman_worker(&self, task: &str) -> Option<ActorRef<WorkerPoolMessage>> {
         if self.ctx.config.gearman.is_none()
             || !crate::gearman::lock(&self.ctx.view.gearman.board).has_room(task)

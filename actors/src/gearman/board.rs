@@ -234,20 +234,22 @@ impl Board {
         Some(a)
     }
 
-    /// True if an attempt for `function` given to this node now starts at once: more
-    /// workers here that can do it hold no job than jobs wait here for them.
+    /// True if an attempt for `function` given to this node waits behind at most one job
+    /// per worker here: fewer jobs wait here than workers here can do it (as a node takes
+    /// `scheduling.prefetch` attempts beyond its slots). Such an attempt starts within one
+    /// job's time, without crossing to another node.
     pub fn has_room(&self, function: &str) -> bool {
-        let idle = self
+        let able = self
             .conns
             .values()
-            .filter(|c| c.held == 0 && c.abilities.contains_key(function))
+            .filter(|c| c.abilities.contains_key(function))
             .count();
         let waiting: usize = self
             .queues
             .get(function)
             .map(|l| l.iter().map(VecDeque::len).sum())
             .unwrap_or(0);
-        idle > waiting
+        able > waiting
     }
 
     /// Functions connection `id` announced.
@@ -626,8 +628,15 @@ mod tests {
         let g3 = b.grab(3, Instant::now()).unwrap();
         assert!(g2.handle.starts_with("H:n1:") && g3.handle.starts_with("H:n1:"));
         assert_ne!(g2.handle, g3.handle);
-        assert!(!b.has_room("f"), "its one worker holds a job");
+        assert!(
+            b.has_room("f"),
+            "nothing waits for its two workers: a new job waits behind their own at most"
+        );
         assert!(!b.has_room("g"), "no worker for g");
+        b.enqueue(req("c", "f", Priority::Normal)).unwrap();
+        assert!(b.has_room("f"), "one job waits for two workers");
+        b.enqueue(req("d", "f", Priority::Normal)).unwrap();
+        assert!(!b.has_room("f"), "a job waits for each worker");
         assert!(b.finish(2, &g.handle).is_none());
         assert!(b.finish(1, &g.handle).is_some());
         assert!(b.finish(1, &g.handle).is_none(), "one result per handle");
