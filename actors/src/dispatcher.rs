@@ -104,7 +104,7 @@ impl DispatcherState {
     /// This node's Gearman workers, if they can run `task` and have room for it (fewer
     /// jobs wait for it here than workers can do it: `Board::has_room`): such work stays
     /// here rather than crossing the network to another node's workers.
-    fn idle_gearman_worker(&self, task: &str) -> Option<ActorRef<WorkerPoolMessage>> {
+    fn gearman_workers_with_room(&self, task: &str) -> Option<ActorRef<WorkerPoolMessage>> {
         if self.ctx.config.gearman.is_none()
             || !crate::gearman::lock(&self.ctx.view.gearman.board).has_room(task)
         {
@@ -129,7 +129,7 @@ impl DispatcherState {
                 return Some((request, supervisor));
             }
             owner
-        } else if let Some(local) = self.idle_gearman_worker(&request.task) {
+        } else if let Some(local) = self.gearman_workers_with_room(&request.task) {
             if local
                 .cast(WorkerPoolMessage::Run(Wire::new(request.clone())))
                 .is_err()
