@@ -176,6 +176,7 @@ async fn spawn_child(
                     cookie: c.cookie.clone(),
                     max_frame_bytes: c.max_message_bytes,
                     tls: ctx.tls.clone(),
+                    session_ping_ms: c.failure.session_ping_ms,
                 },
                 Some(&registered),
                 Some(sup),

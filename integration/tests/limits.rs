@@ -192,6 +192,7 @@ async fn a_thousand_wrong_cookie_handshakes_in_a_row_do_not_stop_honest_clients(
             cookie: "not-the-cookie".into(),
             max_frame_bytes: 1 << 20,
             tls: None,
+            session_ping_ms: troupe_runtime::cluster::DEFAULT_SESSION_PING_MS,
         },
         None,
         None,

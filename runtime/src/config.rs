@@ -262,6 +262,10 @@ pub struct FailureConfig {
     /// How long a job's owner stays down before a node holding a copy of its journal
     /// takes the job over (decided by the core group).
     pub takeover_after_ms: u64,
+    /// The least wait between ractor_cluster's keep-alive pings on each connection (each
+    /// wait is drawn from this to twice this; 0: no pings). They detect nothing (the
+    /// probes above do), and in a full mesh their cost grows with the cluster.
+    pub session_ping_ms: u64,
 }
 
 impl Default for FailureConfig {
@@ -270,6 +274,7 @@ impl Default for FailureConfig {
             suspect_after_ms: 1_000,
             down_after_ms: 2_000,
             takeover_after_ms: 10_000,
+            session_ping_ms: crate::cluster::DEFAULT_SESSION_PING_MS,
         }
     }
 }

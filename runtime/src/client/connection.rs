@@ -95,6 +95,7 @@ impl Connection {
                 cookie: opts.cookie.clone(),
                 max_frame_bytes: ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
                 tls: opts.tls.clone(),
+                session_ping_ms: crate::cluster::DEFAULT_SESSION_PING_MS,
             },
             None,
             None,
