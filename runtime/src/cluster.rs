@@ -172,6 +172,34 @@ where
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_server_spaces_its_session_pings_as_configured() {
+        let opts = |ms| ServerOptions {
+            name: "ping-test".into(),
+            host: "127.0.0.1".into(),
+            bind: [127, 0, 0, 1].into(),
+            port: 0,
+            cookie: "c".into(),
+            max_frame_bytes: 1 << 20,
+            tls: None,
+            session_ping_ms: ms,
+        };
+        let ms = std::time::Duration::from_millis;
+        let server = start_server(&opts(1_234), None, None)
+            .await
+            .expect("a server on an ephemeral loopback port");
+        assert_eq!(
+            ractor_cluster::session_ping_interval(),
+            (ms(1_234), ms(2_468))
+        );
+        server.stop(None);
+        let server = start_server(&opts(0), None, None)
+            .await
+            .expect("a second server");
+        assert_eq!(ractor_cluster::session_ping_interval(), (ms(0), ms(0)));
+        server.stop(None);
+    }
+
     #[test]
     fn node_names_come_out_of_peer_names_with_or_without_an_incarnation() {
         let peer = format!("{}@127.0.0.1", member_name("n2", "1a2b"));

@@ -87,6 +87,7 @@ pub use node::NodeServerMessage;
 pub use node::NodeSession;
 pub use node::NodeSessionMessage;
 pub use node::DEFAULT_MAX_INBOUND_FRAME_SIZE;
+pub use node::node_session::ping_interval as session_ping_interval;
 pub use node::node_session::set_ping_interval as set_session_ping_interval;
 pub use ractor::serialization::*;
 // Re-export the procedural macros so people don't need to reference them directly

@@ -59,6 +59,15 @@ pub fn set_ping_interval(min: Duration, max: Duration) {
     PING_MIN_MS.store(min_ms.min(max_ms), std::sync::atomic::Ordering::Relaxed);
     PING_MAX_MS.store(max_ms, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// The interval `set_ping_interval` set (`[min, max)`), or upstream's 1-5 s. Added by
+/// Troupe's patch.
+pub fn ping_interval() -> (Duration, Duration) {
+    (
+        Duration::from_millis(PING_MIN_MS.load(std::sync::atomic::Ordering::Relaxed)),
+        Duration::from_millis(PING_MAX_MS.load(std::sync::atomic::Ordering::Relaxed)),
+    )
+}
 const MIN_PROTOBUF_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
 const MAX_PROTOBUF_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
 const NANOSECONDS_PER_SECOND: i32 = 1_000_000_000;
