@@ -164,6 +164,15 @@ impl MembershipState {
             .collect()
     }
 
+    /// Whether an authenticated session to `node` stands. (Building the set of every
+    /// connected name for one question was 4% of the CPU of 128 nodes forming their mesh:
+    /// each record heard asked it.)
+    fn is_connected(&self, node: &str) -> bool {
+        self.sessions
+            .values()
+            .any(|s| s.authenticated && s.peer.as_deref() == Some(node))
+    }
+
     fn my_info(&self) -> NodeInfo {
         NodeInfo {
             peers: self
@@ -754,7 +763,7 @@ impl MembershipState {
         for a in &info.peers {
             self.heard.insert(a.clone(), now);
         }
-        let connected = self.connected_names().contains(&info.name);
+        let connected = self.is_connected(&info.name);
         let state = match (connected, info.state) {
             (true, NodeState::Draining) => NodeState::Draining,
             (true, _) => NodeState::Up,
