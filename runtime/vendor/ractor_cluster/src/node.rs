@@ -189,13 +189,6 @@ pub enum NodeSessionMessage {
 
     /// Retrieve whether the session has finished initial state exchange after authentication
     GetReadyState(RpcReplyPort<bool>),
-
-    /// A process-group change or spawn/exit of this process's remotable actors, passed on by
-    /// the `NodeServer` (Troupe's patch). Upstream, every session monitored every group and
-    /// every spawn itself, so each change, mostly the remote actors other sessions create,
-    /// was delivered to every session: O(N^2) deliveries per node while a mesh of N nodes
-    /// forms. The server now monitors once and passes on only what sessions act on.
-    LocalChange(SupervisionEvent),
 }
 
 /// Node connection mode from the [Erlang](https://www.erlang.org/doc/reference_manual/distributed.html#node-connections)
@@ -612,18 +605,6 @@ impl Actor for NodeServer {
         let (actor_ref, _) =
             Actor::spawn_linked(None, listener, myself.clone(), myself.get_cell()).await?;
 
-        // Troupe's patch: one monitor of groups and spawns per process (see
-        // `NodeSessionMessage::LocalChange`), where upstream had one per session.
-        ractor::pg::monitor_scope(
-            ractor::pg::ALL_SCOPES_NOTIFICATION.to_string(),
-            myself.get_cell(),
-        );
-        ractor::pg::monitor(
-            ractor::pg::ALL_GROUPS_NOTIFICATION.to_string(),
-            myself.get_cell(),
-        );
-        ractor::registry::pid_registry::monitor(myself.get_cell());
-
         Ok(Self::State {
             node_sessions: HashMap::new(),
             listener: actor_ref,
@@ -878,70 +859,10 @@ impl Actor for NodeServer {
                     }
                 }
             }
-            // Troupe's patch: pass on changes of this process's remotable actors only, the
-            // ones a session advertises (the filter the sessions applied themselves).
-            SupervisionEvent::ProcessGroupChanged(change) => {
-                let local = |actors: Vec<ractor::ActorCell>| {
-                    actors
-                        .into_iter()
-                        .filter(|a| a.supports_remoting())
-                        .collect::<Vec<_>>()
-                };
-                let change = match change {
-                    ractor::pg::GroupChangeMessage::Join(scope, group, actors) => {
-                        ractor::pg::GroupChangeMessage::Join(scope, group, local(actors))
-                    }
-                    ractor::pg::GroupChangeMessage::Leave(scope, group, actors) => {
-                        ractor::pg::GroupChangeMessage::Leave(scope, group, local(actors))
-                    }
-                };
-                let empty = match &change {
-                    ractor::pg::GroupChangeMessage::Join(_, _, a)
-                    | ractor::pg::GroupChangeMessage::Leave(_, _, a) => a.is_empty(),
-                };
-                if !empty {
-                    for ses in state.node_sessions.values() {
-                        let _ = ses.actor.cast(NodeSessionMessage::LocalChange(
-                            SupervisionEvent::ProcessGroupChanged(change.clone()),
-                        ));
-                    }
-                }
-            }
-            SupervisionEvent::PidLifecycleEvent(event) => {
-                let who = match &event {
-                    ractor::registry::PidLifecycleEvent::Spawn(who)
-                    | ractor::registry::PidLifecycleEvent::Terminate(who) => who,
-                };
-                if who.supports_remoting() {
-                    for ses in state.node_sessions.values() {
-                        let _ = ses.actor.cast(NodeSessionMessage::LocalChange(
-                            SupervisionEvent::PidLifecycleEvent(event.clone()),
-                        ));
-                    }
-                }
-            }
             _ => {
                 //no-op
             }
         }
-        Ok(())
-    }
-
-    async fn post_stop(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        _: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        // Troupe's patch: the monitors `pre_start` set.
-        ractor::pg::demonitor_scope(
-            ractor::pg::ALL_SCOPES_NOTIFICATION.to_string(),
-            myself.get_id(),
-        );
-        ractor::pg::demonitor(
-            ractor::pg::ALL_GROUPS_NOTIFICATION.to_string(),
-            myself.get_id(),
-        );
-        ractor::registry::pid_registry::demonitor(myself.get_id());
         Ok(())
     }
 }

@@ -726,7 +726,7 @@ impl NodeSession {
     /// Called once the session is authenticated
     fn after_authenticated(
         &self,
-        _myself: ActorRef<super::NodeSessionMessage>,
+        myself: ActorRef<super::NodeSessionMessage>,
         state: &mut NodeSessionState,
     ) {
         tracing::info!(
@@ -749,7 +749,8 @@ impl NodeSession {
             });
         }
 
-        // PID monitoring: the NodeServer's (Troupe's patch), passed on as `LocalChange`.
+        // setup PID monitoring
+        ractor::registry::pid_registry::monitor(myself.get_cell());
 
         // Scan all PIDs and spawn them on the remote host
         let pids = ractor::registry::pid_registry::get_all_pids()
@@ -772,8 +773,16 @@ impl NodeSession {
             state.tcp_send_control(msg);
         }
 
-        // Scope and PG monitoring: the NodeServer's (Troupe's patch), passed on as
-        // `LocalChange` once this sync is sent.
+        // setup scope monitoring
+        ractor::pg::monitor_scope(
+            ractor::pg::ALL_SCOPES_NOTIFICATION.to_string(),
+            myself.get_cell(),
+        );
+        // setup PG monitoring
+        ractor::pg::monitor(
+            ractor::pg::ALL_GROUPS_NOTIFICATION.to_string(),
+            myself.get_cell(),
+        );
 
         // Scan all scopes with their PG groups + synchronize them
         let scopes_and_groups = which_scopes_and_groups();
@@ -1108,12 +1117,23 @@ impl Actor for NodeSession {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(mut ping_task) = state.ping_task.take() {
             ping_task.abort();
         }
+        // unhook monitoring sessions
+        ractor::pg::demonitor_scope(
+            ractor::pg::ALL_SCOPES_NOTIFICATION.to_string(),
+            myself.get_id(),
+        );
+        ractor::pg::demonitor(
+            ractor::pg::ALL_GROUPS_NOTIFICATION.to_string(),
+            myself.get_id(),
+        );
+        ractor::registry::pid_registry::demonitor(myself.get_id());
+
         Ok(())
     }
 
@@ -1198,14 +1218,6 @@ impl Actor for NodeSession {
             }
             Self::Msg::GetReadyState(reply) => {
                 let _ = reply.send(state.ready.is_ok());
-            }
-            // Troupe's patch: a change the NodeServer passed on. Before this session sent its
-            // sync (`after_authenticated`), the sync's scan of the groups will include it.
-            Self::Msg::LocalChange(event)
-                if state.tcp.is_some()
-                    && matches!(state.ready, ReadyState::SyncSent | ReadyState::Ready) =>
-            {
-                self.handle_supervisor_evt(myself, event, state).await?;
             }
             _ => {
                 // no-op, ignore
