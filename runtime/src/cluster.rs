@@ -172,6 +172,132 @@ where
 mod tests {
     use super::*;
 
+    /// Counts the group changes and spawns a world listener hears, as a cluster session does.
+    struct Listener;
+
+    impl ractor::Actor for Listener {
+        type Msg = ();
+        type State = tokio::sync::mpsc::UnboundedSender<String>;
+        type Arguments = tokio::sync::mpsc::UnboundedSender<String>;
+
+        async fn pre_start(
+            &self,
+            myself: ractor::ActorRef<()>,
+            heard: Self::Arguments,
+        ) -> Result<Self::State, ractor::ActorProcessingErr> {
+            ractor::pg::monitor_scope(
+                ractor::pg::ALL_SCOPES_NOTIFICATION.to_string(),
+                myself.get_cell(),
+            );
+            ractor::registry::pid_registry::monitor(myself.get_cell());
+            Ok(heard)
+        }
+
+        async fn handle_supervisor_evt(
+            &self,
+            _: ractor::ActorRef<()>,
+            event: ractor::SupervisionEvent,
+            heard: &mut Self::State,
+        ) -> Result<(), ractor::ActorProcessingErr> {
+            let what = match event {
+                ractor::SupervisionEvent::ProcessGroupChanged(change) => {
+                    format!("group {}", change.get_group())
+                }
+                ractor::SupervisionEvent::PidLifecycleEvent(
+                    ractor::registry::PidLifecycleEvent::Spawn(who),
+                ) => format!("spawn {}", who.get_name().unwrap_or_default()),
+                _ => return Ok(()),
+            };
+            let _ = heard.send(what);
+            Ok(())
+        }
+    }
+
+    /// An actor no other node can reach: its messages do not serialize (`()` would, as
+    /// ractor makes every `BytesConvertable` type a remotable message).
+    struct LocalOnly;
+
+    struct LocalMessage;
+
+    impl ractor::Message for LocalMessage {}
+
+    impl ractor::Actor for LocalOnly {
+        type Msg = LocalMessage;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _: ractor::ActorRef<LocalMessage>,
+            _: (),
+        ) -> Result<(), ractor::ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    /// An actor other nodes can reach.
+    struct Remotable;
+
+    #[derive(ractor_cluster::RactorClusterMessage)]
+    enum RemotableMessage {
+        Nothing,
+    }
+
+    impl ractor::Actor for Remotable {
+        type Msg = RemotableMessage;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _: ractor::ActorRef<RemotableMessage>,
+            _: (),
+        ) -> Result<(), ractor::ActorProcessingErr> {
+            Ok(())
+        }
+
+        async fn handle(
+            &self,
+            _: ractor::ActorRef<RemotableMessage>,
+            RemotableMessage::Nothing: RemotableMessage,
+            _: &mut (),
+        ) -> Result<(), ractor::ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    /// The patched ractor (runtime/vendor/ractor/TROUPE-PATCH.md) tells listeners of every
+    /// group, and of spawns, only about actors other nodes can reach. Upstream told them of
+    /// every actor, which made forming a mesh cost O(N²) per node. Fails if the patch is lost.
+    #[tokio::test]
+    async fn world_listeners_hear_only_of_actors_other_nodes_can_reach() {
+        let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+        let (listener, _) = ractor::Actor::spawn(None, Listener, tx)
+            .await
+            .expect("the listener starts");
+        let (local, _) = ractor::Actor::spawn(Some("local-only".into()), LocalOnly, ())
+            .await
+            .expect("a local-only actor starts");
+        ractor::pg::join("local-group".into(), vec![local.get_cell()]);
+        let (remotable, _) = ractor::Actor::spawn(Some("remotable".into()), Remotable, ())
+            .await
+            .expect("a remotable actor starts");
+        ractor::pg::join("remotable-group".into(), vec![remotable.get_cell()]);
+
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv()).await {
+                Ok(Some(what)) => got.push(what),
+                _ => break,
+            }
+        }
+        // Anything about the local-only actor would have been sent before these two.
+        assert_eq!(got, ["spawn remotable", "group remotable-group"]);
+        for actor in [local.get_cell(), remotable.get_cell(), listener.get_cell()] {
+            actor.stop(None);
+        }
+    }
+
     #[tokio::test]
     async fn a_server_spaces_its_session_pings_as_configured() {
         let opts = |ms| ServerOptions {
