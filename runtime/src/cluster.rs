@@ -172,7 +172,8 @@ where
 mod tests {
     use super::*;
 
-    /// Counts the group changes and spawns a world listener hears, as a cluster session does.
+    /// Reports the group changes and spawns it hears as a world listener, as a cluster
+    /// session listens.
     struct Listener;
 
     impl ractor::Actor for Listener {
