@@ -274,6 +274,16 @@ impl Cluster {
     /// Starts node `i` from `exe` with `spec`.
     pub fn start_with(&mut self, i: usize, exe: &Path, spec: &NodeSpec) {
         let log = self.dir.join(format!("{}.log", spec.name));
+        // A restart keeps the earlier lives' logs (`NAME.life0.log`, ...), which a failed
+        // test leaves behind to read; `log(i)` stays the current life's.
+        if log.exists() {
+            let kept = (0..)
+                .map(|k| self.dir.join(format!("{}.life{k}.log", spec.name)))
+                .find(|p| !p.exists());
+            if let Some(kept) = kept {
+                let _ = std::fs::rename(&log, kept);
+            }
+        }
         let p = NodeProcess::spawn(exe, spec, log)
             .expect("spawn node")
             .with_grace(Duration::from_millis(500));
