@@ -93,6 +93,9 @@ pub(crate) struct JobManagerState {
     absent: HashMap<String, std::time::Instant>,
     /// This node leaves and dropped its copies of other nodes' jobs: it keeps no more.
     copies_dropped: bool,
+    /// When the owners of long-held copies were last asked which they know nothing of
+    /// (see `JobManagerState::sweep_copies`).
+    owners_asked_at: std::time::Instant,
     /// Ends journaled before a restart but never confirmed (see `Journal::end_confirmed`):
     /// answered as running until the core group records them or says the job moved.
     held_ends: HashMap<String, JobStatus>,
@@ -378,6 +381,7 @@ impl Actor for JobManager {
             unique_of: HashMap::new(),
             absent: HashMap::new(),
             copies_dropped: false,
+            owners_asked_at: std::time::Instant::now(),
             held_ends: HashMap::new(),
         })
     }

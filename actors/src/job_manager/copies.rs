@@ -135,6 +135,12 @@ async fn record_ends(
 /// How long a node that came up is asked which copied jobs it knows nothing of.
 const ASK_OWNER_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How often the owners of copies kept here since the last look are asked again which of
+/// them they know nothing of (see [`super::takeover::Takeovers::long_held`]): a copy is
+/// at least this old when its owner is asked, and a job whose owner lost it waits at most
+/// about twice this long.
+const ASK_OWNERS_AGAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Asks `owner`, off the mailbox, which of `jobs` (its own, copied here) it knows nothing
 /// of, and tells `myself` ([`JobManagerMessage::Forsaken`]). With `journal_ack =
 /// "copied"` a submission is answered once a replica holds its start, before the owner's
@@ -365,6 +371,12 @@ impl JobManagerState {
         };
         let effects = self.takeovers.tick(Instant::now(), &live);
         self.carry_out(myself, effects).await;
+        if self.owners_asked_at.elapsed() >= ASK_OWNERS_AGAIN_EVERY {
+            self.owners_asked_at = Instant::now();
+            for (owner, jobs) in self.takeovers.long_held(&live) {
+                unknown_to_owner(owner, jobs, myself.clone());
+            }
+        }
         self.confirm_ends(myself);
     }
 

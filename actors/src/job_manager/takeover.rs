@@ -143,6 +143,8 @@ pub(crate) struct Takeovers {
     asking: HashSet<String>,
     /// Since when each copy's owner has been seen gone.
     absent_since: HashMap<String, Instant>,
+    /// Copies of live owners' jobs at the last [`Takeovers::long_held`].
+    held_at_last_look: HashSet<String>,
 }
 
 impl Takeovers {
@@ -168,6 +170,7 @@ impl Takeovers {
             undecided: HashSet::new(),
             asking: HashSet::new(),
             absent_since: HashMap::new(),
+            held_at_last_look: HashSet::new(),
         }
     }
 
@@ -281,6 +284,43 @@ impl Takeovers {
             });
         }
         effects
+    }
+
+    /// The copies whose owner is live (in `live_nodes`) and that were kept here already at
+    /// the last call, by owner, in job order: each owner is asked which of them it knows
+    /// nothing of, as at its coming up ([`Takeovers::forsaken`] then acts on the answer).
+    /// That first question can be missed: the owner died again while asked, or this node
+    /// restarted and read its copies after its peers were up. A copy whose owner lives
+    /// on without the job is never taken over by [`Takeovers::tick`] (its owner is live),
+    /// so without this second look the job would wait forever.
+    pub(crate) fn long_held(
+        &mut self,
+        live_nodes: &HashSet<String>,
+    ) -> std::collections::BTreeMap<String, Vec<String>> {
+        let held: HashSet<String> = self
+            .copies
+            .iter()
+            .filter(|(job, owner)| {
+                live_nodes.contains(&owner.node)
+                    && !self.runs.contains_key(*job)
+                    && !self.asking.contains(*job)
+            })
+            .map(|(job, _)| job.clone())
+            .collect();
+        let mut by_owner = std::collections::BTreeMap::<String, Vec<String>>::new();
+        for job in held.intersection(&self.held_at_last_look) {
+            if let Some(owner) = self.copies.get(job) {
+                by_owner
+                    .entry(owner.node.clone())
+                    .or_default()
+                    .push(job.clone());
+            }
+        }
+        for jobs in by_owner.values_mut() {
+            jobs.sort();
+        }
+        self.held_at_last_look = held;
+        by_owner
     }
 
     /// This node leaves and dropped every copy it kept: it asks for none of those jobs.

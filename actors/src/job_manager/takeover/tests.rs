@@ -736,3 +736,33 @@ fn a_job_its_restarted_owner_knows_nothing_of_is_asked_for_at_once() {
     );
     assert!(t.forsaken("n1", &[job]).is_empty(), "asked twice");
 }
+
+/// A copy whose owner is live is named for a second look at the owner only once it was
+/// kept at the look before (a fresh copy's job is still being committed by its owner),
+/// grouped by owner; a gone owner's copies are left to the grace period, and a job being
+/// asked for is not named.
+#[test]
+fn copies_held_since_the_last_look_are_named_for_their_live_owners() {
+    let (mut t, job) = keeping_copy("n2", "n1");
+    assert!(t.long_held(&live(&["n1", "n2"])).is_empty(), "first look");
+    let other = "n3-18c0ffee-7".to_string();
+    assert_eq!(
+        t.replica_write("n3", &other, 0, WriteKind::Start),
+        WriteVerdict::Keep
+    );
+    let named = t.long_held(&live(&["n1", "n2", "n3"]));
+    assert_eq!(
+        named.into_iter().collect::<Vec<_>>(),
+        [("n1".to_string(), vec![job.clone()])],
+        "n3's copy is new at this look"
+    );
+    // n3 gone: its copy waits for the grace period, not for n3's answer.
+    let named = t.long_held(&live(&["n1", "n2"]));
+    assert_eq!(named.keys().collect::<Vec<_>>(), ["n1"]);
+    // Once asked for, a job is not named again.
+    assert_eq!(
+        asks(&t.forsaken("n1", std::slice::from_ref(&job))),
+        [job.as_str()]
+    );
+    assert!(t.long_held(&live(&["n1", "n2", "n3"])).is_empty());
+}
