@@ -7,7 +7,8 @@
 //! - `all_up_ms`: from the first node's process start to a client through n1 seeing all N
 //!   nodes `up` (polled every 10 ms; the client connects once every process is spawned).
 //! - `idle_cpu_pct_per_node`: after a wait as long as the time to all up (at least 3 s;
-//!   the other nodes are still connecting to the last ones meanwhile), the CPU time (user and system, from
+//!   the other nodes are still connecting to the last ones meanwhile), the CPU time
+//!   (user and system, from
 //!   `/proc/PID/stat`) the node processes use over `SCALE_IDLE_SECS` seconds (default 10)
 //!   with no work, per node, in percent of one core. The nodes' mean and largest resident
 //!   memory (`VmRSS`) are printed on stderr.

@@ -214,57 +214,34 @@ mod tests {
         }
     }
 
-    /// An actor no other node can reach: its messages do not serialize (`()` would, as
-    /// ractor makes every `BytesConvertable` type a remotable message).
-    struct LocalOnly;
+    /// An actor that does nothing, with messages of type `M`: whether other nodes can
+    /// reach it is whether `M` serializes.
+    struct Idle<M>(std::marker::PhantomData<fn() -> M>);
 
+    impl<M: ractor::Message> ractor::Actor for Idle<M> {
+        type Msg = M;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _: ractor::ActorRef<M>,
+            _: (),
+        ) -> Result<(), ractor::ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    /// Messages no other node can send (they do not serialize; `()` would, as ractor makes
+    /// every `BytesConvertable` type a remotable message).
     struct LocalMessage;
 
     impl ractor::Message for LocalMessage {}
 
-    impl ractor::Actor for LocalOnly {
-        type Msg = LocalMessage;
-        type State = ();
-        type Arguments = ();
-
-        async fn pre_start(
-            &self,
-            _: ractor::ActorRef<LocalMessage>,
-            _: (),
-        ) -> Result<(), ractor::ActorProcessingErr> {
-            Ok(())
-        }
-    }
-
-    /// An actor other nodes can reach.
-    struct Remotable;
-
+    /// Messages other nodes can send.
     #[derive(ractor_cluster::RactorClusterMessage)]
     enum RemotableMessage {
         Nothing,
-    }
-
-    impl ractor::Actor for Remotable {
-        type Msg = RemotableMessage;
-        type State = ();
-        type Arguments = ();
-
-        async fn pre_start(
-            &self,
-            _: ractor::ActorRef<RemotableMessage>,
-            _: (),
-        ) -> Result<(), ractor::ActorProcessingErr> {
-            Ok(())
-        }
-
-        async fn handle(
-            &self,
-            _: ractor::ActorRef<RemotableMessage>,
-            RemotableMessage::Nothing: RemotableMessage,
-            _: &mut (),
-        ) -> Result<(), ractor::ActorProcessingErr> {
-            Ok(())
-        }
     }
 
     /// The patched ractor (runtime/vendor/ractor/TROUPE-PATCH.md) tells listeners of every
@@ -276,13 +253,21 @@ mod tests {
         let (listener, _) = ractor::Actor::spawn(None, Listener, tx)
             .await
             .expect("the listener starts");
-        let (local, _) = ractor::Actor::spawn(Some("local-only".into()), LocalOnly, ())
-            .await
-            .expect("a local-only actor starts");
+        let (local, _) = ractor::Actor::spawn(
+            Some("local-only".into()),
+            Idle::<LocalMessage>(std::marker::PhantomData),
+            (),
+        )
+        .await
+        .expect("a local-only actor starts");
         ractor::pg::join("local-group".into(), vec![local.get_cell()]);
-        let (remotable, _) = ractor::Actor::spawn(Some("remotable".into()), Remotable, ())
-            .await
-            .expect("a remotable actor starts");
+        let (remotable, _) = ractor::Actor::spawn(
+            Some("remotable".into()),
+            Idle::<RemotableMessage>(std::marker::PhantomData),
+            (),
+        )
+        .await
+        .expect("a remotable actor starts");
         ractor::pg::join("remotable-group".into(), vec![remotable.get_cell()]);
 
         let mut got = Vec::new();
