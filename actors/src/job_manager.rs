@@ -542,6 +542,14 @@ impl Actor for JobManager {
                 let jobs = jobs.into_inner().unwrap_or_default();
                 Box::pin(state.forsaken(&myself, &owner, jobs)).await;
             }
+            JobManagerMessage::Ended(jobs, reply) => {
+                let ended = state.ended_here(jobs.into_inner().unwrap_or_default());
+                let _ = reply.send(Wire::new(ended));
+            }
+            JobManagerMessage::CopiesEnded(owner, jobs) => {
+                let jobs = jobs.into_inner().unwrap_or_default();
+                Box::pin(state.copies_ended(&myself, &owner, jobs)).await;
+            }
             JobManagerMessage::SweepCopies => {
                 state.lost_nodes(std::time::Instant::now());
                 Box::pin(state.sweep_copies(&myself)).await

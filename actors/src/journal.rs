@@ -684,6 +684,7 @@ mod tests {
             job: "n2-1-1".to_string(),
             epoch: 0,
             what,
+            ahead: false,
         };
         journal.keep(ReplicaBatch {
             owner: "n2".to_string(),

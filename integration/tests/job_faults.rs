@@ -473,6 +473,22 @@ fn cut_n4_off_and_resume_its_gate(c: &Cluster, id: &str) {
     );
 }
 
+/// A 32 MiB tmpfs in the cluster's folder for a node's data (the test needs root). 32
+/// MiB: a [`padded_echo`] job's end holds its 3 MiB output twice (the job's and its
+/// step's), in the log and in redb, and the node must open its journal again after.
+fn tiny_disk(c: &Cluster) -> troupe_integration::tinyfs::TinyFs {
+    troupe_integration::tinyfs::TinyFs::mount(&c.dir.join("tiny"), 32)
+        .expect("a tmpfs (this test needs root; CI runs as root)")
+}
+
+/// Step `name`, after `after`, echoing 3 MiB: more than the room the journal's log
+/// keeps allocated past its end (1 to 2 MiB), so a full disk cannot take its writes.
+fn padded_echo(name: &str, after: &str) -> StepSpec {
+    StepSpec::new(name, "troupe.echo")
+        .input(json!({"pad": "x".repeat(3 * 1024 * 1024)}))
+        .after([after])
+}
+
 /// Item 8, the other writes of a failed commit. A job ends while its owner's disk is
 /// full: the end's commit fails, and the end is not published (nothing holds it). Once
 /// space is freed the end is committed after all and published, so a restart of the node
@@ -486,10 +502,7 @@ async fn a_job_that_ends_on_a_full_disk_keeps_its_end_once_space_is_freed() {
         return;
     }
     let mut c = Cluster::plan(1);
-    // 32 MiB: the end's status holds the 3 MiB output twice (the job's and its step's),
-    // in the log and in redb, and the node must open its journal again after.
-    let disk = troupe_integration::tinyfs::TinyFs::mount(&c.dir.join("tiny"), 32)
-        .expect("a tmpfs (this test needs root; CI runs as root)");
+    let disk = tiny_disk(&c);
     let data = disk.path().join("data-n1");
     c.start_node_on(0, &data);
     let client = c.settled_client(&[0]).await;
@@ -498,11 +511,7 @@ async fn a_job_that_ends_on_a_full_disk_keeps_its_end_once_space_is_freed() {
     // ends find on a full disk), so on the full disk the log cannot take it.
     let padded = JobSpec::new("padded")
         .step(StepSpec::new("gate", "troupe.needs_action").input(json!({"message": "go"})))
-        .step(
-            StepSpec::new("after", "troupe.echo")
-                .input(json!({"pad": "x".repeat(3 * 1024 * 1024)}))
-                .after(["gate"]),
-        );
+        .step(padded_echo("after", "gate"));
     let h = client
         .submit(padded)
         .await
@@ -787,6 +796,97 @@ async fn a_job_answered_before_its_owner_committed_it_survives_the_owners_restar
     assert!(
         !log.contains("resumed jobs from the journal"),
         "n1 had committed the job before it was killed (the test's window is off):\n{log}"
+    );
+}
+
+/// The same window at a job's end. A replica acks an end sent to it ahead of the owner's
+/// own write (`Replicator::end_ahead`): the owner publishes it once it has written it too.
+/// Here the owner's disk is full, so neither the job's start nor its end reaches its
+/// journal; the owner is SIGKILLed after the replica acked the end, and restarted with
+/// space freed, knowing nothing of the job. The replica must still hold its copy (an end
+/// sent ahead does not drop it; the owner's written end does): it takes the job over and
+/// the job ends. The owner's commit window is 5 s, so the start waits for the end's
+/// commit, and the job's 3 MiB input is more than the room the log keeps allocated.
+#[tokio::test(flavor = "current_thread")]
+async fn an_end_acked_before_its_owner_wrote_it_survives_the_owners_crash() {
+    if !troupe_integration::needs::has(
+        "an_end_acked_before_its_owner_wrote_it_survives_the_owners_crash",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
+    let mut c = Cluster::plan(3);
+    let disk = tiny_disk(&c);
+    for i in 1..3 {
+        c.start_node(i);
+    }
+    let mut owner = c.spec(0);
+    let data = disk.path().join("data-n1");
+    let at = owner
+        .extra
+        .iter()
+        .position(|a| a == "--data")
+        .expect("the spec names a data folder");
+    owner.extra[at + 1] = data.display().to_string();
+    owner
+        .env
+        .push(("TROUPE_JOURNAL_COMMIT_WINDOW_MS".into(), "5000".into()));
+    c.start_with(0, troupe_integration::troupe_node(), &owner);
+    let client = c.settled_client(&[0, 1, 2]).await;
+    troupe_integration::core_formed(3).await;
+    let via_owner = c.client_via(&[0]).await;
+
+    let filler = disk.fill("filler").expect("fill the tmpfs");
+    let job = JobSpec::new("unwritten")
+        .step(StepSpec::new("wait", "troupe.sleep").input(json!({"ms": 300})))
+        .step(padded_echo("pad", "wait"));
+    let h = via_owner
+        .submit(job)
+        .await
+        .expect("a replica holds the start, so the submission is answered");
+    let id = h.id().to_string();
+    assert!(id.starts_with("n1-"), "submitted through n1, owned by {id}");
+    until("the job ended on its owner, whose commit failed", || {
+        let log = c.log(0);
+        std::future::ready(
+            log.contains("journal commit failed")
+                && log
+                    .lines()
+                    .any(|l| l.contains("job ended") && l.contains(&id)),
+        )
+    })
+    .await;
+    // The end went to the replica ahead of the write, and was acked at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let st = client
+        .status(&id)
+        .await
+        .expect("status while the disk is full");
+    assert_ne!(
+        st.state,
+        JobState::Succeeded,
+        "the end was published though the owner's journal does not hold it"
+    );
+    drop(via_owner);
+    c.node(0).kill();
+    std::fs::remove_file(&filler).expect("free the space");
+    c.start_with(0, troupe_integration::troupe_node(), &owner);
+
+    let others = c.client_via(&[1, 2]).await;
+    until_within(
+        &format!("job {id} ends after its owner's crash"),
+        Duration::from_secs(60),
+        || async {
+            others
+                .status(&id)
+                .await
+                .is_ok_and(|st| st.state == JobState::Succeeded)
+        },
+    )
+    .await;
+    assert!(
+        !c.log(0).contains("resumed jobs from the journal"),
+        "n1's journal held the job after all (the test's window is off)"
     );
 }
 

@@ -160,11 +160,22 @@ fn unknown_to_owner(owner: String, jobs: Vec<String>, myself: ActorRef<JobManage
                     .await;
                 if let Ok(ractor::rpc::CallResult::Success(answer)) = asked {
                     match answer.into_inner() {
-                        Ok(unknown) if !unknown.is_empty() => {
-                            let _ =
-                                myself.cast(JobManagerMessage::Forsaken(owner, Wire::new(unknown)));
+                        Ok(unknown) => {
+                            let known: Vec<String> = jobs
+                                .iter()
+                                .filter(|j| !unknown.contains(j))
+                                .cloned()
+                                .collect();
+                            if !unknown.is_empty() {
+                                let _ = myself.cast(JobManagerMessage::Forsaken(
+                                    owner.clone(),
+                                    Wire::new(unknown),
+                                ));
+                            }
+                            if !known.is_empty() {
+                                ended_at_owner(&jm, owner, known, &myself).await;
+                            }
                         }
-                        Ok(_) => {}
                         Err(e) => {
                             tracing::warn!(owner = %owner, error = %e, "unreadable answer about copied jobs")
                         }
@@ -176,6 +187,37 @@ fn unknown_to_owner(owner: String, jobs: Vec<String>, myself: ActorRef<JobManage
         }
         tracing::debug!(owner = %owner, "no answer about the jobs copied here; the usual takeover rules apply");
     });
+}
+
+/// Asks the job manager `jm` of `owner` which of `jobs` (copied here, known to it) ended
+/// there, and tells `myself` ([`JobManagerMessage::CopiesEnded`]): their copies are stale.
+/// One try; the next look asks again.
+async fn ended_at_owner(
+    jm: &ActorRef<JobManagerMessage>,
+    owner: String,
+    jobs: Vec<String>,
+    myself: &ActorRef<JobManagerMessage>,
+) {
+    let asked = jm
+        .call(
+            |r| JobManagerMessage::Ended(Wire::new(jobs), r),
+            Some(std::time::Duration::from_secs(2)),
+        )
+        .await;
+    match asked {
+        Ok(ractor::rpc::CallResult::Success(answer)) => match answer.into_inner() {
+            Ok(ended) if !ended.is_empty() => {
+                let _ = myself.cast(JobManagerMessage::CopiesEnded(owner, Wire::new(ended)));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(owner = %owner, error = %e, "unreadable answer about ended jobs")
+            }
+        },
+        _ => {
+            tracing::debug!(owner = %owner, "no answer about which copied jobs ended; asked again at the next look")
+        }
+    }
 }
 
 impl JobManagerState {
@@ -198,16 +240,21 @@ impl JobManagerState {
         // A batch is acked on receipt (unless `synced`), once the takeover rules here know
         // of it (below), before the commit: an owner waits for that ack to answer a
         // submission (the copy is then in this node's memory, and committed in its next
-        // group commit) or to publish an end (from now on this node asks for none of
-        // those jobs). A
-        // crash of this node before the commit loses the copy, not the job: its owner
-        // holds it. (An end's copy comes back with such a crash; the owner's record in
-        // the core group, made when an end goes unacked, does not cover that window.)
+        // group commit) or to publish an end. A crash of this node before the commit
+        // loses the copy, not the job: its owner holds it. (An end's copy comes back with
+        // such a crash; the owner's record in the core group, made when an end goes
+        // unacked, does not cover that window.) An end sent ahead of the owner's own
+        // write (`ahead`) keeps the copy: the owner may die before its write, and come
+        // back without the job; the end sent again once written drops it.
         let ends_only = !batch.writes.is_empty()
             && batch
                 .writes
                 .iter()
                 .all(|w| matches!(w.what, ReplicaWhat::End));
+        // Not a write to keep: the copy stays as it is.
+        let end_ahead = |w: &troupe_runtime::protocol::ReplicaWrite| {
+            w.ahead && matches!(w.what, ReplicaWhat::End)
+        };
         if self.copies_dropped {
             // Leaving: keeps nothing, and an end asks nothing of a node with no copy.
             if let Some(token) = batch.ack.filter(|_| ends_only) {
@@ -222,12 +269,14 @@ impl JobManagerState {
             let kind = match &w.what {
                 ReplicaWhat::Start(_) => WriteKind::Start,
                 ReplicaWhat::Input(..) => WriteKind::Input,
+                ReplicaWhat::End if w.ahead => WriteKind::EndAhead,
                 ReplicaWhat::End => WriteKind::End,
             };
             match self
                 .takeovers
                 .replica_write(&batch.owner, &w.job, w.epoch, kind)
             {
+                WriteVerdict::Keep if end_ahead(&w) => {}
                 WriteVerdict::Keep => kept.push(w),
                 WriteVerdict::Later => later = true,
                 WriteVerdict::Fenced(holder) => {
@@ -337,6 +386,33 @@ impl JobManagerState {
             tracing::warn!(owner, jobs = effects.len(), "a node came back without jobs it had accepted (it restarted before committing them); taking them over from the copies here");
         }
         self.carry_out(myself, effects).await;
+    }
+
+    /// The owner `owner` holds the ends of `jobs`: drop the copies of them kept here.
+    pub(super) async fn copies_ended(
+        &mut self,
+        myself: &ActorRef<JobManagerMessage>,
+        owner: &str,
+        jobs: Vec<String>,
+    ) {
+        let effects = self.takeovers.ended_at_owner(owner, &jobs);
+        if !effects.is_empty() {
+            tracing::info!(owner, jobs = effects.len(), "dropping copies of jobs whose owner holds their ends (the end sent after its write did not arrive)");
+        }
+        self.carry_out(myself, effects).await;
+    }
+
+    /// Which of `jobs` ended here (its answer to [`JobManagerMessage::Ended`]): their
+    /// ends are in its journal (a job's end is reported to this manager only once
+    /// written), and it still holds them.
+    pub(super) fn ended_here(&self, jobs: Vec<String>) -> Vec<String> {
+        jobs.into_iter()
+            .filter(|job| {
+                !self.live.contains_key(job)
+                    && self.finished.contains_key(job)
+                    && self.takeovers.moved_to(job).is_none()
+            })
+            .collect()
     }
 
     /// Which of `jobs` this node knows nothing of (its answer to

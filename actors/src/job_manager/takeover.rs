@@ -98,6 +98,10 @@ pub(crate) enum WriteKind {
     Input,
     /// The job ended: the copy is dropped.
     End,
+    /// The job ended, but its owner's journal does not hold the end yet (it came
+    /// ahead of the owner's write): fenced like an `End`, but the copy stays until the
+    /// `End` follows. An owner killed before its write comes back without the job.
+    EndAhead,
 }
 
 /// The answer to one journal write from another node.
@@ -282,6 +286,27 @@ impl Takeovers {
                 job: job.clone(),
                 from: from.clone(),
             });
+        }
+        effects
+    }
+
+    /// `owner` says its journal holds the ends of `jobs`: the copies of them it named are
+    /// stale (the owner came back, or the connection broke, before this node got the
+    /// written end), and are dropped, as an `End` would.
+    pub(crate) fn ended_at_owner(&mut self, owner: &str, jobs: &[String]) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for job in jobs {
+            let Some(from) = self.copies.get(job).filter(|h| h.node == owner).cloned() else {
+                continue;
+            };
+            if self.runs.contains_key(job) || self.asking.contains(job) {
+                continue;
+            }
+            self.copies.remove(job);
+            self.undecided.remove(job);
+            self.absent_since.remove(job);
+            self.note_ended_copy(job, &from.node, from.epoch);
+            effects.push(Effect::ForgetCopy { job: job.clone() });
         }
         effects
     }
@@ -526,7 +551,7 @@ impl Takeovers {
 
     /// A journal write from `writer` about `job` at `epoch`: refused if this node knows a
     /// newer epoch for the job (its own run, a copy, a move); else kept, and a `Start`
-    /// makes (or renews) the copy, an `End` drops it.
+    /// makes (or renews) the copy, an `End` drops it (an `EndAhead` does not).
     pub(crate) fn replica_write(
         &mut self,
         writer: &str,
@@ -553,12 +578,11 @@ impl Takeovers {
             .or_else(|| self.ended_copies.get(job).cloned());
         // An end while this node's takeover of the job is asked for: acked now, it could
         // count while the core group grants the job here (the grant's answer on its way).
-        if kind == WriteKind::End && (self.asking.contains(job) || self.undecided.contains(job)) {
+        let is_end = matches!(kind, WriteKind::End | WriteKind::EndAhead);
+        if is_end && (self.asking.contains(job) || self.undecided.contains(job)) {
             return WriteVerdict::Later;
         }
-        if let Some(end) =
-            ended.filter(|e| e.epoch > epoch || (e.epoch == epoch && kind != WriteKind::End))
-        {
+        if let Some(end) = ended.filter(|e| e.epoch > epoch || (e.epoch == epoch && !is_end)) {
             return WriteVerdict::Fenced(end);
         }
         match kind {
@@ -575,7 +599,7 @@ impl Takeovers {
                 self.copies.remove(job);
                 self.note_ended_copy(job, writer, epoch);
             }
-            WriteKind::Input => {}
+            WriteKind::Input | WriteKind::EndAhead => {}
         }
         WriteVerdict::Keep
     }

@@ -79,7 +79,8 @@ struct Wait {
 /// A batch of ends sent to one node, waiting for its ack.
 struct EndToken {
     node: String,
-    jobs: Vec<String>,
+    /// Each end's job, and whether it went marked `ahead` (not written here yet).
+    jobs: Vec<(String, bool)>,
     sent: Instant,
 }
 
@@ -95,7 +96,7 @@ pub(super) struct Pending {
     /// The ends carried by each token of an end batch.
     end_tokens: HashMap<u64, EndToken>,
     /// Ends acked since the writer last looked, by node.
-    acked_ends: Vec<(String, Vec<String>)>,
+    acked_ends: Vec<(String, Vec<(String, bool)>)>,
     /// Ends not acked within [`CONFIRM_WITHIN`], for the core group to record (job, epoch).
     pub(super) unconfirmed: Vec<(String, u64)>,
     /// Who waits for each job's end to be confirmed (see [`EndConfirmation`]).
@@ -278,6 +279,12 @@ struct Owed {
     ended: Option<Instant>,
     /// When the end was last sent.
     sent: Option<Instant>,
+    /// The end is not written here yet (it went ahead, [`Replicator::end_ahead`]): it is
+    /// sent marked `ahead`, and the holder keeps its copy.
+    unwritten: bool,
+    /// The holder acked the end sent ahead: it counts for the end's confirmation, and is
+    /// owed the end again, unmarked, once it is written here (then it drops its copy).
+    acked_ahead: bool,
 }
 
 /// A write the writer committed about one of this node's jobs, to copy to its replicas.
@@ -333,6 +340,7 @@ impl ReplicaSet {
                         job: job.clone(),
                         epoch,
                         what: what.clone(),
+                        ahead: false,
                     });
                 } else {
                     // The history is what redb holds: this write is in the log only.
@@ -342,6 +350,7 @@ impl ReplicaSet {
                         job: job.clone(),
                         epoch,
                         what: what.clone(),
+                        ahead: false,
                     });
                 }
             }
@@ -408,6 +417,8 @@ impl ReplicaSet {
                     epoch,
                     ended,
                     sent: None,
+                    unwritten: false,
+                    acked_ahead: false,
                 },
             );
         }
@@ -422,7 +433,10 @@ impl ReplicaSet {
                 continue;
             }
             for (job, o) in jobs.iter_mut() {
-                if o.sent.is_some_and(|s| at.duration_since(s) < RESEND_AFTER) {
+                // An end acked ahead waits here to be written before it goes again.
+                if (o.unwritten && o.acked_ahead)
+                    || o.sent.is_some_and(|s| at.duration_since(s) < RESEND_AFTER)
+                {
                     continue;
                 }
                 o.sent = Some(at);
@@ -430,36 +444,80 @@ impl ReplicaSet {
                     job: job.clone(),
                     epoch: o.epoch,
                     what: ReplicaWhat::End,
+                    ahead: o.unwritten,
                 });
             }
         }
         out
     }
 
-    /// `node` holds the ends of `jobs`: they are owed no more. A job that ended and that
-    /// no node owes an ack any more is confirmed.
-    fn acked(&mut self, node: &str, jobs: &[String]) {
+    /// `node` holds the ends of `jobs`: they are owed no more (an end acked ahead of its
+    /// write here is owed again, unmarked, once written). A job that ended and that no
+    /// node owes an ack any more is confirmed.
+    fn acked(&mut self, node: &str, jobs: &[(String, bool)]) {
         let Some(owed) = self.owed.get_mut(node) else {
             return;
         };
         let mut ended = Vec::new();
-        for job in jobs {
-            if let Some(o) = owed.remove(job) {
+        for (job, ahead) in jobs {
+            let Some(o) = owed.get_mut(job) else {
+                continue;
+            };
+            // Its first ack (ahead or not) is the one that counts for the confirmation.
+            let counts = o.ended.is_some() && !o.acked_ahead;
+            if !*ahead {
+                owed.remove(job);
                 self.owed_count -= 1;
-                if o.ended.is_some() {
-                    ended.push(job.clone());
+            } else if !o.acked_ahead {
+                o.acked_ahead = true;
+                if !o.unwritten {
+                    // Written here since it went: the unmarked end goes now.
+                    o.sent = None;
                 }
+            }
+            if counts {
+                ended.push(job.clone());
             }
         }
         if owed.is_empty() {
             self.owed.remove(node);
         }
-        let owed = &self.owed;
         self.confirming
-            .retain(|job| owed.values().any(|jobs| jobs.contains_key(job)));
+            .retain(|job| self.owed.values().any(|jobs| jobs.contains_key(job)));
         for job in ended {
-            if !owed.values().any(|jobs| jobs.contains_key(&job)) {
+            if !self.awaits_ack(&job) {
                 self.confirmed.push(job);
+            }
+        }
+    }
+
+    /// Whether some holder owes an ack of the end of `job` (one acked ahead does not).
+    fn awaits_ack(&self, job: &str) -> bool {
+        self.owed
+            .values()
+            .any(|jobs| jobs.get(job).is_some_and(|o| !o.acked_ahead))
+    }
+
+    /// The end of `job`, which went ahead, is written here now: the holders that acked it
+    /// are owed it again, unmarked, at once (they drop their copies on it); those that
+    /// did not get it unmarked when it is next due.
+    fn written(&mut self, job: &str) {
+        for jobs in self.owed.values_mut() {
+            if let Some(o) = jobs.get_mut(job) {
+                if o.acked_ahead {
+                    o.sent = None;
+                }
+                o.unwritten = false;
+            }
+        }
+    }
+
+    /// The end of `job` goes ahead of its write here: every holder owed it is sent it
+    /// marked `ahead` until [`ReplicaSet::written`].
+    fn ahead_of_write(&mut self, job: &str) {
+        for jobs in self.owed.values_mut() {
+            if let Some(o) = jobs.get_mut(job) {
+                o.unwritten = true;
             }
         }
     }
@@ -480,7 +538,7 @@ impl ReplicaSet {
         self.confirming
             .retain(|job| still.values().any(|jobs| jobs.contains_key(job)));
         for (job, o) in owed {
-            if o.ended.is_some() && !still.values().any(|jobs| jobs.contains_key(&job)) {
+            if o.ended.is_some() && !o.acked_ahead && !self.awaits_ack(&job) {
                 self.confirmed.push(job);
             }
         }
@@ -503,9 +561,9 @@ impl ReplicaSet {
         let mut due = Vec::new();
         for jobs in self.owed.values() {
             for (job, o) in jobs {
-                let late = o
-                    .ended
-                    .is_some_and(|e| at.duration_since(e) >= CONFIRM_WITHIN);
+                let late = !o.acked_ahead
+                    && o.ended
+                        .is_some_and(|e| at.duration_since(e) >= CONFIRM_WITHIN);
                 if late && self.confirming.insert(job.clone()) {
                     due.push((job.clone(), o.epoch));
                 }
@@ -625,8 +683,12 @@ impl Replicator {
     /// Sends `writes` (committed, or ends about to be) to their jobs' replicas (a job's
     /// new replica gets its whole journal), and the ends owed to live nodes.
     pub(super) fn send_copies(&mut self, store: &Store, writes: Vec<Outgoing>) {
-        let writes = self.skip_ended_ahead(writes);
+        let (writes, written) = self.skip_ended_ahead(writes);
         if writes.is_empty() {
+            if written {
+                // The holders that acked those ends ahead get them unmarked now.
+                self.send_ends();
+            }
             return;
         }
         let history = |job: &str, epoch| store.history(job, epoch);
@@ -641,10 +703,11 @@ impl Replicator {
 
     /// Drops from `writes` those of jobs whose end went ahead: their holders have their
     /// end, and a start or input arriving after it would be a copy nobody ends. The
-    /// job's end written here, its confirmation (if every holder acked) is told now.
-    fn skip_ended_ahead(&mut self, writes: Vec<Outgoing>) -> Vec<Outgoing> {
+    /// job's end written here, its confirmation (if every holder acked) is told now, and
+    /// its holders are owed it unmarked (true if some end went ahead and is written now).
+    fn skip_ended_ahead(&mut self, writes: Vec<Outgoing>) -> (Vec<Outgoing>, bool) {
         if self.set.ahead.is_empty() {
-            return writes;
+            return (writes, false);
         }
         let mut written = Vec::new();
         let writes = writes
@@ -653,20 +716,26 @@ impl Replicator {
                 if !self.set.ahead.contains_key(&o.job) {
                     return true;
                 }
-                if matches!(o.what, ReplicaWhat::End) && self.set.ahead.remove(&o.job) == Some(true)
-                {
-                    written.push(o.job.clone());
+                if matches!(o.what, ReplicaWhat::End) {
+                    let acked = self.set.ahead.remove(&o.job) == Some(true);
+                    written.push((o.job.clone(), acked));
                 }
                 false
             })
             .collect();
-        if !written.is_empty() {
-            let mut p = crate::locked(&self.pending);
-            for job in written {
+        if written.is_empty() {
+            return (writes, false);
+        }
+        for (job, _) in &written {
+            self.set.written(job);
+        }
+        let mut p = crate::locked(&self.pending);
+        for (job, acked) in written {
+            if acked {
                 p.acks_confirm(&job);
             }
         }
-        writes
+        (writes, true)
     }
 
     /// Sends the end of `job`, just queued for the writer behind every other write of
@@ -691,6 +760,7 @@ impl Replicator {
         // An end sends nothing itself: it is owed to the holders, sent by `send_ends`.
         let none = self.set.route(vec![end], |_, _| Vec::new(), Instant::now());
         debug_assert!(none.is_empty());
+        self.set.ahead_of_write(job);
         self.send_ends();
     }
 
@@ -797,6 +867,7 @@ impl Replicator {
                 job: job.to_string(),
                 epoch,
                 what: ReplicaWhat::Start(b.to_vec()),
+                ahead: false,
             });
             held.waits.push(id);
         }
@@ -903,7 +974,7 @@ impl Replicator {
                     token,
                     EndToken {
                         node: node.clone(),
-                        jobs: writes.iter().map(|w| w.job.clone()).collect(),
+                        jobs: writes.iter().map(|w| (w.job.clone(), w.ahead)).collect(),
                         sent: Instant::now(),
                     },
                 );
@@ -1088,6 +1159,7 @@ mod tests {
                 job: job.to_string(),
                 epoch,
                 what: ReplicaWhat::Input(99, Vec::new()),
+                ahead: false,
             }]
         }
     }
@@ -1177,7 +1249,7 @@ mod tests {
         assert!(sent(set.settle(t0 + RESEND_AFTER / 2)).is_empty());
         assert_eq!(sent(set.settle(t0 + RESEND_AFTER)), end());
         assert!(set.targets.is_empty() && set.epochs.is_empty());
-        set.acked("b", &["j".to_string()]);
+        set.acked("b", &[("j".to_string(), false)]);
         assert!(sent(set.settle(t0 + RESEND_AFTER * 3)).is_empty());
         assert_eq!(set.owed_count, 0);
         assert!(sent(set.rehome(nodes(&["a", "c"]), history(&asked))).is_empty());
@@ -1198,7 +1270,7 @@ mod tests {
             history(&asked),
             t0,
         );
-        set.acked("b", &["j".to_string()]);
+        set.acked("b", &[("j".to_string(), false)]);
         assert!(set.confirmed.is_empty(), "c has not acked the end");
         set.dropped_by("c");
         assert_eq!(set.confirmed, vec!["j".to_string()]);
@@ -1288,7 +1360,7 @@ mod tests {
             )]
         );
         assert_eq!(sent(set.settle(t0)), vec![end(&o)]);
-        set.acked(&o, &["j".to_string()]);
+        set.acked(&o, &[("j".to_string(), false)]);
         assert_eq!(set.owed_count, 0);
         // r is thought down again and the job ends: only o is live to hear it; r, the
         // former replica, gets the end once it is live, until it acks.
@@ -1299,10 +1371,10 @@ mod tests {
             t0,
         );
         assert_eq!(sent(set.settle(t0)), vec![end(&o)]);
-        set.acked(&o, &["j".to_string()]);
+        set.acked(&o, &[("j".to_string(), false)]);
         set.rehome(nodes(&["a", "b", "c"]), history(&asked));
         assert_eq!(sent(set.settle(t0 + RESEND_AFTER)), vec![end(&r)]);
-        set.acked(&r, &["j".to_string()]);
+        set.acked(&r, &[("j".to_string(), false)]);
         assert_eq!(set.owed_count, 0);
         assert!(set.owed.is_empty() && set.confirming.is_empty());
     }
@@ -1476,6 +1548,7 @@ mod tests {
             job: job.to_string(),
             epoch: 0,
             what: ReplicaWhat::Start(vec![1]),
+            ahead: false,
         });
         held.waits.push(id);
         r.set
@@ -1542,15 +1615,68 @@ mod tests {
             "confirmed before it is written here"
         );
         // The writer's batch: the job's last input and its end, and another job's input.
-        let left = r.skip_ended_ahead(vec![
+        let (left, written) = r.skip_ended_ahead(vec![
             input("j", 3),
             outgoing("j", None, ReplicaWhat::End),
             input("k", 1),
         ]);
         let left: Vec<_> = left.into_iter().map(|o| o.job).collect();
         assert_eq!(left, vec!["k".to_string()]);
+        assert!(written);
         assert_eq!(rx.try_recv(), Ok(EndConfirmation::Confirmed));
-        assert!(r.set.ahead.is_empty() && r.set.owed.is_empty());
+        assert!(r.set.ahead.is_empty());
+        // b kept its copy on the end sent ahead: it gets the end again, unmarked, and
+        // drops the copy on it.
+        r.send_ends();
+        let token = end_token(&r, "b");
+        assert_eq!(
+            crate::locked(&r.pending).end_tokens[&token].jobs,
+            vec![("j".to_string(), false)]
+        );
+        assert!(crate::locked(&r.pending).acked(token));
+        r.ends_acked();
+        assert!(r.set.owed.is_empty(), "b holds the written end");
+    }
+
+    /// An end sent ahead goes marked (the holder keeps its copy), and so does its resend
+    /// while it is not written here; once written, it goes unmarked, and an ack of the
+    /// marked one does not settle what is owed.
+    #[test]
+    fn an_end_goes_marked_until_it_is_written_here() {
+        let (mut r, mut rx) = ahead_replicator();
+        r.end_ahead("j");
+        let token = end_token(&r, "b");
+        assert_eq!(
+            crate::locked(&r.pending).end_tokens[&token].jobs,
+            vec![("j".to_string(), true)]
+        );
+        // No ack yet: the resend is marked too.
+        let later = Instant::now() + RESEND_AFTER;
+        let again = r.set.settle(later);
+        assert!(
+            again["b"].iter().all(|w| w.ahead),
+            "resent unwritten, marked"
+        );
+        // Written before the first ack came: that ack counts for the confirmation but
+        // leaves the unmarked end owed.
+        let (_, written) = r.skip_ended_ahead(vec![outgoing("j", None, ReplicaWhat::End)]);
+        assert!(written);
+        assert!(crate::locked(&r.pending).acked(token));
+        r.ends_acked();
+        assert_eq!(rx.try_recv(), Ok(EndConfirmation::Confirmed));
+        let owed = &r.set.owed["b"]["j"];
+        assert!(owed.acked_ahead && !owed.unwritten);
+        // Handed to nobody: an end acked ahead is not late for the core group.
+        assert!(r
+            .set
+            .unconfirmed(Instant::now() + CONFIRM_WITHIN * 2)
+            .is_empty());
+        // The unmarked end went with the ack's handling.
+        let token = end_token(&r, "b");
+        assert_eq!(
+            crate::locked(&r.pending).end_tokens[&token].jobs,
+            vec![("j".to_string(), false)]
+        );
     }
 
     /// Written here first, the end sent ahead is confirmed by the ack.
@@ -1559,7 +1685,7 @@ mod tests {
         let (mut r, mut rx) = ahead_replicator();
         r.end_ahead("j");
         let token = end_token(&r, "b");
-        let left = r.skip_ended_ahead(vec![outgoing("j", None, ReplicaWhat::End)]);
+        let (left, _) = r.skip_ended_ahead(vec![outgoing("j", None, ReplicaWhat::End)]);
         assert!(left.is_empty());
         assert!(rx.try_recv().is_err(), "confirmed before b acked");
         assert!(crate::locked(&r.pending).acked(token));
@@ -1625,6 +1751,7 @@ mod tests {
                     job: o.job,
                     epoch: o.epoch.unwrap_or(0),
                     what: o.what,
+                    ahead: false,
                 };
                 (summary(&w), o.epoch.is_some())
             })

@@ -523,6 +523,7 @@ impl Store {
                 job: job.to_string(),
                 epoch,
                 what: ReplicaWhat::Start(rec.value().to_vec()),
+                ahead: false,
             }];
             let inputs = rtx.open_table(INPUTS)?;
             for row in inputs.range((job, 0)..=(job, u64::MAX))? {
@@ -531,6 +532,7 @@ impl Store {
                     job: job.to_string(),
                     epoch,
                     what: ReplicaWhat::Input(k.value().1, v.value().to_vec()),
+                    ahead: false,
                 });
             }
             Ok(out)
@@ -1019,6 +1021,7 @@ mod tests {
             job: job.to_string(),
             epoch: 1,
             what,
+            ahead: false,
         };
         let keep = |writes| {
             Write::Keep(ReplicaBatch {
@@ -1215,6 +1218,7 @@ mod tests {
             job: "j".to_string(),
             epoch: 3,
             what,
+            ahead: false,
         };
         let batch = ReplicaBatch {
             owner: "n2".to_string(),

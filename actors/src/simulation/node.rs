@@ -885,6 +885,8 @@ impl SimNode {
                     WriteKind::End => {
                         self.disk.copies.remove(&job);
                     }
+                    // The simulated owner writes its end before it sends it.
+                    WriteKind::EndAhead => {}
                 },
             },
             Msg::Moved(m) => {

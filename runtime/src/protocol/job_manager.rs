@@ -87,6 +87,16 @@ pub enum JobManagerMessage {
     /// The owner `0` knows nothing of these jobs, of which this node keeps copies: ask
     /// the core group for them (local, the answer to `Unknown`).
     Forsaken(String, Wire<Vec<String>>),
+    /// Which of these jobs (this node's, by their ids) ended here: its journal holds
+    /// their ends. Asked by the holders of their copies about the jobs it knows: a copy
+    /// kept on an end sent ahead of the owner's write is stale once the owner wrote it,
+    /// and the end sent again then can be missed (the owner restarted, a connection
+    /// broke).
+    #[rpc]
+    Ended(Wire<Vec<String>>, RpcReplyPort<Wire<Vec<String>>>),
+    /// The owner `0` holds the ends of these jobs, of which this node keeps copies: drop
+    /// the copies (local, the answer to `Ended`).
+    CopiesEnded(String, Wire<Vec<String>>),
     /// The core group's answer to a takeover of a job: who holds it now (local).
     TakeoverDecided(String, Wire<Result<Holder, String>>),
     /// The journaled jobs may resume, but these, taken over meanwhile (local).

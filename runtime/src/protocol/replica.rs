@@ -32,6 +32,17 @@ pub struct ReplicaWrite {
     pub epoch: u64,
     /// What was written.
     pub what: ReplicaWhat,
+    /// Set on an `End` sent ahead of the owner's own journal write (so that the round
+    /// trip overlaps the write): the replica acks it but keeps its copy, which the same
+    /// `End` without this mark drops once the owner has written it. An owner killed in
+    /// between comes back without the job, and the copy is all that is left of it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ahead: bool,
+}
+
+/// For `skip_serializing_if`: a write without the mark costs no bytes for it.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What a [`ReplicaWrite`] records.
@@ -41,6 +52,7 @@ pub enum ReplicaWhat {
     Start(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Input number `seq`, encoded.
     Input(u64, #[serde(with = "serde_bytes")] Vec<u8>),
-    /// The job ended: the copy is dropped.
+    /// The job ended: the copy is dropped (kept, if the write is marked `ahead`, until
+    /// the owner's journal holds the end).
     End,
 }

@@ -766,3 +766,66 @@ fn copies_held_since_the_last_look_are_named_for_their_live_owners() {
     );
     assert!(t.long_held(&live(&["n1", "n2", "n3"])).is_empty());
 }
+
+/// An end that came ahead of its owner's write keeps the copy: an owner killed before
+/// the write comes back without the job, and forsaken, the copy is taken over. The end
+/// sent again once written drops it, and is then refused to a start of the same epoch.
+#[test]
+fn an_end_ahead_of_the_owners_write_keeps_the_copy_until_the_written_end() {
+    let (mut t, job) = keeping_copy("n2", "n1");
+    assert_eq!(
+        t.replica_write("n1", &job, 0, WriteKind::EndAhead),
+        WriteVerdict::Keep
+    );
+    assert!(t.has_copy(&job), "an end ahead of the write keeps the copy");
+    assert_eq!(
+        asks(&t.forsaken("n1", std::slice::from_ref(&job))),
+        [job.as_str()],
+        "an owner back without the job has it taken over from the copy"
+    );
+
+    let (mut t, job) = keeping_copy("n2", "n1");
+    t.replica_write("n1", &job, 0, WriteKind::EndAhead);
+    assert_eq!(
+        t.replica_write("n1", &job, 0, WriteKind::End),
+        WriteVerdict::Keep
+    );
+    assert!(!t.has_copy(&job), "the written end drops the copy");
+    assert_eq!(
+        t.replica_write("n1", &job, 0, WriteKind::EndAhead),
+        WriteVerdict::Keep,
+        "a late end sent ahead is acked again"
+    );
+    assert!(!t.has_copy(&job));
+    assert!(matches!(
+        t.replica_write("n1", &job, 0, WriteKind::Start),
+        WriteVerdict::Fenced(_)
+    ));
+}
+
+/// An owner that says its journal holds a job's end has the stale copy dropped here
+/// (only its own copies, and none this node asks for or runs).
+#[test]
+fn copies_whose_owner_holds_their_end_are_dropped() {
+    let (mut t, job) = keeping_copy("n2", "n1");
+    t.replica_write("n1", &job, 0, WriteKind::EndAhead);
+    assert!(t
+        .ended_at_owner("n3", std::slice::from_ref(&job))
+        .is_empty());
+    assert!(t.has_copy(&job), "n3 is not the copy's owner");
+    assert_eq!(
+        t.ended_at_owner("n1", std::slice::from_ref(&job)),
+        [Effect::ForgetCopy { job: job.clone() }]
+    );
+    assert!(!t.has_copy(&job));
+    assert!(t.copies_of("n1").is_empty());
+
+    let (mut t, job) = keeping_copy("n2", "n1");
+    assert_eq!(asks(&t.forsaken("n1", std::slice::from_ref(&job))).len(), 1);
+    assert!(
+        t.ended_at_owner("n1", std::slice::from_ref(&job))
+            .is_empty(),
+        "asked for already: the core group decides"
+    );
+    assert!(t.has_copy(&job));
+}
