@@ -268,6 +268,12 @@ struct ReplicaSet {
     /// ([`Replicator::end_ahead`]), until the writer has written it here: true once every
     /// holder acked it. The writer copies none of their writes.
     ahead: HashMap<String, bool>,
+    /// Ends written here that went ahead and were acked, to send again unmarked (the
+    /// holder drops its copy on it), by node: sent once, not owed. One that is lost
+    /// leaves a copy behind, which the holder's next question to this node about its
+    /// copies (`JobManagerMessage::Ended`) drops; an ack for each would cost a message
+    /// per job.
+    unmarked: HashMap<String, Vec<(String, u64)>>,
 }
 
 /// An `End` owed to one node for one job.
@@ -282,8 +288,8 @@ struct Owed {
     /// The end is not written here yet (it went ahead, [`Replicator::end_ahead`]): it is
     /// sent marked `ahead`, and the holder keeps its copy.
     unwritten: bool,
-    /// The holder acked the end sent ahead: it counts for the end's confirmation, and is
-    /// owed the end again, unmarked, once it is written here (then it drops its copy).
+    /// The holder acked the end sent ahead: it counts for the end's confirmation, and the
+    /// end goes to it again, unmarked, once written here (then it drops its copy).
     acked_ahead: bool,
 }
 
@@ -425,8 +431,24 @@ impl ReplicaSet {
     }
 
     /// The ends owed to live nodes that are due (never sent, or sent [`RESEND_AFTER`] ago
-    /// with no ack), by node; they stay owed until acked ([`ReplicaSet::acked`]).
-    fn settle(&mut self, at: Instant) -> ToSend {
+    /// with no ack), by node; they stay owed until acked ([`ReplicaSet::acked`]). The
+    /// unmarked ends of [`ReplicaSet::written`] are taken with them (to be sent in the
+    /// same batches, but not acked): the second map.
+    fn settle(&mut self, at: Instant) -> (ToSend, ToSend) {
+        let mut once = ToSend::new();
+        for (node, jobs) in self.unmarked.drain() {
+            once.insert(
+                node,
+                jobs.into_iter()
+                    .map(|(job, epoch)| ReplicaWrite {
+                        job,
+                        epoch,
+                        what: ReplicaWhat::End,
+                        ahead: false,
+                    })
+                    .collect(),
+            );
+        }
         let mut out = ToSend::new();
         for (node, jobs) in &mut self.owed {
             if !self.live.contains(node) {
@@ -434,9 +456,7 @@ impl ReplicaSet {
             }
             for (job, o) in jobs.iter_mut() {
                 // An end acked ahead waits here to be written before it goes again.
-                if (o.unwritten && o.acked_ahead)
-                    || o.sent.is_some_and(|s| at.duration_since(s) < RESEND_AFTER)
-                {
+                if o.acked_ahead || o.sent.is_some_and(|s| at.duration_since(s) < RESEND_AFTER) {
                     continue;
                 }
                 o.sent = Some(at);
@@ -448,12 +468,13 @@ impl ReplicaSet {
                 });
             }
         }
-        out
+        (out, once)
     }
 
-    /// `node` holds the ends of `jobs`: they are owed no more (an end acked ahead of its
-    /// write here is owed again, unmarked, once written). A job that ended and that no
-    /// node owes an ack any more is confirmed.
+    /// `node` holds the ends of `jobs` (each marked `ahead` or not): they are owed no
+    /// more, but an end acked ahead of its write here waits for that write (then it goes
+    /// again unmarked, [`ReplicaSet::written`]). A job that ended and that no node owes
+    /// an ack any more is confirmed.
     fn acked(&mut self, node: &str, jobs: &[(String, bool)]) {
         let Some(owed) = self.owed.get_mut(node) else {
             return;
@@ -465,15 +486,18 @@ impl ReplicaSet {
             };
             // Its first ack (ahead or not) is the one that counts for the confirmation.
             let counts = o.ended.is_some() && !o.acked_ahead;
-            if !*ahead {
+            if *ahead && o.unwritten {
+                o.acked_ahead = true;
+            } else {
+                if *ahead {
+                    // Written here since it went: the unmarked end goes now.
+                    self.unmarked
+                        .entry(node.to_string())
+                        .or_default()
+                        .push((job.clone(), o.epoch));
+                }
                 owed.remove(job);
                 self.owed_count -= 1;
-            } else if !o.acked_ahead {
-                o.acked_ahead = true;
-                if !o.unwritten {
-                    // Written here since it went: the unmarked end goes now.
-                    o.sent = None;
-                }
             }
             if counts {
                 ended.push(job.clone());
@@ -499,17 +523,25 @@ impl ReplicaSet {
     }
 
     /// The end of `job`, which went ahead, is written here now: the holders that acked it
-    /// are owed it again, unmarked, at once (they drop their copies on it); those that
-    /// did not get it unmarked when it is next due.
+    /// get it again, unmarked, at once (they drop their copies on it), and are owed it no
+    /// more; those that did not are owed it unmarked.
     fn written(&mut self, job: &str) {
-        for jobs in self.owed.values_mut() {
-            if let Some(o) = jobs.get_mut(job) {
-                if o.acked_ahead {
-                    o.sent = None;
-                }
+        for (node, jobs) in self.owed.iter_mut() {
+            let Some(o) = jobs.get_mut(job) else {
+                continue;
+            };
+            if o.acked_ahead {
+                self.unmarked
+                    .entry(node.clone())
+                    .or_default()
+                    .push((job.to_string(), o.epoch));
+                jobs.remove(job);
+                self.owed_count -= 1;
+            } else {
                 o.unwritten = false;
             }
         }
+        self.owed.retain(|_, jobs| !jobs.is_empty());
     }
 
     /// The end of `job` goes ahead of its write here: every holder owed it is sent it
@@ -671,6 +703,7 @@ impl Replicator {
                 confirmed: Vec::new(),
                 dropped: HashSet::new(),
                 ahead: HashMap::new(),
+                unmarked: HashMap::new(),
             },
             view: r.view,
             checked: Instant::now(),
@@ -959,8 +992,9 @@ impl Replicator {
             self.set.moved_away(&job);
         }
         self.tell_confirmed();
-        let due = self.set.settle(Instant::now());
+        let (due, mut once) = self.set.settle(Instant::now());
         if due.is_empty() {
+            self.send(once);
             return;
         }
         let mut tokens = HashMap::new();
@@ -980,6 +1014,11 @@ impl Replicator {
                 );
                 tokens.insert(node.clone(), token);
             }
+        }
+        // The unmarked ends ride in the same batches (the token names only the owed).
+        let mut due = due;
+        for (node, writes) in once.drain() {
+            due.entry(node).or_default().extend(writes);
         }
         self.send_with(due, &tokens, false);
     }
@@ -1108,6 +1147,7 @@ mod tests {
             confirmed: Vec::new(),
             dropped: HashSet::new(),
             ahead: HashMap::new(),
+            unmarked: HashMap::new(),
         }
     }
 
@@ -1245,12 +1285,12 @@ mod tests {
                 vec![("j".to_string(), 4, "end".to_string())],
             )]
         };
-        assert_eq!(sent(set.settle(t0)), end());
-        assert!(sent(set.settle(t0 + RESEND_AFTER / 2)).is_empty());
-        assert_eq!(sent(set.settle(t0 + RESEND_AFTER)), end());
+        assert_eq!(sent(set.settle(t0).0), end());
+        assert!(sent(set.settle(t0 + RESEND_AFTER / 2).0).is_empty());
+        assert_eq!(sent(set.settle(t0 + RESEND_AFTER).0), end());
         assert!(set.targets.is_empty() && set.epochs.is_empty());
         set.acked("b", &[("j".to_string(), false)]);
-        assert!(sent(set.settle(t0 + RESEND_AFTER * 3)).is_empty());
+        assert!(sent(set.settle(t0 + RESEND_AFTER * 3).0).is_empty());
         assert_eq!(set.owed_count, 0);
         assert!(sent(set.rehome(nodes(&["a", "c"]), history(&asked))).is_empty());
         assert!(asked.borrow().is_empty());
@@ -1349,7 +1389,7 @@ mod tests {
                 vec![("j".to_string(), 4, "input 99".to_string())]
             )]
         );
-        assert!(sent(set.settle(t0)).is_empty());
+        assert!(sent(set.settle(t0).0).is_empty());
         // r is back: it is j's replica again (its whole journal), and o is told to drop.
         let out = set.rehome(nodes(&["a", "b", "c"]), history(&asked));
         assert_eq!(
@@ -1359,7 +1399,7 @@ mod tests {
                 vec![("j".to_string(), 4, "input 99".to_string())]
             )]
         );
-        assert_eq!(sent(set.settle(t0)), vec![end(&o)]);
+        assert_eq!(sent(set.settle(t0).0), vec![end(&o)]);
         set.acked(&o, &[("j".to_string(), false)]);
         assert_eq!(set.owed_count, 0);
         // r is thought down again and the job ends: only o is live to hear it; r, the
@@ -1370,10 +1410,10 @@ mod tests {
             history(&asked),
             t0,
         );
-        assert_eq!(sent(set.settle(t0)), vec![end(&o)]);
+        assert_eq!(sent(set.settle(t0).0), vec![end(&o)]);
         set.acked(&o, &[("j".to_string(), false)]);
         set.rehome(nodes(&["a", "b", "c"]), history(&asked));
-        assert_eq!(sent(set.settle(t0 + RESEND_AFTER)), vec![end(&r)]);
+        assert_eq!(sent(set.settle(t0 + RESEND_AFTER).0), vec![end(&r)]);
         set.acked(&r, &[("j".to_string(), false)]);
         assert_eq!(set.owed_count, 0);
         assert!(set.owed.is_empty() && set.confirming.is_empty());
@@ -1625,17 +1665,13 @@ mod tests {
         assert!(written);
         assert_eq!(rx.try_recv(), Ok(EndConfirmation::Confirmed));
         assert!(r.set.ahead.is_empty());
-        // b kept its copy on the end sent ahead: it gets the end again, unmarked, and
-        // drops the copy on it.
+        // b kept its copy on the end sent ahead: it gets the end again, unmarked, once
+        // and without an ack, and drops the copy on it.
+        assert!(r.set.owed.is_empty(), "owed no more");
+        assert_eq!(r.set.unmarked["b"], vec![("j".to_string(), 0)]);
         r.send_ends();
-        let token = end_token(&r, "b");
-        assert_eq!(
-            crate::locked(&r.pending).end_tokens[&token].jobs,
-            vec![("j".to_string(), false)]
-        );
-        assert!(crate::locked(&r.pending).acked(token));
-        r.ends_acked();
-        assert!(r.set.owed.is_empty(), "b holds the written end");
+        assert!(r.set.unmarked.is_empty(), "sent");
+        assert!(crate::locked(&r.pending).end_tokens.is_empty(), "not acked");
     }
 
     /// An end sent ahead goes marked (the holder keeps its copy), and so does its resend
@@ -1652,31 +1688,42 @@ mod tests {
         );
         // No ack yet: the resend is marked too.
         let later = Instant::now() + RESEND_AFTER;
-        let again = r.set.settle(later);
+        let (again, _) = r.set.settle(later);
         assert!(
             again["b"].iter().all(|w| w.ahead),
             "resent unwritten, marked"
         );
-        // Written before the first ack came: that ack counts for the confirmation but
-        // leaves the unmarked end owed.
+        // Written before the first ack came: the ack confirms the end, and has the
+        // unmarked end sent (once, with no token).
         let (_, written) = r.skip_ended_ahead(vec![outgoing("j", None, ReplicaWhat::End)]);
         assert!(written);
+        assert!(!r.set.owed["b"]["j"].unwritten, "owed unmarked now");
         assert!(crate::locked(&r.pending).acked(token));
         r.ends_acked();
         assert_eq!(rx.try_recv(), Ok(EndConfirmation::Confirmed));
-        let owed = &r.set.owed["b"]["j"];
-        assert!(owed.acked_ahead && !owed.unwritten);
-        // Handed to nobody: an end acked ahead is not late for the core group.
-        assert!(r
-            .set
-            .unconfirmed(Instant::now() + CONFIRM_WITHIN * 2)
-            .is_empty());
-        // The unmarked end went with the ack's handling.
+        assert!(r.set.owed.is_empty(), "owed no more");
+        assert!(r.set.unmarked.is_empty(), "sent with the ack's handling");
+        assert!(crate::locked(&r.pending).end_tokens.is_empty(), "not acked");
+    }
+
+    /// An end acked ahead and not written here yet is neither resent nor handed to the
+    /// core group as late: it waits for the write.
+    #[test]
+    fn an_end_acked_ahead_waits_for_its_write() {
+        let (mut r, mut rx) = ahead_replicator();
+        r.end_ahead("j");
         let token = end_token(&r, "b");
-        assert_eq!(
-            crate::locked(&r.pending).end_tokens[&token].jobs,
-            vec![("j".to_string(), false)]
-        );
+        assert!(crate::locked(&r.pending).acked(token));
+        r.ends_acked();
+        assert!(rx.try_recv().is_err(), "not written here yet");
+        let later = Instant::now() + RESEND_AFTER * 3;
+        let (again, once) = r.set.settle(later);
+        assert!(again.is_empty() && once.is_empty(), "nothing resent");
+        assert!(r.set.unconfirmed(later).is_empty(), "not late");
+        let (_, written) = r.skip_ended_ahead(vec![outgoing("j", None, ReplicaWhat::End)]);
+        assert!(written);
+        assert_eq!(rx.try_recv(), Ok(EndConfirmation::Confirmed));
+        assert_eq!(r.set.unmarked["b"], vec![("j".to_string(), 0)]);
     }
 
     /// Written here first, the end sent ahead is confirmed by the ack.
