@@ -357,6 +357,16 @@ impl Journal {
     /// The core group recorded the end of `job` (`None`), or says `holder` holds the job
     /// now: tells whoever waits for the end; false if nobody does.
     pub fn end_recorded(&self, job: &str, holder: Option<Holder>) -> bool {
+        // An end sent ahead and not written here yet (a full disk) is not published on
+        // the record either: its writer confirms it once written. Under the replicator's
+        // lock, which the writer holds when it finds the end written.
+        if holder.is_none() {
+            if let Some(r) = crate::locked(&self.replicator).as_mut() {
+                if r.confirm_once_written(job) {
+                    return true;
+                }
+            }
+        }
         let mut p = crate::locked(&self.pending);
         p.core_only.remove(job);
         let what = match holder {

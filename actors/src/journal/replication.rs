@@ -797,6 +797,19 @@ impl Replicator {
         self.send_ends();
     }
 
+    /// If the end of `job` went ahead and is not written here yet, counts it as acked by
+    /// every holder (the core group recorded it), so that the writer confirms it once
+    /// written (true); false if it is written or did not go ahead.
+    pub(super) fn confirm_once_written(&mut self, job: &str) -> bool {
+        match self.set.ahead.get_mut(job) {
+            Some(acked) => {
+                *acked = true;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether another node holds (or was sent) a copy of `job`.
     pub(super) fn has_copies(&self, job: &str) -> bool {
         self.set.targets.get(job).is_some_and(|t| !t.is_empty())
@@ -1751,6 +1764,20 @@ mod tests {
         r.ends_acked();
         let end = [outgoing("j", None, ReplicaWhat::End)];
         assert!(r.confirmed_by_commit(&end).is_empty());
+    }
+
+    /// The core group's record of an end sent ahead does not confirm it before the
+    /// writer wrote it here (a full disk): the write does.
+    #[test]
+    fn a_recorded_end_sent_ahead_is_confirmed_once_written_here() {
+        let (mut r, mut rx) = ahead_replicator();
+        r.end_ahead("j");
+        assert!(r.confirm_once_written("j"), "deferred to the write");
+        assert!(rx.try_recv().is_err());
+        let (_, written) = r.skip_ended_ahead(vec![outgoing("j", None, ReplicaWhat::End)]);
+        assert!(written);
+        assert_eq!(rx.try_recv(), Ok(EndConfirmation::Confirmed));
+        assert!(!r.confirm_once_written("j"), "written: nothing to defer");
     }
 
     /// A job no other node holds a copy of is left to the writer's commit.
