@@ -161,11 +161,9 @@ fn unknown_to_owner(owner: String, jobs: Vec<String>, myself: ActorRef<JobManage
                 if let Ok(ractor::rpc::CallResult::Success(answer)) = asked {
                     match answer.into_inner() {
                         Ok(unknown) => {
-                            let known: Vec<String> = jobs
-                                .iter()
-                                .filter(|j| !unknown.contains(j))
-                                .cloned()
-                                .collect();
+                            let gone: HashSet<&String> = unknown.iter().collect();
+                            let known: Vec<String> =
+                                jobs.iter().filter(|j| !gone.contains(j)).cloned().collect();
                             if !unknown.is_empty() {
                                 let _ = myself.cast(JobManagerMessage::Forsaken(
                                     owner.clone(),
