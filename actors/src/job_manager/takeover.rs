@@ -302,11 +302,8 @@ impl Takeovers {
             if self.runs.contains_key(job) || self.asking.contains(job) {
                 continue;
             }
-            self.copies.remove(job);
-            self.undecided.remove(job);
-            self.absent_since.remove(job);
             self.note_ended_copy(job, &from.node, from.epoch);
-            effects.push(Effect::ForgetCopy { job: job.clone() });
+            effects.extend(self.drop_stale_copy(job));
         }
         effects
     }
@@ -466,7 +463,8 @@ impl Takeovers {
         }
     }
 
-    /// Drops the copy of `job`, which ended here: adopting it would run it again.
+    /// Drops the copy of `job`, which ended (here, or at its owner): adopting it would run
+    /// it again.
     fn drop_stale_copy(&mut self, job: &str) -> Vec<Effect> {
         self.asking.remove(job);
         self.undecided.remove(job);
