@@ -81,7 +81,10 @@ if [ "$(pm inspect --format '{{.State.Running}}' "$prefix-3")" != true ]; then
   pm logs "$prefix-3" >&2
   exit 1
 fi
-pm logs "$prefix-3" 2>&1 | grep -q "cannot resolve seed" || {
+# The logs are read whole before the search: `grep -q` stops at the first match, and
+# under pipefail the SIGPIPE that gives `pm logs` would fail the check.
+n3_logs="$(pm logs "$prefix-3" 2>&1)"
+grep -q "cannot resolve seed" <<<"$n3_logs" || {
   echo "n3 did not say its seeds do not resolve yet:" >&2
   pm logs "$prefix-3" >&2
   exit 1
