@@ -439,7 +439,7 @@ impl Actor for JobManager {
                     for m in state
                         .ctx
                         .scheduler
-                        .result_came_back(&r.job, &r.step, r.attempt)
+                        .result_came_back(&r.job, &r.step, r.attempt, r.ran_us)
                     {
                         state.attempt_moved(m);
                     }

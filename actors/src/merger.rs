@@ -82,6 +82,7 @@ fn answer(req: &StepRequest, node: &str, result: Result<Value, TaskError>, sourc
             result,
             source,
             epoch: req.epoch,
+            ran_us: None,
         },
         &req.owner,
     );

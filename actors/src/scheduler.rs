@@ -57,7 +57,7 @@ pub mod placement;
 pub mod standing;
 
 use lanes::{lane_of, Lanes, LANES};
-use placement::Placement;
+use placement::{Placement, Prefetch};
 
 /// How an attempt that got a slot here starts: given the scheduler, the attempt, its slot
 /// (held until it ends) and its cancel token. The worker pool's, set when the node starts.
@@ -130,6 +130,7 @@ fn drop_void(node: &str, req: StepRequest) {
             result: Err(TaskError::permanent("cancelled")),
             source: ResultSource::Executed,
             epoch: req.epoch,
+            ran_us: None,
         };
         troupe_runtime::protocol::merger_execution_ended(
             req.merger.as_deref(),
@@ -193,8 +194,11 @@ impl Scheduler {
         launch: Box<Launch>,
     ) -> Arc<Self> {
         let sched = config.scheduling;
-        let mut placement = Placement::new(1);
-        placement.set_prefetch(sched.prefetch);
+        let placement = Placement::with_prefetch(Prefetch {
+            min: sched.prefetch,
+            max: sched.prefetch_max,
+            budget_us: sched.prefetch_us,
+        });
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(config.slots)),
             slot_count: config.slots,
@@ -659,8 +663,9 @@ impl Scheduler {
         job: &str,
         step: &str,
         attempt: u32,
+        ran_us: Option<u64>,
     ) -> Vec<AttemptMoved> {
-        let from = locked(&self.placement).finished(job, step, attempt);
+        let from = locked(&self.placement).finished(job, step, attempt, ran_us);
         match from {
             Some(node) => self.spill(&node),
             None => Vec::new(),

@@ -336,6 +336,7 @@ fn launch(
             result: result.unwrap_or_else(|| Err(TaskError::permanent("cancelled"))),
             source: ResultSource::Executed,
             epoch: req.epoch,
+            ran_us: (!cancelled).then(|| began.elapsed().as_micros() as u64),
         };
         // An execution for a merger: it answers the requests that joined this one.
         troupe_runtime::protocol::merger_execution_ended(

@@ -375,6 +375,12 @@ pub struct SchedulingConfig {
     /// has its next attempt at hand when it finishes one (a node has room while its
     /// running and queued attempts are fewer than its slots plus this).
     pub prefetch: u32,
+    /// The time of work, in microseconds, a node may be sent beyond its slots: its prefetch
+    /// is as many attempts as its slots run in this time at the mean slot time of its
+    /// recent attempts, between `prefetch` and `prefetch_max` (0: always `prefetch`).
+    pub prefetch_us: u64,
+    /// The most attempts a node may be sent beyond its slots, however short they are.
+    pub prefetch_max: u32,
     /// `pull` (only to nodes with room, home first) or `round_robin` (push to each node
     /// in turn).
     pub placement: PlacementMode,
@@ -387,6 +393,8 @@ impl Default for SchedulingConfig {
             weights: [8, 4, 1],
             aging_ms: 1_000,
             prefetch: 1,
+            prefetch_us: 1_000,
+            prefetch_max: 16,
             placement: PlacementMode::Pull,
         }
     }

@@ -506,6 +506,7 @@ impl Connection {
                 result,
                 source: Default::default(),
                 epoch: req.epoch,
+                ran_us: None,
             },
             &req.owner,
         );

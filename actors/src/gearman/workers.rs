@@ -98,6 +98,7 @@ async fn expire(shared: Arc<GearmanShared>, node: String) {
                     ))),
                     source: Default::default(),
                     epoch: req.epoch,
+                    ran_us: None,
                 },
                 &req.owner,
             );

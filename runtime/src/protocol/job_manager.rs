@@ -349,6 +349,11 @@ pub struct StepResult {
     /// The epoch of the request it answers (a result for an older owner is discarded).
     #[serde(default)]
     pub epoch: u64,
+    /// How long the attempt held its worker slot, in microseconds: the owner's placement
+    /// sizes the node's prefetch by it. Absent for a result that did not run here, and
+    /// from older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_us: Option<u64>,
 }
 
 /// Where a step result came from.
