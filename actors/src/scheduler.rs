@@ -567,7 +567,7 @@ impl Scheduler {
         let pick = {
             let placement = locked(&self.placement);
             placement
-                .choose(&names, home, &view.node, local_room, turn)
+                .choose(&request.task, &names, home, &view.node, local_room, turn)
                 .or(if serves_here || gearman_here {
                     Some(view.node.as_str())
                 } else {
@@ -602,7 +602,13 @@ impl Scheduler {
             tracing::debug!(error = %e, node = %node, "worker pool gone; attempt waits");
             return Err(request);
         }
-        locked(&self.placement).placed(&request.job, &request.step, request.attempt, node);
+        locked(&self.placement).placed(
+            &request.job,
+            &request.step,
+            request.attempt,
+            node,
+            Some(&request.task),
+        );
         Ok(())
     }
 
@@ -622,8 +628,10 @@ impl Scheduler {
             return moved;
         };
         let mut serves: HashMap<String, bool> = HashMap::new();
+        // The node's room by task, taken once: nothing else places attempts meanwhile.
+        let mut rooms = locked(&self.placement).rooms(node);
         loop {
-            if locked(&self.placement).room(node) == 0 {
+            if !rooms.any() {
                 break;
             }
             let abandoned = locked(&self.abandoned);
@@ -631,6 +639,7 @@ impl Scheduler {
                 r.owner == view.node
                     && r.merger.is_none()
                     && !abandoned.voids(r)
+                    && rooms.for_task(&r.task) > 0
                     && *serves.entry(r.task.clone()).or_insert_with(|| {
                         !view.is_saturated(node, &r.task)
                             && view.live_pools(&r.task).iter().any(|(_, n)| n == node)
@@ -643,6 +652,7 @@ impl Scheduler {
                 self.enqueue(r);
                 break;
             }
+            rooms.took_one();
             moved.push(AttemptMoved {
                 attempt,
                 node: node.to_string(),
@@ -674,7 +684,7 @@ impl Scheduler {
 
     /// Attempt `a` of this node's job now runs on `node` (an idle node stole it).
     pub(crate) fn attempt_moved(&self, a: &AttemptRef, node: &str) {
-        locked(&self.placement).placed(&a.job, &a.step, a.attempt, node);
+        locked(&self.placement).placed(&a.job, &a.step, a.attempt, node, None);
     }
 
     /// Forgets every attempt of an ended job of this node (cancelled attempts send no

@@ -19,7 +19,10 @@
 //! slots run in `prefetch_us` (default 1 ms) at the mean slot time of its recent attempts
 //! (`StepResult::ran_us`), between `prefetch` and `prefetch_max`: small tasks fill the
 //! round trip, and a node running long ones is sent `prefetch` beyond its slots as before,
-//! so work does not queue behind them while other nodes could take it.
+//! so work does not queue behind them while other nodes could take it. The mean is kept per
+//! node and task: a node that ran a quick task is not sent a long one's attempts sixteen
+//! at a time, and a task whose results carry no slot time (a Gearman function, done by
+//! external workers whose own queues `Board::has_room` keeps short) keeps the minimum.
 //!
 //! The dispatcher's knowledge of a peer's load is an estimate: its own attempts there are
 //! counted exactly (placed until their result comes back), the other owners' attempts
@@ -43,17 +46,53 @@ struct PeerLoad {
 /// This node's attempts on other nodes, and what it knows of their load.
 #[derive(Debug, Default)]
 pub struct Placement {
-    /// Attempts placed on peers and not finished: job -> (step, attempt) -> node.
-    placed: HashMap<String, HashMap<(String, u32), String>>,
+    /// Attempts placed on peers and not finished: job -> (step, attempt) -> where.
+    placed: HashMap<String, HashMap<(String, u32), Placed>>,
     /// Count of those by node.
     own: HashMap<String, u32>,
     /// Peers' load by node, from gossip.
     peers: HashMap<String, PeerLoad>,
     /// How many attempts a node may hold beyond its slots.
     prefetch: Prefetch,
-    /// Mean slot time of the attempts each node ran for this node, in microseconds
-    /// (exponentially weighted, see [`RUN_TIME_WEIGHT`]).
-    run_us: HashMap<String, f64>,
+    /// Mean slot time of the attempts each node ran of each task for this node, in
+    /// microseconds (exponentially weighted, see [`RUN_TIME_WEIGHT`]): node -> task -> mean.
+    run_us: HashMap<String, HashMap<String, f64>>,
+}
+
+/// Where an attempt was placed, and of what task.
+#[derive(Debug, Clone)]
+struct Placed {
+    node: String,
+    task: String,
+}
+
+/// A node's room as [`Placement::rooms`] saw it, for handing it several attempts in a row.
+#[derive(Debug, Clone, Default)]
+pub struct Rooms {
+    /// The room for a task not measured there.
+    base: u32,
+    /// The room for each task measured there.
+    by_task: HashMap<String, u32>,
+}
+
+impl Rooms {
+    /// Room for an attempt of `task`.
+    pub fn for_task(&self, task: &str) -> u32 {
+        self.by_task.get(task).copied().unwrap_or(self.base)
+    }
+
+    /// Room for an attempt of some task.
+    pub fn any(&self) -> bool {
+        self.base > 0 || self.by_task.values().any(|&r| r > 0)
+    }
+
+    /// One more attempt went there: one less room for every task.
+    pub fn took_one(&mut self) {
+        self.base = self.base.saturating_sub(1);
+        for r in self.by_task.values_mut() {
+            *r = r.saturating_sub(1);
+        }
+    }
 }
 
 /// The weight of the newest attempt in a node's mean slot time: the prefetch follows a
@@ -105,21 +144,33 @@ impl Placement {
         }
     }
 
-    /// Attempts `node`, with `slots` slots, may hold beyond them now.
-    fn prefetch_for(&self, node: &str, slots: u32) -> u32 {
+    /// Attempts of a task whose mean slot time on a node with `slots` slots is `run_us`
+    /// (`None`: not measured) the node may hold beyond its slots.
+    fn prefetch_of(&self, run_us: Option<f64>, slots: u32) -> u32 {
         let Prefetch {
             min,
             max,
             budget_us,
         } = self.prefetch;
-        match self.run_us.get(node) {
-            Some(&run_us) if budget_us > 0 => {
+        match run_us {
+            Some(run_us) if budget_us > 0 => {
                 let fits = budget_us as f64 * f64::from(slots.max(1)) / run_us.max(1.0);
                 // `as` saturates: a huge quotient is u32::MAX, clamped below.
                 (fits as u32).clamp(min, max.max(min))
             }
             _ => min,
         }
+    }
+
+    fn peer(&self, node: &str) -> PeerLoad {
+        self.peers.get(node).copied().unwrap_or(PeerLoad {
+            slots: 1,
+            others: 0,
+        })
+    }
+
+    fn load(&self, node: &str) -> u32 {
+        self.peer(node).others + self.own.get(node).copied().unwrap_or(0)
     }
 
     /// Records a peer's gossiped load: `slots`, and `busy + queued` attempts of every owner.
@@ -130,15 +181,40 @@ impl Placement {
             .insert(node.to_string(), PeerLoad { slots, others });
     }
 
-    /// Attempts `node` can take now before it has no room (0 when full). A node not
-    /// heard from yet counts as one slot.
+    /// Attempts of a task not measured on `node` it can take now before it has no room
+    /// (0 when full). A node not heard from yet counts as one slot.
     pub fn room(&self, node: &str) -> u32 {
-        let p = self.peers.get(node).copied().unwrap_or(PeerLoad {
-            slots: 1,
-            others: 0,
-        });
-        let load = p.others + self.own.get(node).copied().unwrap_or(0);
-        (p.slots + self.prefetch_for(node, p.slots)).saturating_sub(load)
+        let slots = self.peer(node).slots;
+        (slots + self.prefetch_of(None, slots)).saturating_sub(self.load(node))
+    }
+
+    /// Attempts of `task` `node` can take now before it has no room (0 when full).
+    pub fn room_for(&self, node: &str, task: &str) -> u32 {
+        let slots = self.peer(node).slots;
+        let run_us = self
+            .run_us
+            .get(node)
+            .and_then(|tasks| tasks.get(task))
+            .copied();
+        (slots + self.prefetch_of(run_us, slots)).saturating_sub(self.load(node))
+    }
+
+    /// `node`'s room now, for each task measured there and for any other.
+    pub fn rooms(&self, node: &str) -> Rooms {
+        let by_task = self
+            .run_us
+            .get(node)
+            .map(|tasks| {
+                tasks
+                    .keys()
+                    .map(|t| (t.clone(), self.room_for(node, t)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Rooms {
+            base: self.room(node),
+            by_task,
+        }
     }
 
     /// Attempts of this node's jobs on `node` now.
@@ -151,15 +227,26 @@ impl Placement {
         self.own.keys().cloned().collect()
     }
 
-    /// Records that attempt `(job, step, attempt)` went to `node`.
-    pub fn placed(&mut self, job: &str, step: &str, attempt: u32, node: &str) {
-        let prev = self
-            .placed
-            .entry(job.to_string())
-            .or_default()
-            .insert((step.to_string(), attempt), node.to_string());
+    /// Records that attempt `(job, step, attempt)` of `task` went to `node` (`None`: of
+    /// the task it was placed with before, when another node took it).
+    pub fn placed(&mut self, job: &str, step: &str, attempt: u32, node: &str, task: Option<&str>) {
+        let steps = self.placed.entry(job.to_string()).or_default();
+        let key = (step.to_string(), attempt);
+        let prev = steps.remove(&key);
+        let task = match (task, &prev) {
+            (Some(t), _) => t.to_string(),
+            (None, Some(p)) => p.task.clone(),
+            (None, None) => String::new(),
+        };
+        steps.insert(
+            key,
+            Placed {
+                node: node.to_string(),
+                task,
+            },
+        );
         if let Some(p) = prev {
-            self.release(&p);
+            self.release(&p.node);
         }
         *self.own.entry(node.to_string()).or_insert(0) += 1;
     }
@@ -175,15 +262,17 @@ impl Placement {
         ran_us: Option<u64>,
     ) -> Option<String> {
         let steps = self.placed.get_mut(job)?;
-        let node = steps.remove(&(step.to_string(), attempt))?;
+        let Placed { node, task } = steps.remove(&(step.to_string(), attempt))?;
         if steps.is_empty() {
             self.placed.remove(job);
         }
         self.release(&node);
-        if let Some(us) = ran_us {
+        if let Some(us) = ran_us.filter(|_| !task.is_empty()) {
             let us = us as f64;
             self.run_us
                 .entry(node.clone())
+                .or_default()
+                .entry(task)
                 .and_modify(|mean| *mean += RUN_TIME_WEIGHT * (us - *mean))
                 .or_insert(us);
         }
@@ -194,7 +283,7 @@ impl Placement {
     /// Answers the nodes they were on, each once.
     pub fn job_ended(&mut self, job: &str) -> Vec<String> {
         let mut nodes = Vec::new();
-        for (_, node) in self.placed.remove(job).unwrap_or_default() {
+        for (_, Placed { node, .. }) in self.placed.remove(job).unwrap_or_default() {
             self.release(&node);
             if !nodes.contains(&node) {
                 nodes.push(node);
@@ -215,7 +304,7 @@ impl Placement {
     /// Forgets a node that left: its attempts and its load.
     pub fn node_down(&mut self, node: &str) {
         self.placed.retain(|_, steps| {
-            steps.retain(|_, n| n != node);
+            steps.retain(|_, p| p.node != node);
             !steps.is_empty()
         });
         self.own.remove(node);
@@ -228,6 +317,7 @@ impl Placement {
     /// `local` and `local_room` give this node's own room, known exactly.
     pub fn choose<'a>(
         &self,
+        task: &str,
         candidates: &'a [String],
         home: &str,
         local: &str,
@@ -238,7 +328,7 @@ impl Placement {
             if n == local {
                 local_room
             } else {
-                self.room(n)
+                self.room_for(n, task)
             }
         };
         if let Some(h) = candidates.iter().find(|c| *c == home) {
@@ -289,8 +379,8 @@ mod tests {
         let mut p = Placement::new(1);
         p.gossip("b", 2, 1, 0);
         assert_eq!(p.room("b"), 2, "2 slots + 1 prefetch - 1 busy");
-        p.placed("j", "s1", 1, "b");
-        p.placed("j", "s2", 1, "b");
+        p.placed("j", "s1", 1, "b", Some("t"));
+        p.placed("j", "s2", 1, "b", Some("t"));
         assert_eq!(p.room("b"), 0);
         // Gossip that counts our two attempts does not count them twice.
         p.gossip("b", 2, 2, 1);
@@ -309,9 +399,9 @@ mod tests {
     fn ended_jobs_and_departed_nodes_free_their_count() {
         let mut p = Placement::new(0);
         p.gossip("b", 4, 0, 0);
-        p.placed("j", "a", 1, "b");
-        p.placed("j", "b", 1, "b");
-        p.placed("k", "a", 1, "c");
+        p.placed("j", "a", 1, "b", Some("t"));
+        p.placed("j", "b", 1, "b", Some("t"));
+        p.placed("k", "a", 1, "c", Some("t"));
         p.job_ended("j");
         assert_eq!(p.placed_on("b"), 0);
         assert_eq!(p.room("b"), 4);
@@ -323,8 +413,8 @@ mod tests {
     #[test]
     fn a_move_counts_on_the_new_node_only() {
         let mut p = Placement::new(0);
-        p.placed("j", "a", 1, "b");
-        p.placed("j", "a", 1, "c");
+        p.placed("j", "a", 1, "b", Some("t"));
+        p.placed("j", "a", 1, "c", Some("t"));
         assert_eq!((p.placed_on("b"), p.placed_on("c")), (0, 1));
     }
 
@@ -336,17 +426,17 @@ mod tests {
         p.gossip("c", 4, 3, 0);
         let mut turn = 0;
         // Home has room: stays home.
-        assert_eq!(p.choose(&c, "a", "a", 1, &mut turn), Some("a"));
+        assert_eq!(p.choose("t", &c, "a", "a", 1, &mut turn), Some("a"));
         // A re-entrant call made on c stays on c while c has room.
-        assert_eq!(p.choose(&c, "c", "a", 1, &mut turn), Some("c"));
+        assert_eq!(p.choose("t", &c, "c", "a", 1, &mut turn), Some("c"));
         // Home full: the node with the most room.
-        assert_eq!(p.choose(&c, "a", "a", 0, &mut turn), Some("b"));
+        assert_eq!(p.choose("t", &c, "a", "a", 0, &mut turn), Some("b"));
         for s in 0..3 {
-            p.placed("j", &s.to_string(), 1, "b");
+            p.placed("j", &s.to_string(), 1, "b", Some("t"));
         }
-        p.placed("j", "x", 1, "c");
+        p.placed("j", "x", 1, "c", Some("t"));
         // Everyone full: nothing is pushed.
-        assert_eq!(p.choose(&c, "a", "a", 0, &mut turn), None);
+        assert_eq!(p.choose("t", &c, "a", "a", 0, &mut turn), None);
         // a (no gossip yet: one free slot) has the least load per slot.
         assert_eq!(p.least_loaded(&c, &mut turn), Some("a"));
     }
@@ -357,7 +447,7 @@ mod tests {
         let c = names(&["b", "c"]);
         let mut turn = 0;
         let picks: Vec<&str> = (0..4)
-            .map(|_| p.choose(&c, "a", "a", 0, &mut turn).unwrap_or("none"))
+            .map(|_| p.choose("t", &c, "a", "a", 0, &mut turn).unwrap_or("none"))
             .collect();
         assert_eq!(picks, ["b", "c", "b", "c"]);
     }
@@ -371,38 +461,72 @@ mod tests {
         });
         p.gossip("b", 2, 0, 0);
         p.gossip("c", 1, 0, 0);
-        assert_eq!(p.room("b"), 3, "not measured yet: 2 slots + the minimum");
+        assert_eq!(
+            p.room_for("b", "t"),
+            3,
+            "not measured yet: 2 slots + the minimum"
+        );
         // Attempts of 10 us on b: 2 slots run 200 of them in 1 ms; the cap holds.
-        p.placed("j", "a", 1, "b");
+        p.placed("j", "a", 1, "b", Some("t"));
         p.finished("j", "a", 1, Some(10));
-        assert_eq!(p.room("b"), 2 + 16);
+        assert_eq!(p.room_for("b", "t"), 2 + 16);
+        // Another task on b is not measured: the minimum.
+        assert_eq!(p.room_for("b", "slow"), 2 + 1);
+        assert_eq!(p.room("b"), 2 + 1);
         // Attempts of 250 us on c: 4 fit in 1 ms on its one slot.
-        p.placed("j", "c", 1, "c");
+        p.placed("j", "c", 1, "c", Some("t"));
         p.finished("j", "c", 1, Some(250));
-        assert_eq!(p.room("c"), 1 + 4);
-        // Slow attempts on b bring it back towards the minimum as they come in.
+        assert_eq!(p.room_for("c", "t"), 1 + 4);
+        // Slow attempts of t on b bring it back towards the minimum as they come in.
         for i in 0..60 {
-            p.placed("j", &format!("s{i}"), 1, "b");
+            p.placed("j", &format!("s{i}"), 1, "b", Some("t"));
             p.finished("j", &format!("s{i}"), 1, Some(1_000_000));
         }
-        assert_eq!(p.room("b"), 2 + 1);
+        assert_eq!(p.room_for("b", "t"), 2 + 1);
         // A result that did not run (a cancel) says nothing of the slot time.
-        p.placed("j", "x", 1, "c");
+        p.placed("j", "x", 1, "c", Some("t"));
         p.finished("j", "x", 1, None);
-        assert_eq!(p.room("c"), 1 + 4);
+        assert_eq!(p.room_for("c", "t"), 1 + 4);
+        // An attempt another node took keeps its task.
+        p.placed("j", "y", 1, "b", Some("t"));
+        p.placed("j", "y", 1, "c", None);
+        p.finished("j", "y", 1, Some(250));
+        assert_eq!(p.room_for("c", "t"), 1 + 4);
         // A node that left is measured afresh when it comes back.
         p.node_down("c");
         p.gossip("c", 1, 0, 0);
-        assert_eq!(p.room("c"), 1 + 1);
+        assert_eq!(p.room_for("c", "t"), 1 + 1);
+    }
+
+    #[test]
+    fn rooms_follow_each_task_and_shrink_together() {
+        let mut p = Placement::with_prefetch(Prefetch {
+            min: 1,
+            max: 16,
+            budget_us: 1_000,
+        });
+        p.gossip("b", 1, 0, 0);
+        p.placed("j", "a", 1, "b", Some("quick"));
+        p.finished("j", "a", 1, Some(100));
+        let mut rooms = p.rooms("b");
+        assert_eq!((rooms.for_task("quick"), rooms.for_task("other")), (11, 2));
+        rooms.took_one();
+        rooms.took_one();
+        assert_eq!((rooms.for_task("quick"), rooms.for_task("other")), (9, 0));
+        assert!(rooms.any());
+        for _ in 0..9 {
+            rooms.took_one();
+        }
+        assert!(!rooms.any());
     }
 
     #[test]
     fn a_fixed_prefetch_ignores_slot_times() {
         let mut p = Placement::new(1);
         p.gossip("b", 1, 0, 0);
-        p.placed("j", "a", 1, "b");
+        p.placed("j", "a", 1, "b", Some("t"));
         p.finished("j", "a", 1, Some(1));
-        assert_eq!(p.room("b"), 2);
+        assert_eq!(p.room_for("b", "t"), 2);
     }
 
     #[test]
