@@ -370,6 +370,15 @@ impl Placement {
 mod tests {
     use super::*;
 
+    /// A placement with the default timed prefetch: 1 ms of work, 1 to 16 attempts.
+    fn timed() -> Placement {
+        Placement::with_prefetch(Prefetch {
+            min: 1,
+            max: 16,
+            budget_us: 1_000,
+        })
+    }
+
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }
@@ -454,11 +463,7 @@ mod tests {
 
     #[test]
     fn the_prefetch_fills_its_time_budget_at_the_measured_slot_time() {
-        let mut p = Placement::with_prefetch(Prefetch {
-            min: 1,
-            max: 16,
-            budget_us: 1_000,
-        });
+        let mut p = timed();
         p.gossip("b", 2, 0, 0);
         p.gossip("c", 1, 0, 0);
         assert_eq!(
@@ -500,11 +505,7 @@ mod tests {
 
     #[test]
     fn rooms_follow_each_task_and_shrink_together() {
-        let mut p = Placement::with_prefetch(Prefetch {
-            min: 1,
-            max: 16,
-            budget_us: 1_000,
-        });
+        let mut p = timed();
         p.gossip("b", 1, 0, 0);
         p.placed("j", "a", 1, "b", Some("quick"));
         p.finished("j", "a", 1, Some(100));
