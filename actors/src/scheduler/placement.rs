@@ -99,12 +99,12 @@ impl Rooms {
 /// change of workload within a few dozen results.
 const RUN_TIME_WEIGHT: f64 = 0.1;
 
-/// Attempts a node may hold beyond its slots: `min`, or as many as its slots run in
-/// `budget_us` at its measured slot time, up to `max`.
+/// Attempts of a task a node may hold beyond its slots: `min`, or as many as its slots
+/// run in `budget_us` at the task's measured slot time there, up to `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Prefetch {
-    /// At least this many (`scheduling.prefetch`), and exactly this many for a node not
-    /// measured yet.
+    /// At least this many (`scheduling.prefetch`), and exactly this many for a task not
+    /// measured on the node yet.
     pub min: u32,
     /// At most this many (`scheduling.prefetch_max`).
     pub max: u32,
