@@ -162,6 +162,7 @@ impl Placement {
         }
     }
 
+    /// `node`'s gossiped load; a node not heard from yet counts as one free slot.
     fn peer(&self, node: &str) -> PeerLoad {
         self.peers.get(node).copied().unwrap_or(PeerLoad {
             slots: 1,
@@ -169,6 +170,7 @@ impl Placement {
         })
     }
 
+    /// Attempts running or queued on `node`: this node's, counted, and the others'.
     fn load(&self, node: &str) -> u32 {
         self.peer(node).others + self.own.get(node).copied().unwrap_or(0)
     }
@@ -184,18 +186,23 @@ impl Placement {
     /// Attempts of a task not measured on `node` it can take now before it has no room
     /// (0 when full). A node not heard from yet counts as one slot.
     pub fn room(&self, node: &str) -> u32 {
-        let slots = self.peer(node).slots;
-        (slots + self.prefetch_of(None, slots)).saturating_sub(self.load(node))
+        self.room_at(node, None)
     }
 
     /// Attempts of `task` `node` can take now before it has no room (0 when full).
     pub fn room_for(&self, node: &str, task: &str) -> u32 {
-        let slots = self.peer(node).slots;
         let run_us = self
             .run_us
             .get(node)
             .and_then(|tasks| tasks.get(task))
             .copied();
+        self.room_at(node, run_us)
+    }
+
+    /// `node`'s room for a task whose mean slot time there is `run_us` (`None`: not
+    /// measured).
+    fn room_at(&self, node: &str, run_us: Option<f64>) -> u32 {
+        let slots = self.peer(node).slots;
         (slots + self.prefetch_of(run_us, slots)).saturating_sub(self.load(node))
     }
 
@@ -351,12 +358,8 @@ impl Placement {
     /// attempt queues there; ties taken in turn).
     pub fn least_loaded<'a>(&self, candidates: &'a [String], turn: &mut usize) -> Option<&'a str> {
         let load = |n: &str| {
-            let p = self.peers.get(n).copied().unwrap_or(PeerLoad {
-                slots: 1,
-                others: 0,
-            });
             // Load per slot, in thousandths, to compare without floats.
-            u64::from(p.others + self.placed_on(n)) * 1000 / u64::from(p.slots.max(1))
+            u64::from(self.load(n)) * 1000 / u64::from(self.peer(n).slots.max(1))
         };
         let min = candidates.iter().map(|c| load(c)).min()?;
         let tied: Vec<&String> = candidates.iter().filter(|c| load(c) == min).collect();
