@@ -10,7 +10,8 @@
 //! they all use the one server. Prints one line per server:
 //! `{"bench":"gearman","server":"gearmand"|"troupe","jobs_per_s":..,"p50_us":..,"p99_us":..,"cpu_us_per_job":..}`
 //! (`cpu_us_per_job`: the server processes' CPU time, user and system, over the load's
-//! jobs, from `/proc/PID/stat`)
+//! jobs, from `/proc/PID/stat`; `no_job_per_job`: the `NO_JOB` answers the workers' grabs
+//! got per job, each of which costs the server two more packets and the worker a sleep)
 //! and lines with Troupe's figures as ratios of gearmand's, for the few-clients load and for
 //! a many-clients one (`GEARMAN_MANY_CLIENTS`, default 200 connections, with
 //! `GEARMAN_MANY_WORKERS`, default 8, worker connections). Then a pipelined bulk on
@@ -29,12 +30,13 @@ use troupe_runtime::gearman::packet::PacketType;
 
 const FUNCTION: &str = "bench.echo";
 
-/// Workers answering every job with its workload until `stop`.
+/// Workers answering every job with its workload until `stop`; each thread returns the
+/// `NO_JOB` answers its grabs got.
 fn start_workers(
     addrs: &[String],
     n: usize,
     stop: &Arc<AtomicBool>,
-) -> Vec<std::thread::JoinHandle<()>> {
+) -> Vec<std::thread::JoinHandle<u64>> {
     (0..n)
         .map(|i| {
             let (addr, stop) = (addrs[i % addrs.len()].clone(), stop.clone());
@@ -45,13 +47,14 @@ fn start_workers(
                     match w.grab(Duration::from_millis(200)) {
                         Ok(Some((h, _, data))) => {
                             if w.complete(&h, &data).is_err() {
-                                return;
+                                break;
                             }
                         }
                         Ok(None) => {}
-                        Err(_) => return,
+                        Err(_) => break,
                     }
                 }
+                w.no_jobs
             })
         })
         .collect()
@@ -140,15 +143,14 @@ fn measure(
     let f = run_load(addrs, clients, secs);
     let cpu_per_job = (cpu() - cpu_before) as f64 / f.all_jobs.max(1) as f64;
     stop.store(true, Ordering::Relaxed);
-    for w in ws {
-        let _ = w.join();
-    }
+    let no_jobs: u64 = ws.into_iter().map(|w| w.join().unwrap_or(0)).sum();
     println!(
         "{}",
         json!({"bench": "gearman", "server": server, "case": case, "clients": clients,
                "workers": workers, "jobs_per_s": f.jobs_per_s.round(),
                "p50_us": f.p50_us, "p99_us": f.p99_us,
-               "cpu_us_per_job": cpu_per_job.round()})
+               "cpu_us_per_job": cpu_per_job.round(),
+               "no_job_per_job": (no_jobs as f64 / f.all_jobs.max(1) as f64 * 100.0).round() / 100.0})
     );
     (f, cpu_per_job)
 }

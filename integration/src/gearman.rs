@@ -30,6 +30,9 @@ impl Packet {
 /// One connection to a Gearman server, speaking the binary protocol.
 pub struct Conn {
     stream: TcpStream,
+    /// `NO_JOB` answers this worker connection got to `GRAB_JOB` (each costs the server
+    /// two more packets: `NOOP` once a job comes, and `JOB_ASSIGN` on the next grab).
+    pub no_jobs: u64,
 }
 
 impl Conn {
@@ -40,7 +43,7 @@ impl Conn {
             match TcpStream::connect(addr) {
                 Ok(stream) => {
                     stream.set_nodelay(true)?;
-                    return Ok(Self { stream });
+                    return Ok(Self { stream, no_jobs: 0 });
                 }
                 Err(e) if Instant::now() > deadline => return Err(e),
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -178,6 +181,7 @@ impl Conn {
             if p.kind == PacketType::JOB_ASSIGN {
                 return Ok(Some((p.text(0), p.text(1), p.args[2].clone())));
             }
+            self.no_jobs += 1;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Ok(None);
