@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use troupe_runtime::gearman::packet::{response, PacketType};
 use troupe_runtime::observe::Throttle;
 
 pub(crate) mod admin;
@@ -165,6 +166,17 @@ impl GearmanShared {
     pub fn send(&self, id: ConnId, packet: Bytes) {
         if let Some(o) = lock(&self.outboxes).get(&id) {
             o.send(packet);
+        }
+    }
+
+    /// Sends `NOOP` to the sleeping workers `conns` (as [`board::Board::wakeups`] chose).
+    pub fn wake(&self, conns: Vec<ConnId>) {
+        if conns.is_empty() {
+            return;
+        }
+        let noop = response(PacketType::NOOP, &[]);
+        for c in conns {
+            self.send(c, noop.clone());
         }
     }
 }

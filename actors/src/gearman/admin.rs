@@ -422,6 +422,8 @@ impl Actor for GearmanAdmin {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     fn facts(b: &Board) -> Facts {
@@ -474,8 +476,8 @@ mod tests {
                 troupe_runtime::job::spec::Priority::Normal,
             )
         };
-        b.enqueue(req("n1-a-1")).expect("queued");
-        b.enqueue(req("n1-a-2")).expect("queued");
+        b.enqueue(req("n1-a-1"), Instant::now()).expect("queued");
+        b.enqueue(req("n1-a-2"), Instant::now()).expect("queued");
         b.grab(1, std::time::Instant::now()).expect("grabbed");
         let r = facts(&b);
         let mut lines: Vec<&str> = Vec::new();
@@ -516,8 +518,8 @@ mod tests {
                 troupe_runtime::job::spec::Priority::Normal,
             )
         };
-        b.enqueue(req("n1-a-1")).expect("queued");
-        b.enqueue(req("n1-a-2")).expect("queued");
+        b.enqueue(req("n1-a-1"), Instant::now()).expect("queued");
+        b.enqueue(req("n1-a-2"), Instant::now()).expect("queued");
         let mut f = facts(&b);
         let key = format!("{UNIQUE_PREFIX}order-7\0rev");
         let u = unique_of_key(&key).expect("a Gearman key");

@@ -29,6 +29,9 @@ pub struct Conn {
     pub abilities: BTreeMap<String, Option<u32>>,
     /// It said `PRE_SLEEP` and was not woken since.
     pub sleeping: bool,
+    /// When it was sent `NOOP` for waiting work it has not grabbed yet: it counts as on
+    /// its way to one of those jobs for [`WAKE_GRACE`].
+    woken: Option<Instant>,
     /// Jobs it holds.
     pub held: usize,
 }
@@ -95,6 +98,12 @@ fn lane(p: Priority) -> usize {
     }
 }
 
+/// How long a worker woken for a waiting job counts as coming for it: while it does,
+/// the job wakes no other sleeping worker. A worker that does not grab within it (slow,
+/// or gone) no longer counts, and the next look at the board (a grab, a disconnect, the
+/// workers actor's tick) wakes another.
+pub(crate) const WAKE_GRACE: Duration = Duration::from_millis(100);
+
 /// Most functions that may have a `maxqueue` limit at once (each is kept until lifted).
 pub(crate) const MAX_QUEUE_LIMITS: usize = 1024;
 
@@ -132,6 +141,7 @@ impl Board {
                 client_id: "-".into(),
                 abilities: BTreeMap::new(),
                 sleeping: false,
+                woken: None,
                 held: 0,
             },
         );
@@ -258,10 +268,14 @@ impl Board {
     }
 
     /// An attempt for an external worker. `Err` gives it back when no worker here can do
-    /// its task. `Ok` holds the sleeping workers to wake with `NOOP`.
+    /// its task. `Ok` holds the sleeping workers to wake with `NOOP` ([`Board::wakeups`]).
     // The `Err` hands the request back as it came; boxing it would allocate per attempt.
     #[allow(clippy::result_large_err)]
-    pub fn enqueue(&mut self, request: StepRequest) -> Result<Vec<ConnId>, StepRequest> {
+    pub fn enqueue(
+        &mut self,
+        request: StepRequest,
+        now: Instant,
+    ) -> Result<Vec<ConnId>, StepRequest> {
         if !self.serves(&request.task) {
             return Err(request);
         }
@@ -283,21 +297,55 @@ impl Board {
             request,
             order: self.next_order,
         });
+        Ok(self.wake_for(&task, now))
+    }
+
+    /// The sleeping workers to wake with `NOOP` now: for each function with jobs waiting,
+    /// one per waiting job that no worker woken within [`WAKE_GRACE`] is coming for.
+    ///
+    /// gearmand wakes every sleeping worker of the function for each job (unless started
+    /// with `--worker-wakeup`): all of them grab, one gets the job, and the others get
+    /// `NO_JOB` and sleep again, three packets each way for nothing. Called after a grab
+    /// and a disconnect, and on the workers actor's tick, so that no job waits for a
+    /// worker that does not come while another sleeps.
+    pub fn wakeups(&mut self, now: Instant) -> Vec<ConnId> {
+        let waiting: Vec<String> = self.queues.keys().cloned().collect();
+        waiting.iter().flat_map(|f| self.wake_for(f, now)).collect()
+    }
+
+    fn wake_for(&mut self, function: &str, now: Instant) -> Vec<ConnId> {
+        let waiting: usize = self
+            .queues
+            .get(function)
+            .map_or(0, |l| l.iter().map(VecDeque::len).sum());
+        let coming = self
+            .conns
+            .values()
+            .filter(|c| {
+                c.woken.is_some_and(|t| now.duration_since(t) < WAKE_GRACE)
+                    && c.abilities.contains_key(function)
+            })
+            .count();
         let mut wake = Vec::new();
         for (id, c) in self.conns.iter_mut() {
-            if c.sleeping && c.abilities.contains_key(&task) {
+            if wake.len() + coming >= waiting {
+                break;
+            }
+            if c.sleeping && c.abilities.contains_key(function) {
                 c.sleeping = false;
+                c.woken = Some(now);
                 wake.push(*id);
             }
         }
-        Ok(wake)
+        wake
     }
 
     /// `PRE_SLEEP`: true if work is waiting for this worker (wake it at once).
-    pub fn pre_sleep(&mut self, id: ConnId) -> bool {
+    pub fn pre_sleep(&mut self, id: ConnId, now: Instant) -> bool {
         let waiting = self.has_work_for(id);
         if let Some(c) = self.conns.get_mut(&id) {
             c.sleeping = !waiting;
+            c.woken = waiting.then_some(now);
         }
         waiting
     }
@@ -317,6 +365,7 @@ impl Board {
     pub fn grab(&mut self, id: ConnId, now: Instant) -> Option<Grabbed> {
         let conn = self.conns.get_mut(&id)?;
         conn.sleeping = false;
+        conn.woken = None;
         let mut best: Option<(usize, u64, String)> = None;
         for f in conn.abilities.keys() {
             let Some(lanes) = self.queues.get(f) else {
@@ -546,8 +595,12 @@ mod tests {
         let c = b.can_do(1, "rev", None);
         assert_eq!(c.joined, vec!["rev".to_string()]);
         assert!(b.can_do(2, "rev", None).joined.is_empty());
-        assert!(b.enqueue(req("j1", "rev", Priority::Normal)).is_ok());
-        assert!(b.enqueue(req("j2", "nope", Priority::Normal)).is_err());
+        assert!(b
+            .enqueue(req("j1", "rev", Priority::Normal), Instant::now())
+            .is_ok());
+        assert!(b
+            .enqueue(req("j2", "nope", Priority::Normal), Instant::now())
+            .is_err());
         assert!(b.cant_do(1, "rev").left.is_empty());
         let (c, lost) = b.disconnect(2);
         assert_eq!(c.left, vec!["rev".to_string()]);
@@ -568,7 +621,7 @@ mod tests {
             ("high", "f", Priority::High),
             ("n2", "f", Priority::Normal),
         ] {
-            b.enqueue(req(j, t, p)).unwrap();
+            b.enqueue(req(j, t, p), Instant::now()).unwrap();
         }
         let now = Instant::now();
         let order: Vec<String> = std::iter::from_fn(|| b.grab(1, now))
@@ -584,15 +637,97 @@ mod tests {
         b.connect(2, "w2".into());
         b.can_do(1, "f", None);
         b.can_do(2, "other", None);
-        assert!(!b.pre_sleep(1));
-        assert!(!b.pre_sleep(2));
-        assert_eq!(b.enqueue(req("a", "f", Priority::Normal)).unwrap(), vec![1]);
+        assert!(!b.pre_sleep(1, Instant::now()));
+        assert!(!b.pre_sleep(2, Instant::now()));
+        assert_eq!(
+            b.enqueue(req("a", "f", Priority::Normal), Instant::now())
+                .unwrap(),
+            vec![1]
+        );
         // Already woken: not woken again before it sleeps again.
         assert!(b
-            .enqueue(req("b", "f", Priority::Normal))
+            .enqueue(req("b", "f", Priority::Normal), Instant::now())
             .unwrap()
             .is_empty());
-        assert!(b.pre_sleep(1), "work waits: wake at once");
+        assert!(b.pre_sleep(1, Instant::now()), "work waits: wake at once");
+    }
+
+    /// Three sleeping workers of `f` on a board.
+    fn three_sleepers(now: Instant) -> Board {
+        let mut b = Board::new("n1");
+        for id in 1..=3 {
+            b.connect(id, format!("w{id}"));
+            b.can_do(id, "f", None);
+            assert!(!b.pre_sleep(id, now));
+        }
+        b
+    }
+
+    #[test]
+    fn each_waiting_job_wakes_one_sleeping_worker_not_all_of_them() {
+        let now = Instant::now();
+        let mut b = three_sleepers(now);
+        assert_eq!(
+            b.enqueue(req("a", "f", Priority::Normal), now).unwrap(),
+            vec![1]
+        );
+        assert_eq!(
+            b.enqueue(req("b", "f", Priority::Normal), now).unwrap(),
+            vec![2]
+        );
+        assert!(b.wakeups(now).is_empty(), "two jobs, two workers coming");
+        // Worker 1 takes a job: one waits, worker 2 is coming for it.
+        assert!(b.grab(1, now).is_some());
+        assert!(b.wakeups(now).is_empty());
+        assert!(b.grab(2, now).is_some());
+        assert!(
+            b.grab(3, now).is_none(),
+            "nothing left for the one not woken"
+        );
+    }
+
+    #[test]
+    fn a_woken_worker_that_does_not_come_is_replaced_after_the_grace() {
+        let now = Instant::now();
+        let mut b = three_sleepers(now);
+        assert_eq!(
+            b.enqueue(req("a", "f", Priority::Normal), now).unwrap(),
+            vec![1]
+        );
+        assert!(b.wakeups(now + WAKE_GRACE / 2).is_empty());
+        assert_eq!(
+            b.wakeups(now + WAKE_GRACE),
+            vec![2],
+            "1 did not grab in time"
+        );
+        // A worker woken and gone: the next look wakes another at once.
+        let mut b = three_sleepers(now);
+        assert_eq!(
+            b.enqueue(req("a", "f", Priority::Normal), now).unwrap(),
+            vec![1]
+        );
+        b.disconnect(1);
+        assert_eq!(b.wakeups(now), vec![2]);
+    }
+
+    #[test]
+    fn a_worker_woken_for_one_function_that_takes_another_leaves_the_first_to_a_sleeper() {
+        let now = Instant::now();
+        let mut b = Board::new("n1");
+        b.connect(1, "both".into());
+        b.can_do(1, "f", None);
+        b.can_do(1, "g", None);
+        b.connect(2, "only f".into());
+        b.can_do(2, "f", None);
+        assert!(!b.pre_sleep(1, now));
+        assert!(!b.pre_sleep(2, now));
+        b.enqueue(req("high", "g", Priority::High), now).unwrap();
+        // Worker 1 was woken for g's job; f's job finds it woken (counted as coming).
+        let woken = b.enqueue(req("f-job", "f", Priority::Normal), now).unwrap();
+        assert!(woken.is_empty(), "{woken:?}");
+        let g = b.grab(1, now).expect("a job");
+        assert_eq!(g.request.job, "high");
+        assert_eq!(b.wakeups(now), vec![2], "f's job still waits");
     }
 
     #[test]
@@ -601,7 +736,8 @@ mod tests {
         b.connect(1, "w1".into());
         b.connect(2, "w2".into());
         b.can_do(1, "f", None);
-        b.enqueue(req("a", "f", Priority::Normal)).unwrap();
+        b.enqueue(req("a", "f", Priority::Normal), Instant::now())
+            .unwrap();
         assert!(!b.has_room("f"), "a waits for the one worker");
         let g = b.grab(1, Instant::now()).unwrap();
         assert_eq!(
@@ -610,15 +746,21 @@ mod tests {
         );
         // A second attempt of the same job, while the first is held, and a job file's
         // step get handles of the board's own.
-        b.enqueue(StepRequest {
-            attempt: 2,
-            ..req("a", "f", Priority::Normal)
-        })
+        b.enqueue(
+            StepRequest {
+                attempt: 2,
+                ..req("a", "f", Priority::Normal)
+            },
+            Instant::now(),
+        )
         .unwrap();
-        b.enqueue(StepRequest {
-            step: "resize".into(),
-            ..req("b", "f", Priority::Normal)
-        })
+        b.enqueue(
+            StepRequest {
+                step: "resize".into(),
+                ..req("b", "f", Priority::Normal)
+            },
+            Instant::now(),
+        )
         .unwrap();
         let handles: Vec<String> = b.jobs().into_iter().map(|(h, _, _)| h).collect();
         assert_eq!(handles.len(), 3);
@@ -633,9 +775,11 @@ mod tests {
             "nothing waits for its two workers: a new job waits behind their own at most"
         );
         assert!(!b.has_room("g"), "no worker for g");
-        b.enqueue(req("c", "f", Priority::Normal)).unwrap();
+        b.enqueue(req("c", "f", Priority::Normal), Instant::now())
+            .unwrap();
         assert!(b.has_room("f"), "one job waits for two workers");
-        b.enqueue(req("d", "f", Priority::Normal)).unwrap();
+        b.enqueue(req("d", "f", Priority::Normal), Instant::now())
+            .unwrap();
         assert!(!b.has_room("f"), "a job waits for each worker");
         assert!(b.finish(2, &g.handle).is_none());
         assert!(b.finish(1, &g.handle).is_some());
@@ -650,7 +794,8 @@ mod tests {
         b.can_do(1, "f", Some(1));
         b.can_do(2, "f", None);
         for j in ["a", "b", "c"] {
-            b.enqueue(req(j, "f", Priority::Normal)).unwrap();
+            b.enqueue(req(j, "f", Priority::Normal), Instant::now())
+                .unwrap();
         }
         let t0 = Instant::now();
         let a = b.grab(1, t0).unwrap();
@@ -681,10 +826,11 @@ mod tests {
         let mut b = Board::new("n1");
         b.connect(1, "w".into());
         b.can_do(1, "f", None);
-        b.enqueue(req("j", "f", Priority::Normal)).unwrap();
+        b.enqueue(req("j", "f", Priority::Normal), Instant::now())
+            .unwrap();
         let mut successor = req("j", "f", Priority::Normal);
         (successor.owner, successor.epoch, successor.attempt) = ("n2".into(), 3, 2);
-        b.enqueue(successor).unwrap();
+        b.enqueue(successor, Instant::now()).unwrap();
         let run = AbandonedRun {
             job: "j".into(),
             below_epoch: 3,
@@ -710,8 +856,10 @@ mod tests {
             "the limits are bounded"
         );
         assert!(b.set_max_queue("f", 2), "an existing limit can change");
-        b.enqueue(req("a", "f", Priority::Normal)).unwrap();
-        b.enqueue(req("b", "f", Priority::Normal)).unwrap();
+        b.enqueue(req("a", "f", Priority::Normal), Instant::now())
+            .unwrap();
+        b.enqueue(req("b", "f", Priority::Normal), Instant::now())
+            .unwrap();
         assert!(b.queue_full("f"));
         let s = b.status();
         assert_eq!(

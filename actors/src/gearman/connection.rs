@@ -354,12 +354,19 @@ impl Connection {
                 apply_change(c, &node);
             }
             Request::PreSleep => {
-                if lock(&self.shared.board).pre_sleep(self.id) {
+                if lock(&self.shared.board).pre_sleep(self.id, Instant::now()) {
                     self.send(response(PacketType::NOOP, &[]));
                 }
             }
             Request::GrabJob | Request::GrabJobUniq | Request::GrabJobAll => {
-                let grabbed = lock(&self.shared.board).grab(self.id, Instant::now());
+                let (grabbed, wake) = {
+                    let mut board = lock(&self.shared.board);
+                    let now = Instant::now();
+                    let grabbed = board.grab(self.id, now);
+                    // A worker woken for one function may have taken another's job.
+                    (grabbed, board.wakeups(now))
+                };
+                self.shared.wake(wake);
                 let Some(g) = grabbed else {
                     self.send(response(PacketType::NO_JOB, &[]));
                     return;
@@ -724,7 +731,13 @@ impl Connection {
         metrics::gauge!(metric::GEARMAN_CONNECTIONS).decrement(1.0);
         self.shared.close(self.id);
         lock(&self.shared.routes).drop_conn(self.id);
-        let (change, lost) = lock(&self.shared.board).disconnect(self.id);
+        let (change, lost, wake) = {
+            let mut board = lock(&self.shared.board);
+            let (change, lost) = board.disconnect(self.id);
+            // It may have been woken for a job another sleeping worker must take.
+            (change, lost, board.wakeups(Instant::now()))
+        };
+        self.shared.wake(wake);
         let node = self.ctx.view.node.clone();
         for r in &lost {
             tracing::info!(job = %r.job, step = %r.step, peer = %self.peer, "a Gearman worker disconnected holding an attempt; it runs again");

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
-use troupe_runtime::gearman::packet::{response, PacketType};
 use troupe_runtime::protocol::{
     first_member, job_manager_group, task_group, JobManagerMessage, LostAttempt, StepRequest,
     StepResult, WorkerPoolMessage,
@@ -83,7 +82,12 @@ async fn expire(shared: Arc<GearmanShared>, node: String) {
     let mut tick = tokio::time::interval(EXPIRY_EVERY);
     loop {
         tick.tick().await;
-        let late = lock(&shared.board).expired(Instant::now());
+        let (late, wake) = {
+            let mut board = lock(&shared.board);
+            let now = Instant::now();
+            (board.expired(now), board.wakeups(now))
+        };
+        shared.wake(wake);
         for (req, conn) in late {
             tracing::warn!(job = %req.job, step = %req.step, conn, "a Gearman worker passed its CAN_DO_TIMEOUT; the attempt fails");
             send_result(
@@ -148,14 +152,9 @@ impl Actor for GearmanWorkers {
         match msg {
             WorkerPoolMessage::Run(req) => match req.into_inner() {
                 Ok(req) => {
-                    let queued = lock(&state.shared.board).enqueue(req);
+                    let queued = lock(&state.shared.board).enqueue(req, Instant::now());
                     match queued {
-                        Ok(wake) => {
-                            let noop = response(PacketType::NOOP, &[]);
-                            for c in wake {
-                                state.shared.send(c, noop.clone());
-                            }
-                        }
+                        Ok(wake) => state.shared.wake(wake),
                         Err(req) => report_lost(
                             &req,
                             format!(
