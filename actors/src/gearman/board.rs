@@ -305,12 +305,33 @@ impl Board {
     ///
     /// gearmand wakes every sleeping worker of the function for each job (unless started
     /// with `--worker-wakeup`): all of them grab, one gets the job, and the others get
-    /// `NO_JOB` and sleep again, three packets each way for nothing. Called after a grab
-    /// and a disconnect, and on the workers actor's tick, so that no job waits for a
-    /// worker that does not come while another sleeps.
+    /// `NO_JOB` and sleep again, three packets each way for nothing. Called on the
+    /// workers actor's tick, and for the functions of a worker that grabbed or left
+    /// ([`Board::wakeups_of`]), so that no job waits for a worker that does not come
+    /// while another sleeps.
     pub fn wakeups(&mut self, now: Instant) -> Vec<ConnId> {
         let waiting: Vec<String> = self.queues.keys().cloned().collect();
-        waiting.iter().flat_map(|f| self.wake_for(f, now)).collect()
+        self.wakeups_of(&waiting, now)
+    }
+
+    /// [`Board::wakeups`] for `functions` only.
+    pub fn wakeups_of(&mut self, functions: &[String], now: Instant) -> Vec<ConnId> {
+        functions
+            .iter()
+            .flat_map(|f| self.wake_for(f, now))
+            .collect()
+    }
+
+    /// The functions connection `id` can do that have jobs waiting: those whose wake-ups
+    /// change when it grabs or leaves (no allocation when none waits, the usual case).
+    pub fn waiting_functions_of(&self, id: ConnId) -> Vec<String> {
+        self.conns.get(&id).map_or_else(Vec::new, |c| {
+            c.abilities
+                .keys()
+                .filter(|f| self.queues.contains_key(*f))
+                .cloned()
+                .collect()
+        })
     }
 
     fn wake_for(&mut self, function: &str, now: Instant) -> Vec<ConnId> {
@@ -706,8 +727,9 @@ mod tests {
             b.enqueue(req("a", "f", Priority::Normal), now).unwrap(),
             vec![1]
         );
+        let functions = b.waiting_functions_of(1);
         b.disconnect(1);
-        assert_eq!(b.wakeups(now), vec![2]);
+        assert_eq!(b.wakeups_of(&functions, now), vec![2]);
     }
 
     #[test]
@@ -727,7 +749,14 @@ mod tests {
         assert!(woken.is_empty(), "{woken:?}");
         let g = b.grab(1, now).expect("a job");
         assert_eq!(g.request.job, "high");
-        assert_eq!(b.wakeups(now), vec![2], "f's job still waits");
+        // What the connection asks after a grab: the grabber's functions only.
+        let functions = b.waiting_functions_of(1);
+        assert_eq!(functions, ["f"]);
+        assert_eq!(
+            b.wakeups_of(&functions, now),
+            vec![2],
+            "f's job still waits"
+        );
     }
 
     #[test]

@@ -364,7 +364,8 @@ impl Connection {
                     let now = Instant::now();
                     let grabbed = board.grab(self.id, now);
                     // A worker woken for one function may have taken another's job.
-                    (grabbed, board.wakeups(now))
+                    let functions = board.waiting_functions_of(self.id);
+                    (grabbed, board.wakeups_of(&functions, now))
                 };
                 self.shared.wake(wake);
                 let Some(g) = grabbed else {
@@ -733,9 +734,10 @@ impl Connection {
         lock(&self.shared.routes).drop_conn(self.id);
         let (change, lost, wake) = {
             let mut board = lock(&self.shared.board);
-            let (change, lost) = board.disconnect(self.id);
             // It may have been woken for a job another sleeping worker must take.
-            (change, lost, board.wakeups(Instant::now()))
+            let functions = board.waiting_functions_of(self.id);
+            let (change, lost) = board.disconnect(self.id);
+            (change, lost, board.wakeups_of(&functions, Instant::now()))
         };
         self.shared.wake(wake);
         let node = self.ctx.view.node.clone();
