@@ -254,12 +254,14 @@ impl Board {
             .values()
             .filter(|c| c.abilities.contains_key(function))
             .count();
-        let waiting: usize = self
-            .queues
+        able > self.waiting(function)
+    }
+
+    /// Jobs waiting here for `function`, in all lanes.
+    fn waiting(&self, function: &str) -> usize {
+        self.queues
             .get(function)
-            .map(|l| l.iter().map(VecDeque::len).sum())
-            .unwrap_or(0);
-        able > waiting
+            .map_or(0, |l| l.iter().map(VecDeque::len).sum())
     }
 
     /// Functions connection `id` announced.
@@ -335,10 +337,7 @@ impl Board {
     }
 
     fn wake_for(&mut self, function: &str, now: Instant) -> Vec<ConnId> {
-        let waiting: usize = self
-            .queues
-            .get(function)
-            .map_or(0, |l| l.iter().map(VecDeque::len).sum());
+        let waiting = self.waiting(function);
         let coming = self
             .conns
             .values()
@@ -506,13 +505,9 @@ impl Board {
 
     /// True if `function`'s queue here is at its `maxqueue` limit.
     pub fn queue_full(&self, function: &str) -> bool {
-        self.max_queue.get(function).is_some_and(|&max| {
-            self.queues
-                .get(function)
-                .map(|l| l.iter().map(VecDeque::len).sum::<usize>())
-                .unwrap_or(0)
-                >= max
-        })
+        self.max_queue
+            .get(function)
+            .is_some_and(|&max| self.waiting(function) >= max)
     }
 
     /// The admin `status` lines: every function with a worker or work here.
