@@ -248,6 +248,13 @@ impl Scheduler {
         locked(&self.lanes).over_target(Instant::now())
     }
 
+    /// Whether new jobs of class `class` are refused here, and if so when the queue that
+    /// refuses them should be back at its target (see [`Lanes::refusal`]).
+    pub fn refusal(&self, class: usize) -> (bool, Option<Duration>) {
+        let (over, drained_in) = locked(&self.lanes).refusal(Instant::now(), class);
+        (standing::refuses(over, class), drained_in)
+    }
+
     /// Records the classes over target now in the view; answers them and whether they
     /// changed since last recorded (membership gossips them).
     pub(crate) fn refresh_over_target(&self) -> (u8, bool) {

@@ -34,7 +34,7 @@
 //! policy ignores lanes (arrival order only), for comparison.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use troupe_runtime::config::LanePolicy;
 use troupe_runtime::job::spec::Priority;
@@ -129,6 +129,13 @@ impl<T> Lanes<T> {
         let oldest = std::array::from_fn(|c| self.lanes[3 + c].front().map(|e| e.at));
         let waiting = std::array::from_fn(|c| self.lanes[3 + c].len());
         self.standing.over(now, oldest, waiting)
+    }
+
+    /// [`Lanes::over_target`], and when the classes over target that refuse class
+    /// `class` should have drained back to their targets ([`StandingDelay::drained_in`]).
+    pub fn refusal(&mut self, now: Instant, class: usize) -> (u8, Option<Duration>) {
+        let over = self.over_target(now);
+        (over, self.standing.drained_in(over, class))
     }
 
     /// Changes the order of what waits and of what comes.

@@ -18,7 +18,8 @@
 //! times the items it has waiting now, is the wait a job admitted now would see; at or
 //! past the target, the class is over at once. The forecast needs services to learn
 //! from; the standing rule catches a queue that nothing drains (every slot held by long
-//! tasks).
+//! tasks). A refusal by the forecast says when to come back: when the forecast would
+//! be back at the target ([`StandingDelay::drained_in`]).
 //!
 //! Written by hand: CoDel implementations in crates (for packets) drop from the queue,
 //! while here the queue keeps what it holds and the answer is a refusal at the door.
@@ -38,6 +39,9 @@ pub struct StandingDelay {
     backlogged_at: [Option<Instant>; 3],
     /// Each class's average time between services while it had a queue.
     per_item: [Option<Duration>; 3],
+    /// At the last [`StandingDelay::over`], by how much each class's forecast passed
+    /// its target (`None`: not over by the forecast).
+    excess: [Option<Duration>; 3],
 }
 
 impl StandingDelay {
@@ -49,6 +53,7 @@ impl StandingDelay {
             above_since: [None; 3],
             backlogged_at: [None; 3],
             per_item: [None; 3],
+            excess: [None; 3],
         }
     }
 
@@ -99,7 +104,10 @@ impl StandingDelay {
         for (class, arrived) in oldest.into_iter().enumerate() {
             let target = self.target[class];
             let forecast = self.per_item[class].map(|p| p * waiting[class].min(1 << 20) as u32);
-            if !target.is_zero() && forecast.is_some_and(|f| f >= target) {
+            self.excess[class] = forecast
+                .filter(|f| !target.is_zero() && *f >= target)
+                .map(|f| f - target);
+            if self.excess[class].is_some() {
                 bits |= 1 << class;
             }
             match arrived {
@@ -113,6 +121,17 @@ impl StandingDelay {
             }
         }
         bits
+    }
+
+    /// When the classes that make `over` (as [`StandingDelay::over`] last answered)
+    /// refuse class `class` should, at the pace they are served, have drained to their
+    /// targets: the largest excess of their forecasts. `None` when one of them is over
+    /// by the standing rule alone (nothing measured says when it drains).
+    pub fn drained_in(&self, over: u8, class: usize) -> Option<Duration> {
+        (0..=class.min(2))
+            .filter(|c| over & (1 << c) != 0)
+            .map(|c| self.excess[c])
+            .try_fold(Duration::ZERO, |most, e| e.map(|e| most.max(e)))
     }
 }
 
@@ -148,6 +167,39 @@ mod tests {
         // So does an empty lane.
         s.served(1, 300 * MS, t0 + 200 * MS, true);
         assert_eq!(s.over(t0 + 400 * MS, [None; 3], [0; 3]), 0);
+    }
+
+    /// A refused client should come back when the queue has drained to the target at
+    /// the pace it is served, no sooner (it would be refused again) and no later (the
+    /// slots would idle): 15 waiting at 10 ms each is 50 ms past a 100 ms target.
+    #[test]
+    fn the_forecast_says_when_the_queue_is_back_at_its_target() {
+        let mut s = StandingDelay::new([500, 100, 50], 100);
+        let t0 = Instant::now();
+        for i in 0..20 {
+            s.served(1, MS, t0 + i * 10 * MS, false);
+        }
+        let now = t0 + 200 * MS;
+        let over = s.over(now, [None, Some(now), None], [0, 15, 0]);
+        assert_eq!(over, 0b010);
+        assert_eq!(s.drained_in(over, 1), Some(50 * MS));
+        assert_eq!(
+            s.drained_in(over, 2),
+            Some(50 * MS),
+            "low is refused as long"
+        );
+        assert_eq!(
+            s.drained_in(over, 0),
+            Some(Duration::ZERO),
+            "high is not refused"
+        );
+        // Over by the standing rule alone (stuck behind long tasks): no forecast.
+        let mut stuck = StandingDelay::new([500, 100, 50], 100);
+        let oldest = [None, None, Some(t0)];
+        stuck.over(t0 + 60 * MS, oldest, [0, 0, 1]);
+        let over = stuck.over(t0 + 160 * MS, oldest, [0, 0, 1]);
+        assert_eq!(over, 0b100);
+        assert_eq!(stuck.drained_in(over, 2), None);
     }
 
     #[test]
