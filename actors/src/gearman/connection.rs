@@ -637,8 +637,7 @@ impl Connection {
             let give_up = Instant::now() + OVERLOADED_WAIT;
             // While another submission of this connection was refused and waits to try
             // again, the node is overloaded: wait with it rather than be refused too
-            // (each refusal costs the node a round trip; with 256 in flight on each of
-            // four connections, a quarter of all submissions were refused once).
+            // (each refusal costs the node a round trip).
             if gate.try_lock().is_err() {
                 drop(gate.lock().await);
             }

@@ -282,7 +282,7 @@ impl JobManagerState {
     /// delay: when this node's own queue refuses, the time it should take, at the pace
     /// it is served, to drain back to the target (a client coming back sooner is refused
     /// again; later, the slots idle: with a fixed delay, 20,000 pipelined Gearman jobs
-    /// ran at half the rate); else, or if longer, at most half the class's target.
+    /// ran at about x0.7 the rate); else, or if longer, at most half the class's target.
     fn waits_too_long(&self, req: &SubmitRequest) -> Option<(String, u64)> {
         let adm = &self.ctx.config.admission;
         if adm.wait_target_ms.iter().all(|&t| t == 0) {
