@@ -196,7 +196,8 @@ pub fn init(json: bool, default: &str) {
         let msg = troupe_actors::panic_message(info.payload());
         let at = info.location().map(|l| l.to_string()).unwrap_or_default();
         tracing::error!(panic = %msg, location = %at, "panic");
-        if let Some(w) = lock(&WRITER).as_ref() {
+        // `try_lock`: a panic while this thread holds the writer's slot must not hang.
+        if let Ok(Some(w)) = WRITER.try_lock().as_deref() {
             w.flush_now();
         }
     }));

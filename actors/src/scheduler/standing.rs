@@ -149,6 +149,17 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// Targets [500, 100, 50] ms; normal work served every 10 ms for 200 ms while it had a
+    /// queue. Answers the delay, its start and its end.
+    fn normal_work_served_every_10_ms() -> (StandingDelay, Instant, Instant) {
+        let mut s = StandingDelay::new([500, 100, 50], 100);
+        let t0 = Instant::now();
+        for i in 0..20 {
+            s.served(1, MS, t0 + i * 10 * MS, false);
+        }
+        (s, t0, t0 + 200 * MS)
+    }
+
     #[test]
     fn a_queue_that_drains_is_not_over_and_a_standing_one_is() {
         let mut s = StandingDelay::new([500, 100, 50], 100);
@@ -174,12 +185,7 @@ mod tests {
     /// slots would idle): 15 waiting at 10 ms each is 50 ms past a 100 ms target.
     #[test]
     fn the_forecast_says_when_the_queue_is_back_at_its_target() {
-        let mut s = StandingDelay::new([500, 100, 50], 100);
-        let t0 = Instant::now();
-        for i in 0..20 {
-            s.served(1, MS, t0 + i * 10 * MS, false);
-        }
-        let now = t0 + 200 * MS;
+        let (mut s, t0, now) = normal_work_served_every_10_ms();
         let over = s.over(now, [None, Some(now), None], [0, 15, 0]);
         assert_eq!(over, 0b010);
         assert_eq!(s.drained_in(over, 1), Some(50 * MS));
@@ -220,12 +226,7 @@ mod tests {
     /// class had nothing waiting teach nothing.
     #[test]
     fn the_forecast_refuses_as_soon_as_the_queue_would_wait_past_target() {
-        let mut s = StandingDelay::new([500, 100, 50], 100);
-        let t0 = Instant::now();
-        for i in 0..20 {
-            s.served(1, MS, t0 + i * 10 * MS, false);
-        }
-        let now = t0 + 200 * MS;
+        let (mut s, _, now) = normal_work_served_every_10_ms();
         let oldest = [None, Some(now), None];
         assert_eq!(s.over(now, oldest, [0, 9, 0]), 0);
         assert_eq!(s.over(now, oldest, [0, 10, 0]), 0b010);
