@@ -144,6 +144,7 @@ impl DispatcherState {
                 Err(request) => return Some((request, supervisor)),
             }
         };
+        tracing::debug!(job = %job, step = %step, attempt, node = %node, "attempt placed");
         let _ = supervisor.send_message(Assigned {
             job,
             step,

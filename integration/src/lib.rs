@@ -495,7 +495,8 @@ impl Drop for Cluster {
                 p.stop(Duration::from_millis(500));
             }
         }
-        if std::thread::panicking() {
+        // TROUPE_IT_KEEP_LOGS=1 keeps them after a pass too (to compare with a failure).
+        if std::thread::panicking() || std::env::var_os("TROUPE_IT_KEEP_LOGS").is_some() {
             eprintln!("node logs kept in {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);

@@ -375,7 +375,7 @@ async fn a_taken_over_runs_waiting_attempt_does_not_start_after_the_heal() {
     // "attempt started" lines name each attempt's job.
     c.env.push((
         "RUST_LOG".into(),
-        "info,ractor=warn,ractor_cluster=error,troupe_actors::worker_pool=debug".into(),
+        "info,ractor=warn,ractor_cluster=error,troupe_actors::worker_pool=debug,troupe_actors::scheduler=debug,troupe_actors::dispatcher=debug,troupe_actors::job_supervisor=debug,troupe_actors::job_manager=debug".into(),
     ));
     let (first, all) = c.start_core_then_others().await;
     let h = submit_owned_by(&all, &gated(), "n4").await;
@@ -401,6 +401,21 @@ async fn a_taken_over_runs_waiting_attempt_does_not_start_after_the_heal() {
         on.len() == 4
     })
     .await;
+    // n1's status shows a sleeper running once it is sent to a node (an idle node may
+    // steal one), a moment before that node starts it; and n4 may still hold an older
+    // load of a node that was busy with a sleeper of its own submit_owned_by cancelled.
+    // So: each node itself counts its slot busy, then n4 hears gossip sent after that.
+    for i in 0..4 {
+        let via = c.client_via(&[i]).await;
+        let me = format!("n{}", i + 1);
+        until(&format!("{me} itself counts its slot busy"), || async {
+            via.nodes()
+                .await
+                .is_ok_and(|nodes| nodes.iter().any(|n| n.name == me && n.busy == 1))
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     // ...and n4 knows it (load is gossiped every 0.5 s), so it keeps the attempt.
     let via_n4 = c.client_via(&[3]).await;
     until("n4 sees every slot busy", || async {
@@ -413,6 +428,20 @@ async fn a_taken_over_runs_waiting_attempt_does_not_start_after_the_heal() {
 
     // Inside n4 the gate is resumed: its attempt waits for n4's slot.
     cut_n4_off_and_resume_its_gate(&c, &id);
+    let placed = format!("job={id} step=gate attempt=2 node=");
+    until("n4 places the gate's next attempt", || async {
+        c.log(3).contains(&placed)
+    })
+    .await;
+    assert!(
+        c.log(3).contains(&format!("{placed}n4 ")),
+        "the gate's next attempt of job {id} was to wait in n4's lanes, every slot being busy: {}",
+        c.log(3)
+            .lines()
+            .filter(|l| l.contains(&placed))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     until("the other side takes the job over", || async {
         (0..3).any(|i| {
             c.log(i)
