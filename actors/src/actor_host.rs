@@ -537,6 +537,26 @@ fn fail_all_ports(replies: Vec<RpcReplyPort<ActorReply>>, actor: &str, why: &str
     }
 }
 
+/// Until when the sender of `env`, arrived at `now` (`wall_ms` on this node's clock),
+/// waits for its reply (`None`: no limit). The sender's "still waits N ms" counts from
+/// the arrival, and also from its send time give or take [`route::CLOCK_SKEW`], which
+/// catches a message that a partition held past its sender's wait; an absurd N is no
+/// limit.
+fn deadline_of(env: &ActorEnvelope, now: Instant, wall_ms: u64) -> Option<Instant> {
+    let wait = env.wait_ms?;
+    let from_arrival = now.checked_add(Duration::from_millis(wait));
+    let from_send = env.sent_ms.map(|sent| {
+        let until = sent
+            .saturating_add(wait)
+            .saturating_add(route::CLOCK_SKEW.as_millis() as u64);
+        now + Duration::from_millis(until.saturating_sub(wall_ms))
+    });
+    match (from_arrival, from_send) {
+        (Some(a), Some(s)) => Some(a.min(s)),
+        (a, s) => a.or(s),
+    }
+}
+
 /// Passes a message to another host (with the time its sender still waits) and its reply
 /// back.
 fn relay(
@@ -550,6 +570,7 @@ fn relay(
         let left = d.saturating_duration_since(Instant::now());
         left.as_millis().try_into().unwrap_or(u64::MAX)
     });
+    env.sent_ms = Some(route::wall_ms());
     tokio::spawn(async move {
         let r = route::deliver(&host, env, route::CALL_TIMEOUT).await;
         let _ = reply.send(Wire::new(r));
@@ -906,10 +927,7 @@ impl Actor for ActorHost {
         match msg {
             ActorHostMessage::Deliver(env, reply) => match env.into_inner() {
                 Ok(env) => {
-                    // From the sender's clock-free "still waits N ms"; an absurd N is no limit.
-                    let deadline = env
-                        .wait_ms
-                        .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
+                    let deadline = deadline_of(&env, Instant::now(), route::wall_ms());
                     st.deliver(&myself, env, reply, deadline)
                 }
                 Err(e) => {
@@ -1007,6 +1025,48 @@ impl Actor for ActorHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A message's wait counts from its arrival and from its send time (give or take the
+    /// clock skew): one a partition held past its sender's wait is not started.
+    #[test]
+    fn a_message_held_past_its_senders_wait_has_no_time_left() {
+        let env = |wait_ms, sent_ms| ActorEnvelope {
+            actor_type: "t".into(),
+            key: "k".into(),
+            message: serde_json::Value::Null,
+            hops: 0,
+            wait_ms,
+            call_id: None,
+            sent_ms,
+        };
+        let now = Instant::now();
+        let wall = 1_000_000_000;
+        let skew = route::CLOCK_SKEW.as_millis() as u64;
+        // Sent just now: the wait counts from the arrival.
+        assert_eq!(
+            deadline_of(&env(Some(800), Some(wall)), now, wall),
+            Some(now + Duration::from_millis(800))
+        );
+        // Sent 12 s ago with 10 s to wait: 3 s of skew left at most.
+        assert_eq!(
+            deadline_of(&env(Some(10_000), Some(wall - 12_000)), now, wall),
+            Some(now + Duration::from_millis(10_000 + skew - 12_000))
+        );
+        // Held a minute: nothing left.
+        assert_eq!(
+            deadline_of(&env(Some(10_000), Some(wall - 60_000)), now, wall),
+            Some(now)
+        );
+        // An old sender (no send time), and no limit.
+        assert_eq!(
+            deadline_of(&env(Some(800), None), now, wall),
+            Some(now + Duration::from_millis(800))
+        );
+        assert_eq!(
+            deadline_of(&env(None, Some(wall - 60_000)), now, wall),
+            None
+        );
+    }
 
     /// A claim ends shortly before its first caller gives up, so that caller is told why
     /// (a node cut off from the core group: "no lease"), not just that time ran out.

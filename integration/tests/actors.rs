@@ -144,6 +144,85 @@ fn key_owned_by(node: &str, prefix: &str) -> String {
     troupe_integration::key_owned_by("troupe.counter", node, &["n1", "n2", "n3", "n4"], prefix)
 }
 
+/// A job step's message to an actor is applied once across the step's attempts. The
+/// first attempt's message waits in the counter's activation behind a slow message when
+/// the job's owner (where that attempt runs) is killed; the job is taken over and the
+/// step runs again, and both attempts' messages reach the counter. It counts one add
+/// (every attempt of a step is a try of one call), and the job answers that add's total.
+#[tokio::test(flavor = "current_thread")]
+async fn an_actor_step_run_again_after_its_owner_died_is_applied_once() {
+    let (mut c, client) =
+        start_with_core(4, &[("TROUPE_FAILURE__TAKEOVER_AFTER_MS", "1500")]).await;
+    // The counter on n1; the job on n4 (submitted through n4 alone, so n4 owns it).
+    let key = key_owned_by("n1", "once");
+    let v = client
+        .call_actor("troupe.counter", &key, json!({"op": "add", "n": 100}))
+        .await
+        .expect("add 100");
+    assert_eq!(v["total"], 100);
+    // Holds the activation 4 s: the sleep's output is not a number, so it is refused
+    // after it, and changes nothing.
+    let slow = {
+        let client = client.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            let slow = json!({"op": "add_from", "task": "troupe.sleep", "input": {"ms": 4000}});
+            client.call_actor("troupe.counter", &key, slow).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let via_n4 = c.client_via(&[3]).await;
+    let job = troupe_runtime::JobSpec::new("add once").step(troupe_runtime::StepSpec::actor(
+        "add",
+        "troupe.counter",
+        &key,
+        json!({"op": "add", "n": 1}),
+    ));
+    let id = via_n4.submit(job).await.expect("submit").id().to_string();
+    assert!(id.starts_with("n4-"), "job {id} is not n4's");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = client.status(&id).await.expect("status");
+        if st.steps["add"].state == troupe_runtime::StepState::Running {
+            break;
+        }
+        assert!(Instant::now() < deadline, "step add never ran: {st:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Its message is at the counter's activation by now, behind the slow one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.node(3).kill();
+    drop(via_n4);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let st = loop {
+        if let Ok(st) = client.status(&id).await {
+            if st.state.is_terminal() {
+                break st;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} did not end after its owner died"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        slow.await.expect("the slow call's task").is_err(),
+        "the slow message was applied"
+    );
+    assert_eq!(
+        st.state,
+        troupe_runtime::JobState::Succeeded,
+        "job {id}: {st:?}"
+    );
+    assert_eq!(
+        total(&client, &key).await,
+        101,
+        "the step's add was applied more than once (or not at all)"
+    );
+    assert_eq!(st.output, Some(json!({"total": 101})), "job {id}'s answer");
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn sigterm_hands_a_nodes_actors_off_and_loses_no_acknowledged_add() {
     let (mut c, client) = start_with_core(4, &[]).await;
@@ -297,6 +376,7 @@ async fn clients_racing_to_activate_keys_while_a_node_joins_get_one_activation_e
                     hops: troupe_runtime::protocol::MAX_ACTOR_HOPS,
                     wait_ms: None,
                     call_id: None,
+                    sent_ms: None,
                 };
                 // An activation moving to n4 meanwhile answers "unavailable": try again
                 // (that message was not applied).

@@ -53,6 +53,17 @@ fn logged_about(c: &Cluster, i: usize, node: &str, what: &str) -> bool {
         .any(|l| l.contains(what) && l.contains(&node))
 }
 
+/// Four nodes, not started, each in its own network namespace (the test needs root),
+/// with `slots` slots each, taking a job over 1.5 s after its owner is down.
+fn four_in_namespaces(slots: usize) -> Cluster {
+    let mut c = Cluster::plan_in_netns(4)
+        .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
+    c.slots = slots;
+    c.env
+        .push(("TROUPE_FAILURE__TAKEOVER_AFTER_MS".into(), "1500".into()));
+    c
+}
+
 /// The index of node `name` (`n1` is 0).
 fn index(name: &str) -> usize {
     name[1..].parse::<usize>().expect("a node name nN") - 1
@@ -193,11 +204,7 @@ async fn an_owner_restarted_after_its_job_was_taken_over_answers_with_the_holder
 /// Checks that n4 never publishes its own end, and that after the heal, and after one
 /// more restart, it answers with the end the holder reached.
 async fn owner_cut_off_as_its_job_ends(restart_while_cut_off: bool) {
-    let mut c = Cluster::plan_in_netns(4)
-        .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
-    c.slots = 2;
-    c.env
-        .push(("TROUPE_FAILURE__TAKEOVER_AFTER_MS".into(), "1500".into()));
+    let mut c = four_in_namespaces(2);
     // n1..n3 form the core group; n4 owns the job and is cut off alone.
     let (_first, all) = c.start_core_then_others().await;
     let h = submit_owned_by(&all, &gated(), "n4").await;
@@ -364,11 +371,7 @@ async fn a_taken_over_runs_waiting_attempt_does_not_start_after_the_heal() {
     ) {
         return;
     }
-    let mut c = Cluster::plan_in_netns(4)
-        .expect("network namespaces (this test needs root and iproute2; CI runs as root)");
-    c.slots = 1;
-    c.env
-        .push(("TROUPE_FAILURE__TAKEOVER_AFTER_MS".into(), "1500".into()));
+    let mut c = four_in_namespaces(1);
     // No attempt goes to a node beyond its free slots.
     c.env
         .push(("TROUPE_SCHEDULING__PREFETCH".into(), "0".into()));
@@ -482,6 +485,92 @@ async fn a_taken_over_runs_waiting_attempt_does_not_start_after_the_heal() {
     assert_eq!(
         all.status(&id).await.expect("status").state,
         JobState::WaitingForUser
+    );
+}
+
+/// The nemesis's seed 774123 (money destroyed). n4 owns a job whose actor step runs
+/// after a gate; cut off alone, it resumes the gate and sends the step's message, which
+/// the cut holds. The other side takes the job over, the gate is resumed there, and the
+/// step's second attempt is refused (the counter would overflow); the counter then
+/// changes so that the same message would pass. After the heal the first attempt's
+/// message arrives: it is a try of the refused call, and must be refused too, not
+/// applied behind the back of a job that ended "refused".
+#[tokio::test(flavor = "current_thread")]
+async fn an_actor_steps_attempt_held_by_a_partition_is_not_applied_after_another_was_refused() {
+    if !troupe_integration::needs::has(
+        "an_actor_steps_attempt_held_by_a_partition_is_not_applied_after_another_was_refused",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
+    let mut c = four_in_namespaces(2);
+    c.env.push((
+        "RUST_LOG".into(),
+        "info,ractor=warn,ractor_cluster=error,troupe_actors::worker_pool=debug,troupe_actors::dispatcher=debug,troupe_actors::job_supervisor=debug".into(),
+    ));
+    let (_first, all) = c.start_core_then_others().await;
+    // The counter lives on n1, on the side that keeps the core group.
+    let key =
+        troupe_integration::key_owned_by("troupe.counter", "n1", &["n1", "n2", "n3", "n4"], "held");
+    let counter = |message: serde_json::Value| {
+        let all = all.clone();
+        let key = key.clone();
+        async move { all.call_actor("troupe.counter", &key, message).await }
+    };
+    counter(json!({"op": "add", "n": i64::MAX}))
+        .await
+        .expect("fill the counter");
+    let job = JobSpec::new("held")
+        .step(StepSpec::new("gate", "troupe.needs_action").input(json!({"message": "go"})))
+        .step(
+            StepSpec::actor("add", "troupe.counter", &key, json!({"op": "add", "n": 1}))
+                .after(["gate"]),
+        );
+    let h = submit_owned_by(&all, &job, "n4").await;
+    let id = h.id().to_string();
+    until_state(&all, &id, JobState::WaitingForUser).await;
+
+    // Inside n4: the gate goes on, and the step's message leaves into the cut.
+    cut_n4_off_and_resume_its_gate(&c, &id);
+    until("the other side takes the job over", || async {
+        (0..3).any(|i| {
+            c.log(i)
+                .lines()
+                .any(|l| l.contains(&id) && l.contains("took the job over"))
+        })
+    })
+    .await;
+    // The holder's run waits at the gate (the resume inside n4 never reached it). Asked
+    // through n1-n3 only: this process still reaches n4, which answers for its own run.
+    let majority = c.client_via(&[0, 1, 2]).await;
+    until("the holder resumes the gate", || async {
+        majority.resume(&id, "gate").await.is_ok()
+    })
+    .await;
+    until_state(&majority, &id, JobState::Failed).await;
+    let st = majority.status(&id).await.expect("status");
+    let why = st.steps["add"].error.clone().unwrap_or_default();
+    assert!(
+        why.contains("overflow"),
+        "step add of job {id} failed otherwise: {why}"
+    );
+    // The same message would pass now.
+    let v = counter(json!({"op": "add", "n": -10}))
+        .await
+        .expect("make room");
+    assert_eq!(v["total"], i64::MAX - 10);
+
+    c.netns()
+        .expect("planned in namespaces")
+        .heal_all()
+        .expect("heal");
+    // TCP resends what the cut held within a few seconds of the heal (its backoff).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let v = counter(json!({"op": "get"})).await.expect("get");
+    assert_eq!(
+        v["total"],
+        i64::MAX - 10,
+        "the attempt of job {id}'s step held by the cut was applied after the job ended refused"
     );
 }
 

@@ -136,17 +136,20 @@ pub struct ActorStepInput {
 
 /// `troupe.actor`: sends a job step's message to its actor and returns the reply. An
 /// unavailable actor is a transient error (the step's retry policy applies); a refusal or
-/// a handler failure is permanent.
+/// a handler failure is permanent. Every attempt of the step is a try of one call
+/// ([`crate::actor::route::step_call_id`]): the actor applies the message at most once
+/// while it remembers the call, and answers each attempt alike.
 pub struct ActorStep;
 impl Task for ActorStep {
     type Input = ActorStepInput;
     type Output = Value;
-    async fn run(&self, _ctx: TaskContext, input: ActorStepInput) -> Result<Value, TaskError> {
-        crate::actor::route::call(
+    async fn run(&self, ctx: TaskContext, input: ActorStepInput) -> Result<Value, TaskError> {
+        crate::actor::route::call_as(
             &input.actor,
             &input.key,
             input.message,
             crate::actor::route::CALL_TIMEOUT,
+            crate::actor::route::step_call_id(&ctx.job_id, &ctx.step_id),
         )
         .await
         .map_err(crate::actor::ActorCallError::into_task_error)

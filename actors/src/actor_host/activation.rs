@@ -35,11 +35,16 @@
 //! replica is written, best effort.
 //!
 //! A call is applied once across its retries: each carries the call's id, and an
-//! activation keeps the replies of the last calls that changed its state
-//! ([`ANSWERED_KEEP`] at most, [`ANSWERED_BYTES`] in all, each until its caller's time
-//! limit passes) in the saved state itself. So a retry whose first try was applied
-//! (the reply lost, or the save refused yet held by a store the next activation read)
-//! gets the first reply, from this activation or the next.
+//! activation keeps the answers of the last calls that changed its state or were refused
+//! ([`ANSWERED_KEEP`] at most, [`ANSWERED_BYTES`] in all, each while a try of it may
+//! still come) in the saved state itself. So a retry whose first try was applied (the
+//! reply lost, or the save refused yet held by a store the next activation read) gets
+//! the first reply, from this activation or the next; and a try that comes after
+//! another was refused is refused alike, not applied on a state that changed meanwhile.
+//! A job step's attempts are tries of one call (`route::step_call_id`): an attempt that
+//! kept running on a node cut off, while its step ran again elsewhere and was refused,
+//! once withdrew money behind the back of a transfer that had ended "refused" (the
+//! nemesis, seed 774123; ARCHITECTURE.md, "The nemesis test").
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -51,6 +56,7 @@ use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use serde_json::Value;
+use troupe_runtime::actor::route;
 use troupe_runtime::actor::{
     actor_name, ActorCallError, ActorContext, ActorError, ActorLink, ErasedActor, ErasedState,
     HandleError,
@@ -78,9 +84,8 @@ pub(crate) const ANSWERED_KEEP: usize = 16;
 pub(crate) const ANSWERED_BYTES: usize = 8 * 1024;
 /// A reply larger than this is not kept (a retry is told that the call was applied).
 const REPLY_KEEP_BYTES: usize = 2 * 1024;
-/// Clocks of different nodes differ: a remembered reply is kept this much longer than
-/// its caller waits.
-const ANSWERED_SKEW: Duration = Duration::from_secs(5);
+/// A refusal's reason is kept up to this many characters.
+const REFUSAL_KEEP_CHARS: usize = 256;
 
 /// Why an activation stopped (its host acts on it).
 pub(crate) mod reason {
@@ -270,6 +275,12 @@ impl ActivationState {
     /// The reply to an earlier try of call `id`, if this state saw it applied.
     fn answered_before(&self, id: u64) -> Option<Result<Value, ActorCallError>> {
         let (a, _) = self.answered.iter().find(|(a, _)| a.call_id == id)?;
+        if let Some(reason) = &a.refused {
+            return Some(Err(self.error(|actor| ActorCallError::Refused {
+                actor,
+                reason: reason.clone(),
+            })));
+        }
         Some(match a.reply.as_deref().map(serde_json::from_slice::<Value>) {
             Some(Ok(v)) => Ok(v),
             _ => Err(self.error(|actor| ActorCallError::Refused {
@@ -279,25 +290,38 @@ impl ActivationState {
         })
     }
 
-    /// Remembers call `id`'s reply: it changed the state (see [`ANSWERED_KEEP`]).
-    fn remember(&mut self, id: u64, deadline: Option<Instant>, reply: &Value) {
-        let now = wall_ms();
-        let waits = deadline.map_or(troupe_runtime::actor::route::CALL_TIMEOUT, |d| {
+    /// Remembers call `id`'s answer: its reply (it changed the state) or why it was
+    /// refused (see [`ANSWERED_KEEP`]). Kept while a try of the call may still come: for
+    /// its caller's wait, and at least [`CALL_TIMEOUT`](route::CALL_TIMEOUT), as another
+    /// try (a job step's earlier attempt) may have started before this one with that
+    /// much to wait, plus [`CLOCK_SKEW`](route::CLOCK_SKEW).
+    fn remember(&mut self, id: u64, deadline: Option<Instant>, answer: Result<&Value, &str>) {
+        let now = route::wall_ms();
+        let waits = deadline.map_or(route::CALL_TIMEOUT, |d| {
             d.saturating_duration_since(Instant::now())
+                .max(route::CALL_TIMEOUT)
         });
-        let until_ms = now.saturating_add(millis(waits + ANSWERED_SKEW));
-        let bytes = serde_json::to_vec(reply)
-            .ok()
-            .filter(|b| b.len() <= REPLY_KEEP_BYTES);
-        let size = bytes.as_ref().map_or(0, Vec::len);
-        self.answered.push_back((
-            Answered {
-                call_id: id,
-                until_ms,
-                reply: bytes,
-            },
-            size,
-        ));
+        let until_ms = now.saturating_add(millis(waits + route::CLOCK_SKEW));
+        let (reply, refused) = match answer {
+            Ok(v) => (
+                serde_json::to_vec(v)
+                    .ok()
+                    .filter(|b| b.len() <= REPLY_KEEP_BYTES),
+                None,
+            ),
+            Err(why) => (
+                None,
+                Some(why.chars().take(REFUSAL_KEEP_CHARS).collect::<String>()),
+            ),
+        };
+        let a = Answered {
+            call_id: id,
+            until_ms,
+            reply,
+            refused,
+        };
+        let size = answer_size(&a);
+        self.answered.push_back((a, size));
         let mut bytes: usize = self.answered.iter().map(|(_, n)| n).sum();
         while let Some((a, n)) = self.answered.front() {
             let over = self.answered.len() > ANSWERED_KEEP || bytes > ANSWERED_BYTES;
@@ -552,23 +576,21 @@ async fn copy_to(
     }
 }
 
-/// Now, in ms since the Unix epoch (0 if the clock is before it).
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, millis)
-}
-
 fn millis(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
 /// Saved replies with their sizes, as an activation keeps them.
+/// The bytes an answer kept counts against [`ANSWERED_BYTES`].
+fn answer_size(a: &Answered) -> usize {
+    a.reply.as_ref().map_or(0, Vec::len) + a.refused.as_ref().map_or(0, String::len)
+}
+
 fn keep_sizes(answered: Vec<Answered>) -> VecDeque<(Answered, usize)> {
     answered
         .into_iter()
         .map(|a| {
-            let n = a.reply.as_ref().map_or(0, Vec::len);
+            let n = answer_size(&a);
             (a, n)
         })
         .collect()
@@ -712,7 +734,7 @@ impl Actor for Activation {
                                 if changed {
                                     st.seq += 1;
                                     if let Some(id) = call_id {
-                                        st.remember(id, deadline, &v);
+                                        st.remember(id, deadline, Ok(&v));
                                     }
                                 }
                                 st.waiting.push_back((st.seq, reply, Ok(v)));
@@ -731,6 +753,20 @@ impl Actor for Activation {
                     }),
                     Ok(Err(HandleError::Actor(ActorError::Refused(reason)))) => {
                         st.restore();
+                        if let Some(id) = call_id {
+                            // Every try of the call gets this answer: a later one (a
+                            // step's attempt run again elsewhere while this one waited
+                            // out a partition) is not applied on a state where it would
+                            // pass. Persistent: saved, as a change is, before the answer.
+                            st.remember(id, deadline, Err(&reason));
+                            if kind.persistent() {
+                                st.seq += 1;
+                                let e = st.error(|actor| ActorCallError::Refused { actor, reason });
+                                st.waiting.push_back((st.seq, reply, Err(e)));
+                                st.save_next(&myself);
+                                return Ok(());
+                            }
+                        }
                         let e = st.error(|actor| ActorCallError::Refused { actor, reason });
                         if kind.persistent() && st.acked < st.seq {
                             // Refused on a state not yet durable: the refusal waits too
@@ -999,6 +1035,29 @@ mod tests {
         a.stop(None);
     }
 
+    /// Stops `a`, the counter `k-false` (see [`counter`]), and starts the next activation
+    /// of it from what `store` holds; answers that save too.
+    async fn next_activation(
+        a: ActorRef<ActivationMessage>,
+        store: &ActorStore,
+    ) -> (Option<SavedState>, ActorRef<ActivationMessage>) {
+        let _ = a.stop_and_wait(None, None).await;
+        let saved = store
+            .fetch_and_fence("troupe.counter/k-false", 0)
+            .await
+            .expect("a memory store reads");
+        let next = counter_from(
+            "troupe.counter",
+            "k-false",
+            store,
+            KnownHosts::default(),
+            false,
+            saved.clone(),
+        )
+        .await;
+        (saved, next)
+    }
+
     /// The replies travel with the state: an activation started from a save that holds
     /// a call answers that call's retry without applying it (the first try's save was
     /// refused, say, yet reached the store the new activation read).
@@ -1011,25 +1070,12 @@ mod tests {
             answer_call(&first, add.clone(), Some(9)).await,
             Some(Ok(json!({"total": 7})))
         );
-        let _ = first.stop_and_wait(None, None).await;
-        let saved = store
-            .fetch_and_fence("troupe.counter/k-false", 0)
-            .await
-            .expect("a memory store reads");
+        let (saved, next) = next_activation(first, &store).await;
         assert_eq!(
-            saved.as_ref().map(|s| s.answered.len()),
+            saved.map(|s| s.answered.len()),
             Some(1),
             "the call's reply is not saved with the state"
         );
-        let next = counter_from(
-            "troupe.counter",
-            "k-false",
-            &store,
-            KnownHosts::default(),
-            false,
-            saved,
-        )
-        .await;
         assert_eq!(
             answer_call(&next, add, Some(9)).await,
             Some(Ok(json!({"total": 7})))
@@ -1037,6 +1083,51 @@ mod tests {
         assert_eq!(
             send(&next, json!({"op": "get"})).await,
             Ok(json!({"total": 7}))
+        );
+        next.stop(None);
+    }
+
+    /// A refused call's later tries are refused alike, even once the state changed so
+    /// that it would pass, and a new activation reading the save does the same: a job
+    /// step's attempt that arrives after another attempt was refused (its node was cut
+    /// off meanwhile) must not be applied behind the back of a job that ended "refused".
+    #[tokio::test]
+    async fn a_call_refused_once_is_refused_on_every_try_even_after_the_state_changed() {
+        let store = ActorStore::new(None);
+        let a = counter(&store, false).await;
+        let max = json!({"op": "add", "n": i64::MAX});
+        assert_eq!(
+            answer_call(&a, max, Some(1)).await,
+            Some(Ok(json!({"total": i64::MAX})))
+        );
+        let one = json!({"op": "add", "n": 1});
+        let refused = |r: Option<Result<Value, ActorCallError>>| match r {
+            Some(Err(ActorCallError::Refused { reason, .. })) => reason,
+            other => panic!("not refused: {other:?}"),
+        };
+        let first = refused(answer_call(&a, one.clone(), Some(2)).await);
+        assert!(first.contains("overflow"), "{first}");
+        // Now the same message would pass...
+        assert_eq!(
+            answer_call(&a, json!({"op": "add", "n": -10}), Some(3)).await,
+            Some(Ok(json!({"total": i64::MAX - 10})))
+        );
+        // ...but a try of the refused call is refused again, and changes nothing.
+        assert_eq!(refused(answer_call(&a, one.clone(), Some(2)).await), first);
+        assert_eq!(
+            send(&a, json!({"op": "get"})).await,
+            Ok(json!({"total": i64::MAX - 10}))
+        );
+        // The refusal travels with the state.
+        let (_, next) = next_activation(a, &store).await;
+        assert_eq!(
+            refused(answer_call(&next, one.clone(), Some(2)).await),
+            first
+        );
+        // Another call with the same message applies.
+        assert_eq!(
+            answer_call(&next, one, Some(4)).await,
+            Some(Ok(json!({"total": i64::MAX - 9})))
         );
         next.stop(None);
     }

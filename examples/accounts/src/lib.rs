@@ -4,8 +4,11 @@
 //! An account (actor type [`ACCOUNTS`], key = the account's name) is persistent: its
 //! balance survives the death of the node that hosts it. A withdrawal that would overdraw
 //! is refused. Every deposit and withdrawal carries a transaction id, and an account
-//! remembers the ids it applied, so a message that arrives twice (a step retried after
-//! its node died) applies once.
+//! remembers the ids it applied, so a message that arrives twice applies once: a transfer
+//! submitted again as a new job (its client lost sight of the first), or a step's attempt
+//! that comes after the runtime's memory of the step's call let it go. (The attempts of
+//! one step are tries of one call: the runtime answers them alike while it remembers the
+//! call, a refusal included, which the tx ids cannot do since a refusal changes nothing.)
 //!
 //! A transfer is a job ([`transfer_job`]): `withdraw` from one account, then `deposit` to
 //! the other; if the deposit fails (the account is not open), the compensating step

@@ -27,6 +27,17 @@ pub use crate::protocol::actor_host::{Claim, ClaimOutcome};
 /// How long a call waits for its reply, retries included, unless told otherwise.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How far apart two nodes' clocks may be, for what is counted on both: a message's wait
+/// from its sender's send time ([`ActorEnvelope::sent_ms`]), a remembered answer's time.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5);
+
+/// Now, in ms since the Unix epoch (0 if the clock is before it).
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX))
+}
+
 /// How long a call waits for some node to serve an actor type it has not seen.
 pub const UNKNOWN_TYPE_WAIT: Duration = Duration::from_secs(2);
 
@@ -108,25 +119,52 @@ pub async fn deliver(
 /// again while the actor is unavailable (moving, its host went down) until `timeout`.
 ///
 /// The tries of one call carry one id ([`ActorEnvelope::call_id`]): an activation that
-/// applied it (or the next one, which reads the replies with the state) answers a retry
-/// with the first reply instead of applying it again. That memory is bounded (the last
-/// calls that changed the key's state, within their callers' time limits; see
-/// `troupe_actors::actor_host::activation`), and a new call (a retried job step, a caller
-/// that tries again after an error) is a new id: give messages that must never apply
-/// twice an id the actor remembers (as `examples/accounts` does).
+/// applied it, or refused it (or the next one, which reads the replies with the state),
+/// answers a retry with the first answer instead of handling it again. That memory is
+/// bounded (the last calls that changed the key's state or were refused, for
+/// [`CALL_TIMEOUT`] or their callers' time limit if longer; see
+/// `troupe_actors::actor_host::activation`), and a new call (a caller that tries again
+/// after an error) is a new id: give messages that must never apply twice an id the
+/// actor remembers (as `examples/accounts` does). A job step's attempts are tries of one
+/// call ([`call_as`] with [`step_call_id`]).
 pub async fn call(
     actor_type: &str,
     key: &str,
     message: Value,
     timeout: Duration,
 ) -> Result<Value, ActorCallError> {
+    call_as(actor_type, key, message, timeout, rand::random::<u64>()).await
+}
+
+/// The call id of every attempt of step `step` of job `job` (a hash of the two): an
+/// actor step ran again (its node went down, its job was taken over) is a retry of the
+/// same call, so the actor answers it as it answered the first, and an attempt that
+/// arrives late, after another was answered, is not applied on a different state.
+pub fn step_call_id(job: &str, step: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    // A hash every node and release computes alike (std's hasher promises neither).
+    let d = Sha256::new()
+        .chain_update(b"troupe step call\0")
+        .chain_update(job.as_bytes())
+        .chain_update([0])
+        .chain_update(step.as_bytes())
+        .finalize();
+    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+/// [`call`] with the id `call_id`, which the tries of one call share.
+pub async fn call_as(
+    actor_type: &str,
+    key: &str,
+    message: Value,
+    timeout: Duration,
+    call_id: u64,
+) -> Result<Value, ActorCallError> {
     let start = Instant::now();
     let deadline = start + timeout;
     let mut pause = Duration::from_millis(10);
     // The last refusal that said why: a last try cut short by the deadline says less.
     let mut why: Option<ActorCallError> = None;
-    // One id for every try: the activation answers a retry of a call it applied already.
-    let call_id = rand::random::<u64>();
     loop {
         let hosts = hosts(actor_type);
         // No host of the type in view (a client connected only to nodes that do not serve
@@ -144,6 +182,7 @@ pub async fn call(
                     hops: 0,
                     wait_ms: Some(left.as_millis().try_into().unwrap_or(u64::MAX)),
                     call_id: Some(call_id),
+                    sent_ms: Some(wall_ms()),
                 };
                 deliver(host, envelope, left.max(Duration::from_millis(1))).await
             }
@@ -183,4 +222,27 @@ pub async fn call(
             other => return other,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every attempt of a step computes the same id, on any node; other steps and jobs
+    /// get others. (A fixed value: it must not change between releases, which compute it
+    /// on different nodes of one cluster.)
+    #[test]
+    fn a_steps_attempts_share_one_call_id_and_other_steps_do_not() {
+        let id = step_call_id("n1-1a2b-7", "withdraw");
+        assert_eq!(id, step_call_id("n1-1a2b-7", "withdraw"));
+        assert_ne!(id, step_call_id("n1-1a2b-7", "deposit"));
+        assert_ne!(id, step_call_id("n1-1a2b-8", "withdraw"));
+        // The separator keeps ("ab", "c") apart from ("a", "bc").
+        assert_ne!(step_call_id("ab", "c"), step_call_id("a", "bc"));
+        assert_eq!(step_call_id("j", "s"), STEP_CALL_ID_OF_J_S);
+    }
+
+    /// `step_call_id("j", "s")`: the first 8 bytes, big-endian, of SHA-256 of
+    /// `"troupe step call\0j\0s"` (checked with Python's hashlib).
+    const STEP_CALL_ID_OF_J_S: u64 = 10_422_338_203_305_988_654;
 }

@@ -73,6 +73,12 @@ pub struct ActorEnvelope {
     /// again instead of being applied twice.
     #[serde(default)]
     pub call_id: Option<u64>,
+    /// When (ms since the Unix epoch, the sender's clock) the sender still waited
+    /// `wait_ms` (`None`: an old sender). A host counts the wait from here too, give or
+    /// take a clock skew, so a message a partition held (in a cut-off sender's socket)
+    /// past its sender's wait is not started when it arrives after the heal.
+    #[serde(default)]
+    pub sent_ms: Option<u64>,
 }
 
 /// Forwards of one actor message at most.
@@ -103,8 +109,8 @@ pub struct SavedState {
     pub answered: Vec<Answered>,
 }
 
-/// A call that changed an actor's state, and its reply, kept so that its retries are
-/// answered rather than applied again.
+/// A call that changed an actor's state, and its reply, or a call refused, kept so that
+/// its retries are answered rather than applied again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answered {
     /// [`ActorEnvelope::call_id`].
@@ -116,6 +122,11 @@ pub struct Answered {
     /// applied).
     #[serde(with = "serde_bytes")]
     pub reply: Option<Vec<u8>>,
+    /// The call was refused, for this reason (it changed nothing, and `reply` is
+    /// `None`): its other tries are refused alike, not applied on a state where they
+    /// would pass (a job step's attempt its owner ran again elsewhere, arriving late).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 impl SavedState {
