@@ -373,7 +373,7 @@ async fn main() -> std::process::ExitCode {
         ("NEMESIS_LEDGER".to_string(), ledger.display().to_string()),
         (
             "RUST_LOG".to_string(),
-            "info,ractor=warn,ractor_cluster=error,troupe_actors::actor_host::activation=debug"
+            "info,ractor=warn,ractor_cluster=error,troupe_actors::actor_host::activation=debug,troupe_actors::dispatcher=debug,troupe_actors::job_supervisor=debug,troupe_actors::job_manager=debug"
                 .to_string(),
         ),
         (
