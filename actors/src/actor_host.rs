@@ -1047,14 +1047,14 @@ mod tests {
             deadline_of(&env(Some(800), Some(wall)), now, wall),
             Some(now + Duration::from_millis(800))
         );
-        // Sent 12 s ago with 10 s to wait: 3 s of skew left at most.
+        // Sent the skew and 2 s ago, with 10 s to wait: 8 s left.
         assert_eq!(
-            deadline_of(&env(Some(10_000), Some(wall - 12_000)), now, wall),
-            Some(now + Duration::from_millis(10_000 + skew - 12_000))
+            deadline_of(&env(Some(10_000), Some(wall - skew - 2_000)), now, wall),
+            Some(now + Duration::from_millis(8_000))
         );
-        // Held a minute: nothing left.
+        // Held past its wait and the skew: nothing left.
         assert_eq!(
-            deadline_of(&env(Some(10_000), Some(wall - 60_000)), now, wall),
+            deadline_of(&env(Some(10_000), Some(wall - skew - 60_000)), now, wall),
             Some(now)
         );
         // An old sender (no send time), and no limit.

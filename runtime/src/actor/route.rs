@@ -29,7 +29,9 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How far apart two nodes' clocks may be, for what is counted on both: a message's wait
 /// from its sender's send time ([`ActorEnvelope::sent_ms`]), a remembered answer's time.
-pub const CLOCK_SKEW: Duration = Duration::from_secs(5);
+/// Generous (NTP keeps clocks milliseconds apart): a node whose clock is further behind
+/// would see its actor messages refused as "its caller stopped waiting".
+pub const CLOCK_SKEW: Duration = Duration::from_secs(30);
 
 /// Now, in ms since the Unix epoch (0 if the clock is before it).
 pub fn wall_ms() -> u64 {
