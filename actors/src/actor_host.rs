@@ -545,11 +545,12 @@ fn fail_all_ports(replies: Vec<RpcReplyPort<ActorReply>>, actor: &str, why: &str
 fn deadline_of(env: &ActorEnvelope, now: Instant, wall_ms: u64) -> Option<Instant> {
     let wait = env.wait_ms?;
     let from_arrival = now.checked_add(Duration::from_millis(wait));
-    let from_send = env.sent_ms.map(|sent| {
+    // Checked: `sent_ms` comes from the network (an absurd one is no limit either).
+    let from_send = env.sent_ms.and_then(|sent| {
         let until = sent
             .saturating_add(wait)
             .saturating_add(route::CLOCK_SKEW.as_millis() as u64);
-        now + Duration::from_millis(until.saturating_sub(wall_ms))
+        now.checked_add(Duration::from_millis(until.saturating_sub(wall_ms)))
     });
     match (from_arrival, from_send) {
         (Some(a), Some(s)) => Some(a.min(s)),
@@ -570,7 +571,7 @@ fn relay(
         let left = d.saturating_duration_since(Instant::now());
         left.as_millis().try_into().unwrap_or(u64::MAX)
     });
-    env.sent_ms = Some(route::wall_ms());
+    env.sent_ms = Some(troupe_runtime::observe::now_ms());
     tokio::spawn(async move {
         let r = route::deliver(&host, env, route::CALL_TIMEOUT).await;
         let _ = reply.send(Wire::new(r));
@@ -927,7 +928,8 @@ impl Actor for ActorHost {
         match msg {
             ActorHostMessage::Deliver(env, reply) => match env.into_inner() {
                 Ok(env) => {
-                    let deadline = deadline_of(&env, Instant::now(), route::wall_ms());
+                    let deadline =
+                        deadline_of(&env, Instant::now(), troupe_runtime::observe::now_ms());
                     st.deliver(&myself, env, reply, deadline)
                 }
                 Err(e) => {
@@ -1065,6 +1067,11 @@ mod tests {
         assert_eq!(
             deadline_of(&env(None, Some(wall - 60_000)), now, wall),
             None
+        );
+        // A send time from far in the future does not overflow.
+        assert_eq!(
+            deadline_of(&env(Some(800), Some(u64::MAX)), now, wall),
+            Some(now + Duration::from_millis(800))
         );
     }
 

@@ -296,7 +296,7 @@ impl ActivationState {
     /// try (a job step's earlier attempt) may have started before this one with that
     /// much to wait, plus [`CLOCK_SKEW`](route::CLOCK_SKEW).
     fn remember(&mut self, id: u64, deadline: Option<Instant>, answer: Result<&Value, &str>) {
-        let now = route::wall_ms();
+        let now = troupe_runtime::observe::now_ms();
         let waits = deadline.map_or(route::CALL_TIMEOUT, |d| {
             d.saturating_duration_since(Instant::now())
                 .max(route::CALL_TIMEOUT)

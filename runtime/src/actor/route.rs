@@ -33,13 +33,6 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// would see its actor messages refused as "its caller stopped waiting".
 pub const CLOCK_SKEW: Duration = Duration::from_secs(30);
 
-/// Now, in ms since the Unix epoch (0 if the clock is before it).
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX))
-}
-
 /// How long a call waits for some node to serve an actor type it has not seen.
 pub const UNKNOWN_TYPE_WAIT: Duration = Duration::from_secs(2);
 
@@ -184,7 +177,7 @@ pub async fn call_as(
                     hops: 0,
                     wait_ms: Some(left.as_millis().try_into().unwrap_or(u64::MAX)),
                     call_id: Some(call_id),
-                    sent_ms: Some(wall_ms()),
+                    sent_ms: Some(crate::observe::now_ms()),
                 };
                 deliver(host, envelope, left.max(Duration::from_millis(1))).await
             }
