@@ -317,13 +317,18 @@ impl ClusterView {
     }
 
     /// The worker pools of `task` with their nodes, leaving out nodes membership saw leave
-    /// (their process-group entries can outlive the connection by a moment).
+    /// and connections that closed (their process-group entries can outlive the
+    /// connection by a moment, and what is sent to them is lost).
     pub fn live_pools(&self, task: &str) -> Vec<(ActorCell, String)> {
+        let names = self.names.read().unwrap_or_else(|p| p.into_inner());
         ractor::pg::get_members(&task_group(task))
             .into_iter()
-            .map(|c| {
-                let n = self.node_of(c.get_id());
-                (c, n)
+            .filter_map(|c| {
+                let n = match c.get_id() {
+                    ActorId::Local(_) => self.node.clone(),
+                    ActorId::Remote { node_id, .. } => names.get(&node_id)?.clone(),
+                };
+                Some((c, n))
             })
             .filter(|(_, n)| !self.is_down(n))
             .collect()

@@ -687,7 +687,10 @@ impl MembershipState {
                 if self.sessions.values().any(|o| {
                     o.authenticated && o.peer.as_ref() == Some(&name) && o.process == s.process
                 }) {
-                    return; // a duplicate session lost the election; the other one stands
+                    // A duplicate session lost the election; the other one stands. What
+                    // was sent on this one may be lost: ask the peer.
+                    self.connection_replaced(name);
+                    return;
                 }
                 if !s.is_server
                     && !self.peers.contains_key(&name)
@@ -715,6 +718,7 @@ impl MembershipState {
                     )
                     .await
                 {
+                    self.connection_replaced(name);
                     return;
                 }
                 if self.peers.contains_key(&name) {
@@ -723,6 +727,17 @@ impl MembershipState {
                     tracing::debug!(client = %name, "client disconnected");
                 }
             }
+        }
+    }
+
+    /// A connection to member `name` closed while another one to the same process stands:
+    /// the peer is not down, but what this node sent on the closed connection may be lost,
+    /// so it checks that the peer holds the attempts sent to it (see
+    /// [`crate::scheduler::audit`]).
+    fn connection_replaced(&self, name: String) {
+        if self.peers.contains_key(&name) {
+            tracing::debug!(node = %name, "a connection to a member closed while another stands");
+            crate::scheduler::audit::after_connection_replaced(self.ctx.scheduler.clone(), name);
         }
     }
 

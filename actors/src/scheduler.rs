@@ -40,9 +40,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use troupe_runtime::config::{NodeConfig, PlacementMode};
 use troupe_runtime::protocol::{
-    first_member, worker_pool_group, AbandonedRun, AttemptMoved, AttemptRef, JobManagerMessage,
-    LostAttempt, MembershipMessage, ResultSource, StealRequest, StepRequest, StepResult,
-    WorkerPoolMessage,
+    worker_pool_group, AbandonedRun, AttemptMoved, AttemptRef, JobManagerMessage, LostAttempt,
+    MembershipMessage, ResultSource, StealRequest, StepRequest, StepResult, WorkerPoolMessage,
 };
 use troupe_runtime::task::TaskError;
 use troupe_runtime::wire::Wire;
@@ -51,6 +50,7 @@ use troupe_runtime::TaskRegistry;
 use crate::{locked, ClusterView};
 
 mod abandoned;
+pub(crate) mod audit;
 pub mod lanes;
 mod limits;
 pub mod placement;
@@ -104,6 +104,9 @@ pub struct Scheduler {
     last_steal: Mutex<Option<Instant>>,
     /// Runs given up by their owners: their attempts do not start here.
     abandoned: Mutex<abandoned::AbandonedRuns>,
+    /// Attempts this node told their owner it does not hold: they do not start here.
+    /// Taken before the board, `abandoned`, the lanes and `running` (see `unheld`).
+    fenced: Mutex<audit::FencedAttempts>,
     launch: Box<Launch>,
 }
 
@@ -141,6 +144,11 @@ fn drop_void(node: &str, req: StepRequest) {
     }
 }
 
+/// Drops an attempt that this node told its owner it does not hold (see [`audit`]).
+pub(crate) fn drop_fenced(req: StepRequest) {
+    tracing::info!(job = %req.job, step = %req.step, attempt = req.attempt, owner = %req.owner, "refusing an attempt that arrived after its owner was told this node does not hold it; it runs elsewhere");
+}
+
 /// The attempt a request is.
 pub(crate) fn attempt_of(r: &StepRequest) -> AttemptRef {
     AttemptRef {
@@ -155,6 +163,15 @@ fn order_key(c: &ActorCell) -> (u64, u64) {
         ActorId::Local(p) => (0, p),
         ActorId::Remote { node_id, pid } => (node_id, pid),
     }
+}
+
+/// The newest member of `node`'s worker pool group: the one seen on the newest
+/// connection, if a closed one's is still listed (what is sent to that one is lost).
+pub(crate) fn pool_of(node: &str) -> Option<ActorRef<WorkerPoolMessage>> {
+    ractor::pg::get_members(&worker_pool_group(node))
+        .into_iter()
+        .max_by_key(order_key)
+        .map(Into::into)
 }
 
 /// The nodes that serve `task` now with their pools, leaving out those at their
@@ -214,6 +231,7 @@ impl Scheduler {
             limits: Mutex::default(),
             last_steal: Mutex::default(),
             abandoned: Mutex::default(),
+            fenced: Mutex::default(),
             view,
             config,
             registry,
@@ -317,13 +335,67 @@ impl Scheduler {
 
     /// Queues an attempt in this node's lanes and starts what the free slots allow.
     pub(crate) fn enqueue(self: &Arc<Self>, req: StepRequest) {
+        // Held until the attempt is in the lanes, so that `unheld` finds it there if it
+        // did not find it fenced here.
+        let fenced = locked(&self.fenced);
+        if fenced.refuses(&attempt_of(&req)) {
+            drop(fenced);
+            drop_fenced(req);
+            return;
+        }
         if locked(&self.abandoned).voids(&req) {
+            drop(fenced);
             drop_void(&self.view.node, req);
             return;
         }
         let lane = lane_of(req.priority, req.stage);
         locked(&self.lanes).push(req, lane, Instant::now());
+        drop(fenced);
         self.pump();
+    }
+
+    /// Of `attempts`, those neither waiting nor running here nor on this node's Gearman
+    /// board; they are fenced: if one arrives later it does not start (see [`audit`]).
+    pub(crate) fn unheld(&self, attempts: Vec<AttemptRef>) -> Vec<AttemptRef> {
+        let mut fenced = locked(&self.fenced);
+        let on_board: Vec<bool> = {
+            let board = crate::gearman::lock(&self.view.gearman.board);
+            attempts.iter().map(|a| board.holds(a)).collect()
+        };
+        // As `pump` takes them: an attempt between the lanes and `running` is in neither.
+        let _abandoned = locked(&self.abandoned);
+        let waiting: std::collections::HashSet<AttemptRef> =
+            locked(&self.lanes).iter().map(attempt_of).collect();
+        let running = locked(&self.running);
+        let mut out = Vec::new();
+        for (a, board) in attempts.into_iter().zip(on_board) {
+            if !board && !waiting.contains(&a) && !running.contains_key(&a) {
+                fenced.record(a.clone());
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// Takes the fence's lock for a caller that queues attempts elsewhere (the Gearman
+    /// board): it checks [`audit::FencedAttempts::refuses`] and queues while holding it.
+    pub(crate) fn fence(&self) -> std::sync::MutexGuard<'_, audit::FencedAttempts> {
+        locked(&self.fenced)
+    }
+
+    /// This node's attempts on `node` sent there at or before `by`.
+    pub(crate) fn placed_on_by(&self, node: &str, by: Instant) -> Vec<AttemptRef> {
+        locked(&self.placement).placed_on_by(node, by)
+    }
+
+    /// Of `unheld` (attempts `node` says it does not hold), those still counted there:
+    /// forgotten there, and answered to be run again.
+    pub(crate) fn lost_on(&self, node: &str, unheld: Vec<AttemptRef>) -> Vec<AttemptRef> {
+        let mut placement = locked(&self.placement);
+        unheld
+            .into_iter()
+            .filter(|a| placement.lost_on(a, node))
+            .collect()
     }
 
     /// Starts waiting attempts, the next by lane order each time, while slots are free (and
@@ -589,7 +661,9 @@ impl Scheduler {
             self.enqueue(request);
             return Ok(node);
         }
-        let Some((cell, _)) = members.into_iter().find(|(_, n)| *n == node) else {
+        // The newest: a connection that closed may still list its pool for a moment
+        // (sorted by session, the newest last), and what is sent to it is lost.
+        let Some((cell, _)) = members.into_iter().rfind(|(_, n)| *n == node) else {
             return Err(request);
         };
         let pool: ActorRef<WorkerPoolMessage> = cell.into();
@@ -631,7 +705,7 @@ impl Scheduler {
             return Vec::new();
         }
         let mut moved = Vec::new();
-        let Some(pool) = first_member::<WorkerPoolMessage>(&worker_pool_group(node)) else {
+        let Some(pool) = pool_of(node) else {
             return moved;
         };
         let mut serves: HashMap<String, bool> = HashMap::new();
@@ -739,7 +813,7 @@ impl Scheduler {
             max: free as u32,
             tasks: self.registry.names(),
         };
-        if let Some(pool) = first_member::<WorkerPoolMessage>(&worker_pool_group(&victim)) {
+        if let Some(pool) = pool_of(&victim) {
             tracing::debug!(victim = %victim, free, "idle: asking a loaded peer for work");
             let _ = pool.cast(WorkerPoolMessage::Steal(Wire::new(req)));
         }
@@ -752,7 +826,7 @@ impl Scheduler {
         if self.slots.available_permits() > 0 || req.thief == view.node {
             return;
         }
-        let Some(thief) = first_member::<WorkerPoolMessage>(&worker_pool_group(&req.thief)) else {
+        let Some(thief) = pool_of(&req.thief) else {
             return;
         };
         let now = Instant::now();

@@ -1147,3 +1147,51 @@ async fn an_attempt_stolen_by_a_node_its_owner_holds_down_runs_again() {
         c.log(0)
     );
 }
+
+/// The nemesis's seed 488519: an owner paused past its peers' down delay wakes to find
+/// every connection closed by its peers, which dial it again at once. Whichever it sees
+/// first, the close (its peers count as down for a moment and their attempts run again)
+/// or the new connection (they never count as down, and it asks each which of its
+/// attempts it holds, `scheduler::audit`), the job must end: before, an attempt sent on a
+/// closed connection in the second case was lost and the job never ended.
+#[tokio::test(flavor = "current_thread")]
+async fn a_job_whose_owner_was_paused_past_its_peers_down_delay_ends() {
+    let mut c = Cluster::plan(3);
+    c.slots = 1;
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    let all = c.settled_client(&[0, 1, 2]).await;
+    let client = c.client_via(&[1]).await;
+    let mut job = JobSpec::new("paused-owner");
+    for s in 0..6 {
+        job = job.step(StepSpec::new(format!("s{s}"), "troupe.sleep").input(json!({"ms": 1500})));
+    }
+    let id = submit_owned_by(&all, &job, "n1").await.id().to_string();
+    until("a step of the job runs on n2 and on n3", || async {
+        client.status(&id).await.is_ok_and(|st| {
+            ["n2", "n3"].iter().all(|n| {
+                st.steps
+                    .values()
+                    .any(|s| s.state == StepState::Running && s.node.as_deref() == Some(*n))
+            })
+        })
+    })
+    .await;
+    c.node(0).signal(libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_millis(3600)).await;
+    c.node(0).signal(libc::SIGCONT);
+    until_within("the job ends", Duration::from_secs(30), || async {
+        client
+            .status(&id)
+            .await
+            .is_ok_and(|st| st.state.is_terminal())
+    })
+    .await;
+    let st = client.status(&id).await.expect("the job's status");
+    assert_eq!(st.state, JobState::Succeeded, "{st:?}");
+    assert!(
+        st.steps.values().all(|s| s.state == StepState::Succeeded),
+        "{st:?}"
+    );
+}

@@ -440,6 +440,11 @@ impl Board {
         self.take_assignment(handle).map(|a| a.request)
     }
 
+    /// Whether attempt `a` waits here or a worker holds it.
+    pub fn holds(&self, a: &AttemptRef) -> bool {
+        self.by_attempt.contains_key(a)
+    }
+
     /// Drops an attempt (cancelled, or timed out at its supervisor): out of its queue, or
     /// its worker's later result is ignored. True if it was here.
     pub fn cancel(&mut self, attempt: &AttemptRef) -> bool {

@@ -35,6 +35,8 @@ pub(crate) struct GearmanWorkersState {
     shared: Arc<GearmanShared>,
     node: String,
     expiry: JoinHandle<()>,
+    /// For its fence: attempts this node told their owner it does not hold.
+    scheduler: Arc<crate::scheduler::Scheduler>,
 }
 
 /// Tells the owner of `request`'s job that the attempt ended without a result, so that
@@ -131,6 +133,7 @@ impl Actor for GearmanWorkers {
             shared,
             node,
             expiry,
+            scheduler: ctx.scheduler.clone(),
         })
     }
 
@@ -152,7 +155,15 @@ impl Actor for GearmanWorkers {
         match msg {
             WorkerPoolMessage::Run(req) => match req.into_inner() {
                 Ok(req) => {
+                    // Held until the attempt is on the board (see `Scheduler::unheld`).
+                    let fence = state.scheduler.fence();
+                    if fence.refuses(&attempt_of(&req)) {
+                        drop(fence);
+                        crate::scheduler::drop_fenced(req);
+                        return Ok(());
+                    }
                     let queued = lock(&state.shared.board).enqueue(req, Instant::now());
+                    drop(fence);
                     match queued {
                         Ok(wake) => state.shared.wake(wake),
                         Err(req) => report_lost(
@@ -186,6 +197,12 @@ impl Actor for GearmanWorkers {
             }
             WorkerPoolMessage::CallReply(_) => {
                 tracing::debug!("a call answer for a Gearman worker, which makes no calls; dropped")
+            }
+            WorkerPoolMessage::Holds(attempts, reply) => {
+                let unheld = state
+                    .scheduler
+                    .unheld(attempts.into_inner().unwrap_or_default());
+                let _ = reply.send(Wire::new(unheld));
             }
         }
         Ok(())

@@ -230,6 +230,11 @@ impl<T> Lanes<T> {
         Some(e.item)
     }
 
+    /// Every waiting item, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.lanes.iter().flat_map(|l| l.iter().map(|e| &e.item))
+    }
+
     /// Removes and returns every item `f` selects.
     pub fn take_where(&mut self, mut f: impl FnMut(&T) -> bool) -> Vec<T> {
         let mut out = Vec::new();

@@ -33,6 +33,9 @@
 //! This module is plain data, so the policy is unit-tested without a cluster.
 
 use std::collections::HashMap;
+use std::time::Instant;
+
+use troupe_runtime::protocol::AttemptRef;
 
 /// A node's load as the dispatcher counts it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,6 +67,8 @@ pub struct Placement {
 struct Placed {
     node: String,
     task: String,
+    /// When it was sent there.
+    at: Instant,
 }
 
 /// A node's room as [`Placement::rooms`] saw it, for handing it several attempts in a row.
@@ -234,6 +239,33 @@ impl Placement {
         self.own.keys().cloned().collect()
     }
 
+    /// This node's attempts on `node` that were sent there at or before `by`.
+    pub fn placed_on_by(&self, node: &str, by: Instant) -> Vec<AttemptRef> {
+        let mut out = Vec::new();
+        for (job, steps) in &self.placed {
+            for ((step, attempt), p) in steps {
+                if p.node == node && p.at <= by {
+                    out.push(AttemptRef {
+                        job: job.clone(),
+                        step: step.clone(),
+                        attempt: *attempt,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets attempt `a` if it is still counted on `node` (lost there); true if it was.
+    pub fn lost_on(&mut self, a: &AttemptRef, node: &str) -> bool {
+        let on_node = self
+            .placed
+            .get(&a.job)
+            .and_then(|steps| steps.get(&(a.step.clone(), a.attempt)))
+            .is_some_and(|p| p.node == node);
+        on_node && self.finished(&a.job, &a.step, a.attempt, None).is_some()
+    }
+
     /// Records that attempt `(job, step, attempt)` of `task` went to `node` (`None`: of
     /// the task it was placed with before, when another node took it).
     pub fn placed(&mut self, job: &str, step: &str, attempt: u32, node: &str, task: Option<&str>) {
@@ -250,6 +282,7 @@ impl Placement {
             Placed {
                 node: node.to_string(),
                 task,
+                at: Instant::now(),
             },
         );
         if let Some(p) = prev {
@@ -269,7 +302,7 @@ impl Placement {
         ran_us: Option<u64>,
     ) -> Option<String> {
         let steps = self.placed.get_mut(job)?;
-        let Placed { node, task } = steps.remove(&(step.to_string(), attempt))?;
+        let Placed { node, task, .. } = steps.remove(&(step.to_string(), attempt))?;
         if steps.is_empty() {
             self.placed.remove(job);
         }
@@ -405,6 +438,41 @@ mod tests {
             "a second result counts once"
         );
         assert_eq!(p.room("b"), 1);
+    }
+
+    /// The attempts on a node sent by a given time: those sent later, on other nodes, or
+    /// finished are left out.
+    #[test]
+    fn the_attempts_sent_to_a_node_by_a_time_are_listed() {
+        let mut p = Placement::new(0);
+        p.placed("j", "a", 1, "b", Some("t"));
+        p.placed("j", "b", 2, "c", Some("t"));
+        p.placed("k", "a", 1, "b", Some("t"));
+        p.finished("k", "a", 1, None);
+        let by = Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        p.placed("m", "a", 1, "b", Some("t"));
+        let listed = p.placed_on_by("b", by);
+        assert_eq!(
+            listed,
+            vec![AttemptRef {
+                job: "j".into(),
+                step: "a".into(),
+                attempt: 1
+            }]
+        );
+        assert_eq!(p.placed_on_by("b", Instant::now()).len(), 2);
+        // Lost on b: forgotten there; not on c, where it is not.
+        let on_c = AttemptRef {
+            job: "j".into(),
+            step: "b".into(),
+            attempt: 2,
+        };
+        assert!(!p.lost_on(&on_c, "b"));
+        assert!(p.lost_on(&listed[0], "b"));
+        assert!(!p.lost_on(&listed[0], "b"));
+        assert_eq!(p.placed_on("b"), 1);
+        assert_eq!(p.placed_on("c"), 1);
     }
 
     #[test]

@@ -177,3 +177,26 @@ fn waiting_in_cluster_counts_this_node_and_its_live_peers() {
     s.view.set_down("c", true);
     assert_eq!(s.waiting_in_cluster(), 1 + 3);
 }
+
+/// Asked which attempts it holds, a node answers those neither running nor waiting
+/// here, and refuses them if they arrive later; the ones it holds are not fenced.
+#[test]
+fn attempts_a_node_says_it_does_not_hold_are_refused_when_they_arrive() {
+    let (s, started) = scheduler("a", 1, Vec::new());
+    s.enqueue(request("running", "t", false));
+    s.enqueue(request("waiting", "t", false));
+    let asked: Vec<AttemptRef> = ["running", "waiting", "lost", "late"]
+        .iter()
+        .map(|step| attempt_of(&request(step, "t", false)))
+        .collect();
+    let unheld = s.unheld(asked.clone());
+    assert_eq!(unheld, asked[2..].to_vec());
+    // The message that was thought lost arrives after all: it does not start or wait.
+    s.enqueue(request("late", "t", false));
+    assert_eq!(s.waiting(), 1);
+    end(&s, &started, "running", "t");
+    assert_eq!(steps(&started), ["running", "waiting"]);
+    assert_eq!(s.waiting(), 0);
+    // Asked again: the one that finished is not held either.
+    assert_eq!(s.unheld(asked[..1].to_vec()), asked[..1].to_vec());
+}

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -33,6 +34,13 @@ pub enum WorkerPoolMessage {
     /// over at a newer epoch): waiting ones are dropped, running ones stopped, and late
     /// ones refused.
     Abandon(Wire<AbandonedRun>),
+    /// Which of these attempts of the sender's jobs does this node hold (waiting or
+    /// running here, or on its external Gearman workers' board)? Answers those it does
+    /// not hold; from then on they are refused if they arrive. An owner asks after its
+    /// connection to this node was replaced: a message sent on the closed connection may
+    /// be lost while the node never counted as down (see `troupe_actors::scheduler::audit`).
+    #[rpc]
+    Holds(Wire<Vec<AttemptRef>>, RpcReplyPort<Wire<Vec<AttemptRef>>>),
 }
 
 /// The runs of a job that a newer one replaced (see [`WorkerPoolMessage::Abandon`]): the
