@@ -97,8 +97,12 @@ const TICK: Duration = Duration::from_millis(300);
 /// least 300 and 600 ms (a loaded machine must not call elections for nothing). The max
 /// is also the leader's lease, during which voters refuse to elect another.
 fn raft_timing(suspect_after_ms: u64) -> (u64, u64) {
-    let min = (suspect_after_ms * 2 / 5).max(300);
-    (min, (suspect_after_ms * 4 / 5).max(2 * min))
+    // Saturating: the setting can be any u64.
+    let min = (suspect_after_ms.saturating_mul(2) / 5).max(300);
+    (
+        min,
+        (suspect_after_ms.saturating_mul(4) / 5).max(min.saturating_mul(2)),
+    )
 }
 
 /// Tells this node's core member that membership saw `down` go down.

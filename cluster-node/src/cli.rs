@@ -274,8 +274,8 @@ pub struct CertsArgs {
     /// its own name), and a member dialling HOST:PORT checks HOST is among them.
     #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
     pub hosts: Vec<String>,
-    /// Days the certificates stay valid.
-    #[arg(long, default_value_t = 365)]
+    /// Days the certificates stay valid (1 to 36500: a certificate's date ends at 9999).
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub days: u32,
 }
 
@@ -305,6 +305,24 @@ mod tests {
             panic!("parsed as another command");
         };
         assert_eq!(a.cluster.seeds, [troupe_runtime::config::DEFAULT_LISTEN]);
+    }
+
+    /// Numbers that would overflow a clock or a date are refused with a clear error, not
+    /// a panic: a certificate's days, a wait's timeout.
+    #[test]
+    fn out_of_range_durations_are_refused() {
+        let e = match Cli::try_parse_from(["troupe-node", "certs", "--days", "3000000"]) {
+            Ok(_) => panic!("--days 3000000 is accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("--days"), "{e}");
+        assert!(Cli::try_parse_from(["troupe-node", "certs", "--days", "36500"]).is_ok());
+        use crate::commands::submit::check_timeout;
+        assert!(check_timeout(Some(1e20)).is_err());
+        assert!(check_timeout(Some(f64::NAN)).is_err());
+        assert!(check_timeout(Some(0.0)).is_err());
+        assert!(check_timeout(Some(3600.0)).is_ok());
+        assert!(check_timeout(None).is_ok());
     }
 
     /// `--version` prints `troupe-node VERSION (wire N)` (DESIGN.md), N the wire version.

@@ -17,6 +17,14 @@ pub const DEV_COOKIE: &str = "troupe-dev-cookie";
 /// about 85 us to a 3-step chain's p50 (each hand-over to a task thread waits longer on a
 /// busy machine), 5 about 25 us, with calls and steps/s unchanged.
 pub const DEFAULT_TASK_NICE: i32 = 5;
+
+/// The most worker slots a node takes (each slot is a thread's share of work and a
+/// semaphore permit; far more would only exhaust memory at start).
+pub const MAX_SLOTS: usize = 4096;
+
+/// The longest cached result's time to live, ten years (the cache refuses more than a
+/// thousand).
+pub const MAX_CACHE_TTL_MS: u64 = 10 * 365 * 86_400_000;
 /// The address a node listens on unless told otherwise (and where clients look first).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7340";
 
@@ -549,6 +557,21 @@ impl NodeConfig {
                 message: format!("{}: use 0 (off) to 19", self.task_nice),
             });
         }
+        if self.slots > MAX_SLOTS {
+            return Err(ConfigError::Invalid {
+                key: "slots",
+                message: format!("{}: use 1 to {MAX_SLOTS} (0: one per core)", self.slots),
+            });
+        }
+        if self.cache.ttl_ms > MAX_CACHE_TTL_MS {
+            return Err(ConfigError::Invalid {
+                key: "cache.ttl_ms",
+                message: format!(
+                    "{}: use at most {MAX_CACHE_TTL_MS} (ten years)",
+                    self.cache.ttl_ms
+                ),
+            });
+        }
         if self.slots == 0 {
             self.slots = std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -1063,5 +1086,20 @@ mod tests {
             ..Default::default()
         };
         assert!(c.finish().unwrap_err().to_string().contains("task_nice"));
+        // Values that would panic a library at start are refused with the key's name.
+        let mut c = NodeConfig {
+            slots: MAX_SLOTS + 1,
+            ..Default::default()
+        };
+        assert!(c.finish().unwrap_err().to_string().contains("slots"));
+        let mut c = NodeConfig::default();
+        c.cache.ttl_ms = u64::MAX;
+        assert!(c.finish().unwrap_err().to_string().contains("cache.ttl_ms"));
+        let mut c = NodeConfig {
+            slots: MAX_SLOTS,
+            ..Default::default()
+        };
+        c.cache.ttl_ms = MAX_CACHE_TTL_MS;
+        assert!(c.finish().is_ok());
     }
 }

@@ -177,13 +177,16 @@ impl Placement {
 
     /// Attempts running or queued on `node`: this node's, counted, and the others'.
     fn load(&self, node: &str) -> u32 {
-        self.peer(node).others + self.own.get(node).copied().unwrap_or(0)
+        // Saturating: `others` comes from the peer's gossip.
+        self.peer(node)
+            .others
+            .saturating_add(self.own.get(node).copied().unwrap_or(0))
     }
 
     /// Records a peer's gossiped load: `slots`, and `busy + queued` attempts of every owner.
     pub fn gossip(&mut self, node: &str, slots: u32, busy: u32, queued: u32) {
         let mine = self.own.get(node).copied().unwrap_or(0);
-        let others = (busy + queued).saturating_sub(mine);
+        let others = busy.saturating_add(queued).saturating_sub(mine);
         self.peers
             .insert(node.to_string(), PeerLoad { slots, others });
     }
@@ -208,7 +211,9 @@ impl Placement {
     /// measured).
     fn room_at(&self, node: &str, run_us: Option<f64>) -> u32 {
         let slots = self.peer(node).slots;
-        (slots + self.prefetch_of(run_us, slots)).saturating_sub(self.load(node))
+        slots
+            .saturating_add(self.prefetch_of(run_us, slots))
+            .saturating_sub(self.load(node))
     }
 
     /// `node`'s room now, for each task measured there and for any other.

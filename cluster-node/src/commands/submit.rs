@@ -97,11 +97,14 @@ pub fn load_job(file: &str, input: Option<&str>) -> Result<JobSpec, String> {
     Ok(spec)
 }
 
-/// Refuses a `--timeout` that is not a positive number of seconds (exit 2).
+/// The longest `--timeout`: a year (a larger one would overflow the clock's arithmetic).
+const MAX_TIMEOUT_S: f64 = 365.0 * 86_400.0;
+
+/// Refuses a `--timeout` that is not a positive number of seconds up to a year (exit 2).
 pub fn check_timeout(timeout: Option<f64>) -> Result<(), u8> {
     match timeout {
-        Some(t) if !(t.is_finite() && t > 0.0) => {
-            eprintln!("troupe-node: --timeout must be a positive number of seconds");
+        Some(t) if !(t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_S) => {
+            eprintln!("troupe-node: --timeout must be a positive number of seconds, at most {MAX_TIMEOUT_S} (a year)");
             Err(exit::BAD_INPUT)
         }
         _ => Ok(()),

@@ -277,8 +277,8 @@ fn frame_text(s: &Snapshot, width: u16) -> String {
 
 /// Runs `top`.
 pub async fn run(a: TopArgs) -> u8 {
-    if !(a.interval.is_finite() && a.interval >= 0.1) {
-        eprintln!("troupe-node: --interval must be at least 0.1 seconds");
+    if !(a.interval.is_finite() && (0.1..=86_400.0).contains(&a.interval)) {
+        eprintln!("troupe-node: --interval must be between 0.1 and 86400 seconds");
         return exit::BAD_INPUT;
     }
     let client = match connect(&a.cluster).await {

@@ -92,9 +92,11 @@ pub async fn cluster_jobs(
     for r in futures::future::join_all(asks).await {
         match r {
             Ok(list) => {
-                page.total += list.total;
+                // Saturating: the counts come from peers.
+                page.total = page.total.saturating_add(list.total);
                 for (k, n) in list.by_state {
-                    *page.by_state.entry(k).or_insert(0) += n;
+                    let c = page.by_state.entry(k).or_insert(0);
+                    *c = c.saturating_add(n);
                 }
                 all.extend(list.jobs);
             }

@@ -89,11 +89,12 @@ impl GearmanReport {
                         function: f.function.clone(),
                         ..FunctionLine::default()
                     });
-                sum.total += f.total;
-                sum.running += f.running;
-                sum.workers += f.workers;
+                // Saturating: the counts come from peers.
+                sum.total = sum.total.saturating_add(f.total);
+                sum.running = sum.running.saturating_add(f.running);
+                sum.workers = sum.workers.saturating_add(f.workers);
                 for (s, q) in sum.queued.iter_mut().zip(f.queued) {
-                    *s += q;
+                    *s = s.saturating_add(q);
                 }
             }
             workers.extend(r.workers);
