@@ -125,6 +125,10 @@ pub(crate) struct MembershipState {
     /// Peers another node found down that this node probes to confirm, with who found
     /// them (for the log line of a confirmed verdict).
     confirming: HashMap<String, String>,
+    /// Peers whose connection closed while this node was stalled (most likely closed by
+    /// the peer, for this node's silence), by when: not counted down unless they are
+    /// still not back after `failure.down_after_ms` (see `settle_closed_in_stall`).
+    closed_in_stall: HashMap<String, Instant>,
     /// Sessions refused for a duplicate node name (their close is not news).
     refused: Arc<std::sync::Mutex<HashSet<u64>>>,
     /// Which session holds which node name (shared with the session callback).
@@ -721,6 +725,21 @@ impl MembershipState {
                     self.connection_replaced(name);
                     return;
                 }
+                let down_after = Duration::from_millis(self.ctx.config.failure.down_after_ms);
+                let now = Instant::now();
+                if self
+                    .peers
+                    .get(&name)
+                    .is_some_and(|p| p.state == NodeState::Up)
+                    && self.detector.stalled_lately(now, down_after)
+                {
+                    // This node was paused or starved: the peer closed the connection
+                    // for our silence, and dials back. Counting it down would run again
+                    // every attempt it holds for us.
+                    tracing::info!(node = %name, "a connection closed while this node was stalled; waiting for the node to dial back before counting it down");
+                    self.closed_in_stall.entry(name).or_insert(now);
+                    return;
+                }
                 if self.peers.contains_key(&name) {
                     self.mark_down(&name, "connection closed");
                 } else {
@@ -1044,9 +1063,37 @@ impl MembershipState {
         self.close_sessions_of(name);
     }
 
+    /// Peers whose connection closed while this node was stalled: one connected again is
+    /// asked which of the attempts sent to it it holds (as after any replaced
+    /// connection); one still not back `failure.down_after_ms` after the close is down.
+    fn settle_closed_in_stall(&mut self, now: Instant) {
+        if self.closed_in_stall.is_empty() {
+            return;
+        }
+        let down_after = Duration::from_millis(self.ctx.config.failure.down_after_ms);
+        let pending: Vec<(String, Instant)> = self.closed_in_stall.drain().collect();
+        for (name, since) in pending {
+            let back = self
+                .sessions
+                .values()
+                .any(|o| o.authenticated && o.peer.as_ref() == Some(&name));
+            if back {
+                tracing::info!(node = %name, "a node whose connection closed while this node was stalled is connected again");
+                self.connection_replaced(name);
+            } else if !self.peers.contains_key(&name) {
+                // Gone another way (left, forgotten) meanwhile.
+            } else if now.saturating_duration_since(since) >= down_after {
+                self.mark_down(&name, "connection closed, not back after this node stalled");
+            } else {
+                self.closed_in_stall.insert(name, since);
+            }
+        }
+    }
+
     fn tick(&mut self, myself: &ActorRef<MembershipMessage>) {
         self.subscribe_if_new_server(myself);
         let now = Instant::now();
+        self.settle_closed_in_stall(now);
         self.detect_silent(myself, now);
         // Stretched by local health: a starved node (a cluster forming on a small machine)
         // that closes handshakes at the plain deadline only makes them start over.
@@ -1405,6 +1452,7 @@ impl Actor for Membership {
             told: None,
             refuted: None,
             confirming: HashMap::new(),
+            closed_in_stall: HashMap::new(),
             ticks: 0,
             refused: Arc::default(),
             claims: Arc::default(),

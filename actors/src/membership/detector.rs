@@ -164,6 +164,8 @@ pub(crate) struct ProbeDetector {
     legacy_down: Duration,
     /// When the previous tick ran.
     last_tick: Instant,
+    /// When a tick last found this node itself stalled.
+    last_stall: Option<Instant>,
     /// Local health: how many recent signs say this node is the slow one (0 is healthy,
     /// at most [`MAX_HEALTH`]); the suspect, down and confirmation times are multiplied
     /// by one plus it.
@@ -203,6 +205,7 @@ impl ProbeDetector {
             legacy_suspect: suspect_after,
             legacy_down: down_after,
             last_tick: now,
+            last_stall: None,
             health: 0,
             peers: BTreeMap::new(),
             order: Vec::new(),
@@ -375,12 +378,30 @@ impl ProbeDetector {
         })
     }
 
+    /// A gap between ticks this long means this node stalled (paused, starved): its
+    /// peers may have heard nothing from it for their suspect delay.
+    fn stall_gap(&self) -> Duration {
+        self.scaled(self.suspect_after).max(self.ack_wait * 4)
+    }
+
+    /// Whether this node stalled within `within` before `now`: a tick found it so, or
+    /// the tick due now is that late already (it has not run since the node woke). A
+    /// peer's connection that closes then was most likely closed by the peer, for this
+    /// node's silence.
+    pub(crate) fn stalled_lately(&self, now: Instant, within: Duration) -> bool {
+        now.saturating_duration_since(self.last_tick) >= self.stall_gap()
+            || self
+                .last_stall
+                .is_some_and(|t| now.saturating_duration_since(t) <= within)
+    }
+
     /// A tick at `now`: judges the open probes and sends the next one, unless this tick
     /// itself ran late.
     pub(crate) fn tick(&mut self, now: Instant) -> Round {
         let gap = now.duration_since(self.last_tick);
         self.last_tick = now;
-        if gap >= self.scaled(self.suspect_after).max(self.ack_wait * 4) {
+        if gap >= self.stall_gap() {
+            self.last_stall = Some(now);
             self.unhealthy();
             for clock in self.peers.values_mut() {
                 clock.heard = now;

@@ -220,6 +220,30 @@ fn a_late_own_tick_accuses_nobody_and_restarts_the_clocks() {
     assert_eq!(down, Some((DOWN - GOSSIP) * 2));
 }
 
+/// A node knows it stalled: while the tick due is late past the suspect time (it has not
+/// run since the node woke), and for the given time after a tick found it so; not after
+/// regular ticks.
+#[test]
+fn a_node_knows_it_stalled_lately() {
+    let t0 = Instant::now();
+    let mut d = detector(t0, &["n2"]);
+    tick(&mut d, t0 + TICK);
+    assert!(!d.stalled_lately(t0 + TICK * 2, DOWN));
+    let woke = t0 + TICK + Duration::from_secs(3);
+    assert!(
+        d.stalled_lately(woke, DOWN),
+        "the late tick has not run yet"
+    );
+    assert!(matches!(d.tick(woke), Round::Stalled { .. }));
+    let mut now = woke;
+    while now < woke + DOWN {
+        now += TICK;
+        let _ = d.tick(now);
+        assert_eq!(d.stalled_lately(now, DOWN), now <= woke + DOWN, "{now:?}");
+    }
+    assert!(!d.stalled_lately(now + TICK / 2, DOWN));
+}
+
 /// A forgotten peer is no longer probed.
 #[test]
 fn a_forgotten_peer_is_not_probed() {
