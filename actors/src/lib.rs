@@ -21,7 +21,9 @@ use ractor::{ActorCell, ActorId, ActorRef};
 use ractor_cluster::NodeSessionMessage;
 use troupe_runtime::config::NodeConfig;
 use troupe_runtime::merge::TaskProps;
-use troupe_runtime::protocol::{first_member, task_group, JobManagerMessage};
+use troupe_runtime::protocol::{
+    first_member, task_group, worker_pool_group, JobManagerMessage, WorkerPoolMessage,
+};
 use troupe_runtime::TaskRegistry;
 
 mod actor_host;
@@ -320,18 +322,44 @@ impl ClusterView {
     /// and connections that closed (their process-group entries can outlive the
     /// connection by a moment, and what is sent to them is lost).
     pub fn live_pools(&self, task: &str) -> Vec<(ActorCell, String)> {
+        let members = ractor::pg::get_members(&task_group(task));
+        let open = self.sessions();
         let names = self.names.read().unwrap_or_else(|p| p.into_inner());
-        ractor::pg::get_members(&task_group(task))
+        members
             .into_iter()
             .filter_map(|c| {
                 let n = match c.get_id() {
                     ActorId::Local(_) => self.node.clone(),
-                    ActorId::Remote { node_id, .. } => names.get(&node_id)?.clone(),
+                    ActorId::Remote { node_id, .. } if open.contains_key(&node_id) => {
+                        names.get(&node_id)?.clone()
+                    }
+                    ActorId::Remote { .. } => return None,
                 };
                 Some((c, n))
             })
             .filter(|(_, n)| !self.is_down(n))
             .collect()
+    }
+
+    /// `node`'s worker pool, as seen on a connection open now: a closed connection's
+    /// entry lingers in the group for a moment, and what is sent to it is lost. Of
+    /// several, the newest connection's.
+    pub fn pool_of(&self, node: &str) -> Option<ActorRef<WorkerPoolMessage>> {
+        let members = ractor::pg::get_members(&worker_pool_group(node));
+        // The session callback drops a closed connection at once, before membership
+        // handles its close.
+        let open = self.sessions();
+        members
+            .into_iter()
+            .filter(|c| match c.get_id() {
+                ActorId::Local(_) => true,
+                ActorId::Remote { node_id, .. } => open.contains_key(&node_id),
+            })
+            .max_by_key(|c| match c.get_id() {
+                ActorId::Local(p) => (0, p),
+                ActorId::Remote { node_id, pid } => (node_id, pid),
+            })
+            .map(Into::into)
     }
 
     /// The live peer with the most attempts waiting (as gossiped), if any has some.

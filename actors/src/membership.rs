@@ -737,7 +737,7 @@ impl MembershipState {
                     // for our silence, and dials back. Counting it down would run again
                     // every attempt it holds for us.
                     tracing::info!(node = %name, "a connection closed while this node was stalled; waiting for the node to dial back before counting it down");
-                    self.closed_in_stall.entry(name).or_insert(now);
+                    self.closed_in_stall.insert(name, now);
                     return;
                 }
                 if self.peers.contains_key(&name) {

@@ -40,8 +40,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use troupe_runtime::config::{NodeConfig, PlacementMode};
 use troupe_runtime::protocol::{
-    worker_pool_group, AbandonedRun, AttemptMoved, AttemptRef, JobManagerMessage, LostAttempt,
-    MembershipMessage, ResultSource, StealRequest, StepRequest, StepResult, WorkerPoolMessage,
+    AbandonedRun, AttemptMoved, AttemptRef, JobManagerMessage, LostAttempt, MembershipMessage,
+    ResultSource, StealRequest, StepRequest, StepResult, WorkerPoolMessage,
 };
 use troupe_runtime::task::TaskError;
 use troupe_runtime::wire::Wire;
@@ -163,15 +163,6 @@ fn order_key(c: &ActorCell) -> (u64, u64) {
         ActorId::Local(p) => (0, p),
         ActorId::Remote { node_id, pid } => (node_id, pid),
     }
-}
-
-/// The newest member of `node`'s worker pool group: the one seen on the newest
-/// connection, if a closed one's is still listed (what is sent to that one is lost).
-pub(crate) fn pool_of(node: &str) -> Option<ActorRef<WorkerPoolMessage>> {
-    ractor::pg::get_members(&worker_pool_group(node))
-        .into_iter()
-        .max_by_key(order_key)
-        .map(Into::into)
 }
 
 /// The nodes that serve `task` now with their pools, leaving out those at their
@@ -705,7 +696,7 @@ impl Scheduler {
             return Vec::new();
         }
         let mut moved = Vec::new();
-        let Some(pool) = pool_of(node) else {
+        let Some(pool) = self.view.pool_of(node) else {
             return moved;
         };
         let mut serves: HashMap<String, bool> = HashMap::new();
@@ -813,7 +804,7 @@ impl Scheduler {
             max: free as u32,
             tasks: self.registry.names(),
         };
-        if let Some(pool) = pool_of(&victim) {
+        if let Some(pool) = self.view.pool_of(&victim) {
             tracing::debug!(victim = %victim, free, "idle: asking a loaded peer for work");
             let _ = pool.cast(WorkerPoolMessage::Steal(Wire::new(req)));
         }
@@ -826,7 +817,7 @@ impl Scheduler {
         if self.slots.available_permits() > 0 || req.thief == view.node {
             return;
         }
-        let Some(thief) = pool_of(&req.thief) else {
+        let Some(thief) = view.pool_of(&req.thief) else {
             return;
         };
         let now = Instant::now();

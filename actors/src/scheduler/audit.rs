@@ -23,18 +23,23 @@ use std::time::{Duration, Instant};
 use troupe_runtime::protocol::{AttemptRef, JobManagerMessage, LostAttempt, WorkerPoolMessage};
 use troupe_runtime::wire::Wire;
 
-use super::{pool_of, Scheduler};
+use super::Scheduler;
 
 /// How many fenced attempts a node remembers: a fenced attempt matters only while a
 /// message sent before its owner's question can still arrive, seconds after the close.
-const KEPT: usize = 4096;
+const KEPT: usize = 16_384;
 
 /// How long after the close the owner asks: the closed session's remote actors leave
 /// their groups and the new session's join by then.
 const SETTLE: Duration = Duration::from_millis(500);
 
-/// How long the owner looks for the peer's pool, and waits for each answer.
-const PATIENCE: Duration = Duration::from_secs(10);
+/// How long the owner waits for each answer (a lost question is asked again).
+const ANSWER_WAIT: Duration = Duration::from_secs(2);
+
+/// How long the owner keeps asking a peer that stays up but does not answer (an older
+/// release drops the question): then it takes the attempts as lost and runs them again,
+/// as a duplicate run is better than a job that never ends.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Attempts this node said it does not hold: they do not start here (see the module
 /// docs). Bounded, the oldest forgotten first.
@@ -78,30 +83,30 @@ pub(crate) fn after_connection_replaced(scheduler: Arc<Scheduler>, node: String)
         }
         tracing::info!(node = %node, attempts = sent.len(), "a connection to the node was replaced; asking which of the attempts sent on it the node holds");
         let give_up = Instant::now() + PATIENCE;
-        let answer = loop {
-            if let Some(pool) = pool_of(&node) {
+        let unheld = loop {
+            if scheduler.view.is_down(&node) {
+                // Marked down meanwhile: its attempts are lost the usual way.
+                return;
+            }
+            // Asked again each round: the pool of the connection open now.
+            if let Some(pool) = scheduler.view.pool_of(&node) {
                 match ractor::call_t!(
                     pool,
                     WorkerPoolMessage::Holds,
-                    PATIENCE.as_millis() as u64,
+                    ANSWER_WAIT.as_millis() as u64,
                     Wire::new(sent.clone())
                 ) {
-                    Ok(a) => break a.into_inner().ok(),
+                    Ok(a) => break a.into_inner().unwrap_or_default(),
                     Err(e) => {
-                        tracing::debug!(node = %node, error = %e, "asking a node which attempts it holds failed")
+                        tracing::debug!(node = %node, error = %e, "asking a node which attempts it holds failed; asking again")
                     }
                 }
             }
             if Instant::now() >= give_up {
-                break None;
+                tracing::warn!(node = %node, "a node up all along did not say which attempts it holds; running them again");
+                break sent;
             }
             tokio::time::sleep(SETTLE).await;
-        };
-        let Some(unheld) = answer else {
-            // Unreachable: if it stays so, membership marks it down and its attempts
-            // are lost the usual way.
-            tracing::warn!(node = %node, "a node did not say which attempts it holds; they wait for it");
-            return;
         };
         let lost = scheduler.lost_on(&node, unheld);
         if lost.is_empty() {
