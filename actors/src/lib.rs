@@ -355,10 +355,7 @@ impl ClusterView {
                 ActorId::Local(_) => true,
                 ActorId::Remote { node_id, .. } => open.contains_key(&node_id),
             })
-            .max_by_key(|c| match c.get_id() {
-                ActorId::Local(p) => (0, p),
-                ActorId::Remote { node_id, pid } => (node_id, pid),
-            })
+            .max_by_key(session_order)
             .map(Into::into)
     }
 
@@ -407,6 +404,15 @@ impl ClusterView {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<u64, ActorRef<NodeSessionMessage>>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An actor's place in the order of the connections it was seen on (local first, then by
+/// ractor_cluster's session id, which grows with each connection), then by pid.
+pub(crate) fn session_order(c: &ActorCell) -> (u64, u64) {
+    match c.get_id() {
+        ActorId::Local(p) => (0, p),
+        ActorId::Remote { node_id, pid } => (node_id, pid),
     }
 }
 

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ractor::{ActorCell, ActorId, ActorRef};
+use ractor::{ActorCell, ActorRef};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use troupe_runtime::config::{NodeConfig, PlacementMode};
@@ -158,13 +158,6 @@ pub(crate) fn attempt_of(r: &StepRequest) -> AttemptRef {
     }
 }
 
-fn order_key(c: &ActorCell) -> (u64, u64) {
-    match c.get_id() {
-        ActorId::Local(p) => (0, p),
-        ActorId::Remote { node_id, pid } => (node_id, pid),
-    }
-}
-
 /// The nodes that serve `task` now with their pools, leaving out those at their
 /// concurrency limit for it (unless all are), in a stable order.
 fn candidates(view: &ClusterView, task: &str) -> Vec<(ActorCell, String)> {
@@ -172,7 +165,7 @@ fn candidates(view: &ClusterView, task: &str) -> Vec<(ActorCell, String)> {
     if members.iter().any(|(_, n)| !view.is_saturated(n, task)) {
         members.retain(|(_, n)| !view.is_saturated(n, task));
     }
-    members.sort_by_key(|(c, _)| order_key(c));
+    members.sort_by_key(|(c, _)| crate::session_order(c));
     members
 }
 
@@ -366,6 +359,23 @@ impl Scheduler {
             }
         }
         out
+    }
+
+    /// Answers an owner's [`WorkerPoolMessage::Holds`]: the attempts of `asked` not held
+    /// here, fenced from now on ([`Scheduler::unheld`]).
+    pub(crate) fn answer_holds(
+        &self,
+        asked: Wire<Vec<AttemptRef>>,
+        reply: ractor::RpcReplyPort<Wire<Vec<AttemptRef>>>,
+    ) {
+        let unheld = self.unheld(asked.into_inner().unwrap_or_default());
+        if !unheld.is_empty() {
+            tracing::info!(
+                attempts = unheld.len(),
+                "an owner asked for attempts this node does not hold; they will not start here"
+            );
+        }
+        let _ = reply.send(Wire::new(unheld));
     }
 
     /// Takes the fence's lock for a caller that queues attempts elsewhere (the Gearman

@@ -412,14 +412,7 @@ impl Actor for WorkerPool {
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable cancel"),
             },
             WorkerPoolMessage::Holds(attempts, reply) => {
-                let unheld = state
-                    .ctx
-                    .scheduler
-                    .unheld(attempts.into_inner().unwrap_or_default());
-                if !unheld.is_empty() {
-                    tracing::info!(attempts = unheld.len(), "an owner asked for attempts this node does not hold; they will not start here");
-                }
-                let _ = reply.send(Wire::new(unheld));
+                state.ctx.scheduler.answer_holds(attempts, reply)
             }
             WorkerPoolMessage::Abandon(run) => match run.into_inner() {
                 Ok(run) => {

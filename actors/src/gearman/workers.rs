@@ -199,10 +199,7 @@ impl Actor for GearmanWorkers {
                 tracing::debug!("a call answer for a Gearman worker, which makes no calls; dropped")
             }
             WorkerPoolMessage::Holds(attempts, reply) => {
-                let unheld = state
-                    .scheduler
-                    .unheld(attempts.into_inner().unwrap_or_default());
-                let _ = reply.send(Wire::new(unheld));
+                state.scheduler.answer_holds(attempts, reply)
             }
         }
         Ok(())
