@@ -459,6 +459,10 @@ impl Actor for JobManager {
                 Ok(r) => state.spawn(r),
                 Err(e) => tracing::warn!(error = %e, "dropping an unreadable spawn request"),
             },
+            JobManagerMessage::CallWaiting(r) => match r.into_inner() {
+                Ok(r) => state.call_waiting(r),
+                Err(e) => tracing::warn!(error = %e, "dropping an unreadable call reminder"),
+            },
             JobManagerMessage::Cancel(job, reply) => state.to_job(job, reply, Request::Cancel),
             JobManagerMessage::Invalidate(req, reply) => match req.into_inner() {
                 Ok(req) => state.invalidate(req, reply),

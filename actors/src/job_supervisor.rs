@@ -69,6 +69,8 @@ pub(crate) enum JobSupervisorMessage {
     Watch(WatchRequest, RpcReplyPort<JobAnswer>),
     /// A running attempt asks for calls or a sub-job.
     Spawn(SpawnRequest),
+    /// A running attempt still waits for the answer to one (see [`JobRun::call_waiting`]).
+    CallWaiting(troupe_runtime::protocol::CallWaiting),
     /// Cancel the job; reply with the status after it.
     Cancel(RpcReplyPort<JobAnswer>),
     /// Resume a step waiting for a user.
@@ -388,17 +390,7 @@ impl JobSupervisorState {
                     node,
                     call_id,
                     result,
-                } => match worker_pool(&node) {
-                    Some(pool) => {
-                        let _ = pool.cast(WorkerPoolMessage::CallReply(Wire::new(CallReply {
-                            call_id,
-                            result,
-                        })));
-                    }
-                    None => {
-                        tracing::warn!(node = %node, job = %self.run.id(), "cannot answer a call: its node is not reachable")
-                    }
-                },
+                } => crate::worker_pool::answer_call(&node, CallReply { call_id, result }),
             }
         }
         if self.run.state().is_terminal() && !self.reported {
@@ -727,6 +719,28 @@ impl JobSupervisorState {
                 }
                 tracing::debug!(job = %state.run.id(), node = %n, actions = actions.len(), "node lost");
                 actions
+            }
+            // Not an input: it changes nothing, at most answers again; a call that left
+            // no trace here loses its attempt (which the next reminder then ends).
+            JobSupervisorMessage::CallWaiting(r) => {
+                match state
+                    .run
+                    .call_waiting(&r.from.step, r.from.attempt, r.call_id, &r.reply_to)
+                {
+                    Some(actions) => actions,
+                    None => {
+                        tracing::info!(step = %r.from.step, attempt = r.from.attempt, "an attempt waits for a call this job never got (a connection closed); running it again");
+                        state.feed(Input::AttemptLost {
+                            step: r.from.step,
+                            attempt: r.from.attempt,
+                            reason: format!(
+                                "its call or its answer was lost with a connection to {}",
+                                r.reply_to
+                            ),
+                            counts: false,
+                        })
+                    }
+                }
             }
             JobSupervisorMessage::Spawn(r) => state.feed(Input::Spawn {
                 step: r.from.step,

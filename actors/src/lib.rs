@@ -22,7 +22,7 @@ use ractor_cluster::NodeSessionMessage;
 use troupe_runtime::config::NodeConfig;
 use troupe_runtime::merge::TaskProps;
 use troupe_runtime::protocol::{
-    first_member, task_group, worker_pool_group, JobManagerMessage, WorkerPoolMessage,
+    first_member, task_group, worker_pool_group, AttemptRef, JobManagerMessage, WorkerPoolMessage,
 };
 use troupe_runtime::TaskRegistry;
 
@@ -198,6 +198,10 @@ pub struct ClusterView {
     pub recovered: Mutex<Option<journal::Recovered>>,
     /// When the node started.
     pub started: std::time::Instant,
+    /// Attempts whose result waits here for its owner to be reachable again
+    /// (`worker_pool::send_result`): an owner asking which of its attempts this node
+    /// holds is told these are held, so it does not run them again.
+    pub(crate) held_results: Mutex<std::collections::HashSet<AttemptRef>>,
 }
 
 impl ClusterView {
@@ -222,6 +226,7 @@ impl ClusterView {
             owned_jobs: AtomicU32::new(0),
             recovered: Mutex::default(),
             started: std::time::Instant::now(),
+            held_results: Mutex::default(),
         }
     }
 

@@ -30,7 +30,7 @@ use troupe_runtime::wire::Wire;
 
 use crate::scheduler::pick_worker;
 use crate::worker_pool::send_result;
-use crate::NodeContext;
+use crate::{ClusterView, NodeContext};
 
 /// Counters of a node's merger, shared with membership gossip.
 #[derive(Debug, Default)]
@@ -72,8 +72,15 @@ pub(crate) struct MergerState {
     rr: usize,
 }
 
-fn answer(req: &StepRequest, node: &str, result: Result<Value, TaskError>, source: ResultSource) {
+fn answer(
+    view: &Arc<ClusterView>,
+    req: &StepRequest,
+    node: &str,
+    result: Result<Value, TaskError>,
+    source: ResultSource,
+) {
     send_result(
+        view,
         StepResult {
             job: req.job.clone(),
             step: req.step.clone(),
@@ -99,6 +106,7 @@ impl MergerState {
                     return Some(node);
                 }
                 answer(
+                    &self.ctx.view,
                     req,
                     &self.ctx.view.node,
                     Err(TaskError::transient(format!("worker on {node} went away"))),
@@ -106,6 +114,7 @@ impl MergerState {
                 );
             }
             None => answer(
+                &self.ctx.view,
                 req,
                 &self.ctx.view.node,
                 Err(TaskError::transient(format!(
@@ -132,6 +141,7 @@ impl MergerState {
                 counters.hits.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(troupe_runtime::observe::metric::CACHE_HITS).increment(1);
                 answer(
+                    &self.ctx.view,
                     &req,
                     &self.ctx.view.node,
                     Ok((*v).clone()),
@@ -206,7 +216,13 @@ impl MergerState {
             return;
         }
         for w in &f.waiters {
-            answer(w, &result.node, result.result.clone(), ResultSource::Merged);
+            answer(
+                &self.ctx.view,
+                w,
+                &result.node,
+                result.result.clone(),
+                ResultSource::Merged,
+            );
         }
     }
 
@@ -226,6 +242,7 @@ impl MergerState {
                 } else {
                     for w in &f.waiters {
                         answer(
+                            &self.ctx.view,
                             w,
                             &self.ctx.view.node,
                             Err(TaskError::transient(format!(

@@ -81,7 +81,7 @@ struct Running {
 
 /// This node's scheduling: slots, lanes, placement, limits, stealing (see the module docs).
 pub struct Scheduler {
-    view: Arc<ClusterView>,
+    pub(crate) view: Arc<ClusterView>,
     config: Arc<NodeConfig>,
     registry: TaskRegistry,
     /// The worker slots: a permit per attempt that may run at once.
@@ -342,9 +342,14 @@ impl Scheduler {
     /// board; they are fenced: if one arrives later it does not start (see [`audit`]).
     pub(crate) fn unheld(&self, attempts: Vec<AttemptRef>) -> Vec<AttemptRef> {
         let mut fenced = locked(&self.fenced);
+        // On the Gearman board, or finished with a result held for the owner.
         let on_board: Vec<bool> = {
             let board = crate::gearman::lock(&self.view.gearman.board);
-            attempts.iter().map(|a| board.holds(a)).collect()
+            let held = locked(&self.view.held_results);
+            attempts
+                .iter()
+                .map(|a| board.holds(a) || held.contains(a))
+                .collect()
         };
         // As `pump` takes them: an attempt between the lanes and `running` is in neither.
         let _abandoned = locked(&self.abandoned);

@@ -30,8 +30,9 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use troupe_runtime::job::spec::SpawnKind;
 use troupe_runtime::protocol::{
-    task_group, worker_pool_group, AttemptRef, JobManagerMessage, ResultSource, SpawnRequest,
-    StepRequest, StepResult, WorkerPoolMessage,
+    first_member, task_group, worker_pool_group, AttemptRef, CallReply, CallWaiting,
+    JobManagerMessage, ResultSource, SpawnRequest, StepRequest, StepResult, WorkerPoolMessage,
+    CALL_WAITING_EVERY,
 };
 use troupe_runtime::task::{SubWork, TaskContext, TaskError};
 use troupe_runtime::wire::Wire;
@@ -39,18 +40,29 @@ use troupe_runtime::TaskRegistry;
 
 use crate::scheduler::{attempt_of, Launch, Scheduler};
 use crate::task_runtime::{AbortOnDrop, TaskRuntime};
-use crate::{job_manager_of, locked, NodeContext};
+use crate::{job_manager_of, locked, ClusterView, NodeContext};
 
 /// The worker pool.
 pub(crate) struct WorkerPool;
 
 /// Calls and sub-jobs of running attempts waiting for their answers. Kept in the node's
 /// [`NodeContext`] so that it outlives a restart of the pool actor.
-#[derive(Default)]
 pub struct PendingCalls {
     /// Who waits for the answer to each call.
     calls: Mutex<HashMap<u64, oneshot::Sender<Result<Value, TaskError>>>>,
+    /// The next call's id. Starts at a random number: an answer meant for this node's
+    /// previous process (held while the node was unreachable, see [`answer_call`]) must
+    /// not find a call of this one waiting under the same id.
     next_call: AtomicU64,
+}
+
+impl Default for PendingCalls {
+    fn default() -> Self {
+        Self {
+            calls: Mutex::default(),
+            next_call: AtomicU64::new(rand::random::<u64>() >> 1),
+        }
+    }
 }
 
 impl std::fmt::Debug for PendingCalls {
@@ -70,8 +82,9 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Sends a step result to the job manager of its owner node.
-pub(crate) fn send_result(result: StepResult, owner: &str) {
+/// Sends a step result to the job manager of its owner node (held and offered again while
+/// the owner is unreachable, see [`deliver_later`]).
+pub(crate) fn send_result(view: &Arc<ClusterView>, result: StepResult, owner: &str) {
     match job_manager_of(owner) {
         Some(jm) => {
             if let Err(e) = jm.cast(JobManagerMessage::StepFinished(Wire::new(result))) {
@@ -83,31 +96,93 @@ pub(crate) fn send_result(result: StepResult, owner: &str) {
                 owner = %owner, job = %result.job, step = %result.step,
                 "the job's owner node is not reachable; holding the result and trying again"
             );
-            tokio::spawn(deliver_later(result, owner.to_string()));
+            let attempt = AttemptRef {
+                job: result.job.clone(),
+                step: result.step.clone(),
+                attempt: result.attempt,
+            };
+            locked(&view.held_results).insert(attempt.clone());
+            tokio::spawn(deliver_later(
+                view.clone(),
+                attempt,
+                result,
+                owner.to_string(),
+            ));
         }
     }
 }
 
-/// How long a result whose owner is unreachable is held and offered again.
-const HOLD_RESULT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a result or a call's answer whose node is unreachable is held and offered
+/// again.
+const HOLD_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Offers `result` to its owner every 250 ms until the owner is reachable again, for at
-/// most [`HOLD_RESULT_FOR`]. A cut shorter than `down_after_ms` makes nobody declare
+/// How often a held result or answer is offered again.
+const OFFER_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Offers `result` to its owner every [`OFFER_EVERY`] until the owner is reachable again,
+/// for at most [`HOLD_FOR`]. A cut shorter than `down_after_ms` makes nobody declare
 /// anybody down, so the owner would wait for this result for ever if it were dropped.
-async fn deliver_later(result: StepResult, owner: String) {
-    let until = std::time::Instant::now() + HOLD_RESULT_FOR;
-    while std::time::Instant::now() < until {
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        if let Some(jm) = job_manager_of(&owner) {
+/// Meanwhile the attempt counts as held here (`ClusterView::held_results`): an owner back
+/// from a pause asks which of its attempts this node holds, and must not run this one
+/// again.
+async fn deliver_later(
+    view: Arc<ClusterView>,
+    attempt: AttemptRef,
+    result: StepResult,
+    owner: String,
+) {
+    match reachable_again(|| job_manager_of(&owner)).await {
+        Some(jm) => {
             tracing::info!(owner = %owner, job = %result.job, step = %result.step, "delivered a held step result");
             let _ = jm.cast(JobManagerMessage::StepFinished(Wire::new(result)));
-            return;
+        }
+        None => tracing::warn!(
+            owner = %owner, job = %result.job, step = %result.step,
+            "dropping a step result: its owner stayed unreachable for 60 s (it runs the attempt again once it sees this node down)"
+        ),
+    }
+    locked(&view.held_results).remove(&attempt);
+}
+
+/// Looks for an actor every [`OFFER_EVERY`] until `find` finds it, for at most
+/// [`HOLD_FOR`].
+async fn reachable_again<M: ractor::Message>(
+    find: impl Fn() -> Option<ActorRef<M>>,
+) -> Option<ActorRef<M>> {
+    let until = std::time::Instant::now() + HOLD_FOR;
+    while std::time::Instant::now() < until {
+        tokio::time::sleep(OFFER_EVERY).await;
+        if let Some(found) = find() {
+            return Some(found);
         }
     }
-    tracing::warn!(
-        owner = %owner, job = %result.job, step = %result.step,
-        "dropping a step result: its owner stayed unreachable for 60 s (it runs the attempt again once it sees this node down)"
-    );
+    None
+}
+
+/// Answers a call or sub-job of an attempt running on `node` (its worker pool wakes the
+/// task waiting for it). While no connection to `node` is open the answer is offered
+/// again every [`OFFER_EVERY`] for up to [`HOLD_FOR`]: a cut shorter than
+/// `down_after_ms` counts nobody down, and a dropped answer would leave the calling task
+/// waiting for ever; a node counted down has lost the attempt anyway, and its job runs
+/// it again.
+pub(crate) fn answer_call(node: &str, reply: CallReply) {
+    let pool_on = |node: &str| first_member::<WorkerPoolMessage>(&worker_pool_group(node));
+    if let Some(pool) = pool_on(node) {
+        let _ = pool.cast(WorkerPoolMessage::CallReply(Wire::new(reply)));
+        return;
+    }
+    tracing::warn!(node = %node, call = reply.call_id, "the calling task's node is not reachable; holding the call's answer and trying again");
+    let node = node.to_string();
+    tokio::spawn(async move {
+        match reachable_again(|| pool_on(&node)).await {
+            Some(pool) => {
+                let _ = pool.cast(WorkerPoolMessage::CallReply(Wire::new(reply)));
+            }
+            None => {
+                tracing::warn!(node = %node, call = reply.call_id, "dropping a call's answer: the calling task's node stayed unreachable for 60 s")
+            }
+        }
+    });
 }
 
 /// A running attempt's way to its job's supervisor; shares the attempt's slot so that it
@@ -145,6 +220,11 @@ impl SubWork for AttemptLink {
             reply_to: self.node.clone(),
             kind,
         };
+        let waiting = CallWaiting {
+            from: req.from.clone(),
+            call_id,
+            reply_to: req.reply_to.clone(),
+        };
         let outstanding = self.outstanding.clone();
         outstanding.fetch_add(1, Ordering::AcqRel);
         // Give the slot back while waiting (if a sibling call has not already), and before
@@ -170,8 +250,7 @@ impl SubWork for AttemptLink {
                     "the job's owner node {owner} is not reachable"
                 )))
             } else {
-                rx.await
-                    .unwrap_or_else(|_| Err(TaskError::transient("the call's answer was lost")))
+                wait_for_answer(rx, &owner, waiting).await
             };
             // Take a slot again before the task goes on, once its last call is answered
             // (concurrent calls of one task share one slot). Waiting here goes ahead of
@@ -200,6 +279,30 @@ impl SubWork for AttemptLink {
             }
             result
         })
+    }
+}
+
+/// Waits for the answer to a call, telling the job's owner every [`CALL_WAITING_EVERY`]
+/// that it still waits: messages between nodes are not acknowledged, and the request or
+/// its answer may be lost with a connection that closed (the owner answers again, see
+/// `JobRun::call_waiting`).
+async fn wait_for_answer(
+    mut rx: oneshot::Receiver<Result<Value, TaskError>>,
+    owner: &str,
+    waiting: CallWaiting,
+) -> Result<Value, TaskError> {
+    loop {
+        match tokio::time::timeout(CALL_WAITING_EVERY, &mut rx).await {
+            Ok(answer) => {
+                return answer
+                    .unwrap_or_else(|_| Err(TaskError::transient("the call's answer was lost")))
+            }
+            Err(_) => {
+                if let Some(jm) = job_manager_of(owner) {
+                    let _ = jm.cast(JobManagerMessage::CallWaiting(Wire::new(waiting.clone())));
+                }
+            }
+        }
     }
 }
 
@@ -348,7 +451,7 @@ fn launch(
         if cancelled {
             tracing::debug!(job = %key.job, step = %key.step, attempt = key.attempt, "attempt cancelled");
         } else {
-            send_result(result, &req.owner);
+            send_result(&scheduler.view, result, &req.owner);
         }
     };
     // On the node's runtime even when a slot is handed on from inside a task.

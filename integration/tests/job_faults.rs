@@ -488,6 +488,97 @@ async fn a_taken_over_runs_waiting_attempt_does_not_start_after_the_heal() {
     );
 }
 
+/// The nemesis's seed 2204 (a job ended twice). n4 owns a job waiting at its gate and is
+/// cut off from the others for longer than they take to take the job over. Its user
+/// then resumes the gate on n4 itself. n4 cannot know that the job moved, but it has
+/// had no answer from the core group for longer than a takeover takes (the owner's
+/// lease, `dispatcher::lease`): it must start no attempt of the job, and after the heal
+/// it must learn of the move from the core group and give its run up.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cut_off_owner_starts_no_attempt_of_a_job_the_other_side_took_over() {
+    if !troupe_integration::needs::has(
+        "a_cut_off_owner_starts_no_attempt_of_a_job_the_other_side_took_over",
+        &[troupe_integration::needs::Need::Root],
+    ) {
+        return;
+    }
+    let mut c = four_in_namespaces(2);
+    // "attempt started" lines name each attempt's job.
+    c.env.push((
+        "RUST_LOG".into(),
+        "info,ractor=warn,ractor_cluster=error,troupe_actors::worker_pool=debug,troupe_actors::dispatcher=debug".into(),
+    ));
+    let (_first, all) = c.start_core_then_others().await;
+    let h = submit_owned_by(&all, &gated(), "n4").await;
+    let id = h.id().to_string();
+    until_state(&all, &id, JobState::WaitingForUser).await;
+    // The gate's own attempt started on n4 before the cut (its line may be written a
+    // moment after the state shows); count only later ones.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started_on_n4 = |c: &Cluster| {
+        c.log(3)
+            .lines()
+            .filter(|l| l.contains("attempt started") && l.contains(&format!("job={id}")))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let before = started_on_n4(&c).len();
+    c.netns()
+        .expect("planned in namespaces")
+        .split(&[3])
+        .expect("split");
+    until("the other side takes the job over", || async {
+        (0..3).any(|i| {
+            c.log(i)
+                .lines()
+                .any(|l| l.contains(&id) && l.contains("took the job over"))
+        })
+    })
+    .await;
+    let resumed = run_with_timeout(
+        c.cli_inside(3, &["resume", &id, "gate"]),
+        Duration::from_secs(20),
+    );
+    assert!(
+        resumed.status.success(),
+        "resume on n4: {:?}",
+        texts(&resumed)
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        started_on_n4(&c)[before..],
+        Vec::<String>::new(),
+        "n4, cut off, started an attempt of job {id}, which the other side took over"
+    );
+    assert!(
+        c.log(3)
+            .contains("attempts of its jobs wait until it answers"),
+        "n4 did not say why the gate's next attempt waits"
+    );
+    c.netns()
+        .expect("planned in namespaces")
+        .heal_all()
+        .expect("heal");
+    // The held attempt is dropped on the core group's word (whether or not the holder's
+    // own `JobMoved` came first), after the settling second.
+    until("n4 learns of the move from the core group", || async {
+        c.log(3).lines().any(|l| {
+            l.contains(&format!("job={id}"))
+                && l.contains("the core group says another node took this job over")
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        started_on_n4(&c)[before..],
+        Vec::<String>::new(),
+        "n4 started an attempt of job {id} after the heal, though another node holds it"
+    );
+    // The holder's run is the job's: it still waits at the gate (asked until the node
+    // the client reaches has seen the holder back after the heal).
+    until_state(&all, &id, JobState::WaitingForUser).await;
+}
+
 /// The nemesis's seed 774123 (money destroyed). n4 owns a job whose actor step runs
 /// after a gate; cut off alone, it resumes the gate and sends the step's message, which
 /// the cut holds. The other side takes the job over, the gate is resumed there, and the

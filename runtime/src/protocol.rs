@@ -48,9 +48,10 @@ pub use groups::{
     EVENT_HUBS_GROUP, MEMBERSHIP_GROUP,
 };
 pub use job_manager::{
-    submit, unique_owner, AttemptMoved, InvalidateRequest, JobAnswer, JobManagerMessage, JobMoved,
-    JobQueryError, LostAttempt, ProgressKind, ResultSource, ResumeRequest, SpawnRequest,
-    StepProgress, StepResult, SubmitError, SubmitFailure, SubmitRequest, UniqueJob, WatchRequest,
+    submit, unique_owner, AttemptMoved, CallWaiting, InvalidateRequest, JobAnswer,
+    JobManagerMessage, JobMoved, JobQueryError, LostAttempt, ProgressKind, ResultSource,
+    ResumeRequest, SpawnRequest, StepProgress, StepResult, SubmitError, SubmitFailure,
+    SubmitRequest, UniqueJob, WatchRequest, CALL_WAITING_EVERY,
 };
 pub use membership::{MembershipMessage, NodeInfo, NodeState, SessionEvent, SessionEventKind};
 pub use merger::{merger_execution_ended, CacheStats, Executed, MergerMessage};

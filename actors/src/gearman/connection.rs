@@ -506,6 +506,7 @@ impl Connection {
             _ => result.map(|v| for_task(v.clone()).unwrap_or(v)),
         };
         send_result(
+            &self.ctx.view,
             StepResult {
                 job: req.job.clone(),
                 step: req.step.clone(),

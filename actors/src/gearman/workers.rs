@@ -80,7 +80,7 @@ pub(crate) fn apply_change(change: AbilityChange, node: &str) {
     }
 }
 
-async fn expire(shared: Arc<GearmanShared>, node: String) {
+async fn expire(view: Arc<crate::ClusterView>, shared: Arc<GearmanShared>, node: String) {
     let mut tick = tokio::time::interval(EXPIRY_EVERY);
     loop {
         tick.tick().await;
@@ -93,6 +93,7 @@ async fn expire(shared: Arc<GearmanShared>, node: String) {
         for (req, conn) in late {
             tracing::warn!(job = %req.job, step = %req.step, conn, "a Gearman worker passed its CAN_DO_TIMEOUT; the attempt fails");
             send_result(
+                &view,
                 StepResult {
                     job: req.job.clone(),
                     step: req.step.clone(),
@@ -128,7 +129,7 @@ impl Actor for GearmanWorkers {
             ractor::pg::join(task_group(&f), vec![myself.get_cell()]);
         }
         let node = ctx.view.node.clone();
-        let expiry = tokio::spawn(expire(shared.clone(), node.clone()));
+        let expiry = tokio::spawn(expire(ctx.view.clone(), shared.clone(), node.clone()));
         Ok(GearmanWorkersState {
             shared,
             node,

@@ -13,9 +13,9 @@ use ractor::RpcReplyPort;
 use troupe_runtime::job::spec::JobSpec;
 use troupe_runtime::job::status::JobStatus;
 use troupe_runtime::protocol::{
-    first_member, job_manager_group, worker_pool_group, AttemptMoved, CallReply, InvalidateRequest,
+    first_member, job_manager_group, AttemptMoved, CallReply, CallWaiting, InvalidateRequest,
     JobAnswer, JobManagerMessage, JobQueryError, LostAttempt, ResumeRequest, SpawnRequest,
-    WatchRequest, WorkerPoolMessage,
+    WatchRequest,
 };
 use troupe_runtime::task::TaskError;
 use troupe_runtime::vocab::JobId;
@@ -297,12 +297,30 @@ impl JobManagerState {
                         r.from.job
                     ))),
                 };
-                if let Some(pool) =
-                    first_member::<WorkerPoolMessage>(&worker_pool_group(&r.reply_to))
-                {
-                    let _ = pool.cast(WorkerPoolMessage::CallReply(Wire::new(answer)));
-                }
+                crate::worker_pool::answer_call(&r.reply_to, answer);
             }
+        }
+    }
+
+    /// A running attempt still waits for a call's answer: its job's supervisor answers
+    /// again if it can; a job no longer running here answers with an error (the attempt
+    /// is stale).
+    pub(super) fn call_waiting(&self, r: CallWaiting) {
+        match self.live.get(&r.from.job) {
+            Some(sup) => {
+                let job = r.from.job.clone();
+                let _ = sup.cast(&job, JobSupervisorMessage::CallWaiting(r));
+            }
+            None => crate::worker_pool::answer_call(
+                &r.reply_to,
+                CallReply {
+                    call_id: r.call_id,
+                    result: Err(TaskError::permanent(format!(
+                        "job {} is no longer running",
+                        r.from.job
+                    ))),
+                },
+            ),
         }
     }
 

@@ -277,6 +277,9 @@ struct Group {
     finals: Vec<usize>,
     calls: bool,
     done: bool,
+    /// The member whose failure ended the group, as found when it was done (members
+    /// cancelled after a fail-fast must not change the answer given again).
+    failed: Option<usize>,
     depth: usize,
     local: HashMap<String, usize>,
 }
@@ -396,6 +399,15 @@ pub(crate) struct JobRun {
     jitter: Jitter,
     next_call: u64,
     settle: VecDeque<usize>,
+}
+
+/// The answer to call `call_id` of an attempt running on `reply_to`.
+fn answer_call(reply_to: &str, call_id: u64, result: Result<Value, TaskError>) -> Vec<Action> {
+    vec![Action::Reply {
+        node: reply_to.to_string(),
+        call_id,
+        result,
+    }]
 }
 
 impl JobRun {
@@ -521,6 +533,7 @@ impl JobRun {
             finals: graph.finals.iter().map(|&j| base + j).collect(),
             calls: false,
             done: false,
+            failed: None,
             depth,
         });
         g
@@ -1039,6 +1052,7 @@ impl JobRun {
                 StepState::Failed | StepState::Cancelled
             )
         });
+        self.groups[g].failed = failed;
         if g == 0 {
             self.end(failed.is_none(), out);
             return;
@@ -1050,7 +1064,17 @@ impl JobRun {
         if self.steps[caller.step].live_attempt != Some(caller.attempt) {
             return;
         }
-        let result = match failed {
+        out.push(Action::Reply {
+            node: caller.reply_to,
+            call_id: caller.call_id,
+            result: self.call_answer(g),
+        });
+    }
+
+    /// The answer to the call or sub-job of group `g`, once it is done: its output, or
+    /// the first of its steps that failed.
+    fn call_answer(&self, g: usize) -> Result<Value, TaskError> {
+        match self.groups[g].failed {
             None => Ok(self.group_output(g)),
             Some(i) => {
                 let n = &self.steps[i];
@@ -1070,12 +1094,42 @@ impl JobRun {
                     _ => TaskError::Permanent(msg),
                 })
             }
+        }
+    }
+
+    /// Attempt `attempt` of `step`, running on `reply_to`, still waits for the answer to
+    /// its call `call_id` (it tells the owner every `CALL_WAITING_EVERY`). Answers again
+    /// if the call's sub-work is done (the first answer may have been lost with a closed
+    /// connection); answers an error if the attempt is no longer the step's live one;
+    /// else nothing, the answer comes when the sub-work ends. Changes nothing. `None`:
+    /// the call left no trace here (its request was lost, or its answer, given at once,
+    /// was): the supervisor counts the attempt lost, and it runs again using no retry.
+    pub(crate) fn call_waiting(
+        &self,
+        step: &str,
+        attempt: u32,
+        call_id: u64,
+        reply_to: &str,
+    ) -> Option<Vec<Action>> {
+        let reply = |result| answer_call(reply_to, call_id, result);
+        let Some(i) = self.live(step, attempt) else {
+            return Some(reply(Err(TaskError::permanent(
+                "the calling attempt is no longer running",
+            ))));
         };
-        out.push(Action::Reply {
-            node: caller.reply_to,
-            call_id: caller.call_id,
-            result,
+        let asked = self.groups.iter().position(|grp| {
+            grp.caller.as_ref().is_some_and(|c| {
+                c.step == i
+                    && c.attempt == attempt
+                    && c.call_id == call_id
+                    && c.reply_to == reply_to
+            })
         });
+        match asked {
+            Some(g) if self.groups[g].done => Some(reply(self.call_answer(g))),
+            Some(_) => Some(Vec::new()),
+            None => None,
+        }
     }
 
     /// The attempt of `i` ended: cancel the sub-work it started.
@@ -1332,13 +1386,7 @@ impl JobRun {
         reply_to: &str,
         kind: SpawnKind,
     ) -> Vec<Action> {
-        let reply = |result| {
-            vec![Action::Reply {
-                node: reply_to.to_string(),
-                call_id,
-                result,
-            }]
-        };
+        let reply = |result| answer_call(reply_to, call_id, result);
         let Some(i) = self.live(step, attempt) else {
             return reply(Err(TaskError::permanent(
                 "the calling attempt is no longer running",

@@ -200,3 +200,17 @@ fn attempts_a_node_says_it_does_not_hold_are_refused_when_they_arrive() {
     // Asked again: the one that finished is not held either.
     assert_eq!(s.unheld(asked[..1].to_vec()), asked[..1].to_vec());
 }
+
+/// An attempt that finished while its owner was unreachable, its result held here to be
+/// offered again, is held: the owner asking must not run it a second time.
+#[test]
+fn an_attempt_whose_result_waits_for_its_owner_is_held() {
+    let (s, _started) = scheduler("a", 1, Vec::new());
+    let done = attempt_of(&request("done", "t", false));
+    let gone = attempt_of(&request("gone", "t", false));
+    crate::locked(&s.view.held_results).insert(done.clone());
+    assert_eq!(s.unheld(vec![done.clone(), gone.clone()]), vec![gone]);
+    // Delivered: no longer held.
+    crate::locked(&s.view.held_results).remove(&done);
+    assert_eq!(s.unheld(vec![done.clone()]), vec![done]);
+}

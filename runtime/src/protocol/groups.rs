@@ -21,11 +21,19 @@ pub fn job_manager_group(node: &str) -> String {
     format!("troupe.job_manager.{node}")
 }
 
-/// The first member of `group`, as a typed reference (a per-node group has one).
+/// The member of `group` to send to, as a typed reference: this process's own if it has
+/// one, else the one seen on the newest connection. A per-node group has one member per
+/// connection to that node, and for a moment two: a closed connection's actors stay in
+/// their groups until ractor_cluster stops them, and what is sent to them is lost, while
+/// the connection that replaced it is always newer (ractor_cluster numbers connections
+/// in order).
 pub fn first_member<M: ractor::Message>(group: &str) -> Option<ractor::ActorRef<M>> {
     ractor::pg::get_members(&group.to_string())
         .into_iter()
-        .next()
+        .max_by_key(|c| match c.get_id() {
+            ractor::ActorId::Local(_) => (1, 0, 0),
+            ractor::ActorId::Remote { node_id, pid } => (0, node_id, pid),
+        })
         .map(Into::into)
 }
 

@@ -126,6 +126,27 @@ pub enum JobManagerMessage {
     /// The final status of a job of a node that left, if one was handed here.
     #[rpc]
     HandedEnd(String, RpcReplyPort<Wire<Option<JobStatus>>>),
+    /// A running attempt still waits for the answer to a call or sub-job it asked for
+    /// (from a worker pool, every [`CALL_WAITING_EVERY`] while it waits).
+    CallWaiting(Wire<CallWaiting>),
+}
+
+/// How often an attempt waiting for the answer to a call or sub-job tells the job's
+/// owner it still waits ([`JobManagerMessage::CallWaiting`]).
+pub const CALL_WAITING_EVERY: Duration = Duration::from_secs(5);
+
+/// A running attempt still waits for the answer to its call `call_id`: the owner answers
+/// it again if the call's sub-work has ended, or with an error if the request never
+/// reached it, so that an answer or a request lost with a closed connection does not
+/// leave the attempt waiting for ever (messages between nodes are not acknowledged).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallWaiting {
+    /// The attempt waiting.
+    pub from: AttemptRef,
+    /// Its id for the call.
+    pub call_id: u64,
+    /// The node the attempt runs on (where the answer goes).
+    pub reply_to: String,
 }
 
 /// A job submission.

@@ -408,6 +408,75 @@ fn calls_from_a_running_attempt_are_child_steps_that_answer_it() {
     assert_eq!(st.output, Some(json!(2)));
 }
 
+/// A one-step job whose attempt 1 on n1 called `leaf` with `inputs` as call `call_id`.
+fn calling(call_id: u64, inputs: Vec<Value>) -> JobRun {
+    let mut r = run(JobSpec::new("c").step(StepSpec::new("p", "t")));
+    r.step(Input::Start, now());
+    r.step(assigned("p", 1, "n1"), now());
+    let calls = SpawnKind::Calls {
+        task: "leaf".into(),
+        inputs,
+    };
+    r.step(spawn("p", 1, call_id, "n1", calls), now());
+    r
+}
+
+/// An attempt still waiting for a call's answer is answered again once the call is done
+/// (the first answer may have been lost with a connection), not while it runs; a stale
+/// caller is told it no longer runs; a call that left no trace is reported (`None`: the
+/// supervisor counts the attempt lost), and losing the attempt so uses no retry.
+#[test]
+fn an_attempt_still_waiting_for_a_call_is_answered_again_or_told_it_was_lost() {
+    let mut r = calling(4, vec![json!(1)]);
+    assert_eq!(
+        r.call_waiting("p", 1, 4, "n1"),
+        Some(Vec::new()),
+        "still running"
+    );
+    let done = r.step(finished("p/call-0", 1, "n2", Ok(json!("one"))), now());
+    assert_eq!(reply_of(&done), Some((4, Ok(json!(["one"])))));
+    // Asked again: the same answer, and nothing else changes.
+    let again = r.call_waiting("p", 1, 4, "n1").expect("known");
+    assert_eq!(reply_of(&again), Some((4, Ok(json!(["one"])))));
+    assert_eq!(again.len(), 1);
+    // A stale attempt is told it no longer runs.
+    let stale = reply_of(&r.call_waiting("p", 2, 4, "n1").expect("known")).expect("an answer");
+    assert!(matches!(stale.1, Err(TaskError::Permanent(_))), "{stale:?}");
+    // A call this job never got: reported, and the attempt lost runs again as attempt 2
+    // without using a retry.
+    assert_eq!(r.call_waiting("p", 1, 5, "n1"), None);
+    let lost = r.step(
+        Input::AttemptLost {
+            step: "p".into(),
+            attempt: 1,
+            reason: "its call was lost".into(),
+            counts: false,
+        },
+        now(),
+    );
+    assert_eq!(dispatched(&lost), vec![("p".into(), 2)]);
+    assert_eq!(r.state(), JobState::Running);
+}
+
+/// The answer given again after a call failed fast is the one given first: the siblings
+/// cancelled after it do not change it.
+#[test]
+fn a_failed_call_is_answered_again_with_its_first_answer() {
+    let mut r = calling(9, vec![json!(1), json!(2)]);
+    let failed = r.step(
+        finished("p/call-1", 1, "n2", Err(TaskError::permanent("disk full"))),
+        now(),
+    );
+    let first = reply_of(&failed).expect("answered at once");
+    let msg = first.1.clone().unwrap_err().to_string();
+    assert!(
+        msg.contains("p/call-1") && msg.contains("disk full"),
+        "{msg}"
+    );
+    let again = reply_of(&r.call_waiting("p", 1, 9, "n1").expect("known")).expect("again");
+    assert_eq!(again, first);
+}
+
 #[test]
 fn a_failing_call_carries_the_chain_and_stops_its_siblings() {
     let mut r = run(JobSpec::new("c").step(StepSpec::new("p", "t")));
