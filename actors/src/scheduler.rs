@@ -77,6 +77,8 @@ struct Running {
     owner: String,
     /// The owner's epoch for the job.
     epoch: u64,
+    /// Its task.
+    task: String,
 }
 
 /// This node's scheduling: slots, lanes, placement, limits, stealing (see the module docs).
@@ -311,10 +313,38 @@ impl Scheduler {
         locked(&self.limits).saturated.clone()
     }
 
-    /// Attempts this node can start now: free slots not already claimed by waiting attempts.
-    fn local_room(&self) -> u32 {
-        let free = self.slots.available_permits();
-        free.saturating_sub(locked(&self.lanes).len()) as u32
+    /// Attempts of `request`'s task this node takes now: free slots not already claimed
+    /// by waiting attempts, and, for work made by an attempt running here (a call, a
+    /// sub-job), a queue here as long as its slots run in the prefetch budget
+    /// (`Placement::wait_here`): a quick call waits here for the caller's slot rather
+    /// than cross the network and back, which takes longer than running it. Only while
+    /// every attempt running here is of a task as quick (measured here): a slot busy
+    /// with a long one would keep the call waiting while other nodes have room.
+    fn local_room(&self, request: &StepRequest) -> u32 {
+        let free = self.slots.available_permits() as u32;
+        let wait_here = if request.near.as_deref() == Some(self.view.node.as_str()) {
+            let running: Vec<String> = locked(&self.running)
+                .values()
+                .map(|r| r.task.clone())
+                .collect();
+            let slots = self.slot_count as u32;
+            let placement = locked(&self.placement);
+            let quick = |task: &str| placement.wait_here(&self.view.node, task, slots) > 0;
+            if running.iter().all(|t| quick(t)) {
+                placement.wait_here(&self.view.node, &request.task, slots)
+            } else {
+                0
+            }
+        } else {
+            0
+        };
+        let waiting = locked(&self.lanes).len() as u32;
+        free.saturating_add(wait_here).saturating_sub(waiting)
+    }
+
+    /// An attempt of `task` held a slot here for `us` microseconds.
+    pub(crate) fn ran_here(&self, task: &str, us: u64) {
+        locked(&self.placement).ran(&self.view.node, task, us);
     }
 
     /// Queues an attempt in this node's lanes and starts what the free slots allow.
@@ -458,6 +488,7 @@ impl Scheduler {
                     cancel: cancel.clone(),
                     owner: req.owner.clone(),
                     epoch: req.epoch,
+                    task: req.task.clone(),
                 },
             );
             drop(abandoned);
@@ -638,7 +669,11 @@ impl Scheduler {
         // This node's own worker pool serves the task (its external Gearman workers, if they
         // are the only local member, are reached like a peer's pool).
         let serves_here = self.registry.get(&request.task).is_some() && names.contains(&view.node);
-        let local_room = if serves_here { self.local_room() } else { 0 };
+        let local_room = if serves_here {
+            self.local_room(&request)
+        } else {
+            0
+        };
         let home = request.near.as_deref().unwrap_or(&view.node);
         // External Gearman workers here do the task: when no node has room, the attempt
         // waits on this node's board, as in gearmand's queue, rather than crossing to

@@ -431,6 +431,10 @@ fn launch(
         let freed = locked(&slot).take();
         scheduler.attempt_ended(&key, &req.task, freed);
         let cancelled = result.is_none();
+        let ran_us = (!cancelled).then(|| began.elapsed().as_micros() as u64);
+        if let Some(us) = ran_us {
+            scheduler.ran_here(&req.task, us);
+        }
         let result = StepResult {
             job: req.job,
             step: req.step,
@@ -439,7 +443,7 @@ fn launch(
             result: result.unwrap_or_else(|| Err(TaskError::permanent("cancelled"))),
             source: ResultSource::Executed,
             epoch: req.epoch,
-            ran_us: (!cancelled).then(|| began.elapsed().as_micros() as u64),
+            ran_us,
         };
         // An execution for a merger: it answers the requests that joined this one.
         troupe_runtime::protocol::merger_execution_ended(

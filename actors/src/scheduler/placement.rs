@@ -9,7 +9,10 @@
 //! freed there), when gossip shows a node with room (a node that just joined), or when an
 //! idle node steals it. Work made by a running attempt (a re-entrant call, a sub-job)
 //! runs on that attempt's node when it has room: its inputs are there, and so is the
-//! waiting caller.
+//! waiting caller. A quick one (its task's mean slot time there fits the prefetch budget,
+//! below) even waits there for a slot, while what runs there is as quick: the caller gave
+//! its slot back, and a round trip to a peer and back would take longer than the call
+//! (`Placement::wait_here`).
 //!
 //! The prefetch follows what a node's attempts take. A round trip on loopback costs a few
 //! hundred microseconds under load, while a small task runs in a few: with one attempt
@@ -313,15 +316,44 @@ impl Placement {
         }
         self.release(&node);
         if let Some(us) = ran_us.filter(|_| !task.is_empty()) {
-            let us = us as f64;
-            self.run_us
-                .entry(node.clone())
-                .or_default()
-                .entry(task)
-                .and_modify(|mean| *mean += RUN_TIME_WEIGHT * (us - *mean))
-                .or_insert(us);
+            self.ran(&node, &task, us);
         }
         Some(node)
+    }
+
+    /// Records that an attempt of `task` held a slot of `node` for `us` microseconds (a
+    /// result from a peer, or an attempt that ran on this node: [`Placement::wait_here`]).
+    pub fn ran(&mut self, node: &str, task: &str, us: u64) {
+        let us = us as f64;
+        let tasks = match self.run_us.get_mut(node) {
+            Some(tasks) => tasks,
+            None => self.run_us.entry(node.to_string()).or_default(),
+        };
+        match tasks.get_mut(task) {
+            Some(mean) => *mean += RUN_TIME_WEIGHT * (us - *mean),
+            None => {
+                tasks.insert(task.to_string(), us);
+            }
+        }
+    }
+
+    /// Attempts of `task` that may wait on `node` (this node, with `slots` slots) for a
+    /// slot to free up rather than go to a peer: as many as its slots run within the
+    /// prefetch budget at the task's mean slot time here. Sending an attempt to a peer
+    /// costs about that budget (the round trip the prefetch fills), so a task quicker
+    /// than that finishes sooner queued here. None while the task is not measured here,
+    /// or when one attempt takes longer than the budget: such work goes where there is
+    /// room.
+    pub fn wait_here(&self, node: &str, task: &str, slots: u32) -> u32 {
+        let budget_us = self.prefetch.budget_us;
+        match self.run_us.get(node).and_then(|tasks| tasks.get(task)) {
+            Some(&run_us) if budget_us > 0 => {
+                let fits = budget_us as f64 * f64::from(slots.max(1)) / run_us.max(1.0);
+                // `as` saturates: a huge quotient is u32::MAX, clamped below.
+                (fits as u32).min(self.prefetch.max)
+            }
+            _ => 0,
+        }
     }
 
     /// Forgets every attempt of an ended job (cancelled attempts send no result).
@@ -595,6 +627,26 @@ mod tests {
             rooms.took_one();
         }
         assert!(!rooms.any());
+    }
+
+    #[test]
+    fn quick_work_may_wait_here_and_slow_or_unmeasured_work_may_not() {
+        let mut p = timed();
+        assert_eq!(p.wait_here("a", "t", 1), 0, "not measured here yet");
+        // 100 us attempts: one slot runs 10 in the 1 ms budget, two slots 20 (capped).
+        p.ran("a", "t", 100);
+        assert_eq!(p.wait_here("a", "t", 1), 10);
+        assert_eq!(p.wait_here("a", "t", 2), 16);
+        assert_eq!(p.wait_here("a", "other", 1), 0);
+        // Attempts longer than the budget: none waits here.
+        for _ in 0..60 {
+            p.ran("a", "t", 50_000);
+        }
+        assert_eq!(p.wait_here("a", "t", 1), 0);
+        // A prefetch without a time budget keeps nothing waiting here.
+        let mut fixed = Placement::new(1);
+        fixed.ran("a", "t", 1);
+        assert_eq!(fixed.wait_here("a", "t", 1), 0);
     }
 
     #[test]

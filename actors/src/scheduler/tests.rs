@@ -214,3 +214,45 @@ fn an_attempt_whose_result_waits_for_its_owner_is_held() {
     crate::locked(&s.view.held_results).remove(&done);
     assert_eq!(s.unheld(vec![done.clone()]), vec![done]);
 }
+
+/// A quick call made by an attempt running here may wait here for a slot (its round trip
+/// to a peer would take longer than running it); slow or unmeasured work, other work, and
+/// any work while a slow attempt holds a slot here take only the free slots.
+#[test]
+fn quick_calls_made_here_may_wait_here_while_what_runs_here_is_quick() {
+    let (s, started) = scheduler("a", 2, Vec::new());
+    let called_here = |step: &str, task: &str| {
+        let mut r = request(step, task, true);
+        r.near = Some("a".into());
+        r
+    };
+    s.enqueue(request("caller", "quick", false));
+    assert_eq!(steps(&started), ["caller"]);
+    assert_eq!(
+        s.local_room(&called_here("c1", "quick")),
+        1,
+        "not measured yet: the free slot"
+    );
+    // 100 us attempts: two slots run 16 (the cap) in the 1 ms budget.
+    s.ran_here("quick", 100);
+    assert_eq!(s.local_room(&called_here("c1", "quick")), 1 + 16);
+    assert_eq!(
+        s.local_room(&request("c1", "quick", true)),
+        1,
+        "not made by an attempt here"
+    );
+    let mut elsewhere = called_here("c1", "quick");
+    elsewhere.near = Some("b".into());
+    assert_eq!(
+        s.local_room(&elsewhere),
+        1,
+        "made by an attempt on another node"
+    );
+    // A slow attempt takes the other slot: nothing waits here any more.
+    s.ran_here("slow", 50_000);
+    s.enqueue(request("long", "slow", false));
+    assert_eq!(steps(&started), ["caller", "long"]);
+    assert_eq!(s.local_room(&called_here("c1", "quick")), 0);
+    end(&s, &started, "long", "slow");
+    assert_eq!(s.local_room(&called_here("c1", "quick")), 1 + 16);
+}
