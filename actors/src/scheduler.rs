@@ -318,19 +318,26 @@ impl Scheduler {
     /// sub-job), a queue here as long as its slots run in the prefetch budget
     /// (`Placement::wait_here`): a quick call waits here for the caller's slot rather
     /// than cross the network and back, which takes longer than running it. Only while
-    /// every attempt running here is of a task as quick (measured here): a slot busy
-    /// with a long one would keep the call waiting while other nodes have room.
+    /// every attempt running here is of a task as quick (by its mean here): a slot busy
+    /// with a long one would keep the call waiting while other nodes have room (an
+    /// attempt of a quick task that runs long is not seen: the next gossip of a peer
+    /// with room spills the call there). Not for tasks with limits, whose turn here may
+    /// wait for a token.
     fn local_room(&self, request: &StepRequest) -> u32 {
         let free = self.slots.available_permits() as u32;
-        let wait_here = if request.near.as_deref() == Some(self.view.node.as_str()) {
-            let running: Vec<String> = locked(&self.running)
-                .values()
-                .map(|r| r.task.clone())
-                .collect();
+        let limited = || {
+            self.config
+                .task_limits
+                .iter()
+                .any(|l| l.task == request.task)
+        };
+        let wait_here = if request.near.as_deref() == Some(self.view.node.as_str()) && !limited() {
+            // `running` then `placement`: nothing takes them the other way round.
+            let running = locked(&self.running);
             let slots = self.slot_count as u32;
             let placement = locked(&self.placement);
             let quick = |task: &str| placement.wait_here(&self.view.node, task, slots) > 0;
-            if running.iter().all(|t| quick(t)) {
+            if running.values().all(|r| quick(&r.task)) {
                 placement.wait_here(&self.view.node, &request.task, slots)
             } else {
                 0

@@ -197,6 +197,35 @@ struct AttemptLink {
     /// last is answered (taking it back while a sibling's sub-work still waits for a
     /// slot could hold every slot of the node on tasks that cannot go on).
     outstanding: Arc<AtomicU64>,
+    /// How long the attempt went without its slot, waiting for its calls.
+    slotless: Arc<Mutex<Slotless>>,
+}
+
+/// The time an attempt spent without its slot: its slot time is its run time less that.
+#[derive(Default)]
+struct Slotless {
+    /// Since when it is without (its slot is given back now).
+    since: Option<std::time::Instant>,
+    /// Microseconds without it before that.
+    total_us: u64,
+}
+
+impl Slotless {
+    fn gave_back(&mut self) {
+        self.since = Some(std::time::Instant::now());
+    }
+
+    fn took_again(&mut self) {
+        if let Some(since) = self.since.take() {
+            self.total_us += since.elapsed().as_micros() as u64;
+        }
+    }
+
+    /// Of `ran_us`, the time the attempt held its slot.
+    fn held_of(&self, ran_us: u64) -> u64 {
+        let now_without = self.since.map_or(0, |s| s.elapsed().as_micros() as u64);
+        ran_us.saturating_sub(self.total_us + now_without)
+    }
 }
 
 impl SubWork for AttemptLink {
@@ -233,6 +262,7 @@ impl SubWork for AttemptLink {
         // attempt.
         let released = locked(&self.permit).take();
         if released.is_some() {
+            locked(&self.slotless).gave_back();
             drop(released);
             self.scheduler.pump();
         }
@@ -243,6 +273,7 @@ impl SubWork for AttemptLink {
         let scheduler = self.scheduler.clone();
         let owner = self.owner.clone();
         let permit = self.permit.clone();
+        let slotless = self.slotless.clone();
         Box::pin(async move {
             let result = if !sent {
                 locked(&calls.calls).remove(&call_id);
@@ -264,6 +295,7 @@ impl SubWork for AttemptLink {
                         match *slot {
                             None => {
                                 *slot = Some(p);
+                                locked(&slotless).took_again();
                                 None
                             }
                             // A sibling call got back first and holds the slot: this
@@ -373,6 +405,7 @@ fn launch(
     );
     let fut = async move {
         let slot = Arc::new(Mutex::new(Some(permit)));
+        let slotless = Arc::new(Mutex::new(Slotless::default()));
         let link = Arc::new(AttemptLink {
             owner: req.owner.clone(),
             node: node.clone(),
@@ -380,6 +413,7 @@ fn launch(
             scheduler: scheduler.clone(),
             permit: slot.clone(),
             outstanding: Arc::default(),
+            slotless: slotless.clone(),
         });
         let ctx = TaskContext::new(&req.job, &req.step, req.attempt, &node, req.deps).attach(
             link,
@@ -431,8 +465,10 @@ fn launch(
         let freed = locked(&slot).take();
         scheduler.attempt_ended(&key, &req.task, freed);
         let cancelled = result.is_none();
-        let ran_us = (!cancelled).then(|| began.elapsed().as_micros() as u64);
-        if let Some(us) = ran_us {
+        // Slot time: a task waiting for its calls gave its slot back meanwhile.
+        let ran_us =
+            (!cancelled).then(|| locked(&slotless).held_of(began.elapsed().as_micros() as u64));
+        if let (Some(us), Some(Ok(_))) = (ran_us, &result) {
             scheduler.ran_here(&req.task, us);
         }
         let result = StepResult {
@@ -536,5 +572,26 @@ impl Actor for WorkerPool {
             },
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Slotless;
+
+    /// An attempt's slot time leaves out the time it waited for its calls without its
+    /// slot, also while it still waits.
+    #[test]
+    fn slot_time_leaves_out_the_time_without_the_slot() {
+        let mut s = Slotless::default();
+        assert_eq!(s.held_of(500), 500);
+        s.gave_back();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(s.held_of(100_000) <= 95_000, "5 ms without it so far");
+        s.took_again();
+        assert!(s.total_us >= 5_000);
+        let total = s.total_us;
+        assert_eq!(s.held_of(total + 40), 40);
+        assert_eq!(s.held_of(1), 0, "never below zero");
     }
 }

@@ -347,7 +347,7 @@ impl Placement {
     pub fn wait_here(&self, node: &str, task: &str, slots: u32) -> u32 {
         let budget_us = self.prefetch.budget_us;
         match self.run_us.get(node).and_then(|tasks| tasks.get(task)) {
-            Some(&run_us) if budget_us > 0 => {
+            Some(&run_us) if budget_us > 0 && run_us <= budget_us as f64 => {
                 let fits = budget_us as f64 * f64::from(slots.max(1)) / run_us.max(1.0);
                 // `as` saturates: a huge quotient is u32::MAX, clamped below.
                 (fits as u32).min(self.prefetch.max)
@@ -638,11 +638,17 @@ mod tests {
         assert_eq!(p.wait_here("a", "t", 1), 10);
         assert_eq!(p.wait_here("a", "t", 2), 16);
         assert_eq!(p.wait_here("a", "other", 1), 0);
-        // Attempts longer than the budget: none waits here.
+        // Attempts longer than the budget: none waits here, however many slots run them.
         for _ in 0..60 {
             p.ran("a", "t", 50_000);
         }
         assert_eq!(p.wait_here("a", "t", 1), 0);
+        p.ran("b", "t", 1_500);
+        assert_eq!(
+            p.wait_here("b", "t", 8),
+            0,
+            "8 slots run 5 in 1 ms, but one takes longer"
+        );
         // A prefetch without a time budget keeps nothing waiting here.
         let mut fixed = Placement::new(1);
         fixed.ran("a", "t", 1);
