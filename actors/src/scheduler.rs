@@ -349,11 +349,6 @@ impl Scheduler {
         free.saturating_add(wait_here).saturating_sub(waiting)
     }
 
-    /// An attempt of `task` held a slot here for `us` microseconds.
-    pub(crate) fn ran_here(&self, task: &str, us: u64) {
-        locked(&self.placement).ran(&self.view.node, task, us);
-    }
-
     /// Queues an attempt in this node's lanes and starts what the free slots allow.
     pub(crate) fn enqueue(self: &Arc<Self>, req: StepRequest) {
         // Held until the attempt is in the lanes, so that `unheld` finds it there if it
@@ -550,14 +545,19 @@ impl Scheduler {
         self.slots.clone().acquire_owned().await.ok()
     }
 
-    /// An attempt that ran here ended: it no longer runs, its slot (if it still held one)
-    /// goes to the next waiting attempt.
+    /// An attempt that ran here ended, having held its slot `ran_us` if it succeeded (the
+    /// mean `Placement::wait_here` reads): it no longer runs, its slot (if it still held
+    /// one) goes to the next waiting attempt.
     pub(crate) fn attempt_ended(
         self: &Arc<Self>,
         attempt: &AttemptRef,
         task: &str,
         slot: Option<OwnedSemaphorePermit>,
+        ran_us: Option<u64>,
     ) {
+        if let Some(us) = ran_us {
+            locked(&self.placement).ran(&self.view.node, task, us);
+        }
         locked(&self.running).remove(attempt);
         locked(&self.limits).finished(task);
         drop(slot);

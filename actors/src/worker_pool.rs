@@ -462,15 +462,13 @@ fn launch(
             elapsed_us = began.elapsed().as_micros() as u64,
             "attempt ended"
         );
-        let freed = locked(&slot).take();
-        scheduler.attempt_ended(&key, &req.task, freed);
         let cancelled = result.is_none();
         // Slot time: a task waiting for its calls gave its slot back meanwhile.
         let ran_us =
             (!cancelled).then(|| locked(&slotless).held_of(began.elapsed().as_micros() as u64));
-        if let (Some(us), Some(Ok(_))) = (ran_us, &result) {
-            scheduler.ran_here(&req.task, us);
-        }
+        let succeeded = ran_us.filter(|_| matches!(result, Some(Ok(_))));
+        let freed = locked(&slot).take();
+        scheduler.attempt_ended(&key, &req.task, freed, succeeded);
         let result = StepResult {
             job: req.job,
             step: req.step,

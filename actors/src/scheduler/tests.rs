@@ -60,7 +60,7 @@ fn end(s: &Arc<Scheduler>, started: &Started, step: &str, task: &str) {
         e.1.take()
     };
     let a = attempt_of(&request(step, task, false));
-    s.attempt_ended(&a, task, slot);
+    s.attempt_ended(&a, task, slot, None);
 }
 
 /// Attempts start while slots are free; the others wait, and the next slot goes to
@@ -234,7 +234,12 @@ fn quick_calls_made_here_may_wait_here_while_what_runs_here_is_quick() {
         "not measured yet: the free slot"
     );
     // 100 us attempts: two slots run 16 (the cap) in the 1 ms budget.
-    s.ran_here("quick", 100);
+    s.attempt_ended(
+        &attempt_of(&request("m1", "quick", false)),
+        "quick",
+        None,
+        Some(100),
+    );
     assert_eq!(s.local_room(&called_here("c1", "quick")), 1 + 16);
     assert_eq!(
         s.local_room(&request("c1", "quick", true)),
@@ -249,7 +254,12 @@ fn quick_calls_made_here_may_wait_here_while_what_runs_here_is_quick() {
         "made by an attempt on another node"
     );
     // A slow attempt takes the other slot: nothing waits here any more.
-    s.ran_here("slow", 50_000);
+    s.attempt_ended(
+        &attempt_of(&request("m2", "slow", false)),
+        "slow",
+        None,
+        Some(50_000),
+    );
     s.enqueue(request("long", "slow", false));
     assert_eq!(steps(&started), ["caller", "long"]);
     assert_eq!(s.local_room(&called_here("c1", "quick")), 0);
